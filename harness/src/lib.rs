@@ -1,0 +1,4 @@
+//! mmx: which way of building an idmapped overlay rootfs works on this kernel, filesystem and
+//! CPU topology, and how fast is it under contention.
+//!
+//! Data flows one way: [`matrix`] → cells → boots ([`backend`]) → results ([`results`]) → report.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("mmx {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,155 @@
+//! Lock benchmark plans and results (DESIGN.md, "The lock benchmark").
+//!
+//! Each benchmark produces points: one per (lock kind or workload, pinning, thread count), in the
+//! style of will-it-scale: ops/s, per-thread ops, scalability = ops / (ops@1 × N), latency
+//! percentiles, and for the mount-lock family the bystander ("victim") readers' latency.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ObservedTopology, SmtState, Strategy};
+
+/// Which benchmark family a cell runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bench {
+    /// N threads on one user-space lock (global-lock-bench style).
+    UserSpin,
+    /// Writers doing mount-table operations while readers time `stat()` of a deep path.
+    MountLock,
+    /// Time to read /proc/self/mountinfo (and listmount) as the table grows.
+    Mountinfo,
+    /// The three mount strategies at high concurrency while readers run.
+    Storm,
+}
+
+impl Bench {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bench::UserSpin => "user-spin",
+            Bench::MountLock => "mount-lock",
+            Bench::Mountinfo => "mountinfo",
+            Bench::Storm => "storm",
+        }
+    }
+}
+
+/// User-space lock kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockKind {
+    /// Test-and-set spinlock with `pause` in the wait loop.
+    Tas,
+    /// Ticket lock.
+    Ticket,
+    /// `std::sync::Mutex` (futex).
+    Mutex,
+    /// No shared lock: each thread increments its own padded counter (the ideal line).
+    PerThread,
+}
+
+/// Where threads are pinned, chosen from the observed topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pinning {
+    /// Let the scheduler place threads.
+    None,
+    /// One thread per physical core before any SMT sibling.
+    PerCore,
+    /// Fill SMT siblings of a core before moving to the next.
+    SmtSiblings,
+    /// Only the CPUs of NUMA node 0.
+    OneNode,
+    /// Round-robin across NUMA nodes.
+    SpreadNodes,
+}
+
+/// Parameters of a lockbench cell. Defaults are small enough for a TCG guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockbenchScenario {
+    pub bench: Bench,
+    /// Thread counts to sweep; empty means 1, 2, 4 … up to the CPUs online.
+    pub threads: Vec<u32>,
+    pub locks: Vec<LockKind>,
+    pub pinning: Vec<Pinning>,
+    /// Put the shared counter on the lock's cache line (false sharing) as well as apart.
+    pub false_sharing: bool,
+    pub warmup_ms: u64,
+    pub duration_ms: u64,
+    /// mount-lock / storm: reader ("victim") threads timing stat().
+    pub readers: u32,
+    /// mountinfo: table sizes to grow to.
+    pub table_sizes: Vec<u32>,
+    /// storm: strategies to run, layers per container, containers.
+    pub strategies: Vec<Strategy>,
+    pub layers: u32,
+    pub containers: u32,
+    /// Also run every point with SMT turned off through /sys/devices/system/cpu/smt/control
+    /// (restored afterwards, always).
+    pub toggle_smt: bool,
+}
+
+impl Default for LockbenchScenario {
+    fn default() -> Self {
+        LockbenchScenario {
+            bench: Bench::UserSpin,
+            threads: Vec::new(),
+            locks: vec![LockKind::Tas, LockKind::Ticket, LockKind::Mutex, LockKind::PerThread],
+            pinning: vec![Pinning::None],
+            false_sharing: true,
+            warmup_ms: 100,
+            duration_ms: 500,
+            readers: 1,
+            table_sizes: vec![1_000, 10_000],
+            strategies: Strategy::ALL.to_vec(),
+            layers: 20,
+            containers: 20,
+            toggle_smt: false,
+        }
+    }
+}
+
+impl LockbenchScenario {
+    pub fn label(&self) -> String {
+        format!("lockbench-{}", self.bench.as_str())
+    }
+}
+
+/// A lockbench cell's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockbenchResult {
+    pub bench: Bench,
+    pub topology: ObservedTopology,
+    /// SMT state before the benchmark and after it was restored (must be equal).
+    pub smt_before: SmtState,
+    pub smt_after: SmtState,
+    pub points: Vec<LockPoint>,
+}
+
+/// One measured point of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockPoint {
+    /// What was contended: a lock kind (`tas`, `ticket`, …), a writer workload (`bind-umount`,
+    /// `open-tree`), a table size (`mountinfo@10000`) or a strategy (`storm:per-layer`).
+    pub workload: String,
+    pub pinning: Pinning,
+    pub smt: SmtState,
+    /// Lock on the same cache line as the data it protects.
+    #[serde(default)]
+    pub false_sharing: bool,
+    pub threads: u32,
+    pub duration_ns: u64,
+    pub ops: u64,
+    pub ops_per_sec: f64,
+    pub per_thread_ops: Vec<u64>,
+    /// ops / (ops@1 × N) for the same workload, pinning and SMT state.
+    pub scalability: Option<f64>,
+    /// Operation latency, nanoseconds (batched where an operation is shorter than the timer).
+    pub latency_p50_ns: Option<f64>,
+    pub latency_p99_ns: Option<f64>,
+    pub latency_max_ns: Option<f64>,
+    /// Bystander readers' stat() latency, nanoseconds.
+    pub reader_p50_ns: Option<f64>,
+    pub reader_p99_ns: Option<f64>,
+    pub reader_max_ns: Option<f64>,
+}
