@@ -2,3 +2,7 @@
 //! CPU topology, and how fast is it under contention.
 //!
 //! Data flows one way: [`matrix`] → cells → boots ([`backend`]) → results ([`results`]) → report.
+
+pub mod backend;
+pub mod matrix;
+pub mod results;
