@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: [`matrix`] → cells → boots ([`backend`]) → results ([`results`]) → report.
 
+pub mod agent;
 pub mod backend;
 pub mod matrix;
 pub mod results;
