@@ -5,5 +5,9 @@
 
 pub mod agent;
 pub mod backend;
+pub mod initramfs;
+pub mod kernels;
 pub mod matrix;
 pub mod results;
+pub mod run;
+pub mod summary;

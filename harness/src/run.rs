@@ -1,0 +1,817 @@
+//! `mmx run`: cells → boots → results. Groups the matrix's cells into boots (one guest or host
+//! visit each), runs the boots on a pool of jobs, and folds what each boot reported back into
+//! one record per cell, writing `run.json` after every boot so nothing gathered is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use protocol::{
+    AgentEvent, CellResult, Filesystem, ObservedTopology, Outcome, Plan, PlanItem, Scenario,
+    SCHEMA_VERSION,
+};
+
+use crate::backend::{BootOutput, BootRequest, Cancel};
+use crate::matrix::{Cell, Matrix, Target, Topology};
+use crate::results::{
+    Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, Provenance, RunDir, RunRecord,
+    RUN_SCHEMA_VERSION,
+};
+
+/// Which part of the matrix to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// QEMU guests for every kernel, plus every `[[hosts]]` entry.
+    All,
+    /// Only QEMU guests.
+    Qemu,
+    /// Only this machine's own kernel (needs root).
+    Local,
+    /// Only the `[[hosts]]` over SSH.
+    Ssh,
+}
+
+/// A stable subset of the matrix: boot groups are dealt round-robin in id order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("--shard `{s}`: expected I/N, e.g. 1/4"))?;
+        let index: usize = i
+            .parse()
+            .map_err(|_| format!("--shard `{s}`: `{i}` is not a number"))?;
+        let count: usize = n
+            .parse()
+            .map_err(|_| format!("--shard `{s}`: `{n}` is not a number"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!("--shard `{s}`: need 1 <= I <= N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Everything `mmx run` was asked for, checked.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub matrix: PathBuf,
+    pub backend: BackendChoice,
+    pub jobs: usize,
+    /// Substrings (or `*` globs) of cell ids; a cell runs when any matches. Empty: all.
+    pub filter: Vec<String>,
+    pub shard: Option<Shard>,
+    /// Retries of a boot that ended in an infra error (never for kernel verdicts).
+    pub retries: u32,
+    /// Parent of the run directory.
+    pub out_dir: PathBuf,
+    pub run_id: Option<String>,
+    /// Print progress lines (false for `--json`).
+    pub progress: bool,
+}
+
+/// One boot: the cells it runs and where.
+#[derive(Debug, Clone)]
+pub struct BootPlan {
+    pub id: String,
+    pub target: Target,
+    pub filesystem: Filesystem,
+    pub cells: Vec<Cell>,
+}
+
+/// Group cells into boots (cells with the same kernel/topology/filesystem share one).
+pub fn group_boots(cells: Vec<Cell>) -> Vec<BootPlan> {
+    let mut boots: BTreeMap<String, BootPlan> = BTreeMap::new();
+    for cell in cells {
+        let key = cell.boot_key();
+        boots
+            .entry(key.clone())
+            .or_insert_with(|| BootPlan {
+                id: key,
+                target: cell.target.clone(),
+                filesystem: cell.filesystem,
+                cells: Vec::new(),
+            })
+            .cells
+            .push(cell);
+    }
+    boots.into_values().collect()
+}
+
+/// Whether a cell id matches any filter (substring, or a glob with `*`).
+pub fn matches_filter(id: &str, filters: &[String]) -> bool {
+    filters.is_empty() || filters.iter().any(|f| glob_match(f, id))
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    if !pattern.contains('*') {
+        return text.contains(pattern);
+    }
+    // `*` matches any run of characters; the pattern is anchored at both ends.
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return part.is_empty() || rest.ends_with(part);
+        } else if let Some(pos) = rest.find(part) {
+            rest = &rest[pos + part.len()..];
+        } else {
+            return false;
+        }
+    }
+    rest.is_empty()
+}
+
+/// Keep the boots of one shard: boots in id order dealt round-robin, so a boot's cells never
+/// split across shards and every boot lands in exactly one.
+pub fn shard_boots(boots: Vec<BootPlan>, shard: Option<Shard>) -> Vec<BootPlan> {
+    match shard {
+        None => boots,
+        Some(s) => boots
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % s.count == s.index - 1)
+            .map(|(_, b)| b)
+            .collect(),
+    }
+}
+
+/// Per-item time limit the agent enforces; generous, since TCG is slow and a timeout must mean
+/// a hang, not a slow machine.
+pub fn item_timeout_s(scenario: &Scenario) -> u64 {
+    match scenario {
+        Scenario::Mounts(m) => {
+            let ops = u64::from(m.containers) * m.expected_ops_per_container();
+            60 + ops / 20
+        }
+        Scenario::Lockbench(l) => {
+            let points = (l.locks.len().max(1) * l.pinning.len().max(1) * 8) as u64;
+            let smt = if l.toggle_smt { 2 } else { 1 };
+            60 + smt * points * (l.warmup_ms + l.duration_ms) / 1000 * 2
+        }
+    }
+}
+
+/// The plan for one boot: every cell `repeats` times, in cell order.
+pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
+    let mut items = Vec::new();
+    for _ in 0..repeats {
+        for c in &boot.cells {
+            items.push(PlanItem {
+                cell_id: c.id.to_string(),
+                scenario: c.scenario.clone(),
+                timeout_s: Some(item_timeout_s(&c.scenario)),
+            });
+        }
+    }
+    Plan {
+        schema_version: SCHEMA_VERSION,
+        boot_id: boot.id.clone(),
+        scratch_dir: scratch_dir.to_path_buf(),
+        scratch_disk: None,
+        modules: Vec::new(),
+        probe: true,
+        items,
+    }
+}
+
+/// Severity order used when repeats disagree: the worst outcome wins.
+fn severity(o: Outcome) -> u8 {
+    match o {
+        Outcome::Pass => 0,
+        Outcome::Unsupported => 1,
+        Outcome::Fail => 2,
+        Outcome::Timeout => 3,
+        Outcome::Panic => 4,
+        Outcome::InfraError => 5,
+    }
+}
+
+/// Fold one boot's output into cell records and a boot record.
+pub fn fold_boot(
+    boot: &BootPlan,
+    out: &BootOutput,
+    backend: BackendKind,
+    host_cpu: &str,
+    attempts: u32,
+) -> (BootRecord, Vec<CellRecord>) {
+    let mut kernel_release = None;
+    let mut observed: Option<ObservedTopology> = None;
+    let mut capabilities = None;
+    let mut results: HashMap<&str, Vec<&CellResult>> = HashMap::new();
+    for ev in &out.events {
+        match ev {
+            AgentEvent::Hello {
+                kernel_release: k, ..
+            } => kernel_release = Some(k.clone()),
+            AgentEvent::Topology(t) => observed = Some(t.clone()),
+            AgentEvent::Capabilities(c) => capabilities = Some(c.clone()),
+            AgentEvent::CellResult(r) => results.entry(r.cell_id.as_str()).or_default().push(r),
+            AgentEvent::Log { .. } | AgentEvent::Done { .. } => {}
+        }
+    }
+
+    let requested = match &boot.target {
+        Target::Qemu { topology, .. } => Some(topology),
+        Target::Local | Target::Ssh { .. } => None,
+    };
+    let mismatch = match (requested, &observed) {
+        (Some(req), Some(obs)) => topology_mismatch(req, obs),
+        _ => None,
+    };
+
+    let mut cells = Vec::new();
+    for cell in &boot.cells {
+        let (kernel, topology, fs, _) = cell.id.parts();
+        let got = results.get(cell.id.as_str()).cloned().unwrap_or_default();
+        let (outcome, evidence, metrics, detail, repeats) = if got.is_empty() {
+            let (o, e) = out.end.outcome_for_unreported();
+            (o, Some(e), BTreeMap::new(), None, 0)
+        } else {
+            let worst = got
+                .iter()
+                .max_by_key(|r| severity(r.outcome))
+                .copied()
+                .unwrap_or(got[0]);
+            let mut metrics: BTreeMap<String, protocol::Metric> = BTreeMap::new();
+            for r in &got {
+                for (name, m) in &r.metrics {
+                    metrics
+                        .entry(name.clone())
+                        .and_modify(|acc| acc.samples.extend_from_slice(&m.samples))
+                        .or_insert_with(|| m.clone());
+                }
+            }
+            (
+                worst.outcome,
+                worst.evidence.clone(),
+                metrics,
+                worst.detail.clone(),
+                got.len() as u32,
+            )
+        };
+        cells.push(CellRecord {
+            id: cell.id.to_string(),
+            kernel: kernel.to_string(),
+            topology: topology.to_string(),
+            filesystem: fs.to_string(),
+            scenario: cell.scenario.clone(),
+            outcome,
+            evidence,
+            metrics,
+            detail,
+            provenance: Provenance {
+                backend,
+                accel: out.accel,
+                host_cpu: match (&boot.target, &observed) {
+                    // A metal host's CPU is what the agent saw there, not ours.
+                    (Target::Ssh { .. }, Some(t)) => t.cpu_model.clone(),
+                    _ => host_cpu.to_string(),
+                },
+                kernel_release: kernel_release.clone(),
+                kernel_source: out.kernel_source.clone(),
+                requested_topology: requested.map(|t| t.name.clone()),
+                observed_topology: observed.clone(),
+                topology_mismatch: mismatch.clone(),
+            },
+            boot_id: boot.id.clone(),
+            attempts,
+            repeats,
+        });
+    }
+    let record = BootRecord {
+        id: boot.id.clone(),
+        backend,
+        accel: out.accel,
+        end: out.end.clone(),
+        kernel_release,
+        logs: out.logs.clone(),
+        timings_ms: out.timings_ms.clone(),
+        capabilities,
+        observed_topology: observed,
+        cells: boot.cells.iter().map(|c| c.id.to_string()).collect(),
+        attempts,
+    };
+    (record, cells)
+}
+
+/// Compare what the matrix asked for with what the guest saw; `None` when they agree.
+pub fn topology_mismatch(req: &Topology, obs: &ObservedTopology) -> Option<String> {
+    let mut diffs = Vec::new();
+    let online = obs.cpus_online.len() as u32;
+    if online != req.vcpus() {
+        diffs.push(format!("{online} CPUs online, asked for {}", req.vcpus()));
+    }
+    if obs.sockets != req.sockets {
+        diffs.push(format!(
+            "{} sockets, asked for {}",
+            obs.sockets, req.sockets
+        ));
+    }
+    if obs.cores_per_socket != req.cores {
+        diffs.push(format!(
+            "{} cores/socket, asked for {}",
+            obs.cores_per_socket, req.cores
+        ));
+    }
+    if obs.threads_per_core != req.threads {
+        diffs.push(format!(
+            "{} threads/core, asked for {}",
+            obs.threads_per_core, req.threads
+        ));
+    }
+    let want_nodes = req.numa.len().max(1);
+    if obs.numa_nodes.len() != want_nodes {
+        diffs.push(format!(
+            "{} NUMA nodes, asked for {want_nodes}",
+            obs.numa_nodes.len()
+        ));
+    }
+    (!diffs.is_empty()).then(|| diffs.join("; "))
+}
+
+/// Default number of concurrent boots: bounded by cores (TCG vCPUs are host threads) and memory.
+pub fn default_jobs(guest_memory_mib: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host = HostInfo::detect();
+    let by_mem = if guest_memory_mib == 0 {
+        cores
+    } else {
+        // Leave a quarter of the host's memory alone.
+        ((host.memory_mib * 3 / 4) / guest_memory_mib.max(1)) as usize
+    };
+    cores.min(by_mem).max(1)
+}
+
+/// A run-id from the clock: sortable, filesystem-safe.
+pub fn new_run_id() -> String {
+    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    t.replace(':', "-")
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Select the cells `opts` asks for, checked against the machine (root for local).
+pub struct Selection {
+    pub boots: Vec<BootPlan>,
+    /// The local backend's scratch directory (created here, removed after the run).
+    pub local_scratch: Option<PathBuf>,
+}
+
+/// Pick the cells of a matrix for a backend choice, then filter and shard them.
+pub fn select(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<Selection> {
+    let mut cells = Vec::new();
+    let mut local_scratch = None;
+    match opts.backend {
+        BackendChoice::All => {
+            cells.extend(matrix.qemu_cells());
+            cells.extend(matrix.ssh_cells());
+        }
+        BackendChoice::Qemu => cells.extend(matrix.qemu_cells()),
+        BackendChoice::Ssh => cells.extend(matrix.ssh_cells()),
+        BackendChoice::Local => {
+            anyhow::ensure!(
+                rustix::process::geteuid().is_root(),
+                "`mmx run --backend local` needs root: the agent creates mount namespaces and \
+                 user namespaces and makes idmapped mounts, which need CAP_SYS_ADMIN in the \
+                 initial user namespace. Run it with sudo, or use the qemu backend, which does not."
+            );
+            let scratch = crate::backend::local::scratch_dir(matrix.local_scratch.as_deref())?;
+            let fs = match crate::backend::local::filesystem_of(&scratch)? {
+                Ok(fs) => fs,
+                Err(magic) => {
+                    let _ = std::fs::remove_dir(&scratch);
+                    anyhow::bail!(
+                        "{}: the local scratch dir {} is on a filesystem mmx does not know \
+                         (statfs magic {magic}); set [local] scratch_dir to a directory on \
+                         ext4, xfs, btrfs or tmpfs",
+                        matrix.path.display(),
+                        scratch.display()
+                    )
+                }
+            };
+            cells.extend(matrix.local_cells(fs));
+            local_scratch = Some(scratch);
+        }
+    }
+    cells.retain(|c| matches_filter(c.id.as_str(), &opts.filter));
+    let boots = shard_boots(group_boots(cells), opts.shard);
+    Ok(Selection {
+        boots,
+        local_scratch,
+    })
+}
+
+/// Shared state of a run in progress.
+struct Progress {
+    record: RunRecord,
+    run_dir: RunDir,
+    done: usize,
+    total: usize,
+    print: bool,
+}
+
+impl Progress {
+    fn add(&mut self, boot: BootRecord, cells: Vec<CellRecord>, took: Duration) {
+        self.done += 1;
+        if self.print {
+            let mut counts: BTreeMap<Outcome, usize> = BTreeMap::new();
+            for c in &cells {
+                *counts.entry(c.outcome).or_default() += 1;
+            }
+            let summary: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {o}")).collect();
+            let end = match &boot.end {
+                BootEnd::Completed => String::new(),
+                BootEnd::Timeout { limit, .. } => format!(" — {limit} timeout"),
+                BootEnd::Panic { line, .. } => format!(" — {line}"),
+                BootEnd::Infra { message } => format!(" — {message}"),
+            };
+            eprintln!(
+                "[{:>3}/{}] {}  {} ({}, {:.1} s){end}",
+                self.done,
+                self.total,
+                boot.id,
+                summary.join(", "),
+                boot.accel.as_str(),
+                took.as_secs_f64()
+            );
+        }
+        self.record.boots.push(boot);
+        self.record.cells.extend(cells);
+        self.record.finished_at = now_rfc3339();
+        // Written after every boot: a crash or Ctrl-C later loses nothing gathered so far.
+        if let Err(e) = self.record.write(&self.run_dir.run_json()) {
+            eprintln!("mmx: could not write run.json: {e:#}");
+        }
+    }
+}
+
+/// Runs boots on their backends.
+pub struct Runner {
+    pub agent: PathBuf,
+    pub host: HostInfo,
+    pub local_scratch: Option<PathBuf>,
+    pub retries: u32,
+}
+
+impl Runner {
+    /// Run one boot with retries for infra errors only, and fold it into records.
+    pub fn run_boot(
+        &self,
+        boot: &BootPlan,
+        repeats: u32,
+        run_dir: &RunDir,
+        cancel: &Cancel,
+    ) -> (BootRecord, Vec<CellRecord>) {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (out, backend) = self.attempt(boot, repeats, run_dir, cancel);
+            let retry = matches!(out.end, BootEnd::Infra { .. })
+                && attempts <= self.retries
+                && !cancel.is_cancelled();
+            if !retry {
+                return fold_boot(boot, &out, backend, &self.host.cpu_model, attempts);
+            }
+        }
+    }
+
+    fn attempt(
+        &self,
+        boot: &BootPlan,
+        repeats: u32,
+        run_dir: &RunDir,
+        cancel: &Cancel,
+    ) -> (BootOutput, BackendKind) {
+        match &boot.target {
+            Target::Local => {
+                let Some(scratch) = &self.local_scratch else {
+                    return (
+                        BootOutput::infra(Accel::Metal, "local cell without a scratch dir", vec![]),
+                        BackendKind::Local,
+                    );
+                };
+                let plan = plan_for(boot, repeats, scratch);
+                let limit = plan_limit(&plan);
+                let req = BootRequest {
+                    id: boot.id.clone(),
+                    plan,
+                    run_dir: run_dir.clone(),
+                    cancel: cancel.clone(),
+                };
+                (
+                    crate::backend::local::run_boot(&self.agent, &req, limit),
+                    BackendKind::Local,
+                )
+            }
+            Target::Qemu { .. } => (
+                BootOutput::infra(Accel::Tcg, "the qemu backend is not wired in yet", vec![]),
+                BackendKind::Qemu,
+            ),
+            Target::Ssh { .. } => (
+                BootOutput::infra(Accel::Metal, "the ssh backend is not wired in yet", vec![]),
+                BackendKind::Ssh,
+            ),
+        }
+    }
+}
+
+/// Whole-visit limit: every item's limit plus a minute to start and stop.
+pub fn plan_limit(plan: &Plan) -> Duration {
+    let items: u64 = plan.items.iter().map(|i| i.timeout_s.unwrap_or(300)).sum();
+    Duration::from_secs(60 + items)
+}
+
+/// Jobs for the pool: a metal host's visits stay in one job (they share the hardware); every
+/// other boot is a job of its own.
+fn jobs_of(boots: Vec<BootPlan>) -> Vec<Vec<BootPlan>> {
+    let mut per_host: BTreeMap<String, Vec<BootPlan>> = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for b in boots {
+        match &b.target {
+            Target::Ssh { host, .. } => per_host.entry(host.name.clone()).or_default().push(b),
+            Target::Local | Target::Qemu { .. } => jobs.push(vec![b]),
+        }
+    }
+    jobs.extend(per_host.into_values());
+    jobs
+}
+
+/// Run everything `opts` selects and return the finished record and its directory.
+pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord, RunDir)> {
+    let matrix = Matrix::load(&opts.matrix)?;
+    let Selection {
+        boots,
+        local_scratch,
+    } = select(&matrix, opts)?;
+    // Removes the local scratch dir on every exit path from here on.
+    let _scratch_guard = local_scratch.clone().map(ScratchGuard);
+    if boots.is_empty() {
+        anyhow::bail!(
+            "{}: no cells to run for backend {:?}{}{}",
+            opts.matrix.display(),
+            opts.backend,
+            if opts.filter.is_empty() {
+                ""
+            } else {
+                " with this --filter"
+            },
+            opts.shard
+                .map(|s| format!(" in shard {s}"))
+                .unwrap_or_default()
+        );
+    }
+    let agent = crate::agent::build_static().context("building mmx-agent")?;
+    let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+    let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
+    let host = HostInfo::detect();
+    let total = boots.len();
+    let started = now_rfc3339();
+    let record = RunRecord {
+        schema_version: RUN_SCHEMA_VERSION,
+        mmx_version: env!("CARGO_PKG_VERSION").to_string(),
+        run_id,
+        started_at: started.clone(),
+        finished_at: started,
+        matrix: opts.matrix.display().to_string(),
+        shard: opts.shard.map(|s| s.to_string()),
+        host: host.clone(),
+        cells: Vec::new(),
+        boots: Vec::new(),
+    };
+    record.write(&run_dir.run_json())?;
+    if opts.progress {
+        eprintln!(
+            "mmx: {} cells in {total} boots, {} at a time → {}",
+            boots.iter().map(|b| b.cells.len()).sum::<usize>(),
+            opts.jobs,
+            run_dir.root.display()
+        );
+    }
+
+    let runner = Arc::new(Runner {
+        agent,
+        host,
+        local_scratch,
+        retries: opts.retries,
+    });
+    let progress = Arc::new(Mutex::new(Progress {
+        record,
+        run_dir: run_dir.clone(),
+        done: 0,
+        total,
+        print: opts.progress,
+    }));
+    let queue = Arc::new(Mutex::new(jobs_of(boots)));
+    let repeats = matrix.repeats;
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1) {
+            let queue = Arc::clone(&queue);
+            let progress = Arc::clone(&progress);
+            let runner = Arc::clone(&runner);
+            let run_dir = run_dir.clone();
+            s.spawn(move || loop {
+                let job = match queue.lock() {
+                    Ok(mut q) => q.pop(),
+                    Err(_) => None,
+                };
+                let Some(job) = job else { break };
+                for boot in job {
+                    let t = Instant::now();
+                    let (b, c) = if cancel.is_cancelled() {
+                        let out = BootOutput::infra(
+                            Accel::Metal,
+                            "not started: the run was interrupted (Ctrl-C)",
+                            vec![],
+                        );
+                        fold_boot(
+                            &boot,
+                            &out,
+                            backend_of(&boot.target),
+                            &runner.host.cpu_model,
+                            0,
+                        )
+                    } else {
+                        runner.run_boot(&boot, repeats, &run_dir, cancel)
+                    };
+                    if let Ok(mut p) = progress.lock() {
+                        p.add(b, c, t.elapsed());
+                    }
+                }
+            });
+        }
+    });
+    let mut record = match Arc::try_unwrap(progress) {
+        Ok(m) => {
+            m.into_inner()
+                .map_err(|_| anyhow::anyhow!("a job panicked"))?
+                .record
+        }
+        Err(_) => anyhow::bail!("internal error: run state still shared after the pool ended"),
+    };
+    // Stable order in run.json whatever order jobs finished in.
+    record.cells.sort_by(|a, b| a.id.cmp(&b.id));
+    record.boots.sort_by(|a, b| a.id.cmp(&b.id));
+    record.finished_at = now_rfc3339();
+    record.write(&run_dir.run_json())?;
+    Ok((record, run_dir))
+}
+
+fn backend_of(t: &Target) -> BackendKind {
+    match t {
+        Target::Local => BackendKind::Local,
+        Target::Qemu { .. } => BackendKind::Qemu,
+        Target::Ssh { .. } => BackendKind::Ssh,
+    }
+}
+
+/// Removes the local scratch directory when the run ends, however it ends.
+struct ScratchGuard(PathBuf);
+
+impl Drop for ScratchGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix() -> Matrix {
+        Matrix::parse(
+            Path::new("m.toml"),
+            r#"
+kernels = ["k1", "k2"]
+filesystems = ["ext4", "tmpfs"]
+[[scenarios]]
+kind = "mounts"
+layers = [1, 2]
+containers = [2]
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn cells_group_into_one_boot_per_kernel_topology_fs() {
+        let boots = group_boots(matrix().qemu_cells());
+        assert_eq!(boots.len(), 4);
+        assert!(boots.iter().all(|b| b.cells.len() == 6));
+        assert_eq!(boots[0].id, "k1/1s2c1t/ext4");
+    }
+
+    #[test]
+    fn shards_partition_the_boots() {
+        let all = group_boots(matrix().qemu_cells());
+        let mut seen = Vec::new();
+        for i in 1..=3 {
+            let s = shard_boots(all.clone(), Some(Shard { index: i, count: 3 }));
+            seen.extend(s.into_iter().map(|b| b.id));
+        }
+        seen.sort();
+        let mut ids: Vec<_> = all.iter().map(|b| b.id.clone()).collect();
+        ids.sort();
+        assert_eq!(seen, ids);
+        assert!("0/3".parse::<Shard>().is_err());
+        assert!("4/3".parse::<Shard>().is_err());
+        assert_eq!(
+            "2/3".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 3 }
+        );
+    }
+
+    #[test]
+    fn filters_take_substrings_and_globs() {
+        let id = "debian-6.12/1s2c1t/ext4/per-layer-L50-C10-P2-J2";
+        assert!(matches_filter(id, &[]));
+        assert!(matches_filter(id, &["per-layer".into()]));
+        assert!(matches_filter(id, &["debian-6.12/*/ext4/*".into()]));
+        assert!(!matches_filter(id, &["debian-6.1/*".into()]));
+        assert!(!matches_filter(id, &["xfs".into()]));
+    }
+
+    #[test]
+    fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
+        let m = matrix();
+        let boot = group_boots(m.qemu_cells()).remove(0);
+        let id0 = boot.cells[0].id.to_string();
+        let result = |v: f64, o: Outcome| {
+            AgentEvent::CellResult(CellResult {
+                cell_id: id0.clone(),
+                outcome: o,
+                evidence: None,
+                metrics: BTreeMap::from([(
+                    "latency_p50_us".to_string(),
+                    protocol::Metric::one(protocol::Unit::Microseconds, protocol::Better::Lower, v),
+                )]),
+                detail: None,
+            })
+        };
+        let out = BootOutput {
+            events: vec![result(1.0, Outcome::Pass), result(2.0, Outcome::Fail)],
+            end: BootEnd::Panic {
+                line: "Kernel panic - not syncing".into(),
+                excerpt: String::new(),
+            },
+            accel: Accel::Tcg,
+            logs: vec![],
+            timings_ms: BTreeMap::new(),
+            kernel_source: None,
+        };
+        let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
+        assert_eq!(rec.cells.len(), boot.cells.len());
+        assert_eq!(cells[0].outcome, Outcome::Fail, "worst repeat wins");
+        assert_eq!(cells[0].metrics["latency_p50_us"].samples, vec![1.0, 2.0]);
+        assert_eq!(cells[0].repeats, 2);
+        assert_eq!(
+            cells[1].outcome,
+            Outcome::Panic,
+            "unreported cells take the boot's end"
+        );
+        assert_eq!(cells[1].provenance.accel, Accel::Tcg);
+    }
+
+    #[test]
+    fn topology_mismatch_is_spelled_out() {
+        let m = matrix();
+        let t = &m.topologies[0];
+        let mut obs = ObservedTopology {
+            cpus_online: vec![0, 1],
+            sockets: 1,
+            cores_per_socket: 2,
+            threads_per_core: 1,
+            numa_nodes: vec![protocol::NumaNode {
+                id: 0,
+                cpus: vec![0, 1],
+                memory_mib: 700,
+                distances: vec![10],
+            }],
+            ..Default::default()
+        };
+        assert_eq!(topology_mismatch(t, &obs), None);
+        obs.cpus_online = vec![0];
+        let m = topology_mismatch(t, &obs).unwrap();
+        assert!(m.contains("1 CPUs online, asked for 2"), "{m}");
+    }
+}
