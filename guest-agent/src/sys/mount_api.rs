@@ -1,0 +1,185 @@
+//! The new mount API (Linux 5.2+; idmapped mounts 5.12+): `open_tree`, `mount_setattr`,
+//! `move_mount`, `fsopen`, `fsconfig`, `fsmount`. rustix covers all but `mount_setattr`, which
+//! goes through `libc::syscall(SYS_mount_setattr, …)` with `libc::mount_attr`.
+//!
+//! Man pages: open_tree(2), mount_setattr(2), move_mount(2), fsopen(2), fsconfig(2), fsmount(2).
+
+use std::fmt::Debug;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
+};
+use rustix::path::Arg;
+
+use super::{SysError, SysResult};
+
+/// `open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC [| AT_RECURSIVE])`: a detached
+/// copy of the mount at `path`, not yet in any mount table.
+pub fn open_tree_clone<P: Arg + Debug + Copy>(
+    dirfd: BorrowedFd<'_>,
+    path: P,
+    recursive: bool,
+) -> SysResult<OwnedFd> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    rustix::mount::open_tree(dirfd, path, flags).map_err(|e| {
+        SysError::new(
+            || {
+                let rec = if recursive { " | AT_RECURSIVE" } else { "" };
+                format!("open_tree({path:?}, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC{rec})")
+            },
+            e,
+        )
+    })
+}
+
+/// `open_tree(dirfd, path, OPEN_TREE_CLOEXEC)`: an `O_PATH` handle on `path` itself (no clone,
+/// no new mount).
+pub fn open_tree_path<P: Arg + Debug + Copy>(dirfd: BorrowedFd<'_>, path: P) -> SysResult<OwnedFd> {
+    rustix::mount::open_tree(dirfd, path, OpenTreeFlags::OPEN_TREE_CLOEXEC)
+        .map_err(|e| SysError::new(|| format!("open_tree({path:?}, OPEN_TREE_CLOEXEC)"), e))
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], &{ .attr_set = MOUNT_ATTR_IDMAP
+/// [| MOUNT_ATTR_RDONLY], .userns_fd = userns }, sizeof)`: make the detached tree `fd` an
+/// idmapped mount that maps ids through the user namespace `userns`.
+pub fn mount_setattr_idmap(
+    fd: BorrowedFd<'_>,
+    userns: BorrowedFd<'_>,
+    rdonly: bool,
+    recursive: bool,
+) -> SysResult<()> {
+    let mut attr_set = u64::from(libc::MOUNT_ATTR_IDMAP);
+    if rdonly {
+        attr_set |= u64::from(libc::MOUNT_ATTR_RDONLY);
+    }
+    let attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: the path is a valid NUL-terminated empty string, `attr` is a live, correctly sized
+    // `struct mount_attr`, and the kernel only reads both for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let errno = std::io::Error::last_os_error();
+    Err(SysError::from_io(
+        || {
+            let rec = if recursive { " | AT_RECURSIVE" } else { "" };
+            let ro = if rdonly { " | MOUNT_ATTR_RDONLY" } else { "" };
+            format!(
+                "mount_setattr(fd, \"\", AT_EMPTY_PATH{rec}, {{MOUNT_ATTR_IDMAP{ro}, userns_fd={}}})",
+                userns.as_raw_fd()
+            )
+        },
+        &errno,
+    ))
+}
+
+/// `move_mount(fd, "", to_dirfd, to_path, MOVE_MOUNT_F_EMPTY_PATH)`: attach the detached tree
+/// `fd` at `to_path`. One mount-table attachment.
+pub fn move_mount_attach<P: Arg + Debug + Copy>(
+    fd: BorrowedFd<'_>,
+    to_dirfd: BorrowedFd<'_>,
+    to_path: P,
+) -> SysResult<()> {
+    rustix::mount::move_mount(fd, c"", to_dirfd, to_path, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| {
+            SysError::new(
+                || format!("move_mount(fd, \"\", {to_path:?}, MOVE_MOUNT_F_EMPTY_PATH)"),
+                e,
+            )
+        })
+}
+
+/// `fsopen(fstype, FSOPEN_CLOEXEC)`: a filesystem context to configure.
+pub fn fsopen(fstype: &str) -> SysResult<OwnedFd> {
+    rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| SysError::new(|| format!("fsopen({fstype:?}, FSOPEN_CLOEXEC)"), e))
+}
+
+/// `fsconfig(fs_fd, FSCONFIG_SET_STRING, key, value, 0)`.
+pub fn fsconfig_set_string<V: Arg + Debug + Copy>(
+    fs_fd: BorrowedFd<'_>,
+    key: &str,
+    value: V,
+) -> SysResult<()> {
+    rustix::mount::fsconfig_set_string(fs_fd, key, value).map_err(|e| {
+        SysError::new(
+            || format!("fsconfig(FSCONFIG_SET_STRING, {key:?}, {value:?})"),
+            e,
+        )
+    })
+}
+
+/// `fsconfig(fs_fd, FSCONFIG_SET_FD, key, NULL, fd)`: hand the kernel a file descriptor as a
+/// parameter (overlayfs `lowerdir+` takes an `open_tree` fd since 6.13).
+pub fn fsconfig_set_fd(fs_fd: BorrowedFd<'_>, key: &str, fd: BorrowedFd<'_>) -> SysResult<()> {
+    rustix::mount::fsconfig_set_fd(fs_fd, key, fd).map_err(|e| {
+        SysError::new(
+            || format!("fsconfig(FSCONFIG_SET_FD, {key:?}, fd={})", fd.as_raw_fd()),
+            e,
+        )
+    })
+}
+
+/// `fsconfig(fs_fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0)`: create the superblock.
+pub fn fsconfig_create(fs_fd: BorrowedFd<'_>) -> SysResult<()> {
+    rustix::mount::fsconfig_create(fs_fd)
+        .map_err(|e| SysError::new(|| "fsconfig(FSCONFIG_CMD_CREATE)".to_owned(), e))
+}
+
+/// `fsconfig(fs_fd, FSCONFIG_CMD_CREATE_EXCL, NULL, NULL, 0)` (6.6+): create a superblock that
+/// must not be shared with an existing one.
+pub fn fsconfig_create_excl(fs_fd: BorrowedFd<'_>) -> SysResult<()> {
+    rustix::mount::fsconfig_create_exclusive(fs_fd)
+        .map_err(|e| SysError::new(|| "fsconfig(FSCONFIG_CMD_CREATE_EXCL)".to_owned(), e))
+}
+
+/// `fsmount(fs_fd, FSMOUNT_CLOEXEC, attr)`: a detached mount of the created superblock.
+pub fn fsmount(fs_fd: BorrowedFd<'_>, rdonly: bool) -> SysResult<OwnedFd> {
+    let attr = if rdonly {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    } else {
+        MountAttrFlags::empty()
+    };
+    rustix::mount::fsmount(fs_fd, FsMountFlags::FSMOUNT_CLOEXEC, attr).map_err(|e| {
+        SysError::new(
+            || {
+                let ro = if rdonly { "MOUNT_ATTR_RDONLY" } else { "0" };
+                format!("fsmount(fs_fd, FSMOUNT_CLOEXEC, {ro})")
+            },
+            e,
+        )
+    })
+}
+
+/// `close(fd)` of a detached mount tree. Closing the last reference to a detached tree
+/// dissolves it, which takes the mount locks, so strategies time it like a mount call.
+pub fn close_tree(fd: OwnedFd) {
+    drop(fd);
+}
+
+/// Borrow helper for the current working directory as a `dirfd`.
+pub fn cwd() -> BorrowedFd<'static> {
+    rustix::fs::CWD
+}

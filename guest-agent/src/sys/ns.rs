@@ -1,0 +1,339 @@
+//! Namespaces: the agent's private mount namespace, per-thread working directories, and user
+//! namespaces for containers.
+//!
+//! A user namespace cannot be made with `unshare(CLONE_NEWUSER)` from a multi-threaded process
+//! (EINVAL), so [`UserNs::create`] clones a small helper process into a new user namespace
+//! (`clone(CLONE_NEWUSER | CLONE_FILES | SIGCHLD)`), writes its `uid_map`/`gid_map`, and opens
+//! `/proc/<pid>/ns/user` for `mount_setattr`. The helper then becomes root of that namespace
+//! (`setresuid(0, 0, 0)`) and stays alive so that checks can look at the merged view *from
+//! inside* the container's user namespace: it runs batches of prepared [`ChildOp`]s on demand.
+//!
+//! `CLONE_FILES` makes the helper share the agent's descriptor table instead of copying it: a
+//! copied table would hold extra references to other workers' detached mount trees and make
+//! their `umount2` fail with EBUSY (containerd hits exactly this when it forks for a userns fd).
+//! Between clone and exit the helper only makes raw system calls: no allocation, no locks, no
+//! panics (it runs on a copy of a multi-threaded process's memory).
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use rustix::thread::UnshareFlags;
+
+use super::{SysError, SysResult};
+
+/// `unshare(CLONE_NEWNS)` then `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`: the calling
+/// thread (and threads it creates later) gets a private copy of the mount table whose changes
+/// never propagate back. Called on the main thread before any other thread exists, it covers the
+/// whole process.
+pub fn enter_private_mount_ns() -> SysResult<()> {
+    // SAFETY: CLONE_NEWNS (with the CLONE_FS it implies) unshares no file descriptor table.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+        .map_err(|e| SysError::new(|| "unshare(CLONE_NEWNS)".into(), e))?;
+    super::legacy::make_rprivate_root()
+}
+
+/// `unshare(CLONE_FS)`: give the calling thread its own working directory, so relative mount
+/// paths of one worker cannot be resolved against another's.
+pub fn unshare_fs() -> SysResult<()> {
+    // SAFETY: CLONE_FS does not touch the file descriptor table.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS) }
+        .map_err(|e| SysError::new(|| "unshare(CLONE_FS)".into(), e))
+}
+
+/// Something the helper does inside the user namespace, relative to a directory fd.
+#[derive(Debug)]
+pub enum ChildOp<'a> {
+    /// `fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW)`.
+    Stat { dir: BorrowedFd<'a>, path: CString },
+    /// `openat(dirfd, path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644)`, `fstat`, `close`.
+    Create { dir: BorrowedFd<'a>, path: CString },
+}
+
+/// What one [`ChildOp`] saw. `errno == 0` means success; ids are as seen from inside the user
+/// namespace (unmapped ids read as the overflow id, 65534).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpResult {
+    pub errno: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub rdev: u64,
+}
+
+const RESULT_BYTES: usize = 24;
+/// Most ops in one batch: one result write stays under PIPE_BUF and on the helper's stack.
+pub const MAX_BATCH: usize = 32;
+
+impl OpResult {
+    fn encode(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.errno.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.uid.to_ne_bytes());
+        out[8..12].copy_from_slice(&self.gid.to_ne_bytes());
+        out[12..16].copy_from_slice(&self.mode.to_ne_bytes());
+        out[16..24].copy_from_slice(&self.rdev.to_ne_bytes());
+    }
+
+    fn decode(b: &[u8]) -> OpResult {
+        let u = |r: std::ops::Range<usize>| u32::from_ne_bytes([b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3]]);
+        let mut rdev = [0u8; 8];
+        rdev.copy_from_slice(&b[16..24]);
+        OpResult {
+            errno: u(0..4) as i32,
+            uid: u(4..8),
+            gid: u(8..12),
+            mode: u(12..16),
+            rdev: u64::from_ne_bytes(rdev),
+        }
+    }
+}
+
+/// A user namespace mapping ids `0..count` to host ids `base..base+count`, with a helper process
+/// inside it. Dropping it ends the helper.
+pub struct UserNs<'a> {
+    ns: OwnedFd,
+    cmd_w: OwnedFd,
+    res_r: OwnedFd,
+    batches: Vec<Vec<ChildOp<'a>>>,
+    // Dropped after the fds above: kills and reaps the helper.
+    _helper: Helper,
+    // Kept open until the helper is gone: it shares our descriptor table.
+    _cmd_r: OwnedFd,
+    _res_w: OwnedFd,
+}
+
+/// The helper's pid; dropping it kills and reaps the helper, so no error path leaves one behind.
+struct Helper {
+    pid: libc::pid_t,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // SAFETY: kill/waitpid on our own child's pid.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            let mut status = 0;
+            while libc::waitpid(self.pid, &mut status, libc::__WALL) < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        }
+    }
+}
+
+/// How long the agent waits for the helper to answer before calling it dead.
+const HELPER_TIMEOUT_MS: i32 = 10_000;
+
+fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(SysError::from_io(|| "pipe2(O_CLOEXEC)".into(), &e));
+    }
+    // SAFETY: both are fresh descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl<'a> UserNs<'a> {
+    /// Create the namespace and its helper. `batches[i]` is what [`UserNs::run_batch`]`(i)` runs;
+    /// every op's directory fd must stay open as long as the returned value lives (`'a`).
+    pub fn create(base: u32, count: u32, batches: Vec<Vec<ChildOp<'a>>>) -> SysResult<UserNs<'a>> {
+        if let Some(b) = batches.iter().find(|b| b.len() > MAX_BATCH) {
+            return Err(SysError {
+                call: format!("userns helper batch of {} ops (at most {MAX_BATCH})", b.len()),
+                errno: libc::E2BIG,
+            });
+        }
+        let (cmd_r, cmd_w) = pipe()?;
+        let (res_r, res_w) = pipe()?;
+        let parent = rustix::process::getpid().as_raw_nonzero().get();
+        let flags = (libc::CLONE_NEWUSER | libc::CLONE_FILES | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: a fork-like clone (no CLONE_VM, child stack 0 = a copy of ours). The child
+        // only runs `helper_main`, which makes raw system calls and never returns.
+        let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+        if pid == 0 {
+            helper_main(parent, cmd_r.as_raw_fd(), res_w.as_raw_fd(), &batches);
+        }
+        if pid < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(SysError::from_io(
+                || "clone(CLONE_NEWUSER | CLONE_FILES | SIGCHLD)".into(),
+                &e,
+            ));
+        }
+        let helper = Helper { pid: pid as libc::pid_t };
+        let map = format!("0 {base} {count}\n");
+        for file in ["uid_map", "gid_map"] {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::write(&path, &map).map_err(|e| {
+                SysError::from_io(|| format!("write({path:?}, {:?})", map.trim_end()), &e)
+            })?;
+        }
+        let ns_path = format!("/proc/{pid}/ns/user");
+        let ns = rustix::fs::open(
+            &ns_path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| SysError::new(|| format!("open({ns_path:?}, O_RDONLY)"), e))?;
+        let me = UserNs {
+            ns,
+            cmd_w,
+            res_r,
+            batches,
+            _helper: helper,
+            _cmd_r: cmd_r,
+            _res_w: res_w,
+        };
+        me.send(b"g")?;
+        let mut status = [0u8; 4];
+        me.recv(&mut status)?;
+        let errno = i32::from_ne_bytes(status);
+        if errno != 0 {
+            return Err(SysError {
+                call: "setresgid(0, 0, 0) / setresuid(0, 0, 0) in the new user namespace".into(),
+                errno,
+            });
+        }
+        Ok(me)
+    }
+
+    /// The `/proc/<pid>/ns/user` fd, for `mount_setattr(MOUNT_ATTR_IDMAP)`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.ns.as_fd()
+    }
+
+    /// Run batch `i` inside the namespace; one result per op, in order.
+    pub fn run_batch(&mut self, i: usize) -> SysResult<Vec<OpResult>> {
+        let n = self.batches.get(i).map_or(0, Vec::len);
+        let idx = u32::try_from(i).unwrap_or(u32::MAX);
+        self.send(&idx.to_ne_bytes())?;
+        let mut buf = vec![0u8; n * RESULT_BYTES];
+        self.recv(&mut buf)?;
+        Ok(buf.chunks_exact(RESULT_BYTES).map(OpResult::decode).collect())
+    }
+
+    fn send(&self, bytes: &[u8]) -> SysResult<()> {
+        rustix::io::write(&self.cmd_w, bytes)
+            .map_err(|e| SysError::new(|| "write(userns helper command pipe)".into(), e))
+            .map(|_| ())
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> SysResult<()> {
+        let mut got = 0;
+        while got < buf.len() {
+            // The helper shares our descriptor table, so its death never shows as EOF here:
+            // wait with a deadline instead of blocking forever.
+            let mut pfd = libc::pollfd {
+                fd: self.res_r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, HELPER_TIMEOUT_MS) };
+            if rc == 0 {
+                return Err(SysError {
+                    call: format!("poll(userns helper result pipe, {HELPER_TIMEOUT_MS} ms)"),
+                    errno: libc::ETIMEDOUT,
+                });
+            }
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(SysError::from_io(|| "poll(userns helper result pipe)".into(), &e));
+            }
+            match rustix::io::read(&self.res_r, &mut buf[got..]) {
+                Ok(0) => {
+                    return Err(SysError {
+                        call: "read(userns helper result pipe): helper exited".into(),
+                        errno: libc::EPIPE,
+                    })
+                }
+                Ok(n) => got += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(SysError::new(|| "read(userns helper result pipe)".into(), e))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The helper process. Raw system calls only; never returns.
+fn helper_main(parent: i32, cmd: RawFd, res: RawFd, batches: &[Vec<ChildOp<'_>>]) -> ! {
+    // SAFETY (whole function): raw system calls on fds we own, buffers on our stack.
+    unsafe {
+        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::syscall(libc::SYS_getppid) as i32 != parent {
+            libc::_exit(1);
+        }
+        let mut go = [0u8; 1];
+        if libc::read(cmd, go.as_mut_ptr().cast(), 1) != 1 || go[0] != b'g' {
+            libc::_exit(0);
+        }
+        // Become root of the namespace: ids 0 map to the container's host base. Raw syscalls,
+        // not libc's setresuid, which would try to signal threads that do not exist here.
+        let _ = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
+        let mut status: i32 = 0;
+        if libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) != 0
+            || libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) != 0
+        {
+            status = *libc::__errno_location();
+        }
+        let sb = status.to_ne_bytes();
+        libc::write(res, sb.as_ptr().cast(), 4);
+        if status != 0 {
+            libc::_exit(1);
+        }
+        let mut out = [0u8; MAX_BATCH * RESULT_BYTES];
+        loop {
+            let mut idx = [0u8; 4];
+            if libc::read(cmd, idx.as_mut_ptr().cast(), 4) != 4 {
+                libc::_exit(0);
+            }
+            let Some(batch) = batches.get(u32::from_ne_bytes(idx) as usize) else {
+                libc::_exit(2);
+            };
+            for (k, op) in batch.iter().enumerate().take(MAX_BATCH) {
+                let r = run_op(op);
+                r.encode(&mut out[k * RESULT_BYTES..(k + 1) * RESULT_BYTES]);
+            }
+            let len = batch.len().min(MAX_BATCH) * RESULT_BYTES;
+            libc::write(res, out.as_ptr().cast(), len);
+        }
+    }
+}
+
+fn run_op(op: &ChildOp<'_>) -> OpResult {
+    // SAFETY: `st` is a valid out-buffer; paths are NUL-terminated CStrings; fds are borrowed
+    // from the parent's (shared) table and outlive the helper.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let rc = match op {
+            ChildOp::Stat { dir, path } => {
+                libc::fstatat(dir.as_raw_fd(), path.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
+            }
+            ChildOp::Create { dir, path } => {
+                let fd = libc::openat(
+                    dir.as_raw_fd(),
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644 as libc::c_uint,
+                );
+                if fd < 0 {
+                    -1
+                } else {
+                    let rc = libc::fstat(fd, &mut st);
+                    libc::close(fd);
+                    rc
+                }
+            }
+        };
+        if rc != 0 {
+            return OpResult { errno: *libc::__errno_location(), ..OpResult::default() };
+        }
+        OpResult { errno: 0, uid: st.st_uid, gid: st.st_gid, mode: st.st_mode, rdev: st.st_rdev }
+    }
+}

@@ -1,0 +1,145 @@
+//! Reading the mount table: `listmount(2)` and `statmount(2)` (Linux 6.8+), raw syscalls because
+//! neither libc nor rustix wraps them yet. Where they are missing (`ENOSYS`) callers fall back to
+//! `/proc/thread-self/mountinfo`.
+//!
+//! ABI (include/uapi/linux/mount.h): `struct mnt_id_req { u32 size; u32 spare; u64 mnt_id;
+//! u64 param; }` (version 0, 24 bytes); `struct statmount` has a 512-byte fixed part whose
+//! `mnt_point` (u32 at byte 108) is an offset into the string area that follows it.
+
+use super::{SysError, SysResult};
+
+/// Syscall numbers: new syscalls share one number on every architecture since 5.x.
+const SYS_STATMOUNT: libc::c_long = 457;
+const SYS_LISTMOUNT: libc::c_long = 458;
+
+/// `LSMT_ROOT`: list from the root of the caller's mount namespace.
+const LSMT_ROOT: u64 = u64::MAX;
+const STATMOUNT_MNT_POINT: u64 = 0x10;
+/// Size of `struct statmount` without its string area.
+const STATMOUNT_FIXED: usize = 512;
+/// Byte offset of `statmount.mnt_point` and of `statmount.mask`.
+const OFF_MNT_POINT: usize = 108;
+const OFF_MASK: usize = 8;
+
+#[repr(C)]
+struct MntIdReq {
+    size: u32,
+    spare: u32,
+    mnt_id: u64,
+    param: u64,
+}
+
+fn req(mnt_id: u64, param: u64) -> MntIdReq {
+    MntIdReq {
+        size: std::mem::size_of::<MntIdReq>() as u32,
+        spare: 0,
+        mnt_id,
+        param,
+    }
+}
+
+/// `listmount(&{.mnt_id = LSMT_ROOT, .param = last}, ids, n, 0)`, repeated until every mount of
+/// the calling thread's mount namespace is listed. Returns the 64-bit unique mount ids.
+pub fn listmount_all() -> SysResult<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u64; 512];
+    let mut last = 0u64;
+    loop {
+        let r = req(LSMT_ROOT, last);
+        // SAFETY: `r` is a valid version-0 request, `buf` has room for `buf.len()` ids; the
+        // kernel writes at most that many.
+        let n = unsafe {
+            libc::syscall(
+                SYS_LISTMOUNT,
+                &r as *const MntIdReq,
+                buf.as_mut_ptr(),
+                buf.len(),
+                0u32,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(SysError::from_io(
+                || format!("listmount({{LSMT_ROOT, param={last}}}, ids, {}, 0)", buf.len()),
+                &e,
+            ));
+        }
+        let n = n as usize;
+        out.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
+            return Ok(out);
+        }
+        last = buf[n - 1];
+    }
+}
+
+/// `statmount(&{.mnt_id = id, .param = STATMOUNT_MNT_POINT}, buf, size, 0)`: the mount point of
+/// mount `id`, as a path from the caller's root.
+pub fn statmount_mnt_point(id: u64) -> SysResult<Vec<u8>> {
+    let mut size = 4096usize;
+    loop {
+        // u64 elements keep the buffer aligned for the kernel's struct.
+        let mut buf = vec![0u64; size / 8];
+        let r = req(id, STATMOUNT_MNT_POINT);
+        // SAFETY: `buf` is `size` bytes, the kernel writes at most `size` bytes into it.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_STATMOUNT,
+                &r as *const MntIdReq,
+                buf.as_mut_ptr(),
+                size,
+                0u32,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EOVERFLOW) && size < (1 << 20) {
+                size *= 4;
+                continue;
+            }
+            return Err(SysError::from_io(
+                || format!("statmount({{mnt_id={id}, STATMOUNT_MNT_POINT}}, buf, {size}, 0)"),
+                &e,
+            ));
+        }
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        return parse_mnt_point(&bytes).ok_or_else(|| SysError {
+            call: format!("statmount({{mnt_id={id}, STATMOUNT_MNT_POINT}}): no mnt_point in reply"),
+            errno: libc::EINVAL,
+        });
+    }
+}
+
+/// Pull `mnt_point` out of a statmount reply. Pure, so it is tested without a kernel.
+fn parse_mnt_point(bytes: &[u8]) -> Option<Vec<u8>> {
+    let u32_at = |off: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(bytes.get(off..off + 4)?.try_into().ok()?))
+    };
+    let mask = u64::from_ne_bytes(bytes.get(OFF_MASK..OFF_MASK + 8)?.try_into().ok()?);
+    if mask & STATMOUNT_MNT_POINT == 0 {
+        return None;
+    }
+    let start = STATMOUNT_FIXED + usize::try_from(u32_at(OFF_MNT_POINT)?).ok()?;
+    let tail = bytes.get(start..)?;
+    let end = tail.iter().position(|&b| b == 0)?;
+    Some(tail[..end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mnt_point_is_read_from_the_string_area() {
+        let mut b = vec![0u8; 600];
+        b[OFF_MASK..OFF_MASK + 8].copy_from_slice(&STATMOUNT_MNT_POINT.to_ne_bytes());
+        b[OFF_MNT_POINT..OFF_MNT_POINT + 4].copy_from_slice(&3u32.to_ne_bytes());
+        b[STATMOUNT_FIXED..STATMOUNT_FIXED + 3].copy_from_slice(b"xx\0");
+        b[STATMOUNT_FIXED + 3..STATMOUNT_FIXED + 8].copy_from_slice(b"/a/b\0");
+        assert_eq!(parse_mnt_point(&b).as_deref(), Some(&b"/a/b"[..]));
+        // Kernel did not fill the field: no answer rather than a wrong one.
+        b[OFF_MASK] = 0;
+        assert_eq!(parse_mnt_point(&b), None);
+        assert_eq!(parse_mnt_point(&b[..20]), None);
+    }
+}
