@@ -8,6 +8,7 @@ pub mod backend;
 pub mod initramfs;
 pub mod kernels;
 pub mod matrix;
+pub mod merge;
 pub mod results;
 pub mod run;
 pub mod summary;

@@ -25,6 +25,15 @@ struct Cli {
 enum Command {
     /// Run the matrix: boot guests (and visit hosts), run every cell, write run.json and reports.
     Run(RunArgs),
+    /// Join the run.json of shards into one run (and one report).
+    Merge {
+        /// run.json files or run directories.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Directory for the merged run.json and reports.
+        #[arg(long, default_value = "runs/merged")]
+        out: PathBuf,
+    },
     /// List the cell ids a matrix expands to.
     Cells {
         #[arg(long, default_value = "matrix.toml")]
@@ -81,6 +90,19 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Run(args) => cmd_run(args),
+        Command::Merge { inputs, out } => {
+            let merged = harness::merge::merge(&inputs)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let path = out.join("run.json");
+            merged.write(&path)?;
+            eprintln!(
+                "mmx: merged {} runs, {} cells → {}",
+                inputs.len(),
+                merged.cells.len(),
+                path.display()
+            );
+            Ok(merged.cells.iter().all(|c| c.outcome.is_success()))
+        }
         Command::Cells { matrix, backend } => {
             let m = harness::matrix::Matrix::load(&matrix)?;
             let cells = match backend {
