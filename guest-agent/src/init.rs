@@ -1,8 +1,394 @@
-//! PID 1 in an mmx guest. (Scaffold: the QEMU backend work fills this in.)
+//! PID 1 in an mmx guest.
+//!
+//! The kernel unpacks the initramfs (the static agent, the modules this boot needs, `/plan.json`)
+//! and runs us as `/init`. We set the guest up, run the plan with results on the second serial
+//! port (`/dev/ttyS1`, an 8250 that needs no module on any kernel mmx boots), and power off. The
+//! console (`/dev/console` = ttyS0) only carries the kernel log and our own diagnostics, so a
+//! panic or an oops can never corrupt a result line.
+//!
+//! Nothing here may hang the guest: every failure prints one line naming the failed call and
+//! powers off, and a panic in PID 1 does the same from a panic hook. The host's watchdogs are the
+//! last resort, not the plan.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use protocol::{Filesystem, Plan};
+use rustix::mount::MountFlags;
+
+/// Printed on the console as soon as PID 1 runs: the host's "agent ready" mark, comparable with
+/// a guest whose `/init` only prints a line.
+pub const READY_MARK: &str = "mmx-agent: init started";
+
+/// Where the harness puts the plan in the initramfs.
+const PLAN_PATH: &str = "/plan.json";
+
+/// The results channel: the second 8250 serial port.
+const RESULTS_TTY: &str = "/dev/ttyS1";
+
+/// `MODULE_INIT_COMPRESSED_FILE` from `linux/module.h`: the kernel decompresses the file itself
+/// (the kernels that ship `.ko.xz` are built with `CONFIG_MODULE_DECOMPRESS`).
+const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+
+/// How long to wait for the scratch disk's device node after the block driver loaded:
+/// virtio probing and devtmpfs node creation can lag the module's init under TCG.
+const DISK_WAIT: Duration = Duration::from_secs(30);
+
+/// One pseudo-filesystem PID 1 mounts before anything else.
+struct EarlyMount {
+    source: &'static str,
+    target: &'static str,
+    fstype: &'static str,
+    flags: MountFlags,
+}
+
+/// The guest's mounts, handled by one loop in [`mount_early`]. The initramfs root is already
+/// a writable tmpfs/ramfs, so nothing else is needed.
+const EARLY_MOUNTS: &[EarlyMount] = &[
+    EarlyMount {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        flags: MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
+    },
+    EarlyMount {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        flags: MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
+    },
+    EarlyMount {
+        source: "devtmpfs",
+        target: "/dev",
+        fstype: "devtmpfs",
+        flags: MountFlags::NOSUID,
+    },
+];
+
+/// Errors of guest setup, each reading like the call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("mkdir({path}) failed: {source}")]
+    Mkdir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("mount({source_}, {target}, {fstype}, {flags:?}) failed: {errno}")]
+    Mount {
+        source_: String,
+        target: String,
+        fstype: String,
+        flags: MountFlags,
+        errno: rustix::io::Errno,
+    },
+    #[error("reading {path} failed: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{PLAN_PATH}: {0}")]
+    Plan(#[from] protocol::ProtocolError),
+    #[error("open({path}) failed: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("finit_module({path}, \"\", {flags}) failed: {errno}")]
+    FinitModule {
+        path: String,
+        flags: i32,
+        errno: rustix::io::Errno,
+    },
+    #[error("scratch disk {path} did not appear within {secs} s")]
+    NoDisk { path: String, secs: u64 },
+    #[error("setting {path} raw (tcgetattr/tcsetattr) failed: {errno}")]
+    Termios {
+        path: String,
+        errno: rustix::io::Errno,
+    },
+}
 
 /// Set the guest up, run `/plan.json`, power off. Never returns.
 pub fn main() -> ! {
-    eprintln!("mmx-agent: init mode is not built yet");
-    let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
+    install_panic_hook();
+    console(READY_MARK);
+    if let Err(e) = run() {
+        console(&format!("mmx-agent: init failed: {e:#}"));
+    }
+    power_off()
+}
+
+fn run() -> anyhow::Result<()> {
+    mount_early()?;
+    let text = std::fs::read_to_string(PLAN_PATH).map_err(|source| InitError::Read {
+        path: PLAN_PATH.into(),
+        source,
+    })?;
+    let plan = protocol::parse_plan(&text).map_err(InitError::Plan)?;
+    load_modules(&plan.modules)?;
+    mount_scratch(&plan)?;
+    let mut results = open_results()?;
+    let outcome = execute(&plan, &mut results);
+    // Results must leave the UART before power-off cuts it: a buffered `Done` would be lost.
+    let _ = results.flush();
+    let _ = rustix::termios::tcdrain(results.as_fd());
+    outcome
+}
+
+/// Mount /proc, /sys and /dev from [`EARLY_MOUNTS`]. `EBUSY` means the kernel already mounted
+/// it (`CONFIG_DEVTMPFS_MOUNT` does /dev for some configurations): fine.
+fn mount_early() -> Result<(), InitError> {
+    for m in EARLY_MOUNTS {
+        let EarlyMount {
+            source,
+            target,
+            fstype,
+            flags,
+        } = m;
+        mkdir_p(Path::new(target))?;
+        match rustix::mount::mount(*source, *target, *fstype, *flags, None::<&CStr>) {
+            Ok(()) | Err(rustix::io::Errno::BUSY) => {}
+            Err(errno) => {
+                return Err(InitError::Mount {
+                    source_: (*source).into(),
+                    target: (*target).into(),
+                    fstype: (*fstype).into(),
+                    flags: *flags,
+                    errno,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mkdir_p(path: &Path) -> Result<(), InitError> {
+    std::fs::create_dir_all(path).map_err(|source| InitError::Mkdir {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Load the plan's modules front to back (the harness ordered them dependencies first).
+/// `.ko.xz` files go to the kernel compressed; `EEXIST` (already loaded or built in) is fine.
+fn load_modules(modules: &[std::path::PathBuf]) -> Result<(), InitError> {
+    for path in modules {
+        let shown = path.display().to_string();
+        let file = File::open(path).map_err(|source| InitError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        let flags = module_flags(path);
+        match rustix::system::finit_module(&file, c"", flags) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(errno) => {
+                return Err(InitError::FinitModule {
+                    path: shown,
+                    flags,
+                    errno,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `finit_module` flags for a module file: compressed ones need the kernel to decompress them.
+fn module_flags(path: &Path) -> i32 {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".ko.xz") || name.ends_with(".ko.zst") || name.ends_with(".ko.gz") {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    }
+}
+
+/// Mount the layers' filesystem at `plan.scratch_dir`: the scratch disk, or a tmpfs when the
+/// plan's filesystem is tmpfs (no disk at all), or nothing when the plan names no disk.
+fn mount_scratch(plan: &Plan) -> Result<(), InitError> {
+    mkdir_p(&plan.scratch_dir)?;
+    let Some(disk) = &plan.scratch_disk else {
+        return Ok(());
+    };
+    let target = plan.scratch_dir.display().to_string();
+    let (source, fstype) = match disk.filesystem {
+        Filesystem::Tmpfs => ("tmpfs".to_string(), "tmpfs"),
+        fs @ (Filesystem::Ext4 | Filesystem::Xfs | Filesystem::Btrfs) => {
+            wait_for(&disk.device)?;
+            (disk.device.display().to_string(), fs.as_str())
+        }
+    };
+    let flags = MountFlags::empty();
+    rustix::mount::mount(
+        source.as_str(),
+        target.as_str(),
+        fstype,
+        flags,
+        None::<&CStr>,
+    )
+    .map_err(|errno| InitError::Mount {
+        source_: source.clone(),
+        target: target.clone(),
+        fstype: fstype.into(),
+        flags,
+        errno,
+    })
+}
+
+fn wait_for(device: &Path) -> Result<(), InitError> {
+    let start = Instant::now();
+    while !device.exists() {
+        if start.elapsed() > DISK_WAIT {
+            return Err(InitError::NoDisk {
+                path: device.display().to_string(),
+                secs: DISK_WAIT.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Open the results port and make it raw: no `\n` → `\r\n`, no echo, 8 bits clean.
+fn open_results() -> Result<File, InitError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(RESULTS_TTY)
+        .map_err(|source| InitError::Open {
+            path: RESULTS_TTY.into(),
+            source,
+        })?;
+    let termios_err = |errno| InitError::Termios {
+        path: RESULTS_TTY.into(),
+        errno,
+    };
+    let mut t = rustix::termios::tcgetattr(&file).map_err(termios_err)?;
+    t.make_raw();
+    // QEMU's UART does not pace by baud rate; the speed only has to be one the driver accepts.
+    let _ = t.set_speed(115_200);
+    rustix::termios::tcsetattr(&file, rustix::termios::OptionalActions::Now, &t)
+        .map_err(termios_err)?;
+    Ok(file)
+}
+
+
+/// Run the plan with results on `out`.
+///
+/// TODO(plan.rs): until `guest-agent/src/plan.rs` lands, this says hello, reports the topology
+/// and an error, and sends no `Done` (the host then reports the boot as cut short). Replace
+/// the body with `crate::plan::execute(plan, out)` once it exists.
+fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
+    use protocol::{encode_line, AgentEvent, LogLevel};
+    let uptime_ms = uptime_ms();
+    let events = [
+        AgentEvent::Hello {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            schema_version: protocol::SCHEMA_VERSION,
+            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .into(),
+            uptime_ms,
+        },
+        AgentEvent::Topology(crate::topology::observe()),
+        AgentEvent::Log {
+            level: LogLevel::Error,
+            message: format!("plan {}: this agent has no plan executor yet", plan.boot_id),
+        },
+    ];
+    for e in &events {
+        writeln!(out, "{}", encode_line(e))?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since boot, from /proc/uptime.
+fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |s| (s * 1000.0) as u64)
+}
+
+/// One line on the console (PID 1's stderr is /dev/console).
+fn console(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+    let _ = err.flush();
+}
+
+/// Flush filesystems and power the guest off. With `-no-reboot` QEMU exits on it either way; if
+/// the call itself fails, exiting makes the kernel panic ("Attempted to kill init"), which
+/// `panic=-1` + `-no-reboot` also turn into a QEMU exit.
+fn power_off() -> ! {
+    rustix::fs::sync();
+    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::PowerOff) {
+        console(&format!("mmx-agent: reboot(RB_POWER_OFF) failed: {e}"));
+    }
     std::process::exit(1)
+}
+
+/// A panic on PID 1's main thread prints its message and location on the console and powers
+/// off, so the host sees a clean end instead of a hung guest. Panics on other threads only
+/// print: the plan joins its workers and turns their panics into results.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("<unnamed>");
+        console(&format!("mmx-agent: panicked on thread {name}: {info}"));
+        if name == "main" {
+            power_off();
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_modules_ask_the_kernel_to_decompress() {
+        assert_eq!(module_flags(Path::new("/lib/modules/x/overlay.ko.xz")), 4);
+        assert_eq!(module_flags(Path::new("/lib/modules/x/overlay.ko")), 0);
+        assert_eq!(module_flags(Path::new("virtio_blk.ko")), 0);
+    }
+
+    #[test]
+    fn errors_read_like_the_failed_call() {
+        let e = InitError::Mount {
+            source_: "/dev/vda".into(),
+            target: "/scratch".into(),
+            fstype: "xfs".into(),
+            flags: MountFlags::empty(),
+            errno: rustix::io::Errno::NODEV,
+        };
+        let s = e.to_string();
+        assert!(s.starts_with("mount(/dev/vda, /scratch, xfs,"), "{s}");
+        let e = InitError::FinitModule {
+            path: "/lib/modules/xfs.ko.xz".into(),
+            flags: 4,
+            errno: rustix::io::Errno::NOEXEC,
+        };
+        assert!(e
+            .to_string()
+            .starts_with("finit_module(/lib/modules/xfs.ko.xz, \"\", 4)"));
+    }
+
+    #[test]
+    fn early_mounts_cover_proc_sys_dev() {
+        let targets: Vec<_> = EARLY_MOUNTS.iter().map(|m| m.target).collect();
+        assert_eq!(targets, ["/proc", "/sys", "/dev"]);
+    }
 }
