@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod init;
+mod layers;
 mod sys;
 mod lockbench;
 mod topology;

@@ -124,6 +124,10 @@ pub struct LockbenchResult {
     pub smt_before: SmtState,
     pub smt_after: SmtState,
     pub points: Vec<LockPoint>,
+    /// What a reader of the numbers should know: skipped points, the C-loop ratio, the timer
+    /// overhead per sample, an SMT toggle that could not happen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One measured point of a sweep.
@@ -152,4 +156,8 @@ pub struct LockPoint {
     pub reader_p50_ns: Option<f64>,
     pub reader_p99_ns: Option<f64>,
     pub reader_max_ns: Option<f64>,
+    /// Operations covered by one latency sample (samples are batched so that reading the clock
+    /// costs under 5% of a sample); the latencies above are per operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_per_sample: Option<u32>,
 }
