@@ -34,6 +34,14 @@ enum Command {
         #[arg(long, default_value = "runs/merged")]
         out: PathBuf,
     },
+    /// Kernel recipes: resolve them into kernels.lock, fetch them into the cache, list them.
+    Kernels {
+        #[command(subcommand)]
+        cmd: harness::kernels::KernelsCmd,
+        /// The directory holding kernels/ (default: the current directory).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
     /// List the cell ids a matrix expands to.
     Cells {
         #[arg(long, default_value = "matrix.toml")]
@@ -102,6 +110,10 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 path.display()
             );
             Ok(merged.cells.iter().all(|c| c.outcome.is_success()))
+        }
+        Command::Kernels { cmd, root } => {
+            harness::kernels::run_cmd(cmd, &root)?;
+            Ok(true)
         }
         Command::Cells { matrix, backend } => {
             let m = harness::matrix::Matrix::load(&matrix)?;
