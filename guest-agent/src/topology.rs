@@ -27,7 +27,9 @@ pub fn observe_at(root: &Path) -> ObservedTopology {
         .filter(|v| !v.is_empty())
         // No sysfs at all: count the processors /proc/cpuinfo lists.
         .unwrap_or_else(|| {
-            let n = read("proc/cpuinfo").map_or(1, |s| count_processors(&s)).max(1);
+            let n = read("proc/cpuinfo")
+                .map_or(1, |s| count_processors(&s))
+                .max(1);
             (0..n).collect()
         });
 
@@ -253,7 +255,9 @@ pub fn parse_meminfo_total_kib(s: &str) -> Option<u64> {
 
 /// A node's `distance` file: one number per node.
 pub fn parse_distance(s: &str) -> Vec<u32> {
-    s.split_whitespace().filter_map(|t| t.parse().ok()).collect()
+    s.split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -262,7 +266,10 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-3,8,10-11\n").unwrap(), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n").unwrap(),
+            vec![0, 1, 2, 3, 8, 10, 11]
+        );
         assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
         assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
         assert_eq!(parse_cpu_list("\n").unwrap(), Vec::<u32>::new());
@@ -275,11 +282,20 @@ mod tests {
     #[test]
     fn model_and_meminfo() {
         let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\n";
-        assert_eq!(parse_model_name(cpuinfo).as_deref(), Some("Intel(R) Xeon(R) Processor"));
+        assert_eq!(
+            parse_model_name(cpuinfo).as_deref(),
+            Some("Intel(R) Xeon(R) Processor")
+        );
         assert_eq!(count_processors(cpuinfo), 2);
         assert_eq!(parse_model_name("foo: bar\n"), None);
-        assert_eq!(parse_meminfo_total_kib("MemTotal:       16384 kB\nMemFree: 1 kB"), Some(16384));
-        assert_eq!(parse_meminfo_total_kib("Node 1 MemTotal:  2048 kB\n"), Some(2048));
+        assert_eq!(
+            parse_meminfo_total_kib("MemTotal:       16384 kB\nMemFree: 1 kB"),
+            Some(16384)
+        );
+        assert_eq!(
+            parse_meminfo_total_kib("Node 1 MemTotal:  2048 kB\n"),
+            Some(2048)
+        );
         assert_eq!(parse_distance("10 21\n"), vec![10, 21]);
     }
 
@@ -318,8 +334,14 @@ mod tests {
             nodes: vec![node(0, "0-1,4-5", "10 21"), node(1, "2-3,6-7", "21 10")],
             mem_total_kib: None,
         });
-        assert_eq!((t.sockets, t.cores_per_socket, t.threads_per_core), (2, 2, 2));
-        assert_eq!(t.core_siblings, vec![vec![0, 4], vec![1, 5], vec![2, 6], vec![3, 7]]);
+        assert_eq!(
+            (t.sockets, t.cores_per_socket, t.threads_per_core),
+            (2, 2, 2)
+        );
+        assert_eq!(
+            t.core_siblings,
+            vec![vec![0, 4], vec![1, 5], vec![2, 6], vec![3, 7]]
+        );
         assert_eq!(t.smt, SmtState::On);
         assert_eq!(t.numa_nodes.len(), 2);
         assert_eq!(t.numa_nodes[1].cpus, vec![2, 3, 6, 7]);
@@ -342,7 +364,10 @@ mod tests {
             mem_total_kib: Some(4 * 1024 * 1024),
             ..Default::default()
         });
-        assert_eq!((t.sockets, t.cores_per_socket, t.threads_per_core), (1, 4, 1));
+        assert_eq!(
+            (t.sockets, t.cores_per_socket, t.threads_per_core),
+            (1, 4, 1)
+        );
         assert_eq!(t.smt, SmtState::Unknown);
         assert_eq!(t.numa_nodes.len(), 1);
         assert_eq!(t.numa_nodes[0].cpus, vec![0, 1, 2, 3]);
@@ -362,7 +387,11 @@ mod tests {
     fn offline_siblings_are_dropped() {
         // CPU 1 (the sibling of 0) is offline but still listed.
         let t = build(Inputs {
-            cpus: vec![cpu(0, 0, 0, "0-1"), cpu(2, 0, 1, "2-3"), cpu(3, 0, 1, "2-3")],
+            cpus: vec![
+                cpu(0, 0, 0, "0-1"),
+                cpu(2, 0, 1, "2-3"),
+                cpu(3, 0, 1, "2-3"),
+            ],
             smt_control: Some("on".into()),
             ..Default::default()
         });
@@ -378,7 +407,10 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
         };
-        w("proc/cpuinfo", "processor : 0\nmodel name : Fake CPU\nprocessor : 1\n");
+        w(
+            "proc/cpuinfo",
+            "processor : 0\nmodel name : Fake CPU\nprocessor : 1\n",
+        );
         w("sys/devices/system/cpu/online", "0-1\n");
         for c in 0..2 {
             let base = format!("sys/devices/system/cpu/cpu{c}/topology");

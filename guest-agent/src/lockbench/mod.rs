@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use protocol::lockbench::{Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning};
+use protocol::lockbench::{
+    Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning,
+};
 use protocol::{
     Better, CellDetail, CellResult, Evidence, Metric, ObservedTopology, Outcome, SmtState,
     Strategy, Unit,
@@ -119,14 +121,30 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
         let scenario = LockbenchScenario {
             bench: b,
             threads: threads.clone(),
-            locks: if locks.is_empty() { d.locks.clone() } else { locks.clone() },
-            pinning: if pinning.is_empty() { d.pinning.clone() } else { pinning.clone() },
+            locks: if locks.is_empty() {
+                d.locks.clone()
+            } else {
+                locks.clone()
+            },
+            pinning: if pinning.is_empty() {
+                d.pinning.clone()
+            } else {
+                pinning.clone()
+            },
             false_sharing: !no_false_sharing,
             warmup_ms: warmup_ms.unwrap_or(d.warmup_ms),
             duration_ms: duration_ms.unwrap_or(d.duration_ms),
             readers: readers.unwrap_or(d.readers),
-            table_sizes: if table_sizes.is_empty() { d.table_sizes.clone() } else { table_sizes.clone() },
-            strategies: if strategies.is_empty() { d.strategies.clone() } else { strategies.clone() },
+            table_sizes: if table_sizes.is_empty() {
+                d.table_sizes.clone()
+            } else {
+                table_sizes.clone()
+            },
+            strategies: if strategies.is_empty() {
+                d.strategies.clone()
+            } else {
+                strategies.clone()
+            },
             layers: layers.unwrap_or(d.layers),
             containers: containers.unwrap_or(d.containers),
             toggle_smt,
@@ -135,7 +153,12 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
             compare_c,
             progress: !json,
         };
-        let r = run_with(&scenario, &scratch, &format!("cli/{}", scenario.label()), &opts);
+        let r = run_with(
+            &scenario,
+            &scratch,
+            &format!("cli/{}", scenario.label()),
+            &opts,
+        );
         if !json {
             print_table(&r);
         }
@@ -348,7 +371,12 @@ pub(crate) fn fill_scalability(points: &mut [LockPoint]) {
     let base: Vec<_> = points
         .iter()
         .filter(|p| p.threads == 1)
-        .map(|p| ((p.workload.clone(), p.pinning, p.smt, p.false_sharing), p.ops_per_sec))
+        .map(|p| {
+            (
+                (p.workload.clone(), p.pinning, p.smt, p.false_sharing),
+                p.ops_per_sec,
+            )
+        })
         .collect();
     for p in points.iter_mut() {
         let key = (p.workload.clone(), p.pinning, p.smt, p.false_sharing);
@@ -391,7 +419,10 @@ pub(crate) fn run_with(
         }
         if i > 0 {
             if let Err(e) = guard.set(state) {
-                notes.push(format!("SMT toggle to `{}` failed, skipped: {e}", state.as_str()));
+                notes.push(format!(
+                    "SMT toggle to `{}` failed, skipped: {e}",
+                    state.as_str()
+                ));
                 break;
             }
         }
@@ -467,13 +498,20 @@ pub(crate) fn run_with(
         }
         None if smt_after != smt_before => (
             Outcome::Fail,
-            Some(Evidence::new("restore /sys/devices/system/cpu/smt/control").with_detail(
-                format!("was `{}`, now `{}`", smt_before.as_str(), smt_after.as_str()),
-            )),
+            Some(
+                Evidence::new("restore /sys/devices/system/cpu/smt/control").with_detail(format!(
+                    "was `{}`, now `{}`",
+                    smt_before.as_str(),
+                    smt_after.as_str()
+                )),
+            ),
         ),
         None if leaked > 0 => (
             Outcome::Fail,
-            Some(Evidence::new("clean up").with_detail(format!("{leaked} mounts or dirs left behind"))),
+            Some(
+                Evidence::new("clean up")
+                    .with_detail(format!("{leaked} mounts or dirs left behind")),
+            ),
         ),
         None => (Outcome::Pass, None),
     };
@@ -503,7 +541,10 @@ fn point_metrics(
 ) -> BTreeMap<String, Metric> {
     let pin = scenario.pinning.first().copied().unwrap_or(Pinning::None);
     let mut m = BTreeMap::new();
-    let chosen: Vec<&LockPoint> = points.iter().filter(|p| p.pinning == pin && p.smt == smt).collect();
+    let chosen: Vec<&LockPoint> = points
+        .iter()
+        .filter(|p| p.pinning == pin && p.smt == smt)
+        .collect();
     for p in &chosen {
         let same = |q: &&&LockPoint| q.workload == p.workload && q.false_sharing == p.false_sharing;
         let min = chosen.iter().filter(same).map(|q| q.threads).min();
@@ -522,13 +563,22 @@ fn point_metrics(
             );
         }
         if let Some(s) = p.scalability {
-            m.insert(format!("{key}:scalability"), Metric::one(Unit::Ratio, Better::Higher, s));
+            m.insert(
+                format!("{key}:scalability"),
+                Metric::one(Unit::Ratio, Better::Higher, s),
+            );
         }
         if let Some(r) = p.reader_p99_ns {
-            m.insert(format!("{key}:reader_p99_ns"), Metric::one(Unit::Nanoseconds, Better::Lower, r));
+            m.insert(
+                format!("{key}:reader_p99_ns"),
+                Metric::one(Unit::Nanoseconds, Better::Lower, r),
+            );
         }
         if let (Some(l), 0) = (p.latency_p50_ns, p.threads.saturating_sub(1)) {
-            m.insert(format!("{key}:latency_p50_ns"), Metric::one(Unit::Nanoseconds, Better::Lower, l));
+            m.insert(
+                format!("{key}:latency_p50_ns"),
+                Metric::one(Unit::Nanoseconds, Better::Lower, l),
+            );
         }
     }
     m
@@ -571,7 +621,17 @@ fn print_table(r: &CellResult) {
     );
     println!(
         "{:<22} {:<12} {:<6} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "workload", "pinning", "smt", "N", "ops/s", "scal", "p50/op", "p99/op", "max/op", "rdr p50", "rdr p99"
+        "workload",
+        "pinning",
+        "smt",
+        "N",
+        "ops/s",
+        "scal",
+        "p50/op",
+        "p99/op",
+        "max/op",
+        "rdr p50",
+        "rdr p99"
     );
     for p in &d.points {
         let fs = if p.false_sharing { "+fs" } else { "" };

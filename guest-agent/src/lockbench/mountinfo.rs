@@ -1,0 +1,224 @@
+//! `mountinfo`: how long reading the mount table takes as it grows — Netflix's "30 s to read
+//! the mount table" symptom, measured. In a private mount namespace the table is grown with bind
+//! mounts on a tmpfs to each requested size (counting the entries already there), and at each
+//! size the agent times whole reads of /proc/thread-self/mountinfo and, where the kernel has it
+//! (6.8+), listmount(2) of every id.
+//!
+//! Points: `mountinfo@N` and `listmount@N` (one reader; latency per read), and `bind@N`: the
+//! cost of each bind mount made while growing to N, which shows whether adding a mount gets
+//! slower as the table grows.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use protocol::lockbench::Pinning;
+use protocol::Evidence;
+use std::io::Read;
+
+use super::hist::Hist;
+use super::{ns, point, sys, BenchError, Ctx, Family, Measured};
+
+/// Reads per size: at least this many, then as many as fit the window.
+const MIN_READS: u32 = 3;
+const MAX_READS: u32 = 100_000;
+
+pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
+    let base = ctx.work.join("mountinfo");
+    std::fs::create_dir_all(&base)
+        .map_err(|e| BenchError::from_io(format!("mkdir {}", base.display()), &e))?;
+    let r = sys::in_private_mount_ns(|| {
+        let before = sys::count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
+        sys::mount_tmpfs(&base)?;
+        let r = grow_and_read(ctx, &base);
+        // One lazy unmount takes the tmpfs and every bind mount on it.
+        let detached = sys::detach(&base);
+        let after = sys::count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
+        let mut fam = r?;
+        detached?;
+        fam.leaked_mounts += after.saturating_sub(before) as u64;
+        Ok(fam)
+    });
+    let _ = std::fs::remove_dir(&base);
+    r
+}
+
+fn mount_max() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/fs/mount-max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn grow_and_read(ctx: &Ctx, base: &Path) -> Result<Family, BenchError> {
+    let mut fam = Family::default();
+    let src = base.join("src");
+    std::fs::create_dir(&src)
+        .map_err(|e| BenchError::from_io(format!("mkdir {}", src.display()), &e))?;
+    let mut current = sys::count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
+    let limit = mount_max().unwrap_or(100_000);
+    let mut sizes: Vec<usize> = ctx
+        .scenario
+        .table_sizes
+        .iter()
+        .map(|&s| s as usize)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let pin = ctx
+        .scenario
+        .pinning
+        .first()
+        .copied()
+        .unwrap_or(Pinning::None);
+    let mut ids = vec![0u64; 4096];
+    let mut listmount_ok = true;
+    let mut buf = Vec::new();
+
+    for size in sizes {
+        if size > limit {
+            fam.notes.push(format!(
+                "mountinfo: {size} entries exceed fs.mount-max = {limit}; skipped"
+            ));
+            continue;
+        }
+        if size < current {
+            fam.notes.push(format!(
+                "mountinfo: the namespace already has {current} entries, more than {size}; skipped"
+            ));
+            continue;
+        }
+        // Grow: one directory and one bind mount per missing entry, each timed.
+        let mut grow = Hist::default();
+        let t_grow = Instant::now();
+        let added = size - current;
+        for i in current..size {
+            let d = base.join(format!("m{i}"));
+            std::fs::create_dir(&d)
+                .map_err(|e| BenchError::from_io(format!("mkdir {}", d.display()), &e))?;
+            let t = Instant::now();
+            rustix::mount::mount_bind(&src, &d).map_err(|e| {
+                BenchError::from_io(
+                    format!("mount({}, {}, MS_BIND)", src.display(), d.display()),
+                    &e.into(),
+                )
+            })?;
+            grow.record(ns(t.elapsed()));
+        }
+        let grow_time = t_grow.elapsed();
+        current = size;
+        if added > 0 {
+            fam.points.push(point(Measured {
+                workload: format!("bind@{size}"),
+                pinning: Pinning::None,
+                smt: ctx.smt,
+                false_sharing: false,
+                threads: 1,
+                window: grow_time,
+                per_thread_ops: vec![added as u64],
+                samples: Some(&grow),
+                ops_per_sample: 1,
+                readers: None,
+            }));
+        }
+
+        // Whole reads of the table; the entry count checks that the table is the size claimed.
+        let mut seen = 0;
+        let (hist, window, reads) = timed_reads(ctx.window(), || {
+            buf.clear();
+            let mut f = std::fs::File::open("/proc/thread-self/mountinfo")?;
+            f.read_to_end(&mut buf)?;
+            seen = buf.iter().filter(|&&b| b == b'\n').count();
+            Ok(())
+        })
+        .map_err(|e| BenchError::from_io("read /proc/thread-self/mountinfo", &e))?;
+        if seen != size {
+            return Err(BenchError::Fail(
+                Evidence::new("grow the mount table")
+                    .with_detail(format!("mountinfo shows {seen} entries, expected {size}")),
+            ));
+        }
+        fam.points.push(read_point(
+            ctx,
+            format!("mountinfo@{size}"),
+            pin,
+            &hist,
+            window,
+            reads,
+        ));
+
+        if listmount_ok {
+            let mut listed = 0;
+            match timed_reads(ctx.window(), || {
+                listed = sys::listmount_all(&mut ids)?;
+                Ok(())
+            }) {
+                Ok((hist, window, reads)) => {
+                    if listed != size {
+                        fam.notes
+                            .push(format!("listmount@{size} listed {listed} ids"));
+                    }
+                    fam.points.push(read_point(
+                        ctx,
+                        format!("listmount@{size}"),
+                        pin,
+                        &hist,
+                        window,
+                        reads,
+                    ));
+                }
+                Err(e) => {
+                    let ev = Evidence::new("listmount(LSMT_ROOT)");
+                    let ev = match e.raw_os_error() {
+                        Some(n) => ev.with_errno(n),
+                        None => ev.with_detail(e.to_string()),
+                    };
+                    fam.notes.push(format!("listmount not timed: {ev}"));
+                    listmount_ok = false;
+                }
+            }
+        }
+    }
+    Ok(fam)
+}
+
+fn read_point(
+    ctx: &Ctx,
+    workload: String,
+    pin: Pinning,
+    hist: &Hist,
+    window: Duration,
+    reads: u64,
+) -> protocol::lockbench::LockPoint {
+    point(Measured {
+        workload,
+        pinning: pin,
+        smt: ctx.smt,
+        false_sharing: false,
+        threads: 1,
+        window,
+        per_thread_ops: vec![reads],
+        samples: Some(hist),
+        ops_per_sample: 1,
+        readers: None,
+    })
+}
+
+/// Call `read` repeatedly for `window` (at least [`MIN_READS`] times), timing each call, after
+/// one untimed call that warms the caches.
+fn timed_reads(
+    window: Duration,
+    mut read: impl FnMut() -> std::io::Result<()>,
+) -> std::io::Result<(Hist, Duration, u64)> {
+    read()?;
+    let mut h = Hist::default();
+    let t0 = Instant::now();
+    let mut n = 0u32;
+    while n < MIN_READS || (t0.elapsed() < window && n < MAX_READS) {
+        let t = Instant::now();
+        read()?;
+        h.record(ns(t.elapsed()));
+        n += 1;
+    }
+    Ok((h, t0.elapsed(), u64::from(n)))
+}
