@@ -65,6 +65,7 @@ impl Hist {
         self.max = self.max.max(other.max);
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.n
     }
