@@ -1,0 +1,419 @@
+//! The guest's root: an initramfs in cpio "newc" format, written here in Rust.
+//!
+//! Two archives, concatenated (the kernel unpacks one after another):
+//! - a *base* per (kernel, agent build), cached: `/init` (the static agent), the directories the
+//!   agent mounts on, `/dev/console`, and the kernel's modules under `/lib/modules`;
+//! - a few hundred bytes per boot: `/plan.json`.
+//!
+//! Format: <https://docs.kernel.org/driver-api/early-userspace/buffer-format.html>. Every
+//! header and every file body is padded to 4 bytes, so every archive's length is a multiple of
+//! 4 and the next one starts aligned, as the kernel requires.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::kernels::cache::key;
+use crate::kernels::{Cache, KernelError, ResolvedKernel};
+
+/// Bump when the base archive's contents change shape.
+const BASE_FORMAT: &[u8] = b"initramfs-v1";
+
+// Inode numbers: the kernel links entries of one archive that share (ino, nlink >= 2), so each
+// entry gets its own; the plan archive counts from elsewhere so the two never look alike.
+const BASE_FIRST_INO: u32 = 1;
+const PLAN_FIRST_INO: u32 = 1 << 30;
+
+const S_IFDIR: u32 = 0o040_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFLNK: u32 = 0o120_000;
+const S_IFCHR: u32 = 0o020_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitramfsError {
+    #[error("{op} {path}: {source}", path = path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cpio entry {name}: {what} does not fit the newc header's 32 bits")]
+    TooLarge { name: String, what: &'static str },
+    #[error("serialize the plan: {0}")]
+    Plan(#[from] serde_json::Error),
+    #[error("{path}: base archive length {len} is not a multiple of 4; delete it to rebuild", path = path.display())]
+    Misaligned { path: PathBuf, len: u64 },
+    #[error(transparent)]
+    Cache(#[from] KernelError),
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InitramfsError + 'a {
+    move |source| InitramfsError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A cpio newc writer over any `Write`.
+pub struct CpioWriter<W: Write> {
+    out: W,
+    next_ino: u32,
+}
+
+impl<W: Write> CpioWriter<W> {
+    pub fn new(out: W, first_ino: u32) -> Self {
+        CpioWriter {
+            out,
+            next_ino: first_ino,
+        }
+    }
+
+    /// A directory. Parents must come first: the kernel does not create them.
+    pub fn append_dir(&mut self, name: &str, perm: u32) -> Result<(), InitramfsError> {
+        self.append(name, S_IFDIR | perm, 2, (0, 0), &[])
+    }
+
+    pub fn append_file(
+        &mut self,
+        name: &str,
+        perm: u32,
+        data: &[u8],
+    ) -> Result<(), InitramfsError> {
+        self.append(name, S_IFREG | perm, 1, (0, 0), data)
+    }
+
+    /// A symlink: the body is the target, without a NUL.
+    pub fn append_symlink(&mut self, name: &str, target: &str) -> Result<(), InitramfsError> {
+        self.append(name, S_IFLNK | 0o777, 1, (0, 0), target.as_bytes())
+    }
+
+    pub fn append_char_dev(
+        &mut self,
+        name: &str,
+        perm: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), InitramfsError> {
+        self.append(name, S_IFCHR | perm, 1, (major, minor), &[])
+    }
+
+    /// End the archive (`TRAILER!!!`) and hand back the writer.
+    pub fn append_trailer(mut self) -> Result<W, InitramfsError> {
+        self.next_ino = 0;
+        self.append("TRAILER!!!", 0, 1, (0, 0), &[])?;
+        Ok(self.out)
+    }
+
+    fn append(
+        &mut self,
+        name: &str,
+        mode: u32,
+        nlink: u32,
+        (rdev_major, rdev_minor): (u32, u32),
+        data: &[u8],
+    ) -> Result<(), InitramfsError> {
+        let too_large = |what| InitramfsError::TooLarge {
+            name: name.to_string(),
+            what,
+        };
+        let filesize = u32::try_from(data.len()).map_err(|_| too_large("file size"))?;
+        // The name is stored with its NUL, and its length counts it.
+        let namesize = u32::try_from(name.len() + 1).map_err(|_| too_large("name size"))?;
+        let ino = self.next_ino;
+        self.next_ino = self
+            .next_ino
+            .checked_add(1)
+            .ok_or_else(|| too_large("inode"))?;
+        let fields: [u32; 13] = [
+            ino,        // c_ino
+            mode,       // c_mode: file type and permissions
+            0,          // c_uid: root
+            0,          // c_gid: root
+            nlink,      // c_nlink
+            0,          // c_mtime: 0 keeps the archive reproducible
+            filesize,   // c_filesize
+            0,          // c_maj: device the file lived on (unused)
+            0,          // c_min
+            rdev_major, // c_rmaj: for device nodes
+            rdev_minor, // c_rmin
+            namesize,   // c_namesize, including the NUL
+            0,          // c_chksum: only for the "070702" format
+        ];
+        let mut header = String::with_capacity(110);
+        header.push_str("070701"); // c_magic
+        for f in fields {
+            header.push_str(&format!("{f:08X}"));
+        }
+        let w = |r: std::io::Result<()>| {
+            r.map_err(|source| InitramfsError::Io {
+                op: "write cpio entry",
+                path: PathBuf::from(name),
+                source,
+            })
+        };
+        w(self.out.write_all(header.as_bytes()))?;
+        w(self.out.write_all(name.as_bytes()))?;
+        w(self.out.write_all(&[0]))?;
+        // Header (110 bytes) plus name is padded to 4, and so is the body.
+        w(self.out.write_all(pad(110 + name.len() + 1)))?;
+        w(self.out.write_all(data))?;
+        w(self.out.write_all(pad(data.len())))?;
+        Ok(())
+    }
+}
+
+fn pad(len: usize) -> &'static [u8] {
+    &[0u8; 3][..(4 - len % 4) % 4]
+}
+
+/// The cached base archive for `kernel` with `agent` as /init; built on first use.
+pub fn base_archive(
+    agent: &Path,
+    kernel: &ResolvedKernel,
+    cache: &Cache,
+) -> Result<PathBuf, InitramfsError> {
+    let agent_bytes = fs::read(agent).map_err(io("read agent", agent))?;
+    let agent_hash = blake3::hash(&agent_bytes);
+    let k = key(&[
+        BASE_FORMAT,
+        kernel.cache_key.as_bytes(),
+        agent_hash.as_bytes(),
+    ]);
+    let dir = cache.dir("initramfs")?;
+    let path = dir.join(format!("{}-{k}.cpio", kernel.release));
+    if path.exists() {
+        return Ok(path);
+    }
+    let _lock = cache.lock(&format!("initramfs-{k}"))?;
+    if path.exists() {
+        return Ok(path);
+    }
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io("create temp in", &dir))?;
+    let mut cpio = CpioWriter::new(std::io::BufWriter::new(tmp), BASE_FIRST_INO);
+    for d in ["dev", "proc", "sys", "tmp", "scratch", "lib", "lib/modules"] {
+        cpio.append_dir(d, 0o755)?;
+    }
+    // The kernel opens /dev/console for init's stdio before init runs; without it the agent
+    // starts with no stdout.
+    cpio.append_char_dev("dev/console", 0o600, 5, 1)?;
+    cpio.append_file("init", 0o755, &agent_bytes)?;
+    for m in &kernel.modules {
+        let bytes = fs::read(&m.host_path).map_err(io("read module", &m.host_path))?;
+        let name = m.initramfs_path.to_string_lossy();
+        cpio.append_file(name.trim_start_matches('/'), 0o644, &bytes)?;
+    }
+    let tmp = cpio
+        .append_trailer()?
+        .into_inner()
+        .map_err(|e| InitramfsError::Io {
+            op: "flush",
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+    tmp.persist(&path).map_err(|e| InitramfsError::Io {
+        op: "rename into",
+        path: path.clone(),
+        source: e.error,
+    })?;
+    Ok(path)
+}
+
+/// The per-boot archive: `/plan.json`.
+pub fn plan_archive(plan: &protocol::Plan) -> Result<Vec<u8>, InitramfsError> {
+    let json = serde_json::to_vec_pretty(plan)?;
+    let mut cpio = CpioWriter::new(Vec::with_capacity(json.len() + 512), PLAN_FIRST_INO);
+    cpio.append_file("plan.json", 0o644, &json)?;
+    cpio.append_trailer()
+}
+
+/// Write `out` = base archive + plan archive: the initrd for one boot.
+pub fn write_initrd(base: &Path, plan: &protocol::Plan, out: &Path) -> Result<(), InitramfsError> {
+    let len = fs::copy(base, out).map_err(io("copy base archive to", out))?;
+    if len % 4 != 0 {
+        return Err(InitramfsError::Misaligned {
+            path: base.to_path_buf(),
+            len,
+        });
+    }
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .map_err(io("open", out))?;
+    f.write_all(&plan_archive(plan)?)
+        .map_err(io("append plan to", out))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One parsed entry: (name, mode, nlink, rdev, data).
+    pub(crate) type Entry = (String, u32, u32, (u32, u32), Vec<u8>);
+
+    /// A strict newc reader: checks magic and 4-byte alignment; reads concatenated archives,
+    /// each ending in a trailer, as the kernel does.
+    pub(crate) fn read_all(mut buf: &[u8]) -> Vec<Vec<Entry>> {
+        let total = buf.len();
+        let mut archives = vec![];
+        let mut current = vec![];
+        while !buf.is_empty() {
+            assert_eq!((total - buf.len()) % 4, 0, "entry starts unaligned");
+            assert_eq!(&buf[..6], b"070701", "magic");
+            let field = |i: usize| {
+                u32::from_str_radix(
+                    std::str::from_utf8(&buf[6 + 8 * i..14 + 8 * i]).unwrap(),
+                    16,
+                )
+                .unwrap()
+            };
+            let (mode, nlink, filesize) = (field(1), field(4), field(6) as usize);
+            let (rmaj, rmin, namesize) = (field(9), field(10), field(11) as usize);
+            let name = std::str::from_utf8(&buf[110..110 + namesize - 1])
+                .unwrap()
+                .to_string();
+            assert_eq!(buf[110 + namesize - 1], 0, "name NUL");
+            let data_start = (110 + namesize).div_ceil(4) * 4;
+            let data = buf[data_start..data_start + filesize].to_vec();
+            buf = &buf[(data_start + filesize).div_ceil(4) * 4..];
+            if name == "TRAILER!!!" {
+                archives.push(std::mem::take(&mut current));
+            } else {
+                current.push((name, mode, nlink, (rmaj, rmin), data));
+            }
+        }
+        assert!(current.is_empty(), "archive without trailer");
+        archives
+    }
+
+    fn sample_plan() -> protocol::Plan {
+        protocol::Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: "t".into(),
+            scratch_dir: "/scratch".into(),
+            scratch_disk: None,
+            modules: vec!["/lib/modules/overlay.ko.xz".into()],
+            probe: true,
+            items: vec![],
+        }
+    }
+
+    #[test]
+    fn entries_are_aligned_and_read_back() {
+        let mut c = CpioWriter::new(Vec::new(), 1);
+        c.append_dir("dev", 0o755).unwrap();
+        c.append_char_dev("dev/console", 0o600, 5, 1).unwrap();
+        for len in 0..9 {
+            let name = "f".repeat(len + 1);
+            c.append_file(&name, 0o644, &vec![b'x'; len]).unwrap();
+        }
+        c.append_symlink("sbin", "bin").unwrap();
+        let bytes = c.append_trailer().unwrap();
+        assert_eq!(bytes.len() % 4, 0);
+        let archives = read_all(&bytes);
+        assert_eq!(archives.len(), 1);
+        let a = &archives[0];
+        assert_eq!(a[0].0, "dev");
+        assert_eq!(a[0].1, S_IFDIR | 0o755);
+        assert_eq!(
+            a[1],
+            ("dev/console".into(), S_IFCHR | 0o600, 1, (5, 1), vec![])
+        );
+        for len in 0..9 {
+            assert_eq!(a[2 + len].4, vec![b'x'; len]);
+        }
+        assert_eq!(a[11].4, b"bin");
+    }
+
+    #[test]
+    fn plan_archive_appends_to_a_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.cpio");
+        let mut c = CpioWriter::new(Vec::new(), 1);
+        c.append_file("init", 0o755, b"#!agent").unwrap();
+        fs::write(&base, c.append_trailer().unwrap()).unwrap();
+        let out = dir.path().join("initrd");
+        write_initrd(&base, &sample_plan(), &out).unwrap();
+        let archives = read_all(&fs::read(&out).unwrap());
+        assert_eq!(archives.len(), 2);
+        assert_eq!(archives[0][0].0, "init");
+        assert_eq!(archives[1][0].0, "plan.json");
+        let plan = protocol::parse_plan(std::str::from_utf8(&archives[1][0].4).unwrap()).unwrap();
+        assert_eq!(plan, sample_plan());
+    }
+
+    #[test]
+    fn misaligned_base_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.cpio");
+        fs::write(&base, b"07070").unwrap();
+        let err = write_initrd(&base, &sample_plan(), &dir.path().join("o")).unwrap_err();
+        assert!(
+            matches!(err, InitramfsError::Misaligned { len: 5, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn base_archive_is_cached_per_kernel_and_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path().join("cache"));
+        let agent = dir.path().join("agent");
+        fs::write(&agent, b"agent v1").unwrap();
+        let module = dir.path().join("overlay.ko");
+        fs::write(&module, b"\x7fELF module").unwrap();
+        let kernel = ResolvedKernel {
+            name: "k".into(),
+            release: "6.1.0-test".into(),
+            vmlinuz: dir.path().join("vmlinuz"),
+            config: None,
+            modules: vec![crate::kernels::KernelModule {
+                name: "overlay".into(),
+                host_path: module,
+                initramfs_path: "/lib/modules/overlay.ko".into(),
+                compressed: false,
+                needed_for: vec![crate::kernels::ModuleFeature::Overlay],
+            }],
+            builtin: vec![],
+            unavailable: vec![],
+            module_decompress: false,
+            provenance: crate::kernels::KernelProvenance::Path {
+                vmlinuz: "/v".into(),
+                modules: None,
+            },
+            cache_key: "abc".into(),
+            timings: Default::default(),
+        };
+        let a = base_archive(&agent, &kernel, &cache).unwrap();
+        assert_eq!(base_archive(&agent, &kernel, &cache).unwrap(), a);
+        let entries = &read_all(&fs::read(&a).unwrap())[0];
+        let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dev",
+                "proc",
+                "sys",
+                "tmp",
+                "scratch",
+                "lib",
+                "lib/modules",
+                "dev/console",
+                "init",
+                "lib/modules/overlay.ko"
+            ]
+        );
+        let init = entries.iter().find(|e| e.0 == "init").unwrap();
+        assert_eq!(
+            (init.1, init.4.as_slice()),
+            (S_IFREG | 0o755, &b"agent v1"[..])
+        );
+        fs::write(&agent, b"agent v2").unwrap();
+        assert_ne!(
+            base_archive(&agent, &kernel, &cache).unwrap(),
+            a,
+            "new agent, new base"
+        );
+    }
+}

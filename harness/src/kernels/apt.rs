@@ -1,0 +1,353 @@
+//! Debian packages through a private apt: our own sources list, state, cache and configuration
+//! under `<cache>/apt`, so signatures are checked against the system's Debian archive keyring and
+//! the host's apt state is never touched.
+//!
+//! `APT_CONFIG` points apt at our `apt.conf`, which apt reads *before* anything else; it sets
+//! `Dir::Etc::main` and `Dir::Etc::parts` away from /etc/apt, so no host configuration leaks in
+//! (proxies: use `http_proxy`, which apt honours).
+//!
+//! Signatures are checked; `Valid-Until` is not: mirrors and caching proxies serve sid's index
+//! past its one-week validity, and the exact packages are pinned by SHA-256 in `kernels.lock`
+//! anyway, so a stale index can at worst lock an older kernel, never a different file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::cache::{write_atomic, Cache};
+use super::KernelError;
+
+/// Suites the private sources list carries; recipes may name only these.
+pub const SUITES: &[&str] = &["bookworm", "trixie", "trixie-backports", "sid"];
+
+const MIRROR: &str = "http://deb.debian.org/debian";
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// One package record, as `apt-cache show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageRecord {
+    pub package: String,
+    pub version: String,
+    pub depends: String,
+    pub sha256: String,
+    pub filename: String,
+    pub size: u64,
+}
+
+/// What a requested package resolved to in one suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// `uname -r` of the kernel: the image package's name without `linux-image-`.
+    pub release: String,
+    /// The image package first, then the packages it needs for vmlinuz, modules and config.
+    pub packages: Vec<PackageRecord>,
+}
+
+/// The private apt installation.
+#[derive(Debug, Clone)]
+pub struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    /// Create (or refresh) the private configuration under `<cache>/apt`.
+    pub fn new(cache: &Cache) -> Result<Apt, KernelError> {
+        if !Path::new(KEYRING).exists() {
+            return Err(KernelError::Apt {
+                op: "check keyring".into(),
+                detail: format!("{KEYRING} is missing; install the debian-archive-keyring package"),
+            });
+        }
+        let dir = cache.dir("apt")?;
+        for sub in [
+            "etc/apt.conf.d",
+            "etc/sources.list.d",
+            "etc/preferences.d",
+            "etc/trusted.gpg.d",
+            "state/lists/partial",
+            "cache/archives/partial",
+            "log",
+        ] {
+            let d = dir.join(sub);
+            fs::create_dir_all(&d).map_err(|e| KernelError::io("create_dir_all", &d, e))?;
+        }
+        let status = dir.join("state/status");
+        if !status.exists() {
+            write_atomic(&status, b"")?;
+        }
+        let apt = Apt { dir };
+        apt.write_if_changed("etc/sources.list", &sources_list())?;
+        apt.write_if_changed("apt.conf", &apt.conf())?;
+        Ok(apt)
+    }
+
+    fn write_if_changed(&self, rel: &str, text: &str) -> Result<(), KernelError> {
+        let path = self.dir.join(rel);
+        if fs::read_to_string(&path).ok().as_deref() != Some(text) {
+            write_atomic(&path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn conf(&self) -> String {
+        let d = self.dir.display();
+        let mut c = format!(
+            "Dir::Etc::main \"/dev/null\";\n\
+             Dir::Etc::parts \"{d}/etc/apt.conf.d\";\n\
+             Dir::Etc::sourcelist \"{d}/etc/sources.list\";\n\
+             Dir::Etc::sourceparts \"{d}/etc/sources.list.d\";\n\
+             Dir::Etc::preferences \"{d}/etc/preferences\";\n\
+             Dir::Etc::preferencesparts \"{d}/etc/preferences.d\";\n\
+             Dir::Etc::trusted \"{d}/etc/trusted.gpg\";\n\
+             Dir::Etc::trustedparts \"{d}/etc/trusted.gpg.d\";\n\
+             Dir::State \"{d}/state\";\n\
+             Dir::State::status \"{d}/state/status\";\n\
+             Dir::Cache \"{d}/cache\";\n\
+             Dir::Log \"{d}/log\";\n\
+             APT::Architecture \"amd64\";\n\
+             APT::Architectures {{ \"amd64\"; }};\n\
+             Acquire::Languages \"none\";\n\
+             Acquire::Retries \"3\";\n\
+             Acquire::Check-Valid-Until \"false\";\n"
+        );
+        // As root, apt drops to `_apt` for downloads and warns when `_apt` cannot write the
+        // target directory (a private cache under /root). Downloads are verified either way.
+        if rustix::process::geteuid().is_root() {
+            c.push_str("APT::Sandbox::User \"root\";\n");
+        }
+        c
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("APT_CONFIG", self.dir.join("apt.conf"))
+            .env("LC_ALL", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    }
+
+    fn run(&self, mut cmd: Command, op: String) -> Result<String, KernelError> {
+        let out: Output = cmd.output().map_err(|e| KernelError::Apt {
+            op: op.clone(),
+            detail: format!("cannot run: {e} (is apt installed?)"),
+        })?;
+        if !out.status.success() {
+            return Err(KernelError::Apt {
+                op,
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Whether `apt-get update` ever ran here.
+    pub fn has_lists(&self) -> bool {
+        fs::read_dir(self.dir.join("state/lists")).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        })
+    }
+
+    /// `apt-get update`: fetch and verify the suites' indices.
+    pub fn update(&self) -> Result<(), KernelError> {
+        let mut cmd = self.command("apt-get");
+        cmd.args(["-q", "update"]);
+        self.run(cmd, "apt-get update".into())?;
+        Ok(())
+    }
+
+    /// The version of `package` in `suite`, if the suite carries it.
+    pub fn version_in_suite(
+        &self,
+        package: &str,
+        suite: &str,
+    ) -> Result<Option<String>, KernelError> {
+        let mut cmd = self.command("apt-cache");
+        cmd.args(["madison", package]);
+        let out = self.run(cmd, format!("apt-cache madison {package}"))?;
+        Ok(parse_madison(&out, suite))
+    }
+
+    /// The record of `package` at exactly `version`.
+    pub fn show(&self, package: &str, version: &str) -> Result<PackageRecord, KernelError> {
+        let spec = format!("{package}={version}");
+        let mut cmd = self.command("apt-cache");
+        cmd.args(["show", &spec]);
+        let out = self.run(cmd, format!("apt-cache show {spec}"))?;
+        parse_record(&out).ok_or_else(|| KernelError::Apt {
+            op: format!("apt-cache show {spec}"),
+            detail: "no complete record (Package, Version, SHA256, Filename)".into(),
+        })
+    }
+
+    /// Resolve `package` in `suite` to the exact packages that make up one kernel: follow a
+    /// meta-package to its image, then the image's pinned `linux-*-<release>` dependencies
+    /// (newer kernels split vmlinuz and modules into `linux-binary-*`, `linux-modules-*`,
+    /// `linux-base-*`).
+    pub fn resolve(&self, package: &str, suite: &str) -> Result<Resolution, KernelError> {
+        let not_found = |p: &str| KernelError::Apt {
+            op: format!("resolve {p} in {suite}"),
+            detail: format!("{suite} does not carry {p}"),
+        };
+        let version = self
+            .version_in_suite(package, suite)?
+            .ok_or_else(|| not_found(package))?;
+        let mut image = self.show(package, &version)?;
+        // A meta-package pins exactly one versioned image; follow it (at most a few hops).
+        for _ in 0..4 {
+            match pinned_deps(&image.depends)
+                .into_iter()
+                .find(|(n, _)| n.starts_with("linux-image-") && *n != image.package)
+            {
+                Some((name, ver)) => image = self.show(&name, &ver)?,
+                None => break,
+            }
+        }
+        let release = image
+            .package
+            .strip_prefix("linux-image-")
+            .unwrap_or(&image.package)
+            .to_string();
+        let mut packages = vec![image];
+        let mut i = 0;
+        while i < packages.len() {
+            for (name, ver) in pinned_deps(&packages[i].depends) {
+                let same_kernel =
+                    name.starts_with("linux-") && name.ends_with(&format!("-{release}"));
+                if same_kernel && !packages.iter().any(|p| p.package == name) {
+                    packages.push(self.show(&name, &ver)?);
+                }
+            }
+            i += 1;
+        }
+        Ok(Resolution { release, packages })
+    }
+
+    /// `apt-get download name=version…` into `dir`; apt checks each file against the signed
+    /// index. Returns the downloaded paths in the order asked.
+    pub fn download(
+        &self,
+        packages: &[(&str, &str)],
+        dir: &Path,
+    ) -> Result<Vec<PathBuf>, KernelError> {
+        let specs: Vec<String> = packages.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let mut cmd = self.command("apt-get");
+        cmd.current_dir(dir).args(["-q", "download"]).args(&specs);
+        self.run(cmd, format!("apt-get download {}", specs.join(" ")))?;
+        packages
+            .iter()
+            .map(|(name, version)| {
+                // apt names the file <name>_<version with ':' as %3a>_<arch>.deb.
+                let file = format!("{name}_{}_amd64.deb", version.replace(':', "%3a"));
+                let path = dir.join(file);
+                if path.exists() {
+                    Ok(path)
+                } else {
+                    Err(KernelError::Apt {
+                        op: format!("apt-get download {name}={version}"),
+                        detail: format!("expected {} after the download", path.display()),
+                    })
+                }
+            })
+            .collect()
+    }
+}
+
+fn sources_list() -> String {
+    SUITES
+        .iter()
+        .map(|s| format!("deb [signed-by={KEYRING}] {MIRROR} {s} main\n"))
+        .collect()
+}
+
+/// Pick the version `suite` carries from `apt-cache madison` output:
+/// ` pkg | 6.1.176-1 | http://deb.debian.org/debian bookworm/main amd64 Packages`.
+fn parse_madison(out: &str, suite: &str) -> Option<String> {
+    out.lines().find_map(|line| {
+        let mut cols = line.split('|').map(str::trim);
+        let (_pkg, version, source) = (cols.next()?, cols.next()?, cols.next()?);
+        let dist = source.split_whitespace().nth(1)?;
+        (dist.split('/').next() == Some(suite) && source.ends_with("Packages"))
+            .then(|| version.to_string())
+    })
+}
+
+/// The first record in `apt-cache show` output.
+fn parse_record(out: &str) -> Option<PackageRecord> {
+    let block = out.split("\n\n").next()?;
+    let field = |name: &str| {
+        block.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    Some(PackageRecord {
+        package: field("Package")?,
+        version: field("Version")?,
+        depends: field("Depends").unwrap_or_default(),
+        sha256: field("SHA256")?,
+        filename: field("Filename")?,
+        size: field("Size")?.parse().ok()?,
+    })
+}
+
+/// `(name, version)` of every dependency pinned with `(= version)`; alternatives are skipped
+/// (a kernel's own packages are never alternatives).
+fn pinned_deps(depends: &str) -> Vec<(String, String)> {
+    depends
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.contains('|'))
+        .filter_map(|d| {
+            let (name, rest) = d.split_once(" (= ")?;
+            Some((
+                name.trim().to_string(),
+                rest.strip_suffix(')')?.trim().to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn madison_picks_the_suite() {
+        let out = " linux-image-cloud-amd64 | 7.3.4-1~bpo13+1 | http://deb.debian.org/debian trixie-backports/main amd64 Packages\n linux-image-cloud-amd64 |   7.2.13-1 | http://deb.debian.org/debian sid/main amd64 Packages\n linux-image-cloud-amd64 | 6.12.117-1 | http://deb.debian.org/debian trixie/main amd64 Packages\n";
+        assert_eq!(parse_madison(out, "trixie").as_deref(), Some("6.12.117-1"));
+        assert_eq!(
+            parse_madison(out, "trixie-backports").as_deref(),
+            Some("7.3.4-1~bpo13+1")
+        );
+        assert_eq!(parse_madison(out, "bookworm"), None);
+    }
+
+    #[test]
+    fn pinned_deps_follow_the_kernel_split() {
+        let d = "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, linux-base-7.3.4+deb13-cloud-amd64 (= 7.3.4-1~bpo13+1), linux-binary-7.3.4+deb13-cloud-amd64 (= 7.3.4-1~bpo13+1), kmod";
+        let deps = pinned_deps(d);
+        assert_eq!(deps.len(), 2);
+        assert_eq!(
+            deps[1],
+            (
+                "linux-binary-7.3.4+deb13-cloud-amd64".into(),
+                "7.3.4-1~bpo13+1".into()
+            )
+        );
+    }
+
+    #[test]
+    fn record_parses() {
+        let out = "Package: linux-image-6.1.0-50-cloud-amd64\nSource: linux-signed-amd64 (6.1.176+1)\nVersion: 6.1.176-1\nDepends: kmod, linux-base (>= 4.3~)\nFilename: pool/main/l/x.deb\nSize: 26484304\nSHA256: efe1\nDescription: x\n\nPackage: other\n";
+        let r = parse_record(out).unwrap();
+        assert_eq!(r.version, "6.1.176-1");
+        assert_eq!(r.size, 26484304);
+        assert_eq!(r.sha256, "efe1");
+    }
+}

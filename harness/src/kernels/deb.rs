@@ -1,0 +1,139 @@
+//! Reading `.deb` files without dpkg: a `.deb` is an `ar` archive whose `data.tar.xz` member
+//! holds the files (Debian's kernel packages use xz; zstd is rejected by name so a change in the
+//! archive reads as what it is).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use super::KernelError;
+
+/// What a tar entry is, as far as we care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Other,
+}
+
+/// Call `visit(path, kind, reader)` for every entry of the package's data archive, in order.
+/// `path` has no leading `./` or `/` (`boot/vmlinuz-6.1.0-50-cloud-amd64`).
+pub fn for_each_data_entry(
+    deb: &Path,
+    mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    let bad = |detail: String| KernelError::Deb {
+        deb: deb.to_path_buf(),
+        detail,
+    };
+    let file = File::open(deb).map_err(|e| KernelError::io("open", deb, e))?;
+    let mut archive = ar::Archive::new(BufReader::new(file));
+    while let Some(member) = archive.next_entry() {
+        let member = member.map_err(|e| bad(format!("reading ar member: {e}")))?;
+        let name = String::from_utf8_lossy(member.header().identifier()).into_owned();
+        let reader: Box<dyn Read + '_> = match name.as_str() {
+            "data.tar.xz" => Box::new(lzma_rust2::XzReader::new(member, false)),
+            "data.tar" => Box::new(member),
+            n if n.starts_with("data.tar") => {
+                return Err(bad(format!(
+                    "{n}: only data.tar.xz and data.tar are supported"
+                )))
+            }
+            _ => continue,
+        };
+        let mut tar = tar::Archive::new(reader);
+        let entries = tar.entries().map_err(|e| bad(format!("{name}: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(format!("{name}: {e}")))?;
+            let path = entry
+                .path()
+                .map_err(|e| bad(format!("{name}: entry path: {e}")))?
+                .to_string_lossy()
+                .into_owned();
+            let path = path
+                .trim_start_matches("./")
+                .trim_start_matches('/')
+                .to_string();
+            let kind = if entry.header().entry_type().is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            };
+            visit(&path, kind, &mut entry)?;
+        }
+        return Ok(());
+    }
+    Err(bad("no data.tar member".into()))
+}
+
+/// Decompress a whole `.xz` stream (a compressed kernel module).
+pub fn xz_decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() * 4);
+    lzma_rust2::XzReader::new(bytes, true).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Build a tiny .deb (ar + data.tar.xz) the way dpkg-deb lays it out.
+    fn tiny_deb(dir: &Path) -> std::path::PathBuf {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "./boot/vmlinuz-x", &b"hello"[..])
+            .unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut xz =
+            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+        xz.write_all(&tar).unwrap();
+        let xz = xz.finish().unwrap();
+        let path = dir.join("t.deb");
+        let mut ar = ar::Builder::new(File::create(&path).unwrap());
+        ar.append(
+            &ar::Header::new(b"debian-binary".to_vec(), 4),
+            &b"2.0\n"[..],
+        )
+        .unwrap();
+        ar.append(
+            &ar::Header::new(b"data.tar.xz".to_vec(), xz.len() as u64),
+            &xz[..],
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_data_tar_xz() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = tiny_deb(dir.path());
+        let mut seen = Vec::new();
+        for_each_data_entry(&deb, |p, k, r| {
+            let mut s = String::new();
+            r.read_to_string(&mut s).unwrap();
+            seen.push((p.to_string(), k, s));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![(
+                "boot/vmlinuz-x".to_string(),
+                EntryKind::File,
+                "hello".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn xz_round_trip() {
+        let mut xz =
+            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+        xz.write_all(b"module bytes").unwrap();
+        let xz = xz.finish().unwrap();
+        assert_eq!(xz_decompress(&xz).unwrap(), b"module bytes");
+    }
+}

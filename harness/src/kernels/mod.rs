@@ -1,0 +1,168 @@
+//! Kernels: recipes (`kernels/*.toml`) → exact packages (`kernels/kernels.lock`) → an extracted
+//! kernel in the cache ([`ResolvedKernel`]: vmlinuz, config, the modules the guest needs in load
+//! order) that the initramfs builder and the QEMU backend consume.
+//!
+//! Phases, one file each: [`recipe`] (parse, check), [`lock`] (the lock file), [`apt`] (private
+//! apt: resolve, download), [`deb`] (ar/tar/xz), [`modules`] (which modules, which order),
+//! [`fetch`] (put it together in the [`cache`]), [`cmd`] (`mmx kernels …`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod apt;
+pub mod cache;
+mod cmd;
+pub mod deb;
+mod fetch;
+pub mod lock;
+pub mod modules;
+pub mod recipe;
+
+pub use cache::Cache;
+pub use cmd::{run_cmd, KernelsCmd};
+pub use fetch::{cached, ensure};
+pub use lock::{LockFile, LockedKernel, LockedPackage};
+pub use modules::ModuleFeature;
+pub use recipe::{load_recipe, load_recipes, Recipe, RecipeSource};
+
+/// A kernel ready to boot: everything in the cache (or, for `path` recipes, on the user's disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedKernel {
+    /// The recipe name: `debian-6.12`.
+    pub name: String,
+    /// `uname -r`: `6.12.117+deb13-cloud-amd64`.
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    pub config: Option<PathBuf>,
+    /// The modules the guest loads, dependencies first. Load them front to back.
+    pub modules: Vec<KernelModule>,
+    /// Wanted modules the kernel has built in (nothing to load).
+    pub builtin: Vec<String>,
+    /// Wanted modules the kernel lacks altogether: the feature needing them is unsupported.
+    pub unavailable: Vec<String>,
+    /// CONFIG_MODULE_DECOMPRESS=y: the kernel loads `.ko.xz` itself (finit_module flag
+    /// MODULE_INIT_COMPRESSED_FILE); otherwise every module is shipped decompressed.
+    pub module_decompress: bool,
+    pub provenance: KernelProvenance,
+    /// Identity of the cache entry: changes whenever any byte the guest sees may change.
+    pub cache_key: String,
+    /// How long [`ensure`] took this time; not part of the cached entry.
+    #[serde(skip)]
+    pub timings: KernelTimings,
+}
+
+/// One module in the initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelModule {
+    /// Normalised module name (`virtio_blk`).
+    pub name: String,
+    /// The file to put into the initramfs.
+    pub host_path: PathBuf,
+    /// Where it goes: `/lib/modules/<name>.ko` or `.ko.xz`.
+    pub initramfs_path: PathBuf,
+    /// xz-compressed (only when the kernel decompresses modules itself).
+    pub compressed: bool,
+    /// The features that need it, directly or as a dependency.
+    pub needed_for: Vec<ModuleFeature>,
+}
+
+/// Where a kernel came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum KernelProvenance {
+    Debian {
+        suite: String,
+        packages: Vec<LockedPackage>,
+    },
+    Path {
+        vmlinuz: PathBuf,
+        modules: Option<PathBuf>,
+    },
+}
+
+impl KernelProvenance {
+    /// One line for logs and reports: `debian bookworm: linux-image-…=6.1.176-1`.
+    pub fn describe(&self) -> String {
+        match self {
+            KernelProvenance::Debian { suite, packages } => {
+                let pkgs: Vec<_> = packages
+                    .iter()
+                    .map(|p| format!("{}={}", p.name, p.version))
+                    .collect();
+                format!("debian {suite}: {}", pkgs.join(" "))
+            }
+            KernelProvenance::Path { vmlinuz, .. } => format!("path: {}", vmlinuz.display()),
+        }
+    }
+}
+
+/// Time spent in [`ensure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelTimings {
+    /// The entry was already in the cache.
+    pub cached: bool,
+    /// `apt-get update` (only when the private lists were missing or stale) + `apt-get download`.
+    pub download: Duration,
+    /// Reading the .debs, choosing and writing modules.
+    pub extract: Duration,
+    pub total: Duration,
+}
+
+/// Everything that can go wrong with kernels. Messages name the file, key, package or kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: key `{key}`: {message}", file = file.display())]
+    Recipe {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("no cache directory: set MMX_CACHE_DIR, XDG_CACHE_HOME or HOME")]
+    NoCacheDir,
+    #[error("{op} failed: {detail}")]
+    Apt { op: String, detail: String },
+    #[error("{deb}: {detail}", deb = deb.display())]
+    Deb { deb: PathBuf, detail: String },
+    #[error("modules: {detail}")]
+    Modules { detail: String },
+    #[error("{detail}")]
+    Layout { detail: String },
+    #[error("{package}: SHA-256 is {found}, kernels.lock says {expected}")]
+    Checksum {
+        package: String,
+        expected: String,
+        found: String,
+    },
+    #[error("kernel `{name}` has no entry in {lock}; run `mmx kernels lock`", lock = lock.display())]
+    NotLocked { name: String, lock: PathBuf },
+    #[error("kernels.lock is out of date for `{name}`: {detail}; run `mmx kernels lock`")]
+    StaleLock { name: String, detail: String },
+    #[error("no kernel recipe named `{name}` (known: {known})")]
+    UnknownKernel { name: String, known: String },
+    #[error("kernel `{name}`: {source}")]
+    Kernel {
+        name: String,
+        #[source]
+        source: Box<KernelError>,
+    },
+}
+
+impl KernelError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        KernelError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Kernels end to end, for real: resolve Debian's bookworm kernel through the private apt,
+//! download, verify, extract into a temporary cache, then build an initrd from it. Needs
+//! deb.debian.org; everything else here runs offline.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use harness::initramfs::{base_archive, write_initrd};
+use harness::kernels::apt::Apt;
+use harness::kernels::recipe::parse_recipe;
+use harness::kernels::{
+    ensure, Cache, KernelError, LockFile, LockedKernel, ModuleFeature, RecipeSource,
+};
+
+fn recipe(text: &str) -> harness::kernels::Recipe {
+    parse_recipe(Path::new("kernels/test.toml"), text).expect("test recipe parses")
+}
+
+const BOOKWORM: &str = "[debian]\nsuite = \"bookworm\"\npackage = \"linux-image-cloud-amd64\"\n";
+
+#[test]
+fn unlocked_and_stale_recipes_say_what_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::at(dir.path());
+    let r = recipe(BOOKWORM);
+    let err = ensure(&r, &LockFile::default(), &cache)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`test`") && err.contains("mmx kernels lock"),
+        "{err}"
+    );
+
+    let mut lock = LockFile::default();
+    lock.upsert(LockedKernel {
+        name: "test".into(),
+        suite: "trixie".into(),
+        requested: "linux-image-cloud-amd64".into(),
+        release: "x".into(),
+        packages: vec![],
+    });
+    // Lock errors already name the kernel; they are not wrapped again.
+    let err = ensure(&r, &lock, &cache).unwrap_err();
+    assert!(matches!(err, KernelError::StaleLock { .. }), "{err}");
+    assert!(err.to_string().contains("bookworm"), "{err}");
+}
+
+#[test]
+fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::at(dir.path().join("cache"));
+    let r = recipe(BOOKWORM);
+
+    let t = Instant::now();
+    let apt = Apt::new(&cache).unwrap();
+    apt.update().expect("apt-get update against deb.debian.org");
+    let locked = LockedKernel::resolve(&apt, &r).unwrap().unwrap();
+    println!("resolved in {:?}: {locked:?}", t.elapsed());
+    assert!(locked.release.starts_with("6.1."), "{}", locked.release);
+    assert_eq!(
+        locked.packages[0].name,
+        format!("linux-image-{}", locked.release)
+    );
+    let mut lock = LockFile::default();
+    lock.upsert(locked);
+
+    let cold = ensure(&r, &lock, &cache).unwrap();
+    println!("cold ensure: {:?}", cold.timings);
+    assert!(!cold.timings.cached);
+    assert!(cold.vmlinuz.is_file());
+    assert!(cold.config.as_ref().is_some_and(|c| c.is_file()));
+    let names: Vec<_> = cold.modules.iter().map(|m| m.name.as_str()).collect();
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|m| *m == n)
+            .unwrap_or_else(|| panic!("{n} in {names:?}"))
+    };
+    // 6.1 builds virtio, the PCI transport and the block driver as modules, ext4 in.
+    assert!(pos("virtio") < pos("virtio_ring") && pos("virtio_ring") < pos("virtio_blk"));
+    assert!(pos("virtio_pci") < pos("virtio_blk") || pos("virtio_pci") > pos("virtio_ring"));
+    assert!(pos("libcrc32c") < pos("xfs") && pos("libcrc32c") < pos("btrfs"));
+    pos("overlay");
+    assert!(
+        cold.builtin.contains(&"ext4".to_string()),
+        "{:?}",
+        cold.builtin
+    );
+    assert!(cold.unavailable.is_empty(), "{:?}", cold.unavailable);
+    // No CONFIG_MODULE_DECOMPRESS on 6.1: plain .ko.
+    assert!(!cold.module_decompress);
+    for m in &cold.modules {
+        assert!(!m.compressed && m.host_path.is_file(), "{m:?}");
+        assert_eq!(
+            m.initramfs_path,
+            PathBuf::from(format!("/lib/modules/{}.ko", m.name))
+        );
+    }
+    let xfs = cold.modules.iter().find(|m| m.name == "libcrc32c").unwrap();
+    assert_eq!(
+        xfs.needed_for,
+        vec![ModuleFeature::Xfs, ModuleFeature::Btrfs]
+    );
+
+    let t = Instant::now();
+    let warm = ensure(&r, &lock, &cache).unwrap();
+    println!("warm ensure: {:?}", t.elapsed());
+    assert!(warm.timings.cached);
+    assert_eq!(warm.modules, cold.modules);
+
+    // A `path` recipe over what was just extracted: release read from the bzImage header,
+    // modules chosen from a flat directory (which has no modules.builtin, so ext4 is missing).
+    let modules_dir = cold.modules[0].host_path.parent().unwrap();
+    let path_recipe = recipe(&format!(
+        "[path]\nvmlinuz = \"{}\"\nmodules = \"{}\"\n",
+        cold.vmlinuz.display(),
+        modules_dir.display()
+    ));
+    let own = ensure(&path_recipe, &LockFile::default(), &cache).unwrap();
+    assert_eq!(own.release, cold.release);
+    assert_eq!(own.unavailable, vec!["ext4".to_string()]);
+    assert_eq!(own.modules.len(), cold.modules.len());
+    assert!(matches!(path_recipe.source, RecipeSource::Path { .. }));
+
+    // The initrd a boot would use; the test binary stands in for the agent.
+    let agent = std::env::current_exe().unwrap();
+    let base = base_archive(&agent, &warm, &cache).unwrap();
+    let plan = protocol::Plan {
+        schema_version: protocol::SCHEMA_VERSION,
+        boot_id: "test".into(),
+        scratch_dir: "/scratch".into(),
+        scratch_disk: None,
+        modules: warm
+            .modules
+            .iter()
+            .map(|m| m.initramfs_path.clone())
+            .collect(),
+        probe: true,
+        items: vec![],
+    };
+    let out = dir.path().join("initrd");
+    let t = Instant::now();
+    let kernel = ensure(&r, &lock, &cache).unwrap();
+    let base2 = base_archive(&agent, &kernel, &cache).unwrap();
+    write_initrd(&base2, &plan, &out).unwrap();
+    println!(
+        "warm ensure + base_archive + write_initrd: {:?} (base {} bytes)",
+        t.elapsed(),
+        std::fs::metadata(&base).unwrap().len()
+    );
+    assert_eq!(base, base2);
+    assert_eq!(std::fs::metadata(&out).unwrap().len() % 4, 0);
+}
