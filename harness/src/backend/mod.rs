@@ -15,6 +15,8 @@ use protocol::{AgentEvent, Plan};
 use crate::results::{Accel, BootEnd, RunDir};
 
 pub mod local;
+pub mod qemu;
+pub mod ssh;
 
 /// Set by Ctrl-C (SIGINT/SIGTERM): backends stop their guests and agents, clean up, and return
 /// what they have.

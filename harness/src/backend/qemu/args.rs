@@ -1,0 +1,344 @@
+//! QEMU's command line, from small pure functions, one per concern, each returning the
+//! arguments it owns. Flags that only make sense together are produced (and explained) together.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::matrix::Topology;
+use crate::results::Accel;
+
+/// Kernel command line every guest gets. `console=ttyS0` puts the kernel log on the first serial
+/// port (the console log); `panic=-1` is explained in [`kernel_args`].
+pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+/// Device node the guest sees the scratch disk as (the only virtio-blk device, so always `vda`).
+pub const SCRATCH_DEVICE: &str = "/dev/vda";
+
+fn os(parts: &[&str]) -> Vec<OsString> {
+    parts.iter().map(OsString::from).collect()
+}
+
+/// Escape a value for QEMU's `key=value,key=value` option syntax: a comma is written twice.
+pub fn opt_escape(value: &Path) -> OsString {
+    let s = value.to_string_lossy();
+    OsString::from(s.replace(',', ",,"))
+}
+
+/// Machine, accelerator and CPU model, plus the flags every mmx guest shares:
+/// `-nodefaults` (no default NIC, VGA, monitor or serial: every device is ours), no display,
+/// and no user config files that could change the machine behind our back.
+///
+/// KVM runs the host's CPU model; TCG runs `max`, every feature TCG can emulate, so feature
+/// probes see as much as the emulator offers.
+pub fn machine_args(accel: Accel) -> Vec<OsString> {
+    let (accel, cpu) = match accel {
+        Accel::Kvm => ("kvm", "host"),
+        // Metal never reaches QEMU; asking TCG for it is the safe reading.
+        Accel::Tcg | Accel::Metal => ("tcg", "max"),
+    };
+    os(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-machine",
+        &format!("q35,accel={accel}"),
+        "-cpu",
+        cpu,
+    ])
+}
+
+/// vCPUs, their sockets/cores/threads, memory, and NUMA nodes.
+///
+/// Each NUMA node gets its own RAM backend (`memory-backend-ram`, `memdev=`): the legacy
+/// `mem=` form is refused by newer machine types. Distances are given for every ordered pair
+/// of distinct nodes (local distance is always 10 and QEMU rejects anything else).
+pub fn cpu_args(topology: &Topology) -> Vec<OsString> {
+    let Topology {
+        name: _,
+        sockets,
+        cores,
+        threads,
+        memory_mib,
+        numa,
+    } = topology;
+    let vcpus = sockets * cores * threads;
+    let mut args = os(&[
+        "-m",
+        &format!("{memory_mib}M"),
+        "-smp",
+        &format!("cpus={vcpus},sockets={sockets},cores={cores},threads={threads}"),
+    ]);
+    for (i, node) in numa.iter().enumerate() {
+        args.extend(os(&[
+            "-object",
+            &format!("memory-backend-ram,id=mem{i},size={}M", node.memory_mib),
+        ]));
+        let mut spec = format!("node,nodeid={i}");
+        for range in cpu_ranges(&node.cpus) {
+            spec.push_str(&format!(",cpus={range}"));
+        }
+        spec.push_str(&format!(",memdev=mem{i}"));
+        args.extend(os(&["-numa", &spec]));
+    }
+    for (src, node) in numa.iter().enumerate() {
+        let Some(distances) = &node.distances else {
+            continue;
+        };
+        for (dst, val) in distances.iter().enumerate() {
+            if dst != src {
+                args.extend(os(&[
+                    "-numa",
+                    &format!("dist,src={src},dst={dst},val={val}"),
+                ]));
+            }
+        }
+    }
+    args
+}
+
+/// `[0,1,2,5]` → `["0-2", "5"]`: QEMU's `cpus=` takes one range per occurrence.
+pub fn cpu_ranges(cpus: &[u32]) -> Vec<String> {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = Vec::new();
+    let mut iter = sorted.into_iter();
+    let Some(mut start) = iter.next() else {
+        return out;
+    };
+    let mut end = start;
+    let mut push = |s: u32, e: u32| {
+        out.push(if s == e {
+            s.to_string()
+        } else {
+            format!("{s}-{e}")
+        })
+    };
+    for c in iter {
+        if c == end + 1 {
+            end = c;
+        } else {
+            push(start, end);
+            start = c;
+            end = c;
+        }
+    }
+    push(start, end);
+    out
+}
+
+/// Kernel, initrd and command line.
+///
+/// `panic=-1` (in [`BASE_CMDLINE`]) makes a panicking kernel reboot at once instead of sitting
+/// in its panic loop, and `-no-reboot` turns that reboot into QEMU exiting: a panic ends the
+/// guest within milliseconds, with the panic on the console. Either flag alone leaves a hung or
+/// rebooting guest for the watchdogs to find.
+pub fn kernel_args(vmlinuz: &Path, initrd: &Path, extra_cmdline: &str) -> Vec<OsString> {
+    let mut cmdline = BASE_CMDLINE.to_string();
+    if !extra_cmdline.trim().is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(extra_cmdline.trim());
+    }
+    vec![
+        "-kernel".into(),
+        vmlinuz.into(),
+        "-initrd".into(),
+        initrd.into(),
+        "-append".into(),
+        cmdline.into(),
+        "-no-reboot".into(),
+    ]
+}
+
+/// Two serial ports, both written to files the harness reads as they grow:
+/// ttyS0 is the console (kernel log and the agent's diagnostics), ttyS1 carries result lines
+/// only. ttyS1 is a plain ISA 8250, which every kernel mmx boots has built in, so results flow
+/// before (and without) any module load.
+pub fn serial_args(console_log: &Path, results_log: &Path) -> Vec<OsString> {
+    let chardev = |id: &str, path: &Path| {
+        let mut s = OsString::from(format!("file,id={id},path="));
+        s.push(opt_escape(path));
+        s
+    };
+    vec![
+        "-chardev".into(),
+        chardev("console", console_log),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-chardev".into(),
+        chardev("results", results_log),
+        "-device".into(),
+        "isa-serial,chardev=results".into(),
+    ]
+}
+
+/// The scratch disk as a virtio-blk device ([`SCRATCH_DEVICE`] in the guest). The image is a
+/// throwaway copy, so `cache=unsafe` (host page cache, flushes ignored) costs nothing and
+/// keeps the guest's fsyncs from reaching the host disk.
+pub fn disk_args(image: &Path) -> Vec<OsString> {
+    let mut drive = OsString::from("file=");
+    drive.push(opt_escape(image));
+    drive.push(",format=raw,if=none,id=scratch,cache=unsafe");
+    vec![
+        "-drive".into(),
+        drive,
+        "-device".into(),
+        "virtio-blk-pci,drive=scratch".into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::NumaSpec;
+
+    fn strs(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    fn topo(sockets: u32, cores: u32, threads: u32, numa: Vec<NumaSpec>) -> Topology {
+        Topology {
+            name: "t".into(),
+            sockets,
+            cores,
+            threads,
+            memory_mib: 1024,
+            numa,
+        }
+    }
+
+    #[test]
+    fn machine_picks_cpu_model_with_accelerator() {
+        let kvm = strs(&machine_args(Accel::Kvm));
+        assert!(kvm.windows(2).any(|w| w == ["-machine", "q35,accel=kvm"]));
+        assert!(kvm.windows(2).any(|w| w == ["-cpu", "host"]));
+        let tcg = strs(&machine_args(Accel::Tcg));
+        assert!(tcg.windows(2).any(|w| w == ["-machine", "q35,accel=tcg"]));
+        assert!(tcg.windows(2).any(|w| w == ["-cpu", "max"]));
+        assert_eq!(tcg[0], "-nodefaults");
+    }
+
+    #[test]
+    fn smp_without_numa() {
+        assert_eq!(
+            strs(&cpu_args(&topo(2, 2, 2, vec![]))),
+            ["-m", "1024M", "-smp", "cpus=8,sockets=2,cores=2,threads=2"]
+        );
+    }
+
+    #[test]
+    fn two_numa_nodes_with_memory_and_distances() {
+        let nodes = vec![
+            NumaSpec {
+                cpus: vec![0, 1],
+                memory_mib: 512,
+                distances: Some(vec![10, 21]),
+            },
+            NumaSpec {
+                cpus: vec![2, 3],
+                memory_mib: 512,
+                distances: Some(vec![21, 10]),
+            },
+        ];
+        let a = strs(&cpu_args(&topo(2, 2, 1, nodes)));
+        assert_eq!(
+            a,
+            [
+                "-m",
+                "1024M",
+                "-smp",
+                "cpus=4,sockets=2,cores=2,threads=1",
+                "-object",
+                "memory-backend-ram,id=mem0,size=512M",
+                "-numa",
+                "node,nodeid=0,cpus=0-1,memdev=mem0",
+                "-object",
+                "memory-backend-ram,id=mem1,size=512M",
+                "-numa",
+                "node,nodeid=1,cpus=2-3,memdev=mem1",
+                "-numa",
+                "dist,src=0,dst=1,val=21",
+                "-numa",
+                "dist,src=1,dst=0,val=21",
+            ]
+        );
+    }
+
+    #[test]
+    fn numa_without_distances_leaves_qemu_defaults() {
+        let nodes = vec![NumaSpec {
+            cpus: vec![0, 2, 3, 5],
+            memory_mib: 1024,
+            distances: None,
+        }];
+        let a = strs(&cpu_args(&topo(1, 6, 1, nodes)));
+        assert!(a.contains(&"node,nodeid=0,cpus=0,cpus=2-3,cpus=5,memdev=mem0".to_string()));
+        assert!(!a.iter().any(|s| s.starts_with("dist,")));
+    }
+
+    #[test]
+    fn cpu_ranges_merge_runs() {
+        assert_eq!(cpu_ranges(&[3, 0, 1, 2, 7, 9, 8]), ["0-3", "7-9"]);
+        assert_eq!(cpu_ranges(&[4]), ["4"]);
+        assert!(cpu_ranges(&[]).is_empty());
+    }
+
+    #[test]
+    fn kernel_args_couple_panic_and_no_reboot() {
+        let a = strs(&kernel_args(
+            Path::new("/k/vmlinuz"),
+            Path::new("/i.cpio"),
+            " rdinit=/nonexistent ",
+        ));
+        assert_eq!(
+            a,
+            [
+                "-kernel",
+                "/k/vmlinuz",
+                "-initrd",
+                "/i.cpio",
+                "-append",
+                "console=ttyS0 panic=-1 rdinit=/nonexistent",
+                "-no-reboot"
+            ]
+        );
+        let plain = strs(&kernel_args(Path::new("k"), Path::new("i"), ""));
+        assert_eq!(plain[5], BASE_CMDLINE);
+    }
+
+    #[test]
+    fn serial_ports_console_first_results_second() {
+        let a = strs(&serial_args(
+            Path::new("/run/a,b.console.log"),
+            Path::new("/run/r.log"),
+        ));
+        assert_eq!(
+            a,
+            [
+                "-chardev",
+                "file,id=console,path=/run/a,,b.console.log",
+                "-serial",
+                "chardev:console",
+                "-chardev",
+                "file,id=results,path=/run/r.log",
+                "-device",
+                "isa-serial,chardev=results",
+            ]
+        );
+    }
+
+    #[test]
+    fn disk_is_raw_virtio_blk() {
+        let a = strs(&disk_args(Path::new("/tmp/s.img")));
+        assert_eq!(
+            a,
+            [
+                "-drive",
+                "file=/tmp/s.img,format=raw,if=none,id=scratch,cache=unsafe",
+                "-device",
+                "virtio-blk-pci,drive=scratch"
+            ]
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Reading the guest console: which lines mean the guest is dead or dying, which mean the agent
+//! gave up, and the excerpt a report shows. Pure functions over text, so every pattern is tested
+//! on real-looking console lines without a guest.
+
+/// What a console line says about the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    /// `Kernel panic - not syncing`.
+    Panic,
+    /// An oops, `BUG:`, a general protection fault: the kernel is broken from here on.
+    Oops,
+    /// RCU stall, soft or hard lockup, hung task: the kernel is (partly) stuck.
+    Hang,
+    /// The agent itself panicked (its panic hook prints this line).
+    AgentPanic,
+    /// The agent could not set the guest up (a mount, a module, the plan): our side.
+    AgentInitFailed,
+}
+
+impl Alarm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alarm::Panic => "kernel panic",
+            Alarm::Oops => "kernel oops",
+            Alarm::Hang => "kernel hang",
+            Alarm::AgentPanic => "agent panic",
+            Alarm::AgentInitFailed => "agent setup failed",
+        }
+    }
+
+    /// Whether the guest must be stopped at once: every alarm except the agent's own setup
+    /// failure, after which the agent powers off by itself.
+    pub fn kills_guest(self) -> bool {
+        match self {
+            Alarm::Panic | Alarm::Oops | Alarm::Hang | Alarm::AgentPanic => true,
+            Alarm::AgentInitFailed => false,
+        }
+    }
+}
+
+/// Substrings that raise an alarm, first match wins (so `BUG: soft lockup` is a hang, not an
+/// oops). Taken from the kernel's own messages: `panic()`, `die()`, `rcu_stall_*`,
+/// `watchdog_timer_fn`, `check_hung_task`.
+const PATTERNS: &[(&str, Alarm)] = &[
+    ("Kernel panic - not syncing", Alarm::Panic),
+    ("BUG: soft lockup", Alarm::Hang),
+    ("watchdog: BUG: soft lockup", Alarm::Hang),
+    ("rcu_sched detected stalls", Alarm::Hang),
+    ("rcu_preempt detected stalls", Alarm::Hang),
+    ("rcu: INFO: rcu_sched", Alarm::Hang),
+    ("rcu: INFO: rcu_preempt", Alarm::Hang),
+    ("detected stalls on CPUs/tasks", Alarm::Hang),
+    ("self-detected stall on CPU", Alarm::Hang),
+    ("Watchdog detected hard LOCKUP", Alarm::Hang),
+    ("blocked for more than", Alarm::Hang),
+    ("BUG: workqueue lockup", Alarm::Hang),
+    ("general protection fault", Alarm::Oops),
+    ("BUG: kernel NULL pointer dereference", Alarm::Oops),
+    ("BUG: unable to handle", Alarm::Oops),
+    ("BUG: ", Alarm::Oops),
+    ("Oops: ", Alarm::Oops),
+    ("kernel BUG at", Alarm::Oops),
+    ("mmx-agent: panicked", Alarm::AgentPanic),
+    ("mmx-agent: init failed", Alarm::AgentInitFailed),
+];
+
+/// The alarm a console line raises, if any. Leading timestamps and `\r` do not matter.
+pub fn classify(line: &str) -> Option<Alarm> {
+    PATTERNS
+        .iter()
+        .find(|(pat, _)| line.contains(pat))
+        .map(|(_, alarm)| *alarm)
+}
+
+/// A console line without its trailing `\r` and the kernel's `[    1.234567] ` timestamp.
+pub fn clean(line: &str) -> &str {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let trimmed = line.trim_start();
+    if let Some(rest) = trimmed.strip_prefix('[') {
+        if let Some((stamp, after)) = rest.split_once(']') {
+            if stamp.trim().parse::<f64>().is_ok() {
+                return after.trim_start();
+            }
+        }
+    }
+    line
+}
+
+/// The last `n` lines of a console log, for a report: enough to see what led up to the end.
+/// Terminal control sequences from the firmware are dropped so the excerpt reads cleanly.
+pub fn excerpt(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    let joined = tail.join("\n");
+    joined.chars().filter(|c| *c != '\u{1b}').collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_console_lines_are_classified() {
+        let cases = [
+            (
+                "[    2.913370] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+                Some(Alarm::Panic),
+            ),
+            (
+                "[    3.201] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r",
+                Some(Alarm::Panic),
+            ),
+            (
+                "[   48.123456] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [mmx-agent:1]",
+                Some(Alarm::Hang),
+            ),
+            (
+                "[   63.000001] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+                Some(Alarm::Hang),
+            ),
+            (
+                "[  242.8] INFO: task mmx-agent:1 blocked for more than 120 seconds.",
+                Some(Alarm::Hang),
+            ),
+            (
+                "[    5.5] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+                Some(Alarm::Oops),
+            ),
+            (
+                "[    5.6] Oops: 0002 [#1] PREEMPT SMP NOPTI",
+                Some(Alarm::Oops),
+            ),
+            (
+                "[    7.0] general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP",
+                Some(Alarm::Oops),
+            ),
+            ("[    7.1] kernel BUG at fs/namespace.c:1234!", Some(Alarm::Oops)),
+            (
+                "mmx-agent: panicked on thread main: index out of bounds",
+                Some(Alarm::AgentPanic),
+            ),
+            (
+                "mmx-agent: init failed: mount(/dev/vda, /scratch, xfs, MountFlags(0x0)) failed: ENODEV",
+                Some(Alarm::AgentInitFailed),
+            ),
+            ("[    0.000000] Linux version 6.1.0-50-cloud-amd64", None),
+            ("[    2.880339] Run /init as init process", None),
+            ("[    1.0] RAS: Correctable Errors collector initialized.", None),
+            ("mmx-agent: init started", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(classify(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn only_setup_failure_leaves_the_guest_running() {
+        assert!(Alarm::Panic.kills_guest());
+        assert!(Alarm::Hang.kills_guest());
+        assert!(!Alarm::AgentInitFailed.kills_guest());
+    }
+
+    #[test]
+    fn clean_drops_timestamps_and_carriage_returns() {
+        assert_eq!(
+            clean("[    2.913370] Kernel panic - not syncing: VFS\r"),
+            "Kernel panic - not syncing: VFS"
+        );
+        assert_eq!(
+            clean("mmx-agent: init started\r\n"),
+            "mmx-agent: init started"
+        );
+        assert_eq!(clean("[not a stamp] x"), "[not a stamp] x");
+    }
+
+    #[test]
+    fn excerpt_keeps_the_last_lines() {
+        let text = "a\r\n\r\nb\n\x1b[2Jc\nd\n";
+        assert_eq!(excerpt(text, 2), "[2Jc\nd");
+        assert_eq!(excerpt(text, 10), "a\nb\n[2Jc\nd");
+        assert_eq!(excerpt("", 3), "");
+    }
+}

@@ -1,0 +1,252 @@
+//! The scratch disk: a raw image holding the layers' filesystem, one fresh copy per boot.
+//!
+//! `mkfs` runs once per filesystem and tool version into a pristine image in the cache; each
+//! boot gets a sparse copy of it (only the few MiB of metadata mkfs wrote are copied), which
+//! keeps the harness's work per guest far below the cost of running mkfs every time.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use protocol::Filesystem;
+
+/// Size of every scratch image. Sparse, so it costs only what the guest writes; large enough
+/// for mkfs.xfs's 300 MiB minimum and for thousands of small layers.
+pub const IMAGE_MIB: u64 = 2048;
+
+/// Bump when the mkfs options below change, so old pristine images are not reused.
+const PRISTINE_FORMAT: &str = "v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{tool} is not installed (package {package}); it is needed for {fs} scratch disks")]
+    MissingTool {
+        tool: &'static str,
+        package: &'static str,
+        fs: Filesystem,
+    },
+    #[error("{tool} {image} failed ({status}):\n{output}")]
+    Mkfs {
+        tool: &'static str,
+        image: String,
+        status: String,
+        output: String,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DiskError + 'a {
+    move |source| DiskError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The mkfs command for a filesystem: tool, package it comes from, arguments before the image.
+/// `None` for tmpfs, which needs no disk.
+pub fn mkfs_command(
+    fs: Filesystem,
+) -> Option<(&'static str, &'static str, &'static [&'static str])> {
+    match fs {
+        // Lazy init: mkfs writes only the metadata it must, the kernel zeroes the rest later.
+        Filesystem::Ext4 => Some((
+            "mkfs.ext4",
+            "e2fsprogs",
+            &[
+                "-q",
+                "-F",
+                "-L",
+                "mmx-scratch",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1",
+            ],
+        )),
+        Filesystem::Xfs => Some(("mkfs.xfs", "xfsprogs", &["-q", "-f", "-L", "mmx-scratch"])),
+        Filesystem::Btrfs => Some((
+            "mkfs.btrfs",
+            "btrfs-progs",
+            &["-q", "-f", "-L", "mmx-scratch"],
+        )),
+        Filesystem::Tmpfs => None,
+    }
+}
+
+/// Find `tool` on PATH or in the sbin directories, which a non-root PATH often lacks.
+fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The pristine formatted image for `fs` in `cache_dir`, made on first use. Keyed by the
+/// tool's version, so a newer mkfs (with new default features) never reuses an older image.
+pub fn pristine(fs: Filesystem, cache_dir: &Path) -> Result<Option<PathBuf>, DiskError> {
+    let Some((tool, package, args)) = mkfs_command(fs) else {
+        return Ok(None);
+    };
+    let exe = find_tool(tool).ok_or(DiskError::MissingTool { tool, package, fs })?;
+    let version = duct::cmd!(&exe, "-V")
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let key = blake3::hash(format!("{PRISTINE_FORMAT} {IMAGE_MIB} {args:?} {version}").as_bytes());
+    let dir = cache_dir.join("disks");
+    std::fs::create_dir_all(&dir).map_err(io("create_dir_all", &dir))?;
+    let path = dir.join(format!("{fs}-{IMAGE_MIB}M-{}.img", &key.to_hex()[..16]));
+    if path.is_file() {
+        return Ok(Some(path));
+    }
+    // Format a temp file and rename it in: parallel boots never see a half-made image.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{fs}-"))
+        .tempfile_in(&dir)
+        .map_err(io("create temp image in", &dir))?;
+    tmp.as_file()
+        .set_len(IMAGE_MIB * 1024 * 1024)
+        .map_err(io("set_len", tmp.path()))?;
+    let mut argv: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    argv.push(tmp.path().into());
+    let out = duct::cmd(&exe, argv)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .map_err(io("run mkfs on", tmp.path()))?;
+    if !out.status.success() {
+        return Err(DiskError::Mkfs {
+            tool,
+            image: tmp.path().display().to_string(),
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stdout).into_owned(),
+        });
+    }
+    tmp.persist(&path).map_err(|e| DiskError::Io {
+        op: "rename into",
+        path: path.display().to_string(),
+        source: e.error,
+    })?;
+    Ok(Some(path))
+}
+
+/// Copy `src` to `dst` keeping holes: only the data extents (`SEEK_DATA`/`SEEK_HOLE`) are read
+/// and written, then the length is set. A plain copy would write the whole image.
+pub fn sparse_copy(src: &Path, dst: &Path) -> Result<u64, DiskError> {
+    let mut from = File::open(src).map_err(io("open", src))?;
+    let len = from.metadata().map_err(io("stat", src))?.len();
+    let mut to = File::create(dst).map_err(io("create", dst))?;
+    to.set_len(len).map_err(io("set_len", dst))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match rustix::fs::seek(&from, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            // ENXIO: no data after `pos`, the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(io("lseek(SEEK_DATA)", src)(e.into())),
+        };
+        let hole = rustix::fs::seek(&from, rustix::fs::SeekFrom::Hole(data))
+            .map_err(|e| io("lseek(SEEK_HOLE)", src)(e.into()))?;
+        from.seek(SeekFrom::Start(data)).map_err(io("seek", src))?;
+        to.seek(SeekFrom::Start(data)).map_err(io("seek", dst))?;
+        let mut left = hole - data;
+        while left > 0 {
+            let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            from.read_exact(&mut buf[..n]).map_err(io("read", src))?;
+            to.write_all(&buf[..n]).map_err(io("write", dst))?;
+            left -= n as u64;
+            copied += n as u64;
+        }
+        pos = hole;
+    }
+    Ok(copied)
+}
+
+/// A fresh scratch image for one boot at `dst` (None for tmpfs).
+pub fn scratch_image(
+    fs: Filesystem,
+    cache_dir: &Path,
+    dst: &Path,
+) -> Result<Option<PathBuf>, DiskError> {
+    let Some(pristine) = pristine(fs, cache_dir)? else {
+        return Ok(None);
+    };
+    sparse_copy(&pristine, dst)?;
+    Ok(Some(dst.to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_needs_no_mkfs() {
+        assert!(mkfs_command(Filesystem::Tmpfs).is_none());
+        for fs in [Filesystem::Ext4, Filesystem::Xfs, Filesystem::Btrfs] {
+            let (tool, _, _) = mkfs_command(fs).expect("disk filesystem");
+            assert_eq!(tool, format!("mkfs.{fs}"));
+        }
+    }
+
+    #[test]
+    fn sparse_copy_keeps_holes_and_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.img");
+        {
+            let mut f = File::create(&src).expect("create");
+            f.set_len(64 << 20).expect("set_len");
+            f.seek(SeekFrom::Start(1 << 20)).expect("seek");
+            f.write_all(b"superblock").expect("write");
+            f.seek(SeekFrom::Start(40 << 20)).expect("seek");
+            f.write_all(b"journal").expect("write");
+        }
+        let dst = dir.path().join("dst.img");
+        let copied = sparse_copy(&src, &dst).expect("copy");
+        assert!(copied < 1 << 20, "copied {copied} bytes: holes were filled");
+        let a = std::fs::read(&src).expect("read");
+        let b = std::fs::read(&dst).expect("read");
+        assert_eq!(a, b);
+        let meta = std::fs::metadata(&dst).expect("stat");
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 < 4 << 20, "destination is not sparse");
+    }
+
+    #[test]
+    fn pristine_images_are_made_once_and_copied_sparsely() {
+        let Some((tool, _, _)) = mkfs_command(Filesystem::Ext4) else {
+            return;
+        };
+        if find_tool(tool).is_none() {
+            eprintln!("SKIPPED ({tool} not installed)");
+            return;
+        }
+        let cache = tempfile::tempdir().expect("tempdir");
+        let a = pristine(Filesystem::Ext4, cache.path())
+            .expect("mkfs")
+            .expect("image");
+        let b = pristine(Filesystem::Ext4, cache.path())
+            .expect("cached")
+            .expect("image");
+        assert_eq!(a, b);
+        let dst = cache.path().join("boot.img");
+        let start = std::time::Instant::now();
+        scratch_image(Filesystem::Ext4, cache.path(), &dst).expect("copy");
+        let took = start.elapsed();
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&dst).expect("stat");
+        assert_eq!(meta.len(), IMAGE_MIB << 20);
+        assert!(meta.blocks() * 512 < 256 << 20, "copy is not sparse");
+        eprintln!("sparse copy of a pristine ext4 image took {took:?}");
+    }
+}

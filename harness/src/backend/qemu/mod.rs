@@ -1,0 +1,492 @@
+//! The `qemu` backend: one guest per boot, booted from `-kernel`/`-initrd` (no root disk, no
+//! 9p, no virtiofs), console on ttyS0, results on ttyS1, the layers on a raw scratch disk.
+//!
+//! Phases, one file each: [`accel`] (KVM or TCG), [`disk`] (the scratch image), [`args`] (the
+//! command line from pure functions), [`process`] (spawn, watch, kill), [`console`] (what the
+//! kernel log says). This file puts them together for one [`BootRequest`].
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use protocol::{AgentEvent, Filesystem, Plan, ScratchDisk};
+
+use crate::backend::{ms_between, BootOutput, BootRequest, Cancel};
+use crate::kernels::{Cache, ModuleFeature, ResolvedKernel};
+use crate::matrix::Topology;
+use crate::results::{Accel, RunDir};
+
+pub mod accel;
+pub mod args;
+pub mod console;
+pub mod disk;
+pub mod process;
+
+pub use accel::AccelChoice;
+pub use process::Limits;
+
+/// Where the guest mounts the layers' filesystem.
+pub const SCRATCH_DIR: &str = "/scratch";
+
+/// An item without its own `timeout_s` is given this long (before scaling).
+const DEFAULT_ITEM_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Boot allowance under KVM (QEMU start → agent running); TCG multiplies every limit.
+const BOOT_ALLOWANCE: Duration = Duration::from_secs(40);
+
+/// Time the agent's feature probes may take, before scaling.
+const PROBE_ALLOWANCE: Duration = Duration::from_secs(30);
+
+/// How much slower than KVM every limit is under TCG.
+const TCG_SCALE: u32 = 3;
+
+/// The QEMU backend. Cheap to share between worker threads: the accelerator is decided once.
+#[derive(Debug)]
+pub struct Qemu {
+    choice: AccelChoice,
+    agent: PathBuf,
+    cache_dir: PathBuf,
+    qemu: PathBuf,
+    /// Decided in [`Qemu::new`], or by the probe on the first boot (`auto` with a /dev/kvm).
+    accel: Mutex<Option<Accel>>,
+    limits: Option<Limits>,
+    extra_cmdline: String,
+}
+
+impl Qemu {
+    /// `agent` is the static agent (`crate::agent::build_static()`), `cache_dir` the mmx cache
+    /// (pristine disk images, initramfs bases, the KVM verdict). `MMX_QEMU` overrides the
+    /// QEMU binary (default `qemu-system-x86_64` on PATH).
+    pub fn new(choice: AccelChoice, agent: PathBuf, cache_dir: PathBuf) -> anyhow::Result<Qemu> {
+        let qemu = std::env::var_os("MMX_QEMU")
+            .map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from);
+        let decided = match choice {
+            AccelChoice::Tcg => Some(Accel::Tcg),
+            AccelChoice::Kvm => {
+                accel::kvm_openable().map_err(|e| anyhow::anyhow!("--accel kvm: {e}"))?;
+                Some(Accel::Kvm)
+            }
+            AccelChoice::Auto => match accel::kvm_openable() {
+                Err(e) => {
+                    eprintln!("mmx: KVM is not usable here ({e}); guests run under TCG");
+                    Some(Accel::Tcg)
+                }
+                Ok(()) => cached_verdict(&qemu, &cache_dir),
+            },
+        };
+        Ok(Qemu {
+            choice,
+            agent,
+            cache_dir,
+            qemu,
+            accel: Mutex::new(decided),
+            limits: None,
+            extra_cmdline: String::new(),
+        })
+    }
+
+    /// Use this QEMU binary instead.
+    pub fn with_qemu_binary(mut self, qemu: PathBuf) -> Qemu {
+        self.qemu = qemu;
+        self
+    }
+
+    /// Fixed watchdog limits instead of ones derived from each plan (tests, `--timeout`).
+    pub fn with_limits(mut self, limits: Limits) -> Qemu {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Appended to every guest's kernel command line.
+    pub fn with_extra_cmdline(mut self, extra: &str) -> Qemu {
+        self.extra_cmdline = extra.to_string();
+        self
+    }
+
+    /// The accelerator, once decided (None before the first `auto` boot has probed).
+    pub fn accel(&self) -> Option<Accel> {
+        *self.accel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Boot one guest for `req` and collect what its agent said. Never fails: problems on our
+    /// side come back as `BootEnd::Infra`, the guest's as `Panic`/`Timeout`.
+    pub fn boot(
+        &self,
+        req: &BootRequest,
+        kernel: &ResolvedKernel,
+        topology: &Topology,
+        fs: Filesystem,
+    ) -> BootOutput {
+        let start = Instant::now();
+        let accel = self.decide_accel(kernel);
+        let mut out = self.boot_with(req, kernel, topology, fs, accel, start);
+        // A kernel KVM cannot run even though the probe guest could: fall back for this boot.
+        if accel == Accel::Kvm && self.choice == AccelChoice::Auto && out.events.is_empty() {
+            if let crate::results::BootEnd::Infra { message } = &out.end {
+                if message.contains(process::KVM_FAILURE) {
+                    eprintln!(
+                        "mmx: {}: KVM failed on this kernel; retrying under TCG",
+                        req.id
+                    );
+                    out = self.boot_with(req, kernel, topology, fs, Accel::Tcg, Instant::now());
+                }
+            }
+        }
+        out
+    }
+
+    fn boot_with(
+        &self,
+        req: &BootRequest,
+        kernel: &ResolvedKernel,
+        topology: &Topology,
+        fs: Filesystem,
+        accel: Accel,
+        start: Instant,
+    ) -> BootOutput {
+        let console_rel = RunDir::log_rel(&req.id, "console");
+        let results_rel = RunDir::log_rel(&req.id, "results");
+        let qemu_rel = RunDir::log_rel(&req.id, "qemu");
+        let logs = vec![console_rel.clone(), results_rel.clone(), qemu_rel.clone()];
+        let plan = guest_plan(&req.plan, kernel, fs);
+        let infra = |msg: String| {
+            let mut o = BootOutput::infra(accel, msg, logs.clone());
+            o.kernel_source = Some(kernel.provenance.describe());
+            o
+        };
+
+        let mut timings = BTreeMap::new();
+        let work = match self.work_dir() {
+            Ok(w) => w,
+            Err(e) => return infra(format!("{e:#}")),
+        };
+        let initrd = work.path().join("initrd.cpio");
+        let cache = Cache::at(&self.cache_dir);
+        let made = crate::initramfs::base_archive(&self.agent, kernel, &cache)
+            .and_then(|base| crate::initramfs::write_initrd(&base, &plan, &initrd));
+        if let Err(e) = made {
+            return infra(format!("building the initramfs for {}: {e}", kernel.name));
+        }
+        timings.insert("initramfs".to_string(), ms_between(start, Instant::now()));
+        let image = work.path().join("scratch.img");
+        let image = match disk::scratch_image(fs, &self.cache_dir, &image) {
+            Ok(i) => i,
+            Err(e) => return infra(format!("scratch disk: {e}")),
+        };
+        timings.insert("disk".to_string(), ms_between(start, Instant::now()));
+        if let Ok(json) = serde_json::to_string_pretty(&plan) {
+            let _ = std::fs::write(req.run_dir.abs(&plan_rel(&req.id)), json);
+        }
+
+        let launch = process::Launch {
+            qemu: self.qemu.clone(),
+            args: self.command_line(
+                &req.id,
+                accel,
+                kernel,
+                topology,
+                &initrd,
+                image.as_deref(),
+                &req.run_dir,
+            ),
+            console_log: req.run_dir.abs(&console_rel),
+            results_log: req.run_dir.abs(&results_rel),
+            qemu_log: req.run_dir.abs(&qemu_rel),
+            limits: self.limits.unwrap_or_else(|| derive_limits(&plan, accel)),
+        };
+        let w = process::run_guest(&launch, &req.cancel);
+        drop(work);
+
+        if let Some(t) = w.qemu_started {
+            timings.insert("qemu-start".into(), ms_between(start, t));
+        }
+        if let Some(ks) = kernel_start(&w.collector) {
+            timings.insert("kernel-start".into(), ms_between(start, ks));
+        }
+        if let Some(t) = w.ready_at.or(w.collector.hello_at) {
+            timings.insert("agent-ready".into(), ms_between(start, t));
+        }
+        if let Some(t) = w.collector.done_at {
+            timings.insert("plan-done".into(), ms_between(start, t));
+        }
+        timings.insert("exit".into(), ms_between(start, w.exited_at));
+        let mut logs = logs;
+        logs.push(plan_rel(&req.id));
+        BootOutput {
+            events: w.collector.events,
+            end: w.end,
+            accel,
+            logs,
+            timings_ms: timings,
+            kernel_source: Some(kernel.provenance.describe()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn command_line(
+        &self,
+        id: &str,
+        accel: Accel,
+        kernel: &ResolvedKernel,
+        topology: &Topology,
+        initrd: &Path,
+        image: Option<&Path>,
+        run_dir: &RunDir,
+    ) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec!["-name".into(), format!("mmx-{id}").into()];
+        a.extend(args::machine_args(accel));
+        a.extend(args::cpu_args(topology));
+        a.extend(args::kernel_args(
+            &kernel.vmlinuz,
+            initrd,
+            &self.extra_cmdline,
+        ));
+        a.extend(args::serial_args(
+            &run_dir.abs(&RunDir::log_rel(id, "console")),
+            &run_dir.abs(&RunDir::log_rel(id, "results")),
+        ));
+        if let Some(image) = image {
+            a.extend(args::disk_args(image));
+        }
+        a
+    }
+
+    /// A private directory for one boot's initrd and disk image, removed when dropped. Under the
+    /// cache dir, on a real disk, where sparse images cost nothing.
+    fn work_dir(&self) -> anyhow::Result<tempfile::TempDir> {
+        let base = self.cache_dir.join("boots");
+        std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+        tempfile::Builder::new()
+            .prefix("boot-")
+            .tempdir_in(&base)
+            .with_context(|| format!("creating a boot directory in {}", base.display()))
+    }
+
+    /// The accelerator for this boot; the first `auto` boot with an unjudged /dev/kvm probes
+    /// (other workers wait on the lock rather than probing too).
+    fn decide_accel(&self, kernel: &ResolvedKernel) -> Accel {
+        let mut slot = self.accel.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = *slot {
+            return a;
+        }
+        let verdict = self.probe(kernel);
+        let (accel, notice) = accel::accel_of(&verdict);
+        if let Some(n) = notice {
+            eprintln!("{n} (probe took {} ms)", verdict.probe_ms);
+        }
+        *slot = Some(accel);
+        accel
+    }
+
+    /// Boot `kernel` under KVM with an empty plan and a short limit; cache the verdict.
+    fn probe(&self, kernel: &ResolvedKernel) -> accel::Verdict {
+        let start = Instant::now();
+        let host = accel::host_kernel();
+        let qemu_version = accel::qemu_version(&self.qemu).unwrap_or_default();
+        let (usable, reason) = match self.probe_boot(kernel) {
+            Ok((usable, reason)) => (usable, reason),
+            Err(e) => (false, format!("the probe could not run: {e:#}")),
+        };
+        let verdict = accel::Verdict {
+            usable,
+            reason,
+            host_kernel: host.clone(),
+            qemu_version: qemu_version.clone(),
+            probe_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        // Only a probe that ran is worth remembering.
+        if !verdict.reason.starts_with("the probe could not run") {
+            accel::write_cached(
+                &accel::cache_path(&self.cache_dir, &host, &qemu_version),
+                &verdict,
+            );
+        }
+        verdict
+    }
+
+    fn probe_boot(&self, kernel: &ResolvedKernel) -> anyhow::Result<(bool, String)> {
+        let work = self.work_dir()?;
+        let plan = Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: "kvm-probe".into(),
+            scratch_dir: SCRATCH_DIR.into(),
+            scratch_disk: None,
+            modules: Vec::new(),
+            probe: false,
+            items: Vec::new(),
+        };
+        let initrd = work.path().join("initrd.cpio");
+        let base =
+            crate::initramfs::base_archive(&self.agent, kernel, &Cache::at(&self.cache_dir))?;
+        crate::initramfs::write_initrd(&base, &plan, &initrd)?;
+        let topology = Topology {
+            name: "probe".into(),
+            sockets: 1,
+            cores: 1,
+            threads: 1,
+            memory_mib: 256,
+            numa: Vec::new(),
+        };
+        let log = |n: &str| work.path().join(format!("probe.{n}.log"));
+        let mut a: Vec<OsString> = args::machine_args(Accel::Kvm);
+        a.extend(args::cpu_args(&topology));
+        a.extend(args::kernel_args(&kernel.vmlinuz, &initrd, ""));
+        a.extend(args::serial_args(&log("console"), &log("results")));
+        let launch = process::Launch {
+            qemu: self.qemu.clone(),
+            args: a,
+            console_log: log("console"),
+            results_log: log("results"),
+            qemu_log: log("qemu"),
+            limits: Limits {
+                boot: accel::PROBE_LIMIT,
+                no_output: accel::PROBE_LIMIT,
+                guest: accel::PROBE_LIMIT,
+            },
+        };
+        let w = process::run_guest(&launch, &Cancel::new());
+        Ok(accel::judge_probe(
+            w.kvm_failed,
+            w.ready_at.is_some(),
+            &w.end,
+        ))
+    }
+}
+
+/// A cached KVM verdict for this host kernel and QEMU, announced once; None: probe later.
+fn cached_verdict(qemu: &Path, cache_dir: &Path) -> Option<Accel> {
+    let version = accel::qemu_version(qemu).ok()?;
+    let path = accel::cache_path(cache_dir, &accel::host_kernel(), &version);
+    let verdict = accel::read_cached(&path)?;
+    let (accel, notice) = accel::accel_of(&verdict);
+    if let Some(n) = notice {
+        eprintln!("{n} (cached verdict: {})", path.display());
+    }
+    Some(accel)
+}
+
+fn plan_rel(id: &str) -> PathBuf {
+    RunDir::log_rel(id, "plan").with_extension("json")
+}
+
+/// The plan as the guest gets it: where the layers live and which modules to load.
+pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem) -> Plan {
+    let mut plan = plan.clone();
+    plan.scratch_dir = SCRATCH_DIR.into();
+    plan.scratch_disk = Some(ScratchDisk {
+        // tmpfs has no device; the agent mounts a fresh tmpfs named after it.
+        device: if fs.needs_disk() {
+            args::SCRATCH_DEVICE.into()
+        } else {
+            "tmpfs".into()
+        },
+        filesystem: fs,
+    });
+    let wanted = wanted_features(fs);
+    plan.modules = kernel
+        .modules
+        .iter()
+        .filter(|m| m.needed_for.iter().any(|f| wanted.contains(f)))
+        .map(|m| m.initramfs_path.clone())
+        .collect();
+    plan
+}
+
+/// Module features a boot on `fs` needs. Loading only these keeps boots short (btrfs pulls in
+/// raid6, whose load-time benchmark is slow under TCG).
+pub fn wanted_features(fs: Filesystem) -> Vec<ModuleFeature> {
+    let mut f = vec![ModuleFeature::Overlay, ModuleFeature::Extra];
+    match fs {
+        Filesystem::Ext4 => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Ext4]),
+        Filesystem::Xfs => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Xfs]),
+        Filesystem::Btrfs => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Btrfs]),
+        Filesystem::Tmpfs => {}
+    }
+    f
+}
+
+/// Watchdog limits for a plan: boot allowance, the probes, and every item's own limit, all
+/// stretched under TCG. The silence limit covers the longest item (items may be silent while
+/// they run) plus the probes.
+pub fn derive_limits(plan: &Plan, accel: Accel) -> Limits {
+    let scale = match accel {
+        Accel::Kvm | Accel::Metal => 1,
+        Accel::Tcg => TCG_SCALE,
+    };
+    let item = |i: &protocol::PlanItem| {
+        i.timeout_s
+            .map_or(DEFAULT_ITEM_TIMEOUT, Duration::from_secs)
+    };
+    let items: Duration = plan.items.iter().map(item).sum();
+    let longest = plan.items.iter().map(item).max().unwrap_or_default();
+    let boot = BOOT_ALLOWANCE * scale;
+    Limits {
+        boot,
+        no_output: boot + (longest + PROBE_ALLOWANCE) * scale,
+        guest: boot + (items + PROBE_ALLOWANCE) * scale,
+    }
+}
+
+/// When the kernel started, from the agent's hello: its arrival minus the guest's uptime then.
+fn kernel_start(c: &crate::backend::EventCollector) -> Option<Instant> {
+    let at = c.hello_at?;
+    let uptime = c.events.iter().find_map(|e| match e {
+        AgentEvent::Hello { uptime_ms, .. } => Some(*uptime_ms),
+        _ => None,
+    })?;
+    at.checked_sub(Duration::from_millis(uptime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{MountsScenario, PlanItem, Scenario, Strategy};
+
+    fn plan(timeouts: &[Option<u64>]) -> Plan {
+        Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: "b".into(),
+            scratch_dir: "/x".into(),
+            scratch_disk: None,
+            modules: vec![],
+            probe: true,
+            items: timeouts
+                .iter()
+                .map(|t| PlanItem {
+                    cell_id: "c".into(),
+                    scenario: Scenario::Mounts(MountsScenario {
+                        strategy: Strategy::PerLayer,
+                        layers: 1,
+                        containers: 1,
+                        concurrency: 1,
+                        passes: 2,
+                    }),
+                    timeout_s: *t,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn limits_grow_with_items_and_under_tcg() {
+        let kvm = derive_limits(&plan(&[Some(10), Some(20)]), Accel::Kvm);
+        assert_eq!(kvm.boot, Duration::from_secs(40));
+        assert_eq!(kvm.guest, Duration::from_secs(40 + 30 + 30));
+        assert_eq!(kvm.no_output, Duration::from_secs(40 + 20 + 30));
+        let tcg = derive_limits(&plan(&[Some(10), Some(20)]), Accel::Tcg);
+        assert_eq!(tcg.guest, Duration::from_secs(120 + 3 * 60));
+        let default = derive_limits(&plan(&[None]), Accel::Kvm);
+        assert_eq!(default.guest, Duration::from_secs(40 + 300 + 30));
+    }
+
+    #[test]
+    fn modules_follow_the_filesystem() {
+        assert!(!wanted_features(Filesystem::Tmpfs).contains(&ModuleFeature::VirtioBlk));
+        let xfs = wanted_features(Filesystem::Xfs);
+        assert!(xfs.contains(&ModuleFeature::VirtioBlk) && xfs.contains(&ModuleFeature::Xfs));
+        assert!(!xfs.contains(&ModuleFeature::Btrfs));
+    }
+}
