@@ -1,0 +1,231 @@
+//! The shell scripts mmx runs on a metal host, and the status lines they print.
+//!
+//! They are POSIX `sh` (dash, bash, busybox) so any Linux host runs them, and they are sent as
+//! `sh -c '<script>' mmx-ssh ARGS…` so the login shell only has to parse one quoted word.
+//! Status lines start with [`STATUS_PREFIX`]; result lines (`MMX1 …`) pass through untouched.
+
+/// Prefix of the scripts' own status lines on stdout (`mmx-ssh: KEY VALUE`).
+pub const STATUS_PREFIX: &str = "mmx-ssh: ";
+
+/// The SMT control file the run script reads, writes and restores.
+pub const SMT_CONTROL: &str = "/sys/devices/system/cpu/smt/control";
+
+/// Checks root or sudo, makes the private temp dir, receives the agent on stdin and prints its
+/// sha256. `$1`: `sudo` when the harness will use `sudo -n`, else `root`. Nothing is created when
+/// the checks fail, and the dir goes again if anything after `mktemp` fails or is interrupted.
+pub const PREPARE: &str = r#"set -eu
+echo "mmx-ssh: uid $(id -u)"
+if [ "$(id -u)" != 0 ]; then
+  [ "$1" = sudo ] || exit 0
+  if err=$(sudo -n true 2>&1 </dev/null); then echo "mmx-ssh: sudo ok"
+  else echo "mmx-ssh: sudo-failed $(printf '%s' "$err" | tr '\n' ' ')"; exit 0; fi
+fi
+umask 077
+d=$(mktemp -d "${TMPDIR:-/var/tmp}/mmx.XXXXXXXXXX")
+trap 'rm -rf -- "$d"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+echo "mmx-ssh: dir $d"
+cat > "$d/mmx-agent"
+chmod 700 "$d/mmx-agent"
+sum=$(sha256sum "$d/mmx-agent")
+echo "mmx-ssh: sha256 ${sum%% *}"
+trap - EXIT
+"#;
+
+/// Stores the plan from stdin. `$1`: the temp dir.
+pub const STORE_PLAN: &str = r#"set -eu
+umask 077
+cat > "$1/plan.json"
+"#;
+
+/// Runs the agent. `$1` temp dir, `$2` scratch dir to create, `$3` SMT wish (`as-is`, `on`,
+/// `off`), `$4` seconds after which the host gives up on its own.
+///
+/// The agent reads stdin (the SSH channel) and stops at EOF; a watcher on the same stdin sends it
+/// SIGTERM too, so a lost connection stops even an agent that does not watch. Without a pty
+/// sshd sends no SIGHUP when a connection dies; the channel's EOF is the signal. Whatever ends
+/// the script (agent exit, HUP/INT/TERM, a broken stdout), one trap stops the agent, restores
+/// the SMT control file and removes the dirs; it never writes to stdout, which may be gone.
+pub const RUN: &str = r#"d=$1 scratch=$2 want=$3 limit=$4
+ctl=/sys/devices/system/cpu/smt/control
+old= pid= wpid= made= cleaned=
+say() { printf 'mmx-ssh: %s\n' "$*"; }
+# Remove a tree unless something is still mounted inside it (never reach into a mount).
+rmtree() {
+  [ -n "$1" ] && [ -e "$1" ] || return 0
+  if grep -qF -e " $1/" -e " $1 " /proc/self/mountinfo 2>/dev/null; then return 1; fi
+  rm -rf -- "$1" 2>/dev/null
+}
+cleanup() {
+  [ -z "$cleaned" ] || return 0
+  cleaned=1
+  trap '' HUP INT TERM PIPE
+  rm -f "$d/agent.running" 2>/dev/null
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null
+    n=0
+    while kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  fi
+  [ -z "$wpid" ] || kill "$wpid" 2>/dev/null
+  [ -z "$old" ] || printf '%s\n' "$old" > "$ctl" 2>/dev/null
+  [ -z "$made" ] || rmtree "$scratch"
+  rmtree "$d"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 129' HUP
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap 'cleanup; exit 141' PIPE
+echo $$ > "$d/wrapper.pid"
+if [ "$want" != as-is ]; then
+  cur=$(cat "$ctl" 2>/dev/null) || cur=missing
+  say "smt-before $cur"
+  case "$want:$cur" in
+    on:on|off:off|off:forceoff|off:notsupported) ;;
+    on:off|off:on)
+      old=$cur
+      say "smt-old $cur"
+      if ! err=$( { printf '%s\n' "$want" > "$ctl"; } 2>&1 ); then
+        say "error writing \`$want\` to $ctl failed: $err"; exit 3
+      fi ;;
+    *) say "unsupported $want $cur"; exit 4 ;;
+  esac
+fi
+say "smt $(cat "$ctl" 2>/dev/null || echo missing)"
+if ! err=$(mkdir -m 700 -- "$scratch" 2>&1); then
+  say "error creating the scratch dir $scratch failed: $err"; exit 3
+fi
+made=1
+exec 3<&0
+: > "$d/agent.running"
+if command -v timeout >/dev/null 2>&1; then set -- timeout -k 10 "$limit"; else set --; fi
+"$@" "$d/mmx-agent" run-plan "$d/plan.json" --exit-on-stdin-eof <&3 &
+pid=$!
+{ cat >/dev/null; [ ! -e "$d/agent.running" ] || kill -TERM "$pid"; } <&3 >/dev/null 2>&1 &
+wpid=$!
+exec 3<&-
+wait "$pid"
+rc=$?
+rm -f "$d/agent.running"
+pid=
+say "agent-exit $rc"
+exit $rc
+"#;
+
+/// The harness's own cleanup after a visit, also after a lost connection. `$1` temp dir, `$2`
+/// scratch dir, `$3` SMT value to restore (empty: none). Waits for a run script that is still
+/// cleaning up (asks it to stop after 10 s), then removes whatever is left and says what it did.
+pub const CLEANUP: &str = r#"d=$1 scratch=$2 old=$3
+ctl=/sys/devices/system/cpu/smt/control
+say() { printf 'mmx-ssh: %s\n' "$*"; }
+wpid=$(cat "$d/wrapper.pid" 2>/dev/null) || wpid=
+n=0
+while [ -n "$wpid" ] && kill -0 "$wpid" 2>/dev/null && [ $n -lt 150 ]; do
+  [ $n -ne 100 ] || kill -TERM "$wpid" 2>/dev/null
+  sleep 0.1; n=$((n+1))
+done
+if [ -n "$old" ] && cur=$(cat "$ctl" 2>/dev/null) && [ "$cur" != "$old" ]; then
+  if printf '%s\n' "$old" > "$ctl" 2>/dev/null; then say "smt-restored $old"; else say "smt-not-restored $old"; fi
+fi
+for p in "$scratch" "$d"; do
+  [ -n "$p" ] && [ -e "$p" ] || continue
+  if grep -qF -e " $p/" -e " $p " /proc/self/mountinfo 2>/dev/null; then say "left-mounted $p"; continue; fi
+  rm -rf -- "$p" 2>/dev/null
+  if [ -e "$p" ]; then say "left $p"; else say "removed $p"; fi
+done
+say "clean"
+"#;
+
+/// Quote one word for a POSIX shell.
+pub fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// The remote command line: `[sudo -n] sh -c '<script>' mmx-ssh 'arg'…`.
+pub fn command_line(sudo: bool, script: &str, args: &[&str]) -> String {
+    let mut s = String::new();
+    if sudo {
+        // -n: never ask for a password (there is no one to type it).
+        s.push_str("sudo -n ");
+    }
+    s.push_str("sh -c ");
+    s.push_str(&sh_quote(script));
+    s.push_str(" mmx-ssh");
+    for a in args {
+        s.push(' ');
+        s.push_str(&sh_quote(a));
+    }
+    s
+}
+
+/// `mmx-ssh: KEY VALUE` → `(KEY, VALUE)`; `None` for any other line.
+pub fn parse_status(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix(STATUS_PREFIX)?.trim_end();
+    Some(rest.split_once(' ').unwrap_or((rest, "")))
+}
+
+/// The first value of `key` among status lines.
+pub fn status_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .filter_map(parse_status)
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_a_real_shell() {
+        let tricky = "it's $HOME `x` \"q\" \\ \n end";
+        let cmd = format!("printf %s {}", sh_quote(tricky));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), tricky);
+    }
+
+    #[test]
+    fn command_line_passes_args_as_positional_words() {
+        let cmd = command_line(false, r#"printf '%s|' "$@""#, &["a b", "it's"]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|it's|");
+        assert!(command_line(true, "true", &[]).starts_with("sudo -n sh -c "));
+    }
+
+    #[test]
+    fn status_lines_are_picked_out() {
+        let text =
+            "noise\nmmx-ssh: uid 0\nMMX1 {}\nmmx-ssh: dir /var/tmp/mmx.x y\nmmx-ssh: clean\n";
+        assert_eq!(status_value(text, "uid"), Some("0"));
+        assert_eq!(status_value(text, "dir"), Some("/var/tmp/mmx.x y"));
+        assert_eq!(status_value(text, "clean"), Some(""));
+        assert_eq!(status_value(text, "sha256"), None);
+        assert_eq!(parse_status("MMX1 {\"event\":\"done\"}"), None);
+    }
+
+    #[test]
+    fn scripts_parse_in_sh() {
+        for script in [PREPARE, STORE_PLAN, RUN, CLEANUP] {
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

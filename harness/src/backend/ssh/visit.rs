@@ -1,0 +1,444 @@
+//! One host visit: copy the agent and the plan over, run it under the requested SMT setting,
+//! stream its results back, and clean up on every path.
+//!
+//! Steps (each one ssh command over the host's shared connection): `prepare` (root/sudo check,
+//! private temp dir, agent copy, sha256), `plan` (store the plan), `run` (the agent, stdout
+//! streamed), `cleanup` (harness-side removal and SMT restore, also after a lost connection).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use protocol::{AgentEvent, CellResult, Evidence, Outcome};
+use sha2::{Digest, Sha256};
+
+use super::args::{classify_failure, command_args, describe};
+use super::remote::{self, command_line, parse_status, status_value, SMT_CONTROL};
+use super::step::{self, StepError, StepOutput, Streamed};
+use crate::backend::local::tail_of;
+use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, EventCollector};
+use crate::matrix::{Host, SmtSetting};
+use crate::results::{Accel, BootEnd, RunDir};
+
+/// Connecting and copying the agent (a few MB) to the host.
+const PREPARE_LIMIT: Duration = Duration::from_secs(120);
+/// Small steps: storing the plan.
+const STEP_LIMIT: Duration = Duration::from_secs(30);
+/// Cleanup waits up to 15 s for a run script that is still stopping the agent.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(45);
+/// The host's own deadline is the harness's plus this, so the harness normally decides.
+const REMOTE_GRACE_S: u64 = 30;
+
+/// The SMT wish as the run script's argument.
+fn smt_arg(smt: SmtSetting) -> &'static str {
+    match smt {
+        SmtSetting::AsIs => "as-is",
+        SmtSetting::On => "on",
+        SmtSetting::Off => "off",
+    }
+}
+
+struct Visit<'a> {
+    host: &'a Host,
+    control_dir: &'a Path,
+    req: &'a BootRequest,
+    start: Instant,
+    ssh_log: Option<File>,
+    timings: BTreeMap<String, f64>,
+    /// Time spent in connect, copy, plan and cleanup steps (not the agent's own work).
+    overhead_ms: f64,
+    use_sudo: bool,
+    /// The private temp dir on the host, once it exists.
+    dir: Option<String>,
+    scratch: String,
+    /// SMT control value to write back, when the run script changed it.
+    smt_old: Option<String>,
+}
+
+/// Run `req` on `host` over the connection whose socket lives in `control_dir`.
+pub fn run(
+    host: &Host,
+    control_dir: &Path,
+    agent: &Path,
+    smt: SmtSetting,
+    req: &BootRequest,
+    limit: Duration,
+) -> BootOutput {
+    let ssh_rel = RunDir::log_rel(&req.id, "ssh");
+    let agent_rel = RunDir::log_rel(&req.id, "agent");
+    let results_rel = RunDir::log_rel(&req.id, "results");
+    let plan_rel = RunDir::log_rel(&req.id, "plan").with_extension("json");
+    let mut v = Visit {
+        host,
+        control_dir,
+        req,
+        start: Instant::now(),
+        ssh_log: File::create(req.run_dir.abs(&ssh_rel)).ok(),
+        timings: BTreeMap::new(),
+        overhead_ms: 0.0,
+        use_sudo: false,
+        dir: None,
+        scratch: String::new(),
+        smt_old: None,
+    };
+    let mut collector = EventCollector::new();
+    let end = match v.prepare_and_run(
+        agent,
+        smt,
+        limit,
+        &agent_rel,
+        &results_rel,
+        &plan_rel,
+        &mut collector,
+    ) {
+        Ok(end) => end,
+        Err(message) => BootEnd::Infra { message },
+    };
+    let end = v.cleanup(end);
+    v.log(&format!("visit ended: {end:?}"));
+    v.timings.insert("ssh-overhead".into(), v.overhead_ms);
+    if let Some(t) = collector.hello_at {
+        v.timings
+            .insert("agent-ready".into(), ms_between(v.start, t));
+    }
+    if let Some(t) = collector.done_at {
+        v.timings.insert("plan-done".into(), ms_between(v.start, t));
+    }
+    v.timings
+        .insert("exit".into(), ms_between(v.start, Instant::now()));
+    let logs = [ssh_rel, agent_rel, results_rel, plan_rel]
+        .into_iter()
+        .filter(|rel| req.run_dir.abs(rel).exists())
+        .collect();
+    BootOutput {
+        events: collector.events,
+        end,
+        accel: Accel::Metal,
+        logs,
+        timings_ms: v.timings,
+        kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),
+    }
+}
+
+impl Visit<'_> {
+    fn log(&mut self, msg: &str) {
+        let ms = ms_between(self.start, Instant::now());
+        if let Some(f) = self.ssh_log.as_mut() {
+            let _ = writeln!(f, "[{ms:9.1} ms] {}", msg.trim_end());
+        }
+    }
+
+    /// Run one short step; turn ssh's failures into a message. `what` names the step.
+    fn step(
+        &mut self,
+        what: &str,
+        cmd: &str,
+        stdin: &[u8],
+        limit: Duration,
+        cancel: &Cancel,
+    ) -> Result<StepOutput, String> {
+        let t = Instant::now();
+        let args = command_args(self.host, self.control_dir, cmd);
+        let res = step::run(&args, stdin, limit, cancel);
+        let ms = ms_between(t, Instant::now());
+        self.overhead_ms += ms;
+        self.timings.insert(what.to_string(), ms);
+        let who = describe(self.host);
+        let (out, failure) = match res {
+            Err(StepError::Spawn(m)) => return Err(m),
+            Err(StepError::TimedOut(o)) => {
+                let m = format!(
+                    "{what} on {who} took over {} s; ssh said: {}",
+                    limit.as_secs(),
+                    o.stderr.trim()
+                );
+                (o, Some(m))
+            }
+            Err(StepError::Cancelled(o)) => (o, Some("interrupted (Ctrl-C)".to_string())),
+            Ok(o) if o.code == Some(255) => {
+                let m = classify_failure(self.host, &o.stderr);
+                (o, Some(m))
+            }
+            Ok(o) if o.code != Some(0) => {
+                let m = format!(
+                    "{what} on {who} failed (exit {:?}): {}",
+                    o.code,
+                    o.stderr.trim()
+                );
+                (o, Some(m))
+            }
+            Ok(o) => (o, None),
+        };
+        self.log(&format!(
+            "{what}: exit {:?} in {ms:.1} ms\n{}{}",
+            out.code, out.stdout, out.stderr
+        ));
+        // The temp dir may exist even when the step then failed: remember it for cleanup.
+        if self.dir.is_none() {
+            self.dir = status_value(&out.stdout, "dir").map(str::to_owned);
+        }
+        match failure {
+            Some(m) => Err(m),
+            None => Ok(out),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_and_run(
+        &mut self,
+        agent: &Path,
+        smt: SmtSetting,
+        limit: Duration,
+        agent_rel: &Path,
+        results_rel: &Path,
+        plan_rel: &Path,
+        collector: &mut EventCollector,
+    ) -> Result<BootEnd, String> {
+        let who = describe(self.host);
+        let cancel = self.req.cancel.clone();
+        let bytes = std::fs::read(agent)
+            .map_err(|e| format!("reading the agent {}: {e}", agent.display()))?;
+        let want_sum = hex::encode(Sha256::digest(&bytes));
+
+        // Connect (the first step makes the shared connection), check root, copy the agent.
+        let mode = if self.host.sudo { "sudo" } else { "root" };
+        let out = self.step(
+            "connect-copy",
+            &command_line(false, remote::PREPARE, &[mode]),
+            &bytes,
+            PREPARE_LIMIT,
+            &cancel,
+        )?;
+        let uid = status_value(&out.stdout, "uid").ok_or_else(|| {
+            format!(
+                "{who} did not answer the prepare step as expected: {}{}",
+                out.stdout, out.stderr
+            )
+        })?;
+        if uid != "0" {
+            if !self.host.sudo {
+                return Err(format!(
+                    "root is needed for mounts and SMT control, but {who} logs in as uid {uid}: \
+                     log in as root or set `sudo = true` (passwordless `sudo -n`)"
+                ));
+            }
+            if let Some(msg) = status_value(&out.stdout, "sudo-failed") {
+                return Err(format!(
+                    "`sudo = true`, but `sudo -n true` failed on {who}: {msg}; mmx never types a \
+                     password: give the user passwordless sudo (NOPASSWD)"
+                ));
+            }
+            self.use_sudo = true;
+        }
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| format!("{who} made no temp dir: {}", out.stderr.trim()))?;
+        match status_value(&out.stdout, "sha256") {
+            Some(sum) if sum == want_sum => {}
+            other => {
+                return Err(format!(
+                    "the agent copied to {who} has sha256 {other:?}, expected {want_sum}: the \
+                     copy was damaged or cut short"
+                ))
+            }
+        }
+
+        // The plan, pointed at a scratch dir of our own.
+        let suffix = dir.rsplit('/').next().unwrap_or("mmx").to_string();
+        self.scratch = match &self.host.scratch_dir {
+            Some(base) => base
+                .join(format!("mmx-scratch.{suffix}"))
+                .display()
+                .to_string(),
+            None => format!("{dir}/scratch"),
+        };
+        let mut plan = self.req.plan.clone();
+        plan.scratch_dir = PathBuf::from(&self.scratch);
+        let plan_json =
+            serde_json::to_string_pretty(&plan).map_err(|e| format!("encoding the plan: {e}"))?;
+        let _ = std::fs::write(self.req.run_dir.abs(plan_rel), &plan_json);
+        self.step(
+            "plan-copy",
+            &command_line(false, remote::STORE_PLAN, &[&dir]),
+            plan_json.as_bytes(),
+            STEP_LIMIT,
+            &cancel,
+        )?;
+
+        // The run: result lines live on stdout, the agent's stderr (and ssh's) in the agent log.
+        let stderr = File::create(self.req.run_dir.abs(agent_rel))
+            .map_err(|e| format!("creating the agent log: {e}"))?;
+        let remote_limit = (limit.as_secs() + REMOTE_GRACE_S).to_string();
+        let cmd = command_line(
+            self.use_sudo,
+            remote::RUN,
+            &[&dir, &self.scratch, smt_arg(smt), &remote_limit],
+        );
+        let args = command_args(self.host, self.control_dir, &cmd);
+        let mut results_log = File::create(self.req.run_dir.abs(results_rel)).ok();
+        let mut run = step::Streaming::start(&args, Stdio::from(stderr)).map_err(|e| match e {
+            StepError::Spawn(m) => m,
+            other => format!("{other:?}"),
+        })?;
+        self.timings
+            .insert("agent-start".into(), ms_between(self.start, Instant::now()));
+        let mut stopped: Option<BootEnd> = None;
+        let mut error_line: Option<String> = None;
+        let mut unsupported: Option<(String, String)> = None;
+        let code = loop {
+            match run.next(Duration::from_millis(100)) {
+                Some(Streamed::Line(line)) => {
+                    if let Some(f) = results_log.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    match parse_status(&line) {
+                        Some((key, value)) => {
+                            self.log(&line);
+                            match key {
+                                "smt-old" => self.smt_old = Some(value.to_string()),
+                                "error" => error_line = Some(value.to_string()),
+                                "unsupported" => {
+                                    let (w, c) = value.split_once(' ').unwrap_or((value, ""));
+                                    unsupported = Some((w.to_string(), c.to_string()));
+                                }
+                                _ => {}
+                            }
+                        }
+                        None => {
+                            collector.feed_line(&line);
+                        }
+                    }
+                }
+                Some(Streamed::Exited(code)) => break code,
+                None => {}
+            }
+            if stopped.is_none() {
+                if cancel.is_cancelled() {
+                    stopped = Some(BootEnd::Infra {
+                        message: "interrupted (Ctrl-C)".into(),
+                    });
+                } else if self.start.elapsed() > limit {
+                    stopped = Some(BootEnd::Timeout {
+                        limit: "host-visit".into(),
+                        seconds: limit.as_secs_f64(),
+                        excerpt: tail_of(&self.req.run_dir.abs(agent_rel), 20),
+                    });
+                }
+                if stopped.is_some() {
+                    // Closing the channel is what stops the agent: it sees EOF on stdin.
+                    let code = run.stop();
+                    self.log(&format!("stopped the run (ssh exit {code:?})"));
+                    break code;
+                }
+            }
+        };
+        self.log(&format!("run: ssh exit {code:?}"));
+        let tail = || tail_of(&self.req.run_dir.abs(agent_rel), 20);
+        if let Some(end) = stopped {
+            return Ok(end);
+        }
+        if let Some((want, cur)) = unsupported {
+            collector
+                .events
+                .extend(smt_unsupported(&self.req.plan, &want, &cur));
+            return Ok(BootEnd::Completed);
+        }
+        if let Some(msg) = error_line {
+            return Err(format!("on {who}: {msg}"));
+        }
+        if collector.is_done() {
+            return Ok(BootEnd::Completed);
+        }
+        Ok(match code {
+            Some(255) => BootEnd::Infra {
+                message: format!(
+                    "the connection to {who} was lost during the run; ssh said: {}",
+                    last_lines(&tail(), 3)
+                ),
+            },
+            Some(124) => BootEnd::Timeout {
+                limit: "host".into(),
+                seconds: (limit.as_secs() + REMOTE_GRACE_S) as f64,
+                excerpt: tail(),
+            },
+            Some(c) => BootEnd::Panic {
+                line: format!("mmx-agent on {who} ended before finishing the plan (exit {c})"),
+                excerpt: tail(),
+            },
+            None => BootEnd::Infra {
+                message: format!("ssh to {who} was killed by a signal during the run"),
+            },
+        })
+    }
+
+    /// Remove the temp and scratch dirs and restore SMT from the harness side. Runs after every
+    /// visit that got as far as a temp dir, Ctrl-C included (with its own, uncancelled limit).
+    fn cleanup(&mut self, end: BootEnd) -> BootEnd {
+        let Some(dir) = self.dir.clone() else {
+            return end;
+        };
+        let old = self.smt_old.clone().unwrap_or_default();
+        let cmd = command_line(self.use_sudo, remote::CLEANUP, &[&dir, &self.scratch, &old]);
+        let res = self.step("cleanup", &cmd, &[], CLEANUP_LIMIT, &Cancel::new());
+        let left: Vec<String> = match &res {
+            Ok(out) => out
+                .stdout
+                .lines()
+                .filter_map(parse_status)
+                .filter(|(k, _)| k.starts_with("left") || *k == "smt-not-restored")
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect(),
+            Err(e) => vec![format!(
+                "cleanup failed ({e}); {dir} may be left on the host"
+            )],
+        };
+        if left.is_empty() {
+            return end;
+        }
+        let note = left.join("; ");
+        self.log(&format!("cleanup incomplete: {note}"));
+        match end {
+            BootEnd::Infra { message } => BootEnd::Infra {
+                message: format!("{message} (cleanup: {note})"),
+            },
+            // Results stand; the leftovers are in the ssh log and on stderr for the user.
+            other => {
+                eprintln!("mmx: host {}: cleanup incomplete: {note}", self.host.name);
+                other
+            }
+        }
+    }
+}
+
+/// Every cell of the plan answered `unsupported`: the host cannot switch SMT as asked.
+fn smt_unsupported(plan: &protocol::Plan, want: &str, cur: &str) -> Vec<AgentEvent> {
+    let detail = if cur == "missing" {
+        format!("{SMT_CONTROL} does not exist (a kernel without SMT control)")
+    } else {
+        format!("{SMT_CONTROL} reads `{cur}`: this host cannot switch SMT {want}")
+    };
+    plan.items
+        .iter()
+        .map(|item| {
+            AgentEvent::CellResult(CellResult {
+                cell_id: item.cell_id.clone(),
+                outcome: Outcome::Unsupported,
+                evidence: Some(
+                    Evidence::new(format!("write `{want}` to {SMT_CONTROL}"))
+                        .with_detail(detail.clone()),
+                ),
+                metrics: BTreeMap::new(),
+                detail: None,
+            })
+        })
+        .collect()
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
