@@ -105,14 +105,34 @@ pub fn create(root: &Path, count: u32) -> Result<Layers, LayerError> {
         mkdir(&snap, 0, 0)?;
         let fs_dir = snap.join("fs");
         mkdir(&fs_dir, 0, 0)?;
-        file(&fs_dir.join(format!("layer-{n}")), &format!("layer {n}\n"), uid, gid)?;
-        file(&fs_dir.join("shared"), &format!("from layer {n}\n"), uid, gid)?;
+        file(
+            &fs_dir.join(format!("layer-{n}")),
+            &format!("layer {n}\n"),
+            uid,
+            gid,
+        )?;
+        file(
+            &fs_dir.join("shared"),
+            &format!("from layer {n}\n"),
+            uid,
+            gid,
+        )?;
         if n == 1 {
             mkdir(&fs_dir.join("etc"), 0, 0)?;
-            file(&fs_dir.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n", 0, 0)?;
+            file(
+                &fs_dir.join("etc/passwd"),
+                "root:x:0:0::/root:/bin/sh\n",
+                0,
+                0,
+            )?;
             file(&fs_dir.join("doomed"), "whited out by layer 2\n", uid, gid)?;
             mkdir(&fs_dir.join("opaque"), uid, gid)?;
-            file(&fs_dir.join("opaque/from-1"), "hidden by layer 2\n", uid, gid)?;
+            file(
+                &fs_dir.join("opaque/from-1"),
+                "hidden by layer 2\n",
+                uid,
+                gid,
+            )?;
         }
         if n == 2 {
             // An overlay whiteout is a character device 0/0.
@@ -158,6 +178,27 @@ pub fn create(root: &Path, count: u32) -> Result<Layers, LayerError> {
         dirs,
         opaque,
     })
+}
+
+/// The filesystem type holding `path`, by statfs magic (`ext4`, `tmpfs`, …).
+pub fn filesystem_name(path: &Path) -> String {
+    let magic = match rustix::fs::statfs(path) {
+        Ok(st) => st.f_type as u64,
+        Err(e) => return format!("unknown ({e})"),
+    };
+    match magic {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x8584_58f6 => "ramfs".into(),
+        0x794c_7630 => "overlay".into(),
+        0xF2F5_2010 => "f2fs".into(),
+        0x2fc1_2fc1 => "zfs".into(),
+        0xca45_1a4e => "bcachefs".into(),
+        0x6969 => "nfs".into(),
+        other => format!("unknown (magic {other:#x})"),
+    }
 }
 
 /// Why there is no usable common directory.

@@ -1,6 +1,10 @@
 //! mmx-agent: the guest side of mmx. As PID 1 in an initramfs it sets the guest up and runs the
 //! plan baked into the archive ([`init`]); on any Linux host it is a plain CLI (`probe`, `mounts`,
 //! `lockbench`, `run-plan`). The wire format is the `protocol` crate's.
+//!
+//! Exit codes, decided here only: 0 every result pass or unsupported, 1 a fail / timeout / panic /
+//! infra-error, 2 usage or setup errors (not root, bad arguments), 130 stopped by a signal or by
+//! stdin EOF.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +13,12 @@ use clap::{Parser, Subcommand};
 
 mod init;
 mod layers;
-mod sys;
 mod lockbench;
+mod mounts;
+mod plan;
+mod probes;
+mod report;
+mod sys;
 mod topology;
 
 #[derive(Parser)]
@@ -30,6 +38,16 @@ enum Command {
         #[arg(long)]
         exit_on_stdin_eof: bool,
     },
+    /// Probe the kernel's mount features on the scratch directory's filesystem.
+    Probe {
+        /// Directory on the filesystem to probe (the layers' filesystem).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        scratch: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build idmapped overlay rootfses with one strategy and measure it.
+    Mounts(MountsArgs),
     /// Print the CPU topology this machine shows.
     Topology {
         #[arg(long)]
@@ -39,19 +57,133 @@ enum Command {
     Lockbench(lockbench::Args),
 }
 
-fn main() -> ExitCode {
-    // PID 1 in a guest: there is no command line to parse, only the plan in the archive.
-    if std::process::id() == 1 {
-        init::main();
+#[derive(clap::Args)]
+struct MountsArgs {
+    /// per-layer, common-parent or fsconfig-fd.
+    #[arg(long)]
+    strategy: protocol::Strategy,
+    /// Image layers per container (1..=256).
+    #[arg(long, default_value_t = 50)]
+    layers: u32,
+    /// Containers to start.
+    #[arg(long, default_value_t = 20)]
+    containers: u32,
+    /// Worker threads starting containers at once (at most `containers`).
+    #[arg(long, default_value_t = 2)]
+    concurrency: u32,
+    /// Passes per container: read-only views, then the rootfs (containerd does 2).
+    #[arg(long, default_value_t = 2)]
+    passes: u32,
+    /// Directory on the layers' filesystem; the run works in a subdirectory it removes.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    scratch: PathBuf,
+    /// Print the protocol::CellResult as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Why a command did not succeed, for the exit code.
+enum Failure {
+    /// Results came, and at least one is not a success.
+    Results,
+    /// Usage, setup or I/O error.
+    Error(anyhow::Error),
+    /// SIGINT/SIGTERM or stdin EOF stopped the work.
+    Stopped,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Error(e)
     }
-    let cli = Cli::parse();
-    let result = match cli.command {
+}
+
+/// Everything that mounts needs root: say what and why before trying.
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{what} needs root: it creates mount and user namespaces, idmapped mounts and overlay \
+         mounts (CAP_SYS_ADMIN), and writes layer files owned by many uids (CAP_CHOWN, CAP_MKNOD); \
+         run it with sudo or as root in a VM"
+    )
+}
+
+/// Work in a private mount namespace (set up before any thread exists, so it covers the whole
+/// process) and turn SIGINT/SIGTERM into a stop flag.
+fn enter_sandbox(what: &str) -> anyhow::Result<()> {
+    require_root(what)?;
+    sys::ns::enter_private_mount_ns()
+        .map_err(|e| anyhow::anyhow!("cannot make a private mount namespace: {e}"))?;
+    sys::signal::install().map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
         Command::RunPlan {
             plan,
             exit_on_stdin_eof,
         } => {
-            let _ = (plan, exit_on_stdin_eof);
-            Err(anyhow::anyhow!("run-plan: not wired yet"))
+            enter_sandbox("mmx-agent run-plan")?;
+            if exit_on_stdin_eof {
+                plan::watch_stdin_eof();
+            }
+            let text = std::fs::read_to_string(&plan)
+                .map_err(|e| anyhow::anyhow!("read plan {}: {e}", plan.display()))?;
+            let plan = protocol::parse_plan(&text)
+                .map_err(|e| anyhow::anyhow!("plan {}: {e}", plan.display()))?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let ok = plan::execute_reporting(&plan, &mut out)?;
+            if sys::signal::stop_requested() {
+                return Err(Failure::Stopped);
+            }
+            if !ok {
+                return Err(Failure::Results);
+            }
+            Ok(())
+        }
+        Command::Probe { scratch, json } => {
+            enter_sandbox("mmx-agent probe")?;
+            let caps = probes::probe_all(&scratch);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&caps).map_err(anyhow::Error::from)?
+                );
+            } else {
+                print!("{}", report::capabilities_table(&caps));
+            }
+            Ok(())
+        }
+        Command::Mounts(a) => {
+            let scenario = protocol::MountsScenario {
+                strategy: a.strategy,
+                layers: a.layers,
+                containers: a.containers,
+                concurrency: a.concurrency,
+                passes: a.passes,
+            };
+            mounts::validate(&scenario).map_err(|m| anyhow::anyhow!("mounts: {m}"))?;
+            enter_sandbox("mmx-agent mounts")?;
+            let cell_id = format!("local/{}", scenario.label());
+            let r = mounts::run(&scenario, &a.scratch, &cell_id);
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(anyhow::Error::from)?
+                );
+            } else {
+                print!("{}", report::mounts_table(&r));
+            }
+            if sys::signal::stop_requested() {
+                return Err(Failure::Stopped);
+            }
+            if !r.outcome.is_success() {
+                return Err(Failure::Results);
+            }
+            Ok(())
         }
         Command::Topology { json } => {
             let t = topology::observe();
@@ -62,11 +194,24 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Command::Lockbench(args) => lockbench::cli(args),
-    };
-    match result {
+        Command::Lockbench(args) => Ok(lockbench::cli(args)?),
+    }
+}
+
+fn main() -> ExitCode {
+    // PID 1 in a guest: there is no command line to parse, only the plan in the archive.
+    if std::process::id() == 1 {
+        init::main();
+    }
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Results) => ExitCode::from(1),
+        Err(Failure::Stopped) => {
+            eprintln!("mmx-agent: stopped; mounts were undone and scratch files removed");
+            ExitCode::from(130)
+        }
+        Err(Failure::Error(e)) => {
             eprintln!("mmx-agent: {e:#}");
             ExitCode::from(2)
         }

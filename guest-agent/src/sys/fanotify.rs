@@ -43,7 +43,9 @@ pub fn mark_mount_ns(fan: BorrowedFd<'_>, mntns: BorrowedFd<'_>) -> SysResult<()
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         return Err(SysError::from_io(
-            || "fanotify_mark(FAN_MARK_ADD | FAN_MARK_MNTNS, FAN_MNT_ATTACH | FAN_MNT_DETACH, mntns_fd, NULL)".into(),
+            || {
+                "fanotify_mark(FAN_MARK_ADD | FAN_MARK_MNTNS, FAN_MNT_ATTACH | FAN_MNT_DETACH, mntns_fd, NULL)".into()
+            },
             &e,
         ));
     }
@@ -90,7 +92,10 @@ mod tests {
         let mut two = rec.clone();
         two[8..16].copy_from_slice(&FAN_MNT_DETACH.to_ne_bytes());
         rec.extend_from_slice(&two);
-        assert_eq!(parse_event_masks(&rec), vec![FAN_MNT_ATTACH, FAN_MNT_DETACH]);
+        assert_eq!(
+            parse_event_masks(&rec),
+            vec![FAN_MNT_ATTACH, FAN_MNT_DETACH]
+        );
         assert!(parse_event_masks(&rec[..10]).is_empty());
     }
 }

@@ -47,5 +47,10 @@ pub fn make_rprivate_root() -> SysResult<()> {
         c"/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
-    .map_err(|e| SysError::new(|| "mount(NULL, \"/\", NULL, MS_REC | MS_PRIVATE, NULL)".into(), e))
+    .map_err(|e| {
+        SysError::new(
+            || "mount(NULL, \"/\", NULL, MS_REC | MS_PRIVATE, NULL)".into(),
+            e,
+        )
+    })
 }

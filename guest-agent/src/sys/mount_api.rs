@@ -7,9 +7,7 @@
 use std::fmt::Debug;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
-};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags};
 use rustix::path::Arg;
 
 use super::{SysError, SysResult};
@@ -102,13 +100,19 @@ pub fn move_mount_attach<P: Arg + Debug + Copy>(
     to_dirfd: BorrowedFd<'_>,
     to_path: P,
 ) -> SysResult<()> {
-    rustix::mount::move_mount(fd, c"", to_dirfd, to_path, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-        .map_err(|e| {
-            SysError::new(
-                || format!("move_mount(fd, \"\", {to_path:?}, MOVE_MOUNT_F_EMPTY_PATH)"),
-                e,
-            )
-        })
+    rustix::mount::move_mount(
+        fd,
+        c"",
+        to_dirfd,
+        to_path,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        SysError::new(
+            || format!("move_mount(fd, \"\", {to_path:?}, MOVE_MOUNT_F_EMPTY_PATH)"),
+            e,
+        )
+    })
 }
 
 /// `fsopen(fstype, FSOPEN_CLOEXEC)`: a filesystem context to configure.

@@ -74,7 +74,9 @@ impl OpResult {
     }
 
     fn decode(b: &[u8]) -> OpResult {
-        let u = |r: std::ops::Range<usize>| u32::from_ne_bytes([b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3]]);
+        let u = |r: std::ops::Range<usize>| {
+            u32::from_ne_bytes([b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3]])
+        };
         let mut rdev = [0u8; 8];
         rdev.copy_from_slice(&b[16..24]);
         OpResult {
@@ -139,7 +141,10 @@ impl<'a> UserNs<'a> {
     pub fn create(base: u32, count: u32, batches: Vec<Vec<ChildOp<'a>>>) -> SysResult<UserNs<'a>> {
         if let Some(b) = batches.iter().find(|b| b.len() > MAX_BATCH) {
             return Err(SysError {
-                call: format!("userns helper batch of {} ops (at most {MAX_BATCH})", b.len()),
+                call: format!(
+                    "userns helper batch of {} ops (at most {MAX_BATCH})",
+                    b.len()
+                ),
                 errno: libc::E2BIG,
             });
         }
@@ -160,7 +165,9 @@ impl<'a> UserNs<'a> {
                 &e,
             ));
         }
-        let helper = Helper { pid: pid as libc::pid_t };
+        let helper = Helper {
+            pid: pid as libc::pid_t,
+        };
         let map = format!("0 {base} {count}\n");
         for file in ["uid_map", "gid_map"] {
             let path = format!("/proc/{pid}/{file}");
@@ -209,7 +216,10 @@ impl<'a> UserNs<'a> {
         self.send(&idx.to_ne_bytes())?;
         let mut buf = vec![0u8; n * RESULT_BYTES];
         self.recv(&mut buf)?;
-        Ok(buf.chunks_exact(RESULT_BYTES).map(OpResult::decode).collect())
+        Ok(buf
+            .chunks_exact(RESULT_BYTES)
+            .map(OpResult::decode)
+            .collect())
     }
 
     fn send(&self, bytes: &[u8]) -> SysResult<()> {
@@ -241,7 +251,10 @@ impl<'a> UserNs<'a> {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
-                return Err(SysError::from_io(|| "poll(userns helper result pipe)".into(), &e));
+                return Err(SysError::from_io(
+                    || "poll(userns helper result pipe)".into(),
+                    &e,
+                ));
             }
             match rustix::io::read(&self.res_r, &mut buf[got..]) {
                 Ok(0) => {
@@ -253,7 +266,10 @@ impl<'a> UserNs<'a> {
                 Ok(n) => got += n,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => {
-                    return Err(SysError::new(|| "read(userns helper result pipe)".into(), e))
+                    return Err(SysError::new(
+                        || "read(userns helper result pipe)".into(),
+                        e,
+                    ))
                 }
             }
         }
@@ -265,7 +281,14 @@ impl<'a> UserNs<'a> {
 fn helper_main(parent: i32, cmd: RawFd, res: RawFd, batches: &[Vec<ChildOp<'_>>]) -> ! {
     // SAFETY (whole function): raw system calls on fds we own, buffers on our stack.
     unsafe {
-        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if libc::syscall(libc::SYS_getppid) as i32 != parent {
             libc::_exit(1);
         }
@@ -312,9 +335,12 @@ fn run_op(op: &ChildOp<'_>) -> OpResult {
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
         let rc = match op {
-            ChildOp::Stat { dir, path } => {
-                libc::fstatat(dir.as_raw_fd(), path.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
-            }
+            ChildOp::Stat { dir, path } => libc::fstatat(
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ),
             ChildOp::Create { dir, path } => {
                 let fd = libc::openat(
                     dir.as_raw_fd(),
@@ -332,8 +358,17 @@ fn run_op(op: &ChildOp<'_>) -> OpResult {
             }
         };
         if rc != 0 {
-            return OpResult { errno: *libc::__errno_location(), ..OpResult::default() };
+            return OpResult {
+                errno: *libc::__errno_location(),
+                ..OpResult::default()
+            };
         }
-        OpResult { errno: 0, uid: st.st_uid, gid: st.st_gid, mode: st.st_mode, rdev: st.st_rdev }
+        OpResult {
+            errno: 0,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode,
+            rdev: st.st_rdev,
+        }
     }
 }

@@ -60,7 +60,12 @@ pub fn listmount_all() -> SysResult<Vec<u64>> {
         if n < 0 {
             let e = std::io::Error::last_os_error();
             return Err(SysError::from_io(
-                || format!("listmount({{LSMT_ROOT, param={last}}}, ids, {}, 0)", buf.len()),
+                || {
+                    format!(
+                        "listmount({{LSMT_ROOT, param={last}}}, ids, {}, 0)",
+                        buf.len()
+                    )
+                },
                 &e,
             ));
         }
@@ -113,7 +118,9 @@ pub fn statmount_mnt_point(id: u64) -> SysResult<Vec<u8>> {
 /// Pull `mnt_point` out of a statmount reply. Pure, so it is tested without a kernel.
 fn parse_mnt_point(bytes: &[u8]) -> Option<Vec<u8>> {
     let u32_at = |off: usize| -> Option<u32> {
-        Some(u32::from_ne_bytes(bytes.get(off..off + 4)?.try_into().ok()?))
+        Some(u32::from_ne_bytes(
+            bytes.get(off..off + 4)?.try_into().ok()?,
+        ))
     };
     let mask = u64::from_ne_bytes(bytes.get(OFF_MASK..OFF_MASK + 8)?.try_into().ok()?);
     if mask & STATMOUNT_MNT_POINT == 0 {

@@ -1,0 +1,465 @@
+//! One container's start: its directories and user namespace, the passes through a strategy,
+//! and the checks made through each merged view, from inside the container's user namespace
+//! (the userns helper) and from the host (this thread).
+//!
+//! Layout below the run's `c/` directory, made before the clock starts:
+//! `<idx>/u` (upper, owned by the container's root), `<idx>/w` (work), `<idx>/p<k>/m` (merged
+//! of pass k), `<idx>/p<k>/t` (common-parent target), `<idx>/p<k>/<i>` (per-layer targets).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{chown, DirBuilderExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use protocol::{Check, MountsScenario, Strategy};
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+use super::strategy::{self, Plan, Tally};
+use super::table::Observer;
+use crate::layers::{layer_gid, layer_uid};
+use crate::sys::ns::{ChildOp, OpResult, UserNs};
+use crate::sys::{SysError, SysResult};
+
+/// Ids each container's user namespace maps, from a base distinct per container.
+pub const ID_COUNT: u32 = 65536;
+const ID_BASE0: u32 = 1_000_000;
+
+/// Host id that container `idx`'s root maps to.
+pub fn base_id(idx: u32) -> u32 {
+    ID_BASE0 + idx * ID_COUNT
+}
+
+/// Whether pass `k` of `passes` builds the rootfs (the last one) or a read-only view.
+pub fn is_rootfs_pass(k: u32, passes: u32) -> bool {
+    k + 1 == passes
+}
+
+fn mkdir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().mode(0o755).create(path)
+}
+
+/// Make container `idx`'s directories.
+pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Result<()> {
+    let dir = containers.join(idx.to_string());
+    mkdir(&dir)?;
+    let upper = dir.join("u");
+    mkdir(&upper)?;
+    // containerd's remapping snapshotter hands the upper dir to the container's root, so the
+    // container can write its rootfs.
+    chown(&upper, Some(base_id(idx)), Some(base_id(idx)))?;
+    mkdir(&dir.join("w"))?;
+    for k in 0..s.passes {
+        let p = dir.join(format!("p{k}"));
+        mkdir(&p)?;
+        mkdir(&p.join("m"))?;
+        match s.strategy {
+            Strategy::PerLayer => {
+                for i in 0..s.layers {
+                    mkdir(&p.join(i.to_string()))?;
+                }
+            }
+            Strategy::CommonParent => mkdir(&p.join("t"))?,
+            Strategy::FsconfigFd => {}
+        }
+    }
+    Ok(())
+}
+
+/// Verdicts of one kind of check, summed over containers and passes.
+#[derive(Debug, Default, Clone)]
+struct Tallied {
+    ok: u64,
+    total: u64,
+    first_failure: Option<String>,
+}
+
+/// All checks of a run, by name.
+#[derive(Debug, Default, Clone)]
+pub struct Checks(BTreeMap<&'static str, Tallied>);
+
+impl Checks {
+    pub fn record(&mut self, name: &'static str, ok: bool, detail: impl FnOnce() -> String) {
+        let t = self.0.entry(name).or_default();
+        t.total += 1;
+        if ok {
+            t.ok += 1;
+        } else if t.first_failure.is_none() {
+            t.first_failure = Some(detail());
+        }
+    }
+
+    pub fn merge(&mut self, other: &Checks) {
+        for (name, o) in &other.0 {
+            let t = self.0.entry(name).or_default();
+            t.ok += o.ok;
+            t.total += o.total;
+            if t.first_failure.is_none() {
+                t.first_failure.clone_from(&o.first_failure);
+            }
+        }
+    }
+
+    /// The first failed check, as (name, detail).
+    pub fn first_failure(&self) -> Option<(&'static str, String)> {
+        self.0
+            .iter()
+            .find_map(|(n, t)| t.first_failure.clone().map(|d| (*n, d)))
+    }
+
+    pub fn to_protocol(&self) -> Vec<Check> {
+        self.0
+            .iter()
+            .map(|(name, t)| Check {
+                name: (*name).to_owned(),
+                ok: t.ok == t.total,
+                detail: match &t.first_failure {
+                    None => format!("{}/{}", t.ok, t.total),
+                    Some(f) => format!("{}/{} ok; first failure: {f}", t.ok, t.total),
+                },
+            })
+            .collect()
+    }
+}
+
+/// What one helper op must see.
+enum Expect {
+    /// Exists with these ids, as seen from inside the user namespace.
+    Owner(&'static str, u32, u32),
+    /// Hidden by a whiteout or opaque dir.
+    Absent(&'static str),
+    Present(&'static str),
+    /// Fails with this errno (a write to the read-only view: EROFS).
+    Errno(&'static str, i32),
+}
+
+/// A check made from the host: `statat(dir, path)` must show these ids.
+struct HostExpect {
+    check: &'static str,
+    in_container_dir: bool,
+    path: CString,
+    uid: u32,
+    gid: u32,
+}
+
+struct PassSpec {
+    expect: Vec<(String, Expect)>,
+    host: Vec<HostExpect>,
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+/// Layers whose files are sampled: bottom, middle, top.
+fn sampled_layers(l: u32) -> Vec<u32> {
+    let mut v = vec![1, l.div_ceil(2), l];
+    v.dedup();
+    v
+}
+
+fn pass_spec<'a>(
+    dir: BorrowedFd<'a>,
+    l: u32,
+    overrides: bool,
+    opaque: bool,
+    rootfs: bool,
+    base: u32,
+) -> (Vec<ChildOp<'a>>, PassSpec) {
+    let mut ops = Vec::new();
+    let mut expect = Vec::new();
+    let mut host = Vec::new();
+    let mut stat = |path: String, e: Expect, ops: &mut Vec<ChildOp<'a>>| {
+        ops.push(ChildOp::Stat {
+            dir,
+            path: cstr(&path),
+        });
+        expect.push((path, e));
+    };
+    for n in sampled_layers(l) {
+        let path = format!("m/layer-{n}");
+        host.push(HostExpect {
+            check: "ids-from-host",
+            in_container_dir: false,
+            path: cstr(&path),
+            uid: base + layer_uid(n),
+            gid: base + layer_gid(n),
+        });
+        stat(
+            path,
+            Expect::Owner("ids-inside-userns", layer_uid(n), layer_gid(n)),
+            &mut ops,
+        );
+    }
+    stat(
+        "m/shared".into(),
+        Expect::Owner("top-layer-wins", layer_uid(l), layer_gid(l)),
+        &mut ops,
+    );
+    stat(
+        "m/etc".into(),
+        Expect::Owner("ids-inside-userns", 0, 0),
+        &mut ops,
+    );
+    if overrides {
+        stat(
+            "m/doomed".into(),
+            Expect::Absent("whiteout-hides"),
+            &mut ops,
+        );
+        if opaque {
+            stat(
+                "m/opaque/from-1".into(),
+                Expect::Absent("opaque-dir"),
+                &mut ops,
+            );
+            stat(
+                "m/opaque/from-2".into(),
+                Expect::Present("opaque-dir"),
+                &mut ops,
+            );
+        }
+    }
+    let mut expect_created = |path: &str, e: Expect| {
+        ops.push(ChildOp::Create {
+            dir,
+            path: cstr(path),
+        });
+        expect.push((path.to_owned(), e));
+    };
+    if rootfs {
+        expect_created("m/written", Expect::Owner("write-as-container-root", 0, 0));
+        expect_created(
+            "m/etc/written",
+            Expect::Owner("write-as-container-root", 0, 0),
+        );
+        for (check, path, id) in [
+            ("write-lands-in-upper", "u/written", base),
+            ("write-lands-in-upper", "u/etc/written", base),
+            // Copy-up of etc/ (owned by image root) must keep the mapped owner.
+            ("copy-up-owner", "u/etc", base),
+        ] {
+            host.push(HostExpect {
+                check,
+                in_container_dir: true,
+                path: cstr(path),
+                uid: id,
+                gid: id,
+            });
+        }
+    } else {
+        expect_created("m/written", Expect::Errno("view-is-read-only", libc::EROFS));
+    }
+    (ops, PassSpec { expect, host })
+}
+
+/// Run-wide, read-only inputs of every container.
+pub struct RunCtx<'a> {
+    pub plan: &'a Plan,
+    pub scenario: &'a MountsScenario,
+    /// Absolute, canonical `<run>/c`.
+    pub containers: PathBuf,
+    pub observer: &'a Observer,
+    pub overrides: bool,
+    pub opaque: bool,
+}
+
+/// What one container start produced.
+pub struct Started {
+    /// Start-path time, all passes.
+    pub latency: Duration,
+    /// Most mounts seen below the container during a start.
+    pub peak_seen: u64,
+}
+
+fn open_dir(path: &Path) -> SysResult<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SysError::new(|| format!("open({path:?}, O_DIRECTORY)"), e))
+}
+
+/// Start container `idx`: every pass through the strategy, checked and torn down.
+pub fn run(
+    ctx: &RunCtx<'_>,
+    idx: u32,
+    tally: &mut Tally,
+    checks: &mut Checks,
+) -> SysResult<Started> {
+    let s = ctx.scenario;
+    let base = base_id(idx);
+    let cdir_path = ctx.containers.join(idx.to_string());
+    let cdir = open_dir(&cdir_path)?;
+    let pass_dirs: Vec<OwnedFd> = (0..s.passes)
+        .map(|k| open_dir(&cdir_path.join(format!("p{k}"))))
+        .collect::<SysResult<_>>()?;
+    let mut batches = Vec::new();
+    let mut specs = Vec::new();
+    for (k, pd) in pass_dirs.iter().enumerate() {
+        let rootfs = is_rootfs_pass(k as u32, s.passes);
+        let (ops, spec) = pass_spec(
+            pd.as_fd(),
+            s.layers,
+            ctx.overrides,
+            ctx.opaque,
+            rootfs,
+            base,
+        );
+        batches.push(ops);
+        specs.push(spec);
+    }
+    let mut userns = UserNs::create(base, ID_COUNT, batches)?;
+    let mut latency = Duration::ZERO;
+    let mut peak_seen = 0u64;
+    for (k, pd) in pass_dirs.iter().enumerate() {
+        let rootfs = is_rootfs_pass(k as u32, s.passes);
+        rustix::process::fchdir(pd).map_err(|e| {
+            SysError::new(
+                || format!("fchdir({:?})", cdir_path.join(format!("p{k}"))),
+                e,
+            )
+        })?;
+        latency += {
+            let mut at_peak = || {
+                let want = ctx.plan.peak_mounts();
+                match ctx.observer.count_below(&cdir_path) {
+                    Ok(n) => {
+                        peak_seen = peak_seen.max(n);
+                        checks.record("mount-table-peak", n == want, || {
+                            format!(
+                                "container {idx} pass {k}: {} shows {n} mounts below {}, expected {want}",
+                                ctx.observer.method(),
+                                cdir_path.display()
+                            )
+                        });
+                    }
+                    Err(e) => checks.record("mount-table-peak", false, || {
+                        format!("container {idx} pass {k}: {e}")
+                    }),
+                }
+            };
+            strategy::start(ctx.plan, userns.fd(), rootfs, tally, &mut at_peak)?
+        };
+        let verified = verify(
+            &mut userns,
+            k,
+            &specs[k],
+            pd.as_fd(),
+            cdir.as_fd(),
+            idx,
+            checks,
+        );
+        // Tear down even when a check could not run, so nothing stays mounted.
+        strategy::teardown(tally)?;
+        verified?;
+    }
+    Ok(Started { latency, peak_seen })
+}
+
+fn verify(
+    userns: &mut UserNs<'_>,
+    k: usize,
+    spec: &PassSpec,
+    pass_dir: BorrowedFd<'_>,
+    cdir: BorrowedFd<'_>,
+    idx: u32,
+    checks: &mut Checks,
+) -> SysResult<()> {
+    let results = userns.run_batch(k)?;
+    for ((path, e), r) in spec.expect.iter().zip(&results) {
+        let where_ = || format!("container {idx} pass {k}: {path} inside the userns");
+        let OpResult {
+            errno, uid, gid, ..
+        } = *r;
+        match e {
+            Expect::Owner(name, want_u, want_g) => {
+                checks.record(name, errno == 0 && (uid, gid) == (*want_u, *want_g), || {
+                    if errno != 0 {
+                        format!(
+                            "{}: errno {} ({})",
+                            where_(),
+                            errno,
+                            protocol::errno_name(errno).unwrap_or("?")
+                        )
+                    } else {
+                        format!(
+                            "{}: uid:gid {uid}:{gid}, expected {want_u}:{want_g}",
+                            where_()
+                        )
+                    }
+                })
+            }
+            Expect::Absent(name) => checks.record(name, errno == libc::ENOENT, || {
+                format!("{}: visible (errno {errno}), expected hidden", where_())
+            }),
+            Expect::Present(name) => checks.record(name, errno == 0, || {
+                format!("{}: errno {errno}, expected visible", where_())
+            }),
+            Expect::Errno(name, want) => checks.record(name, errno == *want, || {
+                format!("{}: errno {errno}, expected {want}", where_())
+            }),
+        }
+    }
+    for h in &spec.host {
+        let dir = if h.in_container_dir { cdir } else { pass_dir };
+        let seen = rustix::fs::statat(dir, h.path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW);
+        checks.record(
+            h.check,
+            matches!(&seen, Ok(st) if (st.st_uid, st.st_gid) == (h.uid, h.gid)),
+            || {
+                let what = match &seen {
+                    Ok(st) => format!("uid:gid {}:{}", st.st_uid, st.st_gid),
+                    Err(e) => format!("{e}"),
+                };
+                format!(
+                    "container {idx} pass {k}: {:?} from the host: {what}, expected {}:{}",
+                    h.path, h.uid, h.gid
+                )
+            },
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_are_distinct_and_fit() {
+        assert_eq!(base_id(1) - base_id(0), ID_COUNT);
+        let last = base_id(super::super::MAX_CONTAINERS - 1);
+        assert!(u64::from(last) + u64::from(ID_COUNT) < u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn last_pass_is_the_rootfs() {
+        assert!(!is_rootfs_pass(0, 2));
+        assert!(is_rootfs_pass(1, 2));
+        assert!(is_rootfs_pass(0, 1));
+    }
+
+    #[test]
+    fn samples_cover_bottom_middle_top() {
+        assert_eq!(sampled_layers(1), vec![1]);
+        assert_eq!(sampled_layers(2), vec![1, 2]);
+        assert_eq!(sampled_layers(50), vec![1, 25, 50]);
+    }
+
+    #[test]
+    fn checks_summarise_counts_and_first_failure() {
+        let mut c = Checks::default();
+        c.record("a", true, String::new);
+        c.record("a", false, || "one".into());
+        c.record("a", false, || "two".into());
+        let p = c.to_protocol();
+        assert!(!p[0].ok);
+        assert_eq!(p[0].detail, "1/3 ok; first failure: one");
+        assert_eq!(c.first_failure(), Some(("a", "one".into())));
+    }
+}

@@ -1,0 +1,356 @@
+//! The three strategies, each reading like its syscall sequence in DESIGN.md. All run with the
+//! worker's working directory set to one pass directory (`c/<idx>/p<k>`), so every mount path
+//! and overlay option is short and relative: `0`…`L-1` (per-layer targets), `t` (common-parent
+//! target), `m` (merged), `../u` (upper), `../w` (work). Layer sources are absolute.
+//!
+//! Every mount-family call goes through [`Tally::timed`], which sums its time; attachments and
+//! detachments are counted where they happen.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use protocol::Strategy;
+
+use crate::sys::{legacy, mount_api as api, SysError, SysResult};
+
+/// Per-worker counts and time inside mount syscalls.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Attachments on the start path (move_mount, mount(2)).
+    pub attach: u64,
+    /// Detachments on the start path (umount2 of per-layer or parent binds).
+    pub detach: u64,
+    /// Unmounts of finished rootfses, and lazy detaches on error paths.
+    pub teardown: u64,
+    /// umount2 calls repeated after EBUSY.
+    pub ebusy_retries: u64,
+    /// Nanoseconds inside mount-family syscalls.
+    pub syscall_ns: u64,
+}
+
+impl Tally {
+    fn timed<T>(&mut self, f: impl FnOnce() -> SysResult<T>) -> SysResult<T> {
+        let t = Instant::now();
+        let r = f();
+        self.syscall_ns += t.elapsed().as_nanos() as u64;
+        r
+    }
+
+    pub fn merge(&mut self, o: &Tally) {
+        self.attach += o.attach;
+        self.detach += o.detach;
+        self.teardown += o.teardown;
+        self.ebusy_retries += o.ebusy_retries;
+        self.syscall_ns += o.syscall_ns;
+    }
+
+    /// `umount2(target, 0)`, retried on EBUSY: a helper process or a concurrent path walk can
+    /// hold a mount for a moment (containerd retries for the same reason).
+    fn umount_retry(&mut self, target: &CStr) -> SysResult<()> {
+        const TRIES: u32 = 100;
+        for attempt in 0.. {
+            match self.timed(|| legacy::umount(target)) {
+                Err(SysError { errno, .. }) if errno == libc::EBUSY && attempt + 1 < TRIES => {
+                    self.ebusy_retries += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                r => return r,
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    /// Lazily detach what an interrupted start path left attached.
+    fn detach_all(&mut self, targets: &[&CStr]) {
+        for t in targets.iter().rev() {
+            if self.timed(|| legacy::umount_detach(*t)).is_ok() {
+                self.teardown += 1;
+            }
+        }
+    }
+}
+
+/// Everything a strategy needs that is the same for every container of a run.
+pub struct Plan {
+    pub strategy: Strategy,
+    /// Absolute layer directories, bottom (layer 1) first.
+    pub layers: Vec<CString>,
+    /// Relative per-layer targets `0`…`L-1` (per-layer only).
+    pub targets: Vec<CString>,
+    /// The layers' common directory (common-parent only).
+    pub common: Option<CString>,
+    /// overlay mount(2) options for a read-only view (upper as top lowerdir) and for a rootfs.
+    pub data_view: CString,
+    pub data_rootfs: CString,
+}
+
+impl Plan {
+    /// Build the per-run constants. `rel` gives each layer's path below the common directory
+    /// (common-parent) and is ignored otherwise.
+    pub fn new(
+        strategy: Strategy,
+        layers: Vec<CString>,
+        common: Option<(CString, Vec<String>)>,
+    ) -> Plan {
+        let n = layers.len();
+        let targets: Vec<CString> = (0..n)
+            .map(|i| CString::new(i.to_string()).unwrap_or_default())
+            .collect();
+        // Top layer first, as overlay wants.
+        let lowers: Vec<String> = match (&strategy, &common) {
+            (Strategy::CommonParent, Some((_, rel))) => {
+                rel.iter().rev().map(|r| format!("t/{r}")).collect()
+            }
+            _ => (0..n).rev().map(|i| i.to_string()).collect(),
+        };
+        let lowers = lowers.join(":");
+        let data_view = CString::new(format!("lowerdir=../u:{lowers}")).unwrap_or_default();
+        let data_rootfs = CString::new(format!("lowerdir={lowers},upperdir=../u,workdir=../w"))
+            .unwrap_or_default();
+        Plan {
+            strategy,
+            layers,
+            targets,
+            common: common.map(|(c, _)| c),
+            data_view,
+            data_rootfs,
+        }
+    }
+
+    /// Mounts one container holds at the peak of its start path.
+    pub fn peak_mounts(&self) -> u64 {
+        match self.strategy {
+            Strategy::PerLayer => self.layers.len() as u64 + 1,
+            Strategy::CommonParent => 2,
+            Strategy::FsconfigFd => 1,
+        }
+    }
+}
+
+const MERGED: &CStr = c"m";
+const PARENT_TARGET: &CStr = c"t";
+
+/// Build one pass's overlay at `m`. `rootfs` selects pass B (upper/work) over pass A (read-only
+/// view with the upper dir as top lowerdir). `at_peak` runs once while the most mounts are
+/// attached (the cross-check); its time is left out of the returned start-path duration.
+pub fn start(
+    plan: &Plan,
+    userns: BorrowedFd<'_>,
+    rootfs: bool,
+    tally: &mut Tally,
+    at_peak: &mut dyn FnMut(),
+) -> SysResult<Duration> {
+    let t0 = Instant::now();
+    let mut paused = Duration::ZERO;
+    let mut peak = || {
+        let p = Instant::now();
+        at_peak();
+        paused += p.elapsed();
+    };
+    match plan.strategy {
+        Strategy::PerLayer => per_layer(plan, userns, rootfs, tally, &mut peak)?,
+        Strategy::CommonParent => common_parent(plan, userns, rootfs, tally, &mut peak)?,
+        Strategy::FsconfigFd => fsconfig_fd(plan, userns, rootfs, tally, &mut peak)?,
+    }
+    Ok(t0.elapsed().saturating_sub(paused))
+}
+
+/// Unmount the finished overlay (not part of the start path).
+pub fn teardown(tally: &mut Tally) -> SysResult<()> {
+    tally.umount_retry(MERGED)?;
+    tally.teardown += 1;
+    Ok(())
+}
+
+/// An idmapped, read-only, detached clone of one directory.
+fn idmapped_clone(
+    tally: &mut Tally,
+    path: &CStr,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> SysResult<OwnedFd> {
+    let fd = tally.timed(|| api::open_tree_clone(api::cwd(), path, recursive))?;
+    tally.timed(|| api::mount_setattr_idmap(fd.as_fd(), userns, true, recursive))?;
+    Ok(fd)
+}
+
+/// Closing a detached tree dissolves it under the mount locks: time it like a mount call.
+fn close_tree(tally: &mut Tally, fd: OwnedFd) {
+    let _ = tally.timed(|| {
+        api::close_tree(fd);
+        Ok(())
+    });
+}
+
+/// per layer: open_tree(CLONE) → mount_setattr(IDMAP|RDONLY) → move_mount to `i`;
+/// mount("overlay", lowerdir=L-1:…:0); per layer umount2.
+fn per_layer(
+    plan: &Plan,
+    userns: BorrowedFd<'_>,
+    rootfs: bool,
+    tally: &mut Tally,
+    peak: &mut dyn FnMut(),
+) -> SysResult<()> {
+    let mut attached: Vec<&CStr> = Vec::with_capacity(plan.layers.len() + 1);
+    let r = (|| {
+        for (layer, target) in plan.layers.iter().zip(&plan.targets) {
+            let fd = idmapped_clone(tally, layer, userns, false)?;
+            tally.timed(|| api::move_mount_attach(fd.as_fd(), api::cwd(), target.as_c_str()))?;
+            tally.attach += 1;
+            attached.push(target);
+            close_tree(tally, fd);
+        }
+        overlay(plan, rootfs, tally)?;
+        attached.push(MERGED);
+        peak();
+        while attached.len() > 1 {
+            let target = attached.remove(0);
+            tally.umount_retry(target)?;
+            tally.detach += 1;
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        tally.detach_all(&attached);
+    }
+    r
+}
+
+/// one open_tree(CLONE|AT_RECURSIVE) of the common directory → mount_setattr → move_mount to
+/// `t`; mount("overlay", lowerdir=t/<rel>…); one umount2.
+fn common_parent(
+    plan: &Plan,
+    userns: BorrowedFd<'_>,
+    rootfs: bool,
+    tally: &mut Tally,
+    peak: &mut dyn FnMut(),
+) -> SysResult<()> {
+    let common = plan.common.as_deref().ok_or_else(|| SysError {
+        call: "common directory of the layer paths".into(),
+        errno: libc::EINVAL,
+    })?;
+    let mut attached: Vec<&CStr> = Vec::with_capacity(2);
+    let r = (|| {
+        let fd = idmapped_clone(tally, common, userns, true)?;
+        tally.timed(|| api::move_mount_attach(fd.as_fd(), api::cwd(), PARENT_TARGET))?;
+        tally.attach += 1;
+        attached.push(PARENT_TARGET);
+        close_tree(tally, fd);
+        overlay(plan, rootfs, tally)?;
+        attached.push(MERGED);
+        peak();
+        tally.umount_retry(PARENT_TARGET)?;
+        attached.remove(0);
+        tally.detach += 1;
+        Ok(())
+    })();
+    if r.is_err() {
+        tally.detach_all(&attached);
+    }
+    r
+}
+
+fn overlay(plan: &Plan, rootfs: bool, tally: &mut Tally) -> SysResult<()> {
+    let data = if rootfs {
+        &plan.data_rootfs
+    } else {
+        &plan.data_view
+    };
+    tally.timed(|| legacy::mount_overlay(MERGED, data, !rootfs))?;
+    tally.attach += 1;
+    Ok(())
+}
+
+/// per layer open_tree(CLONE) + mount_setattr(IDMAP), detached; fsopen("overlay"),
+/// fsconfig(SET_FD, "lowerdir+") per layer, upper/work by SET_STRING, CMD_CREATE, close the
+/// layer fds, fsmount, one move_mount.
+fn fsconfig_fd(
+    plan: &Plan,
+    userns: BorrowedFd<'_>,
+    rootfs: bool,
+    tally: &mut Tally,
+    peak: &mut dyn FnMut(),
+) -> SysResult<()> {
+    let mut trees = Vec::with_capacity(plan.layers.len());
+    for layer in &plan.layers {
+        trees.push(idmapped_clone(tally, layer, userns, false)?);
+    }
+    let fs = tally.timed(|| api::fsopen("overlay"))?;
+    if !rootfs {
+        // The read-only view's top layer is the upper dir itself, not idmapped.
+        let upper = tally.timed(|| api::open_tree_path(api::cwd(), c"../u"))?;
+        tally.timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", upper.as_fd()))?;
+    }
+    for tree in trees.iter().rev() {
+        tally.timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", tree.as_fd()))?;
+    }
+    if rootfs {
+        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "upperdir", c"../u"))?;
+        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "workdir", c"../w"))?;
+    }
+    tally.timed(|| api::fsconfig_create(fs.as_fd()))?;
+    for tree in trees {
+        close_tree(tally, tree);
+    }
+    let mnt = tally.timed(|| api::fsmount(fs.as_fd(), !rootfs))?;
+    tally.timed(|| api::move_mount_attach(mnt.as_fd(), api::cwd(), MERGED))?;
+    tally.attach += 1;
+    peak();
+    close_tree(tally, mnt);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(n: usize) -> Vec<CString> {
+        (1..=n)
+            .map(|i| CString::new(format!("/s/snapshots/{i}/fs")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn overlay_options_list_the_top_layer_first() {
+        let p = Plan::new(Strategy::PerLayer, layers(3), None);
+        assert_eq!(p.data_view.to_str().unwrap(), "lowerdir=../u:2:1:0");
+        assert_eq!(
+            p.data_rootfs.to_str().unwrap(),
+            "lowerdir=2:1:0,upperdir=../u,workdir=../w"
+        );
+        assert_eq!(p.peak_mounts(), 4);
+        let rel = vec!["1/fs".to_string(), "2/fs".to_string()];
+        let c = Plan::new(
+            Strategy::CommonParent,
+            layers(2),
+            Some((CString::new("/s/snapshots").unwrap(), rel)),
+        );
+        assert_eq!(c.data_view.to_str().unwrap(), "lowerdir=../u:t/2/fs:t/1/fs");
+        assert_eq!(c.peak_mounts(), 2);
+    }
+
+    #[test]
+    fn options_stay_under_a_page_at_the_layer_cap() {
+        // mount(2) copies at most one page of options.
+        let n = super::super::MAX_LAYERS as usize;
+        let p = Plan::new(Strategy::PerLayer, layers(n), None);
+        assert!(
+            p.data_view.as_bytes().len() < 4096,
+            "{}",
+            p.data_view.as_bytes().len()
+        );
+        assert!(p.data_rootfs.as_bytes().len() < 4096);
+        let rel = (1..=n).map(|i| format!("{i}/fs")).collect();
+        let c = Plan::new(
+            Strategy::CommonParent,
+            layers(n),
+            Some((CString::new("/s/snapshots").unwrap(), rel)),
+        );
+        assert!(
+            c.data_view.as_bytes().len() < 4096,
+            "{}",
+            c.data_view.as_bytes().len()
+        );
+    }
+}

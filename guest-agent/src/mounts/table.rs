@@ -1,0 +1,151 @@
+//! Cross-checking the agent's own mount counts against the kernel's mount table: `listmount` +
+//! `statmount` where the kernel has them, `/proc/thread-self/mountinfo` otherwise. The counts
+//! look only below one directory (a container's), so concurrent containers do not disturb them.
+//!
+//! `thread-self`, not `self`: a run lives in its own mount namespace, entered by its thread, and
+//! `/proc/self` would show the main thread's.
+
+use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::sys::table::{listmount_all, statmount_mnt_point};
+use crate::sys::{SysError, SysResult};
+
+/// How the table is read.
+pub enum Observer {
+    /// listmount/statmount; mounts present before the run are skipped without a statmount.
+    Listmount {
+        baseline: HashSet<u64>,
+    },
+    Mountinfo,
+}
+
+impl Observer {
+    /// Pick the method the kernel supports, remembering the mounts that are not ours.
+    pub fn new() -> Observer {
+        match listmount_all() {
+            Ok(ids) => Observer::Listmount {
+                baseline: ids.into_iter().collect(),
+            },
+            Err(_) => Observer::Mountinfo,
+        }
+    }
+
+    pub fn method(&self) -> &'static str {
+        match self {
+            Observer::Listmount { .. } => "listmount",
+            Observer::Mountinfo => "mountinfo",
+        }
+    }
+
+    /// Mounts whose mount point lies strictly below `dir` (an absolute, canonical path).
+    pub fn count_below(&self, dir: &Path) -> SysResult<u64> {
+        let mut prefix = dir.as_os_str().as_bytes().to_vec();
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+        match self {
+            Observer::Listmount { baseline } => {
+                let mut n = 0;
+                for id in listmount_all()? {
+                    if baseline.contains(&id) {
+                        continue;
+                    }
+                    match statmount_mnt_point(id) {
+                        Ok(point) if point.starts_with(&prefix) => n += 1,
+                        Ok(_) => {}
+                        // Unmounted by another worker between the two calls.
+                        Err(SysError { errno, .. }) if errno == libc::ENOENT => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(n)
+            }
+            Observer::Mountinfo => {
+                let text = std::fs::read("/proc/thread-self/mountinfo").map_err(|e| {
+                    SysError::from_io(|| "read(\"/proc/thread-self/mountinfo\")".into(), &e)
+                })?;
+                Ok(mount_points(&text)
+                    .filter(|p| p.starts_with(&prefix))
+                    .count() as u64)
+            }
+        }
+    }
+}
+
+/// Mount points (field 5) of a mountinfo text, with the kernel's octal escapes (`\040` for a
+/// space, …) undone. Malformed lines are skipped.
+pub fn mount_points(text: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4).map(unescape))
+}
+
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' && i + 4 <= field.len() {
+            let digits = &field[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let v = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                if let Ok(byte) = u8::try_from(v) {
+                    out.push(byte);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+35 22 0:31 / /proc rw,nosuid - proc proc rw
+101 22 254:0 /s/snapshots/1/fs /s/c/0/p0/0 ro,relatime idmapped - ext4 /dev/vda rw
+102 22 0:50 / /s/c/0/p0/m ro,relatime - overlay overlay rw,lowerdir=0
+103 22 0:51 / /s/with\\040space/m rw - tmpfs tmpfs rw
+104 22 0:52 / /s/c/01/p0/m rw - tmpfs tmpfs rw
+bad line
+";
+
+    #[test]
+    fn mountinfo_mount_points_are_unescaped() {
+        let points: Vec<Vec<u8>> = mount_points(SAMPLE.as_bytes()).collect();
+        assert_eq!(points.len(), 6);
+        assert_eq!(points[0], b"/");
+        assert_eq!(points[4], b"/s/with space/m");
+    }
+
+    #[test]
+    fn counting_below_a_directory_uses_whole_names() {
+        let below = |dir: &str| {
+            let mut p = dir.as_bytes().to_vec();
+            p.push(b'/');
+            mount_points(SAMPLE.as_bytes())
+                .filter(|m| m.starts_with(&p))
+                .count()
+        };
+        assert_eq!(below("/s/c/0"), 2);
+        // "/s/c/0" must not count "/s/c/01/…", nor the directory itself.
+        assert_eq!(below("/s/c"), 3);
+        assert_eq!(below("/s/c/01"), 1);
+        assert_eq!(below("/s/c/0/p0/m"), 0);
+    }
+
+    #[test]
+    fn unescape_leaves_odd_backslashes_alone() {
+        assert_eq!(unescape(b"a\\1"), b"a\\1");
+        assert_eq!(unescape(b"a\\999b"), b"a\\999b");
+        assert_eq!(unescape(b"\\134"), b"\\");
+    }
+}

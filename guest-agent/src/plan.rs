@@ -1,0 +1,272 @@
+//! Running a plan: the result stream of DESIGN.md — `Hello`, `Topology`, `Capabilities` (when
+//! asked), one `CellResult` per item, `Done` — one line each, flushed as written, so whatever
+//! finished before a crash stays readable.
+//!
+//! Each item runs on its own thread, so a panic becomes that item's `panic` outcome and the
+//! stream goes on. `PlanItem::timeout_s`: when it passes, the agent asks the item to stop
+//! (mounts runs stop between containers, tear down and remove their files), waits a grace period
+//! for that, and reports `timeout` either way, with whatever the item measured if it did stop.
+//! An item that does not stop in the grace period (a kernel stuck in a syscall, or a lock
+//! benchmark, which cannot be asked) is abandoned on its thread — a mounts run's mounts live in
+//! that thread's private namespace and touch nothing else — and the plan goes on.
+//!
+//! A SIGINT/SIGTERM (or stdin EOF with `--exit-on-stdin-eof`) stops the plan after the running
+//! item cleaned up; the stream then ends without `Done`, which tells the harness it was cut short.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use protocol::{
+    encode_line, AgentEvent, CellResult, Evidence, LogLevel, Outcome, Plan, PlanItem, Scenario,
+};
+
+use crate::mounts::{self, Cancel};
+use crate::sys;
+
+/// Run `plan`, writing result lines to `out`.
+pub fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
+    execute_reporting(plan, out).map(|_| ())
+}
+
+/// [`execute`], also saying whether every item's outcome was a success.
+pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<bool> {
+    protocol::check_schema(plan)?;
+    let mut emit = |ev: AgentEvent| -> anyhow::Result<()> {
+        writeln!(out, "{}", encode_line(&ev)).context("write a result line")?;
+        out.flush().context("flush a result line")
+    };
+    emit(AgentEvent::Hello {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        schema_version: protocol::SCHEMA_VERSION,
+        kernel_release: kernel_release(),
+        uptime_ms: uptime_ms(),
+    })?;
+    match std::panic::catch_unwind(crate::topology::observe) {
+        Ok(t) => emit(AgentEvent::Topology(t))?,
+        Err(p) => emit(log(
+            LogLevel::Error,
+            format!("topology: panicked: {}", mounts::panic_message(&*p)),
+        ))?,
+    }
+    if plan.probe {
+        let scratch = plan.scratch_dir.clone();
+        match std::panic::catch_unwind(move || crate::probes::probe_all(&scratch)) {
+            Ok(c) => emit(AgentEvent::Capabilities(c))?,
+            Err(p) => emit(log(
+                LogLevel::Error,
+                format!("probes: panicked: {}", mounts::panic_message(&*p)),
+            ))?,
+        }
+    }
+    let mut all_ok = true;
+    for item in &plan.items {
+        if sys::signal::stop_requested() {
+            emit(log(
+                LogLevel::Error,
+                format!("stopped before {}", item.cell_id),
+            ))?;
+            return Ok(false);
+        }
+        let r = run_item(item, &plan.scratch_dir);
+        all_ok &= r.outcome.is_success();
+        emit(AgentEvent::CellResult(r))?;
+    }
+    if sys::signal::stop_requested() {
+        emit(log(
+            LogLevel::Error,
+            "stopped; the plan did not finish".into(),
+        ))?;
+        return Ok(false);
+    }
+    emit(AgentEvent::Done {
+        uptime_ms: uptime_ms(),
+    })?;
+    Ok(all_ok)
+}
+
+fn log(level: LogLevel, message: String) -> AgentEvent {
+    AgentEvent::Log { level, message }
+}
+
+/// How long a timed-out item gets to clean up: a tenth of its budget, 5–30 s.
+fn grace(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_secs(5), Duration::from_secs(30))
+}
+
+fn run_item(item: &PlanItem, scratch: &Path) -> CellResult {
+    let cancel = Cancel::default();
+    let (tx, rx) = mpsc::channel();
+    let (scenario, dir, id, c) = (
+        item.scenario.clone(),
+        scratch.to_owned(),
+        item.cell_id.clone(),
+        cancel.clone(),
+    );
+    let spawned = std::thread::Builder::new()
+        .name(format!("mmx-item-{}", item.cell_id))
+        .spawn(move || {
+            let r = match &scenario {
+                Scenario::Mounts(m) => mounts::run_cancellable(m, &dir, &id, &c),
+                Scenario::Lockbench(l) => crate::lockbench::run(l, &dir, &id),
+            };
+            let _ = tx.send(r);
+        });
+    let handle = match spawned {
+        Ok(h) => h,
+        Err(e) => {
+            return bare(
+                item,
+                Outcome::InfraError,
+                Evidence::new("spawn the item thread").with_detail(e.to_string()),
+            )
+        }
+    };
+    let received = match item.timeout_s {
+        Some(s) => rx.recv_timeout(Duration::from_secs(s)),
+        None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+    };
+    match received {
+        Ok(r) => {
+            let _ = handle.join();
+            r
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let msg = match handle.join() {
+                Err(p) => mounts::panic_message(&*p),
+                Ok(()) => "item thread ended without a result".into(),
+            };
+            bare(
+                item,
+                Outcome::Panic,
+                Evidence::new("the item panicked").with_detail(msg),
+            )
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let limit = Duration::from_secs(item.timeout_s.unwrap_or(0));
+            cancel.cancel();
+            let step = format!("exceeded timeout_s = {}", limit.as_secs());
+            match rx.recv_timeout(grace(limit)) {
+                Ok(mut r) => {
+                    let _ = handle.join();
+                    let stopped = r
+                        .evidence
+                        .as_ref()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    r.outcome = Outcome::Timeout;
+                    r.evidence = Some(
+                        Evidence::new(step)
+                            .with_detail(format!("stopped and cleaned up: {stopped}")),
+                    );
+                    r
+                }
+                Err(_) => bare(
+                    item,
+                    Outcome::Timeout,
+                    Evidence::new(step).with_detail(format!(
+                        "did not stop within {} s more; abandoned",
+                        grace(limit).as_secs()
+                    )),
+                ),
+            }
+        }
+    }
+}
+
+fn bare(item: &PlanItem, outcome: Outcome, evidence: Evidence) -> CellResult {
+    CellResult {
+        cell_id: item.cell_id.clone(),
+        outcome,
+        evidence: Some(evidence),
+        metrics: Default::default(),
+        detail: None,
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |secs| (secs * 1000.0) as u64)
+}
+
+/// With `--exit-on-stdin-eof`: when the harness's end of stdin goes away, stop as SIGINT does.
+pub fn watch_stdin_eof() {
+    let _ = std::thread::Builder::new()
+        .name("mmx-stdin-eof".into())
+        .spawn(|| {
+            let mut buf = [0u8; 4096];
+            let mut stdin = std::io::stdin();
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            sys::signal::request_stop();
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_is_bounded() {
+        assert_eq!(grace(Duration::from_secs(1)), Duration::from_secs(5));
+        assert_eq!(grace(Duration::from_secs(100)), Duration::from_secs(10));
+        assert_eq!(grace(Duration::from_secs(3600)), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn plan_without_items_streams_hello_to_done() {
+        let plan = Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: "t".into(),
+            scratch_dir: std::env::temp_dir(),
+            scratch_disk: None,
+            modules: vec![],
+            probe: false,
+            items: vec![],
+        };
+        let mut out = Vec::new();
+        assert!(execute_reporting(&plan, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        let events: Vec<AgentEvent> = text
+            .lines()
+            .map(|l| protocol::decode_line(l).unwrap().unwrap())
+            .collect();
+        assert!(matches!(events.first(), Some(AgentEvent::Hello { .. })));
+        assert!(matches!(events.get(1), Some(AgentEvent::Topology(_))));
+        assert!(matches!(events.last(), Some(AgentEvent::Done { .. })));
+    }
+
+    #[test]
+    fn invalid_item_is_a_result_not_a_crash() {
+        let item = PlanItem {
+            cell_id: "bad".into(),
+            scenario: Scenario::Mounts(protocol::MountsScenario {
+                strategy: protocol::Strategy::PerLayer,
+                layers: 0,
+                containers: 1,
+                concurrency: 1,
+                passes: 2,
+            }),
+            timeout_s: Some(5),
+        };
+        let r = run_item(&item, &std::env::temp_dir());
+        assert_eq!(r.outcome, Outcome::InfraError);
+        assert!(r.evidence.unwrap().detail.contains("layers = 0"));
+    }
+}

@@ -1,0 +1,363 @@
+//! Kernel feature probes (DESIGN.md): each one tries the feature for real, in a private mount
+//! namespace, on the scratch directory's own filesystem, and keeps the failing step and errno as
+//! evidence. Where a feature's point is ids (idmapped mounts, overlay over them, fd layers) the
+//! verdict comes from the ids seen through the mount, not from a syscall returning 0. Versions
+//! are never consulted; the kernel release is only reported.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use protocol::{Capabilities, Evidence, Feature, ProbeResult};
+use rustix::fs::AtFlags;
+
+use crate::layers::{self, layer_gid, layer_uid, Layers};
+use crate::mounts::ScratchGuard;
+use crate::sys::ns::UserNs;
+use crate::sys::{fanotify, legacy, mount_api as api, table, SysError, SysResult};
+
+/// Host id that the probes' user namespace maps id 0 to.
+const PROBE_BASE: u32 = 500_000_000;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Probe every [`Feature`] on the filesystem of `scratch`.
+pub fn probe_all(scratch: &Path) -> Capabilities {
+    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let probed_fs = layers::filesystem_name(scratch);
+    let dir = scratch.to_owned();
+    // A thread of our own: its private mount namespace and working directory leave the
+    // caller's untouched, and every probe mount dies with it.
+    let probes = std::thread::Builder::new()
+        .name("mmx-probes".into())
+        .spawn(move || probe_in_private_ns(&dir))
+        .map_err(|e| Evidence::new("spawn the probe thread").with_detail(e.to_string()))
+        .and_then(|h| {
+            h.join().map_err(|p| {
+                Evidence::new("probes panicked").with_detail(crate::mounts::panic_message(&*p))
+            })
+        })
+        .unwrap_or_else(|ev| all_failed(&ev));
+    Capabilities {
+        kernel_release,
+        probed_fs,
+        probes,
+    }
+}
+
+fn all_failed(ev: &Evidence) -> Vec<ProbeResult> {
+    Feature::ALL
+        .into_iter()
+        .map(|feature| ProbeResult {
+            feature,
+            supported: false,
+            evidence: Some(ev.clone()),
+        })
+        .collect()
+}
+
+fn yes(feature: Feature, note: Option<String>) -> ProbeResult {
+    ProbeResult {
+        feature,
+        supported: true,
+        evidence: note.map(|n| Evidence::new("ok").with_detail(n)),
+    }
+}
+
+fn no(feature: Feature, ev: Evidence) -> ProbeResult {
+    ProbeResult {
+        feature,
+        supported: false,
+        evidence: Some(ev),
+    }
+}
+
+fn from_sys(feature: Feature, r: SysResult<Option<String>>, fs: &str) -> ProbeResult {
+    match r {
+        Ok(note) => yes(feature, note),
+        Err(e) => no(feature, e.evidence().with_detail(format!("on {fs}"))),
+    }
+}
+
+/// Everything the probes share: layers, a user namespace, scratch directories.
+struct Setup<'a> {
+    layers: Layers,
+    userns: UserNs<'a>,
+    fs: String,
+}
+
+fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
+    let prepared = (|| -> Result<(ScratchGuard, Layers), Evidence> {
+        crate::sys::ns::enter_private_mount_ns().map_err(|e| e.evidence())?;
+        crate::sys::ns::unshare_fs().map_err(|e| e.evidence())?;
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let root = scratch.join(format!("mmx-probe-{}-{seq}", std::process::id()));
+        std::fs::create_dir(&root).map_err(|e| {
+            let ev = Evidence::new(format!("mkdir({})", root.display()))
+                .with_detail(format!("scratch dir is not writable: {e}"));
+            e.raw_os_error().map_or(ev.clone(), |n| ev.with_errno(n))
+        })?;
+        let guard = ScratchGuard { path: root.clone() };
+        let layers = layers::create(&root, 2).map_err(|e| {
+            let ev = Evidence::new("write probe layers").with_detail(e.to_string());
+            e.errno().map_or(ev.clone(), |n| ev.with_errno(n))
+        })?;
+        for d in ["t0", "t1", "m", "u", "w"] {
+            std::fs::create_dir(root.join(d))
+                .map_err(|e| Evidence::new(format!("mkdir({d})")).with_detail(e.to_string()))?;
+        }
+        rustix::process::chdir(&root).map_err(|e| {
+            Evidence::new(format!("chdir({})", root.display())).with_errno(e.raw_os_error())
+        })?;
+        Ok((guard, layers))
+    })();
+    let (guard, layers) = match prepared {
+        Ok(p) => p,
+        Err(ev) => return all_failed(&ev),
+    };
+    let userns = match UserNs::create(PROBE_BASE, 65536, vec![]) {
+        Ok(u) => u,
+        Err(e) => return all_failed(&e.evidence()),
+    };
+    let setup = Setup {
+        layers,
+        userns,
+        fs: layers::filesystem_name(&guard.path),
+    };
+    let fs = setup.fs.clone();
+    let idmap = from_sys(Feature::IdmapMount, idmap_mount(&setup), &fs);
+    let results = vec![
+        from_sys(Feature::NewMountApi, new_mount_api(&setup), &fs),
+        idmap.clone(),
+        if idmap.supported {
+            from_sys(Feature::OverlayOverIdmap, overlay_over_idmap(&setup), &fs)
+        } else {
+            no(Feature::OverlayOverIdmap, needs(&idmap))
+        },
+        from_sys(Feature::CreateExcl, create_excl(), &fs),
+        from_sys(Feature::LowerdirPlusString, lowerdir_plus_string(), &fs),
+        from_sys(Feature::Listmount, listmount(), &fs),
+        from_sys(Feature::Statmount, statmount(), &fs),
+        if idmap.supported {
+            from_sys(Feature::FsconfigSetFdLayer, set_fd_layers(&setup), &fs)
+        } else {
+            no(Feature::FsconfigSetFdLayer, needs(&idmap))
+        },
+        from_sys(Feature::FanotifyMountEvents, fanotify_events(&setup), &fs),
+    ];
+    let _ = rustix::process::chdir("/");
+    drop(setup);
+    drop(guard);
+    results
+}
+
+fn needs(dep: &ProbeResult) -> Evidence {
+    let why = dep
+        .evidence
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    Evidence::new(format!("needs {}", dep.feature)).with_detail(why)
+}
+
+fn layer(s: &Setup<'_>, i: usize) -> CString {
+    CString::new(s.layers.dirs[i].as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// A failed expectation about ids, as an error with the step and what was seen.
+fn ids_error(step: String, seen: SysResult<(u32, u32)>, want: (u32, u32)) -> SysError {
+    let what = match seen {
+        Ok((u, g)) => format!("uid:gid {u}:{g}"),
+        Err(e) => e.to_string(),
+    };
+    SysError {
+        call: format!("{step}: saw {what}, expected {}:{}", want.0, want.1),
+        errno: 0,
+    }
+}
+
+fn ids_at(dir: BorrowedFd<'_>, path: &str) -> SysResult<(u32, u32)> {
+    rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| (st.st_uid, st.st_gid))
+        .map_err(|e| SysError::new(|| format!("fstatat({path:?})"), e))
+}
+
+fn expect_ids(dir: BorrowedFd<'_>, path: &str, want: (u32, u32), step: &str) -> SysResult<()> {
+    let seen = ids_at(dir, path);
+    if seen.as_ref().ok() == Some(&want) {
+        return Ok(());
+    }
+    Err(ids_error(format!("{step} {path}"), seen, want))
+}
+
+/// Undo attachments whatever happened.
+fn detach(targets: &[&std::ffi::CStr]) {
+    for t in targets.iter().rev() {
+        let _ = legacy::umount_detach(*t);
+    }
+}
+
+fn new_mount_api(s: &Setup<'_>) -> SysResult<Option<String>> {
+    let fd = api::open_tree_clone(api::cwd(), layer(s, 0).as_c_str(), false)?;
+    api::move_mount_attach(fd.as_fd(), api::cwd(), c"t0")?;
+    // An open fd on the attached tree would keep it busy.
+    drop(fd);
+    legacy::umount(c"t0")?;
+    Ok(None)
+}
+
+fn idmapped(s: &Setup<'_>, i: usize) -> SysResult<OwnedFd> {
+    let fd = api::open_tree_clone(api::cwd(), layer(s, i).as_c_str(), false)?;
+    api::mount_setattr_idmap(fd.as_fd(), s.userns.fd(), true, false)?;
+    Ok(fd)
+}
+
+fn idmap_mount(s: &Setup<'_>) -> SysResult<Option<String>> {
+    let fd = idmapped(s, 0)?;
+    let want = (PROBE_BASE + layer_uid(1), PROBE_BASE + layer_gid(1));
+    expect_ids(
+        fd.as_fd(),
+        "layer-1",
+        want,
+        "ids through the idmapped mount:",
+    )?;
+    Ok(Some(format!(
+        "layer-1 shows {}:{} from the host",
+        want.0, want.1
+    )))
+}
+
+fn overlay_over_idmap(s: &Setup<'_>) -> SysResult<Option<String>> {
+    let r = (|| {
+        for (i, t) in [c"t0", c"t1"].into_iter().enumerate() {
+            let fd = idmapped(s, i)?;
+            api::move_mount_attach(fd.as_fd(), api::cwd(), t)?;
+        }
+        legacy::mount_overlay(c"m", c"lowerdir=t1:t0", true)?;
+        let m = rustix::fs::open(
+            c"m",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| SysError::new(|| "open(\"m\", O_PATH)".into(), e))?;
+        let step = "ids through overlay over idmapped layers:";
+        expect_ids(
+            m.as_fd(),
+            "layer-1",
+            (PROBE_BASE + layer_uid(1), PROBE_BASE + layer_gid(1)),
+            step,
+        )?;
+        expect_ids(
+            m.as_fd(),
+            "shared",
+            (PROBE_BASE + layer_uid(2), PROBE_BASE + layer_gid(2)),
+            step,
+        )?;
+        Ok(Some("merged view shows the mapped ids".to_owned()))
+    })();
+    detach(&[c"t0", c"t1", c"m"]);
+    r
+}
+
+fn create_excl() -> SysResult<Option<String>> {
+    let fs = api::fsopen("overlay")?;
+    api::fsconfig_set_string(fs.as_fd(), "lowerdir", c"snapshots/2/fs:snapshots/1/fs")?;
+    api::fsconfig_create_excl(fs.as_fd())?;
+    Ok(None)
+}
+
+fn lowerdir_plus_string() -> SysResult<Option<String>> {
+    let fs = api::fsopen("overlay")?;
+    api::fsconfig_set_string(fs.as_fd(), "lowerdir+", c"snapshots/2/fs")?;
+    api::fsconfig_set_string(fs.as_fd(), "lowerdir+", c"snapshots/1/fs")?;
+    api::fsconfig_create(fs.as_fd())?;
+    let m = api::fsmount(fs.as_fd(), true)?;
+    expect_ids(
+        m.as_fd(),
+        "shared",
+        (layer_uid(2), layer_gid(2)),
+        "top layer through the overlay:",
+    )?;
+    Ok(None)
+}
+
+fn listmount() -> SysResult<Option<String>> {
+    let ids = table::listmount_all()?;
+    Ok(Some(format!("{} mounts listed", ids.len())))
+}
+
+fn statmount() -> SysResult<Option<String>> {
+    // Needs a mount id; listmount (same release) gives one.
+    let ids = table::listmount_all()?;
+    let first = ids.first().copied().ok_or(SysError {
+        call: "listmount: no mounts".into(),
+        errno: libc::ENOENT,
+    })?;
+    let point = table::statmount_mnt_point(first)?;
+    Ok(Some(format!(
+        "mount {first} at {}",
+        String::from_utf8_lossy(&point)
+    )))
+}
+
+fn set_fd_layers(s: &Setup<'_>) -> SysResult<Option<String>> {
+    let lower1 = idmapped(s, 0)?;
+    let lower2 = idmapped(s, 1)?;
+    let fs = api::fsopen("overlay")?;
+    api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", lower2.as_fd())?;
+    api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", lower1.as_fd())?;
+    api::fsconfig_create(fs.as_fd())?;
+    drop((lower1, lower2));
+    let m = api::fsmount(fs.as_fd(), true)?;
+    let step = "ids through overlay over detached idmapped fds:";
+    expect_ids(
+        m.as_fd(),
+        "layer-1",
+        (PROBE_BASE + layer_uid(1), PROBE_BASE + layer_gid(1)),
+        step,
+    )?;
+    expect_ids(
+        m.as_fd(),
+        "shared",
+        (PROBE_BASE + layer_uid(2), PROBE_BASE + layer_gid(2)),
+        step,
+    )?;
+    Ok(Some("merged view shows the mapped ids".to_owned()))
+}
+
+fn fanotify_events(s: &Setup<'_>) -> SysResult<Option<String>> {
+    let fan = fanotify::init_mount_events()?;
+    let ns = rustix::fs::open(
+        "/proc/thread-self/ns/mnt",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| SysError::new(|| "open(\"/proc/thread-self/ns/mnt\")".into(), e))?;
+    fanotify::mark_mount_ns(fan.as_fd(), ns.as_fd())?;
+    let fd = api::open_tree_clone(api::cwd(), layer(s, 0).as_c_str(), false)?;
+    api::move_mount_attach(fd.as_fd(), api::cwd(), c"t0")?;
+    drop(fd);
+    let r = legacy::umount(c"t0");
+    detach(&[c"t0"]);
+    r?;
+    let masks = fanotify::read_event_masks(fan.as_fd())?;
+    let attach = masks
+        .iter()
+        .filter(|m| *m & fanotify::FAN_MNT_ATTACH != 0)
+        .count();
+    let det = masks
+        .iter()
+        .filter(|m| *m & fanotify::FAN_MNT_DETACH != 0)
+        .count();
+    if attach == 0 || det == 0 {
+        return Err(SysError {
+            call: format!("read(fanotify fd): {attach} attach and {det} detach events after one attach and one detach"),
+            errno: 0,
+        });
+    }
+    Ok(Some(format!("{attach} attach, {det} detach events")))
+}
