@@ -10,8 +10,39 @@ use std::sync::Mutex;
 use protocol::lockbench::{LockPoint, LockbenchResult};
 use protocol::{CellDetail, CellResult, Outcome};
 
-/// Benchmarks share 2 CPUs: running two at once would measure each other.
+/// Benchmarks share 2 CPUs: running two at once would measure each other. A mutex for the
+/// threads of `cargo test`, and an flock(2) on a file for nextest's one process per test.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Serial {
+    _thread: std::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
+fn serial() -> Serial {
+    use std::os::fd::AsRawFd;
+    let thread = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::temp_dir().join("mmx-lockbench-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: flock on a descriptor we own; the lock is released when `file` is closed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        rc,
+        0,
+        "flock {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    Serial {
+        _thread: thread,
+        _file: file,
+    }
+}
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -111,7 +142,7 @@ fn assert_point_sane(p: &LockPoint) {
 
 #[test]
 fn user_spin_sweep_is_well_formed() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let dir = scratch("spin");
     let (cell, d) = lockbench(&dir, &["--bench", "user-spin", "--compare-c"]);
     let cpus = d.topology.cpus_online.len() as u32;
@@ -159,7 +190,7 @@ fn user_spin_sweep_is_well_formed() {
 
 #[test]
 fn per_thread_baseline_scales_near_one() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let dir = scratch("perthread");
     // A neighbour's burst of CPU (CI shares 2 cores) can halve one short window: try thrice.
     let mut last = Vec::new();
@@ -194,7 +225,7 @@ fn mount_lock_leaves_no_mounts() {
     if skip_unless_root("mount-lock unshares a mount namespace") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let dir = scratch("mountlock");
     let before = host_mountinfo();
     let (_, d) = lockbench(&dir, &["--bench", "mount-lock", "--readers", "1"]);
@@ -227,7 +258,7 @@ fn mountinfo_grows_to_the_sizes_asked() {
     if skip_unless_root("mountinfo grows a mount table in a private namespace") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let dir = scratch("mountinfo");
     let before = host_mountinfo();
     let (_, d) = lockbench(
@@ -261,7 +292,7 @@ fn smt_toggle_request_is_safe() {
     if skip_unless_root("toggling SMT writes /sys/devices/system/cpu/smt/control") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let control = "/sys/devices/system/cpu/smt/control";
     let before = std::fs::read_to_string(control).ok();
     let dir = scratch("smt");

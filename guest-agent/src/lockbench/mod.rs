@@ -295,7 +295,6 @@ impl Phase {
         self.0.store(Phase::STOP, Ordering::Release);
         t0.elapsed()
     }
-
 }
 
 /// Nanoseconds of a duration, saturating.
@@ -619,7 +618,7 @@ fn print_table(r: &CellResult) {
         r.outcome
     );
     println!(
-        "{:<22} {:<12} {:<6} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<22} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "workload",
         "pinning",
         "smt",
@@ -635,7 +634,7 @@ fn print_table(r: &CellResult) {
     for p in &d.points {
         let fs = if p.false_sharing { "+fs" } else { "" };
         println!(
-            "{:<22} {:<12} {:<6} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<22} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
             format!("{}{fs}", p.workload),
             pinning::describe(p.pinning),
             p.smt.as_str(),
