@@ -5,10 +5,12 @@
 
 pub mod agent;
 pub mod backend;
+pub mod compare;
 pub mod initramfs;
 pub mod kernels;
 pub mod matrix;
 pub mod merge;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod summary;

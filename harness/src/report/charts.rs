@@ -1,0 +1,484 @@
+//! Which charts report.html draws, from a run: start latency and mount-table operations against
+//! layer count, and lockbench scalability. Every chart names its accelerator. Counts are capped
+//! so that a 5,000-cell run still gives a file a browser opens quickly; what was left out is said.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use protocol::{Better, CellDetail, Outcome, Scenario, Strategy, Summary, Unit};
+use serde::Serialize;
+
+use super::model::{fs_rank, mounts_detail, natural_cmp};
+use super::svg::{layout, Chart, ChartSpec, DataPoint, Scale, SeriesData};
+use crate::results::{CellRecord, RunRecord};
+
+#[derive(Debug, Serialize)]
+pub struct ChartSection {
+    pub title: String,
+    pub charts: Vec<Chart>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Charts {
+    pub latency: Vec<ChartSection>,
+    pub ops: Vec<Chart>,
+    pub lockbench: Vec<ChartSection>,
+    /// What the caps left out, one sentence each.
+    pub omitted: Vec<String>,
+}
+
+const MAX_LATENCY_CHARTS: usize = 240;
+const MAX_OPS_CHARTS: usize = 80;
+const MAX_LOCK_CHARTS: usize = 30;
+const MAX_SERIES: usize = 8;
+
+/// Fixed colours so a strategy looks the same on every chart.
+fn strategy_color(s: Strategy) -> usize {
+    match s {
+        Strategy::PerLayer => 1,
+        Strategy::CommonParent => 0,
+        Strategy::FsconfigFd => 2,
+    }
+}
+
+fn accel_of<'a>(cells: impl Iterator<Item = &'a CellRecord>) -> String {
+    let set: BTreeSet<&str> = cells.map(|c| c.provenance.accel.as_str()).collect();
+    set.into_iter().collect::<Vec<_>>().join("+")
+}
+
+/// Microseconds per unit, for time units.
+fn us_per(unit: Unit) -> Option<f64> {
+    match unit {
+        Unit::Nanoseconds => Some(1e-3),
+        Unit::Microseconds => Some(1.0),
+        Unit::Milliseconds => Some(1e3),
+        Unit::Seconds => Some(1e6),
+        Unit::Count | Unit::OpsPerSecond | Unit::Ratio | Unit::Bytes => None,
+    }
+}
+
+/// Per-container start latency samples in µs: the named metric if the agent sent one, else the
+/// detail's per-container list.
+fn latency_us(c: &CellRecord) -> Option<Vec<f64>> {
+    let by_name = ["start_latency_us", "latency_us"]
+        .iter()
+        .find_map(|n| c.metrics.get(*n))
+        .or_else(|| {
+            c.metrics
+                .iter()
+                .find(|(n, m)| n.contains("latency") && m.better == Better::Lower)
+                .map(|(_, m)| m)
+        });
+    if let Some(m) = by_name {
+        if let Some(f) = us_per(m.unit) {
+            return Some(m.samples.iter().map(|v| v * f).collect());
+        }
+    }
+    mounts_detail(c).map(|d| d.latency_us.iter().map(|v| *v as f64).collect())
+}
+
+pub fn build(run: &RunRecord) -> Charts {
+    let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
+    cells.sort_by(|a, b| {
+        natural_cmp(&a.kernel, &b.kernel).then_with(|| natural_cmp(&a.topology, &b.topology))
+    });
+    let mut omitted = Vec::new();
+    let latency = latency_charts(&cells, &mut omitted);
+    let ops = ops_charts(&cells, &mut omitted);
+    let lockbench = lock_charts(&cells, &mut omitted);
+    Charts {
+        latency,
+        ops,
+        lockbench,
+        omitted,
+    }
+}
+
+type RowKey = (String, String);
+
+fn by_row<'a>(cells: &[&'a CellRecord]) -> Vec<(RowKey, Vec<&'a CellRecord>)> {
+    let mut out: Vec<(RowKey, Vec<&CellRecord>)> = Vec::new();
+    for c in cells {
+        let k = (c.kernel.clone(), c.topology.clone());
+        match out.last_mut() {
+            Some((lk, v)) if *lk == k => v.push(c),
+            _ => out.push((k, vec![c])),
+        }
+    }
+    out
+}
+
+fn slug(parts: &[&str]) -> String {
+    parts
+        .join("-")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSection> {
+    let mounts: Vec<&CellRecord> = cells
+        .iter()
+        .copied()
+        .filter(|c| c.outcome == Outcome::Pass && matches!(c.scenario, Scenario::Mounts(_)))
+        .collect();
+    let mut sections = Vec::new();
+    let mut drawn = 0;
+    let mut skipped = 0;
+    for ((kernel, topo), row) in by_row(&mounts) {
+        let mut by_fs: BTreeMap<(usize, String), Vec<&CellRecord>> = BTreeMap::new();
+        for c in row {
+            by_fs
+                .entry((fs_rank(&c.filesystem), c.filesystem.clone()))
+                .or_default()
+                .push(c);
+        }
+        let mut charts = Vec::new();
+        for ((_, fs), group) in by_fs {
+            if drawn >= MAX_LATENCY_CHARTS {
+                skipped += 1;
+                continue;
+            }
+            // Series: strategy × (containers, concurrency, passes); the shape only gets a
+            // suffix when a chart has more than one.
+            let mut series: BTreeMap<(Strategy, u32, u32, u32), Vec<(f64, Summary)>> =
+                BTreeMap::new();
+            for c in &group {
+                let Scenario::Mounts(m) = &c.scenario else {
+                    continue;
+                };
+                let Some(s) = latency_us(c).and_then(|v| Summary::of(&v)) else {
+                    continue;
+                };
+                series
+                    .entry((m.strategy, m.containers, m.concurrency, m.passes))
+                    .or_default()
+                    .push((f64::from(m.layers), s));
+            }
+            if series.is_empty() {
+                continue;
+            }
+            let shapes: BTreeSet<_> = series.keys().map(|k| (k.1, k.2, k.3)).collect();
+            let max_us = series
+                .values()
+                .flatten()
+                .map(|(_, s)| s.p50 + s.mad)
+                .fold(0.0, f64::max);
+            let (div, unit) = if max_us >= 1e6 {
+                (1e6, "s")
+            } else if max_us >= 1e4 {
+                (1e3, "ms")
+            } else {
+                (1.0, "µs")
+            };
+            let total = series.len();
+            let shape_list: Vec<_> = shapes.iter().collect();
+            let data: Vec<SeriesData> = series
+                .into_iter()
+                .take(MAX_SERIES)
+                .map(|((st, c, j, p), pts)| SeriesData {
+                    label: if shapes.len() > 1 {
+                        format!("{st} C{c} J{j} P{p}")
+                    } else {
+                        st.to_string()
+                    },
+                    color: strategy_color(st),
+                    dash: shape_list
+                        .iter()
+                        .position(|x| **x == (c, j, p))
+                        .unwrap_or(0),
+                    line: true,
+                    markers: true,
+                    points: pts
+                        .into_iter()
+                        .map(|(l, s)| DataPoint {
+                            x: l,
+                            y: s.p50 / div,
+                            lo: Some((s.p50 - s.mad) / div),
+                            hi: Some((s.p50 + s.mad) / div),
+                            title: format!(
+                                "{st} L{l}: median {:.1} {unit}, MAD {:.1}, min {:.1}, max {:.1}, n={}",
+                                s.p50 / div,
+                                s.mad / div,
+                                s.min / div,
+                                s.max / div,
+                                s.n
+                            ),
+                        })
+                        .collect(),
+                })
+                .collect();
+            let mut note = String::from("median per container start (all passes), whisker ± MAD");
+            if let [(c, j, p)] = shape_list.as_slice() {
+                note.push_str(&format!("; C{c} containers, J{j} at once, P{p} passes"));
+            }
+            if total > MAX_SERIES {
+                note.push_str(&format!("; {} series not drawn", total - MAX_SERIES));
+            }
+            charts.push(layout(&ChartSpec {
+                id: slug(&["lat", &kernel, &topo, &fs]),
+                title: format!("{kernel} · {topo} · {fs}"),
+                accel: accel_of(group.iter().copied()),
+                x_label: "layers per container (L)".into(),
+                y_label: format!("start latency ({unit})"),
+                x_scale: Scale::Linear,
+                y_scale: Scale::Linear,
+                y_from_zero: true,
+                series: data,
+                note,
+            }));
+            drawn += 1;
+        }
+        if !charts.is_empty() {
+            sections.push(ChartSection {
+                title: format!("{kernel} · {topo}"),
+                charts,
+            });
+        }
+    }
+    if skipped > 0 {
+        omitted.push(format!(
+            "{skipped} start-latency charts not drawn (limit {MAX_LATENCY_CHARTS})"
+        ));
+    }
+    sections
+}
+
+fn formula_label(st: Strategy, passes: u32) -> String {
+    match st {
+        Strategy::PerLayer => format!("{passes}·(1+2L)"),
+        Strategy::CommonParent => format!("{passes}·3"),
+        Strategy::FsconfigFd => format!("{passes}·1"),
+    }
+}
+
+fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
+    let with_ops: Vec<&CellRecord> = cells
+        .iter()
+        .copied()
+        .filter(|c| mounts_detail(c).is_some())
+        .collect();
+    let mut charts = Vec::new();
+    let mut skipped = 0;
+    for ((kernel, topo), row) in by_row(&with_ops) {
+        if charts.len() >= MAX_OPS_CHARTS {
+            skipped += 1;
+            continue;
+        }
+        // Filesystems usually count the same: one marker per distinct value, naming them all.
+        type Key = (Strategy, u32, u32, u64);
+        let mut seen: BTreeMap<Key, (Vec<String>, u64, Outcome)> = BTreeMap::new();
+        let mut layers: BTreeSet<u32> = BTreeSet::new();
+        for c in &row {
+            let (Some(d), Scenario::Mounts(m)) = (mounts_detail(c), &c.scenario) else {
+                continue;
+            };
+            if m.containers == 0 {
+                continue;
+            }
+            // Per container, in hundredths so equal counts merge as equal keys.
+            let per = d.mount_ops.ops * 100 / u64::from(m.containers);
+            layers.insert(m.layers);
+            let e = seen
+                .entry((m.strategy, m.passes, m.layers, per))
+                .or_insert_with(|| (Vec::new(), m.expected_ops_per_container(), c.outcome));
+            e.0.push(c.filesystem.clone());
+            if super::model::severity(c.outcome) > super::model::severity(e.2) {
+                e.2 = c.outcome;
+            }
+        }
+        let mut measured: BTreeMap<(Strategy, u32), Vec<DataPoint>> = BTreeMap::new();
+        for ((st, passes, l, per), (fss, want, worst)) in seen {
+            let per = per as f64 / 100.0;
+            measured.entry((st, passes)).or_default().push(DataPoint {
+                x: f64::from(l),
+                y: per,
+                lo: None,
+                hi: None,
+                title: format!(
+                    "{st} L{l}: {per} ops/container, formula {want} ({}; worst outcome {worst})",
+                    fss.join(", ")
+                ),
+            });
+        }
+        let (Some(&lo), Some(&hi)) = (layers.first(), layers.last()) else {
+            continue;
+        };
+        let mut series = Vec::new();
+        for (&(st, passes), pts) in &measured {
+            // The formula as a curve over the layer range: log-spaced samples plus every L run.
+            let mut xs: BTreeSet<u32> = layers.clone();
+            for i in 0..=16 {
+                let t = f64::from(i) / 16.0;
+                let l = (f64::from(lo).ln() + t * (f64::from(hi).ln() - f64::from(lo).ln())).exp();
+                xs.insert(l.round().max(1.0) as u32);
+            }
+            let formula = xs
+                .into_iter()
+                .map(|l| {
+                    let m = protocol::MountsScenario {
+                        strategy: st,
+                        layers: l,
+                        containers: 1,
+                        concurrency: 1,
+                        passes,
+                    };
+                    DataPoint {
+                        x: f64::from(l),
+                        y: m.expected_ops_per_container() as f64,
+                        lo: None,
+                        hi: None,
+                        title: String::new(),
+                    }
+                })
+                .collect();
+            series.push(SeriesData {
+                label: format!("{st} formula {}", formula_label(st, passes)),
+                color: strategy_color(st),
+                dash: 1,
+                line: true,
+                markers: false,
+                points: formula,
+            });
+            series.push(SeriesData {
+                label: format!("{st} measured"),
+                color: strategy_color(st),
+                dash: 0,
+                line: false,
+                markers: true,
+                points: pts.clone(),
+            });
+        }
+        charts.push(layout(&ChartSpec {
+            id: slug(&["ops", &kernel, &topo]),
+            title: format!("{kernel} · {topo}"),
+            accel: accel_of(row.iter().copied()),
+            x_label: "layers per container (L, log)".into(),
+            y_label: "mount-table ops / container (log)".into(),
+            x_scale: Scale::Log,
+            y_scale: Scale::Log,
+            y_from_zero: false,
+            series,
+            note: "dashed: DESIGN.md formula; dots: counted by the agent, every filesystem".into(),
+        }));
+    }
+    if skipped > 0 {
+        omitted.push(format!(
+            "{skipped} mount-ops charts not drawn (limit {MAX_OPS_CHARTS})"
+        ));
+    }
+    charts
+}
+
+fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSection> {
+    let mut sections = Vec::new();
+    let mut drawn = 0;
+    let mut skipped = 0;
+    for c in cells {
+        let Some(CellDetail::Lockbench(lb)) = &c.detail else {
+            continue;
+        };
+        if lb.points.is_empty() {
+            continue;
+        }
+        if drawn >= MAX_LOCK_CHARTS {
+            skipped += 1;
+            continue;
+        }
+        let mut curves: BTreeMap<String, Vec<&protocol::lockbench::LockPoint>> = BTreeMap::new();
+        for p in &lb.points {
+            let fs = if p.false_sharing { " +fs" } else { "" };
+            let key =
+                format!("{}{fs} {:?} smt-{}", p.workload, p.pinning, p.smt.as_str()).to_lowercase();
+            curves.entry(key).or_default().push(p);
+        }
+        let total = curves.len();
+        let make = |metric: &dyn Fn(&protocol::lockbench::LockPoint) -> Option<f64>| {
+            curves
+                .iter()
+                .take(MAX_SERIES)
+                .enumerate()
+                .map(|(i, (label, pts))| SeriesData {
+                    label: label.clone(),
+                    color: i % super::svg::PALETTE.len(),
+                    dash: i / super::svg::PALETTE.len(),
+                    line: true,
+                    markers: true,
+                    points: pts
+                        .iter()
+                        .filter_map(|p| {
+                            metric(p).map(|y| DataPoint {
+                                x: f64::from(p.threads),
+                                y,
+                                lo: None,
+                                hi: None,
+                                title: format!(
+                                    "{label}, {} threads: {:.0} ops/s, scalability {}",
+                                    p.threads,
+                                    p.ops_per_sec,
+                                    p.scalability.map_or("–".into(), |s| format!("{s:.2}"))
+                                ),
+                            })
+                        })
+                        .collect(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let note = if total > MAX_SERIES {
+            format!("{} of {total} curves drawn", MAX_SERIES)
+        } else {
+            String::new()
+        };
+        let accel = c.provenance.accel.as_str().to_string();
+        let base = format!(
+            "{} · {} · {} · {}",
+            c.kernel,
+            c.topology,
+            c.filesystem,
+            lb.bench.as_str()
+        );
+        let charts = vec![
+            layout(&ChartSpec {
+                id: slug(&["lock-ops", &c.id]),
+                title: format!("{} throughput", lb.bench.as_str()),
+                accel: accel.clone(),
+                x_label: "threads".into(),
+                y_label: "ops/s (log)".into(),
+                x_scale: Scale::Linear,
+                y_scale: Scale::Log,
+                y_from_zero: false,
+                series: make(&|p| Some(p.ops_per_sec)),
+                note: note.clone(),
+            }),
+            layout(&ChartSpec {
+                id: slug(&["lock-scal", &c.id]),
+                title: format!("{} scalability", lb.bench.as_str()),
+                accel,
+                x_label: "threads".into(),
+                y_label: "ops / (ops@1 × N)".into(),
+                x_scale: Scale::Linear,
+                y_scale: Scale::Linear,
+                y_from_zero: true,
+                series: make(&|p| p.scalability),
+                note: format!(
+                    "1.0 = perfect scaling{}",
+                    if note.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {note}")
+                    }
+                ),
+            }),
+        ];
+        drawn += 1;
+        sections.push(ChartSection {
+            title: base,
+            charts,
+        });
+    }
+    if skipped > 0 {
+        omitted.push(format!(
+            "{skipped} lockbench cells not charted (limit {MAX_LOCK_CHARTS})"
+        ));
+    }
+    sections
+}

@@ -1,0 +1,157 @@
+//! The JUnit view: one testsuite per boot key (kernel/topology/filesystem), one testcase per
+//! cell. `fail`, `timeout` and `panic` are kernel verdicts and become `<failure>`; `infra-error`
+//! is our side breaking and becomes `<error>`, so CI dashboards never blame the kernel for it;
+//! `unsupported` is `<skipped>` with its evidence.
+
+use protocol::{CellDetail, Outcome};
+use serde::Serialize;
+
+use super::model::{evidence_text, natural_cmp};
+use crate::results::{CellRecord, RunRecord};
+
+#[derive(Debug, Serialize)]
+pub struct JunitModel {
+    pub name: String,
+    pub timestamp: String,
+    pub tests: usize,
+    pub failures: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    pub time: String,
+    pub suites: Vec<Suite>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Suite {
+    pub name: String,
+    pub tests: usize,
+    pub failures: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    pub time: String,
+    pub accel: String,
+    pub kernel_release: String,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Case {
+    pub name: String,
+    pub time: String,
+    /// `pass`, `failure`, `error` or `skipped`.
+    pub kind: &'static str,
+    pub outcome: &'static str,
+    pub message: String,
+    pub text: String,
+}
+
+fn kind(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => "pass",
+        Outcome::Fail | Outcome::Timeout | Outcome::Panic => "failure",
+        Outcome::InfraError => "error",
+        Outcome::Unsupported => "skipped",
+    }
+}
+
+/// Seconds the cell took, where its detail says (mount runs record their wall time).
+fn seconds(c: &CellRecord) -> f64 {
+    match &c.detail {
+        Some(CellDetail::Mounts(m)) => m.wall_us as f64 / 1e6,
+        Some(CellDetail::Lockbench(l)) => {
+            l.points.iter().map(|p| p.duration_ns as f64).sum::<f64>() / 1e9
+        }
+        None => 0.0,
+    }
+}
+
+/// The suite a cell belongs to: its id without the scenario part.
+fn suite_name(c: &CellRecord) -> String {
+    match c.id.rsplit_once('/') {
+        Some((head, _)) => head.to_string(),
+        None => format!("{}/{}/{}", c.kernel, c.topology, c.filesystem),
+    }
+}
+
+pub fn build(run: &RunRecord) -> JunitModel {
+    let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
+    cells.sort_by(|a, b| natural_cmp(&a.id, &b.id));
+    let mut suites: Vec<Suite> = Vec::new();
+    let mut total_time = 0.0;
+    for c in cells {
+        let name = suite_name(c);
+        if suites.last().is_none_or(|s| s.name != name) {
+            suites.push(Suite {
+                name: name.clone(),
+                tests: 0,
+                failures: 0,
+                errors: 0,
+                skipped: 0,
+                time: String::new(),
+                accel: c.provenance.accel.as_str().into(),
+                kernel_release: c.provenance.kernel_release.clone().unwrap_or_default(),
+                cases: Vec::new(),
+            });
+        }
+        let Some(suite) = suites.last_mut() else {
+            continue;
+        };
+        let k = kind(c.outcome);
+        suite.tests += 1;
+        match k {
+            "failure" => suite.failures += 1,
+            "error" => suite.errors += 1,
+            "skipped" => suite.skipped += 1,
+            _ => {}
+        }
+        let secs = seconds(c);
+        total_time += secs;
+        let evidence = if c.outcome == Outcome::Pass {
+            String::new()
+        } else {
+            evidence_text(c.evidence.as_ref())
+        };
+        // The full evidence (console excerpt included) goes in the body; the message is one line.
+        let text = match &c.evidence {
+            Some(e) if c.outcome != Outcome::Pass => format!(
+                "outcome: {}\ncell: {}\nboot: {}\nstep: {}\nerrno: {}\n{}",
+                c.outcome,
+                c.id,
+                c.boot_id,
+                e.step,
+                e.errno_name
+                    .clone()
+                    .or(e.errno.map(|n| n.to_string()))
+                    .unwrap_or_else(|| "-".into()),
+                e.detail
+            ),
+            _ => String::new(),
+        };
+        suite.cases.push(Case {
+            name: c.scenario.label(),
+            time: format!("{secs:.3}"),
+            kind: k,
+            outcome: c.outcome.as_str(),
+            message: format!("{}: {evidence}", c.outcome),
+            text,
+        });
+    }
+    for s in &mut suites {
+        let t: f64 = s
+            .cases
+            .iter()
+            .filter_map(|c| c.time.parse::<f64>().ok())
+            .sum();
+        s.time = format!("{t:.3}");
+    }
+    JunitModel {
+        name: format!("mmx {}", run.run_id),
+        timestamp: run.started_at.clone(),
+        tests: suites.iter().map(|s| s.tests).sum(),
+        failures: suites.iter().map(|s| s.failures).sum(),
+        errors: suites.iter().map(|s| s.errors).sum(),
+        skipped: suites.iter().map(|s| s.skipped).sum(),
+        time: format!("{total_time:.3}"),
+        suites,
+    }
+}

@@ -1,0 +1,852 @@
+//! The view model: everything the report templates show, computed from a [`RunRecord`] alone.
+//! Templates only loop and place; every grouping, ordering, number format and footnote is
+//! decided here, so the markdown, HTML and JUnit outputs can never disagree.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use protocol::{CellDetail, Evidence, Feature, Metric, Outcome, Scenario, Strategy, Summary};
+use serde::Serialize;
+
+use crate::results::{BootEnd, CellRecord, RunRecord};
+
+#[derive(Debug, Serialize)]
+pub struct ReportModel {
+    pub run: RunHeader,
+    pub counts: Vec<CountEntry>,
+    pub matrix: CompatMatrix,
+    pub footnotes: Vec<Footnote>,
+    pub perf: Vec<PerfTable>,
+    pub provenance: Vec<ProvRow>,
+    pub probes: ProbeTable,
+    pub boots: Vec<BootRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunHeader {
+    pub run_id: String,
+    pub mmx_version: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub matrix: String,
+    pub shard: Option<String>,
+    pub host: String,
+    pub cells: usize,
+    pub boots: usize,
+    pub not_ok: usize,
+    /// Accelerators the cells ran under, e.g. `tcg` or `kvm, tcg`.
+    pub accels: String,
+    pub verdict: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CountEntry {
+    pub outcome: &'static str,
+    pub symbol: &'static str,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CompatMatrix {
+    /// Column groups: one per strategy (or lockbench bench), spanning its filesystems.
+    pub groups: Vec<ColGroup>,
+    pub columns: Vec<ColHead>,
+    pub rows: Vec<MatrixRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ColGroup {
+    pub name: String,
+    pub span: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ColHead {
+    pub family: String,
+    pub filesystem: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MatrixRow {
+    pub kernel: String,
+    pub topology: String,
+    pub release: String,
+    pub accel: String,
+    pub cells: Vec<MatrixCell>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MatrixCell {
+    /// Worst outcome among the cells in this slot; `None` when the matrix has no cell here.
+    pub outcome: Option<&'static str>,
+    pub symbol: &'static str,
+    /// `pass`, or `fail 2/3` when the slot's cells disagree.
+    pub word: String,
+    pub notes: Vec<usize>,
+    pub title: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Footnote {
+    pub n: usize,
+    pub outcome: &'static str,
+    pub symbol: &'static str,
+    pub evidence: String,
+    /// Where it was seen: `debian-6.1 · 1s2c1t · tmpfs · per-layer-L1-C10-P2-J2`, capped.
+    pub cells: Vec<String>,
+    pub more: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PerfTable {
+    pub family: String,
+    pub columns: Vec<PerfColumn>,
+    pub rows: Vec<PerfRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PerfColumn {
+    pub name: String,
+    pub unit: &'static str,
+    /// `↓` lower is better, `↑` higher is better, empty for informational metrics.
+    pub better: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PerfRow {
+    pub kernel: String,
+    pub topology: String,
+    pub filesystem: String,
+    pub scenario: String,
+    /// Part of the metric name before `:` (a lockbench workload), empty otherwise.
+    pub sub: String,
+    pub accel: &'static str,
+    pub outcome: &'static str,
+    pub symbol: &'static str,
+    pub values: Vec<Option<PerfValue>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PerfValue {
+    pub median: String,
+    /// Median absolute deviation, as `±12.3`.
+    pub spread: String,
+    pub n: usize,
+    pub range: String,
+    /// `1.23k ±45 (10)`: median ± MAD (samples).
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProvRow {
+    pub kernel: String,
+    pub topology: String,
+    pub backend: &'static str,
+    pub accel: &'static str,
+    pub host_cpu: String,
+    pub kernel_release: String,
+    pub kernel_source: String,
+    pub requested: String,
+    pub observed: String,
+    pub mismatch: String,
+    pub cells: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeTable {
+    pub columns: Vec<ProbeCol>,
+    pub rows: Vec<ProbeRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeCol {
+    pub kernel: String,
+    pub filesystem: String,
+    pub release: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeRow {
+    pub feature: &'static str,
+    pub cells: Vec<ProbeCell>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeCell {
+    /// `None`: this boot did not run this probe.
+    pub ok: Option<bool>,
+    pub text: String,
+    pub title: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BootRow {
+    pub id: String,
+    pub backend: &'static str,
+    pub accel: &'static str,
+    pub end: &'static str,
+    pub end_detail: String,
+    pub release: String,
+    pub agent_ready_ms: String,
+    pub plan_done_ms: String,
+    pub logs: Vec<String>,
+    pub cells: usize,
+}
+
+/// Footnotes list at most this many places each; the rest are counted.
+const FOOTNOTE_CELLS: usize = 6;
+/// Evidence longer than this is cut (a console excerpt belongs in the log, not the table).
+const EVIDENCE_CHARS: usize = 240;
+
+pub fn build(run: &RunRecord) -> ReportModel {
+    let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
+    cells.sort_by(|a, b| cell_order(a, b));
+    let (matrix, footnotes) = compat_matrix(&cells);
+    let not_ok = run.cells.iter().filter(|c| !c.outcome.is_success()).count();
+    let accels: BTreeSet<&str> = run
+        .cells
+        .iter()
+        .map(|c| c.provenance.accel.as_str())
+        .collect();
+    ReportModel {
+        run: RunHeader {
+            run_id: run.run_id.clone(),
+            mmx_version: run.mmx_version.clone(),
+            started_at: run.started_at.clone(),
+            finished_at: run.finished_at.clone(),
+            matrix: run.matrix.clone(),
+            shard: run.shard.clone(),
+            host: format!(
+                "{} ({}, {} CPUs, {} MiB, Linux {})",
+                run.host.hostname,
+                run.host.cpu_model,
+                run.host.cpus,
+                run.host.memory_mib,
+                run.host.kernel_release
+            ),
+            cells: run.cells.len(),
+            boots: run.boots.len(),
+            not_ok,
+            accels: accels.into_iter().collect::<Vec<_>>().join(", "),
+            verdict: if run.cells.is_empty() {
+                "no cells ran".into()
+            } else if not_ok == 0 {
+                format!("all {} cells pass or are unsupported", run.cells.len())
+            } else {
+                format!("{not_ok} of {} cells did not pass", run.cells.len())
+            },
+        },
+        counts: run
+            .outcome_counts()
+            .into_iter()
+            .map(|(o, count)| CountEntry {
+                outcome: o.as_str(),
+                symbol: o.symbol(),
+                count,
+            })
+            .collect(),
+        matrix,
+        footnotes,
+        perf: perf_tables(&cells),
+        provenance: provenance(&cells),
+        probes: probes(run),
+        boots: boots(run),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordering helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// Compare strings with digit runs as numbers, so `debian-6.9` sorts before `debian-6.12`.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, _) => return Ordering::Less,
+            (_, None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let na = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let nb = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (da, db) = (&a[..na], &b[..nb]);
+                let (ta, tb) = (trim_zeros(da), trim_zeros(db));
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|c| **c == b'0').count();
+    &d[n.min(d.len().saturating_sub(1))..]
+}
+
+/// Column family of a cell: the strategy for mount cells, `lockbench-<bench>` otherwise.
+pub fn family(s: &Scenario) -> (usize, String) {
+    match s {
+        Scenario::Mounts(m) => (
+            Strategy::ALL
+                .iter()
+                .position(|x| *x == m.strategy)
+                .unwrap_or(0),
+            m.strategy.as_str().to_string(),
+        ),
+        Scenario::Lockbench(l) => (Strategy::ALL.len(), l.label()),
+    }
+}
+
+/// Filesystems in DESIGN.md order, unknown names after them.
+pub fn fs_rank(fs: &str) -> usize {
+    ["ext4", "xfs", "btrfs", "tmpfs"]
+        .iter()
+        .position(|x| *x == fs)
+        .unwrap_or(4)
+}
+
+fn cell_order(a: &CellRecord, b: &CellRecord) -> Ordering {
+    natural_cmp(&a.kernel, &b.kernel)
+        .then_with(|| natural_cmp(&a.topology, &b.topology))
+        .then_with(|| family(&a.scenario).cmp(&family(&b.scenario)))
+        .then_with(|| fs_rank(&a.filesystem).cmp(&fs_rank(&b.filesystem)))
+        .then_with(|| a.filesystem.cmp(&b.filesystem))
+        .then_with(|| natural_cmp(&a.scenario.label(), &b.scenario.label()))
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+/// How bad an outcome is, for picking the one a matrix slot shows.
+pub fn severity(o: Outcome) -> u8 {
+    match o {
+        Outcome::Pass => 0,
+        Outcome::Unsupported => 1,
+        Outcome::InfraError => 2,
+        Outcome::Timeout => 3,
+        Outcome::Fail => 4,
+        Outcome::Panic => 5,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// First line of `s`, control characters dropped, cut to `max` characters.
+pub fn one_line(s: &str, max: usize) -> String {
+    let line = s
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+    if clean.chars().count() > max {
+        let cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        clean
+    }
+}
+
+/// The evidence in one line: failing step, errno name and number, first line of the detail.
+pub fn evidence_text(e: Option<&Evidence>) -> String {
+    let Some(e) = e else {
+        return "no evidence recorded".into();
+    };
+    let mut s = one_line(&e.step, EVIDENCE_CHARS);
+    match (&e.errno_name, e.errno) {
+        (Some(name), Some(n)) => s.push_str(&format!(": {name} ({n})")),
+        (Some(name), None) => s.push_str(&format!(": {name}")),
+        (None, Some(n)) => s.push_str(&format!(": errno {n}")),
+        (None, None) => {}
+    }
+    let detail = one_line(&e.detail, EVIDENCE_CHARS);
+    if !detail.is_empty() {
+        s.push_str(" — ");
+        s.push_str(&detail);
+    }
+    s
+}
+
+/// Compact numbers for tables: 3 significant digits, k/M/G above 10,000.
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    let a = v.abs();
+    if a >= 1e10 {
+        format!("{:.2}G", v / 1e9)
+    } else if a >= 1e7 {
+        format!("{:.2}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 100.0 || a == 0.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+pub fn perf_value(s: &Summary) -> PerfValue {
+    let median = fmt_num(s.p50);
+    let spread = format!("±{}", fmt_num(s.mad));
+    PerfValue {
+        text: format!("{median} {spread} ({})", s.n),
+        range: format!("{}–{}", fmt_num(s.min), fmt_num(s.max)),
+        median,
+        spread,
+        n: s.n,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections.
+// ---------------------------------------------------------------------------------------------
+
+fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
+    // Columns: family × filesystem, in family then filesystem order.
+    let mut cols: BTreeMap<((usize, String), usize, String), ()> = BTreeMap::new();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut slots: HashMap<(usize, usize), Vec<&CellRecord>> = HashMap::new();
+    for c in cells {
+        cols.insert(
+            (
+                family(&c.scenario),
+                fs_rank(&c.filesystem),
+                c.filesystem.clone(),
+            ),
+            (),
+        );
+    }
+    let col_keys: Vec<_> = cols.into_keys().collect();
+    let col_index: HashMap<(String, String), usize> = col_keys
+        .iter()
+        .enumerate()
+        .map(|(i, ((_, f), _, fs))| ((f.clone(), fs.clone()), i))
+        .collect();
+    for c in cells {
+        let rk = (c.kernel.clone(), c.topology.clone());
+        // `cells` is sorted by kernel then topology: a new row key is always the last one.
+        if rows.last() != Some(&rk) {
+            rows.push(rk);
+        }
+        let ci = col_index[&(family(&c.scenario).1, c.filesystem.clone())];
+        slots.entry((rows.len() - 1, ci)).or_default().push(c);
+    }
+    let columns: Vec<ColHead> = col_keys
+        .iter()
+        .map(|((_, f), _, fs)| ColHead {
+            family: f.clone(),
+            filesystem: fs.clone(),
+        })
+        .collect();
+    let mut groups: Vec<ColGroup> = Vec::new();
+    for c in &columns {
+        match groups.last_mut() {
+            Some(g) if g.name == c.family => g.span += 1,
+            _ => groups.push(ColGroup {
+                name: c.family.clone(),
+                span: 1,
+            }),
+        }
+    }
+
+    let mut notes: Vec<Footnote> = Vec::new();
+    let mut note_index: HashMap<(Outcome, String), usize> = HashMap::new();
+    let mut out_rows = Vec::new();
+    for (ri, (kernel, topology)) in rows.iter().enumerate() {
+        let mut releases = BTreeSet::new();
+        let mut accels = BTreeSet::new();
+        let mut row_cells = Vec::new();
+        for ci in 0..columns.len() {
+            let Some(group) = slots.get(&(ri, ci)) else {
+                row_cells.push(MatrixCell {
+                    outcome: None,
+                    symbol: "",
+                    word: "—".into(),
+                    notes: Vec::new(),
+                    title: "not in this run".into(),
+                });
+                continue;
+            };
+            let mut per: BTreeMap<Outcome, usize> = BTreeMap::new();
+            let mut cell_notes = BTreeSet::new();
+            for c in group {
+                releases.extend(c.provenance.kernel_release.clone());
+                accels.insert(c.provenance.accel.as_str());
+                *per.entry(c.outcome).or_default() += 1;
+                if c.outcome == Outcome::Pass {
+                    continue;
+                }
+                let ev = evidence_text(c.evidence.as_ref());
+                let n = *note_index
+                    .entry((c.outcome, ev.clone()))
+                    .or_insert_with(|| {
+                        notes.push(Footnote {
+                            n: notes.len() + 1,
+                            outcome: c.outcome.as_str(),
+                            symbol: c.outcome.symbol(),
+                            evidence: ev,
+                            cells: Vec::new(),
+                            more: 0,
+                        });
+                        notes.len()
+                    });
+                let note = &mut notes[n - 1];
+                if note.cells.len() < FOOTNOTE_CELLS {
+                    note.cells.push(format!(
+                        "{} · {} · {} · {}",
+                        c.kernel,
+                        c.topology,
+                        c.filesystem,
+                        c.scenario.label()
+                    ));
+                } else {
+                    note.more += 1;
+                }
+                cell_notes.insert(n);
+            }
+            let worst = group
+                .iter()
+                .map(|c| c.outcome)
+                .max_by_key(|o| severity(*o))
+                .unwrap_or(Outcome::Pass);
+            let total = group.len();
+            let worst_n = per.get(&worst).copied().unwrap_or(0);
+            let word = if worst_n == total {
+                worst.as_str().to_string()
+            } else {
+                format!("{} {worst_n}/{total}", worst.as_str())
+            };
+            let title = per
+                .iter()
+                .map(|(o, n)| format!("{n} {o}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            row_cells.push(MatrixCell {
+                outcome: Some(worst.as_str()),
+                symbol: worst.symbol(),
+                word,
+                notes: cell_notes.into_iter().collect(),
+                title: format!("{total} cells: {title}"),
+            });
+        }
+        out_rows.push(MatrixRow {
+            kernel: kernel.clone(),
+            topology: topology.clone(),
+            release: releases.into_iter().collect::<Vec<_>>().join(", "),
+            accel: accels.into_iter().collect::<Vec<_>>().join(", "),
+            cells: row_cells,
+        });
+    }
+    (
+        CompatMatrix {
+            groups,
+            columns,
+            rows: out_rows,
+        },
+        notes,
+    )
+}
+
+/// Split `workload:metric` into a row key and a column name.
+fn split_metric(name: &str) -> (&str, &str) {
+    match name.rsplit_once(':') {
+        Some((sub, col)) => (sub, col),
+        None => ("", name),
+    }
+}
+
+fn better_arrow(m: &Metric) -> &'static str {
+    match m.better {
+        protocol::Better::Lower => "↓",
+        protocol::Better::Higher => "↑",
+        protocol::Better::Neither => "",
+    }
+}
+
+fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
+    // Family → (column name → (unit, arrow)) and rows, in cell order.
+    let mut families: BTreeMap<(usize, String), Vec<&CellRecord>> = BTreeMap::new();
+    for c in cells.iter().filter(|c| !c.metrics.is_empty()) {
+        let (rank, name) = family(&c.scenario);
+        // Mount strategies share one table: same metrics, easier to read side by side.
+        let key = if rank < Strategy::ALL.len() {
+            (0, "mounts".to_string())
+        } else {
+            (rank, name)
+        };
+        families.entry(key).or_default().push(c);
+    }
+    let mut out = Vec::new();
+    for ((_, fam), members) in families {
+        let mut cols: BTreeMap<String, (&'static str, &'static str)> = BTreeMap::new();
+        for c in &members {
+            for (name, m) in &c.metrics {
+                cols.entry(split_metric(name).1.to_string())
+                    .or_insert((m.unit.symbol(), better_arrow(m)));
+            }
+        }
+        let col_names: Vec<String> = cols.keys().cloned().collect();
+        let mut rows = Vec::new();
+        for c in members {
+            let mut subs: BTreeMap<&str, Vec<Option<PerfValue>>> = BTreeMap::new();
+            for (name, m) in &c.metrics {
+                let (sub, col) = split_metric(name);
+                let values = subs.entry(sub).or_insert_with(|| {
+                    std::iter::repeat_with(|| None)
+                        .take(col_names.len())
+                        .collect()
+                });
+                if let (Ok(i), Some(s)) = (
+                    col_names.binary_search_by(|x| x.as_str().cmp(col)),
+                    m.summary(),
+                ) {
+                    values[i] = Some(perf_value(&s));
+                }
+            }
+            for (sub, values) in subs {
+                rows.push(PerfRow {
+                    kernel: c.kernel.clone(),
+                    topology: c.topology.clone(),
+                    filesystem: c.filesystem.clone(),
+                    scenario: c.scenario.label(),
+                    sub: sub.to_string(),
+                    accel: c.provenance.accel.as_str(),
+                    outcome: c.outcome.as_str(),
+                    symbol: c.outcome.symbol(),
+                    values,
+                });
+            }
+        }
+        out.push(PerfTable {
+            family: fam,
+            columns: cols
+                .into_iter()
+                .map(|(name, (unit, better))| PerfColumn { name, unit, better })
+                .collect(),
+            rows,
+        });
+    }
+    out
+}
+
+fn provenance(cells: &[&CellRecord]) -> Vec<ProvRow> {
+    let mut rows: Vec<ProvRow> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for c in cells {
+        let p = &c.provenance;
+        let observed = p
+            .observed_topology
+            .as_ref()
+            .map(|t| format!("{} (SMT {})", t.short(), t.smt.as_str()))
+            .unwrap_or_default();
+        let row = ProvRow {
+            kernel: c.kernel.clone(),
+            topology: c.topology.clone(),
+            backend: p.backend.as_str(),
+            accel: p.accel.as_str(),
+            host_cpu: p.host_cpu.clone(),
+            kernel_release: p.kernel_release.clone().unwrap_or_default(),
+            kernel_source: p.kernel_source.clone().unwrap_or_default(),
+            requested: p.requested_topology.clone().unwrap_or_default(),
+            observed,
+            mismatch: p.topology_mismatch.clone().unwrap_or_default(),
+            cells: 1,
+        };
+        let key = format!(
+            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
+            row.kernel,
+            row.topology,
+            row.backend,
+            row.accel,
+            row.host_cpu,
+            row.kernel_release,
+            row.kernel_source,
+            row.requested,
+            row.observed,
+            row.mismatch
+        );
+        match index.get(&key) {
+            Some(&i) => rows[i].cells += 1,
+            None => {
+                index.insert(key, rows.len());
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+fn probes(run: &RunRecord) -> ProbeTable {
+    let kernel_of: HashMap<&str, &str> = run
+        .cells
+        .iter()
+        .map(|c| (c.id.as_str(), c.kernel.as_str()))
+        .collect();
+    let mut cols: Vec<(ProbeCol, &protocol::Capabilities)> = Vec::new();
+    for b in &run.boots {
+        let Some(caps) = &b.capabilities else {
+            continue;
+        };
+        let kernel = b
+            .cells
+            .iter()
+            .find_map(|id| kernel_of.get(id.as_str()).copied())
+            .unwrap_or_else(|| b.id.split('/').next().unwrap_or(&b.id))
+            .to_string();
+        // One column per kernel and filesystem: other topologies probe the same kernel.
+        if cols
+            .iter()
+            .any(|(c, _)| c.kernel == kernel && c.filesystem == caps.probed_fs)
+        {
+            continue;
+        }
+        cols.push((
+            ProbeCol {
+                kernel,
+                filesystem: caps.probed_fs.clone(),
+                release: caps.kernel_release.clone(),
+            },
+            caps,
+        ));
+    }
+    cols.sort_by(|a, b| {
+        natural_cmp(&a.0.kernel, &b.0.kernel)
+            .then_with(|| fs_rank(&a.0.filesystem).cmp(&fs_rank(&b.0.filesystem)))
+    });
+    let rows = Feature::ALL
+        .iter()
+        .map(|f| ProbeRow {
+            feature: f.as_str(),
+            cells: cols
+                .iter()
+                .map(|(_, caps)| match caps.get(*f) {
+                    None => ProbeCell {
+                        ok: None,
+                        text: "·".into(),
+                        title: "not probed".into(),
+                    },
+                    Some(p) => {
+                        let errno = p.evidence.as_ref().and_then(|e| {
+                            e.errno_name
+                                .clone()
+                                .or_else(|| e.errno.map(|n| format!("errno {n}")))
+                        });
+                        ProbeCell {
+                            ok: Some(p.supported),
+                            text: match (p.supported, errno) {
+                                (true, _) => "yes".into(),
+                                (false, Some(e)) => format!("no {e}"),
+                                (false, None) => "no".into(),
+                            },
+                            title: p
+                                .evidence
+                                .as_ref()
+                                .map(|e| evidence_text(Some(e)))
+                                .unwrap_or_default(),
+                        }
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    ProbeTable {
+        columns: cols.into_iter().map(|(c, _)| c).collect(),
+        rows,
+    }
+}
+
+fn boots(run: &RunRecord) -> Vec<BootRow> {
+    let ms = |b: &crate::results::BootRecord, k: &str| {
+        b.timings_ms
+            .get(k)
+            .map(|v| format!("{v:.0}"))
+            .unwrap_or_default()
+    };
+    let mut rows: Vec<BootRow> = run
+        .boots
+        .iter()
+        .map(|b| {
+            let (end, end_detail) = match &b.end {
+                BootEnd::Completed => ("completed", String::new()),
+                BootEnd::Timeout { limit, seconds, .. } => {
+                    ("timeout", format!("{limit} limit after {seconds:.0} s"))
+                }
+                BootEnd::Panic { line, .. } => ("panic", one_line(line, EVIDENCE_CHARS)),
+                BootEnd::Infra { message } => ("infra-error", one_line(message, EVIDENCE_CHARS)),
+            };
+            BootRow {
+                id: b.id.clone(),
+                backend: b.backend.as_str(),
+                accel: b.accel.as_str(),
+                end,
+                end_detail,
+                release: b.kernel_release.clone().unwrap_or_default(),
+                agent_ready_ms: ms(b, "agent-ready"),
+                plan_done_ms: ms(b, "plan-done"),
+                logs: b.logs.iter().map(|p| p.display().to_string()).collect(),
+                cells: b.cells.len(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| natural_cmp(&a.id, &b.id));
+    rows
+}
+
+/// Mount cells' detail, when the cell has one.
+pub fn mounts_detail(c: &CellRecord) -> Option<&protocol::MountsResult> {
+    match &c.detail {
+        Some(CellDetail::Mounts(m)) => Some(m),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_reads_versions() {
+        let mut v = vec!["debian-6.12", "debian-7.x", "debian-6.1", "debian-6.9"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["debian-6.1", "debian-6.9", "debian-6.12", "debian-7.x"]);
+        assert_eq!(natural_cmp("L01", "L1"), Ordering::Equal);
+    }
+
+    #[test]
+    fn evidence_is_one_line() {
+        let e = Evidence::new("mount_setattr(MOUNT_ATTR_IDMAP) on tmpfs")
+            .with_errno(22)
+            .with_detail("\nfirst\nsecond");
+        assert_eq!(
+            evidence_text(Some(&e)),
+            "mount_setattr(MOUNT_ATTR_IDMAP) on tmpfs: EINVAL (22) — first"
+        );
+        assert_eq!(one_line("a\u{1b}[0mb", 10), "a[0mb");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn numbers_are_compact() {
+        assert_eq!(fmt_num(12345.0), "12.3k");
+        assert_eq!(fmt_num(202.0), "202");
+        assert_eq!(fmt_num(3.14159), "3.14");
+        assert_eq!(fmt_num(0.5), "0.500");
+        assert_eq!(fmt_num(f64::NAN), "–");
+    }
+}

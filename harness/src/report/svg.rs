@@ -1,0 +1,471 @@
+//! Chart geometry as plain data: scales, ticks, polyline points and legend rows, computed here so
+//! that `reports/templates/macros.html.j2` only has to place shapes. Nothing in this file knows
+//! about runs or cells; [`super::charts`] turns a run into [`ChartSpec`]s.
+
+use serde::Serialize;
+
+/// Colour-blind-safe palette (Okabe–Ito), most distinct first; yellow is left out (unreadable on
+/// white).
+pub const PALETTE: [&str; 7] = [
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+];
+
+/// Dash patterns for series that share a colour.
+const DASHES: [&str; 4] = ["", "6 3", "2 2", "8 3 2 3"];
+
+/// How an axis maps values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Linear,
+    /// Base-10; values ≤ 0 are dropped (they have no place on a log axis).
+    Log,
+}
+
+/// One data point; `lo`/`hi` draw a whisker (e.g. median ± MAD).
+#[derive(Debug, Clone)]
+pub struct DataPoint {
+    pub x: f64,
+    pub y: f64,
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    /// Tooltip (SVG `<title>`).
+    pub title: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeriesData {
+    pub label: String,
+    pub color: usize,
+    pub dash: usize,
+    /// Join the points with a line (formulas, curves) or only mark them (measurements).
+    pub line: bool,
+    pub markers: bool,
+    pub points: Vec<DataPoint>,
+}
+
+/// What a chart shows, before layout.
+#[derive(Debug, Clone)]
+pub struct ChartSpec {
+    pub id: String,
+    pub title: String,
+    /// Always shown: `kvm`, `tcg`, `metal` (or several, joined).
+    pub accel: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub x_scale: Scale,
+    pub y_scale: Scale,
+    /// Start the linear y axis at zero (latencies, ops/s) rather than at the data's minimum.
+    pub y_from_zero: bool,
+    pub series: Vec<SeriesData>,
+    /// A line under the chart: what was left out, how points were pooled.
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Chart {
+    pub id: String,
+    pub title: String,
+    pub accel: String,
+    pub width: f64,
+    pub height: f64,
+    pub plot: Rect,
+    pub x_label: String,
+    pub y_label: String,
+    pub x_ticks: Vec<Tick>,
+    pub y_ticks: Vec<Tick>,
+    pub series: Vec<SeriesGeom>,
+    pub legend: Vec<LegendItem>,
+    pub note: String,
+    /// True when no series had a drawable point (the template says so instead of drawing axes).
+    pub empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rect {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+    pub right: f64,
+    pub bottom: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tick {
+    pub pos: f64,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesGeom {
+    pub color: &'static str,
+    pub dash: &'static str,
+    /// `x,y x,y …` for a `<polyline>`; empty when the series is markers only.
+    pub points: String,
+    pub markers: Vec<Marker>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Marker {
+    pub x: f64,
+    pub y: f64,
+    pub y_lo: Option<f64>,
+    pub y_hi: Option<f64>,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LegendItem {
+    pub x: f64,
+    pub y: f64,
+    pub label: String,
+    pub color: &'static str,
+    pub dash: &'static str,
+    pub line: bool,
+    pub marker: bool,
+}
+
+const WIDTH: f64 = 440.0;
+const MARGIN_LEFT: f64 = 58.0;
+const MARGIN_RIGHT: f64 = 14.0;
+const MARGIN_TOP: f64 = 40.0;
+const PLOT_H: f64 = 190.0;
+const AXIS_LABEL_SPACE: f64 = 42.0;
+const LEGEND_ROW: f64 = 15.0;
+const LEGEND_COLS: usize = 2;
+
+/// An axis: the value domain and how it maps into pixels.
+#[derive(Debug, Clone, Copy)]
+struct Axis {
+    scale: Scale,
+    lo: f64,
+    hi: f64,
+    px_lo: f64,
+    px_hi: f64,
+}
+
+impl Axis {
+    fn map(&self, v: f64) -> Option<f64> {
+        let (v, lo, hi) = match self.scale {
+            Scale::Linear => (v, self.lo, self.hi),
+            Scale::Log if v > 0.0 => (v.log10(), self.lo.log10(), self.hi.log10()),
+            Scale::Log => return None,
+        };
+        if !v.is_finite() {
+            return None;
+        }
+        let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+        Some(round1(self.px_lo + t * (self.px_hi - self.px_lo)))
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Lay a chart out. Points that cannot be placed (NaN, ≤ 0 on a log axis) are dropped.
+pub fn layout(spec: &ChartSpec) -> Chart {
+    let usable = |s: Scale, v: f64| v.is_finite() && (s == Scale::Linear || v > 0.0);
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for s in &spec.series {
+        for p in &s.points {
+            if usable(spec.x_scale, p.x) && usable(spec.y_scale, p.y) {
+                xs.push(p.x);
+                ys.push(p.y);
+                ys.extend(p.hi.filter(|v| usable(spec.y_scale, *v)));
+                ys.extend(p.lo.filter(|v| usable(spec.y_scale, *v)));
+            }
+        }
+    }
+    let legend_rows = spec.series.len().div_ceil(LEGEND_COLS);
+    let plot = Rect {
+        x: MARGIN_LEFT,
+        y: MARGIN_TOP,
+        w: WIDTH - MARGIN_LEFT - MARGIN_RIGHT,
+        h: PLOT_H,
+        right: WIDTH - MARGIN_RIGHT,
+        bottom: MARGIN_TOP + PLOT_H,
+    };
+    let height = plot.bottom + AXIS_LABEL_SPACE + legend_rows as f64 * LEGEND_ROW + 6.0;
+    let legend = spec
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| LegendItem {
+            x: plot.x + (i % LEGEND_COLS) as f64 * (plot.w / LEGEND_COLS as f64),
+            y: plot.bottom + AXIS_LABEL_SPACE + (i / LEGEND_COLS) as f64 * LEGEND_ROW,
+            label: s.label.clone(),
+            color: PALETTE[s.color % PALETTE.len()],
+            dash: DASHES[s.dash % DASHES.len()],
+            line: s.line,
+            marker: s.markers,
+        })
+        .collect();
+    let mut chart = Chart {
+        id: spec.id.clone(),
+        title: spec.title.clone(),
+        accel: spec.accel.clone(),
+        width: WIDTH,
+        height,
+        plot,
+        x_label: spec.x_label.clone(),
+        y_label: spec.y_label.clone(),
+        x_ticks: Vec::new(),
+        y_ticks: Vec::new(),
+        series: Vec::new(),
+        legend,
+        note: spec.note.clone(),
+        empty: xs.is_empty(),
+    };
+    if xs.is_empty() {
+        return chart;
+    }
+    let (x_lo, x_hi, x_ticks) = domain(spec.x_scale, &xs, false);
+    let (y_lo, y_hi, y_ticks) = domain(spec.y_scale, &ys, spec.y_from_zero);
+    let xa = Axis {
+        scale: spec.x_scale,
+        lo: x_lo,
+        hi: x_hi,
+        px_lo: plot.x,
+        px_hi: plot.right,
+    };
+    let ya = Axis {
+        scale: spec.y_scale,
+        lo: y_lo,
+        hi: y_hi,
+        px_lo: plot.bottom,
+        px_hi: plot.y,
+    };
+    chart.x_ticks = place(&xa, x_ticks);
+    chart.y_ticks = place(&ya, y_ticks);
+    for s in &spec.series {
+        let mut markers = Vec::new();
+        let mut pts: Vec<(f64, f64)> = Vec::new();
+        for p in &s.points {
+            let (Some(x), Some(y)) = (xa.map(p.x), ya.map(p.y)) else {
+                continue;
+            };
+            pts.push((x, y));
+            if s.markers {
+                let (mut y_lo, mut y_hi) =
+                    (p.lo.and_then(|v| ya.map(v)), p.hi.and_then(|v| ya.map(v)));
+                // A whisker shorter than the marker is invisible: leave it out of the file.
+                if let (Some(lo), Some(hi)) = (y_lo, y_hi) {
+                    if (lo - hi).abs() < 6.0 {
+                        (y_lo, y_hi) = (None, None);
+                    }
+                }
+                markers.push(Marker {
+                    x,
+                    y,
+                    y_lo,
+                    y_hi,
+                    title: p.title.clone(),
+                });
+            }
+        }
+        let points = if s.line {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts.iter()
+                .map(|(x, y)| format!("{x},{y}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            String::new()
+        };
+        chart.series.push(SeriesGeom {
+            color: PALETTE[s.color % PALETTE.len()],
+            dash: DASHES[s.dash % DASHES.len()],
+            points,
+            markers,
+        });
+    }
+    chart
+}
+
+fn place(axis: &Axis, ticks: Vec<f64>) -> Vec<Tick> {
+    ticks
+        .into_iter()
+        .filter_map(|v| {
+            axis.map(v).map(|pos| Tick {
+                pos,
+                label: fmt_tick(v),
+            })
+        })
+        .collect()
+}
+
+/// Domain and tick values for an axis over `values` (not empty).
+fn domain(scale: Scale, values: &[f64], from_zero: bool) -> (f64, f64, Vec<f64>) {
+    let mut lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match scale {
+        Scale::Log => {
+            let dlo = lo.log10().floor();
+            let mut dhi = hi.log10().ceil();
+            if dhi <= dlo {
+                dhi = dlo + 1.0;
+            }
+            let decades = (dhi - dlo) as i32;
+            let mut ticks = Vec::new();
+            for d in 0..=decades {
+                let base = 10f64.powi(dlo as i32 + d);
+                ticks.push(base);
+                // Few decades: add 2× and 5× so the axis is still readable.
+                if decades <= 2 && d < decades {
+                    ticks.push(base * 2.0);
+                    ticks.push(base * 5.0);
+                }
+            }
+            (10f64.powf(dlo), 10f64.powf(dhi), ticks)
+        }
+        Scale::Linear => {
+            if from_zero {
+                lo = lo.min(0.0);
+            }
+            if hi <= lo {
+                // One distinct value: give it room on both sides.
+                let pad = if hi == 0.0 { 1.0 } else { hi.abs() * 0.1 };
+                lo -= if from_zero && lo == 0.0 { 0.0 } else { pad };
+                hi += pad;
+            }
+            let step = nice_step((hi - lo) / 5.0);
+            let lo = (lo / step).floor() * step;
+            let hi = (hi / step).ceil() * step;
+            let n = ((hi - lo) / step).round() as usize;
+            let ticks = (0..=n).map(|i| lo + i as f64 * step).collect();
+            (lo, hi, ticks)
+        }
+    }
+}
+
+/// 1, 2 or 5 × 10^k, at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if raw <= 0.0 || !raw.is_finite() {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    let f = raw / mag;
+    let nice = if f <= 1.0 {
+        1.0
+    } else if f <= 2.0 {
+        2.0
+    } else if f <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
+}
+
+/// Short tick labels: 0.5, 20, 1.5k, 2M.
+pub fn fmt_tick(v: f64) -> String {
+    let a = v.abs();
+    let (val, suffix) = if a >= 1e9 {
+        (v / 1e9, "G")
+    } else if a >= 1e6 {
+        (v / 1e6, "M")
+    } else if a >= 1e3 {
+        (v / 1e3, "k")
+    } else {
+        (v, "")
+    };
+    let s = format!("{val:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    let s = if s == "-0" { "0" } else { s };
+    format!("{s}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(series: Vec<SeriesData>, y_scale: Scale) -> ChartSpec {
+        ChartSpec {
+            id: "c".into(),
+            title: "t".into(),
+            accel: "tcg".into(),
+            x_label: "layers".into(),
+            y_label: "µs".into(),
+            x_scale: Scale::Linear,
+            y_scale,
+            y_from_zero: true,
+            series,
+            note: String::new(),
+        }
+    }
+
+    fn pts(v: &[(f64, f64)]) -> Vec<DataPoint> {
+        v.iter()
+            .map(|&(x, y)| DataPoint {
+                x,
+                y,
+                lo: None,
+                hi: None,
+                title: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nice_steps_and_labels() {
+        assert_eq!(nice_step(0.3), 0.5);
+        assert_eq!(nice_step(13.0), 20.0);
+        assert_eq!(nice_step(100.0), 100.0);
+        assert_eq!(fmt_tick(1500.0), "1.5k");
+        assert_eq!(fmt_tick(0.25), "0.25");
+        assert_eq!(fmt_tick(2_000_000.0), "2M");
+        assert_eq!(fmt_tick(0.0), "0");
+    }
+
+    #[test]
+    fn log_axis_spans_decades_and_drops_nonpositive() {
+        let s = SeriesData {
+            label: "a".into(),
+            color: 0,
+            dash: 0,
+            line: true,
+            markers: true,
+            points: pts(&[(1.0, 2.0), (10.0, 0.0), (50.0, 202.0)]),
+        };
+        let c = layout(&spec(vec![s], Scale::Log));
+        assert!(!c.empty);
+        let labels: Vec<_> = c.y_ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels.first(), Some(&"1"));
+        assert_eq!(labels.last(), Some(&"1k"));
+        assert_eq!(
+            c.series[0].markers.len(),
+            2,
+            "y = 0 has no place on a log axis"
+        );
+        // Higher values sit higher on the page (smaller y).
+        assert!(c.series[0].markers[1].y < c.series[0].markers[0].y);
+    }
+
+    #[test]
+    fn points_stay_inside_the_plot() {
+        let s = SeriesData {
+            label: "a".into(),
+            color: 0,
+            dash: 0,
+            line: true,
+            markers: false,
+            points: pts(&[(1.0, 3.0), (10.0, 7.0), (50.0, 123.0)]),
+        };
+        let c = layout(&spec(vec![s], Scale::Linear));
+        for pair in c.series[0].points.split(' ') {
+            let (x, y) = pair.split_once(',').unwrap();
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!(x >= c.plot.x && x <= c.plot.right, "{x}");
+            assert!(y >= c.plot.y && y <= c.plot.bottom, "{y}");
+        }
+        assert_eq!(c.y_ticks[0].label, "0");
+    }
+
+    #[test]
+    fn empty_chart_is_marked() {
+        let c = layout(&spec(Vec::new(), Scale::Linear));
+        assert!(c.empty);
+    }
+}

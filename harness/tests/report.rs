@@ -1,0 +1,331 @@
+//! Reports rendered from recorded run.json fixtures: golden report.md, well-formed HTML with
+//! every chart, JUnit parsed back, and the 5,000-cell size and speed figures.
+//!
+//! `MMX_BLESS=1 cargo test -p harness --test report` rewrites the constructed fixture and the
+//! golden files; review the diff before committing it.
+
+#[path = "fixtures/builder.rs"]
+mod builder;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use harness::report;
+use harness::results::RunRecord;
+use protocol::Outcome;
+
+fn dir(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(sub)
+}
+
+fn bless() -> bool {
+    std::env::var_os("MMX_BLESS").is_some_and(|v| v != "0")
+}
+
+/// Every fixture: `tests/fixtures/*.json`, constructed and recorded alike.
+fn fixtures() -> Vec<(String, RunRecord)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir("fixtures"))
+        .expect("tests/fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no fixtures in tests/fixtures");
+    paths
+        .into_iter()
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let run = RunRecord::read(&p).unwrap_or_else(|e| panic!("{e:#}"));
+            (stem, run)
+        })
+        .collect()
+}
+
+#[test]
+fn constructed_fixture_is_current() {
+    let path = dir("fixtures").join("constructed-mixed.json");
+    let want = builder::mixed_run();
+    if bless() {
+        want.write(&path).unwrap();
+    }
+    RunRecord::read(&path).unwrap_or_else(|e| panic!("{e:#}; run with MMX_BLESS=1"));
+    // Compared as text: serde_json does not promise that floats read back bit for bit.
+    let have = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        have == serde_json::to_string_pretty(&want).unwrap(),
+        "{} is stale: MMX_BLESS=1 cargo test -p harness --test report",
+        path.display()
+    );
+}
+
+#[test]
+fn markdown_matches_golden_files() {
+    let mut stale = Vec::new();
+    for (stem, run) in fixtures() {
+        let md = report::render_markdown(&run).unwrap();
+        let golden = dir("golden").join(format!("{stem}.md"));
+        if bless() {
+            std::fs::write(&golden, &md).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        if want != md {
+            let out = std::env::temp_dir().join(format!("mmx-golden-{stem}.md"));
+            std::fs::write(&out, &md).unwrap();
+            stale.push(format!("{} (got {})", golden.display(), out.display()));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "report.md differs from golden; diff, then MMX_BLESS=1 to accept:\n{}",
+        stale.join("\n")
+    );
+}
+
+#[test]
+fn markdown_fits_a_pr_comment_and_carries_evidence() {
+    let run = builder::mixed_run();
+    let md = report::render_markdown(&run).unwrap();
+    assert!(md.len() < 65_536, "{} bytes", md.len());
+    for word in [
+        "pass",
+        "fail",
+        "unsupported",
+        "timeout",
+        "panic",
+        "infra-error",
+    ] {
+        assert!(md.contains(word), "no `{word}` in report.md");
+    }
+    assert!(md.contains("EINVAL (22)"), "errno evidence");
+    assert!(
+        md.contains("Kernel panic - not syncing"),
+        "first panic line"
+    );
+    assert!(md.contains("| **debian-6.1**"), "kernel rows");
+    assert!(md.contains("tcg"), "provenance names the accelerator");
+    let big = report::render_markdown(&builder::big_run(10, 3)).unwrap();
+    assert!(
+        big.contains("more rows in report.html"),
+        "long tables are cut"
+    );
+}
+
+fn parse_xml(text: &str) -> roxmltree::Document<'_> {
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    roxmltree::Document::parse_with_options(text, opts)
+        .unwrap_or_else(|e| panic!("not well-formed: {e}"))
+}
+
+#[test]
+fn html_is_well_formed_self_contained_with_every_chart() {
+    for (stem, run) in fixtures() {
+        let html = report::render_html(&run).unwrap();
+        let doc = parse_xml(&html);
+        let svgs: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("svg"))
+            .collect();
+        // Expected charts, counted from the run itself.
+        let mut lat = std::collections::BTreeSet::new();
+        let mut ops = std::collections::BTreeSet::new();
+        let mut lock = 0;
+        for c in &run.cells {
+            match (&c.scenario, &c.detail) {
+                (protocol::Scenario::Mounts(_), Some(_)) => {
+                    ops.insert((c.kernel.clone(), c.topology.clone()));
+                    if c.outcome == Outcome::Pass {
+                        lat.insert((c.kernel.clone(), c.topology.clone(), c.filesystem.clone()));
+                    }
+                }
+                (_, Some(protocol::CellDetail::Lockbench(l))) if !l.points.is_empty() => lock += 2,
+                _ => {}
+            }
+        }
+        let ids: Vec<&str> = svgs
+            .iter()
+            .filter_map(|s| s.parent().and_then(|p| p.attribute("id")))
+            .collect();
+        let count = |p: &str| ids.iter().filter(|i| i.starts_with(p)).count();
+        assert_eq!(count("lat-"), lat.len(), "{stem}: latency charts");
+        assert_eq!(count("ops-"), ops.len(), "{stem}: mount-ops charts");
+        assert_eq!(count("lock-"), lock, "{stem}: lockbench charts");
+        assert_eq!(svgs.len(), lat.len() + ops.len() + lock, "{stem}");
+        for svg in &svgs {
+            let text: String = svg
+                .descendants()
+                .filter(|n| n.is_text())
+                .filter_map(|n| n.text())
+                .collect::<Vec<_>>()
+                .join("|");
+            assert!(
+                text.contains("accel: "),
+                "{stem}: chart without accelerator: {text}"
+            );
+            assert!(
+                svg.descendants().any(|n| n.has_tag_name("title")),
+                "{stem}: chart title"
+            );
+            assert!(
+                svg.descendants()
+                    .filter(|n| n.attribute("class") == Some("al"))
+                    .count()
+                    == 2,
+                "{stem}: both axis labels"
+            );
+            assert!(
+                svg.descendants()
+                    .any(|n| n.attribute("class") == Some("lg")),
+                "{stem}: legend"
+            );
+        }
+        // Self-contained: no scripts, no fetched resources.
+        assert!(!doc
+            .descendants()
+            .any(|n| n.has_tag_name("script") || n.has_tag_name("link")));
+        for n in doc.descendants() {
+            for a in n.attributes() {
+                if matches!(a.name(), "src" | "href") {
+                    assert!(!a.value().contains("://"), "{stem}: external {}", a.value());
+                }
+            }
+        }
+        assert!(
+            !html.contains("@import") && !html.contains("url("),
+            "{stem}: external CSS"
+        );
+        // Every probe column is a kernel.
+        if run.boots.iter().any(|b| b.capabilities.is_some()) {
+            assert!(
+                html.contains("fsconfig-set-fd-layer"),
+                "{stem}: probe table"
+            );
+        }
+    }
+}
+
+#[test]
+fn junit_parses_back_with_one_testcase_per_cell() {
+    for (stem, run) in fixtures() {
+        let xml = report::render_junit(&run).unwrap();
+        let doc = parse_xml(&xml);
+        let n = |tag: &str| doc.descendants().filter(|d| d.has_tag_name(tag)).count();
+        let counts = run.outcome_counts();
+        assert_eq!(n("testcase"), run.cells.len(), "{stem}");
+        assert_eq!(
+            n("failure"),
+            counts[&Outcome::Fail] + counts[&Outcome::Timeout] + counts[&Outcome::Panic],
+            "{stem}"
+        );
+        assert_eq!(n("error"), counts[&Outcome::InfraError], "{stem}");
+        assert_eq!(n("skipped"), counts[&Outcome::Unsupported], "{stem}");
+        let root = doc.root_element();
+        assert_eq!(
+            root.attribute("tests"),
+            Some(run.cells.len().to_string().as_str())
+        );
+        for f in doc
+            .descendants()
+            .filter(|d| d.has_tag_name("failure") || d.has_tag_name("skipped"))
+        {
+            assert!(
+                f.attribute("message").is_some_and(|m| m.len() > 10),
+                "{stem}: evidence"
+            );
+        }
+    }
+}
+
+#[test]
+fn render_all_writes_reports_and_the_step_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = tmp.path().join("summary.md");
+    std::fs::write(&summary, "earlier step\n").unwrap();
+    // Only this test touches the variable.
+    std::env::set_var("GITHUB_STEP_SUMMARY", &summary);
+    let run = builder::mixed_run();
+    let w = report::render_all(&run, tmp.path()).unwrap();
+    std::env::remove_var("GITHUB_STEP_SUMMARY");
+    for p in [&w.markdown, &w.html, &w.junit] {
+        assert!(
+            std::fs::metadata(p).unwrap().len() > 1000,
+            "{}",
+            p.display()
+        );
+    }
+    let s = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        s.starts_with("earlier step\n## mmx run"),
+        "appended, not replaced"
+    );
+}
+
+#[test]
+fn a_broken_run_json_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("run.json");
+    std::fs::write(&p, "{\"schema_version\": 1, \"cells\": 3}").unwrap();
+    let e = RunRecord::read(&p).unwrap_err();
+    assert!(format!("{e:#}").contains(&p.display().to_string()), "{e:#}");
+}
+
+/// The speed and size figures for 5,000 cells × 10 samples. Prints, never asserts, the time.
+#[test]
+fn five_thousand_cells_render_and_compare() {
+    let base = builder::big_run(10, 10);
+    assert_eq!(base.cells.len(), 5_000);
+    let mut cand = base.clone();
+    let victim = cand.cells[7].id.clone();
+    builder::scale_metric(&mut cand, &victim, "start_latency_us", 1.5);
+    let t = Instant::now();
+    let md = report::render_markdown(&base).unwrap();
+    let t_md = t.elapsed();
+    let html = report::render_html(&base).unwrap();
+    let t_html = t.elapsed() - t_md;
+    let junit = report::render_junit(&base).unwrap();
+    let t_all = t.elapsed();
+    let cmp = harness::compare::compare(&base, &cand, &harness::compare::Thresholds::default());
+    let cmp_md = cmp.render_markdown().unwrap();
+    let total = t.elapsed();
+    eprintln!(
+        "5,000 cells × 10 samples ({} build): report.md {} B in {:?}, report.html {} B ({:.2} MB) in {:?}, junit {} B, all reports {:?}, compare+render {:?} ({} B), total {:?}",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        md.len(),
+        t_md,
+        html.len(),
+        html.len() as f64 / 1e6,
+        t_html,
+        junit.len(),
+        t_all,
+        total - t_all,
+        cmp_md.len(),
+        total
+    );
+    if let Some(out) = std::env::var_os("MMX_BIG_HTML") {
+        std::fs::write(out, &html).unwrap();
+    }
+    assert!(
+        html.len() < 5_000_000,
+        "report.html is {} bytes",
+        html.len()
+    );
+    assert!(cmp.gate_failed(), "the injected regression is found");
+}
+
+/// `MMX_RENDER_TO=DIR cargo test -p harness --test report render_fixtures_to -- --ignored`
+/// writes every fixture's reports to DIR, for looking at them in a browser.
+#[test]
+#[ignore]
+fn render_fixtures_to() {
+    let out = PathBuf::from(std::env::var_os("MMX_RENDER_TO").expect("MMX_RENDER_TO"));
+    for (stem, run) in fixtures() {
+        let d = out.join(&stem);
+        std::fs::create_dir_all(&d).unwrap();
+        report::render_all(&run, &d).unwrap();
+    }
+}
