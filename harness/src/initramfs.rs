@@ -31,7 +31,7 @@ const S_IFCHR: u32 = 0o020_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
-    #[error("{op} {path}: {source}", path = path.display())]
+    #[error("{op} {path}", path = path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum InitramfsError {
     },
     #[error("cpio entry {name}: {what} does not fit the newc header's 32 bits")]
     TooLarge { name: String, what: &'static str },
-    #[error("serialize the plan: {0}")]
+    #[error("serialize the plan")]
     Plan(#[from] serde_json::Error),
     #[error("{path}: base archive length {len} is not a multiple of 4; delete it to rebuild", path = path.display())]
     Misaligned { path: PathBuf, len: u64 },

@@ -113,7 +113,9 @@ pub struct KernelTimings {
 /// Everything that can go wrong with kernels. Messages name the file, key, package or kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("{op} {path}: {source}")]
+    // Sources are reported through `source()` only, never repeated in the message
+    // (`{:#}` prints the chain).
+    #[error("{op} {path}", path = path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -149,7 +151,7 @@ pub enum KernelError {
     StaleLock { name: String, detail: String },
     #[error("no kernel recipe named `{name}` (known: {known})")]
     UnknownKernel { name: String, known: String },
-    #[error("kernel `{name}`: {source}")]
+    #[error("kernel `{name}`")]
     Kernel {
         name: String,
         #[source]
