@@ -65,7 +65,6 @@ impl Hist {
         self.max = self.max.max(other.max);
     }
 
-    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.n
     }

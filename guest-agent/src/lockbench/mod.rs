@@ -14,6 +14,7 @@ mod mount_lock;
 mod mountinfo;
 mod pinning;
 mod smt;
+mod storm;
 mod sys;
 mod user_spin;
 
@@ -286,6 +287,10 @@ impl Phase {
         self.0.load(Ordering::Acquire)
     }
 
+    pub fn set(&self, phase: u32) {
+        self.0.store(phase, Ordering::Release);
+    }
+
     /// Warm up, then open the measured window and close it; returns the window's real length.
     pub fn drive(&self, warmup: Duration, window: Duration) -> Duration {
         std::thread::sleep(warmup);
@@ -448,10 +453,7 @@ pub(crate) fn run_with(
             Bench::UserSpin => user_spin::bench(&ctx),
             Bench::MountLock => mount_lock::bench(&ctx),
             Bench::Mountinfo => mountinfo::bench(&ctx),
-            Bench::Storm => Err(BenchError::Unsupported(
-                Evidence::new("lockbench storm")
-                    .with_detail("not built into this agent yet (needs the mounts module)"),
-            )),
+            Bench::Storm => storm::bench(&ctx),
         }));
         match r {
             Ok(Ok(f)) => {
@@ -618,7 +620,7 @@ fn print_table(r: &CellResult) {
         r.outcome
     );
     println!(
-        "{:<22} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<30} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "workload",
         "pinning",
         "smt",
@@ -634,7 +636,7 @@ fn print_table(r: &CellResult) {
     for p in &d.points {
         let fs = if p.false_sharing { "+fs" } else { "" };
         println!(
-            "{:<22} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<30} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
             format!("{}{fs}", p.workload),
             pinning::describe(p.pinning),
             p.smt.as_str(),
