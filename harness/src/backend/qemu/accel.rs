@@ -53,7 +53,7 @@ pub fn kvm_openable() -> Result<(), String> {
 
 /// First line of `qemu --version`, e.g. `QEMU emulator version 7.2.22 (Debian …)`.
 pub fn qemu_version(qemu: &Path) -> Result<String, String> {
-    let out = duct::cmd!(qemu, "--version")
+    let out = duct::cmd!(qemu.as_os_str(), "--version")
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked()

@@ -213,7 +213,8 @@ pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
             return watched;
         }
     }
-    let handle = duct::cmd(qemu, args)
+    // As an OsStr, not a Path: duct would read a bare `qemu-system-x86_64` Path as `./…`.
+    let handle = duct::cmd(qemu.as_os_str(), args)
         .stdin_null()
         .stderr_to_stdout()
         .stdout_path(qemu_log)
