@@ -7,8 +7,8 @@
 //! panic or an oops can never corrupt a result line.
 //!
 //! Nothing here may hang the guest: every failure prints one line naming the failed call and
-//! powers off, and a panic in PID 1 does the same from a panic hook. The host's watchdogs are the
-//! last resort, not the plan.
+//! powers off, and a panic that escapes the plan is caught at the top and does the same. The
+//! host's watchdogs are the last resort, not the plan.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -118,13 +118,27 @@ pub enum InitError {
 }
 
 /// Set the guest up, run `/plan.json`, power off. Never returns.
+///
+/// A panic that escapes the plan (the plan catches its items' own) is caught here, reported
+/// on the console in the line the host watches for, and the guest powers off: PID 1 exiting
+/// would panic the kernel and hide the message behind "Attempted to kill init".
 pub fn main() -> ! {
-    install_panic_hook();
     console(READY_MARK);
-    if let Err(e) = run() {
-        console(&format!("mmx-agent: init failed: {e:#}"));
+    match std::panic::catch_unwind(run) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => console(&format!("mmx-agent: init failed: {e:#}")),
+        Err(p) => console(&format!("mmx-agent: panicked: {}", panic_text(&*p))),
     }
     power_off()
+}
+
+/// The message of a caught panic (a `&str` or `String` payload; anything else is unnamed).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn run() -> anyhow::Result<()> {
@@ -282,44 +296,9 @@ fn open_results() -> Result<File, InitError> {
     Ok(file)
 }
 
-
 /// Run the plan with results on `out`.
-///
-/// TODO(plan.rs): until `guest-agent/src/plan.rs` lands, this says hello, reports the topology
-/// and an error, and sends no `Done` (the host then reports the boot as cut short). Replace
-/// the body with `crate::plan::execute(plan, out)` once it exists.
 fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
-    use protocol::{encode_line, AgentEvent, LogLevel};
-    let uptime_ms = uptime_ms();
-    let events = [
-        AgentEvent::Hello {
-            agent_version: env!("CARGO_PKG_VERSION").into(),
-            schema_version: protocol::SCHEMA_VERSION,
-            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
-                .into(),
-            uptime_ms,
-        },
-        AgentEvent::Topology(crate::topology::observe()),
-        AgentEvent::Log {
-            level: LogLevel::Error,
-            message: format!("plan {}: this agent has no plan executor yet", plan.boot_id),
-        },
-    ];
-    for e in &events {
-        writeln!(out, "{}", encode_line(e))?;
-        out.flush()?;
-    }
-    Ok(())
-}
-
-/// Milliseconds since boot, from /proc/uptime.
-fn uptime_ms() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0, |s| (s * 1000.0) as u64)
+    crate::plan::execute(plan, out)
 }
 
 /// One line on the console (PID 1's stderr is /dev/console).
@@ -338,20 +317,6 @@ fn power_off() -> ! {
         console(&format!("mmx-agent: reboot(RB_POWER_OFF) failed: {e}"));
     }
     std::process::exit(1)
-}
-
-/// A panic on PID 1's main thread prints its message and location on the console and powers
-/// off, so the host sees a clean end instead of a hung guest. Panics on other threads only
-/// print: the plan joins its workers and turns their panics into results.
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let thread = std::thread::current();
-        let name = thread.name().unwrap_or("<unnamed>");
-        console(&format!("mmx-agent: panicked on thread {name}: {info}"));
-        if name == "main" {
-            power_off();
-        }
-    }));
 }
 
 #[cfg(test)]

@@ -28,12 +28,13 @@ impl Alarm {
         }
     }
 
-    /// Whether the guest must be stopped at once: every alarm except the agent's own setup
-    /// failure, after which the agent powers off by itself.
+    /// Whether the guest must be stopped at once: the kernel's alarms. After its own panic or
+    /// setup failure the agent drains the results port and powers off by itself; killing it
+    /// then could lose result lines still on their way.
     pub fn kills_guest(self) -> bool {
         match self {
-            Alarm::Panic | Alarm::Oops | Alarm::Hang | Alarm::AgentPanic => true,
-            Alarm::AgentInitFailed => false,
+            Alarm::Panic | Alarm::Oops | Alarm::Hang => true,
+            Alarm::AgentPanic | Alarm::AgentInitFailed => false,
         }
     }
 }
@@ -158,9 +159,10 @@ mod tests {
     }
 
     #[test]
-    fn only_setup_failure_leaves_the_guest_running() {
+    fn only_kernel_alarms_stop_the_guest_at_once() {
         assert!(Alarm::Panic.kills_guest());
         assert!(Alarm::Hang.kills_guest());
+        assert!(!Alarm::AgentPanic.kills_guest());
         assert!(!Alarm::AgentInitFailed.kills_guest());
     }
 

@@ -154,6 +154,8 @@ struct ConsoleState {
     fatal: Option<(Alarm, String)>,
     /// The agent's setup failure line, if any.
     init_failed: Option<String>,
+    /// The agent's panic line, if any.
+    agent_panic: Option<String>,
 }
 
 impl ConsoleState {
@@ -165,6 +167,10 @@ impl ConsoleState {
         match console::classify(&line) {
             Some(Alarm::AgentInitFailed) => {
                 self.init_failed
+                    .get_or_insert_with(|| console::clean(&line).to_string());
+            }
+            Some(Alarm::AgentPanic) => {
+                self.agent_panic
                     .get_or_insert_with(|| console::clean(&line).to_string());
             }
             Some(alarm) if self.fatal.is_none() && alarm.kills_guest() => {
@@ -354,6 +360,12 @@ fn classify_exit(
     if let Some((alarm, line)) = &con.fatal {
         return BootEnd::Panic {
             line: format!("{}: {line}", alarm.as_str()),
+            excerpt: con.excerpt(),
+        };
+    }
+    if let Some(line) = &con.agent_panic {
+        return BootEnd::Panic {
+            line: format!("{}: {line}", Alarm::AgentPanic.as_str()),
             excerpt: con.excerpt(),
         };
     }
