@@ -10,9 +10,11 @@ pub const STATUS_PREFIX: &str = "mmx-ssh: ";
 /// The SMT control file the run script reads, writes and restores.
 pub const SMT_CONTROL: &str = "/sys/devices/system/cpu/smt/control";
 
-/// Checks root or sudo, makes the private temp dir, receives the agent on stdin and prints its
-/// sha256. `$1`: `sudo` when the harness will use `sudo -n`, else `root`. Nothing is created when
-/// the checks fail, and the dir goes again if anything after `mktemp` fails or is interrupted.
+/// Checks root or sudo, makes the private temp dir `$2` (a fresh name: `mkdir` fails rather than
+/// reuse anything), and stores what stdin carries: the plan as one JSON line, then the agent,
+/// whose sha256 it prints. `$1`: `sudo` when the harness may use `sudo -n`, else `root`.
+/// Nothing is created when the checks fail, and the dir goes again if anything after `mkdir`
+/// fails or is interrupted.
 pub const PREPARE: &str = r#"set -eu
 echo "mmx-ssh: uid $(id -u)"
 if [ "$(id -u)" != 0 ]; then
@@ -21,10 +23,13 @@ if [ "$(id -u)" != 0 ]; then
   else echo "mmx-ssh: sudo-failed $(printf '%s' "$err" | tr '\n' ' ')"; exit 0; fi
 fi
 umask 077
-d=$(mktemp -d "${TMPDIR:-/var/tmp}/mmx.XXXXXXXXXX")
+d=$2
+mkdir -m 700 -- "$d"
 trap 'rm -rf -- "$d"' EXIT
 trap 'exit 1' HUP INT TERM PIPE
 echo "mmx-ssh: dir $d"
+IFS= read -r plan
+printf '%s\n' "$plan" > "$d/plan.json"
 cat > "$d/mmx-agent"
 chmod 700 "$d/mmx-agent"
 sum=$(sha256sum "$d/mmx-agent")
@@ -32,30 +37,20 @@ echo "mmx-ssh: sha256 ${sum%% *}"
 trap - EXIT
 "#;
 
-/// Stores the plan from stdin. `$1`: the temp dir.
-pub const STORE_PLAN: &str = r#"set -eu
-umask 077
-cat > "$1/plan.json"
-"#;
-
-/// Runs the agent. `$1` temp dir, `$2` scratch dir to create, `$3` SMT wish (`as-is`, `on`,
-/// `off`), `$4` seconds after which the host gives up on its own.
+/// Runs the agent. `$1` temp dir (the scratch dir is `$1/scratch`), `$2` SMT wish (`as-is`,
+/// `on`, `off`), `$3` seconds after which the host gives up on its own.
 ///
 /// The agent reads stdin (the SSH channel) and stops at EOF; a watcher on the same stdin sends it
 /// SIGTERM too, so a lost connection stops even an agent that does not watch. Without a pty
 /// sshd sends no SIGHUP when a connection dies; the channel's EOF is the signal. Whatever ends
 /// the script (agent exit, HUP/INT/TERM, a broken stdout), one trap stops the agent, restores
-/// the SMT control file and removes the dirs; it never writes to stdout, which may be gone.
-pub const RUN: &str = r#"d=$1 scratch=$2 want=$3 limit=$4
+/// the SMT control file and removes the temp dir, then says `cleaned` (or what it left) if
+/// stdout is still there: the harness then has nothing to clean.
+pub const RUN: &str = r#"d=$1 want=$2 limit=$3
+scratch=$d/scratch
 ctl=/sys/devices/system/cpu/smt/control
-old= pid= wpid= made= cleaned=
+old= pid= wpid= cleaned=
 say() { printf 'mmx-ssh: %s\n' "$*"; }
-# Remove a tree unless something is still mounted inside it (never reach into a mount).
-rmtree() {
-  [ -n "$1" ] && [ -e "$1" ] || return 0
-  if grep -qF -e " $1/" -e " $1 " /proc/self/mountinfo 2>/dev/null; then return 1; fi
-  rm -rf -- "$1" 2>/dev/null
-}
 cleanup() {
   [ -z "$cleaned" ] || return 0
   cleaned=1
@@ -69,9 +64,14 @@ cleanup() {
     wait "$pid" 2>/dev/null
   fi
   [ -z "$wpid" ] || kill "$wpid" 2>/dev/null
-  [ -z "$old" ] || printf '%s\n' "$old" > "$ctl" 2>/dev/null
-  [ -z "$made" ] || rmtree "$scratch"
-  rmtree "$d"
+  note=
+  if [ -n "$old" ]; then
+    printf '%s\n' "$old" > "$ctl" 2>/dev/null || note="smt-not-restored $old"
+  fi
+  # Never reach into a mount: leave a tree that still has one.
+  if grep -qF -e " $d/" -e " $d " /proc/self/mountinfo 2>/dev/null; then note="left-mounted $d"
+  else rm -rf -- "$d" 2>/dev/null; [ ! -e "$d" ] || note="left $d"; fi
+  if [ -n "$note" ]; then say "$note"; else say cleaned; fi 2>/dev/null
 }
 trap cleanup EXIT
 trap 'cleanup; exit 129' HUP
@@ -97,7 +97,6 @@ say "smt $(cat "$ctl" 2>/dev/null || echo missing)"
 if ! err=$(mkdir -m 700 -- "$scratch" 2>&1); then
   say "error creating the scratch dir $scratch failed: $err"; exit 3
 fi
-made=1
 exec 3<&0
 : > "$d/agent.running"
 if command -v timeout >/dev/null 2>&1; then set -- timeout -k 10 "$limit"; else set --; fi
@@ -114,10 +113,11 @@ say "agent-exit $rc"
 exit $rc
 "#;
 
-/// The harness's own cleanup after a visit, also after a lost connection. `$1` temp dir, `$2`
-/// scratch dir, `$3` SMT value to restore (empty: none). Waits for a run script that is still
-/// cleaning up (asks it to stop after 10 s), then removes whatever is left and says what it did.
-pub const CLEANUP: &str = r#"d=$1 scratch=$2 old=$3
+/// The harness's own cleanup when the run script could not confirm its own (a lost
+/// connection, Ctrl-C, a failed step). `$1` temp dir, `$2` SMT value to restore (empty: none).
+/// Waits for a run script that is still cleaning up (asks it to stop after 10 s), then removes
+/// whatever is left and says what it did.
+pub const CLEANUP: &str = r#"d=$1 old=$2
 ctl=/sys/devices/system/cpu/smt/control
 say() { printf 'mmx-ssh: %s\n' "$*"; }
 wpid=$(cat "$d/wrapper.pid" 2>/dev/null) || wpid=
@@ -129,13 +129,12 @@ done
 if [ -n "$old" ] && cur=$(cat "$ctl" 2>/dev/null) && [ "$cur" != "$old" ]; then
   if printf '%s\n' "$old" > "$ctl" 2>/dev/null; then say "smt-restored $old"; else say "smt-not-restored $old"; fi
 fi
-for p in "$scratch" "$d"; do
-  [ -n "$p" ] && [ -e "$p" ] || continue
-  if grep -qF -e " $p/" -e " $p " /proc/self/mountinfo 2>/dev/null; then say "left-mounted $p"; continue; fi
-  rm -rf -- "$p" 2>/dev/null
-  if [ -e "$p" ]; then say "left $p"; else say "removed $p"; fi
-done
-say "clean"
+if [ ! -e "$d" ]; then say cleaned
+elif grep -qF -e " $d/" -e " $d " /proc/self/mountinfo 2>/dev/null; then say "left-mounted $d"
+else
+  rm -rf -- "$d" 2>/dev/null
+  if [ -e "$d" ]; then say "left $d"; else say "removed $d"; fi
+fi
 "#;
 
 /// Quote one word for a POSIX shell.
@@ -214,7 +213,7 @@ mod tests {
 
     #[test]
     fn scripts_parse_in_sh() {
-        for script in [PREPARE, STORE_PLAN, RUN, CLEANUP] {
+        for script in [PREPARE, RUN, CLEANUP] {
             let out = std::process::Command::new("sh")
                 .arg("-n")
                 .arg("-c")

@@ -1,9 +1,12 @@
 //! One host visit: copy the agent and the plan over, run it under the requested SMT setting,
 //! stream its results back, and clean up on every path.
 //!
-//! Steps (each one ssh command over the host's shared connection): `prepare` (root/sudo check,
-//! private temp dir, agent copy, sha256), `plan` (store the plan), `run` (the agent, stdout
-//! streamed), `cleanup` (harness-side removal and SMT restore, also after a lost connection).
+//! Steps (each one ssh command over the host's shared connection): `connect-copy` (root/sudo
+//! check, private temp dir, plan and agent copy, sha256) and `run` (the agent, stdout streamed,
+//! the host cleaning up after itself). Only when the run could not confirm its cleanup (a lost
+//! connection, Ctrl-C, a failed step) does a third, `cleanup`, remove what is left and restore
+//! SMT from the harness side. Every ssh command costs a login shell on the host (and its rc
+//! files), so a visit uses as few as it can.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,8 +28,6 @@ use crate::results::{Accel, BootEnd, RunDir};
 
 /// Connecting and copying the agent (a few MB) to the host.
 const PREPARE_LIMIT: Duration = Duration::from_secs(120);
-/// Small steps: storing the plan.
-const STEP_LIMIT: Duration = Duration::from_secs(30);
 /// Cleanup waits up to 15 s for a run script that is still stopping the agent.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(45);
 /// The host's own deadline is the harness's plus this, so the harness normally decides.
@@ -53,9 +54,10 @@ struct Visit<'a> {
     use_sudo: bool,
     /// The private temp dir on the host, once it exists.
     dir: Option<String>,
-    scratch: String,
     /// SMT control value to write back, when the run script changed it.
     smt_old: Option<String>,
+    /// What the run script said about its own cleanup: `Some(empty)`: all clean.
+    self_cleaned: Option<Vec<String>>,
 }
 
 /// Run `req` on `host` over the connection whose socket lives in `control_dir`.
@@ -81,8 +83,8 @@ pub fn run(
         overhead_ms: 0.0,
         use_sudo: false,
         dir: None,
-        scratch: String::new(),
         smt_old: None,
+        self_cleaned: None,
     };
     let mut collector = EventCollector::new();
     let end = match v.prepare_and_run(
@@ -203,12 +205,32 @@ impl Visit<'_> {
             .map_err(|e| format!("reading the agent {}: {e}", agent.display()))?;
         let want_sum = hex::encode(Sha256::digest(&bytes));
 
-        // Connect (the first step makes the shared connection), check root, copy the agent.
+        // A fresh name of our own; `mkdir` on the host refuses anything that exists.
+        let base = self
+            .host
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let dir = base
+            .join(format!("mmx.{}", random_suffix()))
+            .display()
+            .to_string();
+        let mut plan = self.req.plan.clone();
+        plan.scratch_dir = PathBuf::from(format!("{dir}/scratch"));
+        if let Ok(pretty) = serde_json::to_string_pretty(&plan) {
+            let _ = std::fs::write(self.req.run_dir.abs(plan_rel), pretty);
+        }
+        // One line (compact JSON escapes newlines), then the agent's bytes.
+        let mut input = serde_json::to_vec(&plan).map_err(|e| format!("encoding the plan: {e}"))?;
+        input.push(b'\n');
+        input.extend_from_slice(&bytes);
+
+        // Connect (the first step makes the shared connection), check root, copy plan and agent.
         let mode = if self.host.sudo { "sudo" } else { "root" };
         let out = self.step(
             "connect-copy",
-            &command_line(false, remote::PREPARE, &[mode]),
-            &bytes,
+            &command_line(false, remote::PREPARE, &[mode, &dir]),
+            &input,
             PREPARE_LIMIT,
             &cancel,
         )?;
@@ -233,10 +255,9 @@ impl Visit<'_> {
             }
             self.use_sudo = true;
         }
-        let dir = self
-            .dir
-            .clone()
-            .ok_or_else(|| format!("{who} made no temp dir: {}", out.stderr.trim()))?;
+        if self.dir.is_none() {
+            return Err(format!("{who} made no temp dir: {}", out.stderr.trim()));
+        }
         match status_value(&out.stdout, "sha256") {
             Some(sum) if sum == want_sum => {}
             other => {
@@ -247,28 +268,6 @@ impl Visit<'_> {
             }
         }
 
-        // The plan, pointed at a scratch dir of our own.
-        let suffix = dir.rsplit('/').next().unwrap_or("mmx").to_string();
-        self.scratch = match &self.host.scratch_dir {
-            Some(base) => base
-                .join(format!("mmx-scratch.{suffix}"))
-                .display()
-                .to_string(),
-            None => format!("{dir}/scratch"),
-        };
-        let mut plan = self.req.plan.clone();
-        plan.scratch_dir = PathBuf::from(&self.scratch);
-        let plan_json =
-            serde_json::to_string_pretty(&plan).map_err(|e| format!("encoding the plan: {e}"))?;
-        let _ = std::fs::write(self.req.run_dir.abs(plan_rel), &plan_json);
-        self.step(
-            "plan-copy",
-            &command_line(false, remote::STORE_PLAN, &[&dir]),
-            plan_json.as_bytes(),
-            STEP_LIMIT,
-            &cancel,
-        )?;
-
         // The run: result lines live on stdout, the agent's stderr (and ssh's) in the agent log.
         let stderr = File::create(self.req.run_dir.abs(agent_rel))
             .map_err(|e| format!("creating the agent log: {e}"))?;
@@ -276,7 +275,7 @@ impl Visit<'_> {
         let cmd = command_line(
             self.use_sudo,
             remote::RUN,
-            &[&dir, &self.scratch, smt_arg(smt), &remote_limit],
+            &[&dir, smt_arg(smt), &remote_limit],
         );
         let args = command_args(self.host, self.control_dir, &cmd);
         let mut results_log = File::create(self.req.run_dir.abs(results_rel)).ok();
@@ -301,6 +300,10 @@ impl Visit<'_> {
                             match key {
                                 "smt-old" => self.smt_old = Some(value.to_string()),
                                 "error" => error_line = Some(value.to_string()),
+                                "cleaned" => self.self_cleaned = Some(vec![]),
+                                "left" | "left-mounted" | "smt-not-restored" => {
+                                    self.self_cleaned = Some(vec![format!("{key} {value}")])
+                                }
                                 "unsupported" => {
                                     let (w, c) = value.split_once(' ').unwrap_or((value, ""));
                                     unsupported = Some((w.to_string(), c.to_string()));
@@ -375,14 +378,18 @@ impl Visit<'_> {
         })
     }
 
-    /// Remove the temp and scratch dirs and restore SMT from the harness side. Runs after every
-    /// visit that got as far as a temp dir, Ctrl-C included (with its own, uncancelled limit).
+    /// Remove the temp dir and restore SMT from the harness side, unless the run script said it
+    /// cleaned up. Runs after every visit that got as far as a temp dir, Ctrl-C included (with
+    /// its own, uncancelled limit).
     fn cleanup(&mut self, end: BootEnd) -> BootEnd {
         let Some(dir) = self.dir.clone() else {
             return end;
         };
+        if self.self_cleaned.as_ref().is_some_and(Vec::is_empty) {
+            return end;
+        }
         let old = self.smt_old.clone().unwrap_or_default();
-        let cmd = command_line(self.use_sudo, remote::CLEANUP, &[&dir, &self.scratch, &old]);
+        let cmd = command_line(self.use_sudo, remote::CLEANUP, &[&dir, &old]);
         let res = self.step("cleanup", &cmd, &[], CLEANUP_LIMIT, &Cancel::new());
         let left: Vec<String> = match &res {
             Ok(out) => out
@@ -411,6 +418,23 @@ impl Visit<'_> {
                 other
             }
         }
+    }
+}
+
+/// 16 hex digits for the temp dir's name, from the kernel's random pool.
+fn random_suffix() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => hex::encode(b),
+        // Unpredictable enough as a fallback: `mkdir` on the host refuses a clash anyway.
+        Err(_) => format!(
+            "{:x}{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ),
     }
 }
 

@@ -1,0 +1,674 @@
+//! The `ssh` backend against a real `sshd` on loopback: a throwaway host key and user key, the
+//! "remote" host being this machine. Needs root (the agent mounts; sshd's privilege separation)
+//! and /usr/sbin/sshd; without them each test says SKIPPED and passes.
+//!
+//! Most tests use a tiny stand-in agent (a shell script speaking the wire format) so they test
+//! the SSH plumbing quickly and deterministically; `real_agent_*` run the real static agent.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::backend::ssh::{self, HostSession};
+use harness::backend::{BootOutput, BootRequest, Cancel};
+use harness::matrix::{Host, SmtSetting};
+use harness::results::{Accel, BootEnd, RunDir};
+use protocol::{AgentEvent, MountsScenario, Outcome, Plan, PlanItem, Scenario, Strategy};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn skip_reason() -> Option<String> {
+    if !Path::new(SSHD).exists() {
+        return Some(format!("{SSHD} missing: install openssh-server"));
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root (the agent mounts; sshd needs root)".into());
+    }
+    None
+}
+
+macro_rules! skip_unless_ready {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED ({why})");
+            return;
+        }
+    };
+}
+
+/// A private sshd on 127.0.0.1 and everything a host entry needs to reach it.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mmx-test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::Builder::new()
+            .prefix("mmx-sshd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("user_key"));
+        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).expect("copy");
+        std::fs::create_dir(d.join("remote-tmp")).expect("remote-tmp");
+        // Privilege separation directory; sshd refuses to start without it.
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let port = free_port();
+        let config = format!(
+            "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nAuthorizedKeysFile \
+             {d}/authorized_keys\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM \
+             no\nPidFile none\nLogLevel VERBOSE\nSetEnv SHLVL=1\n",
+            d = d.display()
+        );
+        // SHLVL=1: bash skips ~/.bashrc for ssh commands when it is not the top-level shell, so
+        // this machine's rc files (a pyenv init here costs ~240 ms per command) stay out of the
+        // timings; a real host's rc files are its own cost.
+        std::fs::write(d.join("sshd_config"), config).expect("config");
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+        std::fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {host_pub}"),
+        )
+        .expect("known_hosts");
+        let log = std::fs::File::create(d.join("sshd.log")).expect("log");
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting sshd");
+        let s = Sshd { dir, port, child };
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "sshd did not listen: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
+    }
+
+    fn host(&self) -> Host {
+        Host {
+            name: "loopback".into(),
+            destination: "root@127.0.0.1".into(),
+            port: Some(self.port),
+            identity_file: Some(self.path("user_key")),
+            sudo: false,
+            smt: vec![SmtSetting::AsIs],
+            provision: None,
+            teardown: None,
+            // The visit's temp dir goes here, so the test can see that nothing stays.
+            scratch_dir: Some(self.path("remote-tmp")),
+            ssh_options: vec![
+                format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
+                "GlobalKnownHostsFile=/dev/null".into(),
+                "IdentitiesOnly=yes".into(),
+                "IdentityAgent=none".into(),
+            ],
+        }
+    }
+
+    /// What the visits left in the "remote" temp dir (must be nothing).
+    fn remote_leftovers(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.path("remote-tmp"))
+            .expect("remote-tmp")
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Mount points under this fixture's dir, as the host's mount table shows them.
+    fn mounts(&self) -> Vec<String> {
+        let needle = format!(" {}", self.dir.path().display());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Drop every live connection the way a network failure would: SIGKILL the per-connection
+    /// sshd processes (the listener stays, so the harness can reconnect to clean up).
+    fn kill_connections(&self) -> usize {
+        let listener = self.child.id();
+        let mut killed = 0;
+        for pid in descendants(listener) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim().starts_with("sshd") {
+                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                    killed += 1;
+                }
+            }
+        }
+        killed
+    }
+
+    /// Connections sshd accepted so far (one per handshake).
+    fn logins(&self) -> usize {
+        self.log().matches("Accepted publickey").count()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.kill_connections();
+    }
+}
+
+/// All processes below `root`, from /proc's parent links.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.push((pid, ppid));
+        }
+    }
+    let mut out = vec![];
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &parent {
+            if pp == p {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The stand-in agent: speaks the wire format. `quick` plans end with Done; a plan whose
+/// boot id says `hang` reports one result and then ignores stdin, like a stuck agent, to show
+/// that a lost connection stops it anyway. It leaves a file in its scratch dir to be cleaned.
+const FAKE_AGENT: &str = r#"#!/bin/sh
+plan=$2
+scratch=$(grep -o '"scratch_dir":"[^"]*"' "$plan" | cut -d'"' -f4)
+: > "$scratch/layer-file"
+echo "fake agent stderr" >&2
+echo 'MMX1 {"event":"hello","agent_version":"fake","schema_version":1,"kernel_release":"fake","uptime_ms":1}'
+for id in $(grep -o '"cell_id":"[^"]*"' "$plan" | cut -d'"' -f4); do
+  echo "MMX1 {\"event\":\"cell-result\",\"cell_id\":\"$id\",\"outcome\":\"pass\",\"metrics\":{}}"
+  if grep -q '"boot_id":"hang' "$plan"; then exec sleep 300; fi
+done
+echo 'MMX1 {"event":"done","uptime_ms":2}'
+"#;
+
+fn fake_agent(dir: &Path) -> PathBuf {
+    let p = dir.join("fake-agent");
+    let mut f = std::fs::File::create(&p).expect("fake agent");
+    f.write_all(FAKE_AGENT.as_bytes()).expect("write");
+    drop(f);
+    let _ = Command::new("chmod").arg("755").arg(&p).status();
+    p
+}
+
+fn mounts_item(id: &str, layers: u32, containers: u32) -> PlanItem {
+    PlanItem {
+        cell_id: id.into(),
+        scenario: Scenario::Mounts(MountsScenario {
+            strategy: Strategy::PerLayer,
+            layers,
+            containers,
+            concurrency: 1,
+            passes: 2,
+        }),
+        timeout_s: Some(120),
+    }
+}
+
+fn request(run_dir: &Path, boot_id: &str, items: Vec<PlanItem>) -> BootRequest {
+    let rd = RunDir::create(run_dir, "run").expect("run dir");
+    BootRequest {
+        id: format!("loopback/smt-as-is/{boot_id}"),
+        plan: Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: boot_id.into(),
+            scratch_dir: PathBuf::from("/replaced-by-the-backend"),
+            scratch_disk: None,
+            modules: vec![],
+            probe: true,
+            items,
+        },
+        run_dir: rd,
+        cancel: Cancel::new(),
+    }
+}
+
+fn cell_results(out: &BootOutput) -> Vec<(String, Outcome)> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::CellResult(r) => Some((r.cell_id.clone(), r.outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn overhead(out: &BootOutput) -> String {
+    [
+        "connect-copy",
+        "agent-start",
+        "cleanup",
+        "ssh-overhead",
+        "exit",
+    ]
+    .iter()
+    .map(|k| {
+        format!(
+            "{k}={:.0}ms",
+            out.timings_ms.get(*k).copied().unwrap_or(-1.0)
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+#[test]
+fn fake_agent_visit_streams_results_and_leaves_nothing() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    let agent = fake_agent(sshd.dir.path());
+    let req = request(
+        sshd.dir.path(),
+        "quick",
+        vec![mounts_item("c1", 2, 2), mounts_item("c2", 2, 2)],
+    );
+    let out = ssh::run_host(
+        &agent,
+        &sshd.host(),
+        SmtSetting::AsIs,
+        &req,
+        Duration::from_secs(60),
+    );
+    eprintln!("overhead (fake agent, one handshake): {}", overhead(&out));
+    assert_eq!(out.end, BootEnd::Completed, "{:?}", out);
+    assert_eq!(out.accel, Accel::Metal);
+    assert_eq!(
+        cell_results(&out),
+        vec![("c1".into(), Outcome::Pass), ("c2".into(), Outcome::Pass)]
+    );
+    assert!(matches!(out.events.last(), Some(AgentEvent::Done { .. })));
+    let agent_log = req.run_dir.abs(&RunDir::log_rel(&req.id, "agent"));
+    assert!(std::fs::read_to_string(agent_log)
+        .unwrap()
+        .contains("fake agent stderr"));
+    assert!(
+        sshd.remote_leftovers().is_empty(),
+        "{:?}",
+        sshd.remote_leftovers()
+    );
+    assert!(sshd.mounts().is_empty());
+}
+
+#[test]
+fn a_session_shares_one_connection_and_runs_the_hooks() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    let agent = fake_agent(sshd.dir.path());
+    let mut host = sshd.host();
+    let marks = sshd.path("hooks");
+    host.provision = Some(format!(
+        "echo provision $MMX_HOST_NAME >> {}",
+        marks.display()
+    ));
+    host.teardown = Some(format!(
+        "echo teardown $MMX_HOST_PORT >> {}",
+        marks.display()
+    ));
+    let mut session = HostSession::open(&host, &Cancel::new());
+    for smt in [SmtSetting::AsIs, SmtSetting::Off] {
+        let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
+        let out = session.run(&agent, smt, &req, Duration::from_secs(60));
+        eprintln!("overhead ({smt:?}): {}", overhead(&out));
+        assert_eq!(out.end, BootEnd::Completed, "{out:?}");
+    }
+    assert_eq!(session.close(), Ok(()));
+    assert_eq!(
+        sshd.logins(),
+        1,
+        "two visits, one handshake:\n{}",
+        sshd.log()
+    );
+    let hooks = std::fs::read_to_string(&marks).unwrap();
+    assert_eq!(
+        hooks,
+        format!("provision loopback\nteardown {}\n", sshd.port)
+    );
+    assert!(sshd.remote_leftovers().is_empty());
+}
+
+#[test]
+fn smt_that_cannot_be_switched_is_unsupported_with_evidence() {
+    skip_unless_ready!();
+    let control =
+        std::fs::read_to_string("/sys/devices/system/cpu/smt/control").unwrap_or_default();
+    if control.trim() != "notsupported" {
+        eprintln!(
+            "SKIPPED (needs a machine without SMT; control reads `{}`)",
+            control.trim()
+        );
+        return;
+    }
+    let sshd = Sshd::start();
+    let agent = fake_agent(sshd.dir.path());
+    let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
+    let out = ssh::run_host(
+        &agent,
+        &sshd.host(),
+        SmtSetting::On,
+        &req,
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.end, BootEnd::Completed);
+    let AgentEvent::CellResult(r) = &out.events[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r.outcome, Outcome::Unsupported);
+    assert!(r.evidence.as_ref().unwrap().detail.contains("notsupported"));
+    assert!(sshd.remote_leftovers().is_empty());
+}
+
+#[test]
+fn unknown_host_key_is_refused_quickly() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    std::fs::write(sshd.path("known_hosts"), "").unwrap();
+    let agent = fake_agent(sshd.dir.path());
+    let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
+    let t = Instant::now();
+    let out = ssh::run_host(
+        &agent,
+        &sshd.host(),
+        SmtSetting::AsIs,
+        &req,
+        Duration::from_secs(60),
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let BootEnd::Infra { message } = &out.end else {
+        panic!("{out:?}")
+    };
+    assert!(
+        message.contains("host key") && message.contains("unknown"),
+        "{message}"
+    );
+    assert!(message.contains("ssh-keyscan"), "{message}");
+    // Never accepted: known_hosts is still empty.
+    assert_eq!(
+        std::fs::read_to_string(sshd.path("known_hosts")).unwrap(),
+        ""
+    );
+    assert_eq!(sshd.logins(), 0);
+}
+
+#[test]
+fn unreachable_host_is_an_infra_error_quickly() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    let mut host = sshd.host();
+    host.port = Some(free_port());
+    let agent = fake_agent(sshd.dir.path());
+    let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
+    let t = Instant::now();
+    let out = ssh::run_host(
+        &agent,
+        &host,
+        SmtSetting::AsIs,
+        &req,
+        Duration::from_secs(60),
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let BootEnd::Infra { message } = &out.end else {
+        panic!("{out:?}")
+    };
+    assert!(
+        message.contains("cannot reach") && message.contains("refused"),
+        "{message}"
+    );
+}
+
+/// Run `req` in a thread, drop every connection once the first result line is in the results
+/// log, and return the visit's output.
+fn drop_connection_mid_run(sshd: &Sshd, agent: &Path, req: &BootRequest) -> BootOutput {
+    let results = req.run_dir.abs(&RunDir::log_rel(&req.id, "results"));
+    let (host, agent2, req2) = (sshd.host(), agent.to_path_buf(), req.clone());
+    let visit = std::thread::spawn(move || {
+        ssh::run_host(
+            &agent2,
+            &host,
+            SmtSetting::AsIs,
+            &req2,
+            Duration::from_secs(120),
+        )
+    });
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&results).unwrap_or_default();
+        if text.contains("\"cell-result\"") {
+            break;
+        }
+        assert!(!visit.is_finished(), "visit ended before its first result");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no result line in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sshd.kill_connections() > 0);
+    visit.join().expect("visit thread")
+}
+
+#[test]
+fn dropped_connection_keeps_earlier_results_and_cleans_up() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    // The stand-in hangs after its first result and ignores stdin: only the run script's
+    // watcher can stop it once the connection is gone.
+    let agent = fake_agent(sshd.dir.path());
+    let req = request(
+        sshd.dir.path(),
+        "hang",
+        vec![mounts_item("c1", 2, 2), mounts_item("c2", 2, 2)],
+    );
+    let t = Instant::now();
+    let out = drop_connection_mid_run(&sshd, &agent, &req);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let BootEnd::Infra { message } = &out.end else {
+        panic!("{out:?}")
+    };
+    assert!(
+        message.contains("connection") && message.contains("lost"),
+        "{message}"
+    );
+    assert_eq!(cell_results(&out), vec![("c1".into(), Outcome::Pass)]);
+    // The harness reconnected and cleaned up after the run script.
+    assert!(
+        sshd.remote_leftovers().is_empty(),
+        "{:?}",
+        sshd.remote_leftovers()
+    );
+    assert!(sshd.mounts().is_empty());
+    let ps = Command::new("pgrep")
+        .args(["-f", &format!("{}/mmx", sshd.path("remote-tmp").display())])
+        .output();
+    if let Ok(ps) = ps {
+        assert!(
+            ps.stdout.is_empty(),
+            "still running: {}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_mid_run_stops_the_agent_and_cleans_up() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    let agent = fake_agent(sshd.dir.path());
+    let req = request(
+        sshd.dir.path(),
+        "hang",
+        vec![mounts_item("c1", 2, 2), mounts_item("c2", 2, 2)],
+    );
+    let results = req.run_dir.abs(&RunDir::log_rel(&req.id, "results"));
+    let (host, req2) = (sshd.host(), req.clone());
+    let visit = std::thread::spawn(move || {
+        ssh::run_host(
+            &agent,
+            &host,
+            SmtSetting::AsIs,
+            &req2,
+            Duration::from_secs(120),
+        )
+    });
+    let t = Instant::now();
+    while !std::fs::read_to_string(&results)
+        .unwrap_or_default()
+        .contains("\"cell-result\"")
+    {
+        assert!(t.elapsed() < Duration::from_secs(60) && !visit.is_finished());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    req.cancel.cancel();
+    let out = visit.join().expect("visit thread");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(
+        out.end,
+        BootEnd::Infra {
+            message: "interrupted (Ctrl-C)".into()
+        }
+    );
+    assert_eq!(cell_results(&out), vec![("c1".into(), Outcome::Pass)]);
+    assert!(
+        sshd.remote_leftovers().is_empty(),
+        "{:?}",
+        sshd.remote_leftovers()
+    );
+}
+
+/// The static agent, when it builds and runs plans; `None` (test skipped) otherwise.
+fn real_agent() -> Option<PathBuf> {
+    match harness::agent::build_static() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("SKIPPED (the static agent did not build: {e:#})");
+            None
+        }
+    }
+}
+
+#[test]
+fn real_agent_probes_and_mounts_on_the_host() {
+    skip_unless_ready!();
+    let Some(agent) = real_agent() else { return };
+    let sshd = Sshd::start();
+    let mounts_before = sshd.mounts();
+    let req = request(
+        sshd.dir.path(),
+        "real",
+        vec![mounts_item("loopback/smt-as-is/ext4/per-layer-L2-C2", 2, 2)],
+    );
+    let out = ssh::run_host(
+        &agent,
+        &sshd.host(),
+        SmtSetting::AsIs,
+        &req,
+        Duration::from_secs(120),
+    );
+    eprintln!("overhead (real agent): {}", overhead(&out));
+    assert_eq!(out.end, BootEnd::Completed, "{out:?}");
+    assert_eq!(out.accel, Accel::Metal);
+    assert!(matches!(out.events.first(), Some(AgentEvent::Hello { .. })));
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e, AgentEvent::Capabilities(_))));
+    assert!(matches!(out.events.last(), Some(AgentEvent::Done { .. })));
+    assert_eq!(
+        cell_results(&out),
+        vec![(
+            "loopback/smt-as-is/ext4/per-layer-L2-C2".into(),
+            Outcome::Pass
+        )],
+        "{out:?}"
+    );
+    assert!(
+        sshd.remote_leftovers().is_empty(),
+        "{:?}",
+        sshd.remote_leftovers()
+    );
+    assert_eq!(sshd.mounts(), mounts_before);
+}
+
+#[test]
+fn real_agent_dropped_connection_keeps_earlier_results_and_cleans_up() {
+    skip_unless_ready!();
+    let Some(agent) = real_agent() else { return };
+    let sshd = Sshd::start();
+    let req = request(
+        sshd.dir.path(),
+        "real-long",
+        vec![mounts_item("quick", 2, 2), mounts_item("long", 20, 5000)],
+    );
+    let out = drop_connection_mid_run(&sshd, &agent, &req);
+    let BootEnd::Infra { message } = &out.end else {
+        panic!("{out:?}")
+    };
+    assert!(message.contains("lost"), "{message}");
+    assert_eq!(
+        cell_results(&out),
+        vec![("quick".into(), Outcome::Pass)],
+        "{out:?}"
+    );
+    assert!(
+        sshd.remote_leftovers().is_empty(),
+        "{:?}",
+        sshd.remote_leftovers()
+    );
+    assert!(sshd.mounts().is_empty());
+}
