@@ -25,6 +25,14 @@ struct Cli {
 enum Command {
     /// Run the matrix: boot guests (and visit hosts), run every cell, write run.json and reports.
     Run(RunArgs),
+    /// Re-render report.md, report.html and junit.xml from a run's run.json alone.
+    Report {
+        /// A run directory or its run.json.
+        run: PathBuf,
+    },
+    /// Compare a candidate run with a baseline, metric by metric and cell by cell; exit 1 when
+    /// the gate fails.
+    Compare(harness::compare::CompareArgs),
     /// Join the run.json of shards into one run (and one report).
     Merge {
         /// run.json files or run directories.
@@ -59,6 +67,9 @@ struct RunArgs {
     /// Which part of the matrix: QEMU guests and hosts (all), or one backend.
     #[arg(long, value_enum, default_value = "all")]
     backend: BackendChoice,
+    /// Accelerator for guests: KVM if it really runs a guest here, else TCG (auto); or force one.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: harness::backend::qemu::AccelChoice,
     /// Boots at a time (default: from cores and memory).
     #[arg(long)]
     jobs: Option<usize>,
@@ -98,11 +109,24 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Run(args) => cmd_run(args),
+        Command::Report { run } => {
+            let path = harness::merge::run_json_path(&run);
+            let record = harness::results::RunRecord::read(&path)?;
+            let dir = path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            let written = harness::report::render_all(&record, &dir)?;
+            print_written(&written);
+            Ok(true)
+        }
+        Command::Compare(args) => harness::compare::compare_cmd(args),
         Command::Merge { inputs, out } => {
             let merged = harness::merge::merge(&inputs)?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let path = out.join("run.json");
             merged.write(&path)?;
+            let written = harness::report::render_all(&merged, &out)?;
+            print_written(&written);
             eprintln!(
                 "mmx: merged {} runs, {} cells → {}",
                 inputs.len(),
@@ -151,6 +175,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
     let opts = RunOptions {
         matrix: args.matrix,
         backend: args.backend,
+        accel: args.accel,
         jobs,
         filter: args.filter,
         shard: args.shard,
@@ -170,5 +195,22 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         print!("{}", harness::summary::render(&record));
     }
     eprintln!("mmx: results in {}", run_dir.run_json().display());
+    // Reports come from run.json alone; a rendering problem never loses the results.
+    match harness::report::render_all(&record, &run_dir.root) {
+        Ok(written) => print_written(&written),
+        Err(e) => eprintln!(
+            "mmx: could not render the reports ({e:#}); run `mmx report {}` to retry",
+            run_dir.root.display()
+        ),
+    }
     Ok(record.cells.iter().all(|c| c.outcome.is_success()) && !cancel.is_cancelled())
+}
+
+fn print_written(w: &harness::report::Written) {
+    eprintln!(
+        "mmx: reports: {}, {}, {}",
+        w.markdown.display(),
+        w.html.display(),
+        w.junit.display()
+    );
 }

@@ -13,7 +13,10 @@ use protocol::{
     SCHEMA_VERSION,
 };
 
-use crate::backend::{BootOutput, BootRequest, Cancel};
+use crate::backend::qemu::{AccelChoice, Qemu};
+use crate::backend::ssh::HostSession;
+use crate::backend::{ms_between, BootOutput, BootRequest, Cancel};
+use crate::kernels::{Cache, LockFile, Recipe, ResolvedKernel};
 use crate::matrix::{Cell, Matrix, Target, Topology};
 use crate::results::{
     Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, Provenance, RunDir, RunRecord,
@@ -70,6 +73,7 @@ impl std::fmt::Display for Shard {
 pub struct RunOptions {
     pub matrix: PathBuf,
     pub backend: BackendChoice,
+    pub accel: AccelChoice,
     pub jobs: usize,
     /// Substrings (or `*` globs) of cell ids; a cell runs when any matches. Empty: all.
     pub filter: Vec<String>,
@@ -466,15 +470,154 @@ impl Progress {
     }
 }
 
+/// Kernel recipes, their lock and the cache, resolved lazily: each kernel is fetched once per
+/// run, however many boots use it.
+pub struct Kernels {
+    recipes: Vec<Recipe>,
+    lock: LockFile,
+    cache: Cache,
+    resolved: Mutex<HashMap<String, Result<Arc<ResolvedKernel>, String>>>,
+}
+
+impl Kernels {
+    /// Load `kernels/` beside the matrix file, checking the matrix names only known recipes.
+    pub fn load(matrix: &Matrix) -> anyhow::Result<Kernels> {
+        let dir = matrix
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("kernels"), |p| p.join("kernels"));
+        let recipes = crate::kernels::load_recipes(&dir)?;
+        for name in &matrix.kernels {
+            if !recipes.iter().any(|r| &r.name == name) {
+                let known: Vec<&str> = recipes.iter().map(|r| r.name.as_str()).collect();
+                anyhow::bail!(
+                    "{}: kernels: `{name}` has no recipe {}/{name}.toml (recipes: {})",
+                    matrix.path.display(),
+                    dir.display(),
+                    known.join(", ")
+                );
+            }
+        }
+        let lock_path = dir.join("kernels.lock");
+        let lock = if lock_path.exists() {
+            LockFile::load(&lock_path)?
+        } else {
+            LockFile::default()
+        };
+        Ok(Kernels {
+            recipes,
+            lock,
+            cache: Cache::from_env()?,
+            resolved: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn cache_root(&self) -> PathBuf {
+        self.cache.root().to_path_buf()
+    }
+
+    /// Fetch (or find in the cache) a kernel. The map lock is not held while fetching, so two
+    /// kernels download at once; the cache's own file locks keep one kernel from being fetched
+    /// twice.
+    pub fn get(&self, name: &str) -> Result<Arc<ResolvedKernel>, String> {
+        if let Some(r) = self.resolved.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return r;
+        }
+        let r = match self.recipes.iter().find(|r| r.name == name) {
+            None => Err(format!("no kernel recipe named `{name}`")),
+            Some(recipe) => crate::kernels::ensure(recipe, &self.lock, &self.cache)
+                .map(Arc::new)
+                .map_err(|e| format!("kernel {name}: {e}")),
+        };
+        if let Ok(mut m) = self.resolved.lock() {
+            m.insert(name.to_string(), r.clone());
+        }
+        r
+    }
+}
+
 /// Runs boots on their backends.
 pub struct Runner {
     pub agent: PathBuf,
     pub host: HostInfo,
     pub local_scratch: Option<PathBuf>,
     pub retries: u32,
+    /// Present when the run has QEMU boots.
+    pub qemu: Option<(Qemu, Kernels)>,
 }
 
 impl Runner {
+    /// A runner for `boots`: builds what their backends need (the QEMU backend and kernels only
+    /// when some boot is a guest).
+    pub fn new(
+        matrix: &Matrix,
+        boots: &[BootPlan],
+        accel: AccelChoice,
+        local_scratch: Option<PathBuf>,
+        retries: u32,
+    ) -> anyhow::Result<Runner> {
+        let agent = crate::agent::build_static().context("building mmx-agent")?;
+        let wants_qemu = boots
+            .iter()
+            .any(|b| matches!(b.target, Target::Qemu { .. }));
+        let qemu = if wants_qemu {
+            let kernels = Kernels::load(matrix)?;
+            let qemu = Qemu::new(accel, agent.clone(), kernels.cache_root())
+                .context("setting up the QEMU backend")?;
+            Some((qemu, kernels))
+        } else {
+            None
+        };
+        Ok(Runner {
+            agent,
+            host: HostInfo::detect(),
+            local_scratch,
+            retries,
+            qemu,
+        })
+    }
+
+    /// Run one job: one boot, or all visits of one metal host through one SSH session (its
+    /// provision hook before the first, teardown after the last).
+    pub fn run_job(
+        &self,
+        job: &[BootPlan],
+        repeats: u32,
+        run_dir: &RunDir,
+        cancel: &Cancel,
+        mut on_boot: impl FnMut(BootRecord, Vec<CellRecord>, Duration),
+    ) {
+        let mut session = match job.first().map(|b| &b.target) {
+            Some(Target::Ssh { host, .. }) => Some(HostSession::open(host, cancel)),
+            _ => None,
+        };
+        for boot in job {
+            let t = Instant::now();
+            let (b, c) = if cancel.is_cancelled() {
+                let out = BootOutput::infra(
+                    Accel::Metal,
+                    "not started: the run was interrupted (Ctrl-C)",
+                    vec![],
+                );
+                fold_boot(
+                    boot,
+                    &out,
+                    backend_of(&boot.target),
+                    &self.host.cpu_model,
+                    0,
+                )
+            } else {
+                self.run_boot(boot, repeats, run_dir, cancel, session.as_mut())
+            };
+            on_boot(b, c, t.elapsed());
+        }
+        if let Some(s) = session {
+            if let Err(e) = s.close() {
+                eprintln!("mmx: {e}");
+            }
+        }
+    }
+
     /// Run one boot with retries for infra errors only, and fold it into records.
     pub fn run_boot(
         &self,
@@ -482,15 +625,17 @@ impl Runner {
         repeats: u32,
         run_dir: &RunDir,
         cancel: &Cancel,
+        mut session: Option<&mut HostSession>,
     ) -> (BootRecord, Vec<CellRecord>) {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (out, backend) = self.attempt(boot, repeats, run_dir, cancel);
+            let out = self.attempt(boot, repeats, run_dir, cancel, session.as_deref_mut());
             let retry = matches!(out.end, BootEnd::Infra { .. })
                 && attempts <= self.retries
                 && !cancel.is_cancelled();
             if !retry {
+                let backend = backend_of(&boot.target);
                 return fold_boot(boot, &out, backend, &self.host.cpu_model, attempts);
             }
         }
@@ -502,36 +647,57 @@ impl Runner {
         repeats: u32,
         run_dir: &RunDir,
         cancel: &Cancel,
-    ) -> (BootOutput, BackendKind) {
+        session: Option<&mut HostSession>,
+    ) -> BootOutput {
+        let request = |scratch: &Path| BootRequest {
+            id: boot.id.clone(),
+            plan: plan_for(boot, repeats, scratch),
+            run_dir: run_dir.clone(),
+            cancel: cancel.clone(),
+        };
         match &boot.target {
             Target::Local => {
                 let Some(scratch) = &self.local_scratch else {
-                    return (
-                        BootOutput::infra(Accel::Metal, "local cell without a scratch dir", vec![]),
-                        BackendKind::Local,
+                    return BootOutput::infra(
+                        Accel::Metal,
+                        "local cell without a scratch dir",
+                        vec![],
                     );
                 };
-                let plan = plan_for(boot, repeats, scratch);
-                let limit = plan_limit(&plan);
-                let req = BootRequest {
-                    id: boot.id.clone(),
-                    plan,
-                    run_dir: run_dir.clone(),
-                    cancel: cancel.clone(),
-                };
-                (
-                    crate::backend::local::run_boot(&self.agent, &req, limit),
-                    BackendKind::Local,
-                )
+                let req = request(scratch);
+                let limit = plan_limit(&req.plan);
+                crate::backend::local::run_boot(&self.agent, &req, limit)
             }
-            Target::Qemu { .. } => (
-                BootOutput::infra(Accel::Tcg, "the qemu backend is not wired in yet", vec![]),
-                BackendKind::Qemu,
-            ),
-            Target::Ssh { .. } => (
-                BootOutput::infra(Accel::Metal, "the ssh backend is not wired in yet", vec![]),
-                BackendKind::Ssh,
-            ),
+            Target::Qemu { kernel, topology } => {
+                let Some((qemu, kernels)) = &self.qemu else {
+                    return BootOutput::infra(Accel::Tcg, "QEMU backend not set up", vec![]);
+                };
+                let t = Instant::now();
+                let resolved = match kernels.get(kernel) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        return BootOutput::infra(qemu.accel().unwrap_or(Accel::Tcg), e, vec![])
+                    }
+                };
+                let fetch_ms = ms_between(t, Instant::now());
+                let req = request(Path::new(crate::backend::qemu::SCRATCH_DIR));
+                let mut out = qemu.boot(&req, &resolved, topology, boot.filesystem);
+                out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
+                out
+            }
+            Target::Ssh { host, smt } => {
+                let req = request(
+                    &host
+                        .scratch_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("scratch")),
+                );
+                let limit = plan_limit(&req.plan);
+                match session {
+                    Some(s) => s.run(&self.agent, *smt, &req, limit),
+                    None => crate::backend::ssh::run_host(&self.agent, host, *smt, &req, limit),
+                }
+            }
         }
     }
 }
@@ -581,10 +747,10 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
                 .unwrap_or_default()
         );
     }
-    let agent = crate::agent::build_static().context("building mmx-agent")?;
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+    let runner = Runner::new(&matrix, &boots, opts.accel, local_scratch, opts.retries)?;
     let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
-    let host = HostInfo::detect();
+    let host = runner.host.clone();
     let total = boots.len();
     let started = now_rfc3339();
     let record = RunRecord {
@@ -609,12 +775,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         );
     }
 
-    let runner = Arc::new(Runner {
-        agent,
-        host,
-        local_scratch,
-        retries: opts.retries,
-    });
+    let runner = Arc::new(runner);
     let progress = Arc::new(Mutex::new(Progress {
         record,
         run_dir: run_dir.clone(),
@@ -636,28 +797,11 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
                     Err(_) => None,
                 };
                 let Some(job) = job else { break };
-                for boot in job {
-                    let t = Instant::now();
-                    let (b, c) = if cancel.is_cancelled() {
-                        let out = BootOutput::infra(
-                            Accel::Metal,
-                            "not started: the run was interrupted (Ctrl-C)",
-                            vec![],
-                        );
-                        fold_boot(
-                            &boot,
-                            &out,
-                            backend_of(&boot.target),
-                            &runner.host.cpu_model,
-                            0,
-                        )
-                    } else {
-                        runner.run_boot(&boot, repeats, &run_dir, cancel)
-                    };
+                runner.run_job(&job, repeats, &run_dir, cancel, |b, c, took| {
                     if let Ok(mut p) = progress.lock() {
-                        p.add(b, c, t.elapsed());
+                        p.add(b, c, took);
                     }
-                }
+                });
             });
         }
     });

@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use harness::backend::qemu::AccelChoice;
 use harness::backend::Cancel;
 use harness::matrix::{Cell, Matrix};
 use harness::results::{BootRecord, CellRecord, RunDir};
@@ -23,9 +24,7 @@ use serde::{Deserialize, Serialize};
 
 fn main() {
     let args = Arguments::from_args();
-    let root = harness::agent::workspace_root();
-    let matrix_path = std::env::var_os("MMX_MATRIX")
-        .map_or_else(|| root.join("matrix.toml"), PathBuf::from);
+    let matrix_path = matrix_path();
     let matrix = match Matrix::load(&matrix_path) {
         Ok(m) => m,
         Err(e) => {
@@ -41,7 +40,9 @@ fn main() {
     let hosts_wanted = std::env::var_os("MMX_TEST_HOSTS").is_some_and(|v| v == "1");
     let mut reasons = Vec::new();
     if qemu_missing {
-        reasons.push("qemu::* cells: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        reasons.push(
+            "qemu::* cells: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)",
+        );
     }
     if not_root {
         reasons.push("local::* cells: need root (mount and user namespaces, idmapped mounts)");
@@ -71,7 +72,10 @@ fn main() {
     add("qemu", matrix.qemu_cells(), qemu_missing);
     // The local backend's filesystem is the scratch dir's; /var/tmp is where it goes by default.
     let local_fs = harness::backend::local::filesystem_of(
-        matrix.local_scratch.as_deref().unwrap_or(Path::new("/var/tmp")),
+        matrix
+            .local_scratch
+            .as_deref()
+            .unwrap_or(Path::new("/var/tmp")),
     )
     .ok()
     .and_then(Result::ok);
@@ -80,6 +84,13 @@ fn main() {
     }
     add("ssh", matrix.ssh_cells(), !hosts_wanted);
     libtest_mimic::run(&args, trials).exit();
+}
+
+fn matrix_path() -> PathBuf {
+    std::env::var_os("MMX_MATRIX").map_or_else(
+        || harness::agent::workspace_root().join("matrix.toml"),
+        PathBuf::from,
+    )
 }
 
 /// What one boot produced, as stored for the other tests of the same boot.
@@ -118,8 +129,8 @@ fn run_cell(boot: &BootPlan, cell_id: &str, repeats: u32) -> Result<(), Failed> 
 
 /// Run the boot once per test run (across processes), or read what another test stored.
 fn boot_results(boot: &BootPlan, repeats: u32) -> anyhow::Result<Stored> {
-    let run_key = std::env::var("NEXTEST_RUN_ID")
-        .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+    let run_key =
+        std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| format!("pid-{}", std::process::id()));
     let base = harness::agent::workspace_root()
         .join("target")
         .join("mmx-cells")
@@ -142,13 +153,15 @@ fn boot_results(boot: &BootPlan, repeats: u32) -> anyhow::Result<Stored> {
         harness::matrix::Target::Local => Some(harness::backend::local::scratch_dir(None)?),
         _ => None,
     };
-    let runner = Runner {
-        agent: harness::agent::build_static()?,
-        host: harness::results::HostInfo::detect(),
-        local_scratch: scratch.clone(),
-        retries: 1,
-    };
-    let (b, cells) = runner.run_boot(boot, repeats, &run_dir, &Cancel::new());
+    let matrix = Matrix::load(&matrix_path())?;
+    let runner = Runner::new(
+        &matrix,
+        std::slice::from_ref(boot),
+        AccelChoice::Auto,
+        scratch.clone(),
+        1,
+    )?;
+    let (b, cells) = runner.run_boot(boot, repeats, &run_dir, &Cancel::new(), None);
     if let Some(s) = scratch {
         let _ = std::fs::remove_dir_all(s);
     }
