@@ -195,6 +195,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
                             y: s.p50 / div,
                             lo: Some((s.p50 - s.mad) / div),
                             hi: Some((s.p50 + s.mad) / div),
+                            alert: false,
                             title: format!(
                                 "{st} L{l}: median {:.1} {unit}, MAD {:.1}, min {:.1}, max {:.1}, n={}",
                                 s.p50 / div,
@@ -294,6 +295,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
                 y: per,
                 lo: None,
                 hi: None,
+                alert: (per - want as f64).abs() > 1e-9,
                 title: format!(
                     "{st} L{l}: {per} ops/container, formula {want} ({}; worst outcome {worst})",
                     fss.join(", ")
@@ -328,6 +330,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
                         lo: None,
                         hi: None,
                         title: String::new(),
+                        alert: false,
                     }
                 })
                 .collect();
@@ -384,11 +387,21 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
             skipped += 1;
             continue;
         }
+        // A curve per workload, naming pinning and SMT state only when they vary.
+        let pinnings: BTreeSet<_> = lb.points.iter().map(|p| p.pinning).collect();
+        let smts: BTreeSet<_> = lb.points.iter().map(|p| p.smt.as_str()).collect();
         let mut curves: BTreeMap<String, Vec<&protocol::lockbench::LockPoint>> = BTreeMap::new();
         for p in &lb.points {
-            let fs = if p.false_sharing { " +fs" } else { "" };
-            let key =
-                format!("{}{fs} {:?} smt-{}", p.workload, p.pinning, p.smt.as_str()).to_lowercase();
+            let mut key = p.workload.clone();
+            if p.false_sharing {
+                key.push_str(" +false-sharing");
+            }
+            if pinnings.len() > 1 {
+                key.push_str(&format!(" pin:{:?}", p.pinning).to_lowercase());
+            }
+            if smts.len() > 1 {
+                key.push_str(&format!(" smt-{}", p.smt.as_str()));
+            }
             curves.entry(key).or_default().push(p);
         }
         let total = curves.len();
@@ -411,6 +424,7 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
                                 y,
                                 lo: None,
                                 hi: None,
+                                alert: false,
                                 title: format!(
                                     "{label}, {} threads: {:.0} ops/s, scalability {}",
                                     p.threads,
@@ -439,7 +453,7 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
         let charts = vec![
             layout(&ChartSpec {
                 id: slug(&["lock-ops", &c.id]),
-                title: format!("{} throughput", lb.bench.as_str()),
+                title: format!("{base} · throughput"),
                 accel: accel.clone(),
                 x_label: "threads".into(),
                 y_label: "ops/s (log)".into(),
@@ -451,7 +465,7 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
             }),
             layout(&ChartSpec {
                 id: slug(&["lock-scal", &c.id]),
-                title: format!("{} scalability", lb.bench.as_str()),
+                title: format!("{base} · scalability"),
                 accel,
                 x_label: "threads".into(),
                 y_label: "ops / (ops@1 × N)".into(),

@@ -16,6 +16,7 @@ use crate::results::RunRecord;
 pub mod charts;
 pub mod junit;
 pub mod model;
+pub mod sections;
 pub mod svg;
 
 /// The report files one render wrote.

@@ -5,10 +5,11 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use protocol::{CellDetail, Evidence, Feature, Metric, Outcome, Scenario, Strategy, Summary};
+use protocol::{CellDetail, Evidence, Metric, Outcome, Scenario, Strategy, Summary};
 use serde::Serialize;
 
-use crate::results::{BootEnd, CellRecord, RunRecord};
+use super::sections::{boots, probes, provenance, BootRow, ProbeTable, ProvRow};
+use crate::results::{CellRecord, RunRecord};
 
 #[derive(Debug, Serialize)]
 pub struct ReportModel {
@@ -43,6 +44,7 @@ pub struct RunHeader {
 pub struct CountEntry {
     pub outcome: &'static str,
     pub symbol: &'static str,
+    pub glyph: &'static str,
     pub count: usize,
 }
 
@@ -80,6 +82,7 @@ pub struct MatrixCell {
     /// Worst outcome among the cells in this slot; `None` when the matrix has no cell here.
     pub outcome: Option<&'static str>,
     pub symbol: &'static str,
+    pub glyph: &'static str,
     /// `pass`, or `fail 2/3` when the slot's cells disagree.
     pub word: String,
     pub notes: Vec<usize>,
@@ -91,8 +94,10 @@ pub struct Footnote {
     pub n: usize,
     pub outcome: &'static str,
     pub symbol: &'static str,
+    pub glyph: &'static str,
     pub evidence: String,
-    /// Where it was seen: `debian-6.1 · 1s2c1t · tmpfs · per-layer-L1-C10-P2-J2`, capped.
+    /// Where it was seen, per boot: `debian-6.1 · 1s2c1t · tmpfs (9 cells)` or, for one or two
+    /// cells, their scenarios. Capped at [`FOOTNOTE_PLACES`]; `more` counts the rest.
     pub cells: Vec<String>,
     pub more: usize,
 }
@@ -123,6 +128,7 @@ pub struct PerfRow {
     pub accel: &'static str,
     pub outcome: &'static str,
     pub symbol: &'static str,
+    pub glyph: &'static str,
     pub values: Vec<Option<PerfValue>>,
 }
 
@@ -137,66 +143,10 @@ pub struct PerfValue {
     pub text: String,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ProvRow {
-    pub kernel: String,
-    pub topology: String,
-    pub backend: &'static str,
-    pub accel: &'static str,
-    pub host_cpu: String,
-    pub kernel_release: String,
-    pub kernel_source: String,
-    pub requested: String,
-    pub observed: String,
-    pub mismatch: String,
-    pub cells: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProbeTable {
-    pub columns: Vec<ProbeCol>,
-    pub rows: Vec<ProbeRow>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProbeCol {
-    pub kernel: String,
-    pub filesystem: String,
-    pub release: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProbeRow {
-    pub feature: &'static str,
-    pub cells: Vec<ProbeCell>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProbeCell {
-    /// `None`: this boot did not run this probe.
-    pub ok: Option<bool>,
-    pub text: String,
-    pub title: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BootRow {
-    pub id: String,
-    pub backend: &'static str,
-    pub accel: &'static str,
-    pub end: &'static str,
-    pub end_detail: String,
-    pub release: String,
-    pub agent_ready_ms: String,
-    pub plan_done_ms: String,
-    pub logs: Vec<String>,
-    pub cells: usize,
-}
-
-/// Footnotes list at most this many places each; the rest are counted.
-const FOOTNOTE_CELLS: usize = 6;
+/// Footnotes list at most this many places (boots) each; the rest are counted.
+const FOOTNOTE_PLACES: usize = 6;
 /// Evidence longer than this is cut (a console excerpt belongs in the log, not the table).
-const EVIDENCE_CHARS: usize = 240;
+pub(super) const EVIDENCE_CHARS: usize = 240;
 
 pub fn build(run: &RunRecord) -> ReportModel {
     let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
@@ -242,6 +192,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
             .map(|(o, count)| CountEntry {
                 outcome: o.as_str(),
                 symbol: o.symbol(),
+                glyph: glyph(o),
                 count,
             })
             .collect(),
@@ -324,6 +275,20 @@ fn cell_order(a: &CellRecord, b: &CellRecord) -> Ordering {
         .then_with(|| a.filesystem.cmp(&b.filesystem))
         .then_with(|| natural_cmp(&a.scenario.label(), &b.scenario.label()))
         .then_with(|| a.id.cmp(&b.id))
+}
+
+/// Outcome symbols for the HTML report: plain Unicode that common system fonts (DejaVu,
+/// Liberation) carry, so the page reads right without an emoji font. report.md keeps
+/// [`Outcome::symbol`] (GitHub renders emoji).
+pub fn glyph(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => "✓",
+        Outcome::Fail => "✗",
+        Outcome::Unsupported => "⊘",
+        Outcome::Timeout => "◷",
+        Outcome::Panic => "☠",
+        Outcome::InfraError => "⚠",
+    }
 }
 
 /// How bad an outcome is, for picking the one a matrix slot shows.
@@ -467,6 +432,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
 
     let mut notes: Vec<Footnote> = Vec::new();
     let mut note_index: HashMap<(Outcome, String), usize> = HashMap::new();
+    let mut places: Vec<Vec<(String, Vec<String>)>> = Vec::new();
     let mut out_rows = Vec::new();
     for (ri, (kernel, topology)) in rows.iter().enumerate() {
         let mut releases = BTreeSet::new();
@@ -477,6 +443,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                 row_cells.push(MatrixCell {
                     outcome: None,
                     symbol: "",
+                    glyph: "",
                     word: "—".into(),
                     notes: Vec::new(),
                     title: "not in this run".into(),
@@ -500,23 +467,22 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                             n: notes.len() + 1,
                             outcome: c.outcome.as_str(),
                             symbol: c.outcome.symbol(),
+                            glyph: glyph(c.outcome),
                             evidence: ev,
                             cells: Vec::new(),
                             more: 0,
                         });
                         notes.len()
                     });
-                let note = &mut notes[n - 1];
-                if note.cells.len() < FOOTNOTE_CELLS {
-                    note.cells.push(format!(
-                        "{} · {} · {} · {}",
-                        c.kernel,
-                        c.topology,
-                        c.filesystem,
-                        c.scenario.label()
-                    ));
-                } else {
-                    note.more += 1;
+                // Where, grouped by boot (kernel · topology · filesystem), in first-seen order.
+                if places.len() < n {
+                    places.resize_with(n, Vec::new);
+                }
+                let place = format!("{} · {} · {}", c.kernel, c.topology, c.filesystem);
+                let groups = &mut places[n - 1];
+                match groups.iter_mut().find(|(g, _)| *g == place) {
+                    Some((_, labels)) => labels.push(c.scenario.label()),
+                    None => groups.push((place, vec![c.scenario.label()])),
                 }
                 cell_notes.insert(n);
             }
@@ -540,6 +506,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
             row_cells.push(MatrixCell {
                 outcome: Some(worst.as_str()),
                 symbol: worst.symbol(),
+                glyph: glyph(worst),
                 word,
                 notes: cell_notes.into_iter().collect(),
                 title: format!("{total} cells: {title}"),
@@ -552,6 +519,18 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
             accel: accels.into_iter().collect::<Vec<_>>().join(", "),
             cells: row_cells,
         });
+    }
+    for (note, groups) in notes.iter_mut().zip(places) {
+        note.more = groups.len().saturating_sub(FOOTNOTE_PLACES);
+        note.cells = groups
+            .into_iter()
+            .take(FOOTNOTE_PLACES)
+            .map(|(place, labels)| match labels.as_slice() {
+                [one] => format!("{place} · {one}"),
+                [a, b] => format!("{place} · {a}, {b}"),
+                _ => format!("{place} ({} cells)", labels.len()),
+            })
+            .collect();
     }
     (
         CompatMatrix {
@@ -629,6 +608,7 @@ fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
                     accel: c.provenance.accel.as_str(),
                     outcome: c.outcome.as_str(),
                     symbol: c.outcome.symbol(),
+                    glyph: glyph(c.outcome),
                     values,
                 });
             }
@@ -643,169 +623,6 @@ fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
         });
     }
     out
-}
-
-fn provenance(cells: &[&CellRecord]) -> Vec<ProvRow> {
-    let mut rows: Vec<ProvRow> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for c in cells {
-        let p = &c.provenance;
-        let observed = p
-            .observed_topology
-            .as_ref()
-            .map(|t| format!("{} (SMT {})", t.short(), t.smt.as_str()))
-            .unwrap_or_default();
-        let row = ProvRow {
-            kernel: c.kernel.clone(),
-            topology: c.topology.clone(),
-            backend: p.backend.as_str(),
-            accel: p.accel.as_str(),
-            host_cpu: p.host_cpu.clone(),
-            kernel_release: p.kernel_release.clone().unwrap_or_default(),
-            kernel_source: p.kernel_source.clone().unwrap_or_default(),
-            requested: p.requested_topology.clone().unwrap_or_default(),
-            observed,
-            mismatch: p.topology_mismatch.clone().unwrap_or_default(),
-            cells: 1,
-        };
-        let key = format!(
-            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
-            row.kernel,
-            row.topology,
-            row.backend,
-            row.accel,
-            row.host_cpu,
-            row.kernel_release,
-            row.kernel_source,
-            row.requested,
-            row.observed,
-            row.mismatch
-        );
-        match index.get(&key) {
-            Some(&i) => rows[i].cells += 1,
-            None => {
-                index.insert(key, rows.len());
-                rows.push(row);
-            }
-        }
-    }
-    rows
-}
-
-fn probes(run: &RunRecord) -> ProbeTable {
-    let kernel_of: HashMap<&str, &str> = run
-        .cells
-        .iter()
-        .map(|c| (c.id.as_str(), c.kernel.as_str()))
-        .collect();
-    let mut cols: Vec<(ProbeCol, &protocol::Capabilities)> = Vec::new();
-    for b in &run.boots {
-        let Some(caps) = &b.capabilities else {
-            continue;
-        };
-        let kernel = b
-            .cells
-            .iter()
-            .find_map(|id| kernel_of.get(id.as_str()).copied())
-            .unwrap_or_else(|| b.id.split('/').next().unwrap_or(&b.id))
-            .to_string();
-        // One column per kernel and filesystem: other topologies probe the same kernel.
-        if cols
-            .iter()
-            .any(|(c, _)| c.kernel == kernel && c.filesystem == caps.probed_fs)
-        {
-            continue;
-        }
-        cols.push((
-            ProbeCol {
-                kernel,
-                filesystem: caps.probed_fs.clone(),
-                release: caps.kernel_release.clone(),
-            },
-            caps,
-        ));
-    }
-    cols.sort_by(|a, b| {
-        natural_cmp(&a.0.kernel, &b.0.kernel)
-            .then_with(|| fs_rank(&a.0.filesystem).cmp(&fs_rank(&b.0.filesystem)))
-    });
-    let rows = Feature::ALL
-        .iter()
-        .map(|f| ProbeRow {
-            feature: f.as_str(),
-            cells: cols
-                .iter()
-                .map(|(_, caps)| match caps.get(*f) {
-                    None => ProbeCell {
-                        ok: None,
-                        text: "·".into(),
-                        title: "not probed".into(),
-                    },
-                    Some(p) => {
-                        let errno = p.evidence.as_ref().and_then(|e| {
-                            e.errno_name
-                                .clone()
-                                .or_else(|| e.errno.map(|n| format!("errno {n}")))
-                        });
-                        ProbeCell {
-                            ok: Some(p.supported),
-                            text: match (p.supported, errno) {
-                                (true, _) => "yes".into(),
-                                (false, Some(e)) => format!("no {e}"),
-                                (false, None) => "no".into(),
-                            },
-                            title: p
-                                .evidence
-                                .as_ref()
-                                .map(|e| evidence_text(Some(e)))
-                                .unwrap_or_default(),
-                        }
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    ProbeTable {
-        columns: cols.into_iter().map(|(c, _)| c).collect(),
-        rows,
-    }
-}
-
-fn boots(run: &RunRecord) -> Vec<BootRow> {
-    let ms = |b: &crate::results::BootRecord, k: &str| {
-        b.timings_ms
-            .get(k)
-            .map(|v| format!("{v:.0}"))
-            .unwrap_or_default()
-    };
-    let mut rows: Vec<BootRow> = run
-        .boots
-        .iter()
-        .map(|b| {
-            let (end, end_detail) = match &b.end {
-                BootEnd::Completed => ("completed", String::new()),
-                BootEnd::Timeout { limit, seconds, .. } => {
-                    ("timeout", format!("{limit} limit after {seconds:.0} s"))
-                }
-                BootEnd::Panic { line, .. } => ("panic", one_line(line, EVIDENCE_CHARS)),
-                BootEnd::Infra { message } => ("infra-error", one_line(message, EVIDENCE_CHARS)),
-            };
-            BootRow {
-                id: b.id.clone(),
-                backend: b.backend.as_str(),
-                accel: b.accel.as_str(),
-                end,
-                end_detail,
-                release: b.kernel_release.clone().unwrap_or_default(),
-                agent_ready_ms: ms(b, "agent-ready"),
-                plan_done_ms: ms(b, "plan-done"),
-                logs: b.logs.iter().map(|p| p.display().to_string()).collect(),
-                cells: b.cells.len(),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| natural_cmp(&a.id, &b.id));
-    rows
 }
 
 /// Mount cells' detail, when the cell has one.

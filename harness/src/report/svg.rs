@@ -30,6 +30,8 @@ pub struct DataPoint {
     pub hi: Option<f64>,
     /// Tooltip (SVG `<title>`).
     pub title: String,
+    /// Draw a warning ring: the point disagrees with what it should be (a formula).
+    pub alert: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +114,7 @@ pub struct Marker {
     pub y_lo: Option<f64>,
     pub y_hi: Option<f64>,
     pub title: String,
+    pub alert: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,14 +128,21 @@ pub struct LegendItem {
     pub marker: bool,
 }
 
-const WIDTH: f64 = 440.0;
+const WIDTH: f64 = 420.0;
 const MARGIN_LEFT: f64 = 58.0;
 const MARGIN_RIGHT: f64 = 14.0;
 const MARGIN_TOP: f64 = 40.0;
 const PLOT_H: f64 = 190.0;
 const AXIS_LABEL_SPACE: f64 = 42.0;
 const LEGEND_ROW: f64 = 15.0;
-const LEGEND_COLS: usize = 2;
+/// Legend columns: two when labels are short enough to share the plot's width.
+fn legend_cols(series: &[SeriesData]) -> usize {
+    if series.iter().all(|s| s.label.chars().count() <= 28) {
+        2
+    } else {
+        1
+    }
+}
 
 /// An axis: the value domain and how it maps into pixels.
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +188,8 @@ pub fn layout(spec: &ChartSpec) -> Chart {
             }
         }
     }
-    let legend_rows = spec.series.len().div_ceil(LEGEND_COLS);
+    let cols = legend_cols(&spec.series);
+    let legend_rows = spec.series.len().div_ceil(cols);
     let plot = Rect {
         x: MARGIN_LEFT,
         y: MARGIN_TOP,
@@ -193,8 +204,8 @@ pub fn layout(spec: &ChartSpec) -> Chart {
         .iter()
         .enumerate()
         .map(|(i, s)| LegendItem {
-            x: plot.x + (i % LEGEND_COLS) as f64 * (plot.w / LEGEND_COLS as f64),
-            y: plot.bottom + AXIS_LABEL_SPACE + (i / LEGEND_COLS) as f64 * LEGEND_ROW,
+            x: plot.x + (i % cols) as f64 * (plot.w / cols as f64),
+            y: plot.bottom + AXIS_LABEL_SPACE + (i / cols) as f64 * LEGEND_ROW,
             label: s.label.clone(),
             color: PALETTE[s.color % PALETTE.len()],
             dash: DASHES[s.dash % DASHES.len()],
@@ -262,6 +273,7 @@ pub fn layout(spec: &ChartSpec) -> Chart {
                     y_lo,
                     y_hi,
                     title: p.title.clone(),
+                    alert: p.alert,
                 });
             }
         }
@@ -404,6 +416,7 @@ mod tests {
                 lo: None,
                 hi: None,
                 title: String::new(),
+                alert: false,
             })
             .collect()
     }

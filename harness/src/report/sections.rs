@@ -1,0 +1,229 @@
+//! The report sections about where numbers came from rather than what they are: provenance
+//! per kernel and topology, the kernel feature probes per kernel and filesystem, and the boots.
+
+use std::collections::HashMap;
+
+use protocol::Feature;
+use serde::Serialize;
+
+use super::model::{evidence_text, fs_rank, natural_cmp, one_line, EVIDENCE_CHARS};
+use crate::results::{BootEnd, CellRecord, RunRecord};
+
+#[derive(Debug, Serialize)]
+pub struct ProvRow {
+    pub kernel: String,
+    pub topology: String,
+    pub backend: &'static str,
+    pub accel: &'static str,
+    pub host_cpu: String,
+    pub kernel_release: String,
+    pub kernel_source: String,
+    pub requested: String,
+    pub observed: String,
+    pub mismatch: String,
+    pub cells: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeTable {
+    pub columns: Vec<ProbeCol>,
+    pub rows: Vec<ProbeRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeCol {
+    pub kernel: String,
+    pub filesystem: String,
+    pub release: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeRow {
+    pub feature: &'static str,
+    pub cells: Vec<ProbeCell>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeCell {
+    /// `None`: this boot did not run this probe.
+    pub ok: Option<bool>,
+    pub text: String,
+    pub title: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BootRow {
+    pub id: String,
+    pub backend: &'static str,
+    pub accel: &'static str,
+    pub end: &'static str,
+    pub end_detail: String,
+    pub release: String,
+    pub agent_ready_ms: String,
+    pub plan_done_ms: String,
+    pub logs: Vec<String>,
+    pub cells: usize,
+}
+
+pub(super) fn provenance(cells: &[&CellRecord]) -> Vec<ProvRow> {
+    let mut rows: Vec<ProvRow> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for c in cells {
+        let p = &c.provenance;
+        let observed = p
+            .observed_topology
+            .as_ref()
+            .map(|t| format!("{} (SMT {})", t.short(), t.smt.as_str()))
+            .unwrap_or_default();
+        let row = ProvRow {
+            kernel: c.kernel.clone(),
+            topology: c.topology.clone(),
+            backend: p.backend.as_str(),
+            accel: p.accel.as_str(),
+            host_cpu: p.host_cpu.clone(),
+            kernel_release: p.kernel_release.clone().unwrap_or_default(),
+            kernel_source: p.kernel_source.clone().unwrap_or_default(),
+            requested: p.requested_topology.clone().unwrap_or_default(),
+            observed,
+            mismatch: p.topology_mismatch.clone().unwrap_or_default(),
+            cells: 1,
+        };
+        let key = format!(
+            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
+            row.kernel,
+            row.topology,
+            row.backend,
+            row.accel,
+            row.host_cpu,
+            row.kernel_release,
+            row.kernel_source,
+            row.requested,
+            row.observed,
+            row.mismatch
+        );
+        match index.get(&key) {
+            Some(&i) => rows[i].cells += 1,
+            None => {
+                index.insert(key, rows.len());
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+pub(super) fn probes(run: &RunRecord) -> ProbeTable {
+    let kernel_of: HashMap<&str, &str> = run
+        .cells
+        .iter()
+        .map(|c| (c.id.as_str(), c.kernel.as_str()))
+        .collect();
+    let mut cols: Vec<(ProbeCol, &protocol::Capabilities)> = Vec::new();
+    for b in &run.boots {
+        let Some(caps) = &b.capabilities else {
+            continue;
+        };
+        let kernel = b
+            .cells
+            .iter()
+            .find_map(|id| kernel_of.get(id.as_str()).copied())
+            .unwrap_or_else(|| b.id.split('/').next().unwrap_or(&b.id))
+            .to_string();
+        // One column per kernel and filesystem: other topologies probe the same kernel.
+        if cols
+            .iter()
+            .any(|(c, _)| c.kernel == kernel && c.filesystem == caps.probed_fs)
+        {
+            continue;
+        }
+        cols.push((
+            ProbeCol {
+                kernel,
+                filesystem: caps.probed_fs.clone(),
+                release: caps.kernel_release.clone(),
+            },
+            caps,
+        ));
+    }
+    cols.sort_by(|a, b| {
+        natural_cmp(&a.0.kernel, &b.0.kernel)
+            .then_with(|| fs_rank(&a.0.filesystem).cmp(&fs_rank(&b.0.filesystem)))
+    });
+    let rows = Feature::ALL
+        .iter()
+        .map(|f| ProbeRow {
+            feature: f.as_str(),
+            cells: cols
+                .iter()
+                .map(|(_, caps)| match caps.get(*f) {
+                    None => ProbeCell {
+                        ok: None,
+                        text: "·".into(),
+                        title: "not probed".into(),
+                    },
+                    Some(p) => {
+                        let errno = p.evidence.as_ref().and_then(|e| {
+                            e.errno_name
+                                .clone()
+                                .or_else(|| e.errno.map(|n| format!("errno {n}")))
+                        });
+                        ProbeCell {
+                            ok: Some(p.supported),
+                            text: match (p.supported, errno) {
+                                (true, _) => "yes".into(),
+                                (false, Some(e)) => format!("no {e}"),
+                                (false, None) => "no".into(),
+                            },
+                            title: p
+                                .evidence
+                                .as_ref()
+                                .map(|e| evidence_text(Some(e)))
+                                .unwrap_or_default(),
+                        }
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    ProbeTable {
+        columns: cols.into_iter().map(|(c, _)| c).collect(),
+        rows,
+    }
+}
+
+pub(super) fn boots(run: &RunRecord) -> Vec<BootRow> {
+    let ms = |b: &crate::results::BootRecord, k: &str| {
+        b.timings_ms
+            .get(k)
+            .map(|v| format!("{v:.0}"))
+            .unwrap_or_default()
+    };
+    let mut rows: Vec<BootRow> = run
+        .boots
+        .iter()
+        .map(|b| {
+            let (end, end_detail) = match &b.end {
+                BootEnd::Completed => ("completed", String::new()),
+                BootEnd::Timeout { limit, seconds, .. } => {
+                    ("timeout", format!("{limit} limit after {seconds:.0} s"))
+                }
+                BootEnd::Panic { line, .. } => ("panic", one_line(line, EVIDENCE_CHARS)),
+                BootEnd::Infra { message } => ("infra-error", one_line(message, EVIDENCE_CHARS)),
+            };
+            BootRow {
+                id: b.id.clone(),
+                backend: b.backend.as_str(),
+                accel: b.accel.as_str(),
+                end,
+                end_detail,
+                release: b.kernel_release.clone().unwrap_or_default(),
+                agent_ready_ms: ms(b, "agent-ready"),
+                plan_done_ms: ms(b, "plan-done"),
+                logs: b.logs.iter().map(|p| p.display().to_string()).collect(),
+                cells: b.cells.len(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| natural_cmp(&a.id, &b.id));
+    rows
+}
