@@ -59,8 +59,6 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Lay
 /// A set of written layers.
 #[derive(Debug, Clone)]
 pub struct Layers {
-    /// `<root>/snapshots`.
-    pub snapshots: PathBuf,
     /// `snapshots/<n>/fs` for n = 1..=L; index 0 is the bottom layer.
     pub dirs: Vec<PathBuf>,
     /// Whether the opaque directory could be marked (the filesystem takes `trusted.*` xattrs).
@@ -69,10 +67,6 @@ pub struct Layers {
 }
 
 impl Layers {
-    pub fn count(&self) -> u32 {
-        u32::try_from(self.dirs.len()).unwrap_or(u32::MAX)
-    }
-
     /// Whether layer 2 (whiteout, opaque dir) exists.
     pub fn has_overrides(&self) -> bool {
         self.dirs.len() >= 2
@@ -173,11 +167,7 @@ pub fn create(root: &Path, count: u32) -> Result<Layers, LayerError> {
         }
         dirs.push(fs_dir);
     }
-    Ok(Layers {
-        snapshots,
-        dirs,
-        opaque,
-    })
+    Ok(Layers { dirs, opaque })
 }
 
 /// The filesystem type holding `path`, by statfs magic (`ext4`, `tmpfs`, …).
@@ -318,7 +308,7 @@ mod tests {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).unwrap();
         let layers = create(&tmp, 3).unwrap();
-        assert_eq!(layers.count(), 3);
+        assert_eq!(layers.dirs.len(), 3);
         assert_eq!(layers.dirs[2], tmp.join("snapshots/3/fs"));
         use std::os::unix::fs::MetadataExt;
         let md = fs::metadata(layers.dirs[2].join("layer-3")).unwrap();

@@ -26,7 +26,8 @@ use protocol::{
 use crate::mounts::{self, Cancel};
 use crate::sys;
 
-/// Run `plan`, writing result lines to `out`.
+/// Run `plan`, writing result lines to `out`. The PID 1 path (init.rs) calls this.
+#[allow(dead_code)]
 pub fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
     execute_reporting(plan, out).map(|_| ())
 }
@@ -62,6 +63,7 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
         }
     }
     let mut all_ok = true;
+    let mut abandoned = Vec::new();
     for item in &plan.items {
         if sys::signal::stop_requested() {
             emit(log(
@@ -70,9 +72,18 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
             ))?;
             return Ok(false);
         }
-        let r = run_item(item, &plan.scratch_dir);
+        let r = run_item(item, &plan.scratch_dir, &mut abandoned);
         all_ok &= r.outcome.is_success();
         emit(AgentEvent::CellResult(r))?;
+    }
+    // Items abandoned after a timeout may still be cleaning up; exiting now would cut that short
+    // and leave their scratch files behind.
+    let still = wait_for(&mut abandoned, ABANDONED_WAIT);
+    if still > 0 {
+        emit(log(
+            LogLevel::Warn,
+            format!("{still} timed-out item(s) still running at the end of the plan"),
+        ))?;
     }
     if sys::signal::stop_requested() {
         emit(log(
@@ -96,7 +107,24 @@ fn grace(timeout: Duration) -> Duration {
     (timeout / 10).clamp(Duration::from_secs(5), Duration::from_secs(30))
 }
 
-fn run_item(item: &PlanItem, scratch: &Path) -> CellResult {
+/// How long the end of a plan waits for timed-out items to finish cleaning up.
+const ABANDONED_WAIT: Duration = Duration::from_secs(60);
+
+/// Wait up to `limit` for the threads to end; how many are still running.
+fn wait_for(threads: &mut Vec<std::thread::JoinHandle<()>>, limit: Duration) -> usize {
+    let start = std::time::Instant::now();
+    while threads.iter().any(|t| !t.is_finished()) && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    threads.retain(|t| !t.is_finished());
+    threads.len()
+}
+
+fn run_item(
+    item: &PlanItem,
+    scratch: &Path,
+    abandoned: &mut Vec<std::thread::JoinHandle<()>>,
+) -> CellResult {
     let cancel = Cancel::default();
     let (tx, rx) = mpsc::channel();
     let (scenario, dir, id, c) = (
@@ -163,14 +191,17 @@ fn run_item(item: &PlanItem, scratch: &Path) -> CellResult {
                     );
                     r
                 }
-                Err(_) => bare(
-                    item,
-                    Outcome::Timeout,
-                    Evidence::new(step).with_detail(format!(
-                        "did not stop within {} s more; abandoned",
-                        grace(limit).as_secs()
-                    )),
-                ),
+                Err(_) => {
+                    abandoned.push(handle);
+                    bare(
+                        item,
+                        Outcome::Timeout,
+                        Evidence::new(step).with_detail(format!(
+                            "did not stop within {} s more; abandoned",
+                            grace(limit).as_secs()
+                        )),
+                    )
+                }
             }
         }
     }
@@ -265,7 +296,7 @@ mod tests {
             }),
             timeout_s: Some(5),
         };
-        let r = run_item(&item, &std::env::temp_dir());
+        let r = run_item(&item, &std::env::temp_dir(), &mut Vec::new());
         assert_eq!(r.outcome, Outcome::InfraError);
         assert!(r.evidence.unwrap().detail.contains("layers = 0"));
     }

@@ -2,9 +2,9 @@
 //! and the checks made through each merged view, from inside the container's user namespace
 //! (the userns helper) and from the host (this thread).
 //!
-//! Layout below the run's `c/` directory, made before the clock starts:
-//! `<idx>/u` (upper, owned by the container's root), `<idx>/w` (work), `<idx>/p<k>/m` (merged
-//! of pass k), `<idx>/p<k>/t` (common-parent target), `<idx>/p<k>/<i>` (per-layer targets).
+//! Layout below the run's `c/` directory, made before the clock starts: `<idx>/u` (upper, owned
+//! by the container's root), `<idx>/w` (work), `<idx>/m` (merged), `<idx>/p` (common-parent
+//! target), `<idx>/l/<i>` (per-layer targets). Passes run in turn and share them.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -52,19 +52,17 @@ pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Resu
     // container can write its rootfs.
     chown(&upper, Some(base_id(idx)), Some(base_id(idx)))?;
     mkdir(&dir.join("w"))?;
-    for k in 0..s.passes {
-        let p = dir.join(format!("p{k}"));
-        mkdir(&p)?;
-        mkdir(&p.join("m"))?;
-        match s.strategy {
-            Strategy::PerLayer => {
-                for i in 0..s.layers {
-                    mkdir(&p.join(i.to_string()))?;
-                }
+    mkdir(&dir.join("m"))?;
+    match s.strategy {
+        Strategy::PerLayer => {
+            let l = dir.join("l");
+            mkdir(&l)?;
+            for i in 0..s.layers {
+                mkdir(&l.join(i.to_string()))?;
             }
-            Strategy::CommonParent => mkdir(&p.join("t"))?,
-            Strategy::FsconfigFd => {}
         }
+        Strategy::CommonParent => mkdir(&dir.join("p"))?,
+        Strategy::FsconfigFd => {}
     }
     Ok(())
 }
@@ -136,10 +134,9 @@ enum Expect {
     Errno(&'static str, i32),
 }
 
-/// A check made from the host: `statat(dir, path)` must show these ids.
+/// A check made from the host: `statat(container dir, path)` must show these ids.
 struct HostExpect {
     check: &'static str,
-    in_container_dir: bool,
     path: CString,
     uid: u32,
     gid: u32,
@@ -183,7 +180,6 @@ fn pass_spec<'a>(
         let path = format!("m/layer-{n}");
         host.push(HostExpect {
             check: "ids-from-host",
-            in_container_dir: false,
             path: cstr(&path),
             uid: base + layer_uid(n),
             gid: base + layer_gid(n),
@@ -244,7 +240,6 @@ fn pass_spec<'a>(
         ] {
             host.push(HostExpect {
                 check,
-                in_container_dir: true,
                 path: cstr(path),
                 uid: id,
                 gid: id,
@@ -295,15 +290,12 @@ pub fn run(
     let base = base_id(idx);
     let cdir_path = ctx.containers.join(idx.to_string());
     let cdir = open_dir(&cdir_path)?;
-    let pass_dirs: Vec<OwnedFd> = (0..s.passes)
-        .map(|k| open_dir(&cdir_path.join(format!("p{k}"))))
-        .collect::<SysResult<_>>()?;
     let mut batches = Vec::new();
     let mut specs = Vec::new();
-    for (k, pd) in pass_dirs.iter().enumerate() {
-        let rootfs = is_rootfs_pass(k as u32, s.passes);
+    for k in 0..s.passes {
+        let rootfs = is_rootfs_pass(k, s.passes);
         let (ops, spec) = pass_spec(
-            pd.as_fd(),
+            cdir.as_fd(),
             s.layers,
             ctx.overrides,
             ctx.opaque,
@@ -316,14 +308,10 @@ pub fn run(
     let mut userns = UserNs::create(base, ID_COUNT, batches)?;
     let mut latency = Duration::ZERO;
     let mut peak_seen = 0u64;
-    for (k, pd) in pass_dirs.iter().enumerate() {
+    rustix::process::fchdir(&cdir)
+        .map_err(|e| SysError::new(|| format!("fchdir({cdir_path:?})"), e))?;
+    for k in 0..s.passes as usize {
         let rootfs = is_rootfs_pass(k as u32, s.passes);
-        rustix::process::fchdir(pd).map_err(|e| {
-            SysError::new(
-                || format!("fchdir({:?})", cdir_path.join(format!("p{k}"))),
-                e,
-            )
-        })?;
         latency += {
             let mut at_peak = || {
                 let want = ctx.plan.peak_mounts();
@@ -345,15 +333,7 @@ pub fn run(
             };
             strategy::start(ctx.plan, userns.fd(), rootfs, tally, &mut at_peak)?
         };
-        let verified = verify(
-            &mut userns,
-            k,
-            &specs[k],
-            pd.as_fd(),
-            cdir.as_fd(),
-            idx,
-            checks,
-        );
+        let verified = verify(&mut userns, k, &specs[k], cdir.as_fd(), idx, checks);
         // Tear down even when a check could not run, so nothing stays mounted.
         strategy::teardown(tally)?;
         verified?;
@@ -365,7 +345,6 @@ fn verify(
     userns: &mut UserNs<'_>,
     k: usize,
     spec: &PassSpec,
-    pass_dir: BorrowedFd<'_>,
     cdir: BorrowedFd<'_>,
     idx: u32,
     checks: &mut Checks,
@@ -406,8 +385,7 @@ fn verify(
         }
     }
     for h in &spec.host {
-        let dir = if h.in_container_dir { cdir } else { pass_dir };
-        let seen = rustix::fs::statat(dir, h.path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW);
+        let seen = rustix::fs::statat(cdir, h.path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW);
         checks.record(
             h.check,
             matches!(&seen, Ok(st) if (st.st_uid, st.st_gid) == (h.uid, h.gid)),

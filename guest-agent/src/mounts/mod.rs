@@ -240,8 +240,24 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     };
     let containers = root.join("c");
     let prepared = std::fs::create_dir(&containers).and_then(|()| {
-        (0..s.containers).try_for_each(|idx| container::prepare_dirs(&containers, idx, s))
+        (0..s.containers).try_for_each(|idx| {
+            // Thousands of containers take a while to lay out: stay stoppable.
+            if cancel.is_cancelled() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "stop requested",
+                ));
+            }
+            container::prepare_dirs(&containers, idx, s)
+        })
     });
+    if cancel.is_cancelled() {
+        return result(
+            cell_id,
+            Outcome::InfraError,
+            Some(stop_evidence("while laying out container directories")),
+        );
+    }
     if let Err(e) = prepared {
         return infra(
             cell_id,
@@ -313,7 +329,6 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         wall,
         prep,
         leaked,
-        cancelled: cancel.is_cancelled(),
     };
     drop(run_dir);
     report.build(cell_id, total)
@@ -403,6 +418,16 @@ fn worker(ctx: &RunCtx<'_>, next: &AtomicU32, abort: &AtomicBool, cancel: &Cance
     out
 }
 
+/// Why a run stopped early: the signal, or the caller's cancel (a plan item's timeout).
+fn stop_evidence(when: &str) -> Evidence {
+    let why = match sys::signal::stop_signal() {
+        Some(sig) => format!("interrupted by signal {sig}"),
+        None if sys::signal::stop_requested() => "stopped: stdin closed".to_owned(),
+        None => "cancelled".to_owned(),
+    };
+    Evidence::new(why).with_detail(format!("stopped {when}"))
+}
+
 /// Errnos that mean "this kernel or filesystem cannot do that step".
 fn means_unsupported(errno: i32) -> bool {
     matches!(
@@ -435,7 +460,6 @@ struct Report<'a> {
     wall: Duration,
     prep: Duration,
     leaked: u64,
-    cancelled: bool,
 }
 
 fn us(d: Duration) -> u64 {
@@ -484,18 +508,9 @@ impl Report<'_> {
                 self.layers_fs, s.containers
             );
             (outcome, Some(ev))
-        } else if !all_done || self.cancelled && !all_done {
-            let why = match sys::signal::stop_signal() {
-                Some(sig) => format!("interrupted by signal {sig}"),
-                None => "cancelled".to_owned(),
-            };
-            (
-                Outcome::InfraError,
-                Some(Evidence::new(why).with_detail(format!(
-                    "stopped after {completed} of {} containers",
-                    s.containers
-                ))),
-            )
+        } else if !all_done {
+            let after = format!("after {completed} of {} containers", s.containers);
+            (Outcome::InfraError, Some(stop_evidence(&after)))
         } else if let Some((name, detail)) = t.checks.first_failure() {
             (
                 Outcome::Fail,

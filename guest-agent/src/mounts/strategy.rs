@@ -1,7 +1,8 @@
 //! The three strategies, each reading like its syscall sequence in DESIGN.md. All run with the
-//! worker's working directory set to one pass directory (`c/<idx>/p<k>`), so every mount path
-//! and overlay option is short and relative: `0`…`L-1` (per-layer targets), `t` (common-parent
-//! target), `m` (merged), `../u` (upper), `../w` (work). Layer sources are absolute.
+//! worker's working directory set to the container's directory (`c/<idx>`), so every mount path
+//! and overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
+//! (common-parent target), `m` (merged), `u` (upper), `w` (work). Layer sources are absolute.
+//! Passes run one after another and reuse the same targets.
 //!
 //! Every mount-family call goes through [`Tally::timed`], which sums its time; attachments and
 //! detachments are counted where they happen.
@@ -76,7 +77,7 @@ pub struct Plan {
     pub strategy: Strategy,
     /// Absolute layer directories, bottom (layer 1) first.
     pub layers: Vec<CString>,
-    /// Relative per-layer targets `0`…`L-1` (per-layer only).
+    /// Relative per-layer targets `l/0`…`l/<L-1>` (per-layer only).
     pub targets: Vec<CString>,
     /// The layers' common directory (common-parent only).
     pub common: Option<CString>,
@@ -95,19 +96,19 @@ impl Plan {
     ) -> Plan {
         let n = layers.len();
         let targets: Vec<CString> = (0..n)
-            .map(|i| CString::new(i.to_string()).unwrap_or_default())
+            .map(|i| CString::new(format!("l/{i}")).unwrap_or_default())
             .collect();
         // Top layer first, as overlay wants.
         let lowers: Vec<String> = match (&strategy, &common) {
             (Strategy::CommonParent, Some((_, rel))) => {
-                rel.iter().rev().map(|r| format!("t/{r}")).collect()
+                rel.iter().rev().map(|r| format!("p/{r}")).collect()
             }
-            _ => (0..n).rev().map(|i| i.to_string()).collect(),
+            _ => (0..n).rev().map(|i| format!("l/{i}")).collect(),
         };
         let lowers = lowers.join(":");
-        let data_view = CString::new(format!("lowerdir=../u:{lowers}")).unwrap_or_default();
-        let data_rootfs = CString::new(format!("lowerdir={lowers},upperdir=../u,workdir=../w"))
-            .unwrap_or_default();
+        let data_view = CString::new(format!("lowerdir=u:{lowers}")).unwrap_or_default();
+        let data_rootfs =
+            CString::new(format!("lowerdir={lowers},upperdir=u,workdir=w")).unwrap_or_default();
         Plan {
             strategy,
             layers,
@@ -129,7 +130,7 @@ impl Plan {
 }
 
 const MERGED: &CStr = c"m";
-const PARENT_TARGET: &CStr = c"t";
+const PARENT_TARGET: &CStr = c"p";
 
 /// Build one pass's overlay at `m`. `rootfs` selects pass B (upper/work) over pass A (read-only
 /// view with the upper dir as top lowerdir). `at_peak` runs once while the most mounts are
@@ -183,8 +184,8 @@ fn close_tree(tally: &mut Tally, fd: OwnedFd) {
     });
 }
 
-/// per layer: open_tree(CLONE) → mount_setattr(IDMAP|RDONLY) → move_mount to `i`;
-/// mount("overlay", lowerdir=L-1:…:0); per layer umount2.
+/// per layer: open_tree(CLONE) → mount_setattr(IDMAP|RDONLY) → move_mount to `l/i`;
+/// mount("overlay", lowerdir=l/<L-1>:…:l/0); per layer umount2.
 fn per_layer(
     plan: &Plan,
     userns: BorrowedFd<'_>,
@@ -218,7 +219,7 @@ fn per_layer(
 }
 
 /// one open_tree(CLONE|AT_RECURSIVE) of the common directory → mount_setattr → move_mount to
-/// `t`; mount("overlay", lowerdir=t/<rel>…); one umount2.
+/// `p`; mount("overlay", lowerdir=p/<rel>…); one umount2.
 fn common_parent(
     plan: &Plan,
     userns: BorrowedFd<'_>,
@@ -279,15 +280,15 @@ fn fsconfig_fd(
     let fs = tally.timed(|| api::fsopen("overlay"))?;
     if !rootfs {
         // The read-only view's top layer is the upper dir itself, not idmapped.
-        let upper = tally.timed(|| api::open_tree_path(api::cwd(), c"../u"))?;
+        let upper = tally.timed(|| api::open_tree_path(api::cwd(), c"u"))?;
         tally.timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", upper.as_fd()))?;
     }
     for tree in trees.iter().rev() {
         tally.timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", tree.as_fd()))?;
     }
     if rootfs {
-        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "upperdir", c"../u"))?;
-        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "workdir", c"../w"))?;
+        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "upperdir", c"u"))?;
+        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "workdir", c"w"))?;
     }
     tally.timed(|| api::fsconfig_create(fs.as_fd()))?;
     for tree in trees {
@@ -314,10 +315,10 @@ mod tests {
     #[test]
     fn overlay_options_list_the_top_layer_first() {
         let p = Plan::new(Strategy::PerLayer, layers(3), None);
-        assert_eq!(p.data_view.to_str().unwrap(), "lowerdir=../u:2:1:0");
+        assert_eq!(p.data_view.to_str().unwrap(), "lowerdir=u:l/2:l/1:l/0");
         assert_eq!(
             p.data_rootfs.to_str().unwrap(),
-            "lowerdir=2:1:0,upperdir=../u,workdir=../w"
+            "lowerdir=l/2:l/1:l/0,upperdir=u,workdir=w"
         );
         assert_eq!(p.peak_mounts(), 4);
         let rel = vec!["1/fs".to_string(), "2/fs".to_string()];
@@ -326,7 +327,7 @@ mod tests {
             layers(2),
             Some((CString::new("/s/snapshots").unwrap(), rel)),
         );
-        assert_eq!(c.data_view.to_str().unwrap(), "lowerdir=../u:t/2/fs:t/1/fs");
+        assert_eq!(c.data_view.to_str().unwrap(), "lowerdir=u:p/2/fs:p/1/fs");
         assert_eq!(c.peak_mounts(), 2);
     }
 

@@ -3,16 +3,19 @@
 //!
 //! A user namespace cannot be made with `unshare(CLONE_NEWUSER)` from a multi-threaded process
 //! (EINVAL), so [`UserNs::create`] clones a small helper process into a new user namespace
-//! (`clone(CLONE_NEWUSER | CLONE_FILES | SIGCHLD)`), writes its `uid_map`/`gid_map`, and opens
-//! `/proc/<pid>/ns/user` for `mount_setattr`. The helper then becomes root of that namespace
+//! (`clone(CLONE_VM | CLONE_NEWUSER | CLONE_FILES | SIGCHLD)` on a stack of its own), writes its
+//! `uid_map`/`gid_map`, and opens `/proc/<pid>/ns/user` for `mount_setattr`. The helper then becomes root of that namespace
 //! (`setresuid(0, 0, 0)`) and stays alive so that checks can look at the merged view *from
 //! inside* the container's user namespace: it runs batches of prepared [`ChildOp`]s on demand.
 //!
 //! `CLONE_FILES` makes the helper share the agent's descriptor table instead of copying it: a
 //! copied table would hold extra references to other workers' detached mount trees and make
 //! their `umount2` fail with EBUSY (containerd hits exactly this when it forks for a userns fd).
-//! Between clone and exit the helper only makes raw system calls: no allocation, no locks, no
-//! panics (it runs on a copy of a multi-threaded process's memory).
+//! `CLONE_VM` shares our memory instead of copying the page tables (a fork of the agent costs
+//! ~100 µs, which would show up as agent overhead on every container). The helper therefore
+//! only makes raw system calls through rustix's linux_raw backend, which never touches `errno`
+//! or any other thread-local state it would share with the thread that cloned it: no
+//! allocation, no locks, no libc wrappers, no panics.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -95,28 +98,51 @@ pub struct UserNs<'a> {
     ns: OwnedFd,
     cmd_w: OwnedFd,
     res_r: OwnedFd,
-    batches: Vec<Vec<ChildOp<'a>>>,
-    // Dropped after the fds above: kills and reaps the helper.
+    // Dropped after the fds above and before the batches it reads: kills and reaps the helper.
     _helper: Helper,
+    batches: Box<Vec<Vec<ChildOp<'a>>>>,
     // Kept open until the helper is gone: it shares our descriptor table.
     _cmd_r: OwnedFd,
     _res_w: OwnedFd,
 }
 
-/// The helper's pid; dropping it kills and reaps the helper, so no error path leaves one behind.
+/// The helper: its pid, stack and arguments. Dropping it kills and reaps the helper and only
+/// then frees the memory it ran on, so no error path leaves one behind or pulls memory from
+/// under it.
 struct Helper {
     pid: libc::pid_t,
+    stack: *mut libc::c_void,
+    args: *mut HelperArgs,
+}
+
+// SAFETY: the raw pointers are owned by this value and only freed in its Drop.
+unsafe impl Send for Helper {}
+
+const HELPER_STACK: usize = 256 * 1024;
+
+/// What the helper reads; lives on our heap until the helper is reaped.
+struct HelperArgs {
+    parent: i32,
+    cmd: RawFd,
+    res: RawFd,
+    batches: *const Vec<Vec<ChildOp<'static>>>,
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        // SAFETY: kill/waitpid on our own child's pid.
+        // SAFETY: kill/waitpid on our own child's pid; the stack and args are ours and unused
+        // once the child is reaped.
         unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            let mut status = 0;
-            while libc::waitpid(self.pid, &mut status, libc::__WALL) < 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-            {}
+            if self.pid > 0 {
+                libc::kill(self.pid, libc::SIGKILL);
+                let mut status = 0;
+                while libc::waitpid(self.pid, &mut status, libc::__WALL) < 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                {
+                }
+            }
+            libc::munmap(self.stack, HELPER_STACK);
+            drop(Box::from_raw(self.args));
         }
     }
 }
@@ -151,23 +177,53 @@ impl<'a> UserNs<'a> {
         let (cmd_r, cmd_w) = pipe()?;
         let (res_r, res_w) = pipe()?;
         let parent = rustix::process::getpid().as_raw_nonzero().get();
-        let flags = (libc::CLONE_NEWUSER | libc::CLONE_FILES | libc::SIGCHLD) as libc::c_ulong;
-        // SAFETY: a fork-like clone (no CLONE_VM, child stack 0 = a copy of ours). The child
-        // only runs `helper_main`, which makes raw system calls and never returns.
-        let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
-        if pid == 0 {
-            helper_main(parent, cmd_r.as_raw_fd(), res_w.as_raw_fd(), &batches);
+        let batches = Box::new(batches);
+        // SAFETY: a private anonymous mapping for the helper's stack.
+        let stack = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                HELPER_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if stack == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            return Err(SysError::from_io(|| "mmap(helper stack)".into(), &e));
         }
+        let args = Box::into_raw(Box::new(HelperArgs {
+            parent,
+            cmd: cmd_r.as_raw_fd(),
+            res: res_w.as_raw_fd(),
+            // The helper is reaped before `batches` is freed (field order of UserNs).
+            batches: (&*batches as *const Vec<Vec<ChildOp<'a>>>).cast(),
+        }));
+        let mut helper = Helper {
+            pid: -1,
+            stack,
+            args,
+        };
+        let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_FILES | libc::SIGCHLD;
+        // SAFETY: the helper runs `helper_main` on its own stack (top of the mapping), sharing
+        // our memory; it reads only `args` and the batches, which outlive it (see Helper).
+        let pid = unsafe {
+            libc::clone(
+                helper_main,
+                stack.cast::<u8>().add(HELPER_STACK).cast(),
+                flags,
+                args.cast(),
+            )
+        };
         if pid < 0 {
             let e = std::io::Error::last_os_error();
             return Err(SysError::from_io(
-                || "clone(CLONE_NEWUSER | CLONE_FILES | SIGCHLD)".into(),
+                || "clone(CLONE_VM | CLONE_NEWUSER | CLONE_FILES | SIGCHLD)".into(),
                 &e,
             ));
         }
-        let helper = Helper {
-            pid: pid as libc::pid_t,
-        };
+        helper.pid = pid;
         let map = format!("0 {base} {count}\n");
         for file in ["uid_map", "gid_map"] {
             let path = format!("/proc/{pid}/{file}");
@@ -186,8 +242,8 @@ impl<'a> UserNs<'a> {
             ns,
             cmd_w,
             res_r,
-            batches,
             _helper: helper,
+            batches,
             _cmd_r: cmd_r,
             _res_w: res_w,
         };
@@ -277,98 +333,89 @@ impl<'a> UserNs<'a> {
     }
 }
 
-/// The helper process. Raw system calls only; never returns.
-fn helper_main(parent: i32, cmd: RawFd, res: RawFd, batches: &[Vec<ChildOp<'_>>]) -> ! {
-    // SAFETY (whole function): raw system calls on fds we own, buffers on our stack.
-    unsafe {
-        libc::syscall(
-            libc::SYS_prctl,
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if libc::syscall(libc::SYS_getppid) as i32 != parent {
-            libc::_exit(1);
+/// The helper process: become root of the new namespace, then run batches on request. Only
+/// rustix calls (raw syscalls, no errno); returning exits the process.
+extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
+    use rustix::fd::BorrowedFd as Fd;
+    // SAFETY: `arg` is the HelperArgs the parent keeps alive until it has reaped us; the fds
+    // are in the descriptor table we share and stay open as long as we run.
+    let (args, batches, cmd, res) = unsafe {
+        let a = &*(arg as *const HelperArgs);
+        (a, &*a.batches, Fd::borrow_raw(a.cmd), Fd::borrow_raw(a.res))
+    };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(args.parent) {
+        return 1;
+    }
+    let mut go = [0u8; 1];
+    if !matches!(rustix::io::read(cmd, &mut go), Ok(1)) || go[0] != b'g' {
+        return 0;
+    }
+    // Become root of the namespace: id 0 maps to the container's host base.
+    let _ = rustix::thread::set_thread_groups(&[]);
+    let became_root = rustix::thread::set_thread_res_gid(
+        rustix::process::Gid::ROOT,
+        rustix::process::Gid::ROOT,
+        rustix::process::Gid::ROOT,
+    )
+    .and_then(|()| {
+        rustix::thread::set_thread_res_uid(
+            rustix::process::Uid::ROOT,
+            rustix::process::Uid::ROOT,
+            rustix::process::Uid::ROOT,
+        )
+    });
+    let status: i32 = match became_root {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error(),
+    };
+    let _ = rustix::io::write(res, &status.to_ne_bytes());
+    if status != 0 {
+        return 1;
+    }
+    let mut out = [0u8; MAX_BATCH * RESULT_BYTES];
+    loop {
+        let mut idx = [0u8; 4];
+        if !matches!(rustix::io::read(cmd, &mut idx), Ok(4)) {
+            return 0;
         }
-        let mut go = [0u8; 1];
-        if libc::read(cmd, go.as_mut_ptr().cast(), 1) != 1 || go[0] != b'g' {
-            libc::_exit(0);
+        let Some(batch) = batches.get(u32::from_ne_bytes(idx) as usize) else {
+            return 2;
+        };
+        let mut len = 0;
+        for (op, slot) in batch.iter().zip(out.chunks_exact_mut(RESULT_BYTES)) {
+            run_op(op).encode(slot);
+            len += RESULT_BYTES;
         }
-        // Become root of the namespace: ids 0 map to the container's host base. Raw syscalls,
-        // not libc's setresuid, which would try to signal threads that do not exist here.
-        let _ = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
-        let mut status: i32 = 0;
-        if libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) != 0
-            || libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) != 0
-        {
-            status = *libc::__errno_location();
-        }
-        let sb = status.to_ne_bytes();
-        libc::write(res, sb.as_ptr().cast(), 4);
-        if status != 0 {
-            libc::_exit(1);
-        }
-        let mut out = [0u8; MAX_BATCH * RESULT_BYTES];
-        loop {
-            let mut idx = [0u8; 4];
-            if libc::read(cmd, idx.as_mut_ptr().cast(), 4) != 4 {
-                libc::_exit(0);
-            }
-            let Some(batch) = batches.get(u32::from_ne_bytes(idx) as usize) else {
-                libc::_exit(2);
-            };
-            for (k, op) in batch.iter().enumerate().take(MAX_BATCH) {
-                let r = run_op(op);
-                r.encode(&mut out[k * RESULT_BYTES..(k + 1) * RESULT_BYTES]);
-            }
-            let len = batch.len().min(MAX_BATCH) * RESULT_BYTES;
-            libc::write(res, out.as_ptr().cast(), len);
-        }
+        let _ = rustix::io::write(res, &out[..len]);
     }
 }
 
 fn run_op(op: &ChildOp<'_>) -> OpResult {
-    // SAFETY: `st` is a valid out-buffer; paths are NUL-terminated CStrings; fds are borrowed
-    // from the parent's (shared) table and outlive the helper.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        let rc = match op {
-            ChildOp::Stat { dir, path } => libc::fstatat(
-                dir.as_raw_fd(),
-                path.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            ),
-            ChildOp::Create { dir, path } => {
-                let fd = libc::openat(
-                    dir.as_raw_fd(),
-                    path.as_ptr(),
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644 as libc::c_uint,
-                );
-                if fd < 0 {
-                    -1
-                } else {
-                    let rc = libc::fstat(fd, &mut st);
-                    libc::close(fd);
-                    rc
-                }
-            }
-        };
-        if rc != 0 {
-            return OpResult {
-                errno: *libc::__errno_location(),
-                ..OpResult::default()
-            };
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let seen = match op {
+        ChildOp::Stat { dir, path } => {
+            rustix::fs::statat(*dir, path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
         }
-        OpResult {
+        ChildOp::Create { dir, path } => rustix::fs::openat(
+            *dir,
+            path.as_c_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .and_then(|fd| rustix::fs::fstat(&fd)),
+    };
+    match seen {
+        Ok(st) => OpResult {
             errno: 0,
             uid: st.st_uid,
             gid: st.st_gid,
             mode: st.st_mode,
             rdev: st.st_rdev,
-        }
+        },
+        Err(e) => OpResult {
+            errno: e.raw_os_error(),
+            ..OpResult::default()
+        },
     }
 }
