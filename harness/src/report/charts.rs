@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use protocol::{Better, CellDetail, Outcome, Scenario, Strategy, Summary, Unit};
+use protocol::{CellDetail, Outcome, Scenario, Strategy, Summary, Unit};
 use serde::Serialize;
 
 use super::model::{fs_rank, mounts_detail, natural_cmp};
@@ -29,7 +29,7 @@ pub struct Charts {
 const MAX_LATENCY_CHARTS: usize = 240;
 const MAX_OPS_CHARTS: usize = 80;
 const MAX_LOCK_CHARTS: usize = 30;
-const MAX_SERIES: usize = 8;
+const MAX_SERIES: usize = 10;
 
 /// Fixed colours so a strategy looks the same on every chart.
 fn strategy_color(s: Strategy) -> usize {
@@ -56,24 +56,17 @@ fn us_per(unit: Unit) -> Option<f64> {
     }
 }
 
-/// Per-container start latency samples in µs: the named metric if the agent sent one, else the
-/// detail's per-container list.
+/// Per-container start latency samples in µs: the detail's per-container list when the agent
+/// sent one (the real distribution), else the first of the named latency metrics it did send.
 fn latency_us(c: &CellRecord) -> Option<Vec<f64>> {
-    let by_name = ["start_latency_us", "latency_us"]
-        .iter()
-        .find_map(|n| c.metrics.get(*n))
-        .or_else(|| {
-            c.metrics
-                .iter()
-                .find(|(n, m)| n.contains("latency") && m.better == Better::Lower)
-                .map(|(_, m)| m)
-        });
-    if let Some(m) = by_name {
-        if let Some(f) = us_per(m.unit) {
-            return Some(m.samples.iter().map(|v| v * f).collect());
-        }
+    if let Some(d) = mounts_detail(c).filter(|d| !d.latency_us.is_empty()) {
+        return Some(d.latency_us.iter().map(|v| *v as f64).collect());
     }
-    mounts_detail(c).map(|d| d.latency_us.iter().map(|v| *v as f64).collect())
+    let m = ["start_latency_us", "latency_us", "latency_p50_us"]
+        .iter()
+        .find_map(|n| c.metrics.get(*n))?;
+    let f = us_per(m.unit)?;
+    Some(m.samples.iter().map(|v| v * f).collect())
 }
 
 pub fn build(run: &RunRecord) -> Charts {
@@ -405,6 +398,19 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
             curves.entry(key).or_default().push(p);
         }
         let total = curves.len();
+        // Colour by workload, dash by variant (false sharing, pinning, SMT): a lock and its
+        // false-sharing twin read as one family.
+        let workloads: Vec<&str> = {
+            let set: BTreeSet<&str> = lb.points.iter().map(|p| p.workload.as_str()).collect();
+            set.into_iter().collect()
+        };
+        let style = |pts: &[&protocol::lockbench::LockPoint], i: usize| {
+            let Some(p) = pts.first() else { return (i, 0) };
+            let w = workloads.iter().position(|w| *w == p.workload).unwrap_or(i);
+            let variant = usize::from(p.false_sharing)
+                + 2 * pinnings.iter().position(|x| *x == p.pinning).unwrap_or(0);
+            (w, variant)
+        };
         let make = |metric: &dyn Fn(&protocol::lockbench::LockPoint) -> Option<f64>| {
             curves
                 .iter()
@@ -412,8 +418,8 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
                 .enumerate()
                 .map(|(i, (label, pts))| SeriesData {
                     label: label.clone(),
-                    color: i % super::svg::PALETTE.len(),
-                    dash: i / super::svg::PALETTE.len(),
+                    color: style(pts, i).0,
+                    dash: style(pts, i).1,
                     line: true,
                     markers: true,
                     points: pts
@@ -437,11 +443,20 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
                 })
                 .collect::<Vec<_>>()
         };
-        let note = if total > MAX_SERIES {
+        let mut note = if total > MAX_SERIES {
             format!("{} of {total} curves drawn", MAX_SERIES)
         } else {
             String::new()
         };
+        // The agent's own remarks (skipped points, timer overhead) belong next to the curves.
+        if !lb.notes.is_empty() {
+            let agent = super::model::one_line(&lb.notes.join("; "), 300);
+            note = if note.is_empty() {
+                agent
+            } else {
+                format!("{note}; {agent}")
+            };
+        }
         let accel = c.provenance.accel.as_str().to_string();
         let base = format!(
             "{} · {} · {} · {}",

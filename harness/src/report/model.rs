@@ -368,9 +368,18 @@ pub fn fmt_num(v: f64) -> String {
 
 pub fn perf_value(s: &Summary) -> PerfValue {
     let median = fmt_num(s.p50);
-    let spread = format!("±{}", fmt_num(s.mad));
+    // One sample has no spread to show.
+    let spread = if s.n > 1 {
+        format!("±{}", fmt_num(s.mad))
+    } else {
+        String::new()
+    };
     PerfValue {
-        text: format!("{median} {spread} ({})", s.n),
+        text: if spread.is_empty() {
+            format!("{median} ({})", s.n)
+        } else {
+            format!("{median} {spread} ({})", s.n)
+        },
         range: format!("{}–{}", fmt_num(s.min), fmt_num(s.max)),
         median,
         spread,

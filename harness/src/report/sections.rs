@@ -61,7 +61,8 @@ pub struct BootRow {
     pub release: String,
     pub agent_ready_ms: String,
     pub plan_done_ms: String,
-    pub logs: Vec<String>,
+    /// (channel, path relative to the run directory): `("console", "logs/….console.log")`.
+    pub logs: Vec<(String, String)>,
     pub cells: usize,
 }
 
@@ -219,7 +220,20 @@ pub(super) fn boots(run: &RunRecord) -> Vec<BootRow> {
                 release: b.kernel_release.clone().unwrap_or_default(),
                 agent_ready_ms: ms(b, "agent-ready"),
                 plan_done_ms: ms(b, "plan-done"),
-                logs: b.logs.iter().map(|p| p.display().to_string()).collect(),
+                logs: b
+                    .logs
+                    .iter()
+                    .map(|p| {
+                        // `logs/<flat boot id>.<channel>.log`: the channel is the link text.
+                        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+                        let channel = stem
+                            .as_deref()
+                            .and_then(|s| s.rsplit('.').next())
+                            .unwrap_or("log")
+                            .to_string();
+                        (channel, p.display().to_string())
+                    })
+                    .collect(),
                 cells: b.cells.len(),
             }
         })
