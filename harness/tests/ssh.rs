@@ -650,12 +650,27 @@ fn real_agent_dropped_connection_keeps_earlier_results_and_cleans_up() {
     skip_unless_ready!();
     let Some(agent) = real_agent() else { return };
     let sshd = Sshd::start();
+    // Long enough to be cut (seconds), and quick to stop: the agent checks its stop flag per
+    // container, not while preparing many layers (a plan of 1000+ containers takes tens of
+    // seconds to stop, so the run script's KILL after 12 s would be what ends it).
+    let mut long_item = mounts_item("long", 1, 200);
+    if let Scenario::Mounts(m) = &mut long_item.scenario {
+        m.passes = 8;
+    }
     let req = request(
         sshd.dir.path(),
         "real-long",
-        vec![mounts_item("quick", 2, 2), mounts_item("long", 20, 5000)],
+        vec![mounts_item("quick", 2, 2), long_item],
     );
+    let t = Instant::now();
     let out = drop_connection_mid_run(&sshd, &agent, &req);
+    eprintln!(
+        "dropped-connection visit: {:?}, {}",
+        t.elapsed(),
+        overhead(&out)
+    );
+    let ssh_log = req.run_dir.abs(&RunDir::log_rel(&req.id, "ssh"));
+    eprintln!("{}", std::fs::read_to_string(ssh_log).unwrap_or_default());
     let BootEnd::Infra { message } = &out.end else {
         panic!("{out:?}")
     };

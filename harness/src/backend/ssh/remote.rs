@@ -41,7 +41,10 @@ trap - EXIT
 /// `on`, `off`), `$3` seconds after which the host gives up on its own.
 ///
 /// The agent reads stdin (the SSH channel) and stops at EOF; a watcher on the same stdin sends it
-/// SIGTERM too, so a lost connection stops even an agent that does not watch. Without a pty
+/// SIGTERM too, and SIGKILL 12 s later, so a lost connection stops even an agent that does not
+/// watch or is slow to stop (its mounts live in its own mount namespace and go with it).
+/// `timeout -k 10` (when there) turns a TERM into a KILL 10 s later on its own, so the watcher's
+/// KILL, aimed at `timeout`, comes after it. Without a pty
 /// sshd sends no SIGHUP when a connection dies; the channel's EOF is the signal. Whatever ends
 /// the script (agent exit, HUP/INT/TERM, a broken stdout), one trap stops the agent, restores
 /// the SMT control file and removes the temp dir, then says `cleaned` (or what it left) if
@@ -59,7 +62,7 @@ cleanup() {
   if [ -n "$pid" ]; then
     kill -TERM "$pid" 2>/dev/null
     n=0
-    while kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+    while kill -0 "$pid" 2>/dev/null && [ $n -lt 120 ]; do sleep 0.1; n=$((n+1)); done
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   fi
@@ -102,7 +105,12 @@ exec 3<&0
 if command -v timeout >/dev/null 2>&1; then set -- timeout -k 10 "$limit"; else set --; fi
 "$@" "$d/mmx-agent" run-plan "$d/plan.json" --exit-on-stdin-eof <&3 &
 pid=$!
-{ cat >/dev/null; [ ! -e "$d/agent.running" ] || kill -TERM "$pid"; } <&3 >/dev/null 2>&1 &
+{
+  cat >/dev/null
+  [ ! -e "$d/agent.running" ] || kill -TERM "$pid"
+  sleep 12
+  [ ! -e "$d/agent.running" ] || kill -KILL "$pid"
+} <&3 >/dev/null 2>&1 &
 wpid=$!
 exec 3<&-
 wait "$pid"
@@ -115,15 +123,16 @@ exit $rc
 
 /// The harness's own cleanup when the run script could not confirm its own (a lost
 /// connection, Ctrl-C, a failed step). `$1` temp dir, `$2` SMT value to restore (empty: none).
-/// Waits for a run script that is still cleaning up (asks it to stop after 10 s), then removes
-/// whatever is left and says what it did.
+/// Waits for a run script that is still stopping the agent (it takes at most ~12 s after a lost
+/// connection; asked to stop after 15 s, it takes ~12 s more), then removes whatever is left and
+/// says what it did.
 pub const CLEANUP: &str = r#"d=$1 old=$2
 ctl=/sys/devices/system/cpu/smt/control
 say() { printf 'mmx-ssh: %s\n' "$*"; }
 wpid=$(cat "$d/wrapper.pid" 2>/dev/null) || wpid=
 n=0
-while [ -n "$wpid" ] && kill -0 "$wpid" 2>/dev/null && [ $n -lt 150 ]; do
-  [ $n -ne 100 ] || kill -TERM "$wpid" 2>/dev/null
+while [ -n "$wpid" ] && kill -0 "$wpid" 2>/dev/null && [ $n -lt 300 ]; do
+  [ $n -ne 150 ] || kill -TERM "$wpid" 2>/dev/null
   sleep 0.1; n=$((n+1))
 done
 if [ -n "$old" ] && cur=$(cat "$ctl" 2>/dev/null) && [ "$cur" != "$old" ]; then

@@ -28,8 +28,8 @@ use crate::results::{Accel, BootEnd, RunDir};
 
 /// Connecting and copying the agent (a few MB) to the host.
 const PREPARE_LIMIT: Duration = Duration::from_secs(120);
-/// Cleanup waits up to 15 s for a run script that is still stopping the agent.
-const CLEANUP_LIMIT: Duration = Duration::from_secs(45);
+/// Cleanup waits up to 30 s for a run script that is still stopping the agent.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
 /// The host's own deadline is the harness's plus this, so the harness normally decides.
 const REMOTE_GRACE_S: u64 = 30;
 
@@ -203,7 +203,12 @@ impl Visit<'_> {
         let cancel = self.req.cancel.clone();
         let bytes = std::fs::read(agent)
             .map_err(|e| format!("reading the agent {}: {e}", agent.display()))?;
-        let want_sum = hex::encode(Sha256::digest(&bytes));
+        let bytes = std::sync::Arc::new(bytes);
+        // Hashed while the copy runs: it overlaps the network instead of adding to it.
+        let hashing = {
+            let bytes = std::sync::Arc::clone(&bytes);
+            std::thread::spawn(move || hex::encode(Sha256::digest(bytes.as_slice())))
+        };
 
         // A fresh name of our own; `mkdir` on the host refuses anything that exists.
         let base = self
@@ -223,7 +228,7 @@ impl Visit<'_> {
         // One line (compact JSON escapes newlines), then the agent's bytes.
         let mut input = serde_json::to_vec(&plan).map_err(|e| format!("encoding the plan: {e}"))?;
         input.push(b'\n');
-        input.extend_from_slice(&bytes);
+        input.extend_from_slice(bytes.as_slice());
 
         // Connect (the first step makes the shared connection), check root, copy plan and agent.
         let mode = if self.host.sudo { "sudo" } else { "root" };
@@ -258,6 +263,9 @@ impl Visit<'_> {
         if self.dir.is_none() {
             return Err(format!("{who} made no temp dir: {}", out.stderr.trim()));
         }
+        let want_sum = hashing
+            .join()
+            .map_err(|_| "hashing the agent failed".to_string())?;
         match status_value(&out.stdout, "sha256") {
             Some(sum) if sum == want_sum => {}
             other => {
@@ -359,7 +367,8 @@ impl Visit<'_> {
         Ok(match code {
             Some(255) => BootEnd::Infra {
                 message: format!(
-                    "the connection to {who} was lost during the run; ssh said: {}",
+                    "the connection to {who} was lost during the run (ssh exited 255); the \
+                     agent log ends: {}",
                     last_lines(&tail(), 3)
                 ),
             },
@@ -464,5 +473,8 @@ fn smt_unsupported(plan: &protocol::Plan, want: &str, cur: &str) -> Vec<AgentEve
 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "(nothing)".into();
+    }
     lines[lines.len().saturating_sub(n)..].join(" / ")
 }
