@@ -38,7 +38,8 @@ trap - EXIT
 "#;
 
 /// Runs the agent. `$1` temp dir (the scratch dir is `$1/scratch`), `$2` SMT wish (`as-is`,
-/// `on`, `off`), `$3` seconds after which the host gives up on its own.
+/// `on`, `off`), `$3` seconds after which the host gives up on its own, `$4` the SMT control
+/// file ([`SMT_CONTROL`]; a plain file in tests).
 ///
 /// The agent reads stdin (the SSH channel) and stops at EOF; a watcher on the same stdin sends it
 /// SIGTERM too, and SIGKILL 12 s later, so a lost connection stops even an agent that does not
@@ -49,9 +50,8 @@ trap - EXIT
 /// the script (agent exit, HUP/INT/TERM, a broken stdout), one trap stops the agent, restores
 /// the SMT control file and removes the temp dir, then says `cleaned` (or what it left) if
 /// stdout is still there: the harness then has nothing to clean.
-pub const RUN: &str = r#"d=$1 want=$2 limit=$3
+pub const RUN: &str = r#"d=$1 want=$2 limit=$3 ctl=$4
 scratch=$d/scratch
-ctl=/sys/devices/system/cpu/smt/control
 old= pid= wpid= cleaned=
 say() { printf 'mmx-ssh: %s\n' "$*"; }
 cleanup() {
@@ -122,12 +122,12 @@ exit $rc
 "#;
 
 /// The harness's own cleanup when the run script could not confirm its own (a lost
-/// connection, Ctrl-C, a failed step). `$1` temp dir, `$2` SMT value to restore (empty: none).
+/// connection, Ctrl-C, a failed step). `$1` temp dir, `$2` SMT value to restore (empty: none),
+/// `$3` the SMT control file.
 /// Waits for a run script that is still stopping the agent (it takes at most ~12 s after a lost
 /// connection; asked to stop after 15 s, it takes ~12 s more), then removes whatever is left and
 /// says what it did.
-pub const CLEANUP: &str = r#"d=$1 old=$2
-ctl=/sys/devices/system/cpu/smt/control
+pub const CLEANUP: &str = r#"d=$1 old=$2 ctl=$3
 say() { printf 'mmx-ssh: %s\n' "$*"; }
 wpid=$(cat "$d/wrapper.pid" 2>/dev/null) || wpid=
 n=0
@@ -218,6 +218,73 @@ mod tests {
         assert_eq!(status_value(text, "clean"), Some(""));
         assert_eq!(status_value(text, "sha256"), None);
         assert_eq!(parse_status("MMX1 {\"event\":\"done\"}"), None);
+    }
+
+    /// The run script on this machine, with a plain file as the SMT control and a stand-in
+    /// agent: whatever the agent does, the old SMT value comes back and the dir goes.
+    fn run_script_with(agent: &str, control: &str, stop_with: Option<i32>) -> (String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("mmx.test");
+        std::fs::create_dir(&d).unwrap();
+        let ctl = tmp.path().join("control");
+        std::fs::write(&ctl, control).unwrap();
+        let a = d.join("mmx-agent");
+        std::fs::write(&a, agent).unwrap();
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(d.join("plan.json"), "{}").unwrap();
+        let (d_s, ctl_s) = (d.display().to_string(), ctl.display().to_string());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", RUN, "mmx-ssh", &d_s, "off", "60", &ctl_s])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Held open like the SSH channel: EOF here would stop the agent (the watcher).
+        let _stdin = child.stdin.take();
+        if let Some(sig) = stop_with {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let sig = rustix::process::Signal::from_named_raw(sig).unwrap();
+            rustix::process::kill_process(pid, sig).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!d.exists(), "temp dir left behind");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            std::fs::read_to_string(&ctl).unwrap(),
+        )
+    }
+
+    #[test]
+    fn smt_is_restored_after_a_failing_agent() {
+        let (out, ctl) = run_script_with("#!/bin/sh\nexit 3\n", "on\n", None);
+        assert_eq!(ctl, "on\n", "{out}");
+        assert!(out.contains("mmx-ssh: smt-old on"), "{out}");
+        assert!(out.contains("mmx-ssh: agent-exit 3"), "{out}");
+        assert!(out.contains("mmx-ssh: cleaned"), "{out}");
+    }
+
+    #[test]
+    fn smt_is_restored_when_the_script_is_hung_up_on() {
+        for sig in [libc::SIGHUP, libc::SIGTERM] {
+            let (out, ctl) = run_script_with("#!/bin/sh\nexec sleep 30\n", "on\n", Some(sig));
+            assert_eq!(ctl, "on\n", "{out}");
+            assert!(
+                out.contains("mmx-ssh: smt off"),
+                "the agent ran with SMT off: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn smt_that_cannot_switch_is_reported_not_written() {
+        let (out, ctl) = run_script_with("#!/bin/sh\nexit 0\n", "notsupported\n", None);
+        // `off` on a machine without SMT is already true: the agent runs.
+        assert!(out.contains("agent-exit 0"), "{out}");
+        assert_eq!(ctl, "notsupported\n");
+        let (out, _) = run_script_with("#!/bin/sh\nexit 0\n", "forceoff\n", None);
+        assert!(out.contains("agent-exit 0"), "{out}");
     }
 
     #[test]

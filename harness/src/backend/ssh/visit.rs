@@ -283,7 +283,7 @@ impl Visit<'_> {
         let cmd = command_line(
             self.use_sudo,
             remote::RUN,
-            &[&dir, smt_arg(smt), &remote_limit],
+            &[&dir, smt_arg(smt), &remote_limit, SMT_CONTROL],
         );
         let args = command_args(self.host, self.control_dir, &cmd);
         let mut results_log = File::create(self.req.run_dir.abs(results_rel)).ok();
@@ -398,7 +398,7 @@ impl Visit<'_> {
             return end;
         }
         let old = self.smt_old.clone().unwrap_or_default();
-        let cmd = command_line(self.use_sudo, remote::CLEANUP, &[&dir, &old]);
+        let cmd = command_line(self.use_sudo, remote::CLEANUP, &[&dir, &old, SMT_CONTROL]);
         let res = self.step("cleanup", &cmd, &[], CLEANUP_LIMIT, &Cancel::new());
         let left: Vec<String> = match &res {
             Ok(out) => out
