@@ -151,7 +151,7 @@ fn lockbench(run: &RunRecord, out: &mut String) {
             let _ = writeln!(out, "\nLock benchmark");
             let _ = writeln!(
                 out,
-                "{:<36} {:<24} {:>7} {:>4} {:>14} {:>8} {:>10}",
+                "{:<36} {:<24} {:>12} {:>4} {:>14} {:>8} {:>10}",
                 "cell", "workload", "pinning", "N", "ops/s", "scal", "reader p99"
             );
             header = true;
@@ -159,9 +159,13 @@ fn lockbench(run: &RunRecord, out: &mut String) {
         for p in &l.points {
             let _ = writeln!(
                 out,
-                "{:<36} {:<24} {:>7} {:>4} {:>14.0} {:>8} {:>10}",
+                "{:<36} {:<24} {:>12} {:>4} {:>14.0} {:>8} {:>10}",
                 format!("{}/{}", c.kernel, c.topology),
-                p.workload,
+                if p.false_sharing {
+                    format!("{}+false-sharing", p.workload)
+                } else {
+                    p.workload.clone()
+                },
                 format!("{:?}", p.pinning).to_lowercase(),
                 p.threads,
                 p.ops_per_sec,
