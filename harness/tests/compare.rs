@@ -259,3 +259,35 @@ fn the_command_reads_files_and_directories() {
     let e = compare_cmd(bad).unwrap_err();
     assert!(format!("{e:#}").contains("nope.json"), "{e:#}");
 }
+
+/// Two recorded `mmx run --backend local` runs (5 repeats each, back to back on one host):
+/// the comparison of real data renders, is deterministic and its counts add up.
+#[test]
+fn recorded_runs_compare() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let a = RunRecord::read(&dir.join("real-local-host-6.18-repeats5-a.json")).unwrap();
+    let b = RunRecord::read(&dir.join("real-local-host-6.18-repeats5-b.json")).unwrap();
+    let cmp = compare(&a, &b, &Thresholds::default());
+    let n = &cmp.counts;
+    assert_eq!(n.cells_compared, a.cells.len());
+    assert_eq!(
+        n.metrics_compared,
+        n.regressions
+            + n.improvements
+            + n.not_significant
+            + n.unchanged
+            + n.informational
+            + n.incomparable
+    );
+    assert!(cmp
+        .metric_changes
+        .iter()
+        .all(|m| m.base.is_some_and(|s| s.n == 5)));
+    let again = compare(&a, &b, &Thresholds::default());
+    assert_eq!(
+        serde_json::to_string(&cmp).unwrap(),
+        serde_json::to_string(&again).unwrap()
+    );
+    assert!(cmp.render_markdown().unwrap().contains("mmx compare"));
+    assert!(!compare(&a, &a, &Thresholds::default()).gate_failed());
+}
