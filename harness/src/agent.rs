@@ -11,6 +11,9 @@ use anyhow::Context;
 
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
+/// Cargo profile of the shipped agent: release, stripped (see the workspace Cargo.toml).
+pub const PROFILE: &str = "agent";
+
 /// The workspace root (where `Cargo.toml` with `[workspace]` lives).
 pub fn workspace_root() -> PathBuf {
     // harness/ is one level below the root; resolved at compile time, so a moved binary still
@@ -40,13 +43,14 @@ fn build_static_uncached() -> anyhow::Result<PathBuf> {
         return Ok(p);
     }
     let root = workspace_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from);
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = duct::cmd!(
         cargo,
         "build",
-        "--release",
+        "--profile",
+        PROFILE,
         "--quiet",
         "-p",
         "guest-agent",
@@ -68,7 +72,11 @@ fn build_static_uncached() -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    let bin = target_dir.join(TARGET).join("release").join("mmx-agent");
-    anyhow::ensure!(bin.is_file(), "cargo succeeded but {} is missing", bin.display());
+    let bin = target_dir.join(TARGET).join(PROFILE).join("mmx-agent");
+    anyhow::ensure!(
+        bin.is_file(),
+        "cargo succeeded but {} is missing",
+        bin.display()
+    );
     Ok(bin)
 }
