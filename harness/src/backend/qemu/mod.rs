@@ -77,6 +77,7 @@ impl Qemu {
                 Ok(()) => cached_verdict(&qemu, &cache_dir),
             },
         };
+        let agent = guest_agent(&agent, &cache_dir);
         Ok(Qemu {
             choice,
             agent,
@@ -354,6 +355,41 @@ impl Qemu {
             &w.end,
         ))
     }
+}
+
+/// The agent as guests get it: without debug info (`objcopy --strip-debug`, symbols kept for
+/// backtraces), cached by content. The release agent carries line tables that quadruple its
+/// size, and under TCG every MiB of initramfs the kernel unpacks shows in boot time. Falls back
+/// to the agent as built when objcopy is missing or fails.
+pub fn guest_agent(agent: &Path, cache_dir: &Path) -> PathBuf {
+    let stripped = || -> Option<PathBuf> {
+        let bytes = std::fs::read(agent).ok()?;
+        let hash = blake3::hash(&bytes);
+        let dir = cache_dir.join("agent");
+        let out = dir.join(format!("mmx-agent-{}", &hash.to_hex()[..16]));
+        if out.is_file() {
+            return Some(out);
+        }
+        std::fs::create_dir_all(&dir).ok()?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".mmx-agent-")
+            .tempfile_in(&dir)
+            .ok()?;
+        let ok = duct::cmd!("objcopy", "--strip-debug", agent, tmp.path())
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run()
+            .ok()?
+            .status
+            .success();
+        if !ok {
+            return None;
+        }
+        tmp.persist(&out).ok()?;
+        Some(out)
+    };
+    stripped().unwrap_or_else(|| agent.to_path_buf())
 }
 
 /// A cached KVM verdict for this host kernel and QEMU, announced once; None: probe later.
