@@ -245,12 +245,21 @@ fn worker<B: Contended>(b: &B, tid: usize, k: u64, phase: &Phase) -> ThreadOut {
         if ph == Phase::STOP {
             break;
         }
-        for _ in 0..k {
+        // Look at the phase every 16 operations too: under heavy contention on overcommitted
+        // vCPUs (a ticket lock in a TCG guest) one batch can take seconds, and the window must
+        // still end on time. A cut-short batch counts toward the total (the mutual-exclusion
+        // check needs every increment) but is not a sample.
+        let mut done = 0;
+        while done < k {
             b.op(tid);
+            done += 1;
+            if done % 16 == 0 && phase.get() == Phase::STOP {
+                break;
+            }
         }
         let end = Instant::now();
-        out.total += k;
-        if ph == Phase::MEASURE {
+        out.total += done;
+        if ph == Phase::MEASURE && done == k {
             out.measured += k;
             out.hist.record(ns(end - start));
         }
