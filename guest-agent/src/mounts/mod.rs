@@ -302,7 +302,7 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         _ => None,
     };
     let plan = strategy::Plan::new(s.strategy, layer_paths, common);
-    let observer = table::Observer::new();
+    let observer = table::Observer::new(s.concurrency == 1);
     let ctx = RunCtx {
         plan: &plan,
         scenario: s,

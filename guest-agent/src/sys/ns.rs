@@ -96,26 +96,38 @@ impl OpResult {
 /// inside it. Dropping it ends the helper.
 pub struct UserNs<'a> {
     ns: OwnedFd,
-    cmd_w: OwnedFd,
     res_r: OwnedFd,
-    // Dropped after the fds above and before the batches it reads: kills and reaps the helper.
-    _helper: Helper,
-    batches: Box<Vec<Vec<ChildOp<'a>>>>,
+    /// Ops per batch, to size the replies.
+    batch_lens: Vec<usize>,
+    /// Whether the helper's "became root" status is still to be read (it is read together with
+    /// the first batch's results, saving a round trip on every container).
+    status_pending: bool,
+    // Dropped after the fds above: hands the helper to the reaper.
+    helper: Helper,
+    _borrows: std::marker::PhantomData<ChildOp<'a>>,
     // Kept open until the helper is gone: it shares our descriptor table.
     _cmd_r: OwnedFd,
     _res_w: OwnedFd,
 }
 
-/// The helper: its pid, stack and arguments. Dropping it kills and reaps the helper and only
-/// then frees the memory it ran on, so no error path leaves one behind or pulls memory from
-/// under it.
+/// The helper: its pid, stack, arguments and the batches it reads. Dropping it hands all of it
+/// to a reaper thread, which kills and reaps the helper and only then frees the memory it ran
+/// on: reaping synchronously cost ~0.5 ms per container on the worker's path (the exiting
+/// helper must be scheduled first), which is agent overhead, not mount time.
 struct Helper {
     pid: libc::pid_t,
     stack: *mut libc::c_void,
     args: *mut HelperArgs,
+    /// Lifetime erased: the helper only reads these on command, and no command is sent once
+    /// the owning [`UserNs`] is gone; the reaper only frees them.
+    batches: Option<Box<Vec<Vec<ChildOp<'static>>>>>,
+    /// Our end of the command pipe. Closed by the reaper, not the worker: closing it wakes the
+    /// helper, whose exit would otherwise preempt the worker that is starting containers.
+    cmd_w: Option<OwnedFd>,
 }
 
-// SAFETY: the raw pointers are owned by this value and only freed in its Drop.
+// SAFETY: the raw pointers are owned by this value and only freed after the helper is reaped;
+// the batches are plain data (CStrings and fd numbers).
 unsafe impl Send for Helper {}
 
 const HELPER_STACK: usize = 256 * 1024;
@@ -128,8 +140,9 @@ struct HelperArgs {
     batches: *const Vec<Vec<ChildOp<'static>>>,
 }
 
-impl Drop for Helper {
-    fn drop(&mut self) {
+impl Helper {
+    fn reap(&mut self) {
+        self.cmd_w = None;
         // SAFETY: kill/waitpid on our own child's pid; the stack and args are ours and unused
         // once the child is reaped.
         unsafe {
@@ -140,9 +153,58 @@ impl Drop for Helper {
                     && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
                 {
                 }
+                self.pid = -1;
             }
-            libc::munmap(self.stack, HELPER_STACK);
-            drop(Box::from_raw(self.args));
+            if !self.stack.is_null() {
+                libc::munmap(self.stack, HELPER_STACK);
+                self.stack = std::ptr::null_mut();
+            }
+            if !self.args.is_null() {
+                drop(Box::from_raw(self.args));
+                self.args = std::ptr::null_mut();
+            }
+        }
+        self.batches = None;
+    }
+}
+
+/// The process-wide reaper: a thread that reaps helpers handed to it, off the workers' path.
+/// (Any thread of a process may wait for a child of another.)
+fn reaper() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Helper>>> {
+    static REAPER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Helper>>>> =
+        std::sync::OnceLock::new();
+    REAPER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Helper>();
+            std::thread::Builder::new()
+                .name("mmx-reaper".into())
+                .spawn(move || {
+                    for mut h in rx {
+                        h.reap();
+                    }
+                })
+                .ok()
+                .map(|_| std::sync::Mutex::new(tx))
+        })
+        .as_ref()
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let moved = Helper {
+            pid: std::mem::replace(&mut self.pid, -1),
+            stack: std::mem::replace(&mut self.stack, std::ptr::null_mut()),
+            args: std::mem::replace(&mut self.args, std::ptr::null_mut()),
+            batches: self.batches.take(),
+            cmd_w: self.cmd_w.take(),
+        };
+        let unsent = match reaper().and_then(|r| r.lock().ok()) {
+            Some(tx) => tx.send(moved).err().map(|e| e.0),
+            None => Some(moved),
+        };
+        // No reaper: reap here.
+        if let Some(mut h) = unsent {
+            h.reap();
         }
     }
 }
@@ -177,7 +239,13 @@ impl<'a> UserNs<'a> {
         let (cmd_r, cmd_w) = pipe()?;
         let (res_r, res_w) = pipe()?;
         let parent = rustix::process::getpid().as_raw_nonzero().get();
-        let batches = Box::new(batches);
+        let batch_lens: Vec<usize> = batches.iter().map(Vec::len).collect();
+        // SAFETY: lifetime erasure only; see `Helper::batches`.
+        let batches: Box<Vec<Vec<ChildOp<'static>>>> = unsafe {
+            std::mem::transmute::<Box<Vec<Vec<ChildOp<'a>>>>, Box<Vec<Vec<ChildOp<'static>>>>>(
+                Box::new(batches),
+            )
+        };
         // SAFETY: a private anonymous mapping for the helper's stack.
         let stack = unsafe {
             libc::mmap(
@@ -197,13 +265,14 @@ impl<'a> UserNs<'a> {
             parent,
             cmd: cmd_r.as_raw_fd(),
             res: res_w.as_raw_fd(),
-            // The helper is reaped before `batches` is freed (field order of UserNs).
-            batches: (&*batches as *const Vec<Vec<ChildOp<'a>>>).cast(),
+            batches: &*batches as *const Vec<Vec<ChildOp<'static>>>,
         }));
         let mut helper = Helper {
             pid: -1,
             stack,
             args,
+            batches: Some(batches),
+            cmd_w: Some(cmd_w),
         };
         let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_FILES | libc::SIGCHLD;
         // SAFETY: the helper runs `helper_main` on its own stack (top of the mapping), sharing
@@ -240,23 +309,15 @@ impl<'a> UserNs<'a> {
         .map_err(|e| SysError::new(|| format!("open({ns_path:?}, O_RDONLY)"), e))?;
         let me = UserNs {
             ns,
-            cmd_w,
             res_r,
-            _helper: helper,
-            batches,
+            batch_lens,
+            status_pending: true,
+            helper: helper,
+            _borrows: std::marker::PhantomData,
             _cmd_r: cmd_r,
             _res_w: res_w,
         };
         me.send(b"g")?;
-        let mut status = [0u8; 4];
-        me.recv(&mut status)?;
-        let errno = i32::from_ne_bytes(status);
-        if errno != 0 {
-            return Err(SysError {
-                call: "setresgid(0, 0, 0) / setresuid(0, 0, 0) in the new user namespace".into(),
-                errno,
-            });
-        }
         Ok(me)
     }
 
@@ -267,9 +328,22 @@ impl<'a> UserNs<'a> {
 
     /// Run batch `i` inside the namespace; one result per op, in order.
     pub fn run_batch(&mut self, i: usize) -> SysResult<Vec<OpResult>> {
-        let n = self.batches.get(i).map_or(0, Vec::len);
+        let n = self.batch_lens.get(i).copied().unwrap_or(0);
         let idx = u32::try_from(i).unwrap_or(u32::MAX);
         self.send(&idx.to_ne_bytes())?;
+        if self.status_pending {
+            let mut status = [0u8; 4];
+            self.recv(&mut status)?;
+            self.status_pending = false;
+            let errno = i32::from_ne_bytes(status);
+            if errno != 0 {
+                return Err(SysError {
+                    call: "setresgid(0, 0, 0) / setresuid(0, 0, 0) in the new user namespace"
+                        .into(),
+                    errno,
+                });
+            }
+        }
         let mut buf = vec![0u8; n * RESULT_BYTES];
         self.recv(&mut buf)?;
         Ok(buf
@@ -279,7 +353,13 @@ impl<'a> UserNs<'a> {
     }
 
     fn send(&self, bytes: &[u8]) -> SysResult<()> {
-        rustix::io::write(&self.cmd_w, bytes)
+        let Some(cmd_w) = &self.helper.cmd_w else {
+            return Err(SysError {
+                call: "write(userns helper command pipe): closed".into(),
+                errno: libc::EPIPE,
+            });
+        };
+        rustix::io::write(cmd_w, bytes)
             .map_err(|e| SysError::new(|| "write(userns helper command pipe)".into(), e))
             .map(|_| ())
     }
