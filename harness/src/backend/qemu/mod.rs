@@ -152,7 +152,7 @@ impl Qemu {
         let results_rel = RunDir::log_rel(&req.id, "results");
         let qemu_rel = RunDir::log_rel(&req.id, "qemu");
         let logs = vec![console_rel.clone(), results_rel.clone(), qemu_rel.clone()];
-        let plan = guest_plan(&req.plan, kernel, fs);
+        let plan = guest_plan(&req.plan, kernel, fs, accel);
         let infra = |msg: String| {
             let mut o = BootOutput::infra(accel, msg, logs.clone());
             o.kernel_source = Some(kernel.provenance.describe());
@@ -196,7 +196,10 @@ impl Qemu {
             console_log: req.run_dir.abs(&console_rel),
             results_log: req.run_dir.abs(&results_rel),
             qemu_log: req.run_dir.abs(&qemu_rel),
-            limits: self.limits.unwrap_or_else(|| derive_limits(&plan, accel)),
+            // From the plan as asked for: derive_limits scales for TCG itself.
+            limits: self
+                .limits
+                .unwrap_or_else(|| derive_limits(&req.plan, accel)),
         };
         let w = process::run_guest(&launch, &req.cancel);
         drop(work);
@@ -408,9 +411,16 @@ fn plan_rel(id: &str) -> PathBuf {
     RunDir::log_rel(id, "plan").with_extension("json")
 }
 
-/// The plan as the guest gets it: where the layers live and which modules to load.
-pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem) -> Plan {
+/// The plan as the guest gets it: where the layers live, which modules to load, and item
+/// limits stretched by the same factor as the host's watchdogs under TCG (the agent enforces
+/// its own per-item limit, and a slow emulator is not a hung kernel).
+pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) -> Plan {
     let mut plan = plan.clone();
+    if accel == Accel::Tcg {
+        for item in &mut plan.items {
+            item.timeout_s = item.timeout_s.map(|t| t * u64::from(TCG_SCALE));
+        }
+    }
     plan.scratch_dir = SCRATCH_DIR.into();
     plan.scratch_disk = Some(ScratchDisk {
         // tmpfs has no device; the agent mounts a fresh tmpfs named after it.
