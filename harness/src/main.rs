@@ -133,7 +133,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 merged.cells.len(),
                 path.display()
             );
-            Ok(merged.cells.iter().all(|c| c.outcome.is_success()))
+            Ok(merged.cells.iter().all(|c| c.is_ok()))
         }
         Command::Kernels { cmd, root } => {
             harness::kernels::run_cmd(cmd, &root)?;
@@ -203,7 +203,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
             run_dir.root.display()
         ),
     }
-    Ok(record.cells.iter().all(|c| c.outcome.is_success()) && !cancel.is_cancelled())
+    Ok(record.cells.iter().all(|c| c.is_ok()) && !cancel.is_cancelled())
 }
 
 fn print_written(w: &harness::report::Written) {

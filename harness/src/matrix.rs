@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};
-use protocol::{Filesystem, MountsScenario, Scenario, Strategy};
+use protocol::{Filesystem, MountsScenario, Outcome, Scenario, Strategy};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -47,6 +47,17 @@ struct RawMatrix {
     hosts: Vec<Spanned<RawHost>>,
     #[serde(default)]
     local: RawLocal,
+    #[serde(default)]
+    expect: Vec<Spanned<RawExpect>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    cells: String,
+    outcome: String,
+    errno: Option<String>,
+    reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +205,57 @@ pub struct Matrix {
     pub hosts: Vec<Host>,
     /// Scratch directory for the local backend (default: a temp dir under /var/tmp).
     pub local_scratch: Option<PathBuf>,
+    /// Known answers, first match wins.
+    pub expectations: Vec<Expectation>,
+}
+
+/// A known answer: cells whose id matches `pattern` must end as `outcome` (and, when `errno` is
+/// given, with that errno in the evidence). A run exits 0 only when every cell passed or was
+/// unsupported where no expectation says otherwise, and every expectation held.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expectation {
+    /// A cell-id glob: `*` matches any run of characters, anchored at both ends.
+    pub pattern: String,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Expectation {
+    /// Whether an outcome and its evidence are what this expectation says.
+    pub fn is_met(&self, outcome: Outcome, evidence: Option<&protocol::Evidence>) -> bool {
+        outcome == self.outcome
+            && self
+                .errno
+                .as_deref()
+                .is_none_or(|want| evidence.and_then(|e| e.errno_name.as_deref()) == Some(want))
+    }
+}
+
+/// Anchored glob match: `*` matches any run of characters (including `/`).
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.len() >= part.len() && rest.ends_with(part);
+        } else if let Some(pos) = rest.find(part) {
+            rest = &rest[pos + part.len()..];
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// A requested guest CPU topology.
@@ -450,7 +512,42 @@ impl Matrix {
             hosts.push(host);
         }
 
+        let mut expectations = Vec::new();
+        for e in &raw.expect {
+            let r = e.get_ref();
+            let outcome = Outcome::ALL
+                .into_iter()
+                .find(|o| o.as_str() == r.outcome)
+                .ok_or_else(|| {
+                    err(
+                        Some(e.span()),
+                        format!(
+                            "expect: outcome `{}` (expected pass, fail, unsupported, timeout, panic or infra-error)",
+                            r.outcome
+                        ),
+                    )
+                })?;
+            if let Some(errno) = &r.errno {
+                if !errno.starts_with('E') || !errno.chars().all(|c| c.is_ascii_uppercase()) {
+                    return Err(err(
+                        Some(e.span()),
+                        format!("expect: errno `{errno}` is not a symbolic errno like EINVAL"),
+                    ));
+                }
+            }
+            if r.cells.is_empty() {
+                return Err(err(Some(e.span()), "expect: `cells` is empty".into()));
+            }
+            expectations.push(Expectation {
+                pattern: r.cells.clone(),
+                outcome,
+                errno: r.errno.clone(),
+                reason: r.reason.clone(),
+            });
+        }
+
         Ok(Matrix {
+            expectations,
             path: path.to_path_buf(),
             repeats,
             kernels,
@@ -460,6 +557,13 @@ impl Matrix {
             hosts,
             local_scratch: raw.local.scratch_dir,
         })
+    }
+
+    /// The first expectation whose pattern matches a cell id.
+    pub fn expectation_for(&self, cell_id: &str) -> Option<&Expectation> {
+        self.expectations
+            .iter()
+            .find(|e| glob_matches(&e.pattern, cell_id))
     }
 
     /// QEMU cells: kernel × topology × filesystem × scenario.
@@ -926,6 +1030,54 @@ concurrency = [1, 2]
         ))
         .unwrap_err();
         assert!(e.to_string().contains("cpu 2 does not exist"), "{e}");
+    }
+
+    #[test]
+    fn expectations_match_first_and_check_errno() {
+        let m = parse(
+            r#"
+[[scenarios]]
+kind = "mounts"
+layers = [1]
+
+[[expect]]
+cells = "k1/*/tmpfs/*"
+outcome = "unsupported"
+errno = "EINVAL"
+
+[[expect]]
+cells = "*"
+outcome = "pass"
+"#,
+        )
+        .unwrap();
+        let e = m.expectation_for("k1/t/tmpfs/per-layer-L1").unwrap();
+        assert_eq!(e.outcome, Outcome::Unsupported);
+        let einval = protocol::Evidence::new("mount_setattr").with_errno(22);
+        let ebadf = protocol::Evidence::new("fsconfig").with_errno(9);
+        assert!(e.is_met(Outcome::Unsupported, Some(&einval)));
+        assert!(!e.is_met(Outcome::Unsupported, Some(&ebadf)));
+        assert!(!e.is_met(Outcome::Pass, None));
+        let e = m.expectation_for("k1/t/ext4/per-layer-L1").unwrap();
+        assert!(e.is_met(Outcome::Pass, None));
+
+        let bad = parse("[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n[[expect]]\ncells = \"*\"\noutcome = \"fine\"\n")
+            .unwrap_err();
+        assert_eq!(bad.line, 4, "{bad}");
+        assert!(bad.to_string().contains("outcome `fine`"), "{bad}");
+    }
+
+    #[test]
+    fn globs_are_anchored() {
+        assert!(glob_matches("*", "a/b"));
+        assert!(glob_matches("a/*/c", "a/b/x/c"));
+        assert!(!glob_matches("a/*/c", "a/b/cd"));
+        assert!(glob_matches("debian-6.1/*", "debian-6.1/t/ext4/x"));
+        assert!(!glob_matches("debian-6.1/*", "debian-6.12/t/ext4/x"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exactly"));
+        assert!(glob_matches("a*a", "aa"));
+        assert!(!glob_matches("a*a", "a"));
     }
 
     #[test]

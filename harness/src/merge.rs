@@ -111,6 +111,7 @@ mod tests {
                     boot_id: "b".into(),
                     attempts: 1,
                     repeats: 1,
+                    expected: None,
                 })
                 .collect(),
             boots: vec![BootRecord {

@@ -205,6 +205,28 @@ pub struct CellRecord {
     pub attempts: u32,
     /// Repeats that produced a result.
     pub repeats: u32,
+    /// The matrix's known answer for this cell, and whether it held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<ExpectationCheck>,
+}
+
+impl CellRecord {
+    /// Whether this cell lets the run succeed: its expectation held, or, without one, it passed
+    /// or was unsupported (an answer, not a failure).
+    pub fn is_ok(&self) -> bool {
+        match &self.expected {
+            Some(check) => check.met,
+            None => self.outcome.is_success(),
+        }
+    }
+}
+
+/// An expectation from the matrix, checked against a cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectationCheck {
+    #[serde(flatten)]
+    pub expectation: crate::matrix::Expectation,
+    pub met: bool,
 }
 
 /// How a boot (guest or host visit) ended. Cells it did not report get their outcome from here.

@@ -17,10 +17,10 @@ use crate::backend::qemu::{AccelChoice, Qemu};
 use crate::backend::ssh::HostSession;
 use crate::backend::{ms_between, BootOutput, BootRequest, Cancel};
 use crate::kernels::{Cache, LockFile, Recipe, ResolvedKernel};
-use crate::matrix::{Cell, Matrix, Target, Topology};
+use crate::matrix::{Cell, Expectation, Matrix, Target, Topology};
 use crate::results::{
-    Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, Provenance, RunDir, RunRecord,
-    RUN_SCHEMA_VERSION,
+    Accel, BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, Provenance,
+    RunDir, RunRecord, RUN_SCHEMA_VERSION,
 };
 
 /// Which part of the matrix to run.
@@ -121,27 +121,24 @@ pub fn matches_filter(id: &str, filters: &[String]) -> bool {
 }
 
 fn glob_match(pattern: &str, text: &str) -> bool {
-    if !pattern.contains('*') {
-        return text.contains(pattern);
+    if pattern.contains('*') {
+        crate::matrix::glob_matches(pattern, text)
+    } else {
+        text.contains(pattern)
     }
-    // `*` matches any run of characters; the pattern is anchored at both ends.
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let mut rest = text;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return part.is_empty() || rest.ends_with(part);
-        } else if let Some(pos) = rest.find(part) {
-            rest = &rest[pos + part.len()..];
-        } else {
-            return false;
-        }
+}
+
+/// Check each cell against the matrix's known answers.
+pub fn apply_expectations(cells: &mut [CellRecord], expectations: &[Expectation]) {
+    for c in cells {
+        c.expected = expectations
+            .iter()
+            .find(|e| crate::matrix::glob_matches(&e.pattern, &c.id))
+            .map(|e| ExpectationCheck {
+                expectation: e.clone(),
+                met: e.is_met(c.outcome, c.evidence.as_ref()),
+            });
     }
-    rest.is_empty()
 }
 
 /// Keep the boots of one shard: boots in id order dealt round-robin, so a boot's cells never
@@ -299,6 +296,7 @@ pub fn fold_boot(
             boot_id: boot.id.clone(),
             attempts,
             repeats,
+            expected: None,
         });
     }
     let record = BootRecord {
@@ -544,6 +542,8 @@ pub struct Runner {
     pub retries: u32,
     /// Present when the run has QEMU boots.
     pub qemu: Option<(Qemu, Kernels)>,
+    /// The matrix's known answers, checked on every cell.
+    pub expectations: Vec<Expectation>,
 }
 
 impl Runner {
@@ -574,6 +574,7 @@ impl Runner {
             local_scratch,
             retries,
             qemu,
+            expectations: matrix.expectations.clone(),
         })
     }
 
@@ -636,7 +637,9 @@ impl Runner {
                 && !cancel.is_cancelled();
             if !retry {
                 let backend = backend_of(&boot.target);
-                return fold_boot(boot, &out, backend, &self.host.cpu_model, attempts);
+                let (b, mut cells) = fold_boot(boot, &out, backend, &self.host.cpu_model, attempts);
+                apply_expectations(&mut cells, &self.expectations);
+                return (b, cells);
             }
         }
     }

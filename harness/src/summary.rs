@@ -22,6 +22,37 @@ pub fn render(run: &RunRecord) -> String {
         .map(|(o, n)| format!("{n} {o}"))
         .collect();
     let _ = writeln!(out, "\n{} cells: {}", run.cells.len(), line.join(", "));
+    let broken: Vec<&crate::results::CellRecord> = run
+        .cells
+        .iter()
+        .filter(|c| c.expected.as_ref().is_some_and(|x| !x.met))
+        .collect();
+    let checked = run.cells.iter().filter(|c| c.expected.is_some()).count();
+    if checked > 0 {
+        let _ = writeln!(
+            out,
+            "{} of {checked} known answers held",
+            checked - broken.len()
+        );
+    }
+    for c in broken.iter().take(20) {
+        if let Some(x) = &c.expected {
+            let _ = writeln!(
+                out,
+                "  ✗ {}: {} ({}), expected {}{}",
+                c.id,
+                c.outcome,
+                c.evidence
+                    .as_ref()
+                    .map_or_else(String::new, |e| e.to_string()),
+                x.expectation.outcome,
+                x.expectation
+                    .errno
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!(" with {e}"))
+            );
+        }
+    }
     out
 }
 

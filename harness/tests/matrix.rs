@@ -108,7 +108,7 @@ fn run_cell(boot: &BootPlan, cell_id: &str, repeats: u32) -> Result<(), Failed> 
         .iter()
         .find(|c| c.id == cell_id)
         .ok_or_else(|| Failed::from(format!("boot {} did not record cell {cell_id}", boot.id)))?;
-    if cell.outcome.is_success() {
+    if cell.is_ok() {
         return Ok(());
     }
     let logs: Vec<String> = stored
@@ -117,8 +117,22 @@ fn run_cell(boot: &BootPlan, cell_id: &str, repeats: u32) -> Result<(), Failed> 
         .iter()
         .map(|l| stored.run_dir.join(l).display().to_string())
         .collect();
+    let expected = cell.expected.as_ref().map_or_else(String::new, |x| {
+        format!(
+            " (expected {}{}{})",
+            x.expectation.outcome,
+            x.expectation
+                .errno
+                .as_deref()
+                .map_or_else(String::new, |e| format!(" with {e}")),
+            x.expectation
+                .reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(": {r}"))
+        )
+    });
     Err(Failed::from(format!(
-        "{}: {}\nlogs: {}",
+        "{}{expected}: {}\nlogs: {}",
         cell.outcome,
         cell.evidence
             .as_ref()

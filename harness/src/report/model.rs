@@ -152,7 +152,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
     let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
     cells.sort_by(|a, b| cell_order(a, b));
     let (matrix, footnotes) = compat_matrix(&cells);
-    let not_ok = run.cells.iter().filter(|c| !c.outcome.is_success()).count();
+    let not_ok = run.cells.iter().filter(|c| !c.is_ok()).count();
     let accels: BTreeSet<&str> = run
         .cells
         .iter()
@@ -181,9 +181,25 @@ pub fn build(run: &RunRecord) -> ReportModel {
             verdict: if run.cells.is_empty() {
                 "no cells ran".into()
             } else if not_ok == 0 {
-                format!("all {} cells pass or are unsupported", run.cells.len())
+                format!(
+                    "all {} cells pass or are unsupported{}",
+                    run.cells.len(),
+                    if run.cells.iter().any(|c| c.expected.is_some()) {
+                        " as expected"
+                    } else {
+                        ""
+                    }
+                )
             } else {
-                format!("{not_ok} of {} cells did not pass", run.cells.len())
+                format!(
+                    "{not_ok} of {} cells {}",
+                    run.cells.len(),
+                    if run.cells.iter().any(|c| c.expected.is_some()) {
+                        "failed or broke their known answer"
+                    } else {
+                        "did not pass"
+                    }
+                )
             },
         },
         counts: run
