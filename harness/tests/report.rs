@@ -317,15 +317,23 @@ fn five_thousand_cells_render_and_compare() {
     assert!(cmp.gate_failed(), "the injected regression is found");
 }
 
-/// `MMX_RENDER_TO=DIR cargo test -p harness --test report render_fixtures_to -- --ignored`
-/// writes every fixture's reports to DIR, for looking at them in a browser.
+/// Every fixture renders through `render_all` (all three files). With `MMX_RENDER_TO=DIR` the
+/// reports are kept in DIR, for looking at them in a browser; otherwise in a temp dir.
 #[test]
-#[ignore]
 fn render_fixtures_to() {
-    let out = PathBuf::from(std::env::var_os("MMX_RENDER_TO").expect("MMX_RENDER_TO"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out =
+        std::env::var_os("MMX_RENDER_TO").map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
     for (stem, run) in fixtures() {
         let d = out.join(&stem);
         std::fs::create_dir_all(&d).unwrap();
-        report::render_all(&run, &d).unwrap();
+        let w = report::render_all(&run, &d).unwrap();
+        for f in [&w.markdown, &w.html, &w.junit] {
+            assert!(
+                std::fs::metadata(f).unwrap().len() > 0,
+                "{} is empty",
+                f.display()
+            );
+        }
     }
 }
