@@ -173,6 +173,8 @@ struct RawHost {
     provision: Option<String>,
     teardown: Option<String>,
     scratch_dir: Option<PathBuf>,
+    /// Filesystem of `scratch_dir` on that host (default ext4); the agent reports what it found.
+    filesystem: Option<String>,
     /// Extra `-o Key=Value` options for ssh (e.g. `UserKnownHostsFile=…`).
     #[serde(default)]
     ssh_options: Vec<String>,
@@ -307,6 +309,8 @@ pub struct Host {
     pub provision: Option<String>,
     pub teardown: Option<String>,
     pub scratch_dir: Option<PathBuf>,
+    /// The filesystem the host's scratch dir is on: the cells' filesystem column.
+    pub filesystem: Filesystem,
     pub ssh_options: Vec<String>,
 }
 
@@ -918,7 +922,12 @@ fn resolve_host(h: &RawHost) -> Result<Host, String> {
             smt.push(v);
         }
     }
+    let filesystem = match &h.filesystem {
+        None => Filesystem::Ext4,
+        Some(f) => f.parse().map_err(|e| format!("host `{}`: {e}", h.name))?,
+    };
     Ok(Host {
+        filesystem,
         name: h.name.clone(),
         destination: h.destination.clone(),
         port: h.port,

@@ -133,6 +133,7 @@ impl Sshd {
             teardown: None,
             // The visit's temp dir goes here, so the test can see that nothing stays.
             scratch_dir: Some(self.path("remote-tmp")),
+            filesystem: protocol::Filesystem::Ext4,
             ssh_options: vec![
                 format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
                 "GlobalKnownHostsFile=/dev/null".into(),
@@ -686,4 +687,89 @@ fn real_agent_dropped_connection_keeps_earlier_results_and_cleans_up() {
         sshd.remote_leftovers()
     );
     assert!(sshd.mounts().is_empty());
+}
+
+/// The whole path a user takes: a `[[hosts]]` entry in a matrix, `mmx run --backend ssh`, and
+/// the host's cells in run.json and the reports, marked metal, with the host's own CPU and
+/// topology, and the matrix's known answer checked.
+#[test]
+fn mmx_run_visits_a_matrix_host_end_to_end() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    let mounts_before = sshd.mounts();
+    let host = sshd.host();
+    let opts: Vec<String> = host.ssh_options.iter().map(|o| format!("{o:?}")).collect();
+    let matrix = sshd.path("matrix.toml");
+    std::fs::write(
+        &matrix,
+        format!(
+            r#"
+[[scenarios]]
+kind = "mounts"
+strategies = ["per-layer", "fsconfig-fd"]
+layers = [2]
+containers = [2]
+
+[[hosts]]
+name = "loopback"
+destination = "root@127.0.0.1"
+port = {port}
+identity_file = "{key}"
+scratch_dir = "{scratch}"
+ssh_options = [{opts}]
+
+[[expect]]
+cells = "loopback/*"
+outcome = "pass"
+"#,
+            port = sshd.port,
+            key = sshd.path("user_key").display(),
+            scratch = sshd.path("remote-tmp").display(),
+            opts = opts.join(", "),
+        ),
+    )
+    .expect("matrix");
+    let out_dir = sshd.path("runs");
+    let status = Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .args(["run", "--backend", "ssh", "--run-id", "e2e", "--matrix"])
+        .arg(&matrix)
+        .arg("--out")
+        .arg(&out_dir)
+        .status()
+        .expect("running mmx");
+    assert!(
+        status.success(),
+        "mmx run exited {status}; sshd log:\n{}",
+        sshd.log()
+    );
+
+    let run = harness::results::RunRecord::read(&out_dir.join("e2e/run.json")).expect("run.json");
+    let ids: Vec<&str> = run.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "loopback/smt-as-is/ext4/fsconfig-fd-L2-C2-P2-J1",
+            "loopback/smt-as-is/ext4/per-layer-L2-C2-P2-J1"
+        ]
+    );
+    for c in &run.cells {
+        assert_eq!(c.outcome, Outcome::Pass, "{c:?}");
+        assert_eq!(c.provenance.accel, Accel::Metal);
+        assert_eq!(c.provenance.backend, harness::results::BackendKind::Ssh);
+        let topo = c.provenance.observed_topology.as_ref().expect("topology");
+        assert_eq!(c.provenance.host_cpu, topo.cpu_model, "the host's own CPU");
+        assert!(!topo.cpus_online.is_empty());
+        assert!(c.expected.as_ref().is_some_and(|x| x.met));
+    }
+    assert_eq!(run.boots.len(), 1);
+    assert!(run.boots[0].capabilities.is_some());
+    for f in ["report.md", "report.html", "junit.xml"] {
+        assert!(out_dir.join("e2e").join(f).is_file(), "{f} written");
+    }
+    assert!(
+        sshd.remote_leftovers().is_empty(),
+        "{:?}",
+        sshd.remote_leftovers()
+    );
+    assert_eq!(sshd.mounts(), mounts_before);
 }

@@ -168,7 +168,7 @@ mod tests {
     fn host(opts: &[&str]) -> Host {
         Host {
             name: "box".into(),
-            destination: "root@10.0.0.1".into(),
+            destination: "root@box.example".into(),
             port: Some(2222),
             identity_file: Some(PathBuf::from("/k/id")),
             sudo: false,
@@ -176,6 +176,7 @@ mod tests {
             provision: None,
             teardown: None,
             scratch_dir: None,
+            filesystem: protocol::Filesystem::Ext4,
             ssh_options: opts.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -192,11 +193,11 @@ mod tests {
         assert!(pos("StrictHostKeyChecking=yes") < pos("UserKnownHostsFile=/kh"));
         assert!(pos("ConnectTimeout=3") < pos("ConnectTimeout=10"));
         assert!(a.contains(&"ControlPath=/c/%C".to_string()));
-        assert_eq!(&a[a.len() - 2..], ["root@10.0.0.1", "true"]);
+        assert_eq!(&a[a.len() - 2..], ["root@box.example", "true"]);
         assert_eq!(a[pos("-p") + 1], "2222");
         assert_eq!(a[pos("-i") + 1], "/k/id");
         let x = strs(&exit_master_args(&h, Path::new("/c")));
-        assert_eq!(&x[x.len() - 3..], ["-O", "exit", "root@10.0.0.1"]);
+        assert_eq!(&x[x.len() - 3..], ["-O", "exit", "root@box.example"]);
     }
 
     #[test]
@@ -217,14 +218,14 @@ mod tests {
              checking.\nHost key verification failed.\n",
         );
         assert!(m.contains("host key") && m.contains("unknown"), "{m}");
-        assert!(m.contains("ssh-keyscan -p 2222 10.0.0.1"), "{m}");
+        assert!(m.contains("ssh-keyscan -p 2222 box.example"), "{m}");
         let m = classify_failure(
             &h,
-            "ssh: connect to host 10.0.0.1 port 2222: Connection refused",
+            "ssh: connect to host box.example port 2222: Connection refused",
         );
         assert!(m.starts_with("cannot reach"), "{m}");
         assert!(m.contains("Connection refused"), "{m}");
-        let m = classify_failure(&h, "root@10.0.0.1: Permission denied (publickey).");
+        let m = classify_failure(&h, "root@box.example: Permission denied (publickey).");
         assert!(m.contains("refused the login"), "{m}");
         assert!(classify_failure(&h, "").contains("said nothing"));
     }
