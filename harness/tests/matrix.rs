@@ -13,10 +13,11 @@
 //! `MMX_MATRIX=path` tests another matrix; `MMX_TEST_HOSTS=1` includes `[[hosts]]` cells.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use harness::backend::qemu::AccelChoice;
 use harness::backend::Cancel;
-use harness::matrix::{Cell, Matrix};
+use harness::matrix::Matrix;
 use harness::results::{BootRecord, CellRecord, RunDir};
 use harness::run::{group_boots, BootPlan, Runner};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -54,23 +55,7 @@ fn main() {
         eprintln!("mmx matrix tests: SKIPPED {r}");
     }
 
-    let mut trials = Vec::new();
-    let mut add = |prefix: &'static str, cells: Vec<Cell>, ignored: bool| {
-        for boot in group_boots(cells) {
-            for cell in &boot.cells {
-                let name = format!("{prefix}::{}", cell.id);
-                let boot = boot.clone();
-                let id = cell.id.to_string();
-                let repeats = matrix.repeats;
-                trials.push(
-                    Trial::test(name, move || run_cell(&boot, &id, repeats))
-                        .with_ignored_flag(ignored),
-                );
-            }
-        }
-    };
-    add("qemu", matrix.qemu_cells(), qemu_missing);
-    // The local backend's filesystem is the scratch dir's; /var/tmp is where it goes by default.
+    // Boots whose cells this machine can run: the ones a test may boot for another.
     let local_fs = harness::backend::local::filesystem_of(
         matrix
             .local_scratch
@@ -79,10 +64,37 @@ fn main() {
     )
     .ok()
     .and_then(Result::ok);
-    if let Some(fs) = local_fs {
-        add("local", matrix.local_cells(fs), not_root);
+    let groups: Vec<(&str, Vec<BootPlan>, bool)> = vec![
+        ("qemu", group_boots(matrix.qemu_cells()), qemu_missing),
+        (
+            "local",
+            local_fs.map_or_else(Vec::new, |fs| group_boots(matrix.local_cells(fs))),
+            not_root,
+        ),
+        ("ssh", group_boots(matrix.ssh_cells()), !hosts_wanted),
+    ];
+    let runnable: Arc<Vec<BootPlan>> = Arc::new(
+        groups
+            .iter()
+            .filter(|(_, _, ignored)| !ignored)
+            .flat_map(|(_, boots, _)| boots.iter().cloned())
+            .collect(),
+    );
+    let mut trials = Vec::new();
+    for (prefix, boots, ignored) in groups {
+        for boot in boots {
+            for cell in &boot.cells {
+                let name = format!("{prefix}::{}", cell.id);
+                let (boot, all) = (boot.clone(), Arc::clone(&runnable));
+                let id = cell.id.to_string();
+                let repeats = matrix.repeats;
+                trials.push(
+                    Trial::test(name, move || run_cell(&boot, &all, &id, repeats))
+                        .with_ignored_flag(ignored),
+                );
+            }
+        }
     }
-    add("ssh", matrix.ssh_cells(), !hosts_wanted);
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -101,8 +113,8 @@ struct Stored {
     run_dir: PathBuf,
 }
 
-fn run_cell(boot: &BootPlan, cell_id: &str, repeats: u32) -> Result<(), Failed> {
-    let stored = boot_results(boot, repeats).map_err(|e| Failed::from(format!("{e:#}")))?;
+fn run_cell(boot: &BootPlan, all: &[BootPlan], cell_id: &str, repeats: u32) -> Result<(), Failed> {
+    let stored = boot_results(boot, all, repeats).map_err(|e| Failed::from(format!("{e:#}")))?;
     let cell = stored
         .cells
         .iter()
@@ -141,28 +153,93 @@ fn run_cell(boot: &BootPlan, cell_id: &str, repeats: u32) -> Result<(), Failed> 
     )))
 }
 
-/// Run the boot once per test run (across processes), or read what another test stored.
-fn boot_results(boot: &BootPlan, repeats: u32) -> anyhow::Result<Stored> {
+/// Where this test run keeps boots' results: per `cargo nextest run` (NEXTEST_RUN_ID), or per
+/// process under `cargo test`.
+fn store_dir() -> anyhow::Result<PathBuf> {
     let run_key =
         std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| format!("pid-{}", std::process::id()));
     let base = harness::agent::workspace_root()
         .join("target")
         .join("mmx-cells")
-        .join(&run_key);
+        .join(run_key);
     std::fs::create_dir_all(&base)?;
-    let flat = RunDir::log_rel(&boot.id, "boot");
-    let flat = flat
+    Ok(base)
+}
+
+fn flat(boot: &BootPlan) -> String {
+    RunDir::log_rel(&boot.id, "boot")
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "boot".into());
-    let lock = std::fs::File::create(base.join(format!("{flat}.lock")))?;
-    // Held until this function returns: one process boots, the rest wait and then read.
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    let stored_path = base.join(format!("{flat}.json"));
-    if let Ok(text) = std::fs::read_to_string(&stored_path) {
-        return Ok(serde_json::from_str(&text)?);
+        .unwrap_or_else(|| "boot".into())
+}
+
+fn read_stored(base: &Path, boot: &BootPlan) -> Option<Stored> {
+    let text = std::fs::read_to_string(base.join(format!("{}.json", flat(boot)))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Take a boot's lock: blocking, or `None` when another process holds it.
+fn lock(base: &Path, boot: &BootPlan, block: bool) -> anyhow::Result<Option<std::fs::File>> {
+    use rustix::fs::FlockOperation::{LockExclusive, NonBlockingLockExclusive};
+    let f = std::fs::File::create(base.join(format!("{}.lock", flat(boot))))?;
+    match rustix::fs::flock(
+        &f,
+        if block {
+            LockExclusive
+        } else {
+            NonBlockingLockExclusive
+        },
+    ) {
+        Ok(()) => Ok(Some(f)),
+        Err(rustix::io::Errno::WOULDBLOCK) if !block => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    let run_dir = RunDir::create(&base, "run")?;
+}
+
+/// The results of `boot`, booting it at most once per test run across all test processes.
+///
+/// Nextest runs two tests at a time, and neighbouring tests are usually cells of the same boot;
+/// so a test whose boot is being booted by another process does not just wait: it boots some
+/// other boot nobody has started yet, then comes back. Both CPUs stay busy with guests.
+fn boot_results(boot: &BootPlan, all: &[BootPlan], repeats: u32) -> anyhow::Result<Stored> {
+    let base = store_dir()?;
+    loop {
+        if let Some(s) = read_stored(&base, boot) {
+            return Ok(s);
+        }
+        if let Some(_held) = lock(&base, boot, false)? {
+            return match read_stored(&base, boot) {
+                Some(s) => Ok(s),
+                None => run_and_store(&base, boot, repeats),
+            };
+        }
+        let mut stole = false;
+        for other in all.iter().filter(|o| o.id != boot.id) {
+            if read_stored(&base, other).is_some() {
+                continue;
+            }
+            if let Some(_held) = lock(&base, other, false)? {
+                if read_stored(&base, other).is_none() {
+                    // Its own test reports any error; here it only costs the time.
+                    let _ = run_and_store(&base, other, repeats);
+                }
+                stole = true;
+                break;
+            }
+        }
+        if !stole {
+            // Nothing left to start: wait for whoever boots ours (or boot it if they died).
+            let _held = lock(&base, boot, true)?;
+            return match read_stored(&base, boot) {
+                Some(s) => Ok(s),
+                None => run_and_store(&base, boot, repeats),
+            };
+        }
+    }
+}
+
+fn run_and_store(base: &Path, boot: &BootPlan, repeats: u32) -> anyhow::Result<Stored> {
+    let run_dir = RunDir::create(base, "run")?;
     let scratch = match &boot.target {
         harness::matrix::Target::Local => Some(harness::backend::local::scratch_dir(None)?),
         _ => None,
@@ -174,17 +251,21 @@ fn boot_results(boot: &BootPlan, repeats: u32) -> anyhow::Result<Stored> {
         AccelChoice::Auto,
         scratch.clone(),
         1,
-    )?;
-    let (b, cells) = runner.run_boot(boot, repeats, &run_dir, &Cancel::new(), None);
+    );
+    let result = runner.map(|r| r.run_boot(boot, repeats, &run_dir, &Cancel::new(), None));
     if let Some(s) = scratch {
         let _ = std::fs::remove_dir_all(s);
     }
+    let (b, cells) = result?;
     let stored = Stored {
         boot: b,
         cells,
         run_dir: run_dir.root.clone(),
     };
-    std::fs::write(&stored_path, serde_json::to_string(&stored)?)?;
+    let path = base.join(format!("{}.json", flat(boot)));
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string(&stored)?)?;
+    std::fs::rename(&tmp, &path)?;
     Ok(stored)
 }
 
