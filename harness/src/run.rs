@@ -556,12 +556,17 @@ impl Runner {
         local_scratch: Option<PathBuf>,
         retries: u32,
     ) -> anyhow::Result<Runner> {
-        let agent = crate::agent::build_static().context("building mmx-agent")?;
         let wants_qemu = boots
             .iter()
             .any(|b| matches!(b.target, Target::Qemu { .. }));
-        let qemu = if wants_qemu {
-            let kernels = Kernels::load(matrix)?;
+        // Configuration errors first, before a build that can take a minute.
+        let kernels = if wants_qemu {
+            Some(Kernels::load(matrix)?)
+        } else {
+            None
+        };
+        let agent = crate::agent::build_static().context("building mmx-agent")?;
+        let qemu = if let Some(kernels) = kernels {
             let qemu = Qemu::new(accel, agent.clone(), kernels.cache_root())
                 .context("setting up the QEMU backend")?;
             Some((qemu, kernels))
