@@ -11,8 +11,17 @@ use protocol::ObservedTopology;
 /// pinning cannot host `n` threads without putting two on one CPU (such points are skipped:
 /// oversubscribing a pinned spinlock benchmark measures the scheduler, not the lock).
 pub fn plan(p: Pinning, topo: &ObservedTopology, n: usize) -> Option<Vec<Option<u32>>> {
+    let Some(order) = cpus(p, topo) else {
+        return Some(vec![None; n]);
+    };
+    (n <= order.len()).then(|| order.into_iter().take(n).map(Some).collect())
+}
+
+/// The online CPUs a pinning places threads on, in placement order; `None` for
+/// [`Pinning::None`] (the scheduler's choice, any CPU).
+pub fn cpus(p: Pinning, topo: &ObservedTopology) -> Option<Vec<u32>> {
     let order: Vec<u32> = match p {
-        Pinning::None => return Some(vec![None; n]),
+        Pinning::None => return None,
         Pinning::PerCore => per_core_order(&topo.core_siblings, |_| true),
         Pinning::SmtSiblings => topo.core_siblings.iter().flatten().copied().collect(),
         Pinning::OneNode => {
@@ -33,11 +42,12 @@ pub fn plan(p: Pinning, topo: &ObservedTopology, n: usize) -> Option<Vec<Option<
         }
     };
     // CPUs named by the topology but offline now (after an SMT toggle) cannot be used.
-    let order: Vec<u32> = order
-        .into_iter()
-        .filter(|c| topo.cpus_online.contains(c))
-        .collect();
-    (n <= order.len()).then(|| order.into_iter().take(n).map(Some).collect())
+    Some(
+        order
+            .into_iter()
+            .filter(|c| topo.cpus_online.contains(c))
+            .collect(),
+    )
 }
 
 /// Like [`plan`], but never refuses: when the pinning has fewer CPUs than threads, threads wrap
@@ -135,6 +145,11 @@ mod tests {
         assert_eq!(cpus(Pinning::OneNode, 5), None);
         assert_eq!(cpus(Pinning::SpreadNodes, 4), Some(vec![0, 2, 1, 3]));
         assert_eq!(cpus(Pinning::PerCore, 9), None);
+        assert_eq!(
+            super::cpus(Pinning::OneNode, &topo()),
+            Some(vec![0, 1, 4, 5])
+        );
+        assert_eq!(super::cpus(Pinning::None, &topo()), None);
         let cycled = plan_cycled(Pinning::OneNode, &topo(), 6);
         assert_eq!(cycled, [0, 1, 4, 5, 0, 1].map(Some).to_vec());
     }

@@ -426,9 +426,14 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
                 for &n in &ctx.threads {
                     let nu = n as usize;
                     let Some(cpus) = pinning::plan(pin, &ctx.topo, nu) else {
+                        // The pinning's own CPUs (2 for one node of 4), and which layout.
+                        let room = pinning::cpus(pin, &ctx.topo)
+                            .map_or(ctx.topo.cpus_online.len(), |c| c.len());
                         fam.notes.push(format!(
-                            "user-spin {}: {n} threads do not fit pinning {} on {} CPUs; skipped",
+                            "user-spin {}{}: {n} threads do not fit pinning {} ({room} of {} \
+                             CPUs online); skipped",
                             workload_name(kind),
+                            if together { "+fs" } else { "" },
                             pinning::describe(pin),
                             ctx.topo.cpus_online.len()
                         ));
@@ -487,9 +492,15 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
     );
     if let Some((min, what)) = shortest {
         let pct = 100.0 * timer_ns / min as f64;
+        // With an SMT toggle this runs once per state: say which, or the notes read the same.
+        let state = if sc.toggle_smt {
+            format!(" (SMT {})", ctx.smt.as_str())
+        } else {
+            String::new()
+        };
         fam.notes.push(format!(
-            "timer overhead: {timer_ns:.1} ns per sample (clock read + record); shortest sample \
-             {min} ns ({what}) → {pct:.2}% (budget 5%)"
+            "timer overhead{state}: {timer_ns:.1} ns per sample (clock read + record); shortest \
+             sample {min} ns ({what}) → {pct:.2}% (budget 5%)"
         ));
         fam.metrics.insert(
             "timer_overhead_pct".into(),
