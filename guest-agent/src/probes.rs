@@ -79,7 +79,12 @@ fn no(feature: Feature, ev: Evidence) -> ProbeResult {
 fn from_sys(feature: Feature, r: SysResult<Option<String>>, fs: &str) -> ProbeResult {
     match r {
         Ok(note) => yes(feature, note),
-        Err(e) => no(feature, e.evidence().with_detail(format!("on {fs}"))),
+        // Stable step (the call and the filesystem); variable inputs in the detail.
+        Err(e) => {
+            let mut ev = e.evidence();
+            ev.step = format!("{} on {fs}", e.call);
+            no(feature, ev)
+        }
     }
 }
 
@@ -97,8 +102,10 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let root = scratch.join(format!("mmx-probe-{}-{seq}", std::process::id()));
         std::fs::create_dir(&root).map_err(|e| {
-            let ev = Evidence::new(format!("mkdir({})", root.display()))
-                .with_detail(format!("scratch dir is not writable: {e}"));
+            let ev = Evidence::new("mkdir(probe directory)").with_detail(format!(
+                "scratch dir is not writable: {}: {e}",
+                root.display()
+            ));
             e.raw_os_error().map_or(ev.clone(), |n| ev.with_errno(n))
         })?;
         let guard = ScratchGuard { path: root.clone() };
@@ -111,7 +118,9 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
                 .map_err(|e| Evidence::new(format!("mkdir({d})")).with_detail(e.to_string()))?;
         }
         rustix::process::chdir(&root).map_err(|e| {
-            Evidence::new(format!("chdir({})", root.display())).with_errno(e.raw_os_error())
+            Evidence::new("chdir(probe directory)")
+                .with_errno(e.raw_os_error())
+                .with_detail(root.display().to_string())
         })?;
         Ok((guard, layers))
     })();
@@ -174,10 +183,7 @@ fn ids_error(step: String, seen: SysResult<(u32, u32)>, want: (u32, u32)) -> Sys
         Ok((u, g)) => format!("uid:gid {u}:{g}"),
         Err(e) => e.to_string(),
     };
-    SysError {
-        call: format!("{step}: saw {what}, expected {}:{}", want.0, want.1),
-        errno: 0,
-    }
+    SysError::plain(step, 0).context(format!("saw {what}, expected {}:{}", want.0, want.1))
 }
 
 fn ids_at(dir: BorrowedFd<'_>, path: &str) -> SysResult<(u32, u32)> {
@@ -293,10 +299,10 @@ fn listmount() -> SysResult<Option<String>> {
 fn statmount() -> SysResult<Option<String>> {
     // Needs a mount id; listmount (same release) gives one.
     let ids = table::listmount_all()?;
-    let first = ids.first().copied().ok_or(SysError {
-        call: "listmount: no mounts".into(),
-        errno: libc::ENOENT,
-    })?;
+    let first = ids
+        .first()
+        .copied()
+        .ok_or_else(|| SysError::plain("listmount(LSMT_ROOT): no mounts", libc::ENOENT))?;
     let point = table::statmount_mnt_point(first)?;
     Ok(Some(format!(
         "mount {first} at {}",
@@ -354,10 +360,10 @@ fn fanotify_events(s: &Setup<'_>) -> SysResult<Option<String>> {
         .filter(|m| *m & fanotify::FAN_MNT_DETACH != 0)
         .count();
     if attach == 0 || det == 0 {
-        return Err(SysError {
-            call: format!("read(fanotify fd): {attach} attach and {det} detach events after one attach and one detach"),
-            errno: 0,
-        });
+        return Err(
+            SysError::plain("fanotify mount events after one attach and one detach", 0)
+                .context(format!("read {attach} attach and {det} detach events")),
+        );
     }
     Ok(Some(format!("{attach} attach, {det} detach events")))
 }

@@ -276,7 +276,10 @@ fn open_dir(path: &Path) -> SysResult<OwnedFd> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| SysError::new(|| format!("open({path:?}, O_DIRECTORY)"), e))
+    .map_err(|e| {
+        SysError::new(|| "open(container dir, O_DIRECTORY)".into(), e)
+            .context(format!("{}", path.display()))
+    })
 }
 
 /// Start container `idx`: every pass through the strategy, checked and torn down.
@@ -308,8 +311,10 @@ pub fn run(
     let mut userns = UserNs::create(base, ID_COUNT, batches)?;
     let mut latency = Duration::ZERO;
     let mut peak_seen = 0u64;
-    rustix::process::fchdir(&cdir)
-        .map_err(|e| SysError::new(|| format!("fchdir({cdir_path:?})"), e))?;
+    rustix::process::fchdir(&cdir).map_err(|e| {
+        SysError::new(|| "fchdir(container dir)".into(), e)
+            .context(format!("{}", cdir_path.display()))
+    })?;
     for k in 0..s.passes as usize {
         let rootfs = is_rootfs_pass(k as u32, s.passes);
         latency += {

@@ -227,10 +227,10 @@ fn common_parent(
     tally: &mut Tally,
     peak: &mut dyn FnMut(),
 ) -> SysResult<()> {
-    let common = plan.common.as_deref().ok_or_else(|| SysError {
-        call: "common directory of the layer paths".into(),
-        errno: libc::EINVAL,
-    })?;
+    let common = plan
+        .common
+        .as_deref()
+        .ok_or_else(|| SysError::plain("common directory of the layer paths", libc::EINVAL))?;
     let mut attached: Vec<&CStr> = Vec::with_capacity(2);
     let r = (|| {
         let fd = idmapped_clone(tally, common, userns, true)?;
@@ -281,10 +281,15 @@ fn fsconfig_fd(
     if !rootfs {
         // The read-only view's top layer is the upper dir itself, not idmapped.
         let upper = tally.timed(|| api::open_tree_path(api::cwd(), c"u"))?;
-        tally.timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", upper.as_fd()))?;
+        tally
+            .timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", upper.as_fd()))
+            .map_err(|e| e.context("the upper dir as top layer (O_PATH fd)"))?;
     }
-    for tree in trees.iter().rev() {
-        tally.timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", tree.as_fd()))?;
+    let n = trees.len();
+    for (i, tree) in trees.iter().enumerate().rev() {
+        tally
+            .timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", tree.as_fd()))
+            .map_err(|e| e.context(format!("layer {} of {n} (detached idmapped tree)", i + 1)))?;
     }
     if rootfs {
         tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "upperdir", c"u"))?;

@@ -18,26 +18,33 @@ pub fn mount_overlay<P: Arg + Debug + Copy>(target: P, data: &CStr, rdonly: bool
         MountFlags::empty()
     };
     rustix::mount::mount(c"overlay", target, c"overlay", flags, data).map_err(|e| {
+        // The step names the option keys, not their values: the lowerdir list grows with the
+        // layer count and holds run-specific paths.
         SysError::new(
             || {
                 let ro = if rdonly { "MS_RDONLY" } else { "0" };
-                format!("mount(\"overlay\", {target:?}, \"overlay\", {ro}, {data:?})")
+                format!(
+                    "mount(\"overlay\", \"overlay\", {ro}, \"{}\")",
+                    option_keys(data)
+                )
             },
             e,
         )
+        .context(format!("target {target:?}, options {}", shorten(data, 160)))
     })
 }
 
 /// `umount2(target, 0)`. One detachment.
 pub fn umount<P: Arg + Debug + Copy>(target: P) -> SysResult<()> {
     rustix::mount::unmount(target, UnmountFlags::empty())
-        .map_err(|e| SysError::new(|| format!("umount2({target:?}, 0)"), e))
+        .map_err(|e| SysError::new(|| "umount2(0)".into(), e).context(format!("target {target:?}")))
 }
 
 /// `umount2(target, MNT_DETACH)`: lazy detach, for cleanup paths only.
 pub fn umount_detach<P: Arg + Debug + Copy>(target: P) -> SysResult<()> {
-    rustix::mount::unmount(target, UnmountFlags::DETACH)
-        .map_err(|e| SysError::new(|| format!("umount2({target:?}, MNT_DETACH)"), e))
+    rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(|e| {
+        SysError::new(|| "umount2(MNT_DETACH)".into(), e).context(format!("target {target:?}"))
+    })
 }
 
 /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`: stop every mount in this namespace from
@@ -53,4 +60,42 @@ pub fn make_rprivate_root() -> SysResult<()> {
             e,
         )
     })
+}
+
+/// The keys of a mount option string, values dropped: `lowerdir=a:b,upperdir=u` gives
+/// `lowerdir=…,upperdir=…`.
+fn option_keys(data: &CStr) -> String {
+    data.to_string_lossy()
+        .split(',')
+        .map(|opt| match opt.split_once('=') {
+            Some((k, _)) => format!("{k}=…"),
+            None => opt.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `data` as text, cut to about `max` characters.
+fn shorten(data: &CStr, max: usize) -> String {
+    let s = data.to_string_lossy();
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{:?}… ({} bytes)", &s[..i], s.len()),
+        None => format!("{s:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_step_names_keys_not_values() {
+        assert_eq!(
+            option_keys(c"lowerdir=l/2:l/1,upperdir=u,workdir=w"),
+            "lowerdir=…,upperdir=…,workdir=…"
+        );
+        assert_eq!(option_keys(c"lowerdir=u:l/0,ro"), "lowerdir=…,ro");
+        assert_eq!(shorten(c"abcdef", 3), "\"abc\"… (6 bytes)");
+        assert_eq!(shorten(c"abc", 3), "\"abc\"");
+    }
 }

@@ -27,18 +27,20 @@ pub fn open_tree_clone<P: Arg + Debug + Copy>(
         SysError::new(
             || {
                 let rec = if recursive { " | AT_RECURSIVE" } else { "" };
-                format!("open_tree({path:?}, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC{rec})")
+                format!("open_tree(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC{rec})")
             },
             e,
         )
+        .context(format!("path {path:?}"))
     })
 }
 
 /// `open_tree(dirfd, path, OPEN_TREE_CLOEXEC)`: an `O_PATH` handle on `path` itself (no clone,
 /// no new mount).
 pub fn open_tree_path<P: Arg + Debug + Copy>(dirfd: BorrowedFd<'_>, path: P) -> SysResult<OwnedFd> {
-    rustix::mount::open_tree(dirfd, path, OpenTreeFlags::OPEN_TREE_CLOEXEC)
-        .map_err(|e| SysError::new(|| format!("open_tree({path:?}, OPEN_TREE_CLOEXEC)"), e))
+    rustix::mount::open_tree(dirfd, path, OpenTreeFlags::OPEN_TREE_CLOEXEC).map_err(|e| {
+        SysError::new(|| "open_tree(OPEN_TREE_CLOEXEC)".into(), e).context(format!("path {path:?}"))
+    })
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], &{ .attr_set = MOUNT_ATTR_IDMAP
@@ -84,10 +86,7 @@ pub fn mount_setattr_idmap(
         || {
             let rec = if recursive { " | AT_RECURSIVE" } else { "" };
             let ro = if rdonly { " | MOUNT_ATTR_RDONLY" } else { "" };
-            format!(
-                "mount_setattr(fd, \"\", AT_EMPTY_PATH{rec}, {{MOUNT_ATTR_IDMAP{ro}, userns_fd={}}})",
-                userns.as_raw_fd()
-            )
+            format!("mount_setattr(AT_EMPTY_PATH{rec}, MOUNT_ATTR_IDMAP{ro})")
         },
         &errno,
     ))
@@ -108,10 +107,8 @@ pub fn move_mount_attach<P: Arg + Debug + Copy>(
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
     .map_err(|e| {
-        SysError::new(
-            || format!("move_mount(fd, \"\", {to_path:?}, MOVE_MOUNT_F_EMPTY_PATH)"),
-            e,
-        )
+        SysError::new(|| "move_mount(MOVE_MOUNT_F_EMPTY_PATH)".into(), e)
+            .context(format!("to {to_path:?}"))
     })
 }
 
@@ -128,10 +125,8 @@ pub fn fsconfig_set_string<V: Arg + Debug + Copy>(
     value: V,
 ) -> SysResult<()> {
     rustix::mount::fsconfig_set_string(fs_fd, key, value).map_err(|e| {
-        SysError::new(
-            || format!("fsconfig(FSCONFIG_SET_STRING, {key:?}, {value:?})"),
-            e,
-        )
+        SysError::new(|| format!("fsconfig(FSCONFIG_SET_STRING, {key:?})"), e)
+            .context(format!("value {value:?}"))
     })
 }
 
@@ -139,10 +134,8 @@ pub fn fsconfig_set_string<V: Arg + Debug + Copy>(
 /// parameter (overlayfs `lowerdir+` takes an `open_tree` fd since 6.13).
 pub fn fsconfig_set_fd(fs_fd: BorrowedFd<'_>, key: &str, fd: BorrowedFd<'_>) -> SysResult<()> {
     rustix::mount::fsconfig_set_fd(fs_fd, key, fd).map_err(|e| {
-        SysError::new(
-            || format!("fsconfig(FSCONFIG_SET_FD, {key:?}, fd={})", fd.as_raw_fd()),
-            e,
-        )
+        // No fd number: it differs from run to run.
+        SysError::new(|| format!("fsconfig(FSCONFIG_SET_FD, {key:?})"), e)
     })
 }
 
@@ -170,7 +163,7 @@ pub fn fsmount(fs_fd: BorrowedFd<'_>, rdonly: bool) -> SysResult<OwnedFd> {
         SysError::new(
             || {
                 let ro = if rdonly { "MOUNT_ATTR_RDONLY" } else { "0" };
-                format!("fsmount(fs_fd, FSMOUNT_CLOEXEC, {ro})")
+                format!("fsmount(FSMOUNT_CLOEXEC, {ro})")
             },
             e,
         )
@@ -186,4 +179,41 @@ pub fn close_tree(fd: OwnedFd) {
 /// Borrow helper for the current working directory as a `dirfd`.
 pub fn cwd() -> BorrowedFd<'static> {
     rustix::fs::CWD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_failed_call_reads_the_same_whatever_the_fd() {
+        let Ok(null) = std::fs::File::open("/dev/null") else {
+            return;
+        };
+        let mut calls = Vec::new();
+        // Two contexts and two distinct fds: the failure must read the same both times.
+        let dup = null.try_clone().expect("dup /dev/null");
+        for fd in [null.as_fd(), dup.as_fd()] {
+            let fs = match fsopen("overlay") {
+                Ok(fs) => fs,
+                Err(e) => {
+                    eprintln!("SKIPPED (fsopen needs root and overlay): {e}");
+                    return;
+                }
+            };
+            match fsconfig_set_fd(fs.as_fd(), "lowerdir+", fd) {
+                // A kernel that takes a character device as a layer fd: nothing to compare.
+                Ok(()) => return,
+                Err(e) => calls.push(e.call),
+            }
+        }
+        assert_eq!(calls[0], calls[1]);
+        assert_eq!(calls[0], "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\")");
+        let e = mount_setattr_idmap(null.as_fd(), dup.as_fd(), true, false).unwrap_err();
+        assert_eq!(
+            e.call,
+            "mount_setattr(AT_EMPTY_PATH, MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY)"
+        );
+    }
 }

@@ -228,13 +228,11 @@ impl<'a> UserNs<'a> {
     /// every op's directory fd must stay open as long as the returned value lives (`'a`).
     pub fn create(base: u32, count: u32, batches: Vec<Vec<ChildOp<'a>>>) -> SysResult<UserNs<'a>> {
         if let Some(b) = batches.iter().find(|b| b.len() > MAX_BATCH) {
-            return Err(SysError {
-                call: format!(
-                    "userns helper batch of {} ops (at most {MAX_BATCH})",
-                    b.len()
-                ),
-                errno: libc::E2BIG,
-            });
+            return Err(SysError::plain(
+                format!("userns helper batch (at most {MAX_BATCH} ops)"),
+                libc::E2BIG,
+            )
+            .context(format!("{} ops", b.len())));
         }
         let (cmd_r, cmd_w) = pipe()?;
         let (res_r, res_w) = pipe()?;
@@ -297,7 +295,8 @@ impl<'a> UserNs<'a> {
         for file in ["uid_map", "gid_map"] {
             let path = format!("/proc/{pid}/{file}");
             std::fs::write(&path, &map).map_err(|e| {
-                SysError::from_io(|| format!("write({path:?}, {:?})", map.trim_end()), &e)
+                SysError::from_io(|| format!("write(/proc/<helper>/{file})"), &e)
+                    .context(format!("{path}: {:?}", map.trim_end()))
             })?;
         }
         let ns_path = format!("/proc/{pid}/ns/user");
@@ -306,7 +305,10 @@ impl<'a> UserNs<'a> {
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
-        .map_err(|e| SysError::new(|| format!("open({ns_path:?}, O_RDONLY)"), e))?;
+        .map_err(|e| {
+            SysError::new(|| "open(/proc/<helper>/ns/user, O_RDONLY)".into(), e)
+                .context(ns_path.clone())
+        })?;
         let me = UserNs {
             ns,
             res_r,
@@ -337,11 +339,10 @@ impl<'a> UserNs<'a> {
             self.status_pending = false;
             let errno = i32::from_ne_bytes(status);
             if errno != 0 {
-                return Err(SysError {
-                    call: "setresgid(0, 0, 0) / setresuid(0, 0, 0) in the new user namespace"
-                        .into(),
+                return Err(SysError::plain(
+                    "setresgid(0, 0, 0) / setresuid(0, 0, 0) in the new user namespace",
                     errno,
-                });
+                ));
             }
         }
         let mut buf = vec![0u8; n * RESULT_BYTES];
@@ -354,10 +355,10 @@ impl<'a> UserNs<'a> {
 
     fn send(&self, bytes: &[u8]) -> SysResult<()> {
         let Some(cmd_w) = &self.helper.cmd_w else {
-            return Err(SysError {
-                call: "write(userns helper command pipe): closed".into(),
-                errno: libc::EPIPE,
-            });
+            return Err(SysError::plain(
+                "write(userns helper command pipe): closed",
+                libc::EPIPE,
+            ));
         };
         rustix::io::write(cmd_w, bytes)
             .map_err(|e| SysError::new(|| "write(userns helper command pipe)".into(), e))
@@ -377,10 +378,10 @@ impl<'a> UserNs<'a> {
             // SAFETY: one valid pollfd.
             let rc = unsafe { libc::poll(&mut pfd, 1, HELPER_TIMEOUT_MS) };
             if rc == 0 {
-                return Err(SysError {
-                    call: format!("poll(userns helper result pipe, {HELPER_TIMEOUT_MS} ms)"),
-                    errno: libc::ETIMEDOUT,
-                });
+                return Err(SysError::plain(
+                    format!("poll(userns helper result pipe, {HELPER_TIMEOUT_MS} ms)"),
+                    libc::ETIMEDOUT,
+                ));
             }
             if rc < 0 {
                 let e = std::io::Error::last_os_error();
@@ -394,10 +395,10 @@ impl<'a> UserNs<'a> {
             }
             match rustix::io::read(&self.res_r, &mut buf[got..]) {
                 Ok(0) => {
-                    return Err(SysError {
-                        call: "read(userns helper result pipe): helper exited".into(),
-                        errno: libc::EPIPE,
-                    })
+                    return Err(SysError::plain(
+                        "read(userns helper result pipe): helper exited",
+                        libc::EPIPE,
+                    ))
                 }
                 Ok(n) => got += n,
                 Err(rustix::io::Errno::INTR) => continue,

@@ -59,15 +59,8 @@ pub fn listmount_all() -> SysResult<Vec<u64>> {
         };
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            return Err(SysError::from_io(
-                || {
-                    format!(
-                        "listmount({{LSMT_ROOT, param={last}}}, ids, {}, 0)",
-                        buf.len()
-                    )
-                },
-                &e,
-            ));
+            return Err(SysError::from_io(|| "listmount(LSMT_ROOT)".into(), &e)
+                .context(format!("after mount id {last}, {} ids per call", buf.len())));
         }
         let n = n as usize;
         out.extend_from_slice(&buf[..n]);
@@ -102,15 +95,18 @@ pub fn statmount_mnt_point(id: u64) -> SysResult<Vec<u8>> {
                 size *= 4;
                 continue;
             }
-            return Err(SysError::from_io(
-                || format!("statmount({{mnt_id={id}, STATMOUNT_MNT_POINT}}, buf, {size}, 0)"),
-                &e,
-            ));
+            return Err(
+                SysError::from_io(|| "statmount(STATMOUNT_MNT_POINT)".into(), &e)
+                    .context(format!("mnt_id {id}, {size}-byte buffer")),
+            );
         }
         let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        return parse_mnt_point(&bytes).ok_or_else(|| SysError {
-            call: format!("statmount({{mnt_id={id}, STATMOUNT_MNT_POINT}}): no mnt_point in reply"),
-            errno: libc::EINVAL,
+        return parse_mnt_point(&bytes).ok_or_else(|| {
+            SysError::plain(
+                "statmount(STATMOUNT_MNT_POINT): no mnt_point in reply",
+                libc::EINVAL,
+            )
+            .context(format!("mnt_id {id}"))
         });
     }
 }
