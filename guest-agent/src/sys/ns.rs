@@ -7,6 +7,9 @@
 //! `uid_map`/`gid_map`, and opens `/proc/<pid>/ns/user` for `mount_setattr`. The helper then becomes root of that namespace
 //! (`setresuid(0, 0, 0)`) and stays alive so that checks can look at the merged view *from
 //! inside* the container's user namespace: it runs batches of prepared [`ChildOp`]s on demand.
+//! Ops name their directory by index; each command carries the directory fds (the helper shares
+//! our descriptor table), so one set of batches serves every container of a run and a helper
+//! can be made before anyone knows where its container will be mounted.
 //!
 //! `CLONE_FILES` makes the helper share the agent's descriptor table instead of copying it: a
 //! copied table would hold extra references to other workers' detached mount trees and make
@@ -19,6 +22,9 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustix::thread::UnshareFlags;
 
@@ -43,14 +49,21 @@ pub fn unshare_fs() -> SysResult<()> {
         .map_err(|e| SysError::new(|| "unshare(CLONE_FS)".into(), e))
 }
 
-/// Something the helper does inside the user namespace, relative to a directory fd.
-#[derive(Debug)]
-pub enum ChildOp<'a> {
-    /// `fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW)`.
-    Stat { dir: BorrowedFd<'a>, path: CString },
-    /// `openat(dirfd, path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644)`, `fstat`, `close`.
-    Create { dir: BorrowedFd<'a>, path: CString },
+/// Directory fds one batch command carries; [`ChildOp`]s name theirs by index.
+pub const MAX_DIRS: usize = 2;
+
+/// Something the helper does inside the user namespace, relative to directory `dir` of the
+/// command (an index below [`MAX_DIRS`]; see [`UserNs::start_batch`]).
+#[derive(Debug, Clone)]
+pub enum ChildOp {
+    /// `fstatat(dirs[dir], path, &st, AT_SYMLINK_NOFOLLOW)`.
+    Stat { dir: u8, path: CString },
+    /// `openat(dirs[dir], path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644)`, `fstat`, `close`.
+    Create { dir: u8, path: CString },
 }
+
+/// The batches a helper can run, shared by every helper of a run.
+pub type Batches = Arc<Vec<Vec<ChildOp>>>;
 
 /// What one [`ChildOp`] saw. `errno == 0` means success; ids are as seen from inside the user
 /// namespace (unmapped ids read as the overflow id, 65534).
@@ -93,8 +106,8 @@ impl OpResult {
 }
 
 /// A user namespace mapping ids `0..count` to host ids `base..base+count`, with a helper process
-/// inside it. Dropping it ends the helper.
-pub struct UserNs<'a> {
+/// inside it. Dropping it ends the helper (after a batch in flight has been answered).
+pub struct UserNs {
     ns: OwnedFd,
     res_r: OwnedFd,
     /// Ops per batch, to size the replies.
@@ -102,9 +115,10 @@ pub struct UserNs<'a> {
     /// Whether the helper's "became root" status is still to be read (it is read together with
     /// the first batch's results, saving a round trip on every container).
     status_pending: bool,
+    /// Length of the batch sent and not yet answered.
+    in_flight: Option<usize>,
     // Dropped after the fds above: hands the helper to the reaper.
     helper: Helper,
-    _borrows: std::marker::PhantomData<ChildOp<'a>>,
     // Kept open until the helper is gone: it shares our descriptor table.
     _cmd_r: OwnedFd,
     _res_w: OwnedFd,
@@ -118,16 +132,15 @@ struct Helper {
     pid: libc::pid_t,
     stack: *mut libc::c_void,
     args: *mut HelperArgs,
-    /// Lifetime erased: the helper only reads these on command, and no command is sent once
-    /// the owning [`UserNs`] is gone; the reaper only frees them.
-    batches: Option<Box<Vec<Vec<ChildOp<'static>>>>>,
+    /// Kept alive until the helper is reaped: it reads them.
+    batches: Option<Batches>,
     /// Our end of the command pipe. Closed by the reaper, not the worker: closing it wakes the
     /// helper, whose exit would otherwise preempt the worker that is starting containers.
     cmd_w: Option<OwnedFd>,
 }
 
 // SAFETY: the raw pointers are owned by this value and only freed after the helper is reaped;
-// the batches are plain data (CStrings and fd numbers).
+// the batches are plain data (CStrings).
 unsafe impl Send for Helper {}
 
 const HELPER_STACK: usize = 256 * 1024;
@@ -137,7 +150,7 @@ struct HelperArgs {
     parent: i32,
     cmd: RawFd,
     res: RawFd,
-    batches: *const Vec<Vec<ChildOp<'static>>>,
+    batches: *const Vec<Vec<ChildOp>>,
 }
 
 impl Helper {
@@ -168,25 +181,49 @@ impl Helper {
     }
 }
 
+enum ReaperMsg {
+    Reap(Helper),
+    /// Answer once everything sent before has been reaped.
+    Flush(mpsc::SyncSender<()>),
+}
+
 /// The process-wide reaper: a thread that reaps helpers handed to it, off the workers' path.
 /// (Any thread of a process may wait for a child of another.)
-fn reaper() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Helper>>> {
-    static REAPER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Helper>>>> =
+fn reaper() -> Option<&'static std::sync::Mutex<mpsc::Sender<ReaperMsg>>> {
+    static REAPER: std::sync::OnceLock<Option<std::sync::Mutex<mpsc::Sender<ReaperMsg>>>> =
         std::sync::OnceLock::new();
     REAPER
         .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Helper>();
+            let (tx, rx) = mpsc::channel::<ReaperMsg>();
             std::thread::Builder::new()
                 .name("mmx-reaper".into())
                 .spawn(move || {
-                    for mut h in rx {
-                        h.reap();
+                    for msg in rx {
+                        match msg {
+                            ReaperMsg::Reap(mut h) => h.reap(),
+                            ReaperMsg::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
                     }
                 })
                 .ok()
                 .map(|_| std::sync::Mutex::new(tx))
         })
         .as_ref()
+}
+
+/// Wait (at most `limit`) until every helper dropped so far has been killed and reaped, so that
+/// none outlives the run that made it. True when the reaper answered in time.
+pub fn reap_pending(limit: Duration) -> bool {
+    let Some(tx) = reaper().and_then(|r| r.lock().ok().map(|tx| tx.clone())) else {
+        return true;
+    };
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    if tx.send(ReaperMsg::Flush(done_tx)).is_err() {
+        return true;
+    }
+    done_rx.recv_timeout(limit).is_ok()
 }
 
 impl Drop for Helper {
@@ -199,7 +236,11 @@ impl Drop for Helper {
             cmd_w: self.cmd_w.take(),
         };
         let unsent = match reaper().and_then(|r| r.lock().ok()) {
-            Some(tx) => tx.send(moved).err().map(|e| e.0),
+            Some(tx) => match tx.send(ReaperMsg::Reap(moved)) {
+                Ok(()) => None,
+                Err(mpsc::SendError(ReaperMsg::Reap(h))) => Some(h),
+                Err(_) => None,
+            },
             None => Some(moved),
         };
         // No reaper: reap here.
@@ -223,10 +264,11 @@ fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-impl<'a> UserNs<'a> {
-    /// Create the namespace and its helper. `batches[i]` is what [`UserNs::run_batch`]`(i)` runs;
-    /// every op's directory fd must stay open as long as the returned value lives (`'a`).
-    pub fn create(base: u32, count: u32, batches: Vec<Vec<ChildOp<'a>>>) -> SysResult<UserNs<'a>> {
+impl UserNs {
+    /// Create the namespace and its helper. `batches[i]` is what [`UserNs::start_batch`]`(i, …)`
+    /// runs. The helper's parent-death signal follows the calling thread: call it on a thread
+    /// that outlives the helper's use.
+    pub fn create(base: u32, count: u32, batches: Batches) -> SysResult<UserNs> {
         if let Some(b) = batches.iter().find(|b| b.len() > MAX_BATCH) {
             return Err(SysError::plain(
                 format!("userns helper batch (at most {MAX_BATCH} ops)"),
@@ -238,12 +280,6 @@ impl<'a> UserNs<'a> {
         let (res_r, res_w) = pipe()?;
         let parent = rustix::process::getpid().as_raw_nonzero().get();
         let batch_lens: Vec<usize> = batches.iter().map(Vec::len).collect();
-        // SAFETY: lifetime erasure only; see `Helper::batches`.
-        let batches: Box<Vec<Vec<ChildOp<'static>>>> = unsafe {
-            std::mem::transmute::<Box<Vec<Vec<ChildOp<'a>>>>, Box<Vec<Vec<ChildOp<'static>>>>>(
-                Box::new(batches),
-            )
-        };
         // SAFETY: a private anonymous mapping for the helper's stack.
         let stack = unsafe {
             libc::mmap(
@@ -263,7 +299,7 @@ impl<'a> UserNs<'a> {
             parent,
             cmd: cmd_r.as_raw_fd(),
             res: res_w.as_raw_fd(),
-            batches: &*batches as *const Vec<Vec<ChildOp<'static>>>,
+            batches: Arc::as_ptr(&batches),
         }));
         let mut helper = Helper {
             pid: -1,
@@ -314,8 +350,8 @@ impl<'a> UserNs<'a> {
             res_r,
             batch_lens,
             status_pending: true,
-            helper: helper,
-            _borrows: std::marker::PhantomData,
+            in_flight: None,
+            helper,
             _cmd_r: cmd_r,
             _res_w: res_w,
         };
@@ -328,11 +364,42 @@ impl<'a> UserNs<'a> {
         self.ns.as_fd()
     }
 
-    /// Run batch `i` inside the namespace; one result per op, in order.
-    pub fn run_batch(&mut self, i: usize) -> SysResult<Vec<OpResult>> {
-        let n = self.batch_lens.get(i).copied().unwrap_or(0);
+    /// Run batch `i` inside the namespace and wait for it; one result per op, in order.
+    pub fn run_batch(
+        &mut self,
+        i: usize,
+        dirs: [BorrowedFd<'_>; MAX_DIRS],
+    ) -> SysResult<Vec<OpResult>> {
+        self.start_batch(i, dirs)?;
+        self.finish_batch()
+    }
+
+    /// Ask the helper to run batch `i` with these directories, without waiting: the helper works
+    /// on its own CPU while the caller goes on. The fds must stay open until
+    /// [`UserNs::finish_batch`] (dropping the namespace first waits for the answer).
+    pub fn start_batch(&mut self, i: usize, dirs: [BorrowedFd<'_>; MAX_DIRS]) -> SysResult<()> {
+        if self.in_flight.is_some() {
+            self.finish_batch()?;
+        }
         let idx = u32::try_from(i).unwrap_or(u32::MAX);
-        self.send(&idx.to_ne_bytes())?;
+        let mut cmd = [0u8; CMD_BYTES];
+        cmd[0..4].copy_from_slice(&idx.to_ne_bytes());
+        for (k, d) in dirs.iter().enumerate() {
+            cmd[4 + 4 * k..8 + 4 * k].copy_from_slice(&d.as_raw_fd().to_ne_bytes());
+        }
+        self.send(&cmd)?;
+        self.in_flight = Some(self.batch_lens.get(i).copied().unwrap_or(0));
+        Ok(())
+    }
+
+    /// The results of the batch sent last, one per op, in order.
+    pub fn finish_batch(&mut self) -> SysResult<Vec<OpResult>> {
+        let Some(n) = self.in_flight.take() else {
+            return Err(SysError::plain(
+                "userns helper: no batch in flight",
+                libc::EINVAL,
+            ));
+        };
         if self.status_pending {
             let mut status = [0u8; 4];
             self.recv(&mut status)?;
@@ -414,6 +481,19 @@ impl<'a> UserNs<'a> {
     }
 }
 
+impl Drop for UserNs {
+    fn drop(&mut self) {
+        // The helper may be working in directories whose fds the caller is about to close:
+        // let it answer first (bounded by the helper timeout).
+        if self.in_flight.is_some() {
+            let _ = self.finish_batch();
+        }
+    }
+}
+
+/// Bytes of one command: batch index, then [`MAX_DIRS`] directory fds (one atomic pipe write).
+const CMD_BYTES: usize = 4 + 4 * MAX_DIRS;
+
 /// The helper process: become root of the new namespace, then run batches on request. Only
 /// rustix calls (raw syscalls, no errno); returning exits the process.
 extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -424,6 +504,10 @@ extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
         let a = &*(arg as *const HelperArgs);
         (a, &*a.batches, Fd::borrow_raw(a.cmd), Fd::borrow_raw(a.res))
     };
+    // Die with the thread that made us, from the first instruction: we share the agent's
+    // descriptor table, so we hold the write end of our own command pipe and would never see
+    // EOF on it; an agent that dies before sending "g" would leave us blocked forever, holding
+    // its stdout open (a test or an SSH session then never sees the end of the output).
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(args.parent) {
         return 1;
@@ -450,36 +534,56 @@ extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
         Ok(()) => 0,
         Err(e) => e.raw_os_error(),
     };
+    // Again: changing credentials (the setres*id above) clears the parent-death signal. Then
+    // make sure our parent is still there.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(args.parent) {
+        return 1;
+    }
     let _ = rustix::io::write(res, &status.to_ne_bytes());
     if status != 0 {
         return 1;
     }
     let mut out = [0u8; MAX_BATCH * RESULT_BYTES];
     loop {
-        let mut idx = [0u8; 4];
-        if !matches!(rustix::io::read(cmd, &mut idx), Ok(4)) {
+        let mut c = [0u8; CMD_BYTES];
+        if !matches!(rustix::io::read(cmd, &mut c), Ok(CMD_BYTES)) {
             return 0;
         }
-        let Some(batch) = batches.get(u32::from_ne_bytes(idx) as usize) else {
+        let word = |k: usize| [c[4 * k], c[4 * k + 1], c[4 * k + 2], c[4 * k + 3]];
+        let Some(batch) = batches.get(u32::from_ne_bytes(word(0)) as usize) else {
             return 2;
         };
+        let mut dirs = [-1 as RawFd; MAX_DIRS];
+        for (k, d) in dirs.iter_mut().enumerate() {
+            *d = i32::from_ne_bytes(word(k + 1));
+        }
         let mut len = 0;
         for (op, slot) in batch.iter().zip(out.chunks_exact_mut(RESULT_BYTES)) {
-            run_op(op).encode(slot);
+            run_op(op, &dirs).encode(slot);
             len += RESULT_BYTES;
         }
         let _ = rustix::io::write(res, &out[..len]);
     }
 }
 
-fn run_op(op: &ChildOp<'_>) -> OpResult {
+fn run_op(op: &ChildOp, dirs: &[RawFd; MAX_DIRS]) -> OpResult {
     use rustix::fs::{AtFlags, Mode, OFlags};
+    let (ChildOp::Stat { dir, .. } | ChildOp::Create { dir, .. }) = op;
+    let Some(&raw) = dirs.get(usize::from(*dir)).filter(|&&fd| fd >= 0) else {
+        return OpResult {
+            errno: libc::EBADF,
+            ..OpResult::default()
+        };
+    };
+    // SAFETY: the parent keeps the command's directory fds open until it has our answer.
+    let dir = unsafe { rustix::fd::BorrowedFd::borrow_raw(raw) };
     let seen = match op {
-        ChildOp::Stat { dir, path } => {
-            rustix::fs::statat(*dir, path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+        ChildOp::Stat { path, .. } => {
+            rustix::fs::statat(dir, path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
         }
-        ChildOp::Create { dir, path } => rustix::fs::openat(
-            *dir,
+        ChildOp::Create { path, .. } => rustix::fs::openat(
+            dir,
             path.as_c_str(),
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
