@@ -344,17 +344,24 @@ pub fn evidence_text(e: Option<&Evidence>) -> String {
     let Some(e) = e else {
         return "no evidence recorded".into();
     };
+    let mut s = evidence_headline(e);
+    let detail = one_line(&e.detail, EVIDENCE_CHARS);
+    if !detail.is_empty() {
+        s.push_str(" — ");
+        s.push_str(&detail);
+    }
+    s
+}
+
+/// The failing step and its errno, without the per-cell detail: what makes an `unsupported`
+/// answer the same answer across cells.
+pub fn evidence_headline(e: &Evidence) -> String {
     let mut s = one_line(&e.step, EVIDENCE_CHARS);
     match (&e.errno_name, e.errno) {
         (Some(name), Some(n)) => s.push_str(&format!(": {name} ({n})")),
         (Some(name), None) => s.push_str(&format!(": {name}")),
         (None, Some(n)) => s.push_str(&format!(": errno {n}")),
         (None, None) => {}
-    }
-    let detail = one_line(&e.detail, EVIDENCE_CHARS);
-    if !detail.is_empty() {
-        s.push_str(" — ");
-        s.push_str(&detail);
     }
     s
 }
@@ -484,7 +491,13 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                 if c.outcome == Outcome::Pass {
                     continue;
                 }
-                let ev = evidence_text(c.evidence.as_ref());
+                // An unsupported answer is its step and errno; which container met it first is
+                // noise that would split one answer into a note per cell. Other outcomes keep
+                // their detail (expected vs seen ids, the console line).
+                let ev = match (c.outcome, c.evidence.as_ref()) {
+                    (Outcome::Unsupported, Some(e)) => evidence_headline(e),
+                    (_, e) => evidence_text(e),
+                };
                 let n = *note_index
                     .entry((c.outcome, ev.clone()))
                     .or_insert_with(|| {
