@@ -38,12 +38,15 @@ pub enum LayerError {
         #[source]
         source: io::Error,
     },
+    #[error("stop requested while writing layers")]
+    Stopped,
 }
 
 impl LayerError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             LayerError::Io { source, .. } => source.raw_os_error(),
+            LayerError::Stopped => Some(libc::EINTR),
         }
     }
 }
@@ -89,11 +92,23 @@ fn file(path: &Path, text: &str, uid: u32, gid: u32) -> Result<(), LayerError> {
 
 /// Write `count` layers under `<root>/snapshots`. `root` must exist and be empty of them.
 pub fn create(root: &Path, count: u32) -> Result<Layers, LayerError> {
+    create_stoppable(root, count, &|| false)
+}
+
+/// [`create`], giving up between layers once `stop()` says so (the caller removes `root`).
+pub fn create_stoppable(
+    root: &Path,
+    count: u32,
+    stop: &dyn Fn() -> bool,
+) -> Result<Layers, LayerError> {
     let snapshots = root.join("snapshots");
     mkdir(&snapshots, 0, 0)?;
     let mut dirs = Vec::with_capacity(count as usize);
     let mut opaque = true;
     for n in 1..=count {
+        if stop() {
+            return Err(LayerError::Stopped);
+        }
         let (uid, gid) = (layer_uid(n), layer_gid(n));
         let snap = snapshots.join(n.to_string());
         mkdir(&snap, 0, 0)?;

@@ -89,9 +89,9 @@ fn from_sys(feature: Feature, r: SysResult<Option<String>>, fs: &str) -> ProbeRe
 }
 
 /// Everything the probes share: layers, a user namespace, scratch directories.
-struct Setup<'a> {
+struct Setup {
     layers: Layers,
-    userns: UserNs<'a>,
+    userns: UserNs,
     fs: String,
 }
 
@@ -128,7 +128,7 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
         Ok(p) => p,
         Err(ev) => return all_failed(&ev),
     };
-    let userns = match UserNs::create(PROBE_BASE, 65536, vec![]) {
+    let userns = match UserNs::create(PROBE_BASE, 65536, std::sync::Arc::new(vec![])) {
         Ok(u) => u,
         Err(e) => return all_failed(&e.evidence()),
     };
@@ -160,6 +160,8 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
     ];
     let _ = rustix::process::chdir("/");
     drop(setup);
+    // The helper must not outlive the probes.
+    crate::sys::ns::reap_pending(std::time::Duration::from_secs(5));
     drop(guard);
     results
 }
@@ -173,7 +175,7 @@ fn needs(dep: &ProbeResult) -> Evidence {
     Evidence::new(format!("needs {}", dep.feature)).with_detail(why)
 }
 
-fn layer(s: &Setup<'_>, i: usize) -> CString {
+fn layer(s: &Setup, i: usize) -> CString {
     CString::new(s.layers.dirs[i].as_os_str().as_bytes()).unwrap_or_default()
 }
 
@@ -207,7 +209,7 @@ fn detach(targets: &[&std::ffi::CStr]) {
     }
 }
 
-fn new_mount_api(s: &Setup<'_>) -> SysResult<Option<String>> {
+fn new_mount_api(s: &Setup) -> SysResult<Option<String>> {
     let fd = api::open_tree_clone(api::cwd(), layer(s, 0).as_c_str(), false)?;
     api::move_mount_attach(fd.as_fd(), api::cwd(), c"t0")?;
     // An open fd on the attached tree would keep it busy.
@@ -216,13 +218,13 @@ fn new_mount_api(s: &Setup<'_>) -> SysResult<Option<String>> {
     Ok(None)
 }
 
-fn idmapped(s: &Setup<'_>, i: usize) -> SysResult<OwnedFd> {
+fn idmapped(s: &Setup, i: usize) -> SysResult<OwnedFd> {
     let fd = api::open_tree_clone(api::cwd(), layer(s, i).as_c_str(), false)?;
     api::mount_setattr_idmap(fd.as_fd(), s.userns.fd(), true, false)?;
     Ok(fd)
 }
 
-fn idmap_mount(s: &Setup<'_>) -> SysResult<Option<String>> {
+fn idmap_mount(s: &Setup) -> SysResult<Option<String>> {
     let fd = idmapped(s, 0)?;
     let want = (PROBE_BASE + layer_uid(1), PROBE_BASE + layer_gid(1));
     expect_ids(
@@ -237,7 +239,7 @@ fn idmap_mount(s: &Setup<'_>) -> SysResult<Option<String>> {
     )))
 }
 
-fn overlay_over_idmap(s: &Setup<'_>) -> SysResult<Option<String>> {
+fn overlay_over_idmap(s: &Setup) -> SysResult<Option<String>> {
     let r = (|| {
         for (i, t) in [c"t0", c"t1"].into_iter().enumerate() {
             let fd = idmapped(s, i)?;
@@ -310,7 +312,7 @@ fn statmount() -> SysResult<Option<String>> {
     )))
 }
 
-fn set_fd_layers(s: &Setup<'_>) -> SysResult<Option<String>> {
+fn set_fd_layers(s: &Setup) -> SysResult<Option<String>> {
     let lower1 = idmapped(s, 0)?;
     let lower2 = idmapped(s, 1)?;
     let fs = api::fsopen("overlay")?;
@@ -335,7 +337,7 @@ fn set_fd_layers(s: &Setup<'_>) -> SysResult<Option<String>> {
     Ok(Some("merged view shows the mapped ids".to_owned()))
 }
 
-fn fanotify_events(s: &Setup<'_>) -> SysResult<Option<String>> {
+fn fanotify_events(s: &Setup) -> SysResult<Option<String>> {
     let fan = fanotify::init_mount_events()?;
     let ns = rustix::fs::open(
         "/proc/thread-self/ns/mnt",

@@ -1,10 +1,19 @@
 //! One container's start: its directories and user namespace, the passes through a strategy,
 //! and the checks made through each merged view, from inside the container's user namespace
-//! (the userns helper) and from the host (this thread).
+//! (the userns helper) and from the host (the worker).
 //!
-//! Layout below the run's `c/` directory, made before the clock starts: `<idx>/u` (upper, owned
-//! by the container's root), `<idx>/w` (work), `<idx>/m` (merged), `<idx>/p` (common-parent
-//! target), `<idx>/l/<i>` (per-layer targets). Passes run in turn and share them.
+//! Layout below the run directory, made before the clock starts: per container `c/<idx>/u`
+//! (upper, owned by the container's root) and `c/<idx>/w` (work); per worker `s/<w>/m`
+//! (merged), `s/<w>/p` (common-parent target) and `s/<w>/l/<i>` (per-layer targets). Passes, and
+//! the containers a worker starts one after another, share a worker's targets: a run of C
+//! containers × L layers lays out 2·C + W·(L+2) directories, not C·(L+4), so laying out and
+//! removing them stays quick even at thousands of containers (a stop must not wait for
+//! hundreds of thousands of rmdirs).
+//!
+//! The checks inside the user namespace run on the helper's CPU while the worker goes on: the
+//! batch is sent at the start path's peak (overlay mounted, per-layer binds still attached) and
+//! its answer collected after the start path, so the helper's path walks overlap the worker's
+//! umounts instead of adding to the container's time.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -13,15 +22,17 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{chown, DirBuilderExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{Check, MountsScenario, Strategy};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
+use super::helpers::Helpers;
 use super::strategy::{self, Plan, Tally};
 use super::table::Observer;
 use crate::layers::{layer_gid, layer_uid};
-use crate::sys::ns::{ChildOp, OpResult, UserNs};
+use crate::sys::ns::{Batches, ChildOp, CpuSet, OpResult, MAX_DIRS};
 use crate::sys::{SysError, SysResult};
 
 /// Ids each container's user namespace maps, from a base distinct per container.
@@ -42,8 +53,8 @@ fn mkdir(path: &Path) -> io::Result<()> {
     fs::DirBuilder::new().mode(0o755).create(path)
 }
 
-/// Make container `idx`'s directories.
-pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Result<()> {
+/// Make container `idx`'s directories: `c/<idx>/u` (owned by its root) and `c/<idx>/w`.
+pub fn prepare_dirs(containers: &Path, idx: u32) -> io::Result<()> {
     let dir = containers.join(idx.to_string());
     mkdir(&dir)?;
     let upper = dir.join("u");
@@ -51,7 +62,13 @@ pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Resu
     // containerd's remapping snapshotter hands the upper dir to the container's root, so the
     // container can write its rootfs.
     chown(&upper, Some(base_id(idx)), Some(base_id(idx)))?;
-    mkdir(&dir.join("w"))?;
+    mkdir(&dir.join("w"))
+}
+
+/// Make worker `w`'s mount targets below `slots`: `s/<w>/m`, and `l/<i>` or `p`.
+pub fn prepare_slot(slots: &Path, w: u32, s: &MountsScenario) -> io::Result<PathBuf> {
+    let dir = slots.join(w.to_string());
+    mkdir(&dir)?;
     mkdir(&dir.join("m"))?;
     match s.strategy {
         Strategy::PerLayer => {
@@ -64,7 +81,7 @@ pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Resu
         Strategy::CommonParent => mkdir(&dir.join("p"))?,
         Strategy::FsconfigFd => {}
     }
-    Ok(())
+    Ok(dir)
 }
 
 /// Verdicts of one kind of check, summed over containers and passes.
@@ -134,15 +151,23 @@ enum Expect {
     Errno(&'static str, i32),
 }
 
-/// A check made from the host: `statat(container dir, path)` must show these ids.
+/// Directory indexes of the helper's ops: the worker's slot (merged view at `m`) and the
+/// container's directory (`u`, `w`).
+const SLOT_DIR: u8 = 0;
+const CONTAINER_DIR: u8 = 1;
+
+/// A check made from the host: `statat(dir, path)` must show the container's base id plus
+/// these offsets.
 struct HostExpect {
     check: &'static str,
+    dir: u8,
     path: CString,
-    uid: u32,
-    gid: u32,
+    uid_off: u32,
+    gid_off: u32,
 }
 
-struct PassSpec {
+/// What one pass must see; the same for every container of a run.
+pub struct PassSpec {
     expect: Vec<(String, Expect)>,
     host: Vec<HostExpect>,
 }
@@ -158,20 +183,13 @@ fn sampled_layers(l: u32) -> Vec<u32> {
     v
 }
 
-fn pass_spec<'a>(
-    dir: BorrowedFd<'a>,
-    l: u32,
-    overrides: bool,
-    opaque: bool,
-    rootfs: bool,
-    base: u32,
-) -> (Vec<ChildOp<'a>>, PassSpec) {
+fn pass_spec(l: u32, overrides: bool, opaque: bool, rootfs: bool) -> (Vec<ChildOp>, PassSpec) {
     let mut ops = Vec::new();
     let mut expect = Vec::new();
     let mut host = Vec::new();
-    let mut stat = |path: String, e: Expect, ops: &mut Vec<ChildOp<'a>>| {
+    let mut stat = |path: String, e: Expect, ops: &mut Vec<ChildOp>| {
         ops.push(ChildOp::Stat {
-            dir,
+            dir: SLOT_DIR,
             path: cstr(&path),
         });
         expect.push((path, e));
@@ -180,9 +198,10 @@ fn pass_spec<'a>(
         let path = format!("m/layer-{n}");
         host.push(HostExpect {
             check: "ids-from-host",
+            dir: SLOT_DIR,
             path: cstr(&path),
-            uid: base + layer_uid(n),
-            gid: base + layer_gid(n),
+            uid_off: layer_uid(n),
+            gid_off: layer_gid(n),
         });
         stat(
             path,
@@ -221,7 +240,7 @@ fn pass_spec<'a>(
     }
     let mut expect_created = |path: &str, e: Expect| {
         ops.push(ChildOp::Create {
-            dir,
+            dir: SLOT_DIR,
             path: cstr(path),
         });
         expect.push((path.to_owned(), e));
@@ -232,17 +251,18 @@ fn pass_spec<'a>(
             "m/etc/written",
             Expect::Owner("write-as-container-root", 0, 0),
         );
-        for (check, path, id) in [
-            ("write-lands-in-upper", "u/written", base),
-            ("write-lands-in-upper", "u/etc/written", base),
+        for (check, path) in [
+            ("write-lands-in-upper", "u/written"),
+            ("write-lands-in-upper", "u/etc/written"),
             // Copy-up of etc/ (owned by image root) must keep the mapped owner.
-            ("copy-up-owner", "u/etc", base),
+            ("copy-up-owner", "u/etc"),
         ] {
             host.push(HostExpect {
                 check,
+                dir: CONTAINER_DIR,
                 path: cstr(path),
-                uid: id,
-                gid: id,
+                uid_off: 0,
+                gid_off: 0,
             });
         }
     } else {
@@ -251,15 +271,53 @@ fn pass_spec<'a>(
     (ops, PassSpec { expect, host })
 }
 
+/// The helper's batches (one per pass) and what each pass must see: the same for every
+/// container of a run, built once.
+pub fn pass_specs(s: &MountsScenario, overrides: bool, opaque: bool) -> (Batches, Vec<PassSpec>) {
+    let mut batches = Vec::new();
+    let mut specs = Vec::new();
+    for k in 0..s.passes {
+        let (ops, spec) = pass_spec(s.layers, overrides, opaque, is_rootfs_pass(k, s.passes));
+        batches.push(ops);
+        specs.push(spec);
+    }
+    (Arc::new(batches), specs)
+}
+
 /// Run-wide, read-only inputs of every container.
 pub struct RunCtx<'a> {
     pub plan: &'a Plan,
     pub scenario: &'a MountsScenario,
     /// Absolute, canonical `<run>/c`.
     pub containers: PathBuf,
+    /// What each pass must see.
+    pub specs: &'a [PassSpec],
+    /// Userns helpers, made ahead.
+    pub helpers: &'a Helpers,
+    /// Where helpers may run when there are CPUs to spare beside the workers: each is kept off
+    /// its worker's CPU while it checks (see `UserNs::keep_off_cpu`).
+    pub spare_cpus: Option<CpuSet>,
     pub observer: &'a Observer,
-    pub overrides: bool,
-    pub opaque: bool,
+}
+
+/// A worker's mount targets: `s/<w>`, open, and the worker's working directory.
+pub struct Slot {
+    /// Absolute, canonical `<run>/s/<w>`.
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+}
+
+impl Slot {
+    /// Open worker `w`'s slot and make it the calling thread's working directory (the thread
+    /// must have its own, see `sys::ns::unshare_fs`).
+    pub fn enter(path: PathBuf) -> SysResult<Slot> {
+        let fd = open_dir(&path)?;
+        rustix::process::fchdir(&fd).map_err(|e| {
+            SysError::new(|| "fchdir(worker slot dir)".into(), e)
+                .context(format!("{}", path.display()))
+        })?;
+        Ok(Slot { path, fd })
+    }
 }
 
 /// What one container start produced.
@@ -277,57 +335,42 @@ fn open_dir(path: &Path) -> SysResult<OwnedFd> {
         Mode::empty(),
     )
     .map_err(|e| {
-        SysError::new(|| "open(container dir, O_DIRECTORY)".into(), e)
-            .context(format!("{}", path.display()))
+        SysError::new(|| "open(O_DIRECTORY)".into(), e).context(format!("{}", path.display()))
     })
 }
 
-/// Start container `idx`: every pass through the strategy, checked and torn down.
+/// Start container `idx` in worker slot `slot`: every pass through the strategy, checked and
+/// torn down.
 pub fn run(
     ctx: &RunCtx<'_>,
+    slot: &Slot,
     idx: u32,
     tally: &mut Tally,
     checks: &mut Checks,
 ) -> SysResult<Started> {
     let s = ctx.scenario;
     let base = base_id(idx);
-    let cdir_path = ctx.containers.join(idx.to_string());
-    let cdir = open_dir(&cdir_path)?;
-    let mut batches = Vec::new();
-    let mut specs = Vec::new();
-    for k in 0..s.passes {
-        let rootfs = is_rootfs_pass(k, s.passes);
-        let (ops, spec) = pass_spec(
-            cdir.as_fd(),
-            s.layers,
-            ctx.overrides,
-            ctx.opaque,
-            rootfs,
-            base,
-        );
-        batches.push(ops);
-        specs.push(spec);
-    }
-    let mut userns = UserNs::create(base, ID_COUNT, batches)?;
+    // Declared before the helper: the helper may use it until it is dropped.
+    let cdir = open_dir(&ctx.containers.join(idx.to_string()))?;
+    let paths = ctx.plan.paths(idx);
+    let userns = ctx.helpers.take(idx)?;
+    let dirs = [slot.fd.as_fd(), cdir.as_fd()];
     let mut latency = Duration::ZERO;
     let mut peak_seen = 0u64;
-    rustix::process::fchdir(&cdir).map_err(|e| {
-        SysError::new(|| "fchdir(container dir)".into(), e)
-            .context(format!("{}", cdir_path.display()))
-    })?;
     for k in 0..s.passes as usize {
         let rootfs = is_rootfs_pass(k as u32, s.passes);
+        let mut sent = Ok(());
         latency += {
             let mut at_peak = || {
                 let want = ctx.plan.peak_mounts();
-                match ctx.observer.count_below(&cdir_path) {
+                match ctx.observer.count_below(&slot.path) {
                     Ok(n) => {
                         peak_seen = peak_seen.max(n);
                         checks.record("mount-table-peak", n == want, || {
                             format!(
                                 "container {idx} pass {k}: {} shows {n} mounts below {}, expected {want}",
                                 ctx.observer.method(),
-                                cdir_path.display()
+                                slot.path.display()
                             )
                         });
                     }
@@ -335,10 +378,20 @@ pub fn run(
                         format!("container {idx} pass {k}: {e}")
                     }),
                 }
+                // The checks inside the userns start now, on the helper's CPU, and overlap
+                // the rest of the start path (the per-layer umounts).
+                if let Some(cpus) = &ctx.spare_cpus {
+                    userns.keep_off_cpu(cpus);
+                }
+                sent = userns.start_batch(k, dirs);
             };
-            strategy::start(ctx.plan, userns.fd(), rootfs, tally, &mut at_peak)?
+            strategy::start(ctx.plan, &paths, userns.fd(), rootfs, tally, &mut at_peak)?
         };
-        let verified = verify(&mut userns, k, &specs[k], cdir.as_fd(), idx, checks);
+        let verified = sent.and_then(|()| {
+            let results = userns.finish_batch()?;
+            verify(&results, &ctx.specs[k], dirs, base, idx, k, checks);
+            Ok(())
+        });
         // Tear down even when a check could not run, so nothing stays mounted.
         strategy::teardown(tally)?;
         verified?;
@@ -347,15 +400,15 @@ pub fn run(
 }
 
 fn verify(
-    userns: &mut UserNs<'_>,
-    k: usize,
+    results: &[OpResult],
     spec: &PassSpec,
-    cdir: BorrowedFd<'_>,
+    dirs: [BorrowedFd<'_>; MAX_DIRS],
+    base: u32,
     idx: u32,
+    k: usize,
     checks: &mut Checks,
-) -> SysResult<()> {
-    let results = userns.run_batch(k)?;
-    for ((path, e), r) in spec.expect.iter().zip(&results) {
+) {
+    for ((path, e), r) in spec.expect.iter().zip(results) {
         let where_ = || format!("container {idx} pass {k}: {path} inside the userns");
         let OpResult {
             errno, uid, gid, ..
@@ -389,24 +442,34 @@ fn verify(
             }),
         }
     }
+    if results.len() != spec.expect.len() {
+        checks.record("ids-inside-userns", false, || {
+            format!(
+                "container {idx} pass {k}: {} answers from the userns helper, expected {}",
+                results.len(),
+                spec.expect.len()
+            )
+        });
+    }
     for h in &spec.host {
-        let seen = rustix::fs::statat(cdir, h.path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW);
+        let dir = dirs[usize::from(h.dir)];
+        let (uid, gid) = (base + h.uid_off, base + h.gid_off);
+        let seen = rustix::fs::statat(dir, h.path.as_c_str(), AtFlags::SYMLINK_NOFOLLOW);
         checks.record(
             h.check,
-            matches!(&seen, Ok(st) if (st.st_uid, st.st_gid) == (h.uid, h.gid)),
+            matches!(&seen, Ok(st) if (st.st_uid, st.st_gid) == (uid, gid)),
             || {
                 let what = match &seen {
                     Ok(st) => format!("uid:gid {}:{}", st.st_uid, st.st_gid),
                     Err(e) => format!("{e}"),
                 };
                 format!(
-                    "container {idx} pass {k}: {:?} from the host: {what}, expected {}:{}",
-                    h.path, h.uid, h.gid
+                    "container {idx} pass {k}: {:?} from the host: {what}, expected {uid}:{gid}",
+                    h.path
                 )
             },
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]

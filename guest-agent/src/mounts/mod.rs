@@ -31,10 +31,12 @@ use crate::layers;
 use crate::sys::{self, SysError};
 
 mod container;
+mod helpers;
 mod strategy;
 pub mod table;
 
-use container::{Checks, RunCtx};
+use container::{Checks, RunCtx, Slot};
+use helpers::Helpers;
 use strategy::Tally;
 
 /// Most layers per image. overlayfs stacks up to 500, but mount(2) copies one page of options
@@ -71,7 +73,10 @@ pub fn validate(s: &MountsScenario) -> Result<(), String> {
     Ok(())
 }
 
-/// A stop request for one run: set by the caller (a plan item's timeout) or by SIGINT/SIGTERM.
+/// A stop request for one run: set by the caller (a plan item's timeout) or by a signal
+/// (SIGINT, SIGTERM, SIGHUP) or stdin EOF. Checked per layer and per container while laying out,
+/// by the helper maker, and by every worker before each container, so a run stops within one
+/// container's start (milliseconds) and then removes what it made.
 #[derive(Debug, Clone, Default)]
 pub struct Cancel(Arc<AtomicBool>);
 
@@ -227,8 +232,16 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         );
     }
     let run_dir = ScratchGuard { path: root.clone() };
-    let layers = match layers::create(&run_dir.path, s.layers) {
+    let stop = || cancel.is_cancelled();
+    let layers = match layers::create_stoppable(&run_dir.path, s.layers, &stop) {
         Ok(l) => l,
+        Err(_) if cancel.is_cancelled() => {
+            return result(
+                cell_id,
+                Outcome::InfraError,
+                Some(stop_evidence("while writing layers")),
+            )
+        }
         Err(e) => {
             return infra(
                 cell_id,
@@ -239,18 +252,26 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         }
     };
     let containers = root.join("c");
-    let prepared = std::fs::create_dir(&containers).and_then(|()| {
-        (0..s.containers).try_for_each(|idx| {
-            // Thousands of containers take a while to lay out: stay stoppable.
-            if cancel.is_cancelled() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Interrupted,
-                    "stop requested",
-                ));
-            }
-            container::prepare_dirs(&containers, idx, s)
+    let slots = root.join("s");
+    let prepared = std::fs::create_dir(&containers)
+        .and_then(|()| std::fs::create_dir(&slots))
+        .and_then(|()| {
+            (0..s.containers).try_for_each(|idx| {
+                // Thousands of containers take a while to lay out: stay stoppable.
+                if cancel.is_cancelled() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "stop requested",
+                    ));
+                }
+                container::prepare_dirs(&containers, idx)
+            })
         })
-    });
+        .and_then(|()| {
+            (0..s.concurrency)
+                .map(|w| container::prepare_slot(&slots, w, s))
+                .collect::<std::io::Result<Vec<PathBuf>>>()
+        });
     if cancel.is_cancelled() {
         return result(
             cell_id,
@@ -258,14 +279,17 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
             Some(stop_evidence("while laying out container directories")),
         );
     }
-    if let Err(e) = prepared {
-        return infra(
-            cell_id,
-            format!("make container directories on {layers_fs}"),
-            e.raw_os_error(),
-            format!("below {}: {e}", containers.display()),
-        );
-    }
+    let slot_dirs = match prepared {
+        Ok(dirs) => dirs,
+        Err(e) => {
+            return infra(
+                cell_id,
+                format!("make container directories on {layers_fs}"),
+                e.raw_os_error(),
+                format!("below {}: {e}", root.display()),
+            )
+        }
+    };
     let layer_paths: Vec<CString> = layers
         .dirs
         .iter()
@@ -303,19 +327,32 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     };
     let plan = strategy::Plan::new(s.strategy, layer_paths, common);
     let observer = table::Observer::new(s.concurrency == 1);
+    let (batches, specs) = container::pass_specs(s, layers.has_overrides(), layers.opaque);
+    // With more CPUs than workers, each helper runs beside its worker, kept off the worker's
+    // CPU and with a raised priority; otherwise helpers share the workers' CPUs as is.
+    let spare_cpus =
+        sys::ns::CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
+    let helpers = Helpers::new(s.containers, s.concurrency, batches, spare_cpus.is_some());
+    // The first containers' helpers are made before the clock starts, the rest while it runs.
+    let made = helpers.make_first();
     let ctx = RunCtx {
         plan: &plan,
         scenario: s,
         containers,
+        specs: &specs,
+        helpers: &helpers,
+        spare_cpus,
         observer: &observer,
-        overrides: layers.has_overrides(),
-        opaque: layers.opaque,
     };
     let prep = prep_start.elapsed();
 
     let wall_start = Instant::now();
-    let outs = run_workers(&ctx, cancel);
+    let outs = run_workers(&ctx, &slot_dirs, made, cancel);
     let wall = wall_start.elapsed();
+    // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.
+    drop(ctx);
+    drop(helpers);
+    sys::ns::reap_pending(Duration::from_secs(5));
 
     let mut total = WorkerOut::default();
     for o in &outs {
@@ -356,13 +393,34 @@ impl WorkerOut {
     }
 }
 
-fn run_workers(ctx: &RunCtx<'_>, cancel: &Cancel) -> Vec<WorkerOut> {
+/// Run the workers; meanwhile this thread makes userns helpers ahead of them.
+fn run_workers(ctx: &RunCtx<'_>, slots: &[PathBuf], made: u32, cancel: &Cancel) -> Vec<WorkerOut> {
     let next = AtomicU32::new(0);
     let abort = AtomicBool::new(false);
+    let running = AtomicU32::new(slots.len() as u32);
+    let maker = std::thread::current();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..ctx.scenario.concurrency)
-            .map(|_| scope.spawn(|| worker(ctx, &next, &abort, cancel)))
+        let handles: Vec<_> = slots
+            .iter()
+            .map(|slot| {
+                let w = Worker {
+                    ctx,
+                    next: &next,
+                    abort: &abort,
+                    cancel,
+                    maker: &maker,
+                };
+                let (running, maker) = (&running, &maker);
+                scope.spawn(move || {
+                    let out = w.run(slot);
+                    running.fetch_sub(1, Ordering::AcqRel);
+                    maker.unpark();
+                    out
+                })
+            })
             .collect();
+        ctx.helpers
+            .make_ahead(made, &next, &running, &|| cancel.is_cancelled());
         handles
             .into_iter()
             .map(|h| {
@@ -380,39 +438,57 @@ fn run_workers(ctx: &RunCtx<'_>, cancel: &Cancel) -> Vec<WorkerOut> {
     })
 }
 
-fn worker(ctx: &RunCtx<'_>, next: &AtomicU32, abort: &AtomicBool, cancel: &Cancel) -> WorkerOut {
-    let mut out = WorkerOut::default();
-    // Own working directory: relative mount paths are per worker.
-    if let Err(e) = sys::ns::unshare_fs() {
-        abort.store(true, Ordering::SeqCst);
-        out.errors.push((u32::MAX, e));
-        return out;
-    }
-    loop {
-        if cancel.is_cancelled() || abort.load(Ordering::Relaxed) {
-            break;
-        }
-        let idx = next.fetch_add(1, Ordering::SeqCst);
-        if idx >= ctx.scenario.containers {
-            break;
-        }
-        let t = Instant::now();
-        let r = container::run(ctx, idx, &mut out.tally, &mut out.checks);
-        out.busy += t.elapsed();
-        match r {
-            Ok(started) => {
-                out.latencies.push((idx, started.latency));
-                out.peak = out.peak.max(started.peak_seen);
-            }
+/// What a worker shares with the others.
+#[derive(Clone, Copy)]
+struct Worker<'a> {
+    ctx: &'a RunCtx<'a>,
+    next: &'a AtomicU32,
+    abort: &'a AtomicBool,
+    cancel: &'a Cancel,
+    maker: &'a std::thread::Thread,
+}
+
+impl Worker<'_> {
+    fn run(self, slot: &Path) -> WorkerOut {
+        let mut out = WorkerOut::default();
+        // Own working directory: relative mount paths are per worker.
+        let entered = sys::ns::unshare_fs().and_then(|()| Slot::enter(slot.to_owned()));
+        let slot = match entered {
+            Ok(slot) => slot,
             Err(e) => {
-                abort.store(true, Ordering::SeqCst);
-                out.errors.push((idx, e));
+                self.abort.store(true, Ordering::SeqCst);
+                out.errors.push((u32::MAX, e));
+                return out;
+            }
+        };
+        loop {
+            if self.cancel.is_cancelled() || self.abort.load(Ordering::Relaxed) {
+                break;
+            }
+            let idx = self.next.fetch_add(1, Ordering::AcqRel);
+            if idx >= self.ctx.scenario.containers {
+                break;
+            }
+            // The helper maker keeps a few containers ahead of the last one claimed.
+            self.maker.unpark();
+            let t = Instant::now();
+            let r = container::run(self.ctx, &slot, idx, &mut out.tally, &mut out.checks);
+            out.busy += t.elapsed();
+            match r {
+                Ok(started) => {
+                    out.latencies.push((idx, started.latency));
+                    out.peak = out.peak.max(started.peak_seen);
+                }
+                Err(e) => {
+                    self.abort.store(true, Ordering::SeqCst);
+                    out.errors.push((idx, e));
+                }
             }
         }
+        // Leave the slot directory so nothing pins it.
+        let _ = rustix::process::chdir("/");
+        out
     }
-    // Leave the pass directory so nothing pins it.
-    let _ = rustix::process::chdir("/");
-    out
 }
 
 /// Why a run stopped early: the signal, or the caller's cancel (a plan item's timeout).

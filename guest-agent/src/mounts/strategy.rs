@@ -1,8 +1,9 @@
 //! The three strategies, each reading like its syscall sequence in DESIGN.md. All run with the
-//! worker's working directory set to the container's directory (`c/<idx>`), so every mount path
-//! and overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
-//! (common-parent target), `m` (merged), `u` (upper), `w` (work). Layer sources are absolute.
-//! Passes run one after another and reuse the same targets.
+//! worker's working directory set to its slot directory (`s/<worker>`), so every mount path and
+//! overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
+//! (common-parent target), `m` (merged), and the container's own `../../c/<idx>/u` (upper) and
+//! `…/w` (work). Layer sources are absolute. Passes, and the containers one worker starts one
+//! after another, reuse the same targets.
 //!
 //! Every mount-family call goes through [`Tally::timed`], which sums its time; attachments and
 //! detachments are counted where they happen.
@@ -81,6 +82,14 @@ pub struct Plan {
     pub targets: Vec<CString>,
     /// The layers' common directory (common-parent only).
     pub common: Option<CString>,
+    /// The lowerdir list, top layer first (`l/<L-1>:…:l/0` or `p/<rel>:…`).
+    pub lowers: String,
+}
+
+/// One container's paths and overlay options, relative to the worker's slot directory.
+pub struct Paths {
+    pub upper: CString,
+    pub work: CString,
     /// overlay mount(2) options for a read-only view (upper as top lowerdir) and for a rootfs.
     pub data_view: CString,
     pub data_rootfs: CString,
@@ -105,17 +114,27 @@ impl Plan {
             }
             _ => (0..n).rev().map(|i| format!("l/{i}")).collect(),
         };
-        let lowers = lowers.join(":");
-        let data_view = CString::new(format!("lowerdir=u:{lowers}")).unwrap_or_default();
-        let data_rootfs =
-            CString::new(format!("lowerdir={lowers},upperdir=u,workdir=w")).unwrap_or_default();
         Plan {
             strategy,
             layers,
             targets,
             common: common.map(|(c, _)| c),
-            data_view,
-            data_rootfs,
+            lowers: lowers.join(":"),
+        }
+    }
+
+    /// Container `idx`'s paths, as seen from a slot directory `s/<worker>` of the run.
+    pub fn paths(&self, idx: u32) -> Paths {
+        let dir = format!("../../c/{idx}");
+        let lowers = &self.lowers;
+        let c = |s: String| CString::new(s).unwrap_or_default();
+        Paths {
+            upper: c(format!("{dir}/u")),
+            work: c(format!("{dir}/w")),
+            data_view: c(format!("lowerdir={dir}/u:{lowers}")),
+            data_rootfs: c(format!(
+                "lowerdir={lowers},upperdir={dir}/u,workdir={dir}/w"
+            )),
         }
     }
 
@@ -137,6 +156,7 @@ const PARENT_TARGET: &CStr = c"p";
 /// attached (the cross-check); its time is left out of the returned start-path duration.
 pub fn start(
     plan: &Plan,
+    paths: &Paths,
     userns: BorrowedFd<'_>,
     rootfs: bool,
     tally: &mut Tally,
@@ -150,9 +170,9 @@ pub fn start(
         paused += p.elapsed();
     };
     match plan.strategy {
-        Strategy::PerLayer => per_layer(plan, userns, rootfs, tally, &mut peak)?,
-        Strategy::CommonParent => common_parent(plan, userns, rootfs, tally, &mut peak)?,
-        Strategy::FsconfigFd => fsconfig_fd(plan, userns, rootfs, tally, &mut peak)?,
+        Strategy::PerLayer => per_layer(plan, paths, userns, rootfs, tally, &mut peak)?,
+        Strategy::CommonParent => common_parent(plan, paths, userns, rootfs, tally, &mut peak)?,
+        Strategy::FsconfigFd => fsconfig_fd(plan, paths, userns, rootfs, tally, &mut peak)?,
     }
     Ok(t0.elapsed().saturating_sub(paused))
 }
@@ -188,6 +208,7 @@ fn close_tree(tally: &mut Tally, fd: OwnedFd) {
 /// mount("overlay", lowerdir=l/<L-1>:…:l/0); per layer umount2.
 fn per_layer(
     plan: &Plan,
+    paths: &Paths,
     userns: BorrowedFd<'_>,
     rootfs: bool,
     tally: &mut Tally,
@@ -202,7 +223,7 @@ fn per_layer(
             attached.push(target);
             close_tree(tally, fd);
         }
-        overlay(plan, rootfs, tally)?;
+        overlay(paths, rootfs, tally)?;
         attached.push(MERGED);
         peak();
         while attached.len() > 1 {
@@ -222,6 +243,7 @@ fn per_layer(
 /// `p`; mount("overlay", lowerdir=p/<rel>…); one umount2.
 fn common_parent(
     plan: &Plan,
+    paths: &Paths,
     userns: BorrowedFd<'_>,
     rootfs: bool,
     tally: &mut Tally,
@@ -238,7 +260,7 @@ fn common_parent(
         tally.attach += 1;
         attached.push(PARENT_TARGET);
         close_tree(tally, fd);
-        overlay(plan, rootfs, tally)?;
+        overlay(paths, rootfs, tally)?;
         attached.push(MERGED);
         peak();
         tally.umount_retry(PARENT_TARGET)?;
@@ -252,11 +274,11 @@ fn common_parent(
     r
 }
 
-fn overlay(plan: &Plan, rootfs: bool, tally: &mut Tally) -> SysResult<()> {
+fn overlay(paths: &Paths, rootfs: bool, tally: &mut Tally) -> SysResult<()> {
     let data = if rootfs {
-        &plan.data_rootfs
+        &paths.data_rootfs
     } else {
-        &plan.data_view
+        &paths.data_view
     };
     tally.timed(|| legacy::mount_overlay(MERGED, data, !rootfs))?;
     tally.attach += 1;
@@ -268,6 +290,7 @@ fn overlay(plan: &Plan, rootfs: bool, tally: &mut Tally) -> SysResult<()> {
 /// layer fds, fsmount, one move_mount.
 fn fsconfig_fd(
     plan: &Plan,
+    paths: &Paths,
     userns: BorrowedFd<'_>,
     rootfs: bool,
     tally: &mut Tally,
@@ -280,7 +303,7 @@ fn fsconfig_fd(
     let fs = tally.timed(|| api::fsopen("overlay"))?;
     if !rootfs {
         // The read-only view's top layer is the upper dir itself, not idmapped.
-        let upper = tally.timed(|| api::open_tree_path(api::cwd(), c"u"))?;
+        let upper = tally.timed(|| api::open_tree_path(api::cwd(), paths.upper.as_c_str()))?;
         tally
             .timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", upper.as_fd()))
             .map_err(|e| e.context("the upper dir as top layer (O_PATH fd)"))?;
@@ -292,8 +315,8 @@ fn fsconfig_fd(
             .map_err(|e| e.context(format!("layer {} of {n} (detached idmapped tree)", i + 1)))?;
     }
     if rootfs {
-        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "upperdir", c"u"))?;
-        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "workdir", c"w"))?;
+        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "upperdir", paths.upper.as_c_str()))?;
+        tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "workdir", paths.work.as_c_str()))?;
     }
     tally.timed(|| api::fsconfig_create(fs.as_fd()))?;
     for tree in trees {
@@ -320,11 +343,16 @@ mod tests {
     #[test]
     fn overlay_options_list_the_top_layer_first() {
         let p = Plan::new(Strategy::PerLayer, layers(3), None);
-        assert_eq!(p.data_view.to_str().unwrap(), "lowerdir=u:l/2:l/1:l/0");
+        let c = p.paths(7);
         assert_eq!(
-            p.data_rootfs.to_str().unwrap(),
-            "lowerdir=l/2:l/1:l/0,upperdir=u,workdir=w"
+            c.data_view.to_str().unwrap(),
+            "lowerdir=../../c/7/u:l/2:l/1:l/0"
         );
+        assert_eq!(
+            c.data_rootfs.to_str().unwrap(),
+            "lowerdir=l/2:l/1:l/0,upperdir=../../c/7/u,workdir=../../c/7/w"
+        );
+        assert_eq!(c.upper.to_str().unwrap(), "../../c/7/u");
         assert_eq!(p.peak_mounts(), 4);
         let rel = vec!["1/fs".to_string(), "2/fs".to_string()];
         let c = Plan::new(
@@ -332,7 +360,10 @@ mod tests {
             layers(2),
             Some((CString::new("/s/snapshots").unwrap(), rel)),
         );
-        assert_eq!(c.data_view.to_str().unwrap(), "lowerdir=u:p/2/fs:p/1/fs");
+        assert_eq!(
+            c.paths(0).data_view.to_str().unwrap(),
+            "lowerdir=../../c/0/u:p/2/fs:p/1/fs"
+        );
         assert_eq!(c.peak_mounts(), 2);
     }
 
@@ -340,7 +371,8 @@ mod tests {
     fn options_stay_under_a_page_at_the_layer_cap() {
         // mount(2) copies at most one page of options.
         let n = super::super::MAX_LAYERS as usize;
-        let p = Plan::new(Strategy::PerLayer, layers(n), None);
+        let last = super::super::MAX_CONTAINERS - 1;
+        let p = Plan::new(Strategy::PerLayer, layers(n), None).paths(last);
         assert!(
             p.data_view.as_bytes().len() < 4096,
             "{}",
@@ -352,7 +384,8 @@ mod tests {
             Strategy::CommonParent,
             layers(n),
             Some((CString::new("/s/snapshots").unwrap(), rel)),
-        );
+        )
+        .paths(last);
         assert!(
             c.data_view.as_bytes().len() < 4096,
             "{}",

@@ -20,6 +20,7 @@
 //! or any other thread-local state it would share with the thread that cloned it: no
 //! allocation, no locks, no libc wrappers, no panics.
 
+use std::cell::Cell;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
@@ -114,14 +115,13 @@ pub struct UserNs {
     batch_lens: Vec<usize>,
     /// Whether the helper's "became root" status is still to be read (it is read together with
     /// the first batch's results, saving a round trip on every container).
-    status_pending: bool,
+    status_pending: Cell<bool>,
+    /// The CPU the helper was last kept off (see [`UserNs::keep_off_cpu`]).
+    kept_off: Cell<Option<usize>>,
     /// Length of the batch sent and not yet answered.
-    in_flight: Option<usize>,
+    in_flight: Cell<Option<usize>>,
     // Dropped after the fds above: hands the helper to the reaper.
     helper: Helper,
-    // Kept open until the helper is gone: it shares our descriptor table.
-    _cmd_r: OwnedFd,
-    _res_w: OwnedFd,
 }
 
 /// The helper: its pid, stack, arguments and the batches it reads. Dropping it hands all of it
@@ -137,6 +137,11 @@ struct Helper {
     /// Our end of the command pipe. Closed by the reaper, not the worker: closing it wakes the
     /// helper, whose exit would otherwise preempt the worker that is starting containers.
     cmd_w: Option<OwnedFd>,
+    /// The helper's ends (command read, result write), which it uses by number in the
+    /// descriptor table it shares with us: closed only once it is reaped. Closed earlier, the
+    /// numbers would be reused by the next helper's pipes, and a helper still alive would
+    /// read that one's commands.
+    helper_fds: Vec<OwnedFd>,
 }
 
 // SAFETY: the raw pointers are owned by this value and only freed after the helper is reaped;
@@ -168,6 +173,7 @@ impl Helper {
                 }
                 self.pid = -1;
             }
+            self.helper_fds.clear();
             if !self.stack.is_null() {
                 libc::munmap(self.stack, HELPER_STACK);
                 self.stack = std::ptr::null_mut();
@@ -234,6 +240,7 @@ impl Drop for Helper {
             args: std::mem::replace(&mut self.args, std::ptr::null_mut()),
             batches: self.batches.take(),
             cmd_w: self.cmd_w.take(),
+            helper_fds: std::mem::take(&mut self.helper_fds),
         };
         let unsent = match reaper().and_then(|r| r.lock().ok()) {
             Some(tx) => match tx.send(ReaperMsg::Reap(moved)) {
@@ -249,6 +256,9 @@ impl Drop for Helper {
         }
     }
 }
+
+/// The helper's nice value (see [`UserNs::raise_priority`]).
+const HELPER_NICE: libc::c_int = -10;
 
 /// How long the agent waits for the helper to answer before calling it dead.
 const HELPER_TIMEOUT_MS: i32 = 10_000;
@@ -307,6 +317,7 @@ impl UserNs {
             args,
             batches: Some(batches),
             cmd_w: Some(cmd_w),
+            helper_fds: vec![cmd_r, res_w],
         };
         let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_FILES | libc::SIGCHLD;
         // SAFETY: the helper runs `helper_main` on its own stack (top of the mapping), sharing
@@ -349,14 +360,63 @@ impl UserNs {
             ns,
             res_r,
             batch_lens,
-            status_pending: true,
-            in_flight: None,
+            status_pending: Cell::new(true),
+            kept_off: Cell::new(None),
+            in_flight: Cell::new(None),
             helper,
-            _cmd_r: cmd_r,
-            _res_w: res_w,
         };
         me.send(b"g")?;
         Ok(me)
+    }
+
+    /// Let the helper run anywhere in `allowed` but on the calling thread's current CPU, so that
+    /// waking it for a batch does not put it on the CPU of the thread it works beside (where it
+    /// would preempt that thread or wait for it). One `sched_setaffinity` when that CPU changed;
+    /// nothing when `allowed` has no other CPU. Best effort: a failure only costs time.
+    pub fn keep_off_cpu(&self, allowed: &CpuSet) {
+        // SAFETY: sched_getcpu reads the CPU number (vDSO); no memory is passed.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let Ok(cpu) = usize::try_from(cpu) else {
+            return;
+        };
+        if self.kept_off.get() == Some(cpu) || self.helper.pid <= 0 {
+            return;
+        }
+        let mut set = allowed.0;
+        // SAFETY: CPU_ISSET/CPU_CLR/CPU_COUNT on a local cpu_set_t, `cpu` checked to be in range.
+        unsafe {
+            if cpu >= libc::CPU_SETSIZE as usize || !libc::CPU_ISSET(cpu, &set) {
+                return;
+            }
+            libc::CPU_CLR(cpu, &mut set);
+            if libc::CPU_COUNT(&set) == 0 {
+                return;
+            }
+            libc::sched_setaffinity(
+                self.helper.pid,
+                std::mem::size_of::<libc::cpu_set_t>(),
+                &set,
+            );
+        }
+        self.kept_off.set(Some(cpu));
+    }
+
+    /// Raise the helper's priority (nice −10). For helpers that run beside their workers on
+    /// spare CPUs: they work in short bursts (a batch of checks per pass) while the worker
+    /// goes on, and on a busy machine a raised priority lets a burst start and end promptly
+    /// instead of queueing behind other tasks while the worker waits for it. Where there is no
+    /// spare CPU it would only make helpers preempt the other workers: don't. Best effort.
+    pub fn raise_priority(&self) {
+        if self.helper.pid > 0 {
+            // SAFETY: plain syscall on our child's pid.
+            unsafe {
+                libc::setpriority(
+                    libc::PRIO_PROCESS,
+                    self.helper.pid as libc::id_t,
+                    HELPER_NICE,
+                );
+            }
+        }
     }
 
     /// The `/proc/<pid>/ns/user` fd, for `mount_setattr(MOUNT_ATTR_IDMAP)`.
@@ -364,21 +424,11 @@ impl UserNs {
         self.ns.as_fd()
     }
 
-    /// Run batch `i` inside the namespace and wait for it; one result per op, in order.
-    pub fn run_batch(
-        &mut self,
-        i: usize,
-        dirs: [BorrowedFd<'_>; MAX_DIRS],
-    ) -> SysResult<Vec<OpResult>> {
-        self.start_batch(i, dirs)?;
-        self.finish_batch()
-    }
-
     /// Ask the helper to run batch `i` with these directories, without waiting: the helper works
     /// on its own CPU while the caller goes on. The fds must stay open until
     /// [`UserNs::finish_batch`] (dropping the namespace first waits for the answer).
-    pub fn start_batch(&mut self, i: usize, dirs: [BorrowedFd<'_>; MAX_DIRS]) -> SysResult<()> {
-        if self.in_flight.is_some() {
+    pub fn start_batch(&self, i: usize, dirs: [BorrowedFd<'_>; MAX_DIRS]) -> SysResult<()> {
+        if self.in_flight.get().is_some() {
             self.finish_batch()?;
         }
         let idx = u32::try_from(i).unwrap_or(u32::MAX);
@@ -388,22 +438,23 @@ impl UserNs {
             cmd[4 + 4 * k..8 + 4 * k].copy_from_slice(&d.as_raw_fd().to_ne_bytes());
         }
         self.send(&cmd)?;
-        self.in_flight = Some(self.batch_lens.get(i).copied().unwrap_or(0));
+        self.in_flight
+            .set(Some(self.batch_lens.get(i).copied().unwrap_or(0)));
         Ok(())
     }
 
     /// The results of the batch sent last, one per op, in order.
-    pub fn finish_batch(&mut self) -> SysResult<Vec<OpResult>> {
+    pub fn finish_batch(&self) -> SysResult<Vec<OpResult>> {
         let Some(n) = self.in_flight.take() else {
             return Err(SysError::plain(
                 "userns helper: no batch in flight",
                 libc::EINVAL,
             ));
         };
-        if self.status_pending {
+        if self.status_pending.get() {
             let mut status = [0u8; 4];
             self.recv(&mut status)?;
-            self.status_pending = false;
+            self.status_pending.set(false);
             let errno = i32::from_ne_bytes(status);
             if errno != 0 {
                 return Err(SysError::plain(
@@ -485,9 +536,32 @@ impl Drop for UserNs {
     fn drop(&mut self) {
         // The helper may be working in directories whose fds the caller is about to close:
         // let it answer first (bounded by the helper timeout).
-        if self.in_flight.is_some() {
+        if self.in_flight.get().is_some() {
             let _ = self.finish_batch();
         }
+    }
+}
+
+/// The CPUs this process may run on, read once per run.
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl CpuSet {
+    /// `sched_getaffinity(0)`; None if it fails.
+    pub fn of_this_thread() -> Option<CpuSet> {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by the kernel.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                return None;
+            }
+            Some(CpuSet(set))
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        // SAFETY: reads a valid cpu_set_t.
+        usize::try_from(unsafe { libc::CPU_COUNT(&self.0) }).unwrap_or(0)
     }
 }
 
@@ -602,5 +676,78 @@ fn run_op(op: &ChildOp, dirs: &[RawFd; MAX_DIRS]) -> OpResult {
             errno: e.raw_os_error(),
             ..OpResult::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_runs_batches_in_the_directories_each_command_names() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED (needs root: a user namespace with an id map)");
+            return;
+        }
+        let tmp = std::env::temp_dir().join(format!("mmx-ns-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        for d in ["a", "b"] {
+            std::fs::create_dir_all(tmp.join(d)).unwrap();
+        }
+        let base = 3_000_000;
+        std::os::unix::fs::chown(tmp.join("b"), Some(base + 7), Some(base + 8)).unwrap();
+        let c = |s: &str| CString::new(s).unwrap();
+        let batches = Arc::new(vec![
+            vec![
+                ChildOp::Stat {
+                    dir: 0,
+                    path: c("a"),
+                },
+                ChildOp::Stat {
+                    dir: 1,
+                    path: c("b"),
+                },
+                ChildOp::Stat {
+                    dir: 9,
+                    path: c("a"),
+                },
+            ],
+            vec![
+                ChildOp::Create {
+                    dir: 1,
+                    path: c("b/new"),
+                },
+                ChildOp::Create {
+                    dir: 0,
+                    path: c("a/new"),
+                },
+            ],
+        ]);
+        let ns = UserNs::create(base, 65536, batches).unwrap();
+        let dir = |p: &std::path::Path| {
+            rustix::fs::open(
+                p,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap()
+        };
+        let (root, same) = (dir(&tmp), dir(&tmp));
+        ns.start_batch(0, [root.as_fd(), same.as_fd()]).unwrap();
+        let r = ns.finish_batch().unwrap();
+        // Host root is unmapped inside: the overflow id. b's owner maps to 7:8.
+        assert_eq!((r[0].errno, r[0].uid), (0, 65534));
+        assert_eq!((r[1].errno, r[1].uid, r[1].gid), (0, 7, 8));
+        assert_eq!(r[2].errno, libc::EBADF);
+        // Ops run as the namespace's root: it may write where the owner is mapped (b), and
+        // the new file is its own; not where the owner is not (a, host root's).
+        ns.start_batch(1, [root.as_fd(), same.as_fd()]).unwrap();
+        let w = ns.finish_batch().unwrap();
+        assert_eq!((w[0].errno, w[0].uid, w[0].gid), (0, 0, 0));
+        assert_eq!(w[1].errno, libc::EACCES);
+        assert!(ns.finish_batch().is_err(), "nothing in flight");
+        drop(ns);
+        assert!(reap_pending(Duration::from_secs(5)));
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
