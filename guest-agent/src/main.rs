@@ -88,7 +88,7 @@ enum Failure {
     Results,
     /// Usage, setup or I/O error.
     Error(anyhow::Error),
-    /// SIGINT/SIGTERM or stdin EOF stopped the work.
+    /// SIGINT/SIGTERM/SIGHUP or stdin EOF stopped the work.
     Stopped,
 }
 
@@ -111,7 +111,7 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 /// Work in a private mount namespace (set up before any thread exists, so it covers the whole
-/// process) and turn SIGINT/SIGTERM into a stop flag.
+/// process) and turn SIGINT/SIGTERM/SIGHUP into a stop flag.
 fn enter_sandbox(what: &str) -> anyhow::Result<()> {
     require_root(what)?;
     sys::ns::enter_private_mount_ns()
@@ -194,7 +194,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Lockbench(args) => Ok(lockbench::cli(args)?),
+        Command::Lockbench(args) => {
+            // A stop ends the sweep between points, restoring SMT and removing its files.
+            sys::signal::install()
+                .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
+            let r = lockbench::cli(args);
+            if sys::signal::stop_requested() {
+                return Err(Failure::Stopped);
+            }
+            Ok(r?)
+        }
     }
 }
 

@@ -10,8 +10,10 @@
 //! benchmark, which cannot be asked) is abandoned on its thread — a mounts run's mounts live in
 //! that thread's private namespace and touch nothing else — and the plan goes on.
 //!
-//! A SIGINT/SIGTERM (or stdin EOF with `--exit-on-stdin-eof`) stops the plan after the running
-//! item cleaned up; the stream then ends without `Done`, which tells the harness it was cut short.
+//! A SIGINT/SIGTERM/SIGHUP (or stdin EOF with `--exit-on-stdin-eof`) stops the plan after the
+//! running item cleaned up (a mounts run within one container's start, a lock benchmark before
+//! its next point); the stream then ends without `Done`, which tells the harness it was cut
+//! short.
 
 use std::io::{Read, Write};
 use std::path::Path;

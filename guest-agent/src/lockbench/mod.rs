@@ -222,6 +222,33 @@ impl Ctx<'_> {
     pub fn window(&self) -> Duration {
         Duration::from_millis(self.scenario.duration_ms.max(1))
     }
+
+    /// After a stop (SIGINT/SIGTERM/SIGHUP, stdin EOF) the sweep ends before its next point,
+    /// as an infra-error naming the stop; the family cleans up as after any error.
+    pub fn check_stop(&self) -> Result<(), BenchError> {
+        if !crate::sys::signal::stop_requested() {
+            return Ok(());
+        }
+        let why = match crate::sys::signal::stop_signal() {
+            Some(sig) => format!("interrupted by signal {sig}"),
+            None => "stopped: stdin closed".to_owned(),
+        };
+        Err(BenchError::Infra(
+            Evidence::new(why).with_detail("stopped between lockbench points"),
+        ))
+    }
+}
+
+/// Sleep for `d`, in slices, returning early once a stop is requested.
+fn sleep_unless_stopped(d: Duration) {
+    let end = Instant::now() + d;
+    while !crate::sys::signal::stop_requested() {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
 }
 
 /// What a family produced.
@@ -291,12 +318,13 @@ impl Phase {
         self.0.store(phase, Ordering::Release);
     }
 
-    /// Warm up, then open the measured window and close it; returns the window's real length.
+    /// Warm up, then open the measured window and close it; returns the window's real length
+    /// (shorter after a stop request, which ends both at once).
     pub fn drive(&self, warmup: Duration, window: Duration) -> Duration {
-        std::thread::sleep(warmup);
+        sleep_unless_stopped(warmup);
         let t0 = Instant::now();
         self.0.store(Phase::MEASURE, Ordering::Release);
-        std::thread::sleep(window);
+        sleep_unless_stopped(window);
         self.0.store(Phase::STOP, Ordering::Release);
         t0.elapsed()
     }

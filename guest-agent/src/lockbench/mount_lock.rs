@@ -93,10 +93,12 @@ fn in_namespace(ctx: &Ctx, base: &Path) -> Result<Family, BenchError> {
     let readers = ctx.scenario.readers as usize;
     for &pin in &ctx.scenario.pinning {
         // Readers alone first: the latency the writers are then compared with.
+        ctx.check_stop()?;
         let p = run_point(ctx, pin, None, 0, readers, &dirs, &leaf)?;
         fam.points.push(p);
         for w in [Writer::BindUmount, Writer::OpenTree] {
             for &n in &ctx.threads {
+                ctx.check_stop()?;
                 match run_point(ctx, pin, Some(w), n as usize, readers, &dirs, &leaf) {
                     Ok(p) => fam.points.push(p),
                     // open_tree(2) is 5.2+; an older kernel still gets the bind-umount points.

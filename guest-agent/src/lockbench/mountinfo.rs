@@ -76,6 +76,7 @@ fn grow_and_read(ctx: &Ctx, base: &Path) -> Result<Family, BenchError> {
     let mut buf = Vec::new();
 
     for size in sizes {
+        ctx.check_stop()?;
         if size > limit {
             fam.notes.push(format!(
                 "mountinfo: {size} entries exceed fs.mount-max = {limit}; skipped"
@@ -93,6 +94,10 @@ fn grow_and_read(ctx: &Ctx, base: &Path) -> Result<Family, BenchError> {
         let t_grow = Instant::now();
         let added = size - current;
         for i in current..size {
+            // Tens of thousands of binds take seconds: stay stoppable.
+            if i % 256 == 0 {
+                ctx.check_stop()?;
+            }
             let d = base.join(format!("m{i}"));
             std::fs::create_dir(&d)
                 .map_err(|e| BenchError::from_io(format!("mkdir {}", d.display()), &e))?;

@@ -57,6 +57,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
 
     for &strategy in &sc.strategies {
         for &n in &ctx.threads {
+            ctx.check_stop()?;
             let scenario = MountsScenario {
                 strategy,
                 layers: sc.layers.max(1),

@@ -424,6 +424,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
                 let op_ns = with_kind(kind, together, 1, &mut |b| b.op_cost_ns());
                 let k = batch_for(timer_ns, op_ns);
                 for &n in &ctx.threads {
+                    ctx.check_stop()?;
                     let nu = n as usize;
                     let Some(cpus) = pinning::plan(pin, &ctx.topo, nu) else {
                         // The pinning's own CPUs (2 for one node of 4), and which layout.

@@ -1,5 +1,8 @@
-//! SIGINT/SIGTERM: the handler only sets a flag (the one thing a handler may safely do); workers
-//! check it between containers, clean up and let the agent exit non-zero.
+//! SIGINT/SIGTERM/SIGHUP: the handler only sets a flag (the one thing a handler may safely do);
+//! every long loop checks it (layer writing, container layout, the helper maker, the workers
+//! before each container, lock-benchmark points and windows), so the agent cleans up and exits
+//! non-zero within about a container's start of the signal. SIGHUP counts as a stop because
+//! people run the agent over `ssh -t`, where a lost connection hangs the terminal up.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -11,9 +14,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// `sigaction(SIGINT|SIGTERM, {on_signal, SA_RESTART})`.
+/// `sigaction(SIGINT|SIGTERM|SIGHUP, {on_signal, SA_RESTART})`.
 pub fn install() -> super::SysResult<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: a zeroed sigaction with a handler that only stores to atomics.
         let rc = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();

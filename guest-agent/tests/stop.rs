@@ -1,0 +1,216 @@
+//! A stop (SIGTERM, SIGHUP, SIGINT) ends the agent promptly at any point of a long run — while
+//! it writes layers and lays out containers, and while containers start — with exit code 130,
+//! nothing left mounted and an empty scratch dir; and a lock-benchmark sweep stops between
+//! points instead of running to its end.
+//!
+//! The time bound (5 s from the signal to the exit) bounds a hang; it does not measure speed:
+//! the agent itself aims at well under a second. Mounts tests need root; without it they say
+//! so loudly and return.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use protocol::{CellResult, Outcome};
+use rustix::process::Signal;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_mmx-agent");
+/// From the signal to the agent's exit, cleanup included.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+fn is_root(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("\n*** {test}: SKIPPED (needs root: mounts, user namespaces, chown) ***\n");
+    false
+}
+
+/// A fresh, empty scratch directory; removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("mmx-stop-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("make scratch dir");
+        Scratch(p)
+    }
+
+    fn entries(&self) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(&self.0)
+            .expect("read scratch")
+            .map(|e| e.expect("dir entry").file_name())
+            .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mount_table() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Only mounts that could be ours count: other processes on a shared machine may mount things.
+fn assert_no_leak(before: &BTreeSet<String>) {
+    let after = mount_table();
+    let ours: Vec<_> = after
+        .difference(before)
+        .filter(|l| l.contains("mmx-") || l.contains("overlay") || l.contains("idmapped"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "mounts leaked into the host table: {ours:#?}"
+    );
+}
+
+/// Does any run directory below `scratch` have `rel`?
+fn run_dir_has(scratch: &Path, rel: &str) -> bool {
+    std::fs::read_dir(scratch)
+        .map(|d| d.flatten().any(|e| e.path().join(rel).exists()))
+        .unwrap_or(false)
+}
+
+/// Start a long per-layer run (L=200, C=2000), wait until `ready`, send `sig`; the time from
+/// the signal to the exit, and the output.
+fn stop_mounts_run(
+    scratch: &Path,
+    sig: Signal,
+    ready: &dyn Fn(&Path) -> bool,
+) -> (Duration, Output) {
+    let child = Command::new(AGENT)
+        .args(["mounts", "--strategy", "per-layer", "--layers", "200"])
+        .args([
+            "--containers",
+            "2000",
+            "--concurrency",
+            "2",
+            "--passes",
+            "2",
+        ])
+        .arg("--json")
+        .arg("--scratch")
+        .arg(scratch)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mmx-agent");
+    let t = Instant::now();
+    while !ready(scratch) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the run never reached the point to stop at"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, sig).expect("kill");
+    let sent = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    (sent.elapsed(), out)
+}
+
+fn check_stopped(what: &str, took: Duration, out: &Output, signo: i32) -> CellResult {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        took < STOP_BOUND,
+        "{what}: exit took {took:?} after the signal; stderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(130), "{what}: {stderr}");
+    let r: CellResult = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: no result on stdout ({e}): {stderr}"));
+    assert_eq!(r.outcome, Outcome::InfraError, "{what}: {r:#?}");
+    let ev = r.evidence.clone().expect("evidence");
+    assert_eq!(ev.step, format!("interrupted by signal {signo}"), "{what}");
+    eprintln!("{what}: exited {took:?} after the signal ({})", ev.detail);
+    r
+}
+
+#[test]
+fn sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up() {
+    if !is_root("sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up") {
+        return;
+    }
+    let scratch = Scratch::new("term");
+    let before = mount_table();
+
+    // While writing layers or laying out 2000 containers' directories.
+    let (took, out) = stop_mounts_run(&scratch.0, Signal::TERM, &|s| run_dir_has(s, "snapshots"));
+    let r = check_stopped("SIGTERM in preparation", took, &out, libc::SIGTERM);
+    let detail = r.evidence.map(|e| e.detail).unwrap_or_default();
+    assert!(
+        detail.contains("while writing layers") || detail.contains("while laying out"),
+        "stopped in preparation: {detail}"
+    );
+    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+    assert_no_leak(&before);
+
+    // Once containers start: container 0 wrote through its rootfs.
+    let (took, out) = stop_mounts_run(&scratch.0, Signal::TERM, &|s| {
+        run_dir_has(s, "c/0/u/written")
+    });
+    let r = check_stopped("SIGTERM in the run", took, &out, libc::SIGTERM);
+    assert!(
+        r.evidence
+            .is_some_and(|e| e.detail.contains("of 2000 containers")),
+        "stopped in the run"
+    );
+    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+    assert_no_leak(&before);
+}
+
+#[test]
+fn sighup_stops_like_sigterm() {
+    if !is_root("sighup_stops_like_sigterm") {
+        return;
+    }
+    let scratch = Scratch::new("hup");
+    let before = mount_table();
+    let (took, out) = stop_mounts_run(&scratch.0, Signal::HUP, &|s| {
+        run_dir_has(s, "c/0/u/written")
+    });
+    check_stopped("SIGHUP in the run", took, &out, libc::SIGHUP);
+    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+    assert_no_leak(&before);
+}
+
+#[test]
+fn lockbench_sweep_stops_between_points() {
+    let scratch = Scratch::new("lockbench");
+    // 4 lock kinds × 2 layouts × 2 thread counts × (0.1 + 2) s: over half a minute unstopped.
+    let child = Command::new(AGENT)
+        .args(["lockbench", "--bench", "user-spin", "--threads", "1,2"])
+        .args(["--warmup-ms", "100", "--duration-ms", "2000", "--json"])
+        .arg("--scratch")
+        .arg(&scratch.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mmx-agent");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, Signal::TERM).expect("kill");
+    let sent = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    let took = sent.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        took < STOP_BOUND,
+        "exit took {took:?} after the signal; stderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let results: Vec<CellResult> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no results on stdout ({e}): {stderr}"));
+    let ev = results[0].evidence.clone().expect("evidence");
+    assert_eq!(ev.step, format!("interrupted by signal {}", libc::SIGTERM));
+    assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+}
