@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use harness::initramfs::{base_archive, write_initrd};
+use harness::kernels::ModuleFeature;
 use harness::kernels::{ensure, load_recipes, run_cmd, Cache, KernelsCmd, LockFile};
 
 #[derive(Parser)]
@@ -50,7 +51,7 @@ fn main() -> anyhow::Result<()> {
                 let t1 = Instant::now();
                 let kernel = ensure(recipe, &lock, &cache)?;
                 let t2 = Instant::now();
-                let base = base_archive(&agent, &kernel, &cache)?;
+                let base = base_archive(&agent, &kernel, &ModuleFeature::ALL, &cache)?;
                 let t3 = Instant::now();
                 let plan = protocol::Plan {
                     schema_version: protocol::SCHEMA_VERSION,

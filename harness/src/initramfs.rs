@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::kernels::cache::key;
+use crate::kernels::ModuleFeature;
 use crate::kernels::{Cache, KernelError, ResolvedKernel};
 
 /// Bump when the base archive's contents change shape.
@@ -168,22 +169,38 @@ fn pad(len: usize) -> &'static [u8] {
     &[0u8; 3][..(4 - len % 4) % 4]
 }
 
-/// The cached base archive for `kernel` with `agent` as /init; built on first use.
+/// Base archives unused for this long are removed when a new one is written: each agent build
+/// makes new ones, and nothing else would ever delete the old.
+const BASE_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
+/// The cached base archive for `kernel` with `agent` as /init and the kernel's modules for
+/// `features` only (a guest on xfs needs no btrfs: less for the kernel to unpack at every
+/// boot); built on first use.
 pub fn base_archive(
     agent: &Path,
     kernel: &ResolvedKernel,
+    features: &[ModuleFeature],
     cache: &Cache,
 ) -> Result<PathBuf, InitramfsError> {
     let agent_bytes = fs::read(agent).map_err(io("read agent", agent))?;
     let agent_hash = blake3::hash(&agent_bytes);
+    let mut wanted: Vec<ModuleFeature> = features.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    let wanted_key = format!("{wanted:?}");
     let k = key(&[
         BASE_FORMAT,
         kernel.cache_key.as_bytes(),
         agent_hash.as_bytes(),
+        wanted_key.as_bytes(),
     ]);
     let dir = cache.dir("initramfs")?;
     let path = dir.join(format!("{}-{k}.cpio", kernel.release));
     if path.exists() {
+        // Mark it used, for the pruning below.
+        if let Ok(f) = fs::File::options().append(true).open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
         return Ok(path);
     }
     let _lock = cache.lock(&format!("initramfs-{k}"))?;
@@ -199,7 +216,11 @@ pub fn base_archive(
     // starts with no stdout.
     cpio.append_char_dev("dev/console", 0o600, 5, 1)?;
     cpio.append_file("init", 0o755, &agent_bytes)?;
-    for m in &kernel.modules {
+    for m in kernel
+        .modules
+        .iter()
+        .filter(|m| m.needed_for.iter().any(|f| wanted.contains(f)))
+    {
         let bytes = fs::read(&m.host_path).map_err(io("read module", &m.host_path))?;
         let name = m.initramfs_path.to_string_lossy();
         cpio.append_file(name.trim_start_matches('/'), 0o644, &bytes)?;
@@ -217,7 +238,30 @@ pub fn base_archive(
         path: path.clone(),
         source: e.error,
     })?;
+    prune_idle(&dir);
     Ok(path)
+}
+
+/// Remove base archives nobody used for [`BASE_MAX_IDLE`]. Best effort: a file another run is
+/// using right now was touched when it was picked, so it is never idle.
+fn prune_idle(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "cpio") {
+            continue;
+        }
+        let idle = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if idle.is_some_and(|d| d > BASE_MAX_IDLE) {
+            let _ = fs::remove_file(&p);
+        }
+    }
 }
 
 /// The per-boot archive: `/plan.json`.
@@ -385,8 +429,9 @@ pub(crate) mod tests {
             cache_key: "abc".into(),
             timings: Default::default(),
         };
-        let a = base_archive(&agent, &kernel, &cache).unwrap();
-        assert_eq!(base_archive(&agent, &kernel, &cache).unwrap(), a);
+        let all = &crate::kernels::ModuleFeature::ALL;
+        let a = base_archive(&agent, &kernel, all, &cache).unwrap();
+        assert_eq!(base_archive(&agent, &kernel, all, &cache).unwrap(), a);
         let entries = &read_all(&fs::read(&a).unwrap())[0];
         let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
@@ -409,9 +454,16 @@ pub(crate) mod tests {
             (init.1, init.4.as_slice()),
             (S_IFREG | 0o755, &b"agent v1"[..])
         );
+        // A boot that needs no overlay (none does; this checks the filter) gets a base without.
+        let xfs_only = [crate::kernels::ModuleFeature::Xfs];
+        let b = base_archive(&agent, &kernel, &xfs_only, &cache).unwrap();
+        assert_ne!(a, b, "other features, other base");
+        assert!(read_all(&fs::read(&b).unwrap())[0]
+            .iter()
+            .all(|e| e.0 != "lib/modules/overlay.ko"));
         fs::write(&agent, b"agent v2").unwrap();
         assert_ne!(
-            base_archive(&agent, &kernel, &cache).unwrap(),
+            base_archive(&agent, &kernel, all, &cache).unwrap(),
             a,
             "new agent, new base"
         );

@@ -124,7 +124,7 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
 
     // The initrd a boot would use; the test binary stands in for the agent.
     let agent = std::env::current_exe().unwrap();
-    let base = base_archive(&agent, &warm, &cache).unwrap();
+    let base = base_archive(&agent, &warm, &ModuleFeature::ALL, &cache).unwrap();
     let plan = protocol::Plan {
         schema_version: protocol::SCHEMA_VERSION,
         boot_id: "test".into(),
@@ -141,7 +141,7 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
     let out = dir.path().join("initrd");
     let t = Instant::now();
     let kernel = ensure(&r, &lock, &cache).unwrap();
-    let base2 = base_archive(&agent, &kernel, &cache).unwrap();
+    let base2 = base_archive(&agent, &kernel, &ModuleFeature::ALL, &cache).unwrap();
     write_initrd(&base2, &plan, &out).unwrap();
     println!(
         "warm ensure + base_archive + write_initrd: {:?} (base {} bytes)",

@@ -30,6 +30,16 @@ pub enum ModuleFeature {
 }
 
 impl ModuleFeature {
+    /// Every feature: an initramfs that can boot any filesystem.
+    pub const ALL: [ModuleFeature; 6] = [
+        ModuleFeature::VirtioBlk,
+        ModuleFeature::Ext4,
+        ModuleFeature::Xfs,
+        ModuleFeature::Btrfs,
+        ModuleFeature::Overlay,
+        ModuleFeature::Extra,
+    ];
+
     pub const BUILT_IN_SET: [ModuleFeature; 5] = [
         ModuleFeature::VirtioBlk,
         ModuleFeature::Ext4,

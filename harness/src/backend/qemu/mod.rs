@@ -166,8 +166,9 @@ impl Qemu {
         };
         let initrd = work.path().join("initrd.cpio");
         let cache = Cache::at(&self.cache_dir);
-        let made = crate::initramfs::base_archive(&self.agent, kernel, &cache)
-            .and_then(|base| crate::initramfs::write_initrd(&base, &plan, &initrd));
+        let made =
+            crate::initramfs::base_archive(&self.agent, kernel, &wanted_features(fs), &cache)
+                .and_then(|base| crate::initramfs::write_initrd(&base, &plan, &initrd));
         if let Err(e) = made {
             return infra(format!("building the initramfs for {}: {e}", kernel.name));
         }
@@ -323,8 +324,12 @@ impl Qemu {
             items: Vec::new(),
         };
         let initrd = work.path().join("initrd.cpio");
-        let base =
-            crate::initramfs::base_archive(&self.agent, kernel, &Cache::at(&self.cache_dir))?;
+        let base = crate::initramfs::base_archive(
+            &self.agent,
+            kernel,
+            &wanted_features(Filesystem::Tmpfs),
+            &Cache::at(&self.cache_dir),
+        )?;
         crate::initramfs::write_initrd(&base, &plan, &initrd)?;
         let topology = Topology {
             name: "probe".into(),
