@@ -129,11 +129,11 @@ enum RawScenario {
         passes: u32,
     },
     Lockbench {
-        bench: String,
+        bench: Bench,
         #[serde(default)]
         threads: Vec<u32>,
-        locks: Option<Vec<String>>,
-        pinning: Option<Vec<String>>,
+        locks: Option<Vec<LockKind>>,
+        pinning: Option<Vec<Pinning>>,
         warmup_ms: Option<u64>,
         duration_ms: Option<u64>,
         readers: Option<u32>,
@@ -818,49 +818,12 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
             containers,
             toggle_smt,
         } => {
-            let bench = match bench.as_str() {
-                "user-spin" => Bench::UserSpin,
-                "mount-lock" => Bench::MountLock,
-                "mountinfo" => Bench::Mountinfo,
-                "storm" => Bench::Storm,
-                other => {
-                    return Err(format!(
-                        "lockbench: bench `{other}` (expected user-spin, mount-lock, mountinfo or storm)"
-                    ))
-                }
-            };
             let d = LockbenchScenario::default();
-            let locks = match locks {
-                None => d.locks.clone(),
-                Some(v) => v
-                    .iter()
-                    .map(|s| match s.as_str() {
-                        "tas" => Ok(LockKind::Tas),
-                        "ticket" => Ok(LockKind::Ticket),
-                        "mutex" => Ok(LockKind::Mutex),
-                        "per-thread" => Ok(LockKind::PerThread),
-                        o => Err(format!(
-                            "lockbench: lock `{o}` (expected tas, ticket, mutex or per-thread)"
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            let pinning = match pinning {
-                None => d.pinning.clone(),
-                Some(v) => v
-                    .iter()
-                    .map(|s| match s.as_str() {
-                        "none" => Ok(Pinning::None),
-                        "per-core" => Ok(Pinning::PerCore),
-                        "smt-siblings" => Ok(Pinning::SmtSiblings),
-                        "one-node" => Ok(Pinning::OneNode),
-                        "spread-nodes" => Ok(Pinning::SpreadNodes),
-                        o => Err(format!(
-                            "lockbench: pinning `{o}` (expected none, per-core, smt-siblings, one-node or spread-nodes)"
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
+            let locks = locks.clone().unwrap_or_else(|| d.locks.clone());
+            let pinning = pinning.clone().unwrap_or_else(|| d.pinning.clone());
+            if locks.is_empty() || pinning.is_empty() {
+                return Err("lockbench: locks and pinning need at least one value each".into());
+            }
             if threads.contains(&0) {
                 return Err("lockbench: a thread count of 0".into());
             }
@@ -871,7 +834,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
                 ));
             }
             Ok(vec![Scenario::Lockbench(LockbenchScenario {
-                bench,
+                bench: *bench,
                 threads: threads.clone(),
                 locks,
                 pinning,
@@ -1124,7 +1087,16 @@ smt = ["on", "off"]
             "lab1/smt-off/ext4/lockbench-user-spin"
         );
         let e = parse("[[scenarios]]\nkind = \"lockbench\"\nbench = \"nope\"\n").unwrap_err();
-        assert!(e.to_string().contains("bench `nope`"), "{e}");
+        assert!(e.to_string().contains("`nope`"), "{e}");
+        assert!(
+            e.to_string().contains("user-spin"),
+            "names the choices: {e}"
+        );
+        let e = parse(
+            "[[scenarios]]\nkind = \"lockbench\"\nbench = \"user-spin\"\npinning = [\"all\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`all`"), "{e}");
     }
 
     #[test]
