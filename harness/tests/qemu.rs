@@ -8,14 +8,16 @@
 //! `MMX_QEMU_MEASURE=1` also runs `measure_boot_to_agent_ready` (boot-to-agent-ready against a
 //! guest whose /init only prints a line, and the KVM probe).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{agent, backend, kernel, qemu_missing};
 use harness::backend::qemu::{self, AccelChoice, Limits, Qemu};
 use harness::backend::{BootOutput, BootRequest, Cancel};
-use harness::kernels::{self, Cache, LockFile, ResolvedKernel};
+use harness::kernels::ResolvedKernel;
 use harness::matrix::{NumaSpec, Topology};
 use harness::results::{Accel, BootEnd, RunDir};
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};
@@ -27,56 +29,8 @@ use protocol::{
 // Shared set-up: QEMU present, the agent, kernels, a run directory.
 // ---------------------------------------------------------------------------------------------
 
-fn qemu_missing() -> bool {
-    let found = duct::cmd!("qemu-system-x86_64", "--version")
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED (qemu-system-x86_64 is not installed; apt-get install qemu-system-x86)");
-    }
-    !found
-}
-
-fn cache() -> Cache {
-    Cache::from_env().expect("a cache dir (set MMX_CACHE_DIR or HOME)")
-}
-
-fn agent() -> PathBuf {
-    harness::agent::build_static().expect("building the static agent")
-}
-
-/// A kernel by recipe name, fetched once per process.
-fn kernel(name: &str) -> ResolvedKernel {
-    static KERNELS: OnceLock<Mutex<BTreeMap<String, ResolvedKernel>>> = OnceLock::new();
-    let map = KERNELS.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = map.get(name) {
-        return k.clone();
-    }
-    let root = harness::agent::workspace_root().join("kernels");
-    let recipe = kernels::load_recipe(&root.join(format!("{name}.toml"))).expect("recipe");
-    let lock = LockFile::load(&root.join("kernels.lock")).expect("kernels.lock");
-    let k = kernels::ensure(&recipe, &lock, &cache()).expect("fetching the kernel");
-    map.insert(name.to_string(), k.clone());
-    k
-}
-
-/// One run directory for the whole test process; logs stay after the tests for inspection.
 fn run_dir() -> RunDir {
-    static DIR: OnceLock<RunDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = std::env::temp_dir().join("mmx-qemu-tests");
-        let id = format!("run-{}", std::process::id());
-        RunDir::create(&base, &id).expect("run dir")
-    })
-    .clone()
-}
-
-fn backend() -> Qemu {
-    Qemu::new(AccelChoice::Tcg, agent(), cache().root().to_path_buf()).expect("qemu backend")
+    common::run_dir("mmx-qemu-tests")
 }
 
 fn topology(sockets: u32, cores: u32, threads: u32, memory_mib: u64) -> Topology {

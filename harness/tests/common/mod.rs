@@ -1,0 +1,67 @@
+//! Set-up shared by the tests that boot real guests (qemu.rs, lockbench_guest.rs): whether QEMU
+//! is here, the static agent, kernels fetched once per process, a run directory that outlives
+//! the test for inspection.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use harness::backend::qemu::{AccelChoice, Qemu};
+use harness::kernels::{self, Cache, LockFile, ResolvedKernel};
+use harness::results::RunDir;
+
+/// True (and says SKIPPED with the fix) when qemu-system-x86_64 cannot run.
+pub fn qemu_missing() -> bool {
+    let found = duct::cmd!("qemu-system-x86_64", "--version")
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED (qemu-system-x86_64 is not installed; apt-get install qemu-system-x86)");
+    }
+    !found
+}
+
+pub fn cache() -> Cache {
+    Cache::from_env().expect("a cache dir (set MMX_CACHE_DIR or HOME)")
+}
+
+pub fn agent() -> PathBuf {
+    harness::agent::build_static().expect("building the static agent")
+}
+
+/// A kernel by recipe name, fetched once per process.
+pub fn kernel(name: &str) -> ResolvedKernel {
+    static KERNELS: OnceLock<Mutex<BTreeMap<String, ResolvedKernel>>> = OnceLock::new();
+    let map = KERNELS.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = map.get(name) {
+        return k.clone();
+    }
+    let root = harness::agent::workspace_root().join("kernels");
+    let recipe = kernels::load_recipe(&root.join(format!("{name}.toml"))).expect("recipe");
+    let lock = LockFile::load(&root.join("kernels.lock")).expect("kernels.lock");
+    let k = kernels::ensure(&recipe, &lock, &cache()).expect("fetching the kernel");
+    map.insert(name.to_string(), k.clone());
+    k
+}
+
+/// One run directory per test process under `$TMPDIR/<name>`; logs stay after the tests.
+pub fn run_dir(name: &str) -> RunDir {
+    static DIR: OnceLock<RunDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::temp_dir().join(name);
+        let id = format!("run-{}", std::process::id());
+        RunDir::create(&base, &id).expect("run dir")
+    })
+    .clone()
+}
+
+/// The QEMU backend under TCG (tests assert functional answers, never speeds).
+pub fn backend() -> Qemu {
+    Qemu::new(AccelChoice::Tcg, agent(), cache().root().to_path_buf()).expect("qemu backend")
+}
