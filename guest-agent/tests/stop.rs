@@ -4,8 +4,11 @@
 //! points instead of running to its end.
 //!
 //! The time bound (5 s from the signal to the exit) bounds a hang; it does not measure speed:
-//! the agent itself aims at well under a second. Mounts tests need root; without it they say
-//! so loudly and return.
+//! the agent itself aims at well under a second. Cleanup is part of it, and removing a run's
+//! C·(L+4) directories costs ~80 µs each on a slow disk, so the stop in the run uses a run of
+//! ~18k directories (L=40, C=400); the stop in preparation uses L=200, C=2000 (400k once laid
+//! out, ~8 s of mkdir on such a disk), where the stop must come long before that. Mounts tests
+//! need root; without it they say so loudly and return.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -80,23 +83,19 @@ fn run_dir_has(scratch: &Path, rel: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Start a long per-layer run (L=200, C=2000), wait until `ready`, send `sig`; the time from
-/// the signal to the exit, and the output.
+/// Start a long per-layer run of `layers` × `containers`, wait until `ready`, send `sig`; the
+/// time from the signal to the exit, and the output.
 fn stop_mounts_run(
     scratch: &Path,
+    (layers, containers): (u32, u32),
     sig: Signal,
     ready: &dyn Fn(&Path) -> bool,
 ) -> (Duration, Output) {
+    let (layers, containers) = (layers.to_string(), containers.to_string());
     let child = Command::new(AGENT)
-        .args(["mounts", "--strategy", "per-layer", "--layers", "200"])
-        .args([
-            "--containers",
-            "2000",
-            "--concurrency",
-            "2",
-            "--passes",
-            "2",
-        ])
+        .args(["mounts", "--strategy", "per-layer", "--layers", &layers])
+        .args(["--containers", &containers, "--concurrency", "2"])
+        .args(["--passes", "2"])
         .arg("--json")
         .arg("--scratch")
         .arg(scratch)
@@ -144,7 +143,9 @@ fn sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up() {
     let before = mount_table();
 
     // While writing layers or laying out 2000 containers' directories.
-    let (took, out) = stop_mounts_run(&scratch.0, Signal::TERM, &|s| run_dir_has(s, "snapshots"));
+    let (took, out) = stop_mounts_run(&scratch.0, (200, 2000), Signal::TERM, &|s| {
+        run_dir_has(s, "snapshots")
+    });
     let r = check_stopped("SIGTERM in preparation", took, &out, libc::SIGTERM);
     let detail = r.evidence.map(|e| e.detail).unwrap_or_default();
     assert!(
@@ -155,13 +156,13 @@ fn sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up() {
     assert_no_leak(&before);
 
     // Once containers start: container 0 wrote through its rootfs.
-    let (took, out) = stop_mounts_run(&scratch.0, Signal::TERM, &|s| {
+    let (took, out) = stop_mounts_run(&scratch.0, (40, 400), Signal::TERM, &|s| {
         run_dir_has(s, "c/0/u/written")
     });
     let r = check_stopped("SIGTERM in the run", took, &out, libc::SIGTERM);
     assert!(
         r.evidence
-            .is_some_and(|e| e.detail.contains("of 2000 containers")),
+            .is_some_and(|e| e.detail.contains("of 400 containers")),
         "stopped in the run"
     );
     assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
@@ -175,7 +176,7 @@ fn sighup_stops_like_sigterm() {
     }
     let scratch = Scratch::new("hup");
     let before = mount_table();
-    let (took, out) = stop_mounts_run(&scratch.0, Signal::HUP, &|s| {
+    let (took, out) = stop_mounts_run(&scratch.0, (40, 400), Signal::HUP, &|s| {
         run_dir_has(s, "c/0/u/written")
     });
     check_stopped("SIGHUP in the run", took, &out, libc::SIGHUP);

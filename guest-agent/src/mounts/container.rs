@@ -2,13 +2,14 @@
 //! and the checks made through each merged view, from inside the container's user namespace
 //! (the userns helper) and from the host (the worker).
 //!
-//! Layout below the run directory, made before the clock starts: per container `c/<idx>/u`
-//! (upper, owned by the container's root) and `c/<idx>/w` (work); per worker `s/<w>/m`
-//! (merged), `s/<w>/p` (common-parent target) and `s/<w>/l/<i>` (per-layer targets). Passes, and
-//! the containers a worker starts one after another, share a worker's targets: a run of C
-//! containers × L layers lays out 2·C + W·(L+2) directories, not C·(L+4), so laying out and
-//! removing them stays quick even at thousands of containers (a stop must not wait for
-//! hundreds of thousands of rmdirs).
+//! Layout below the run's `c/` directory, made before the clock starts: `<idx>/u` (upper, owned
+//! by the container's root), `<idx>/w` (work), `<idx>/m` (merged), `<idx>/p` (common-parent
+//! target), `<idx>/l/<i>` (per-layer targets). Passes run in turn and share them. Every
+//! container mounts on fresh directories, as containerd does on its fresh temporary ones: on
+//! this project's test host, one reused set of targets per worker, targets on a tmpfs, or
+//! targets made beside the workers while they start containers all made the measured mount
+//! calls 12–85 % slower, so none of that is done. The price: C·(L+4) directories to lay out
+//! (stoppable between containers) and to remove, ~80 µs each on a slow disk.
 //!
 //! The checks inside the user namespace run on the helper's CPU while the worker goes on: the
 //! batch is sent at the start path's peak (overlay mounted, per-layer binds still attached) and
@@ -53,8 +54,8 @@ fn mkdir(path: &Path) -> io::Result<()> {
     fs::DirBuilder::new().mode(0o755).create(path)
 }
 
-/// Make container `idx`'s directories: `c/<idx>/u` (owned by its root) and `c/<idx>/w`.
-pub fn prepare_dirs(containers: &Path, idx: u32) -> io::Result<()> {
+/// Make container `idx`'s directories.
+pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Result<()> {
     let dir = containers.join(idx.to_string());
     mkdir(&dir)?;
     let upper = dir.join("u");
@@ -62,13 +63,7 @@ pub fn prepare_dirs(containers: &Path, idx: u32) -> io::Result<()> {
     // containerd's remapping snapshotter hands the upper dir to the container's root, so the
     // container can write its rootfs.
     chown(&upper, Some(base_id(idx)), Some(base_id(idx)))?;
-    mkdir(&dir.join("w"))
-}
-
-/// Make worker `w`'s mount targets below `slots`: `s/<w>/m`, and `l/<i>` or `p`.
-pub fn prepare_slot(slots: &Path, w: u32, s: &MountsScenario) -> io::Result<PathBuf> {
-    let dir = slots.join(w.to_string());
-    mkdir(&dir)?;
+    mkdir(&dir.join("w"))?;
     mkdir(&dir.join("m"))?;
     match s.strategy {
         Strategy::PerLayer => {
@@ -81,7 +76,7 @@ pub fn prepare_slot(slots: &Path, w: u32, s: &MountsScenario) -> io::Result<Path
         Strategy::CommonParent => mkdir(&dir.join("p"))?,
         Strategy::FsconfigFd => {}
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Verdicts of one kind of check, summed over containers and passes.
@@ -151,10 +146,8 @@ enum Expect {
     Errno(&'static str, i32),
 }
 
-/// Directory indexes of the helper's ops: the worker's slot (merged view at `m`) and the
-/// container's directory (`u`, `w`).
-const SLOT_DIR: u8 = 0;
-const CONTAINER_DIR: u8 = 1;
+/// Directory index of the helper's ops: the container's directory (each command carries it).
+const CONTAINER_DIR: u8 = 0;
 
 /// A check made from the host: `statat(dir, path)` must show the container's base id plus
 /// these offsets.
@@ -189,7 +182,7 @@ fn pass_spec(l: u32, overrides: bool, opaque: bool, rootfs: bool) -> (Vec<ChildO
     let mut host = Vec::new();
     let mut stat = |path: String, e: Expect, ops: &mut Vec<ChildOp>| {
         ops.push(ChildOp::Stat {
-            dir: SLOT_DIR,
+            dir: CONTAINER_DIR,
             path: cstr(&path),
         });
         expect.push((path, e));
@@ -198,7 +191,7 @@ fn pass_spec(l: u32, overrides: bool, opaque: bool, rootfs: bool) -> (Vec<ChildO
         let path = format!("m/layer-{n}");
         host.push(HostExpect {
             check: "ids-from-host",
-            dir: SLOT_DIR,
+            dir: CONTAINER_DIR,
             path: cstr(&path),
             uid_off: layer_uid(n),
             gid_off: layer_gid(n),
@@ -240,7 +233,7 @@ fn pass_spec(l: u32, overrides: bool, opaque: bool, rootfs: bool) -> (Vec<ChildO
     }
     let mut expect_created = |path: &str, e: Expect| {
         ops.push(ChildOp::Create {
-            dir: SLOT_DIR,
+            dir: CONTAINER_DIR,
             path: cstr(path),
         });
         expect.push((path.to_owned(), e));
@@ -300,26 +293,6 @@ pub struct RunCtx<'a> {
     pub observer: &'a Observer,
 }
 
-/// A worker's mount targets: `s/<w>`, open, and the worker's working directory.
-pub struct Slot {
-    /// Absolute, canonical `<run>/s/<w>`.
-    pub path: PathBuf,
-    pub fd: OwnedFd,
-}
-
-impl Slot {
-    /// Open worker `w`'s slot and make it the calling thread's working directory (the thread
-    /// must have its own, see `sys::ns::unshare_fs`).
-    pub fn enter(path: PathBuf) -> SysResult<Slot> {
-        let fd = open_dir(&path)?;
-        rustix::process::fchdir(&fd).map_err(|e| {
-            SysError::new(|| "fchdir(worker slot dir)".into(), e)
-                .context(format!("{}", path.display()))
-        })?;
-        Ok(Slot { path, fd })
-    }
-}
-
 /// What one container start produced.
 pub struct Started {
     /// Start-path time, all passes.
@@ -339,11 +312,11 @@ fn open_dir(path: &Path) -> SysResult<OwnedFd> {
     })
 }
 
-/// Start container `idx` in worker slot `slot`: every pass through the strategy, checked and
-/// torn down.
+/// Start container `idx`: every pass through the strategy, checked and torn down. The calling
+/// thread must have a working directory of its own (`sys::ns::unshare_fs`): it moves to the
+/// container's directory.
 pub fn run(
     ctx: &RunCtx<'_>,
-    slot: &Slot,
     idx: u32,
     tally: &mut Tally,
     checks: &mut Checks,
@@ -351,10 +324,15 @@ pub fn run(
     let s = ctx.scenario;
     let base = base_id(idx);
     // Declared before the helper: the helper may use it until it is dropped.
-    let cdir = open_dir(&ctx.containers.join(idx.to_string()))?;
-    let paths = ctx.plan.paths(idx);
+    let cdir_path = ctx.containers.join(idx.to_string());
+    let cdir = open_dir(&cdir_path)?;
+    rustix::process::fchdir(&cdir).map_err(|e| {
+        SysError::new(|| "fchdir(container dir)".into(), e)
+            .context(format!("{}", cdir_path.display()))
+    })?;
+    let paths = ctx.plan.paths();
     let userns = ctx.helpers.take(idx)?;
-    let dirs = [slot.fd.as_fd(), cdir.as_fd()];
+    let dirs = [cdir.as_fd(), cdir.as_fd()];
     let mut latency = Duration::ZERO;
     let mut peak_seen = 0u64;
     for k in 0..s.passes as usize {
@@ -363,14 +341,14 @@ pub fn run(
         latency += {
             let mut at_peak = || {
                 let want = ctx.plan.peak_mounts();
-                match ctx.observer.count_below(&slot.path) {
+                match ctx.observer.count_below(&cdir_path) {
                     Ok(n) => {
                         peak_seen = peak_seen.max(n);
                         checks.record("mount-table-peak", n == want, || {
                             format!(
                                 "container {idx} pass {k}: {} shows {n} mounts below {}, expected {want}",
                                 ctx.observer.method(),
-                                slot.path.display()
+                                cdir_path.display()
                             )
                         });
                     }
@@ -385,7 +363,7 @@ pub fn run(
                 }
                 sent = userns.start_batch(k, dirs);
             };
-            strategy::start(ctx.plan, &paths, userns.fd(), rootfs, tally, &mut at_peak)?
+            strategy::start(ctx.plan, paths, userns.fd(), rootfs, tally, &mut at_peak)?
         };
         let verified = sent.and_then(|()| {
             let results = userns.finish_batch()?;

@@ -35,7 +35,7 @@ mod helpers;
 mod strategy;
 pub mod table;
 
-use container::{Checks, RunCtx, Slot};
+use container::{Checks, RunCtx};
 use helpers::Helpers;
 use strategy::Tally;
 
@@ -252,26 +252,18 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         }
     };
     let containers = root.join("c");
-    let slots = root.join("s");
-    let prepared = std::fs::create_dir(&containers)
-        .and_then(|()| std::fs::create_dir(&slots))
-        .and_then(|()| {
-            (0..s.containers).try_for_each(|idx| {
-                // Thousands of containers take a while to lay out: stay stoppable.
-                if cancel.is_cancelled() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "stop requested",
-                    ));
-                }
-                container::prepare_dirs(&containers, idx)
-            })
+    let prepared = std::fs::create_dir(&containers).and_then(|()| {
+        (0..s.containers).try_for_each(|idx| {
+            // Thousands of containers take a while to lay out: stay stoppable.
+            if cancel.is_cancelled() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "stop requested",
+                ));
+            }
+            container::prepare_dirs(&containers, idx, s)
         })
-        .and_then(|()| {
-            (0..s.concurrency)
-                .map(|w| container::prepare_slot(&slots, w, s))
-                .collect::<std::io::Result<Vec<PathBuf>>>()
-        });
+    });
     if cancel.is_cancelled() {
         return result(
             cell_id,
@@ -279,17 +271,14 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
             Some(stop_evidence("while laying out container directories")),
         );
     }
-    let slot_dirs = match prepared {
-        Ok(dirs) => dirs,
-        Err(e) => {
-            return infra(
-                cell_id,
-                format!("make container directories on {layers_fs}"),
-                e.raw_os_error(),
-                format!("below {}: {e}", root.display()),
-            )
-        }
-    };
+    if let Err(e) = prepared {
+        return infra(
+            cell_id,
+            format!("make container directories on {layers_fs}"),
+            e.raw_os_error(),
+            format!("below {}: {e}", containers.display()),
+        );
+    }
     let layer_paths: Vec<CString> = layers
         .dirs
         .iter()
@@ -347,7 +336,7 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     let prep = prep_start.elapsed();
 
     let wall_start = Instant::now();
-    let outs = run_workers(&ctx, &slot_dirs, made, cancel);
+    let outs = run_workers(&ctx, made, cancel);
     let wall = wall_start.elapsed();
     // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.
     drop(ctx);
@@ -394,15 +383,14 @@ impl WorkerOut {
 }
 
 /// Run the workers; meanwhile this thread makes userns helpers ahead of them.
-fn run_workers(ctx: &RunCtx<'_>, slots: &[PathBuf], made: u32, cancel: &Cancel) -> Vec<WorkerOut> {
+fn run_workers(ctx: &RunCtx<'_>, made: u32, cancel: &Cancel) -> Vec<WorkerOut> {
     let next = AtomicU32::new(0);
     let abort = AtomicBool::new(false);
-    let running = AtomicU32::new(slots.len() as u32);
+    let running = AtomicU32::new(ctx.scenario.concurrency);
     let maker = std::thread::current();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = slots
-            .iter()
-            .map(|slot| {
+        let handles: Vec<_> = (0..ctx.scenario.concurrency)
+            .map(|_| {
                 let w = Worker {
                     ctx,
                     next: &next,
@@ -412,7 +400,7 @@ fn run_workers(ctx: &RunCtx<'_>, slots: &[PathBuf], made: u32, cancel: &Cancel) 
                 };
                 let (running, maker) = (&running, &maker);
                 scope.spawn(move || {
-                    let out = w.run(slot);
+                    let out = w.run();
                     running.fetch_sub(1, Ordering::AcqRel);
                     maker.unpark();
                     out
@@ -449,18 +437,14 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn run(self, slot: &Path) -> WorkerOut {
+    fn run(self) -> WorkerOut {
         let mut out = WorkerOut::default();
         // Own working directory: relative mount paths are per worker.
-        let entered = sys::ns::unshare_fs().and_then(|()| Slot::enter(slot.to_owned()));
-        let slot = match entered {
-            Ok(slot) => slot,
-            Err(e) => {
-                self.abort.store(true, Ordering::SeqCst);
-                out.errors.push((u32::MAX, e));
-                return out;
-            }
-        };
+        if let Err(e) = sys::ns::unshare_fs() {
+            self.abort.store(true, Ordering::SeqCst);
+            out.errors.push((u32::MAX, e));
+            return out;
+        }
         loop {
             if self.cancel.is_cancelled() || self.abort.load(Ordering::Relaxed) {
                 break;
@@ -469,10 +453,10 @@ impl Worker<'_> {
             if idx >= self.ctx.scenario.containers {
                 break;
             }
-            // The helper maker keeps a few containers ahead of the last one claimed.
+            // The maker keeps helpers ready a few containers past the last one claimed.
             self.maker.unpark();
             let t = Instant::now();
-            let r = container::run(self.ctx, &slot, idx, &mut out.tally, &mut out.checks);
+            let r = container::run(self.ctx, idx, &mut out.tally, &mut out.checks);
             out.busy += t.elapsed();
             match r {
                 Ok(started) => {
@@ -485,7 +469,7 @@ impl Worker<'_> {
                 }
             }
         }
-        // Leave the slot directory so nothing pins it.
+        // Leave the container directory so nothing pins it.
         let _ = rustix::process::chdir("/");
         out
     }

@@ -1,9 +1,8 @@
 //! The three strategies, each reading like its syscall sequence in DESIGN.md. All run with the
-//! worker's working directory set to its slot directory (`s/<worker>`), so every mount path and
-//! overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
-//! (common-parent target), `m` (merged), and the container's own `../../c/<idx>/u` (upper) and
-//! `…/w` (work). Layer sources are absolute. Passes, and the containers one worker starts one
-//! after another, reuse the same targets.
+//! worker's working directory set to the container's directory (`c/<idx>`), so every mount path
+//! and overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
+//! (common-parent target), `m` (merged), `u` (upper), `w` (work). Layer sources are absolute.
+//! Passes run one after another and reuse the same targets.
 //!
 //! Every mount-family call goes through [`Tally::timed`], which sums its time; attachments and
 //! detachments are counted where they happen.
@@ -82,11 +81,11 @@ pub struct Plan {
     pub targets: Vec<CString>,
     /// The layers' common directory (common-parent only).
     pub common: Option<CString>,
-    /// The lowerdir list, top layer first (`l/<L-1>:…:l/0` or `p/<rel>:…`).
-    pub lowers: String,
+    /// Upper and work dirs and overlay options, the same for every container.
+    paths: Paths,
 }
 
-/// One container's paths and overlay options, relative to the worker's slot directory.
+/// A container's upper and work dirs and overlay options, relative to its directory.
 pub struct Paths {
     pub upper: CString,
     pub work: CString,
@@ -114,28 +113,25 @@ impl Plan {
             }
             _ => (0..n).rev().map(|i| format!("l/{i}")).collect(),
         };
+        let lowers = lowers.join(":");
+        let c = |s: String| CString::new(s).unwrap_or_default();
         Plan {
             strategy,
             layers,
             targets,
             common: common.map(|(c, _)| c),
-            lowers: lowers.join(":"),
+            paths: Paths {
+                upper: c("u".into()),
+                work: c("w".into()),
+                data_view: c(format!("lowerdir=u:{lowers}")),
+                data_rootfs: c(format!("lowerdir={lowers},upperdir=u,workdir=w")),
+            },
         }
     }
 
-    /// Container `idx`'s paths, as seen from a slot directory `s/<worker>` of the run.
-    pub fn paths(&self, idx: u32) -> Paths {
-        let dir = format!("../../c/{idx}");
-        let lowers = &self.lowers;
-        let c = |s: String| CString::new(s).unwrap_or_default();
-        Paths {
-            upper: c(format!("{dir}/u")),
-            work: c(format!("{dir}/w")),
-            data_view: c(format!("lowerdir={dir}/u:{lowers}")),
-            data_rootfs: c(format!(
-                "lowerdir={lowers},upperdir={dir}/u,workdir={dir}/w"
-            )),
-        }
+    /// The upper and work dirs and overlay options (relative to a container's directory).
+    pub fn paths(&self) -> &Paths {
+        &self.paths
     }
 
     /// Mounts one container holds at the peak of its start path.
@@ -343,16 +339,13 @@ mod tests {
     #[test]
     fn overlay_options_list_the_top_layer_first() {
         let p = Plan::new(Strategy::PerLayer, layers(3), None);
-        let c = p.paths(7);
-        assert_eq!(
-            c.data_view.to_str().unwrap(),
-            "lowerdir=../../c/7/u:l/2:l/1:l/0"
-        );
+        let c = p.paths();
+        assert_eq!(c.data_view.to_str().unwrap(), "lowerdir=u:l/2:l/1:l/0");
         assert_eq!(
             c.data_rootfs.to_str().unwrap(),
-            "lowerdir=l/2:l/1:l/0,upperdir=../../c/7/u,workdir=../../c/7/w"
+            "lowerdir=l/2:l/1:l/0,upperdir=u,workdir=w"
         );
-        assert_eq!(c.upper.to_str().unwrap(), "../../c/7/u");
+        assert_eq!(c.upper.to_str().unwrap(), "u");
         assert_eq!(p.peak_mounts(), 4);
         let rel = vec!["1/fs".to_string(), "2/fs".to_string()];
         let c = Plan::new(
@@ -361,8 +354,8 @@ mod tests {
             Some((CString::new("/s/snapshots").unwrap(), rel)),
         );
         assert_eq!(
-            c.paths(0).data_view.to_str().unwrap(),
-            "lowerdir=../../c/0/u:p/2/fs:p/1/fs"
+            c.paths().data_view.to_str().unwrap(),
+            "lowerdir=u:p/2/fs:p/1/fs"
         );
         assert_eq!(c.peak_mounts(), 2);
     }
@@ -371,8 +364,8 @@ mod tests {
     fn options_stay_under_a_page_at_the_layer_cap() {
         // mount(2) copies at most one page of options.
         let n = super::super::MAX_LAYERS as usize;
-        let last = super::super::MAX_CONTAINERS - 1;
-        let p = Plan::new(Strategy::PerLayer, layers(n), None).paths(last);
+        let plan = Plan::new(Strategy::PerLayer, layers(n), None);
+        let p = plan.paths();
         assert!(
             p.data_view.as_bytes().len() < 4096,
             "{}",
@@ -384,8 +377,8 @@ mod tests {
             Strategy::CommonParent,
             layers(n),
             Some((CString::new("/s/snapshots").unwrap(), rel)),
-        )
-        .paths(last);
+        );
+        let c = c.paths();
         assert!(
             c.data_view.as_bytes().len() < 4096,
             "{}",
