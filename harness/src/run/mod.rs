@@ -5,22 +5,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use protocol::{
     AgentEvent, CellResult, Filesystem, ObservedTopology, Outcome, Plan, PlanItem, Scenario,
     SCHEMA_VERSION,
 };
 
-use crate::backend::qemu::{AccelChoice, Qemu};
-use crate::backend::ssh::HostSession;
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel};
-use crate::kernels::{Cache, LockFile, Recipe, ResolvedKernel};
+mod runner;
+
+pub use runner::{plan_limit, Kernels, Runner};
+
+use crate::backend::qemu::AccelChoice;
+use crate::backend::{BootOutput, Cancel};
 use crate::matrix::{Cell, Expectation, Matrix, Target, Topology};
 use crate::results::{
-    Accel, BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, Provenance,
-    RunDir, RunRecord, RUN_SCHEMA_VERSION,
+    BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, Provenance, RunDir,
+    RunRecord, RUN_SCHEMA_VERSION,
 };
 
 /// Which part of the matrix to run.
@@ -468,254 +469,6 @@ impl Progress {
     }
 }
 
-/// Kernel recipes, their lock and the cache, resolved lazily: each kernel is fetched once per
-/// run, however many boots use it.
-pub struct Kernels {
-    recipes: Vec<Recipe>,
-    lock: LockFile,
-    cache: Cache,
-    resolved: Mutex<HashMap<String, Result<Arc<ResolvedKernel>, String>>>,
-}
-
-impl Kernels {
-    /// Load `kernels/` beside the matrix file, checking the matrix names only known recipes.
-    pub fn load(matrix: &Matrix) -> anyhow::Result<Kernels> {
-        let dir = matrix
-            .path
-            .parent()
-            .map_or_else(|| PathBuf::from("kernels"), |p| p.join("kernels"));
-        let recipes = crate::kernels::load_recipes(&dir)?;
-        for name in &matrix.kernels {
-            if !recipes.iter().any(|r| &r.name == name) {
-                let known: Vec<&str> = recipes.iter().map(|r| r.name.as_str()).collect();
-                anyhow::bail!(
-                    "{}: kernels: `{name}` has no recipe {}/{name}.toml (recipes: {})",
-                    matrix.path.display(),
-                    dir.display(),
-                    known.join(", ")
-                );
-            }
-        }
-        let lock_path = dir.join("kernels.lock");
-        let lock = if lock_path.exists() {
-            LockFile::load(&lock_path)?
-        } else {
-            LockFile::default()
-        };
-        Ok(Kernels {
-            recipes,
-            lock,
-            cache: Cache::from_env()?,
-            resolved: Mutex::new(HashMap::new()),
-        })
-    }
-
-    pub fn cache_root(&self) -> PathBuf {
-        self.cache.root().to_path_buf()
-    }
-
-    /// Fetch (or find in the cache) a kernel. The map lock is not held while fetching, so two
-    /// kernels download at once; the cache's own file locks keep one kernel from being fetched
-    /// twice.
-    pub fn get(&self, name: &str) -> Result<Arc<ResolvedKernel>, String> {
-        if let Some(r) = self.resolved.lock().ok().and_then(|m| m.get(name).cloned()) {
-            return r;
-        }
-        let r = match self.recipes.iter().find(|r| r.name == name) {
-            None => Err(format!("no kernel recipe named `{name}`")),
-            Some(recipe) => crate::kernels::ensure(recipe, &self.lock, &self.cache)
-                .map(Arc::new)
-                .map_err(|e| format!("kernel {name}: {e}")),
-        };
-        if let Ok(mut m) = self.resolved.lock() {
-            m.insert(name.to_string(), r.clone());
-        }
-        r
-    }
-}
-
-/// Runs boots on their backends.
-pub struct Runner {
-    pub agent: PathBuf,
-    pub host: HostInfo,
-    pub local_scratch: Option<PathBuf>,
-    pub retries: u32,
-    /// Present when the run has QEMU boots.
-    pub qemu: Option<(Qemu, Kernels)>,
-    /// The matrix's known answers, checked on every cell.
-    pub expectations: Vec<Expectation>,
-}
-
-impl Runner {
-    /// A runner for `boots`: builds what their backends need (the QEMU backend and kernels only
-    /// when some boot is a guest).
-    pub fn new(
-        matrix: &Matrix,
-        boots: &[BootPlan],
-        accel: AccelChoice,
-        local_scratch: Option<PathBuf>,
-        retries: u32,
-    ) -> anyhow::Result<Runner> {
-        let wants_qemu = boots
-            .iter()
-            .any(|b| matches!(b.target, Target::Qemu { .. }));
-        // Configuration errors first, before a build that can take a minute.
-        let kernels = if wants_qemu {
-            Some(Kernels::load(matrix)?)
-        } else {
-            None
-        };
-        let agent = crate::agent::build_static().context("building mmx-agent")?;
-        let qemu = if let Some(kernels) = kernels {
-            let qemu = Qemu::new(accel, agent.clone(), kernels.cache_root())
-                .context("setting up the QEMU backend")?;
-            Some((qemu, kernels))
-        } else {
-            None
-        };
-        Ok(Runner {
-            agent,
-            host: HostInfo::detect(),
-            local_scratch,
-            retries,
-            qemu,
-            expectations: matrix.expectations.clone(),
-        })
-    }
-
-    /// Run one job: one boot, or all visits of one metal host through one SSH session (its
-    /// provision hook before the first, teardown after the last).
-    pub fn run_job(
-        &self,
-        job: &[BootPlan],
-        repeats: u32,
-        run_dir: &RunDir,
-        cancel: &Cancel,
-        mut on_boot: impl FnMut(BootRecord, Vec<CellRecord>, Duration),
-    ) {
-        let mut session = match job.first().map(|b| &b.target) {
-            Some(Target::Ssh { host, .. }) => Some(HostSession::open(host, cancel)),
-            _ => None,
-        };
-        for boot in job {
-            let t = Instant::now();
-            let (b, c) = if cancel.is_cancelled() {
-                let out = BootOutput::infra(
-                    Accel::Metal,
-                    "not started: the run was interrupted (Ctrl-C)",
-                    vec![],
-                );
-                fold_boot(
-                    boot,
-                    &out,
-                    backend_of(&boot.target),
-                    &self.host.cpu_model,
-                    0,
-                )
-            } else {
-                self.run_boot(boot, repeats, run_dir, cancel, session.as_mut())
-            };
-            on_boot(b, c, t.elapsed());
-        }
-        if let Some(s) = session {
-            if let Err(e) = s.close() {
-                eprintln!("mmx: {e}");
-            }
-        }
-    }
-
-    /// Run one boot with retries for infra errors only, and fold it into records.
-    pub fn run_boot(
-        &self,
-        boot: &BootPlan,
-        repeats: u32,
-        run_dir: &RunDir,
-        cancel: &Cancel,
-        mut session: Option<&mut HostSession>,
-    ) -> (BootRecord, Vec<CellRecord>) {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let out = self.attempt(boot, repeats, run_dir, cancel, session.as_deref_mut());
-            let retry = matches!(out.end, BootEnd::Infra { .. })
-                && attempts <= self.retries
-                && !cancel.is_cancelled();
-            if !retry {
-                let backend = backend_of(&boot.target);
-                let (b, mut cells) = fold_boot(boot, &out, backend, &self.host.cpu_model, attempts);
-                apply_expectations(&mut cells, &self.expectations);
-                return (b, cells);
-            }
-        }
-    }
-
-    fn attempt(
-        &self,
-        boot: &BootPlan,
-        repeats: u32,
-        run_dir: &RunDir,
-        cancel: &Cancel,
-        session: Option<&mut HostSession>,
-    ) -> BootOutput {
-        let request = |scratch: &Path| BootRequest {
-            id: boot.id.clone(),
-            plan: plan_for(boot, repeats, scratch),
-            run_dir: run_dir.clone(),
-            cancel: cancel.clone(),
-        };
-        match &boot.target {
-            Target::Local => {
-                let Some(scratch) = &self.local_scratch else {
-                    return BootOutput::infra(
-                        Accel::Metal,
-                        "local cell without a scratch dir",
-                        vec![],
-                    );
-                };
-                let req = request(scratch);
-                let limit = plan_limit(&req.plan);
-                crate::backend::local::run_boot(&self.agent, &req, limit)
-            }
-            Target::Qemu { kernel, topology } => {
-                let Some((qemu, kernels)) = &self.qemu else {
-                    return BootOutput::infra(Accel::Tcg, "QEMU backend not set up", vec![]);
-                };
-                let t = Instant::now();
-                let resolved = match kernels.get(kernel) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        return BootOutput::infra(qemu.accel().unwrap_or(Accel::Tcg), e, vec![])
-                    }
-                };
-                let fetch_ms = ms_between(t, Instant::now());
-                let req = request(Path::new(crate::backend::qemu::SCRATCH_DIR));
-                let mut out = qemu.boot(&req, &resolved, topology, boot.filesystem);
-                out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
-                out
-            }
-            Target::Ssh { host, smt } => {
-                let req = request(
-                    &host
-                        .scratch_dir
-                        .clone()
-                        .unwrap_or_else(|| PathBuf::from("scratch")),
-                );
-                let limit = plan_limit(&req.plan);
-                match session {
-                    Some(s) => s.run(&self.agent, *smt, &req, limit),
-                    None => crate::backend::ssh::run_host(&self.agent, host, *smt, &req, limit),
-                }
-            }
-        }
-    }
-}
-
-/// Whole-visit limit: every item's limit plus a minute to start and stop.
-pub fn plan_limit(plan: &Plan) -> Duration {
-    let items: u64 = plan.items.iter().map(|i| i.timeout_s.unwrap_or(300)).sum();
-    Duration::from_secs(60 + items)
-}
-
 /// Jobs for the pool: a metal host's visits stay in one job (they share the hardware); every
 /// other boot is a job of its own.
 fn jobs_of(boots: Vec<BootPlan>) -> Vec<Vec<BootPlan>> {
@@ -829,14 +582,6 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
     Ok((record, run_dir))
 }
 
-fn backend_of(t: &Target) -> BackendKind {
-    match t {
-        Target::Local => BackendKind::Local,
-        Target::Qemu { .. } => BackendKind::Qemu,
-        Target::Ssh { .. } => BackendKind::Ssh,
-    }
-}
-
 /// Removes the local scratch directory when the run ends, however it ends.
 struct ScratchGuard(PathBuf);
 
@@ -849,6 +594,7 @@ impl Drop for ScratchGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::Accel;
 
     fn matrix() -> Matrix {
         Matrix::parse(
