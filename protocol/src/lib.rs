@@ -250,7 +250,9 @@ impl std::str::FromStr for Strategy {
         Strategy::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown strategy `{s}` (expected per-layer, common-parent or fsconfig-fd)"))
+            .ok_or_else(|| {
+                format!("unknown strategy `{s}` (expected per-layer, common-parent or fsconfig-fd)")
+            })
     }
 }
 
@@ -963,17 +965,26 @@ mod tests {
     #[test]
     fn enums_use_the_documented_spellings() {
         for o in Outcome::ALL {
-            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.as_str()));
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", o.as_str())
+            );
         }
         for s in Strategy::ALL {
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
             assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
         }
         for f in Filesystem::ALL {
             assert_eq!(f.as_str().parse::<Filesystem>().unwrap(), f);
         }
         for f in Feature::ALL {
-            assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{}\"", f.as_str()));
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.as_str())
+            );
         }
         assert!("zfs".parse::<Filesystem>().is_err());
     }
@@ -981,20 +992,32 @@ mod tests {
     #[test]
     fn formulas_match_design() {
         // per-layer 2·(1+2L), common-parent 2·3, fsconfig-fd 2·1 with 2 passes.
-        assert_eq!(mounts(Strategy::PerLayer).expected_ops_per_container(), 2 * 101);
-        assert_eq!(mounts(Strategy::CommonParent).expected_ops_per_container(), 6);
+        assert_eq!(
+            mounts(Strategy::PerLayer).expected_ops_per_container(),
+            2 * 101
+        );
+        assert_eq!(
+            mounts(Strategy::CommonParent).expected_ops_per_container(),
+            6
+        );
         assert_eq!(mounts(Strategy::FsconfigFd).expected_ops_per_container(), 2);
     }
 
     #[test]
     fn outcome_success_is_decided_for_every_variant() {
-        let ok: Vec<_> = Outcome::ALL.into_iter().filter(|o| o.is_success()).collect();
+        let ok: Vec<_> = Outcome::ALL
+            .into_iter()
+            .filter(|o| o.is_success())
+            .collect();
         assert_eq!(ok, vec![Outcome::Pass, Outcome::Unsupported]);
     }
 
     #[test]
     fn evidence_reads_like_the_failed_call() {
         let e = Evidence::new("fsconfig(FSCONFIG_SET_FD, \"lowerdir+\")").with_errno(95);
-        assert_eq!(e.to_string(), "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\"): EOPNOTSUPP");
+        assert_eq!(
+            e.to_string(),
+            "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\"): EOPNOTSUPP"
+        );
     }
 }

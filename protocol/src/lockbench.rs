@@ -94,7 +94,12 @@ impl Default for LockbenchScenario {
         LockbenchScenario {
             bench: Bench::UserSpin,
             threads: Vec::new(),
-            locks: vec![LockKind::Tas, LockKind::Ticket, LockKind::Mutex, LockKind::PerThread],
+            locks: vec![
+                LockKind::Tas,
+                LockKind::Ticket,
+                LockKind::Mutex,
+                LockKind::PerThread,
+            ],
             pinning: vec![Pinning::None],
             false_sharing: true,
             warmup_ms: 100,
