@@ -151,3 +151,37 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
     assert_eq!(base, base2);
     assert_eq!(std::fs::metadata(&out).unwrap().len() % 4, 0);
 }
+
+/// Debian drops superseded kernels from its archive, so a lock goes stale by itself. By default
+/// mmx resolves the recipe again and says so; `LockPolicy::Strict` fails and names the fix.
+#[test]
+fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
+    use harness::kernels::{ensure_with, KernelProvenance, LockPolicy};
+    let root = harness::agent::workspace_root().join("kernels");
+    let r = harness::kernels::load_recipe(&root.join("debian-6.1.toml")).unwrap();
+    let real = LockFile::load(&root.join("kernels.lock")).unwrap();
+    let mut gone = real
+        .get("debian-6.1")
+        .expect("debian-6.1 is locked")
+        .clone();
+    gone.packages[0].version = "6.1.0-0+gone1".into();
+    gone.packages[0].sha256 = "0".repeat(64);
+    let mut lock = LockFile::default();
+    lock.upsert(gone);
+    // The shared cache: its apt lists and (usually) the current 6.1 are there already.
+    let cache = Cache::from_env().unwrap();
+
+    let err = ensure_with(&r, &lock, &cache, LockPolicy::Strict).unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(chain.contains("mmx kernels lock"), "{chain}");
+
+    let k = ensure_with(&r, &lock, &cache, LockPolicy::FollowArchive).unwrap();
+    assert!(k.release.starts_with("6.1."), "{}", k.release);
+    let KernelProvenance::Debian { packages, .. } = &k.provenance else {
+        panic!("{:?}", k.provenance)
+    };
+    assert!(
+        packages.iter().all(|p| p.version != "6.1.0-0+gone1"),
+        "the provenance records what was really used: {packages:?}"
+    );
+}

@@ -23,17 +23,57 @@ use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, Resolved
 const EXTRACT_FORMAT: &[u8] = b"extract-v1";
 const MANIFEST: &str = "kernel.json";
 
+/// What to do when the archive no longer carries a locked package.
+///
+/// Debian keeps only current kernels in its archive: a point release or a security update
+/// removes the version `kernels.lock` pinned, and every fetch of it fails from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockPolicy {
+    /// Fail, telling the user to run `mmx kernels lock` (release gating wants this).
+    Strict,
+    /// Resolve the recipe again, use the current packages (still signature- and
+    /// checksum-checked), and say so loudly; the provenance records the versions used.
+    FollowArchive,
+}
+
+impl LockPolicy {
+    /// `MMX_KERNEL_LOCK=strict` makes drift an error; the default follows the archive.
+    pub fn from_env() -> LockPolicy {
+        match std::env::var("MMX_KERNEL_LOCK").as_deref() {
+            Ok("strict") => LockPolicy::Strict,
+            _ => LockPolicy::FollowArchive,
+        }
+    }
+}
+
 /// Make `recipe`'s kernel ready: from the cache when there, else fetch, verify and extract.
+/// The lock policy comes from the environment ([`LockPolicy::from_env`]).
 pub fn ensure(
     recipe: &Recipe,
     lock: &LockFile,
     cache: &Cache,
 ) -> Result<ResolvedKernel, KernelError> {
+    ensure_with(recipe, lock, cache, LockPolicy::from_env())
+}
+
+/// [`ensure`] with an explicit policy for locked packages the archive no longer has.
+pub fn ensure_with(
+    recipe: &Recipe,
+    lock: &LockFile,
+    cache: &Cache,
+    policy: LockPolicy,
+) -> Result<ResolvedKernel, KernelError> {
     let start = Instant::now();
     let result = match &recipe.source {
         RecipeSource::Debian { suite, package } => {
             let locked = locked_entry(recipe, lock, suite, package)?;
-            ensure_debian(recipe, locked, cache, start)
+            match ensure_debian(recipe, locked, cache, start) {
+                // Only a failed download: a checksum mismatch is never papered over.
+                Err(KernelError::Apt { op, detail }) if policy == LockPolicy::FollowArchive => {
+                    follow_archive(recipe, locked, cache, start, op, detail)
+                }
+                other => other,
+            }
         }
         RecipeSource::Path {
             vmlinuz,
@@ -201,6 +241,47 @@ fn ensure_debian(
         total: Duration::ZERO,
     };
     Ok(kernel)
+}
+
+/// The locked packages could not be fetched: resolve the recipe again and use what the archive
+/// carries now, if that is something else.
+fn follow_archive(
+    recipe: &Recipe,
+    locked: &LockedKernel,
+    cache: &Cache,
+    start: Instant,
+    op: String,
+    detail: String,
+) -> Result<ResolvedKernel, KernelError> {
+    let fresh = {
+        let _apt_lock = cache.lock("apt")?;
+        let apt = Apt::new(cache)?;
+        LockedKernel::resolve(&apt, recipe)?
+    };
+    match fresh {
+        Some(fresh) if fresh.packages != locked.packages => {
+            let was: Vec<String> = locked
+                .packages
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect();
+            let now: Vec<String> = fresh
+                .packages
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect();
+            eprintln!(
+                "mmx: kernel {}: the archive no longer has the locked {}; using {} instead \
+                 (run `mmx kernels lock` to pin it; MMX_KERNEL_LOCK=strict makes this an error)",
+                recipe.name,
+                was.join(", "),
+                now.join(", ")
+            );
+            ensure_debian(recipe, &fresh, cache, start)
+        }
+        // Nothing newer to move to: the original failure stands.
+        _ => Err(KernelError::Apt { op, detail }),
+    }
 }
 
 fn package_list(locked: &LockedKernel) -> String {
