@@ -275,6 +275,16 @@ pub fn family(s: &Scenario) -> (usize, String) {
     }
 }
 
+/// The filesystem a cell's matrix column is about: the lock benchmark does not depend on the
+/// layers' filesystem, so its cells share one column per row (`all`, with the per-filesystem
+/// outcomes folded as for layer counts).
+fn column_fs(c: &CellRecord) -> String {
+    match c.scenario {
+        Scenario::Mounts(_) => c.filesystem.clone(),
+        Scenario::Lockbench(_) => "all".into(),
+    }
+}
+
 /// Filesystems in DESIGN.md order, unknown names after them.
 pub fn fs_rank(fs: &str) -> usize {
     ["ext4", "xfs", "btrfs", "tmpfs"]
@@ -421,11 +431,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
     let mut slots: HashMap<(usize, usize), Vec<&CellRecord>> = HashMap::new();
     for c in cells {
         cols.insert(
-            (
-                family(&c.scenario),
-                fs_rank(&c.filesystem),
-                c.filesystem.clone(),
-            ),
+            (family(&c.scenario), fs_rank(&column_fs(c)), column_fs(c)),
             (),
         );
     }
@@ -441,7 +447,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
         if rows.last() != Some(&rk) {
             rows.push(rk);
         }
-        let ci = col_index[&(family(&c.scenario).1, c.filesystem.clone())];
+        let ci = col_index[&(family(&c.scenario).1, column_fs(c))];
         slots.entry((rows.len() - 1, ci)).or_default().push(c);
     }
     let columns: Vec<ColHead> = col_keys
