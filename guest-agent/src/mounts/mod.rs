@@ -321,6 +321,7 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     // CPU and with a raised priority; otherwise helpers share the workers' CPUs as is.
     let spare_cpus =
         sys::ns::CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
+    sys::ns::set_reap_inline(spare_cpus.is_none());
     let helpers = Helpers::new(s.containers, s.concurrency, batches, spare_cpus.is_some());
     // The first containers' helpers are made before the clock starts, the rest while it runs.
     let made = helpers.make_first();
