@@ -8,77 +8,15 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use protocol::{AgentEvent, CellDetail, CellResult, Feature, MountsResult, Outcome, Strategy};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_mmx-agent");
+mod common;
 
-fn is_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    eprintln!(
-        "\n*** {test}: SKIPPED (needs root: mount and user namespaces, idmapped mounts, chown) ***\n"
-    );
-    false
-}
-
-/// A fresh, empty scratch directory; removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("mmx-it-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("make scratch dir");
-        Scratch(p)
-    }
-
-    fn assert_empty(&self) {
-        let left: Vec<_> = std::fs::read_dir(&self.0)
-            .expect("read scratch")
-            .map(|e| e.map(|e| e.file_name()))
-            .collect();
-        assert!(left.is_empty(), "scratch dir not cleaned: {left:?}");
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The host's mount table, one entry per line.
-fn mount_table() -> BTreeSet<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("read mountinfo")
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The table must be the same as before. Other processes on a shared machine may mount things
-/// meanwhile, so only mounts that could be ours (below a test scratch dir, overlays, idmapped
-/// mounts) count as leaks; everything else that changed is printed.
-fn assert_no_leak(before: &BTreeSet<String>) {
-    let after = mount_table();
-    let added: Vec<_> = after.difference(before).collect();
-    let ours: Vec<_> = added
-        .iter()
-        .filter(|l| l.contains("mmx-") || l.contains("overlay") || l.contains("idmapped"))
-        .collect();
-    assert!(
-        ours.is_empty(),
-        "mounts leaked into the host table: {ours:#?}"
-    );
-    if before != &after {
-        eprintln!("note: host mount table changed by someone else: +{added:?}");
-    }
-}
+use common::{assert_no_leak, is_root, mount_table, Scratch, AGENT};
 
 fn run(args: &[&str]) -> Output {
     Command::new(AGENT)
@@ -166,7 +104,7 @@ fn all_strategies_pass_on_the_scratch_filesystem() {
     if !is_root("all_strategies_pass_on_the_scratch_filesystem") {
         return;
     }
-    let scratch = Scratch::new("strategies");
+    let scratch = Scratch::new("it", "strategies");
     let before = mount_table();
     for (strategy, peak) in [
         (Strategy::PerLayer, 5),
@@ -218,7 +156,7 @@ fn tmpfs_layers_work_and_ramfs_layers_are_unsupported() {
     if !is_root("tmpfs_layers_work_and_ramfs_layers_are_unsupported") {
         return;
     }
-    let scratch = Scratch::new("fs");
+    let scratch = Scratch::new("it", "fs");
     let before = mount_table();
     if let Some(r) = mounts_on("tmpfs", Strategy::FsconfigFd, &scratch.0) {
         assert_eq!(detail(&r).layers_fs, "tmpfs");
@@ -254,7 +192,7 @@ fn probes_answer_every_feature_with_evidence() {
     if !is_root("probes_answer_every_feature_with_evidence") {
         return;
     }
-    let scratch = Scratch::new("probe");
+    let scratch = Scratch::new("it", "probe");
     let before = mount_table();
     let out = run(&[
         "probe",
@@ -306,7 +244,7 @@ fn bad_input_is_refused_with_a_clear_message() {
         return;
     }
     // A scratch "dir" that is a file, and one that does not exist: infra errors, no panic.
-    let scratch = Scratch::new("bad");
+    let scratch = Scratch::new("it", "bad");
     let file = scratch.0.join("a-file");
     std::fs::write(&file, "x").expect("write");
     for dir in [file.clone(), scratch.0.join("missing")] {
@@ -338,7 +276,7 @@ fn sigint_mid_run_cleans_up_and_exits_non_zero() {
     if !is_root("sigint_mid_run_cleans_up_and_exits_non_zero") {
         return;
     }
-    let scratch = Scratch::new("sigint");
+    let scratch = Scratch::new("it", "sigint");
     let before = mount_table();
     let child = Command::new(AGENT)
         .args([
@@ -406,7 +344,7 @@ fn run_plan_streams_results_and_honours_timeouts() {
     if !is_root("run_plan_streams_results_and_honours_timeouts") {
         return;
     }
-    let scratch = Scratch::new("plan");
+    let scratch = Scratch::new("it", "plan");
     let before = mount_table();
     let items = serde_json::json!([
         {"cell_id": "a", "scenario": {"kind": "mounts", "strategy": "common-parent", "layers": 3, "containers": 2, "concurrency": 1, "passes": 2}},
@@ -456,7 +394,7 @@ fn stdin_eof_stops_run_plan_cleanly() {
     if !is_root("stdin_eof_stops_run_plan_cleanly") {
         return;
     }
-    let scratch = Scratch::new("eof");
+    let scratch = Scratch::new("it", "eof");
     let before = mount_table();
     let items = serde_json::json!([
         {"cell_id": "long", "scenario": {"kind": "mounts", "strategy": "per-layer", "layers": 40, "containers": 400, "concurrency": 2, "passes": 2}},

@@ -10,71 +10,19 @@
 //! out, ~8 s of mkdir on such a disk), where the stop must come long before that. Mounts tests
 //! need root; without it they say so loudly and return.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use protocol::{CellResult, Outcome};
 use rustix::process::Signal;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_mmx-agent");
+mod common;
+
+use common::{assert_no_leak, is_root, mount_table, Scratch, AGENT};
+
 /// From the signal to the agent's exit, cleanup included.
 const STOP_BOUND: Duration = Duration::from_secs(5);
-
-fn is_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("\n*** {test}: SKIPPED (needs root: mounts, user namespaces, chown) ***\n");
-    false
-}
-
-/// A fresh, empty scratch directory; removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("mmx-stop-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("make scratch dir");
-        Scratch(p)
-    }
-
-    fn entries(&self) -> Vec<std::ffi::OsString> {
-        std::fs::read_dir(&self.0)
-            .expect("read scratch")
-            .map(|e| e.expect("dir entry").file_name())
-            .collect()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn mount_table() -> BTreeSet<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("read mountinfo")
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Only mounts that could be ours count: other processes on a shared machine may mount things.
-fn assert_no_leak(before: &BTreeSet<String>) {
-    let after = mount_table();
-    let ours: Vec<_> = after
-        .difference(before)
-        .filter(|l| l.contains("mmx-") || l.contains("overlay") || l.contains("idmapped"))
-        .collect();
-    assert!(
-        ours.is_empty(),
-        "mounts leaked into the host table: {ours:#?}"
-    );
-}
 
 /// Does any run directory below `scratch` have `rel`?
 fn run_dir_has(scratch: &Path, rel: &str) -> bool {
@@ -139,7 +87,7 @@ fn sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up() {
     if !is_root("sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up") {
         return;
     }
-    let scratch = Scratch::new("term");
+    let scratch = Scratch::new("stop", "term");
     let before = mount_table();
 
     // While writing layers or laying out 2000 containers' directories.
@@ -174,7 +122,7 @@ fn sighup_stops_like_sigterm() {
     if !is_root("sighup_stops_like_sigterm") {
         return;
     }
-    let scratch = Scratch::new("hup");
+    let scratch = Scratch::new("stop", "hup");
     let before = mount_table();
     let (took, out) = stop_mounts_run(&scratch.0, (40, 400), Signal::HUP, &|s| {
         run_dir_has(s, "c/0/u/written")
@@ -186,7 +134,7 @@ fn sighup_stops_like_sigterm() {
 
 #[test]
 fn lockbench_sweep_stops_between_points() {
-    let scratch = Scratch::new("lockbench");
+    let scratch = Scratch::new("stop", "lockbench");
     // 4 lock kinds × 2 layouts × 2 thread counts × (0.1 + 2) s: over half a minute unstopped.
     let child = Command::new(AGENT)
         .args(["lockbench", "--bench", "user-spin", "--threads", "1,2"])
