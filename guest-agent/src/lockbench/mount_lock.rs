@@ -43,23 +43,7 @@ impl Writer {
 }
 
 pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
-    let base = ctx.work.join("mount-lock");
-    std::fs::create_dir_all(&base)
-        .map_err(|e| BenchError::from_io(format!("mkdir {}", base.display()), &e))?;
-    let r = sys::in_private_mount_ns(|| {
-        let before = sys::count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
-        sys::mount_tmpfs(&base)?;
-        let r = in_namespace(ctx, &base);
-        // The tmpfs and anything a failed writer left on it go in one lazy unmount.
-        let detached = sys::detach(&base);
-        let after = sys::count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
-        let mut fam = r?;
-        detached?;
-        fam.leaked_mounts += after.saturating_sub(before) as u64;
-        Ok(fam)
-    });
-    let _ = std::fs::remove_dir(&base);
-    r
+    sys::on_private_tmpfs(&ctx.work, "mount-lock", |base| in_namespace(ctx, base))
 }
 
 fn in_namespace(ctx: &Ctx, base: &Path) -> Result<Family, BenchError> {

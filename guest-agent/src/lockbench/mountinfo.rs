@@ -23,23 +23,7 @@ const MIN_READS: u32 = 3;
 const MAX_READS: u32 = 100_000;
 
 pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
-    let base = ctx.work.join("mountinfo");
-    std::fs::create_dir_all(&base)
-        .map_err(|e| BenchError::from_io(format!("mkdir {}", base.display()), &e))?;
-    let r = sys::in_private_mount_ns(|| {
-        let before = sys::count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
-        sys::mount_tmpfs(&base)?;
-        let r = grow_and_read(ctx, &base);
-        // One lazy unmount takes the tmpfs and every bind mount on it.
-        let detached = sys::detach(&base);
-        let after = sys::count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
-        let mut fam = r?;
-        detached?;
-        fam.leaked_mounts += after.saturating_sub(before) as u64;
-        Ok(fam)
-    });
-    let _ = std::fs::remove_dir(&base);
-    r
+    sys::on_private_tmpfs(&ctx.work, "mountinfo", |base| grow_and_read(ctx, base))
 }
 
 fn mount_max() -> Option<usize> {

@@ -42,6 +42,33 @@ pub fn in_private_mount_ns<T: Send>(
     })
 }
 
+/// Run `body` on a fresh tmpfs at `work/<name>` inside a private mount namespace (see
+/// [`in_private_mount_ns`]). One lazy unmount afterwards takes the tmpfs and everything the
+/// body mounted on it; whatever is still in the namespace beyond its starting count is counted
+/// into the family's `leaked_mounts`.
+pub fn on_private_tmpfs(
+    work: &Path,
+    name: &str,
+    body: impl FnOnce(&Path) -> Result<super::Family, BenchError> + Send,
+) -> Result<super::Family, BenchError> {
+    let base = work.join(name);
+    std::fs::create_dir_all(&base)
+        .map_err(|e| BenchError::from_io(format!("mkdir {}", base.display()), &e))?;
+    let r = in_private_mount_ns(|| {
+        let before = count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
+        mount_tmpfs(&base)?;
+        let r = body(&base);
+        let detached = detach(&base);
+        let after = count_mounts().map_err(|e| BenchError::from_io("read mountinfo", &e))?;
+        let mut fam = r?;
+        detached?;
+        fam.leaked_mounts += after.saturating_sub(before) as u64;
+        Ok(fam)
+    });
+    let _ = std::fs::remove_dir(&base);
+    r
+}
+
 /// Entries in the calling thread's mount table. `/proc/thread-self`, not `/proc/self`: the
 /// latter shows the main thread's namespace, which is the host's.
 pub fn count_mounts() -> io::Result<usize> {
