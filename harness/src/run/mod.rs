@@ -432,9 +432,34 @@ struct Progress {
     done: usize,
     total: usize,
     print: bool,
+    /// A bar on a terminal (boots done, elapsed, what is left); plain lines otherwise, so CI
+    /// logs and pipes stay readable.
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
+    fn bar_if_terminal(total: usize, print: bool) -> Option<indicatif::ProgressBar> {
+        use std::io::IsTerminal;
+        if !print || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} boots, eta {eta}",
+        )
+        .ok()?;
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
+    }
+
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     fn add(&mut self, boot: BootRecord, cells: Vec<CellRecord>, took: Duration) {
         self.done += 1;
         if self.print {
@@ -449,7 +474,7 @@ impl Progress {
                 BootEnd::Panic { line, .. } => format!(" — {line}"),
                 BootEnd::Infra { message } => format!(" — {message}"),
             };
-            eprintln!(
+            self.say(&format!(
                 "[{:>3}/{}] {}  {} ({}, {:.1} s){end}",
                 self.done,
                 self.total,
@@ -457,7 +482,10 @@ impl Progress {
                 summary.join(", "),
                 boot.accel.as_str(),
                 took.as_secs_f64()
-            );
+            ));
+            if let Some(bar) = &self.bar {
+                bar.inc(1);
+            }
         }
         self.record.boots.push(boot);
         self.record.cells.extend(cells);
@@ -543,6 +571,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         done: 0,
         total,
         print: opts.progress,
+        bar: Progress::bar_if_terminal(total, opts.progress),
     }));
     let queue = Arc::new(Mutex::new(jobs_of(boots)));
     let repeats = matrix.repeats;
@@ -568,9 +597,13 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
     });
     let mut record = match Arc::try_unwrap(progress) {
         Ok(m) => {
-            m.into_inner()
-                .map_err(|_| anyhow::anyhow!("a job panicked"))?
-                .record
+            let p = m
+                .into_inner()
+                .map_err(|_| anyhow::anyhow!("a job panicked"))?;
+            if let Some(bar) = &p.bar {
+                bar.finish_and_clear();
+            }
+            p.record
         }
         Err(_) => anyhow::bail!("internal error: run state still shared after the pool ended"),
     };
