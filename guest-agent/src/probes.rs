@@ -252,20 +252,7 @@ fn overlay_over_idmap(s: &Setup) -> SysResult<Option<String>> {
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| SysError::new(|| "open(\"m\", O_PATH)".into(), e))?;
-        let step = "ids through overlay over idmapped layers:";
-        expect_ids(
-            m.as_fd(),
-            "layer-1",
-            (PROBE_BASE + layer_uid(1), PROBE_BASE + layer_gid(1)),
-            step,
-        )?;
-        expect_ids(
-            m.as_fd(),
-            "shared",
-            (PROBE_BASE + layer_uid(2), PROBE_BASE + layer_gid(2)),
-            step,
-        )?;
-        Ok(Some("merged view shows the mapped ids".to_owned()))
+        expect_mapped_layers(m.as_fd(), "ids through overlay over idmapped layers:")
     })();
     detach(&[c"t0", c"t1", c"m"]);
     r
@@ -321,15 +308,20 @@ fn set_fd_layers(s: &Setup) -> SysResult<Option<String>> {
     api::fsconfig_create(fs.as_fd())?;
     drop((lower1, lower2));
     let m = api::fsmount(fs.as_fd(), true)?;
-    let step = "ids through overlay over detached idmapped fds:";
+    expect_mapped_layers(m.as_fd(), "ids through overlay over detached idmapped fds:")
+}
+
+/// Through a merged view over the two idmapped probe layers, a file only the bottom layer has
+/// and the file both have (the top one wins) must show the layers' ids shifted by the mapping.
+fn expect_mapped_layers(merged: BorrowedFd<'_>, step: &str) -> SysResult<Option<String>> {
     expect_ids(
-        m.as_fd(),
+        merged,
         "layer-1",
         (PROBE_BASE + layer_uid(1), PROBE_BASE + layer_gid(1)),
         step,
     )?;
     expect_ids(
-        m.as_fd(),
+        merged,
         "shared",
         (PROBE_BASE + layer_uid(2), PROBE_BASE + layer_gid(2)),
         step,

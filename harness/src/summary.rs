@@ -72,10 +72,9 @@ fn compat(run: &RunRecord, out: &mut String) {
         let row = format!("{}/{}/{}", c.kernel, c.topology, c.filesystem);
         let cell = rows.entry(row).or_default();
         // One word per strategy: the worst across layer counts and concurrency.
-        let worst = cell
-            .get(&col)
-            .copied()
-            .map_or(c.outcome, |o| o.max(c.outcome));
+        let worst = cell.get(&col).copied().map_or(c.outcome, |o| {
+            std::cmp::max_by_key(o, c.outcome, |x| x.severity())
+        });
         cell.insert(col, worst);
         if c.outcome != Outcome::Pass {
             if let Some(e) = &c.evidence {

@@ -152,6 +152,12 @@ impl Sshd {
             .collect()
     }
 
+    /// Nothing a visit made may stay on the "remote" side.
+    fn assert_no_leftovers(&self) {
+        let left = self.remote_leftovers();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     /// Mount points under this fixture's dir, as the host's mount table shows them.
     fn mounts(&self) -> Vec<String> {
         let needle = format!(" {}", self.dir.path().display());
@@ -339,11 +345,7 @@ fn fake_agent_visit_streams_results_and_leaves_nothing() {
     assert!(std::fs::read_to_string(agent_log)
         .unwrap()
         .contains("fake agent stderr"));
-    assert!(
-        sshd.remote_leftovers().is_empty(),
-        "{:?}",
-        sshd.remote_leftovers()
-    );
+    sshd.assert_no_leftovers();
     assert!(sshd.mounts().is_empty());
 }
 
@@ -528,11 +530,7 @@ fn dropped_connection_keeps_earlier_results_and_cleans_up() {
     );
     assert_eq!(cell_results(&out), vec![("c1".into(), Outcome::Pass)]);
     // The harness reconnected and cleaned up after the run script.
-    assert!(
-        sshd.remote_leftovers().is_empty(),
-        "{:?}",
-        sshd.remote_leftovers()
-    );
+    sshd.assert_no_leftovers();
     assert!(sshd.mounts().is_empty());
     let ps = Command::new("pgrep")
         .args(["-f", &format!("{}/mmx", sshd.path("remote-tmp").display())])
@@ -585,11 +583,7 @@ fn ctrl_c_mid_run_stops_the_agent_and_cleans_up() {
         }
     );
     assert_eq!(cell_results(&out), vec![("c1".into(), Outcome::Pass)]);
-    assert!(
-        sshd.remote_leftovers().is_empty(),
-        "{:?}",
-        sshd.remote_leftovers()
-    );
+    sshd.assert_no_leftovers();
 }
 
 /// The static agent, when it builds and runs plans; `None` (test skipped) otherwise.
@@ -638,11 +632,7 @@ fn real_agent_probes_and_mounts_on_the_host() {
         )],
         "{out:?}"
     );
-    assert!(
-        sshd.remote_leftovers().is_empty(),
-        "{:?}",
-        sshd.remote_leftovers()
-    );
+    sshd.assert_no_leftovers();
     assert_eq!(sshd.mounts(), mounts_before);
 }
 
@@ -681,11 +671,7 @@ fn real_agent_dropped_connection_keeps_earlier_results_and_cleans_up() {
         vec![("quick".into(), Outcome::Pass)],
         "{out:?}"
     );
-    assert!(
-        sshd.remote_leftovers().is_empty(),
-        "{:?}",
-        sshd.remote_leftovers()
-    );
+    sshd.assert_no_leftovers();
     assert!(sshd.mounts().is_empty());
 }
 
@@ -766,10 +752,6 @@ outcome = "pass"
     for f in ["report.md", "report.html", "junit.xml"] {
         assert!(out_dir.join("e2e").join(f).is_file(), "{f} written");
     }
-    assert!(
-        sshd.remote_leftovers().is_empty(),
-        "{:?}",
-        sshd.remote_leftovers()
-    );
+    sshd.assert_no_leftovers();
     assert_eq!(sshd.mounts(), mounts_before);
 }

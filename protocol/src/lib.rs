@@ -393,6 +393,20 @@ impl Outcome {
         }
     }
 
+    /// Rank for showing one outcome for many (repeats of a cell, the cells of a matrix slot):
+    /// the highest wins. A kernel verdict (fail, panic) outranks our own breakage, so an infra
+    /// error in one repeat never hides a failure seen in another.
+    pub fn severity(self) -> u8 {
+        match self {
+            Outcome::Pass => 0,
+            Outcome::Unsupported => 1,
+            Outcome::InfraError => 2,
+            Outcome::Timeout => 3,
+            Outcome::Fail => 4,
+            Outcome::Panic => 5,
+        }
+    }
+
     /// Whether this outcome lets a run exit 0. `unsupported` is an answer, not a failure.
     pub fn is_success(self) -> bool {
         match self {
@@ -1010,6 +1024,21 @@ mod tests {
             .filter(|o| o.is_success())
             .collect();
         assert_eq!(ok, vec![Outcome::Pass, Outcome::Unsupported]);
+    }
+
+    #[test]
+    fn a_kernel_verdict_outranks_our_breakage() {
+        let worst = |a: Outcome, b: Outcome| std::cmp::max_by_key(a, b, |o| o.severity());
+        assert_eq!(worst(Outcome::Unsupported, Outcome::Fail), Outcome::Fail);
+        assert_eq!(worst(Outcome::InfraError, Outcome::Fail), Outcome::Fail);
+        assert_eq!(
+            worst(Outcome::Pass, Outcome::InfraError),
+            Outcome::InfraError
+        );
+        let mut ranks: Vec<u8> = Outcome::ALL.iter().map(|o| o.severity()).collect();
+        ranks.sort_unstable();
+        ranks.dedup();
+        assert_eq!(ranks.len(), Outcome::ALL.len(), "a strict order");
     }
 
     #[test]

@@ -276,7 +276,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
                 .entry((m.strategy, m.passes, m.layers, per))
                 .or_insert_with(|| (Vec::new(), m.expected_ops_per_container(), c.outcome));
             e.0.push(c.filesystem.clone());
-            if super::model::severity(c.outcome) > super::model::severity(e.2) {
+            if c.outcome.severity() > e.2.severity() {
                 e.2 = c.outcome;
             }
         }

@@ -317,18 +317,6 @@ pub fn glyph(o: Outcome) -> &'static str {
     }
 }
 
-/// How bad an outcome is, for picking the one a matrix slot shows.
-pub fn severity(o: Outcome) -> u8 {
-    match o {
-        Outcome::Pass => 0,
-        Outcome::Unsupported => 1,
-        Outcome::InfraError => 2,
-        Outcome::Timeout => 3,
-        Outcome::Fail => 4,
-        Outcome::Panic => 5,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Text helpers.
 // ---------------------------------------------------------------------------------------------
@@ -533,7 +521,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
             let worst = group
                 .iter()
                 .map(|c| c.outcome)
-                .max_by_key(|o| severity(*o))
+                .max_by_key(|o| o.severity())
                 .unwrap_or(Outcome::Pass);
             let total = group.len();
             let worst_n = per.get(&worst).copied().unwrap_or(0);

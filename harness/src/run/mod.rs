@@ -195,18 +195,6 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
     }
 }
 
-/// Severity order used when repeats disagree: the worst outcome wins.
-fn severity(o: Outcome) -> u8 {
-    match o {
-        Outcome::Pass => 0,
-        Outcome::Unsupported => 1,
-        Outcome::Fail => 2,
-        Outcome::Timeout => 3,
-        Outcome::Panic => 4,
-        Outcome::InfraError => 5,
-    }
-}
-
 /// Fold one boot's output into cell records and a boot record.
 pub fn fold_boot(
     boot: &BootPlan,
@@ -250,7 +238,7 @@ pub fn fold_boot(
         } else {
             let worst = got
                 .iter()
-                .max_by_key(|r| severity(r.outcome))
+                .max_by_key(|r| r.outcome.severity())
                 .copied()
                 .unwrap_or(got[0]);
             let mut metrics: BTreeMap<String, protocol::Metric> = BTreeMap::new();

@@ -64,6 +64,21 @@ pub struct Watched {
     pub kvm_failed: bool,
 }
 
+impl Watched {
+    /// Nothing seen yet.
+    fn new() -> Watched {
+        Watched {
+            collector: EventCollector::new(),
+            end: BootEnd::Completed,
+            qemu_started: None,
+            first_console: None,
+            ready_at: None,
+            exited_at: Instant::now(),
+            kvm_failed: false,
+        }
+    }
+}
+
 /// Kills QEMU when dropped, whichever way the watcher leaves (return, `?`, panic).
 struct Running(duct::Handle);
 
@@ -201,15 +216,7 @@ pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
         qemu_log,
         limits,
     } = launch;
-    let mut watched = Watched {
-        collector: EventCollector::new(),
-        end: BootEnd::Completed,
-        qemu_started: None,
-        first_console: None,
-        ready_at: None,
-        exited_at: Instant::now(),
-        kvm_failed: false,
-    };
+    let mut watched = Watched::new();
     // The chardevs append to existing files; start from empty ones so the tails read this boot.
     for p in [console_log, results_log] {
         if let Err(e) = File::create(p) {
@@ -435,15 +442,7 @@ mod tests {
 
     #[test]
     fn exit_without_done_is_classified_by_what_was_seen() {
-        let w = Watched {
-            collector: EventCollector::new(),
-            end: BootEnd::Completed,
-            qemu_started: None,
-            first_console: None,
-            ready_at: None,
-            exited_at: Instant::now(),
-            kvm_failed: false,
-        };
+        let w = Watched::new();
         let none = ConsoleState::default();
         let end = classify_exit(&none, &w, "exit status: 1", "qemu: -foo: invalid option");
         assert!(
