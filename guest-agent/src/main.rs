@@ -20,6 +20,7 @@ mod probes;
 mod report;
 mod sys;
 mod topology;
+mod trash;
 
 #[derive(Parser)]
 #[command(name = "mmx-agent", version, about)]
@@ -55,6 +56,9 @@ enum Command {
     },
     /// The lock benchmark.
     Lockbench(lockbench::Args),
+    /// Remove a stopped run's trash directories (the agent starts this itself, detached).
+    #[command(hide = true)]
+    ReapTrash { dirs: Vec<PathBuf> },
 }
 
 #[derive(clap::Args)]
@@ -194,6 +198,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::ReapTrash { dirs } => {
+            trash::reap(&dirs);
+            Ok(())
+        }
         Command::Lockbench(args) => {
             // A stop ends the sweep between points, restoring SMT and removing its files.
             sys::signal::install()
@@ -213,7 +221,10 @@ fn main() -> ExitCode {
         init::main();
     }
     let cli = Cli::parse();
-    match run(cli) {
+    let outcome = run(cli);
+    // The answer is out: a stopped run's files go now, without holding up the exit.
+    trash::reap_detached();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Results) => ExitCode::from(1),
         Err(Failure::Stopped) => {

@@ -184,7 +184,8 @@ impl Drop for ScratchGuard {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&self.path);
+        // A stopping agent leaves the bulk removal to its reaper (see `trash`).
+        crate::trash::discard(&self.path);
     }
 }
 
@@ -221,6 +222,8 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         }
     };
     let layers_fs = layers::filesystem_name(&scratch);
+    // What a stopped agent's reaper did not get to, before this run's clock starts.
+    crate::trash::sweep(&scratch);
     let seq = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
     let root = scratch.join(format!("mmx-mounts-{}-{seq}", std::process::id()));
     if let Err(e) = std::fs::create_dir(&root) {
