@@ -74,7 +74,16 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
             ))?;
             return Ok(false);
         }
-        let r = run_item(item, &plan.scratch_dir, &mut abandoned);
+        let mut r = match item.scenario.validate() {
+            Ok(()) => run_item(item, &plan.scratch_dir, &mut abandoned),
+            Err(e) => bare(
+                item,
+                Outcome::InfraError,
+                Evidence::new("invalid plan item").with_detail(e.to_string()),
+            ),
+        };
+        // Whatever ran, the answer is for this item of the plan.
+        r.item = item.item;
         all_ok &= r.outcome.is_success();
         emit(AgentEvent::CellResult(r))?;
     }
@@ -211,6 +220,7 @@ fn run_item(
 
 fn bare(item: &PlanItem, outcome: Outcome, evidence: Evidence) -> CellResult {
     CellResult {
+        item: item.item,
         cell_id: item.cell_id.clone(),
         outcome,
         evidence: Some(evidence),
@@ -286,20 +296,39 @@ mod tests {
     }
 
     #[test]
-    fn invalid_item_is_a_result_not_a_crash() {
-        let item = PlanItem {
-            cell_id: "bad".into(),
-            scenario: Scenario::Mounts(protocol::MountsScenario {
-                strategy: protocol::Strategy::PerLayer,
-                layers: 0,
-                containers: 1,
-                concurrency: 1,
-                passes: 2,
-            }),
-            timeout_s: Some(5),
+    fn invalid_item_is_a_result_for_its_item_not_a_crash() {
+        let plan = Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: "b".into(),
+            scratch_dir: std::env::temp_dir(),
+            scratch_disk: None,
+            modules: vec![],
+            probe: false,
+            items: vec![PlanItem {
+                item: 7,
+                cell_id: "bad".into(),
+                scenario: Scenario::Mounts(protocol::MountsScenario {
+                    strategy: protocol::Strategy::PerLayer,
+                    layers: 0,
+                    containers: 1,
+                    concurrency: 1,
+                    passes: 2,
+                }),
+                timeout_s: Some(5),
+            }],
         };
-        let r = run_item(&item, &std::env::temp_dir(), &mut Vec::new());
-        assert_eq!(r.outcome, Outcome::InfraError);
-        assert!(r.evidence.unwrap().detail.contains("layers = 0"));
+        let mut out = Vec::new();
+        assert!(!execute_reporting(&plan, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        let r = text
+            .lines()
+            .find_map(|l| match protocol::decode_line(l)?.ok()? {
+                AgentEvent::CellResult(r) => Some(r),
+                _ => None,
+            })
+            .expect("a result");
+        assert_eq!((r.item, r.outcome), (7, Outcome::InfraError));
+        let detail = r.evidence.unwrap().detail;
+        assert!(detail.contains("layers = 0: must be 1..=256"), "{detail}");
     }
 }

@@ -176,7 +176,7 @@ fn tmpfs_layers_work_and_ramfs_layers_are_unsupported() {
             ev.step, "mount_setattr(AT_EMPTY_PATH, MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY) on ramfs",
             "{ev:?}"
         );
-        assert_eq!(ev.errno_name.as_deref(), Some("EINVAL"));
+        assert_eq!(ev.errno_name(), Some("EINVAL"));
         assert!(
             ev.detail
                 .starts_with("container 0; 0 of 2 containers finished"),
@@ -286,7 +286,7 @@ fn sigint_mid_run_cleans_up_and_exits_non_zero() {
             "--layers",
             "40",
             "--containers",
-            "2000",
+            "400",
         ])
         .args(["--concurrency", "2", "--passes", "2", "--json", "--scratch"])
         .arg(&scratch.0)
@@ -316,7 +316,7 @@ fn sigint_mid_run_cleans_up_and_exits_non_zero() {
         .step
         .contains("signal 2"));
     assert_eq!(detail(&r).mount_ops.leaked, 0);
-    scratch.assert_empty();
+    scratch.assert_clears_after_stop();
     assert_no_leak(&before);
 }
 
@@ -347,9 +347,9 @@ fn run_plan_streams_results_and_honours_timeouts() {
     let scratch = Scratch::new("it", "plan");
     let before = mount_table();
     let items = serde_json::json!([
-        {"cell_id": "a", "scenario": {"kind": "mounts", "strategy": "common-parent", "layers": 3, "containers": 2, "concurrency": 1, "passes": 2}},
-        {"cell_id": "b", "scenario": {"kind": "mounts", "strategy": "per-layer", "layers": 0, "containers": 2, "concurrency": 1, "passes": 2}},
-        {"cell_id": "c", "timeout_s": 1, "scenario": {"kind": "mounts", "strategy": "per-layer", "layers": 60, "containers": 1000, "concurrency": 2, "passes": 2}},
+        {"item": 0, "cell_id": "a", "scenario": {"kind": "mounts", "strategy": "common-parent", "layers": 3, "containers": 2, "concurrency": 1, "passes": 2}},
+        {"item": 1, "cell_id": "b", "scenario": {"kind": "mounts", "strategy": "per-layer", "layers": 0, "containers": 2, "concurrency": 1, "passes": 2}},
+        {"item": 2, "cell_id": "c", "timeout_s": 1, "scenario": {"kind": "mounts", "strategy": "per-layer", "layers": 60, "containers": 1000, "concurrency": 2, "passes": 2}},
     ]);
     let plan = scratch.0.join("plan.json");
     std::fs::write(&plan, plan_json(&scratch.0, items, true)).expect("write plan");
@@ -397,7 +397,7 @@ fn stdin_eof_stops_run_plan_cleanly() {
     let scratch = Scratch::new("it", "eof");
     let before = mount_table();
     let items = serde_json::json!([
-        {"cell_id": "long", "scenario": {"kind": "mounts", "strategy": "per-layer", "layers": 40, "containers": 400, "concurrency": 2, "passes": 2}},
+        {"item": 0, "cell_id": "long", "scenario": {"kind": "mounts", "strategy": "per-layer", "layers": 40, "containers": 400, "concurrency": 2, "passes": 2}},
     ]);
     let plan = scratch.0.join("plan.json");
     std::fs::write(&plan, plan_json(&scratch.0, items, false)).expect("write plan");
@@ -429,6 +429,6 @@ fn stdin_eof_stops_run_plan_cleanly() {
         "a stopped plan has no Done"
     );
     std::fs::remove_file(&plan).expect("rm plan");
-    scratch.assert_empty();
+    scratch.assert_clears_after_stop();
     assert_no_leak(&before);
 }

@@ -7,7 +7,7 @@
 //! the agent itself aims at well under a second. Undoing the mounts is part of it; removing a
 //! run's C·(L+4) directories is not (it took 5–9 s on a loaded disk): a stopping agent renames
 //! them to a trash name and a detached reaper removes them after the exit. So right after the
-//! exit the scratch dir holds nothing but trash, and the trash goes within [`TRASH_BOUND`]. The
+//! exit the scratch dir holds nothing but trash, and the trash goes soon after (`Scratch::assert_clears_after_stop`). The
 //! stop in the run uses ~18k directories (L=40, C=400); the stop in preparation uses L=200,
 //! C=2000 (400k once laid out), where the stop must come long before that. Mounts tests need
 //! root; without it they say so loudly and return.
@@ -25,36 +25,6 @@ use common::{assert_no_leak, is_root, mount_table, Scratch, AGENT};
 
 /// From the signal to the agent's exit, mounts undone.
 const STOP_BOUND: Duration = Duration::from_secs(5);
-
-/// From the exit until the detached reaper has removed the trash (a hang bound as well).
-const TRASH_BOUND: Duration = Duration::from_secs(120);
-
-/// Right after a stop: nothing in `scratch` but trash; then the trash goes too.
-fn assert_scratch_clears(scratch: &Scratch) {
-    let names = |s: &Scratch| -> Vec<String> {
-        s.entries()
-            .into_iter()
-            .map(|n| n.to_string_lossy().into_owned())
-            .collect()
-    };
-    let left = names(scratch);
-    assert!(
-        left.iter().all(|n| n.starts_with(".mmx-trash-")),
-        "the stopped run left more than trash: {left:?}"
-    );
-    let t = Instant::now();
-    while !scratch.entries().is_empty() {
-        assert!(
-            t.elapsed() < TRASH_BOUND,
-            "the reaper did not remove the trash: {:?}",
-            names(scratch)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !left.is_empty() {
-        eprintln!("trash removed {:?} after the exit", t.elapsed());
-    }
-}
 
 /// Does any run directory below `scratch` have `rel`?
 fn run_dir_has(scratch: &Path, rel: &str) -> bool {
@@ -132,7 +102,7 @@ fn sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up() {
         detail.contains("while writing layers") || detail.contains("while laying out"),
         "stopped in preparation: {detail}"
     );
-    assert_scratch_clears(&scratch);
+    scratch.assert_clears_after_stop();
     assert_no_leak(&before);
 
     // Once containers start: container 0 wrote through its rootfs.
@@ -145,7 +115,7 @@ fn sigterm_in_preparation_and_in_the_run_exits_promptly_and_cleans_up() {
             .is_some_and(|e| e.detail.contains("of 400 containers")),
         "stopped in the run"
     );
-    assert_scratch_clears(&scratch);
+    scratch.assert_clears_after_stop();
     assert_no_leak(&before);
 }
 
@@ -160,7 +130,7 @@ fn sighup_stops_like_sigterm() {
         run_dir_has(s, "c/0/u/written")
     });
     check_stopped("SIGHUP in the run", took, &out, libc::SIGHUP);
-    assert_scratch_clears(&scratch);
+    scratch.assert_clears_after_stop();
     assert_no_leak(&before);
 }
 

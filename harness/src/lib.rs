@@ -1,10 +1,12 @@
 //! mmx: which way of building an idmapped overlay rootfs works on this kernel, filesystem and
 //! CPU topology, and how fast is it under contention.
 //!
-//! Data flows one way: [`matrix`] → cells → boots ([`backend`]) → results ([`results`]) → report.
+//! Data flows one way: [`matrix`] → cells ([`cell`]) → boots ([`backend`]) → results
+//! ([`results`]) → report. ARCHITECTURE.md at the repository root tells the whole story.
 
 pub mod agent;
 pub mod backend;
+pub mod cell;
 pub mod compare;
 pub mod initramfs;
 pub mod kernels;
@@ -13,4 +15,5 @@ pub mod merge;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod rundir;
 pub mod summary;

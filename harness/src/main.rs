@@ -110,7 +110,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Run(args) => cmd_run(args),
         Command::Report { run } => {
-            let path = harness::merge::run_json_path(&run);
+            let path = harness::results::run_json_path(&run);
             let record = harness::results::RunRecord::read(&path)?;
             let dir = path
                 .parent()
@@ -148,7 +148,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 BackendChoice::Local => m.local_cells(protocol::Filesystem::Ext4),
             };
             for c in cells {
-                println!("{}", c.id);
+                println!("{}", c.key);
             }
             Ok(true)
         }
@@ -156,6 +156,9 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
+    if let Some(id) = &args.run_id {
+        harness::rundir::check_run_id(id)?;
+    }
     let matrix = harness::matrix::Matrix::load(&args.matrix)?;
     let guest_mem = matrix
         .topologies

@@ -1,35 +1,27 @@
 //! `mmx merge`: join the run.json files of shards (or of separate runs of disjoint cells) into
 //! one run, so one report covers a matrix fanned out over many CI runners.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::results::{RunRecord, RUN_SCHEMA_VERSION};
+use crate::cell::CellKey;
+use crate::results::{run_json_path, RunRecord, RUN_SCHEMA_VERSION};
 
-/// Accept either a run.json or a run directory holding one.
-pub fn run_json_path(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        p.join("run.json")
-    } else {
-        p.to_path_buf()
-    }
-}
-
-/// Merge runs. A cell id present in two inputs is an error naming both files: shards never
+/// Merge runs. A cell present in two inputs is an error naming both files: shards never
 /// overlap, so an overlap means two different runs were mixed up.
 pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<RunRecord> {
     anyhow::ensure!(!inputs.is_empty(), "mmx merge needs at least one run.json");
     let mut merged: Option<RunRecord> = None;
-    let mut origin: std::collections::HashMap<String, PathBuf> = Default::default();
+    let mut origin: std::collections::HashMap<CellKey, PathBuf> = Default::default();
     for input in inputs {
         let path = run_json_path(input);
         let run = RunRecord::read(&path)?;
         for c in &run.cells {
-            if let Some(first) = origin.insert(c.id.clone(), path.clone()) {
+            if let Some(first) = origin.insert(c.key.clone(), path.clone()) {
                 anyhow::bail!(
                     "cell {} is in both {} and {}: merge takes disjoint shards",
-                    c.id,
+                    c.key,
                     first.display(),
                     path.display()
                 );
@@ -56,8 +48,7 @@ pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<RunRecord> {
     }
     let mut m = merged.context("no input")?;
     m.schema_version = RUN_SCHEMA_VERSION;
-    m.cells.sort_by(|a, b| a.id.cmp(&b.id));
-    m.boots.sort_by(|a, b| a.id.cmp(&b.id));
+    m.sort();
     m.run_id = format!("merged-{}", m.run_id);
     Ok(m)
 }
@@ -65,12 +56,35 @@ pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<RunRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cell::TargetKey;
     use crate::results::{
         Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, Provenance,
     };
     use protocol::{MountsScenario, Outcome, Scenario, Strategy};
 
-    fn run(ids: &[&str], shard: &str) -> RunRecord {
+    fn key(layers: u32) -> CellKey {
+        CellKey::new(
+            TargetKey::Qemu {
+                kernel: "k".into(),
+                topology: "t".into(),
+            },
+            protocol::Filesystem::Ext4,
+            scenario(layers).key(),
+        )
+    }
+
+    fn scenario(layers: u32) -> Scenario {
+        Scenario::Mounts(MountsScenario {
+            strategy: Strategy::PerLayer,
+            layers,
+            containers: 1,
+            concurrency: 1,
+            passes: 2,
+        })
+    }
+
+    fn run(layers: &[u32], shard: &str) -> RunRecord {
+        let boot = key(1).boot();
         RunRecord {
             schema_version: RUN_SCHEMA_VERSION,
             mmx_version: "0".into(),
@@ -80,20 +94,11 @@ mod tests {
             matrix: "matrix.toml".into(),
             shard: Some(format!("{shard}/2")),
             host: HostInfo::default(),
-            cells: ids
+            cells: layers
                 .iter()
-                .map(|id| CellRecord {
-                    id: id.to_string(),
-                    kernel: "k".into(),
-                    topology: "t".into(),
-                    filesystem: "ext4".into(),
-                    scenario: Scenario::Mounts(MountsScenario {
-                        strategy: Strategy::PerLayer,
-                        layers: 1,
-                        containers: 1,
-                        concurrency: 1,
-                        passes: 2,
-                    }),
+                .map(|l| CellRecord {
+                    key: key(*l),
+                    scenario: scenario(*l),
                     outcome: Outcome::Pass,
                     evidence: None,
                     metrics: Default::default(),
@@ -108,14 +113,14 @@ mod tests {
                         observed_topology: None,
                         topology_mismatch: None,
                     },
-                    boot_id: "b".into(),
+                    boot: boot.clone(),
                     attempts: 1,
                     repeats: 1,
                     expected: None,
                 })
                 .collect(),
             boots: vec![BootRecord {
-                id: format!("boot{shard}"),
+                key: boot.clone(),
                 backend: BackendKind::Qemu,
                 accel: Accel::Tcg,
                 end: BootEnd::Completed,
@@ -126,6 +131,9 @@ mod tests {
                 observed_topology: None,
                 cells: vec![],
                 attempts: 1,
+                violations: vec![],
+                violations_total: 0,
+                channels: Default::default(),
             }],
         }
     }
@@ -135,18 +143,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.json");
         let b = dir.path().join("b.json");
-        run(&["x/1", "x/3"], "1").write(&a).unwrap();
-        run(&["x/2"], "2").write(&b).unwrap();
+        run(&[1, 3], "1").write(&a).unwrap();
+        run(&[2], "2").write(&b).unwrap();
         let m = merge(&[a.clone(), b.clone()]).unwrap();
-        let ids: Vec<_> = m.cells.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["x/1", "x/2", "x/3"]);
+        let ids: Vec<_> = m.cells.iter().map(|c| c.key.clone()).collect();
+        assert_eq!(ids, [key(1), key(2), key(3)]);
         assert_eq!(m.boots.len(), 2);
         assert_eq!(m.shard, None);
         assert_eq!(m.started_at, "2026-11-26T10:01:00Z");
         assert_eq!(m.finished_at, "2026-11-26T11:02:00Z");
 
         let err = merge(&[a.clone(), a.clone()]).unwrap_err().to_string();
-        assert!(err.contains("cell x/1 is in both"), "{err}");
+        assert!(
+            err.contains("cell k/t/ext4/per-layer-L1-C1-P2-J1 is in both"),
+            "{err}"
+        );
 
         std::fs::write(&b, "{not json").unwrap();
         let err = format!("{:#}", merge(&[a, b.clone()]).unwrap_err());

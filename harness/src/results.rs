@@ -11,8 +11,13 @@ use anyhow::Context;
 use protocol::{Capabilities, CellDetail, Evidence, Metric, ObservedTopology, Outcome, Scenario};
 use serde::{Deserialize, Serialize};
 
+use crate::cell::{BootKey, CellKey};
+
+pub use crate::rundir::RunDir;
+
 /// Version of the `run.json` schema.
-pub const RUN_SCHEMA_VERSION: u32 = 1;
+/// 2: typed cell and boot keys, infra causes, deadlines, protocol violations, output stats.
+pub const RUN_SCHEMA_VERSION: u32 = 2;
 
 /// The whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,21 +54,25 @@ impl RunRecord {
         Ok(run)
     }
 
-    /// Write atomically (temp file + rename) so a reader never sees half a file.
+    /// Write atomically (a fresh temp file + rename) so a reader never sees half a file, and
+    /// never through a symlink planted where run.json goes.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self).context("encoding run.json")?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-        Ok(())
+        crate::rundir::write_atomic(path, text.as_bytes())
     }
 
-    pub fn cell(&self, id: &str) -> Option<&CellRecord> {
-        self.cells.iter().find(|c| c.id == id)
+    pub fn cell(&self, key: &CellKey) -> Option<&CellRecord> {
+        self.cells.iter().find(|c| &c.key == key)
     }
 
-    pub fn boot(&self, id: &str) -> Option<&BootRecord> {
-        self.boots.iter().find(|b| b.id == id)
+    pub fn boot(&self, key: &BootKey) -> Option<&BootRecord> {
+        self.boots.iter().find(|b| &b.key == key)
+    }
+
+    /// Cells and boots in key order, whatever order they were gathered in.
+    pub fn sort(&mut self) {
+        self.cells.sort_by(|a, b| a.key.cmp(&b.key));
+        self.boots.sort_by(|a, b| a.key.cmp(&b.key));
     }
 
     /// Count of cells per outcome, every outcome present (zeros included).
@@ -73,6 +82,15 @@ impl RunRecord {
             *counts.entry(c.outcome).or_default() += 1;
         }
         counts
+    }
+}
+
+/// A run.json file, or the run.json of a run directory.
+pub fn run_json_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("run.json")
+    } else {
+        p.to_path_buf()
     }
 }
 
@@ -182,13 +200,9 @@ pub struct Provenance {
 /// One matrix cell's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {
-    /// Stable, readable id: `debian-6.12/2s2c2t-numa2/ext4/per-layer-L50-C20-P2-J2`.
-    pub id: String,
-    /// Kernel recipe name (`debian-6.12`), `host` for local, the host's name for ssh.
-    pub kernel: String,
-    /// Topology name (`2s2c2t-numa2`), or the host's SMT setting (`smt-on`).
-    pub topology: String,
-    pub filesystem: String,
+    /// What the cell is; its `Display` is the id users read and filter by.
+    pub key: CellKey,
+    /// The scenario with every parameter (the key holds only what identifies it).
     pub scenario: Scenario,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,7 +214,7 @@ pub struct CellRecord {
     pub detail: Option<CellDetail>,
     pub provenance: Provenance,
     /// The boot that ran the cell (see [`BootRecord`]).
-    pub boot_id: String,
+    pub boot: BootKey,
     /// How many times the cell was tried (retries for infra errors only).
     pub attempts: u32,
     /// Repeats that produced a result.
@@ -233,21 +247,119 @@ pub struct ExpectationCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "end", rename_all = "kebab-case")]
 pub enum BootEnd {
-    /// The agent reported `Done`.
+    /// The agent reported `Done` and kept the protocol.
     Completed,
-    /// A watchdog fired: `limit` says which (`boot`, `no-output`, `guest`, `item`).
+    /// A watchdog fired.
     Timeout {
-        limit: String,
+        deadline: Deadline,
         seconds: f64,
         excerpt: String,
     },
     /// The kernel panicked, oopsed or stalled, or the agent crashed: the console line that said so.
     Panic { line: String, excerpt: String },
-    /// Our side broke before or around the guest: QEMU, a download, the disk image, SSH.
-    Infra { message: String },
+    /// Our side broke before, around or beside the guest. Control flow looks at `cause` only;
+    /// `message` is for people.
+    Infra { cause: InfraCause, message: String },
+}
+
+/// The boot's watchdogs (`backend::Deadlines`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deadline {
+    /// From the start until the agent said hello.
+    Boot,
+    /// The longest silence on every channel together.
+    Silence,
+    /// The whole boot, start to exit.
+    Plan,
+}
+
+impl Deadline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deadline::Boot => "boot",
+            Deadline::Silence => "silence",
+            Deadline::Plan => "plan",
+        }
+    }
+}
+
+/// Why our side broke: the closed set `run` retries on and reports group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InfraCause {
+    /// KVM could not run this guest ("KVM internal error").
+    KvmUnusable,
+    /// QEMU, the agent or ssh could not be started.
+    Spawn,
+    /// The run was interrupted (Ctrl-C, SIGTERM).
+    Cancelled,
+    /// A channel carried more than its byte budget.
+    OutputFlood,
+    /// The agent's result stream broke the contract (see [`Violation`]).
+    ProtocolViolation,
+    /// The kernel could not be fetched or built.
+    Kernel,
+    /// Preparing the boot failed here: the work dir, the initramfs, the disk image, a log file.
+    BootSetup,
+    /// The agent could not set the guest up (modules, scratch disk) or start the plan.
+    AgentSetup,
+    /// QEMU ended before the guest printed anything.
+    GuestSilent,
+    /// The ssh connection failed or was lost.
+    Connection,
+    /// A host's hook, root or sudo, or its SMT control failed.
+    HostSetup,
+    /// Something mmx itself got wrong.
+    Internal,
+}
+
+impl InfraCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfraCause::KvmUnusable => "kvm-unusable",
+            InfraCause::Spawn => "spawn",
+            InfraCause::Cancelled => "cancelled",
+            InfraCause::OutputFlood => "output-flood",
+            InfraCause::ProtocolViolation => "protocol-violation",
+            InfraCause::Kernel => "kernel",
+            InfraCause::BootSetup => "boot-setup",
+            InfraCause::AgentSetup => "agent-setup",
+            InfraCause::GuestSilent => "guest-silent",
+            InfraCause::Connection => "connection",
+            InfraCause::HostSetup => "host-setup",
+            InfraCause::Internal => "internal",
+        }
+    }
+
+    /// Whether `--retries` may try the boot again: not when the user stopped the run, not when
+    /// the guest broke the contract or flooded (it would again).
+    pub fn is_retryable(self) -> bool {
+        match self {
+            InfraCause::Cancelled
+            | InfraCause::OutputFlood
+            | InfraCause::ProtocolViolation
+            | InfraCause::Internal => false,
+            InfraCause::KvmUnusable
+            | InfraCause::Spawn
+            | InfraCause::Kernel
+            | InfraCause::BootSetup
+            | InfraCause::AgentSetup
+            | InfraCause::GuestSilent
+            | InfraCause::Connection
+            | InfraCause::HostSetup => true,
+        }
+    }
 }
 
 impl BootEnd {
+    pub fn infra(cause: InfraCause, message: impl Into<String>) -> BootEnd {
+        BootEnd::Infra {
+            cause,
+            message: message.into(),
+        }
+    }
+
     /// Outcome and evidence for a cell the boot never reported.
     pub fn outcome_for_unreported(&self) -> (Outcome, Evidence) {
         match self {
@@ -256,31 +368,107 @@ impl BootEnd {
                 Evidence::new("agent finished without reporting this cell"),
             ),
             BootEnd::Timeout {
-                limit,
+                deadline,
                 seconds,
                 excerpt,
             } => (
                 Outcome::Timeout,
-                Evidence::new(format!("{limit} timeout after {seconds:.0} s"))
-                    .with_detail(excerpt.clone()),
+                Evidence::new(format!(
+                    "{} deadline passed after {seconds:.0} s",
+                    deadline.as_str()
+                ))
+                .with_detail(excerpt.clone()),
             ),
             BootEnd::Panic { line, excerpt } => (
                 Outcome::Panic,
                 Evidence::new(line.clone()).with_detail(excerpt.clone()),
             ),
-            BootEnd::Infra { message } => (Outcome::InfraError, Evidence::new(message.clone())),
+            BootEnd::Infra { cause, message } => (
+                Outcome::InfraError,
+                Evidence::new(format!("infra: {}", cause.as_str())).with_detail(message.clone()),
+            ),
         }
     }
 
     pub fn is_completed(&self) -> bool {
         matches!(self, BootEnd::Completed)
     }
+
+    /// A short line for progress output and tables.
+    pub fn summary(&self) -> String {
+        match self {
+            BootEnd::Completed => "completed".into(),
+            BootEnd::Timeout {
+                deadline, seconds, ..
+            } => format!("{} deadline ({seconds:.0} s)", deadline.as_str()),
+            BootEnd::Panic { line, .. } => line.clone(),
+            BootEnd::Infra { cause, message } => format!("{}: {message}", cause.as_str()),
+        }
+    }
+}
+
+/// How the agent broke the results contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViolationKind {
+    /// A result line (`MMX1 …`) that does not parse.
+    Unparseable,
+    /// A result for an item the plan does not have.
+    UnknownItem,
+    /// A result whose cell id is not its item's.
+    WrongCell,
+    /// A second result for the same item (cell and repeat).
+    Duplicate,
+    /// A second hello, topology or capabilities, or anything after done.
+    OutOfOrder,
+    /// The agent speaks another schema version.
+    SchemaVersion,
+}
+
+impl ViolationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViolationKind::Unparseable => "unparseable",
+            ViolationKind::UnknownItem => "unknown-item",
+            ViolationKind::WrongCell => "wrong-cell",
+            ViolationKind::Duplicate => "duplicate",
+            ViolationKind::OutOfOrder => "out-of-order",
+            ViolationKind::SchemaVersion => "schema-version",
+        }
+    }
+}
+
+/// One protocol violation, with a bounded excerpt of the line that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub excerpt: String,
+}
+
+/// What one channel of a boot carried, and what the bounds did to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStats {
+    pub bytes: u64,
+    pub lines: u64,
+    /// Lines longer than the limit, cut and marked.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lines_cut: u64,
+    /// Bytes that were not UTF-8 (decoded as U+FFFD).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub invalid_utf8: u64,
+    /// The channel passed its byte budget and the rest was not read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flooded: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One guest boot or host visit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootRecord {
-    pub id: String,
+    pub key: BootKey,
     pub backend: BackendKind,
     pub accel: Accel,
     pub end: BootEnd,
@@ -297,60 +485,22 @@ pub struct BootRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_topology: Option<ObservedTopology>,
     /// Cells this boot ran.
-    pub cells: Vec<String>,
+    pub cells: Vec<CellKey>,
     pub attempts: u32,
-}
-
-/// A run directory: `run.json`, reports, and `logs/` with one file per boot and channel.
-#[derive(Debug, Clone)]
-pub struct RunDir {
-    pub root: PathBuf,
-}
-
-impl RunDir {
-    /// Create `base/<run_id>/logs`.
-    pub fn create(base: &Path, run_id: &str) -> anyhow::Result<RunDir> {
-        let root = base.join(run_id);
-        std::fs::create_dir_all(root.join("logs"))
-            .with_context(|| format!("creating run directory {}", root.display()))?;
-        Ok(RunDir { root })
-    }
-
-    pub fn run_json(&self) -> PathBuf {
-        self.root.join("run.json")
-    }
-
-    /// Path of a log file for a boot, relative to the run dir (ids contain `/`: flattened).
-    pub fn log_rel(boot_id: &str, channel: &str) -> PathBuf {
-        let flat: String = boot_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        PathBuf::from("logs").join(format!("{flat}.{channel}.log"))
-    }
-
-    pub fn abs(&self, rel: &Path) -> PathBuf {
-        self.root.join(rel)
-    }
+    /// Protocol violations the agent's stream made (at most `backend::stream::KEPT_VIOLATIONS`
+    /// kept; `violations_total` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub violations_total: u64,
+    /// Per channel (`results`, `console`, `stderr`): bytes, lines and what the bounds did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, ChannelStats>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_paths_are_flat_and_stable() {
-        assert_eq!(
-            RunDir::log_rel("debian-6.12/2s2c2t-numa2/ext4", "console"),
-            PathBuf::from("logs/debian-6.12_2s2c2t-numa2_ext4.console.log")
-        );
-    }
 
     #[test]
     fn unreported_cells_take_the_boot_end() {
@@ -361,10 +511,16 @@ mod tests {
         .outcome_for_unreported();
         assert_eq!(o, Outcome::Panic);
         assert!(e.step.contains("Kernel panic"));
-        let (o, _) = BootEnd::Infra {
-            message: "qemu exited".into(),
-        }
-        .outcome_for_unreported();
+        let (o, e) = BootEnd::infra(InfraCause::Spawn, "qemu exited").outcome_for_unreported();
         assert_eq!(o, Outcome::InfraError);
+        assert_eq!(e.step, "infra: spawn");
+    }
+
+    #[test]
+    fn only_our_transient_breakage_is_retried() {
+        assert!(InfraCause::Connection.is_retryable());
+        assert!(!InfraCause::Cancelled.is_retryable());
+        assert!(!InfraCause::ProtocolViolation.is_retryable());
+        assert!(!InfraCause::OutputFlood.is_retryable());
     }
 }

@@ -39,17 +39,13 @@ pub fn render(run: &RunRecord) -> String {
         if let Some(x) = &c.expected {
             let _ = writeln!(
                 out,
-                "  ✗ {}: {} ({}), expected {}{}",
-                c.id,
+                "  ✗ {}: {} ({}), expected {}",
+                c.key,
                 c.outcome,
                 c.evidence
                     .as_ref()
                     .map_or_else(String::new, |e| e.to_string()),
-                x.expectation.outcome,
-                x.expectation
-                    .errno
-                    .as_deref()
-                    .map_or_else(String::new, |e| format!(" with {e}"))
+                x.expectation.describe()
             );
         }
     }
@@ -69,7 +65,7 @@ fn compat(run: &RunRecord, out: &mut String) {
         if !cols.contains(&col) {
             cols.push(col.clone());
         }
-        let row = format!("{}/{}/{}", c.kernel, c.topology, c.filesystem);
+        let row = c.key.boot().to_string();
         let cell = rows.entry(row).or_default();
         // One word per strategy: the worst across layer counts and concurrency.
         let worst = cell.get(&col).copied().map_or(c.outcome, |o| {
@@ -78,7 +74,7 @@ fn compat(run: &RunRecord, out: &mut String) {
         cell.insert(col, worst);
         if c.outcome != Outcome::Pass {
             if let Some(e) = &c.evidence {
-                let note = format!("{} {}: {e}", c.outcome, c.id);
+                let note = format!("{} {}: {e}", c.outcome, c.key);
                 if !notes.contains(&note) {
                     notes.push(note);
                 }
@@ -128,7 +124,7 @@ fn perf(run: &RunRecord, out: &mut String) {
         };
         lines.push(format!(
             "{:<28} {:>14} {:>4} {:>4} {:>3} {:>7}/{:<7} {:>9.0} {:>9.0} {:>9.0} {:>9.1} {:>6.1}% {:>5}",
-            format!("{}/{}/{}", c.kernel, c.topology, c.filesystem),
+            c.key.boot().to_string(),
             m.scenario.strategy.as_str(),
             m.scenario.layers,
             m.scenario.containers,
@@ -190,7 +186,7 @@ fn lockbench(run: &RunRecord, out: &mut String) {
             let _ = writeln!(
                 out,
                 "{:<36} {:<24} {:>12} {:>4} {:>14.0} {:>8} {:>10}",
-                format!("{}/{}", c.kernel, c.topology),
+                c.key.target.to_string(),
                 if p.false_sharing {
                     format!("{}+false-sharing", p.workload)
                 } else {

@@ -7,7 +7,7 @@ mod builder;
 
 use harness::compare::{compare, compare_cmd, CompareArgs, FlipKind, Thresholds, Verdict};
 use harness::results::{Accel, RunRecord};
-use protocol::{Evidence, Outcome};
+use protocol::{Evidence, Outcome, ScenarioKey};
 
 const CELL: &str = "debian-6.12/1s2c1t/ext4/common-parent-L10-C5-P2-J2";
 const LATENCY: &str = "start_latency_us";
@@ -17,7 +17,10 @@ fn base() -> RunRecord {
 }
 
 fn cell_mut<'a>(run: &'a mut RunRecord, id: &str) -> &'a mut harness::results::CellRecord {
-    run.cells.iter_mut().find(|c| c.id == id).expect("cell")
+    run.cells
+        .iter_mut()
+        .find(|c| c.key.to_string() == id)
+        .expect("cell")
 }
 
 fn change<'a>(
@@ -151,7 +154,8 @@ fn pass_to_fail_fails_the_gate() {
 fn unsupported_and_pass_flips_are_reported_not_failed() {
     let b = base();
     let unsupported = "debian-6.12/1s2c1t/ext4/fsconfig-fd-L10-C5-P2-J2";
-    assert_eq!(b.cell(unsupported).unwrap().outcome, Outcome::Unsupported);
+    let found = b.cells.iter().find(|c| c.key.to_string() == unsupported);
+    assert_eq!(found.unwrap().outcome, Outcome::Unsupported);
     let mut c = b.clone();
     cell_mut(&mut c, unsupported).outcome = Outcome::Pass;
     cell_mut(&mut c, CELL).outcome = Outcome::Unsupported;
@@ -184,9 +188,11 @@ fn unsupported_and_pass_flips_are_reported_not_failed() {
 fn missing_and_new_cells_are_listed() {
     let b = base();
     let mut c = b.clone();
-    c.cells.retain(|x| x.id != CELL);
+    c.cells.retain(|x| x.key.to_string() != CELL);
     let mut extra = c.cells[0].clone();
-    extra.id = "debian-7.x/1s2c1t/ext4/per-layer-L100-C5-P2-J2".into();
+    if let ScenarioKey::Mounts(m) = &mut extra.key.scenario {
+        m.layers = 100;
+    }
     c.cells.push(extra);
     let cmp = compare(&b, &c, &Thresholds::default());
     assert_eq!(cmp.missing, vec![CELL.to_string()]);

@@ -15,16 +15,15 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{backend, qemu_missing};
-use harness::backend::{BootOutput, BootRequest, Cancel};
+use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::cell::{BootKey, TargetKey};
 use harness::kernels::ResolvedKernel;
 use harness::matrix::{NumaSpec, Topology};
 use harness::results::{Accel, BootEnd, RunDir};
 use protocol::lockbench::{
     Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning,
 };
-use protocol::{
-    AgentEvent, CellDetail, CellResult, Filesystem, Outcome, Plan, PlanItem, Scenario, SmtState,
-};
+use protocol::{CellDetail, CellResult, Filesystem, Outcome, Plan, PlanItem, Scenario, SmtState};
 
 const KERNEL: &str = "debian-7.x";
 const BOOT_ID: &str = "debian-7.x/2s1c2t-numa2/tmpfs";
@@ -73,6 +72,8 @@ fn topology() -> Topology {
 
 fn item(name: &str, scenario: LockbenchScenario) -> PlanItem {
     PlanItem {
+        // Numbered in `items`.
+        item: 0,
         cell_id: format!("{BOOT_ID}/{name}"),
         scenario: Scenario::Lockbench(scenario),
         // Scaled ×3 by the backend under TCG; each item needs seconds, not minutes.
@@ -92,7 +93,7 @@ fn short(bench: Bench) -> LockbenchScenario {
 /// The plan, in the order the agent runs it: the SMT toggle sits before mount-lock so that the
 /// last item also shows the CPUs it brought back.
 fn items() -> Vec<PlanItem> {
-    vec![
+    let mut items = vec![
         item(
             "user-spin",
             LockbenchScenario {
@@ -123,7 +124,11 @@ fn items() -> Vec<PlanItem> {
                 ..short(Bench::MountLock)
             },
         ),
-    ]
+    ];
+    for (i, it) in items.iter_mut().enumerate() {
+        it.item = i as u32;
+    }
+    items
 }
 
 struct Boot {
@@ -145,8 +150,16 @@ fn boot() -> &'static Boot {
             probe: false,
             items: items(),
         };
+        let key = BootKey {
+            target: TargetKey::Qemu {
+                kernel: KERNEL.into(),
+                topology: "2s1c2t-numa2".into(),
+            },
+            filesystem: Filesystem::Tmpfs,
+        };
         let req = BootRequest {
-            id: BOOT_ID.into(),
+            key,
+            deadlines: Deadlines::for_plan(&plan, harness::backend::qemu::BOOT_ALLOWANCE),
             plan,
             run_dir: run_dir(),
             cancel: Cancel::new(),
@@ -163,8 +176,8 @@ fn boot() -> &'static Boot {
 
 fn describe(out: &BootOutput) -> String {
     format!(
-        "end {:?}\naccel {:?}\ntimings {:?}\nevents {:#?}",
-        out.end, out.accel, out.timings_ms, out.events
+        "end {:?}\naccel {:?}\ntimings {:?}\nstream {:#?}",
+        out.end, out.accel, out.timings_ms, out.stream
     )
 }
 
@@ -173,12 +186,11 @@ fn cell(name: &str) -> (&'static CellResult, &'static LockbenchResult) {
     let out = &boot().out;
     let id = format!("{BOOT_ID}/{name}");
     let c = out
-        .events
+        .stream
+        .results()
         .iter()
-        .find_map(|e| match e {
-            AgentEvent::CellResult(r) if r.cell_id == id => Some(r),
-            _ => None,
-        })
+        .flatten()
+        .find(|r| r.cell_id == id)
         .unwrap_or_else(|| panic!("no result for {id}: {}", describe(out)));
     let Some(CellDetail::Lockbench(d)) = &c.detail else {
         panic!("{id}: expected a lockbench detail, got {:?}", c.detail);
@@ -340,24 +352,14 @@ fn guest_boot_completes_with_every_item_passing() {
     eprint!("{line}");
     assert_eq!(out.end, BootEnd::Completed, "{}", describe(out));
     assert_eq!(out.accel, Accel::Tcg);
-    let release = out.events.iter().find_map(|e| match e {
-        AgentEvent::Hello { kernel_release, .. } => Some(kernel_release.as_str()),
-        _ => None,
-    });
+    let release = out.stream.hello.as_ref().map(|h| h.kernel_release.as_str());
     assert_eq!(
         release,
         Some(kernel().release.as_str()),
         "{}",
         describe(out)
     );
-    let results: Vec<&CellResult> = out
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::CellResult(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let results: Vec<&CellResult> = out.stream.results().iter().flatten().collect();
     let ids: Vec<&str> = results.iter().map(|r| r.cell_id.as_str()).collect();
     let want: Vec<String> = items().into_iter().map(|i| i.cell_id).collect();
     assert_eq!(ids, want, "one result per item, in plan order");

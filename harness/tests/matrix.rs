@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use harness::backend::qemu::AccelChoice;
 use harness::backend::Cancel;
+use harness::cell::CellKey;
 use harness::matrix::Matrix;
 use harness::results::{BootRecord, CellRecord, RunDir};
 use harness::run::{group_boots, BootPlan, Runner};
@@ -84,12 +85,12 @@ fn main() {
     for (prefix, boots, ignored) in groups {
         for boot in boots {
             for cell in &boot.cells {
-                let name = format!("{prefix}::{}", cell.id);
+                let name = format!("{prefix}::{}", cell.key);
                 let (boot, all) = (boot.clone(), Arc::clone(&runnable));
-                let id = cell.id.to_string();
+                let key = cell.key.clone();
                 let repeats = matrix.repeats;
                 trials.push(
-                    Trial::test(name, move || run_cell(&boot, &all, &id, repeats))
+                    Trial::test(name, move || run_cell(&boot, &all, &key, repeats))
                         .with_ignored_flag(ignored),
                 );
             }
@@ -113,13 +114,13 @@ struct Stored {
     run_dir: PathBuf,
 }
 
-fn run_cell(boot: &BootPlan, all: &[BootPlan], cell_id: &str, repeats: u32) -> Result<(), Failed> {
+fn run_cell(boot: &BootPlan, all: &[BootPlan], key: &CellKey, repeats: u32) -> Result<(), Failed> {
     let stored = boot_results(boot, all, repeats).map_err(|e| Failed::from(format!("{e:#}")))?;
     let cell = stored
         .cells
         .iter()
-        .find(|c| c.id == cell_id)
-        .ok_or_else(|| Failed::from(format!("boot {} did not record cell {cell_id}", boot.id)))?;
+        .find(|c| &c.key == key)
+        .ok_or_else(|| Failed::from(format!("boot {} did not record cell {key}", boot.key)))?;
     if cell.is_ok() {
         return Ok(());
     }
@@ -131,12 +132,8 @@ fn run_cell(boot: &BootPlan, all: &[BootPlan], cell_id: &str, repeats: u32) -> R
         .collect();
     let expected = cell.expected.as_ref().map_or_else(String::new, |x| {
         format!(
-            " (expected {}{}{})",
-            x.expectation.outcome,
-            x.expectation
-                .errno
-                .as_deref()
-                .map_or_else(String::new, |e| format!(" with {e}")),
+            " (expected {}{})",
+            x.expectation.describe(),
             x.expectation
                 .reason
                 .as_deref()
@@ -167,7 +164,7 @@ fn store_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn flat(boot: &BootPlan) -> String {
-    RunDir::log_rel(&boot.id, "boot")
+    RunDir::log_rel(&boot.key, "boot")
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| "boot".into())
@@ -214,7 +211,7 @@ fn boot_results(boot: &BootPlan, all: &[BootPlan], repeats: u32) -> anyhow::Resu
             };
         }
         let mut stole = false;
-        for other in all.iter().filter(|o| o.id != boot.id) {
+        for other in all.iter().filter(|o| o.key != boot.key) {
             if read_stored(&base, other).is_some() {
                 continue;
             }

@@ -15,15 +15,14 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{agent, backend, kernel, qemu_missing};
-use harness::backend::qemu::{self, AccelChoice, Limits, Qemu};
-use harness::backend::{BootOutput, BootRequest, Cancel};
+use harness::backend::qemu::{self, AccelChoice, Qemu};
+use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::cell::{BootKey, TargetKey};
 use harness::kernels::ResolvedKernel;
 use harness::matrix::{NumaSpec, Topology};
-use harness::results::{Accel, BootEnd, RunDir};
+use harness::results::{Accel, BootEnd, Deadline, InfraCause, RunDir};
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};
-use protocol::{
-    AgentEvent, Feature, Filesystem, MountsScenario, Plan, PlanItem, Scenario, Strategy,
-};
+use protocol::{Feature, Filesystem, MountsScenario, Plan, PlanItem, Scenario, Strategy};
 
 // ---------------------------------------------------------------------------------------------
 // Shared set-up: QEMU present, the agent, kernels, a run directory.
@@ -44,10 +43,24 @@ fn topology(sockets: u32, cores: u32, threads: u32, memory_mib: u64) -> Topology
     }
 }
 
-fn plan(id: &str, probe: bool, items: Vec<PlanItem>) -> Plan {
+/// A boot's key; `topology` may carry a suffix that keeps one test's logs apart.
+fn key(kernel: &str, topology: &str, fs: Filesystem) -> BootKey {
+    BootKey {
+        target: TargetKey::Qemu {
+            kernel: kernel.into(),
+            topology: topology.into(),
+        },
+        filesystem: fs,
+    }
+}
+
+fn plan(id: &BootKey, probe: bool, mut items: Vec<PlanItem>) -> Plan {
+    for (i, item) in items.iter_mut().enumerate() {
+        item.item = i as u32;
+    }
     Plan {
         schema_version: protocol::SCHEMA_VERSION,
-        boot_id: id.into(),
+        boot_id: id.to_string(),
         // The backend sets these three.
         scratch_dir: "/".into(),
         scratch_disk: None,
@@ -57,9 +70,10 @@ fn plan(id: &str, probe: bool, items: Vec<PlanItem>) -> Plan {
     }
 }
 
-fn request(id: &str, plan: Plan) -> BootRequest {
+fn request(key: &BootKey, plan: Plan) -> BootRequest {
     BootRequest {
-        id: id.into(),
+        key: key.clone(),
+        deadlines: Deadlines::for_plan(&plan, qemu::BOOT_ALLOWANCE),
         plan,
         run_dir: run_dir(),
         cancel: Cancel::new(),
@@ -68,6 +82,7 @@ fn request(id: &str, plan: Plan) -> BootRequest {
 
 fn tiny_mounts(cell_id: &str) -> PlanItem {
     PlanItem {
+        item: 0,
         cell_id: cell_id.into(),
         scenario: Scenario::Mounts(MountsScenario {
             strategy: Strategy::PerLayer,
@@ -81,10 +96,7 @@ fn tiny_mounts(cell_id: &str) -> PlanItem {
 }
 
 fn hello_release(out: &BootOutput) -> Option<&str> {
-    out.events.iter().find_map(|e| match e {
-        AgentEvent::Hello { kernel_release, .. } => Some(kernel_release.as_str()),
-        _ => None,
-    })
+    out.stream.hello.as_ref().map(|h| h.kernel_release.as_str())
 }
 
 fn console_log(out: &BootOutput) -> String {
@@ -98,8 +110,8 @@ fn console_log(out: &BootOutput) -> String {
 
 fn describe(out: &BootOutput) -> String {
     format!(
-        "end {:?}\naccel {:?}\ntimings {:?}\nevents {:#?}",
-        out.end, out.accel, out.timings_ms, out.events
+        "end {:?}\naccel {:?}\ntimings {:?}\nstream {:#?}",
+        out.end, out.accel, out.timings_ms, out.stream
     )
 }
 
@@ -119,7 +131,7 @@ fn reference_boot(i: usize) -> &'static BootOutput {
     BOOTS[i].get_or_init(|| {
         let (name, fs) = REFERENCE[i];
         let k = kernel(name);
-        let id = format!("{name}/1s2c1t/{fs}");
+        let id = key(name, "1s2c1t", fs);
         let cell = format!("{id}/per-layer-L2-C1-P2-J1");
         let req = request(&id, plan(&id, true, vec![tiny_mounts(&cell)]));
         backend().boot(&req, &k, &topology(1, 2, 1, 768), fs)
@@ -138,17 +150,14 @@ fn check_reference(i: usize) {
         "{}",
         describe(out)
     );
-    assert!(matches!(out.events.last(), Some(AgentEvent::Done { .. })));
+    assert!(out.stream.is_done() && !out.stream.broke_contract());
     let caps = capabilities(out).expect("a Capabilities event");
     assert_eq!(
         caps.probed_fs,
         fs.as_str(),
         "probes ran on the scratch filesystem"
     );
-    let cell = out.events.iter().find_map(|e| match e {
-        AgentEvent::CellResult(r) => Some(r),
-        _ => None,
-    });
+    let cell = out.stream.results()[0].as_ref();
     let cell = cell.unwrap_or_else(|| panic!("no cell result: {}", describe(out)));
     assert!(
         !matches!(
@@ -178,10 +187,7 @@ fn check_reference(i: usize) {
 }
 
 fn capabilities(out: &BootOutput) -> Option<&protocol::Capabilities> {
-    out.events.iter().find_map(|e| match e {
-        AgentEvent::Capabilities(c) => Some(c),
-        _ => None,
-    })
+    out.stream.capabilities.as_ref()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,20 +247,17 @@ fn two_numa_nodes_are_observed() {
             distances: Some(vec![21, 10]),
         },
     ];
-    let id = "debian-6.12/2s1c2t-numa2/tmpfs";
+    let id = key("debian-6.12", "2s1c2t-numa2", Filesystem::Tmpfs);
     let out = backend().boot(
-        &request(id, plan(id, false, vec![])),
+        &request(&id, plan(&id, false, vec![])),
         &k,
         &topo,
         Filesystem::Tmpfs,
     );
     let seen = out
-        .events
-        .iter()
-        .find_map(|e| match e {
-            AgentEvent::Topology(t) => Some(t),
-            _ => None,
-        })
+        .stream
+        .topology
+        .as_ref()
         .unwrap_or_else(|| panic!("no topology: {}", describe(&out)));
     let nodes: Vec<_> = seen
         .numa_nodes
@@ -277,12 +280,12 @@ fn broken_command_line_ends_in_panic_with_the_log_kept() {
         return;
     }
     let k = kernel("debian-6.12");
-    let id = "debian-6.12/1s1c1t/tmpfs-broken";
+    let id = key("debian-6.12", "1s1c1t-broken", Filesystem::Tmpfs);
     // No /nonexistent in the initramfs and no root= disk: the kernel cannot find an init.
     let q = backend().with_extra_cmdline("rdinit=/nonexistent");
     let start = Instant::now();
     let out = q.boot(
-        &request(id, plan(id, false, vec![])),
+        &request(&id, plan(&id, false, vec![])),
         &k,
         &topology(1, 1, 1, 256),
         Filesystem::Tmpfs,
@@ -307,9 +310,10 @@ fn hung_plan_times_out_within_its_limit_keeping_earlier_results() {
         return;
     }
     let k = kernel("debian-6.12");
-    let id = "debian-6.12/1s1c1t/tmpfs-hang";
+    let id = key("debian-6.12", "1s1c1t-hang", Filesystem::Tmpfs);
     // A benchmark far longer than the silence the watchdog allows.
     let item = PlanItem {
+        item: 0,
         cell_id: format!("{id}/lockbench-user-spin"),
         scenario: Scenario::Lockbench(LockbenchScenario {
             bench: Bench::UserSpin,
@@ -323,27 +327,25 @@ fn hung_plan_times_out_within_its_limit_keeping_earlier_results() {
         }),
         timeout_s: None,
     };
-    let limits = Limits {
-        boot: Duration::from_secs(120),
-        no_output: Duration::from_secs(15),
-        guest: Duration::from_secs(150),
+    // Unscaled: the backend stretches them ×3 for TCG (boot 120 s, silence 15 s, plan 150 s).
+    let deadlines = Deadlines {
+        boot: Duration::from_secs(40),
+        silence: Duration::from_secs(5),
+        plan: Duration::from_secs(50),
     };
-    let q = backend().with_limits(limits);
-    let start = Instant::now();
+    let q = backend().with_deadlines(deadlines);
     let out = q.boot(
-        &request(id, plan(id, false, vec![item])),
+        &request(&id, plan(&id, false, vec![item])),
         &k,
         &topology(1, 1, 1, 256),
         Filesystem::Tmpfs,
     );
-    let took = start.elapsed();
-    let BootEnd::Timeout { limit, .. } = &out.end else {
+    let BootEnd::Timeout { deadline, .. } = &out.end else {
         panic!("expected a timeout: {}", describe(&out));
     };
-    assert!(limit == "no-output" || limit == "guest", "{limit}");
     assert!(
-        took < limits.guest + Duration::from_secs(20),
-        "took {took:?}"
+        matches!(deadline, Deadline::Silence | Deadline::Plan),
+        "{deadline:?}"
     );
     assert!(
         hello_release(&out).is_some(),
@@ -358,13 +360,13 @@ fn qemu_that_cannot_start_is_an_infra_error() {
         return;
     }
     let k = kernel("debian-6.12");
-    let id = "debian-6.12/1s1c1t/tmpfs-noqemu";
-    let req = request(id, plan(id, false, vec![]));
+    let id = key("debian-6.12", "1s1c1t-noqemu", Filesystem::Tmpfs);
+    let req = request(&id, plan(&id, false, vec![]));
     let topo = topology(1, 1, 1, 256);
     let missing = backend().with_qemu_binary("/nonexistent/qemu-system-x86_64".into());
     let out = missing.boot(&req, &k, &topo, Filesystem::Tmpfs);
     assert!(
-        matches!(&out.end, BootEnd::Infra { message } if message.contains("/nonexistent/qemu")),
+        matches!(&out.end, BootEnd::Infra { cause: InfraCause::Spawn, message } if message.contains("/nonexistent/qemu")),
         "{:?}",
         out.end
     );
@@ -372,7 +374,7 @@ fn qemu_that_cannot_start_is_an_infra_error() {
     let failing = backend().with_qemu_binary("false".into());
     let out = failing.boot(&req, &k, &topo, Filesystem::Tmpfs);
     assert!(
-        matches!(&out.end, BootEnd::Infra { message } if message.contains("before the guest printed anything")),
+        matches!(&out.end, BootEnd::Infra { cause: InfraCause::GuestSilent, message } if message.contains("before the guest printed anything")),
         "{:?}",
         out.end
     );
@@ -405,7 +407,7 @@ fn measure_boot_to_agent_ready() {
         let q = backend();
         let (mut agent_ms, mut mini_ms, mut pre_ms) = (vec![], vec![], vec![]);
         for r in 0..rounds {
-            let id = format!("{name}/measure-{r}/tmpfs");
+            let id = key(name, &format!("measure-{r}"), Filesystem::Tmpfs);
             let out = q.boot(
                 &request(&id, plan(&id, false, vec![])),
                 &k,
@@ -444,9 +446,9 @@ fn measure_boot_to_agent_ready() {
     let q = Qemu::new(AccelChoice::Auto, agent(), fresh.path().to_path_buf()).expect("auto");
     let k = kernel("debian-6.12");
     let start = Instant::now();
-    let id = "debian-6.12/probe/tmpfs";
+    let id = key("debian-6.12", "probe", Filesystem::Tmpfs);
     let out = q.boot(
-        &request(id, plan(id, false, vec![])),
+        &request(&id, plan(&id, false, vec![])),
         &k,
         &topology(1, 1, 1, 256),
         Filesystem::Tmpfs,
@@ -489,13 +491,17 @@ fn boot_minimal(
         console_log: log("console"),
         results_log: log("results"),
         qemu_log: log("qemu"),
-        limits: Limits {
+        deadlines: Deadlines {
             boot: Duration::from_secs(120),
-            no_output: Duration::from_secs(120),
-            guest: Duration::from_secs(120),
+            silence: Duration::from_secs(120),
+            plan: Duration::from_secs(120),
         },
     };
-    qemu::process::run_guest(&launch, &Cancel::new())
+    qemu::process::run_guest(
+        &launch,
+        &plan(&key(&k.name, "minimal", Filesystem::Tmpfs), false, vec![]),
+        &Cancel::new(),
+    )
 }
 
 /// An initramfs whose /init is a 200-byte static x86-64 ELF: write(2, READY_MARK) and

@@ -138,9 +138,9 @@ fn html_is_well_formed_self_contained_with_every_chart() {
         for c in &run.cells {
             match (&c.scenario, &c.detail) {
                 (protocol::Scenario::Mounts(_), Some(_)) => {
-                    ops.insert((c.kernel.clone(), c.topology.clone()));
+                    ops.insert(c.key.target.clone());
                     if c.outcome == Outcome::Pass {
-                        lat.insert((c.kernel.clone(), c.topology.clone(), c.filesystem.clone()));
+                        lat.insert(c.key.boot());
                     }
                 }
                 (_, Some(protocol::CellDetail::Lockbench(l))) if !l.points.is_empty() => lock += 2,
@@ -280,7 +280,7 @@ fn five_thousand_cells_render_and_compare() {
     let base = builder::big_run(10, 10);
     assert_eq!(base.cells.len(), 5_000);
     let mut cand = base.clone();
-    let victim = cand.cells[7].id.clone();
+    let victim = cand.cells[7].key.to_string();
     builder::scale_metric(&mut cand, &victim, "start_latency_us", 1.5);
     let t = Instant::now();
     let md = report::render_markdown(&base).unwrap();

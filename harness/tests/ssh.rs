@@ -12,10 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::backend::ssh::{self, HostSession};
-use harness::backend::{BootOutput, BootRequest, Cancel};
-use harness::matrix::{Host, SmtSetting};
-use harness::results::{Accel, BootEnd, RunDir};
-use protocol::{AgentEvent, MountsScenario, Outcome, Plan, PlanItem, Scenario, Strategy};
+use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::cell::{BootKey, SmtSetting, TargetKey};
+use harness::matrix::Host;
+use harness::results::{Accel, BootEnd, InfraCause, RunDir};
+use protocol::{MountsScenario, Outcome, Plan, PlanItem, Scenario, Strategy};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -238,10 +239,12 @@ plan=$2
 scratch=$(grep -o '"scratch_dir":"[^"]*"' "$plan" | cut -d'"' -f4)
 : > "$scratch/layer-file"
 echo "fake agent stderr" >&2
-echo 'MMX1 {"event":"hello","agent_version":"fake","schema_version":1,"kernel_release":"fake","uptime_ms":1}'
+echo 'MMX1 {"event":"hello","agent_version":"fake","schema_version":2,"kernel_release":"fake","uptime_ms":1}'
+item=0
 for id in $(grep -o '"cell_id":"[^"]*"' "$plan" | cut -d'"' -f4); do
-  echo "MMX1 {\"event\":\"cell-result\",\"cell_id\":\"$id\",\"outcome\":\"pass\",\"metrics\":{}}"
-  if grep -q '"boot_id":"hang' "$plan"; then exec sleep 300; fi
+  echo "MMX1 {\"event\":\"cell-result\",\"item\":$item,\"cell_id\":\"$id\",\"outcome\":\"pass\",\"metrics\":{}}"
+  item=$((item+1))
+  if grep -q '"boot_id":"[^"]*hang' "$plan"; then exec sleep 300; fi
 done
 echo 'MMX1 {"event":"done","uptime_ms":2}'
 "#;
@@ -257,6 +260,7 @@ fn fake_agent(dir: &Path) -> PathBuf {
 
 fn mounts_item(id: &str, layers: u32, containers: u32) -> PlanItem {
     PlanItem {
+        item: 0,
         cell_id: id.into(),
         scenario: Scenario::Mounts(MountsScenario {
             strategy: Strategy::PerLayer,
@@ -269,31 +273,43 @@ fn mounts_item(id: &str, layers: u32, containers: u32) -> PlanItem {
     }
 }
 
-fn request(run_dir: &Path, boot_id: &str, items: Vec<PlanItem>) -> BootRequest {
+/// A request for a visit; `boot_id` says how the stand-in agent behaves (`quick`, `hang`).
+fn request(run_dir: &Path, boot_id: &str, mut items: Vec<PlanItem>) -> BootRequest {
     let rd = RunDir::create(run_dir, "run").expect("run dir");
-    BootRequest {
-        id: format!("loopback/smt-as-is/{boot_id}"),
-        plan: Plan {
-            schema_version: protocol::SCHEMA_VERSION,
-            boot_id: boot_id.into(),
-            scratch_dir: PathBuf::from("/replaced-by-the-backend"),
-            scratch_disk: None,
-            modules: vec![],
-            probe: true,
-            items,
+    for (i, item) in items.iter_mut().enumerate() {
+        item.item = i as u32;
+    }
+    let key = BootKey {
+        target: TargetKey::Ssh {
+            host: format!("loopback-{boot_id}"),
+            smt: SmtSetting::AsIs,
         },
+        filesystem: protocol::Filesystem::Ext4,
+    };
+    let plan = Plan {
+        schema_version: protocol::SCHEMA_VERSION,
+        boot_id: key.to_string(),
+        scratch_dir: PathBuf::from("/replaced-by-the-backend"),
+        scratch_disk: None,
+        modules: vec![],
+        probe: true,
+        items,
+    };
+    BootRequest {
+        key,
+        deadlines: Deadlines::for_plan(&plan, Duration::from_secs(60)),
+        plan,
         run_dir: rd,
         cancel: Cancel::new(),
     }
 }
 
 fn cell_results(out: &BootOutput) -> Vec<(String, Outcome)> {
-    out.events
+    out.stream
+        .results()
         .iter()
-        .filter_map(|e| match e {
-            AgentEvent::CellResult(r) => Some((r.cell_id.clone(), r.outcome)),
-            _ => None,
-        })
+        .flatten()
+        .map(|r| (r.cell_id.clone(), r.outcome))
         .collect()
 }
 
@@ -326,13 +342,7 @@ fn fake_agent_visit_streams_results_and_leaves_nothing() {
         "quick",
         vec![mounts_item("c1", 2, 2), mounts_item("c2", 2, 2)],
     );
-    let out = ssh::run_host(
-        &agent,
-        &sshd.host(),
-        SmtSetting::AsIs,
-        &req,
-        Duration::from_secs(60),
-    );
+    let out = ssh::run_host(&agent, &sshd.host(), SmtSetting::AsIs, &req);
     eprintln!("overhead (fake agent, one handshake): {}", overhead(&out));
     assert_eq!(out.end, BootEnd::Completed, "{:?}", out);
     assert_eq!(out.accel, Accel::Metal);
@@ -340,8 +350,8 @@ fn fake_agent_visit_streams_results_and_leaves_nothing() {
         cell_results(&out),
         vec![("c1".into(), Outcome::Pass), ("c2".into(), Outcome::Pass)]
     );
-    assert!(matches!(out.events.last(), Some(AgentEvent::Done { .. })));
-    let agent_log = req.run_dir.abs(&RunDir::log_rel(&req.id, "agent"));
+    assert!(out.stream.is_done());
+    let agent_log = req.run_dir.abs(&RunDir::log_rel(&req.key, "agent"));
     assert!(std::fs::read_to_string(agent_log)
         .unwrap()
         .contains("fake agent stderr"));
@@ -367,7 +377,7 @@ fn a_session_shares_one_connection_and_runs_the_hooks() {
     let mut session = HostSession::open(&host, &Cancel::new());
     for smt in [SmtSetting::AsIs, SmtSetting::Off] {
         let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
-        let out = session.run(&agent, smt, &req, Duration::from_secs(60));
+        let out = session.run(&agent, smt, &req);
         eprintln!("overhead ({smt:?}): {}", overhead(&out));
         assert_eq!(out.end, BootEnd::Completed, "{out:?}");
     }
@@ -401,15 +411,9 @@ fn smt_that_cannot_be_switched_is_unsupported_with_evidence() {
     let sshd = Sshd::start();
     let agent = fake_agent(sshd.dir.path());
     let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
-    let out = ssh::run_host(
-        &agent,
-        &sshd.host(),
-        SmtSetting::On,
-        &req,
-        Duration::from_secs(60),
-    );
+    let out = ssh::run_host(&agent, &sshd.host(), SmtSetting::On, &req);
     assert_eq!(out.end, BootEnd::Completed);
-    let AgentEvent::CellResult(r) = &out.events[0] else {
+    let Some(r) = &out.stream.results()[0] else {
         panic!("{out:?}")
     };
     assert_eq!(r.outcome, Outcome::Unsupported);
@@ -425,15 +429,13 @@ fn unknown_host_key_is_refused_quickly() {
     let agent = fake_agent(sshd.dir.path());
     let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
     let t = Instant::now();
-    let out = ssh::run_host(
-        &agent,
-        &sshd.host(),
-        SmtSetting::AsIs,
-        &req,
-        Duration::from_secs(60),
-    );
+    let out = ssh::run_host(&agent, &sshd.host(), SmtSetting::AsIs, &req);
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    let BootEnd::Infra { message } = &out.end else {
+    let BootEnd::Infra {
+        cause: InfraCause::Connection,
+        message,
+    } = &out.end
+    else {
         panic!("{out:?}")
     };
     assert!(
@@ -458,15 +460,13 @@ fn unreachable_host_is_an_infra_error_quickly() {
     let agent = fake_agent(sshd.dir.path());
     let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
     let t = Instant::now();
-    let out = ssh::run_host(
-        &agent,
-        &host,
-        SmtSetting::AsIs,
-        &req,
-        Duration::from_secs(60),
-    );
+    let out = ssh::run_host(&agent, &host, SmtSetting::AsIs, &req);
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    let BootEnd::Infra { message } = &out.end else {
+    let BootEnd::Infra {
+        cause: InfraCause::Connection,
+        message,
+    } = &out.end
+    else {
         panic!("{out:?}")
     };
     assert!(
@@ -478,17 +478,9 @@ fn unreachable_host_is_an_infra_error_quickly() {
 /// Run `req` in a thread, drop every connection once the first result line is in the results
 /// log, and return the visit's output.
 fn drop_connection_mid_run(sshd: &Sshd, agent: &Path, req: &BootRequest) -> BootOutput {
-    let results = req.run_dir.abs(&RunDir::log_rel(&req.id, "results"));
+    let results = req.run_dir.abs(&RunDir::log_rel(&req.key, "results"));
     let (host, agent2, req2) = (sshd.host(), agent.to_path_buf(), req.clone());
-    let visit = std::thread::spawn(move || {
-        ssh::run_host(
-            &agent2,
-            &host,
-            SmtSetting::AsIs,
-            &req2,
-            Duration::from_secs(120),
-        )
-    });
+    let visit = std::thread::spawn(move || ssh::run_host(&agent2, &host, SmtSetting::AsIs, &req2));
     let t = Instant::now();
     loop {
         let text = std::fs::read_to_string(&results).unwrap_or_default();
@@ -521,7 +513,11 @@ fn dropped_connection_keeps_earlier_results_and_cleans_up() {
     let t = Instant::now();
     let out = drop_connection_mid_run(&sshd, &agent, &req);
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
-    let BootEnd::Infra { message } = &out.end else {
+    let BootEnd::Infra {
+        cause: InfraCause::Connection,
+        message,
+    } = &out.end
+    else {
         panic!("{out:?}")
     };
     assert!(
@@ -554,17 +550,9 @@ fn ctrl_c_mid_run_stops_the_agent_and_cleans_up() {
         "hang",
         vec![mounts_item("c1", 2, 2), mounts_item("c2", 2, 2)],
     );
-    let results = req.run_dir.abs(&RunDir::log_rel(&req.id, "results"));
+    let results = req.run_dir.abs(&RunDir::log_rel(&req.key, "results"));
     let (host, req2) = (sshd.host(), req.clone());
-    let visit = std::thread::spawn(move || {
-        ssh::run_host(
-            &agent,
-            &host,
-            SmtSetting::AsIs,
-            &req2,
-            Duration::from_secs(120),
-        )
-    });
+    let visit = std::thread::spawn(move || ssh::run_host(&agent, &host, SmtSetting::AsIs, &req2));
     let t = Instant::now();
     while !std::fs::read_to_string(&results)
         .unwrap_or_default()
@@ -579,6 +567,7 @@ fn ctrl_c_mid_run_stops_the_agent_and_cleans_up() {
     assert_eq!(
         out.end,
         BootEnd::Infra {
+            cause: InfraCause::Cancelled,
             message: "interrupted (Ctrl-C)".into()
         }
     );
@@ -608,22 +597,13 @@ fn real_agent_probes_and_mounts_on_the_host() {
         "real",
         vec![mounts_item("loopback/smt-as-is/ext4/per-layer-L2-C2", 2, 2)],
     );
-    let out = ssh::run_host(
-        &agent,
-        &sshd.host(),
-        SmtSetting::AsIs,
-        &req,
-        Duration::from_secs(120),
-    );
+    let out = ssh::run_host(&agent, &sshd.host(), SmtSetting::AsIs, &req);
     eprintln!("overhead (real agent): {}", overhead(&out));
     assert_eq!(out.end, BootEnd::Completed, "{out:?}");
     assert_eq!(out.accel, Accel::Metal);
-    assert!(matches!(out.events.first(), Some(AgentEvent::Hello { .. })));
-    assert!(out
-        .events
-        .iter()
-        .any(|e| matches!(e, AgentEvent::Capabilities(_))));
-    assert!(matches!(out.events.last(), Some(AgentEvent::Done { .. })));
+    assert!(out.stream.hello.is_some());
+    assert!(out.stream.capabilities.is_some());
+    assert!(out.stream.is_done() && !out.stream.broke_contract());
     assert_eq!(
         cell_results(&out),
         vec![(
@@ -660,9 +640,9 @@ fn real_agent_dropped_connection_keeps_earlier_results_and_cleans_up() {
         t.elapsed(),
         overhead(&out)
     );
-    let ssh_log = req.run_dir.abs(&RunDir::log_rel(&req.id, "ssh"));
+    let ssh_log = req.run_dir.abs(&RunDir::log_rel(&req.key, "ssh"));
     eprintln!("{}", std::fs::read_to_string(ssh_log).unwrap_or_default());
-    let BootEnd::Infra { message } = &out.end else {
+    let BootEnd::Infra { message, .. } = &out.end else {
         panic!("{out:?}")
     };
     assert!(message.contains("lost"), "{message}");
@@ -703,6 +683,10 @@ port = {port}
 identity_file = "{key}"
 scratch_dir = "{scratch}"
 ssh_options = [{opts}]
+allow_ssh_options = [
+  {{ option = "UserKnownHostsFile", reason = "the test sshd's throwaway host key" }},
+  {{ option = "GlobalKnownHostsFile", reason = "keep this machine's keys out of the test" }},
+]
 
 [[expect]]
 cells = "loopback/*"
@@ -730,12 +714,12 @@ outcome = "pass"
     );
 
     let run = harness::results::RunRecord::read(&out_dir.join("e2e/run.json")).expect("run.json");
-    let ids: Vec<&str> = run.cells.iter().map(|c| c.id.as_str()).collect();
+    let ids: Vec<String> = run.cells.iter().map(|c| c.key.to_string()).collect();
     assert_eq!(
         ids,
         [
+            "loopback/smt-as-is/ext4/per-layer-L2-C2-P2-J1",
             "loopback/smt-as-is/ext4/fsconfig-fd-L2-C2-P2-J1",
-            "loopback/smt-as-is/ext4/per-layer-L2-C2-P2-J1"
         ]
     );
     for c in &run.cells {

@@ -1,4 +1,4 @@
-//! Lock benchmark plans and results (DESIGN.md, "The lock benchmark").
+//! Lock benchmark plans and results (ARCHITECTURE.md, "The lock benchmark").
 //!
 //! Each benchmark produces points: one per (lock kind or workload, pinning, thread count), in the
 //! style of will-it-scale: ops/s, per-thread ops, scalability = ops / (ops@1 × N), latency
@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{self, LimitError};
 use crate::{ObservedTopology, SmtState, Strategy};
 
 /// Which benchmark family a cell runs.
@@ -64,10 +65,13 @@ pub enum Pinning {
 }
 
 /// Parameters of a lockbench cell. Defaults are small enough for a TCG guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockbenchScenario {
     pub bench: Bench,
+    /// Tells two scenarios of the same bench apart in cell ids (`lockbench-storm-big`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Thread counts to sweep; empty means 1, 2, 4 … up to the CPUs online.
     pub threads: Vec<u32>,
     pub locks: Vec<LockKind>,
@@ -93,6 +97,7 @@ impl Default for LockbenchScenario {
     fn default() -> Self {
         LockbenchScenario {
             bench: Bench::UserSpin,
+            name: None,
             threads: Vec::new(),
             locks: vec![
                 LockKind::Tas,
@@ -116,7 +121,29 @@ impl Default for LockbenchScenario {
 
 impl LockbenchScenario {
     pub fn label(&self) -> String {
-        format!("lockbench-{}", self.bench.as_str())
+        crate::Scenario::Lockbench(self.clone()).label()
+    }
+
+    /// Check every number against [`crate::limits`] (the storm's layers and containers like a
+    /// mounts run's).
+    pub fn validate(&self) -> Result<(), LimitError> {
+        limits::BENCH_THREADS.check_all(&self.threads, limits::MAX_SWEEP)?;
+        limits::WARMUP_MS.check(self.warmup_ms)?;
+        limits::DURATION_MS.check(self.duration_ms)?;
+        limits::READERS.check(self.readers)?;
+        limits::TABLE_SIZE.check_all(&self.table_sizes, limits::MAX_SWEEP)?;
+        limits::LAYERS.check(self.layers)?;
+        limits::CONTAINERS.check(self.containers)?;
+        if self.locks.is_empty() {
+            return Err(LimitError::Empty { key: "locks" });
+        }
+        if self.pinning.is_empty() {
+            return Err(LimitError::Empty { key: "pinning" });
+        }
+        if self.bench == Bench::Storm && self.strategies.is_empty() {
+            return Err(LimitError::Empty { key: "strategies" });
+        }
+        Ok(())
     }
 }
 

@@ -121,6 +121,7 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
     for b in bench {
         let scenario = LockbenchScenario {
             bench: b,
+            name: None,
             threads: threads.clone(),
             locks: if locks.is_empty() {
                 d.locks.clone()
@@ -544,6 +545,7 @@ pub(crate) fn run_with(
         None => (Outcome::Pass, None),
     };
     CellResult {
+        item: 0,
         cell_id: cell_id.to_string(),
         outcome,
         evidence,

@@ -399,7 +399,7 @@ fn verify(
                             "{}: errno {} ({})",
                             where_(),
                             errno,
-                            protocol::errno_name(errno).unwrap_or("?")
+                            protocol::errno::describe(errno)
                         )
                     } else {
                         format!(
@@ -457,7 +457,7 @@ mod tests {
     #[test]
     fn id_ranges_are_distinct_and_fit() {
         assert_eq!(base_id(1) - base_id(0), ID_COUNT);
-        let last = base_id(super::super::MAX_CONTAINERS - 1);
+        let last = base_id(protocol::limits::CONTAINERS.max as u32 - 1);
         assert!(u64::from(last) + u64::from(ID_COUNT) < u64::from(u32::MAX));
     }
 

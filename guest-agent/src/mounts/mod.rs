@@ -39,38 +39,10 @@ use container::{Checks, RunCtx};
 use helpers::Helpers;
 use strategy::Tally;
 
-/// Most layers per image. overlayfs stacks up to 500, but mount(2) copies one page of options
-/// and every lowerdir must fit in it (docker caps images at 128 layers for the same reason).
-pub const MAX_LAYERS: u32 = 256;
-/// Most containers per run: each gets 65536 host ids of its own, and they must fit in 32 bits.
-pub const MAX_CONTAINERS: u32 = 4096;
-/// Most passes per container (containerd does 2).
-pub const MAX_PASSES: u32 = 8;
-
-/// Check a scenario before running it; the message names the limit.
+/// Check a scenario before running it against the one set of limits (`protocol::limits`); the
+/// message names the limit and why.
 pub fn validate(s: &MountsScenario) -> Result<(), String> {
-    if s.layers == 0 || s.layers > MAX_LAYERS {
-        return Err(format!(
-            "layers = {}: must be 1..={MAX_LAYERS} (every lowerdir must fit in mount(2)'s one-page option string)",
-            s.layers
-        ));
-    }
-    if s.containers == 0 || s.containers > MAX_CONTAINERS {
-        return Err(format!(
-            "containers = {}: must be 1..={MAX_CONTAINERS} (each gets its own range of 65536 host ids)",
-            s.containers
-        ));
-    }
-    if s.concurrency == 0 || s.concurrency > s.containers {
-        return Err(format!(
-            "concurrency = {}: must be 1..=containers ({}); more workers than containers would idle",
-            s.concurrency, s.containers
-        ));
-    }
-    if s.passes == 0 || s.passes > MAX_PASSES {
-        return Err(format!("passes = {}: must be 1..={MAX_PASSES}", s.passes));
-    }
-    Ok(())
+    s.validate().map_err(|e| e.to_string())
 }
 
 /// A stop request for one run: set by the caller (a plan item's timeout) or by a signal
@@ -153,6 +125,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 fn result(cell_id: &str, outcome: Outcome, evidence: Option<Evidence>) -> CellResult {
     CellResult {
+        item: 0,
         cell_id: cell_id.to_owned(),
         outcome,
         evidence,
@@ -600,6 +573,7 @@ impl Report<'_> {
         });
 
         CellResult {
+            item: 0,
             cell_id: cell_id.to_owned(),
             outcome,
             evidence,
@@ -794,7 +768,7 @@ mod tests {
                 let r = report(&s).build("c", out);
                 assert_eq!(r.outcome, Outcome::Unsupported);
                 let ev = r.evidence.expect("evidence");
-                assert_eq!(ev.errno_name.as_deref(), Some("EOPNOTSUPP"));
+                assert_eq!(ev.errno_name(), Some("EOPNOTSUPP"));
                 assert_eq!(
                     ev.detail,
                     format!("container {idx}; 0 of 10 containers finished; {ctx}")

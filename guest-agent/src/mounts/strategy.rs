@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn options_stay_under_a_page_at_the_layer_cap() {
         // mount(2) copies at most one page of options.
-        let n = super::super::MAX_LAYERS as usize;
+        let n = protocol::limits::LAYERS.max as usize;
         let plan = Plan::new(Strategy::PerLayer, layers(n), None);
         let p = plan.paths();
         assert!(

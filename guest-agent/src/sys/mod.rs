@@ -64,9 +64,7 @@ impl SysError {
 
     /// The symbolic errno name, or the number.
     pub fn errno_name(&self) -> String {
-        protocol::errno_name(self.errno)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("errno {}", self.errno))
+        protocol::errno::describe(self.errno)
     }
 
     /// This failure as protocol evidence: step = the stable call, detail = the context, errno

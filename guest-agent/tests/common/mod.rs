@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_mmx-agent");
 
@@ -18,6 +19,9 @@ pub fn is_root(test: &str) -> bool {
     );
     false
 }
+
+/// How long a stopped agent's detached reaper may work before it counts as hung.
+pub const TRASH_BOUND: Duration = Duration::from_secs(900);
 
 /// A fresh, empty scratch directory under $TMPDIR; removed on drop.
 pub struct Scratch(pub PathBuf);
@@ -42,6 +46,58 @@ impl Scratch {
         let left = self.entries();
         assert!(left.is_empty(), "scratch dir not cleaned: {left:?}");
     }
+
+    /// After a stopped run: nothing but the agent's trash right away (a stopping agent renames
+    /// its directories and leaves their removal to a detached reaper), then nothing at all once
+    /// the reaper is done. Removal is disk-bound (a few hundred directories a second on a busy
+    /// disk mounted with `discard`), so this waits for the reaper process rather than a clock:
+    /// trash left after the reaper exited fails at once, a reaper alive after [`TRASH_BOUND`]
+    /// counts as hung.
+    pub fn assert_clears_after_stop(&self) {
+        let names = || -> Vec<String> {
+            self.entries()
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect()
+        };
+        let left = names();
+        assert!(
+            left.iter().all(|n| n.starts_with(".mmx-trash-")),
+            "the stopped run left more than trash: {left:?}"
+        );
+        let t = Instant::now();
+        while !self.entries().is_empty() {
+            let reaping = reaper_running(&self.0);
+            assert!(
+                reaping || self.entries().is_empty(),
+                "the reaper ended and left {:?}",
+                names()
+            );
+            assert!(
+                t.elapsed() < TRASH_BOUND,
+                "the reaper is still removing {:?} after {TRASH_BOUND:?}",
+                names()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !left.is_empty() {
+            eprintln!("trash removed {:?} after the exit", t.elapsed());
+        }
+    }
+}
+
+/// Whether an `mmx-agent reap-trash` process works on trash below `dir`.
+fn reaper_running(dir: &std::path::Path) -> bool {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+            let mut args = c.split(|b| *b == 0);
+            args.nth(1) == Some(b"reap-trash".as_slice()) && args.any(|a| a.starts_with(needle))
+        })
+    })
 }
 
 impl Drop for Scratch {

@@ -7,41 +7,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::backend::{ms_between, BootOutput, BootRequest, EventCollector};
-use crate::results::{Accel, BootEnd, RunDir};
+use crate::backend::{ms_between, BootOutput, BootRequest, ResultStream};
+use crate::results::{Accel, BootEnd, Deadline, InfraCause, RunDir};
 
 /// Run `req.plan` with the agent binary at `agent` and collect its events.
 ///
-/// The agent's stdout carries result lines; its stderr goes to the boot's agent log. `limit`
-/// bounds the whole visit: past it the agent gets SIGTERM (it cleans up), then SIGKILL.
-pub fn run_boot(agent: &Path, req: &BootRequest, limit: Duration) -> BootOutput {
+/// The agent's stdout carries result lines; its stderr goes to the boot's agent log. The plan
+/// deadline bounds the whole visit: past it the agent gets SIGTERM (it cleans up), then SIGKILL.
+pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     let start = Instant::now();
-    let plan_rel = RunDir::log_rel(&req.id, "plan").with_extension("json");
+    let limit = req.deadlines.under(Accel::Metal).plan;
+    let plan_rel = RunDir::log_rel(&req.key, "plan").with_extension("json");
     let plan_path = req.run_dir.abs(&plan_rel);
-    let stderr_rel = RunDir::log_rel(&req.id, "agent");
-    let results_rel = RunDir::log_rel(&req.id, "results");
+    let stderr_rel = RunDir::log_rel(&req.key, "agent");
+    let results_rel = RunDir::log_rel(&req.key, "results");
     let logs = vec![stderr_rel.clone(), results_rel.clone(), plan_rel.clone()];
+    let infra = |cause, msg: String| BootOutput::infra(&req.plan, Accel::Metal, cause, msg, vec![]);
 
     let plan_json = match serde_json::to_string_pretty(&req.plan) {
         Ok(j) => j,
-        Err(e) => {
-            return BootOutput::infra(Accel::Metal, format!("encoding the plan: {e}"), vec![])
-        }
+        Err(e) => return infra(InfraCause::Internal, format!("encoding the plan: {e}")),
     };
-    if let Err(e) = std::fs::write(&plan_path, plan_json) {
-        return BootOutput::infra(
-            Accel::Metal,
-            format!("writing the plan to {}: {e}", plan_path.display()),
-            vec![],
-        );
+    if let Err(e) = crate::rundir::write_atomic(&plan_path, plan_json.as_bytes()) {
+        return infra(InfraCause::BootSetup, format!("{e:#}"));
     }
-    let stderr_file = match std::fs::File::create(req.run_dir.abs(&stderr_rel)) {
+    let stderr_file = match req.run_dir.create_log(&stderr_rel) {
         Ok(f) => f,
-        Err(e) => {
-            return BootOutput::infra(Accel::Metal, format!("creating the agent log: {e}"), vec![])
-        }
+        Err(e) => return infra(InfraCause::BootSetup, format!("{e:#}")),
     };
-    let mut results_log = std::fs::File::create(req.run_dir.abs(&results_rel)).ok();
+    let mut results_log = req.run_dir.create_log(&results_rel).ok();
 
     let mut child = match Command::new(agent)
         .arg("run-plan")
@@ -55,7 +49,9 @@ pub fn run_boot(agent: &Path, req: &BootRequest, limit: Duration) -> BootOutput 
         Ok(c) => c,
         Err(e) => {
             return BootOutput::infra(
+                &req.plan,
                 Accel::Metal,
+                InfraCause::Spawn,
                 format!("starting the agent {}: {e}", agent.display()),
                 logs,
             )
@@ -79,7 +75,7 @@ pub fn run_boot(agent: &Path, req: &BootRequest, limit: Duration) -> BootOutput 
         })
     });
 
-    let mut collector = EventCollector::new();
+    let mut stream = ResultStream::new(&req.plan);
     let mut end: Option<BootEnd> = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -87,20 +83,28 @@ pub fn run_boot(agent: &Path, req: &BootRequest, limit: Duration) -> BootOutput 
                 if let Some(f) = results_log.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
-                collector.feed_line(&line);
+                stream.feed_line(&line);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
+        if end.is_none() && stream.broke_contract() {
+            end = Some(BootEnd::infra(
+                InfraCause::ProtocolViolation,
+                "the agent broke the results contract",
+            ));
+            terminate(&mut child);
+        }
         if req.cancel.is_cancelled() && end.is_none() {
-            end = Some(BootEnd::Infra {
-                message: "interrupted (Ctrl-C)".into(),
-            });
+            end = Some(BootEnd::infra(
+                InfraCause::Cancelled,
+                "interrupted (Ctrl-C)",
+            ));
             terminate(&mut child);
         }
         if start.elapsed() > limit && end.is_none() {
             end = Some(BootEnd::Timeout {
-                limit: "agent".into(),
+                deadline: Deadline::Plan,
                 seconds: limit.as_secs_f64(),
                 excerpt: String::new(),
             });
@@ -113,16 +117,16 @@ pub fn run_boot(agent: &Path, req: &BootRequest, limit: Duration) -> BootOutput 
         let _ = r.join();
     }
     let now = Instant::now();
-    if let Some(t) = collector.hello_at {
+    if let Some(t) = stream.hello_at {
         timings.insert("agent-ready".into(), ms_between(start, t));
     }
-    if let Some(t) = collector.done_at {
+    if let Some(t) = stream.done_at {
         timings.insert("plan-done".into(), ms_between(start, t));
     }
     timings.insert("exit".into(), ms_between(start, now));
 
     let end = end.unwrap_or_else(|| {
-        if collector.is_done() {
+        if stream.is_done() {
             BootEnd::Completed
         } else {
             let tail = tail_of(&req.run_dir.abs(&stderr_rel), 20);
@@ -132,19 +136,20 @@ pub fn run_boot(agent: &Path, req: &BootRequest, limit: Duration) -> BootOutput 
                     line: format!("mmx-agent ended before finishing the plan ({s})"),
                     excerpt: tail,
                 },
-                Err(e) => BootEnd::Infra {
-                    message: format!("waiting for the agent: {e}"),
-                },
+                Err(e) => {
+                    BootEnd::infra(InfraCause::Internal, format!("waiting for the agent: {e}"))
+                }
             }
         }
     });
     BootOutput {
-        events: collector.events,
+        stream,
         end,
         accel: Accel::Metal,
         logs,
         timings_ms: timings,
         kernel_source: None,
+        channels: Default::default(),
     }
 }
 

@@ -8,15 +8,19 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use protocol::{AgentEvent, Plan};
+use protocol::Plan;
 
-use crate::results::{Accel, BootEnd, RunDir};
+use crate::cell::BootKey;
+use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
 
 pub mod local;
 pub mod qemu;
 pub mod ssh;
+pub mod stream;
+
+pub use stream::ResultStream;
 
 /// Set by Ctrl-C (SIGINT/SIGTERM): backends stop their guests and agents, clean up, and return
 /// what they have.
@@ -49,23 +53,77 @@ impl Cancel {
     }
 }
 
+/// The three watchdogs of one boot, from the start of the boot. `run` computes them once from
+/// the plan ([`Deadlines::for_plan`]); each backend scales them for its accelerator
+/// ([`Deadlines::under`]) and hands them to the one watchdog of its supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Until the agent says hello (a guest's kernel boot; an SSH connect and copy).
+    pub boot: Duration,
+    /// The longest silence on every channel together.
+    pub silence: Duration,
+    /// The whole boot, start to exit.
+    pub plan: Duration,
+}
+
+/// How much slower than KVM or metal every deadline is under TCG.
+pub const TCG_SCALE: u32 = 3;
+
+/// An item without its own `timeout_s` is given this long.
+const DEFAULT_ITEM: Duration = Duration::from_secs(300);
+
+/// Time the agent's feature probes may take.
+const PROBES: Duration = Duration::from_secs(30);
+
+impl Deadlines {
+    /// From the plan's items (each item's own limit, which the agent enforces) and what it
+    /// takes the backend to get the agent going (`start`: a guest's boot, an SSH connect and
+    /// copy). Items may be silent while they run, so silence covers the longest item.
+    pub fn for_plan(plan: &Plan, start: Duration) -> Deadlines {
+        let item = |i: &protocol::PlanItem| i.timeout_s.map_or(DEFAULT_ITEM, Duration::from_secs);
+        let items: Duration = plan.items.iter().map(item).sum();
+        let longest = plan.items.iter().map(item).max().unwrap_or_default();
+        Deadlines {
+            boot: start,
+            silence: start + longest + PROBES,
+            plan: start + items + PROBES,
+        }
+    }
+
+    /// These deadlines for a boot under `accel`: stretched under TCG, where a slow emulator is
+    /// not a hung kernel.
+    pub fn under(self, accel: Accel) -> Deadlines {
+        let scale = match accel {
+            Accel::Tcg => TCG_SCALE,
+            Accel::Kvm | Accel::Metal => 1,
+        };
+        Deadlines {
+            boot: self.boot * scale,
+            silence: self.silence * scale,
+            plan: self.plan * scale,
+        }
+    }
+}
+
 /// One boot's work.
 #[derive(Debug, Clone)]
 pub struct BootRequest {
-    /// `kernel/topology/filesystem`: the cells' common prefix.
-    pub id: String,
+    /// The cells' common target and filesystem.
+    pub key: BootKey,
     /// What the agent must do (all cells of the boot, repeats included).
     pub plan: Plan,
-    /// Where logs go (`RunDir::log_rel(id, channel)`).
+    /// Computed by `run` from the plan; scaled by the backend for its accelerator.
+    pub deadlines: Deadlines,
+    /// Where logs go (`RunDir::log_rel(key, channel)`).
     pub run_dir: RunDir,
     pub cancel: Cancel,
 }
 
 /// What came back from one boot.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BootOutput {
-    /// Every event the agent managed to send, in order.
-    pub events: Vec<AgentEvent>,
+    /// Everything the agent managed to send that kept the contract, and what broke it.
+    pub stream: ResultStream,
     pub end: BootEnd,
     pub accel: Accel,
     /// Logs kept, relative to the run directory.
@@ -74,62 +132,28 @@ pub struct BootOutput {
     pub timings_ms: BTreeMap<String, f64>,
     /// Where the kernel came from (package + version, a path), when the backend knows.
     pub kernel_source: Option<String>,
+    /// What each channel carried and what the bounds did to it.
+    pub channels: BTreeMap<String, ChannelStats>,
 }
 
 impl BootOutput {
     /// A boot that never got going.
-    pub fn infra(accel: Accel, message: impl Into<String>, logs: Vec<PathBuf>) -> BootOutput {
+    pub fn infra(
+        plan: &Plan,
+        accel: Accel,
+        cause: InfraCause,
+        message: impl Into<String>,
+        logs: Vec<PathBuf>,
+    ) -> BootOutput {
         BootOutput {
-            events: Vec::new(),
-            end: BootEnd::Infra {
-                message: message.into(),
-            },
+            stream: ResultStream::new(plan),
+            end: BootEnd::infra(cause, message),
             accel,
             logs,
             timings_ms: BTreeMap::new(),
             kernel_source: None,
+            channels: BTreeMap::new(),
         }
-    }
-}
-
-/// Picks result lines out of a channel (serial port, pipe, SSH session) and keeps what it can.
-///
-/// Pure over lines so every backend parses the same way and tests need no guest.
-#[derive(Debug, Default)]
-pub struct EventCollector {
-    pub events: Vec<AgentEvent>,
-    /// Result lines that did not decode: kept for the report, never silently dropped.
-    pub garbled: Vec<String>,
-    pub hello_at: Option<Instant>,
-    pub done_at: Option<Instant>,
-}
-
-impl EventCollector {
-    pub fn new() -> EventCollector {
-        EventCollector::default()
-    }
-
-    /// Feed one line of channel text. Returns the event when the line was a result line.
-    pub fn feed_line(&mut self, line: &str) -> Option<&AgentEvent> {
-        match protocol::decode_line(line)? {
-            Ok(ev) => {
-                match &ev {
-                    AgentEvent::Hello { .. } => self.hello_at = Some(Instant::now()),
-                    AgentEvent::Done { .. } => self.done_at = Some(Instant::now()),
-                    _ => {}
-                }
-                self.events.push(ev);
-                self.events.last()
-            }
-            Err(e) => {
-                self.garbled.push(format!("{e}: {line}"));
-                None
-            }
-        }
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done_at.is_some()
     }
 }
 
@@ -141,16 +165,45 @@ pub fn ms_between(start: Instant, end: Instant) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::{MountsScenario, PlanItem, Scenario, Strategy};
+
+    fn plan(timeouts: &[Option<u64>]) -> Plan {
+        Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: "b".into(),
+            scratch_dir: "/x".into(),
+            scratch_disk: None,
+            modules: vec![],
+            probe: true,
+            items: timeouts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| PlanItem {
+                    item: i as u32,
+                    cell_id: "c".into(),
+                    scenario: Scenario::Mounts(MountsScenario {
+                        strategy: Strategy::PerLayer,
+                        layers: 1,
+                        containers: 1,
+                        concurrency: 1,
+                        passes: 2,
+                    }),
+                    timeout_s: *t,
+                })
+                .collect(),
+        }
+    }
 
     #[test]
-    fn collector_keeps_results_and_garbled_lines_apart() {
-        let mut c = EventCollector::new();
-        let done = protocol::encode_line(&AgentEvent::Done { uptime_ms: 5 });
-        assert!(c.feed_line("[    1.0] random console noise").is_none());
-        assert!(c.feed_line("MMX1 {broken").is_none());
-        assert!(c.feed_line(&done).is_some());
-        assert_eq!(c.events.len(), 1);
-        assert_eq!(c.garbled.len(), 1);
-        assert!(c.is_done());
+    fn deadlines_grow_with_items_and_under_tcg() {
+        let boot = Duration::from_secs(40);
+        let kvm = Deadlines::for_plan(&plan(&[Some(10), Some(20)]), boot).under(Accel::Kvm);
+        assert_eq!(kvm.boot, Duration::from_secs(40));
+        assert_eq!(kvm.plan, Duration::from_secs(40 + 30 + 30));
+        assert_eq!(kvm.silence, Duration::from_secs(40 + 20 + 30));
+        let tcg = Deadlines::for_plan(&plan(&[Some(10), Some(20)]), boot).under(Accel::Tcg);
+        assert_eq!(tcg.plan, Duration::from_secs(3 * 100));
+        let default = Deadlines::for_plan(&plan(&[None]), boot);
+        assert_eq!(default.plan, Duration::from_secs(40 + 300 + 30));
     }
 }

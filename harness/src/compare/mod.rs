@@ -1,7 +1,7 @@
 //! `mmx compare BASELINE CANDIDATE`: what got better, worse or broke, cell by cell and metric by
 //! metric, and whether the gate holds.
 //!
-//! - Cells are matched by id. A baseline `pass` that becomes `fail`, `timeout`, `panic` or
+//! - Cells are matched by their typed key (`cell::CellKey`). A baseline `pass` that becomes `fail`, `timeout`, `panic` or
 //!   `infra-error` fails the gate; `unsupported` ⇄ `pass` is reported (a kernel gained or lost a
 //!   feature, with the probe evidence), never failed; other changes (a failure fixed,
 //!   `fail` → `timeout`) are reported.
@@ -15,15 +15,16 @@
 //! - Baseline cells missing from the candidate, and new cells, are listed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use minijinja::Value;
 use protocol::{Better, Metric, Outcome, Summary};
 use serde::Serialize;
 
-use crate::report::model::{evidence_text, fmt_num, natural_cmp};
-use crate::results::{CellRecord, RunRecord};
+use crate::cell::{natural_cmp, CellKey};
+use crate::report::model::{evidence_text, fmt_num};
+use crate::results::{run_json_path, CellRecord, RunRecord};
 
 mod stats;
 mod thresholds;
@@ -211,14 +212,18 @@ fn kind_of(from: Outcome, to: Outcome) -> FlipKind {
     }
 }
 
-fn index(run: &RunRecord, notes: &mut Vec<String>, side: &str) -> HashMap<String, usize> {
+fn index<'a>(
+    run: &'a RunRecord,
+    notes: &mut Vec<String>,
+    side: &str,
+) -> HashMap<&'a CellKey, usize> {
     let mut map = HashMap::with_capacity(run.cells.len());
     let mut dups = 0;
     for (i, c) in run.cells.iter().enumerate() {
-        if map.contains_key(&c.id) {
+        if map.contains_key(&c.key) {
             dups += 1;
         } else {
-            map.insert(c.id.clone(), i);
+            map.insert(&c.key, i);
         }
     }
     if dups > 0 {
@@ -241,11 +246,11 @@ pub fn compare(base: &RunRecord, cand: &RunRecord, th: &Thresholds) -> Compariso
     let mut counts = Counts::default();
     let mut seen = BTreeSet::new();
     for b in &base.cells {
-        if !seen.insert(b.id.as_str()) {
+        if !seen.insert(&b.key) {
             continue;
         }
-        let Some(&ci) = cand_ix.get(&b.id) else {
-            missing.push(b.id.clone());
+        let Some(&ci) = cand_ix.get(&b.key) else {
+            missing.push(b.key.to_string());
             continue;
         };
         let c = &cand.cells[ci];
@@ -259,7 +264,7 @@ pub fn compare(base: &RunRecord, cand: &RunRecord, th: &Thresholds) -> Compariso
                 counts.other_flips += 1;
             }
             outcome_changes.push(OutcomeChange {
-                cell: b.id.clone(),
+                cell: b.key.to_string(),
                 from: b.outcome,
                 to: c.outcome,
                 kind,
@@ -287,8 +292,8 @@ pub fn compare(base: &RunRecord, cand: &RunRecord, th: &Thresholds) -> Compariso
     let mut new: Vec<String> = cand
         .cells
         .iter()
-        .filter(|c| !base_ix.contains_key(&c.id))
-        .map(|c| c.id.clone())
+        .filter(|c| !base_ix.contains_key(&c.key))
+        .map(|c| c.key.to_string())
         .collect();
     new.dedup();
     let (ba, ca) = (RunRef::of(base), RunRef::of(cand));
@@ -333,7 +338,7 @@ fn compare_metrics(
         let Some(any) = any else { continue };
         let threshold = th.for_metric(name);
         let mut mc = MetricChange {
-            cell: b.id.clone(),
+            cell: b.key.to_string(),
             metric: name.clone(),
             unit: any.unit.symbol(),
             better: any.better,
@@ -530,21 +535,12 @@ fn view(c: &Comparison) -> View {
 // CLI.
 // ---------------------------------------------------------------------------------------------
 
-/// A run.json path, or a run directory's run.json.
-pub fn resolve_run_json(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        p.join("run.json")
-    } else {
-        p.to_path_buf()
-    }
-}
-
 /// `mmx compare`: prints markdown (or JSON), writes `--markdown-out`, returns whether the gate
 /// passed. Errors (unreadable runs, bad thresholds) are usage errors for the caller to map.
 pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<bool> {
     let th = Thresholds::parse(&args.thresholds)?.with_alpha(args.alpha)?;
-    let base = RunRecord::read(&resolve_run_json(&args.baseline)).context("baseline")?;
-    let cand = RunRecord::read(&resolve_run_json(&args.candidate)).context("candidate")?;
+    let base = RunRecord::read(&run_json_path(&args.baseline)).context("baseline")?;
+    let cand = RunRecord::read(&run_json_path(&args.candidate)).context("candidate")?;
     let cmp = compare(&base, &cand, &th);
     let md = cmp.render_markdown()?;
     if let Some(path) = &args.markdown_out {

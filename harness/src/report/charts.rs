@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use protocol::{CellDetail, Outcome, Scenario, Strategy, Summary, Unit};
 use serde::Serialize;
 
-use super::model::{fs_rank, mounts_detail, natural_cmp};
+use super::model::mounts_detail;
 use super::svg::{layout, Chart, ChartSpec, DataPoint, Scale, SeriesData};
 use crate::results::{CellRecord, RunRecord};
 
@@ -71,9 +71,7 @@ fn latency_us(c: &CellRecord) -> Option<Vec<f64>> {
 
 pub fn build(run: &RunRecord) -> Charts {
     let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
-    cells.sort_by(|a, b| {
-        natural_cmp(&a.kernel, &b.kernel).then_with(|| natural_cmp(&a.topology, &b.topology))
-    });
+    cells.sort_by(|a, b| a.key.cmp(&b.key));
     let mut omitted = Vec::new();
     let latency = latency_charts(&cells, &mut omitted);
     let ops = ops_charts(&cells, &mut omitted);
@@ -91,7 +89,8 @@ type RowKey = (String, String);
 fn by_row<'a>(cells: &[&'a CellRecord]) -> Vec<(RowKey, Vec<&'a CellRecord>)> {
     let mut out: Vec<(RowKey, Vec<&CellRecord>)> = Vec::new();
     for c in cells {
-        let k = (c.kernel.clone(), c.topology.clone());
+        let (kernel, topology) = c.key.target.row();
+        let k = (kernel.to_string(), topology.to_string());
         match out.last_mut() {
             Some((lk, v)) if *lk == k => v.push(c),
             _ => out.push((k, vec![c])),
@@ -118,15 +117,13 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
     let mut drawn = 0;
     let mut skipped = 0;
     for ((kernel, topo), row) in by_row(&mounts) {
-        let mut by_fs: BTreeMap<(usize, String), Vec<&CellRecord>> = BTreeMap::new();
+        let mut by_fs: BTreeMap<protocol::Filesystem, Vec<&CellRecord>> = BTreeMap::new();
         for c in row {
-            by_fs
-                .entry((fs_rank(&c.filesystem), c.filesystem.clone()))
-                .or_default()
-                .push(c);
+            by_fs.entry(c.key.filesystem).or_default().push(c);
         }
         let mut charts = Vec::new();
-        for ((_, fs), group) in by_fs {
+        for (fs, group) in by_fs {
+            let fs = fs.as_str();
             if drawn >= MAX_LATENCY_CHARTS {
                 skipped += 1;
                 continue;
@@ -209,7 +206,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
                 note.push_str(&format!("; {} series not drawn", total - MAX_SERIES));
             }
             charts.push(layout(&ChartSpec {
-                id: slug(&["lat", &kernel, &topo, &fs]),
+                id: slug(&["lat", &kernel, &topo, fs]),
                 title: format!("{kernel} · {topo} · {fs}"),
                 accel: accel_of(group.iter().copied()),
                 x_label: "layers per container (L)".into(),
@@ -275,7 +272,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
             let e = seen
                 .entry((m.strategy, m.passes, m.layers, per))
                 .or_insert_with(|| (Vec::new(), m.expected_ops_per_container(), c.outcome));
-            e.0.push(c.filesystem.clone());
+            e.0.push(c.key.filesystem.to_string());
             if c.outcome.severity() > e.2.severity() {
                 e.2 = c.outcome;
             }
@@ -458,16 +455,16 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
             };
         }
         let accel = c.provenance.accel.as_str().to_string();
+        let (kernel, topology) = c.key.target.row();
         let base = format!(
-            "{} · {} · {} · {}",
-            c.kernel,
-            c.topology,
-            c.filesystem,
+            "{kernel} · {topology} · {} · {}",
+            c.key.filesystem,
             lb.bench.as_str()
         );
+        let id = c.key.to_string();
         let charts = vec![
             layout(&ChartSpec {
-                id: slug(&["lock-ops", &c.id]),
+                id: slug(&["lock-ops", &id]),
                 title: format!("{base} · throughput"),
                 accel: accel.clone(),
                 x_label: "threads".into(),
@@ -479,7 +476,7 @@ fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSec
                 note: note.clone(),
             }),
             layout(&ChartSpec {
-                id: slug(&["lock-scal", &c.id]),
+                id: slug(&["lock-scal", &id]),
                 title: format!("{base} · scalability"),
                 accel,
                 x_label: "threads".into(),

@@ -6,7 +6,7 @@
 use protocol::{CellDetail, Outcome};
 use serde::Serialize;
 
-use super::model::{evidence_text, natural_cmp};
+use super::model::evidence_text;
 use crate::results::{CellRecord, RunRecord};
 
 #[derive(Debug, Serialize)]
@@ -65,17 +65,14 @@ fn seconds(c: &CellRecord) -> f64 {
     }
 }
 
-/// The suite a cell belongs to: its id without the scenario part.
+/// The suite a cell belongs to: its boot (target and filesystem).
 fn suite_name(c: &CellRecord) -> String {
-    match c.id.rsplit_once('/') {
-        Some((head, _)) => head.to_string(),
-        None => format!("{}/{}/{}", c.kernel, c.topology, c.filesystem),
-    }
+    c.key.boot().to_string()
 }
 
 pub fn build(run: &RunRecord) -> JunitModel {
     let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
-    cells.sort_by(|a, b| natural_cmp(&a.id, &b.id));
+    cells.sort_by(|a, b| a.key.cmp(&b.key));
     let mut suites: Vec<Suite> = Vec::new();
     let mut total_time = 0.0;
     for c in cells {
@@ -116,12 +113,11 @@ pub fn build(run: &RunRecord) -> JunitModel {
             Some(e) if c.outcome != Outcome::Pass => format!(
                 "outcome: {}\ncell: {}\nboot: {}\nstep: {}\nerrno: {}\n{}",
                 c.outcome,
-                c.id,
-                c.boot_id,
+                c.key,
+                c.boot,
                 e.step,
-                e.errno_name
-                    .clone()
-                    .or(e.errno.map(|n| n.to_string()))
+                e.errno
+                    .map(|n| format!("{} ({n})", protocol::errno::describe(n)))
                     .unwrap_or_else(|| "-".into()),
                 e.detail
             ),

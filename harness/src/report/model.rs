@@ -225,42 +225,6 @@ pub fn build(run: &RunRecord) -> ReportModel {
 // Ordering helpers.
 // ---------------------------------------------------------------------------------------------
 
-/// Compare strings with digit runs as numbers, so `debian-6.9` sorts before `debian-6.12`.
-pub fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (a.first(), b.first()) {
-            (None, None) => return Ordering::Equal,
-            (None, _) => return Ordering::Less,
-            (_, None) => return Ordering::Greater,
-            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
-                let na = a.iter().take_while(|c| c.is_ascii_digit()).count();
-                let nb = b.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (da, db) = (&a[..na], &b[..nb]);
-                let (ta, tb) = (trim_zeros(da), trim_zeros(db));
-                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                a = &a[na..];
-                b = &b[nb..];
-            }
-            (Some(x), Some(y)) => {
-                if x != y {
-                    return x.cmp(y);
-                }
-                a = &a[1..];
-                b = &b[1..];
-            }
-        }
-    }
-}
-
-fn trim_zeros(d: &[u8]) -> &[u8] {
-    let n = d.iter().take_while(|c| **c == b'0').count();
-    &d[n.min(d.len().saturating_sub(1))..]
-}
-
 /// Column family of a cell: the strategy for mount cells, `lockbench-<bench>` otherwise.
 pub fn family(s: &Scenario) -> (usize, String) {
     match s {
@@ -280,27 +244,27 @@ pub fn family(s: &Scenario) -> (usize, String) {
 /// outcomes folded as for layer counts).
 fn column_fs(c: &CellRecord) -> String {
     match c.scenario {
-        Scenario::Mounts(_) => c.filesystem.clone(),
+        Scenario::Mounts(_) => c.key.filesystem.to_string(),
         Scenario::Lockbench(_) => "all".into(),
     }
 }
 
-/// Filesystems in DESIGN.md order, unknown names after them.
+/// A matrix column's filesystem in `Filesystem` order (ext4, xfs, btrfs, tmpfs), `all` after.
 pub fn fs_rank(fs: &str) -> usize {
-    ["ext4", "xfs", "btrfs", "tmpfs"]
+    protocol::Filesystem::ALL
         .iter()
-        .position(|x| *x == fs)
-        .unwrap_or(4)
+        .position(|x| x.as_str() == fs)
+        .unwrap_or(protocol::Filesystem::ALL.len())
 }
 
+/// Report order: target (row), then column family, then filesystem, then the rest of the key.
 fn cell_order(a: &CellRecord, b: &CellRecord) -> Ordering {
-    natural_cmp(&a.kernel, &b.kernel)
-        .then_with(|| natural_cmp(&a.topology, &b.topology))
+    a.key
+        .target
+        .cmp(&b.key.target)
         .then_with(|| family(&a.scenario).cmp(&family(&b.scenario)))
-        .then_with(|| fs_rank(&a.filesystem).cmp(&fs_rank(&b.filesystem)))
-        .then_with(|| a.filesystem.cmp(&b.filesystem))
-        .then_with(|| natural_cmp(&a.scenario.label(), &b.scenario.label()))
-        .then_with(|| a.id.cmp(&b.id))
+        .then_with(|| a.key.filesystem.cmp(&b.key.filesystem))
+        .then_with(|| a.key.cmp(&b.key))
 }
 
 /// Outcome symbols for the HTML report: plain Unicode that common system fonts (DejaVu,
@@ -355,11 +319,10 @@ pub fn evidence_text(e: Option<&Evidence>) -> String {
 /// answer the same answer across cells.
 pub fn evidence_headline(e: &Evidence) -> String {
     let mut s = one_line(&e.step, EVIDENCE_CHARS);
-    match (&e.errno_name, e.errno) {
+    match (e.errno_name(), e.errno) {
         (Some(name), Some(n)) => s.push_str(&format!(": {name} ({n})")),
-        (Some(name), None) => s.push_str(&format!(": {name}")),
-        (None, Some(n)) => s.push_str(&format!(": errno {n}")),
-        (None, None) => {}
+        (_, Some(n)) => s.push_str(&format!(": errno {n}")),
+        (_, None) => {}
     }
     s
 }
@@ -415,7 +378,7 @@ pub fn perf_value(s: &Summary) -> PerfValue {
 fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
     // Columns: family × filesystem, in family then filesystem order.
     let mut cols: BTreeMap<((usize, String), usize, String), ()> = BTreeMap::new();
-    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut rows: Vec<&crate::cell::TargetKey> = Vec::new();
     let mut slots: HashMap<(usize, usize), Vec<&CellRecord>> = HashMap::new();
     for c in cells {
         cols.insert(
@@ -430,10 +393,9 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
         .map(|(i, ((_, f), _, fs))| ((f.clone(), fs.clone()), i))
         .collect();
     for c in cells {
-        let rk = (c.kernel.clone(), c.topology.clone());
-        // `cells` is sorted by kernel then topology: a new row key is always the last one.
-        if rows.last() != Some(&rk) {
-            rows.push(rk);
+        // `cells` is sorted by target first: a new row is always the last one.
+        if rows.last() != Some(&&c.key.target) {
+            rows.push(&c.key.target);
         }
         let ci = col_index[&(family(&c.scenario).1, column_fs(c))];
         slots.entry((rows.len() - 1, ci)).or_default().push(c);
@@ -460,7 +422,8 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
     let mut note_index: HashMap<(Outcome, String), usize> = HashMap::new();
     let mut places: Vec<Vec<(String, Vec<String>)>> = Vec::new();
     let mut out_rows = Vec::new();
-    for (ri, (kernel, topology)) in rows.iter().enumerate() {
+    for (ri, target) in rows.iter().enumerate() {
+        let (kernel, topology) = target.row();
         let mut releases = BTreeSet::new();
         let mut accels = BTreeSet::new();
         let mut row_cells = Vec::new();
@@ -510,7 +473,8 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                 if places.len() < n {
                     places.resize_with(n, Vec::new);
                 }
-                let place = format!("{} · {} · {}", c.kernel, c.topology, c.filesystem);
+                let (k, t) = c.key.target.row();
+                let place = format!("{k} · {t} · {}", c.key.filesystem);
                 let groups = &mut places[n - 1];
                 match groups.iter_mut().find(|(g, _)| *g == place) {
                     Some((_, labels)) => labels.push(c.scenario.label()),
@@ -545,8 +509,8 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
             });
         }
         out_rows.push(MatrixRow {
-            kernel: kernel.clone(),
-            topology: topology.clone(),
+            kernel: kernel.to_string(),
+            topology: topology.to_string(),
             release: releases.into_iter().collect::<Vec<_>>().join(", "),
             accel: accels.into_iter().collect::<Vec<_>>().join(", "),
             cells: row_cells,
@@ -631,10 +595,11 @@ fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
                 }
             }
             for (sub, values) in subs {
+                let (kernel, topology) = c.key.target.row();
                 rows.push(PerfRow {
-                    kernel: c.kernel.clone(),
-                    topology: c.topology.clone(),
-                    filesystem: c.filesystem.clone(),
+                    kernel: kernel.to_string(),
+                    topology: topology.to_string(),
+                    filesystem: c.key.filesystem.to_string(),
                     scenario: c.scenario.label(),
                     sub: sub.to_string(),
                     accel: c.provenance.accel.as_str(),
@@ -668,14 +633,6 @@ pub fn mounts_detail(c: &CellRecord) -> Option<&protocol::MountsResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn natural_order_reads_versions() {
-        let mut v = vec!["debian-6.12", "debian-7.x", "debian-6.1", "debian-6.9"];
-        v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["debian-6.1", "debian-6.9", "debian-6.12", "debian-7.x"]);
-        assert_eq!(natural_cmp("L01", "L1"), Ordering::Equal);
-    }
 
     #[test]
     fn evidence_is_one_line() {

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use protocol::Feature;
 use serde::Serialize;
 
-use super::model::{evidence_text, fs_rank, natural_cmp, one_line, EVIDENCE_CHARS};
+use super::model::{evidence_text, one_line, EVIDENCE_CHARS};
+use crate::cell::TargetKey;
 use crate::results::{BootEnd, CellRecord, RunRecord};
 
 #[derive(Debug, Serialize)]
@@ -54,6 +55,8 @@ pub struct ProbeCell {
 #[derive(Debug, Serialize)]
 pub struct BootRow {
     pub id: String,
+    /// `3 protocol violations (duplicate, unknown-item)`, empty when the agent kept the contract.
+    pub violations: String,
     pub backend: &'static str,
     pub accel: &'static str,
     pub end: &'static str,
@@ -76,9 +79,10 @@ pub(super) fn provenance(cells: &[&CellRecord]) -> Vec<ProvRow> {
             .as_ref()
             .map(|t| format!("{} (SMT {})", t.short(), t.smt.as_str()))
             .unwrap_or_default();
+        let (kernel, topology) = c.key.target.row();
         let row = ProvRow {
-            kernel: c.kernel.clone(),
-            topology: c.topology.clone(),
+            kernel: kernel.to_string(),
+            topology: topology.to_string(),
             backend: p.backend.as_str(),
             accel: p.accel.as_str(),
             host_cpu: p.host_cpu.clone(),
@@ -114,42 +118,41 @@ pub(super) fn provenance(cells: &[&CellRecord]) -> Vec<ProvRow> {
 }
 
 pub(super) fn probes(run: &RunRecord) -> ProbeTable {
-    let kernel_of: HashMap<&str, &str> = run
-        .cells
-        .iter()
-        .map(|c| (c.id.as_str(), c.kernel.as_str()))
-        .collect();
+    let mut boots: Vec<&crate::results::BootRecord> = run.boots.iter().collect();
+    boots.sort_by(|a, b| a.key.cmp(&b.key));
     let mut cols: Vec<(ProbeCol, &protocol::Capabilities)> = Vec::new();
-    for b in &run.boots {
+    let mut seen: Vec<(TargetKey, protocol::Filesystem)> = Vec::new();
+    for b in boots {
         let Some(caps) = &b.capabilities else {
             continue;
         };
-        let kernel = b
-            .cells
-            .iter()
-            .find_map(|id| kernel_of.get(id.as_str()).copied())
-            .unwrap_or_else(|| b.id.split('/').next().unwrap_or(&b.id))
-            .to_string();
-        // One column per kernel and filesystem: other topologies probe the same kernel.
-        if cols
-            .iter()
-            .any(|(c, _)| c.kernel == kernel && c.filesystem == caps.probed_fs)
-        {
+        // One column per kernel (or host) and filesystem: other topologies probe the same
+        // kernel; a host's SMT settings likewise.
+        let kernel_only = match &b.key.target {
+            TargetKey::Qemu { kernel, .. } => TargetKey::Qemu {
+                kernel: kernel.clone(),
+                topology: String::new(),
+            },
+            TargetKey::Ssh { host, .. } => TargetKey::Ssh {
+                host: host.clone(),
+                smt: crate::cell::SmtSetting::AsIs,
+            },
+            TargetKey::Local => TargetKey::Local,
+        };
+        let column = (kernel_only, b.key.filesystem);
+        if seen.contains(&column) {
             continue;
         }
+        seen.push(column);
         cols.push((
             ProbeCol {
-                kernel,
+                kernel: b.key.target.row().0.to_string(),
                 filesystem: caps.probed_fs.clone(),
                 release: caps.kernel_release.clone(),
             },
             caps,
         ));
     }
-    cols.sort_by(|a, b| {
-        natural_cmp(&a.0.kernel, &b.0.kernel)
-            .then_with(|| fs_rank(&a.0.filesystem).cmp(&fs_rank(&b.0.filesystem)))
-    });
     let rows = Feature::ALL
         .iter()
         .map(|f| ProbeRow {
@@ -163,11 +166,11 @@ pub(super) fn probes(run: &RunRecord) -> ProbeTable {
                         title: "not probed".into(),
                     },
                     Some(p) => {
-                        let errno = p.evidence.as_ref().and_then(|e| {
-                            e.errno_name
-                                .clone()
-                                .or_else(|| e.errno.map(|n| format!("errno {n}")))
-                        });
+                        let errno = p
+                            .evidence
+                            .as_ref()
+                            .and_then(|e| e.errno)
+                            .map(protocol::errno::describe);
                         ProbeCell {
                             ok: Some(p.supported),
                             text: match (p.supported, errno) {
@@ -199,20 +202,38 @@ pub(super) fn boots(run: &RunRecord) -> Vec<BootRow> {
             .map(|v| format!("{v:.0}"))
             .unwrap_or_default()
     };
-    let mut rows: Vec<BootRow> = run
-        .boots
-        .iter()
+    let mut boots: Vec<&crate::results::BootRecord> = run.boots.iter().collect();
+    boots.sort_by(|a, b| a.key.cmp(&b.key));
+    boots
+        .into_iter()
         .map(|b| {
             let (end, end_detail) = match &b.end {
                 BootEnd::Completed => ("completed", String::new()),
-                BootEnd::Timeout { limit, seconds, .. } => {
-                    ("timeout", format!("{limit} limit after {seconds:.0} s"))
-                }
+                BootEnd::Timeout {
+                    deadline, seconds, ..
+                } => (
+                    "timeout",
+                    format!("{} deadline after {seconds:.0} s", deadline.as_str()),
+                ),
                 BootEnd::Panic { line, .. } => ("panic", one_line(line, EVIDENCE_CHARS)),
-                BootEnd::Infra { message } => ("infra-error", one_line(message, EVIDENCE_CHARS)),
+                BootEnd::Infra { cause, message } => (
+                    "infra-error",
+                    one_line(&format!("{}: {message}", cause.as_str()), EVIDENCE_CHARS),
+                ),
             };
+            let mut kinds: Vec<&str> = b.violations.iter().map(|v| v.kind.as_str()).collect();
+            kinds.dedup();
             BootRow {
-                id: b.id.clone(),
+                id: b.key.to_string(),
+                violations: if b.violations_total == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        "{} protocol violation(s) ({})",
+                        b.violations_total,
+                        kinds.join(", ")
+                    )
+                },
                 backend: b.backend.as_str(),
                 accel: b.accel.as_str(),
                 end,
@@ -237,7 +258,5 @@ pub(super) fn boots(run: &RunRecord) -> Vec<BootRow> {
                 cells: b.cells.len(),
             }
         })
-        .collect();
-    rows.sort_by(|a, b| natural_cmp(&a.id, &b.id));
-    rows
+        .collect()
 }

@@ -2,26 +2,24 @@
 //! visit each), runs the boots on a pool of jobs, and folds what each boot reported back into
 //! one record per cell, writing `run.json` after every boot so nothing gathered is lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use protocol::{
-    AgentEvent, CellResult, Filesystem, ObservedTopology, Outcome, Plan, PlanItem, Scenario,
-    SCHEMA_VERSION,
-};
+use protocol::{ObservedTopology, Outcome, Plan, PlanItem, Scenario, SCHEMA_VERSION};
 
 mod runner;
 
-pub use runner::{plan_limit, Kernels, Runner};
+pub use runner::{Kernels, Runner};
 
 use crate::backend::qemu::AccelChoice;
 use crate::backend::{BootOutput, Cancel};
-use crate::matrix::{Cell, Expectation, Matrix, Target, Topology};
+use crate::cell::BootKey;
+use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target, Topology};
 use crate::results::{
-    BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, Provenance, RunDir,
-    RunRecord, RUN_SCHEMA_VERSION,
+    BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, InfraCause,
+    Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
 };
 
 /// Which part of the matrix to run.
@@ -91,23 +89,21 @@ pub struct RunOptions {
 /// One boot: the cells it runs and where.
 #[derive(Debug, Clone)]
 pub struct BootPlan {
-    pub id: String,
+    pub key: BootKey,
     pub target: Target,
-    pub filesystem: Filesystem,
     pub cells: Vec<Cell>,
 }
 
-/// Group cells into boots (cells with the same kernel/topology/filesystem share one).
+/// Group cells into boots (cells with the same target and filesystem share one), in key order.
 pub fn group_boots(cells: Vec<Cell>) -> Vec<BootPlan> {
-    let mut boots: BTreeMap<String, BootPlan> = BTreeMap::new();
+    let mut boots: BTreeMap<BootKey, BootPlan> = BTreeMap::new();
     for cell in cells {
-        let key = cell.boot_key();
+        let key = cell.key.boot();
         boots
             .entry(key.clone())
             .or_insert_with(|| BootPlan {
-                id: key,
+                key,
                 target: cell.target.clone(),
-                filesystem: cell.filesystem,
                 cells: Vec::new(),
             })
             .cells
@@ -118,27 +114,16 @@ pub fn group_boots(cells: Vec<Cell>) -> Vec<BootPlan> {
 
 /// Whether a cell id matches any filter (substring, or a glob with `*`).
 pub fn matches_filter(id: &str, filters: &[String]) -> bool {
-    filters.is_empty() || filters.iter().any(|f| glob_match(f, id))
-}
-
-fn glob_match(pattern: &str, text: &str) -> bool {
-    if pattern.contains('*') {
-        crate::matrix::glob_matches(pattern, text)
-    } else {
-        text.contains(pattern)
-    }
+    filters.is_empty() || filters.iter().any(|f| filter_matches(f, id))
 }
 
 /// Check each cell against the matrix's known answers.
-pub fn apply_expectations(cells: &mut [CellRecord], expectations: &[Expectation]) {
+pub fn apply_expectations(cells: &mut [CellRecord], expectations: &Expectations) {
     for c in cells {
-        c.expected = expectations
-            .iter()
-            .find(|e| crate::matrix::glob_matches(&e.pattern, &c.id))
-            .map(|e| ExpectationCheck {
-                expectation: e.clone(),
-                met: e.is_met(c.outcome, c.evidence.as_ref()),
-            });
+        c.expected = expectations.find(&c.key).map(|e| ExpectationCheck {
+            expectation: e.clone(),
+            met: e.is_met(c.outcome, c.evidence.as_ref()),
+        });
     }
 }
 
@@ -172,13 +157,24 @@ pub fn item_timeout_s(scenario: &Scenario) -> u64 {
     }
 }
 
-/// The plan for one boot: every cell `repeats` times, in cell order.
+impl BootPlan {
+    /// The cell (index into `cells`) and repeat each plan item of [`plan_for`] runs: every cell
+    /// `repeats` times, in cell order, repeat after repeat.
+    pub fn item_cell(&self, item: usize) -> (usize, u32) {
+        let n = self.cells.len().max(1);
+        (item % n, u32::try_from(item / n).unwrap_or(u32::MAX))
+    }
+}
+
+/// The plan for one boot: every cell `repeats` times, in cell order; item `i` is the `i`-th
+/// (see [`BootPlan::item_cell`]).
 pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
     let mut items = Vec::new();
     for _ in 0..repeats {
         for c in &boot.cells {
             items.push(PlanItem {
-                cell_id: c.id.to_string(),
+                item: u32::try_from(items.len()).unwrap_or(u32::MAX),
+                cell_id: c.key.to_string(),
                 scenario: c.scenario.clone(),
                 timeout_s: Some(item_timeout_s(&c.scenario)),
             });
@@ -186,7 +182,7 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
     }
     Plan {
         schema_version: SCHEMA_VERSION,
-        boot_id: boot.id.clone(),
+        boot_id: boot.key.to_string(),
         scratch_dir: scratch_dir.to_path_buf(),
         scratch_disk: None,
         modules: Vec::new(),
@@ -195,7 +191,9 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
     }
 }
 
-/// Fold one boot's output into cell records and a boot record.
+/// Fold one boot's output into cell records and a boot record. A boot whose agent broke the
+/// results contract ends `infra-error` (protocol violation) whatever it said; the results it sent
+/// before stay.
 pub fn fold_boot(
     boot: &BootPlan,
     out: &BootOutput,
@@ -203,19 +201,30 @@ pub fn fold_boot(
     host_cpu: &str,
     attempts: u32,
 ) -> (BootRecord, Vec<CellRecord>) {
-    let mut kernel_release = None;
-    let mut observed: Option<ObservedTopology> = None;
-    let mut capabilities = None;
-    let mut results: HashMap<&str, Vec<&CellResult>> = HashMap::new();
-    for ev in &out.events {
-        match ev {
-            AgentEvent::Hello {
-                kernel_release: k, ..
-            } => kernel_release = Some(k.clone()),
-            AgentEvent::Topology(t) => observed = Some(t.clone()),
-            AgentEvent::Capabilities(c) => capabilities = Some(c.clone()),
-            AgentEvent::CellResult(r) => results.entry(r.cell_id.as_str()).or_default().push(r),
-            AgentEvent::Log { .. } | AgentEvent::Done { .. } => {}
+    let stream = &out.stream;
+    let end = if stream.broke_contract() && !matches!(out.end, BootEnd::Infra { .. }) {
+        BootEnd::infra(
+            InfraCause::ProtocolViolation,
+            format!(
+                "the agent broke the results contract {} time(s) (first: {})",
+                stream.violations_total,
+                stream.violations.first().map_or("?", |v| v.kind.as_str())
+            ),
+        )
+    } else {
+        out.end.clone()
+    };
+    let kernel_release = stream.hello.as_ref().map(|h| h.kernel_release.clone());
+    let observed: Option<ObservedTopology> = stream.topology.clone();
+
+    // Every valid result, by the cell it answers (repeats together, in repeat order).
+    let mut per_cell: Vec<Vec<&protocol::CellResult>> = vec![Vec::new(); boot.cells.len()];
+    for (item, r) in stream.results().iter().enumerate() {
+        if let Some(r) = r {
+            let (cell, _repeat) = boot.item_cell(item);
+            if let Some(slot) = per_cell.get_mut(cell) {
+                slot.push(r);
+            }
         }
     }
 
@@ -229,11 +238,9 @@ pub fn fold_boot(
     };
 
     let mut cells = Vec::new();
-    for cell in &boot.cells {
-        let (kernel, topology, fs, _) = cell.id.parts();
-        let got = results.get(cell.id.as_str()).cloned().unwrap_or_default();
+    for (cell, got) in boot.cells.iter().zip(per_cell) {
         let (outcome, evidence, metrics, detail, repeats) = if got.is_empty() {
-            let (o, e) = out.end.outcome_for_unreported();
+            let (o, e) = end.outcome_for_unreported();
             (o, Some(e), BTreeMap::new(), None, 0)
         } else {
             let worst = got
@@ -255,14 +262,11 @@ pub fn fold_boot(
                 worst.evidence.clone(),
                 metrics,
                 worst.detail.clone(),
-                got.len() as u32,
+                u32::try_from(got.len()).unwrap_or(u32::MAX),
             )
         };
         cells.push(CellRecord {
-            id: cell.id.to_string(),
-            kernel: kernel.to_string(),
-            topology: topology.to_string(),
-            filesystem: fs.to_string(),
+            key: cell.key.clone(),
             scenario: cell.scenario.clone(),
             outcome,
             evidence,
@@ -282,24 +286,27 @@ pub fn fold_boot(
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
             },
-            boot_id: boot.id.clone(),
+            boot: boot.key.clone(),
             attempts,
             repeats,
             expected: None,
         });
     }
     let record = BootRecord {
-        id: boot.id.clone(),
+        key: boot.key.clone(),
         backend,
         accel: out.accel,
-        end: out.end.clone(),
+        end,
         kernel_release,
         logs: out.logs.clone(),
         timings_ms: out.timings_ms.clone(),
-        capabilities,
+        capabilities: stream.capabilities.clone(),
         observed_topology: observed,
-        cells: boot.cells.iter().map(|c| c.id.to_string()).collect(),
+        cells: boot.cells.iter().map(|c| c.key.clone()).collect(),
         attempts,
+        violations: stream.violations.clone(),
+        violations_total: stream.violations_total,
+        channels: out.channels.clone(),
     };
     (record, cells)
 }
@@ -405,7 +412,7 @@ pub fn select(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<Selection> {
             local_scratch = Some(scratch);
         }
     }
-    cells.retain(|c| matches_filter(c.id.as_str(), &opts.filter));
+    cells.retain(|c| matches_filter(&c.key.to_string(), &opts.filter));
     let boots = shard_boots(group_boots(cells), opts.shard);
     Ok(Selection {
         boots,
@@ -458,15 +465,13 @@ impl Progress {
             let summary: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {o}")).collect();
             let end = match &boot.end {
                 BootEnd::Completed => String::new(),
-                BootEnd::Timeout { limit, .. } => format!(" — {limit} timeout"),
-                BootEnd::Panic { line, .. } => format!(" — {line}"),
-                BootEnd::Infra { message } => format!(" — {message}"),
+                other => format!(" — {}", other.summary()),
             };
             self.say(&format!(
                 "[{:>3}/{}] {}  {} ({}, {:.1} s){end}",
                 self.done,
                 self.total,
-                boot.id,
+                boot.key,
                 summary.join(", "),
                 boot.accel.as_str(),
                 took.as_secs_f64()
@@ -533,7 +538,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
     let record = RunRecord {
         schema_version: RUN_SCHEMA_VERSION,
         mmx_version: env!("CARGO_PKG_VERSION").to_string(),
-        run_id,
+        run_id: run_dir.id.clone(),
         started_at: started.clone(),
         finished_at: started,
         matrix: opts.matrix.display().to_string(),
@@ -596,8 +601,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         Err(_) => anyhow::bail!("internal error: run state still shared after the pool ended"),
     };
     // Stable order in run.json whatever order jobs finished in.
-    record.cells.sort_by(|a, b| a.id.cmp(&b.id));
-    record.boots.sort_by(|a, b| a.id.cmp(&b.id));
+    record.sort();
     record.finished_at = now_rfc3339();
     record.write(&run_dir.run_json())?;
     Ok((record, run_dir))
@@ -616,6 +620,7 @@ impl Drop for ScratchGuard {
 mod tests {
     use super::*;
     use crate::results::Accel;
+    use protocol::{AgentEvent, CellResult};
 
     fn matrix() -> Matrix {
         Matrix::parse(
@@ -637,7 +642,7 @@ containers = [2]
         let boots = group_boots(matrix().qemu_cells());
         assert_eq!(boots.len(), 4);
         assert!(boots.iter().all(|b| b.cells.len() == 6));
-        assert_eq!(boots[0].id, "k1/1s2c1t/ext4");
+        assert_eq!(boots[0].key.to_string(), "k1/1s2c1t/ext4");
     }
 
     #[test]
@@ -646,10 +651,10 @@ containers = [2]
         let mut seen = Vec::new();
         for i in 1..=3 {
             let s = shard_boots(all.clone(), Some(Shard { index: i, count: 3 }));
-            seen.extend(s.into_iter().map(|b| b.id));
+            seen.extend(s.into_iter().map(|b| b.key));
         }
         seen.sort();
-        let mut ids: Vec<_> = all.iter().map(|b| b.id.clone()).collect();
+        let mut ids: Vec<_> = all.iter().map(|b| b.key.clone()).collect();
         ids.sort();
         assert_eq!(seen, ids);
         assert!("0/3".parse::<Shard>().is_err());
@@ -670,34 +675,68 @@ containers = [2]
         assert!(!matches_filter(id, &["xfs".into()]));
     }
 
-    #[test]
-    fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
-        let m = matrix();
-        let boot = group_boots(m.qemu_cells()).remove(0);
-        let id0 = boot.cells[0].id.to_string();
-        let result = |v: f64, o: Outcome| {
-            AgentEvent::CellResult(CellResult {
-                cell_id: id0.clone(),
-                outcome: o,
-                evidence: None,
-                metrics: BTreeMap::from([(
-                    "latency_p50_us".to_string(),
-                    protocol::Metric::one(protocol::Unit::Microseconds, protocol::Better::Lower, v),
-                )]),
-                detail: None,
-            })
-        };
-        let out = BootOutput {
-            events: vec![result(1.0, Outcome::Pass), result(2.0, Outcome::Fail)],
-            end: BootEnd::Panic {
-                line: "Kernel panic - not syncing".into(),
-                excerpt: String::new(),
-            },
+    fn line(ev: AgentEvent) -> String {
+        protocol::encode_line(&ev)
+    }
+
+    fn hello() -> String {
+        line(AgentEvent::Hello {
+            agent_version: "0".into(),
+            schema_version: protocol::SCHEMA_VERSION,
+            kernel_release: "6.12".into(),
+            uptime_ms: 0,
+        })
+    }
+
+    fn result(plan: &Plan, item: usize, v: f64, o: Outcome) -> String {
+        line(AgentEvent::CellResult(CellResult {
+            item: item as u32,
+            cell_id: plan.items[item].cell_id.clone(),
+            outcome: o,
+            evidence: None,
+            metrics: BTreeMap::from([(
+                "latency_p50_us".to_string(),
+                protocol::Metric::one(protocol::Unit::Microseconds, protocol::Better::Lower, v),
+            )]),
+            detail: None,
+        }))
+    }
+
+    fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
+        let mut stream = crate::backend::ResultStream::new(plan);
+        for l in lines {
+            stream.feed_line(l);
+        }
+        BootOutput {
+            stream,
+            end,
             accel: Accel::Tcg,
             logs: vec![],
             timings_ms: BTreeMap::new(),
             kernel_source: None,
-        };
+            channels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
+        let m = matrix();
+        let boot = group_boots(m.qemu_cells()).remove(0);
+        let plan = plan_for(&boot, 2, Path::new("/s"));
+        let n = boot.cells.len();
+        // Cell 0, repeats 0 and 1: items 0 and n.
+        let out = output(
+            &plan,
+            &[
+                hello(),
+                result(&plan, 0, 1.0, Outcome::Pass),
+                result(&plan, n, 2.0, Outcome::Fail),
+            ],
+            BootEnd::Panic {
+                line: "Kernel panic - not syncing".into(),
+                excerpt: String::new(),
+            },
+        );
         let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
         assert_eq!(rec.cells.len(), boot.cells.len());
         assert_eq!(cells[0].outcome, Outcome::Fail, "worst repeat wins");
@@ -709,6 +748,36 @@ containers = [2]
             "unreported cells take the boot's end"
         );
         assert_eq!(cells[1].provenance.accel, Accel::Tcg);
+    }
+
+    #[test]
+    fn a_broken_contract_ends_the_boot_and_keeps_what_came_before() {
+        let m = matrix();
+        let boot = group_boots(m.qemu_cells()).remove(0);
+        let plan = plan_for(&boot, 1, Path::new("/s"));
+        let out = output(
+            &plan,
+            &[
+                hello(),
+                result(&plan, 0, 1.0, Outcome::Pass),
+                // The same item again, with another outcome: it must not count.
+                result(&plan, 0, 9.0, Outcome::Fail),
+                line(AgentEvent::Done { uptime_ms: 1 }),
+            ],
+            BootEnd::Completed,
+        );
+        let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
+        assert!(matches!(
+            rec.end,
+            BootEnd::Infra {
+                cause: InfraCause::ProtocolViolation,
+                ..
+            }
+        ));
+        assert_eq!(rec.violations_total, 1);
+        assert_eq!(cells[0].outcome, Outcome::Pass, "the valid result stays");
+        assert_eq!(cells[0].repeats, 1);
+        assert_eq!(cells[1].outcome, Outcome::InfraError);
     }
 
     #[test]

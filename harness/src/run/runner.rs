@@ -8,15 +8,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use protocol::Plan;
 
 use super::{apply_expectations, fold_boot, plan_for, BootPlan};
-use crate::backend::qemu::{AccelChoice, Qemu};
+use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel};
+use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines};
 use crate::kernels::{Cache, LockFile, Recipe, ResolvedKernel};
-use crate::matrix::{Expectation, Matrix, Target};
-use crate::results::{Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, RunDir};
+use crate::matrix::{Expectations, Matrix, Target};
+use crate::results::{
+    Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir,
+};
+
+/// From the agent's start to its hello on this machine (it execs at once).
+const LOCAL_START: Duration = Duration::from_secs(30);
+/// Connecting to a host and copying the agent (a few MB) there, until the agent's hello.
+const SSH_START: Duration = Duration::from_secs(150);
 
 /// Kernel recipes, their lock and the cache, resolved lazily: each kernel is fetched once per
 /// run, however many boots use it.
@@ -93,7 +99,7 @@ pub struct Runner {
     /// Present when the run has QEMU boots.
     pub qemu: Option<(Qemu, Kernels)>,
     /// The matrix's known answers, checked on every cell.
-    pub expectations: Vec<Expectation>,
+    pub expectations: Expectations,
 }
 
 impl Runner {
@@ -151,7 +157,9 @@ impl Runner {
             let t = Instant::now();
             let (b, c) = if cancel.is_cancelled() {
                 let out = BootOutput::infra(
+                    &plan_for(boot, repeats, Path::new("/")),
                     Accel::Metal,
+                    InfraCause::Cancelled,
                     "not started: the run was interrupted (Ctrl-C)",
                     vec![],
                 );
@@ -187,7 +195,7 @@ impl Runner {
         loop {
             attempts += 1;
             let out = self.attempt(boot, repeats, run_dir, cancel, session.as_deref_mut());
-            let retry = matches!(out.end, BootEnd::Infra { .. })
+            let retry = matches!(out.end, BootEnd::Infra { cause, .. } if cause.is_retryable())
                 && attempts <= self.retries
                 && !cancel.is_cancelled();
             if !retry {
@@ -207,39 +215,61 @@ impl Runner {
         cancel: &Cancel,
         session: Option<&mut HostSession>,
     ) -> BootOutput {
-        let request = |scratch: &Path| BootRequest {
-            id: boot.id.clone(),
-            plan: plan_for(boot, repeats, scratch),
-            run_dir: run_dir.clone(),
-            cancel: cancel.clone(),
+        // The deadlines of every backend come from here: the plan's items and what it takes
+        // the backend to get the agent going.
+        let request = |scratch: &Path, start: Duration| {
+            let plan = plan_for(boot, repeats, scratch);
+            BootRequest {
+                key: boot.key.clone(),
+                deadlines: Deadlines::for_plan(&plan, start),
+                plan,
+                run_dir: run_dir.clone(),
+                cancel: cancel.clone(),
+            }
         };
         match &boot.target {
             Target::Local => {
-                let Some(scratch) = &self.local_scratch else {
+                let req = request(
+                    self.local_scratch.as_deref().unwrap_or(Path::new("/")),
+                    LOCAL_START,
+                );
+                if self.local_scratch.is_none() {
                     return BootOutput::infra(
+                        &req.plan,
                         Accel::Metal,
+                        InfraCause::Internal,
                         "local cell without a scratch dir",
                         vec![],
                     );
-                };
-                let req = request(scratch);
-                let limit = plan_limit(&req.plan);
-                crate::backend::local::run_boot(&self.agent, &req, limit)
+                }
+                crate::backend::local::run_boot(&self.agent, &req)
             }
             Target::Qemu { kernel, topology } => {
+                let req = request(Path::new(crate::backend::qemu::SCRATCH_DIR), BOOT_ALLOWANCE);
                 let Some((qemu, kernels)) = &self.qemu else {
-                    return BootOutput::infra(Accel::Tcg, "QEMU backend not set up", vec![]);
+                    return BootOutput::infra(
+                        &req.plan,
+                        Accel::Tcg,
+                        InfraCause::Internal,
+                        "QEMU backend not set up",
+                        vec![],
+                    );
                 };
                 let t = Instant::now();
                 let resolved = match kernels.get(kernel) {
                     Ok(k) => k,
                     Err(e) => {
-                        return BootOutput::infra(qemu.accel().unwrap_or(Accel::Tcg), e, vec![])
+                        return BootOutput::infra(
+                            &req.plan,
+                            qemu.accel().unwrap_or(Accel::Tcg),
+                            InfraCause::Kernel,
+                            e,
+                            vec![],
+                        )
                     }
                 };
                 let fetch_ms = ms_between(t, Instant::now());
-                let req = request(Path::new(crate::backend::qemu::SCRATCH_DIR));
-                let mut out = qemu.boot(&req, &resolved, topology, boot.filesystem);
+                let mut out = qemu.boot(&req, &resolved, topology, boot.key.filesystem);
                 out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
                 out
             }
@@ -249,21 +279,15 @@ impl Runner {
                         .scratch_dir
                         .clone()
                         .unwrap_or_else(|| PathBuf::from("scratch")),
+                    SSH_START,
                 );
-                let limit = plan_limit(&req.plan);
                 match session {
-                    Some(s) => s.run(&self.agent, *smt, &req, limit),
-                    None => crate::backend::ssh::run_host(&self.agent, host, *smt, &req, limit),
+                    Some(s) => s.run(&self.agent, *smt, &req),
+                    None => crate::backend::ssh::run_host(&self.agent, host, *smt, &req),
                 }
             }
         }
     }
-}
-
-/// Whole-visit limit: every item's limit plus a minute to start and stop.
-pub fn plan_limit(plan: &Plan) -> Duration {
-    let items: u64 = plan.items.iter().map(|i| i.timeout_s.unwrap_or(300)).sum();
-    Duration::from_secs(60 + items)
 }
 
 pub(super) fn backend_of(t: &Target) -> BackendKind {

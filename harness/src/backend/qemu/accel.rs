@@ -120,7 +120,7 @@ pub fn judge_probe(
             format!("the probe guest did not reach the agent within {seconds:.0} s")
         }
         BootEnd::Panic { line, .. } => format!("the probe guest died: {line}"),
-        BootEnd::Infra { message } => format!("the probe guest failed: {message}"),
+        BootEnd::Infra { message, .. } => format!("the probe guest failed: {message}"),
     };
     (false, why)
 }
@@ -154,7 +154,7 @@ mod tests {
             false,
             false,
             &BootEnd::Timeout {
-                limit: "boot".into(),
+                deadline: crate::results::Deadline::Boot,
                 seconds: 30.0,
                 excerpt: String::new(),
             },

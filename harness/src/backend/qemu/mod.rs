@@ -12,12 +12,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use protocol::{AgentEvent, Filesystem, Plan, ScratchDisk};
+use protocol::{Filesystem, Plan, ScratchDisk};
 
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel};
+use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines, ResultStream};
+use crate::cell::BootKey;
 use crate::kernels::{Cache, ModuleFeature, ResolvedKernel};
 use crate::matrix::Topology;
-use crate::results::{Accel, RunDir};
+use crate::results::{Accel, BootEnd, InfraCause, RunDir};
 
 pub mod accel;
 pub mod args;
@@ -26,22 +27,13 @@ pub mod disk;
 pub mod process;
 
 pub use accel::AccelChoice;
-pub use process::Limits;
 
 /// Where the guest mounts the layers' filesystem.
 pub const SCRATCH_DIR: &str = "/scratch";
 
-/// An item without its own `timeout_s` is given this long (before scaling).
-const DEFAULT_ITEM_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Boot allowance under KVM (QEMU start → agent running); TCG multiplies every limit.
-const BOOT_ALLOWANCE: Duration = Duration::from_secs(40);
-
-/// Time the agent's feature probes may take, before scaling.
-const PROBE_ALLOWANCE: Duration = Duration::from_secs(30);
-
-/// How much slower than KVM every limit is under TCG.
-const TCG_SCALE: u32 = 3;
+/// Boot allowance under KVM (QEMU start → agent running as PID 1); `Deadlines::under` scales it
+/// for TCG with every other deadline.
+pub const BOOT_ALLOWANCE: Duration = Duration::from_secs(40);
 
 /// The QEMU backend. Cheap to share between worker threads: the accelerator is decided once.
 #[derive(Debug)]
@@ -52,7 +44,7 @@ pub struct Qemu {
     qemu: PathBuf,
     /// Decided in [`Qemu::new`], or by the probe on the first boot (`auto` with a /dev/kvm).
     accel: Mutex<Option<Accel>>,
-    limits: Option<Limits>,
+    deadlines: Option<Deadlines>,
     extra_cmdline: String,
 }
 
@@ -84,7 +76,7 @@ impl Qemu {
             cache_dir,
             qemu,
             accel: Mutex::new(decided),
-            limits: None,
+            deadlines: None,
             extra_cmdline: String::new(),
         })
     }
@@ -95,9 +87,9 @@ impl Qemu {
         self
     }
 
-    /// Fixed watchdog limits instead of ones derived from each plan (tests, `--timeout`).
-    pub fn with_limits(mut self, limits: Limits) -> Qemu {
-        self.limits = Some(limits);
+    /// Fixed deadlines, unscaled, instead of each request's (tests that need a short one).
+    pub fn with_deadlines(mut self, deadlines: Deadlines) -> Qemu {
+        self.deadlines = Some(deadlines);
         self
     }
 
@@ -125,16 +117,23 @@ impl Qemu {
         let accel = self.decide_accel(kernel);
         let mut out = self.boot_with(req, kernel, topology, fs, accel, start);
         // A kernel KVM cannot run even though the probe guest could: fall back for this boot.
-        if accel == Accel::Kvm && self.choice == AccelChoice::Auto && out.events.is_empty() {
-            if let crate::results::BootEnd::Infra { message } = &out.end {
-                if message.contains(process::KVM_FAILURE) {
-                    eprintln!(
-                        "mmx: {}: KVM failed on this kernel; retrying under TCG",
-                        req.id
-                    );
-                    out = self.boot_with(req, kernel, topology, fs, Accel::Tcg, Instant::now());
-                }
+        let kvm_failed = matches!(
+            out.end,
+            BootEnd::Infra {
+                cause: InfraCause::KvmUnusable,
+                ..
             }
+        );
+        if accel == Accel::Kvm
+            && self.choice == AccelChoice::Auto
+            && kvm_failed
+            && out.stream.hello.is_none()
+        {
+            eprintln!(
+                "mmx: {}: KVM failed on this kernel; retrying under TCG",
+                req.key
+            );
+            out = self.boot_with(req, kernel, topology, fs, Accel::Tcg, Instant::now());
         }
         out
     }
@@ -148,13 +147,14 @@ impl Qemu {
         accel: Accel,
         start: Instant,
     ) -> BootOutput {
-        let console_rel = RunDir::log_rel(&req.id, "console");
-        let results_rel = RunDir::log_rel(&req.id, "results");
-        let qemu_rel = RunDir::log_rel(&req.id, "qemu");
+        let console_rel = RunDir::log_rel(&req.key, "console");
+        let results_rel = RunDir::log_rel(&req.key, "results");
+        let qemu_rel = RunDir::log_rel(&req.key, "qemu");
         let logs = vec![console_rel.clone(), results_rel.clone(), qemu_rel.clone()];
         let plan = guest_plan(&req.plan, kernel, fs, accel);
         let infra = |msg: String| {
-            let mut o = BootOutput::infra(accel, msg, logs.clone());
+            let mut o =
+                BootOutput::infra(&req.plan, accel, InfraCause::BootSetup, msg, logs.clone());
             o.kernel_source = Some(kernel.provenance.describe());
             o
         };
@@ -180,13 +180,14 @@ impl Qemu {
         };
         timings.insert("disk".to_string(), ms_between(start, Instant::now()));
         if let Ok(json) = serde_json::to_string_pretty(&plan) {
-            let _ = std::fs::write(req.run_dir.abs(&plan_rel(&req.id)), json);
+            let _ =
+                crate::rundir::write_atomic(&req.run_dir.abs(&plan_rel(&req.key)), json.as_bytes());
         }
 
         let launch = process::Launch {
             qemu: self.qemu.clone(),
             args: self.command_line(
-                &req.id,
+                &req.key,
                 accel,
                 kernel,
                 topology,
@@ -197,43 +198,41 @@ impl Qemu {
             console_log: req.run_dir.abs(&console_rel),
             results_log: req.run_dir.abs(&results_rel),
             qemu_log: req.run_dir.abs(&qemu_rel),
-            // From the plan as asked for: derive_limits scales for TCG itself.
-            limits: self
-                .limits
-                .unwrap_or_else(|| derive_limits(&req.plan, accel)),
+            deadlines: self.deadlines.unwrap_or(req.deadlines).under(accel),
         };
-        let w = process::run_guest(&launch, &req.cancel);
+        let w = process::run_guest(&launch, &req.plan, &req.cancel);
         drop(work);
 
         if let Some(t) = w.qemu_started {
             timings.insert("qemu-start".into(), ms_between(start, t));
         }
-        if let Some(ks) = kernel_start(&w.collector) {
+        if let Some(ks) = kernel_start(&w.stream) {
             timings.insert("kernel-start".into(), ms_between(start, ks));
         }
-        if let Some(t) = w.ready_at.or(w.collector.hello_at) {
+        if let Some(t) = w.ready_at.or(w.stream.hello_at) {
             timings.insert("agent-ready".into(), ms_between(start, t));
         }
-        if let Some(t) = w.collector.done_at {
+        if let Some(t) = w.stream.done_at {
             timings.insert("plan-done".into(), ms_between(start, t));
         }
         timings.insert("exit".into(), ms_between(start, w.exited_at));
         let mut logs = logs;
-        logs.push(plan_rel(&req.id));
+        logs.push(plan_rel(&req.key));
         BootOutput {
-            events: w.collector.events,
+            stream: w.stream,
             end: w.end,
             accel,
             logs,
             timings_ms: timings,
             kernel_source: Some(kernel.provenance.describe()),
+            channels: Default::default(),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn command_line(
         &self,
-        id: &str,
+        id: &BootKey,
         accel: Accel,
         kernel: &ResolvedKernel,
         topology: &Topology,
@@ -350,13 +349,13 @@ impl Qemu {
             console_log: log("console"),
             results_log: log("results"),
             qemu_log: log("qemu"),
-            limits: Limits {
+            deadlines: Deadlines {
                 boot: accel::PROBE_LIMIT,
-                no_output: accel::PROBE_LIMIT,
-                guest: accel::PROBE_LIMIT,
+                silence: accel::PROBE_LIMIT,
+                plan: accel::PROBE_LIMIT,
             },
         };
-        let w = process::run_guest(&launch, &Cancel::new());
+        let w = process::run_guest(&launch, &plan, &Cancel::new());
         Ok(accel::judge_probe(
             w.kvm_failed,
             w.ready_at.is_some(),
@@ -412,8 +411,8 @@ fn cached_verdict(qemu: &Path, cache_dir: &Path) -> Option<Accel> {
     Some(accel)
 }
 
-fn plan_rel(id: &str) -> PathBuf {
-    RunDir::log_rel(id, "plan").with_extension("json")
+fn plan_rel(key: &BootKey) -> PathBuf {
+    RunDir::log_rel(key, "plan").with_extension("json")
 }
 
 /// The plan as the guest gets it: where the layers live, which modules to load, and item
@@ -423,7 +422,9 @@ pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem, accel: A
     let mut plan = plan.clone();
     if accel == Accel::Tcg {
         for item in &mut plan.items {
-            item.timeout_s = item.timeout_s.map(|t| t * u64::from(TCG_SCALE));
+            item.timeout_s = item
+                .timeout_s
+                .map(|t| t * u64::from(crate::backend::TCG_SCALE));
         }
     }
     plan.scratch_dir = SCRATCH_DIR.into();
@@ -459,79 +460,16 @@ pub fn wanted_features(fs: Filesystem) -> Vec<ModuleFeature> {
     f
 }
 
-/// Watchdog limits for a plan: boot allowance, the probes, and every item's own limit, all
-/// stretched under TCG. The silence limit covers the longest item (items may be silent while
-/// they run) plus the probes.
-pub fn derive_limits(plan: &Plan, accel: Accel) -> Limits {
-    let scale = match accel {
-        Accel::Kvm | Accel::Metal => 1,
-        Accel::Tcg => TCG_SCALE,
-    };
-    let item = |i: &protocol::PlanItem| {
-        i.timeout_s
-            .map_or(DEFAULT_ITEM_TIMEOUT, Duration::from_secs)
-    };
-    let items: Duration = plan.items.iter().map(item).sum();
-    let longest = plan.items.iter().map(item).max().unwrap_or_default();
-    let boot = BOOT_ALLOWANCE * scale;
-    Limits {
-        boot,
-        no_output: boot + (longest + PROBE_ALLOWANCE) * scale,
-        guest: boot + (items + PROBE_ALLOWANCE) * scale,
-    }
-}
-
 /// When the kernel started, from the agent's hello: its arrival minus the guest's uptime then.
-fn kernel_start(c: &crate::backend::EventCollector) -> Option<Instant> {
-    let at = c.hello_at?;
-    let uptime = c.events.iter().find_map(|e| match e {
-        AgentEvent::Hello { uptime_ms, .. } => Some(*uptime_ms),
-        _ => None,
-    })?;
+fn kernel_start(s: &ResultStream) -> Option<Instant> {
+    let at = s.hello_at?;
+    let uptime = s.hello.as_ref()?.uptime_ms;
     at.checked_sub(Duration::from_millis(uptime))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{MountsScenario, PlanItem, Scenario, Strategy};
-
-    fn plan(timeouts: &[Option<u64>]) -> Plan {
-        Plan {
-            schema_version: protocol::SCHEMA_VERSION,
-            boot_id: "b".into(),
-            scratch_dir: "/x".into(),
-            scratch_disk: None,
-            modules: vec![],
-            probe: true,
-            items: timeouts
-                .iter()
-                .map(|t| PlanItem {
-                    cell_id: "c".into(),
-                    scenario: Scenario::Mounts(MountsScenario {
-                        strategy: Strategy::PerLayer,
-                        layers: 1,
-                        containers: 1,
-                        concurrency: 1,
-                        passes: 2,
-                    }),
-                    timeout_s: *t,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn limits_grow_with_items_and_under_tcg() {
-        let kvm = derive_limits(&plan(&[Some(10), Some(20)]), Accel::Kvm);
-        assert_eq!(kvm.boot, Duration::from_secs(40));
-        assert_eq!(kvm.guest, Duration::from_secs(40 + 30 + 30));
-        assert_eq!(kvm.no_output, Duration::from_secs(40 + 20 + 30));
-        let tcg = derive_limits(&plan(&[Some(10), Some(20)]), Accel::Tcg);
-        assert_eq!(tcg.guest, Duration::from_secs(120 + 3 * 60));
-        let default = derive_limits(&plan(&[None]), Accel::Kvm);
-        assert_eq!(default.guest, Duration::from_secs(40 + 300 + 30));
-    }
 
     #[test]
     fn modules_follow_the_filesystem() {

@@ -9,8 +9,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Cancel, EventCollector};
-use crate::results::BootEnd;
+use crate::backend::{Cancel, Deadlines, ResultStream};
+use crate::results::{BootEnd, Deadline, InfraCause};
 
 use super::console::{self, Alarm};
 
@@ -28,17 +28,6 @@ const EXCERPT_LINES: usize = 40;
 /// a poll is three `read`s that usually return nothing.
 const POLL: Duration = Duration::from_millis(25);
 
-/// The watchdogs, all measured from QEMU's start.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Until the agent runs as PID 1 (its ready line on the console).
-    pub boot: Duration,
-    /// Longest silence on both channels together.
-    pub no_output: Duration,
-    /// The whole guest, start to exit.
-    pub guest: Duration,
-}
-
 /// Everything needed to run one QEMU.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -48,16 +37,16 @@ pub struct Launch {
     pub console_log: PathBuf,
     pub results_log: PathBuf,
     pub qemu_log: PathBuf,
-    pub limits: Limits,
+    /// Measured from QEMU's start; `boot` ends when the agent runs as PID 1 (its ready line).
+    pub deadlines: Deadlines,
 }
 
 /// What happened, with instants for the boot's timings.
 #[derive(Debug)]
 pub struct Watched {
-    pub collector: EventCollector,
+    pub stream: ResultStream,
     pub end: BootEnd,
     pub qemu_started: Option<Instant>,
-    pub first_console: Option<Instant>,
     pub ready_at: Option<Instant>,
     pub exited_at: Instant,
     /// QEMU's stderr said KVM could not run the guest.
@@ -66,12 +55,11 @@ pub struct Watched {
 
 impl Watched {
     /// Nothing seen yet.
-    fn new() -> Watched {
+    fn new(plan: &protocol::Plan) -> Watched {
         Watched {
-            collector: EventCollector::new(),
+            stream: ResultStream::new(plan),
             end: BootEnd::Completed,
             qemu_started: None,
-            first_console: None,
             ready_at: None,
             exited_at: Instant::now(),
             kvm_failed: false,
@@ -207,22 +195,20 @@ impl ConsoleState {
 
 /// Start QEMU and watch it to its end. Never returns an error: a QEMU that cannot start is a
 /// [`BootEnd::Infra`] carrying its stderr.
-pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
+pub fn run_guest(launch: &Launch, plan: &protocol::Plan, cancel: &Cancel) -> Watched {
     let Launch {
         qemu,
         args,
         console_log,
         results_log,
         qemu_log,
-        limits,
+        deadlines,
     } = launch;
-    let mut watched = Watched::new();
+    let mut watched = Watched::new(plan);
     // The chardevs append to existing files; start from empty ones so the tails read this boot.
     for p in [console_log, results_log] {
-        if let Err(e) = File::create(p) {
-            watched.end = BootEnd::Infra {
-                message: format!("creating {}: {e}", p.display()),
-            };
+        if let Err(e) = crate::rundir::create_nofollow(p) {
+            watched.end = BootEnd::infra(InfraCause::BootSetup, format!("{e:#}"));
             return watched;
         }
     }
@@ -237,9 +223,10 @@ pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
     let running = match handle {
         Ok(h) => Running(h),
         Err(e) => {
-            watched.end = BootEnd::Infra {
-                message: format!("starting {}: {e}", qemu.display()),
-            };
+            watched.end = BootEnd::infra(
+                InfraCause::Spawn,
+                format!("starting {}: {e}", qemu.display()),
+            );
             watched.exited_at = Instant::now();
             return watched;
         }
@@ -271,7 +258,7 @@ pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
             con.feed(line, now);
         }
         for line in res_lines {
-            watched.collector.feed_line(&line);
+            watched.stream.feed_line(&line);
         }
         if qemu_lines.iter().any(|l| l.contains(KVM_FAILURE)) {
             watched.kvm_failed = true;
@@ -282,7 +269,7 @@ pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
             Ok(None) => {}
         }
         if stopped.is_none() {
-            stopped = watchdog(&con, &watched, limits, started, last_output, now, cancel);
+            stopped = watchdog(&con, &watched, deadlines, started, last_output, now, cancel);
             if stopped.is_some() {
                 break None;
             }
@@ -296,9 +283,8 @@ pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
         con.feed(line, watched.exited_at);
     }
     for line in results_tail.finish() {
-        watched.collector.feed_line(&line);
+        watched.stream.feed_line(&line);
     }
-    watched.first_console = con.first;
     watched.ready_at = con.ready;
     let qemu_output = std::fs::read_to_string(qemu_log).unwrap_or_default();
     watched.kvm_failed |= qemu_output.contains(KVM_FAILURE);
@@ -317,7 +303,7 @@ pub fn run_guest(launch: &Launch, cancel: &Cancel) -> Watched {
 fn watchdog(
     con: &ConsoleState,
     watched: &Watched,
-    limits: &Limits,
+    deadlines: &Deadlines,
     started: Instant,
     last_output: Instant,
     now: Instant,
@@ -330,29 +316,37 @@ fn watchdog(
         });
     }
     if watched.kvm_failed {
-        return Some(BootEnd::Infra {
-            message: format!("{KVM_FAILURE}: KVM cannot run this guest (use --accel tcg)"),
-        });
+        return Some(BootEnd::infra(
+            InfraCause::KvmUnusable,
+            format!("{KVM_FAILURE}: KVM cannot run this guest (use --accel tcg)"),
+        ));
+    }
+    if watched.stream.broke_contract() {
+        return Some(BootEnd::infra(
+            InfraCause::ProtocolViolation,
+            "the agent broke the results contract",
+        ));
     }
     if cancel.is_cancelled() {
-        return Some(BootEnd::Infra {
-            message: "interrupted (Ctrl-C)".into(),
-        });
+        return Some(BootEnd::infra(
+            InfraCause::Cancelled,
+            "interrupted (Ctrl-C)",
+        ));
     }
-    let timeout = |limit: &str, d: Duration| BootEnd::Timeout {
-        limit: limit.into(),
+    let timeout = |deadline: Deadline, d: Duration| BootEnd::Timeout {
+        deadline,
         seconds: d.as_secs_f64(),
         excerpt: con.excerpt(),
     };
     let elapsed = now.saturating_duration_since(started);
-    if elapsed > limits.guest {
-        return Some(timeout("guest", limits.guest));
+    if elapsed > deadlines.plan {
+        return Some(timeout(Deadline::Plan, deadlines.plan));
     }
-    if con.ready.is_none() && elapsed > limits.boot {
-        return Some(timeout("boot", limits.boot));
+    if con.ready.is_none() && elapsed > deadlines.boot {
+        return Some(timeout(Deadline::Boot, deadlines.boot));
     }
-    if now.saturating_duration_since(last_output) > limits.no_output {
-        return Some(timeout("no-output", limits.no_output));
+    if now.saturating_duration_since(last_output) > deadlines.silence {
+        return Some(timeout(Deadline::Silence, deadlines.silence));
     }
     None
 }
@@ -376,26 +370,35 @@ fn classify_exit(
             excerpt: con.excerpt(),
         };
     }
-    if watched.collector.is_done() {
+    if watched.stream.broke_contract() {
+        return BootEnd::infra(
+            InfraCause::ProtocolViolation,
+            "the agent broke the results contract",
+        );
+    }
+    if watched.stream.is_done() {
         return BootEnd::Completed;
     }
     if watched.kvm_failed {
-        return BootEnd::Infra {
-            message: format!("{KVM_FAILURE}: KVM cannot run this guest (use --accel tcg)"),
-        };
+        return BootEnd::infra(
+            InfraCause::KvmUnusable,
+            format!("{KVM_FAILURE}: KVM cannot run this guest (use --accel tcg)"),
+        );
     }
     if let Some(line) = &con.init_failed {
-        return BootEnd::Infra {
-            message: format!("the agent could not set the guest up: {line}"),
-        };
+        return BootEnd::infra(
+            InfraCause::AgentSetup,
+            format!("the agent could not set the guest up: {line}"),
+        );
     }
     if con.first.is_none() {
-        return BootEnd::Infra {
-            message: format!(
+        return BootEnd::infra(
+            InfraCause::GuestSilent,
+            format!(
                 "qemu exited ({status}) before the guest printed anything: {}",
                 qemu_output.trim()
             ),
-        };
+        );
     }
     BootEnd::Panic {
         line: format!("the guest stopped before the agent reported done (qemu: {status})"),
@@ -442,11 +445,19 @@ mod tests {
 
     #[test]
     fn exit_without_done_is_classified_by_what_was_seen() {
-        let w = Watched::new();
+        let w = Watched::new(&protocol::Plan {
+            schema_version: protocol::SCHEMA_VERSION,
+            boot_id: "b".into(),
+            scratch_dir: "/s".into(),
+            scratch_disk: None,
+            modules: vec![],
+            probe: false,
+            items: vec![],
+        });
         let none = ConsoleState::default();
         let end = classify_exit(&none, &w, "exit status: 1", "qemu: -foo: invalid option");
         assert!(
-            matches!(&end, BootEnd::Infra { message } if message.contains("invalid option")),
+            matches!(&end, BootEnd::Infra { cause: InfraCause::GuestSilent, message } if message.contains("invalid option")),
             "{end:?}"
         );
         let mut init = ConsoleState::default();

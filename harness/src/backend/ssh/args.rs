@@ -3,7 +3,8 @@
 //!
 //! The system OpenSSH client does the work: its config, agent and known_hosts are what users
 //! already trust. mmx adds only what it must: batch mode, strict host key checking and one
-//! multiplexed connection per host.
+//! multiplexed connection per host. The matrix parser has already refused user options that
+//! would change any of that (`matrix::raw`), unless a host entry allows one with a reason.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -12,41 +13,6 @@ use crate::matrix::Host;
 
 /// How long a connection master lingers unused, so that if mmx dies the master goes on its own.
 pub const CONTROL_PERSIST_S: u32 = 60;
-
-/// Options whose value mmx fixes: a host's `ssh_options` may not weaken or redirect them.
-const FIXED: [(&str, Option<&str>); 5] = [
-    ("batchmode", Some("yes")),
-    ("stricthostkeychecking", Some("yes")),
-    ("controlmaster", None),
-    ("controlpath", None),
-    ("controlpersist", None),
-];
-
-/// Refuse `ssh_options` that would change what mmx fixes (accepting unknown host keys above all).
-pub fn check_user_options(host: &Host) -> Result<(), String> {
-    for opt in &host.ssh_options {
-        let (key, value) = opt
-            .split_once(['=', ' '])
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .ok_or_else(|| {
-                format!(
-                    "host `{}`: ssh option `{opt}` is not `Key=Value`",
-                    host.name
-                )
-            })?;
-        let lower = key.to_ascii_lowercase();
-        if let Some((_, allowed)) = FIXED.iter().find(|(k, _)| *k == lower) {
-            if allowed.is_none_or(|a| !a.eq_ignore_ascii_case(value)) {
-                return Err(format!(
-                    "host `{}`: ssh option `{opt}` is not allowed: mmx always runs ssh with \
-                     BatchMode=yes, StrictHostKeyChecking=yes and its own connection sharing",
-                    host.name
-                ));
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Arguments before the destination for every ssh call to `host`. `control_dir` is a private
 /// (0700) dir for the multiplexing socket.
@@ -162,7 +128,7 @@ pub fn classify_failure(host: &Host, stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::SmtSetting;
+    use crate::cell::SmtSetting;
     use std::path::PathBuf;
 
     fn host(opts: &[&str]) -> Host {
@@ -198,15 +164,6 @@ mod tests {
         assert_eq!(a[pos("-i") + 1], "/k/id");
         let x = strs(&exit_master_args(&h, Path::new("/c")));
         assert_eq!(&x[x.len() - 3..], ["-O", "exit", "root@box.example"]);
-    }
-
-    #[test]
-    fn weakening_host_key_checking_is_refused() {
-        assert!(check_user_options(&host(&["StrictHostKeyChecking=no"])).is_err());
-        assert!(check_user_options(&host(&["stricthostkeychecking accept-new"])).is_err());
-        assert!(check_user_options(&host(&["ControlPath=/tmp/x"])).is_err());
-        assert!(check_user_options(&host(&["nonsense"])).is_err());
-        assert!(check_user_options(&host(&["StrictHostKeyChecking=yes", "Port=22"])).is_ok());
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::backend::{BootOutput, BootRequest, Cancel};
-use crate::matrix::{Host, SmtSetting};
-use crate::results::Accel;
+use crate::cell::SmtSetting;
+use crate::matrix::Host;
+use crate::results::{Accel, InfraCause};
 
 mod args;
 mod remote;
@@ -35,8 +36,8 @@ pub struct HostSession {
     host: Host,
     /// Private (0700) dir holding the connection's control socket.
     control: Option<tempfile::TempDir>,
-    /// Why no visit can run (a bad option, a failed provision hook): each visit reports it.
-    broken: Option<String>,
+    /// Why no visit can run (a failed provision hook): each visit reports it.
+    broken: Option<(InfraCause, String)>,
     /// The teardown hook is owed (the provision hook ran, or there is none to run).
     hooks: bool,
     closed: bool,
@@ -50,7 +51,7 @@ impl HostSession {
         s.hooks = true;
         if s.broken.is_none() {
             if let Err(e) = run_hook("provision", host, host.provision.as_deref(), cancel) {
-                s.broken = Some(e);
+                s.broken = Some((InfraCause::HostSetup, e));
             }
         }
         s
@@ -58,7 +59,7 @@ impl HostSession {
 
     /// A session that runs neither hook (for [`run_host`]).
     fn without_hooks(host: &Host) -> HostSession {
-        let mut broken = args::check_user_options(host).err();
+        let mut broken = None;
         // Short and fixed: unix socket paths are limited to ~100 bytes (ssh adds a suffix).
         let control = tempfile::Builder::new()
             .prefix("mmx-ssh-")
@@ -67,7 +68,7 @@ impl HostSession {
         let control = match control {
             Ok(d) => Some(d),
             Err(e) => {
-                broken.get_or_insert(e);
+                broken = Some((InfraCause::BootSetup, e));
                 None
             }
         };
@@ -80,24 +81,19 @@ impl HostSession {
         }
     }
 
-    /// One visit: run `req.plan` with `agent` under `smt`. `limit` bounds the visit (connect,
-    /// copy, run); cleanup comes after it with its own short limit.
-    pub fn run(
-        &mut self,
-        agent: &Path,
-        smt: SmtSetting,
-        req: &BootRequest,
-        limit: Duration,
-    ) -> BootOutput {
+    /// One visit: run `req.plan` with `agent` under `smt`. The request's plan deadline bounds
+    /// the visit (connect, copy, run); cleanup comes after it with its own short limit.
+    pub fn run(&mut self, agent: &Path, smt: SmtSetting, req: &BootRequest) -> BootOutput {
+        let infra =
+            |cause, msg: String| BootOutput::infra(&req.plan, Accel::Metal, cause, msg, vec![]);
         match (&self.broken, &self.control, self.closed) {
-            (Some(e), _, _) => BootOutput::infra(Accel::Metal, e.clone(), vec![]),
-            (None, _, true) => BootOutput::infra(
-                Accel::Metal,
+            (Some((cause, e)), _, _) => infra(*cause, e.clone()),
+            (None, _, true) => infra(
+                InfraCause::Internal,
                 format!("host `{}`: session already closed", self.host.name),
-                vec![],
             ),
-            (None, Some(dir), false) => visit::run(&self.host, dir.path(), agent, smt, req, limit),
-            (None, None, false) => BootOutput::infra(Accel::Metal, "no control dir", vec![]),
+            (None, Some(dir), false) => visit::run(&self.host, dir.path(), agent, smt, req),
+            (None, None, false) => infra(InfraCause::Internal, "no control dir".into()),
         }
     }
 
@@ -140,27 +136,11 @@ impl Drop for HostSession {
 
 /// One visit on its own connection, without the provision/teardown hooks (see [`HostSession`]
 /// to share one connection across a host's visits and run the hooks).
-pub fn run_host(
-    agent: &Path,
-    host: &Host,
-    smt: SmtSetting,
-    req: &BootRequest,
-    limit: Duration,
-) -> BootOutput {
+pub fn run_host(agent: &Path, host: &Host, smt: SmtSetting, req: &BootRequest) -> BootOutput {
     let mut s = HostSession::without_hooks(host);
-    let out = s.run(agent, smt, req, limit);
+    let out = s.run(agent, smt, req);
     let _ = s.close();
     out
-}
-
-/// Run the host's provision hook, if it has one.
-pub fn provision(host: &Host) -> Result<(), String> {
-    run_hook("provision", host, host.provision.as_deref(), &Cancel::new())
-}
-
-/// Run the host's teardown hook, if it has one.
-pub fn teardown(host: &Host) -> Result<(), String> {
-    run_hook("teardown", host, host.teardown.as_deref(), &Cancel::new())
 }
 
 /// Run a user hook with `sh -c` on this machine. It learns the host from `MMX_HOST_NAME`,

@@ -15,16 +15,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use protocol::{AgentEvent, CellResult, Evidence, Outcome};
+use protocol::{CellResult, Evidence, Outcome};
 use sha2::{Digest, Sha256};
 
 use super::args::{classify_failure, command_args, describe};
 use super::remote::{self, command_line, parse_status, status_value, SMT_CONTROL};
 use super::step::{self, StepError, StepOutput, Streamed};
 use crate::backend::local::tail_of;
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, EventCollector};
-use crate::matrix::{Host, SmtSetting};
-use crate::results::{Accel, BootEnd, RunDir};
+use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, ResultStream};
+use crate::cell::SmtSetting;
+use crate::matrix::Host;
+use crate::results::{Accel, BootEnd, Deadline, InfraCause, RunDir};
 
 /// Connecting and copying the agent (a few MB) to the host.
 const PREPARE_LIMIT: Duration = Duration::from_secs(120);
@@ -33,14 +34,8 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
 /// The host's own deadline is the harness's plus this, so the harness normally decides.
 const REMOTE_GRACE_S: u64 = 30;
 
-/// The SMT wish as the run script's argument.
-fn smt_arg(smt: SmtSetting) -> &'static str {
-    match smt {
-        SmtSetting::AsIs => "as-is",
-        SmtSetting::On => "on",
-        SmtSetting::Off => "off",
-    }
-}
+/// Why a visit could not go on: the cause and a message for people.
+type Failure = (InfraCause, String);
 
 struct Visit<'a> {
     host: &'a Host,
@@ -52,7 +47,8 @@ struct Visit<'a> {
     /// Time spent in connect, copy, plan and cleanup steps (not the agent's own work).
     overhead_ms: f64,
     use_sudo: bool,
-    /// The private temp dir on the host, once it exists.
+    /// The private temp dir on the host: the name mmx chose, once the step that makes it ran
+    /// (never a name the host's output announces: a login banner could name another).
     dir: Option<String>,
     /// SMT control value to write back, when the run script changed it.
     smt_old: Option<String>,
@@ -67,18 +63,18 @@ pub fn run(
     agent: &Path,
     smt: SmtSetting,
     req: &BootRequest,
-    limit: Duration,
 ) -> BootOutput {
-    let ssh_rel = RunDir::log_rel(&req.id, "ssh");
-    let agent_rel = RunDir::log_rel(&req.id, "agent");
-    let results_rel = RunDir::log_rel(&req.id, "results");
-    let plan_rel = RunDir::log_rel(&req.id, "plan").with_extension("json");
+    let limit = req.deadlines.under(Accel::Metal).plan;
+    let ssh_rel = RunDir::log_rel(&req.key, "ssh");
+    let agent_rel = RunDir::log_rel(&req.key, "agent");
+    let results_rel = RunDir::log_rel(&req.key, "results");
+    let plan_rel = RunDir::log_rel(&req.key, "plan").with_extension("json");
     let mut v = Visit {
         host,
         control_dir,
         req,
         start: Instant::now(),
-        ssh_log: File::create(req.run_dir.abs(&ssh_rel)).ok(),
+        ssh_log: req.run_dir.create_log(&ssh_rel).ok(),
         timings: BTreeMap::new(),
         overhead_ms: 0.0,
         use_sudo: false,
@@ -86,7 +82,7 @@ pub fn run(
         smt_old: None,
         self_cleaned: None,
     };
-    let mut collector = EventCollector::new();
+    let mut stream = ResultStream::new(&req.plan);
     let end = match v.prepare_and_run(
         agent,
         smt,
@@ -94,19 +90,19 @@ pub fn run(
         &agent_rel,
         &results_rel,
         &plan_rel,
-        &mut collector,
+        &mut stream,
     ) {
         Ok(end) => end,
-        Err(message) => BootEnd::Infra { message },
+        Err((cause, message)) => BootEnd::infra(cause, message),
     };
     let end = v.cleanup(end);
     v.log(&format!("visit ended: {end:?}"));
     v.timings.insert("ssh-overhead".into(), v.overhead_ms);
-    if let Some(t) = collector.hello_at {
+    if let Some(t) = stream.hello_at {
         v.timings
             .insert("agent-ready".into(), ms_between(v.start, t));
     }
-    if let Some(t) = collector.done_at {
+    if let Some(t) = stream.done_at {
         v.timings.insert("plan-done".into(), ms_between(v.start, t));
     }
     v.timings
@@ -116,12 +112,13 @@ pub fn run(
         .filter(|rel| req.run_dir.abs(rel).exists())
         .collect();
     BootOutput {
-        events: collector.events,
+        stream,
         end,
         accel: Accel::Metal,
         logs,
         timings_ms: v.timings,
         kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),
+        channels: Default::default(),
     }
 }
 
@@ -141,7 +138,7 @@ impl Visit<'_> {
         stdin: &[u8],
         limit: Duration,
         cancel: &Cancel,
-    ) -> Result<StepOutput, String> {
+    ) -> Result<StepOutput, Failure> {
         let t = Instant::now();
         let args = command_args(self.host, self.control_dir, cmd);
         let res = step::run(&args, stdin, limit, cancel);
@@ -150,19 +147,22 @@ impl Visit<'_> {
         self.timings.insert(what.to_string(), ms);
         let who = describe(self.host);
         let (out, failure) = match res {
-            Err(StepError::Spawn(m)) => return Err(m),
+            Err(StepError::Spawn(m)) => return Err((InfraCause::Spawn, m)),
             Err(StepError::TimedOut(o)) => {
                 let m = format!(
                     "{what} on {who} took over {} s; ssh said: {}",
                     limit.as_secs(),
                     o.stderr.trim()
                 );
-                (o, Some(m))
+                (o, Some((InfraCause::Connection, m)))
             }
-            Err(StepError::Cancelled(o)) => (o, Some("interrupted (Ctrl-C)".to_string())),
+            Err(StepError::Cancelled(o)) => (
+                o,
+                Some((InfraCause::Cancelled, "interrupted (Ctrl-C)".to_string())),
+            ),
             Ok(o) if o.code == Some(255) => {
                 let m = classify_failure(self.host, &o.stderr);
-                (o, Some(m))
+                (o, Some((InfraCause::Connection, m)))
             }
             Ok(o) if o.code != Some(0) => {
                 let m = format!(
@@ -170,7 +170,7 @@ impl Visit<'_> {
                     o.code,
                     o.stderr.trim()
                 );
-                (o, Some(m))
+                (o, Some((InfraCause::HostSetup, m)))
             }
             Ok(o) => (o, None),
         };
@@ -178,10 +178,6 @@ impl Visit<'_> {
             "{what}: exit {:?} in {ms:.1} ms\n{}{}",
             out.code, out.stdout, out.stderr
         ));
-        // The temp dir may exist even when the step then failed: remember it for cleanup.
-        if self.dir.is_none() {
-            self.dir = status_value(&out.stdout, "dir").map(str::to_owned);
-        }
         match failure {
             Some(m) => Err(m),
             None => Ok(out),
@@ -197,12 +193,16 @@ impl Visit<'_> {
         agent_rel: &Path,
         results_rel: &Path,
         plan_rel: &Path,
-        collector: &mut EventCollector,
-    ) -> Result<BootEnd, String> {
+        stream: &mut ResultStream,
+    ) -> Result<BootEnd, Failure> {
         let who = describe(self.host);
         let cancel = self.req.cancel.clone();
-        let bytes = std::fs::read(agent)
-            .map_err(|e| format!("reading the agent {}: {e}", agent.display()))?;
+        let bytes = std::fs::read(agent).map_err(|e| {
+            (
+                InfraCause::BootSetup,
+                format!("reading the agent {}: {e}", agent.display()),
+            )
+        })?;
         let bytes = std::sync::Arc::new(bytes);
         // Hashed while the copy runs: it overlaps the network instead of adding to it.
         let hashing = {
@@ -223,14 +223,17 @@ impl Visit<'_> {
         let mut plan = self.req.plan.clone();
         plan.scratch_dir = PathBuf::from(format!("{dir}/scratch"));
         if let Ok(pretty) = serde_json::to_string_pretty(&plan) {
-            let _ = std::fs::write(self.req.run_dir.abs(plan_rel), pretty);
+            let _ = crate::rundir::write_atomic(&self.req.run_dir.abs(plan_rel), pretty.as_bytes());
         }
         // One line (compact JSON escapes newlines), then the agent's bytes.
-        let mut input = serde_json::to_vec(&plan).map_err(|e| format!("encoding the plan: {e}"))?;
+        let mut input = serde_json::to_vec(&plan)
+            .map_err(|e| (InfraCause::Internal, format!("encoding the plan: {e}")))?;
         input.push(b'\n');
         input.extend_from_slice(bytes.as_slice());
 
         // Connect (the first step makes the shared connection), check root, copy plan and agent.
+        // From here on the dir may exist on the host, whatever the step's output says.
+        self.dir = Some(dir.clone());
         let mode = if self.host.sudo { "sudo" } else { "root" };
         let out = self.step(
             "connect-copy",
@@ -239,57 +242,67 @@ impl Visit<'_> {
             PREPARE_LIMIT,
             &cancel,
         )?;
+        let host_setup = |m: String| (InfraCause::HostSetup, m);
         let uid = status_value(&out.stdout, "uid").ok_or_else(|| {
-            format!(
+            host_setup(format!(
                 "{who} did not answer the prepare step as expected: {}{}",
                 out.stdout, out.stderr
-            )
+            ))
         })?;
         if uid != "0" {
             if !self.host.sudo {
-                return Err(format!(
+                return Err(host_setup(format!(
                     "root is needed for mounts and SMT control, but {who} logs in as uid {uid}: \
                      log in as root or set `sudo = true` (passwordless `sudo -n`)"
-                ));
+                )));
             }
             if let Some(msg) = status_value(&out.stdout, "sudo-failed") {
-                return Err(format!(
+                return Err(host_setup(format!(
                     "`sudo = true`, but `sudo -n true` failed on {who}: {msg}; mmx never types a \
                      password: give the user passwordless sudo (NOPASSWD)"
-                ));
+                )));
             }
             self.use_sudo = true;
         }
-        if self.dir.is_none() {
-            return Err(format!("{who} made no temp dir: {}", out.stderr.trim()));
+        if status_value(&out.stdout, "dir") != Some(dir.as_str()) {
+            return Err(host_setup(format!(
+                "{who} did not make the temp dir {dir}: {}",
+                out.stderr.trim()
+            )));
         }
         let want_sum = hashing
             .join()
-            .map_err(|_| "hashing the agent failed".to_string())?;
+            .map_err(|_| (InfraCause::Internal, "hashing the agent failed".to_string()))?;
         match status_value(&out.stdout, "sha256") {
             Some(sum) if sum == want_sum => {}
             other => {
-                return Err(format!(
-                    "the agent copied to {who} has sha256 {other:?}, expected {want_sum}: the \
-                     copy was damaged or cut short"
+                return Err((
+                    InfraCause::Connection,
+                    format!(
+                        "the agent copied to {who} has sha256 {other:?}, expected {want_sum}: \
+                         the copy was damaged or cut short"
+                    ),
                 ))
             }
         }
 
         // The run: result lines live on stdout, the agent's stderr (and ssh's) in the agent log.
-        let stderr = File::create(self.req.run_dir.abs(agent_rel))
-            .map_err(|e| format!("creating the agent log: {e}"))?;
+        let stderr = self
+            .req
+            .run_dir
+            .create_log(agent_rel)
+            .map_err(|e| (InfraCause::BootSetup, format!("{e:#}")))?;
         let remote_limit = (limit.as_secs() + REMOTE_GRACE_S).to_string();
         let cmd = command_line(
             self.use_sudo,
             remote::RUN,
-            &[&dir, smt_arg(smt), &remote_limit, SMT_CONTROL],
+            &[&dir, smt.word(), &remote_limit, SMT_CONTROL],
         );
         let args = command_args(self.host, self.control_dir, &cmd);
-        let mut results_log = File::create(self.req.run_dir.abs(results_rel)).ok();
+        let mut results_log = self.req.run_dir.create_log(results_rel).ok();
         let mut run = step::Streaming::start(&args, Stdio::from(stderr)).map_err(|e| match e {
-            StepError::Spawn(m) => m,
-            other => format!("{other:?}"),
+            StepError::Spawn(m) => (InfraCause::Spawn, m),
+            other => (InfraCause::Connection, format!("{other:?}")),
         })?;
         self.timings
             .insert("agent-start".into(), ms_between(self.start, Instant::now()));
@@ -320,7 +333,7 @@ impl Visit<'_> {
                             }
                         }
                         None => {
-                            collector.feed_line(&line);
+                            stream.feed_line(&line);
                         }
                     }
                 }
@@ -328,13 +341,19 @@ impl Visit<'_> {
                 None => {}
             }
             if stopped.is_none() {
-                if cancel.is_cancelled() {
-                    stopped = Some(BootEnd::Infra {
-                        message: "interrupted (Ctrl-C)".into(),
-                    });
+                if stream.broke_contract() {
+                    stopped = Some(BootEnd::infra(
+                        InfraCause::ProtocolViolation,
+                        "the agent broke the results contract",
+                    ));
+                } else if cancel.is_cancelled() {
+                    stopped = Some(BootEnd::infra(
+                        InfraCause::Cancelled,
+                        "interrupted (Ctrl-C)",
+                    ));
                 } else if self.start.elapsed() > limit {
                     stopped = Some(BootEnd::Timeout {
-                        limit: "host-visit".into(),
+                        deadline: Deadline::Plan,
                         seconds: limit.as_secs_f64(),
                         excerpt: tail_of(&self.req.run_dir.abs(agent_rel), 20),
                     });
@@ -353,27 +372,26 @@ impl Visit<'_> {
             return Ok(end);
         }
         if let Some((want, cur)) = unsupported {
-            collector
-                .events
-                .extend(smt_unsupported(&self.req.plan, &want, &cur));
+            stream.answer_unreported(|item, cell| smt_unsupported(item, cell, &want, &cur));
             return Ok(BootEnd::Completed);
         }
         if let Some(msg) = error_line {
-            return Err(format!("on {who}: {msg}"));
+            return Err(host_setup(format!("on {who}: {msg}")));
         }
-        if collector.is_done() {
+        if stream.is_done() {
             return Ok(BootEnd::Completed);
         }
         Ok(match code {
-            Some(255) => BootEnd::Infra {
-                message: format!(
+            Some(255) => BootEnd::infra(
+                InfraCause::Connection,
+                format!(
                     "the connection to {who} was lost during the run (ssh exited 255); the \
                      agent log ends: {}",
                     last_lines(&tail(), 3)
                 ),
-            },
+            ),
             Some(124) => BootEnd::Timeout {
-                limit: "host".into(),
+                deadline: Deadline::Plan,
                 seconds: (limit.as_secs() + REMOTE_GRACE_S) as f64,
                 excerpt: tail(),
             },
@@ -381,9 +399,10 @@ impl Visit<'_> {
                 line: format!("mmx-agent on {who} ended before finishing the plan (exit {c})"),
                 excerpt: tail(),
             },
-            None => BootEnd::Infra {
-                message: format!("ssh to {who} was killed by a signal during the run"),
-            },
+            None => BootEnd::infra(
+                InfraCause::Connection,
+                format!("ssh to {who} was killed by a signal during the run"),
+            ),
         })
     }
 
@@ -409,7 +428,8 @@ impl Visit<'_> {
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect(),
             Err(e) => vec![format!(
-                "cleanup failed ({e}); {dir} may be left on the host"
+                "cleanup failed ({}); {dir} may be left on the host",
+                e.1
             )],
         };
         if left.is_empty() {
@@ -418,7 +438,8 @@ impl Visit<'_> {
         let note = left.join("; ");
         self.log(&format!("cleanup incomplete: {note}"));
         match end {
-            BootEnd::Infra { message } => BootEnd::Infra {
+            BootEnd::Infra { cause, message } => BootEnd::Infra {
+                cause,
                 message: format!("{message} (cleanup: {note})"),
             },
             // Results stand; the leftovers are in the ssh log and on stderr for the user.
@@ -447,28 +468,23 @@ fn random_suffix() -> String {
     }
 }
 
-/// Every cell of the plan answered `unsupported`: the host cannot switch SMT as asked.
-fn smt_unsupported(plan: &protocol::Plan, want: &str, cur: &str) -> Vec<AgentEvent> {
+/// A plan item's answer when the host cannot switch SMT as asked: `unsupported`.
+fn smt_unsupported(item: u32, cell: &str, want: &str, cur: &str) -> CellResult {
     let detail = if cur == "missing" {
         format!("{SMT_CONTROL} does not exist (a kernel without SMT control)")
     } else {
         format!("{SMT_CONTROL} reads `{cur}`: this host cannot switch SMT {want}")
     };
-    plan.items
-        .iter()
-        .map(|item| {
-            AgentEvent::CellResult(CellResult {
-                cell_id: item.cell_id.clone(),
-                outcome: Outcome::Unsupported,
-                evidence: Some(
-                    Evidence::new(format!("write `{want}` to {SMT_CONTROL}"))
-                        .with_detail(detail.clone()),
-                ),
-                metrics: BTreeMap::new(),
-                detail: None,
-            })
-        })
-        .collect()
+    CellResult {
+        item,
+        cell_id: cell.to_owned(),
+        outcome: Outcome::Unsupported,
+        evidence: Some(
+            Evidence::new(format!("write `{want}` to {SMT_CONTROL}")).with_detail(detail),
+        ),
+        metrics: BTreeMap::new(),
+        detail: None,
+    }
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -1,0 +1,309 @@
+//! The agent's result stream as the harness reads it: the results contract enforced on every
+//! line, with bounded memory whatever the agent sends.
+//!
+//! The contract (`protocol`): one `hello` first, at most one `topology` and one `capabilities`,
+//! exactly one result per plan item (matched by [`protocol::PlanItem::item`], with that item's
+//! cell id), then `done`. Anything else — a line that does not parse, a result for an item the
+//! plan does not have, a second result for an item, a second hello, anything after done — is a
+//! [`Violation`]: counted, a few kept for the report, and the boot ends `infra-error`
+//! ([`InfraCause::ProtocolViolation`](crate::results::InfraCause)), keeping every valid result
+//! that came before. Lines without the result prefix are noise (a login banner on an SSH
+//! channel) and ignored.
+//!
+//! Memory is bounded by the plan: one result per item, [`KEPT_LOGS`] log lines,
+//! [`KEPT_VIOLATIONS`] violations with [`EXCERPT_CHARS`] of their line; the line length itself is
+//! bounded by the supervisor that feeds this.
+
+use std::time::Instant;
+
+use protocol::{
+    AgentEvent, Capabilities, CellResult, LogLevel, ObservedTopology, Plan, SCHEMA_VERSION,
+};
+
+use crate::results::{Violation, ViolationKind};
+
+/// Agent log lines kept per boot (the rest are counted).
+pub const KEPT_LOGS: usize = 200;
+/// Violations kept per boot (the rest are counted).
+pub const KEPT_VIOLATIONS: usize = 20;
+/// Characters of a violating line kept as its excerpt.
+pub const EXCERPT_CHARS: usize = 200;
+
+/// What the agent said in its hello.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    pub agent_version: String,
+    pub kernel_release: String,
+    /// Milliseconds since the kernel started, when the agent started.
+    pub uptime_ms: u64,
+}
+
+/// What one line was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Not a result line.
+    Noise,
+    /// A valid event, taken.
+    Event,
+    /// The line broke the contract.
+    Violation(ViolationKind),
+}
+
+/// The stream of one boot, checked against its plan.
+#[derive(Debug)]
+pub struct ResultStream {
+    /// Cell id of each plan item, by item index.
+    items: Vec<String>,
+    pub hello: Option<Hello>,
+    pub hello_at: Option<Instant>,
+    pub topology: Option<ObservedTopology>,
+    pub capabilities: Option<Capabilities>,
+    /// One slot per plan item.
+    results: Vec<Option<CellResult>>,
+    pub logs: Vec<(LogLevel, String)>,
+    pub logs_total: u64,
+    pub violations: Vec<Violation>,
+    pub violations_total: u64,
+    pub done_at: Option<Instant>,
+}
+
+impl ResultStream {
+    /// A stream expecting the answers to `plan`. Item indices are checked to be the positions
+    /// of the items in the plan (that is how `run` writes them).
+    pub fn new(plan: &Plan) -> ResultStream {
+        ResultStream {
+            items: plan.items.iter().map(|i| i.cell_id.clone()).collect(),
+            hello: None,
+            hello_at: None,
+            topology: None,
+            capabilities: None,
+            results: vec![None; plan.items.len()],
+            logs: Vec::new(),
+            logs_total: 0,
+            violations: Vec::new(),
+            violations_total: 0,
+            done_at: None,
+        }
+    }
+
+    /// Feed one line of the results channel.
+    pub fn feed_line(&mut self, line: &str) -> Fed {
+        let Some(decoded) = protocol::decode_line(line) else {
+            return Fed::Noise;
+        };
+        let event = match decoded {
+            Ok(ev) => ev,
+            Err(_) => return self.violation(ViolationKind::Unparseable, line),
+        };
+        if self.done_at.is_some() {
+            return self.violation(ViolationKind::OutOfOrder, line);
+        }
+        match event {
+            AgentEvent::Hello {
+                agent_version,
+                schema_version,
+                kernel_release,
+                uptime_ms,
+            } => {
+                if self.hello.is_some() {
+                    return self.violation(ViolationKind::OutOfOrder, line);
+                }
+                if schema_version != SCHEMA_VERSION {
+                    return self.violation(ViolationKind::SchemaVersion, line);
+                }
+                self.hello = Some(Hello {
+                    agent_version,
+                    kernel_release,
+                    uptime_ms,
+                });
+                self.hello_at = Some(Instant::now());
+            }
+            // Everything else comes after a hello, once.
+            _ if self.hello.is_none() => return self.violation(ViolationKind::OutOfOrder, line),
+            AgentEvent::Topology(t) => {
+                if self.topology.is_some() {
+                    return self.violation(ViolationKind::OutOfOrder, line);
+                }
+                self.topology = Some(t);
+            }
+            AgentEvent::Capabilities(c) => {
+                if self.capabilities.is_some() {
+                    return self.violation(ViolationKind::OutOfOrder, line);
+                }
+                self.capabilities = Some(c);
+            }
+            AgentEvent::CellResult(r) => {
+                let slot = usize::try_from(r.item)
+                    .ok()
+                    .filter(|i| *i < self.items.len());
+                let Some(i) = slot else {
+                    return self.violation(ViolationKind::UnknownItem, line);
+                };
+                if self.items[i] != r.cell_id {
+                    return self.violation(ViolationKind::WrongCell, line);
+                }
+                if self.results[i].is_some() {
+                    return self.violation(ViolationKind::Duplicate, line);
+                }
+                self.results[i] = Some(r);
+            }
+            AgentEvent::Log { level, message } => {
+                self.logs_total += 1;
+                if self.logs.len() < KEPT_LOGS {
+                    self.logs.push((level, message));
+                }
+            }
+            AgentEvent::Done { .. } => self.done_at = Some(Instant::now()),
+        }
+        Fed::Event
+    }
+
+    fn violation(&mut self, kind: ViolationKind, line: &str) -> Fed {
+        self.violations_total += 1;
+        if self.violations.len() < KEPT_VIOLATIONS {
+            self.violations.push(Violation {
+                kind,
+                excerpt: line.chars().take(EXCERPT_CHARS).collect(),
+            });
+        }
+        Fed::Violation(kind)
+    }
+
+    /// The agent reported done and kept the contract so far.
+    pub fn is_done(&self) -> bool {
+        self.done_at.is_some()
+    }
+
+    pub fn broke_contract(&self) -> bool {
+        self.violations_total > 0
+    }
+
+    /// The valid result of each item, by item index.
+    pub fn results(&self) -> &[Option<CellResult>] {
+        &self.results
+    }
+
+    /// Fill every item without a result with one the harness makes (an SSH host that cannot
+    /// switch SMT answers every cell `unsupported` before the agent starts).
+    pub fn answer_unreported(&mut self, make: impl Fn(u32, &str) -> CellResult) {
+        for (i, (slot, cell)) in self.results.iter_mut().zip(&self.items).enumerate() {
+            if slot.is_none() {
+                let item = u32::try_from(i).unwrap_or(u32::MAX);
+                *slot = Some(make(item, cell));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{encode_line, MountsScenario, Outcome, PlanItem, Scenario, Strategy};
+
+    fn plan(cells: &[&str]) -> Plan {
+        Plan {
+            schema_version: SCHEMA_VERSION,
+            boot_id: "b".into(),
+            scratch_dir: "/s".into(),
+            scratch_disk: None,
+            modules: vec![],
+            probe: false,
+            items: cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| PlanItem {
+                    item: i as u32,
+                    cell_id: (*c).into(),
+                    scenario: Scenario::Mounts(MountsScenario {
+                        strategy: Strategy::PerLayer,
+                        layers: 1,
+                        containers: 1,
+                        concurrency: 1,
+                        passes: 1,
+                    }),
+                    timeout_s: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn hello() -> String {
+        encode_line(&AgentEvent::Hello {
+            agent_version: "0".into(),
+            schema_version: SCHEMA_VERSION,
+            kernel_release: "6.12".into(),
+            uptime_ms: 1,
+        })
+    }
+
+    fn result(item: u32, cell: &str) -> String {
+        encode_line(&AgentEvent::CellResult(CellResult {
+            item,
+            cell_id: cell.into(),
+            outcome: Outcome::Pass,
+            evidence: None,
+            metrics: Default::default(),
+            detail: None,
+        }))
+    }
+
+    #[test]
+    fn a_well_behaved_stream_fills_every_item() {
+        let mut s = ResultStream::new(&plan(&["a", "b", "a"]));
+        assert_eq!(s.feed_line("login banner"), Fed::Noise);
+        assert_eq!(s.feed_line(&hello()), Fed::Event);
+        for (i, c) in [(0, "a"), (1, "b"), (2, "a")] {
+            assert_eq!(s.feed_line(&result(i, c)), Fed::Event);
+        }
+        s.feed_line(&encode_line(&AgentEvent::Done { uptime_ms: 2 }));
+        assert!(s.is_done() && !s.broke_contract());
+        assert!(s.results().iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn every_breach_is_a_counted_violation_and_earlier_results_stay() {
+        let mut s = ResultStream::new(&plan(&["a", "b"]));
+        assert_eq!(
+            s.feed_line(&result(0, "a")),
+            Fed::Violation(ViolationKind::OutOfOrder),
+            "a result before hello"
+        );
+        s.feed_line(&hello());
+        assert_eq!(s.feed_line(&result(0, "a")), Fed::Event);
+        let cases = [
+            (result(0, "a"), ViolationKind::Duplicate),
+            (result(7, "a"), ViolationKind::UnknownItem),
+            (result(1, "a"), ViolationKind::WrongCell),
+            ("MMX1 {not json".to_string(), ViolationKind::Unparseable),
+            (hello(), ViolationKind::OutOfOrder),
+        ];
+        for (line, kind) in &cases {
+            assert_eq!(s.feed_line(line), Fed::Violation(*kind), "{line}");
+        }
+        assert_eq!(s.violations_total, cases.len() as u64 + 1);
+        assert!(s.results()[0].is_some() && s.results()[1].is_none());
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_plan_not_the_agent() {
+        let mut s = ResultStream::new(&plan(&["a"]));
+        s.feed_line(&hello());
+        let log = encode_line(&AgentEvent::Log {
+            level: LogLevel::Info,
+            message: "x".into(),
+        });
+        let long_garbage = format!("MMX1 {}", "y".repeat(10_000));
+        for _ in 0..10_000 {
+            s.feed_line(&log);
+            s.feed_line(&long_garbage);
+        }
+        assert_eq!(s.logs.len(), KEPT_LOGS);
+        assert_eq!(s.logs_total, 10_000);
+        assert_eq!(s.violations.len(), KEPT_VIOLATIONS);
+        assert_eq!(s.violations_total, 10_000);
+        assert!(s
+            .violations
+            .iter()
+            .all(|v| v.excerpt.chars().count() <= EXCERPT_CHARS));
+    }
+}

@@ -1,0 +1,165 @@
+//! Known answers (`[[expect]]`): which outcome, errno and failing step a set of cells must show.
+//! First match wins; a changed answer fails the run.
+
+use protocol::{Evidence, Outcome};
+use serde::{Deserialize, Serialize};
+
+use crate::cell::CellKey;
+
+/// A known answer: cells whose id matches `pattern` must end as `outcome`, and, when given, with
+/// that errno (compared as a number: names come from `protocol::errno`, never from a guest) and
+/// a failing step containing `step`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectation {
+    /// A cell-id glob: `*` matches any run of characters, anchored at both ends.
+    pub pattern: String,
+    pub outcome: Outcome,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "errno_by_name"
+    )]
+    pub errno: Option<i32>,
+    /// A substring of the failing step (`lowerdir+`, `mount_setattr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Expectation {
+    /// Whether an outcome and its evidence are what this expectation says.
+    pub fn is_met(&self, outcome: Outcome, evidence: Option<&Evidence>) -> bool {
+        outcome == self.outcome
+            && self
+                .errno
+                .is_none_or(|want| evidence.and_then(|e| e.errno) == Some(want))
+            && self
+                .step
+                .as_deref()
+                .is_none_or(|want| evidence.is_some_and(|e| e.step.contains(want)))
+    }
+
+    pub fn matches(&self, key: &CellKey) -> bool {
+        glob_matches(&self.pattern, &key.to_string())
+    }
+
+    /// `unsupported`, `unsupported with EINVAL at a step containing "x"`, for messages.
+    pub fn describe(&self) -> String {
+        let mut s = self.outcome.to_string();
+        if let Some(n) = self.errno {
+            s.push_str(&format!(" with {}", protocol::errno::describe(n)));
+        }
+        if let Some(step) = &self.step {
+            s.push_str(&format!(" at a step containing `{step}`"));
+        }
+        s
+    }
+}
+
+/// The matrix's known answers, first match wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations(pub Vec<Expectation>);
+
+impl Expectations {
+    /// The first expectation whose pattern matches the cell.
+    pub fn find(&self, key: &CellKey) -> Option<&Expectation> {
+        let id = key.to_string();
+        self.0.iter().find(|e| glob_matches(&e.pattern, &id))
+    }
+}
+
+/// run.json keeps an expected errno by name, for people reading it; the number is what counts.
+mod errno_by_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<i32>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_str(&protocol::errno::describe(*n)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        let Some(name) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        protocol::errno::number(&name)
+            .or_else(|| name.strip_prefix("errno ").and_then(|n| n.parse().ok()))
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown errno `{name}`")))
+    }
+}
+
+/// Anchored glob match: `*` matches any run of characters (including `/`).
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.len() >= part.len() && rest.ends_with(part);
+        } else if let Some(pos) = rest.find(part) {
+            rest = &rest[pos + part.len()..];
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a cell id matches a `--filter`: a `*` glob, or else a substring.
+pub fn filter_matches(filter: &str, id: &str) -> bool {
+    if filter.contains('*') {
+        glob_matches(filter, id)
+    } else {
+        id.contains(filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_are_anchored() {
+        assert!(glob_matches("*", "a/b"));
+        assert!(glob_matches("a/*/c", "a/b/x/c"));
+        assert!(!glob_matches("a/*/c", "a/b/cd"));
+        assert!(glob_matches("debian-6.1/*", "debian-6.1/t/ext4/x"));
+        assert!(!glob_matches("debian-6.1/*", "debian-6.12/t/ext4/x"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exactly"));
+        assert!(glob_matches("a*a", "aa"));
+        assert!(!glob_matches("a*a", "a"));
+    }
+
+    #[test]
+    fn errno_is_compared_as_a_number_never_a_label() {
+        let e = Expectation {
+            pattern: "*".into(),
+            outcome: Outcome::Unsupported,
+            errno: Some(22),
+            step: Some("mount_setattr".into()),
+            reason: None,
+        };
+        let einval = Evidence::new("mount_setattr(MOUNT_ATTR_IDMAP) on tmpfs").with_errno(22);
+        assert!(e.is_met(Outcome::Unsupported, Some(&einval)));
+        // errno 5 is EIO whatever a guest called it.
+        let eio = Evidence::new("mount_setattr(MOUNT_ATTR_IDMAP) on tmpfs").with_errno(5);
+        assert!(!e.is_met(Outcome::Unsupported, Some(&eio)));
+        let elsewhere = Evidence::new("fsconfig(FSCONFIG_SET_FD)").with_errno(22);
+        assert!(!e.is_met(Outcome::Unsupported, Some(&elsewhere)), "step");
+        assert!(!e.is_met(Outcome::Unsupported, None));
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""errno":"EINVAL""#), "{json}");
+        assert_eq!(serde_json::from_str::<Expectation>(&json).unwrap(), e);
+    }
+}

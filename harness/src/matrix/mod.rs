@@ -1,0 +1,232 @@
+//! `matrix.toml` in two stages: [`raw`] mirrors the file with serde (spans kept, so every error
+//! names the file, line and key) and checks it against `protocol::limits`; this module holds the
+//! checked, resolved [`Matrix`] and expands it into [`Cell`]s, each with its typed
+//! [`CellKey`](crate::cell::CellKey).
+
+use std::path::{Path, PathBuf};
+
+use protocol::{Filesystem, Scenario};
+
+use crate::cell::{CellKey, SmtSetting, TargetKey};
+
+mod expect;
+mod raw;
+
+pub use expect::{filter_matches, glob_matches, Expectation, Expectations};
+
+/// An error in the matrix file, located.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct MatrixError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// The resolved matrix.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub path: PathBuf,
+    pub repeats: u32,
+    /// Kernel recipe names (files `kernels/<name>.toml`).
+    pub kernels: Vec<String>,
+    pub topologies: Vec<Topology>,
+    pub filesystems: Vec<Filesystem>,
+    pub scenarios: Vec<Scenario>,
+    pub hosts: Vec<Host>,
+    /// Scratch directory for the local backend (default: a temp dir under /var/tmp).
+    pub local_scratch: Option<PathBuf>,
+    /// Known answers, first match wins.
+    pub expectations: Expectations,
+}
+
+/// A requested guest CPU topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Readable id, `2s2c2t-numa2` unless the matrix names it.
+    pub name: String,
+    pub sockets: u32,
+    pub cores: u32,
+    pub threads: u32,
+    pub memory_mib: u64,
+    /// Empty: no NUMA nodes declared (QEMU makes one implicitly).
+    pub numa: Vec<NumaSpec>,
+}
+
+impl Topology {
+    /// sockets × cores × threads; checked against `protocol::limits::VCPUS` when parsed, so it
+    /// cannot overflow.
+    pub fn vcpus(&self) -> u32 {
+        self.sockets * self.cores * self.threads
+    }
+}
+
+/// One requested NUMA node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaSpec {
+    pub cpus: Vec<u32>,
+    pub memory_mib: u64,
+    /// Distances to every node in order; None: QEMU's defaults (10 local, 20 remote).
+    pub distances: Option<Vec<u32>>,
+}
+
+/// A metal host reached over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    /// `user@host` or an ssh_config alias.
+    pub destination: String,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub sudo: bool,
+    /// At least one setting; each is a visit.
+    pub smt: Vec<SmtSetting>,
+    pub provision: Option<String>,
+    pub teardown: Option<String>,
+    pub scratch_dir: Option<PathBuf>,
+    /// The filesystem the host's scratch dir is on: the cells' filesystem column.
+    pub filesystem: Filesystem,
+    /// Extra `-o Key=Value` options for ssh, checked against the host-key trust policy.
+    pub ssh_options: Vec<String>,
+}
+
+/// Where a cell runs, with everything the backend needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A kernel recipe booted in QEMU with a topology.
+    Qemu { kernel: String, topology: Topology },
+    /// This machine's own kernel.
+    Local,
+    /// A metal host under an SMT setting.
+    Ssh { host: Host, smt: SmtSetting },
+}
+
+impl Target {
+    pub fn key(&self) -> TargetKey {
+        match self {
+            Target::Qemu { kernel, topology } => TargetKey::Qemu {
+                kernel: kernel.clone(),
+                topology: topology.name.clone(),
+            },
+            Target::Local => TargetKey::Local,
+            Target::Ssh { host, smt } => TargetKey::Ssh {
+                host: host.name.clone(),
+                smt: *smt,
+            },
+        }
+    }
+}
+
+/// One cell: its key, and where and what in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    pub key: CellKey,
+    pub target: Target,
+    pub scenario: Scenario,
+}
+
+impl Cell {
+    fn new(target: Target, filesystem: Filesystem, scenario: &Scenario) -> Cell {
+        Cell {
+            key: CellKey::new(target.key(), filesystem, scenario.key()),
+            target,
+            scenario: scenario.clone(),
+        }
+    }
+}
+
+impl Matrix {
+    /// Read and check a matrix file.
+    pub fn load(path: &Path) -> Result<Matrix, MatrixError> {
+        let text = std::fs::read_to_string(path).map_err(|e| MatrixError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the matrix: {e}"),
+        })?;
+        Matrix::parse(path, &text)
+    }
+
+    /// Parse and check matrix text; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
+        raw::resolve(path, text)
+    }
+
+    /// QEMU cells: kernel × topology × filesystem × scenario.
+    pub fn qemu_cells(&self) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for k in &self.kernels {
+            for t in &self.topologies {
+                for fs in &self.filesystems {
+                    for s in &self.scenarios {
+                        let target = Target::Qemu {
+                            kernel: k.clone(),
+                            topology: t.clone(),
+                        };
+                        cells.push(Cell::new(target, *fs, s));
+                    }
+                }
+            }
+        }
+        cells
+    }
+
+    /// Local cells: the host's own kernel, on the scratch directory's filesystem `fs`.
+    pub fn local_cells(&self, fs: Filesystem) -> Vec<Cell> {
+        self.scenarios
+            .iter()
+            .map(|s| Cell::new(Target::Local, fs, s))
+            .collect()
+    }
+
+    /// Metal cells: host × SMT setting × scenario, on the filesystem of the host's scratch dir.
+    pub fn ssh_cells(&self) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for h in &self.hosts {
+            for smt in &h.smt {
+                for s in &self.scenarios {
+                    let target = Target::Ssh {
+                        host: h.clone(),
+                        smt: *smt,
+                    };
+                    cells.push(Cell::new(target, h.filesystem, s));
+                }
+            }
+        }
+        cells
+    }
+}
+
+/// Parse a CPU list such as `0-3,8,10-11`.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let num = |x: &str| -> Result<u32, String> {
+            x.parse()
+                .map_err(|_| format!("`{part}` in cpu list `{s}` is not a number or range"))
+        };
+        let (a, b) = (num(a)?, num(b)?);
+        if b < a {
+            return Err(format!("range `{part}` in cpu list `{s}` runs backwards"));
+        }
+        let vcpus = protocol::limits::VCPUS.max as u32;
+        if b >= vcpus {
+            return Err(format!(
+                "cpu {b} in cpu list `{s}` is past the most vCPUs mmx starts ({vcpus})"
+            ));
+        }
+        out.extend(a..=b);
+    }
+    if out.is_empty() {
+        return Err(format!("cpu list `{s}` is empty"));
+    }
+    Ok(out.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,730 @@
+//! Stage 1 of `matrix.toml`: serde types that mirror the file, and their resolution into a
+//! checked [`Matrix`]. Every number goes through `protocol::limits` (the agent checks the same
+//! ranges), arithmetic on user numbers is checked, and every error carries the file, the line of
+//! the table it is in and the key.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use protocol::limits::{self, LimitError};
+use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};
+use protocol::{Filesystem, MountsScenario, Outcome, Scenario, ScenarioKey, Strategy};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Expectation, Expectations, Host, Matrix, MatrixError, NumaSpec, Topology};
+use crate::cell::SmtSetting;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatrix {
+    #[serde(default)]
+    run: RawRun,
+    #[serde(default)]
+    kernels: Vec<Spanned<String>>,
+    #[serde(default)]
+    topologies: Vec<Spanned<RawTopology>>,
+    #[serde(default)]
+    filesystems: Vec<Spanned<String>>,
+    #[serde(default)]
+    scenarios: Vec<Spanned<RawScenario>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<RawHost>>,
+    #[serde(default)]
+    local: RawLocal,
+    #[serde(default)]
+    expect: Vec<Spanned<RawExpect>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    cells: String,
+    outcome: String,
+    errno: Option<String>,
+    step: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    /// Every cell this many times (default 1); metrics keep every sample.
+    repeats: Option<Spanned<u32>>,
+    /// Guest memory when a topology does not say (default 1024).
+    memory_mib: Option<Spanned<u64>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_memory() -> u64 {
+    1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    name: Option<String>,
+    #[serde(default = "one")]
+    sockets: u32,
+    #[serde(default = "one")]
+    cores: u32,
+    #[serde(default = "one")]
+    threads: u32,
+    memory_mib: Option<u64>,
+    #[serde(default)]
+    numa: Vec<RawNumaNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNumaNode {
+    cpus: String,
+    memory_mib: u64,
+    distances: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum RawScenario {
+    Mounts {
+        #[serde(default = "all_strategies")]
+        strategies: Vec<String>,
+        layers: Vec<u32>,
+        #[serde(default = "default_containers")]
+        containers: Vec<u32>,
+        #[serde(default = "default_concurrency")]
+        concurrency: Vec<u32>,
+        #[serde(default = "default_passes")]
+        passes: u32,
+    },
+    Lockbench {
+        bench: Bench,
+        name: Option<String>,
+        #[serde(default)]
+        threads: Vec<u32>,
+        locks: Option<Vec<LockKind>>,
+        pinning: Option<Vec<Pinning>>,
+        warmup_ms: Option<u64>,
+        duration_ms: Option<u64>,
+        readers: Option<u32>,
+        table_sizes: Option<Vec<u32>>,
+        strategies: Option<Vec<String>>,
+        layers: Option<u32>,
+        containers: Option<u32>,
+        #[serde(default)]
+        toggle_smt: bool,
+    },
+}
+
+fn all_strategies() -> Vec<String> {
+    Strategy::ALL.iter().map(|s| s.to_string()).collect()
+}
+fn default_containers() -> Vec<u32> {
+    vec![20]
+}
+fn default_concurrency() -> Vec<u32> {
+    vec![1]
+}
+fn default_passes() -> u32 {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: String,
+    destination: String,
+    port: Option<u32>,
+    identity_file: Option<PathBuf>,
+    #[serde(default)]
+    sudo: bool,
+    #[serde(default = "default_smt")]
+    smt: Vec<String>,
+    provision: Option<String>,
+    teardown: Option<String>,
+    scratch_dir: Option<PathBuf>,
+    /// Filesystem of `scratch_dir` on that host (default ext4).
+    filesystem: Option<String>,
+    /// Extra `-o Key=Value` options for ssh.
+    #[serde(default)]
+    ssh_options: Vec<String>,
+    /// Options that change host-key trust, allowed for this host with a reason.
+    #[serde(default)]
+    allow_ssh_options: Vec<RawAllowedOption>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllowedOption {
+    option: String,
+    reason: String,
+}
+
+fn default_smt() -> Vec<String> {
+    vec!["as-is".into()]
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    scratch_dir: Option<PathBuf>,
+}
+
+/// Builds located errors for one file.
+struct Locate<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locate<'_> {
+    fn at(&self, span: Option<Range<usize>>, message: impl Into<String>) -> MatrixError {
+        let (line, column) = span.map_or((0, 0), |s| line_col(self.text, s.start));
+        MatrixError {
+            file: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Parse and check `text` (the contents of `path`).
+pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
+    let at = Locate { path, text };
+    let raw: RawMatrix = toml::from_str(text).map_err(|e| at.at(e.span(), e.message()))?;
+
+    let (repeats, default_memory_mib) = {
+        let repeats = raw.run.repeats.as_ref();
+        let memory = raw.run.memory_mib.as_ref();
+        let r = limits::REPEATS
+            .check(repeats.map_or(1, |r| *r.get_ref()))
+            .map_err(|e| at.at(repeats.map(Spanned::span), format!("run: {e}")))?;
+        let m = limits::MEMORY_MIB
+            .check(memory.map_or_else(default_memory, |m| *m.get_ref()))
+            .map_err(|e| at.at(memory.map(Spanned::span), format!("run: {e}")))?;
+        (r, m)
+    };
+
+    let mut kernels: Vec<String> = Vec::new();
+    for k in &raw.kernels {
+        let name = k.get_ref();
+        if !is_name(name) {
+            return Err(at.at(
+                Some(k.span()),
+                format!("kernels: `{name}` is not a recipe name (a file kernels/<name>.toml)"),
+            ));
+        }
+        if kernels.contains(name) {
+            return Err(at.at(Some(k.span()), format!("kernels: `{name}` listed twice")));
+        }
+        kernels.push(name.clone());
+    }
+
+    let mut topologies: Vec<Topology> = Vec::new();
+    for t in &raw.topologies {
+        let topo = resolve_topology(t.get_ref(), default_memory_mib)
+            .map_err(|m| at.at(Some(t.span()), format!("topologies: {m}")))?;
+        if topologies.iter().any(|o| o.name == topo.name) {
+            return Err(at.at(
+                Some(t.span()),
+                format!("topologies: two topologies are named `{}`", topo.name),
+            ));
+        }
+        topologies.push(topo);
+    }
+    if !kernels.is_empty() && topologies.is_empty() {
+        topologies.push(Topology {
+            name: protocol::topology_name(1, 2, 1, 0),
+            sockets: 1,
+            cores: 2,
+            threads: 1,
+            memory_mib: default_memory_mib,
+            numa: Vec::new(),
+        });
+    }
+
+    let mut filesystems = Vec::new();
+    for f in &raw.filesystems {
+        let fs: Filesystem = f
+            .get_ref()
+            .parse()
+            .map_err(|m| at.at(Some(f.span()), format!("filesystems: {m}")))?;
+        if filesystems.contains(&fs) {
+            return Err(at.at(Some(f.span()), format!("filesystems: `{fs}` listed twice")));
+        }
+        filesystems.push(fs);
+    }
+    if filesystems.is_empty() {
+        filesystems.push(Filesystem::Ext4);
+    }
+
+    // Every scenario key once: a cell id is target/filesystem/scenario, and targets and
+    // filesystems are unique already.
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    let mut origin: BTreeMap<ScenarioKey, Range<usize>> = BTreeMap::new();
+    for s in &raw.scenarios {
+        let expanded = resolve_scenario(s.get_ref())
+            .map_err(|m| at.at(Some(s.span()), format!("scenarios: {m}")))?;
+        for sc in expanded {
+            if let Some(first) = origin.insert(sc.key(), s.span()) {
+                let (line, _) = line_col(text, first.start);
+                return Err(at.at(
+                    Some(s.span()),
+                    format!(
+                        "scenarios: `{}` is also made by the entry on line {line}: every cell id \
+                         must be unique (remove the overlap, or give a lockbench entry a `name`)",
+                        sc.key()
+                    ),
+                ));
+            }
+            scenarios.push(sc);
+        }
+    }
+    if scenarios.is_empty() {
+        return Err(at.at(None, "no [[scenarios]]: nothing to run"));
+    }
+
+    let mut hosts: Vec<Host> = Vec::new();
+    for h in &raw.hosts {
+        let host =
+            resolve_host(h.get_ref()).map_err(|m| at.at(Some(h.span()), format!("hosts: {m}")))?;
+        if hosts.iter().any(|o| o.name == host.name) || kernels.contains(&host.name) {
+            return Err(at.at(
+                Some(h.span()),
+                format!(
+                    "hosts: `{}` is already the name of a host or kernel (cell ids start with it)",
+                    host.name
+                ),
+            ));
+        }
+        hosts.push(host);
+    }
+
+    let mut expectations = Vec::new();
+    for e in &raw.expect {
+        let ex = resolve_expect(e.get_ref())
+            .map_err(|m| at.at(Some(e.span()), format!("expect: {m}")))?;
+        expectations.push(ex);
+    }
+
+    // Cells = (kernels × topologies × filesystems + hosts × SMT settings) × scenarios.
+    let guests = kernels
+        .len()
+        .checked_mul(topologies.len())
+        .and_then(|n| n.checked_mul(filesystems.len()));
+    let visits: usize = hosts.iter().map(|h| h.smt.len()).sum();
+    let cells = guests
+        .and_then(|g| g.checked_add(visits))
+        .and_then(|t| t.checked_mul(scenarios.len()));
+    match cells {
+        Some(n) if n <= limits::MAX_CELLS => {}
+        _ => {
+            return Err(at.at(
+                None,
+                format!(
+                    "the matrix expands to more than {} cells ({} kernels × {} topologies × {} \
+                     filesystems + {visits} host visits, × {} scenarios)",
+                    limits::MAX_CELLS,
+                    kernels.len(),
+                    topologies.len(),
+                    filesystems.len(),
+                    scenarios.len()
+                ),
+            ))
+        }
+    }
+
+    Ok(Matrix {
+        expectations: Expectations(expectations),
+        path: path.to_path_buf(),
+        repeats,
+        kernels,
+        topologies,
+        filesystems,
+        scenarios,
+        hosts,
+        local_scratch: raw.local.scratch_dir,
+    })
+}
+
+/// A name that can start a cell id: no `/`, no spaces, not empty.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.contains(char::is_whitespace)
+}
+
+fn resolve_expect(r: &RawExpect) -> Result<Expectation, String> {
+    let outcome = Outcome::ALL
+        .into_iter()
+        .find(|o| o.as_str() == r.outcome)
+        .ok_or_else(|| {
+            format!(
+                "outcome `{}` (expected pass, fail, unsupported, timeout, panic or infra-error)",
+                r.outcome
+            )
+        })?;
+    let errno = match &r.errno {
+        None => None,
+        Some(name) => Some(protocol::errno::number(name).ok_or_else(|| {
+            format!("errno `{name}` is not a Linux errno name like EINVAL or EOPNOTSUPP")
+        })?),
+    };
+    if r.cells.is_empty() {
+        return Err("`cells` is empty".into());
+    }
+    if r.step.as_deref().is_some_and(str::is_empty) {
+        return Err("`step` is empty (leave it out to match any step)".into());
+    }
+    Ok(Expectation {
+        pattern: r.cells.clone(),
+        outcome,
+        errno,
+        step: r.step.clone(),
+        reason: r.reason.clone(),
+    })
+}
+
+fn resolve_topology(t: &RawTopology, default_memory: u64) -> Result<Topology, String> {
+    let RawTopology {
+        name,
+        sockets,
+        cores,
+        threads,
+        memory_mib,
+        numa,
+    } = t;
+    let part = |key: &'static str, v: u32| {
+        limits::Limit {
+            key,
+            ..limits::TOPOLOGY_PART
+        }
+        .check(v)
+        .map_err(|e| e.to_string())
+    };
+    part("sockets", *sockets)?;
+    part("cores", *cores)?;
+    part("threads", *threads)?;
+    let vcpus = sockets
+        .checked_mul(*cores)
+        .and_then(|n| n.checked_mul(*threads))
+        .ok_or_else(|| format!("{sockets} × {cores} × {threads} vCPUs overflows"))?;
+    limits::VCPUS.check(vcpus).map_err(|e| e.to_string())?;
+    let memory_mib = limits::MEMORY_MIB
+        .check(memory_mib.unwrap_or(default_memory))
+        .map_err(|e| e.to_string())?;
+    if !numa.is_empty() {
+        limits::NUMA_NODES
+            .check(numa.len() as u64)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut nodes = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total: u64 = 0;
+    for n in numa {
+        let cpus = super::parse_cpu_list(&n.cpus)?;
+        for c in &cpus {
+            if *c >= vcpus {
+                return Err(format!(
+                    "numa node cpus `{}`: cpu {c} does not exist ({vcpus} vCPUs)",
+                    n.cpus
+                ));
+            }
+            if !seen.insert(*c) {
+                return Err(format!("numa: cpu {c} is in two nodes"));
+            }
+        }
+        limits::NODE_MEMORY_MIB
+            .check(n.memory_mib)
+            .map_err(|e| e.to_string())?;
+        total = total
+            .checked_add(n.memory_mib)
+            .ok_or("numa node memory overflows")?;
+        if let Some(d) = &n.distances {
+            if d.len() != numa.len() {
+                return Err(format!(
+                    "numa node distances has {} entries, need one per node ({})",
+                    d.len(),
+                    numa.len()
+                ));
+            }
+            limits::NUMA_DISTANCE
+                .check_all(d, limits::NUMA_NODES.max as usize)
+                .map_err(|e| e.to_string())?;
+        }
+        nodes.push(NumaSpec {
+            cpus,
+            memory_mib: n.memory_mib,
+            distances: n.distances.clone(),
+        });
+    }
+    if !nodes.is_empty() {
+        if seen.len() != vcpus as usize {
+            return Err(format!(
+                "numa nodes cover {} of {vcpus} vCPUs; every vCPU needs a node",
+                seen.len()
+            ));
+        }
+        if total != memory_mib {
+            return Err(format!(
+                "numa node memory adds up to {total} MiB but memory_mib is {memory_mib}"
+            ));
+        }
+    }
+    let name = match name {
+        Some(n) if !is_name(n) => {
+            return Err(format!(
+                "name `{n}` must be non-empty, without `/` or spaces"
+            ))
+        }
+        Some(n) => n.clone(),
+        None => protocol::topology_name(*sockets, *cores, *threads, nodes.len()),
+    };
+    Ok(Topology {
+        name,
+        sockets: *sockets,
+        cores: *cores,
+        threads: *threads,
+        memory_mib,
+        numa: nodes,
+    })
+}
+
+fn parse_list<T: std::str::FromStr<Err = String>>(v: &[String]) -> Result<Vec<T>, String> {
+    v.iter().map(|s| s.parse()).collect()
+}
+
+/// A sweep's values, each within its limit, the list not empty and not too long.
+fn sweep(limit: limits::Limit, values: &[u32]) -> Result<(), String> {
+    if values.is_empty() {
+        return Err(LimitError::Empty { key: limit.key }.to_string());
+    }
+    limit
+        .check_all(values, limits::MAX_SWEEP)
+        .map_err(|e| e.to_string())
+}
+
+fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
+    match s {
+        RawScenario::Mounts {
+            strategies,
+            layers,
+            containers,
+            concurrency,
+            passes,
+        } => {
+            let strategies: Vec<Strategy> =
+                parse_list(strategies).map_err(|e| format!("mounts: {e}"))?;
+            if strategies.is_empty() {
+                return Err("mounts: strategies: needs at least one value".into());
+            }
+            for (limit, values) in [
+                (limits::LAYERS, layers),
+                (limits::CONTAINERS, containers),
+                (limits::CONCURRENCY, concurrency),
+            ] {
+                sweep(limit, values).map_err(|e| format!("mounts: {e}"))?;
+            }
+            let mut out = Vec::new();
+            for st in &strategies {
+                for l in layers {
+                    for c in containers {
+                        for j in concurrency {
+                            let m = MountsScenario {
+                                strategy: *st,
+                                layers: *l,
+                                containers: *c,
+                                concurrency: *j,
+                                passes: *passes,
+                            };
+                            m.validate().map_err(|e| format!("mounts: {e}"))?;
+                            out.push(Scenario::Mounts(m));
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        }
+        RawScenario::Lockbench {
+            bench,
+            name,
+            threads,
+            locks,
+            pinning,
+            warmup_ms,
+            duration_ms,
+            readers,
+            table_sizes,
+            strategies,
+            layers,
+            containers,
+            toggle_smt,
+        } => {
+            if let Some(n) = name {
+                if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(format!(
+                        "lockbench: name `{n}`: letters, digits and `-` only (it ends the cell id)"
+                    ));
+                }
+            }
+            let d = LockbenchScenario::default();
+            let scenario = LockbenchScenario {
+                bench: *bench,
+                name: name.clone(),
+                threads: threads.clone(),
+                locks: locks.clone().unwrap_or_else(|| d.locks.clone()),
+                pinning: pinning.clone().unwrap_or_else(|| d.pinning.clone()),
+                warmup_ms: warmup_ms.unwrap_or(d.warmup_ms),
+                duration_ms: duration_ms.unwrap_or(d.duration_ms),
+                readers: readers.unwrap_or(d.readers),
+                table_sizes: table_sizes.clone().unwrap_or_else(|| d.table_sizes.clone()),
+                strategies: match strategies {
+                    Some(v) => parse_list(v).map_err(|e| format!("lockbench: {e}"))?,
+                    None => d.strategies.clone(),
+                },
+                layers: layers.unwrap_or(d.layers),
+                containers: containers.unwrap_or(d.containers),
+                toggle_smt: *toggle_smt,
+                ..d
+            };
+            scenario.validate().map_err(|e| format!("lockbench: {e}"))?;
+            Ok(vec![Scenario::Lockbench(scenario)])
+        }
+    }
+}
+
+/// ssh options that decide which host keys are trusted, or how the connection is made. A host
+/// entry may use one only when it says why in `allow_ssh_options` (a jump host needs
+/// `ProxyCommand`); mmx's own `BatchMode` and connection sharing are never the user's.
+const TRUST_OPTIONS: [&str; 7] = [
+    "knownhostscommand",
+    "globalknownhostsfile",
+    "userknownhostsfile",
+    "stricthostkeychecking",
+    "updatehostkeys",
+    "checkhostip",
+    "proxycommand",
+];
+const FIXED_OPTIONS: [&str; 4] = [
+    "batchmode",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+];
+
+fn check_ssh_options(name: &str, h: &RawHost) -> Result<(), String> {
+    let mut allowed = Vec::new();
+    for a in &h.allow_ssh_options {
+        let key = a.option.to_ascii_lowercase();
+        if !TRUST_OPTIONS.contains(&key.as_str()) {
+            return Err(format!(
+                "host `{name}`: allow_ssh_options: `{}` is not an option that needs allowing",
+                a.option
+            ));
+        }
+        if a.reason.trim().is_empty() {
+            return Err(format!(
+                "host `{name}`: allow_ssh_options: `{}` needs a reason",
+                a.option
+            ));
+        }
+        allowed.push(key);
+    }
+    for opt in &h.ssh_options {
+        let (key, _) = opt
+            .split_once(['=', ' '])
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| format!("host `{name}`: ssh option `{opt}` is not `Key=Value`"))?;
+        let lower = key.to_ascii_lowercase();
+        if FIXED_OPTIONS.contains(&lower.as_str()) {
+            return Err(format!(
+                "host `{name}`: ssh option `{opt}` is not allowed: mmx always runs ssh with \
+                 BatchMode=yes and its own connection sharing"
+            ));
+        }
+        if TRUST_OPTIONS.contains(&lower.as_str()) && !allowed.contains(&lower) {
+            return Err(format!(
+                "host `{name}`: ssh option `{opt}` changes which host keys are trusted or how \
+                 the host is reached; mmx checks host keys strictly against your known_hosts. \
+                 If you mean it, add `allow_ssh_options = [{{ option = \"{key}\", reason = \"…\" }}]`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_host(h: &RawHost) -> Result<Host, String> {
+    if !is_name(&h.name) {
+        return Err(format!(
+            "name `{}` must be non-empty, without `/` or spaces",
+            h.name
+        ));
+    }
+    let name = &h.name;
+    if h.destination.is_empty() || h.destination.starts_with('-') {
+        return Err(format!(
+            "host `{name}`: destination `{}` is not an ssh destination",
+            h.destination
+        ));
+    }
+    let port = match h.port {
+        None => None,
+        Some(p) => Some(
+            u16::try_from(
+                limits::PORT
+                    .check(p)
+                    .map_err(|e| format!("host `{name}`: {e}"))?,
+            )
+            .map_err(|_| format!("host `{name}`: port = {p}: not a TCP port"))?,
+        ),
+    };
+    if h.smt.is_empty() {
+        return Err(format!(
+            "host `{name}`: smt = []: name at least one of on, off, as-is (each is a visit)"
+        ));
+    }
+    let mut smt = Vec::new();
+    for s in &h.smt {
+        let v = match s.as_str() {
+            "on" => SmtSetting::On,
+            "off" => SmtSetting::Off,
+            "as-is" => SmtSetting::AsIs,
+            o => {
+                return Err(format!(
+                    "host `{name}`: smt `{o}` (expected on, off or as-is)"
+                ))
+            }
+        };
+        if smt.contains(&v) {
+            return Err(format!("host `{name}`: smt `{s}` listed twice"));
+        }
+        smt.push(v);
+    }
+    check_ssh_options(name, h)?;
+    let filesystem = match &h.filesystem {
+        None => Filesystem::Ext4,
+        Some(f) => f.parse().map_err(|e| format!("host `{name}`: {e}"))?,
+    };
+    Ok(Host {
+        filesystem,
+        name: name.clone(),
+        destination: h.destination.clone(),
+        port,
+        identity_file: h.identity_file.clone(),
+        sudo: h.sudo,
+        smt,
+        provision: h.provision.clone(),
+        teardown: h.teardown.clone(),
+        scratch_dir: h.scratch_dir.clone(),
+        ssh_options: h.ssh_options.clone(),
+    })
+}

@@ -1,0 +1,182 @@
+//! The agent's result stream: one [`AgentEvent`] per line, and the results it carries.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    lockbench, Capabilities, Evidence, MountsScenario, ObservedTopology, Outcome, Summary,
+};
+
+/// One line of the agent's result stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum AgentEvent {
+    /// First line: who is speaking.
+    Hello {
+        agent_version: String,
+        schema_version: u32,
+        kernel_release: String,
+        /// Milliseconds since boot when the agent started (from /proc/uptime), for boot timings.
+        uptime_ms: u64,
+    },
+    /// The machine as the agent sees it.
+    Topology(ObservedTopology),
+    /// Kernel feature probes on the scratch filesystem.
+    Capabilities(Capabilities),
+    /// One cell finished (in any outcome).
+    CellResult(CellResult),
+    /// Free-form progress or diagnostics.
+    Log { level: LogLevel, message: String },
+    /// Last line: the plan ran to its end.
+    Done { uptime_ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+/// The result of one plan item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    /// The [`crate::PlanItem::item`] this answers (0 outside a plan: the agent's own CLI).
+    #[serde(default)]
+    pub item: u32,
+    pub cell_id: String,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// Numbers worth comparing across runs, by name (`latency_p50_us`, `mount_ops`, …).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, Metric>,
+    /// The scenario-specific detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<CellDetail>,
+}
+
+/// A named measurement with all its samples (one per repeat, or per container).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub unit: Unit,
+    /// Which direction is better: `mmx compare` needs it to call a change a regression.
+    pub better: Better,
+    pub samples: Vec<f64>,
+}
+
+impl Metric {
+    pub fn new(unit: Unit, better: Better, samples: Vec<f64>) -> Self {
+        Metric {
+            unit,
+            better,
+            samples,
+        }
+    }
+
+    pub fn one(unit: Unit, better: Better, value: f64) -> Self {
+        Metric::new(unit, better, vec![value])
+    }
+
+    pub fn summary(&self) -> Option<Summary> {
+        Summary::of(&self.samples)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unit {
+    Nanoseconds,
+    Microseconds,
+    Milliseconds,
+    Seconds,
+    Count,
+    OpsPerSecond,
+    Ratio,
+    Bytes,
+}
+
+impl Unit {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Unit::Nanoseconds => "ns",
+            Unit::Microseconds => "µs",
+            Unit::Milliseconds => "ms",
+            Unit::Seconds => "s",
+            Unit::Count => "",
+            Unit::OpsPerSecond => "ops/s",
+            Unit::Ratio => "×",
+            Unit::Bytes => "B",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Better {
+    Lower,
+    Higher,
+    /// Informational: a change is reported, never judged (e.g. counts that must match a formula).
+    Neither,
+}
+
+/// Scenario-specific result detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum CellDetail {
+    Mounts(MountsResult),
+    Lockbench(lockbench::LockbenchResult),
+}
+
+/// What a mount-strategy run did and measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountsResult {
+    pub scenario: MountsScenario,
+    /// The filesystem type the layers really lived on (from statfs), e.g. `ext4`.
+    pub layers_fs: String,
+    pub mount_ops: MountOps,
+    /// Per-container start latency (all passes of one container), microseconds, one per container.
+    pub latency_us: Vec<u64>,
+    pub latency: Option<Summary>,
+    /// Wall time of the whole run, microseconds.
+    pub wall_us: u64,
+    /// Time spent inside mount-family syscalls, summed over all threads, microseconds.
+    pub syscall_us: u64,
+    /// Time the workers spent on anything else (layer checks, bookkeeping), summed over threads.
+    pub overhead_us: u64,
+    /// The checks made through the merged views, each with its verdict.
+    pub checks: Vec<Check>,
+}
+
+/// Mount-table operations counted by the agent and cross-checked against the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountOps {
+    /// Attachments on the start path (move_mount, mount(2)), all containers and passes.
+    pub attachments: u64,
+    /// Detachments on the start path (umount2 of per-layer or parent binds).
+    pub detachments: u64,
+    /// `attachments + detachments`.
+    pub ops: u64,
+    /// What the strategy's formula says `ops` must be for the whole run.
+    pub expected_ops: u64,
+    /// Unmounts of finished rootfses afterwards (one per container and pass): cleanup, not start.
+    pub teardown_detachments: u64,
+    /// How the cross-check read the mount table: `listmount` or `mountinfo`.
+    pub cross_check_method: String,
+    /// Largest number of extra mounts seen in the agent's namespace during one container start
+    /// (per-layer: L+1, common-parent: 2, fsconfig-fd: 1), from the cross-check.
+    pub peak_extra_mounts: u64,
+    /// Mounts left in the namespace after the run (must be 0).
+    pub leaked: u64,
+}
+
+/// One verification and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
