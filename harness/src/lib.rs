@@ -6,6 +6,8 @@
 pub mod agent;
 pub mod backend;
 pub mod compare;
+pub mod doctor;
+pub mod init;
 pub mod initramfs;
 pub mod kernels;
 pub mod matrix;

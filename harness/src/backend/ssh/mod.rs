@@ -16,7 +16,7 @@ use crate::backend::{BootOutput, BootRequest, Cancel};
 use crate::matrix::{Host, SmtSetting};
 use crate::results::Accel;
 
-mod args;
+pub mod args;
 mod remote;
 mod step;
 mod visit;
