@@ -88,22 +88,32 @@ fn main() {
     let target_dir = agent_target_dir(&out_dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--locked", "--profile", PROFILE, "-p", "guest-agent"])
-        .args(["--target", TARGET])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&root);
+    cmd.args([
+        "build",
+        "--locked",
+        "--profile",
+        PROFILE,
+        "-p",
+        "guest-agent",
+    ])
+    .args(["--target", TARGET])
+    .arg("--manifest-path")
+    .arg(root.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .current_dir(&root);
     for (key, _) in std::env::vars_os() {
         if dropped(&key) {
             cmd.env_remove(&key);
         }
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", RUSTFLAGS);
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("running {} to build mmx-agent: {e}", Path::new(&cargo).display()));
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!(
+            "running {} to build mmx-agent: {e}",
+            Path::new(&cargo).display()
+        )
+    });
     assert!(
         status.success(),
         "building the static mmx-agent failed ({status}); see cargo's output above. Needs the \
@@ -132,7 +142,10 @@ fn dropped(key: &OsString) -> bool {
 /// in a directory cargo marked as its own (CACHEDIR.TAG), else a directory under OUT_DIR.
 fn agent_target_dir(out_dir: &Path) -> PathBuf {
     let build = out_dir.ancestors().nth(2);
-    if build.and_then(Path::file_name).is_some_and(|n| n == "build") {
+    if build
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "build")
+    {
         if let Some(target) = out_dir
             .ancestors()
             .skip(4)

@@ -106,7 +106,8 @@ pub fn install_embedded(cache_dir: &Path) -> anyhow::Result<PathBuf> {
     let dir = cache_dir.join("agent").join("embedded");
     let path = dir.join(format!("mmx-agent-{}", &embedded_hash_full()[..16]));
     // Hashing 3 MB costs about a millisecond; a truncated or altered file is replaced.
-    if std::fs::read(&path).is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == embedded_hash_full())
+    if std::fs::read(&path)
+        .is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == embedded_hash_full())
     {
         return Ok(path);
     }

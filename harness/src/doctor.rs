@@ -20,7 +20,8 @@ use crate::results::Accel;
 use crate::run::Kernels;
 
 /// `mmx doctor`'s files, for `--help`.
-pub const FILES_HELP: &str = "Reads:  the matrix (--matrix, else ./matrix.toml, else the one `mmx init` writes); kernels/
+pub const FILES_HELP: &str =
+    "Reads:  the matrix (--matrix, else ./matrix.toml, else the one `mmx init` writes); kernels/
         beside it; the cache ($MMX_CACHE_DIR, else $XDG_CACHE_HOME/mmx, else ~/.cache/mmx);
         ~/.ssh (ssh_config, known_hosts) for [[hosts]].
 Writes: into the cache only: the agent, and when KVM opens but has no verdict yet, the kernel
@@ -92,7 +93,12 @@ impl Check {
 
     /// `ok   qemu        QEMU emulator version 7.2.22` (+ `  fix: …`).
     pub fn line(&self) -> String {
-        let mut s = format!("{:<4}  {:<14} {}", self.status.label(), self.what, self.detail);
+        let mut s = format!(
+            "{:<4}  {:<14} {}",
+            self.status.label(),
+            self.what,
+            self.detail
+        );
         if let Some(f) = &self.fix {
             s.push_str(&format!("\n{:<20} fix: {f}", ""));
         }
@@ -197,7 +203,11 @@ fn root_check() -> Check {
 /// Free space where the cache is (or would be created).
 fn space_check(root: &Path) -> Check {
     let Some(existing) = root.ancestors().find(|p| p.exists()) else {
-        return Check::new("cache", Status::Fail, format!("{}: no such path", root.display()));
+        return Check::new(
+            "cache",
+            Status::Fail,
+            format!("{}: no such path", root.display()),
+        );
     };
     match rustix::fs::statvfs(existing) {
         Err(e) => Check::new(
@@ -215,8 +225,12 @@ fn space_check(root: &Path) -> Check {
             if free >= MIN_FREE_BYTES {
                 Check::new("cache", Status::Ok, detail)
             } else {
-                Check::new("cache", Status::Fail, format!("{detail}, need {} GiB", MIN_FREE_BYTES >> 30))
-                    .fix("free space there, or set MMX_CACHE_DIR to a directory on a larger disk")
+                Check::new(
+                    "cache",
+                    Status::Fail,
+                    format!("{detail}, need {} GiB", MIN_FREE_BYTES >> 30),
+                )
+                .fix("free space there, or set MMX_CACHE_DIR to a directory on a larger disk")
             }
         }
     }
@@ -243,25 +257,33 @@ fn qemu_checks(
         out.push(Check::new(
             "kernels",
             Status::Ok,
-            format!("{} recipes in {}", recipes.len(), kernels_dir(matrix).display()),
+            format!(
+                "{} recipes in {}",
+                recipes.len(),
+                kernels_dir(matrix).display()
+            ),
         ));
-        if recipes.iter().any(|r| matches!(r.source, RecipeSource::Debian { .. })) {
+        if recipes
+            .iter()
+            .any(|r| matches!(r.source, RecipeSource::Debian { .. }))
+        {
             out.extend(debian_checks());
         }
     }
     let qemu_bin = qemu::qemu_binary();
-    let qemu_ok = match accel::qemu_version(&qemu_bin) {
-        Ok(v) => {
-            out.push(Check::new("qemu", Status::Ok, v));
-            true
-        }
-        Err(e) => {
-            out.push(Check::new("qemu", Status::Fail, e).fix(
-                "apt-get install qemu-system-x86 (or set MMX_QEMU to a qemu-system-x86_64)",
-            ));
-            false
-        }
-    };
+    let qemu_ok =
+        match accel::qemu_version(&qemu_bin) {
+            Ok(v) => {
+                out.push(Check::new("qemu", Status::Ok, v));
+                true
+            }
+            Err(e) => {
+                out.push(Check::new("qemu", Status::Fail, e).fix(
+                    "apt-get install qemu-system-x86 (or set MMX_QEMU to a qemu-system-x86_64)",
+                ));
+                false
+            }
+        };
     for fs in &matrix.filesystems {
         out.extend(mkfs_check(*fs));
     }
@@ -302,7 +324,10 @@ fn debian_checks() -> Vec<Check> {
         Check::new(
             "keyring",
             Status::Fail,
-            format!("{} is missing: Debian kernels cannot be verified", keyring.display()),
+            format!(
+                "{} is missing: Debian kernels cannot be verified",
+                keyring.display()
+            ),
         )
         .fix("apt-get install debian-archive-keyring")
     }];
@@ -344,12 +369,13 @@ fn kvm_check(
     now: &mut dyn FnMut(Check),
 ) -> Check {
     const TCG: &str = "guests run under TCG (software emulation: slower, same answers)";
-    let unusable = |why: String| {
-        Check::new("kvm", Status::Warn, format!("KVM not usable ({why}); {TCG}")).fix(
+    let unusable =
+        |why: String| {
+            Check::new("kvm", Status::Warn, format!("KVM not usable ({why}); {TCG}")).fix(
             "for KVM: a CPU with virtualisation enabled (nested virtualisation in a VM), the kvm \
              module loaded, and read-write access to /dev/kvm (the kvm group)",
         )
-    };
+        };
     if let Err(e) = accel::kvm_openable() {
         return unusable(e);
     }
@@ -406,7 +432,11 @@ fn kvm_check(
 /// The ssh client and each host, when the matrix has hosts.
 fn ssh_checks(hosts: &[Host]) -> Vec<Check> {
     if hosts.is_empty() {
-        return vec![Check::new("ssh", Status::Skip, "no [[hosts]] in the matrix")];
+        return vec![Check::new(
+            "ssh",
+            Status::Skip,
+            "no [[hosts]] in the matrix",
+        )];
     }
     let version = duct::cmd!("ssh", "-V")
         .stderr_to_stdout()
@@ -444,7 +474,10 @@ fn host_check(host: &Host) -> Check {
     if let Err(e) = ssh_args::check_user_options(host) {
         return Check::new(what, Status::Fail, e).fix("remove that option from ssh_options");
     }
-    let control = match tempfile::Builder::new().prefix("mmx-ssh-").tempdir_in("/tmp") {
+    let control = match tempfile::Builder::new()
+        .prefix("mmx-ssh-")
+        .tempdir_in("/tmp")
+    {
         Ok(d) => d,
         Err(e) => return Check::new(what, Status::Fail, format!("a control dir in /tmp: {e}")),
     };
@@ -476,9 +509,12 @@ fn host_check(host: &Host) -> Check {
             ),
         )
         .fix(fix),
-        HostVerdict::Failed => {
-            Check::new(what, Status::Fail, ssh_args::classify_failure(host, &stderr)).fix(fix)
-        }
+        HostVerdict::Failed => Check::new(
+            what,
+            Status::Fail,
+            ssh_args::classify_failure(host, &stderr),
+        )
+        .fix(fix),
     }
 }
 
@@ -556,7 +592,10 @@ mod tests {
         let c = Check::new("mkfs.xfs", Status::Fail, "missing").fix("apt-get install xfsprogs");
         let line = c.line();
         assert!(line.starts_with("FAIL  mkfs.xfs"), "{line}");
-        assert!(line.contains("\n") && line.ends_with("fix: apt-get install xfsprogs"), "{line}");
+        assert!(
+            line.contains("\n") && line.ends_with("fix: apt-get install xfsprogs"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -564,7 +603,10 @@ mod tests {
         for fs in [Filesystem::Ext4, Filesystem::Xfs, Filesystem::Btrfs] {
             let c = mkfs_check(fs).expect("a disk filesystem has a check");
             if c.status == Status::Fail {
-                assert!(c.fix.as_deref().is_some_and(|f| f.contains("apt-get install")));
+                assert!(c
+                    .fix
+                    .as_deref()
+                    .is_some_and(|f| f.contains("apt-get install")));
             }
         }
         assert!(mkfs_check(Filesystem::Tmpfs).is_none());

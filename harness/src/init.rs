@@ -219,8 +219,8 @@ mod tests {
         assert_eq!(written.len(), templates("x/y@z").len());
         let m = Matrix::load(&dir.path().join("matrix.toml")).expect("matrix");
         let recipes = crate::kernels::load_recipes(&dir.path().join("kernels")).expect("recipes");
-        let lock = crate::kernels::LockFile::load(&dir.path().join("kernels/kernels.lock"))
-            .expect("lock");
+        let lock =
+            crate::kernels::LockFile::load(&dir.path().join("kernels/kernels.lock")).expect("lock");
         for k in &m.kernels {
             assert!(recipes.iter().any(|r| &r.name == k), "no recipe for {k}");
             assert!(lock.get(k).is_some(), "{k} is not locked");

@@ -28,17 +28,23 @@ enum Command {
     #[command(after_help = RUN_FILES)]
     Run(RunArgs),
     /// Re-render report.md, report.html and junit.xml from a run's run.json alone.
-    #[command(after_help = "Reads:  RUN/run.json.\nWrites: report.md, report.html and junit.xml beside it; appends report.md to $GITHUB_STEP_SUMMARY when set.")]
+    #[command(
+        after_help = "Reads:  RUN/run.json.\nWrites: report.md, report.html and junit.xml beside it; appends report.md to $GITHUB_STEP_SUMMARY when set."
+    )]
     Report {
         /// A run directory or its run.json.
         run: PathBuf,
     },
     /// Compare a candidate run with a baseline, metric by metric and cell by cell; exit 1 when
     /// the gate fails.
-    #[command(after_help = "Reads:  the two run.json files.\nWrites: the comparison to stdout, and to --markdown-out when given.")]
+    #[command(
+        after_help = "Reads:  the two run.json files.\nWrites: the comparison to stdout, and to --markdown-out when given."
+    )]
     Compare(harness::compare::CompareArgs),
     /// Join the run.json of shards into one run (and one report).
-    #[command(after_help = "Reads:  each input's run.json.\nWrites: OUT/run.json, OUT/report.md, OUT/report.html, OUT/junit.xml; appends report.md to $GITHUB_STEP_SUMMARY when set.")]
+    #[command(
+        after_help = "Reads:  each input's run.json.\nWrites: OUT/run.json, OUT/report.md, OUT/report.html, OUT/junit.xml; appends report.md to $GITHUB_STEP_SUMMARY when set."
+    )]
     Merge {
         /// run.json files or run directories.
         #[arg(required = true)]
@@ -79,7 +85,9 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff), e.g. `mmx man | man -l -`; or write one page per command.
-    #[command(after_help = "Reads:  nothing.\nWrites: mmx.1 to stdout, or mmx.1 and mmx-COMMAND.1 into --out DIR.")]
+    #[command(
+        after_help = "Reads:  nothing.\nWrites: mmx.1 to stdout, or mmx.1 and mmx-COMMAND.1 into --out DIR."
+    )]
     Man {
         /// Write mmx.1 and one mmx-COMMAND.1 per subcommand into this directory.
         #[arg(long)]
@@ -87,7 +95,8 @@ enum Command {
     },
 }
 
-const RUN_FILES: &str = "Reads:  the matrix (--matrix); kernels/*.toml and kernels/kernels.lock in the matrix's
+const RUN_FILES: &str =
+    "Reads:  the matrix (--matrix); kernels/*.toml and kernels/kernels.lock in the matrix's
         directory; the cache ($MMX_CACHE_DIR, else $XDG_CACHE_HOME/mmx, else ~/.cache/mmx).
 Writes: OUT/RUN-ID/run.json (after every boot), report.md, report.html, junit.xml and
         logs/ (one console/agent log per boot); appends report.md to $GITHUB_STEP_SUMMARY when
@@ -95,7 +104,8 @@ Writes: OUT/RUN-ID/run.json (after every boot), report.md, report.html, junit.xm
 Environment: MMX_AGENT (an agent instead of the one mmx carries), MMX_QEMU (the QEMU binary),
         MMX_CACHE_DIR, MMX_KERNEL_LOCK=strict (a locked kernel gone from the archive is an error).";
 
-const KERNELS_FILES: &str = "Reads:  ROOT/kernels/*.toml, ROOT/kernels/kernels.lock; the cache ($MMX_CACHE_DIR, else
+const KERNELS_FILES: &str =
+    "Reads:  ROOT/kernels/*.toml, ROOT/kernels/kernels.lock; the cache ($MMX_CACHE_DIR, else
         $XDG_CACHE_HOME/mmx, else ~/.cache/mmx).
 Writes: `lock`: ROOT/kernels/kernels.lock. `fetch`: kernels into the cache. `list`: nothing.";
 

@@ -58,7 +58,11 @@ fn installed_mmx() -> PathBuf {
         .env("CARGO_TARGET_DIR", &target)
         .output()
         .expect("running cargo install");
-    assert!(o.status.success(), "cargo install failed: {}", output_text(&o));
+    assert!(
+        o.status.success(),
+        "cargo install failed: {}",
+        output_text(&o)
+    );
     root.join("bin").join("mmx")
 }
 
@@ -71,7 +75,14 @@ fn user_mmx(mmx: &Path, dir: &Path, args: &[&str]) -> Output {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
     // The cache stays the user's (kernels are shared between tests and runs).
-    for keep in ["HOME", "MMX_CACHE_DIR", "XDG_CACHE_HOME", "TMPDIR", "CI", "LANG"] {
+    for keep in [
+        "HOME",
+        "MMX_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        "TMPDIR",
+        "CI",
+        "LANG",
+    ] {
         if let Some(v) = std::env::var_os(keep) {
             cmd.env(keep, v);
         }
@@ -134,7 +145,11 @@ fn an_installed_mmx_sets_up_checks_and_runs_a_repository_of_its_own() {
 
     let init = user_mmx(&mmx, dir, &["init"]);
     assert!(init.status.success(), "{}", output_text(&init));
-    for f in ["matrix.toml", "kernels/kernels.lock", ".github/workflows/mmx.yml"] {
+    for f in [
+        "matrix.toml",
+        "kernels/kernels.lock",
+        ".github/workflows/mmx.yml",
+    ] {
         assert!(dir.join(f).is_file(), "init did not write {f}");
     }
 
@@ -142,7 +157,8 @@ fn an_installed_mmx_sets_up_checks_and_runs_a_repository_of_its_own() {
     let out = String::from_utf8_lossy(&doctor.stdout).into_owned();
     assert!(doctor.status.success(), "{}", output_text(&doctor));
     assert!(
-        out.lines().any(|l| l.starts_with("ok    agent") && l.contains(&hash)),
+        out.lines()
+            .any(|l| l.starts_with("ok    agent") && l.contains(&hash)),
         "doctor names the carried agent: {out}"
     );
     let kvm = out
@@ -182,7 +198,10 @@ fn an_installed_mmx_sets_up_checks_and_runs_a_repository_of_its_own() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if require(qemu, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)") {
+    if require(
+        qemu,
+        "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)",
+    ) {
         let o = user_mmx(
             &mmx,
             dir,
@@ -292,7 +311,10 @@ fn the_action_parses_and_calls_only_commands_and_inputs_that_exist() {
     let mut subs = BTreeSet::new();
     for step in steps {
         if let Some(run) = step["run"].as_str() {
-            assert_eq!(step["shell"], "bash", "composite run steps need a shell: {run}");
+            assert_eq!(
+                step["shell"], "bash",
+                "composite run steps need a shell: {run}"
+            );
             subs.extend(mmx_subcommands(run));
         }
     }
@@ -302,7 +324,10 @@ fn the_action_parses_and_calls_only_commands_and_inputs_that_exist() {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect();
-        assert!(inputs.contains(&name), "action.yml uses undeclared input `{name}`");
+        assert!(
+            inputs.contains(&name),
+            "action.yml uses undeclared input `{name}`"
+        );
     }
     // The extraction found what the action is for; a change that hides them fails here.
     for want in ["doctor", "run", "merge", "compare"] {
@@ -313,7 +338,11 @@ fn the_action_parses_and_calls_only_commands_and_inputs_that_exist() {
             .args([sub.as_str(), "--help"])
             .output()
             .expect("mmx");
-        assert!(o.status.success(), "`mmx {sub} --help`: {}", output_text(&o));
+        assert!(
+            o.status.success(),
+            "`mmx {sub} --help`: {}",
+            output_text(&o)
+        );
     }
 
     // The example workflow (what `mmx init` writes) passes only inputs the action declares.
@@ -327,11 +356,17 @@ fn the_action_parses_and_calls_only_commands_and_inputs_that_exist() {
             uses += 1;
             for key in step["with"].as_mapping().into_iter().flat_map(|m| m.keys()) {
                 let key = key.as_str().expect("input name");
-                assert!(inputs.contains(key), "the example passes unknown input `{key}`");
+                assert!(
+                    inputs.contains(key),
+                    "the example passes unknown input `{key}`"
+                );
             }
         }
     }
-    assert_eq!(uses, 2, "the example runs the action in a shard job and a merge job");
+    assert_eq!(
+        uses, 2,
+        "the example runs the action in a shard job and a merge job"
+    );
 }
 
 #[test]
@@ -351,7 +386,10 @@ fn completions_and_the_man_page_come_from_the_command_line() {
     let man = mmx(&["man"]);
     assert!(man.status.success(), "{}", output_text(&man));
     let page = String::from_utf8_lossy(&man.stdout);
-    assert!(page.starts_with(".ie") || page.contains(".TH mmx"), "{page}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH mmx"),
+        "{page}"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().to_str().expect("utf-8 path");
     let pages = mmx(&["man", "--out", out]);
@@ -436,21 +474,26 @@ fn doctor_checks_a_hosts_key_without_logging_in() {
     let out = String::from_utf8_lossy(&unknown.stdout).into_owned();
     assert_eq!(unknown.status.code(), Some(1), "{}", output_text(&unknown));
     assert!(
-        out.lines().any(|l| l.starts_with("FAIL  host lo") && l.contains("unknown")),
+        out.lines()
+            .any(|l| l.starts_with("FAIL  host lo") && l.contains("unknown")),
         "{out}"
     );
 
     let host_pub = std::fs::read_to_string(p("host.pub")).expect("host.pub");
     let key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-    std::fs::write(p("known_hosts"), format!("[127.0.0.1]:{port} {}\n", key.join(" ")))
-        .expect("known_hosts");
+    std::fs::write(
+        p("known_hosts"),
+        format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
+    )
+    .expect("known_hosts");
     let known = doctor();
     let out = String::from_utf8_lossy(&known.stdout).into_owned();
     let _ = sshd.kill();
     let _ = sshd.wait();
     assert!(known.status.success(), "{}", output_text(&known));
     assert!(
-        out.lines().any(|l| l.starts_with("ok    host lo") && l.contains("host key known")),
+        out.lines()
+            .any(|l| l.starts_with("ok    host lo") && l.contains("host key known")),
         "{out}"
     );
     let log = std::fs::read_to_string(p("sshd.log")).expect("sshd.log");
