@@ -53,6 +53,8 @@ pub enum Status {
     Fail,
     /// Not needed by this matrix.
     Skip,
+    /// Not a verdict: what doctor is doing (a probe boot that takes a while).
+    Info,
 }
 
 impl Status {
@@ -62,6 +64,7 @@ impl Status {
             Status::Warn => "warn",
             Status::Fail => "FAIL",
             Status::Skip => "skip",
+            Status::Info => "..",
         }
     }
 }
@@ -114,18 +117,30 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<bool> {
         println!("{}", c.line());
     };
     // The default matrix, materialised where Matrix and Kernels can load it like any other.
-    let (matrix_path, _init_dir) = match &args.matrix {
+    let (matrix_path, init_dir) = match &args.matrix {
         Some(p) => (p.clone(), None),
         None if Path::new("matrix.toml").is_file() => (PathBuf::from("matrix.toml"), None),
         None => {
             let dir = tempfile::tempdir()?;
             let action = crate::init::default_action();
             crate::init::write(dir.path(), &crate::init::templates(&action), false)?;
-            println!("(no matrix.toml here: checking the default matrix `mmx init` writes)");
+            println!(
+                "{}",
+                Check::new(
+                    "matrix",
+                    Status::Info,
+                    "no matrix.toml here: checking the default matrix (`mmx init` writes it)"
+                )
+                .line()
+            );
             (dir.path().join("matrix.toml"), Some(dir))
         }
     };
-    for c in machine_checks(&matrix_path, &mut report) {
+    let label = match &init_dir {
+        Some(_) => "the default matrix".to_string(),
+        None => matrix_path.display().to_string(),
+    };
+    for c in machine_checks(&matrix_path, &label, &mut report) {
         report(c);
     }
     println!(
@@ -141,7 +156,7 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<bool> {
 
 /// Every check for `matrix_path`. Slow checks are passed to `now` as they finish so the user
 /// sees progress; the rest come back in order.
-fn machine_checks(matrix_path: &Path, now: &mut dyn FnMut(Check)) -> Vec<Check> {
+fn machine_checks(matrix_path: &Path, label: &str, now: &mut dyn FnMut(Check)) -> Vec<Check> {
     let mut out = Vec::new();
     let cache = Cache::from_env();
     out.push(match crate::agent::source() {
@@ -170,8 +185,7 @@ fn machine_checks(matrix_path: &Path, now: &mut dyn FnMut(Check)) -> Vec<Check> 
         "matrix",
         Status::Ok,
         format!(
-            "{}: {qemu_cells} QEMU cells ({} kernels), {} host(s)",
-            matrix.path.display(),
+            "{label}: {qemu_cells} QEMU cells ({} kernels), {} host(s)",
             matrix.kernels.len(),
             matrix.hosts.len()
         ),
@@ -392,7 +406,7 @@ fn kvm_check(
             };
             now(Check::new(
                 "kvm",
-                Status::Skip,
+                Status::Info,
                 format!(
                     "/dev/kvm opens; booting a {first} probe guest under KVM (up to {} s, once: \
                      the verdict is cached)",
