@@ -1,82 +1,171 @@
-//! Building the static `mmx-agent` the guests, hosts and the local backend run.
+//! The static `mmx-agent` the guests, hosts and the local backend run, carried inside `mmx`.
 //!
-//! The agent must run as PID 1 in an initramfs with no libc beside it, so it is linked
-//! statically. `+crt-static` needs an explicit `--target`: without one, RUSTFLAGS would also
-//! reach proc-macros, which cannot be static.
+//! `harness/build.rs` builds it (static, stripped, `--profile agent`) and this module embeds the
+//! bytes, so an installed `mmx` runs anywhere without the mmx sources or cargo (see build.rs for
+//! why embedding and what it costs). On first use the bytes are written once into the cache,
+//! named by their hash, and that file is what initramfs builders, SSH visits and the local
+//! backend use. `MMX_AGENT=/path/to/mmx-agent` overrides it (an agent under development, or one
+//! built for a test).
 
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::Context;
 
+/// The agent's target (static glibc; the guests' initramfs has no libc beside it).
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Cargo profile of the shipped agent: release, stripped (see the workspace Cargo.toml).
 pub const PROFILE: &str = "agent";
 
-/// The workspace root (where `Cargo.toml` with `[workspace]` lives).
+/// Overrides the embedded agent with a file.
+pub const AGENT_ENV: &str = "MMX_AGENT";
+
+/// The agent this `mmx` was built with (harness/build.rs).
+static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mmx-agent"));
+
+/// The embedded agent's bytes.
+pub fn embedded() -> &'static [u8] {
+    EMBEDDED
+}
+
+/// blake3 of the embedded agent, in hex.
+pub fn embedded_hash_full() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| blake3::hash(EMBEDDED).to_hex().to_string())
+}
+
+/// The embedded agent's short hash (12 hex digits of blake3): what `mmx --version` names and
+/// what run.json records as the agent a run used.
+pub fn embedded_hash() -> &'static str {
+    &embedded_hash_full()[..12]
+}
+
+/// Where the agent of this process comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The embedded agent, written into the cache at this path.
+    Embedded(PathBuf),
+    /// `MMX_AGENT`.
+    Override(PathBuf),
+}
+
+impl Source {
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Embedded(p) | Source::Override(p) => p,
+        }
+    }
+
+    /// One line for `mmx doctor`: `embedded 1a2b3c4d5e6f (/root/.cache/mmx/agent/…)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Embedded(p) => format!("embedded {} ({})", embedded_hash(), p.display()),
+            Source::Override(p) => format!("{AGENT_ENV}={}", p.display()),
+        }
+    }
+}
+
+/// The agent to run: `MMX_AGENT` if set, else the embedded one written into the cache (once per
+/// agent: the file is named by its hash). Memoized for the life of the process.
+pub fn source() -> anyhow::Result<Source> {
+    static SOURCE: OnceLock<Result<Source, String>> = OnceLock::new();
+    SOURCE
+        .get_or_init(|| source_uncached().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The agent's path (see [`source`]).
+pub fn path() -> anyhow::Result<PathBuf> {
+    source().map(|s| s.path().to_path_buf())
+}
+
+/// The name the run path used before the agent was embedded; it no longer builds anything.
+/// Kept for callers in `run/` until they call [`path`].
+pub fn build_static() -> anyhow::Result<PathBuf> {
+    path()
+}
+
+fn source_uncached() -> anyhow::Result<Source> {
+    if let Some(p) = std::env::var_os(AGENT_ENV).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        anyhow::ensure!(p.is_file(), "{AGENT_ENV}={} is not a file", p.display());
+        return Ok(Source::Override(p));
+    }
+    let cache = crate::kernels::Cache::from_env()?;
+    Ok(Source::Embedded(install_embedded(cache.root())?))
+}
+
+/// Write the embedded agent to `<cache_dir>/agent/embedded/mmx-agent-<hash>` (0755) unless a
+/// file with the same bytes is already there, and return its path. Safe against concurrent runs:
+/// the file appears with one rename, complete or not at all.
+pub fn install_embedded(cache_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = cache_dir.join("agent").join("embedded");
+    let path = dir.join(format!("mmx-agent-{}", &embedded_hash_full()[..16]));
+    // Hashing 3 MB costs about a millisecond; a truncated or altered file is replaced.
+    if std::fs::read(&path)
+        .is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == embedded_hash_full())
+    {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".mmx-agent-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(EMBEDDED)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing the agent to {}", tmp.path().display()))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod 755 {}", tmp.path().display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("renaming the agent to {}", path.display()))?;
+    Ok(path)
+}
+
+/// The workspace this binary was compiled from. Only tests and development tools use it (to find
+/// the repository's own matrix and kernels); runs never do.
 pub fn workspace_root() -> PathBuf {
-    // harness/ is one level below the root; resolved at compile time, so a moved binary still
-    // finds the sources it was built from (the only place an agent can be built from).
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Build (or reuse) the static release agent and return its path. Cargo decides whether
-/// anything changed, so a warm call costs one no-op cargo invocation; the result is memoized
-/// for the life of the process.
-///
-/// `MMX_AGENT=/path/to/mmx-agent` skips the build (for packaged installs and CI caches).
-pub fn build_static() -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build_static_uncached().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow::anyhow!(e))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn build_static_uncached() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MMX_AGENT") {
-        let p = PathBuf::from(p);
-        anyhow::ensure!(p.is_file(), "MMX_AGENT={} is not a file", p.display());
-        return Ok(p);
+    #[test]
+    fn the_embedded_agent_is_a_static_elf() {
+        let b = embedded();
+        assert_eq!(&b[..4], b"\x7fELF", "not an ELF file");
+        // A static executable has no PT_INTERP program header (no dynamic loader to ask for).
+        let u16_at = |o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
+        let phoff = usize::try_from(u64::from_le_bytes(b[0x20..0x28].try_into().expect("8")))
+            .expect("phoff");
+        let (entsize, count) = (u16_at(0x36), u16_at(0x38));
+        const PT_INTERP: u32 = 3;
+        let interp = (0..count).any(|i| {
+            let o = phoff + i * entsize;
+            u32::from_le_bytes(b[o..o + 4].try_into().expect("4")) == PT_INTERP
+        });
+        assert!(!interp, "the embedded agent asks for a dynamic loader");
+        assert_eq!(embedded_hash().len(), 12);
     }
-    let root = workspace_root();
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = duct::cmd!(
-        cargo,
-        "build",
-        "--profile",
-        PROFILE,
-        "--quiet",
-        "-p",
-        "guest-agent",
-        "--target",
-        TARGET,
-        "--target-dir",
-        &target_dir
-    )
-    .dir(&root)
-    .env("RUSTFLAGS", "-C target-feature=+crt-static")
-    .stderr_to_stdout()
-    .stdout_capture()
-    .unchecked()
-    .run()
-    .context("running cargo to build mmx-agent")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "building the static mmx-agent failed:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+
+    #[test]
+    fn installing_is_once_per_hash_and_repairs_a_bad_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = install_embedded(dir.path()).expect("install");
+        let bytes = std::fs::read(&p).expect("read");
+        assert_eq!(bytes.len(), embedded().len());
+        let mode = std::fs::metadata(&p).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        std::fs::write(&p, b"truncated").expect("corrupt");
+        assert_eq!(install_embedded(dir.path()).expect("again"), p);
+        assert_eq!(std::fs::read(&p).expect("read").len(), embedded().len());
     }
-    let bin = target_dir.join(TARGET).join(PROFILE).join("mmx-agent");
-    anyhow::ensure!(
-        bin.is_file(),
-        "cargo succeeded but {} is missing",
-        bin.display()
-    );
-    Ok(bin)
 }

@@ -8,6 +8,8 @@ pub mod agent;
 pub mod backend;
 pub mod cell;
 pub mod compare;
+pub mod doctor;
+pub mod init;
 pub mod initramfs;
 pub mod kernels;
 pub mod matrix;

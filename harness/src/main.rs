@@ -1,20 +1,21 @@
 //! `mmx`: the command line. Arguments are parsed here and resolved into each module's options;
 //! exit codes are decided in one place: 0 all cells pass (or are unsupported, which is an
-//! answer), 1 failures or a failed gate, 2 usage or configuration errors.
+//! answer), 1 failures or a failed gate (or a failed `doctor` check), 2 usage or configuration
+//! errors. Every subcommand's `--help` names the files it reads and writes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use harness::backend::Cancel;
 use harness::run::{BackendChoice, RunOptions, Shard};
 
 #[derive(Parser)]
 #[command(
     name = "mmx",
-    version,
-    about = "Which way of building an idmapped overlay rootfs works on this kernel, filesystem and CPU topology, and how fast is it under contention"
+    about = "Which way of building an idmapped overlay rootfs works on this kernel, filesystem and CPU topology, and how fast is it under contention",
+    after_help = "Start in a repository of your own: `mmx init`, `mmx doctor`, `mmx run`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,16 +25,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the matrix: boot guests (and visit hosts), run every cell, write run.json and reports.
+    #[command(after_help = RUN_FILES)]
     Run(RunArgs),
     /// Re-render report.md, report.html and junit.xml from a run's run.json alone.
+    #[command(
+        after_help = "Reads:  RUN/run.json.\nWrites: report.md, report.html and junit.xml beside it; appends report.md to $GITHUB_STEP_SUMMARY when set."
+    )]
     Report {
         /// A run directory or its run.json.
         run: PathBuf,
     },
     /// Compare a candidate run with a baseline, metric by metric and cell by cell; exit 1 when
     /// the gate fails.
+    #[command(
+        after_help = "Reads:  the two run.json files.\nWrites: the comparison to stdout, and to --markdown-out when given."
+    )]
     Compare(harness::compare::CompareArgs),
     /// Join the run.json of shards into one run (and one report).
+    #[command(
+        after_help = "Reads:  each input's run.json.\nWrites: OUT/run.json, OUT/report.md, OUT/report.html, OUT/junit.xml; appends report.md to $GITHUB_STEP_SUMMARY when set."
+    )]
     Merge {
         /// run.json files or run directories.
         #[arg(required = true)]
@@ -43,6 +54,7 @@ enum Command {
         out: PathBuf,
     },
     /// Kernel recipes: resolve them into kernels.lock, fetch them into the cache, list them.
+    #[command(after_help = KERNELS_FILES)]
     Kernels {
         #[command(subcommand)]
         cmd: harness::kernels::KernelsCmd,
@@ -51,13 +63,51 @@ enum Command {
         root: PathBuf,
     },
     /// List the cell ids a matrix expands to.
+    #[command(after_help = "Reads:  the matrix file.\nWrites: nothing (the ids go to stdout).")]
     Cells {
         #[arg(long, default_value = "matrix.toml")]
         matrix: PathBuf,
         #[arg(long, value_enum, default_value = "all")]
         backend: BackendChoice,
     },
+    /// Start using mmx in a repository: a commented matrix.toml, kernels/ (recipes and a lock)
+    /// and a GitHub Actions workflow that runs the matrix with mmx's action.
+    #[command(after_help = harness::init::FILES_HELP)]
+    Init(harness::init::InitArgs),
+    /// Check what this machine can run and what is missing, one line per check with its fix;
+    /// exit 0 when the matrix can run here (under TCG if KVM is not usable), 1 otherwise.
+    #[command(after_help = harness::doctor::FILES_HELP)]
+    Doctor(harness::doctor::DoctorArgs),
+    /// Print a completion script for SHELL, e.g. `mmx completions bash > /etc/bash_completion.d/mmx`.
+    #[command(after_help = "Reads:  nothing.\nWrites: the script to stdout.")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `mmx man | man -l -`; or write one page per command.
+    #[command(
+        after_help = "Reads:  nothing.\nWrites: mmx.1 to stdout, or mmx.1 and mmx-COMMAND.1 into --out DIR."
+    )]
+    Man {
+        /// Write mmx.1 and one mmx-COMMAND.1 per subcommand into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
+
+const RUN_FILES: &str =
+    "Reads:  the matrix (--matrix); kernels/*.toml and kernels/kernels.lock in the matrix's
+        directory; the cache ($MMX_CACHE_DIR, else $XDG_CACHE_HOME/mmx, else ~/.cache/mmx).
+Writes: OUT/RUN-ID/run.json (after every boot), report.md, report.html, junit.xml and
+        logs/ (one console/agent log per boot); appends report.md to $GITHUB_STEP_SUMMARY when
+        set; fills the cache (kernels, disk images, initramfs bases, the agent, the KVM verdict).
+Environment: MMX_AGENT (an agent instead of the one mmx carries), MMX_QEMU (the QEMU binary),
+        MMX_CACHE_DIR, MMX_KERNEL_LOCK=strict (a locked kernel gone from the archive is an error).";
+
+const KERNELS_FILES: &str =
+    "Reads:  ROOT/kernels/*.toml, ROOT/kernels/kernels.lock; the cache ($MMX_CACHE_DIR, else
+        $XDG_CACHE_HOME/mmx, else ~/.cache/mmx).
+Writes: `lock`: ROOT/kernels/kernels.lock. `fetch`: kernels into the cache. `list`: nothing.";
 
 #[derive(clap::Args)]
 struct RunArgs {
@@ -93,8 +143,18 @@ struct RunArgs {
     json: bool,
 }
 
+/// The full command line, with the version that names the agent this binary carries.
+fn cli_command() -> clap::Command {
+    let version = format!(
+        "{} (agent {})",
+        env!("CARGO_PKG_VERSION"),
+        harness::agent::embedded_hash()
+    );
+    Cli::command().version(version)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli_command().get_matches()).unwrap_or_else(|e| e.exit());
     match dispatch(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -150,6 +210,28 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             for c in cells {
                 println!("{}", c.key);
             }
+            Ok(true)
+        }
+        Command::Init(args) => {
+            harness::init::run(&args)?;
+            Ok(true)
+        }
+        Command::Doctor(args) => harness::doctor::run(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut cli_command(), "mmx", &mut std::io::stdout());
+            Ok(true)
+        }
+        Command::Man { out: None } => {
+            clap_mangen::Man::new(cli_command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(true)
+        }
+        Command::Man { out: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cli_command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("mmx: man pages in {}", dir.display());
             Ok(true)
         }
     }

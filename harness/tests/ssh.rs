@@ -575,12 +575,12 @@ fn ctrl_c_mid_run_stops_the_agent_and_cleans_up() {
     sshd.assert_no_leftovers();
 }
 
-/// The static agent, when it builds and runs plans; `None` (test skipped) otherwise.
+/// The static agent mmx carries (written into the cache); `None` (test skipped) when it cannot be.
 fn real_agent() -> Option<PathBuf> {
-    match harness::agent::build_static() {
+    match harness::agent::path() {
         Ok(p) => Some(p),
         Err(e) => {
-            eprintln!("SKIPPED (the static agent did not build: {e:#})");
+            eprintln!("SKIPPED (the static agent could not be written to the cache: {e:#})");
             None
         }
     }

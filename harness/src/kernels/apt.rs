@@ -21,7 +21,8 @@ use super::KernelError;
 pub const SUITES: &[&str] = &["bookworm", "trixie", "trixie-backports", "sid"];
 
 const MIRROR: &str = "http://deb.debian.org/debian";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// The keyring the private apt checks Debian's signatures with (package debian-archive-keyring).
+pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// One package record, as `apt-cache show` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,7 @@ pub fn cache() -> Cache {
 }
 
 pub fn agent() -> PathBuf {
-    harness::agent::build_static().expect("building the static agent")
+    harness::agent::path().expect("the static agent")
 }
 
 /// A kernel by recipe name, fetched once per process.

@@ -78,7 +78,7 @@ pub fn mkfs_command(
 }
 
 /// Find `tool` on PATH or in the sbin directories, which a non-root PATH often lacks.
-fn find_tool(tool: &str) -> Option<PathBuf> {
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))

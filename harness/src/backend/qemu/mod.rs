@@ -49,12 +49,11 @@ pub struct Qemu {
 }
 
 impl Qemu {
-    /// `agent` is the static agent (`crate::agent::build_static()`), `cache_dir` the mmx cache
-    /// (pristine disk images, initramfs bases, the KVM verdict). `MMX_QEMU` overrides the
-    /// QEMU binary (default `qemu-system-x86_64` on PATH).
+    /// `agent` is the static agent (`crate::agent::path()`), `cache_dir` the mmx cache
+    /// (pristine disk images, initramfs bases, the KVM verdict). The QEMU binary is
+    /// [`qemu_binary`].
     pub fn new(choice: AccelChoice, agent: PathBuf, cache_dir: PathBuf) -> anyhow::Result<Qemu> {
-        let qemu = std::env::var_os("MMX_QEMU")
-            .map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from);
+        let qemu = qemu_binary();
         let decided = match choice {
             AccelChoice::Tcg => Some(Accel::Tcg),
             AccelChoice::Kvm => {
@@ -102,6 +101,12 @@ impl Qemu {
     /// The accelerator, once decided (None before the first `auto` boot has probed).
     pub fn accel(&self) -> Option<Accel> {
         *self.accel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decide the accelerator now, booting the probe guest with `kernel` if `auto` has no
+    /// verdict yet (and caching it), exactly as the first boot of a run would (`mmx doctor`).
+    pub fn decide_now(&self, kernel: &ResolvedKernel) -> Accel {
+        self.decide_accel(kernel)
     }
 
     /// Boot one guest for `req` and collect what its agent said. Never fails: problems on our
@@ -362,6 +367,11 @@ impl Qemu {
             &w.end,
         ))
     }
+}
+
+/// The QEMU binary: `$MMX_QEMU`, else `qemu-system-x86_64` on PATH.
+pub fn qemu_binary() -> PathBuf {
+    std::env::var_os("MMX_QEMU").map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from)
 }
 
 /// The agent as guests get it: without debug info (`objcopy --strip-debug`, symbols kept for

@@ -17,7 +17,7 @@ use crate::cell::SmtSetting;
 use crate::matrix::Host;
 use crate::results::{Accel, InfraCause};
 
-mod args;
+pub mod args;
 mod remote;
 mod step;
 mod visit;
