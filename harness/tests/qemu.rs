@@ -322,7 +322,7 @@ fn hung_plan_times_out_within_its_limit_keeping_earlier_results() {
             pinning: vec![Pinning::None],
             false_sharing: false,
             warmup_ms: 0,
-            duration_ms: 3_600_000,
+            duration_ms: 600_000,
             ..LockbenchScenario::default()
         }),
         timeout_s: None,
