@@ -291,6 +291,8 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
     Ok(record.cells.iter().all(|c| c.is_ok()) && !cancel.is_cancelled())
 }
 
+/// Say where the reports went, and append report.md to `$GITHUB_STEP_SUMMARY` when GitHub
+/// Actions set it: only the command a user ran writes there, never a library call.
 fn print_written(w: &harness::report::Written) {
     eprintln!(
         "mmx: reports: {}, {}, {}",
@@ -298,4 +300,22 @@ fn print_written(w: &harness::report::Written) {
         w.html.display(),
         w.junit.display()
     );
+    let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let appended = std::fs::read(&w.markdown).and_then(|md| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)?;
+        f.write_all(&md)?;
+        f.write_all(b"\n")
+    });
+    if let Err(e) = appended {
+        eprintln!(
+            "mmx: could not append report.md to $GITHUB_STEP_SUMMARY ({}): {e}",
+            PathBuf::from(summary).display()
+        );
+    }
 }

@@ -241,16 +241,60 @@ fn junit_parses_back_with_one_testcase_per_cell() {
     }
 }
 
+/// A run whose guest printed the worst it could: characters XML forbids in the release, code
+/// fences and links in the evidence and in a metric name.
+fn hostile_run() -> RunRecord {
+    let mut run = builder::mixed_run();
+    let evil = "```\n[docs](https://evil.example) ![x](https://evil.example/i.png) <b>hi</b> https://evil.example | ``";
+    for c in run.cells.iter_mut().take(3) {
+        c.provenance.kernel_release = Some("6.12\u{FFFF}\u{FFFE}\u{1b}[31m-rc1".into());
+        c.outcome = Outcome::Fail;
+        c.evidence = Some(protocol::Evidence::new(evil).with_detail(evil));
+        if let Some(m) = c.metrics.values().next().cloned() {
+            c.metrics.insert(format!("{evil}:x"), m);
+        }
+    }
+    run
+}
+
 #[test]
-fn render_all_writes_reports_and_the_step_summary() {
+fn guest_text_cannot_break_the_reports() {
+    let run = hostile_run();
+    let xml = report::render_junit(&run).unwrap();
+    let doc = parse_xml(&xml);
+    assert_eq!(
+        doc.descendants()
+            .filter(|d| d.has_tag_name("testcase"))
+            .count(),
+        run.cells.len()
+    );
+    assert!(!xml.contains('\u{FFFF}') && !xml.contains('\u{FFFE}'));
+    let html = report::render_html(&run).unwrap();
+    parse_xml(&html);
+    assert!(!html.contains("<b>hi</b>") && !html.contains("href=\"https://evil"));
+    let md = report::render_markdown(&run).unwrap();
+    // Every guest string is inside a code span whose fence is longer than its backtick runs.
+    for line in md.lines().filter(|l| l.contains("evil.example")) {
+        let start = line
+            .find("````")
+            .unwrap_or_else(|| panic!("not fenced: {line}"));
+        let end = line.rfind("````").unwrap_or(start);
+        assert!(end > start, "one span: {line}");
+        let outside = format!("{}{}", &line[..start], &line[end + 4..]);
+        assert!(
+            !outside.contains("evil.example"),
+            "guest text outside its span: {line}"
+        );
+    }
+}
+
+#[test]
+fn render_all_writes_reports_and_only_the_cli_touches_the_step_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let summary = tmp.path().join("summary.md");
     std::fs::write(&summary, "earlier step\n").unwrap();
-    // Only this test touches the variable.
-    std::env::set_var("GITHUB_STEP_SUMMARY", &summary);
     let run = builder::mixed_run();
     let w = report::render_all(&run, tmp.path()).unwrap();
-    std::env::remove_var("GITHUB_STEP_SUMMARY");
     for p in [&w.markdown, &w.html, &w.junit] {
         assert!(
             std::fs::metadata(p).unwrap().len() > 1000,
@@ -258,6 +302,20 @@ fn render_all_writes_reports_and_the_step_summary() {
             p.display()
         );
     }
+    // The library never writes $GITHUB_STEP_SUMMARY (a test that renders must not touch a CI
+    // job's summary); `mmx report` does, appending.
+    run.write(&tmp.path().join("run.json")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .arg("report")
+        .arg(tmp.path())
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = std::fs::read_to_string(&summary).unwrap();
     assert!(
         s.starts_with("earlier step\n## mmx run"),

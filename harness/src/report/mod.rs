@@ -5,7 +5,6 @@
 //! the minijinja templates in `reports/templates/`, embedded in the binary so `mmx` renders from
 //! any directory. No markup is built in Rust.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,6 +13,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use crate::results::RunRecord;
 
 pub mod charts;
+mod escape;
 pub mod junit;
 pub mod model;
 pub mod sections;
@@ -55,30 +55,6 @@ const TEMPLATES: [(&str, &str); 5] = [
     ),
 ];
 
-/// Characters XML 1.0 forbids even as references: a console excerpt with an escape sequence must
-/// not make the HTML or JUnit file unreadable.
-fn xml_clean(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
-        .collect()
-}
-
-/// Escape for a markdown table cell: no line breaks, no `|`, no raw HTML.
-fn md_cell(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '|' => out.push_str("\\|"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\n' | '\r' => out.push(' '),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The template environment, shared by reports and `mmx compare`.
 pub(crate) fn environment() -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
@@ -97,12 +73,13 @@ pub(crate) fn environment() -> anyhow::Result<Environment<'static>> {
         // Safe values (macro output) pass as they are; only plain strings are cleaned.
         if state.auto_escape() != AutoEscape::None && !value.is_safe() {
             if let Some(s) = value.as_str() {
-                return minijinja::escape_formatter(out, state, &Value::from(xml_clean(s)));
+                return minijinja::escape_formatter(out, state, &Value::from(escape::xml_text(s)));
             }
         }
         minijinja::escape_formatter(out, state, value)
     });
-    env.add_filter("md", |s: String| md_cell(&s));
+    env.add_filter("md", |s: String| escape::md_cell(&s));
+    env.add_filter("code", |s: String| escape::md_code(&s));
     for (name, src) in TEMPLATES {
         env.add_template(name, src)
             .with_context(|| format!("template {name}"))?;
@@ -162,15 +139,8 @@ pub fn render_junit(run: &RunRecord) -> anyhow::Result<String> {
     )
 }
 
-/// Write `text` to `path` through a temporary file, so a reader never sees half a report.
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
-}
-
-/// Render all three reports into `run_dir`, and append report.md to `$GITHUB_STEP_SUMMARY`
-/// when that variable names a file (GitHub Actions sets it).
+/// Render all three reports into `run_dir`, each written atomically and never through a
+/// symlink. (`$GITHUB_STEP_SUMMARY` is the `mmx` command's business, not this library's.)
 pub fn render_all(run: &RunRecord, run_dir: &Path) -> anyhow::Result<Written> {
     let written = Written {
         markdown: run_dir.join("report.md"),
@@ -178,20 +148,9 @@ pub fn render_all(run: &RunRecord, run_dir: &Path) -> anyhow::Result<Written> {
         junit: run_dir.join("junit.xml"),
     };
     let md = render_markdown(run)?;
-    write_atomic(&written.markdown, &md)?;
-    write_atomic(&written.html, &render_html(run)?)?;
-    write_atomic(&written.junit, &render_junit(run)?)?;
-    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
-        let path = PathBuf::from(summary);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening $GITHUB_STEP_SUMMARY ({})", path.display()))?;
-        f.write_all(md.as_bytes())
-            .and_then(|()| f.write_all(b"\n"))
-            .with_context(|| format!("appending to $GITHUB_STEP_SUMMARY ({})", path.display()))?;
-    }
+    crate::rundir::write_atomic(&written.markdown, md.as_bytes())?;
+    crate::rundir::write_atomic(&written.html, render_html(run)?.as_bytes())?;
+    crate::rundir::write_atomic(&written.junit, render_junit(run)?.as_bytes())?;
     Ok(written)
 }
 
@@ -200,17 +159,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markdown_cells_cannot_break_the_table() {
-        assert_eq!(md_cell("a|b\n<c>"), "a\\|b &lt;c&gt;");
-    }
-
-    #[test]
     fn control_characters_never_reach_xml() {
-        assert_eq!(xml_clean("a\u{1b}[0m\tb\u{0}"), "a[0m\tb");
         let env = environment().unwrap();
         let t = env.template_from_named_str("t.html.j2", "{{ s }}").unwrap();
         assert_eq!(
-            t.render(minijinja::context! { s => "<\u{7}&" }).unwrap(),
+            t.render(minijinja::context! { s => "<\u{7}&\u{FFFF}" })
+                .unwrap(),
             "&lt;&amp;"
         );
     }
