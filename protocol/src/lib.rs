@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod lockbench;
+pub mod runtime;
 mod stats;
 
 pub use stats::{percentile, Summary};
