@@ -13,4 +13,5 @@ pub mod merge;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod runtimes;
 pub mod summary;
