@@ -218,7 +218,7 @@ fn idmap(layer: &Path, at: &Path, userns: BorrowedFd<'_>) -> Result<(), Failure>
 /// rustix has no wrapper for it.
 fn mount_setattr_idmap(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
     let attr = libc::mount_attr {
-        attr_set: u64::from(libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY),
+        attr_set: libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
