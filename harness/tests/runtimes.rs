@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use harness::kernels::Cache;
 use harness::runtimes::driver::{DriveError, RuntimeProcess};
-use harness::runtimes::{ensure, ResolvedRuntime, RuntimeRecipe, RuntimesLock};
+use harness::runtimes::{ensure, RuntimeRecipe, RuntimesLock};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use protocol::runtime::{Answer, IdMap, Job, Pass, RuntimeLineError};
 
@@ -221,24 +221,21 @@ fn mount_check_unmount(fx: &Fixture, rt: &mut RuntimeProcess) -> ((u32, u32), St
     (counted, overlay)
 }
 
-/// A cache for the containerd builds: the downloads (apt lists, .debs, locks) are the shared
-/// cache's, the toolchain, Go build cache and runtimes are this process's own — so the build
-/// is really run every time, and run once.
-fn build_cache() -> &'static (tempfile::TempDir, Cache) {
-    static CACHE: OnceLock<(tempfile::TempDir, Cache)> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        let shared = Cache::from_env().expect("a cache dir (MMX_CACHE_DIR or HOME)");
-        let dir = tempfile::Builder::new()
-            .prefix("mmx-runtime-cache-")
-            .tempdir()
-            .unwrap();
-        for sub in ["apt", "debs", "locks"] {
-            let target = shared.dir(sub).unwrap();
-            std::os::unix::fs::symlink(target, dir.path().join(sub)).unwrap();
-        }
-        let cache = Cache::at(dir.path());
-        (dir, cache)
-    })
+/// A fresh cache for the cold build: the downloads (apt lists, .debs, locks) are the shared
+/// cache's, the toolchain, Go build cache and runtimes are this test's own — so extraction and
+/// `go build` really run on every test run.
+fn cold_cache() -> (tempfile::TempDir, Cache) {
+    let shared = Cache::from_env().expect("a cache dir (MMX_CACHE_DIR or HOME)");
+    let dir = tempfile::Builder::new()
+        .prefix("mmx-runtime-cache-")
+        .tempdir()
+        .unwrap();
+    for sub in ["apt", "debs", "locks"] {
+        let target = shared.dir(sub).unwrap();
+        std::os::unix::fs::symlink(target, dir.path().join(sub)).unwrap();
+    }
+    let cache = Cache::at(dir.path());
+    (dir, cache)
 }
 
 fn containerd_recipe(name: &str, patches: &[PathBuf]) -> RuntimeRecipe {
@@ -258,33 +255,9 @@ fn repo() -> PathBuf {
     harness::agent::workspace_root()
 }
 
-/// Build (cold) and again (cached) the stock containerd runtime, once per process.
-fn stock_containerd() -> &'static ResolvedRuntime {
-    static STOCK: OnceLock<ResolvedRuntime> = OnceLock::new();
-    STOCK.get_or_init(|| {
-        let lock_path = repo().join("runtimes/runtimes.lock");
-        let lock = RuntimesLock::load(&lock_path).unwrap();
-        let cache = &build_cache().1;
-        let recipe = containerd_recipe("containerd-2.1", &[]);
-        let cold = ensure(&recipe, &lock, &lock_path, cache).expect("building containerd");
-        println!(
-            "containerd runtime cold: {:?} ({})",
-            cold.timings,
-            cold.provenance.describe()
-        );
-        assert!(!cold.timings.cached);
-        let mtime = fs::metadata(&cold.binary).unwrap().modified().unwrap();
-        let warm = ensure(&recipe, &lock, &lock_path, cache).unwrap();
-        println!("containerd runtime cached: {:?}", warm.timings);
-        // The second ensure found the binary by its key: no download, no go build.
-        assert!(warm.timings.cached && warm.timings.build.is_zero());
-        assert_eq!(warm.binary, cold.binary);
-        assert_eq!(
-            fs::metadata(&warm.binary).unwrap().modified().unwrap(),
-            mtime
-        );
-        cold
-    })
+fn lock() -> (RuntimesLock, PathBuf) {
+    let lock_path = repo().join("runtimes/runtimes.lock");
+    (RuntimesLock::load(&lock_path).unwrap(), lock_path)
 }
 
 #[test]
@@ -292,7 +265,27 @@ fn containerd_from_debian_builds_mounts_idmapped_and_unmounts_cleanly() {
     if !root_and_unshare() {
         return;
     }
-    let rt = stock_containerd();
+    let (lock, lock_path) = lock();
+    let (_dir, cache) = cold_cache();
+    let recipe = containerd_recipe("containerd-2.1", &[]);
+    let rt = ensure(&recipe, &lock, &lock_path, &cache).expect("building containerd");
+    println!(
+        "containerd runtime cold: {:?} ({})",
+        rt.timings,
+        rt.provenance.describe()
+    );
+    assert!(!rt.timings.cached);
+    let mtime = fs::metadata(&rt.binary).unwrap().modified().unwrap();
+    let warm = ensure(&recipe, &lock, &lock_path, &cache).unwrap();
+    println!("containerd runtime cached: {:?}", warm.timings);
+    // The second ensure found the binary by its key: no download, no go build.
+    assert!(warm.timings.cached && warm.timings.build.is_zero());
+    assert_eq!(warm.binary, rt.binary);
+    assert_eq!(
+        fs::metadata(&warm.binary).unwrap().modified().unwrap(),
+        mtime
+    );
+
     let harness::runtimes::RuntimeProvenance::ContainerdDebian { version, go, .. } = &rt.provenance
     else {
         panic!("{:?}", rt.provenance)
@@ -329,18 +322,21 @@ fn patched_containerd_maps_every_layer_and_stock_maps_the_common_parent() {
     if !root_and_unshare() {
         return;
     }
-    let stock = stock_containerd();
-    let lock_path = repo().join("runtimes/runtimes.lock");
-    let lock = RuntimesLock::load(&lock_path).unwrap();
+    // The shared cache: both builds are reused from an earlier run when there is one.
+    let (lock, lock_path) = lock();
+    let cache = Cache::from_env().expect("a cache dir (MMX_CACHE_DIR or HOME)");
+    let stock = ensure(
+        &containerd_recipe("containerd-2.1", &[]),
+        &lock,
+        &lock_path,
+        &cache,
+    )
+    .expect("building containerd");
     let patch = repo().join("runtimes/containerd/testdata/per-layer-idmap.patch");
     let recipe = containerd_recipe("containerd-per-layer", &[patch]);
-    let t = Instant::now();
-    let patched = ensure(&recipe, &lock, &lock_path, &build_cache().1).expect("patched build");
-    println!(
-        "patched runtime: {:?} in {:?}",
-        patched.timings,
-        t.elapsed()
-    );
+    let patched = ensure(&recipe, &lock, &lock_path, &cache).expect("patched build");
+    println!("stock runtime: {:?}", stock.timings);
+    println!("patched runtime: {:?}", patched.timings);
     assert_ne!(patched.cache_key, stock.cache_key);
     assert!(patched
         .provenance
