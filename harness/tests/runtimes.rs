@@ -221,16 +221,16 @@ fn mount_check_unmount(fx: &Fixture, rt: &mut RuntimeProcess) -> ((u32, u32), St
     (counted, overlay)
 }
 
-/// A fresh cache for the cold build: the downloads (apt lists, .debs, locks) are the shared
-/// cache's, the toolchain, Go build cache and runtimes are this test's own — so extraction and
-/// `go build` really run on every test run.
-fn cold_cache() -> (tempfile::TempDir, Cache) {
+/// A fresh cache whose `shared` parts are the shared cache's: with the downloads (apt lists,
+/// .debs, locks) shared and the toolchain, Go build cache and runtimes this test's own,
+/// extraction and `go build` really run on every test run.
+fn cold_cache(shared_parts: &[&str]) -> (tempfile::TempDir, Cache) {
     let shared = Cache::from_env().expect("a cache dir (MMX_CACHE_DIR or HOME)");
     let dir = tempfile::Builder::new()
         .prefix("mmx-runtime-cache-")
         .tempdir()
         .unwrap();
-    for sub in ["apt", "debs", "locks"] {
+    for sub in shared_parts {
         let target = shared.dir(sub).unwrap();
         std::os::unix::fs::symlink(target, dir.path().join(sub)).unwrap();
     }
@@ -266,7 +266,7 @@ fn containerd_from_debian_builds_mounts_idmapped_and_unmounts_cleanly() {
         return;
     }
     let (lock, lock_path) = lock();
-    let (_dir, cache) = cold_cache();
+    let (_dir, cache) = cold_cache(&["apt", "debs", "locks"]);
     let recipe = containerd_recipe("containerd-2.1", &[]);
     let rt = ensure(&recipe, &lock, &lock_path, &cache).expect("building containerd");
     println!(
@@ -526,4 +526,142 @@ fn example_runtime_garbage_is_refused() {
         ),
         "{err}"
     );
+}
+
+/// A containerd git checkout as a developer has one, made offline from the locked Debian
+/// sources: containerd's module root with its own go.mod, and a `vendor/` holding the modules
+/// core/mount needs (listed in `vendor/modules.txt` against go.mod's requirements).
+fn containerd_checkout(cache: &Cache, into: &Path) -> PathBuf {
+    use harness::runtimes::lock::DEFAULT_CONTAINERD;
+    let (lock, _) = lock();
+    let locked = lock.containerd(DEFAULT_CONTAINERD, "sid").expect("locked");
+    let (debs, _) = harness::runtimes::debs::fetch(&locked.packages, cache).unwrap();
+    let gocode = into.join("gocode");
+    for deb in &debs {
+        harness::runtimes::debs::extract(deb, &gocode, |p| {
+            p.strip_prefix("usr/share/gocode/src/")
+                .filter(|r| !r.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap();
+    }
+    let tree = into.join("containerd");
+    fs::rename(gocode.join("github.com/containerd/containerd/v2"), &tree).unwrap();
+    let go_mod = fs::read_to_string(tree.join("go.mod")).unwrap();
+    // `path version` lines of the require blocks, longest path first (nested modules move
+    // out before their parents).
+    let mut requires: Vec<(String, String)> = go_mod
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (path, version) = (f.next()?, f.next()?);
+            (version.starts_with('v') && path.contains('.')).then(|| (path.into(), version.into()))
+        })
+        .collect();
+    requires.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    let mut modules_txt = String::new();
+    for (path, version) in &requires {
+        modules_txt.push_str(&format!("# {path} {version}\n## explicit; go 1.22\n"));
+        let from = gocode.join(path);
+        if !from.is_dir() {
+            continue;
+        }
+        let to = tree.join("vendor").join(path);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::rename(&from, &to).unwrap();
+        let mut stack = vec![to.clone()];
+        while let Some(dir) = stack.pop() {
+            let mut has_go = false;
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ft = e.file_type().unwrap();
+                if ft.is_dir() && !name.starts_with(['.', '_']) && name != "testdata" {
+                    stack.push(e.path());
+                }
+                has_go |= ft.is_file() && name.ends_with(".go");
+            }
+            if has_go {
+                let rel = dir.strip_prefix(tree.join("vendor")).unwrap();
+                modules_txt.push_str(&format!("{}\n", rel.display()));
+            }
+        }
+    }
+    fs::write(tree.join("vendor/modules.txt"), modules_txt).unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(["-c", "user.name=mmx", "-c", "user.email=mmx@localhost"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "containerd 2.1.9 with vendor/"]);
+    tree
+}
+
+#[test]
+fn containerd_from_a_checkout_builds_with_its_vendor_dir_and_takes_patches() {
+    if !root_and_unshare()
+        || !require(
+            Command::new("git")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "git is missing",
+        )
+    {
+        return;
+    }
+    let (lock, lock_path) = lock();
+    // Toolchain and Go build cache shared, the runtime built afresh every time (the commit
+    // differs per run anyway).
+    let (_dir, cache) = cold_cache(&["apt", "debs", "locks", "go", "gocache"]);
+    let work = tempfile::tempdir().unwrap();
+    let tree = containerd_checkout(&cache, work.path());
+    let patch = repo().join("runtimes/containerd/testdata/per-layer-idmap.patch");
+    let text = format!(
+        "[[runtimes]]\nname = \"pr\"\ncontainerd = {{ tree = \"{}\", rev = \"main\" }}\npatches = [\"{}\"]\n",
+        tree.display(),
+        patch.display()
+    );
+    let recipe = harness::runtimes::recipe::parse_recipes(Path::new("/t/matrix.toml"), &text)
+        .unwrap()
+        .remove(0);
+    let rt = ensure(&recipe, &lock, &lock_path, &cache).expect("building the checkout");
+    println!(
+        "checkout runtime: {:?} ({})",
+        rt.timings,
+        rt.provenance.describe()
+    );
+    let harness::runtimes::RuntimeProvenance::ContainerdTree { commit, rev, .. } = &rt.provenance
+    else {
+        panic!("{:?}", rt.provenance)
+    };
+    assert_eq!((commit.len(), rev.as_str()), (40, "main"));
+
+    let fx = Fixture::new(3);
+    let mut p = fx.start(&rt.binary, None);
+    assert!(
+        p.hello().version.starts_with(&commit[..12]),
+        "{:?}",
+        p.hello()
+    );
+    if !require(
+        MountEvents::watch(p.pid()).is_some(),
+        "the kernel has no fanotify mount events (Linux 6.15+)",
+    ) {
+        return;
+    }
+    // The patch applied to the checkout: one idmapped mount per layer.
+    let (counted, _) = mount_check_unmount(&fx, &mut p);
+    assert_eq!(counted, (4, 3));
+    assert!(p.finish(JOB_LIMIT).unwrap().success());
 }

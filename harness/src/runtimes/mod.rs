@@ -5,7 +5,7 @@
 //!
 //! Phases, one file each: [`recipe`] (parse, check), [`lock`] (`runtimes/runtimes.lock`: the
 //! exact Debian packages of the Go toolchain and of containerd's sources), [`debs`] (download
-//! into the cache, verify, extract), [`build`] (the offline, static, content-cached `go build`),
+//! into the cache, verify, extract), [`build`] (the offline, static, content-cached `go build`), `git` (checkouts, patches),
 //! [`driver`] (start a runtime and talk to it, with a per-job limit), `cmd` (`mmx runtimes …`),
 //! [`example`] (the repository's example runtime).
 
@@ -21,6 +21,7 @@ mod cmd;
 pub mod debs;
 pub mod driver;
 pub mod example;
+mod git;
 pub mod lock;
 pub mod recipe;
 
