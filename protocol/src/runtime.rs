@@ -42,10 +42,13 @@
 //!   idmapped mount of the user namespace that `uidmap`/`gidmap` describe, so that a file owned
 //!   by uid `k` in a layer appears owned by `HOSTID + k`. The mappings use containerd's option
 //!   syntax (the value of its `uidmap=`/`gidmap=` mount options, [`IdMap`]).
-//!   [`Pass::View`] is a read-only overlay of the layers alone (`ro`, no upper); [`Pass::Rootfs`]
-//!   is the container's writable rootfs with `upper` and `work` (both existing directories; the
-//!   upper is owned by the container's root, not idmapped). When the answer is `ok`, exactly one
-//!   mount remains at `target` and nothing else the job made is still attached.
+//!   [`Pass::View`] is a read-only view of the layers alone (an overlay without upper; for a
+//!   single layer, where overlay refuses one lower dir without an upper, containerd's snapshotter
+//!   uses a read-only rbind instead); [`Pass::Rootfs`] is the container's writable rootfs with
+//!   `upper` and `work` (both existing directories; the upper is owned by the container's root
+//!   and not idmapped). When the answer is `ok`, the result is mounted at `target` (one mount,
+//!   or a stack of them on that one mount point: containerd's idmapped rbind is two) and nothing
+//!   else the job made is still attached.
 //! * `unmount`: remove what `mount` put at `target` (containerd: `UnmountAll`). Unmounting a
 //!   target with nothing mounted is `ok`.
 //!
