@@ -18,4 +18,5 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod rundir;
+pub mod runtimes;
 pub mod summary;

@@ -62,6 +62,14 @@ enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Runtime recipes: lock their sources into runtimes.lock, build them into the cache.
+    Runtimes {
+        #[command(subcommand)]
+        cmd: harness::runtimes::RuntimesCmd,
+        /// The directory holding runtimes/ (default: the current directory).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
     /// List the cell ids a matrix expands to.
     #[command(after_help = "Reads:  the matrix file.\nWrites: nothing (the ids go to stdout).")]
     Cells {
@@ -199,6 +207,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             harness::kernels::run_cmd(cmd, &root)?;
             Ok(true)
         }
+        Command::Runtimes { cmd, root } => harness::runtimes::run_cmd(cmd, &root).map(|()| true),
         Command::Cells { matrix, backend } => {
             let m = harness::matrix::Matrix::load(&matrix)?;
             let cells = match backend {

@@ -31,6 +31,7 @@ pub mod limits;
 pub mod lockbench;
 mod outcome;
 mod plan;
+pub mod runtime;
 mod stats;
 mod topology;
 

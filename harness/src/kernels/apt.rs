@@ -247,11 +247,15 @@ impl Apt {
         packages
             .iter()
             .map(|(name, version)| {
-                // apt names the file <name>_<version with ':' as %3a>_<arch>.deb.
-                let file = format!("{name}_{}_amd64.deb", version.replace(':', "%3a"));
-                let path = dir.join(file);
+                // apt names the file <name>_<version with ':' as %3a>_<arch>.deb; sources and
+                // other architecture-independent packages are `all`.
+                let stem = format!("{name}_{}", version.replace(':', "%3a"));
+                let path = dir.join(format!("{stem}_amd64.deb"));
+                let all = dir.join(format!("{stem}_all.deb"));
                 if path.exists() {
                     Ok(path)
+                } else if all.exists() {
+                    Ok(all)
                 } else {
                     Err(KernelError::Apt {
                         op: format!("apt-get download {name}={version}"),

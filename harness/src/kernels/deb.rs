@@ -21,6 +21,32 @@ pub fn for_each_data_entry(
     deb: &Path,
     mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), KernelError>,
 ) -> Result<(), KernelError> {
+    with_data_tar(deb, |tar| {
+        let bad = |detail: String| KernelError::Deb {
+            deb: deb.to_path_buf(),
+            detail,
+        };
+        let entries = tar.entries().map_err(|e| bad(e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+            let path = entry_path(deb, &entry)?;
+            let kind = if entry.header().entry_type().is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            };
+            visit(&path, kind, &mut entry)?;
+        }
+        Ok(())
+    })
+}
+
+/// Hand the package's data archive (`data.tar.xz` or `data.tar`) to `f`, for callers that need
+/// whole tar entries (modes, links).
+pub fn with_data_tar<T>(
+    deb: &Path,
+    f: impl FnOnce(&mut tar::Archive<Box<dyn Read + '_>>) -> Result<T, KernelError>,
+) -> Result<T, KernelError> {
     let bad = |detail: String| KernelError::Deb {
         deb: deb.to_path_buf(),
         detail,
@@ -40,29 +66,25 @@ pub fn for_each_data_entry(
             }
             _ => continue,
         };
-        let mut tar = tar::Archive::new(reader);
-        let entries = tar.entries().map_err(|e| bad(format!("{name}: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| bad(format!("{name}: {e}")))?;
-            let path = entry
-                .path()
-                .map_err(|e| bad(format!("{name}: entry path: {e}")))?
-                .to_string_lossy()
-                .into_owned();
-            let path = path
-                .trim_start_matches("./")
-                .trim_start_matches('/')
-                .to_string();
-            let kind = if entry.header().entry_type().is_file() {
-                EntryKind::File
-            } else {
-                EntryKind::Other
-            };
-            visit(&path, kind, &mut entry)?;
-        }
-        return Ok(());
+        return f(&mut tar::Archive::new(reader));
     }
     Err(bad("no data.tar member".into()))
+}
+
+/// An entry's path without a leading `./` or `/`.
+pub fn entry_path<R: Read>(deb: &Path, entry: &tar::Entry<'_, R>) -> Result<String, KernelError> {
+    let path = entry
+        .path()
+        .map_err(|e| KernelError::Deb {
+            deb: deb.to_path_buf(),
+            detail: format!("entry path: {e}"),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    Ok(path
+        .trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string())
 }
 
 /// Decompress a whole `.xz` stream (a compressed kernel module).

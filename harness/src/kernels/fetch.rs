@@ -333,7 +333,7 @@ fn download(
     Ok(debs)
 }
 
-fn sha256_file(path: &Path) -> Result<String, KernelError> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String, KernelError> {
     let mut f = fs::File::open(path).map_err(|e| KernelError::io("open", path, e))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| KernelError::io("read", path, e))?;

@@ -22,6 +22,7 @@ pub mod recipe;
 
 pub use cache::Cache;
 pub use cmd::{run_cmd, KernelsCmd};
+pub(crate) use fetch::sha256_file;
 pub use fetch::{cached, ensure, ensure_with, LockPolicy};
 pub use lock::{LockFile, LockedKernel, LockedPackage};
 pub use modules::ModuleFeature;

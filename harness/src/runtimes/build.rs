@@ -1,0 +1,679 @@
+//! [`ensure`]: make a recipe's runtime ready — from the cache when its key is there, else
+//! download, extract, patch and build it offline.
+//!
+//! **How the Go build stays offline.** Debian ships Go sources in GOPATH layout
+//! (`/usr/share/gocode/src/<import path>`, containerd 2.x under `…/containerd/v2`), which is how
+//! Debian itself builds Go packages. So a Debian build assembles a GOPATH from the extracted
+//! packages, puts `runtimes/containerd/main.go` beside them and runs `go build` with
+//! `GO111MODULE=off`: no go.mod, no module cache, no proxy, and an import nobody packaged fails
+//! naming its path. A `tree` build is the opposite: the user's checkout at `rev` (`git archive`,
+//! so uncommitted edits never leak in), main.go added as `cmd/mmx-runtime-containerd`, and
+//! module mode with *their* go.mod — `-mod=vendor` when the checkout has `vendor/modules.txt`,
+//! otherwise `-mod=mod` against a module cache that already holds every module
+//! (`GOMODCACHE`, else `$GOPATH/pkg/mod`, else `~/go/pkg/mod`; fill it once with
+//! `go mod download`). Both run with `GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0`, the
+//! toolchain from `runtimes.lock`, and the build cache in `<cache>/gocache`.
+//!
+//! **Cache key**: the build format, main.go, the toolchain's packages, the sources (the Debian
+//! packages' SHA-256, or the commit) and every patch's bytes. Entries live in
+//! `<cache>/runtimes/<key>/` (binary + `runtime.json`), the toolchain in `<cache>/go/<key>/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::debs;
+use super::git::{apply_patch, git_archive, resolve_rev};
+use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock};
+use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource};
+use super::{BuildTimings, PatchId, ResolvedRuntime, RuntimeError, RuntimeProvenance};
+use crate::kernels::apt::Apt;
+use crate::kernels::cache::{key, write_atomic, Cache};
+use crate::kernels::{sha256_file, KernelError, LockPolicy};
+
+/// Bump when the build's inputs or layout change, so old entries are not reused.
+const BUILD_FORMAT: &[u8] = b"runtime-build-v1";
+const MANIFEST: &str = "runtime.json";
+const BINARY: &str = "mmx-runtime";
+
+/// The program built against containerd (kept in the repository, compiled into mmx so a moved
+/// binary still builds the same runtime).
+pub const CONTAINERD_MAIN_GO: &str = include_str!("../../../runtimes/containerd/main.go");
+
+/// Where main.go goes in a user's checkout (module mode).
+const TREE_MAIN_DIR: &str = "cmd/mmx-runtime-containerd";
+
+/// `MMX_RUNTIME_LOCK=strict`: a locked package the archive dropped is an error; otherwise the
+/// recipe is resolved again and the current packages are used, loudly (as for kernels).
+pub fn lock_policy() -> LockPolicy {
+    match std::env::var("MMX_RUNTIME_LOCK").as_deref() {
+        Ok("strict") => LockPolicy::Strict,
+        _ => LockPolicy::FollowArchive,
+    }
+}
+
+/// Make `recipe`'s runtime ready (see the module doc). `lock_path` is only named in messages.
+pub fn ensure(
+    recipe: &RuntimeRecipe,
+    lock: &RuntimesLock,
+    lock_path: &Path,
+    cache: &Cache,
+) -> Result<ResolvedRuntime, RuntimeError> {
+    ensure_with(recipe, lock, lock_path, cache, lock_policy())
+}
+
+/// [`ensure`] with an explicit policy for locked packages the archive no longer has.
+pub fn ensure_with(
+    recipe: &RuntimeRecipe,
+    lock: &RuntimesLock,
+    lock_path: &Path,
+    cache: &Cache,
+    policy: LockPolicy,
+) -> Result<ResolvedRuntime, RuntimeError> {
+    let start = Instant::now();
+    let result = match &recipe.source {
+        RuntimeSource::Binary(path) => binary(recipe, path),
+        RuntimeSource::Containerd(source) => {
+            let not_locked = |what: String| RuntimeError::NotLocked {
+                what,
+                lock: lock_path.to_path_buf(),
+            };
+            let go = lock
+                .go
+                .as_ref()
+                .ok_or_else(|| not_locked("the Go toolchain".into()))?;
+            let sources = match source {
+                ContainerdSource::Debian { package, suite } => Sources::Debian(
+                    lock.containerd(package, suite)
+                        .ok_or_else(|| not_locked(format!("{package} ({suite})")))?,
+                ),
+                ContainerdSource::Tree { tree, rev } => Sources::Tree { tree, rev },
+            };
+            match containerd(recipe, go, &sources, cache) {
+                Err(RuntimeError::Kernels(KernelError::Apt { op, detail }))
+                    if policy == LockPolicy::FollowArchive =>
+                {
+                    follow_archive(recipe, go, &sources, cache, op, detail)
+                }
+                other => other,
+            }
+        }
+    };
+    let mut runtime = result.map_err(|e| RuntimeError::Runtime {
+        name: recipe.name.clone(),
+        source: Box::new(e),
+    })?;
+    runtime.timings.total = start.elapsed();
+    Ok(runtime)
+}
+
+enum Sources<'a> {
+    Debian(&'a LockedContainerd),
+    Tree { tree: &'a Path, rev: &'a str },
+}
+
+/// A user's binary: used where it is, identified by its content.
+fn binary(recipe: &RuntimeRecipe, path: &Path) -> Result<ResolvedRuntime, RuntimeError> {
+    check_static(path)?;
+    let sha256 = sha256_file(path)?;
+    Ok(ResolvedRuntime {
+        name: recipe.name.clone(),
+        binary: path.to_path_buf(),
+        cache_key: sha256.get(..32).unwrap_or(&sha256).to_string(),
+        provenance: RuntimeProvenance::Binary {
+            path: path.to_path_buf(),
+            sha256,
+        },
+        timings: BuildTimings {
+            cached: true,
+            ..BuildTimings::default()
+        },
+    })
+}
+
+/// The locked packages could not be fetched: use what the archive carries now, if different.
+fn follow_archive(
+    recipe: &RuntimeRecipe,
+    go: &LockedToolchain,
+    sources: &Sources<'_>,
+    cache: &Cache,
+    op: String,
+    detail: String,
+) -> Result<ResolvedRuntime, RuntimeError> {
+    let (fresh_go, fresh_src) = {
+        let _apt_lock = cache.lock("apt")?;
+        let apt = Apt::new(cache)?;
+        apt.update()?;
+        let g = LockedToolchain::resolve(&apt, &go.suite)?;
+        let s = match sources {
+            Sources::Debian(c) => Some(LockedContainerd::resolve(&apt, &c.requested, &c.suite)?),
+            Sources::Tree { .. } => None,
+        };
+        (g, s)
+    };
+    let src_changed = match (sources, &fresh_src) {
+        (Sources::Debian(old), Some(new)) => old.packages != new.packages,
+        _ => false,
+    };
+    if fresh_go.packages == go.packages && !src_changed {
+        return Err(KernelError::Apt { op, detail }.into());
+    }
+    eprintln!(
+        "mmx: runtime {}: the archive no longer has a locked package ({op}); building with what it carries now (run `mmx runtimes lock` to pin it; MMX_RUNTIME_LOCK=strict makes this an error)",
+        recipe.name
+    );
+    let sources = match (&fresh_src, sources) {
+        (Some(new), _) => Sources::Debian(new),
+        (None, Sources::Tree { tree, rev }) => Sources::Tree { tree, rev },
+        (None, Sources::Debian(old)) => Sources::Debian(old),
+    };
+    containerd(recipe, &fresh_go, &sources, cache)
+}
+
+/// Identity of one patch: its path and content hash (its bytes go into the cache key).
+fn patch_ids(recipe: &RuntimeRecipe) -> Result<Vec<(PatchId, Vec<u8>)>, RuntimeError> {
+    recipe
+        .patches
+        .iter()
+        .map(|p| {
+            let bytes = fs::read(p).map_err(|e| RuntimeError::io("read patch", p, e))?;
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            Ok((
+                PatchId {
+                    file: p.clone(),
+                    sha256,
+                },
+                bytes,
+            ))
+        })
+        .collect()
+}
+
+fn containerd(
+    recipe: &RuntimeRecipe,
+    go: &LockedToolchain,
+    sources: &Sources<'_>,
+    cache: &Cache,
+) -> Result<ResolvedRuntime, RuntimeError> {
+    let patches = patch_ids(recipe)?;
+    let commit = match sources {
+        Sources::Tree { tree, rev } => Some(resolve_rev(tree, rev)?),
+        Sources::Debian(_) => None,
+    };
+    let mut parts: Vec<&[u8]> = vec![BUILD_FORMAT, CONTAINERD_MAIN_GO.as_bytes()];
+    for p in &go.packages {
+        parts.push(p.sha256.as_bytes());
+    }
+    match (sources, &commit) {
+        (Sources::Debian(c), _) => {
+            parts.push(b"debian");
+            parts.extend(c.packages.iter().map(|p| p.sha256.as_bytes()));
+        }
+        (Sources::Tree { .. }, Some(commit)) => {
+            parts.extend([b"tree".as_slice(), commit.as_bytes()])
+        }
+        (Sources::Tree { .. }, None) => {}
+    }
+    for (_, bytes) in &patches {
+        parts.push(bytes);
+    }
+    let cache_key = key(&parts);
+    let dir = cache.dir("runtimes")?.join(&cache_key);
+    let hit = |mut r: ResolvedRuntime| {
+        r.name = recipe.name.clone();
+        r.timings = BuildTimings {
+            cached: true,
+            ..BuildTimings::default()
+        };
+        r
+    };
+    if let Some(r) = read_manifest(&dir)? {
+        return Ok(hit(r));
+    }
+    let _entry_lock = cache.lock(&format!("runtime-{cache_key}"))?;
+    if let Some(r) = read_manifest(&dir)? {
+        return Ok(hit(r));
+    }
+
+    let t_download = Instant::now();
+    let (go_debs, _) = debs::fetch(&go.packages, cache)?;
+    let src_debs = match sources {
+        Sources::Debian(c) => debs::fetch(&c.packages, cache)?.0,
+        Sources::Tree { .. } => Vec::new(),
+    };
+    let download = t_download.elapsed();
+
+    let t_extract = Instant::now();
+    let goroot = toolchain(go, &go_debs, cache)?;
+    let work = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(cache.dir("runtimes")?)
+        .map_err(|e| RuntimeError::io("create temp dir in", cache.root(), e))?;
+    let patch_list: Vec<PatchId> = patches.iter().map(|(id, _)| id.clone()).collect();
+    let (module_root, package_dir, mode) = match sources {
+        Sources::Debian(c) => {
+            let src = work.path().join("gopath/src");
+            for deb in &src_debs {
+                debs::extract(deb, &src, |p| {
+                    p.strip_prefix("usr/share/gocode/src/")
+                        .filter(|r| !r.is_empty())
+                        .map(PathBuf::from)
+                })?;
+            }
+            let root = src.join("github.com/containerd/containerd/v2");
+            if !root.join("core/mount").is_dir() {
+                return Err(RuntimeError::Build {
+                    step: format!("extracting {}", c.requested),
+                    log: format!("{} has no core/mount", root.display()),
+                });
+            }
+            (
+                root,
+                src.join("mmx-runtime-containerd"),
+                GoMode::Gopath(work.path().join("gopath")),
+            )
+        }
+        Sources::Tree { tree, .. } => {
+            let commit = commit.as_deref().unwrap_or_default();
+            let root = work.path().join("src");
+            git_archive(tree, commit, &root)?;
+            let mode = if root.join("vendor/modules.txt").is_file() {
+                GoMode::Vendor
+            } else {
+                GoMode::ModCache(mod_cache())
+            };
+            (root.clone(), root.join(TREE_MAIN_DIR), mode)
+        }
+    };
+    fs::create_dir_all(&package_dir)
+        .map_err(|e| RuntimeError::io("create_dir_all", &package_dir, e))?;
+    let main_go = package_dir.join("main.go");
+    fs::write(&main_go, CONTAINERD_MAIN_GO).map_err(|e| RuntimeError::io("write", &main_go, e))?;
+    for (id, _) in &patches {
+        apply_patch(&id.file, &module_root, &recipe_source_label(sources))?;
+    }
+    let extract = t_extract.elapsed();
+
+    let t_build = Instant::now();
+    let version = version_stamp(sources, commit.as_deref(), &patch_list);
+    let out_dir = work.path().join("out");
+    fs::create_dir_all(&out_dir).map_err(|e| RuntimeError::io("create_dir_all", &out_dir, e))?;
+    let binary = out_dir.join(BINARY);
+    go_build(
+        &goroot,
+        &mode,
+        &module_root,
+        &package_dir,
+        &binary,
+        &version,
+        cache,
+        work.path(),
+    )?;
+    check_static(&binary)?;
+    let go_version = go_version(&goroot)?;
+    let build = t_build.elapsed();
+
+    let provenance = match sources {
+        Sources::Debian(c) => RuntimeProvenance::ContainerdDebian {
+            suite: c.suite.clone(),
+            version: c.version.clone(),
+            go: go_version,
+            patches: patch_list,
+            packages: c.packages.clone(),
+        },
+        Sources::Tree { tree, rev } => RuntimeProvenance::ContainerdTree {
+            tree: tree.to_path_buf(),
+            rev: rev.to_string(),
+            commit: commit.clone().unwrap_or_default(),
+            go: go_version,
+            patches: patch_list,
+        },
+    };
+    let runtime = ResolvedRuntime {
+        name: recipe.name.clone(),
+        binary: PathBuf::from(BINARY),
+        provenance,
+        cache_key: cache_key.clone(),
+        timings: BuildTimings::default(),
+    };
+    let json = serde_json::to_vec_pretty(&runtime).map_err(|e| RuntimeError::Build {
+        step: "serialize runtime.json".into(),
+        log: e.to_string(),
+    })?;
+    write_atomic(&out_dir.join(MANIFEST), &json)?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io("remove_dir_all", &dir, e))?;
+    }
+    fs::rename(&out_dir, &dir).map_err(|e| RuntimeError::io("rename", &dir, e))?;
+    let mut runtime = read_manifest(&dir)?.ok_or_else(|| RuntimeError::Build {
+        step: "publish".into(),
+        log: format!("{} vanished after writing", dir.join(MANIFEST).display()),
+    })?;
+    runtime.name = recipe.name.clone();
+    runtime.timings = BuildTimings {
+        cached: false,
+        download,
+        extract,
+        build,
+        total: Duration::ZERO,
+    };
+    Ok(runtime)
+}
+
+fn recipe_source_label(sources: &Sources<'_>) -> String {
+    match sources {
+        Sources::Debian(c) => format!("{} {}", c.requested, c.version),
+        Sources::Tree { tree, rev } => format!("{} at {rev}", tree.display()),
+    }
+}
+
+/// What hello's version says: the containerd version or commit, and the patches
+/// (`2.1.9+ds1-5+per-layer-idmap.patch`). No spaces: it travels in `-ldflags -X`.
+fn version_stamp(sources: &Sources<'_>, commit: Option<&str>, patches: &[PatchId]) -> String {
+    let mut v = match (sources, commit) {
+        (Sources::Debian(c), _) => c.version.clone(),
+        (Sources::Tree { .. }, Some(c)) => c.get(..12).unwrap_or(c).to_string(),
+        (Sources::Tree { rev, .. }, None) => rev.to_string(),
+    };
+    for p in patches {
+        if let Some(n) = p.file.file_name() {
+            v.push('+');
+            v.push_str(&n.to_string_lossy());
+        }
+    }
+    v.retain(|c| !c.is_whitespace() && c != '\'' && c != '"');
+    v
+}
+
+fn read_manifest(dir: &Path) -> Result<Option<ResolvedRuntime>, RuntimeError> {
+    let path = dir.join(MANIFEST);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RuntimeError::io("read", &path, e)),
+    };
+    // An unreadable manifest (older mmx) is a cache miss.
+    let Ok(mut r) = serde_json::from_slice::<ResolvedRuntime>(&text) else {
+        return Ok(None);
+    };
+    r.binary = dir.join(&r.binary);
+    Ok(r.binary.is_file().then_some(r))
+}
+
+/// The extracted toolchain (GOROOT), extracting it on first use.
+fn toolchain(
+    go: &LockedToolchain,
+    debs: &[PathBuf],
+    cache: &Cache,
+) -> Result<PathBuf, RuntimeError> {
+    let parts: Vec<&[u8]> = go.packages.iter().map(|p| p.sha256.as_bytes()).collect();
+    let k = key(&parts);
+    let dir = cache.dir("go")?.join(&k);
+    let goroot = dir.join(&go.goroot);
+    let ready = dir.join(".complete");
+    if ready.is_file() {
+        return Ok(goroot);
+    }
+    let _l = cache.lock(&format!("go-{k}"))?;
+    if ready.is_file() {
+        return Ok(goroot);
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(cache.dir("go")?)
+        .map_err(|e| RuntimeError::io("create temp dir in", cache.root(), e))?;
+    let share = go.goroot.replace("usr/lib/", "usr/share/");
+    for deb in debs {
+        debs::extract(deb, work.path(), |p| {
+            // The toolchain, without the compiler's own test suite (half its size).
+            let keep = (p.starts_with(&go.goroot) || p.starts_with(&share))
+                && !p.starts_with(&format!("{share}/test"));
+            keep.then(|| PathBuf::from(p))
+        })?;
+    }
+    write_atomic(&work.path().join(".complete"), b"")?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io("remove_dir_all", &dir, e))?;
+    }
+    let kept = work.keep();
+    fs::rename(&kept, &dir).map_err(|e| RuntimeError::io("rename", &dir, e))?;
+    Ok(goroot)
+}
+
+/// How `go build` finds containerd's dependencies.
+enum GoMode {
+    /// GO111MODULE=off with this GOPATH (Debian sources).
+    Gopath(PathBuf),
+    /// The checkout's vendor/ directory.
+    Vendor,
+    /// The checkout's go.mod against this module cache, offline.
+    ModCache(PathBuf),
+}
+
+fn mod_cache() -> PathBuf {
+    let env = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    env("GOMODCACHE")
+        .or_else(|| env("GOPATH").map(|g| g.join("pkg/mod")))
+        .or_else(|| env("HOME").map(|h| h.join("go/pkg/mod")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent-go-mod-cache"))
+}
+
+/// A `go` command with nothing of the user's Go environment and the network off.
+fn go_command(goroot: &Path, cache: &Cache, work: &Path) -> Result<Command, RuntimeError> {
+    let tmp = work.join("tmp");
+    fs::create_dir_all(&tmp).map_err(|e| RuntimeError::io("create_dir_all", &tmp, e))?;
+    let mut cmd = Command::new(goroot.join("bin/go"));
+    cmd.env_clear()
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", goroot.join("bin").display()),
+        )
+        .env("HOME", work)
+        .env("GOROOT", goroot)
+        .env("GOENV", "off")
+        .env("GOCACHE", cache.dir("gocache")?)
+        .env("GOTMPDIR", &tmp)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOSUMDB", "off")
+        .env("GOTELEMETRY", "off")
+        .env("GOFLAGS", "")
+        .env("GOOS", "linux")
+        .env("GOARCH", "amd64")
+        .env("CGO_ENABLED", "0");
+    Ok(cmd)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn go_build(
+    goroot: &Path,
+    mode: &GoMode,
+    module_root: &Path,
+    package_dir: &Path,
+    out: &Path,
+    version: &str,
+    cache: &Cache,
+    work: &Path,
+) -> Result<(), RuntimeError> {
+    let mut cmd = go_command(goroot, cache, work)?;
+    let ldflags = format!("-s -w -X main.containerdVersion={version}");
+    cmd.args([
+        "build",
+        "-trimpath",
+        "-buildvcs=false",
+        "-ldflags",
+        &ldflags,
+        "-o",
+    ])
+    .arg(out);
+    match mode {
+        GoMode::Gopath(gopath) => {
+            cmd.env("GO111MODULE", "off")
+                .env("GOPATH", gopath)
+                .current_dir(package_dir)
+                .arg(".");
+        }
+        GoMode::Vendor => {
+            cmd.env("GO111MODULE", "on")
+                .env("GOPATH", work.join("gopath"))
+                .current_dir(module_root)
+                .args(["-mod=vendor", &format!("./{TREE_MAIN_DIR}")]);
+        }
+        GoMode::ModCache(modcache) => {
+            cmd.env("GO111MODULE", "on")
+                .env("GOPATH", work.join("gopath"))
+                .env("GOMODCACHE", modcache)
+                .current_dir(module_root)
+                .args(["-mod=mod", &format!("./{TREE_MAIN_DIR}")]);
+        }
+    }
+    let what = match mode {
+        GoMode::Gopath(_) => "go build (GOPATH mode, Debian sources)".to_string(),
+        GoMode::Vendor => "go build -mod=vendor (the checkout's vendor/)".to_string(),
+        GoMode::ModCache(m) => format!(
+            "go build -mod=mod with GOPROXY=off against the module cache {} (fill it with `go mod download` in the checkout, or vendor the modules)",
+            m.display()
+        ),
+    };
+    run(cmd, &what)
+}
+
+fn run(mut cmd: Command, step: &str) -> Result<(), RuntimeError> {
+    let out = cmd.output().map_err(|e| RuntimeError::Build {
+        step: step.to_string(),
+        log: format!("cannot run {:?}: {e}", cmd.get_program()),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
+    log.push_str(&String::from_utf8_lossy(&out.stdout));
+    let tail = log.len().saturating_sub(8000);
+    let tail = log
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| i >= tail)
+        .unwrap_or(0);
+    Err(RuntimeError::Build {
+        step: format!("{step} ({})", out.status),
+        log: log[tail..].trim_end().to_string(),
+    })
+}
+
+/// `go version` of the toolchain: `go1.27.3`.
+fn go_version(goroot: &Path) -> Result<String, RuntimeError> {
+    let go = goroot.join("bin/go");
+    let out = Command::new(&go)
+        .arg("version")
+        .env("GOROOT", goroot)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .map_err(|e| RuntimeError::io("run", &go, e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .map(str::to_string)
+        .ok_or_else(|| RuntimeError::Build {
+            step: "go version".into(),
+            log: text.into_owned(),
+        })
+}
+
+/// A runtime travels into guests with no libc beside it: refuse an ELF with an interpreter
+/// (dynamically linked) or anything that is not a 64-bit little-endian ELF executable.
+pub fn check_static(path: &Path) -> Result<(), RuntimeError> {
+    let bad = |detail: String| RuntimeError::NotStatic {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let bytes = fs::read(path).map_err(|e| RuntimeError::io("read", path, e))?;
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
+        return Err(bad("not a 64-bit little-endian ELF file".into()));
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return Err(bad("truncated ELF header".into()));
+    };
+    const PT_INTERP: u32 = 3;
+    for i in 0..usize::from(phnum) {
+        let at = usize::try_from(phoff).unwrap_or(usize::MAX) + i * usize::from(phentsize);
+        match u32_at(at) {
+            Some(PT_INTERP) => {
+                return Err(bad(
+                    "it is dynamically linked (has an ELF interpreter); link it statically (Rust: -C target-feature=+crt-static, Go: CGO_ENABLED=0, C: -static)".into(),
+                ))
+            }
+            Some(_) => {}
+            None => return Err(bad("truncated program headers".into())),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_check_reads_program_headers() {
+        // This test binary is dynamically linked; /proc/self/exe says so.
+        let e = check_static(Path::new("/proc/self/exe"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dynamically linked"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s");
+        fs::write(&script, "#!/bin/sh\n").unwrap();
+        let e = check_static(&script).unwrap_err().to_string();
+        assert!(e.contains("not a 64-bit"), "{e}");
+    }
+
+    #[test]
+    fn version_stamps_have_no_spaces() {
+        let c = LockedContainerd {
+            suite: "sid".into(),
+            requested: "p".into(),
+            version: "2.1.9+ds1-5".into(),
+            packages: vec![],
+        };
+        let p = PatchId {
+            file: "/x/per layer.patch".into(),
+            sha256: "00".into(),
+        };
+        assert_eq!(
+            version_stamp(&Sources::Debian(&c), None, &[p]),
+            "2.1.9+ds1-5+perlayer.patch"
+        );
+        let t = Sources::Tree {
+            tree: Path::new("/t"),
+            rev: "main",
+        };
+        assert_eq!(
+            version_stamp(&t, Some("0123456789abcdef"), &[]),
+            "0123456789ab"
+        );
+    }
+}

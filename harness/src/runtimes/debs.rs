@@ -1,0 +1,312 @@
+//! Debian packages for runtime builds: downloaded through the private apt into a
+//! content-addressed store (`<cache>/debs/<sha256>.deb`, so a rebuild with other patches is
+//! offline), checked against the SHA-256 in `runtimes.lock`, and extracted (never installed)
+//! with their modes and symbolic links.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::RuntimeError;
+use crate::kernels::apt::Apt;
+use crate::kernels::deb::{entry_path, with_data_tar};
+use crate::kernels::{sha256_file, Cache, KernelError, LockedPackage};
+
+/// The verified `.deb` of every package, downloading what the store lacks. Returns the paths in
+/// the order given and the time spent downloading (zero when everything was stored).
+pub fn fetch(
+    packages: &[LockedPackage],
+    cache: &Cache,
+) -> Result<(Vec<PathBuf>, Duration), RuntimeError> {
+    let start = Instant::now();
+    let store = cache.dir("debs")?;
+    let stored = |p: &LockedPackage| store.join(format!("{}.deb", p.sha256.to_ascii_lowercase()));
+    let missing: Vec<&LockedPackage> = packages.iter().filter(|p| !stored(p).is_file()).collect();
+    if !missing.is_empty() {
+        let _apt_lock = cache.lock("apt")?;
+        let apt = Apt::new(cache)?;
+        if !apt.has_lists() {
+            apt.update()?;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".download-")
+            .tempdir_in(&store)
+            .map_err(|e| RuntimeError::io("create temp dir in", &store, e))?;
+        let wanted: Vec<(&str, &str)> = missing
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect();
+        let debs = match apt.download(&wanted, tmp.path()) {
+            Ok(d) => d,
+            // Lists older than the lock do not know its versions: refresh once and retry.
+            Err(_) => {
+                apt.update()?;
+                apt.download(&wanted, tmp.path())?
+            }
+        };
+        for (deb, p) in debs.iter().zip(&missing) {
+            let found = sha256_file(deb)?;
+            if !found.eq_ignore_ascii_case(&p.sha256) {
+                return Err(KernelError::Checksum {
+                    package: format!("{}={}", p.name, p.version),
+                    expected: p.sha256.clone(),
+                    found,
+                }
+                .into());
+            }
+            let to = stored(p);
+            fs::rename(deb, &to).map_err(|e| RuntimeError::io("rename", &to, e))?;
+        }
+    }
+    let download = if missing.is_empty() {
+        Duration::ZERO
+    } else {
+        start.elapsed()
+    };
+    Ok((packages.iter().map(stored).collect(), download))
+}
+
+/// Extract the entries of `deb` that `place` maps to a path below `dest` (None: skip). Regular
+/// files keep their permission bits, directories are made, symbolic links are kept when they
+/// stay inside `dest` (an absolute target is mapped through `place` too), hard links are
+/// copied.
+pub fn extract(
+    deb: &Path,
+    dest: &Path,
+    place: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<(), RuntimeError> {
+    let bad = |detail: String| RuntimeError::Extract {
+        deb: deb.to_path_buf(),
+        detail,
+    };
+    with_data_tar(deb, |tar| {
+        let entries = tar.entries().map_err(|e| KernelError::Deb {
+            deb: deb.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let mut result = Ok(());
+        for entry in entries {
+            let mut entry = entry.map_err(|e| KernelError::Deb {
+                deb: deb.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+            let path = entry_path(deb, &entry)?;
+            let Some(rel) = place(path.trim_end_matches('/')) else {
+                continue;
+            };
+            if !is_plain_relative(&rel) {
+                result = Err(bad(format!("entry {path} leaves the extraction root")));
+                break;
+            }
+            let out = dest.join(&rel);
+            let kind = entry.header().entry_type();
+            let step = (|| -> Result<(), RuntimeError> {
+                if let Some(parent) = out.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| RuntimeError::io("create_dir_all", parent, e))?;
+                }
+                if kind.is_dir() {
+                    fs::create_dir_all(&out)
+                        .map_err(|e| RuntimeError::io("create_dir_all", &out, e))
+                } else if kind.is_file() {
+                    let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
+                    let mut f =
+                        fs::File::create(&out).map_err(|e| RuntimeError::io("create", &out, e))?;
+                    io::copy(&mut entry, &mut f).map_err(|e| RuntimeError::io("write", &out, e))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&out, fs::Permissions::from_mode(mode | 0o600))
+                        .map_err(|e| RuntimeError::io("chmod", &out, e))
+                } else if kind.is_symlink() || kind.is_hard_link() {
+                    let target = entry
+                        .link_name()
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| bad(format!("link {path} without a target")))?
+                        .into_owned();
+                    link(&rel, &target, kind.is_hard_link(), dest, &place).map_err(|detail| {
+                        bad(format!("link {path} -> {}: {detail}", target.display()))
+                    })
+                } else {
+                    Ok(())
+                }
+            })();
+            if let Err(e) = step {
+                result = Err(e);
+                break;
+            }
+        }
+        Ok(result)
+    })?
+}
+
+/// Make the link at `rel` (below `dest`). A symlink's relative target must stay below `dest`;
+/// an absolute one (`/usr/share/…`) is mapped through `place` and made relative.
+fn link(
+    rel: &Path,
+    target: &Path,
+    hard: bool,
+    dest: &Path,
+    place: &impl Fn(&str) -> Option<PathBuf>,
+) -> Result<(), String> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let resolved = if target.is_absolute() {
+        let t = target.to_string_lossy();
+        place(t.trim_start_matches('/')).ok_or("the target is outside what is extracted")?
+    } else if hard {
+        // Tar hard links name the archive path of the file they share.
+        let t = target.to_string_lossy();
+        place(t.trim_start_matches("./").trim_start_matches('/'))
+            .ok_or("the target is outside what is extracted")?
+    } else {
+        normalize(&parent.join(target)).ok_or("the target leaves the extraction root")?
+    };
+    let out = dest.join(rel);
+    let _ = fs::remove_file(&out);
+    if hard {
+        return fs::copy(dest.join(&resolved), &out)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let up = parent.components().count();
+    let mut relative = PathBuf::new();
+    for _ in 0..up {
+        relative.push("..");
+    }
+    relative.push(&resolved);
+    std::os::unix::fs::symlink(&relative, &out).map_err(|e| e.to_string())
+}
+
+/// `a/b/../c` → `a/c`; None when `..` climbs above the start.
+fn normalize(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+fn is_plain_relative(p: &Path) -> bool {
+    p.components().all(|c| matches!(c, Component::Normal(_))) && p.components().next().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A .deb with a file, a directory, a relative link, an absolute link and a hard link.
+    fn deb(dir: &Path) -> PathBuf {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut dir_h = tar::Header::new_gnu();
+        dir_h.set_entry_type(tar::EntryType::Directory);
+        dir_h.set_mode(0o755);
+        dir_h.set_size(0);
+        dir_h.set_cksum();
+        tar.append_data(&mut dir_h, "./usr/share/gocode/src/b/", io::empty())
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o755);
+        h.set_cksum();
+        tar.append_data(&mut h, "./usr/share/gocode/src/b/x.go", &b"go"[..])
+            .unwrap();
+        for (name, target, kind) in [
+            (
+                "./usr/share/gocode/src/a/rel",
+                "../b",
+                tar::EntryType::Symlink,
+            ),
+            (
+                "./usr/share/gocode/src/a/abs",
+                "/usr/share/gocode/src/b/x.go",
+                tar::EntryType::Symlink,
+            ),
+            (
+                "./usr/share/gocode/src/a/hard.go",
+                "./usr/share/gocode/src/b/x.go",
+                tar::EntryType::Link,
+            ),
+            (
+                "./usr/share/gocode/src/a/out",
+                "../../../../../etc",
+                tar::EntryType::Symlink,
+            ),
+        ] {
+            let mut l = tar::Header::new_gnu();
+            l.set_entry_type(kind);
+            l.set_size(0);
+            l.set_mode(0o777);
+            tar.append_link(&mut l, name, target).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let mut xz =
+            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+        xz.write_all(&tar).unwrap();
+        let xz = xz.finish().unwrap();
+        let path = dir.join("t.deb");
+        let mut ar = ar::Builder::new(fs::File::create(&path).unwrap());
+        ar.append(
+            &ar::Header::new(b"debian-binary".to_vec(), 4),
+            &b"2.0\n"[..],
+        )
+        .unwrap();
+        ar.append(
+            &ar::Header::new(b"data.tar.xz".to_vec(), xz.len() as u64),
+            &xz[..],
+        )
+        .unwrap();
+        path
+    }
+
+    fn gocode(p: &str) -> Option<PathBuf> {
+        p.strip_prefix("usr/share/gocode/src/")
+            .filter(|r| !r.is_empty())
+            .map(PathBuf::from)
+    }
+
+    #[test]
+    fn extracts_files_and_links_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = deb(dir.path());
+        let dest = dir.path().join("src");
+        let err = extract(&d, &dest, gocode).unwrap_err().to_string();
+        // The escaping link is refused, naming it; everything before it is in place.
+        assert!(
+            err.contains("a/out") && err.contains("leaves the extraction root"),
+            "{err}"
+        );
+        assert_eq!(fs::read(dest.join("b/x.go")).unwrap(), b"go");
+        assert_eq!(fs::read(dest.join("a/rel/x.go")).unwrap(), b"go");
+        assert_eq!(
+            fs::read_link(dest.join("a/abs")).unwrap(),
+            PathBuf::from("../b/x.go")
+        );
+        assert_eq!(fs::read(dest.join("a/abs")).unwrap(), b"go");
+        assert_eq!(fs::read(dest.join("a/hard.go")).unwrap(), b"go");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dest.join("b/x.go"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
+
+    #[test]
+    fn normalize_stays_below_the_start() {
+        assert_eq!(normalize(Path::new("a/b/../c")), Some(PathBuf::from("a/c")));
+        assert_eq!(normalize(Path::new("a/../../c")), None);
+        assert!(!is_plain_relative(Path::new("../x")));
+        assert!(!is_plain_relative(Path::new("")));
+        assert!(is_plain_relative(Path::new("a/b")));
+    }
+}

@@ -1,0 +1,197 @@
+//! Runtimes: a container runtime's own mount code as a column of the matrix. A recipe
+//! ([`RuntimeRecipe`]: containerd from Debian, containerd from a user's checkout, or any static
+//! binary) becomes a [`ResolvedRuntime`] — a static executable speaking the runtime contract
+//! (`protocol::runtime`) — that the agent starts once per worker.
+//!
+//! Phases, one file each: [`recipe`] (parse, check), [`lock`] (`runtimes/runtimes.lock`: the
+//! exact Debian packages of the Go toolchain and of containerd's sources), [`debs`] (download
+//! into the cache, verify, extract), [`build`] (the offline, static, content-cached `go build`), `git` (checkouts, patches),
+//! [`driver`] (start a runtime and talk to it, with a per-job limit), `cmd` (`mmx runtimes …`),
+//! [`example`] (the repository's example runtime).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernels::{KernelError, LockedPackage};
+
+pub mod build;
+mod cmd;
+pub mod debs;
+pub mod driver;
+pub mod example;
+mod git;
+pub mod lock;
+pub mod recipe;
+
+pub use build::{ensure, ensure_with};
+pub use cmd::{run_cmd, RuntimesCmd};
+pub use lock::{LockedContainerd, LockedToolchain, RuntimesLock};
+pub use recipe::{load_recipes, ContainerdSource, RuntimeRecipe, RuntimeSource};
+
+/// A runtime ready to start: a static executable in the cache (or, for `binary`, on the user's
+/// disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedRuntime {
+    /// The recipe name: `containerd-2.1`.
+    pub name: String,
+    pub binary: PathBuf,
+    pub provenance: RuntimeProvenance,
+    /// Identity of the build: changes whenever any byte of the binary may change.
+    pub cache_key: String,
+    /// How long [`ensure`] took this time; not part of the cached entry.
+    #[serde(skip)]
+    pub timings: BuildTimings,
+}
+
+/// Where a runtime came from: what a report cell and the matrix header show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum RuntimeProvenance {
+    /// containerd's sources from Debian packages.
+    ContainerdDebian {
+        suite: String,
+        /// The containerd package's version (`2.1.9+ds1-5`).
+        version: String,
+        /// `go version`'s answer (`go1.27.3`).
+        go: String,
+        patches: Vec<PatchId>,
+        /// Every source package, containerd's first.
+        packages: Vec<LockedPackage>,
+    },
+    /// A user's containerd checkout at one commit.
+    ContainerdTree {
+        tree: PathBuf,
+        rev: String,
+        commit: String,
+        go: String,
+        patches: Vec<PatchId>,
+    },
+    /// A program the user built.
+    Binary { path: PathBuf, sha256: String },
+}
+
+/// A patch applied to containerd's sources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchId {
+    pub file: PathBuf,
+    pub sha256: String,
+}
+
+impl RuntimeProvenance {
+    /// One line for logs and reports: `containerd 2.1.9+ds1-5 (debian sid, go1.27.3)`.
+    pub fn describe(&self) -> String {
+        let patched = |patches: &[PatchId]| {
+            let names: Vec<String> = patches
+                .iter()
+                .map(|p| {
+                    p.file.file_name().map_or_else(
+                        || p.file.display().to_string(),
+                        |n| n.to_string_lossy().into(),
+                    )
+                })
+                .collect();
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" + {}", names.join(", "))
+            }
+        };
+        match self {
+            RuntimeProvenance::ContainerdDebian {
+                suite,
+                version,
+                go,
+                patches,
+                ..
+            } => format!(
+                "containerd {version}{} (debian {suite}, {go})",
+                patched(patches)
+            ),
+            RuntimeProvenance::ContainerdTree {
+                tree,
+                rev,
+                commit,
+                go,
+                patches,
+            } => format!(
+                "containerd {} ({rev} in {}){} ({go})",
+                commit.get(..12).unwrap_or(commit),
+                tree.display(),
+                patched(patches)
+            ),
+            RuntimeProvenance::Binary { path, sha256 } => format!(
+                "binary {} (sha256 {})",
+                path.display(),
+                sha256.get(..12).unwrap_or(sha256)
+            ),
+        }
+    }
+}
+
+/// Time spent in [`ensure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BuildTimings {
+    /// The binary was already in the cache: nothing was downloaded or built.
+    pub cached: bool,
+    /// Downloading and verifying packages (and `apt-get update` when the lists were missing).
+    pub download: Duration,
+    /// Extracting the toolchain and sources, patching.
+    pub extract: Duration,
+    /// `go build`.
+    pub build: Duration,
+    pub total: Duration,
+}
+
+/// Everything that can go wrong with runtimes. Messages name the recipe, file, key or package.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Kernels(#[from] KernelError),
+    #[error("{op} {path}", path = path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {message}", file = file.display())]
+    Recipe {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{what} is not in {lock}; run `mmx runtimes lock`", lock = lock.display())]
+    NotLocked { what: String, lock: PathBuf },
+    #[error("{deb}: {detail}", deb = deb.display())]
+    Extract { deb: PathBuf, detail: String },
+    #[error("patch {patch} does not apply to {against}: {detail}", patch = patch.display())]
+    Patch {
+        patch: PathBuf,
+        against: String,
+        detail: String,
+    },
+    #[error("{tree}: {detail}", tree = tree.display())]
+    Tree { tree: PathBuf, detail: String },
+    #[error("{step} failed:\n{log}")]
+    Build { step: String, log: String },
+    #[error("{path} is not a static executable: {detail}", path = path.display())]
+    NotStatic { path: PathBuf, detail: String },
+    #[error("runtime `{name}`")]
+    Runtime {
+        name: String,
+        #[source]
+        source: Box<RuntimeError>,
+    },
+}
+
+impl RuntimeError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Runtime recipes: the `[[runtimes]]` tables of a matrix file.
+//!
+//! ```toml
+//! [[runtimes]]
+//! name = "containerd-2.1"
+//! containerd = { debian = "golang-github-containerd-containerd-dev" }   # suite = "sid" by default
+//! # containerd = { tree = "~/src/containerd", rev = "my-branch" }        # a checkout, one commit
+//! # binary = "./my-runtime-mounter"                                      # any static program
+//! patches = ["per-layer.patch"]   # containerd only: applied to its sources (`-p1`, module root)
+//! ```
+//!
+//! [`RuntimeRecipe`] deserializes from such a table (so the matrix parser can embed it); paths
+//! are then made absolute against the file's directory with [`RuntimeRecipe::resolve_paths`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::RuntimeError;
+use crate::kernels::apt::SUITES;
+
+/// The suite Debian containerd sources come from unless a recipe says otherwise: the only one
+/// whose containerd has idmapped overlays (trixie's 1.7.24 has none).
+pub const DEFAULT_SUITE: &str = "sid";
+
+/// One runtime of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRecipe", into = "RawRecipe")]
+pub struct RuntimeRecipe {
+    /// Column id: `runtime:<name>`. Letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    pub source: RuntimeSource,
+    /// Patches to containerd's sources, applied in order (empty for `binary`).
+    pub patches: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeSource {
+    Containerd(ContainerdSource),
+    /// A static executable that speaks the runtime contract.
+    Binary(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerdSource {
+    /// Debian's `golang-github-containerd-containerd-dev` (or another package of containerd's
+    /// sources), pinned in `runtimes.lock`.
+    Debian { package: String, suite: String },
+    /// A containerd git checkout, built at `rev` with its own go.mod (see the README on what
+    /// must be available offline).
+    Tree { tree: PathBuf, rev: String },
+}
+
+/// The table as written, before the checks that give clear messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    containerd: Option<RawContainerd>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    binary: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    patches: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerd {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    debian: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    suite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tree: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rev: Option<String>,
+}
+
+impl TryFrom<RawRecipe> for RuntimeRecipe {
+    type Error = String;
+
+    fn try_from(raw: RawRecipe) -> Result<RuntimeRecipe, String> {
+        let name = raw.name;
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !name_ok {
+            return Err(format!(
+                "runtimes: name `{name}`: use letters, digits, `.`, `_` and `-` (it becomes the column `runtime:{name}`)"
+            ));
+        }
+        let at = |msg: String| format!("runtime `{name}`: {msg}");
+        let source = match (raw.containerd, raw.binary) {
+            (Some(_), Some(_)) => {
+                return Err(at("give `containerd` or `binary`, not both".into()))
+            }
+            (None, None) => {
+                return Err(at(
+                    "give `containerd = { debian = \"PACKAGE\" }`, `containerd = { tree = \"PATH\", rev = \"REV\" }` or `binary = \"PATH\"`".into(),
+                ))
+            }
+            (None, Some(binary)) => {
+                if !raw.patches.is_empty() {
+                    return Err(at(
+                        "`patches` apply to containerd's sources; a `binary` is used as built".into(),
+                    ));
+                }
+                RuntimeSource::Binary(binary)
+            }
+            (Some(c), None) => RuntimeSource::Containerd(containerd_source(c).map_err(at)?),
+        };
+        Ok(RuntimeRecipe {
+            name,
+            source,
+            patches: raw.patches,
+        })
+    }
+}
+
+fn containerd_source(c: RawContainerd) -> Result<ContainerdSource, String> {
+    match c {
+        RawContainerd {
+            debian: Some(package),
+            suite,
+            tree: None,
+            rev: None,
+        } => {
+            let suite = suite.unwrap_or_else(|| DEFAULT_SUITE.to_string());
+            if !SUITES.contains(&suite.as_str()) {
+                return Err(format!(
+                    "containerd.suite = \"{suite}\": not one of {}",
+                    SUITES.join(", ")
+                ));
+            }
+            if package.is_empty() {
+                return Err("containerd.debian: empty package name".into());
+            }
+            Ok(ContainerdSource::Debian { package, suite })
+        }
+        RawContainerd {
+            debian: None,
+            suite: None,
+            tree: Some(tree),
+            rev: Some(rev),
+        } if !rev.is_empty() => Ok(ContainerdSource::Tree { tree, rev }),
+        RawContainerd {
+            tree: Some(_),
+            rev: None,
+            ..
+        } => Err("containerd.tree needs `rev` (a branch, tag or commit to build)".into()),
+        _ => Err(
+            "containerd takes either `debian` (and optionally `suite`) or `tree` and `rev`".into(),
+        ),
+    }
+}
+
+impl From<RuntimeRecipe> for RawRecipe {
+    fn from(r: RuntimeRecipe) -> RawRecipe {
+        let (containerd, binary) = match r.source {
+            RuntimeSource::Binary(b) => (None, Some(b)),
+            RuntimeSource::Containerd(ContainerdSource::Debian { package, suite }) => (
+                Some(RawContainerd {
+                    debian: Some(package),
+                    suite: Some(suite),
+                    ..RawContainerd::default()
+                }),
+                None,
+            ),
+            RuntimeSource::Containerd(ContainerdSource::Tree { tree, rev }) => (
+                Some(RawContainerd {
+                    tree: Some(tree),
+                    rev: Some(rev),
+                    ..RawContainerd::default()
+                }),
+                None,
+            ),
+        };
+        RawRecipe {
+            name: r.name,
+            containerd,
+            binary,
+            patches: r.patches,
+        }
+    }
+}
+
+impl RuntimeRecipe {
+    /// Make `binary`, `tree` and `patches` absolute: `~/` is `$HOME`, anything else relative is
+    /// relative to `base` (the directory of the file the recipe came from).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+            if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), home) {
+                *p = PathBuf::from(home).join(rest);
+            } else if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.source {
+            RuntimeSource::Binary(b) => abs(b),
+            RuntimeSource::Containerd(ContainerdSource::Tree { tree, .. }) => abs(tree),
+            RuntimeSource::Containerd(ContainerdSource::Debian { .. }) => {}
+        }
+        self.patches.iter_mut().for_each(abs);
+    }
+
+    /// One short label: `debian sid golang-github-containerd-containerd-dev`.
+    pub fn source_label(&self) -> String {
+        let base = match &self.source {
+            RuntimeSource::Binary(b) => format!("binary {}", b.display()),
+            RuntimeSource::Containerd(ContainerdSource::Debian { package, suite }) => {
+                format!("debian {suite} {package}")
+            }
+            RuntimeSource::Containerd(ContainerdSource::Tree { tree, rev }) => {
+                format!("tree {} @ {rev}", tree.display())
+            }
+        };
+        if self.patches.is_empty() {
+            base
+        } else {
+            format!("{base} + {} patch(es)", self.patches.len())
+        }
+    }
+}
+
+/// The `[[runtimes]]` of a TOML file (a matrix; every other key is left to its own parser),
+/// with paths resolved against the file's directory. Names must be unique.
+pub fn load_recipes(file: &Path) -> Result<Vec<RuntimeRecipe>, RuntimeError> {
+    let text = fs::read_to_string(file).map_err(|e| RuntimeError::io("read", file, e))?;
+    parse_recipes(file, &text)
+}
+
+pub fn parse_recipes(file: &Path, text: &str) -> Result<Vec<RuntimeRecipe>, RuntimeError> {
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        runtimes: Vec<RuntimeRecipe>,
+    }
+    let bad = |line: usize, message: String| RuntimeError::Recipe {
+        file: file.to_path_buf(),
+        line,
+        message,
+    };
+    let only: Only = toml::from_str(text).map_err(|e| {
+        bad(
+            crate::kernels::recipe::line_of(text, e.span().map_or(0, |s| s.start)),
+            e.message().trim().to_string(),
+        )
+    })?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut recipes = only.runtimes;
+    for (i, r) in recipes.iter().enumerate() {
+        if recipes[..i].iter().any(|o| o.name == r.name) {
+            return Err(bad(1, format!("runtimes: `{}` is defined twice", r.name)));
+        }
+    }
+    recipes.iter_mut().for_each(|r| r.resolve_paths(base));
+    Ok(recipes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<RuntimeRecipe>, String> {
+        parse_recipes(Path::new("/m/matrix.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_three_sources_parse() {
+        let r = parse(
+            r#"
+kernels = ["ignored by this parser"]
+[[runtimes]]
+name = "containerd-2.1"
+containerd = { debian = "golang-github-containerd-containerd-dev" }
+
+[[runtimes]]
+name = "pr"
+containerd = { tree = "src/containerd", rev = "my-branch" }
+patches = ["p/one.patch"]
+
+[[runtimes]]
+name = "mine"
+binary = "/opt/mounter"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].source,
+            RuntimeSource::Containerd(ContainerdSource::Debian {
+                package: "golang-github-containerd-containerd-dev".into(),
+                suite: "sid".into()
+            })
+        );
+        assert_eq!(
+            r[1].source,
+            RuntimeSource::Containerd(ContainerdSource::Tree {
+                tree: "/m/src/containerd".into(),
+                rev: "my-branch".into()
+            })
+        );
+        assert_eq!(r[1].patches, vec![PathBuf::from("/m/p/one.patch")]);
+        assert_eq!(r[2].source, RuntimeSource::Binary("/opt/mounter".into()));
+        // Round trip through the table form (what a run record may store).
+        let back: RuntimeRecipe = toml::from_str(&toml::to_string(&r[1]).unwrap()).unwrap();
+        assert_eq!(back, r[1]);
+    }
+
+    #[test]
+    fn bad_recipes_name_the_line_and_the_fix() {
+        let e = parse("[[runtimes]]\nname = \"x\"\n").unwrap_err();
+        assert!(
+            e.contains("matrix.toml:1") && e.contains("binary = "),
+            "{e}"
+        );
+        let e =
+            parse("[[runtimes]]\nname = \"x\"\nbinary = \"b\"\ncontainerd = { debian = \"p\" }\n")
+                .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = parse("[[runtimes]]\nname = \"x\"\ncontainerd = { tree = \"t\" }\n").unwrap_err();
+        assert!(e.contains("needs `rev`"), "{e}");
+        let e = parse(
+            "[[runtimes]]\nname = \"x\"\ncontainerd = { debian = \"p\", suite = \"jessie\" }\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("jessie") && e.contains("sid"), "{e}");
+        let e =
+            parse("[[runtimes]]\nname = \"x\"\nbinary = \"b\"\npatches = [\"p\"]\n").unwrap_err();
+        assert!(e.contains("used as built"), "{e}");
+        let e = parse("\n[[runtimes]]\nname = \"a b\"\nbinary = \"b\"\n").unwrap_err();
+        assert!(e.contains("runtime:a b"), "{e}");
+        let e = parse("[[runtimes]]\nname = \"x\"\nbinray = \"b\"\n").unwrap_err();
+        assert!(e.contains("matrix.toml:3") && e.contains("binray"), "{e}");
+        let e = parse("[[runtimes]]\nname = \"x\"\nbinary = \"b\"\n[[runtimes]]\nname = \"x\"\nbinary = \"c\"\n")
+            .unwrap_err();
+        assert!(e.contains("defined twice"), "{e}");
+    }
+
+    #[test]
+    fn home_is_expanded() {
+        let mut r = RuntimeRecipe {
+            name: "t".into(),
+            source: RuntimeSource::Containerd(ContainerdSource::Tree {
+                tree: "~/src/containerd".into(),
+                rev: "main".into(),
+            }),
+            patches: vec![],
+        };
+        r.resolve_paths(Path::new("/m"));
+        let RuntimeSource::Containerd(ContainerdSource::Tree { tree, .. }) = &r.source else {
+            unreachable!()
+        };
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            assert_eq!(*tree, PathBuf::from(home).join("src/containerd"));
+        }
+    }
+}
