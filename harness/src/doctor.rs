@@ -274,7 +274,7 @@ fn qemu_checks(
             format!(
                 "{} recipes in {}",
                 recipes.len(),
-                kernels_dir(matrix).display()
+                matrix.kernels_dir().display()
             ),
         ));
         if recipes
@@ -310,19 +310,9 @@ fn qemu_checks(
     out
 }
 
-/// Where the matrix's kernel recipes live.
-// TODO(integrator): the rule of `run::Kernels::load`; call its one accessor once item 4 of
-// issue 13 gives it one.
-fn kernels_dir(matrix: &Matrix) -> PathBuf {
-    matrix
-        .path
-        .parent()
-        .map_or_else(|| PathBuf::from("kernels"), |p| p.join("kernels"))
-}
-
 /// The recipes the matrix names (already checked by `Kernels::load`).
 fn matrix_recipes(matrix: &Matrix) -> Vec<crate::kernels::Recipe> {
-    crate::kernels::load_recipes(&kernels_dir(matrix))
+    crate::kernels::load_recipes(&matrix.kernels_dir())
         .unwrap_or_default()
         .into_iter()
         .filter(|r| matrix.kernels.contains(&r.name))

@@ -141,6 +141,7 @@ impl Sshd {
                 "IdentitiesOnly=yes".into(),
                 "IdentityAgent=none".into(),
             ],
+            base_dir: self.dir.path().to_path_buf(),
         }
     }
 

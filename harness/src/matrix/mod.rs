@@ -28,6 +28,8 @@ pub struct MatrixError {
 #[derive(Debug, Clone)]
 pub struct Matrix {
     pub path: PathBuf,
+    /// The matrix file's directory (absolute): its relative paths start here.
+    pub dir: PathBuf,
     pub repeats: u32,
     /// Kernel recipe names (files `kernels/<name>.toml`).
     pub kernels: Vec<String>,
@@ -87,8 +89,11 @@ pub struct Host {
     pub scratch_dir: Option<PathBuf>,
     /// The filesystem the host's scratch dir is on: the cells' filesystem column.
     pub filesystem: Filesystem,
-    /// Extra `-o Key=Value` options for ssh, checked against the host-key trust policy.
+    /// Extra `-o Key=Value` options for ssh, checked against the host-key trust policy; file
+    /// paths in them resolved against the matrix's directory.
     pub ssh_options: Vec<String>,
+    /// The matrix's directory: provision and teardown hooks run there.
+    pub base_dir: PathBuf,
 }
 
 /// Where a cell runs, with everything the backend needs.
@@ -151,6 +156,11 @@ impl Matrix {
     /// Parse and check matrix text; `path` is only used in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         raw::resolve(path, text)
+    }
+
+    /// `kernels/` beside the matrix file: its recipes and `kernels.lock`.
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.dir.join("kernels")
     }
 
     /// QEMU cells: kernel × topology × filesystem × scenario.

@@ -295,10 +295,12 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         return Err(at.at(None, "no [[scenarios]]: nothing to run"));
     }
 
+    // Relative paths in the matrix are relative to the matrix file, wherever mmx runs from.
+    let base = matrix_dir(path);
     let mut hosts: Vec<Host> = Vec::new();
     for h in &raw.hosts {
-        let host =
-            resolve_host(h.get_ref()).map_err(|m| at.at(Some(h.span()), format!("hosts: {m}")))?;
+        let host = resolve_host(h.get_ref(), &base)
+            .map_err(|m| at.at(Some(h.span()), format!("hosts: {m}")))?;
         if hosts.iter().any(|o| o.name == host.name) || kernels.contains(&host.name) {
             return Err(at.at(
                 Some(h.span()),
@@ -354,7 +356,8 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         filesystems,
         scenarios,
         hosts,
-        local_scratch: raw.local.scratch_dir,
+        local_scratch: raw.local.scratch_dir.map(|d| base.join(d)),
+        dir: base,
     })
 }
 
@@ -662,7 +665,48 @@ fn check_ssh_options(name: &str, h: &RawHost) -> Result<(), String> {
     Ok(())
 }
 
-fn resolve_host(h: &RawHost) -> Result<Host, String> {
+/// The directory a matrix's relative paths start from: the matrix file's, made absolute (not
+/// canonical: a symlinked checkout keeps the paths a user typed).
+fn matrix_dir(path: &Path) -> PathBuf {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// A path a user wrote in the matrix, for this machine: `~…` is left to ssh, which expands it,
+/// absolute stays, relative is joined to the matrix's directory.
+fn local_path(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() || p.starts_with("~") {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// ssh options whose value is a file on this machine: a relative one is the matrix's.
+const PATH_OPTIONS: [&str; 4] = [
+    "identityfile",
+    "certificatefile",
+    "userknownhostsfile",
+    "globalknownhostsfile",
+];
+
+fn resolve_ssh_option(base: &Path, opt: &str) -> String {
+    let Some((key, value)) = opt.split_once(['=', ' ']) else {
+        return opt.to_string();
+    };
+    let (key, value) = (key.trim(), value.trim());
+    let relative = !value.starts_with(['/', '~', '%']) && value != "none" && !value.is_empty();
+    if PATH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) && relative {
+        format!("{key}={}", base.join(value).display())
+    } else {
+        opt.to_string()
+    }
+}
+
+fn resolve_host(h: &RawHost, base: &Path) -> Result<Host, String> {
     if !is_name(&h.name) {
         return Err(format!(
             "name `{}` must be non-empty, without `/` or spaces",
@@ -710,6 +754,12 @@ fn resolve_host(h: &RawHost) -> Result<Host, String> {
         smt.push(v);
     }
     check_ssh_options(name, h)?;
+    if let Some(d) = h.scratch_dir.as_deref().filter(|d| !d.is_absolute()) {
+        return Err(format!(
+            "host `{name}`: scratch_dir `{}` is a directory on that host: give an absolute path",
+            d.display()
+        ));
+    }
     let filesystem = match &h.filesystem {
         None => Filesystem::Ext4,
         Some(f) => f.parse().map_err(|e| format!("host `{name}`: {e}"))?,
@@ -719,12 +769,17 @@ fn resolve_host(h: &RawHost) -> Result<Host, String> {
         name: name.clone(),
         destination: h.destination.clone(),
         port,
-        identity_file: h.identity_file.clone(),
+        identity_file: h.identity_file.as_deref().map(|p| local_path(base, p)),
         sudo: h.sudo,
         smt,
         provision: h.provision.clone(),
         teardown: h.teardown.clone(),
         scratch_dir: h.scratch_dir.clone(),
-        ssh_options: h.ssh_options.clone(),
+        ssh_options: h
+            .ssh_options
+            .iter()
+            .map(|o| resolve_ssh_option(base, o))
+            .collect(),
+        base_dir: base.to_path_buf(),
     })
 }

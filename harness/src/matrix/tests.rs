@@ -356,3 +356,47 @@ fn a_matrix_of_a_million_cells_is_refused() {
     let e = parse(&text).unwrap_err().to_string();
     assert!(e.contains("more than 100000 cells"), "{e}");
 }
+
+#[test]
+fn relative_paths_are_the_matrix_files() {
+    let text = r#"
+[[scenarios]]
+kind = "mounts"
+layers = [1]
+
+[local]
+scratch_dir = "scratch"
+
+[[hosts]]
+name = "lab"
+destination = "root@lab"
+identity_file = "keys/lab"
+ssh_options = ["UserKnownHostsFile=keys/known_hosts", "IdentityAgent=none", "ConnectTimeout=5"]
+allow_ssh_options = [{ option = "UserKnownHostsFile", reason = "the lab's own keys" }]
+"#;
+    let m = Matrix::parse(Path::new("ci/mmx/matrix.toml"), text).unwrap();
+    let dir = std::path::absolute("ci/mmx").unwrap();
+    assert_eq!(m.dir, dir);
+    assert_eq!(m.kernels_dir(), dir.join("kernels"));
+    assert_eq!(m.local_scratch, Some(dir.join("scratch")));
+    let h = &m.hosts[0];
+    assert_eq!(h.identity_file, Some(dir.join("keys/lab")));
+    assert_eq!(
+        h.ssh_options,
+        [
+            format!(
+                "UserKnownHostsFile={}",
+                dir.join("keys/known_hosts").display()
+            ),
+            "IdentityAgent=none".to_string(),
+            "ConnectTimeout=5".to_string(),
+        ]
+    );
+    assert_eq!(h.base_dir, dir);
+    let e = Matrix::parse(
+        Path::new("m.toml"),
+        &format!("{text}scratch_dir = \"tmp\"\n"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("give an absolute path"), "{e}");
+}

@@ -36,10 +36,7 @@ pub struct Kernels {
 impl Kernels {
     /// Load `kernels/` beside the matrix file, checking the matrix names only known recipes.
     pub fn load(matrix: &Matrix) -> anyhow::Result<Kernels> {
-        let dir = matrix
-            .path
-            .parent()
-            .map_or_else(|| PathBuf::from("kernels"), |p| p.join("kernels"));
+        let dir = matrix.kernels_dir();
         let recipes = crate::kernels::load_recipes(&dir)?;
         for name in &matrix.kernels {
             if !recipes.iter().any(|r| &r.name == name) {

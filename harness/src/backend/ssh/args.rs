@@ -144,6 +144,7 @@ mod tests {
             scratch_dir: None,
             filesystem: protocol::Filesystem::Ext4,
             ssh_options: opts.iter().map(|s| s.to_string()).collect(),
+            base_dir: "/".into(),
         }
     }
 

@@ -143,12 +143,14 @@ pub fn run_host(agent: &Path, host: &Host, smt: SmtSetting, req: &BootRequest) -
     out
 }
 
-/// Run a user hook with `sh -c` on this machine. It learns the host from `MMX_HOST_NAME`,
-/// `MMX_HOST_DESTINATION` and `MMX_HOST_PORT`. A provision hook returns once sshd answers.
+/// Run a user hook with `sh -c` on this machine, in the matrix's directory (so `./up.sh` is the
+/// matrix's). It learns the host from `MMX_HOST_NAME`, `MMX_HOST_DESTINATION` and
+/// `MMX_HOST_PORT`. A provision hook returns once sshd answers.
 fn run_hook(kind: &str, host: &Host, cmd: Option<&str>, cancel: &Cancel) -> Result<(), String> {
     let Some(cmd) = cmd else { return Ok(()) };
     let mut c = Command::new("sh");
-    c.arg("-c")
+    c.current_dir(&host.base_dir)
+        .arg("-c")
         .arg(cmd)
         .env("MMX_HOST_NAME", &host.name)
         .env("MMX_HOST_DESTINATION", &host.destination)
