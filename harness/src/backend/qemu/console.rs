@@ -45,7 +45,6 @@ impl Alarm {
 const PATTERNS: &[(&str, Alarm)] = &[
     ("Kernel panic - not syncing", Alarm::Panic),
     ("BUG: soft lockup", Alarm::Hang),
-    ("watchdog: BUG: soft lockup", Alarm::Hang),
     ("rcu_sched detected stalls", Alarm::Hang),
     ("rcu_preempt detected stalls", Alarm::Hang),
     ("rcu: INFO: rcu_sched", Alarm::Hang),
@@ -103,6 +102,15 @@ pub fn excerpt(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pattern_can_match() {
+        // First match wins: a pattern that contains an earlier one could never be reached.
+        for (i, (pat, _)) in PATTERNS.iter().enumerate() {
+            let first = PATTERNS.iter().position(|(p, _)| pat.contains(p));
+            assert_eq!(first, Some(i), "`{pat}` is shadowed by an earlier pattern");
+        }
+    }
 
     #[test]
     fn real_console_lines_are_classified() {
