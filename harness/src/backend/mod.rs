@@ -19,6 +19,7 @@ pub mod local;
 pub mod qemu;
 pub mod ssh;
 pub mod stream;
+pub mod supervise;
 
 pub use stream::ResultStream;
 
