@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::backend::{BootOutput, BootRequest, Cancel};
 use crate::cell::SmtSetting;
 use crate::matrix::Host;
-use crate::results::{Accel, InfraCause};
+use crate::results::{Accel, BootEnd, InfraCause};
 
 pub mod args;
 mod remote;
@@ -168,9 +168,11 @@ fn run_hook(kind: &str, host: &Host, cmd: Option<&str>, cancel: &Cancel) -> Resu
         Ok(o) if o.code == Some(0) => Ok(()),
         Ok(o) => Err(fail(format!("failed (exit {:?})", o.code), &o)),
         Err(step::StepError::Spawn(m)) => Err(format!("{kind} hook of host `{}`: {m}", host.name)),
-        Err(step::StepError::TimedOut(o)) => {
+        Err(step::StepError::Stopped(BootEnd::Timeout { .. }, o)) => {
             Err(fail(format!("took over {} s", HOOK_LIMIT.as_secs()), &o))
         }
-        Err(step::StepError::Cancelled(o)) => Err(fail("was interrupted".into(), &o)),
+        Err(step::StepError::Stopped(end, o)) => {
+            Err(fail(format!("was stopped ({})", end.summary()), &o))
+        }
     }
 }
