@@ -156,6 +156,57 @@ pub fn reap(base: &Path, prefix: &str, unowned: Unowned) -> Reaped {
     out
 }
 
+/// Remove what earlier, killed runs left in every place mmx makes directories: boot dirs in
+/// the cache (`cache_root`, when there is one), local scratch dirs under `local_base`, ssh
+/// control dirs. Says on stderr what it removed and what it could not.
+pub fn reap_earlier_runs(cache_root: Option<&Path>, local_base: &Path) -> Reaped {
+    use crate::backend::{local, qemu, ssh};
+    let mut places = vec![
+        (
+            local_base.to_path_buf(),
+            local::SCRATCH_PREFIX,
+            Unowned::Keep,
+        ),
+        (
+            PathBuf::from(ssh::CONTROL_BASE),
+            ssh::CONTROL_PREFIX,
+            Unowned::Keep,
+        ),
+    ];
+    if let Some(root) = cache_root {
+        places.push((
+            qemu::boots_dir(root),
+            qemu::BOOT_DIR_PREFIX,
+            Unowned::Remove,
+        ));
+    }
+    let mut all = Reaped::default();
+    for (base, prefix, unowned) in places {
+        let r = reap(&base, prefix, unowned);
+        all.removed.extend(r.removed);
+        all.failed.extend(r.failed);
+    }
+    if !all.removed.is_empty() {
+        let names: Vec<String> = all
+            .removed
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!(
+            "mmx: removed what {} earlier run(s) left when they were killed: {}",
+            names.len(),
+            names.join(", ")
+        );
+    }
+    for (p, why) in &all.failed {
+        eprintln!(
+            "mmx: could not remove {}, left by a killed run: {why}",
+            p.display()
+        );
+    }
+    all
+}
+
 /// Whether the mount table shows a mount point at or below `dir`.
 fn has_mounts_under(dir: &Path) -> bool {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

@@ -22,6 +22,10 @@ mod remote;
 mod step;
 mod visit;
 
+/// Where each session's private control dir goes (`CONTROL_BASE/CONTROL_PREFIX*`).
+pub const CONTROL_BASE: &str = "/tmp";
+pub const CONTROL_PREFIX: &str = "mmx-ssh-";
+
 /// How long a provision or teardown hook may take (cloud instances can be slow to start).
 const HOOK_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// Stopping the shared connection.
@@ -62,9 +66,14 @@ impl HostSession {
         let mut broken = None;
         // Short and fixed: unix socket paths are limited to ~100 bytes (ssh adds a suffix).
         let control = tempfile::Builder::new()
-            .prefix("mmx-ssh-")
-            .tempdir_in("/tmp")
-            .map_err(|e| format!("creating a private dir for the ssh control socket in /tmp: {e}"));
+            .prefix(CONTROL_PREFIX)
+            .tempdir_in(CONTROL_BASE)
+            .map_err(|e| format!("creating a private dir for the ssh control socket in /tmp: {e}"))
+            .and_then(|d| {
+                crate::backend::leftovers::claim(d.path())
+                    .map(|()| d)
+                    .map_err(|e| format!("{e:#}"))
+            });
         let control = match control {
             Ok(d) => Some(d),
             Err(e) => {

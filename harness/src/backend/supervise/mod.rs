@@ -385,6 +385,7 @@ pub fn run(
         feed,
         fed: 0,
         stream,
+        broken: false,
         stop,
         deadlines,
         cancel,
@@ -418,6 +419,8 @@ struct Loop {
     feed: Option<Vec<u8>>,
     fed: usize,
     stream: Option<ResultStream>,
+    /// The stream broke the results contract: nothing more is fed to it.
+    broken: bool,
     stop: Stop,
     deadlines: Deadlines,
     cancel: Cancel,
@@ -566,9 +569,12 @@ impl Loop {
         self.last_line = now;
         let role = self.readers[i].0.role;
         for line in lines {
-            if role == Role::Results {
+            // After the first violation the stream is not trusted: whatever follows it (in
+            // the same read, or while the process stops) is not taken as a result.
+            if role == Role::Results && !self.broken {
                 if let Some(stream) = self.stream.as_mut() {
                     if let Fed::Violation(kind) = stream.feed_line(&line.text) {
+                        self.broken = true;
                         let end = BootEnd::infra(
                             InfraCause::ProtocolViolation,
                             format!("the agent broke the results contract: {}", kind.as_str()),

@@ -121,9 +121,10 @@ fn lines_reach_the_stream_and_the_observer_and_a_clean_exit_is_no_stop() {
 #[test]
 fn a_broken_contract_stops_the_process_at_once_keeping_earlier_results() {
     let script = format!(
-        "printf '%s\\n' '{h}' '{r}' '{r}'; exec sleep 30",
+        "printf '%s\\n' '{h}' '{r}' '{r}' '{b}'; exec sleep 30",
         h = hello(),
-        r = result(0, "a")
+        r = result(0, "a"),
+        b = result(1, "b"),
     );
     let t = Instant::now();
     let out = run(
@@ -135,7 +136,7 @@ fn a_broken_contract_stops_the_process_at_once_keeping_earlier_results() {
             },
             deadlines(LONG, LONG, LONG),
         ),
-        Some(ResultStream::new(&plan(&["a"]))),
+        Some(ResultStream::new(&plan(&["a", "b"]))),
         &mut Quiet,
     )
     .unwrap();
@@ -148,7 +149,12 @@ fn a_broken_contract_stops_the_process_at_once_keeping_earlier_results() {
         "{:?}",
         out.stopped
     );
-    assert!(out.stream.unwrap().results()[0].is_some());
+    let stream = out.stream.unwrap();
+    assert!(stream.results()[0].is_some());
+    assert!(
+        stream.results()[1].is_none(),
+        "nothing after the violation counts, even in the same read"
+    );
 }
 
 #[test]
