@@ -17,8 +17,10 @@ use anyhow::Context;
 /// The owner file inside a claimed directory.
 pub const OWNER_FILE: &str = ".mmx-owner";
 
-/// A directory without an owner file younger than this is being made right now.
-const CLAIM_GRACE: Duration = Duration::from_secs(60);
+/// A directory without an owner file is being claimed right now, or was made by an mmx from
+/// before owner files, which may still be running (several versions can share one cache). No
+/// boot lasts a day: after that it is a leftover.
+const UNOWNED_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// A process, named so that a reused pid or a reboot does not match it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +98,7 @@ pub fn owner_of(dir: &Path) -> Option<Owner> {
 /// What to do with a directory that has no owner file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unowned {
-    /// Remove it once it is older than a claim takes: the place is mmx's own (the cache).
+    /// Remove it once it is older than [`UNOWNED_AGE`]: the place is mmx's own (the cache).
     Remove,
     /// Leave it: the place is shared (/tmp, /var/tmp) and the directory may not be ours.
     Keep,
@@ -137,7 +139,7 @@ pub fn reap(base: &Path, prefix: &str, unowned: Unowned) -> Reaped {
                         .modified()
                         .ok()
                         .and_then(|m| m.elapsed().ok())
-                        .is_some_and(|age| age > CLAIM_GRACE)
+                        .is_some_and(|age| age > UNOWNED_AGE)
             }
         };
         if !dead {
@@ -265,11 +267,20 @@ mod tests {
         let fresh = mk("boot-fresh");
         let other = mk("other-dead");
         std::fs::write(other.join(OWNER_FILE), owner.render()).unwrap();
+        // Unowned and two days old: from an mmx before owner files.
+        let ancient = mk("boot-ancient");
+        let two_days = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+        std::fs::File::open(&ancient)
+            .and_then(|d| d.set_modified(two_days))
+            .unwrap();
 
+        let r = reap(base.path(), "boot-", Unowned::Keep);
+        assert_eq!(r.removed, vec![dead.clone()], "only owned dirs in a shared place");
         let r = reap(base.path(), "boot-", Unowned::Remove);
-        assert_eq!(r.removed, vec![dead.clone()]);
+        assert_eq!(r.removed, vec![ancient.clone()]);
         assert!(r.failed.is_empty());
-        assert!(mine.exists() && fresh.exists() && other.exists() && !dead.exists());
+        assert!(mine.exists() && fresh.exists() && other.exists());
+        assert!(!dead.exists() && !ancient.exists());
     }
 
     #[test]
