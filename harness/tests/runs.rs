@@ -51,7 +51,15 @@ fn one_cell_matrix() -> tempfile::TempDir {
 fn mmx_run(dir: &Path, agent: &Path, run_id: &str, name: &str) -> Child {
     let log = |ext: &str| std::fs::File::create(dir.join(format!("{name}.{ext}"))).expect("log");
     Command::new(env!("CARGO_BIN_EXE_mmx"))
-        .args(["run", "--backend", "qemu", "--accel", "tcg", "--run-id", run_id])
+        .args([
+            "run",
+            "--backend",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--run-id",
+            run_id,
+        ])
         .arg("--matrix")
         .arg(dir.join("matrix.toml"))
         .arg("--out")
@@ -158,7 +166,10 @@ fn sigkill_mid_boot_leaves_no_qemu_and_the_next_run_removes_the_boot_dir() {
         "MEASURE SIGKILL of mmx to no QEMU left: {:.1} ms",
         gone.as_secs_f64() * 1e3
     );
-    assert!(boot_dir.exists(), "the killed run's boot dir is its leftover");
+    assert!(
+        boot_dir.exists(),
+        "the killed run's boot dir is its leftover"
+    );
 
     let mut next = mmx_run(dir.path(), &agent, "next", "next");
     let status = next.wait().expect("waiting for mmx");

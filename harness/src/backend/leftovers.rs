@@ -275,7 +275,11 @@ mod tests {
             .unwrap();
 
         let r = reap(base.path(), "boot-", Unowned::Keep);
-        assert_eq!(r.removed, vec![dead.clone()], "only owned dirs in a shared place");
+        assert_eq!(
+            r.removed,
+            vec![dead.clone()],
+            "only owned dirs in a shared place"
+        );
         let r = reap(base.path(), "boot-", Unowned::Remove);
         assert_eq!(r.removed, vec![ancient.clone()]);
         assert!(r.failed.is_empty());
