@@ -4,14 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::backend::supervise::{self, Channel, Quiet, Role, Stdin, Stop};
 use crate::backend::{leftovers, ms_between, BootOutput, BootRequest, ResultStream};
 use crate::results::{Accel, BootEnd, InfraCause, RunDir};
-
-/// How long a stopped agent may take to undo its mounts before SIGKILL: it promises 5 s.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The prefix of every local scratch dir (see [`scratch_dir`]).
 pub const SCRATCH_PREFIX: &str = "mmx-scratch-";
@@ -25,7 +22,7 @@ pub const DEFAULT_SCRATCH_BASE: &str = "/var/tmp";
 /// The agent's stdout carries result lines, its stderr the agent log; both are read by the
 /// supervisor. Its stdin stays open: the agent stops when it closes. Stopping it (a deadline,
 /// Ctrl-C, a flood, a broken contract) closes stdin and sends SIGTERM (it cleans up), then
-/// SIGKILL after [`STOP_GRACE`].
+/// SIGKILL after [`supervise::AGENT_STOP_GRACE`].
 pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     let start = Instant::now();
     let plan_rel = RunDir::log_rel(&req.key, "plan").with_extension("json");
@@ -59,7 +56,9 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
             Channel::stderr("agent", Role::Diagnostics, Some(stderr_log)),
         ],
         stdin: Stdin::Hold,
-        stop: Stop::Term { grace: STOP_GRACE },
+        stop: Stop::Term {
+            grace: supervise::AGENT_STOP_GRACE,
+        },
         deadlines: req.deadlines.under(Accel::Metal),
         cancel: req.cancel.clone(),
     };

@@ -16,10 +16,6 @@ use crate::results::BootEnd;
 /// The ssh client binary (the system's OpenSSH).
 pub const SSH: &str = "ssh";
 
-/// A stopped step gets this long after SIGTERM (a multiplexing client closes its channel, which
-/// the remote side sees as EOF) before SIGKILL.
-const STEP_GRACE: Duration = Duration::from_secs(2);
-
 /// What a finished step said.
 #[derive(Debug, Default)]
 pub struct StepOutput {
@@ -70,7 +66,9 @@ pub fn run_command(
             Channel::stderr("stderr", Role::Diagnostics, None),
         ],
         stdin: Stdin::Feed(stdin.to_vec()),
-        stop: Stop::Term { grace: STEP_GRACE },
+        stop: Stop::Term {
+            grace: supervise::STEP_STOP_GRACE,
+        },
         // A step has one limit; it may be silent or say nothing like a hello all along.
         deadlines: Deadlines {
             boot: limit,

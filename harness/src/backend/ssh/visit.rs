@@ -34,9 +34,6 @@ const PREPARE_LIMIT: Duration = Duration::from_secs(120);
 const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
 /// The host's own deadline is the harness's plus this, so the harness normally decides.
 const REMOTE_GRACE_S: u64 = 30;
-/// A stopped run closes the session's stdin; the run script then stops the agent (SIGTERM, and
-/// SIGKILL 12 s later if it must), cleans up and says so. After this long ssh gets SIGTERM.
-const RUN_STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Why a visit could not go on: the cause and a message for people.
 type Failure = (InfraCause, String);
@@ -321,7 +318,7 @@ impl Visit<'_> {
             ],
             stdin: Stdin::Hold,
             stop: Stop::CloseStdin {
-                grace: RUN_STOP_GRACE,
+                grace: supervise::SSH_RUN_STOP_GRACE,
             },
             deadlines: Deadlines {
                 boot: d.boot.saturating_sub(spent),

@@ -9,7 +9,8 @@
 //!
 //! Everything happens on the calling thread, in one `poll` loop: no reader threads, no queues,
 //! so memory is the read buffer plus each channel's bounded partial line and tail, whatever
-//! the process sends. The limits are [`Role::bounds`] and the constants below.
+//! the process sends. Every limit is here: [`Role::bounds`] and the constants below (channel
+//! budgets, line lengths, how long each kind of process gets to stop).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -57,6 +58,16 @@ const DRAIN: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 64 << 10;
 /// After [`Stop::CloseStdin`]'s grace, SIGTERM; SIGKILL this much later.
 const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a stopped local agent may take to undo its mounts before SIGKILL: it promises to
+/// answer a stop within 5 s, on a loaded machine too.
+pub const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// A stopped ssh run: its stdin closes, the run script stops the agent (SIGTERM, SIGKILL 12 s
+/// later if it must), cleans up and says so. After this long ssh gets SIGTERM.
+pub const SSH_RUN_STOP_GRACE: Duration = Duration::from_secs(20);
+/// A stopped short step or hook gets this long after SIGTERM (a multiplexing ssh client closes
+/// its channel, which the host sees as EOF) before SIGKILL.
+pub const STEP_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// What a channel carries: decides its bounds and where its lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
