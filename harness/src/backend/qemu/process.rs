@@ -151,9 +151,8 @@ pub fn run_guest(launch: &Launch, plan: &protocol::Plan, cancel: &Cancel) -> Wat
         }
     };
     let (channels, console_fd, results_fd) = channels;
-    // As an OsStr, not a Path: Command would read a bare `qemu-system-x86_64` Path the same,
-    // but the message names what the user gave.
-    let mut command = Command::new(launch.qemu.as_os_str());
+    // A bare `qemu-system-x86_64` is looked up on PATH.
+    let mut command = Command::new(&launch.qemu);
     command
         .args(&launch.args)
         .args(args::serial_args(console_fd, results_fd));
