@@ -54,6 +54,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// After the process exits, how long its channels may take to reach EOF (a grandchild that
 /// inherited a pipe may hold it open forever).
 const DRAIN: Duration = Duration::from_secs(2);
+/// How often the exit of a process whose channels are all closed is looked for, where the
+/// kernel has no `pidfd_open`.
+const EXIT_POLL: Duration = Duration::from_millis(10);
 /// One `read` per ready channel per round, at most this much.
 const READ_CHUNK: usize = 64 << 10;
 /// After [`Stop::CloseStdin`]'s grace, SIGTERM; SIGKILL this much later.
@@ -388,8 +391,12 @@ pub fn run(
     if let (Some(f), Some(_)) = (&stdin, &feed) {
         let _ = rustix::io::ioctl_fionbio(f, true);
     }
+    let pidfd = rustix::process::Pid::from_raw(guard.id() as i32).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
     let mut sup = Loop {
         guard,
+        pidfd,
         fds,
         readers,
         stdin,
@@ -423,6 +430,9 @@ pub fn run(
 /// The state of one supervision.
 struct Loop {
     guard: child::Guard,
+    /// Readable when the process exits (`pidfd_open`, Linux 5.3+), so `poll` wakes for the exit
+    /// too; without it the loop looks every [`EXIT_POLL`].
+    pidfd: Option<OwnedFd>,
     /// Our end of each channel, by index; `None` once at EOF or flooded.
     fds: Vec<Option<File>>,
     readers: Vec<(ChannelInfo, lines::LineReader)>,
@@ -499,10 +509,19 @@ impl Loop {
                 .filter_map(|i| self.fds[*i].as_ref())
                 .map(|f| PollFd::new(f, PollFlags::IN))
                 .collect();
+            let channels = pfds.len();
             if feeding {
                 if let Some(f) = &self.stdin {
                     pfds.push(PollFd::new(f, PollFlags::OUT));
                 }
+            }
+            match (&self.pidfd, self.exited_at) {
+                (Some(p), None) => pfds.push(PollFd::new(p, PollFlags::IN)),
+                (None, None) if pfds.is_empty() => {
+                    std::thread::sleep(EXIT_POLL);
+                    return;
+                }
+                _ => {}
             }
             let tick = Timespec {
                 tv_sec: i64::try_from(TICK.as_secs()).unwrap_or(0),
@@ -520,7 +539,8 @@ impl Loop {
                 .filter(|(_, p)| !p.revents().is_empty())
                 .map(|(i, _)| *i)
                 .collect();
-            let stdin_ready = feeding && pfds.last().is_some_and(|p| !p.revents().is_empty());
+            let stdin_ready =
+                feeding && pfds.get(channels).is_some_and(|p| !p.revents().is_empty());
             (ready, stdin_ready)
         };
         for i in ready {
