@@ -484,7 +484,6 @@ fn boot_minimal(
     args.extend(qemu::args::machine_args(Accel::Tcg));
     args.extend(qemu::args::cpu_args(topo));
     args.extend(qemu::args::kernel_args(&k.vmlinuz, initrd, ""));
-    args.extend(qemu::args::serial_args(&log("console"), &log("results")));
     let launch = qemu::process::Launch {
         qemu: "qemu-system-x86_64".into(),
         args,

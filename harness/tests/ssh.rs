@@ -1,235 +1,34 @@
 //! The `ssh` backend against a real `sshd` on loopback: a throwaway host key and user key, the
 //! "remote" host being this machine. Needs root (the agent mounts; sshd's privilege separation)
-//! and /usr/sbin/sshd; without them each test says SKIPPED and passes.
+//! and /usr/sbin/sshd; without them each test says SKIPPED and passes (fails under CI=true).
+//! The fixture is `common::sshd`.
 //!
 //! Most tests use a tiny stand-in agent (a shell script speaking the wire format) so they test
 //! the SSH plumbing quickly and deterministically; `real_agent_*` run the real static agent.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::sshd::{free_port, Sshd};
 
 use harness::backend::ssh::{self, HostSession};
 use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
 use harness::cell::{BootKey, SmtSetting, TargetKey};
-use harness::matrix::Host;
 use harness::results::{Accel, BootEnd, InfraCause, RunDir};
 use protocol::{MountsScenario, Outcome, Plan, PlanItem, Scenario, Strategy};
 
-const SSHD: &str = "/usr/sbin/sshd";
-
-fn skip_reason() -> Option<String> {
-    if !Path::new(SSHD).exists() {
-        return Some(format!("{SSHD} missing: install openssh-server"));
-    }
-    if !rustix::process::geteuid().is_root() {
-        return Some("not root (the agent mounts; sshd needs root)".into());
-    }
-    None
-}
-
 macro_rules! skip_unless_ready {
     () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("SKIPPED ({why})");
-            return;
+        if let Some(why) = common::sshd::skip_reason() {
+            if !common::require(false, &why) {
+                return;
+            }
         }
     };
-}
-
-/// A private sshd on 127.0.0.1 and everything a host entry needs to reach it.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mmx-test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        let dir = tempfile::Builder::new()
-            .prefix("mmx-sshd-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let d = dir.path();
-        keygen(&d.join("host_key"));
-        keygen(&d.join("user_key"));
-        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).expect("copy");
-        std::fs::create_dir(d.join("remote-tmp")).expect("remote-tmp");
-        // Privilege separation directory; sshd refuses to start without it.
-        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
-        let port = free_port();
-        let config = format!(
-            "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nAuthorizedKeysFile \
-             {d}/authorized_keys\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM \
-             no\nPidFile none\nLogLevel VERBOSE\nSetEnv SHLVL=1\n",
-            d = d.display()
-        );
-        // SHLVL=1: bash skips ~/.bashrc for ssh commands when it is not the top-level shell, so
-        // this machine's rc files (a pyenv init here costs ~240 ms per command) stay out of the
-        // timings; a real host's rc files are its own cost.
-        std::fs::write(d.join("sshd_config"), config).expect("config");
-        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
-        std::fs::write(
-            d.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {host_pub}"),
-        )
-        .expect("known_hosts");
-        let log = std::fs::File::create(d.join("sshd.log")).expect("log");
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting sshd");
-        let s = Sshd { dir, port, child };
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "sshd did not listen: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
-    }
-
-    fn host(&self) -> Host {
-        Host {
-            name: "loopback".into(),
-            destination: "root@127.0.0.1".into(),
-            port: Some(self.port),
-            identity_file: Some(self.path("user_key")),
-            sudo: false,
-            smt: vec![SmtSetting::AsIs],
-            provision: None,
-            teardown: None,
-            // The visit's temp dir goes here, so the test can see that nothing stays.
-            scratch_dir: Some(self.path("remote-tmp")),
-            filesystem: protocol::Filesystem::Ext4,
-            ssh_options: vec![
-                format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
-                "GlobalKnownHostsFile=/dev/null".into(),
-                "IdentitiesOnly=yes".into(),
-                "IdentityAgent=none".into(),
-            ],
-            base_dir: self.dir.path().to_path_buf(),
-        }
-    }
-
-    /// What the visits left in the "remote" temp dir (must be nothing).
-    fn remote_leftovers(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.path("remote-tmp"))
-            .expect("remote-tmp")
-            .flatten()
-            .map(|e| e.path())
-            .collect()
-    }
-
-    /// Nothing a visit made may stay on the "remote" side.
-    fn assert_no_leftovers(&self) {
-        let left = self.remote_leftovers();
-        assert!(left.is_empty(), "{left:?}");
-    }
-
-    /// Mount points under this fixture's dir, as the host's mount table shows them.
-    fn mounts(&self) -> Vec<String> {
-        let needle = format!(" {}", self.dir.path().display());
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Drop every live connection the way a network failure would: SIGKILL the per-connection
-    /// sshd processes (the listener stays, so the harness can reconnect to clean up).
-    fn kill_connections(&self) -> usize {
-        let listener = self.child.id();
-        let mut killed = 0;
-        for pid in descendants(listener) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim().starts_with("sshd") {
-                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-                    killed += 1;
-                }
-            }
-        }
-        killed
-    }
-
-    /// Connections sshd accepted so far (one per handshake).
-    fn logins(&self) -> usize {
-        self.log().matches("Accepted publickey").count()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.kill_connections();
-    }
-}
-
-/// All processes below `root`, from /proc's parent links.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // `pid (comm) state ppid …`; comm may hold spaces, so split after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parent.push((pid, ppid));
-        }
-    }
-    let mut out = vec![];
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in &parent {
-            if pp == p {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out
 }
 
 /// The stand-in agent: speaks the wire format. `quick` plans end with Done; a plan whose

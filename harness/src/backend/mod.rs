@@ -15,10 +15,12 @@ use protocol::Plan;
 use crate::cell::BootKey;
 use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
 
+pub mod leftovers;
 pub mod local;
 pub mod qemu;
 pub mod ssh;
 pub mod stream;
+pub mod supervise;
 
 pub use stream::ResultStream;
 

@@ -1,8 +1,11 @@
-//! Set-up shared by the tests that boot real guests (qemu.rs, lockbench_guest.rs): whether QEMU
-//! is here, the static agent, kernels fetched once per process, a run directory that outlives
-//! the test for inspection.
+//! Set-up shared by the tests that boot real guests or visit hosts (qemu.rs, lockbench_guest.rs,
+//! ssh.rs, hostile.rs, runs.rs): the CI=true rule for missing preconditions, whether QEMU is
+//! here, the static agent, the hostile stand-in agent, kernels fetched once per process, a run
+//! directory that outlives the test for inspection, the loopback sshd ([`sshd`]).
 
 #![allow(dead_code)] // Each test binary uses its own subset.
+
+pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +15,22 @@ use harness::backend::qemu::{AccelChoice, Qemu};
 use harness::kernels::{self, Cache, LockFile, ResolvedKernel};
 use harness::results::RunDir;
 
-/// True (and says SKIPPED with the fix) when qemu-system-x86_64 cannot run.
+/// A precondition of a test: true when it holds. When it does not, the test fails with the
+/// reason under `CI=true` (CI must run everything) and otherwise says SKIPPED loudly; the
+/// caller returns.
+pub fn require(ok: bool, reason: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("precondition missing under CI=true: {reason}");
+    }
+    eprintln!("SKIPPED ({reason})");
+    false
+}
+
+/// True (and says SKIPPED with the fix, or fails under CI=true) when qemu-system-x86_64
+/// cannot run.
 pub fn qemu_missing() -> bool {
     let found = duct::cmd!("qemu-system-x86_64", "--version")
         .stdout_null()
@@ -20,10 +38,54 @@ pub fn qemu_missing() -> bool {
         .unchecked()
         .run()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED (qemu-system-x86_64 is not installed; apt-get install qemu-system-x86)");
+    !require(
+        found,
+        "qemu-system-x86_64 is not installed; apt-get install qemu-system-x86",
+    )
+}
+
+/// The hostile stand-in agent (`tests/fixtures/hostile_agent.c`), built static with gcc once
+/// per target dir; `None` (after [`require`]) when gcc or a static libc is missing.
+pub fn hostile_agent() -> Option<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let src = harness::agent::workspace_root().join("harness/tests/fixtures/hostile_agent.c");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("mmx-hostile-agent");
+        // Built beside its final name and renamed: test processes build it concurrently.
+        let tmp = dir.join(format!(".mmx-hostile-agent.{}", std::process::id()));
+        let res = duct::cmd!(
+            "gcc",
+            "-static",
+            "-O2",
+            format!("-DSCHEMA_VERSION={}", protocol::SCHEMA_VERSION),
+            "-o",
+            &tmp,
+            &src
+        )
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run();
+        match res {
+            Ok(o) if o.status.success() => std::fs::rename(&tmp, &out)
+                .map(|()| out)
+                .map_err(|e| format!("renaming {}: {e}", tmp.display())),
+            Ok(o) => Err(format!(
+                "gcc -static could not build {}: {}",
+                src.display(),
+                String::from_utf8_lossy(&o.stdout)
+            )),
+            Err(e) => Err(format!("gcc is not installed ({e}); apt-get install gcc")),
+        }
+    });
+    match built {
+        Ok(p) => Some(p.clone()),
+        Err(why) => {
+            require(false, why);
+            None
+        }
     }
-    !found
 }
 
 pub fn cache() -> Cache {

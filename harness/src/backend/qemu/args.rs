@@ -157,23 +157,27 @@ pub fn kernel_args(vmlinuz: &Path, initrd: &Path, extra_cmdline: &str) -> Vec<Os
     ]
 }
 
-/// Two serial ports, both written to files the harness reads as they grow:
-/// ttyS0 is the console (kernel log and the agent's diagnostics), ttyS1 carries result lines
-/// only. ttyS1 is a plain ISA 8250, which every kernel mmx boots has built in, so results flow
-/// before (and without) any module load.
-pub fn serial_args(console_log: &Path, results_log: &Path) -> Vec<OsString> {
-    let chardev = |id: &str, path: &Path| {
-        let mut s = OsString::from(format!("file,id={id},path="));
-        s.push(opt_escape(path));
-        s
-    };
+/// Two serial ports, each a socket the harness reads (`backend::supervise`): ttyS0 is the
+/// console (kernel log and the agent's diagnostics), ttyS1 carries result lines only. ttyS1 is
+/// a plain ISA 8250, which every kernel mmx boots has built in, so results flow before (and
+/// without) any module load.
+///
+/// Why an inherited socket (`socket,fd=N`, one end of a `socketpair` QEMU inherits as `N`):
+/// a `file` chardev lets a flooding guest make QEMU write gigabytes to disk before anyone
+/// reads them; a `pipe` chardev needs FIFOs on disk that QEMU opens read-write (so the reader
+/// never sees EOF) and a path per boot; a unix socket with `server=on,wait=on` needs a path
+/// (at most 108 bytes, and cache dirs can be deep), a connect-retry loop and a socket file to
+/// clean up. The socket pair has no name, no race and no leftover, and a reader that stops
+/// reading stalls the guest's UART instead of growing anything: QEMU 7.2+ takes an already
+/// connected socket as `fd=`.
+pub fn serial_args(console_fd: i32, results_fd: i32) -> Vec<OsString> {
     vec![
         "-chardev".into(),
-        chardev("console", console_log),
+        format!("socket,id=console,fd={console_fd}").into(),
         "-serial".into(),
         "chardev:console".into(),
         "-chardev".into(),
-        chardev("results", results_log),
+        format!("socket,id=results,fd={results_fd}").into(),
         "-device".into(),
         "isa-serial,chardev=results".into(),
     ]
@@ -315,19 +319,16 @@ mod tests {
 
     #[test]
     fn serial_ports_console_first_results_second() {
-        let a = strs(&serial_args(
-            Path::new("/run/a,b.console.log"),
-            Path::new("/run/r.log"),
-        ));
+        let a = strs(&serial_args(5, 7));
         assert_eq!(
             a,
             [
                 "-chardev",
-                "file,id=console,path=/run/a,,b.console.log",
+                "socket,id=console,fd=5",
                 "-serial",
                 "chardev:console",
                 "-chardev",
-                "file,id=results,path=/run/r.log",
+                "socket,id=results,fd=7",
                 "-device",
                 "isa-serial,chardev=results",
             ]
@@ -336,12 +337,12 @@ mod tests {
 
     #[test]
     fn disk_is_raw_virtio_blk() {
-        let a = strs(&disk_args(Path::new("/tmp/s.img")));
+        let a = strs(&disk_args(Path::new("/tmp/a,b.img")));
         assert_eq!(
             a,
             [
                 "-drive",
-                "file=/tmp/s.img,format=raw,if=none,id=scratch,cache=unsafe",
+                "file=/tmp/a,,b.img,format=raw,if=none,id=scratch,cache=unsafe",
                 "-device",
                 "virtio-blk-pci,drive=scratch"
             ]

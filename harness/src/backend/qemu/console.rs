@@ -1,6 +1,7 @@
-//! Reading the guest console: which lines mean the guest is dead or dying, which mean the agent
-//! gave up, and the excerpt a report shows. Pure functions over text, so every pattern is tested
-//! on real-looking console lines without a guest.
+//! Reading the guest console: which lines mean the guest is dead or dying, and which mean the
+//! agent gave up. Pure functions over the lines the supervisor delivers, so every pattern is
+//! tested on real-looking console lines without a guest (the excerpt a report shows is the
+//! supervisor's, `supervise::excerpt`).
 
 /// What a console line says about the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,19 +85,6 @@ pub fn clean(line: &str) -> &str {
         }
     }
     line
-}
-
-/// The last `n` lines of a console log, for a report: enough to see what led up to the end.
-/// Terminal control sequences from the firmware are dropped so the excerpt reads cleanly.
-pub fn excerpt(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let tail = &lines[lines.len().saturating_sub(n)..];
-    let joined = tail.join("\n");
-    joined.chars().filter(|c| *c != '\u{1b}').collect()
 }
 
 #[cfg(test)]
@@ -185,13 +173,5 @@ mod tests {
             "mmx-agent: init started"
         );
         assert_eq!(clean("[not a stamp] x"), "[not a stamp] x");
-    }
-
-    #[test]
-    fn excerpt_keeps_the_last_lines() {
-        let text = "a\r\n\r\nb\n\x1b[2Jc\nd\n";
-        assert_eq!(excerpt(text, 2), "[2Jc\nd");
-        assert_eq!(excerpt(text, 10), "a\nb\n[2Jc\nd");
-        assert_eq!(excerpt("", 3), "");
     }
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use protocol::{Filesystem, Plan, ScratchDisk};
 
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines, ResultStream};
+use crate::backend::{
+    leftovers, ms_between, BootOutput, BootRequest, Cancel, Deadlines, ResultStream,
+};
 use crate::cell::BootKey;
 use crate::kernels::{Cache, ModuleFeature, ResolvedKernel};
 use crate::matrix::Topology;
@@ -191,15 +193,7 @@ impl Qemu {
 
         let launch = process::Launch {
             qemu: self.qemu.clone(),
-            args: self.command_line(
-                &req.key,
-                accel,
-                kernel,
-                topology,
-                &initrd,
-                image.as_deref(),
-                &req.run_dir,
-            ),
+            args: self.command_line(&req.key, accel, kernel, topology, &initrd, image.as_deref()),
             console_log: req.run_dir.abs(&console_rel),
             results_log: req.run_dir.abs(&results_rel),
             qemu_log: req.run_dir.abs(&qemu_rel),
@@ -230,11 +224,11 @@ impl Qemu {
             logs,
             timings_ms: timings,
             kernel_source: Some(kernel.provenance.describe()),
-            channels: Default::default(),
+            channels: w.channels,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Everything but the serial ports (`process::run_guest` adds those: they are sockets).
     fn command_line(
         &self,
         id: &BootKey,
@@ -243,7 +237,6 @@ impl Qemu {
         topology: &Topology,
         initrd: &Path,
         image: Option<&Path>,
-        run_dir: &RunDir,
     ) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec!["-name".into(), format!("mmx-{id}").into()];
         a.extend(args::machine_args(accel));
@@ -253,10 +246,6 @@ impl Qemu {
             initrd,
             &self.extra_cmdline,
         ));
-        a.extend(args::serial_args(
-            &run_dir.abs(&RunDir::log_rel(id, "console")),
-            &run_dir.abs(&RunDir::log_rel(id, "results")),
-        ));
         if let Some(image) = image {
             a.extend(args::disk_args(image));
         }
@@ -264,14 +253,17 @@ impl Qemu {
     }
 
     /// A private directory for one boot's initrd and disk image, removed when dropped. Under the
-    /// cache dir, on a real disk, where sparse images cost nothing.
+    /// cache dir, on a real disk, where sparse images cost nothing. Claimed for this process:
+    /// if mmx is killed, the next run removes it ([`leftovers`]).
     fn work_dir(&self) -> anyhow::Result<tempfile::TempDir> {
-        let base = self.cache_dir.join("boots");
+        let base = boots_dir(&self.cache_dir);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        tempfile::Builder::new()
-            .prefix("boot-")
+        let dir = tempfile::Builder::new()
+            .prefix(BOOT_DIR_PREFIX)
             .tempdir_in(&base)
-            .with_context(|| format!("creating a boot directory in {}", base.display()))
+            .with_context(|| format!("creating a boot directory in {}", base.display()))?;
+        leftovers::claim(dir.path())?;
+        Ok(dir)
     }
 
     /// The accelerator for this boot; the first `auto` boot with an unjudged /dev/kvm probes
@@ -347,7 +339,6 @@ impl Qemu {
         let mut a: Vec<OsString> = args::machine_args(Accel::Kvm);
         a.extend(args::cpu_args(&topology));
         a.extend(args::kernel_args(&kernel.vmlinuz, &initrd, ""));
-        a.extend(args::serial_args(&log("console"), &log("results")));
         let launch = process::Launch {
             qemu: self.qemu.clone(),
             args: a,
@@ -368,6 +359,14 @@ impl Qemu {
         ))
     }
 }
+
+/// Where boots' work dirs live in the cache, each `boot-*`.
+pub fn boots_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("boots")
+}
+
+/// The name every boot's work dir starts with.
+pub const BOOT_DIR_PREFIX: &str = "boot-";
 
 /// The QEMU binary: `$MMX_QEMU`, else `qemu-system-x86_64` on PATH.
 pub fn qemu_binary() -> PathBuf {

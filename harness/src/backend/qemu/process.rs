@@ -1,17 +1,21 @@
-//! One QEMU process from spawn to exit: both serial ports read live from their log files, the
-//! three watchdogs, the console alarms, `Cancel`, and a kill on every way out (the [`Running`]
-//! guard's `Drop`). Knows nothing about kernels, plans or disks: it gets a command line.
+//! One QEMU process on the supervisor: its serial ports as sockets the supervisor reads (see
+//! [`args::serial_args`] for why sockets), the console alarms and QEMU's KVM failure as the
+//! supervisor's [`Observer`], and how a guest that QEMU ended by itself ended. Knows nothing
+//! about kernels, plans or disks: it gets a command line.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Instant;
 
+use crate::backend::supervise::{
+    self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
+};
 use crate::backend::{Cancel, Deadlines, ResultStream};
-use crate::results::{BootEnd, Deadline, InfraCause};
+use crate::results::{BootEnd, ChannelStats, InfraCause};
 
+use super::args;
 use super::console::{self, Alarm};
 
 /// Printed by the agent as PID 1 (`guest-agent/src/init.rs` `READY_MARK`).
@@ -21,19 +25,13 @@ pub const READY_MARK: &str = "mmx-agent: init started";
 /// instruction it cannot emulate); QEMU then stops the vCPU and waits forever.
 pub const KVM_FAILURE: &str = "KVM internal error";
 
-/// Console lines kept in memory for excerpts.
-const EXCERPT_LINES: usize = 40;
-
-/// How often the logs and the process are polled. Small next to any boot (seconds) and cheap:
-/// a poll is three `read`s that usually return nothing.
-const POLL: Duration = Duration::from_millis(25);
-
 /// Everything needed to run one QEMU.
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub qemu: PathBuf,
+    /// Everything but the serial ports, which [`run_guest`] adds: they are sockets it opens.
     pub args: Vec<OsString>,
-    /// Files the serial chardevs write (named in `args`) and QEMU's own stdout+stderr.
+    /// Logs the supervisor writes: the console, the results port, QEMU's own stdout+stderr.
     pub console_log: PathBuf,
     pub results_log: PathBuf,
     pub qemu_log: PathBuf,
@@ -51,106 +49,13 @@ pub struct Watched {
     pub exited_at: Instant,
     /// QEMU's stderr said KVM could not run the guest.
     pub kvm_failed: bool,
+    /// Per channel: bytes, lines and what the bounds did.
+    pub channels: BTreeMap<String, ChannelStats>,
 }
 
-impl Watched {
-    /// Nothing seen yet.
-    fn new(plan: &protocol::Plan) -> Watched {
-        Watched {
-            stream: ResultStream::new(plan),
-            end: BootEnd::Completed,
-            qemu_started: None,
-            ready_at: None,
-            exited_at: Instant::now(),
-            kvm_failed: false,
-        }
-    }
-}
-
-/// Kills QEMU when dropped, whichever way the watcher leaves (return, `?`, panic).
-struct Running(duct::Handle);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Already exited: kill is a no-op that reaps. Otherwise SIGKILL and reap.
-        let _ = self.0.kill();
-    }
-}
-
-/// Reads a growing file and hands out whole lines.
-#[derive(Debug)]
-pub struct Tail {
-    path: PathBuf,
-    file: Option<File>,
-    lines: LineSplitter,
-}
-
-impl Tail {
-    pub fn new(path: &Path) -> Tail {
-        Tail {
-            path: path.to_path_buf(),
-            file: None,
-            lines: LineSplitter::default(),
-        }
-    }
-
-    /// New complete lines since the last call (the file may not exist yet: QEMU creates it).
-    pub fn poll(&mut self) -> Vec<String> {
-        if self.file.is_none() {
-            self.file = File::open(&self.path).ok();
-        }
-        let Some(f) = self.file.as_mut() else {
-            return Vec::new();
-        };
-        let mut buf = Vec::new();
-        let _ = f.read_to_end(&mut buf);
-        self.lines.push(&buf)
-    }
-
-    /// Whatever is left after the writer is gone: the last line may lack its newline.
-    pub fn finish(&mut self) -> Vec<String> {
-        let mut out = self.poll();
-        out.extend(self.lines.flush());
-        out
-    }
-}
-
-/// Splits bytes into lines across reads; tolerates `\r\n` and invalid UTF-8.
-#[derive(Debug, Default)]
-pub struct LineSplitter {
-    partial: Vec<u8>,
-}
-
-impl LineSplitter {
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut out = Vec::new();
-        for &b in bytes {
-            if b == b'\n' {
-                out.push(self.take());
-            } else {
-                self.partial.push(b);
-            }
-        }
-        out
-    }
-
-    pub fn flush(&mut self) -> Option<String> {
-        (!self.partial.is_empty()).then(|| self.take())
-    }
-
-    fn take(&mut self) -> String {
-        let line = String::from_utf8_lossy(&self.partial)
-            .trim_end_matches('\r')
-            .to_string();
-        self.partial.clear();
-        line
-    }
-}
-
-/// State of the console as the watcher reads it.
+/// State of the console as the supervisor delivers it.
 #[derive(Debug, Default)]
 struct ConsoleState {
-    recent: VecDeque<String>,
     first: Option<Instant>,
     ready: Option<Instant>,
     /// The first alarm that stops the guest, with its (cleaned) line.
@@ -162,228 +67,173 @@ struct ConsoleState {
 }
 
 impl ConsoleState {
-    fn feed(&mut self, line: String, now: Instant) {
+    fn feed(&mut self, line: &str, now: Instant) {
         self.first.get_or_insert(now);
         if self.ready.is_none() && line.contains(READY_MARK) {
             self.ready = Some(now);
         }
-        match console::classify(&line) {
+        match console::classify(line) {
             Some(Alarm::AgentInitFailed) => {
                 self.init_failed
-                    .get_or_insert_with(|| console::clean(&line).to_string());
+                    .get_or_insert_with(|| console::clean(line).to_string());
             }
             Some(Alarm::AgentPanic) => {
                 self.agent_panic
-                    .get_or_insert_with(|| console::clean(&line).to_string());
+                    .get_or_insert_with(|| console::clean(line).to_string());
             }
             Some(alarm) if self.fatal.is_none() && alarm.kills_guest() => {
-                self.fatal = Some((alarm, console::clean(&line).to_string()));
+                self.fatal = Some((alarm, console::clean(line).to_string()));
             }
             _ => {}
         }
-        if self.recent.len() == EXCERPT_LINES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(line);
-    }
-
-    fn excerpt(&self) -> String {
-        let text: Vec<&str> = self.recent.iter().map(String::as_str).collect();
-        console::excerpt(&text.join("\n"), EXCERPT_LINES)
     }
 }
 
-/// Start QEMU and watch it to its end. Never returns an error: a QEMU that cannot start is a
-/// [`BootEnd::Infra`] carrying its stderr.
+/// The guest as the supervisor's observer: console alarms stop it, and so does QEMU saying
+/// KVM cannot run it.
+#[derive(Debug, Default)]
+struct Guest {
+    console: ConsoleState,
+    kvm_failed: bool,
+}
+
+impl Observer for Guest {
+    fn line(&mut self, channel: &ChannelInfo, line: &Line, view: &View) -> Option<BootEnd> {
+        match channel.role {
+            Role::Console => {
+                let had_fatal = self.console.fatal.is_some();
+                self.console.feed(&line.text, Instant::now());
+                match &self.console.fatal {
+                    Some((alarm, text)) if !had_fatal => Some(BootEnd::Panic {
+                        line: format!("{}: {text}", alarm.as_str()),
+                        excerpt: view.excerpt(Role::Console),
+                    }),
+                    _ => None,
+                }
+            }
+            Role::Diagnostics if line.text.contains(KVM_FAILURE) => {
+                self.kvm_failed = true;
+                Some(kvm_unusable())
+            }
+            Role::Diagnostics | Role::Results => None,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.console.ready.is_some()
+    }
+}
+
+fn kvm_unusable() -> BootEnd {
+    BootEnd::infra(
+        InfraCause::KvmUnusable,
+        format!("{KVM_FAILURE}: KVM cannot run this guest (use --accel tcg)"),
+    )
+}
+
+/// Start QEMU and supervise it to its end. Never returns an error: a QEMU that cannot start is
+/// a [`BootEnd::Infra`] carrying why.
 pub fn run_guest(launch: &Launch, plan: &protocol::Plan, cancel: &Cancel) -> Watched {
-    let Launch {
-        qemu,
-        args,
-        console_log,
-        results_log,
-        qemu_log,
-        deadlines,
-    } = launch;
-    let mut watched = Watched::new(plan);
-    // The chardevs append to existing files; start from empty ones so the tails read this boot.
-    for p in [console_log, results_log] {
-        if let Err(e) = crate::rundir::create_nofollow(p) {
+    let mut watched = Watched {
+        stream: ResultStream::new(plan),
+        end: BootEnd::Completed,
+        qemu_started: None,
+        ready_at: None,
+        exited_at: Instant::now(),
+        kvm_failed: false,
+        channels: BTreeMap::new(),
+    };
+    let channels = match channels(launch) {
+        Ok(c) => c,
+        Err(e) => {
             watched.end = BootEnd::infra(InfraCause::BootSetup, format!("{e:#}"));
             return watched;
         }
-    }
-    // As an OsStr, not a Path: duct would read a bare `qemu-system-x86_64` Path as `./…`.
-    let handle = duct::cmd(qemu.as_os_str(), args)
-        .stdin_null()
-        .stderr_to_stdout()
-        .stdout_path(qemu_log)
-        .unchecked()
-        .start();
-    let started = Instant::now();
-    let running = match handle {
-        Ok(h) => Running(h),
+    };
+    let (channels, console_fd, results_fd) = channels;
+    // A bare `qemu-system-x86_64` is looked up on PATH.
+    let mut command = Command::new(&launch.qemu);
+    command
+        .args(&launch.args)
+        .args(args::serial_args(console_fd, results_fd));
+    let spec = supervise::Spec {
+        command,
+        channels,
+        stdin: Stdin::Null,
+        // Nothing in a guest is worth a graceful stop: its results are already out.
+        stop: Stop::Kill,
+        deadlines: launch.deadlines,
+        cancel: cancel.clone(),
+    };
+    let mut guest = Guest::default();
+    let sup = match supervise::run(spec, Some(ResultStream::new(plan)), &mut guest) {
+        Ok(s) => s,
         Err(e) => {
-            watched.end = BootEnd::infra(
-                InfraCause::Spawn,
-                format!("starting {}: {e}", qemu.display()),
-            );
-            watched.exited_at = Instant::now();
+            watched.end = BootEnd::infra(InfraCause::Spawn, e.to_string());
             return watched;
         }
     };
-    watched.qemu_started = Some(started);
-
-    let mut console_tail = Tail::new(console_log);
-    let mut results_tail = Tail::new(results_log);
-    let mut qemu_tail = Tail::new(qemu_log);
-    let mut con = ConsoleState::default();
-    let mut last_output = started;
-    let mut stopped: Option<BootEnd> = None;
-
-    let status = loop {
-        let exited = running.0.try_wait();
-        let now = Instant::now();
-        let (con_lines, res_lines, qemu_lines) = match exited {
-            Ok(Some(_)) | Err(_) => (
-                console_tail.finish(),
-                results_tail.finish(),
-                qemu_tail.finish(),
-            ),
-            Ok(None) => (console_tail.poll(), results_tail.poll(), qemu_tail.poll()),
-        };
-        if !con_lines.is_empty() || !res_lines.is_empty() {
-            last_output = now;
-        }
-        for line in con_lines {
-            con.feed(line, now);
-        }
-        for line in res_lines {
-            watched.stream.feed_line(&line);
-        }
-        if qemu_lines.iter().any(|l| l.contains(KVM_FAILURE)) {
-            watched.kvm_failed = true;
-        }
-        match exited {
-            Ok(Some(out)) => break Some(out.status.to_string()),
-            Err(e) => break Some(format!("waiting for qemu failed: {e}")),
-            Ok(None) => {}
-        }
-        if stopped.is_none() {
-            stopped = watchdog(&con, &watched, deadlines, started, last_output, now, cancel);
-            if stopped.is_some() {
-                break None;
-            }
-        }
-        std::thread::sleep(POLL);
-    };
-    // Stop QEMU now (a no-op when it exited) and read what it left.
-    drop(running);
-    watched.exited_at = Instant::now();
-    for line in console_tail.finish() {
-        con.feed(line, watched.exited_at);
-    }
-    for line in results_tail.finish() {
-        watched.stream.feed_line(&line);
-    }
-    watched.ready_at = con.ready;
-    let qemu_output = std::fs::read_to_string(qemu_log).unwrap_or_default();
-    watched.kvm_failed |= qemu_output.contains(KVM_FAILURE);
-    watched.end = stopped.unwrap_or_else(|| {
+    watched.qemu_started = Some(sup.started);
+    watched.exited_at = sup.exited_at;
+    watched.ready_at = guest.console.ready;
+    watched.kvm_failed = guest.kvm_failed;
+    watched.channels = sup.channels();
+    let qemu_output = sup.tail("qemu").join("\n");
+    let console_excerpt = sup.view().excerpt(Role::Console);
+    let stream = sup.stream.unwrap_or_else(|| ResultStream::new(plan));
+    watched.end = sup.stopped.unwrap_or_else(|| {
         classify_exit(
-            &con,
-            &watched,
-            status.as_deref().unwrap_or("?"),
+            &guest.console,
+            &stream,
+            sup.status,
             &qemu_output,
+            &console_excerpt,
         )
     });
+    watched.stream = stream;
     watched
 }
 
-/// The watchdogs and alarms, checked once per poll while QEMU runs: `Some` stops the guest.
-fn watchdog(
-    con: &ConsoleState,
-    watched: &Watched,
-    deadlines: &Deadlines,
-    started: Instant,
-    last_output: Instant,
-    now: Instant,
-    cancel: &Cancel,
-) -> Option<BootEnd> {
-    if let Some((alarm, line)) = &con.fatal {
-        return Some(BootEnd::Panic {
-            line: format!("{}: {line}", alarm.as_str()),
-            excerpt: con.excerpt(),
-        });
-    }
-    if watched.kvm_failed {
-        return Some(BootEnd::infra(
-            InfraCause::KvmUnusable,
-            format!("{KVM_FAILURE}: KVM cannot run this guest (use --accel tcg)"),
-        ));
-    }
-    if watched.stream.broke_contract() {
-        return Some(BootEnd::infra(
-            InfraCause::ProtocolViolation,
-            "the agent broke the results contract",
-        ));
-    }
-    if cancel.is_cancelled() {
-        return Some(BootEnd::infra(
-            InfraCause::Cancelled,
-            "interrupted (Ctrl-C)",
-        ));
-    }
-    let timeout = |deadline: Deadline, d: Duration| BootEnd::Timeout {
-        deadline,
-        seconds: d.as_secs_f64(),
-        excerpt: con.excerpt(),
-    };
-    let elapsed = now.saturating_duration_since(started);
-    if elapsed > deadlines.plan {
-        return Some(timeout(Deadline::Plan, deadlines.plan));
-    }
-    if con.ready.is_none() && elapsed > deadlines.boot {
-        return Some(timeout(Deadline::Boot, deadlines.boot));
-    }
-    if now.saturating_duration_since(last_output) > deadlines.silence {
-        return Some(timeout(Deadline::Silence, deadlines.silence));
-    }
-    None
+/// The three channels and the descriptor numbers QEMU gets the two serial sockets under.
+fn channels(launch: &Launch) -> anyhow::Result<(Vec<Channel>, i32, i32)> {
+    let log = |p: &PathBuf| crate::rundir::create_nofollow(p).map(Some);
+    let (console, console_fd) =
+        Channel::socket("console", Role::Console, log(&launch.console_log)?)?;
+    let (results, results_fd) =
+        Channel::socket("results", Role::Results, log(&launch.results_log)?)?;
+    let qemu = Channel::stdout_and_stderr("qemu", Role::Diagnostics, log(&launch.qemu_log)?);
+    Ok((vec![console, results, qemu], console_fd, results_fd))
 }
 
 /// How a guest ended that QEMU ended by itself (power-off, panic reboot, or QEMU's own error).
 fn classify_exit(
     con: &ConsoleState,
-    watched: &Watched,
-    status: &str,
+    stream: &ResultStream,
+    status: Option<ExitStatus>,
     qemu_output: &str,
+    excerpt: &str,
 ) -> BootEnd {
+    let status = status.map_or_else(|| "?".to_string(), |s| s.to_string());
     if let Some((alarm, line)) = &con.fatal {
         return BootEnd::Panic {
             line: format!("{}: {line}", alarm.as_str()),
-            excerpt: con.excerpt(),
+            excerpt: excerpt.to_string(),
         };
     }
     if let Some(line) = &con.agent_panic {
         return BootEnd::Panic {
             line: format!("{}: {line}", Alarm::AgentPanic.as_str()),
-            excerpt: con.excerpt(),
+            excerpt: excerpt.to_string(),
         };
     }
-    if watched.stream.broke_contract() {
+    if stream.broke_contract() {
         return BootEnd::infra(
             InfraCause::ProtocolViolation,
             "the agent broke the results contract",
         );
     }
-    if watched.stream.is_done() {
+    if stream.is_done() {
         return BootEnd::Completed;
-    }
-    if watched.kvm_failed {
-        return BootEnd::infra(
-            InfraCause::KvmUnusable,
-            format!("{KVM_FAILURE}: KVM cannot run this guest (use --accel tcg)"),
-        );
     }
     if let Some(line) = &con.init_failed {
         return BootEnd::infra(
@@ -402,50 +252,35 @@ fn classify_exit(
     }
     BootEnd::Panic {
         line: format!("the guest stopped before the agent reported done (qemu: {status})"),
-        excerpt: con.excerpt(),
+        excerpt: excerpt.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_split_across_reads() {
-        let mut s = LineSplitter::default();
-        assert!(s.push(b"Linux ver").is_empty());
-        assert_eq!(
-            s.push(b"sion 6.1\r\nnext\n\xffpart"),
-            ["Linux version 6.1", "next"]
-        );
-        assert_eq!(s.flush().as_deref(), Some("\u{fffd}part"));
-        assert_eq!(s.flush(), None);
-    }
+    use std::os::unix::process::ExitStatusExt;
 
     #[test]
     fn console_state_finds_ready_and_the_first_fatal_alarm() {
         let mut c = ConsoleState::default();
         let t = Instant::now();
-        c.feed("[    2.88] Run /init as init process".into(), t);
-        c.feed(READY_MARK.into(), t);
+        c.feed("[    2.88] Run /init as init process", t);
+        c.feed(READY_MARK, t);
         c.feed(
-            "[    9.1] BUG: kernel NULL pointer dereference, address: 08".into(),
+            "[    9.1] BUG: kernel NULL pointer dereference, address: 08",
             t,
         );
-        c.feed(
-            "[    9.2] Kernel panic - not syncing: Fatal exception".into(),
-            t,
-        );
+        c.feed("[    9.2] Kernel panic - not syncing: Fatal exception", t);
         assert!(c.ready.is_some());
         let (alarm, line) = c.fatal.clone().expect("alarm");
         assert_eq!(alarm, Alarm::Oops);
         assert_eq!(line, "BUG: kernel NULL pointer dereference, address: 08");
-        assert!(c.excerpt().contains("Fatal exception"));
     }
 
     #[test]
     fn exit_without_done_is_classified_by_what_was_seen() {
-        let w = Watched::new(&protocol::Plan {
+        let stream = ResultStream::new(&protocol::Plan {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "b".into(),
             scratch_dir: "/s".into(),
@@ -454,25 +289,29 @@ mod tests {
             probe: false,
             items: vec![],
         });
+        let exit = |code: i32| Some(ExitStatus::from_raw(code << 8));
         let none = ConsoleState::default();
-        let end = classify_exit(&none, &w, "exit status: 1", "qemu: -foo: invalid option");
+        let end = classify_exit(&none, &stream, exit(1), "qemu: -foo: invalid option", "");
         assert!(
             matches!(&end, BootEnd::Infra { cause: InfraCause::GuestSilent, message } if message.contains("invalid option")),
             "{end:?}"
         );
         let mut init = ConsoleState::default();
         init.feed(
-            "mmx-agent: init failed: open(/dev/ttyS1) failed: ENOENT".into(),
+            "mmx-agent: init failed: open(/dev/ttyS1) failed: ENOENT",
             Instant::now(),
         );
         assert!(matches!(
-            classify_exit(&init, &w, "exit status: 0", ""),
-            BootEnd::Infra { .. }
+            classify_exit(&init, &stream, exit(0), "", ""),
+            BootEnd::Infra {
+                cause: InfraCause::AgentSetup,
+                ..
+            }
         ));
         let mut quiet = ConsoleState::default();
-        quiet.feed("reboot: Power down".into(), Instant::now());
+        quiet.feed("reboot: Power down", Instant::now());
         assert!(matches!(
-            classify_exit(&quiet, &w, "exit status: 0", ""),
+            classify_exit(&quiet, &stream, exit(0), "", "reboot: Power down"),
             BootEnd::Panic { .. }
         ));
     }

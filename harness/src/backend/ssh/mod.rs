@@ -15,12 +15,16 @@ use std::time::Duration;
 use crate::backend::{BootOutput, BootRequest, Cancel};
 use crate::cell::SmtSetting;
 use crate::matrix::Host;
-use crate::results::{Accel, InfraCause};
+use crate::results::{Accel, BootEnd, InfraCause};
 
 pub mod args;
 mod remote;
 mod step;
 mod visit;
+
+/// Where each session's private control dir goes (`CONTROL_BASE/CONTROL_PREFIX*`).
+pub const CONTROL_BASE: &str = "/tmp";
+pub const CONTROL_PREFIX: &str = "mmx-ssh-";
 
 /// How long a provision or teardown hook may take (cloud instances can be slow to start).
 const HOOK_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -62,9 +66,14 @@ impl HostSession {
         let mut broken = None;
         // Short and fixed: unix socket paths are limited to ~100 bytes (ssh adds a suffix).
         let control = tempfile::Builder::new()
-            .prefix("mmx-ssh-")
-            .tempdir_in("/tmp")
-            .map_err(|e| format!("creating a private dir for the ssh control socket in /tmp: {e}"));
+            .prefix(CONTROL_PREFIX)
+            .tempdir_in(CONTROL_BASE)
+            .map_err(|e| format!("creating a private dir for the ssh control socket in /tmp: {e}"))
+            .and_then(|d| {
+                crate::backend::leftovers::claim(d.path())
+                    .map(|()| d)
+                    .map_err(|e| format!("{e:#}"))
+            });
         let control = match control {
             Ok(d) => Some(d),
             Err(e) => {
@@ -170,9 +179,11 @@ fn run_hook(kind: &str, host: &Host, cmd: Option<&str>, cancel: &Cancel) -> Resu
         Ok(o) if o.code == Some(0) => Ok(()),
         Ok(o) => Err(fail(format!("failed (exit {:?})", o.code), &o)),
         Err(step::StepError::Spawn(m)) => Err(format!("{kind} hook of host `{}`: {m}", host.name)),
-        Err(step::StepError::TimedOut(o)) => {
+        Err(step::StepError::Stopped(BootEnd::Timeout { .. }, o)) => {
             Err(fail(format!("took over {} s", HOOK_LIMIT.as_secs()), &o))
         }
-        Err(step::StepError::Cancelled(o)) => Err(fail("was interrupted".into(), &o)),
+        Err(step::StepError::Stopped(end, o)) => {
+            Err(fail(format!("was stopped ({})", end.summary()), &o))
+        }
     }
 }

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use protocol::{CellResult, Evidence, Outcome};
@@ -20,12 +19,14 @@ use sha2::{Digest, Sha256};
 
 use super::args::{classify_failure, command_args, describe};
 use super::remote::{self, command_line, parse_status, status_value, SMT_CONTROL};
-use super::step::{self, StepError, StepOutput, Streamed};
-use crate::backend::local::tail_of;
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, ResultStream};
+use super::step::{self, StepError, StepOutput};
+use crate::backend::supervise::{
+    self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
+};
+use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines, ResultStream};
 use crate::cell::SmtSetting;
 use crate::matrix::Host;
-use crate::results::{Accel, BootEnd, Deadline, InfraCause, RunDir};
+use crate::results::{Accel, BootEnd, ChannelStats, Deadline, InfraCause, RunDir};
 
 /// Connecting and copying the agent (a few MB) to the host.
 const PREPARE_LIMIT: Duration = Duration::from_secs(120);
@@ -54,6 +55,8 @@ struct Visit<'a> {
     smt_old: Option<String>,
     /// What the run script said about its own cleanup: `Some(empty)`: all clean.
     self_cleaned: Option<Vec<String>>,
+    /// The run's channels (results, agent), once it ran.
+    channels: BTreeMap<String, ChannelStats>,
 }
 
 /// Run `req` on `host` over the connection whose socket lives in `control_dir`.
@@ -81,6 +84,7 @@ pub fn run(
         dir: None,
         smt_old: None,
         self_cleaned: None,
+        channels: BTreeMap::new(),
     };
     let mut stream = ResultStream::new(&req.plan);
     let end = match v.prepare_and_run(
@@ -118,7 +122,7 @@ pub fn run(
         logs,
         timings_ms: v.timings,
         kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),
-        channels: Default::default(),
+        channels: std::mem::take(&mut v.channels),
     }
 }
 
@@ -148,7 +152,7 @@ impl Visit<'_> {
         let who = describe(self.host);
         let (out, failure) = match res {
             Err(StepError::Spawn(m)) => return Err((InfraCause::Spawn, m)),
-            Err(StepError::TimedOut(o)) => {
+            Err(StepError::Stopped(BootEnd::Timeout { .. }, o)) => {
                 let m = format!(
                     "{what} on {who} took over {} s; ssh said: {}",
                     limit.as_secs(),
@@ -156,10 +160,13 @@ impl Visit<'_> {
                 );
                 (o, Some((InfraCause::Connection, m)))
             }
-            Err(StepError::Cancelled(o)) => (
-                o,
-                Some((InfraCause::Cancelled, "interrupted (Ctrl-C)".to_string())),
-            ),
+            Err(StepError::Stopped(BootEnd::Infra { cause, message }, o)) => {
+                (o, Some((cause, message)))
+            }
+            Err(StepError::Stopped(end, o)) => {
+                let m = format!("{what} on {who} was stopped: {}", end.summary());
+                (o, Some((InfraCause::Internal, m)))
+            }
             Ok(o) if o.code == Some(255) => {
                 let m = classify_failure(self.host, &o.stderr);
                 (o, Some((InfraCause::Connection, m)))
@@ -286,12 +293,13 @@ impl Visit<'_> {
             }
         }
 
-        // The run: result lines live on stdout, the agent's stderr (and ssh's) in the agent log.
-        let stderr = self
-            .req
-            .run_dir
-            .create_log(agent_rel)
-            .map_err(|e| (InfraCause::BootSetup, format!("{e:#}")))?;
+        // The run: result lines and the run script's status lines on stdout, the agent's
+        // stderr (and ssh's) in the agent log.
+        let open = |rel: &Path| self.req.run_dir.create_log(rel);
+        let (stderr_log, results_log) = match (open(agent_rel), open(results_rel)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return Err((InfraCause::BootSetup, format!("{e:#}"))),
+        };
         let remote_limit = (limit.as_secs() + REMOTE_GRACE_S).to_string();
         let cmd = command_line(
             self.use_sudo,
@@ -299,83 +307,66 @@ impl Visit<'_> {
             &[&dir, smt.word(), &remote_limit, SMT_CONTROL],
         );
         let args = command_args(self.host, self.control_dir, &cmd);
-        let mut results_log = self.req.run_dir.create_log(results_rel).ok();
-        let mut run = step::Streaming::start(&args, Stdio::from(stderr)).map_err(|e| match e {
-            StepError::Spawn(m) => (InfraCause::Spawn, m),
-            other => (InfraCause::Connection, format!("{other:?}")),
-        })?;
+        // The visit's deadlines run from its start; the run gets what connect and copy left.
+        let spent = self.start.elapsed();
+        let d = self.req.deadlines.under(Accel::Metal);
+        let spec = supervise::Spec {
+            command: step::ssh(&args),
+            channels: vec![
+                Channel::stdout("results", Role::Results, Some(results_log)),
+                Channel::stderr("agent", Role::Diagnostics, Some(stderr_log)),
+            ],
+            stdin: Stdin::Hold,
+            stop: Stop::CloseStdin {
+                grace: supervise::SSH_RUN_STOP_GRACE,
+            },
+            deadlines: Deadlines {
+                boot: d.boot.saturating_sub(spent),
+                silence: d.silence,
+                plan: d.plan.saturating_sub(spent),
+            },
+            cancel: self.req.cancel.clone(),
+        };
         self.timings
             .insert("agent-start".into(), ms_between(self.start, Instant::now()));
-        let mut stopped: Option<BootEnd> = None;
-        let mut error_line: Option<String> = None;
-        let mut unsupported: Option<(String, String)> = None;
-        let code = loop {
-            match run.next(Duration::from_millis(100)) {
-                Some(Streamed::Line(line)) => {
-                    if let Some(f) = results_log.as_mut() {
-                        let _ = writeln!(f, "{line}");
-                    }
-                    match parse_status(&line) {
-                        Some((key, value)) => {
-                            self.log(&line);
-                            match key {
-                                "smt-old" => self.smt_old = Some(value.to_string()),
-                                "error" => error_line = Some(value.to_string()),
-                                "cleaned" => self.self_cleaned = Some(vec![]),
-                                "left" | "left-mounted" | "smt-not-restored" => {
-                                    self.self_cleaned = Some(vec![format!("{key} {value}")])
-                                }
-                                "unsupported" => {
-                                    let (w, c) = value.split_once(' ').unwrap_or((value, ""));
-                                    unsupported = Some((w.to_string(), c.to_string()));
-                                }
-                                _ => {}
-                            }
-                        }
-                        None => {
-                            stream.feed_line(&line);
-                        }
-                    }
-                }
-                Some(Streamed::Exited(code)) => break code,
-                None => {}
-            }
-            if stopped.is_none() {
-                if stream.broke_contract() {
-                    stopped = Some(BootEnd::infra(
-                        InfraCause::ProtocolViolation,
-                        "the agent broke the results contract",
-                    ));
-                } else if cancel.is_cancelled() {
-                    stopped = Some(BootEnd::infra(
-                        InfraCause::Cancelled,
-                        "interrupted (Ctrl-C)",
-                    ));
-                } else if self.start.elapsed() > limit {
-                    stopped = Some(BootEnd::Timeout {
-                        deadline: Deadline::Plan,
-                        seconds: limit.as_secs_f64(),
-                        excerpt: tail_of(&self.req.run_dir.abs(agent_rel), 20),
-                    });
-                }
-                if stopped.is_some() {
-                    // Closing the channel is what stops the agent: it sees EOF on stdin.
-                    let code = run.stop();
-                    self.log(&format!("stopped the run (ssh exit {code:?})"));
-                    break code;
-                }
-            }
+        let mut script = RunScript {
+            start: self.start,
+            log: &mut self.ssh_log,
+            smt_old: None,
+            error: None,
+            cleaned: None,
+            unsupported: None,
         };
-        self.log(&format!("run: ssh exit {code:?}"));
-        let tail = || tail_of(&self.req.run_dir.abs(agent_rel), 20);
-        if let Some(end) = stopped {
+        let sup = supervise::run(spec, Some(ResultStream::new(&self.req.plan)), &mut script)
+            .map_err(|e| (InfraCause::Spawn, e.to_string()))?;
+        let RunScript {
+            smt_old,
+            error,
+            cleaned,
+            unsupported,
+            ..
+        } = script;
+        self.smt_old = smt_old;
+        self.self_cleaned = cleaned;
+        self.channels = sup.channels();
+        let code = sup.status.and_then(|s| s.code());
+        let tail = sup.view().excerpt(Role::Diagnostics);
+        *stream = sup
+            .stream
+            .unwrap_or_else(|| ResultStream::new(&self.req.plan));
+        if let Some(end) = sup.stopped {
+            self.log(&format!(
+                "stopped the run: {} (ssh exit {code:?})",
+                end.summary()
+            ));
             return Ok(end);
         }
+        self.log(&format!("run: ssh exit {code:?}"));
         if let Some((want, cur)) = unsupported {
             stream.answer_unreported(|item, cell| smt_unsupported(item, cell, &want, &cur));
             return Ok(BootEnd::Completed);
         }
-        if let Some(msg) = error_line {
+        if let Some(msg) = error {
             return Err(host_setup(format!("on {who}: {msg}")));
         }
         if stream.is_done() {
@@ -387,17 +378,17 @@ impl Visit<'_> {
                 format!(
                     "the connection to {who} was lost during the run (ssh exited 255); the \
                      agent log ends: {}",
-                    last_lines(&tail(), 3)
+                    last_lines(&tail, 3)
                 ),
             ),
             Some(124) => BootEnd::Timeout {
                 deadline: Deadline::Plan,
                 seconds: (limit.as_secs() + REMOTE_GRACE_S) as f64,
-                excerpt: tail(),
+                excerpt: tail,
             },
             Some(c) => BootEnd::Panic {
                 line: format!("mmx-agent on {who} ended before finishing the plan (exit {c})"),
-                excerpt: tail(),
+                excerpt: tail,
             },
             None => BootEnd::infra(
                 InfraCause::Connection,
@@ -448,6 +439,45 @@ impl Visit<'_> {
                 other
             }
         }
+    }
+}
+
+/// The run script's status lines (`mmx-ssh: KEY VALUE`) beside the result lines on stdout:
+/// logged to the ssh log and kept for the visit.
+struct RunScript<'a> {
+    start: Instant,
+    log: &'a mut Option<File>,
+    smt_old: Option<String>,
+    error: Option<String>,
+    /// `Some(empty)`: the script cleaned up; else what it left.
+    cleaned: Option<Vec<String>>,
+    unsupported: Option<(String, String)>,
+}
+
+impl Observer for RunScript<'_> {
+    fn line(&mut self, channel: &ChannelInfo, line: &Line, _: &View) -> Option<BootEnd> {
+        if channel.role != Role::Results {
+            return None;
+        }
+        let (key, value) = parse_status(&line.text)?;
+        if let Some(f) = self.log.as_mut() {
+            let ms = ms_between(self.start, Instant::now());
+            let _ = writeln!(f, "[{ms:9.1} ms] {}", line.text.trim_end());
+        }
+        match key {
+            "smt-old" => self.smt_old = Some(value.to_string()),
+            "error" => self.error = Some(value.to_string()),
+            "cleaned" => self.cleaned = Some(vec![]),
+            "left" | "left-mounted" | "smt-not-restored" => {
+                self.cleaned = Some(vec![format!("{key} {value}")])
+            }
+            "unsupported" => {
+                let (w, c) = value.split_once(' ').unwrap_or((value, ""));
+                self.unsupported = Some((w.to_string(), c.to_string()));
+            }
+            _ => {}
+        }
+        None
     }
 }
 
