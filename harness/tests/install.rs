@@ -122,7 +122,7 @@ fn assert_passing_run(dir: &Path, min_cells: usize) {
     let cells = run["cells"].as_array().expect("cells");
     assert!(cells.len() >= min_cells, "{} cells: {cells:?}", cells.len());
     for c in cells {
-        assert_eq!(c["outcome"], "pass", "{}", c["id"]);
+        assert_eq!(c["outcome"], "pass", "{}", c["key"]);
     }
 }
 
@@ -225,7 +225,7 @@ fn an_installed_mmx_sets_up_checks_and_runs_a_repository_of_its_own() {
             .as_array()
             .expect("cells")
             .iter()
-            .all(|c| c["kernel"] == "debian-6.12"));
+            .all(|c| c["key"]["target"]["kernel"] == "debian-6.12"));
     }
 }
 
@@ -459,7 +459,7 @@ fn doctor_checks_a_hosts_key_without_logging_in() {
         format!(
             "kernels = []\n[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n\
              [[hosts]]\nname = \"lo\"\ndestination = \"root@127.0.0.1\"\nport = {port}\n\
-             identity_file = \"{}\"\nssh_options = [\"UserKnownHostsFile={}\"]\n",
+             identity_file = \"{}\"\nssh_options = [\"UserKnownHostsFile={}\"]\nallow_ssh_options = [{{ option = \"UserKnownHostsFile\", reason = \"the test sshd's throwaway key\" }}]\n",
             p("user").display(),
             p("known_hosts").display()
         ),
