@@ -135,10 +135,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             );
             Ok(merged.cells.iter().all(|c| c.is_ok()))
         }
-        Command::Kernels { cmd, root } => {
-            harness::kernels::run_cmd(cmd, &root)?;
-            Ok(true)
-        }
+        Command::Kernels { cmd, root } => harness::kernels::run_cmd(cmd, &root),
         Command::Cells { matrix, backend } => {
             let m = harness::matrix::Matrix::load(&matrix)?;
             let cells = match backend {
