@@ -135,7 +135,10 @@ pub fn ensure_opts(
         .and_then(|k| check_needs(recipe, k))
         .map_err(|e| match e {
             // These name the kernel already, and must read as what they are.
-            e @ (KernelError::Build { .. } | KernelError::MissingOptions { .. }) => e,
+            e @ (KernelError::Build { .. }
+            | KernelError::MissingOptions { .. }
+            | KernelError::NotLocked { .. }
+            | KernelError::StaleLock { .. }) => e,
             e => KernelError::Kernel {
                 name: recipe.name.clone(),
                 source: Box::new(e),
