@@ -16,7 +16,8 @@ use super::{cached, ensure, ensure_opts, Cache, EnsureOptions, KernelError, Reso
 pub enum KernelsCmd {
     /// Resolve every Debian recipe to exact packages and rewrite kernels/kernels.lock.
     Lock,
-    /// Download and extract kernels into the cache (all recipes, or the ones named).
+    /// Download and extract kernels into the cache (all Debian and path recipes, or the ones
+    /// named; a named source recipe is built).
     Fetch {
         /// Recipe names (file stems in kernels/), e.g. debian-6.12.
         names: Vec<String>,
@@ -50,6 +51,14 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
         KernelsCmd::Fetch { names } => {
             let lock = LockFile::load(&lock_path)?;
             for recipe in select(&recipes, &names)? {
+                // Fetching everything must not start ten-minute builds; naming one does.
+                if names.is_empty() && matches!(recipe.source, RecipeSource::Build(_)) {
+                    println!(
+                        "{:<20} source recipe: not fetched (`mmx kernels build {}` builds it)",
+                        recipe.name, recipe.name
+                    );
+                    continue;
+                }
                 match ensure(recipe, &lock, &cache) {
                     Ok(k) => print_kernel(&k),
                     Err(e @ KernelError::Build { .. }) => {
@@ -95,7 +104,7 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
         KernelsCmd::ConfigFragment => Ok(true),
         KernelsCmd::List => {
             let lock = LockFile::load(&lock_path)?;
-            println!("{:<14} {:<40} {:<34} CACHED", "NAME", "SOURCE", "LOCKED");
+            println!("{:<20} {:<40} {:<34} CACHED", "NAME", "SOURCE", "LOCKED");
             for r in &recipes {
                 let locked = match &r.source {
                     RecipeSource::Path { .. } => "(path: not locked)".to_string(),
@@ -112,7 +121,7 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
                     None => "no".to_string(),
                 };
                 println!(
-                    "{:<14} {:<40} {:<34} {is_cached}",
+                    "{:<20} {:<40} {:<34} {is_cached}",
                     r.name,
                     r.source_label(),
                     locked
@@ -132,7 +141,7 @@ fn print_kernel(k: &ResolvedKernel) {
         (false, false) => format!("built in {:.0}s", t.build.as_secs_f64()),
     };
     println!(
-        "{:<14} {:<32} {} modules, vmlinuz {:.1} MiB, {how} (download {:.1}s, extract {:.1}s, total {:.2}s)",
+        "{:<20} {:<32} {} modules, vmlinuz {:.1} MiB, {how} (download {:.1}s, extract {:.1}s, total {:.2}s)",
         k.name,
         k.release,
         k.modules.len(),
@@ -143,13 +152,13 @@ fn print_kernel(k: &ResolvedKernel) {
     );
     if !k.unavailable.is_empty() {
         println!(
-            "{:<14} not in this kernel: {}",
+            "{:<20} not in this kernel: {}",
             "",
             k.unavailable.join(", ")
         );
     }
     if matches!(k.provenance, super::KernelProvenance::Built(_)) {
-        println!("{:<14} {}", "", k.provenance.describe());
+        println!("{:<20} {}", "", k.provenance.describe());
     }
 }
 
@@ -203,12 +212,12 @@ fn lock(recipes: &[Recipe], lock_path: &Path, cache: &Cache) -> anyhow::Result<(
                 .iter()
                 .map(|p| format!("{}={}", p.name, p.version))
                 .collect();
-            println!("{:<14} {:<10} {}", r.name, change, pkgs.join(" "));
+            println!("{:<20} {:<10} {}", r.name, change, pkgs.join(" "));
             new.upsert(entry);
         }
     }
     for gone in old.kernels.iter().filter(|o| new.get(&o.name).is_none()) {
-        println!("{:<14} removed (no recipe)", gone.name);
+        println!("{:<20} removed (no recipe)", gone.name);
     }
     new.save(lock_path)?;
     println!("wrote {}", lock_path.display());

@@ -422,7 +422,12 @@ fn rejected(
     let (file, hunk) = match hunk {
         Some(h) => (
             h.file.clone(),
-            format!("hunk #{} of {} rejected:\n{}", h.number, h.file, h.text.trim_end()),
+            format!(
+                "hunk #{} of {} rejected:\n{}",
+                h.number,
+                h.file,
+                h.text.trim_end()
+            ),
         ),
         None => (String::new(), output.trim().to_string()),
     };
