@@ -39,6 +39,7 @@ pub use fetch::{cached, ensure, ensure_opts, ensure_with, EnsureOptions, LockPol
 pub use lock::{LockFile, LockedKernel, LockedPackage};
 pub use modules::ModuleFeature;
 pub use recipe::{load_recipe, load_recipes, Recipe, RecipeSource};
+pub use srcbuild::ensure_source_at;
 
 /// A kernel ready to boot: everything in the cache (or, for `path` recipes, on the user's disk).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -228,7 +228,7 @@ pub(crate) fn ensure_source(
         SourceBase::Git { .. } => None,
     };
     let first = plan(recipe, spec, locked)?;
-    match build_planned(recipe, spec, cache, opts, first) {
+    match build_planned(recipe, spec, cache, opts, first, &recipe.name) {
         // The archive dropped the locked source package: as with binary kernels, follow it
         // loudly unless the lock is strict.
         Err(KernelError::Apt { op, detail }) if opts.policy == LockPolicy::FollowArchive => {
@@ -254,10 +254,45 @@ pub(crate) fn ensure_source(
                 fresh.packages[0].version
             );
             let fresh_plan = plan(recipe, spec, Some(&fresh))?;
-            build_planned(recipe, spec, cache, opts, fresh_plan)
+            build_planned(recipe, spec, cache, opts, fresh_plan, &recipe.name)
         }
         other => other,
     }
+}
+
+/// Build a git `[source]` recipe at another revision than its own (a bisect step), in the build
+/// directory `build_dir` (one per bisect: each step rebuilds only what changed since the last).
+/// Cached by content like any build, so a revision built before costs nothing.
+pub fn ensure_source_at(
+    recipe: &Recipe,
+    rev: &str,
+    build_dir: &str,
+    cache: &Cache,
+    opts: &EnsureOptions<'_>,
+) -> Result<ResolvedKernel, KernelError> {
+    let super::RecipeSource::Build(spec) = &recipe.source else {
+        return Err(recipe_error(
+            recipe,
+            1,
+            "source",
+            "not a [source] recipe".into(),
+        ));
+    };
+    let SourceBase::Git { tree, .. } = &spec.base else {
+        return Err(recipe_error(
+            recipe,
+            1,
+            "source.tree",
+            "building at another revision needs a git `tree`".into(),
+        ));
+    };
+    let mut at = spec.clone();
+    at.base = SourceBase::Git {
+        tree: tree.clone(),
+        rev: rev.to_string(),
+    };
+    let p = plan(recipe, &at, None)?;
+    build_planned(recipe, &at, cache, opts, p, build_dir)
 }
 
 fn build_planned(
@@ -266,6 +301,7 @@ fn build_planned(
     cache: &Cache,
     opts: &EnsureOptions<'_>,
     plan: Plan,
+    build_dir: &str,
 ) -> Result<ResolvedKernel, KernelError> {
     let entry = cache.dir("kernels")?.join(&plan.key);
     let hit = |mut k: ResolvedKernel| {
@@ -284,7 +320,7 @@ fn build_planned(
         name: recipe.name.clone(),
         error: Box::new(error),
     };
-    let dir = BuildDir::open(cache, &recipe.name)?;
+    let dir = BuildDir::open(cache, build_dir)?;
     let mut log = BuildLog::create(&dir.log_path()).map_err(failed)?;
     log.note(&format!(
         "kernel {} ({}), cache key {}",

@@ -155,7 +155,8 @@ pub fn prepare(
         }
         Base::Git { repo, commit } => {
             let id = format!("git:{}", repo.display());
-            if state.base.as_deref() != Some(id.as_str()) || !src.join(".git").exists() {
+            let fresh = state.base.as_deref() != Some(id.as_str()) || !src.join(".git").exists();
+            if fresh {
                 remove_dir_if_exists(&src)?;
                 git(
                     log,
@@ -178,17 +179,13 @@ pub fn prepare(
             }
             // Leftovers of a failed `git am` or of patched files, then the commit: git rewrites
             // only the files that differ, so make rebuilds only those.
-            let _ = run_captured(
-                Command::new("git")
-                    .arg("-C")
-                    .arg(&src)
-                    .args(["am", "--abort"]),
-                None,
-                log,
-                "git am --abort",
-            );
-            git(log, Some(&src), &["reset", "--quiet", "--hard"])?;
-            git(log, Some(&src), &["clean", "-fdxq"])?;
+            if !fresh {
+                if src.join(".git/rebase-apply").exists() {
+                    git(log, Some(&src), &["am", "--abort"])?;
+                }
+                git(log, Some(&src), &["reset", "--quiet", "--hard"])?;
+                git(log, Some(&src), &["clean", "-fdxq"])?;
+            }
             git(
                 log,
                 Some(&src),
