@@ -5,8 +5,8 @@
 //! source package's SHA-256 or the commit id), every patch's SHA-256 in order, the config inputs
 //! (mmx's fragment or the given file, and each fragment), and the compiler. A finished build is
 //! published as `<cache>/kernels/<key>/` (vmlinuz, config, build.log, kernel.json) with one
-//! rename, like fetched kernels; the build itself happens in the recipe's [`BuildDir`], kept for
-//! the next, incremental build. Whoever builds holds the entry's lock, so concurrent runs share
+//! rename, like fetched kernels; the build itself happens in a [`BuildDir`] shared by every build
+//! of the same tree and config (whatever the recipe) and kept for the next, incremental build. Whoever builds holds the entry's lock, so concurrent runs share
 //! one build; an interrupted or failed build publishes nothing.
 
 use std::fs;
@@ -39,6 +39,10 @@ struct Plan {
     patches: Vec<Patch>,
     compiler: String,
     key: String,
+    /// The build directory: shared by every build of the same tree (package, or repository)
+    /// with the same config inputs, whatever the recipe, so a recipe that adds a patch to
+    /// another's tree rebuilds incrementally.
+    build_dir: String,
 }
 
 enum PlannedBase {
@@ -147,20 +151,33 @@ fn plan(
     };
     let patches = patches::load(&spec.patches, &recipe.file)?;
     let compiler = compiler_version();
+    // Two hashes: the tree's identity and config (the build directory), and that plus the
+    // exact revision and patches (the cache entry).
+    let mut dir_parts: Vec<Vec<u8>> = vec![BUILD_FORMAT.to_vec()];
     let mut parts: Vec<Vec<u8>> = vec![BUILD_FORMAT.to_vec()];
-    match &base {
+    let slug = match &base {
         PlannedBase::Debian { locked, .. } => {
             let p = &locked.packages[0];
+            dir_parts.extend([b"debian".to_vec(), p.sha256.clone().into()]);
             parts.extend([
                 b"debian".to_vec(),
                 p.name.clone().into(),
                 p.sha256.clone().into(),
             ]);
+            p.name.clone()
         }
-        PlannedBase::Git { commit, .. } => {
+        PlannedBase::Git { commit, repo, .. } => {
+            dir_parts.extend([
+                b"git".to_vec(),
+                repo.as_os_str().as_encoded_bytes().to_vec(),
+            ]);
             parts.extend([b"git".to_vec(), commit.clone().into()]);
+            repo.file_name().map_or_else(
+                || "git".to_string(),
+                |n| format!("git-{}", n.to_string_lossy()),
+            )
         }
-    }
+    };
     for p in &patches {
         parts.push(p.sha256.clone().into());
     }
@@ -168,29 +185,35 @@ fn plan(
         fs::read(&l.value)
             .map_err(|e| recipe_error(recipe, l.line, key, format!("{}: {e}", l.value.display())))
     };
+    let mut config_parts: Vec<Vec<u8>> = Vec::new();
     match &spec.config {
         ConfigSpec::Minimal => {
-            parts.extend([
+            config_parts.extend([
                 b"minimal".to_vec(),
                 MINIMAL_BASE.into(),
                 fragment::fragment_text().into(),
             ]);
         }
         ConfigSpec::File(l) => {
-            parts.extend([b"file".to_vec(), read(l, "source.config")?]);
+            config_parts.extend([b"file".to_vec(), read(l, "source.config")?]);
         }
     }
     for f in &spec.fragments {
-        parts.push(read(f, "source.fragments")?);
+        config_parts.push(read(f, "source.fragments")?);
     }
-    parts.push(compiler.clone().into());
+    config_parts.push(compiler.clone().into());
+    dir_parts.extend(config_parts.iter().cloned());
+    parts.extend(config_parts);
     parts.extend(recipe.extra_modules.iter().map(|m| m.clone().into_bytes()));
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let dir_refs: Vec<&[u8]> = dir_parts.iter().map(Vec::as_slice).collect();
+    let build_dir = format!("{slug}-{}", &key(&dir_refs)[..12]);
     Ok(Plan {
         base,
         patches,
         compiler,
         key: key(&refs),
+        build_dir,
     })
 }
 
@@ -228,7 +251,8 @@ pub(crate) fn ensure_source(
         SourceBase::Git { .. } => None,
     };
     let first = plan(recipe, spec, locked)?;
-    match build_planned(recipe, spec, cache, opts, first, &recipe.name) {
+    let dir = first.build_dir.clone();
+    match build_planned(recipe, spec, cache, opts, first, &dir) {
         // The archive dropped the locked source package: as with binary kernels, follow it
         // loudly unless the lock is strict.
         Err(KernelError::Apt { op, detail }) if opts.policy == LockPolicy::FollowArchive => {
@@ -254,7 +278,8 @@ pub(crate) fn ensure_source(
                 fresh.packages[0].version
             );
             let fresh_plan = plan(recipe, spec, Some(&fresh))?;
-            build_planned(recipe, spec, cache, opts, fresh_plan, &recipe.name)
+            let dir = fresh_plan.build_dir.clone();
+            build_planned(recipe, spec, cache, opts, fresh_plan, &dir)
         }
         other => other,
     }
