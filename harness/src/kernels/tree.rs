@@ -1,6 +1,7 @@
 //! Source trees for builds, kept so that the next build is incremental.
 //!
-//! A [`BuildDir`] (`<cache>/builds/<name>/`, locked while in use) holds `src/` (the tree make
+//! A [`BuildDir`] (`<cache>/builds/<name>/`, locked while in use; the caller names it: one per
+//! tree and config for recipes, one per bisect) holds `src/` (the tree make
 //! reads), `out/` (make's `O=`), `build.log` and `state.json`. Preparing it for a new base or
 //! patch series rewrites only the files that change, so make recompiles only those:
 //! - a Debian source package is unpacked once into `<cache>/src/<key>/` (pristine, shared by
