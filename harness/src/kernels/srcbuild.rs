@@ -487,3 +487,86 @@ impl LockedKernel {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::recipe::load_recipe;
+    use crate::kernels::RecipeSource;
+
+    fn locked() -> LockedKernel {
+        LockedKernel {
+            name: "k".into(),
+            suite: "trixie".into(),
+            requested: "linux-source-6.12".into(),
+            release: "6.12.117-1".into(),
+            packages: vec![LockedPackage {
+                name: "linux-source-6.12".into(),
+                version: "6.12.117-1".into(),
+                sha256: "9141".into(),
+                filename: "pool/x.deb".into(),
+                size: 1,
+            }],
+        }
+    }
+
+    /// (cache key, build directory) of a recipe written into `dir`.
+    fn keys(dir: &Path, table: &str) -> (String, String) {
+        let file = dir.join("k.toml");
+        fs::write(
+            &file,
+            format!("[source]\ndebian = \"linux-source-6.12\"\n{table}"),
+        )
+        .unwrap();
+        let r = load_recipe(&file).unwrap();
+        let RecipeSource::Build(spec) = &r.source else {
+            panic!()
+        };
+        let p = plan(&r, spec, Some(&locked())).unwrap();
+        (p.key, p.build_dir)
+    }
+
+    #[test]
+    fn patches_change_the_entry_and_configs_change_the_build_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::write(d.join("a.patch"), "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n").unwrap();
+        fs::write(d.join("extra.config"), "CONFIG_EXT4_FS=y\n").unwrap();
+        let plain = keys(d, "");
+        let patched = keys(d, "patches = [\"*.patch\"]\n");
+        let fragment = keys(d, "fragments = [\"extra.config\"]\n");
+        assert_ne!(plain.0, patched.0);
+        assert_eq!(plain.1, patched.1, "a patch keeps the build directory");
+        assert!(plain.1.starts_with("linux-source-6.12-"), "{}", plain.1);
+        assert_ne!(plain.0, fragment.0);
+        assert_ne!(
+            plain.1, fragment.1,
+            "another config gets its own build directory"
+        );
+        // Same inputs, same key; a changed patch, another key.
+        assert_eq!(keys(d, "patches = [\"*.patch\"]\n"), patched);
+        fs::write(d.join("a.patch"), "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+c\n").unwrap();
+        assert_ne!(keys(d, "patches = [\"*.patch\"]\n").0, patched.0);
+    }
+
+    #[test]
+    fn a_missing_config_file_names_the_recipe_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("k.toml");
+        fs::write(
+            &file,
+            "[source]\ndebian = \"linux-source-6.12\"\nconfig = \"nope/.config\"\n",
+        )
+        .unwrap();
+        let r = load_recipe(&file).unwrap();
+        let RecipeSource::Build(spec) = &r.source else {
+            panic!()
+        };
+        match plan(&r, spec, Some(&locked())) {
+            Err(KernelError::Recipe { line, key, .. }) => {
+                assert_eq!((line, key.as_str()), (3, "source.config"))
+            }
+            other => panic!("{:?}", other.map(|p| p.key)),
+        }
+    }
+}
