@@ -32,7 +32,12 @@ enum Args {
 fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     match Args::parse() {
-        Args::Kernels(cmd) => run_cmd(cmd, &root),
+        Args::Kernels(cmd) => {
+            if !run_cmd(cmd, &root)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Args::Initrd {
             name,
             agent,

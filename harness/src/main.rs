@@ -203,10 +203,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             );
             Ok(merged.cells.iter().all(|c| c.is_ok()))
         }
-        Command::Kernels { cmd, root } => {
-            harness::kernels::run_cmd(cmd, &root)?;
-            Ok(true)
-        }
+        Command::Kernels { cmd, root } => harness::kernels::run_cmd(cmd, &root),
         Command::Runtimes { cmd, root } => harness::runtimes::run_cmd(cmd, &root).map(|()| true),
         Command::Cells { matrix, backend } => {
             let m = harness::matrix::Matrix::load(&matrix)?;

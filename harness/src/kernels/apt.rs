@@ -233,6 +233,28 @@ impl Apt {
         Ok(Resolution { release, packages })
     }
 
+    /// A source package (`linux-source-6.12`, architecture `all`): the record in `suite`, or in
+    /// the first of [`SUITES`] that carries it. Returns the suite too.
+    pub fn resolve_source(
+        &self,
+        package: &str,
+        suite: Option<&str>,
+    ) -> Result<(String, PackageRecord), KernelError> {
+        let suites: Vec<&str> = match suite {
+            Some(s) => vec![s],
+            None => SUITES.to_vec(),
+        };
+        for s in &suites {
+            if let Some(version) = self.version_in_suite(package, s)? {
+                return Ok((s.to_string(), self.show(package, &version)?));
+            }
+        }
+        Err(KernelError::Apt {
+            op: format!("resolve {package}"),
+            detail: format!("no suite of {} carries it", suites.join(", ")),
+        })
+    }
+
     /// `apt-get download name=version…` into `dir`; apt checks each file against the signed
     /// index. Returns the downloaded paths in the order asked.
     pub fn download(
@@ -247,21 +269,20 @@ impl Apt {
         packages
             .iter()
             .map(|(name, version)| {
-                // apt names the file <name>_<version with ':' as %3a>_<arch>.deb; sources and
-                // other architecture-independent packages are `all`.
+                // apt names the file <name>_<version with ':' as %3a>_<arch>.deb; source
+                // packages are architecture `all`.
                 let stem = format!("{name}_{}", version.replace(':', "%3a"));
-                let path = dir.join(format!("{stem}_amd64.deb"));
-                let all = dir.join(format!("{stem}_all.deb"));
-                if path.exists() {
-                    Ok(path)
-                } else if all.exists() {
-                    Ok(all)
-                } else {
-                    Err(KernelError::Apt {
+                ["amd64", "all"]
+                    .iter()
+                    .map(|arch| dir.join(format!("{stem}_{arch}.deb")))
+                    .find(|p| p.exists())
+                    .ok_or_else(|| KernelError::Apt {
                         op: format!("apt-get download {name}={version}"),
-                        detail: format!("expected {} after the download", path.display()),
+                        detail: format!(
+                            "expected {stem}_amd64.deb or _all.deb in {}",
+                            dir.display()
+                        ),
                     })
-                }
             })
             .collect()
     }

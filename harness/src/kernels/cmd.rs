@@ -1,70 +1,117 @@
-//! `mmx kernels lock | fetch | list`.
+//! `mmx kernels lock | fetch | build | list | config-fragment`.
 
 use std::path::Path;
 
 use anyhow::Context;
 
 use super::apt::Apt;
+use super::build::ProgressMode;
 use super::lock::{LockFile, LockedKernel};
 use super::recipe::{load_recipes, Recipe, RecipeSource};
-use super::{cached, ensure, Cache, KernelError};
+use super::source::SourceBase;
+use super::{cached, ensure, ensure_opts, Cache, EnsureOptions, KernelError, ResolvedKernel};
 
 /// The `mmx kernels` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum KernelsCmd {
     /// Resolve every Debian recipe to exact packages and rewrite kernels/kernels.lock.
     Lock,
-    /// Download and extract kernels into the cache (all recipes, or the ones named).
+    /// Download and extract kernels into the cache (all Debian and path recipes, or the ones
+    /// named; a named source recipe is built).
     Fetch {
         /// Recipe names (file stems in kernels/), e.g. debian-6.12.
         names: Vec<String>,
     },
+    /// Build `[source]` recipes (all, or the ones named) into the cache, with a progress bar;
+    /// Ctrl-C stops the build. Exit 1 when a build fails.
+    Build {
+        /// Recipe names, e.g. debian-6.12-minimal.
+        names: Vec<String>,
+    },
     /// Show each recipe, what it is locked to, and whether it is in the cache.
     List,
+    /// Print mmx's kernel config fragment: what every guest needs (for `[path]` kernels you
+    /// build yourself; `config = "minimal"` source recipes merge it).
+    ConfigFragment,
 }
 
-/// Run a `mmx kernels` subcommand for the checkout at `repo_root`.
-pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<()> {
+/// Run a `mmx kernels` subcommand for the checkout at `repo_root`. Ok(false): a kernel build
+/// failed (reported on stderr; exit 1).
+pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
+    if cmd == KernelsCmd::ConfigFragment {
+        print!("{}", super::fragment::fragment_text());
+        return Ok(true);
+    }
     let dir = repo_root.join("kernels");
     let lock_path = dir.join("kernels.lock");
     let recipes = load_recipes(&dir)?;
     let cache = Cache::from_env()?;
     match cmd {
-        KernelsCmd::Lock => lock(&recipes, &lock_path, &cache),
+        KernelsCmd::Lock => lock(&recipes, &lock_path, &cache).map(|()| true),
         KernelsCmd::Fetch { names } => {
             let lock = LockFile::load(&lock_path)?;
             for recipe in select(&recipes, &names)? {
-                let k = ensure(recipe, &lock, &cache)?;
-                let size = std::fs::metadata(&k.vmlinuz).map_or(0, |m| m.len());
-                let t = k.timings;
-                println!(
-                    "{:<14} {:<32} {} modules, vmlinuz {:.1} MiB, {} (download {:.1}s, extract {:.1}s, total {:.2}s)",
-                    k.name,
-                    k.release,
-                    k.modules.len(),
-                    size as f64 / (1024.0 * 1024.0),
-                    if t.cached { "cached" } else { "fetched" },
-                    t.download.as_secs_f64(),
-                    t.extract.as_secs_f64(),
-                    t.total.as_secs_f64(),
-                );
-                if !k.unavailable.is_empty() {
+                // Fetching everything must not start ten-minute builds; naming one does.
+                if names.is_empty() && matches!(recipe.source, RecipeSource::Build(_)) {
                     println!(
-                        "{:<14} not in this kernel: {}",
-                        "",
-                        k.unavailable.join(", ")
+                        "{:<20} source recipe: not fetched (`mmx kernels build {}` builds it)",
+                        recipe.name, recipe.name
                     );
+                    continue;
+                }
+                match ensure(recipe, &lock, &cache) {
+                    Ok(k) => print_kernel(&k),
+                    Err(e @ KernelError::Build { .. }) => {
+                        eprintln!("mmx: {e}");
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
-            Ok(())
+            Ok(true)
         }
+        KernelsCmd::Build { names } => {
+            let lock = LockFile::load(&lock_path)?;
+            let chosen: Vec<&Recipe> = if names.is_empty() {
+                recipes
+                    .iter()
+                    .filter(|r| matches!(r.source, RecipeSource::Build(_)))
+                    .collect()
+            } else {
+                select(&recipes, &names)?
+            };
+            // Ctrl-C: make sees it (same process group) and mmx notices it while make runs
+            // (see build.rs); outside make it ends mmx as usual, and nothing half-built is
+            // ever published.
+            let opts = EnsureOptions {
+                progress: ProgressMode::Bar,
+                ..EnsureOptions::default()
+            };
+            let mut ok = true;
+            for recipe in chosen {
+                match ensure_opts(recipe, &lock, &cache, &opts) {
+                    Ok(k) => print_kernel(&k),
+                    // One failed build does not stop the others; the exit code says it.
+                    Err(e @ KernelError::Build { .. }) => {
+                        eprintln!("mmx: {e}");
+                        ok = false;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(ok)
+        }
+        KernelsCmd::ConfigFragment => Ok(true),
         KernelsCmd::List => {
             let lock = LockFile::load(&lock_path)?;
-            println!("{:<14} {:<40} {:<34} CACHED", "NAME", "SOURCE", "LOCKED");
+            println!("{:<20} {:<40} {:<34} CACHED", "NAME", "SOURCE", "LOCKED");
             for r in &recipes {
                 let locked = match &r.source {
                     RecipeSource::Path { .. } => "(path: not locked)".to_string(),
-                    RecipeSource::Debian { .. } => lock
+                    RecipeSource::Build(s) if matches!(s.base, SourceBase::Git { .. }) => {
+                        "(git: not locked)".to_string()
+                    }
+                    RecipeSource::Debian { .. } | RecipeSource::Build(_) => lock
                         .get(&r.name)
                         .and_then(|l| l.packages.first())
                         .map_or("(not locked)".to_string(), |p| p.version.clone()),
@@ -74,14 +121,44 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<()> {
                     None => "no".to_string(),
                 };
                 println!(
-                    "{:<14} {:<40} {:<34} {is_cached}",
+                    "{:<20} {:<40} {:<34} {is_cached}",
                     r.name,
                     r.source_label(),
                     locked
                 );
             }
-            Ok(())
+            Ok(true)
         }
+    }
+}
+
+fn print_kernel(k: &ResolvedKernel) {
+    let size = std::fs::metadata(&k.vmlinuz).map_or(0, |m| m.len());
+    let t = k.timings;
+    let how = match (t.cached, t.build.is_zero()) {
+        (true, _) => "cached".to_string(),
+        (false, true) => "fetched".to_string(),
+        (false, false) => format!("built in {:.0}s", t.build.as_secs_f64()),
+    };
+    println!(
+        "{:<20} {:<32} {} modules, vmlinuz {:.1} MiB, {how} (download {:.1}s, extract {:.1}s, total {:.2}s)",
+        k.name,
+        k.release,
+        k.modules.len(),
+        size as f64 / (1024.0 * 1024.0),
+        t.download.as_secs_f64(),
+        t.extract.as_secs_f64(),
+        t.total.as_secs_f64(),
+    );
+    if !k.unavailable.is_empty() {
+        println!(
+            "{:<20} not in this kernel: {}",
+            "",
+            k.unavailable.join(", ")
+        );
+    }
+    if matches!(k.provenance, super::KernelProvenance::Built(_)) {
+        println!("{:<20} {}", "", k.provenance.describe());
     }
 }
 
@@ -135,12 +212,12 @@ fn lock(recipes: &[Recipe], lock_path: &Path, cache: &Cache) -> anyhow::Result<(
                 .iter()
                 .map(|p| format!("{}={}", p.name, p.version))
                 .collect();
-            println!("{:<14} {:<10} {}", r.name, change, pkgs.join(" "));
+            println!("{:<20} {:<10} {}", r.name, change, pkgs.join(" "));
             new.upsert(entry);
         }
     }
     for gone in old.kernels.iter().filter(|o| new.get(&o.name).is_none()) {
-        println!("{:<14} removed (no recipe)", gone.name);
+        println!("{:<20} removed (no recipe)", gone.name);
     }
     new.save(lock_path)?;
     println!("wrote {}", lock_path.display());

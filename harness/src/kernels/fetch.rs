@@ -1,4 +1,5 @@
-//! [`ensure`]: make a recipe's kernel ready in the cache, fetching and extracting when missing.
+//! [`ensure`]: make a recipe's kernel ready in the cache, fetching and extracting when missing
+//! (source recipes go to [`super::srcbuild`]), and check its config against mmx's needs.
 //!
 //! The warm path reads one small JSON manifest (`kernels/<key>/kernel.json`) and takes no lock.
 //! The cold path holds the entry's lock, downloads under the apt lock, checks every .deb against
@@ -12,12 +13,16 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::apt::Apt;
+use super::build::ProgressMode;
 use super::cache::{key, write_atomic, Cache};
 use super::deb::{for_each_data_entry, EntryKind};
+use super::fragment::Role;
 use super::lock::{LockFile, LockedKernel};
 use super::modules::{ModuleBytes, ModuleFeature, ModuleIndex};
 use super::recipe::{Recipe, RecipeSource};
+use super::srcbuild;
 use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, ResolvedKernel};
+use crate::backend::Cancel;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
 const EXTRACT_FORMAT: &[u8] = b"extract-v1";
@@ -46,14 +51,36 @@ impl LockPolicy {
     }
 }
 
-/// Make `recipe`'s kernel ready: from the cache when there, else fetch, verify and extract.
-/// The lock policy comes from the environment ([`LockPolicy::from_env`]).
+/// How [`ensure_opts`] behaves beyond the recipe.
+#[derive(Debug, Clone, Copy)]
+pub struct EnsureOptions<'a> {
+    pub policy: LockPolicy,
+    /// How a source build shows progress.
+    pub progress: ProgressMode,
+    /// Stops a source build (Ctrl-C stops it too: make sees the terminal's signal).
+    pub cancel: Option<&'a Cancel>,
+}
+
+impl Default for EnsureOptions<'_> {
+    fn default() -> Self {
+        EnsureOptions {
+            policy: LockPolicy::from_env(),
+            progress: ProgressMode::Lines,
+            cancel: None,
+        }
+    }
+}
+
+/// Make `recipe`'s kernel ready: from the cache when there, else fetch, verify and extract
+/// (Debian), or build (`[source]`). The lock policy comes from the environment
+/// ([`LockPolicy::from_env`]). A kernel whose config lacks what every guest needs is refused
+/// here, naming the options, before anything boots it.
 pub fn ensure(
     recipe: &Recipe,
     lock: &LockFile,
     cache: &Cache,
 ) -> Result<ResolvedKernel, KernelError> {
-    ensure_with(recipe, lock, cache, LockPolicy::from_env())
+    ensure_opts(recipe, lock, cache, &EnsureOptions::default())
 }
 
 /// [`ensure`] with an explicit policy for locked packages the archive no longer has.
@@ -63,13 +90,29 @@ pub fn ensure_with(
     cache: &Cache,
     policy: LockPolicy,
 ) -> Result<ResolvedKernel, KernelError> {
+    let opts = EnsureOptions {
+        policy,
+        ..EnsureOptions::default()
+    };
+    ensure_opts(recipe, lock, cache, &opts)
+}
+
+/// [`ensure`] with every option explicit.
+pub fn ensure_opts(
+    recipe: &Recipe,
+    lock: &LockFile,
+    cache: &Cache,
+    opts: &EnsureOptions<'_>,
+) -> Result<ResolvedKernel, KernelError> {
     let start = Instant::now();
     let result = match &recipe.source {
         RecipeSource::Debian { suite, package } => {
             let locked = locked_entry(recipe, lock, suite, package)?;
             match ensure_debian(recipe, locked, cache, start) {
                 // Only a failed download: a checksum mismatch is never papered over.
-                Err(KernelError::Apt { op, detail }) if policy == LockPolicy::FollowArchive => {
+                Err(KernelError::Apt { op, detail })
+                    if opts.policy == LockPolicy::FollowArchive =>
+                {
                     follow_archive(recipe, locked, cache, start, op, detail)
                 }
                 other => other,
@@ -86,19 +129,55 @@ pub fn ensure_with(
             config.as_deref(),
             cache,
         ),
+        RecipeSource::Build(spec) => srcbuild::ensure_source(recipe, spec, lock, cache, opts),
     };
-    let mut kernel = result.map_err(|e| KernelError::Kernel {
-        name: recipe.name.clone(),
-        source: Box::new(e),
-    })?;
+    let mut kernel = result
+        .and_then(|k| check_needs(recipe, k))
+        .map_err(|e| match e {
+            // These name the kernel already, and must read as what they are.
+            e @ (KernelError::Build { .. }
+            | KernelError::MissingOptions { .. }
+            | KernelError::NotLocked { .. }
+            | KernelError::StaleLock { .. }) => e,
+            e => KernelError::Kernel {
+                name: recipe.name.clone(),
+                source: Box::new(e),
+            },
+        })?;
     kernel.timings.total = start.elapsed();
     Ok(kernel)
 }
 
-/// The cached kernel of a Debian recipe, if it is in the cache; never fetches.
+/// Refuse a kernel that lacks a boot need; say which feature needs it lacks.
+fn check_needs(recipe: &Recipe, kernel: ResolvedKernel) -> Result<ResolvedKernel, KernelError> {
+    let Some(missing) = kernel.missing_options()? else {
+        return Ok(kernel);
+    };
+    let (boot, features): (Vec<_>, Vec<_>) =
+        missing.into_iter().partition(|m| m.role() == Role::Boot);
+    if !boot.is_empty() {
+        return Err(KernelError::MissingOptions {
+            name: recipe.name.clone(),
+            config: kernel.config.clone().unwrap_or_default(),
+            missing: boot,
+        });
+    }
+    for m in &features {
+        eprintln!(
+            "mmx: kernel {}: lacks {m}: cells that need it will be unsupported",
+            recipe.name
+        );
+    }
+    Ok(kernel)
+}
+
+/// The cached kernel of a Debian or source recipe, if it is in the cache; never fetches or
+/// builds.
 pub fn cached(recipe: &Recipe, lock: &LockFile, cache: &Cache) -> Option<ResolvedKernel> {
-    let RecipeSource::Debian { suite, package } = &recipe.source else {
-        return None;
+    let (suite, package) = match &recipe.source {
+        RecipeSource::Debian { suite, package } => (suite, package),
+        RecipeSource::Build(spec) => return srcbuild::cached(recipe, spec, lock, cache),
+        RecipeSource::Path { .. } => return None,
     };
     let locked = locked_entry(recipe, lock, suite, package).ok()?;
     let dir = cache
@@ -147,7 +226,7 @@ fn debian_key(recipe: &Recipe, locked: &LockedKernel) -> String {
     key(&parts)
 }
 
-fn read_manifest(dir: &Path) -> Result<Option<ResolvedKernel>, KernelError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<ResolvedKernel>, KernelError> {
     let path = dir.join(MANIFEST);
     let text = match fs::read(&path) {
         Ok(t) => t,
@@ -237,6 +316,7 @@ fn ensure_debian(
     kernel.timings = KernelTimings {
         cached: false,
         download: download_time,
+        build: Duration::ZERO,
         extract: extract_start.elapsed(),
         total: Duration::ZERO,
     };
@@ -290,7 +370,7 @@ fn package_list(locked: &LockedKernel) -> String {
 }
 
 /// Download the locked packages and check their SHA-256 against the lock.
-fn download(
+pub(crate) fn download(
     locked: &LockedKernel,
     cache: &Cache,
     into: &Path,
@@ -397,7 +477,7 @@ fn scan_deb(deb: &Path, work: &Path, release: &str, found: &mut Found) -> Result
 /// Choose modules, write them under `dir/modules`, and write the manifest. `vmlinuz` and
 /// `config` may be inside `dir` (stored relative) or elsewhere (stored absolute).
 #[allow(clippy::too_many_arguments)]
-fn build_entry(
+pub(crate) fn build_entry(
     recipe: &Recipe,
     dir: &Path,
     index: &ModuleIndex,
@@ -434,12 +514,9 @@ fn build_entry(
             .iter()
             .map(|m| (m.clone(), ModuleFeature::Extra)),
     );
-    let selection = if index.len() == 0 {
-        // No module tree: everything wanted must be built in or is unavailable.
-        ModuleIndex::default().select(&wants)?
-    } else {
-        index.select(&wants)?
-    };
+    // Without a module tree, everything wanted must be built in (modules.builtin, when
+    // known) or is unavailable.
+    let selection = index.select(&wants)?;
     let mod_dir = dir.join("modules");
     fs::create_dir_all(&mod_dir).map_err(|e| KernelError::io("create_dir_all", &mod_dir, e))?;
     let mut modules = Vec::new();
@@ -479,7 +556,7 @@ fn build_entry(
 }
 
 /// Move a finished temporary entry into place. Under the entry lock, so no one else renames.
-fn publish(work: tempfile::TempDir, dir: &Path) -> Result<(), KernelError> {
+pub(crate) fn publish(work: tempfile::TempDir, dir: &Path) -> Result<(), KernelError> {
     if dir.exists() {
         // A leftover without a readable manifest (we checked under the lock): replace it.
         fs::remove_dir_all(dir).map_err(|e| KernelError::io("remove_dir_all", dir, e))?;
@@ -588,6 +665,7 @@ fn ensure_path(
     kernel.timings = KernelTimings {
         cached: existing.is_some(),
         download: Duration::ZERO,
+        build: Duration::ZERO,
         extract: start.elapsed(),
         total: Duration::ZERO,
     };

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::apt::Apt;
 use super::cache::write_atomic;
 use super::recipe::{line_of, Recipe, RecipeSource};
+use super::source::{SourceBase, SourceSpec};
 use super::KernelError;
 
 /// Format version of the lock file.
@@ -43,7 +44,7 @@ pub struct LockedKernel {
     /// What the recipe asked for, so a changed recipe is noticed: suite and package.
     pub suite: String,
     pub requested: String,
-    /// `uname -r` of the kernel.
+    /// `uname -r` of the kernel; for a source package, its version.
     pub release: String,
     /// Image package first, then what it pulls in for vmlinuz, modules and config.
     #[serde(rename = "package")]
@@ -63,11 +64,20 @@ pub struct LockedPackage {
 }
 
 impl LockedKernel {
-    /// Resolve a Debian recipe against the archive's current indices (`apt-get update` first).
-    /// None for recipes that are not locked (`path`).
+    /// Resolve a Debian recipe (binary or source package) against the archive's current
+    /// indices (`apt-get update` first). None for recipes that are not locked (`path`, git
+    /// trees).
     pub fn resolve(apt: &Apt, recipe: &Recipe) -> Result<Option<LockedKernel>, KernelError> {
-        let RecipeSource::Debian { suite, package } = &recipe.source else {
-            return Ok(None);
+        let (suite, package) = match &recipe.source {
+            RecipeSource::Debian { suite, package } => (suite, package),
+            RecipeSource::Build(SourceSpec {
+                base: SourceBase::Debian { package, suite },
+                ..
+            }) => {
+                return LockedKernel::resolve_source(apt, &recipe.name, package, suite.as_deref())
+                    .map(Some)
+            }
+            _ => return Ok(None),
         };
         let res = apt.resolve(package, suite)?;
         Ok(Some(LockedKernel {

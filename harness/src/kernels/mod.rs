@@ -5,6 +5,10 @@
 //! Phases, one file each: [`recipe`] (parse, check), [`lock`] (the lock file), [`apt`] (private
 //! apt: resolve, download), [`deb`] (ar/tar/xz), [`modules`] (which modules, which order),
 //! [`fetch`] (put it together in the [`cache`]), [`cmd`] (`mmx kernels …`).
+//!
+//! Kernels mmx builds (`[source]` recipes): [`source`] (the recipe table), [`patches`] (series),
+//! [`tree`] (source trees and build directories), [`config`] and [`fragment`] (kconfig, and
+//! what every kernel must have), [`build`] (make), [`srcbuild`] (through [`ensure`], cached).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,21 +16,31 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod apt;
+pub mod build;
 pub mod cache;
 mod cmd;
+pub mod config;
 pub mod deb;
 mod fetch;
+pub mod fragment;
 pub mod lock;
 pub mod modules;
+pub mod patches;
 pub mod recipe;
+pub mod source;
+mod srcbuild;
+pub mod tree;
 
+pub use build::{BuildError, ProgressMode};
 pub use cache::Cache;
 pub use cmd::{run_cmd, KernelsCmd};
 pub(crate) use fetch::sha256_file;
-pub use fetch::{cached, ensure, ensure_with, LockPolicy};
+pub use config::{ConfigOrigin, Missing};
+pub use fetch::{cached, ensure, ensure_opts, ensure_with, EnsureOptions, LockPolicy};
 pub use lock::{LockFile, LockedKernel, LockedPackage};
 pub use modules::ModuleFeature;
 pub use recipe::{load_recipe, load_recipes, Recipe, RecipeSource};
+pub use srcbuild::ensure_source_at;
 
 /// A kernel ready to boot: everything in the cache (or, for `path` recipes, on the user's disk).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,10 +95,58 @@ pub enum KernelProvenance {
         vmlinuz: PathBuf,
         modules: Option<PathBuf>,
     },
+    /// Built by mmx from a `[source]` recipe.
+    Built(Box<BuiltKernel>),
+}
+
+/// How a kernel mmx built was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltKernel {
+    pub base: BuiltBase,
+    /// In the order applied.
+    pub patches: Vec<PatchInfo>,
+    pub config: ConfigOrigin,
+    /// SHA-256 of the final `.config`.
+    pub config_sha256: String,
+    /// `gcc --version`, first line.
+    pub compiler: String,
+    /// RFC 3339, when the build finished.
+    pub built_at: String,
+    /// How long configure + make took.
+    pub build_ms: u64,
+}
+
+/// The tree a built kernel came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BuiltBase {
+    /// Debian's `linux-source-X` package.
+    Debian {
+        suite: String,
+        package: LockedPackage,
+    },
+    /// A git tree at a commit (`rev` as the recipe wrote it).
+    Git {
+        tree: PathBuf,
+        rev: String,
+        commit: String,
+    },
+}
+
+/// One applied patch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchInfo {
+    pub file: PathBuf,
+    /// Position in its mbox, for series given as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<usize>,
+    pub subject: String,
+    pub sha256: String,
 }
 
 impl KernelProvenance {
-    /// One line for logs and reports: `debian bookworm: linux-image-…=6.1.176-1`.
+    /// One line for logs and reports: `debian bookworm: linux-image-…=6.1.176-1`, or for a
+    /// built kernel its base, every patch's subject, config, and compiler.
     pub fn describe(&self) -> String {
         match self {
             KernelProvenance::Debian { suite, packages } => {
@@ -95,7 +157,58 @@ impl KernelProvenance {
                 format!("debian {suite}: {}", pkgs.join(" "))
             }
             KernelProvenance::Path { vmlinuz, .. } => format!("path: {}", vmlinuz.display()),
+            KernelProvenance::Built(b) => {
+                let BuiltKernel {
+                    base,
+                    patches,
+                    config,
+                    config_sha256,
+                    compiler,
+                    ..
+                } = b.as_ref();
+                let base = match base {
+                    BuiltBase::Debian { suite, package } => {
+                        format!("debian {suite}: {}={}", package.name, package.version)
+                    }
+                    BuiltBase::Git { tree, rev, commit } => {
+                        let short = commit.get(..12).unwrap_or(commit);
+                        format!("git {}@{short} ({rev})", tree.display())
+                    }
+                };
+                let patches = match patches.as_slice() {
+                    [] => String::new(),
+                    ps => {
+                        let subjects: Vec<String> =
+                            ps.iter().map(|p| format!("\"{}\"", p.subject)).collect();
+                        format!(
+                            " + {} patch{}: {}",
+                            ps.len(),
+                            if ps.len() == 1 { "" } else { "es" },
+                            subjects.join(", ")
+                        )
+                    }
+                };
+                format!(
+                    "built from {base}{patches}; config {} ({}); {compiler}",
+                    config.describe(),
+                    config_sha256.get(..12).unwrap_or(config_sha256)
+                )
+            }
         }
+    }
+}
+
+impl ResolvedKernel {
+    /// The boot and feature options ([`fragment::NEEDS`]) this kernel's config does not meet;
+    /// `=m` counts when the module is shipped to the guest. None when no config is known (a
+    /// `[path]` recipe without `config`).
+    pub fn missing_options(&self) -> Result<Option<Vec<Missing>>, KernelError> {
+        let Some(path) = &self.config else {
+            return Ok(None);
+        };
+        let cfg = config::read(path).map_err(|e| KernelError::io("read", path, e))?;
+        let shipped = |m: &str| self.modules.iter().any(|k| k.name == m);
+        Ok(Some(config::missing(&cfg, &shipped)))
     }
 }
 
@@ -106,7 +219,9 @@ pub struct KernelTimings {
     pub cached: bool,
     /// `apt-get update` (only when the private lists were missing or stale) + `apt-get download`.
     pub download: Duration,
-    /// Reading the .debs, choosing and writing modules.
+    /// Building from source (configure + make), for `[source]` recipes.
+    pub build: Duration,
+    /// Reading the .debs (or the build's output), choosing and writing modules.
     pub extract: Duration,
     pub total: Duration,
 }
@@ -152,6 +267,19 @@ pub enum KernelError {
     StaleLock { name: String, detail: String },
     #[error("no kernel recipe named `{name}` (known: {known})")]
     UnknownKernel { name: String, known: String },
+    /// Building a `[source]` recipe failed; the message names the file at fault and the log.
+    #[error("kernel build failed: {name}: {error}")]
+    Build {
+        name: String,
+        error: Box<BuildError>,
+    },
+    #[error("kernel `{name}`: {config} lacks what every mmx guest needs: {list}; `mmx kernels config-fragment` prints all mmx needs",
+        config = config.display(), list = config::list(missing))]
+    MissingOptions {
+        name: String,
+        config: PathBuf,
+        missing: Vec<Missing>,
+    },
     #[error("kernel `{name}`")]
     Kernel {
         name: String,

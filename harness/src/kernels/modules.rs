@@ -127,10 +127,6 @@ impl ModuleIndex {
             .collect();
     }
 
-    pub fn len(&self) -> usize {
-        self.modules.len()
-    }
-
     /// Index a module tree on disk (a `make modules_install` result, `lib/modules/<release>`).
     pub fn from_dir(root: &Path) -> Result<ModuleIndex, KernelError> {
         let mut index = ModuleIndex::default();

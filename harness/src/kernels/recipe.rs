@@ -18,6 +18,13 @@
 //! modules = "/home/me/mods/lib/modules/7.3.0"   # optional: a `make modules_install` tree
 //! config = "/home/me/linux/.config"             # optional
 //! ```
+//! or a kernel mmx builds (see [`super::source`]):
+//! ```toml
+//! [source]
+//! debian = "linux-source-6.12"
+//! patches = ["patches/*.patch"]
+//! config = "minimal"
+//! ```
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,6 +35,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::apt::SUITES;
+use super::source::{self, RawSource, SourceSpec};
 use super::KernelError;
 
 /// A checked kernel recipe.
@@ -59,6 +67,8 @@ pub enum RecipeSource {
         modules: Option<PathBuf>,
         config: Option<PathBuf>,
     },
+    /// Built from source by mmx.
+    Build(SourceSpec),
 }
 
 impl Recipe {
@@ -67,6 +77,7 @@ impl Recipe {
         match &self.source {
             RecipeSource::Debian { suite, package } => format!("{suite}/{package}"),
             RecipeSource::Path { vmlinuz, .. } => vmlinuz.display().to_string(),
+            RecipeSource::Build(spec) => spec.label(),
         }
     }
 }
@@ -79,6 +90,7 @@ struct RawRecipe {
     description: Option<Spanned<String>>,
     debian: Option<Spanned<RawDebian>>,
     path: Option<Spanned<RawPath>>,
+    source: Option<Spanned<RawSource>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,24 +159,48 @@ pub fn parse_recipe(file: &Path, text: &str) -> Result<Recipe, KernelError> {
         description,
         debian,
         path,
+        source,
     } = raw;
     let description = description.map(Spanned::into_inner).unwrap_or_default();
-    let (source, extra) = match (debian, path) {
-        (Some(_), Some(p)) => {
-            return Err(bad(
-                p.span(),
-                "path",
-                "a recipe has either a [debian] or a [path] table, not both".into(),
-            ))
-        }
-        (None, None) => {
+    // The second table in file order is the one to point at.
+    let mut spans: Vec<(&str, Range<usize>)> = [
+        ("debian", debian.as_ref().map(Spanned::span)),
+        ("path", path.as_ref().map(Spanned::span)),
+        ("source", source.as_ref().map(Spanned::span)),
+    ]
+    .into_iter()
+    .filter_map(|(k, s)| Some((k, s?)))
+    .collect();
+    spans.sort_by_key(|(_, s)| s.start);
+    if let [_, (second, span), ..] = spans.as_slice() {
+        return Err(bad(
+            span.clone(),
+            second,
+            "a recipe has one of a [debian], [path] or [source] table".into(),
+        ));
+    }
+    let (source, extra) = match (debian, path, source) {
+        (None, None, None) => {
             return Err(bad(
                 0..0,
                 "debian",
-                "missing table: a recipe needs a [debian] or a [path] table".into(),
+                "missing table: a recipe needs a [debian], [path] or [source] table".into(),
             ))
         }
-        (Some(d), None) => {
+        (None, None, Some(s)) => {
+            let span = s.span();
+            let mut raw = s.into_inner();
+            let extra = raw.extra_modules.take();
+            let base_dir = file.parent().unwrap_or(Path::new("."));
+            let line = |offset: usize| line_of(text, offset);
+            let cx = source::Ctx {
+                base_dir,
+                line_of: &line,
+                bad: &bad,
+            };
+            (RecipeSource::Build(source::check(raw, span, &cx)?), extra)
+        }
+        (Some(d), _, _) => {
             let span = d.span();
             let RawDebian {
                 suite,
@@ -207,7 +243,7 @@ pub fn parse_recipe(file: &Path, text: &str) -> Result<Recipe, KernelError> {
             };
             (source, extra_modules)
         }
-        (None, Some(p)) => {
+        (None, Some(p), _) => {
             let span = p.span();
             let RawPath {
                 vmlinuz,
@@ -372,6 +408,102 @@ mod tests {
             full.starts_with("kernels/a.toml:4: key `debian.suite`"),
             "{full}"
         );
+    }
+
+    #[test]
+    fn source_recipes_parse() {
+        use crate::kernels::source::{ConfigSpec, PatchSpec, SourceBase};
+        let r = parse(
+            "description = \"d\"\n[source]\ndebian = \"linux-source-6.12\"\npatches = [\"p/*.patch\", \"x.diff\"]\nconfig = \"minimal\"\nfragments = [\"extra.config\"]\n",
+        )
+        .unwrap();
+        let RecipeSource::Build(spec) = &r.source else {
+            panic!("{:?}", r.source)
+        };
+        assert_eq!(
+            spec.base,
+            SourceBase::Debian {
+                package: "linux-source-6.12".into(),
+                suite: None
+            }
+        );
+        let PatchSpec::Files(globs) = &spec.patches else {
+            panic!("{:?}", spec.patches)
+        };
+        assert_eq!((globs[0].value.as_str(), globs[0].line), ("p/*.patch", 4));
+        assert_eq!(spec.config, ConfigSpec::Minimal);
+        assert_eq!(spec.fragments[0].value, Path::new("kernels/extra.config"));
+        assert_eq!(spec.fragments[0].line, 6);
+
+        let r = parse("[source]\ntree = \"../linux\"\nrev = \"v6.15\"\nmbox = \"s.mbx\"\nconfig = \"configs/my.config\"\n").unwrap();
+        let RecipeSource::Build(spec) = &r.source else {
+            panic!()
+        };
+        let SourceBase::Git { tree, rev } = &spec.base else {
+            panic!()
+        };
+        assert_eq!(
+            (tree.value.as_path(), rev.as_str()),
+            (Path::new("kernels/../linux"), "v6.15")
+        );
+        assert!(
+            matches!(&spec.patches, PatchSpec::Mbox(m) if m.value == Path::new("kernels/s.mbx"))
+        );
+        assert!(
+            matches!(&spec.config, ConfigSpec::File(c) if c.value == Path::new("kernels/configs/my.config"))
+        );
+    }
+
+    #[test]
+    fn source_recipe_errors_name_line_and_key() {
+        let cases = [
+            ("[source]\npatches = []\n", 1, "source.debian"),
+            (
+                "[source]\ndebian = \"linux-image-amd64\"\n",
+                2,
+                "source.debian",
+            ),
+            (
+                "[source]\ndebian = \"linux-source-6.12\"\nrev = \"x\"\n",
+                3,
+                "source.rev",
+            ),
+            ("[source]\ntree = \"/l\"\n", 2, "source.rev"),
+            (
+                "[source]\ntree = \"/l\"\nrev = \"v1\"\ndebian = \"linux-source-6.12\"\n",
+                2,
+                "source.tree",
+            ),
+            (
+                "[source]\ndebian = \"linux-source-6.12\"\npatches = [\"a\"]\nmbox = \"m\"\n",
+                4,
+                "source.mbox",
+            ),
+            (
+                "[source]\ndebian = \"linux-source-6.12\"\nconfig = \"minimall\"\n",
+                3,
+                "source.config",
+            ),
+            (
+                "[source]\ndebian = \"linux-source-6.12\"\nsuite = \"buster\"\n",
+                3,
+                "source.suite",
+            ),
+            (
+                "[source]\ndebian = \"linux-source-6.12\"\nconfg = \"minimal\"\n",
+                3,
+                "confg",
+            ),
+            (
+                "[source]\ndebian = \"linux-source-6.12\"\n[path]\nvmlinuz = \"v\"\n",
+                3,
+                "path",
+            ),
+        ];
+        for (text, want_line, want_key) in cases {
+            let (line, key, msg) = err(text);
+            assert_eq!((line, key.as_str()), (want_line, want_key), "{text}: {msg}");
+        }
     }
 
     #[test]

@@ -1,0 +1,753 @@
+//! Building a kernel from a prepared tree: configure ([`super::config`]), then `make` out of
+//! tree (`O=`), with every line in a log that is kept, a progress bar (or a line a minute when
+//! stderr is no terminal) counted from kbuild's `  CC      path` lines, Ctrl-C handling (make
+//! is stopped and the error says so), and a failure that names the failing file.
+//!
+//! [`build_tree`] takes any prepared source tree and a persistent output directory and knows
+//! nothing of recipes or the cache: a caller that keeps the output directory between builds
+//! (one per recipe, or one per bisect) gets incremental builds from make itself.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use super::config::{self, Dropped, FragmentError, Missing};
+use super::source::{ConfigSpec, Located};
+use crate::backend::Cancel;
+
+/// Everything that stops a build. Each message names the file at fault (patch, fragment,
+/// source file) and the log; the caller prefixes "kernel build failed".
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Patch(Box<Rejected>),
+    #[error("{0}")]
+    Fragment(#[from] FragmentError),
+    #[error("the kernel dropped options the config asked for: {list} (config: {config}; log: {log})",
+        list = config::list(dropped), config = config.display(), log = log.display())]
+    Dropped {
+        dropped: Vec<Dropped>,
+        config: PathBuf,
+        log: PathBuf,
+    },
+    #[error("{config} lacks what every mmx guest needs: {list}; `mmx kernels config-fragment` prints all mmx needs (log: {log})",
+        list = config::list(missing), config = config.display(), log = log.display())]
+    Missing {
+        missing: Vec<Missing>,
+        config: PathBuf,
+        log: PathBuf,
+    },
+    #[error("{location}: {message} (log: {log})\n--- last lines of the log ---\n{tail}", log = log.display())]
+    Compile {
+        /// `fs/overlayfs/params.c:575` (tree-relative), or the make target that failed.
+        location: String,
+        message: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{what} failed: {detail} (log: {log})", log = log.display())]
+    Step {
+        what: String,
+        detail: String,
+        log: PathBuf,
+    },
+    #[error("interrupted: make was stopped; nothing was cached (log: {log})", log = log.display())]
+    Interrupted { log: PathBuf },
+    #[error("{op} {path}: {source}", path = path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A patch that does not apply.
+#[derive(Debug, thiserror::Error)]
+#[error("patch {n}/{total} {patch} (\"{subject}\") does not apply: {detail}\n(log: {log})", log = log.display())]
+pub struct Rejected {
+    pub patch: String,
+    pub subject: String,
+    pub n: usize,
+    pub total: usize,
+    /// The file the rejected hunk changes (empty when the tool said nothing more precise).
+    pub file: String,
+    /// The rejected hunk, or the tool's output.
+    pub detail: String,
+    pub log: PathBuf,
+}
+
+impl BuildError {
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |source| BuildError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The build's log file: every command, and everything it printed.
+#[derive(Debug)]
+pub struct BuildLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl BuildLog {
+    /// Start a log (an existing one is replaced).
+    pub fn create(path: &Path) -> Result<BuildLog, BuildError> {
+        let file = File::create(path).map_err(BuildError::io("create", path))?;
+        Ok(BuildLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Continue an existing log (several steps write one log).
+    pub fn append(path: &Path) -> Result<BuildLog, BuildError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(BuildError::io("open", path))?;
+        Ok(BuildLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A line of mmx's own, marked so it stands out among make's.
+    pub fn note(&mut self, line: &str) {
+        let _ = writeln!(self.file, "### mmx: {line}");
+    }
+
+    pub fn text(&mut self, text: &str) {
+        let _ = self.file.write_all(text.as_bytes());
+        if !text.ends_with('\n') && !text.is_empty() {
+            let _ = self.file.write_all(b"\n");
+        }
+    }
+
+    /// The last `n` lines.
+    pub fn tail(&self, n: usize) -> String {
+        let text = fs::read_to_string(&self.path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Run a short command to completion, its output into the log. Ok((success, output)); Err
+/// only when it cannot run at all.
+pub(crate) fn run_captured(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    log: &mut BuildLog,
+    what: &str,
+) -> Result<(bool, String), BuildError> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .env("LC_ALL", "C");
+    let cannot = |e: std::io::Error| BuildError::Step {
+        what: what.to_string(),
+        detail: format!("cannot run it: {e} (is it installed?)"),
+        log: log.path().to_path_buf(),
+    };
+    let mut child = cmd.spawn().map_err(cannot)?;
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A tool that stops reading early (an error) closes the pipe: not our failure.
+        let _ = pipe.write_all(bytes);
+    }
+    let out = child.wait_with_output().map_err(|e| BuildError::Step {
+        what: what.to_string(),
+        detail: e.to_string(),
+        log: log.path().to_path_buf(),
+    })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    log.text(&text);
+    if !out.status.success() {
+        log.note(&format!("{what}: {}", out.status));
+    }
+    Ok((out.status.success(), text))
+}
+
+/// How a build shows it is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on a terminal (`mmx kernels build`); falls back to lines elsewhere.
+    Bar,
+    /// A line a minute on stderr (inside `mmx run`, whose own bar owns the terminal).
+    Lines,
+    Quiet,
+}
+
+/// `make` for one tree and output directory, x86-64.
+#[derive(Debug, Clone)]
+pub struct Make {
+    pub src: PathBuf,
+    pub out: PathBuf,
+    pub jobs: usize,
+    /// `CC="ccache gcc"` (when ccache is on PATH).
+    pub ccache: bool,
+}
+
+impl Make {
+    pub fn new(src: &Path, out: &Path) -> Make {
+        Make {
+            src: src.to_path_buf(),
+            out: out.to_path_buf(),
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ccache: on_path("ccache"),
+        }
+    }
+
+    fn command(&self, targets: &[&str]) -> Command {
+        let mut cmd = Command::new("make");
+        cmd.arg("-C")
+            .arg(&self.src)
+            .arg(format!("O={}", self.out.display()))
+            .arg("ARCH=x86_64")
+            .arg(format!("-j{}", self.jobs))
+            // A build's identity must not depend on who built it where.
+            .arg("KBUILD_BUILD_USER=mmx")
+            .arg("KBUILD_BUILD_HOST=mmx");
+        if self.ccache {
+            cmd.arg("CC=ccache gcc");
+        }
+        cmd.args(targets);
+        // Inherited settings would change what is built or where.
+        for var in [
+            "MAKEFLAGS",
+            "MFLAGS",
+            "MAKELEVEL",
+            "KBUILD_OUTPUT",
+            "ARCH",
+            "CROSS_COMPILE",
+            "KCONFIG_CONFIG",
+            "LOCALVERSION",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// A quick target (`tinyconfig`, `olddefconfig`): output into the log, failure as an error.
+    pub fn quick(&self, targets: &[&str], log: &mut BuildLog) -> Result<(), BuildError> {
+        let what = format!("make {}", targets.join(" "));
+        log.note(&what);
+        let (ok, out) = run_captured(&mut self.command(targets), None, log, &what)?;
+        if ok {
+            return Ok(());
+        }
+        Err(BuildError::Step {
+            what,
+            detail: last_lines(&out, 15),
+            log: log.path().to_path_buf(),
+        })
+    }
+
+    /// The long build: progress from kbuild's output, Ctrl-C stops make. Returns the number of
+    /// kbuild steps seen (the next build's progress total).
+    pub fn build(
+        &self,
+        targets: &[&str],
+        label: &str,
+        log: &mut BuildLog,
+        progress: ProgressMode,
+        expected_steps: Option<u64>,
+        cancel: Option<&Cancel>,
+    ) -> Result<u64, BuildError> {
+        let what = format!("make {}", targets.join(" "));
+        log.note(&format!(
+            "{what} (-j{}{})",
+            self.jobs,
+            if self.ccache { ", ccache" } else { "" }
+        ));
+        let interrupted = Interrupt::register();
+        let mut cmd = self.command(targets);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LC_ALL", "C");
+        let mut child = cmd.spawn().map_err(|e| BuildError::Step {
+            what: what.clone(),
+            detail: format!(
+                "cannot run make: {e} (install make, gcc, flex, bison, bc, libelf-dev)"
+            ),
+            log: log.path().to_path_buf(),
+        })?;
+        let (tx, rx) = mpsc::channel::<String>();
+        let readers: Vec<_> = [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|pipe| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+        drop(tx);
+        let mut shown = Shown::new(progress, label, expected_steps);
+        let mut errors: Vec<String> = Vec::new();
+        let mut stopping: Option<Instant> = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    log.text(&line);
+                    if let Some(target) = kbuild_step(&line) {
+                        shown.step(target);
+                    } else if (line.contains("error:") || line.contains("*** ["))
+                        && errors.len() < 200
+                    {
+                        errors.push(line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            shown.tick();
+            let cancelled = interrupted.is_set() || cancel.is_some_and(Cancel::is_cancelled);
+            match stopping {
+                None if cancelled => {
+                    // SIGTERM: make passes it to the compilers it runs and deletes their half
+                    // written targets (a terminal's Ctrl-C reached them all already).
+                    signal(&child, rustix::process::Signal::TERM);
+                    stopping = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_secs(20) => {
+                    signal(&child, rustix::process::Signal::KILL);
+                }
+                _ => {}
+            }
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().map_err(|e| BuildError::Step {
+            what: what.clone(),
+            detail: e.to_string(),
+            log: log.path().to_path_buf(),
+        })?;
+        let steps = shown.finish();
+        log.note(&format!("{what}: {status}, {steps} steps"));
+        if stopping.is_some() || interrupted.is_set() {
+            return Err(BuildError::Interrupted {
+                log: log.path().to_path_buf(),
+            });
+        }
+        if status.success() {
+            return Ok(steps);
+        }
+        let (location, message) = failure(&errors, &self.src, &self.out);
+        Err(BuildError::Compile {
+            location,
+            message,
+            log: log.path().to_path_buf(),
+            tail: log.tail(25),
+        })
+    }
+}
+
+fn signal(child: &std::process::Child, sig: rustix::process::Signal) {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// SIGINT/SIGTERM noticed while make runs, whoever else handles them. Without this, a Ctrl-C
+/// in a process with no handler would kill mmx before it could say what happened; with the
+/// runner's handler, the build still stops at once.
+struct Interrupt {
+    flag: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Interrupt {
+    fn register() -> Interrupt {
+        let flag = Arc::new(AtomicBool::new(false));
+        let ids = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+            .into_iter()
+            .filter_map(|s| signal_hook::flag::register(s, Arc::clone(&flag)).ok())
+            .collect();
+        Interrupt { flag, ids }
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// `  CC      fs/overlayfs/params.o` → `fs/overlayfs/params.o`.
+fn kbuild_step(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("  ")?;
+    let (tag, target) = rest.split_once(' ')?;
+    let tag_ok = (2..=8).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let target = target.trim();
+    (tag_ok && !target.is_empty() && !target.contains(' ')).then_some(target)
+}
+
+/// The failing file and message from make's output: the first compiler `error:`, else the
+/// first target make gave up on.
+fn failure(errors: &[String], src: &Path, out: &Path) -> (String, String) {
+    let rel = |s: &str| -> String {
+        let mut s = s.to_string();
+        for base in [src, out] {
+            let prefix = format!("{}/", base.display());
+            s = s.replace(&prefix, "");
+        }
+        s.trim_start_matches("./").to_string()
+    };
+    for e in errors {
+        // gcc: "fs/overlayfs/params.c:575:17: error: expected ';' before 'break'"
+        if let Some((loc, msg)) = e
+            .split_once(": error: ")
+            .or_else(|| e.split_once(": fatal error: "))
+        {
+            let mut parts = loc.split(':');
+            let file = parts.next().unwrap_or(loc);
+            let line = parts
+                .next()
+                .filter(|l| l.bytes().all(|b| b.is_ascii_digit()));
+            let location = match line {
+                Some(l) => format!("{}:{l}", rel(file)),
+                None => rel(file),
+            };
+            return (location, format!("error: {}", msg.trim()));
+        }
+    }
+    for e in errors {
+        // make: "make[4]: *** [scripts/Makefile.build:229: fs/x.o] Error 1"
+        if let Some(inner) = e.split_once("*** [").and_then(|(_, r)| r.split_once(']')) {
+            let target = inner.0.rsplit(": ").next().unwrap_or(inner.0);
+            return (rel(target), format!("make failed to build it{}", inner.1));
+        }
+    }
+    (
+        "(unknown file)".into(),
+        "make failed without a compiler error; see the log".into(),
+    )
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What the user sees while make runs.
+struct Shown {
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    label: String,
+    steps: u64,
+    expected: Option<u64>,
+    current: String,
+    start: Instant,
+    last_line: Instant,
+}
+
+impl Shown {
+    fn new(mode: ProgressMode, label: &str, expected: Option<u64>) -> Shown {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (mode == ProgressMode::Bar && terminal).then(|| {
+            let bar = match expected {
+                Some(n) => indicatif::ProgressBar::new(n),
+                None => indicatif::ProgressBar::new_spinner(),
+            };
+            let template = if expected.is_some() {
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}"
+            } else {
+                "{spinner} [{elapsed_precise}] {pos} steps {msg}"
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        let lines = bar.is_none() && mode != ProgressMode::Quiet;
+        if lines {
+            eprintln!("mmx: kernel {label}: building (make output goes to the build log)");
+        }
+        Shown {
+            bar,
+            lines,
+            label: label.to_string(),
+            steps: 0,
+            expected,
+            current: String::new(),
+            start: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn step(&mut self, target: &str) {
+        self.steps += 1;
+        self.current = target.to_string();
+        if let Some(bar) = &self.bar {
+            if bar.length().is_some_and(|l| self.steps > l) {
+                bar.set_length(self.steps);
+            }
+            bar.set_position(self.steps);
+            bar.set_message(format!("{}: {target}", self.label));
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.lines && self.last_line.elapsed() >= Duration::from_secs(60) {
+            self.last_line = Instant::now();
+            let of = self
+                .expected
+                .map(|e| format!(" of ~{e}"))
+                .unwrap_or_default();
+            eprintln!(
+                "mmx: kernel {}: building, {} steps{of}, {}s, at {}",
+                self.label,
+                self.steps,
+                self.start.elapsed().as_secs(),
+                self.current
+            );
+        }
+    }
+
+    fn finish(self) -> u64 {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+        self.steps
+    }
+}
+
+/// Whether `program` is an executable file on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            fs::metadata(d.join(program)).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// The compiler's identity (`gcc --version`'s first line): part of every build's cache key.
+pub fn compiler_version() -> String {
+    Command::new("gcc")
+        .arg("--version")
+        .env("LC_ALL", "C")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "gcc: not found".to_string())
+}
+
+/// What to build.
+pub struct BuildRequest<'a> {
+    /// For messages: the recipe name.
+    pub label: &'a str,
+    /// A prepared tree, never written to (everything goes to `out`).
+    pub src: &'a Path,
+    /// make's output directory; keep it between builds for incremental ones.
+    pub out: &'a Path,
+    pub config: &'a ConfigSpec,
+    pub fragments: &'a [Located<PathBuf>],
+    pub progress: ProgressMode,
+    /// The previous build's step count, for the bar's length.
+    pub expected_steps: Option<u64>,
+    pub cancel: Option<&'a Cancel>,
+}
+
+/// A finished build, everything inside `out`.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub bzimage: PathBuf,
+    pub config: PathBuf,
+    /// `make kernelrelease`.
+    pub release: String,
+    /// `lib/modules/<release>` from `make modules_install` when the config has modules.
+    pub modules: Option<PathBuf>,
+    /// Always written by kbuild: which wanted modules are built in.
+    pub modules_builtin: PathBuf,
+    pub steps: u64,
+    pub took: Duration,
+    /// Feature needs the config lacks (some cells will be unsupported).
+    pub warnings: Vec<Missing>,
+}
+
+/// Configure and build `src` into `out`.
+pub fn build_tree(req: &BuildRequest<'_>, log: &mut BuildLog) -> Result<Built, BuildError> {
+    let start = Instant::now();
+    fs::create_dir_all(req.out).map_err(BuildError::io("create_dir_all", req.out))?;
+    let make = Make::new(req.src, req.out);
+    let configured = config::configure(&make, req.config, req.fragments, log)?;
+    let modules = configured.config.is_on("MODULES");
+    let targets: &[&str] = if modules {
+        &["bzImage", "modules"]
+    } else {
+        &["bzImage"]
+    };
+    let steps = make.build(
+        targets,
+        req.label,
+        log,
+        req.progress,
+        req.expected_steps,
+        req.cancel,
+    )?;
+    let release_file = req.out.join("include/config/kernel.release");
+    let release = fs::read_to_string(&release_file)
+        .map_err(BuildError::io("read", &release_file))?
+        .trim()
+        .to_string();
+    let modules = if modules {
+        let root = req.out.join("mmx-modules");
+        if root.exists() {
+            fs::remove_dir_all(&root).map_err(BuildError::io("remove_dir_all", &root))?;
+        }
+        make.quick(
+            &[
+                "modules_install",
+                &format!("INSTALL_MOD_PATH={}", root.display()),
+                "INSTALL_MOD_STRIP=1",
+            ],
+            log,
+        )?;
+        Some(root.join("lib/modules").join(&release))
+    } else {
+        None
+    };
+    Ok(Built {
+        bzimage: req.out.join("arch/x86/boot/bzImage"),
+        config: req.out.join(".config"),
+        release,
+        modules,
+        modules_builtin: req.out.join("modules.builtin"),
+        steps,
+        took: start.elapsed(),
+        warnings: configured.warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kbuild_steps_are_recognised() {
+        assert_eq!(
+            kbuild_step("  CC      fs/overlayfs/params.o"),
+            Some("fs/overlayfs/params.o")
+        );
+        assert_eq!(
+            kbuild_step("  HOSTCC  scripts/basic/fixdep"),
+            Some("scripts/basic/fixdep")
+        );
+        assert_eq!(kbuild_step("  LD      vmlinux.o"), Some("vmlinux.o"));
+        assert_eq!(kbuild_step("make[1]: Entering directory '/x'"), None);
+        assert_eq!(kbuild_step("  575 |   break"), None);
+        assert_eq!(kbuild_step("In file included from x.c:1:"), None);
+    }
+
+    #[test]
+    fn failure_names_the_file_relative_to_the_tree() {
+        let errors = vec![
+            "/b/src/fs/overlayfs/params.c:575:17: error: expected ';' before 'break'".to_string(),
+            "make[4]: *** [/b/src/scripts/Makefile.build:229: fs/overlayfs/params.o] Error 1"
+                .to_string(),
+        ];
+        let (loc, msg) = failure(&errors, Path::new("/b/src"), Path::new("/b/out"));
+        assert_eq!(loc, "fs/overlayfs/params.c:575");
+        assert_eq!(msg, "error: expected ';' before 'break'");
+        let (loc, msg) = failure(&errors[1..], Path::new("/b/src"), Path::new("/b/out"));
+        assert_eq!(loc, "fs/overlayfs/params.o");
+        assert!(msg.contains("Error 1"), "{msg}");
+        let (loc, _) = failure(
+            &["../src/init/main.c:1: fatal error: x.h: No such file".to_string()],
+            Path::new("/s"),
+            Path::new("/o"),
+        );
+        assert_eq!(loc, "../src/init/main.c:1");
+    }
+
+    #[test]
+    fn log_keeps_everything_and_gives_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = BuildLog::create(&dir.path().join("build.log")).unwrap();
+        log.note("start");
+        let (ok, out) = run_captured(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            None,
+            &mut log,
+            "sh",
+        )
+        .unwrap();
+        assert!(!ok);
+        assert!(out.contains("out") && out.contains("err"));
+        let tail = log.tail(2);
+        assert!(
+            tail.contains("err") && tail.contains("exit status: 3"),
+            "{tail}"
+        );
+        let e = run_captured(
+            &mut Command::new("/nonexistent/tool"),
+            None,
+            &mut log,
+            "tool",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cannot run it"), "{e}");
+    }
+}

@@ -1,0 +1,525 @@
+//! Source trees for builds, kept so that the next build is incremental.
+//!
+//! A [`BuildDir`] (`<cache>/builds/<name>/`, locked while in use; the caller names it: one per
+//! tree and config for recipes, one per bisect) holds `src/` (the tree make
+//! reads), `out/` (make's `O=`), `build.log` and `state.json`. Preparing it for a new base or
+//! patch series rewrites only the files that change, so make recompiles only those:
+//! - a Debian source package is unpacked once into `<cache>/src/<key>/` (pristine, shared by
+//!   every build of it) and `src/` is a hard-link copy of it; patches replace files rather than
+//!   writing through the links (GNU patch writes a new file and renames it), and the files a
+//!   series touched are copied back from the pristine tree before the next series is applied;
+//! - a git tree is cloned with `--shared` (the user's objects, never the user's checkout or
+//!   refs) and moved between commits with `git checkout`, which writes only differing files:
+//!   what a bisect needs.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::build::{run_captured, BuildError, BuildLog};
+use super::cache::{key, write_atomic, Cache, CacheLock};
+use super::deb::{for_each_data_entry, EntryKind};
+use super::patches::{self, Patch};
+use super::KernelError;
+
+/// A build directory, exclusively ours while this value lives.
+#[derive(Debug)]
+pub struct BuildDir {
+    root: PathBuf,
+    _lock: CacheLock,
+}
+
+/// What `src/` holds now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    /// Identity of the base: the pristine tree's key, or `git:<repo>`.
+    base: Option<String>,
+    /// Files (tree-relative) the applied series touched, to restore before the next one.
+    touched: Vec<String>,
+    /// kbuild steps of the last build, for the progress bar.
+    steps: Option<u64>,
+}
+
+impl BuildDir {
+    /// Open (and lock) the build directory `name`; waits while another build uses it.
+    pub fn open(cache: &Cache, name: &str) -> Result<BuildDir, KernelError> {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let lock = cache.lock(&format!("build-{safe}"))?;
+        let root = cache.dir("builds")?.join(safe);
+        fs::create_dir_all(&root).map_err(|e| KernelError::io("create_dir_all", &root, e))?;
+        Ok(BuildDir { root, _lock: lock })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn src(&self) -> PathBuf {
+        self.root.join("src")
+    }
+    pub fn out(&self) -> PathBuf {
+        self.root.join("out")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("build.log")
+    }
+
+    fn state(&self) -> State {
+        fs::read(self.root.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, state: &State) -> Result<(), BuildError> {
+        let path = self.root.join("state.json");
+        let json = serde_json::to_vec_pretty(state).unwrap_or_default();
+        write_atomic(&path, &json).map_err(|e| BuildError::Step {
+            what: "write build state".into(),
+            detail: e.to_string(),
+            log: self.log_path(),
+        })
+    }
+
+    /// The step count of the last build here, for the progress bar.
+    pub fn last_steps(&self) -> Option<u64> {
+        self.state().steps
+    }
+
+    pub fn record_steps(&self, steps: u64) -> Result<(), BuildError> {
+        let mut s = self.state();
+        s.steps = Some(steps);
+        self.save(&s)
+    }
+}
+
+/// Where a build's tree comes from, ready to be laid out in a [`BuildDir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// An unpacked, never-modified tree (Debian's source package) and its cache key.
+    Pristine { root: PathBuf, key: String },
+    /// A git repository and a resolved commit.
+    Git { repo: PathBuf, commit: String },
+}
+
+/// Lay out `base` + `series` in `dir`'s `src/`, touching only what changes since the last time.
+pub fn prepare(
+    dir: &BuildDir,
+    base: &Base,
+    series: &[Patch],
+    log: &mut BuildLog,
+) -> Result<(), BuildError> {
+    let src = dir.src();
+    let mut state = dir.state();
+    match base {
+        Base::Pristine { root, key } => {
+            let id = format!("pristine:{key}");
+            if state.base.as_deref() != Some(id.as_str()) || !src.is_dir() {
+                log.note(&format!("fresh tree: hard links to {}", root.display()));
+                // Another base: the old objects would only confuse make.
+                for d in [src.clone(), dir.out()] {
+                    remove_dir_if_exists(&d)?;
+                }
+                link_tree(root, &src, log)?;
+                state = State {
+                    base: Some(id),
+                    ..State::default()
+                };
+                dir.save(&state)?;
+            } else {
+                restore(root, &src, &state.touched, log)?;
+                state.touched.clear();
+                dir.save(&state)?;
+            }
+            let total = series.len();
+            for (i, p) in series.iter().enumerate() {
+                // Recorded before applying: a half-applied patch is undone next time too.
+                for f in patches::touched_files(&p.text) {
+                    if !state.touched.contains(&f) {
+                        state.touched.push(f);
+                    }
+                }
+                dir.save(&state)?;
+                patches::apply_plain(&src, p, (i + 1, total), log)?;
+            }
+        }
+        Base::Git { repo, commit } => {
+            let id = format!("git:{}", repo.display());
+            let fresh = state.base.as_deref() != Some(id.as_str()) || !src.join(".git").exists();
+            if fresh {
+                remove_dir_if_exists(&src)?;
+                git(
+                    log,
+                    None,
+                    &[
+                        "clone",
+                        "--quiet",
+                        "--shared",
+                        "--no-checkout",
+                        &repo.to_string_lossy(),
+                        &src.to_string_lossy(),
+                    ],
+                )?;
+                state = State {
+                    base: Some(id),
+                    steps: state.steps,
+                    ..State::default()
+                };
+                dir.save(&state)?;
+            }
+            // Leftovers of a failed `git am` or of patched files, then the commit: git rewrites
+            // only the files that differ, so make rebuilds only those.
+            if !fresh {
+                if src.join(".git/rebase-apply").exists() {
+                    git(log, Some(&src), &["am", "--abort"])?;
+                }
+                git(log, Some(&src), &["reset", "--quiet", "--hard"])?;
+                git(log, Some(&src), &["clean", "-fdxq"])?;
+            }
+            git(
+                log,
+                Some(&src),
+                &[
+                    "-c",
+                    "advice.detachedHead=false",
+                    "checkout",
+                    "--quiet",
+                    "--force",
+                    "--detach",
+                    commit,
+                ],
+            )?;
+            let total = series.len();
+            for (i, p) in series.iter().enumerate() {
+                if p.is_mail() {
+                    patches::apply_mail(&src, p, (i + 1, total), log)?;
+                } else {
+                    patches::apply_plain(&src, p, (i + 1, total), log)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn git(log: &mut BuildLog, dir: Option<&Path>, args: &[&str]) -> Result<(), BuildError> {
+    let mut cmd = Command::new("git");
+    if let Some(d) = dir {
+        cmd.arg("-C").arg(d);
+    }
+    cmd.args(args);
+    let what = format!("git {}", args.join(" "));
+    log.note(&what);
+    let (ok, out) = run_captured(&mut cmd, None, log, &what)?;
+    if ok {
+        Ok(())
+    } else {
+        Err(BuildError::Step {
+            what,
+            detail: out.trim().to_string(),
+            log: log.path().to_path_buf(),
+        })
+    }
+}
+
+/// Resolve `rev` in the user's repository to a commit id (never changes the repository).
+pub fn resolve_rev(repo: &Path, rev: &str) -> Result<String, String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{rev}^{{commit}}"))
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && id.len() >= 40 {
+        Ok(id)
+    } else {
+        Err(format!(
+            "`{rev}` is not a commit in {} {}",
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn remove_dir_if_exists(d: &Path) -> Result<(), BuildError> {
+    match fs::remove_dir_all(d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BuildError::io("remove_dir_all", d)(e)),
+    }
+}
+
+/// `cp -al`: a copy of the tree made of hard links (seconds for ~90k files, no space).
+fn link_tree(from: &Path, to: &Path, log: &mut BuildLog) -> Result<(), BuildError> {
+    let mut cmd = Command::new("cp");
+    cmd.arg("-al").arg(from).arg(to);
+    let (ok, out) = run_captured(&mut cmd, None, log, "cp -al")?;
+    if ok {
+        Ok(())
+    } else {
+        Err(BuildError::Step {
+            what: format!("cp -al {} {}", from.display(), to.display()),
+            detail: out.trim().to_string(),
+            log: log.path().to_path_buf(),
+        })
+    }
+}
+
+/// Put the pristine version of `files` back (a fresh copy, so its mtime is now and make
+/// rebuilds what used the patched one); files the patches created are removed.
+fn restore(
+    pristine: &Path,
+    src: &Path,
+    files: &[String],
+    log: &mut BuildLog,
+) -> Result<(), BuildError> {
+    for f in files {
+        let (orig, cur) = (pristine.join(f), src.join(f));
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => fs::remove_file(&cur).map_err(BuildError::io("remove", &cur))?,
+            Err(_) => {}
+        }
+        if orig.is_file() {
+            if let Some(parent) = cur.parent() {
+                fs::create_dir_all(parent).map_err(BuildError::io("create_dir_all", parent))?;
+            }
+            fs::copy(&orig, &cur).map_err(BuildError::io("copy", &orig))?;
+        }
+    }
+    if !files.is_empty() {
+        log.note(&format!(
+            "restored {} files the previous series touched",
+            files.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The pristine tree of a Debian `linux-source-X` package: unpacked once per package (by its
+/// SHA-256) under `<cache>/src/`, published with one rename. `fetch` downloads and checks the
+/// .deb into the directory it is given, when the tree is not there yet.
+pub fn debian_pristine(
+    cache: &Cache,
+    package: &str,
+    sha256: &str,
+    fetch: impl FnOnce(&Path) -> Result<PathBuf, KernelError>,
+) -> Result<PathBuf, KernelError> {
+    let k = key(&[b"src-v1", package.as_bytes(), sha256.as_bytes()]);
+    let dir = cache.dir("src")?.join(&k);
+    if let Some(t) = top_dir(&dir) {
+        return Ok(t);
+    }
+    let _l = cache.lock(&format!("src-{k}"))?;
+    if let Some(t) = top_dir(&dir) {
+        return Ok(t);
+    }
+    // A fixed name, cleared under the lock: an unpack killed half way (Ctrl-C in tar) leaves
+    // 1.7 GB that the next attempt removes instead of keeping forever.
+    let work = cache.dir("src")?.join(format!(".unpack-{k}"));
+    remove_dir_if_exists(&work).map_err(|e| KernelError::Layout {
+        detail: e.to_string(),
+    })?;
+    fs::create_dir(&work).map_err(|e| KernelError::io("create_dir", &work, e))?;
+    let deb = fetch(&work)?;
+    let tree = work.join("tree");
+    fs::create_dir(&tree).map_err(|e| KernelError::io("create_dir", &tree, e))?;
+    // The package holds usr/src/<package>.tar.xz; stream it into tar.
+    let member = format!("usr/src/{package}.tar.xz");
+    let mut found = false;
+    for_each_data_entry(&deb, |path, kind, reader| {
+        if kind != EntryKind::File || path != member {
+            return Ok(());
+        }
+        found = true;
+        untar_xz(reader, &tree)
+    })?;
+    if !found {
+        return Err(KernelError::Layout {
+            detail: format!("{}: no {member}", deb.display()),
+        });
+    }
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| KernelError::io("remove_dir_all", &dir, e))?;
+    }
+    fs::rename(&tree, &dir).map_err(|e| KernelError::io("rename", &dir, e))?;
+    let _ = fs::remove_dir_all(&work);
+    top_dir(&dir).ok_or_else(|| KernelError::Layout {
+        detail: format!("{}: the tarball has no single top directory", dir.display()),
+    })
+}
+
+/// The one directory inside an unpacked tarball (`linux-source-6.12/`), with a Makefile.
+fn top_dir(dir: &Path) -> Option<PathBuf> {
+    let mut entries = fs::read_dir(dir).ok()?.filter_map(Result::ok);
+    let first = entries.next()?;
+    if entries.next().is_some() {
+        return None;
+    }
+    let t = first.path();
+    t.join("Makefile").is_file().then_some(t)
+}
+
+fn untar_xz(reader: &mut dyn Read, into: &Path) -> Result<(), KernelError> {
+    let mut child = Command::new("tar")
+        .args(["-xJf", "-", "--no-same-owner", "-C"])
+        .arg(into)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| KernelError::Layout {
+            detail: format!("cannot run tar: {e}"),
+        })?;
+    let copied = child
+        .stdin
+        .take()
+        .map(|mut stdin| std::io::copy(reader, &mut stdin));
+    let out = child.wait_with_output().map_err(|e| KernelError::Layout {
+        detail: format!("tar: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(KernelError::Layout {
+            detail: format!(
+                "tar -xJ into {}: {}: {}",
+                into.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    if let Some(Err(e)) = copied {
+        return Err(KernelError::io("unpack into", into, e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &Path, script: &str) {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script}");
+    }
+
+    fn patch(text: &str) -> Patch {
+        super::super::patches::tests_support::patch(text)
+    }
+
+    #[test]
+    fn pristine_series_are_swapped_touching_only_their_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let pristine = tmp.path().join("pristine");
+        fs::create_dir_all(pristine.join("d")).unwrap();
+        fs::write(pristine.join("d/a.c"), "one\ntwo\nthree\n").unwrap();
+        fs::write(pristine.join("b.c"), "b\n").unwrap();
+        let base = Base::Pristine {
+            root: pristine.clone(),
+            key: "k1".into(),
+        };
+        let dir = BuildDir::open(&cache, "t").unwrap();
+        let mut log = BuildLog::create(&dir.log_path()).unwrap();
+        let p1 = patch("--- a/d/a.c\n+++ b/d/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n--- /dev/null\n+++ b/new.c\n@@ -0,0 +1 @@\n+new\n");
+        prepare(&dir, &base, &[p1], &mut log).unwrap();
+        let src = dir.src();
+        assert_eq!(
+            fs::read_to_string(src.join("d/a.c")).unwrap(),
+            "one\nTWO\nthree\n"
+        );
+        assert!(src.join("new.c").exists());
+        // The pristine tree is untouched (the patch broke the link, not the file).
+        assert_eq!(
+            fs::read_to_string(pristine.join("d/a.c")).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        use std::os::unix::fs::MetadataExt;
+        let b_ino = fs::metadata(src.join("b.c")).unwrap().ino();
+        assert_eq!(b_ino, fs::metadata(pristine.join("b.c")).unwrap().ino());
+
+        // Another series: the first one's files come back, untouched files keep their inode.
+        prepare(&dir, &base, &[], &mut log).unwrap();
+        assert_eq!(
+            fs::read_to_string(src.join("d/a.c")).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        assert!(!src.join("new.c").exists());
+        assert_eq!(fs::metadata(src.join("b.c")).unwrap().ino(), b_ino);
+
+        // A patch that does not apply names itself and its hunk.
+        let bad = patch("--- a/d/a.c\n+++ b/d/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+TWO\n three\n");
+        let e = prepare(&dir, &base, &[bad], &mut log).unwrap_err();
+        match &e {
+            BuildError::Patch(r) => {
+                assert_eq!((r.file.as_str(), r.n, r.total), ("d/a.c", 1, 1));
+                assert!(r.detail.contains("-zwei"), "{}", r.detail);
+            }
+            other => panic!("{other}"),
+        }
+        assert!(!src.join("d/a.c.orig").exists() && !src.join("d/a.c.rej").exists());
+    }
+
+    #[test]
+    fn git_bases_move_between_commits_and_take_mails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        fs::create_dir(&repo).unwrap();
+        sh(&repo, "git init -q && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m base \
+                   && echo one > f && git add f && git -c user.name=t -c user.email=t@t commit -q -m one \
+                   && echo two > f && git -c user.name=t -c user.email=t@t commit -q -am two");
+        let c1 = resolve_rev(&repo, "HEAD~1").unwrap();
+        let c2 = resolve_rev(&repo, "HEAD").unwrap();
+        assert!(resolve_rev(&repo, "nonexistent")
+            .unwrap_err()
+            .contains("not a commit"));
+        let cache = Cache::at(tmp.path().join("cache"));
+        let dir = BuildDir::open(&cache, "g").unwrap();
+        let mut log = BuildLog::create(&dir.log_path()).unwrap();
+        let at = |c: &str| Base::Git {
+            repo: repo.clone(),
+            commit: c.to_string(),
+        };
+        prepare(&dir, &at(&c1), &[], &mut log).unwrap();
+        assert_eq!(fs::read_to_string(dir.src().join("f")).unwrap(), "one\n");
+        let mail = patch("From 0 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH] f: three\n\n---\ndiff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-two\n+three\n-- \n2.0\n\n");
+        prepare(&dir, &at(&c2), std::slice::from_ref(&mail), &mut log).unwrap();
+        assert_eq!(fs::read_to_string(dir.src().join("f")).unwrap(), "three\n");
+        // The mail was committed with its author, on top of c2.
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir.src())
+            .args(["log", "-1", "--format=%an|%s"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "A|f: three");
+        // The same mail does not apply on c1: the error names the hunk, and the tree is clean.
+        let e = prepare(&dir, &at(&c1), &[mail], &mut log).unwrap_err();
+        assert!(matches!(&e, BuildError::Patch(r) if r.file == "f"), "{e}");
+        prepare(&dir, &at(&c1), &[], &mut log).unwrap();
+        assert_eq!(fs::read_to_string(dir.src().join("f")).unwrap(), "one\n");
+        // The user's repository never moved.
+        let head = resolve_rev(&repo, "HEAD").unwrap();
+        assert_eq!(head, c2);
+    }
+}

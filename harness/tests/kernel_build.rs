@@ -1,0 +1,549 @@
+//! Kernels mmx builds from source, for real: Debian's linux-source-6.12 with the minimal config
+//! and a patch that makes overlay refuse the `lowerdir+` key, booted under QEMU, where the
+//! `lowerdir-plus-string` probe flips from yes (Debian's own 6.12) to no; and the failures a
+//! user meets (a patch that does not apply, a fragment option the kernel drops, a syntax error,
+//! a `[path]` kernel without overlayfs), each with the message promised.
+//!
+//! The tests build the same package with the same config, so they share one build directory:
+//! the first build is cold (about ten minutes with two cores), the others are incremental or
+//! stop before make, and the cache lock serializes them. The unpacked source tree is shared with every other
+//! build of the same package. Needs make, gcc, flex, bison, bc, libelf headers, patch, tar and
+//! network access to Debian's archive (and QEMU for the boot). Under `CI=true` a missing tool
+//! fails the test; elsewhere it is skipped loudly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+mod common;
+
+use harness::backend::qemu::{AccelChoice, Qemu};
+use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::cell::{BootKey, TargetKey};
+use harness::kernels::recipe::load_recipe;
+use harness::kernels::{
+    ensure, BuildError, Cache, KernelError, KernelProvenance, LockFile, Recipe, ResolvedKernel,
+};
+use harness::matrix::Topology;
+use harness::results::BootEnd;
+use protocol::{Capabilities, Feature, Filesystem, Plan};
+
+/// The recipe name every test here builds under (one build directory for all).
+const NAME: &str = "mmx-test-6.12";
+
+const SUBJECT: &str = "ovl: refuse the lowerdir+ key (mmx build test)";
+
+/// Makes overlay answer `fsconfig(FSCONFIG_SET_STRING, "lowerdir+", …)` with EINVAL.
+fn refuse_lowerdir_plus() -> String {
+    format!(
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n\
+         From: mmx tests <mmx@localhost>\n\
+         Date: Mon, 1 Jan 2024 00:00:00 +0000\n\
+         Subject: [PATCH] {SUBJECT}\n\
+         \n\
+         The probe's answer must flip from yes to no.\n\
+         ---\n \
+         fs/overlayfs/params.c | 3 +++\n\
+         \n\
+         diff --git a/fs/overlayfs/params.c b/fs/overlayfs/params.c\n\
+         --- a/fs/overlayfs/params.c\n\
+         +++ b/fs/overlayfs/params.c\n\
+         @@ -571,6 +571,9 @@\n \
+         \t\terr = ovl_parse_param_lowerdir(param->string, fc);\n \
+         \t\tbreak;\n \
+         \tcase Opt_lowerdir_add:\n\
+         +\t\t/* mmx's build test: refuse the key, so the probe's answer flips. */\n\
+         +\t\terr = invalfc(fc, \"lowerdir+ refused by the mmx test patch\");\n\
+         +\t\tbreak;\n \
+         \tcase Opt_datadir_add:\n \
+         \tcase Opt_upperdir:\n \
+         \tcase Opt_workdir:\n\
+         -- \n\
+         2.39.2\n\n"
+    )
+}
+
+/// Written for another tree: its context names a case label 6.12 does not have.
+const DOES_NOT_APPLY: &str = "Refuse lowerdir+ in a tree that calls it differently\n\n\
+--- a/fs/overlayfs/params.c\n\
++++ b/fs/overlayfs/params.c\n\
+@@ -571,6 +571,8 @@\n \
+\t\terr = ovl_parse_param_lowerdir(param->string, fc);\n \
+\t\tbreak;\n \
+\tcase Opt_lowerdir_plus:\n\
++\t\terr = -EINVAL;\n\
++\t\tbreak;\n \
+\tcase Opt_datadir_add:\n \
+\tcase Opt_upperdir:\n \
+\tcase Opt_workdir:\n";
+
+/// Applies, but does not compile: a statement without its semicolon.
+const SYNTAX_ERROR: &str = "Break the build on purpose\n\n\
+--- a/fs/overlayfs/params.c\n\
++++ b/fs/overlayfs/params.c\n\
+@@ -571,6 +571,8 @@\n \
+\t\terr = ovl_parse_param_lowerdir(param->string, fc);\n \
+\t\tbreak;\n \
+\tcase Opt_lowerdir_add:\n\
++\t\terr = -EINVAL\n\
++\t\tbreak;\n \
+\tcase Opt_datadir_add:\n \
+\tcase Opt_upperdir:\n \
+\tcase Opt_workdir:\n";
+
+// ---------------------------------------------------------------------------------------------
+// Preconditions and set-up.
+// ---------------------------------------------------------------------------------------------
+
+/// True when `ok`; otherwise fails under CI=true and says SKIPPED elsewhere.
+fn require(ok: bool, reason: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "precondition missing (CI=true): {reason}"
+    );
+    eprintln!("SKIPPED ({reason})");
+    false
+}
+
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The tools a kernel build needs (`.ci/run` installs them).
+fn build_tools() -> bool {
+    let missing: Vec<&str> = [
+        "make", "gcc", "flex", "bison", "bc", "patch", "tar", "xz", "git",
+    ]
+    .into_iter()
+    .filter(|t| !runs(t, "--version"))
+    .collect();
+    let libelf = Path::new("/usr/include/libelf.h").exists();
+    let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists();
+    require(
+        missing.is_empty() && libelf && keyring,
+        &format!(
+            "kernel build tools missing: {}{}{} (apt-get install make gcc flex bison bc libelf-dev patch xz-utils git debian-archive-keyring)",
+            missing.join(" "),
+            if libelf { "" } else { " libelf-dev" },
+            if keyring { "" } else { " debian-archive-keyring" },
+        ),
+    )
+}
+
+fn qemu() -> bool {
+    require(
+        runs("qemu-system-x86_64", "--version"),
+        "qemu-system-x86_64 is not installed; apt-get install qemu-system-x86",
+    )
+}
+
+/// A checkout-like directory with `kernels/NAME.toml` and the files it names.
+struct Checkout {
+    dir: tempfile::TempDir,
+}
+
+impl Checkout {
+    fn new(source_table: &str, files: &[(&str, &str)]) -> Checkout {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kernels = dir.path().join("kernels");
+        for (rel, text) in files {
+            let p = kernels.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        std::fs::write(
+            kernels.join(format!("{NAME}.toml")),
+            format!("description = \"mmx build test\"\n\n[source]\ndebian = \"linux-source-6.12\"\n{source_table}"),
+        )
+        .expect("write recipe");
+        // The lock pins the same package as the repository's minimal recipe.
+        let repo_lock = harness::agent::workspace_root().join("kernels/kernels.lock");
+        let mut entry = LockFile::load(&repo_lock)
+            .expect("kernels.lock")
+            .get("debian-6.12-minimal")
+            .expect("kernels.lock has debian-6.12-minimal")
+            .clone();
+        entry.name = NAME.into();
+        let mut lock = LockFile::default();
+        lock.upsert(entry);
+        lock.save(&kernels.join("kernels.lock"))
+            .expect("write lock");
+        Checkout { dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn recipe(&self) -> Recipe {
+        load_recipe(&self.root().join(format!("kernels/{NAME}.toml"))).expect("recipe loads")
+    }
+
+    fn lock(&self) -> LockFile {
+        LockFile::load(&self.root().join("kernels/kernels.lock")).expect("lock loads")
+    }
+
+    fn ensure(&self) -> Result<ResolvedKernel, KernelError> {
+        ensure(&self.recipe(), &self.lock(), &common::cache())
+    }
+}
+
+/// The build error inside a kernel error, or a panic saying what came instead.
+fn build_error(r: Result<ResolvedKernel, KernelError>) -> (String, BuildError) {
+    match r {
+        Err(e @ KernelError::Build { .. }) => {
+            let text = e.to_string();
+            let KernelError::Build { error, .. } = e else {
+                unreachable!()
+            };
+            (text, *error)
+        }
+        Err(e) => panic!("expected a build failure, got: {e:#}"),
+        Ok(k) => panic!("expected a build failure, got a kernel: {k:?}"),
+    }
+}
+
+/// Every build directory's log and its mtime: a build that runs make rewrites one.
+fn build_logs() -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    let builds = common::cache().root().join("builds");
+    let mut logs: Vec<_> = std::fs::read_dir(&builds)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("build.log"))
+        .map(|p| {
+            let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            (p, t)
+        })
+        .collect();
+    logs.sort();
+    logs
+}
+
+// ---------------------------------------------------------------------------------------------
+// Boots.
+// ---------------------------------------------------------------------------------------------
+
+fn boot_probes(k: &ResolvedKernel) -> BootOutput {
+    let run_dir = common::run_dir("mmx-kernel-build-tests");
+    let key = BootKey {
+        target: TargetKey::Qemu {
+            kernel: k.name.clone(),
+            topology: "1s2c1t".into(),
+        },
+        filesystem: Filesystem::Ext4,
+    };
+    let plan = Plan {
+        schema_version: protocol::SCHEMA_VERSION,
+        boot_id: key.to_string(),
+        scratch_dir: "/".into(),
+        scratch_disk: None,
+        modules: Vec::new(),
+        probe: true,
+        items: Vec::new(),
+    };
+    let req = BootRequest {
+        key,
+        deadlines: Deadlines::for_plan(&plan, harness::backend::qemu::BOOT_ALLOWANCE),
+        plan,
+        run_dir,
+        cancel: Cancel::new(),
+    };
+    let topo = Topology {
+        name: "1s2c1t".into(),
+        sockets: 1,
+        cores: 2,
+        threads: 1,
+        memory_mib: 768,
+        numa: Vec::new(),
+    };
+    let q = Qemu::new(
+        AccelChoice::Tcg,
+        common::agent(),
+        common::cache().root().to_path_buf(),
+    )
+    .expect("qemu backend");
+    q.boot(&req, k, &topo, Filesystem::Ext4)
+}
+
+fn capabilities(out: &BootOutput) -> &Capabilities {
+    out.stream.capabilities.as_ref().unwrap_or_else(|| {
+        panic!(
+            "no Capabilities: end {:?}, stream {:#?}",
+            out.end, out.stream
+        )
+    })
+}
+
+fn agent_ready_ms(out: &BootOutput) -> f64 {
+    let t = &out.timings_ms;
+    t.get("agent-ready").copied().unwrap_or(f64::NAN) - t.get("qemu-start").copied().unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------------
+
+/// The issue's main case: a patched source kernel changes a probe's answer, says which patch
+/// in its provenance, and the second use takes the cached build.
+#[test]
+fn patched_minimal_6_12_refuses_lowerdir_plus_and_is_cached() {
+    if !build_tools() || !qemu() {
+        return;
+    }
+    let co = Checkout::new(
+        "patches = [\"patches/*.patch\"]\nconfig = \"minimal\"\n",
+        &[(
+            "patches/0001-ovl-refuse-lowerdir-plus.patch",
+            &refuse_lowerdir_plus(),
+        )],
+    );
+    let t = Instant::now();
+    let k = co.ensure().unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "MEASURE {NAME}: ensure {:.1}s ({}; build {:.1}s, download {:.1}s), vmlinuz {} bytes, release {}",
+        t.elapsed().as_secs_f64(),
+        if k.timings.cached { "cached" } else { "built" },
+        k.timings.build.as_secs_f64(),
+        k.timings.download.as_secs_f64(),
+        std::fs::metadata(&k.vmlinuz).map_or(0, |m| m.len()),
+        k.release
+    );
+    assert!(k.release.starts_with("6.12."), "{}", k.release);
+    // Everything built in: no modules to ship, overlay and virtio_blk known as built in.
+    assert!(k.modules.is_empty(), "{:?}", k.modules);
+    for m in ["overlay", "virtio_blk", "ext4"] {
+        assert!(k.builtin.iter().any(|b| b == m), "{m}: {:?}", k.builtin);
+    }
+    assert_eq!(k.missing_options().expect("config readable"), Some(vec![]));
+    let KernelProvenance::Built(b) = &k.provenance else {
+        panic!("{:?}", k.provenance)
+    };
+    assert_eq!(b.patches.len(), 1);
+    assert_eq!(b.patches[0].subject, SUBJECT);
+    assert!(b.patches[0]
+        .file
+        .ends_with("0001-ovl-refuse-lowerdir-plus.patch"));
+    assert!(
+        k.provenance.describe().contains(SUBJECT),
+        "{}",
+        k.provenance.describe()
+    );
+    assert!(b.compiler.contains("gcc"), "{}", b.compiler);
+    assert_eq!(b.config_sha256.len(), 64);
+
+    // The second use takes the cached build: make does not run, no build log is touched.
+    let before = build_logs();
+    let t = Instant::now();
+    let again = co.ensure().unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "MEASURE {NAME}: cached ensure {:.3}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(again.timings.cached);
+    assert!(again.timings.build.is_zero());
+    assert_eq!(again.vmlinuz, k.vmlinuz);
+    assert_eq!(build_logs(), before);
+
+    // Boot both: Debian's own 6.12 takes `lowerdir+`, the patched one refuses it.
+    let patched = boot_probes(&k);
+    assert_eq!(patched.end, BootEnd::Completed, "{:#?}", patched.stream);
+    let stock_kernel = common::kernel("debian-6.12");
+    let stock = boot_probes(&stock_kernel);
+    assert_eq!(stock.end, BootEnd::Completed, "{:#?}", stock.stream);
+    let (new, old) = (capabilities(&patched), capabilities(&stock));
+    assert!(
+        old.supports(Feature::LowerdirPlusString),
+        "{:?}",
+        old.get(Feature::LowerdirPlusString)
+    );
+    let refused = new.get(Feature::LowerdirPlusString).expect("probed");
+    assert!(!refused.supported, "{refused:?}");
+    let ev = refused.evidence.as_ref().expect("evidence");
+    assert_eq!(ev.errno_name(), Some("EINVAL"), "{ev:?}");
+    assert!(ev.step.contains("lowerdir+"), "{ev:?}");
+    // Nothing else changed: the minimal config answers every other probe as Debian's does.
+    for f in Feature::ALL
+        .into_iter()
+        .filter(|f| *f != Feature::LowerdirPlusString)
+    {
+        assert_eq!(
+            new.supports(f),
+            old.supports(f),
+            "{f}: {:?} vs {:?}",
+            new.get(f),
+            old.get(f)
+        );
+    }
+    eprintln!(
+        "MEASURE boot-to-agent-ready under TCG: {NAME} {:.0} ms, debian-6.12 {:.0} ms",
+        agent_ready_ms(&patched),
+        agent_ready_ms(&stock)
+    );
+}
+
+#[test]
+fn a_patch_that_does_not_apply_names_the_patch_and_its_hunk() {
+    if !build_tools() {
+        return;
+    }
+    let co = Checkout::new(
+        "patches = [\"patches/*.patch\"]\n",
+        &[
+            (
+                "patches/0001-ovl-refuse-lowerdir-plus.patch",
+                &refuse_lowerdir_plus(),
+            ),
+            ("patches/0002-other-tree.patch", DOES_NOT_APPLY),
+        ],
+    );
+    let (text, e) = build_error(co.ensure());
+    eprintln!("the message: {text}");
+    assert!(text.starts_with("kernel build failed: "), "{text}");
+    let BuildError::Patch(r) = e else {
+        panic!("{text}")
+    };
+    assert_eq!((r.n, r.total), (2, 2), "{text}");
+    assert!(r.patch.ends_with("0002-other-tree.patch"), "{text}");
+    assert_eq!(r.file, "fs/overlayfs/params.c", "{text}");
+    assert!(
+        text.contains("+\t\terr = -EINVAL;") && text.contains("Opt_lowerdir_plus"),
+        "{text}"
+    );
+    assert!(text.contains("build.log"), "{text}");
+
+    // The command line says the same and exits 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .args(["kernels", "--root"])
+        .arg(co.root())
+        .args(["build", NAME])
+        .output()
+        .expect("run mmx");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("kernel build failed") && stderr.contains("0002-other-tree.patch"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hunk #1 of fs/overlayfs/params.c rejected"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_fragment_option_the_kernel_drops_is_named() {
+    if !build_tools() {
+        return;
+    }
+    // NFS needs networking, which the minimal config leaves out: olddefconfig drops it.
+    let co = Checkout::new(
+        "fragments = [\"extra.config\"]\n",
+        &[(
+            "extra.config",
+            "# wanted for a test\nCONFIG_EXT4_FS=y\nCONFIG_NFS_FS=y\n",
+        )],
+    );
+    let (text, e) = build_error(co.ensure());
+    eprintln!("the message: {text}");
+    assert!(text.starts_with("kernel build failed: "), "{text}");
+    let BuildError::Dropped { dropped, .. } = &e else {
+        panic!("{text}")
+    };
+    let names: Vec<&str> = dropped.iter().map(|d| d.option.as_str()).collect();
+    assert_eq!(names, ["NFS_FS"], "{text}");
+    assert!(
+        text.contains("CONFIG_NFS_FS=y") && text.contains("extra.config:3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_syntax_error_names_the_file_and_keeps_the_log() {
+    if !build_tools() {
+        return;
+    }
+    let co = Checkout::new(
+        "patches = [\"patches/*.patch\"]\n",
+        &[("patches/0001-break-it.patch", SYNTAX_ERROR)],
+    );
+    let (text, e) = build_error(co.ensure());
+    eprintln!("the message: {text}");
+    assert!(text.starts_with("kernel build failed: "), "{text}");
+    let BuildError::Compile { location, log, .. } = &e else {
+        panic!("{text}")
+    };
+    assert!(location.starts_with("fs/overlayfs/params.c:5"), "{text}");
+    assert!(text.contains("error:"), "{text}");
+    let kept = std::fs::read_to_string(log).expect("the log is kept");
+    assert!(
+        kept.contains("params.c") && kept.contains("error:"),
+        "{}",
+        log.display()
+    );
+    assert!(text.contains(&log.display().to_string()), "{text}");
+}
+
+#[test]
+fn a_path_kernel_without_overlay_is_refused_before_booting() {
+    if !require(
+        Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists(),
+        "debian-archive-keyring is not installed",
+    ) {
+        return;
+    }
+    // Debian's 6.12 with its modules, but a config without overlayfs (and no overlay module).
+    let debian = common::kernel("debian-6.12");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let modules = dir.path().join("modules");
+    std::fs::create_dir(&modules).expect("mkdir");
+    for m in &debian.modules {
+        if m.name != "overlay" {
+            let name: PathBuf = m.host_path.file_name().expect("file name").into();
+            std::fs::copy(&m.host_path, modules.join(name)).expect("copy module");
+        }
+    }
+    let config = dir.path().join("config");
+    let text = std::fs::read_to_string(debian.config.as_ref().expect("config")).expect("config");
+    assert!(text.contains("CONFIG_OVERLAY_FS=m"));
+    std::fs::write(
+        &config,
+        text.replace("CONFIG_OVERLAY_FS=m", "# CONFIG_OVERLAY_FS is not set"),
+    )
+    .expect("write config");
+    let recipe_file = dir.path().join("no-overlay.toml");
+    std::fs::write(
+        &recipe_file,
+        format!(
+            "[path]\nvmlinuz = \"{}\"\nmodules = \"{}\"\nconfig = \"{}\"\n",
+            debian.vmlinuz.display(),
+            modules.display(),
+            config.display()
+        ),
+    )
+    .expect("write recipe");
+    let recipe = load_recipe(&recipe_file).expect("recipe");
+    let cache = Cache::at(dir.path().join("cache"));
+    match ensure(&recipe, &LockFile::default(), &cache) {
+        Err(e @ KernelError::MissingOptions { .. }) => {
+            let text = e.to_string();
+            eprintln!("the message: {text}");
+            let KernelError::MissingOptions { missing, .. } = e else {
+                unreachable!()
+            };
+            let names: Vec<&str> = missing.iter().map(|m| m.need.option).collect();
+            assert_eq!(names, ["OVERLAY_FS"], "{text}");
+            assert!(
+                text.contains("CONFIG_OVERLAY_FS") && text.contains("config-fragment"),
+                "{text}"
+            );
+        }
+        other => panic!("expected the missing option, got {other:?}"),
+    }
+}
