@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod hypervisor;
 mod init;
 mod layers;
 mod lockbench;
