@@ -29,7 +29,12 @@ pub fn opt_escape(value: &Path) -> OsString {
 /// and no user config files that could change the machine behind our back.
 ///
 /// KVM runs the host's CPU model; TCG runs `max`, every feature TCG can emulate, so feature
-/// probes see as much as the emulator offers. TCG runs all vCPUs on one host thread
+/// probes see as much as the emulator offers, with Intel's vendor string: TCG's `max` is an AMD
+/// family-15 CPU without TOPOEXT (TCG cannot emulate it), so a Linux before the 6.9 topology
+/// rewrite reads its SMT siblings from the legacy AMD leaves and sees every thread as a core
+/// (QEMU itself warns "This family of AMD CPU doesn't support hyperthreading"); as GenuineIntel
+/// the same kernel reads CPUID leaf 0xB, which QEMU fills from `-smp`, and a 6.1 guest asked for
+/// `threads=2` sees two threads per core. TCG runs all vCPUs on one host thread
 /// (`thread=single`): multi-threaded TCG (QEMU 7.2) occasionally lets a vCPU run code another
 /// vCPU has just patched (seen here as `Oops: int3` in the idle loop of a Debian 6.12 guest
 /// during boot), and on a small CI machine one thread boots no slower than several. TCG numbers
@@ -38,7 +43,7 @@ pub fn machine_args(accel: Accel) -> Vec<OsString> {
     let (accel, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
         // Metal never reaches QEMU; asking TCG for it is the safe reading.
-        Accel::Tcg | Accel::Metal => ("tcg,thread=single", "max"),
+        Accel::Tcg | Accel::Metal => ("tcg,thread=single", "max,vendor=GenuineIntel"),
     };
     os(&[
         "-nodefaults",
@@ -221,7 +226,9 @@ mod tests {
         assert!(kvm.windows(2).any(|w| w == ["-cpu", "host"]));
         let tcg = strs(&machine_args(Accel::Tcg));
         assert!(tcg.windows(2).any(|w| w == ["-accel", "tcg,thread=single"]));
-        assert!(tcg.windows(2).any(|w| w == ["-cpu", "max"]));
+        assert!(tcg
+            .windows(2)
+            .any(|w| w == ["-cpu", "max,vendor=GenuineIntel"]));
         assert_eq!(tcg[0], "-nodefaults");
     }
 
