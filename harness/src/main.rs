@@ -214,7 +214,15 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 BackendChoice::All => [m.qemu_cells(), m.ssh_cells()].concat(),
                 BackendChoice::Qemu => m.qemu_cells(),
                 BackendChoice::Ssh => m.ssh_cells(),
-                BackendChoice::Local => m.local_cells(protocol::Filesystem::Ext4),
+                // The filesystem the local scratch dir would be on, as the run measures it.
+                BackendChoice::Local => {
+                    let base = m.local_scratch.clone().unwrap_or_else(|| "/var/tmp".into());
+                    let fs = harness::backend::local::filesystem_of(&base)
+                        .ok()
+                        .and_then(Result::ok)
+                        .map_or(harness::cell::LayerFs::Unmeasured, Into::into);
+                    m.local_cells(fs)
+                }
             };
             for c in cells {
                 println!("{}", c.key);

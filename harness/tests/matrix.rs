@@ -69,7 +69,7 @@ fn main() {
         ("qemu", group_boots(matrix.qemu_cells()), qemu_missing),
         (
             "local",
-            local_fs.map_or_else(Vec::new, |fs| group_boots(matrix.local_cells(fs))),
+            local_fs.map_or_else(Vec::new, |fs| group_boots(matrix.local_cells(fs.into()))),
             not_root,
         ),
         ("ssh", group_boots(matrix.ssh_cells()), !hosts_wanted),

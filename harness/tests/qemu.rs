@@ -50,7 +50,7 @@ fn key(kernel: &str, topology: &str, fs: Filesystem) -> BootKey {
             kernel: kernel.into(),
             topology: topology.into(),
         },
-        filesystem: fs,
+        filesystem: fs.into(),
     }
 }
 

@@ -134,7 +134,7 @@ impl Sshd {
             teardown: None,
             // The visit's temp dir goes here, so the test can see that nothing stays.
             scratch_dir: Some(self.path("remote-tmp")),
-            filesystem: protocol::Filesystem::Ext4,
+            filesystem: None,
             ssh_options: vec![
                 format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
                 "GlobalKnownHostsFile=/dev/null".into(),
@@ -285,7 +285,7 @@ fn request(run_dir: &Path, boot_id: &str, mut items: Vec<PlanItem>) -> BootReque
             host: format!("loopback-{boot_id}"),
             smt: SmtSetting::AsIs,
         },
-        filesystem: protocol::Filesystem::Ext4,
+        filesystem: protocol::Filesystem::Ext4.into(),
     };
     let plan = Plan {
         schema_version: protocol::SCHEMA_VERSION,

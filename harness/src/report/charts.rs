@@ -117,7 +117,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
     let mut drawn = 0;
     let mut skipped = 0;
     for ((kernel, topo), row) in by_row(&mounts) {
-        let mut by_fs: BTreeMap<protocol::Filesystem, Vec<&CellRecord>> = BTreeMap::new();
+        let mut by_fs: BTreeMap<crate::cell::LayerFs, Vec<&CellRecord>> = BTreeMap::new();
         for c in row {
             by_fs.entry(c.key.filesystem).or_default().push(c);
         }

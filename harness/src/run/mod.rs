@@ -9,14 +9,17 @@ use std::time::{Duration, SystemTime};
 
 use protocol::{ObservedTopology, Outcome, Plan, PlanItem, Scenario, SCHEMA_VERSION};
 
+pub mod caveats;
+pub mod labels;
 mod runner;
 
+pub use caveats::topology_mismatch;
 pub use runner::{Kernels, Runner};
 
 use crate::backend::qemu::AccelChoice;
 use crate::backend::{BootOutput, Cancel};
-use crate::cell::BootKey;
-use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target, Topology};
+use crate::cell::{BootKey, CellKey, LayerFs};
+use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target};
 use crate::results::{
     BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, InfraCause,
     Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
@@ -117,6 +120,25 @@ pub fn matches_filter(id: &str, filters: &[String]) -> bool {
     filters.is_empty() || filters.iter().any(|f| filter_matches(f, id))
 }
 
+/// Whether a planned cell matches the filters. A host without a declared filesystem is planned
+/// as `unmeasured` (the visit measures it): its cells match when their id would match with any
+/// filesystem mmx labels, or as `unmeasured`. They then run and are recorded with the measured
+/// one, whether or not that one matches.
+pub fn cell_matches_filter(key: &CellKey, filters: &[String]) -> bool {
+    if key.filesystem != LayerFs::Unmeasured {
+        return matches_filter(&key.to_string(), filters);
+    }
+    std::iter::once(LayerFs::Unmeasured)
+        .chain(protocol::Filesystem::ALL.map(LayerFs::Known))
+        .any(|fs| {
+            let k = CellKey {
+                filesystem: fs,
+                ..key.clone()
+            };
+            matches_filter(&k.to_string(), filters)
+        })
+}
+
 /// Check each cell against the matrix's known answers.
 pub fn apply_expectations(cells: &mut [CellRecord], expectations: &Expectations) {
     for c in cells {
@@ -193,7 +215,9 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
 
 /// Fold one boot's output into cell records and a boot record. A boot whose agent broke the
 /// results contract ends `infra-error` (protocol violation) whatever it said; the results it sent
-/// before stay.
+/// before stay. Labels come from the agent's measurements ([`labels`]): a filesystem that is
+/// not the cell's ends the boot `infra-error` and drops its results; an undeclared host's cells
+/// are keyed with the measured one. Then [`caveats`] says what the numbers are not.
 pub fn fold_boot(
     boot: &BootPlan,
     out: &BootOutput,
@@ -202,7 +226,7 @@ pub fn fold_boot(
     attempts: u32,
 ) -> (BootRecord, Vec<CellRecord>) {
     let stream = &out.stream;
-    let end = if stream.broke_contract() && !matches!(out.end, BootEnd::Infra { .. }) {
+    let mut end = if stream.broke_contract() && !matches!(out.end, BootEnd::Infra { .. }) {
         BootEnd::infra(
             InfraCause::ProtocolViolation,
             format!(
@@ -214,13 +238,28 @@ pub fn fold_boot(
     } else {
         out.end.clone()
     };
+    let (filesystem, results_stand) =
+        match labels::layer_fs(&boot.key, &boot.target, &labels::measured_fs(out)) {
+            Ok(fs) => (fs, true),
+            Err(wrong) => {
+                if !matches!(end, BootEnd::Infra { .. }) {
+                    end = wrong;
+                }
+                (boot.key.filesystem, false)
+            }
+        };
+    let boot_key = BootKey {
+        target: boot.key.target.clone(),
+        filesystem,
+    };
+    let accel = labels::accel(&boot.target, out);
     let kernel_release = stream.hello.as_ref().map(|h| h.kernel_release.clone());
     let observed: Option<ObservedTopology> = stream.topology.clone();
 
     // Every valid result, by the cell it answers (repeats together, in repeat order).
     let mut per_cell: Vec<Vec<&protocol::CellResult>> = vec![Vec::new(); boot.cells.len()];
     for (item, r) in stream.results().iter().enumerate() {
-        if let Some(r) = r {
+        if let (Some(r), true) = (r, results_stand) {
             let (cell, _repeat) = boot.item_cell(item);
             if let Some(slot) = per_cell.get_mut(cell) {
                 slot.push(r);
@@ -265,8 +304,11 @@ pub fn fold_boot(
                 u32::try_from(got.len()).unwrap_or(u32::MAX),
             )
         };
-        cells.push(CellRecord {
-            key: cell.key.clone(),
+        let mut record = CellRecord {
+            key: CellKey {
+                filesystem,
+                ..cell.key.clone()
+            },
             scenario: cell.scenario.clone(),
             outcome,
             evidence,
@@ -274,7 +316,7 @@ pub fn fold_boot(
             detail,
             provenance: Provenance {
                 backend,
-                accel: out.accel,
+                accel,
                 host_cpu: match (&boot.target, &observed) {
                     // A metal host's CPU is what the agent saw there, not ours.
                     (Target::Ssh { .. }, Some(t)) => t.cpu_model.clone(),
@@ -286,64 +328,32 @@ pub fn fold_boot(
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
             },
-            boot: boot.key.clone(),
+            boot: boot_key.clone(),
             attempts,
             repeats,
             expected: None,
-        });
+            caveats: Default::default(),
+        };
+        caveats::apply(&mut record, requested.zip(observed.as_ref()));
+        cells.push(record);
     }
     let record = BootRecord {
-        key: boot.key.clone(),
+        key: boot_key,
         backend,
-        accel: out.accel,
+        accel,
         end,
         kernel_release,
         logs: out.logs.clone(),
         timings_ms: out.timings_ms.clone(),
         capabilities: stream.capabilities.clone(),
         observed_topology: observed,
-        cells: boot.cells.iter().map(|c| c.key.clone()).collect(),
+        cells: cells.iter().map(|c| c.key.clone()).collect(),
         attempts,
         violations: stream.violations.clone(),
         violations_total: stream.violations_total,
         channels: out.channels.clone(),
     };
     (record, cells)
-}
-
-/// Compare what the matrix asked for with what the guest saw; `None` when they agree.
-pub fn topology_mismatch(req: &Topology, obs: &ObservedTopology) -> Option<String> {
-    let mut diffs = Vec::new();
-    let online = obs.cpus_online.len() as u32;
-    if online != req.vcpus() {
-        diffs.push(format!("{online} CPUs online, asked for {}", req.vcpus()));
-    }
-    if obs.sockets != req.sockets {
-        diffs.push(format!(
-            "{} sockets, asked for {}",
-            obs.sockets, req.sockets
-        ));
-    }
-    if obs.cores_per_socket != req.cores {
-        diffs.push(format!(
-            "{} cores/socket, asked for {}",
-            obs.cores_per_socket, req.cores
-        ));
-    }
-    if obs.threads_per_core != req.threads {
-        diffs.push(format!(
-            "{} threads/core, asked for {}",
-            obs.threads_per_core, req.threads
-        ));
-    }
-    let want_nodes = req.numa.len().max(1);
-    if obs.numa_nodes.len() != want_nodes {
-        diffs.push(format!(
-            "{} NUMA nodes, asked for {want_nodes}",
-            obs.numa_nodes.len()
-        ));
-    }
-    (!diffs.is_empty()).then(|| diffs.join("; "))
 }
 
 /// Default number of concurrent boots: bounded by cores (TCG vCPUs are host threads) and memory.
@@ -408,11 +418,11 @@ pub fn select(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<Selection> {
                     )
                 }
             };
-            cells.extend(matrix.local_cells(fs));
+            cells.extend(matrix.local_cells(fs.into()));
             local_scratch = Some(scratch);
         }
     }
-    cells.retain(|c| matches_filter(&c.key.to_string(), &opts.filter));
+    cells.retain(|c| cell_matches_filter(&c.key, &opts.filter));
     let boots = shard_boots(group_boots(cells), opts.shard);
     Ok(Selection {
         boots,
@@ -778,6 +788,98 @@ containers = [2]
         assert_eq!(cells[0].outcome, Outcome::Pass, "the valid result stays");
         assert_eq!(cells[0].repeats, 1);
         assert_eq!(cells[1].outcome, Outcome::InfraError);
+    }
+
+    fn host_matrix(fs: &str) -> Matrix {
+        Matrix::parse(
+            Path::new("m.toml"),
+            &format!(
+                "[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n[[hosts]]\nname = \"lab1\"\n\
+                 destination = \"root@lab1\"\n{fs}"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn measured_lines(plan: &Plan, fs: &str) -> Vec<String> {
+        vec![
+            hello(),
+            line(AgentEvent::Topology(ObservedTopology {
+                virtualization: Some(protocol::Virtualization {
+                    hypervisor: Some(protocol::Hypervisor::Kvm),
+                    evidence: vec![],
+                }),
+                ..Default::default()
+            })),
+            line(AgentEvent::Capabilities(protocol::Capabilities {
+                kernel_release: "6.12".into(),
+                probed_fs: fs.into(),
+                probes: vec![],
+            })),
+            result(plan, 0, 1.0, Outcome::Pass),
+            line(AgentEvent::Done { uptime_ms: 1 }),
+        ]
+    }
+
+    #[test]
+    fn a_hosts_cells_carry_the_measured_filesystem_and_hypervisor() {
+        let m = host_matrix("");
+        let boot = group_boots(m.ssh_cells()).remove(0);
+        assert_eq!(boot.key.filesystem, LayerFs::Unmeasured);
+        let plan = plan_for(&boot, 1, Path::new("/s"));
+        let out = output(&plan, &measured_lines(&plan, "tmpfs"), BootEnd::Completed);
+        let (rec, cells) = fold_boot(&boot, &out, BackendKind::Ssh, "cpu", 1);
+        assert_eq!(rec.key.to_string(), "lab1/smt-as-is/tmpfs");
+        assert_eq!(
+            cells[0].key.to_string(),
+            "lab1/smt-as-is/tmpfs/per-layer-L1-C20-P2-J1"
+        );
+        let keys: Vec<CellKey> = cells.iter().map(|c| c.key.clone()).collect();
+        assert_eq!(rec.cells, keys);
+        assert_eq!(cells[0].outcome, Outcome::Pass);
+        assert_eq!(
+            cells[0].provenance.accel,
+            Accel::Vm(protocol::Hypervisor::Kvm),
+            "a VM is not metal"
+        );
+    }
+
+    #[test]
+    fn a_wrong_filesystem_assertion_ends_the_visit_naming_both() {
+        let m = host_matrix("filesystem = \"xfs\"\n");
+        let boot = group_boots(m.ssh_cells()).remove(0);
+        let plan = plan_for(&boot, 1, Path::new("/s"));
+        let out = output(&plan, &measured_lines(&plan, "tmpfs"), BootEnd::Completed);
+        let (rec, cells) = fold_boot(&boot, &out, BackendKind::Ssh, "cpu", 1);
+        let BootEnd::Infra { cause, message } = &rec.end else {
+            panic!("{:?}", rec.end);
+        };
+        assert_eq!(*cause, InfraCause::Filesystem);
+        assert!(
+            message.contains("xfs") && message.contains("tmpfs"),
+            "{message}"
+        );
+        assert_eq!(
+            cells[0].outcome,
+            Outcome::InfraError,
+            "its numbers are not xfs's"
+        );
+        assert!(cells[0].metrics.is_empty());
+        assert_eq!(cells[0].key.filesystem, protocol::Filesystem::Xfs);
+    }
+
+    #[test]
+    fn filters_see_an_unmeasured_filesystem_as_any() {
+        let m = host_matrix("");
+        let key = &m.ssh_cells()[0].key;
+        assert!(cell_matches_filter(key, &["lab1/*/tmpfs/*".into()]));
+        assert!(cell_matches_filter(key, &["unmeasured".into()]));
+        assert!(!cell_matches_filter(key, &["lab2/*".into()]));
+        let declared = host_matrix("filesystem = \"xfs\"\n");
+        assert!(!cell_matches_filter(
+            &declared.ssh_cells()[0].key,
+            &["/tmpfs/".into()]
+        ));
     }
 
     #[test]

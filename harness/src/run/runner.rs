@@ -266,7 +266,17 @@ impl Runner {
                     }
                 };
                 let fetch_ms = ms_between(t, Instant::now());
-                let mut out = qemu.boot(&req, &resolved, topology, boot.key.filesystem);
+                // Guests' filesystems come from the matrix's list, never from a measurement.
+                let Some(fs) = boot.key.filesystem.known() else {
+                    return BootOutput::infra(
+                        &req.plan,
+                        Accel::Tcg,
+                        InfraCause::Internal,
+                        "a guest boot without a layers filesystem",
+                        vec![],
+                    );
+                };
+                let mut out = qemu.boot(&req, &resolved, topology, fs);
                 out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
                 out
             }

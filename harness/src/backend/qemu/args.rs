@@ -42,8 +42,11 @@ pub fn opt_escape(value: &Path) -> OsString {
 pub fn machine_args(accel: Accel) -> Vec<OsString> {
     let (accel, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
-        // Metal never reaches QEMU; asking TCG for it is the safe reading.
-        Accel::Tcg | Accel::Metal => ("tcg,thread=single", "max,vendor=GenuineIntel"),
+        Accel::TcgMt => ("tcg,thread=multi", "max,vendor=GenuineIntel"),
+        // Metal and VMs never reach QEMU; asking TCG for them is the safe reading.
+        Accel::Tcg | Accel::Metal | Accel::Vm(_) => {
+            ("tcg,thread=single", "max,vendor=GenuineIntel")
+        }
     };
     os(&[
         "-nodefaults",

@@ -56,6 +56,7 @@ impl Qemu {
         let qemu = qemu_binary();
         let decided = match choice {
             AccelChoice::Tcg => Some(Accel::Tcg),
+            AccelChoice::TcgMt => Some(Accel::TcgMt),
             AccelChoice::Kvm => {
                 accel::kvm_openable().map_err(|e| anyhow::anyhow!("--accel kvm: {e}"))?;
                 Some(Accel::Kvm)
@@ -430,7 +431,7 @@ fn plan_rel(key: &BootKey) -> PathBuf {
 /// its own per-item limit, and a slow emulator is not a hung kernel).
 pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) -> Plan {
     let mut plan = plan.clone();
-    if accel == Accel::Tcg {
+    if accel.is_emulated() {
         for item in &mut plan.items {
             item.timeout_s = item
                 .timeout_s
