@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench -p harness --bench boot -- agent-ready [--kernels K,K] [--rounds 5]
-//! cargo bench -p harness --bench boot -- tcg-mt [--kernels K,K] [--boots 20] [--json FILE]
+//! cargo bench -p harness --bench boot -- tcg-mt [--kernels K,K] [--boots 20] [--json FILE] [--control]
 //! ```
 //!
 //! - `agent-ready`: boot-to-agent-ready against a guest whose /init only prints a line (same
@@ -12,7 +12,9 @@
 //! - `tcg-mt`: is multi-threaded TCG (`-accel tcg,thread=multi`) stable enough to measure
 //!   contention? Boots every kernel N times under it with the default matrix's lock benchmark
 //!   and a small mounts cell, and counts boots that did not complete cleanly (a panic, an oops,
-//!   a missing result, a kernel WARNING on the console).
+//!   a missing result, a kernel WARNING on the console). `--control` boots the same under
+//!   single-threaded TCG, for the scalability numbers to compare: `per-thread` (no shared lock)
+//!   at 2 threads scales near 1.0 only when the vCPUs really run at once.
 //!
 //! Kernels default to the default matrix's (`debian-6.1`, `debian-6.12`, `debian-7.x`); they are
 //! fetched into the cache on first use.
@@ -63,7 +65,12 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("agent-ready") => agent_ready(&kernels, number("--rounds", 5)),
-        Some("tcg-mt") => tcg_mt(&kernels, number("--boots", 20), opt("--json")),
+        Some("tcg-mt") => tcg_mt(
+            &kernels,
+            number("--boots", 20),
+            opt("--json"),
+            args.iter().any(|a| a == "--control"),
+        ),
         _ => eprintln!(
             "usage: cargo bench -p harness --bench boot -- agent-ready|tcg-mt [--kernels K,K] \
              [--rounds N] [--boots N] [--json FILE]"
@@ -146,12 +153,15 @@ struct MtBoot {
     problem: String,
     agent_ready_ms: Option<f64>,
     plan_done_ms: Option<f64>,
-    /// user-spin `tas` at 2 threads: ops/(ops@1 × 2). Near 0.5 or below when the vCPUs take
-    /// turns; what real contention gives depends on the host.
+    /// user-spin `tas` at 2 threads: ops/(ops@1 × 2). What real contention gives depends on
+    /// the host; taking turns hides the cache-line bouncing.
     tas_scalability_2: Option<f64>,
+    /// user-spin `per-thread` (no shared lock) at 2 threads: near 1.0 when the vCPUs run at
+    /// once, near 0.5 when they take turns.
+    per_thread_scalability_2: Option<f64>,
 }
 
-fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>) {
+fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>, control: bool) {
     let topo = topology(1, 2, 1, 768);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if (cores as u32) < topo.vcpus() {
@@ -160,12 +170,12 @@ fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>) {
             topo.vcpus()
         );
     }
-    let q = Qemu::new(
-        AccelChoice::TcgMt,
-        agent(),
-        common::cache().root().to_path_buf(),
-    )
-    .expect("qemu backend");
+    let (choice, want) = if control {
+        (AccelChoice::Tcg, Accel::Tcg)
+    } else {
+        (AccelChoice::TcgMt, Accel::TcgMt)
+    };
+    let q = Qemu::new(choice, agent(), common::cache().root().to_path_buf()).expect("qemu backend");
     let spin = Scenario::Lockbench(LockbenchScenario {
         bench: Bench::UserSpin,
         locks: vec![
@@ -199,18 +209,17 @@ fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>) {
                 ],
             );
             let out = q.boot(&request(&id, p), &k, &topo, Filesystem::Tmpfs);
-            let judged = judge_mt(name, b, &out);
+            let judged = judge_mt(name, b, &out, want);
             eprintln!(
-                "tcg-mt {name} #{b:>2}: {} {}",
+                "{want} {name} #{b:>2}: {} {}",
                 if judged.ok { "ok  " } else { "FAIL" },
                 if judged.ok {
                     format!(
-                        "ready {:.0} ms, done {:.0} ms, tas@2 scalability {}",
+                        "ready {:.0} ms, done {:.0} ms, scalability@2 tas {} per-thread {}",
                         judged.agent_ready_ms.unwrap_or(f64::NAN),
                         judged.plan_done_ms.unwrap_or(f64::NAN),
-                        judged
-                            .tas_scalability_2
-                            .map_or("-".into(), |s| format!("{s:.2}"))
+                        two(judged.tas_scalability_2),
+                        two(judged.per_thread_scalability_2),
                     )
                 } else {
                     judged.problem.clone()
@@ -226,13 +235,19 @@ fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>) {
     for (name, v) in &per {
         let ok = v.iter().filter(|b| b.ok).count();
         let mut ready: Vec<f64> = v.iter().filter_map(|b| b.agent_ready_ms).collect();
-        let mut scal: Vec<f64> = v.iter().filter_map(|b| b.tas_scalability_2).collect();
+        let mut tas: Vec<f64> = v.iter().filter_map(|b| b.tas_scalability_2).collect();
+        let mut own: Vec<f64> = v
+            .iter()
+            .filter_map(|b| b.per_thread_scalability_2)
+            .collect();
         eprintln!(
-            "TCG-MT {name}: {ok}/{} boots clean; agent-ready median {:.0} ms; tas@2 scalability \
-             median {:.2}",
+            "{} {name}: {ok}/{} boots clean; agent-ready median {:.0} ms; scalability@2 median: \
+             tas {:.2}, per-thread {:.2}",
+            want.as_str().to_uppercase(),
             v.len(),
             median(&mut ready),
-            median(&mut scal)
+            median(&mut tas),
+            median(&mut own)
         );
         for b in v.iter().filter(|b| !b.ok) {
             eprintln!("  #{}: {}", b.boot, b.problem);
@@ -260,15 +275,19 @@ fn console_trouble(out: &BootOutput) -> Option<String> {
         .map(|l| qemu::console::clean(l).to_string())
 }
 
-fn judge_mt(kernel: &str, boot: usize, out: &BootOutput) -> MtBoot {
+fn two(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| format!("{s:.2}"))
+}
+
+fn judge_mt(kernel: &str, boot: usize, out: &BootOutput, want: Accel) -> MtBoot {
     let t = &out.timings_ms;
     let results = out.stream.results();
     let mut problem = match &out.end {
         BootEnd::Completed => String::new(),
         other => other.summary(),
     };
-    if problem.is_empty() && out.accel != Accel::TcgMt {
-        problem = format!("ran under {}, not tcg-mt", out.accel);
+    if problem.is_empty() && out.accel != want {
+        problem = format!("ran under {}, not {want}", out.accel);
     }
     if problem.is_empty() {
         if let Some(i) = results.iter().position(Option::is_none) {
@@ -295,14 +314,16 @@ fn judge_mt(kernel: &str, boot: usize, out: &BootOutput) -> MtBoot {
             problem = format!("console: {line}");
         }
     }
-    let tas_scalability_2 = results.iter().flatten().find_map(|r| match &r.detail {
-        Some(CellDetail::Lockbench(l)) => l
-            .points
-            .iter()
-            .find(|p| p.workload == "tas" && !p.false_sharing && p.threads == 2)
-            .and_then(|p| p.scalability),
-        _ => None,
-    });
+    let scalability_2 = |workload: &str| {
+        results.iter().flatten().find_map(|r| match &r.detail {
+            Some(CellDetail::Lockbench(l)) => l
+                .points
+                .iter()
+                .find(|p| p.workload == workload && !p.false_sharing && p.threads == 2)
+                .and_then(|p| p.scalability),
+            _ => None,
+        })
+    };
     MtBoot {
         kernel: kernel.to_string(),
         boot,
@@ -316,7 +337,8 @@ fn judge_mt(kernel: &str, boot: usize, out: &BootOutput) -> MtBoot {
             .get("plan-done")
             .zip(t.get("agent-ready"))
             .map(|(d, a)| d - a),
-        tas_scalability_2,
+        tas_scalability_2: scalability_2("tas"),
+        per_thread_scalability_2: scalability_2("per-thread"),
     }
 }
 

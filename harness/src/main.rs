@@ -125,7 +125,9 @@ struct RunArgs {
     /// Which part of the matrix: QEMU guests and hosts (all), or one backend.
     #[arg(long, value_enum, default_value = "all")]
     backend: BackendChoice,
-    /// Accelerator for guests: KVM if it really runs a guest here, else TCG (auto); or force one.
+    /// Accelerator for guests: KVM if it really runs a guest here, else TCG, with one host thread
+    /// per vCPU (tcg-mt) for lock-benchmark boots when there is a core per vCPU (auto); or force
+    /// one for every guest.
     #[arg(long, value_enum, default_value = "auto")]
     accel: harness::backend::qemu::AccelChoice,
     /// Boots at a time (default: from cores and memory).

@@ -34,11 +34,15 @@ pub fn opt_escape(value: &Path) -> OsString {
 /// rewrite reads its SMT siblings from the legacy AMD leaves and sees every thread as a core
 /// (QEMU itself warns "This family of AMD CPU doesn't support hyperthreading"); as GenuineIntel
 /// the same kernel reads CPUID leaf 0xB, which QEMU fills from `-smp`, and a 6.1 guest asked for
-/// `threads=2` sees two threads per core. TCG runs all vCPUs on one host thread
-/// (`thread=single`): multi-threaded TCG (QEMU 7.2) occasionally lets a vCPU run code another
-/// vCPU has just patched (seen here as `Oops: int3` in the idle loop of a Debian 6.12 guest
-/// during boot), and on a small CI machine one thread boots no slower than several. TCG numbers
-/// are functional answers, never speeds, so nothing is lost.
+/// `threads=2` sees two threads per core.
+///
+/// `tcg` runs all vCPUs on one host thread (`thread=single`): on a small CI machine one thread
+/// boots no slower than several, but the vCPUs take turns, so nothing measured there is
+/// contention. `tcg-mt` (`thread=multi`) gives each vCPU a host thread; the runner uses it for
+/// boots that measure contention. An `Oops: int3` in the idle loop of a 6.12 guest was once seen
+/// under multi-threaded TCG (QEMU 7.2: a vCPU running code another had just patched); 60 boots
+/// of the three default kernels under it later were all clean (`benches/boot.rs tcg-mt`), and
+/// the console alarms would end such a boot as `panic` with the line.
 pub fn machine_args(accel: Accel) -> Vec<OsString> {
     let (accel, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
@@ -227,6 +231,8 @@ mod tests {
         let kvm = strs(&machine_args(Accel::Kvm));
         assert!(kvm.windows(2).any(|w| w == ["-accel", "kvm"]));
         assert!(kvm.windows(2).any(|w| w == ["-cpu", "host"]));
+        let mt = strs(&machine_args(Accel::TcgMt));
+        assert!(mt.windows(2).any(|w| w == ["-accel", "tcg,thread=multi"]));
         let tcg = strs(&machine_args(Accel::Tcg));
         assert!(tcg.windows(2).any(|w| w == ["-accel", "tcg,thread=single"]));
         assert!(tcg
