@@ -42,6 +42,8 @@ pub struct SeriesData {
     /// Join the points with a line (formulas, curves) or only mark them (measurements).
     pub line: bool,
     pub markers: bool,
+    /// Draw it faded: its numbers are not what the chart measures (vCPUs that took turns).
+    pub muted: bool,
     pub points: Vec<DataPoint>,
 }
 
@@ -113,6 +115,7 @@ pub struct Tick {
 pub struct SeriesGeom {
     pub color: &'static str,
     pub dash: &'static str,
+    pub muted: bool,
     /// `x,y x,y …` for a `<polyline>`; empty when the series is markers only.
     pub points: String,
     pub markers: Vec<Marker>,
@@ -135,6 +138,7 @@ pub struct LegendItem {
     pub label: String,
     pub color: &'static str,
     pub dash: &'static str,
+    pub muted: bool,
     pub line: bool,
     pub marker: bool,
 }
@@ -279,6 +283,7 @@ pub fn layout(spec: &ChartSpec) -> Chart {
             label: s.label.clone(),
             color: PALETTE[s.color % PALETTE.len()],
             dash: DASHES[s.dash % DASHES.len()],
+            muted: s.muted,
             line: s.line,
             marker: s.markers,
         })
@@ -361,6 +366,7 @@ pub fn layout(spec: &ChartSpec) -> Chart {
         chart.series.push(SeriesGeom {
             color: PALETTE[s.color % PALETTE.len()],
             dash: DASHES[s.dash % DASHES.len()],
+            muted: s.muted,
             points,
             markers,
         });
@@ -512,6 +518,7 @@ mod tests {
             dash: 0,
             line: true,
             markers: true,
+            muted: false,
             points: pts(&[(1.0, 2.0), (10.0, 0.0), (50.0, 202.0)]),
         };
         let c = layout(&spec(vec![s], Scale::Log));
@@ -536,6 +543,7 @@ mod tests {
             dash: 0,
             line: true,
             markers: false,
+            muted: false,
             points: pts(&[(1.0, 3.0), (10.0, 7.0), (50.0, 123.0)]),
         };
         let c = layout(&spec(vec![s], Scale::Linear));

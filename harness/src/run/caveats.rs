@@ -9,9 +9,11 @@
 //!   siblings") and their metrics are dropped. The agent cannot do this itself: it never sees
 //!   the request, only the machine.
 //! - **Serialized vCPUs.** Under single-threaded TCG the vCPUs take turns on one host thread, so
-//!   numbers measured with more than one thread (lock points above one thread, mount runs with
-//!   J > 1) are time slicing, not contention: marked, shown greyed, and not gated by
-//!   `mmx compare` unless asked.
+//!   lock-benchmark numbers measured with more than one thread (scalability, throughput and
+//!   latency above one thread, the storm's percentiles) are time slicing, not contention:
+//!   marked, shown greyed, and not gated by `mmx compare` unless asked. Mount cells are not
+//!   marked: their numbers are the cost of a start sequence (syscalls, checks), which an
+//!   emulator times consistently whether or not their J workers overlap.
 
 use protocol::lockbench::{LockPoint, Pinning};
 use protocol::{Better, CellDetail, Evidence, Metric, ObservedTopology, Outcome, Scenario, Unit};
@@ -27,6 +29,17 @@ pub const SERIALIZED: &str = "vCPUs serialized: not a contention measurement";
 /// Pinnings that only mean something with SMT siblings: `smt-siblings` fills a core's siblings
 /// first; without siblings it is `per-core` under another name.
 const SMT_PINNINGS: [Pinning; 1] = [Pinning::SmtSiblings];
+
+/// A pinning as `matrix.toml` spells it (`smt-siblings`).
+pub fn pinning_name(p: Pinning) -> &'static str {
+    match p {
+        Pinning::None => "none",
+        Pinning::PerCore => "per-core",
+        Pinning::SmtSiblings => "smt-siblings",
+        Pinning::OneNode => "one-node",
+        Pinning::SpreadNodes => "spread-nodes",
+    }
+}
 
 /// Compare what the matrix asked for with what the guest saw; `None` when they agree.
 pub fn topology_mismatch(req: &Topology, obs: &ObservedTopology) -> Option<String> {
@@ -141,12 +154,6 @@ fn mark_serialized(cell: &mut CellRecord) {
                 .map(|(name, _)| name.clone())
                 .collect()
         }
-        (_, Scenario::Mounts(m)) if m.concurrency > 1 => cell
-            .metrics
-            .iter()
-            .filter(|(_, m)| contention_sensitive(m))
-            .map(|(name, _)| name.clone())
-            .collect(),
         _ => return,
     };
     cell.caveats.vcpus_serialized = true;
