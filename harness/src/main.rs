@@ -148,9 +148,12 @@ struct RunArgs {
     /// Name of the run directory (default: the UTC start time).
     #[arg(long)]
     run_id: Option<String>,
-    /// Print run.json to stdout at the end instead of the tables.
+    /// Print run.json to stdout at the end instead of the summary.
     #[arg(long)]
     json: bool,
+    /// End with the full tables (every mount cell, every lock point), not just the summary.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 /// The full command line, with the version that names the agent this binary carries.
@@ -293,25 +296,33 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         .install_signal_handlers()
         .context("installing the Ctrl-C handler")?;
     let (record, run_dir) = harness::run::execute(&opts, &cancel)?;
+    eprintln!("mmx: results in {}", run_dir.run_json().display());
+    // Reports come from run.json alone; a rendering problem never loses the results.
+    let written = match harness::report::render_all(&record, &run_dir.root) {
+        Ok(written) => {
+            append_step_summary(&written);
+            Some(written)
+        }
+        Err(e) => {
+            eprintln!(
+                "mmx: could not render the reports ({e:#}); run `mmx report {}` to retry",
+                run_dir.root.display()
+            );
+            None
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
-        print!("{}", harness::summary::render(&record));
-    }
-    eprintln!("mmx: results in {}", run_dir.run_json().display());
-    // Reports come from run.json alone; a rendering problem never loses the results.
-    match harness::report::render_all(&record, &run_dir.root) {
-        Ok(written) => print_written(&written),
-        Err(e) => eprintln!(
-            "mmx: could not render the reports ({e:#}); run `mmx report {}` to retry",
-            run_dir.root.display()
-        ),
+        print!(
+            "{}",
+            harness::summary::render(&record, written.as_ref(), args.verbose)
+        );
     }
     Ok(record.cells.iter().all(|c| c.is_ok()) && !cancel.is_cancelled())
 }
 
-/// Say where the reports went, and append report.md to `$GITHUB_STEP_SUMMARY` when GitHub
-/// Actions set it: only the command a user ran writes there, never a library call.
+/// Say where the reports went, and append report.md to `$GITHUB_STEP_SUMMARY`.
 fn print_written(w: &harness::report::Written) {
     eprintln!(
         "mmx: reports: {}, {}, {}",
@@ -319,6 +330,12 @@ fn print_written(w: &harness::report::Written) {
         w.html.display(),
         w.junit.display()
     );
+    append_step_summary(w);
+}
+
+/// Append report.md to `$GITHUB_STEP_SUMMARY` when GitHub Actions set it: only the command a
+/// user ran writes there, never a library call.
+fn append_step_summary(w: &harness::report::Written) {
     let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) else {
         return;
     };

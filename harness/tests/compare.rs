@@ -235,13 +235,20 @@ fn serialized_lock_numbers_gate_only_when_asked() {
     let metric = "tas@max:ops_per_s";
     assert!(cell.caveats.serialized_metrics.iter().any(|m| m == metric));
     assert!(
-        !cell.caveats.serialized_metrics.iter().any(|m| m.contains("@min")),
+        !cell
+            .caveats
+            .serialized_metrics
+            .iter()
+            .any(|m| m.contains("@min")),
         "one thread is not contention"
     );
     // Enough samples for the rank test to see a change.
     let mut b = fixture.clone();
-    cell_mut(&mut b, &id).metrics.get_mut(metric).unwrap().samples =
-        (0..10).map(|i| 1000.0 + f64::from(i)).collect();
+    cell_mut(&mut b, &id)
+        .metrics
+        .get_mut(metric)
+        .unwrap()
+        .samples = (0..10).map(|i| 1000.0 + f64::from(i)).collect();
     let mut c = b.clone();
     builder::scale_metric(&mut c, &id, metric, 0.4);
     let cmp = compare(&b, &c, &Thresholds::default());

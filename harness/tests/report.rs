@@ -420,3 +420,35 @@ fn render_fixtures_to() {
         }
     }
 }
+
+/// The end-of-run screen: the matrix with its ⚠, the counts, the evidence, the strategy
+/// differences and the report paths, in a screenful; the full tables only with --verbose.
+#[test]
+fn the_terminal_summary_is_one_screen() {
+    let run = builder::mixed_run();
+    let w = report::Written {
+        markdown: "runs/x/report.md".into(),
+        html: "runs/x/report.html".into(),
+        junit: "runs/x/junit.xml".into(),
+    };
+    let s = harness::summary::render(&run, Some(&w), false);
+    eprintln!("{s}");
+    let lines = s.lines().count();
+    assert!(lines <= 60, "{lines} lines");
+    for want in [
+        "Compatibility",
+        "⚠",
+        "95 cells in 10 boots",
+        "Evidence",
+        "smt-siblings points: guest sees no SMT siblings",
+        "Largest differences between strategies",
+        "per-layer",
+        "runs/x/report.html",
+    ] {
+        assert!(s.contains(want), "no `{want}` in:\n{s}");
+    }
+    assert!(!s.contains("Lock benchmark"), "tables only with --verbose");
+    let v = harness::summary::render(&run, Some(&w), true);
+    assert!(v.contains("Lock benchmark") && v.contains(" †"), "{v}");
+    assert!(v.lines().count() > lines);
+}

@@ -475,8 +475,7 @@ fn lock_chart(g: &LockGroup, members: &[&CellRecord]) -> ChartSection {
         }
         let muted = c.caveats.vcpus_serialized;
         serialized |= muted;
-        let mut by_workload: BTreeMap<&str, Vec<&protocol::lockbench::LockPoint>> =
-            BTreeMap::new();
+        let mut by_workload: BTreeMap<&str, Vec<&protocol::lockbench::LockPoint>> = BTreeMap::new();
         for p in chosen {
             by_workload.entry(p.workload.as_str()).or_default().push(p);
         }
@@ -539,7 +538,12 @@ fn lock_chart(g: &LockGroup, members: &[&CellRecord]) -> ChartSection {
         note.push_str(&n);
     }
     let chart = layout(&ChartSpec {
-        id: slug(&["lock", &g.label, &g.topology, g.filesystem.as_deref().unwrap_or("")]),
+        id: slug(&[
+            "lock",
+            &g.label,
+            &g.topology,
+            g.filesystem.as_deref().unwrap_or(""),
+        ]),
         title: title.clone(),
         accel: accel_of(members.iter().copied()),
         x_label: "threads".into(),

@@ -560,7 +560,9 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                 topology_warning,
                 notes: cell_notes.into_iter().collect(),
                 title: if topology_warning {
-                    format!("{total} cells: {title}; the guest did not see the topology it asked for")
+                    format!(
+                        "{total} cells: {title}; the guest did not see the topology it asked for"
+                    )
                 } else {
                     format!("{total} cells: {title}")
                 },
