@@ -20,6 +20,8 @@ mod plan;
 mod probes;
 mod report;
 mod sys;
+#[cfg(test)]
+mod test_support;
 mod topology;
 mod trash;
 

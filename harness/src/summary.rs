@@ -91,8 +91,8 @@ fn compat(m: &CompatMatrix, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "\nCompatibility  ✓ pass ✗ fail ⊘ unsupported ◷ timeout ☠ panic ⚠ infra-error; \
-         {} after a result: the guest did not see its topology; [n]: evidence below",
+        "\nCompatibility (✓ pass ✗ fail ⊘ unsupported ◷ timeout ☠ panic ⚠ infra-error; \
+         ✓{}: not the topology asked for; [n]: evidence)",
         model::TOPOLOGY_MARK
     );
     let heads: Vec<String> = m

@@ -12,7 +12,24 @@ use harness::backend::qemu::{AccelChoice, Qemu};
 use harness::kernels::{self, Cache, LockFile, ResolvedKernel};
 use harness::results::RunDir;
 
-/// True (and says SKIPPED with the fix) when qemu-system-x86_64 cannot run.
+/// Whether this is a CI run (`CI=true`, as GitHub Actions and most CI systems set it).
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// A test's precondition: true when it holds. When it does not, under `CI=true` the test fails
+/// with the reason (CI must never pass what it did not test); elsewhere it says SKIPPED loudly
+/// and the caller returns.
+pub fn require(ok: bool, reason: &str) -> bool {
+    if !ok {
+        assert!(!in_ci(), "CI=true and a precondition is missing: {reason}");
+        eprintln!("\n*** SKIPPED ({reason}) ***\n");
+    }
+    ok
+}
+
+/// True when qemu-system-x86_64 cannot run: the test fails under CI, else says SKIPPED with the
+/// fix and the caller returns.
 pub fn qemu_missing() -> bool {
     let found = duct::cmd!("qemu-system-x86_64", "--version")
         .stdout_null()
@@ -20,10 +37,10 @@ pub fn qemu_missing() -> bool {
         .unchecked()
         .run()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED (qemu-system-x86_64 is not installed; apt-get install qemu-system-x86)");
-    }
-    !found
+    !require(
+        found,
+        "qemu-system-x86_64 is not installed; apt-get install qemu-system-x86",
+    )
 }
 
 pub fn cache() -> Cache {
