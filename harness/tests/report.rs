@@ -164,7 +164,7 @@ fn html_is_well_formed_self_contained_with_every_chart() {
                         harness::cell::TargetKey::Qemu { topology, .. } => topology.clone(),
                         t => t.to_string(),
                     };
-                    let fs = harness::matrix::uses_layer_fs(s).then(|| c.key.filesystem);
+                    let fs = harness::matrix::uses_layer_fs(s).then_some(c.key.filesystem);
                     lock.insert((s.label(), topology, fs));
                 }
                 _ => {}
