@@ -172,6 +172,9 @@ pub enum Accel {
     Metal,
     /// The local host or "metal" host is itself a virtual machine of this hypervisor.
     Vm(protocol::Hypervisor),
+    /// A local or SSH visit that ended before its agent reported (no connection, interrupted):
+    /// nothing was measured, so nothing is claimed.
+    Unmeasured,
 }
 
 impl Accel {
@@ -182,6 +185,7 @@ impl Accel {
             Accel::Tcg => "tcg",
             Accel::TcgMt => "tcg-mt",
             Accel::Metal => "metal",
+            Accel::Unmeasured => "unmeasured",
             Accel::Vm(h) => match h {
                 H::Kvm => "vm:kvm",
                 H::Firecracker => "vm:firecracker",
@@ -215,9 +219,15 @@ impl Accel {
     }
 
     fn all() -> impl Iterator<Item = Accel> {
-        [Accel::Kvm, Accel::Tcg, Accel::TcgMt, Accel::Metal]
-            .into_iter()
-            .chain(protocol::Hypervisor::ALL.into_iter().map(Accel::Vm))
+        [
+            Accel::Kvm,
+            Accel::Tcg,
+            Accel::TcgMt,
+            Accel::Metal,
+            Accel::Unmeasured,
+        ]
+        .into_iter()
+        .chain(protocol::Hypervisor::ALL.into_iter().map(Accel::Vm))
     }
 }
 

@@ -94,8 +94,8 @@ fn mismatch(whose: &str, want: Filesystem, got: &str) -> BootEnd {
 }
 
 /// The accelerator to record: the backend's for guests; for local and SSH cells the agent's
-/// hypervisor detection (`metal` when it saw none, `vm:<vendor>` otherwise), or the backend's
-/// claim when the agent never reported its topology (the visit failed first).
+/// hypervisor detection (`metal` when it saw none, `vm:<vendor>` otherwise), or `unmeasured`
+/// when the agent never reported (the visit failed first): never the backend's assumption.
 pub fn accel(target: &Target, out: &BootOutput) -> Accel {
     match target {
         Target::Qemu { .. } => out.accel,
@@ -104,7 +104,7 @@ pub fn accel(target: &Target, out: &BootOutput) -> Accel {
             .topology
             .as_ref()
             .and_then(|t| t.virtualization.as_ref())
-            .map_or(out.accel, Accel::measured),
+            .map_or(Accel::Unmeasured, Accel::measured),
     }
 }
 

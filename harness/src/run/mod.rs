@@ -842,6 +842,16 @@ containers = [2]
             Accel::Vm(protocol::Hypervisor::Kvm),
             "a VM is not metal"
         );
+        // A visit that never reached its agent claims nothing.
+        let lost = output(
+            &plan,
+            &[],
+            BootEnd::infra(InfraCause::Connection, "no route to host"),
+        );
+        let (rec, cells) = fold_boot(&boot, &lost, BackendKind::Ssh, "cpu", 1);
+        assert_eq!(rec.key.filesystem, LayerFs::Unmeasured);
+        assert_eq!(cells[0].provenance.accel, Accel::Unmeasured);
+        assert_eq!(cells[0].outcome, Outcome::InfraError);
     }
 
     #[test]

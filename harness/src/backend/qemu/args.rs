@@ -48,7 +48,7 @@ pub fn machine_args(accel: Accel) -> Vec<OsString> {
         Accel::Kvm => ("kvm", "host"),
         Accel::TcgMt => ("tcg,thread=multi", "max,vendor=GenuineIntel"),
         // Metal and VMs never reach QEMU; asking TCG for them is the safe reading.
-        Accel::Tcg | Accel::Metal | Accel::Vm(_) => {
+        Accel::Tcg | Accel::Metal | Accel::Vm(_) | Accel::Unmeasured => {
             ("tcg,thread=single", "max,vendor=GenuineIntel")
         }
     };
