@@ -159,7 +159,7 @@ impl Runner {
             let (b, c) = if cancel.is_cancelled() {
                 let out = BootOutput::infra(
                     &plan_for(boot, repeats, Path::new("/")),
-                    Accel::Metal,
+                    Accel::Unmeasured,
                     InfraCause::Cancelled,
                     "not started: the run was interrupted (Ctrl-C)",
                     vec![],
