@@ -133,7 +133,9 @@ struct RunArgs {
     /// Boots at a time (default: from cores and memory).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Run only cells whose id contains this (or matches this `*` glob); repeatable.
+    /// Run only cells whose id contains this (or matches this `*` glob); repeatable. A host
+    /// without a declared `filesystem` (its cells read `host/smt/unmeasured/…` until its visit
+    /// measures one) matches when the filter would match on any filesystem.
     #[arg(long)]
     filter: Vec<String>,
     /// Run shard I of N (a stable subset: whole boots dealt round-robin in id order).
