@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod hypervisor;
 mod init;
 mod layers;
 mod lockbench;
@@ -19,6 +20,8 @@ mod plan;
 mod probes;
 mod report;
 mod sys;
+#[cfg(test)]
+mod test_support;
 mod topology;
 mod trash;
 

@@ -13,7 +13,11 @@ use protocol::{NumaNode, ObservedTopology, SmtState};
 
 /// The topology of the machine the agent runs on.
 pub fn observe() -> ObservedTopology {
-    observe_at(Path::new("/"))
+    let virtualization = Some(crate::hypervisor::detect());
+    ObservedTopology {
+        virtualization,
+        ..observe_at(Path::new("/"))
+    }
 }
 
 /// The topology as seen under `root` (normally `/`): reads `proc/cpuinfo`, `proc/meminfo` and
@@ -181,6 +185,7 @@ pub fn build(inputs: Inputs) -> ObservedTopology {
         core_siblings,
         smt,
         numa_nodes,
+        virtualization: None,
     }
 }
 

@@ -49,11 +49,17 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// True when the test must return: not root. Under `CI=true` that fails the test with the
+/// reason instead (CI must never pass what it did not test).
 fn skip_unless_root(what: &str) -> bool {
     if is_root() {
         return false;
     }
-    eprintln!("SKIPPED (needs root: {what}) ***********************************************");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true and a precondition is missing: root ({what})"
+    );
+    eprintln!("\n*** SKIPPED (needs root: {what}) ***\n");
     true
 }
 

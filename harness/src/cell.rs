@@ -43,6 +43,79 @@ impl SmtSetting {
     }
 }
 
+/// The layers' filesystem of a cell. Guests' is the disk mmx made; local and SSH cells' is what
+/// the agent measured with statfs on the layers' directory. A host without a declared
+/// `filesystem` is planned as [`LayerFs::Unmeasured`] and its records are keyed with the
+/// measurement when the visit folds (`run::labels`); a visit that never got to measure stays
+/// `unmeasured`.
+///
+/// In ids and `run.json` it is one word: `ext4`, `xfs`, `btrfs`, `tmpfs` or `unmeasured`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LayerFs {
+    Known(Filesystem),
+    Unmeasured,
+}
+
+impl LayerFs {
+    pub const UNMEASURED: &'static str = "unmeasured";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerFs::Known(fs) => fs.as_str(),
+            LayerFs::Unmeasured => LayerFs::UNMEASURED,
+        }
+    }
+
+    /// The filesystem, when known.
+    pub fn known(self) -> Option<Filesystem> {
+        match self {
+            LayerFs::Known(fs) => Some(fs),
+            LayerFs::Unmeasured => None,
+        }
+    }
+}
+
+impl From<Filesystem> for LayerFs {
+    fn from(fs: Filesystem) -> LayerFs {
+        LayerFs::Known(fs)
+    }
+}
+
+impl PartialEq<Filesystem> for LayerFs {
+    fn eq(&self, other: &Filesystem) -> bool {
+        *self == LayerFs::Known(*other)
+    }
+}
+
+impl fmt::Display for LayerFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LayerFs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LayerFs, String> {
+        if s == LayerFs::UNMEASURED {
+            return Ok(LayerFs::Unmeasured);
+        }
+        s.parse().map(LayerFs::Known)
+    }
+}
+
+impl Serialize for LayerFs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LayerFs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<LayerFs, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where a cell runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
@@ -115,7 +188,7 @@ impl PartialOrd for TargetKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BootKey {
     pub target: TargetKey,
-    pub filesystem: Filesystem,
+    pub filesystem: LayerFs,
 }
 
 impl fmt::Display for BootKey {
@@ -129,15 +202,19 @@ impl fmt::Display for BootKey {
 #[serde(deny_unknown_fields)]
 pub struct CellKey {
     pub target: TargetKey,
-    pub filesystem: Filesystem,
+    pub filesystem: LayerFs,
     pub scenario: ScenarioKey,
 }
 
 impl CellKey {
-    pub fn new(target: TargetKey, filesystem: Filesystem, scenario: ScenarioKey) -> CellKey {
+    pub fn new(
+        target: TargetKey,
+        filesystem: impl Into<LayerFs>,
+        scenario: ScenarioKey,
+    ) -> CellKey {
         CellKey {
             target,
-            filesystem,
+            filesystem: filesystem.into(),
             scenario,
         }
     }
@@ -158,7 +235,7 @@ impl fmt::Display for CellKey {
 }
 
 impl Ord for CellKey {
-    /// Target, then filesystem (ext4, xfs, btrfs, tmpfs), then scenario (mounts by strategy,
+    /// Target, then filesystem (ext4, xfs, btrfs, tmpfs, unmeasured), then scenario (mounts by strategy,
     /// layers, containers, concurrency and passes; then lock benchmarks).
     fn cmp(&self, other: &Self) -> Ordering {
         self.target
@@ -288,6 +365,28 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn filesystems_read_as_one_word_and_old_runs_still_parse() {
+        let k: CellKey = serde_json::from_str(
+            r#"{"target":{"backend":"local"},"filesystem":"xfs","scenario":{"kind":"lockbench","bench":"storm"}}"#,
+        )
+        .unwrap();
+        assert_eq!(k.filesystem, Filesystem::Xfs);
+        let ssh = TargetKey::Ssh {
+            host: "lab1".into(),
+            smt: SmtSetting::AsIs,
+        };
+        let planned = CellKey::new(ssh, LayerFs::Unmeasured, mounts(1));
+        assert_eq!(
+            planned.to_string(),
+            "lab1/smt-as-is/unmeasured/per-layer-L1-C10-P2-J2"
+        );
+        let json = serde_json::to_string(&planned).unwrap();
+        assert_eq!(serde_json::from_str::<CellKey>(&json).unwrap(), planned);
+        assert!(LayerFs::Known(Filesystem::Tmpfs) < LayerFs::Unmeasured);
+        assert!("zfs".parse::<LayerFs>().is_err());
     }
 
     #[test]

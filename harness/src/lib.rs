@@ -20,3 +20,5 @@ pub mod run;
 pub mod rundir;
 pub mod runtimes;
 pub mod summary;
+#[cfg(test)]
+mod test_support;

@@ -125,13 +125,17 @@ struct RunArgs {
     /// Which part of the matrix: QEMU guests and hosts (all), or one backend.
     #[arg(long, value_enum, default_value = "all")]
     backend: BackendChoice,
-    /// Accelerator for guests: KVM if it really runs a guest here, else TCG (auto); or force one.
+    /// Accelerator for guests: KVM if it really runs a guest here, else TCG, with one host thread
+    /// per vCPU (tcg-mt) for lock-benchmark boots when there is a core per vCPU (auto); or force
+    /// one for every guest.
     #[arg(long, value_enum, default_value = "auto")]
     accel: harness::backend::qemu::AccelChoice,
     /// Boots at a time (default: from cores and memory).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Run only cells whose id contains this (or matches this `*` glob); repeatable.
+    /// Run only cells whose id contains this (or matches this `*` glob); repeatable. A host
+    /// without a declared `filesystem` (its cells read `host/smt/unmeasured/…` until its visit
+    /// measures one) matches when the filter would match on any filesystem.
     #[arg(long)]
     filter: Vec<String>,
     /// Run shard I of N (a stable subset: whole boots dealt round-robin in id order).
@@ -146,9 +150,12 @@ struct RunArgs {
     /// Name of the run directory (default: the UTC start time).
     #[arg(long)]
     run_id: Option<String>,
-    /// Print run.json to stdout at the end instead of the tables.
+    /// Print run.json to stdout at the end instead of the summary.
     #[arg(long)]
     json: bool,
+    /// End with the full tables (every mount cell, every lock point), not just the summary.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 /// The full command line, with the version that names the agent this binary carries.
@@ -211,7 +218,15 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 BackendChoice::All => [m.qemu_cells(), m.ssh_cells()].concat(),
                 BackendChoice::Qemu => m.qemu_cells(),
                 BackendChoice::Ssh => m.ssh_cells(),
-                BackendChoice::Local => m.local_cells(protocol::Filesystem::Ext4),
+                // The filesystem the local scratch dir would be on, as the run measures it.
+                BackendChoice::Local => {
+                    let base = m.local_scratch.clone().unwrap_or_else(|| "/var/tmp".into());
+                    let fs = harness::backend::local::filesystem_of(&base)
+                        .ok()
+                        .and_then(Result::ok)
+                        .map_or(harness::cell::LayerFs::Unmeasured, Into::into);
+                    m.local_cells(fs)
+                }
             };
             for c in cells {
                 println!("{}", c.key);
@@ -280,25 +295,33 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         .install_signal_handlers()
         .context("installing the Ctrl-C handler")?;
     let (record, run_dir) = harness::run::execute(&opts, &cancel)?;
+    eprintln!("mmx: results in {}", run_dir.run_json().display());
+    // Reports come from run.json alone; a rendering problem never loses the results.
+    let written = match harness::report::render_all(&record, &run_dir.root) {
+        Ok(written) => {
+            append_step_summary(&written);
+            Some(written)
+        }
+        Err(e) => {
+            eprintln!(
+                "mmx: could not render the reports ({e:#}); run `mmx report {}` to retry",
+                run_dir.root.display()
+            );
+            None
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
-        print!("{}", harness::summary::render(&record));
-    }
-    eprintln!("mmx: results in {}", run_dir.run_json().display());
-    // Reports come from run.json alone; a rendering problem never loses the results.
-    match harness::report::render_all(&record, &run_dir.root) {
-        Ok(written) => print_written(&written),
-        Err(e) => eprintln!(
-            "mmx: could not render the reports ({e:#}); run `mmx report {}` to retry",
-            run_dir.root.display()
-        ),
+        print!(
+            "{}",
+            harness::summary::render(&record, written.as_ref(), args.verbose)
+        );
     }
     Ok(record.cells.iter().all(|c| c.is_ok()) && !cancel.is_cancelled())
 }
 
-/// Say where the reports went, and append report.md to `$GITHUB_STEP_SUMMARY` when GitHub
-/// Actions set it: only the command a user ran writes there, never a library call.
+/// Say where the reports went, and append report.md to `$GITHUB_STEP_SUMMARY`.
 fn print_written(w: &harness::report::Written) {
     eprintln!(
         "mmx: reports: {}, {}, {}",
@@ -306,6 +329,12 @@ fn print_written(w: &harness::report::Written) {
         w.html.display(),
         w.junit.display()
     );
+    append_step_summary(w);
+}
+
+/// Append report.md to `$GITHUB_STEP_SUMMARY` when GitHub Actions set it: only the command a
+/// user ran writes there, never a library call.
+fn append_step_summary(w: &harness::report::Written) {
     let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) else {
         return;
     };

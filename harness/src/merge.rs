@@ -117,6 +117,7 @@ mod tests {
                     attempts: 1,
                     repeats: 1,
                     expected: None,
+                    caveats: Default::default(),
                 })
                 .collect(),
             boots: vec![BootRecord {

@@ -152,25 +152,110 @@ impl BackendKind {
     }
 }
 
-/// How the machine under test executed instructions: every number carries it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// How the machine under test executed instructions: every number carries it. Guests get theirs
+/// from the QEMU backend; local and SSH cells from what the agent measured there (`metal` only
+/// when no hypervisor was seen, else `vm:<vendor>`).
+///
+/// In `run.json` it is one string (`kvm`, `tcg`, `tcg-mt`, `metal`, `vm:kvm`, …): the three
+/// words older runs wrote still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Accel {
-    /// Hardware virtualization.
+    /// Hardware virtualization of a guest mmx booted.
     Kvm,
-    /// QEMU's software emulation: functional answers are real, speeds are not the hardware's.
+    /// QEMU's software emulation on one host thread (`-accel tcg,thread=single`): functional
+    /// answers are real, speeds are not the hardware's, and the vCPUs never run at the same time.
     Tcg,
-    /// No virtualization layer added by mmx: the local host or a metal host.
+    /// QEMU's software emulation with one host thread per vCPU (`-accel tcg,thread=multi`): the
+    /// vCPUs run at once, so contention is real contention (on emulated instructions).
+    TcgMt,
+    /// No hypervisor under the kernel: the agent saw none on the local host or metal host.
     Metal,
+    /// The local host or "metal" host is itself a virtual machine of this hypervisor.
+    Vm(protocol::Hypervisor),
+    /// A local or SSH visit that ended before its agent reported (no connection, interrupted):
+    /// nothing was measured, so nothing is claimed.
+    Unmeasured,
 }
 
 impl Accel {
     pub fn as_str(self) -> &'static str {
+        use protocol::Hypervisor as H;
         match self {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",
+            Accel::TcgMt => "tcg-mt",
             Accel::Metal => "metal",
+            Accel::Unmeasured => "unmeasured",
+            Accel::Vm(h) => match h {
+                H::Kvm => "vm:kvm",
+                H::Firecracker => "vm:firecracker",
+                H::QemuTcg => "vm:qemu-tcg",
+                H::Xen => "vm:xen",
+                H::HyperV => "vm:hyper-v",
+                H::Vmware => "vm:vmware",
+                H::VirtualBox => "vm:virtualbox",
+                H::Bhyve => "vm:bhyve",
+                H::Parallels => "vm:parallels",
+                H::Acrn => "vm:acrn",
+                H::Unknown => "vm:unknown",
+            },
         }
+    }
+
+    /// Whether the vCPUs ran one at a time: then numbers from more than one thread measure
+    /// QEMU's time slicing, not contention.
+    pub fn vcpus_serialized(self) -> bool {
+        matches!(self, Accel::Tcg)
+    }
+
+    /// QEMU emulates every instruction: slow, so watchdogs and item limits stretch.
+    pub fn is_emulated(self) -> bool {
+        matches!(self, Accel::Tcg | Accel::TcgMt)
+    }
+
+    /// The label of a machine the agent looked at: `metal` when it saw no hypervisor.
+    pub fn measured(v: &protocol::Virtualization) -> Accel {
+        v.hypervisor.map_or(Accel::Metal, Accel::Vm)
+    }
+
+    fn all() -> impl Iterator<Item = Accel> {
+        [
+            Accel::Kvm,
+            Accel::Tcg,
+            Accel::TcgMt,
+            Accel::Metal,
+            Accel::Unmeasured,
+        ]
+        .into_iter()
+        .chain(protocol::Hypervisor::ALL.into_iter().map(Accel::Vm))
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Accel, String> {
+        Accel::all()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown accelerator `{s}`"))
+    }
+}
+
+impl Serialize for Accel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Accel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Accel, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -222,6 +307,57 @@ pub struct CellRecord {
     /// The matrix's known answer for this cell, and whether it held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<ExpectationCheck>,
+    /// What the harness knows about these numbers that the agent could not (`run::caveats`).
+    #[serde(default, skip_serializing_if = "Caveats::is_empty")]
+    pub caveats: Caveats,
+}
+
+/// What a cell's numbers are not, added when its boot folds: the agent knows what it measured,
+/// the harness knows what was asked for and how the vCPUs ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Caveats {
+    /// The vCPUs ran one at a time (single-threaded TCG) and the cell measured with more than
+    /// one thread: its multi-thread lock points, and the metrics in `serialized_metrics`, are
+    /// QEMU's time slicing, not contention.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vcpus_serialized: bool,
+    /// Timing and rate metrics measured with more than one thread on serialized vCPUs:
+    /// `mmx compare` does not gate on them unless asked (`--gate-serialized`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serialized_metrics: Vec<String>,
+    /// Lock-benchmark points that cannot mean what they say on this machine, with why (e.g.
+    /// `smt-siblings` pinning in a guest that sees no SMT siblings). Their metrics are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported_points: Vec<UnsupportedPoints>,
+}
+
+impl Caveats {
+    pub fn is_empty(&self) -> bool {
+        !self.vcpus_serialized
+            && self.serialized_metrics.is_empty()
+            && self.unsupported_points.is_empty()
+    }
+
+    /// Whether a lock point's number is time slicing rather than contention.
+    pub fn point_serialized(&self, p: &protocol::lockbench::LockPoint) -> bool {
+        self.vcpus_serialized && p.threads > 1
+    }
+
+    /// Whether a lock point was judged unsupported here.
+    pub fn point_unsupported(&self, p: &protocol::lockbench::LockPoint) -> bool {
+        self.unsupported_points
+            .iter()
+            .any(|u| u.pinning == p.pinning)
+    }
+}
+
+/// The points of one pinning that are `unsupported`, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsupportedPoints {
+    pub pinning: protocol::lockbench::Pinning,
+    /// How many points of the detail it covers.
+    pub points: usize,
+    pub reason: String,
 }
 
 impl CellRecord {
@@ -310,6 +446,9 @@ pub enum InfraCause {
     Connection,
     /// A host's hook, root or sudo, or its SMT control failed.
     HostSetup,
+    /// The layers' filesystem the agent measured is not the one the cell is labelled with (a
+    /// host's `filesystem` assertion failed), or one mmx does not label.
+    Filesystem,
     /// Something mmx itself got wrong.
     Internal,
 }
@@ -328,6 +467,7 @@ impl InfraCause {
             InfraCause::GuestSilent => "guest-silent",
             InfraCause::Connection => "connection",
             InfraCause::HostSetup => "host-setup",
+            InfraCause::Filesystem => "filesystem",
             InfraCause::Internal => "internal",
         }
     }
@@ -339,6 +479,7 @@ impl InfraCause {
             InfraCause::Cancelled
             | InfraCause::OutputFlood
             | InfraCause::ProtocolViolation
+            | InfraCause::Filesystem
             | InfraCause::Internal => false,
             InfraCause::KvmUnusable
             | InfraCause::Spawn
@@ -514,6 +655,24 @@ mod tests {
         let (o, e) = BootEnd::infra(InfraCause::Spawn, "qemu exited").outcome_for_unreported();
         assert_eq!(o, Outcome::InfraError);
         assert_eq!(e.step, "infra: spawn");
+    }
+
+    #[test]
+    fn accelerators_are_one_word_and_old_words_still_read() {
+        for a in Accel::all() {
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(serde_json::from_str::<Accel>(&json).unwrap(), a, "{json}");
+        }
+        assert_eq!(
+            serde_json::from_str::<Accel>("\"metal\"").unwrap(),
+            Accel::Metal
+        );
+        assert_eq!(
+            serde_json::to_string(&Accel::Vm(protocol::Hypervisor::HyperV)).unwrap(),
+            "\"vm:hyper-v\""
+        );
+        assert!(serde_json::from_str::<Accel>("\"vm:nope\"").is_err());
+        assert!(Accel::Tcg.vcpus_serialized() && !Accel::TcgMt.vcpus_serialized());
     }
 
     #[test]

@@ -205,7 +205,7 @@ mod tests {
                 kernel: "debian-6.12".into(),
                 topology: "2s2c2t-numa2".into(),
             },
-            filesystem: protocol::Filesystem::Ext4,
+            filesystem: protocol::Filesystem::Ext4.into(),
         };
         assert_eq!(
             RunDir::log_rel(&boot, "console"),

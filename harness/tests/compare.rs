@@ -221,6 +221,51 @@ fn timings_under_another_accelerator_are_not_compared() {
     assert!(cmp.notes.iter().any(|n| n.contains("accelerators differ")));
 }
 
+/// Lock points measured on vCPUs that took turns are not contention: a change in them is
+/// reported, and gates only when asked.
+#[test]
+fn serialized_lock_numbers_gate_only_when_asked() {
+    let fixture = base();
+    let cell = fixture
+        .cells
+        .iter()
+        .find(|c| !c.caveats.serialized_metrics.is_empty())
+        .expect("a serialized lock-benchmark cell in the fixture");
+    let id = cell.key.to_string();
+    let metric = "tas@max:ops_per_s";
+    assert!(cell.caveats.serialized_metrics.iter().any(|m| m == metric));
+    assert!(
+        !cell
+            .caveats
+            .serialized_metrics
+            .iter()
+            .any(|m| m.contains("@min")),
+        "one thread is not contention"
+    );
+    // Enough samples for the rank test to see a change.
+    let mut b = fixture.clone();
+    cell_mut(&mut b, &id)
+        .metrics
+        .get_mut(metric)
+        .unwrap()
+        .samples = (0..10).map(|i| 1000.0 + f64::from(i)).collect();
+    let mut c = b.clone();
+    builder::scale_metric(&mut c, &id, metric, 0.4);
+    let cmp = compare(&b, &c, &Thresholds::default());
+    let m = change(&cmp, &id, metric);
+    assert_eq!(m.verdict, Verdict::Serialized, "{m:?}");
+    assert!(m.note.contains("would be a regression"), "{m:?}");
+    assert!(!cmp.gate_failed());
+    assert!(cmp
+        .render_markdown()
+        .unwrap()
+        .contains("Not gated: vCPUs serialized"));
+    let asked = Thresholds::default().with_gate_serialized(true);
+    let cmp = compare(&b, &c, &asked);
+    assert_eq!(change(&cmp, &id, metric).verdict, Verdict::Regression);
+    assert!(cmp.gate_failed());
+}
+
 #[test]
 fn comparison_is_deterministic() {
     let b = base();
@@ -249,6 +294,7 @@ fn the_command_reads_files_and_directories() {
         markdown_out: Some(md_out.clone()),
         json: false,
         fail_on_missing: false,
+        gate_serialized: false,
     };
     assert!(!compare_cmd(args(Vec::new())).unwrap(), "gate fails");
     assert!(std::fs::read_to_string(&md_out)

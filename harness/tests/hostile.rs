@@ -360,7 +360,7 @@ fn child(spec: &str) -> anyhow::Result<()> {
     let matrix = Matrix::load(Path::new(matrix_path))?;
     let cells = match backend {
         Backend::Qemu => matrix.qemu_cells(),
-        Backend::Local => matrix.local_cells(protocol::Filesystem::Tmpfs),
+        Backend::Local => matrix.local_cells(protocol::Filesystem::Tmpfs.into()),
         Backend::Ssh => matrix.ssh_cells(),
     };
     let boot = group_boots(cells)
@@ -388,10 +388,12 @@ fn child(spec: &str) -> anyhow::Result<()> {
                 common::cache().root().to_path_buf(),
             )?
             .with_deadlines(DEADLINES);
-            (
-                q.boot(&req, &k, topology, boot.key.filesystem),
-                BackendKind::Qemu,
-            )
+            let fs = boot
+                .key
+                .filesystem
+                .known()
+                .ok_or_else(|| anyhow::anyhow!("a guest's filesystem is always known"))?;
+            (q.boot(&req, &k, topology, fs), BackendKind::Qemu)
         }
         Target::Local => (local::run_boot(&agent, &req), BackendKind::Local),
         Target::Ssh { host, smt } => (ssh::run_host(&agent, host, *smt, &req), BackendKind::Ssh),

@@ -237,7 +237,7 @@ fn boot_probes(k: &ResolvedKernel) -> BootOutput {
             kernel: k.name.clone(),
             topology: "1s2c1t".into(),
         },
-        filesystem: Filesystem::Ext4,
+        filesystem: Filesystem::Ext4.into(),
     };
     let plan = Plan {
         schema_version: protocol::SCHEMA_VERSION,

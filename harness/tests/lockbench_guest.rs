@@ -155,7 +155,7 @@ fn boot() -> &'static Boot {
                 kernel: KERNEL.into(),
                 topology: "2s1c2t-numa2".into(),
             },
-            filesystem: Filesystem::Tmpfs,
+            filesystem: Filesystem::Tmpfs.into(),
         };
         let req = BootRequest {
             key,

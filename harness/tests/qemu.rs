@@ -5,22 +5,20 @@
 //! Debian's archive for the kernels (cached in `MMX_CACHE_DIR` or `~/.cache/mmx`). Boots are
 //! shared between tests through `OnceLock`s so a CI machine with two cores stays within budget.
 //!
-//! `MMX_QEMU_MEASURE=1` also runs `measure_boot_to_agent_ready` (boot-to-agent-ready against a
-//! guest whose /init only prints a line, and the KVM probe).
+//! Boot times are measured by `cargo bench -p harness --bench boot -- agent-ready`, not here.
 
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{agent, backend, kernel, qemu_missing};
-use harness::backend::qemu::{self, AccelChoice, Qemu};
+use common::{backend, kernel, qemu_missing};
+use harness::backend::qemu;
 use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
 use harness::cell::{BootKey, TargetKey};
-use harness::kernels::ResolvedKernel;
 use harness::matrix::{NumaSpec, Topology};
 use harness::results::{Accel, BootEnd, Deadline, InfraCause, RunDir};
+use harness::run;
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};
 use protocol::{Feature, Filesystem, MountsScenario, Plan, PlanItem, Scenario, Strategy};
 
@@ -50,7 +48,7 @@ fn key(kernel: &str, topology: &str, fs: Filesystem) -> BootKey {
             kernel: kernel.into(),
             topology: topology.into(),
         },
-        filesystem: fs,
+        filesystem: fs.into(),
     }
 }
 
@@ -226,12 +224,11 @@ fn probes_tell_6_1_from_6_12() {
     assert!(old.supports(Feature::NewMountApi) && new.supports(Feature::NewMountApi));
 }
 
-#[test]
-fn two_numa_nodes_are_observed() {
-    if qemu_missing() {
-        return;
-    }
-    let k = kernel("debian-6.12");
+/// A 2-socket, 2-thread, 2-node guest sees its sockets, nodes and SMT siblings: on 6.12, and on
+/// 6.1, whose pre-6.9 topology code reads siblings from CPUID leaf 0xB only on Intel (TCG's
+/// `max` CPU is AMD family 15 without TOPOEXT unless mmx names it GenuineIntel).
+fn numa_smt_guest_sees_its_topology(name: &str) {
+    let k = kernel(name);
     // 2 sockets × 1 core × 2 threads; one socket per node.
     let mut topo = topology(2, 1, 2, 768);
     topo.name = "2s1c2t-numa2".into();
@@ -247,7 +244,7 @@ fn two_numa_nodes_are_observed() {
             distances: Some(vec![21, 10]),
         },
     ];
-    let id = key("debian-6.12", "2s1c2t-numa2", Filesystem::Tmpfs);
+    let id = key(name, "2s1c2t-numa2", Filesystem::Tmpfs);
     let out = backend().boot(
         &request(&id, plan(&id, false, vec![])),
         &k,
@@ -267,11 +264,39 @@ fn two_numa_nodes_are_observed() {
     assert_eq!(nodes, [(0, vec![0, 1]), (1, vec![2, 3])], "{seen:#?}");
     assert_eq!(seen.numa_nodes[0].distances, [10, 21]);
     assert_eq!((seen.sockets, seen.threads_per_core), (2, 2), "{seen:#?}");
+    assert_eq!(seen.core_siblings, [vec![0, 1], vec![2, 3]], "{seen:#?}");
     for n in &seen.numa_nodes {
         // The kernel keeps some memory for itself; each node still has most of its 384 MiB.
         assert!(n.memory_mib > 200, "{n:?}");
     }
     assert_eq!(seen.short(), "2s1c2t-numa2");
+    assert_eq!(
+        run::topology_mismatch(&topo, seen),
+        None,
+        "nothing for the report to mark"
+    );
+    // The guest's own hypervisor detection sees QEMU's emulator.
+    let v = seen
+        .virtualization
+        .as_ref()
+        .expect("virtualization reported");
+    assert_eq!(v.hypervisor, Some(protocol::Hypervisor::QemuTcg), "{v:?}");
+}
+
+#[test]
+fn numa_and_smt_are_observed_on_6_12() {
+    if qemu_missing() {
+        return;
+    }
+    numa_smt_guest_sees_its_topology("debian-6.12");
+}
+
+#[test]
+fn numa_and_smt_are_observed_on_6_1() {
+    if qemu_missing() {
+        return;
+    }
+    numa_smt_guest_sees_its_topology("debian-6.1");
 }
 
 #[test]
@@ -378,190 +403,4 @@ fn qemu_that_cannot_start_is_an_infra_error() {
         "{:?}",
         out.end
     );
-}
-
-/// Boot-to-agent-ready against a guest whose /init only prints a line, same kernel and flags,
-/// both in this run; plus harness time before QEMU starts and the KVM verdict. Prints numbers,
-/// asserts nothing about time.
-#[test]
-fn measure_boot_to_agent_ready() {
-    if std::env::var_os("MMX_QEMU_MEASURE").is_none() {
-        eprintln!("SKIPPED (set MMX_QEMU_MEASURE=1 to measure boot times)");
-        return;
-    }
-    if qemu_missing() {
-        return;
-    }
-    let names: Vec<String> = std::env::var("MMX_QEMU_MEASURE_KERNELS")
-        .unwrap_or_else(|_| "debian-6.1,debian-6.12,debian-7.x".into())
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let rounds = 5;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mini = dir.path().join("mini.cpio");
-    std::fs::write(&mini, minimal_initrd()).expect("write minimal initrd");
-    for name in &names {
-        let k = kernel(name);
-        let topo = topology(1, 2, 1, 768);
-        let q = backend();
-        let (mut agent_ms, mut mini_ms, mut pre_ms) = (vec![], vec![], vec![]);
-        for r in 0..rounds {
-            let id = key(name, &format!("measure-{r}"), Filesystem::Tmpfs);
-            let out = q.boot(
-                &request(&id, plan(&id, false, vec![])),
-                &k,
-                &topo,
-                Filesystem::Tmpfs,
-            );
-            let t = &out.timings_ms;
-            if let (Some(a), Some(s)) = (t.get("agent-ready"), t.get("qemu-start")) {
-                agent_ms.push(a - s);
-                pre_ms.push(*s);
-            }
-            let w = boot_minimal(&k, &topo, &mini, dir.path(), r);
-            if let (Some(ready), Some(s)) = (w.ready_at, w.qemu_started) {
-                mini_ms.push(ready.duration_since(s).as_secs_f64() * 1e3);
-            }
-        }
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
-        let (a, m) = (med(&mut agent_ms), med(&mut mini_ms));
-        // On a shared, loaded machine the fastest boot is the least disturbed one.
-        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-        let (amin, mmin) = (min(&agent_ms), min(&mini_ms));
-        eprintln!(
-            "MEASURE {name}: agent-ready median {a:.0} ms / min {amin:.0} ms, minimal /init \
-             median {m:.0} ms / min {mmin:.0} ms, ratio median {:.3} / min {:.3}; harness \
-             before qemu {:.0} ms (samples agent {agent_ms:.0?} minimal {mini_ms:.0?})",
-            a / m,
-            amin / mmin,
-            med(&mut pre_ms)
-        );
-    }
-    // The KVM verdict from a fresh cache: times the probe.
-    let fresh = tempfile::tempdir().expect("tempdir");
-    let q = Qemu::new(AccelChoice::Auto, agent(), fresh.path().to_path_buf()).expect("auto");
-    let k = kernel("debian-6.12");
-    let start = Instant::now();
-    let id = key("debian-6.12", "probe", Filesystem::Tmpfs);
-    let out = q.boot(
-        &request(&id, plan(&id, false, vec![])),
-        &k,
-        &topology(1, 1, 1, 256),
-        Filesystem::Tmpfs,
-    );
-    eprintln!(
-        "MEASURE accel auto: {:?} (first boot incl. probe {:?}, boot end {:?})",
-        out.accel,
-        start.elapsed(),
-        out.end
-    );
-    eprintln!("MEASURE harness RSS: {}", rss());
-}
-
-fn rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Boot the minimal initrd with the command line the backend gives its guests.
-fn boot_minimal(
-    k: &ResolvedKernel,
-    topo: &Topology,
-    initrd: &Path,
-    dir: &Path,
-    round: usize,
-) -> qemu::process::Watched {
-    let log = |n: &str| dir.join(format!("mini-{}-{round}.{n}.log", k.name));
-    let mut args = vec!["-name".into(), "mmx-minimal".into()];
-    args.extend(qemu::args::machine_args(Accel::Tcg));
-    args.extend(qemu::args::cpu_args(topo));
-    args.extend(qemu::args::kernel_args(&k.vmlinuz, initrd, ""));
-    let launch = qemu::process::Launch {
-        qemu: "qemu-system-x86_64".into(),
-        args,
-        console_log: log("console"),
-        results_log: log("results"),
-        qemu_log: log("qemu"),
-        deadlines: Deadlines {
-            boot: Duration::from_secs(120),
-            silence: Duration::from_secs(120),
-            plan: Duration::from_secs(120),
-        },
-    };
-    qemu::process::run_guest(
-        &launch,
-        &plan(&key(&k.name, "minimal", Filesystem::Tmpfs), false, vec![]),
-        &Cancel::new(),
-    )
-}
-
-/// An initramfs whose /init is a 200-byte static x86-64 ELF: write(2, READY_MARK) and
-/// reboot(POWER_OFF). No libc, no compiler needed, nothing to slow it down.
-fn minimal_initrd() -> Vec<u8> {
-    let mut cpio = harness::initramfs::CpioWriter::new(Vec::new(), 1);
-    cpio.append_dir("dev", 0o755).expect("dir");
-    cpio.append_char_dev("dev/console", 0o600, 5, 1)
-        .expect("console");
-    cpio.append_file("init", 0o755, &minimal_init_elf())
-        .expect("init");
-    cpio.append_trailer().expect("trailer")
-}
-
-fn minimal_init_elf() -> Vec<u8> {
-    const BASE: u64 = 0x40_0000;
-    const CODE_AT: u64 = 64 + 56; // ELF header + one program header
-    let msg = format!("{}\n", qemu::process::READY_MARK).into_bytes();
-    let mut code: Vec<u8> = Vec::new();
-    code.extend([0xb8, 1, 0, 0, 0]); // mov eax, 1 (write)
-    code.extend([0xbf, 2, 0, 0, 0]); // mov edi, 2 (stderr = /dev/console)
-    let lea_at = code.len();
-    code.extend([0x48, 0x8d, 0x35, 0, 0, 0, 0]); // lea rsi, [rip + msg]
-    code.extend([0xba]); // mov edx, len
-    code.extend(u32::try_from(msg.len()).expect("short").to_le_bytes());
-    code.extend([0x0f, 0x05]); // syscall
-    code.extend([0xb8, 169, 0, 0, 0]); // mov eax, 169 (reboot)
-    code.extend([0xbf]); // mov edi, LINUX_REBOOT_MAGIC1
-    code.extend(0xfee1_deadu32.to_le_bytes());
-    code.extend([0xbe]); // mov esi, LINUX_REBOOT_MAGIC2
-    code.extend(672_274_793u32.to_le_bytes());
-    code.extend([0xba]); // mov edx, LINUX_REBOOT_CMD_POWER_OFF
-    code.extend(0x4321_fedcu32.to_le_bytes());
-    code.extend([0x0f, 0x05]); // syscall
-    code.extend([0xeb, 0xfe]); // jmp . (never reached)
-    let rel = i32::try_from(code.len() - (lea_at + 7)).expect("short");
-    code[lea_at + 3..lea_at + 7].copy_from_slice(&rel.to_le_bytes());
-    code.extend(&msg);
-    let size = CODE_AT + code.len() as u64;
-
-    let mut elf = Vec::new();
-    elf.extend(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0"); // 64-bit, little endian, SysV
-    elf.extend(2u16.to_le_bytes()); // ET_EXEC
-    elf.extend(62u16.to_le_bytes()); // EM_X86_64
-    elf.extend(1u32.to_le_bytes()); // EV_CURRENT
-    elf.extend((BASE + CODE_AT).to_le_bytes()); // e_entry
-    elf.extend(64u64.to_le_bytes()); // e_phoff
-    elf.extend(0u64.to_le_bytes()); // e_shoff
-    elf.extend(0u32.to_le_bytes()); // e_flags
-    elf.extend(64u16.to_le_bytes()); // e_ehsize
-    elf.extend(56u16.to_le_bytes()); // e_phentsize
-    elf.extend(1u16.to_le_bytes()); // e_phnum
-    elf.extend([0u8; 6]); // e_shentsize, e_shnum, e_shstrndx
-    elf.extend(1u32.to_le_bytes()); // PT_LOAD
-    elf.extend(5u32.to_le_bytes()); // PF_R | PF_X
-    elf.extend(0u64.to_le_bytes()); // p_offset
-    elf.extend(BASE.to_le_bytes()); // p_vaddr
-    elf.extend(BASE.to_le_bytes()); // p_paddr
-    elf.extend(size.to_le_bytes()); // p_filesz
-    elf.extend(size.to_le_bytes()); // p_memsz
-    elf.extend(0x1000u64.to_le_bytes()); // p_align
-    elf.extend(code);
-    elf
 }

@@ -2,7 +2,8 @@
 //! every chart, JUnit parsed back, and the 5,000-cell size and speed figures.
 //!
 //! `MMX_BLESS=1 cargo test -p harness --test report` rewrites the constructed fixture and the
-//! golden files; review the diff before committing it.
+//! golden files, then fails (a blessed run is never green): review the diff, commit it, and run
+//! the tests again without `MMX_BLESS`.
 
 #[path = "fixtures/builder.rs"]
 mod builder;
@@ -22,6 +23,14 @@ fn dir(sub: &str) -> PathBuf {
 
 fn bless() -> bool {
     std::env::var_os("MMX_BLESS").is_some_and(|v| v != "0")
+}
+
+/// After writing what `MMX_BLESS` asked for: fail, so the blessing run cannot pass as a test run.
+fn blessed(what: &str) -> ! {
+    panic!(
+        "MMX_BLESS: wrote {what}; review `git diff`, then run the tests without MMX_BLESS \
+         (a blessing run never passes)"
+    )
 }
 
 /// Every fixture: `tests/fixtures/*.json`, constructed and recorded alike.
@@ -49,6 +58,7 @@ fn constructed_fixture_is_current() {
     let want = builder::mixed_run();
     if bless() {
         want.write(&path).unwrap();
+        blessed(&path.display().to_string());
     }
     RunRecord::read(&path).unwrap_or_else(|e| panic!("{e:#}; run with MMX_BLESS=1"));
     // Compared as text: serde_json does not promise that floats read back bit for bit.
@@ -63,11 +73,13 @@ fn constructed_fixture_is_current() {
 #[test]
 fn markdown_matches_golden_files() {
     let mut stale = Vec::new();
+    let mut written = Vec::new();
     for (stem, run) in fixtures() {
         let md = report::render_markdown(&run).unwrap();
         let golden = dir("golden").join(format!("{stem}.md"));
         if bless() {
             std::fs::write(&golden, &md).unwrap();
+            written.push(golden.display().to_string());
             continue;
         }
         let want = std::fs::read_to_string(&golden).unwrap_or_default();
@@ -76,6 +88,9 @@ fn markdown_matches_golden_files() {
             std::fs::write(&out, &md).unwrap();
             stale.push(format!("{} (got {})", golden.display(), out.display()));
         }
+    }
+    if bless() {
+        blessed(&written.join(", "));
     }
     assert!(
         stale.is_empty(),
@@ -134,7 +149,8 @@ fn html_is_well_formed_self_contained_with_every_chart() {
         // Expected charts, counted from the run itself.
         let mut lat = std::collections::BTreeSet::new();
         let mut ops = std::collections::BTreeSet::new();
-        let mut lock = 0;
+        // One lock chart per benchmark and topology (and filesystem, for those that touch it).
+        let mut lock = std::collections::BTreeSet::new();
         for c in &run.cells {
             match (&c.scenario, &c.detail) {
                 (protocol::Scenario::Mounts(_), Some(_)) => {
@@ -143,10 +159,18 @@ fn html_is_well_formed_self_contained_with_every_chart() {
                         lat.insert(c.key.boot());
                     }
                 }
-                (_, Some(protocol::CellDetail::Lockbench(l))) if !l.points.is_empty() => lock += 2,
+                (s, Some(protocol::CellDetail::Lockbench(l))) if !l.points.is_empty() => {
+                    let topology = match &c.key.target {
+                        harness::cell::TargetKey::Qemu { topology, .. } => topology.clone(),
+                        t => t.to_string(),
+                    };
+                    let fs = harness::matrix::uses_layer_fs(s).then_some(c.key.filesystem);
+                    lock.insert((s.label(), topology, fs));
+                }
                 _ => {}
             }
         }
+        let lock = lock.len();
         let ids: Vec<&str> = svgs
             .iter()
             .filter_map(|s| s.parent().and_then(|p| p.attribute("id")))
@@ -179,8 +203,9 @@ fn html_is_well_formed_self_contained_with_every_chart() {
                 "{stem}: both axis labels"
             );
             assert!(
-                svg.descendants()
-                    .any(|n| n.attribute("class") == Some("lg")),
+                svg.descendants().any(|n| n
+                    .attribute("class")
+                    .is_some_and(|c| c.split(' ').any(|t| t == "lg"))),
                 "{stem}: legend"
             );
         }
@@ -394,4 +419,36 @@ fn render_fixtures_to() {
             );
         }
     }
+}
+
+/// The end-of-run screen: the matrix with its ⚠, the counts, the evidence, the strategy
+/// differences and the report paths, in a screenful; the full tables only with --verbose.
+#[test]
+fn the_terminal_summary_is_one_screen() {
+    let run = builder::mixed_run();
+    let w = report::Written {
+        markdown: "runs/x/report.md".into(),
+        html: "runs/x/report.html".into(),
+        junit: "runs/x/junit.xml".into(),
+    };
+    let s = harness::summary::render(&run, Some(&w), false);
+    eprintln!("{s}");
+    let lines = s.lines().count();
+    assert!(lines <= 60, "{lines} lines");
+    for want in [
+        "Compatibility",
+        "⚠",
+        "95 cells in 10 boots",
+        "Evidence",
+        "smt-siblings points: guest sees no SMT siblings",
+        "Largest differences between strategies",
+        "per-layer",
+        "runs/x/report.html",
+    ] {
+        assert!(s.contains(want), "no `{want}` in:\n{s}");
+    }
+    assert!(!s.contains("Lock benchmark"), "tables only with --verbose");
+    let v = harness::summary::render(&run, Some(&w), true);
+    assert!(v.contains("Lock benchmark") && v.contains(" †"), "{v}");
+    assert!(v.lines().count() > lines);
 }

@@ -1,6 +1,6 @@
 //! The `ssh` backend against a real `sshd` on loopback: a throwaway host key and user key, the
 //! "remote" host being this machine. Needs root (the agent mounts; sshd's privilege separation)
-//! and /usr/sbin/sshd; without them each test says SKIPPED and passes (fails under CI=true).
+//! and /usr/sbin/sshd; without them each test fails under `CI=true` and says SKIPPED elsewhere.
 //! The fixture is `common::sshd`.
 //!
 //! Most tests use a tiny stand-in agent (a shell script speaking the wire format) so they test
@@ -21,12 +21,13 @@ use harness::cell::{BootKey, SmtSetting, TargetKey};
 use harness::results::{Accel, BootEnd, InfraCause, RunDir};
 use protocol::{MountsScenario, Outcome, Plan, PlanItem, Scenario, Strategy};
 
+/// Return from the test when sshd or root is missing: a failure under `CI=true`, a loud
+/// SKIPPED elsewhere (`common::require`).
 macro_rules! skip_unless_ready {
     () => {
         if let Some(why) = common::sshd::skip_reason() {
-            if !common::require(false, &why) {
-                return;
-            }
+            common::require(false, &why);
+            return;
         }
     };
 }
@@ -84,7 +85,7 @@ fn request(run_dir: &Path, boot_id: &str, mut items: Vec<PlanItem>) -> BootReque
             host: format!("loopback-{boot_id}"),
             smt: SmtSetting::AsIs,
         },
-        filesystem: protocol::Filesystem::Ext4,
+        filesystem: protocol::Filesystem::Ext4.into(),
     };
     let plan = Plan {
         schema_version: protocol::SCHEMA_VERSION,
@@ -201,11 +202,12 @@ fn smt_that_cannot_be_switched_is_unsupported_with_evidence() {
     skip_unless_ready!();
     let control =
         std::fs::read_to_string("/sys/devices/system/cpu/smt/control").unwrap_or_default();
-    if control.trim() != "notsupported" {
-        eprintln!(
-            "SKIPPED (needs a machine without SMT; control reads `{}`)",
-            control.trim()
-        );
+    let without_smt = control.trim() == "notsupported";
+    let why = format!(
+        "needs a machine without SMT; control reads `{}`",
+        control.trim()
+    );
+    if !common::require(without_smt, &why) {
         return;
     }
     let sshd = Sshd::start();
@@ -380,7 +382,10 @@ fn real_agent() -> Option<PathBuf> {
     match harness::agent::path() {
         Ok(p) => Some(p),
         Err(e) => {
-            eprintln!("SKIPPED (the static agent could not be written to the cache: {e:#})");
+            common::require(
+                false,
+                &format!("the static agent could not be written to the cache: {e:#}"),
+            );
             None
         }
     }
@@ -455,17 +460,17 @@ fn real_agent_dropped_connection_keeps_earlier_results_and_cleans_up() {
     assert!(sshd.mounts().is_empty());
 }
 
-/// The whole path a user takes: a `[[hosts]]` entry in a matrix, `mmx run --backend ssh`, and
-/// the host's cells in run.json and the reports, marked metal, with the host's own CPU and
-/// topology, and the matrix's known answer checked.
-#[test]
-fn mmx_run_visits_a_matrix_host_end_to_end() {
-    skip_unless_ready!();
-    let sshd = Sshd::start();
-    let mounts_before = sshd.mounts();
+/// `mmx run --backend ssh` over a matrix whose one host is this fixture's sshd, with its scratch
+/// dir at `scratch` and `extra` lines in its `[[hosts]]` entry. The exit status and run.json.
+fn run_matrix_host(
+    sshd: &Sshd,
+    scratch: &Path,
+    extra: &str,
+    run_id: &str,
+) -> (std::process::ExitStatus, harness::results::RunRecord) {
     let host = sshd.host();
     let opts: Vec<String> = host.ssh_options.iter().map(|o| format!("{o:?}")).collect();
-    let matrix = sshd.path("matrix.toml");
+    let matrix = sshd.path(&format!("{run_id}.toml"));
     std::fs::write(
         &matrix,
         format!(
@@ -487,6 +492,7 @@ allow_ssh_options = [
   {{ option = "UserKnownHostsFile", reason = "the test sshd's throwaway host key" }},
   {{ option = "GlobalKnownHostsFile", reason = "keep this machine's keys out of the test" }},
 ]
+{extra}
 
 [[expect]]
 cells = "loopback/*"
@@ -494,37 +500,78 @@ outcome = "pass"
 "#,
             port = sshd.port,
             key = sshd.path("user_key").display(),
-            scratch = sshd.path("remote-tmp").display(),
+            scratch = scratch.display(),
             opts = opts.join(", "),
         ),
     )
     .expect("matrix");
     let out_dir = sshd.path("runs");
     let status = Command::new(env!("CARGO_BIN_EXE_mmx"))
-        .args(["run", "--backend", "ssh", "--run-id", "e2e", "--matrix"])
+        .args(["run", "--backend", "ssh", "--run-id", run_id, "--matrix"])
         .arg(&matrix)
         .arg("--out")
         .arg(&out_dir)
         .status()
         .expect("running mmx");
+    let run = harness::results::RunRecord::read(&out_dir.join(run_id).join("run.json"))
+        .unwrap_or_else(|e| panic!("{e:#}; sshd log:\n{}", sshd.log()));
+    (status, run)
+}
+
+/// The filesystem a directory is on, as this test measures it (not through the agent).
+fn filesystem_here(dir: &Path) -> protocol::Filesystem {
+    harness::backend::local::filesystem_of(dir)
+        .expect("statfs")
+        .unwrap_or_else(|magic| panic!("{} is on an unknown filesystem ({magic})", dir.display()))
+}
+
+/// The accelerator label this machine must get: `vm:…` when the CPU says a hypervisor is there.
+fn hypervisor_here() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "hypervisor"))
+}
+
+/// The whole path a user takes: a `[[hosts]]` entry in a matrix, `mmx run --backend ssh`, and
+/// the host's cells in run.json and the reports, with the host's own CPU and topology, the
+/// matrix's known answer checked, and labels measured there: the scratch dir's real filesystem
+/// (the entry declares none) and the hypervisor under the host (`vm:…`, not `metal`, when there
+/// is one, as on this machine).
+#[test]
+fn mmx_run_visits_a_matrix_host_end_to_end() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    let mounts_before = sshd.mounts();
+    let scratch = sshd.path("remote-tmp");
+    let fs = filesystem_here(&scratch);
+    let (status, run) = run_matrix_host(&sshd, &scratch, "", "e2e");
     assert!(
         status.success(),
         "mmx run exited {status}; sshd log:\n{}",
         sshd.log()
     );
-
-    let run = harness::results::RunRecord::read(&out_dir.join("e2e/run.json")).expect("run.json");
     let ids: Vec<String> = run.cells.iter().map(|c| c.key.to_string()).collect();
     assert_eq!(
         ids,
         [
-            "loopback/smt-as-is/ext4/per-layer-L2-C2-P2-J1",
-            "loopback/smt-as-is/ext4/fsconfig-fd-L2-C2-P2-J1",
-        ]
+            format!("loopback/smt-as-is/{fs}/per-layer-L2-C2-P2-J1"),
+            format!("loopback/smt-as-is/{fs}/fsconfig-fd-L2-C2-P2-J1"),
+        ],
+        "labelled with the filesystem the scratch dir is on"
     );
     for c in &run.cells {
         assert_eq!(c.outcome, Outcome::Pass, "{c:?}");
-        assert_eq!(c.provenance.accel, Accel::Metal);
+        let accel = c.provenance.accel;
+        if hypervisor_here() {
+            assert!(
+                matches!(accel, Accel::Vm(_)),
+                "this machine is a VM, not metal: {accel}"
+            );
+        } else {
+            assert_eq!(accel, Accel::Metal);
+        }
         assert_eq!(c.provenance.backend, harness::results::BackendKind::Ssh);
         let topo = c.provenance.observed_topology.as_ref().expect("topology");
         assert_eq!(c.provenance.host_cpu, topo.cpu_model, "the host's own CPU");
@@ -533,9 +580,75 @@ outcome = "pass"
     }
     assert_eq!(run.boots.len(), 1);
     assert!(run.boots[0].capabilities.is_some());
+    assert_eq!(run.boots[0].key.filesystem, fs);
     for f in ["report.md", "report.html", "junit.xml"] {
-        assert!(out_dir.join("e2e").join(f).is_file(), "{f} written");
+        assert!(sshd.path("runs/e2e").join(f).is_file(), "{f} written");
     }
     sshd.assert_no_leftovers();
     assert_eq!(sshd.mounts(), mounts_before);
+}
+
+/// A host whose scratch dir is on tmpfs is labelled tmpfs, whatever the matrix's filesystems.
+#[test]
+fn a_hosts_tmpfs_scratch_dir_labels_its_cells_tmpfs() {
+    skip_unless_ready!();
+    let shm = Path::new("/dev/shm");
+    let on_tmpfs = harness::backend::local::filesystem_of(shm)
+        .ok()
+        .and_then(Result::ok)
+        == Some(protocol::Filesystem::Tmpfs);
+    if !common::require(on_tmpfs, "/dev/shm is not a tmpfs here") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let scratch = tempfile::Builder::new()
+        .prefix("mmx-ssh-tmpfs-")
+        .tempdir_in(shm)
+        .expect("a dir on /dev/shm");
+    let (status, run) = run_matrix_host(&sshd, scratch.path(), "", "tmpfs");
+    assert!(status.success(), "sshd log:\n{}", sshd.log());
+    for c in &run.cells {
+        assert_eq!(c.key.filesystem, protocol::Filesystem::Tmpfs, "{}", c.key);
+    }
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A declared filesystem is an assertion: when the scratch dir is on another, the visit ends
+/// `infra-error` naming both, and no cell carries numbers under the wrong label.
+#[test]
+fn a_wrong_filesystem_assertion_ends_the_visit_infra_error() {
+    skip_unless_ready!();
+    let sshd = Sshd::start();
+    let scratch = sshd.path("remote-tmp");
+    let fs = filesystem_here(&scratch);
+    let wrong = if fs == protocol::Filesystem::Xfs {
+        protocol::Filesystem::Btrfs
+    } else {
+        protocol::Filesystem::Xfs
+    };
+    let (status, run) = run_matrix_host(
+        &sshd,
+        &scratch,
+        &format!("filesystem = \"{wrong}\""),
+        "wrong-fs",
+    );
+    assert_eq!(status.code(), Some(1), "the run fails");
+    let BootEnd::Infra { cause, message } = &run.boots[0].end else {
+        panic!("{:?}", run.boots[0].end);
+    };
+    assert_eq!(*cause, InfraCause::Filesystem);
+    assert!(
+        message.contains(wrong.as_str()) && message.contains(fs.as_str()),
+        "names both: {message}"
+    );
+    for c in &run.cells {
+        assert_eq!(c.outcome, Outcome::InfraError, "{c:?}");
+        assert!(c.metrics.is_empty(), "no numbers under the wrong label");
+        assert_eq!(c.key.filesystem, wrong, "keyed as declared: {}", c.key);
+    }
+    sshd.assert_no_leftovers();
 }

@@ -45,7 +45,9 @@ pub use plan::{
     Filesystem, MountsScenario, Plan, PlanItem, Scenario, ScenarioKey, ScratchDisk, Strategy,
 };
 pub use stats::{percentile, Summary};
-pub use topology::{topology_name, NumaNode, ObservedTopology, SmtState};
+pub use topology::{
+    topology_name, Hypervisor, NumaNode, ObservedTopology, SmtState, Virtualization,
+};
 
 /// Version of the plan and result schema. Bump on any incompatible change.
 /// 2: plan items and results carry an item index; errno names no longer travel.
@@ -233,6 +235,10 @@ mod tests {
                     memory_mib: 512,
                     distances: vec![10, 20],
                 }],
+                virtualization: Some(crate::Virtualization {
+                    hypervisor: Some(crate::Hypervisor::QemuTcg),
+                    evidence: vec!["cpuid 0x40000000: TCGTCGTCGTCG".into()],
+                }),
             }),
             AgentEvent::Capabilities(Capabilities {
                 kernel_release: "6.1.0".into(),

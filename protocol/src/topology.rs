@@ -32,6 +32,9 @@ pub struct ObservedTopology {
     pub core_siblings: Vec<Vec<u32>>,
     pub smt: SmtState,
     pub numa_nodes: Vec<NumaNode>,
+    /// Whether a hypervisor runs this machine, and whose (None: an agent that did not look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtualization: Option<Virtualization>,
 }
 
 impl ObservedTopology {
@@ -92,4 +95,70 @@ pub struct NumaNode {
     pub memory_mib: u64,
     /// Distances to every node, in node order (from /sys/devices/system/node/nodeN/distance).
     pub distances: Vec<u32>,
+}
+
+/// What the agent found about the layer below the kernel it runs on: nothing (bare metal) or a
+/// hypervisor. Labels the accelerator of local and SSH cells (`metal` or `vm:<vendor>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Virtualization {
+    /// None: no source saw a hypervisor.
+    pub hypervisor: Option<Hypervisor>,
+    /// What each source said (`cpuid 0x40000000: KVMKVMKVM`, `dmi sys_vendor: QEMU`), for the
+    /// record; sources that said nothing are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+}
+
+/// A hypervisor, by who made it. A closed set so labels stay comparable across runs; a
+/// signature mmx does not know is [`Hypervisor::Unknown`] (its text stays in the evidence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hypervisor {
+    /// Linux KVM (also under QEMU, crosvm, cloud-hypervisor).
+    Kvm,
+    /// Firecracker (KVM underneath; told apart by its DMI or command line).
+    Firecracker,
+    /// QEMU's software emulation (TCG).
+    QemuTcg,
+    Xen,
+    HyperV,
+    Vmware,
+    VirtualBox,
+    Bhyve,
+    Parallels,
+    Acrn,
+    /// A hypervisor bit or vendor mmx does not know.
+    Unknown,
+}
+
+impl Hypervisor {
+    pub const ALL: [Hypervisor; 11] = [
+        Hypervisor::Kvm,
+        Hypervisor::Firecracker,
+        Hypervisor::QemuTcg,
+        Hypervisor::Xen,
+        Hypervisor::HyperV,
+        Hypervisor::Vmware,
+        Hypervisor::VirtualBox,
+        Hypervisor::Bhyve,
+        Hypervisor::Parallels,
+        Hypervisor::Acrn,
+        Hypervisor::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hypervisor::Kvm => "kvm",
+            Hypervisor::Firecracker => "firecracker",
+            Hypervisor::QemuTcg => "qemu-tcg",
+            Hypervisor::Xen => "xen",
+            Hypervisor::HyperV => "hyper-v",
+            Hypervisor::Vmware => "vmware",
+            Hypervisor::VirtualBox => "virtualbox",
+            Hypervisor::Bhyve => "bhyve",
+            Hypervisor::Parallels => "parallels",
+            Hypervisor::Acrn => "acrn",
+            Hypervisor::Unknown => "unknown",
+        }
+    }
 }

@@ -115,6 +115,7 @@ mod tests {
             threads_per_core: 2,
             core_siblings: vec![vec![0, 4], vec![1, 5], vec![2, 6], vec![3, 7]],
             smt: SmtState::On,
+            virtualization: None,
             numa_nodes: vec![
                 NumaNode {
                     id: 0,

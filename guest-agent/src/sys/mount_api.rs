@@ -198,7 +198,10 @@ mod tests {
             let fs = match fsopen("overlay") {
                 Ok(fs) => fs,
                 Err(e) => {
-                    eprintln!("SKIPPED (fsopen needs root and overlay): {e}");
+                    crate::test_support::require(
+                        false,
+                        &format!("fsopen needs root and overlay: {e}"),
+                    );
                     return;
                 }
             };

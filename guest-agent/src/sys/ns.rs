@@ -708,8 +708,8 @@ mod tests {
 
     #[test]
     fn helper_runs_batches_in_the_directories_each_command_names() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIPPED (needs root: a user namespace with an id map)");
+        let root = rustix::process::geteuid().is_root();
+        if !crate::test_support::require(root, "root: a user namespace with an id map") {
             return;
         }
         let tmp = std::env::temp_dir().join(format!("mmx-ns-test-{}", std::process::id()));

@@ -9,15 +9,26 @@ use std::time::{Duration, Instant};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_mmx-agent");
 
-/// True as root; otherwise says loudly that `test` is skipped and why.
-pub fn is_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
+/// A test's precondition: true when it holds. When it does not, under `CI=true` the test fails
+/// with the reason (CI must never pass what it did not test); elsewhere it says SKIPPED loudly
+/// and the caller returns.
+pub fn require(ok: bool, reason: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and a precondition is missing: {reason}"
+        );
+        eprintln!("\n*** SKIPPED ({reason}) ***\n");
     }
-    eprintln!(
-        "\n*** {test}: SKIPPED (needs root: mount and user namespaces, idmapped mounts, chown) ***\n"
-    );
-    false
+    ok
+}
+
+/// True as root; otherwise `test` fails under CI, or says loudly that it is skipped and why.
+pub fn is_root(test: &str) -> bool {
+    require(
+        rustix::process::geteuid().is_root(),
+        &format!("{test} needs root: mount and user namespaces, idmapped mounts, chown"),
+    )
 }
 
 /// How long a stopped agent's detached reaper may work before it counts as hung.

@@ -95,10 +95,7 @@ impl Deadlines {
     /// These deadlines for a boot under `accel`: stretched under TCG, where a slow emulator is
     /// not a hung kernel.
     pub fn under(self, accel: Accel) -> Deadlines {
-        let scale = match accel {
-            Accel::Tcg => TCG_SCALE,
-            Accel::Kvm | Accel::Metal => 1,
-        };
+        let scale = if accel.is_emulated() { TCG_SCALE } else { 1 };
         Deadlines {
             boot: self.boot * scale,
             silence: self.silence * scale,

@@ -12,6 +12,9 @@
 //!   a side no change is ever significant: record repeats to gate on speed.
 //! - Timings under different accelerators (tcg vs kvm) are never compared: reported as
 //!   incomparable.
+//! - Timings and rates measured with more than one thread on serialized vCPUs (single-threaded
+//!   TCG, `CellRecord::caveats`) are not contention measurements: a change in them is reported
+//!   as `serialized`, never gated, unless `--gate-serialized`.
 //! - Baseline cells missing from the candidate, and new cells, are listed.
 
 use std::collections::{BTreeSet, HashMap};
@@ -56,6 +59,10 @@ pub struct CompareArgs {
     /// Fail the gate when baseline cells are missing from the candidate.
     #[arg(long)]
     pub fail_on_missing: bool,
+    /// Also gate on timings measured with more than one thread on serialized vCPUs
+    /// (single-threaded TCG): by default they are reported, not gated.
+    #[arg(long)]
+    pub gate_serialized: bool,
 }
 
 /// Which run a comparison side came from.
@@ -128,6 +135,9 @@ pub enum Verdict {
     Informational,
     /// Not comparable: different accelerator or unit, no samples, zero baseline.
     Incomparable,
+    /// Beyond its threshold, but measured with more than one thread on serialized vCPUs: not a
+    /// contention measurement, so not gated (`--gate-serialized` gates it).
+    Serialized,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +168,7 @@ pub struct Counts {
     pub unchanged: usize,
     pub informational: usize,
     pub incomparable: usize,
+    pub serialized: usize,
     pub broke: usize,
     pub other_flips: usize,
 }
@@ -287,6 +298,7 @@ pub fn compare(base: &RunRecord, cand: &RunRecord, th: &Thresholds) -> Compariso
             Verdict::Unchanged => counts.unchanged += 1,
             Verdict::Informational => counts.informational += 1,
             Verdict::Incomparable => counts.incomparable += 1,
+            Verdict::Serialized => counts.serialized += 1,
         }
     }
     let mut new: Vec<String> = cand
@@ -413,6 +425,25 @@ fn compare_metrics(
         } else {
             Verdict::Unchanged
         };
+        let serialized = [b, c]
+            .iter()
+            .any(|x| x.caveats.serialized_metrics.contains(name));
+        let judged = matches!(
+            mc.verdict,
+            Verdict::Regression | Verdict::Improvement | Verdict::NotSignificant
+        );
+        if serialized && judged && !th.gate_serialized {
+            mc.note = format!(
+                "would be {}; {}",
+                match mc.verdict {
+                    Verdict::Regression => "a regression",
+                    Verdict::Improvement => "an improvement",
+                    _ => "beyond threshold, not significant",
+                },
+                crate::run::caveats::SERIALIZED
+            );
+            mc.verdict = Verdict::Serialized;
+        }
         mc.gate = mc.verdict == Verdict::Regression;
         out.push(mc);
     }
@@ -436,6 +467,7 @@ struct View {
     not_significant: Vec<MetricRow>,
     informational: Vec<MetricRow>,
     incomparable: Vec<MetricRow>,
+    serialized: Vec<MetricRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -528,6 +560,7 @@ fn view(c: &Comparison) -> View {
         not_significant: by(Verdict::NotSignificant),
         informational: by(Verdict::Informational),
         incomparable: by(Verdict::Incomparable),
+        serialized: by(Verdict::Serialized),
     }
 }
 
@@ -538,7 +571,9 @@ fn view(c: &Comparison) -> View {
 /// `mmx compare`: prints markdown (or JSON), writes `--markdown-out`, returns whether the gate
 /// passed. Errors (unreadable runs, bad thresholds) are usage errors for the caller to map.
 pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<bool> {
-    let th = Thresholds::parse(&args.thresholds)?.with_alpha(args.alpha)?;
+    let th = Thresholds::parse(&args.thresholds)?
+        .with_alpha(args.alpha)?
+        .with_gate_serialized(args.gate_serialized);
     let base = RunRecord::read(&run_json_path(&args.baseline)).context("baseline")?;
     let cand = RunRecord::read(&run_json_path(&args.candidate)).context("candidate")?;
     let cmp = compare(&base, &cand, &th);

@@ -24,6 +24,9 @@ pub struct Thresholds {
     pub rules: Vec<(String, f64)>,
     /// A change beyond its threshold counts only when the test's p-value is below this.
     pub alpha: f64,
+    /// Gate on metrics measured with more than one thread on serialized vCPUs too
+    /// (`--gate-serialized`); by default they are reported, never gated.
+    pub gate_serialized: bool,
 }
 
 impl Default for Thresholds {
@@ -32,6 +35,7 @@ impl Default for Thresholds {
             default: DEFAULT_THRESHOLD,
             rules: Vec::new(),
             alpha: DEFAULT_ALPHA,
+            gate_serialized: false,
         }
     }
 }
@@ -79,6 +83,11 @@ impl Thresholds {
         }
         self.alpha = alpha;
         Ok(self)
+    }
+
+    pub fn with_gate_serialized(mut self, gate: bool) -> Thresholds {
+        self.gate_serialized = gate;
+        self
     }
 
     /// The threshold (a fraction) for a metric name, by the rules in the module doc.

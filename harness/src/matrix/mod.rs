@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use protocol::{Filesystem, Scenario};
 
-use crate::cell::{CellKey, SmtSetting, TargetKey};
+use crate::cell::{CellKey, LayerFs, SmtSetting, TargetKey};
 
 mod expect;
 mod raw;
@@ -87,8 +87,10 @@ pub struct Host {
     pub provision: Option<String>,
     pub teardown: Option<String>,
     pub scratch_dir: Option<PathBuf>,
-    /// The filesystem the host's scratch dir is on: the cells' filesystem column.
-    pub filesystem: Filesystem,
+    /// The filesystem the host's scratch dir must be on: an assertion the visit checks against
+    /// the agent's measurement (`infra-error` naming both when it fails). None: the cells are
+    /// labelled with whatever the agent measures.
+    pub filesystem: Option<Filesystem>,
     /// Extra `-o Key=Value` options for ssh, checked against the host-key trust policy; file
     /// paths in them resolved against the matrix's directory.
     pub ssh_options: Vec<String>,
@@ -132,7 +134,7 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn new(target: Target, filesystem: Filesystem, scenario: &Scenario) -> Cell {
+    fn new(target: Target, filesystem: LayerFs, scenario: &Scenario) -> Cell {
         Cell {
             key: CellKey::new(target.key(), filesystem, scenario.key()),
             target,
@@ -163,18 +165,24 @@ impl Matrix {
         self.dir.join("kernels")
     }
 
-    /// QEMU cells: kernel × topology × filesystem × scenario.
+    /// QEMU cells: kernel × topology × filesystem × scenario, except that a scenario which never
+    /// touches the layers' filesystem ([`uses_layer_fs`]) runs once per kernel × topology, on
+    /// [`Matrix::independent_fs`].
     pub fn qemu_cells(&self) -> Vec<Cell> {
+        let once_on = self.independent_fs();
         let mut cells = Vec::new();
         for k in &self.kernels {
             for t in &self.topologies {
                 for fs in &self.filesystems {
                     for s in &self.scenarios {
+                        if !uses_layer_fs(s) && Some(*fs) != once_on {
+                            continue;
+                        }
                         let target = Target::Qemu {
                             kernel: k.clone(),
                             topology: t.clone(),
                         };
-                        cells.push(Cell::new(target, *fs, s));
+                        cells.push(Cell::new(target, LayerFs::Known(*fs), s));
                     }
                 }
             }
@@ -182,29 +190,52 @@ impl Matrix {
         cells
     }
 
-    /// Local cells: the host's own kernel, on the scratch directory's filesystem `fs`.
-    pub fn local_cells(&self, fs: Filesystem) -> Vec<Cell> {
+    /// The filesystem guests run filesystem-independent scenarios on: tmpfs when the matrix
+    /// lists it (no disk image, the fastest boot), else the first listed.
+    pub fn independent_fs(&self) -> Option<Filesystem> {
+        if self.filesystems.contains(&Filesystem::Tmpfs) {
+            Some(Filesystem::Tmpfs)
+        } else {
+            self.filesystems.first().copied()
+        }
+    }
+
+    /// Local cells: the host's own kernel, on the scratch directory's filesystem `fs` (measured
+    /// by statfs before the run, checked against the agent's measurement after).
+    pub fn local_cells(&self, fs: LayerFs) -> Vec<Cell> {
         self.scenarios
             .iter()
             .map(|s| Cell::new(Target::Local, fs, s))
             .collect()
     }
 
-    /// Metal cells: host × SMT setting × scenario, on the filesystem of the host's scratch dir.
+    /// Metal cells: host × SMT setting × scenario, on the host's declared filesystem, or
+    /// [`LayerFs::Unmeasured`] until the visit measures it.
     pub fn ssh_cells(&self) -> Vec<Cell> {
         let mut cells = Vec::new();
         for h in &self.hosts {
+            let fs = h.filesystem.map_or(LayerFs::Unmeasured, LayerFs::Known);
             for smt in &h.smt {
                 for s in &self.scenarios {
                     let target = Target::Ssh {
                         host: h.clone(),
                         smt: *smt,
                     };
-                    cells.push(Cell::new(target, h.filesystem, s));
+                    cells.push(Cell::new(target, fs, s));
                 }
             }
         }
         cells
+    }
+}
+
+/// Whether a scenario's results depend on the layers' filesystem. Only user-spin does not: it
+/// spins on a lock in memory and never opens a file. Every other benchmark mounts, reads the
+/// mount table or builds rootfses on the layers.
+pub fn uses_layer_fs(s: &Scenario) -> bool {
+    match s {
+        Scenario::Mounts(_) => true,
+        Scenario::Lockbench(l) => l.bench != protocol::lockbench::Bench::UserSpin,
     }
 }
 

@@ -147,7 +147,7 @@ struct RawHost {
     provision: Option<String>,
     teardown: Option<String>,
     scratch_dir: Option<PathBuf>,
-    /// Filesystem of `scratch_dir` on that host (default ext4).
+    /// Filesystem `scratch_dir` must be on (an assertion); without it, whatever is measured.
     filesystem: Option<String>,
     /// Extra `-o Key=Value` options for ssh.
     #[serde(default)]
@@ -761,8 +761,8 @@ fn resolve_host(h: &RawHost, base: &Path) -> Result<Host, String> {
         ));
     }
     let filesystem = match &h.filesystem {
-        None => Filesystem::Ext4,
-        Some(f) => f.parse().map_err(|e| format!("host `{name}`: {e}"))?,
+        None => None,
+        Some(f) => Some(f.parse().map_err(|e| format!("host `{name}`: {e}"))?),
     };
     Ok(Host {
         filesystem,

@@ -192,7 +192,17 @@ smt = ["on", "off"]
     assert_eq!(cells.len(), 2);
     assert_eq!(
         cells[1].key.to_string(),
-        "lab1/smt-off/ext4/lockbench-user-spin"
+        "lab1/smt-off/unmeasured/lockbench-user-spin",
+        "no declared filesystem: the visit measures it"
+    );
+    let declared = parse(
+        "[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n[[hosts]]\nname = \"h\"\n\
+         destination = \"h\"\nfilesystem = \"xfs\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        declared.ssh_cells()[0].key.to_string(),
+        "h/smt-as-is/xfs/per-layer-L1-C20-P2-J1"
     );
     let e = parse("[[scenarios]]\nkind = \"lockbench\"\nbench = \"nope\"\n").unwrap_err();
     assert!(e.to_string().contains("`nope`"), "{e}");
@@ -399,4 +409,38 @@ allow_ssh_options = [{ option = "UserKnownHostsFile", reason = "the lab's own ke
     )
     .unwrap_err();
     assert!(e.to_string().contains("give an absolute path"), "{e}");
+}
+
+#[test]
+fn filesystem_independent_benchmarks_run_once_per_kernel_and_topology() {
+    let text = |fss: &str| {
+        format!(
+            "kernels = [\"k\"]\nfilesystems = [{fss}]\n[[scenarios]]\nkind = \"mounts\"\n\
+             layers = [1]\n[[scenarios]]\nkind = \"lockbench\"\nbench = \"user-spin\"\n\
+             [[scenarios]]\nkind = \"lockbench\"\nbench = \"mountinfo\"\n"
+        )
+    };
+    let m = parse(&text("\"ext4\", \"xfs\", \"tmpfs\"")).unwrap();
+    let spin: Vec<String> = m
+        .qemu_cells()
+        .iter()
+        .map(|c| c.key.to_string())
+        .filter(|id| id.contains("user-spin"))
+        .collect();
+    assert_eq!(
+        spin,
+        ["k/1s2c1t/tmpfs/lockbench-user-spin"],
+        "tmpfs when listed"
+    );
+    let mountinfo = m
+        .qemu_cells()
+        .iter()
+        .filter(|c| c.key.to_string().contains("mountinfo"))
+        .count();
+    assert_eq!(
+        mountinfo, 3,
+        "benchmarks that mount run on every filesystem"
+    );
+    let m = parse(&text("\"xfs\", \"ext4\"")).unwrap();
+    assert_eq!(m.independent_fs(), Some(Filesystem::Xfs), "else the first");
 }

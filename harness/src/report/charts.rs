@@ -28,7 +28,7 @@ pub struct Charts {
 
 const MAX_LATENCY_CHARTS: usize = 240;
 const MAX_OPS_CHARTS: usize = 80;
-const MAX_LOCK_CHARTS: usize = 30;
+const MAX_LOCK_CHARTS: usize = 40;
 const MAX_SERIES: usize = 10;
 
 /// Fixed colours so a strategy looks the same on every chart.
@@ -117,7 +117,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
     let mut drawn = 0;
     let mut skipped = 0;
     for ((kernel, topo), row) in by_row(&mounts) {
-        let mut by_fs: BTreeMap<protocol::Filesystem, Vec<&CellRecord>> = BTreeMap::new();
+        let mut by_fs: BTreeMap<crate::cell::LayerFs, Vec<&CellRecord>> = BTreeMap::new();
         for c in row {
             by_fs.entry(c.key.filesystem).or_default().push(c);
         }
@@ -178,6 +178,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
                         .unwrap_or(0),
                     line: true,
                     markers: true,
+                    muted: false,
                     points: pts
                         .into_iter()
                         .map(|(l, s)| DataPoint {
@@ -330,6 +331,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
                 dash: 1,
                 line: true,
                 markers: false,
+                muted: false,
                 points: formula,
             });
             series.push(SeriesData {
@@ -338,6 +340,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
                 dash: 0,
                 line: false,
                 markers: true,
+                muted: false,
                 points: pts.clone(),
             });
         }
@@ -362,149 +365,197 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
     charts
 }
 
+/// Where a lock-benchmark chart's curves come from: one benchmark (scenario label) on one
+/// topology (a guest's, or a host's own) and, for benchmarks that touch the layers, one
+/// filesystem. Its series are the kernels (or hosts).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct LockGroup {
+    label: String,
+    topology: String,
+    /// `None` for user-spin, which never touches the layers' filesystem.
+    filesystem: Option<String>,
+}
+
+/// Curves drawn per lock chart (kernels × workloads).
+const MAX_LOCK_SERIES: usize = 16;
+
 fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSection> {
-    let mut sections = Vec::new();
-    let mut drawn = 0;
-    let mut skipped = 0;
+    let mut groups: BTreeMap<LockGroup, Vec<&CellRecord>> = BTreeMap::new();
     for c in cells {
-        let Some(CellDetail::Lockbench(lb)) = &c.detail else {
+        let (Some(CellDetail::Lockbench(lb)), Scenario::Lockbench(sc)) = (&c.detail, &c.scenario)
+        else {
             continue;
         };
         if lb.points.is_empty() {
             continue;
         }
-        if drawn >= MAX_LOCK_CHARTS {
+        let topology = match &c.key.target {
+            crate::cell::TargetKey::Qemu { topology, .. } => topology.clone(),
+            other => other.to_string(),
+        };
+        let uses_fs = crate::matrix::uses_layer_fs(&c.scenario);
+        groups
+            .entry(LockGroup {
+                label: sc.label(),
+                topology,
+                filesystem: uses_fs.then(|| c.key.filesystem.to_string()),
+            })
+            .or_default()
+            .push(c);
+    }
+    let mut sections = Vec::new();
+    let mut skipped = 0;
+    for (g, members) in groups {
+        if sections.len() >= MAX_LOCK_CHARTS {
             skipped += 1;
             continue;
         }
-        // A curve per workload, naming pinning and SMT state only when they vary.
-        let pinnings: BTreeSet<_> = lb.points.iter().map(|p| p.pinning).collect();
-        let smts: BTreeSet<_> = lb.points.iter().map(|p| p.smt.as_str()).collect();
-        let mut curves: BTreeMap<String, Vec<&protocol::lockbench::LockPoint>> = BTreeMap::new();
-        for p in &lb.points {
-            let mut key = p.workload.clone();
-            if p.false_sharing {
-                key.push_str(" +false-sharing");
-            }
-            if pinnings.len() > 1 {
-                key.push_str(&format!(" pin:{:?}", p.pinning).to_lowercase());
-            }
-            if smts.len() > 1 {
-                key.push_str(&format!(" smt-{}", p.smt.as_str()));
-            }
-            curves.entry(key).or_default().push(p);
-        }
-        let total = curves.len();
-        // Colour by workload, dash by variant (false sharing, pinning, SMT): a lock and its
-        // false-sharing twin read as one family.
-        let workloads: Vec<&str> = {
-            let set: BTreeSet<&str> = lb.points.iter().map(|p| p.workload.as_str()).collect();
-            set.into_iter().collect()
-        };
-        let style = |pts: &[&protocol::lockbench::LockPoint], i: usize| {
-            let Some(p) = pts.first() else { return (i, 0) };
-            let w = workloads.iter().position(|w| *w == p.workload).unwrap_or(i);
-            let variant = usize::from(p.false_sharing)
-                + 2 * pinnings.iter().position(|x| *x == p.pinning).unwrap_or(0);
-            (w, variant)
-        };
-        let make = |metric: &dyn Fn(&protocol::lockbench::LockPoint) -> Option<f64>| {
-            curves
-                .iter()
-                .take(MAX_SERIES)
-                .enumerate()
-                .map(|(i, (label, pts))| SeriesData {
-                    label: label.clone(),
-                    color: style(pts, i).0,
-                    dash: style(pts, i).1,
-                    line: true,
-                    markers: true,
-                    points: pts
-                        .iter()
-                        .filter_map(|p| {
-                            metric(p).map(|y| DataPoint {
-                                x: f64::from(p.threads),
-                                y,
-                                lo: None,
-                                hi: None,
-                                alert: false,
-                                title: format!(
-                                    "{label}, {} threads: {:.0} ops/s, scalability {}",
-                                    p.threads,
-                                    p.ops_per_sec,
-                                    p.scalability.map_or("–".into(), |s| format!("{s:.2}"))
-                                ),
-                            })
-                        })
-                        .collect(),
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut note = if total > MAX_SERIES {
-            format!("{} of {total} curves drawn", MAX_SERIES)
-        } else {
-            String::new()
-        };
-        // The agent's own remarks (skipped points, timer overhead) belong next to the curves.
-        if !lb.notes.is_empty() {
-            let agent = super::model::one_line(&lb.notes.join("; "), 300);
-            note = if note.is_empty() {
-                agent
-            } else {
-                format!("{note}; {agent}")
-            };
-        }
-        let accel = c.provenance.accel.as_str().to_string();
-        let (kernel, topology) = c.key.target.row();
-        let base = format!(
-            "{kernel} · {topology} · {} · {}",
-            c.key.filesystem,
-            lb.bench.as_str()
-        );
-        let id = c.key.to_string();
-        let charts = vec![
-            layout(&ChartSpec {
-                id: slug(&["lock-ops", &id]),
-                title: format!("{base} · throughput"),
-                accel: accel.clone(),
-                x_label: "threads".into(),
-                y_label: "ops/s (log)".into(),
-                x_scale: Scale::Linear,
-                y_scale: Scale::Log,
-                y_from_zero: false,
-                series: make(&|p| Some(p.ops_per_sec)),
-                note: note.clone(),
-            }),
-            layout(&ChartSpec {
-                id: slug(&["lock-scal", &id]),
-                title: format!("{base} · scalability"),
-                accel,
-                x_label: "threads".into(),
-                y_label: "ops / (ops@1 × N)".into(),
-                x_scale: Scale::Linear,
-                y_scale: Scale::Linear,
-                y_from_zero: true,
-                series: make(&|p| p.scalability),
-                note: format!(
-                    "1.0 = perfect scaling{}",
-                    if note.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {note}")
-                    }
-                ),
-            }),
-        ];
-        drawn += 1;
-        sections.push(ChartSection {
-            title: base,
-            charts,
-        });
+        sections.push(lock_chart(&g, &members));
     }
     if skipped > 0 {
         omitted.push(format!(
-            "{skipped} lockbench cells not charted (limit {MAX_LOCK_CHARTS})"
+            "{skipped} lockbench charts not drawn (limit {MAX_LOCK_CHARTS})"
         ));
     }
     sections
+}
+
+/// One chart: scalability against threads, a colour per kernel and a dash per workload, on the
+/// scenario's first pinning and the SMT state found (what its metrics are), without the
+/// false-sharing twins (they are in the performance table with every throughput).
+fn lock_chart(g: &LockGroup, members: &[&CellRecord]) -> ChartSection {
+    let mut title = format!("{} · {}", g.label, g.topology);
+    if let Some(fs) = &g.filesystem {
+        title.push_str(&format!(" · {fs}"));
+    }
+    let mut workloads: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut series = Vec::new();
+    let mut total = 0;
+    let mut serialized = false;
+    for (ki, c) in members.iter().enumerate() {
+        let (Some(CellDetail::Lockbench(lb)), Scenario::Lockbench(sc)) = (&c.detail, &c.scenario)
+        else {
+            continue;
+        };
+        // A kernel's name, and its filesystem when an older run has it more than once here.
+        let kernel = c.key.target.row().0;
+        let twins = members
+            .iter()
+            .filter(|m| m.key.target.row().0 == kernel)
+            .count();
+        let who = if twins > 1 {
+            format!("{kernel} {}", c.key.filesystem)
+        } else {
+            kernel.to_string()
+        };
+        let pin = sc
+            .pinning
+            .first()
+            .copied()
+            .unwrap_or(protocol::lockbench::Pinning::None);
+        let chosen: Vec<&protocol::lockbench::LockPoint> = lb
+            .points
+            .iter()
+            .filter(|p| p.pinning == pin && p.smt == lb.smt_before && !p.false_sharing)
+            .filter(|p| !c.caveats.point_unsupported(p))
+            .collect();
+        for u in &c.caveats.unsupported_points {
+            notes.push(format!(
+                "{who}: {} points unsupported ({})",
+                crate::run::caveats::pinning_name(u.pinning),
+                u.reason
+            ));
+        }
+        if !lb.notes.is_empty() {
+            notes.push(format!(
+                "{who}: {}",
+                super::model::one_line(&lb.notes.join("; "), 200)
+            ));
+        }
+        let muted = c.caveats.vcpus_serialized;
+        serialized |= muted;
+        let mut by_workload: BTreeMap<&str, Vec<&protocol::lockbench::LockPoint>> = BTreeMap::new();
+        for p in chosen {
+            by_workload.entry(p.workload.as_str()).or_default().push(p);
+        }
+        for (w, pts) in by_workload {
+            total += 1;
+            if series.len() >= MAX_LOCK_SERIES {
+                continue;
+            }
+            let wi = match workloads.iter().position(|x| x == w) {
+                Some(i) => i,
+                None => {
+                    workloads.push(w.to_string());
+                    workloads.len() - 1
+                }
+            };
+            series.push(SeriesData {
+                label: format!("{who} {w}"),
+                color: ki,
+                dash: wi,
+                line: true,
+                markers: true,
+                muted,
+                points: pts
+                    .iter()
+                    .filter_map(|p| {
+                        p.scalability.map(|y| DataPoint {
+                            x: f64::from(p.threads),
+                            y,
+                            lo: None,
+                            hi: None,
+                            alert: false,
+                            title: format!(
+                                "{who} {w}, {} threads: {:.0} ops/s, scalability {y:.2}{}",
+                                p.threads,
+                                p.ops_per_sec,
+                                if c.caveats.point_serialized(p) {
+                                    " (vCPUs serialized)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        })
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let mut note = String::from("1.0 = perfect scaling; throughput per point in the table");
+    if serialized {
+        note = format!(
+            "faded: {} (single-threaded TCG); {note}",
+            crate::run::caveats::SERIALIZED
+        );
+    }
+    if total > series.len() {
+        note.push_str(&format!("; {} of {total} curves drawn", series.len()));
+    }
+    for n in notes {
+        note.push_str("; ");
+        note.push_str(&n);
+    }
+    let chart = layout(&ChartSpec {
+        id: slug(&[
+            "lock",
+            &g.label,
+            &g.topology,
+            g.filesystem.as_deref().unwrap_or(""),
+        ]),
+        title: title.clone(),
+        accel: accel_of(members.iter().copied()),
+        x_label: "threads".into(),
+        y_label: "ops / (ops@1 × N)".into(),
+        x_scale: Scale::Linear,
+        y_scale: Scale::Linear,
+        y_from_zero: true,
+        series,
+        note,
+    });
+    ChartSection {
+        title,
+        charts: vec![chart],
+    }
 }

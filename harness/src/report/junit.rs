@@ -43,6 +43,9 @@ pub struct Case {
     pub outcome: &'static str,
     pub message: String,
     pub text: String,
+    /// `<property>`s of the testcase: what the numbers are not (a topology the guest did not
+    /// see, serialized vCPUs), so a dashboard that shows only pass/fail still carries the ⚠.
+    pub properties: Vec<(String, String)>,
 }
 
 fn kind(o: Outcome) -> &'static str {
@@ -123,13 +126,39 @@ pub fn build(run: &RunRecord) -> JunitModel {
             ),
             _ => String::new(),
         };
+        let mut properties = Vec::new();
+        let mut message = format!("{}: {evidence}", c.outcome);
+        if let Some(m) = &c.provenance.topology_mismatch {
+            let asked = c.provenance.requested_topology.as_deref().unwrap_or("?");
+            let warning = format!("⚠ topology: asked for {asked}, the guest sees {m}");
+            message.push_str(&format!(" ({warning})"));
+            properties.push(("topology_mismatch".to_string(), warning));
+        }
+        if c.caveats.vcpus_serialized {
+            properties.push((
+                "vcpus_serialized".to_string(),
+                crate::run::caveats::SERIALIZED.to_string(),
+            ));
+        }
+        for u in &c.caveats.unsupported_points {
+            properties.push((
+                "unsupported_points".to_string(),
+                format!(
+                    "{} {} points: {}",
+                    u.points,
+                    crate::run::caveats::pinning_name(u.pinning),
+                    u.reason
+                ),
+            ));
+        }
         suite.cases.push(Case {
             name: c.scenario.label(),
             time: format!("{secs:.3}"),
             kind: k,
             outcome: c.outcome.as_str(),
-            message: format!("{}: {evidence}", c.outcome),
+            message,
             text,
+            properties,
         });
     }
     for s in &mut suites {

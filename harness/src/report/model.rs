@@ -14,6 +14,8 @@ use crate::results::{CellRecord, RunRecord};
 #[derive(Debug, Serialize)]
 pub struct ReportModel {
     pub run: RunHeader,
+    /// What † on a value means.
+    pub serialized_note: &'static str,
     pub counts: Vec<CountEntry>,
     pub matrix: CompatMatrix,
     pub footnotes: Vec<Footnote>,
@@ -85,13 +87,21 @@ pub struct MatrixCell {
     pub glyph: &'static str,
     /// `pass`, or `fail 2/3` when the slot's cells disagree.
     pub word: String,
+    /// The guest did not see the topology it asked for (⚠, with its note among `notes`).
+    pub topology_warning: bool,
     pub notes: Vec<usize>,
     pub title: String,
 }
 
+/// The mark of a topology note: the cells ran, but not on the topology their row names.
+pub const TOPOLOGY_MARK: &str = "⚠";
+/// What a topology note's `outcome` says (CSS class `o-topology`).
+pub const TOPOLOGY_NOTE: &str = "topology";
+
 #[derive(Debug, Serialize)]
 pub struct Footnote {
     pub n: usize,
+    /// An outcome, or [`TOPOLOGY_NOTE`].
     pub outcome: &'static str,
     pub symbol: &'static str,
     pub glyph: &'static str,
@@ -107,7 +117,12 @@ pub struct PerfTable {
     pub family: String,
     pub columns: Vec<PerfColumn>,
     pub rows: Vec<PerfRow>,
+    /// Some value is [`PerfValue::serialized`]: the table says what † means.
+    pub any_serialized: bool,
 }
+
+/// What a serialized value is not, where a table marks one.
+pub const SERIALIZED_NOTE: &str = crate::run::caveats::SERIALIZED;
 
 #[derive(Debug, Serialize)]
 pub struct PerfColumn {
@@ -134,6 +149,8 @@ pub struct PerfRow {
 
 #[derive(Debug, Serialize)]
 pub struct PerfValue {
+    /// Measured with more than one thread on vCPUs that took turns: greyed, marked †.
+    pub serialized: bool,
     pub median: String,
     /// Median absolute deviation, as `±12.3`.
     pub spread: String,
@@ -159,6 +176,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
         .map(|c| c.provenance.accel.as_str())
         .collect();
     ReportModel {
+        serialized_note: SERIALIZED_NOTE,
         run: RunHeader {
             run_id: run.run_id.clone(),
             mmx_version: run.mmx_version.clone(),
@@ -351,6 +369,11 @@ pub fn fmt_num(v: f64) -> String {
 }
 
 pub fn perf_value(s: &Summary) -> PerfValue {
+    perf_value_marked(s, false)
+}
+
+/// A value, marked when it was measured on serialized vCPUs.
+pub fn perf_value_marked(s: &Summary, serialized: bool) -> PerfValue {
     let median = fmt_num(s.p50);
     // One sample has no spread to show.
     let spread = if s.n > 1 {
@@ -365,6 +388,7 @@ pub fn perf_value(s: &Summary) -> PerfValue {
             format!("{median} {spread} ({})", s.n)
         },
         range: format!("{}–{}", fmt_num(s.min), fmt_num(s.max)),
+        serialized,
         median,
         spread,
         n: s.n,
@@ -419,7 +443,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
     }
 
     let mut notes: Vec<Footnote> = Vec::new();
-    let mut note_index: HashMap<(Outcome, String), usize> = HashMap::new();
+    let mut note_index: HashMap<(&'static str, String), usize> = HashMap::new();
     let mut places: Vec<Vec<(String, Vec<String>)>> = Vec::new();
     let mut out_rows = Vec::new();
     for (ri, target) in rows.iter().enumerate() {
@@ -434,6 +458,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                     symbol: "",
                     glyph: "",
                     word: "—".into(),
+                    topology_warning: false,
                     notes: Vec::new(),
                     title: "not in this run".into(),
                 });
@@ -441,46 +466,74 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
             };
             let mut per: BTreeMap<Outcome, usize> = BTreeMap::new();
             let mut cell_notes = BTreeSet::new();
+            let mut topology_warning = false;
             for c in group {
                 releases.extend(c.provenance.kernel_release.clone());
                 accels.insert(c.provenance.accel.as_str());
                 *per.entry(c.outcome).or_default() += 1;
-                if c.outcome == Outcome::Pass {
-                    continue;
+                // Note keys: (what, text). A topology note is about the boot, whatever the
+                // cell's outcome; an outcome note is its evidence.
+                let mut keys: Vec<(&'static str, &'static str, &'static str, String)> = Vec::new();
+                if let Some(m) = &c.provenance.topology_mismatch {
+                    topology_warning = true;
+                    keys.push((
+                        TOPOLOGY_NOTE,
+                        "⚠️",
+                        TOPOLOGY_MARK,
+                        format!("the guest sees {m}"),
+                    ));
                 }
-                // An unsupported answer is its step and errno; which container met it first is
-                // noise that would split one answer into a note per cell. Other outcomes keep
-                // their detail (expected vs seen ids, the console line).
-                let ev = match (c.outcome, c.evidence.as_ref()) {
-                    (Outcome::Unsupported, Some(e)) => evidence_headline(e),
-                    (_, e) => evidence_text(e),
-                };
-                let n = *note_index
-                    .entry((c.outcome, ev.clone()))
-                    .or_insert_with(|| {
+                // Points of a passing cell the harness judged unsupported (SMT pinning in a
+                // guest without siblings): said beside the cell, not hidden in a chart.
+                for u in &c.caveats.unsupported_points {
+                    let u_o = Outcome::Unsupported;
+                    keys.push((
+                        u_o.as_str(),
+                        u_o.symbol(),
+                        glyph(u_o),
+                        format!(
+                            "{} points: {}",
+                            crate::run::caveats::pinning_name(u.pinning),
+                            u.reason
+                        ),
+                    ));
+                }
+                if c.outcome != Outcome::Pass {
+                    // An unsupported answer is its step and errno; which container met it first
+                    // is noise that would split one answer into a note per cell. Other outcomes
+                    // keep their detail (expected vs seen ids, the console line).
+                    let ev = match (c.outcome, c.evidence.as_ref()) {
+                        (Outcome::Unsupported, Some(e)) => evidence_headline(e),
+                        (_, e) => evidence_text(e),
+                    };
+                    keys.push((c.outcome.as_str(), c.outcome.symbol(), glyph(c.outcome), ev));
+                }
+                for (what, symbol, mark, text) in keys {
+                    let n = *note_index.entry((what, text.clone())).or_insert_with(|| {
                         notes.push(Footnote {
                             n: notes.len() + 1,
-                            outcome: c.outcome.as_str(),
-                            symbol: c.outcome.symbol(),
-                            glyph: glyph(c.outcome),
-                            evidence: ev,
+                            outcome: what,
+                            symbol,
+                            glyph: mark,
+                            evidence: text,
                             cells: Vec::new(),
                             more: 0,
                         });
                         notes.len()
                     });
-                // Where, grouped by boot (kernel · topology · filesystem), in first-seen order.
-                if places.len() < n {
-                    places.resize_with(n, Vec::new);
+                    // Where, grouped by boot (kernel · topology · filesystem), first seen first.
+                    if places.len() < n {
+                        places.resize_with(n, Vec::new);
+                    }
+                    let (k, t) = c.key.target.row();
+                    let place = format!("{k} · {t} · {}", c.key.filesystem);
+                    let groups = &mut places[n - 1];
+                    match groups.iter_mut().find(|(g, _)| *g == place) {
+                        Some((_, labels)) => labels.push(c.scenario.label()),
+                        None => groups.push((place, vec![c.scenario.label()])),
+                    }
+                    cell_notes.insert(n);
                 }
-                let (k, t) = c.key.target.row();
-                let place = format!("{k} · {t} · {}", c.key.filesystem);
-                let groups = &mut places[n - 1];
-                match groups.iter_mut().find(|(g, _)| *g == place) {
-                    Some((_, labels)) => labels.push(c.scenario.label()),
-                    None => groups.push((place, vec![c.scenario.label()])),
-                }
-                cell_notes.insert(n);
             }
             let worst = group
                 .iter()
@@ -504,8 +557,15 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                 symbol: worst.symbol(),
                 glyph: glyph(worst),
                 word,
+                topology_warning,
                 notes: cell_notes.into_iter().collect(),
-                title: format!("{total} cells: {title}"),
+                title: if topology_warning {
+                    format!(
+                        "{total} cells: {title}; the guest did not see the topology it asked for"
+                    )
+                } else {
+                    format!("{total} cells: {title}")
+                },
             });
         }
         out_rows.push(MatrixRow {
@@ -591,7 +651,8 @@ fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
                     col_names.binary_search_by(|x| x.as_str().cmp(col)),
                     m.summary(),
                 ) {
-                    values[i] = Some(perf_value(&s));
+                    let serialized = c.caveats.serialized_metrics.contains(name);
+                    values[i] = Some(perf_value_marked(&s, serialized));
                 }
             }
             for (sub, values) in subs {
@@ -610,7 +671,12 @@ fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
                 });
             }
         }
+        let any_serialized = rows
+            .iter()
+            .flat_map(|r| r.values.iter().flatten())
+            .any(|v| v.serialized);
         out.push(PerfTable {
+            any_serialized,
             family: fam,
             columns: cols
                 .into_iter()

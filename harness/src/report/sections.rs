@@ -121,7 +121,7 @@ pub(super) fn probes(run: &RunRecord) -> ProbeTable {
     let mut boots: Vec<&crate::results::BootRecord> = run.boots.iter().collect();
     boots.sort_by(|a, b| a.key.cmp(&b.key));
     let mut cols: Vec<(ProbeCol, &protocol::Capabilities)> = Vec::new();
-    let mut seen: Vec<(TargetKey, protocol::Filesystem)> = Vec::new();
+    let mut seen: Vec<(TargetKey, crate::cell::LayerFs)> = Vec::new();
     for b in boots {
         let Some(caps) = &b.capabilities else {
             continue;

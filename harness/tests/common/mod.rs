@@ -15,22 +15,24 @@ use harness::backend::qemu::{AccelChoice, Qemu};
 use harness::kernels::{self, Cache, LockFile, ResolvedKernel};
 use harness::results::RunDir;
 
-/// A precondition of a test: true when it holds. When it does not, the test fails with the
-/// reason under `CI=true` (CI must run everything) and otherwise says SKIPPED loudly; the
-/// caller returns.
-pub fn require(ok: bool, reason: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("precondition missing under CI=true: {reason}");
-    }
-    eprintln!("SKIPPED ({reason})");
-    false
+/// Whether this is a CI run (`CI=true`, as GitHub Actions and most CI systems set it).
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
 }
 
-/// True (and says SKIPPED with the fix, or fails under CI=true) when qemu-system-x86_64
-/// cannot run.
+/// A test's precondition: true when it holds. When it does not, under `CI=true` the test fails
+/// with the reason (CI must never pass what it did not test); elsewhere it says SKIPPED loudly
+/// and the caller returns.
+pub fn require(ok: bool, reason: &str) -> bool {
+    if !ok {
+        assert!(!in_ci(), "CI=true and a precondition is missing: {reason}");
+        eprintln!("\n*** SKIPPED ({reason}) ***\n");
+    }
+    ok
+}
+
+/// True when qemu-system-x86_64 cannot run: the test fails under CI, else says SKIPPED with the
+/// fix and the caller returns.
 pub fn qemu_missing() -> bool {
     let found = duct::cmd!("qemu-system-x86_64", "--version")
         .stdout_null()

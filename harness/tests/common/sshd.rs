@@ -117,7 +117,7 @@ impl Sshd {
             teardown: None,
             // The visit's temp dir goes here, so the test can see that nothing stays.
             scratch_dir: Some(self.path("remote-tmp")),
-            filesystem: protocol::Filesystem::Ext4,
+            filesystem: None,
             ssh_options: vec![
                 format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
                 "GlobalKnownHostsFile=/dev/null".into(),

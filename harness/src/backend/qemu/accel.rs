@@ -20,8 +20,10 @@ pub enum AccelChoice {
     Auto,
     /// KVM, or an error if /dev/kvm cannot be opened.
     Kvm,
-    /// QEMU's software emulation.
+    /// QEMU's software emulation, every vCPU on one host thread.
     Tcg,
+    /// QEMU's software emulation, one host thread per vCPU (`thread=multi`).
+    TcgMt,
 }
 
 /// The probe guest's limit: a working KVM reaches the agent in 1–3 s.

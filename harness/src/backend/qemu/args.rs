@@ -29,16 +29,28 @@ pub fn opt_escape(value: &Path) -> OsString {
 /// and no user config files that could change the machine behind our back.
 ///
 /// KVM runs the host's CPU model; TCG runs `max`, every feature TCG can emulate, so feature
-/// probes see as much as the emulator offers. TCG runs all vCPUs on one host thread
-/// (`thread=single`): multi-threaded TCG (QEMU 7.2) occasionally lets a vCPU run code another
-/// vCPU has just patched (seen here as `Oops: int3` in the idle loop of a Debian 6.12 guest
-/// during boot), and on a small CI machine one thread boots no slower than several. TCG numbers
-/// are functional answers, never speeds, so nothing is lost.
+/// probes see as much as the emulator offers, with Intel's vendor string: TCG's `max` is an AMD
+/// family-15 CPU without TOPOEXT (TCG cannot emulate it), so a Linux before the 6.9 topology
+/// rewrite reads its SMT siblings from the legacy AMD leaves and sees every thread as a core
+/// (QEMU itself warns "This family of AMD CPU doesn't support hyperthreading"); as GenuineIntel
+/// the same kernel reads CPUID leaf 0xB, which QEMU fills from `-smp`, and a 6.1 guest asked for
+/// `threads=2` sees two threads per core.
+///
+/// `tcg` runs all vCPUs on one host thread (`thread=single`): on a small CI machine one thread
+/// boots no slower than several, but the vCPUs take turns, so nothing measured there is
+/// contention. `tcg-mt` (`thread=multi`) gives each vCPU a host thread; the runner uses it for
+/// boots that measure contention. An `Oops: int3` in the idle loop of a 6.12 guest was once seen
+/// under multi-threaded TCG (QEMU 7.2: a vCPU running code another had just patched); 60 boots
+/// of the three default kernels under it later were all clean (`benches/boot.rs tcg-mt`), and
+/// the console alarms would end such a boot as `panic` with the line.
 pub fn machine_args(accel: Accel) -> Vec<OsString> {
     let (accel, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
-        // Metal never reaches QEMU; asking TCG for it is the safe reading.
-        Accel::Tcg | Accel::Metal => ("tcg,thread=single", "max"),
+        Accel::TcgMt => ("tcg,thread=multi", "max,vendor=GenuineIntel"),
+        // Metal and VMs never reach QEMU; asking TCG for them is the safe reading.
+        Accel::Tcg | Accel::Metal | Accel::Vm(_) | Accel::Unmeasured => {
+            ("tcg,thread=single", "max,vendor=GenuineIntel")
+        }
     };
     os(&[
         "-nodefaults",
@@ -223,9 +235,13 @@ mod tests {
         let kvm = strs(&machine_args(Accel::Kvm));
         assert!(kvm.windows(2).any(|w| w == ["-accel", "kvm"]));
         assert!(kvm.windows(2).any(|w| w == ["-cpu", "host"]));
+        let mt = strs(&machine_args(Accel::TcgMt));
+        assert!(mt.windows(2).any(|w| w == ["-accel", "tcg,thread=multi"]));
         let tcg = strs(&machine_args(Accel::Tcg));
         assert!(tcg.windows(2).any(|w| w == ["-accel", "tcg,thread=single"]));
-        assert!(tcg.windows(2).any(|w| w == ["-cpu", "max"]));
+        assert!(tcg
+            .windows(2)
+            .any(|w| w == ["-cpu", "max,vendor=GenuineIntel"]));
         assert_eq!(tcg[0], "-nodefaults");
     }
 

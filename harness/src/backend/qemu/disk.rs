@@ -227,8 +227,10 @@ mod tests {
         let Some((tool, _, _)) = mkfs_command(Filesystem::Ext4) else {
             return;
         };
-        if find_tool(tool).is_none() {
-            eprintln!("SKIPPED ({tool} not installed)");
+        if !crate::test_support::require(
+            find_tool(tool).is_some(),
+            &format!("{tool} not installed"),
+        ) {
             return;
         }
         let cache = tempfile::tempdir().expect("tempdir");

@@ -58,6 +58,7 @@ impl Qemu {
         let qemu = qemu_binary();
         let decided = match choice {
             AccelChoice::Tcg => Some(Accel::Tcg),
+            AccelChoice::TcgMt => Some(Accel::TcgMt),
             AccelChoice::Kvm => {
                 accel::kvm_openable().map_err(|e| anyhow::anyhow!("--accel kvm: {e}"))?;
                 Some(Accel::Kvm)
@@ -143,6 +144,22 @@ impl Qemu {
             out = self.boot_with(req, kernel, topology, fs, Accel::Tcg, Instant::now());
         }
         out
+    }
+
+    /// Like [`Qemu::boot`], but where the backend would run single-threaded TCG the guest gets
+    /// one host thread per vCPU (`tcg-mt`), so its vCPUs run at once: for boots that measure
+    /// contention (the runner decides which).
+    pub fn boot_concurrent(
+        &self,
+        req: &BootRequest,
+        kernel: &ResolvedKernel,
+        topology: &Topology,
+        fs: Filesystem,
+    ) -> BootOutput {
+        match self.decide_accel(kernel) {
+            Accel::Tcg => self.boot_with(req, kernel, topology, fs, Accel::TcgMt, Instant::now()),
+            _ => self.boot(req, kernel, topology, fs),
+        }
     }
 
     fn boot_with(
@@ -429,7 +446,7 @@ fn plan_rel(key: &BootKey) -> PathBuf {
 /// its own per-item limit, and a slow emulator is not a hung kernel).
 pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) -> Plan {
     let mut plan = plan.clone();
-    if accel == Accel::Tcg {
+    if accel.is_emulated() {
         for item in &mut plan.items {
             item.timeout_s = item
                 .timeout_s

@@ -142,7 +142,7 @@ mod tests {
             provision: None,
             teardown: None,
             scratch_dir: None,
-            filesystem: protocol::Filesystem::Ext4,
+            filesystem: None,
             ssh_options: opts.iter().map(|s| s.to_string()).collect(),
             base_dir: "/".into(),
         }

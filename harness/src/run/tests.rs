@@ -1,0 +1,288 @@
+//! Unit tests of `run`: grouping, sharding, filters, and folding boots into records (labels
+//! and caveats included).
+use super::*;
+use crate::results::Accel;
+use protocol::{AgentEvent, CellResult};
+
+fn matrix() -> Matrix {
+    Matrix::parse(
+        Path::new("m.toml"),
+        r#"
+kernels = ["k1", "k2"]
+filesystems = ["ext4", "tmpfs"]
+[[scenarios]]
+kind = "mounts"
+layers = [1, 2]
+containers = [2]
+"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn cells_group_into_one_boot_per_kernel_topology_fs() {
+    let boots = group_boots(matrix().qemu_cells());
+    assert_eq!(boots.len(), 4);
+    assert!(boots.iter().all(|b| b.cells.len() == 6));
+    assert_eq!(boots[0].key.to_string(), "k1/1s2c1t/ext4");
+}
+
+#[test]
+fn shards_partition_the_boots() {
+    let all = group_boots(matrix().qemu_cells());
+    let mut seen = Vec::new();
+    for i in 1..=3 {
+        let s = shard_boots(all.clone(), Some(Shard { index: i, count: 3 }));
+        seen.extend(s.into_iter().map(|b| b.key));
+    }
+    seen.sort();
+    let mut ids: Vec<_> = all.iter().map(|b| b.key.clone()).collect();
+    ids.sort();
+    assert_eq!(seen, ids);
+    assert!("0/3".parse::<Shard>().is_err());
+    assert!("4/3".parse::<Shard>().is_err());
+    assert_eq!(
+        "2/3".parse::<Shard>().unwrap(),
+        Shard { index: 2, count: 3 }
+    );
+}
+
+#[test]
+fn filters_take_substrings_and_globs() {
+    let id = "debian-6.12/1s2c1t/ext4/per-layer-L50-C10-P2-J2";
+    assert!(matches_filter(id, &[]));
+    assert!(matches_filter(id, &["per-layer".into()]));
+    assert!(matches_filter(id, &["debian-6.12/*/ext4/*".into()]));
+    assert!(!matches_filter(id, &["debian-6.1/*".into()]));
+    assert!(!matches_filter(id, &["xfs".into()]));
+}
+
+fn line(ev: AgentEvent) -> String {
+    protocol::encode_line(&ev)
+}
+
+fn hello() -> String {
+    line(AgentEvent::Hello {
+        agent_version: "0".into(),
+        schema_version: protocol::SCHEMA_VERSION,
+        kernel_release: "6.12".into(),
+        uptime_ms: 0,
+    })
+}
+
+fn result(plan: &Plan, item: usize, v: f64, o: Outcome) -> String {
+    line(AgentEvent::CellResult(CellResult {
+        item: item as u32,
+        cell_id: plan.items[item].cell_id.clone(),
+        outcome: o,
+        evidence: None,
+        metrics: BTreeMap::from([(
+            "latency_p50_us".to_string(),
+            protocol::Metric::one(protocol::Unit::Microseconds, protocol::Better::Lower, v),
+        )]),
+        detail: None,
+    }))
+}
+
+fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
+    let mut stream = crate::backend::ResultStream::new(plan);
+    for l in lines {
+        stream.feed_line(l);
+    }
+    BootOutput {
+        stream,
+        end,
+        accel: Accel::Tcg,
+        logs: vec![],
+        timings_ms: BTreeMap::new(),
+        kernel_source: None,
+        channels: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
+    let m = matrix();
+    let boot = group_boots(m.qemu_cells()).remove(0);
+    let plan = plan_for(&boot, 2, Path::new("/s"));
+    let n = boot.cells.len();
+    // Cell 0, repeats 0 and 1: items 0 and n.
+    let out = output(
+        &plan,
+        &[
+            hello(),
+            result(&plan, 0, 1.0, Outcome::Pass),
+            result(&plan, n, 2.0, Outcome::Fail),
+        ],
+        BootEnd::Panic {
+            line: "Kernel panic - not syncing".into(),
+            excerpt: String::new(),
+        },
+    );
+    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
+    assert_eq!(rec.cells.len(), boot.cells.len());
+    assert_eq!(cells[0].outcome, Outcome::Fail, "worst repeat wins");
+    assert_eq!(cells[0].metrics["latency_p50_us"].samples, vec![1.0, 2.0]);
+    assert_eq!(cells[0].repeats, 2);
+    assert_eq!(
+        cells[1].outcome,
+        Outcome::Panic,
+        "unreported cells take the boot's end"
+    );
+    assert_eq!(cells[1].provenance.accel, Accel::Tcg);
+}
+
+#[test]
+fn a_broken_contract_ends_the_boot_and_keeps_what_came_before() {
+    let m = matrix();
+    let boot = group_boots(m.qemu_cells()).remove(0);
+    let plan = plan_for(&boot, 1, Path::new("/s"));
+    let out = output(
+        &plan,
+        &[
+            hello(),
+            result(&plan, 0, 1.0, Outcome::Pass),
+            // The same item again, with another outcome: it must not count.
+            result(&plan, 0, 9.0, Outcome::Fail),
+            line(AgentEvent::Done { uptime_ms: 1 }),
+        ],
+        BootEnd::Completed,
+    );
+    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
+    assert!(matches!(
+        rec.end,
+        BootEnd::Infra {
+            cause: InfraCause::ProtocolViolation,
+            ..
+        }
+    ));
+    assert_eq!(rec.violations_total, 1);
+    assert_eq!(cells[0].outcome, Outcome::Pass, "the valid result stays");
+    assert_eq!(cells[0].repeats, 1);
+    assert_eq!(cells[1].outcome, Outcome::InfraError);
+}
+
+fn host_matrix(fs: &str) -> Matrix {
+    Matrix::parse(
+        Path::new("m.toml"),
+        &format!(
+            "[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n[[hosts]]\nname = \"lab1\"\n\
+             destination = \"root@lab1\"\n{fs}"
+        ),
+    )
+    .unwrap()
+}
+
+fn measured_lines(plan: &Plan, fs: &str) -> Vec<String> {
+    vec![
+        hello(),
+        line(AgentEvent::Topology(ObservedTopology {
+            virtualization: Some(protocol::Virtualization {
+                hypervisor: Some(protocol::Hypervisor::Kvm),
+                evidence: vec![],
+            }),
+            ..Default::default()
+        })),
+        line(AgentEvent::Capabilities(protocol::Capabilities {
+            kernel_release: "6.12".into(),
+            probed_fs: fs.into(),
+            probes: vec![],
+        })),
+        result(plan, 0, 1.0, Outcome::Pass),
+        line(AgentEvent::Done { uptime_ms: 1 }),
+    ]
+}
+
+#[test]
+fn a_hosts_cells_carry_the_measured_filesystem_and_hypervisor() {
+    let m = host_matrix("");
+    let boot = group_boots(m.ssh_cells()).remove(0);
+    assert_eq!(boot.key.filesystem, LayerFs::Unmeasured);
+    let plan = plan_for(&boot, 1, Path::new("/s"));
+    let out = output(&plan, &measured_lines(&plan, "tmpfs"), BootEnd::Completed);
+    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Ssh, "cpu", 1);
+    assert_eq!(rec.key.to_string(), "lab1/smt-as-is/tmpfs");
+    assert_eq!(
+        cells[0].key.to_string(),
+        "lab1/smt-as-is/tmpfs/per-layer-L1-C20-P2-J1"
+    );
+    let keys: Vec<CellKey> = cells.iter().map(|c| c.key.clone()).collect();
+    assert_eq!(rec.cells, keys);
+    assert_eq!(cells[0].outcome, Outcome::Pass);
+    assert_eq!(
+        cells[0].provenance.accel,
+        Accel::Vm(protocol::Hypervisor::Kvm),
+        "a VM is not metal"
+    );
+    // A visit that never reached its agent claims nothing.
+    let lost = output(
+        &plan,
+        &[],
+        BootEnd::infra(InfraCause::Connection, "no route to host"),
+    );
+    let (rec, cells) = fold_boot(&boot, &lost, BackendKind::Ssh, "cpu", 1);
+    assert_eq!(rec.key.filesystem, LayerFs::Unmeasured);
+    assert_eq!(cells[0].provenance.accel, Accel::Unmeasured);
+    assert_eq!(cells[0].outcome, Outcome::InfraError);
+}
+
+#[test]
+fn a_wrong_filesystem_assertion_ends_the_visit_naming_both() {
+    let m = host_matrix("filesystem = \"xfs\"\n");
+    let boot = group_boots(m.ssh_cells()).remove(0);
+    let plan = plan_for(&boot, 1, Path::new("/s"));
+    let out = output(&plan, &measured_lines(&plan, "tmpfs"), BootEnd::Completed);
+    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Ssh, "cpu", 1);
+    let BootEnd::Infra { cause, message } = &rec.end else {
+        panic!("{:?}", rec.end);
+    };
+    assert_eq!(*cause, InfraCause::Filesystem);
+    assert!(
+        message.contains("xfs") && message.contains("tmpfs"),
+        "{message}"
+    );
+    assert_eq!(
+        cells[0].outcome,
+        Outcome::InfraError,
+        "its numbers are not xfs's"
+    );
+    assert!(cells[0].metrics.is_empty());
+    assert_eq!(cells[0].key.filesystem, protocol::Filesystem::Xfs);
+}
+
+#[test]
+fn filters_see_an_unmeasured_filesystem_as_any() {
+    let m = host_matrix("");
+    let key = &m.ssh_cells()[0].key;
+    assert!(cell_matches_filter(key, &["lab1/*/tmpfs/*".into()]));
+    assert!(cell_matches_filter(key, &["unmeasured".into()]));
+    assert!(!cell_matches_filter(key, &["lab2/*".into()]));
+    let declared = host_matrix("filesystem = \"xfs\"\n");
+    assert!(!cell_matches_filter(
+        &declared.ssh_cells()[0].key,
+        &["/tmpfs/".into()]
+    ));
+}
+
+#[test]
+fn topology_mismatch_is_spelled_out() {
+    let m = matrix();
+    let t = &m.topologies[0];
+    let mut obs = ObservedTopology {
+        cpus_online: vec![0, 1],
+        sockets: 1,
+        cores_per_socket: 2,
+        threads_per_core: 1,
+        numa_nodes: vec![protocol::NumaNode {
+            id: 0,
+            cpus: vec![0, 1],
+            memory_mib: 700,
+            distances: vec![10],
+        }],
+        ..Default::default()
+    };
+    assert_eq!(topology_mismatch(t, &obs), None);
+    obs.cpus_online = vec![0];
+    let m = topology_mismatch(t, &obs).unwrap();
+    assert!(m.contains("1 CPUs online, asked for 2"), "{m}");
+}
