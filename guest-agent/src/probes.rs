@@ -1,4 +1,4 @@
-//! Kernel feature probes (DESIGN.md): each one tries the feature for real, in a private mount
+//! Kernel feature probes (ARCHITECTURE.md): each one tries the feature for real, in a private mount
 //! namespace, on the scratch directory's own filesystem, and keeps the failing step and errno as
 //! evidence. Where a feature's point is ids (idmapped mounts, overlay over them, fd layers) the
 //! verdict comes from the ids seen through the mount, not from a syscall returning 0. Versions
@@ -15,7 +15,7 @@ use rustix::fs::AtFlags;
 
 use crate::layers::{self, layer_gid, layer_uid, Layers};
 use crate::mounts::ScratchGuard;
-use crate::sys::ns::UserNs;
+use crate::sys::userns::UserNs;
 use crate::sys::{fanotify, legacy, mount_api as api, table, SysError, SysResult};
 
 /// Host id that the probes' user namespace maps id 0 to.
@@ -161,7 +161,7 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
     let _ = rustix::process::chdir("/");
     drop(setup);
     // The helper must not outlive the probes.
-    crate::sys::ns::reap_pending(std::time::Duration::from_secs(5));
+    crate::sys::userns::reap_pending(std::time::Duration::from_secs(5));
     drop(guard);
     results
 }

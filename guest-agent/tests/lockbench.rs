@@ -20,7 +20,6 @@ struct Serial {
 }
 
 fn serial() -> Serial {
-    use std::os::fd::AsRawFd;
     let thread = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let path = std::env::temp_dir().join("mmx-lockbench-tests.lock");
     let file = std::fs::OpenOptions::new()
@@ -29,15 +28,9 @@ fn serial() -> Serial {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    // SAFETY: flock on a descriptor we own; the lock is released when `file` is closed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(
-        rc,
-        0,
-        "flock {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    // Released when `file` is closed.
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("flock {}: {e}", path.display()));
     Serial {
         _thread: thread,
         _file: file,
@@ -45,8 +38,7 @@ fn serial() -> Serial {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 fn skip_unless_root(what: &str) -> bool {

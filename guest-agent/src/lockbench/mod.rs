@@ -1,4 +1,4 @@
-//! The lock benchmark (DESIGN.md, "The lock benchmark"; project issue 6): how a machine behaves
+//! The lock benchmark (ARCHITECTURE.md, "The lock benchmark"; project issue 6): how a machine behaves
 //! when many CPUs fight over one lock — in user space ([`user_spin`], what Netflix's
 //! global-lock-bench isolates), in the kernel's mount lock ([`mount_lock`], what hurt containers),
 //! in reading the mount table ([`mountinfo`]), and what a storm of container starts costs the
@@ -83,6 +83,11 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `given`, or the default when the command line gave nothing.
+fn or<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
+    if given.is_empty() { default } else { given }.to_vec()
+}
+
 /// Parse a kebab-case value through the protocol's own serde spelling.
 fn kebab<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
@@ -119,34 +124,19 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("mkdir {}: {e}", scratch.display()))?;
     let mut results = Vec::new();
     for b in bench {
+        // What the command line leaves out is the protocol's default, the one copy of them.
         let scenario = LockbenchScenario {
             bench: b,
             name: None,
             threads: threads.clone(),
-            locks: if locks.is_empty() {
-                d.locks.clone()
-            } else {
-                locks.clone()
-            },
-            pinning: if pinning.is_empty() {
-                d.pinning.clone()
-            } else {
-                pinning.clone()
-            },
+            locks: or(&locks, &d.locks),
+            pinning: or(&pinning, &d.pinning),
             false_sharing: !no_false_sharing,
             warmup_ms: warmup_ms.unwrap_or(d.warmup_ms),
             duration_ms: duration_ms.unwrap_or(d.duration_ms),
             readers: readers.unwrap_or(d.readers),
-            table_sizes: if table_sizes.is_empty() {
-                d.table_sizes.clone()
-            } else {
-                table_sizes.clone()
-            },
-            strategies: if strategies.is_empty() {
-                d.strategies.clone()
-            } else {
-                strategies.clone()
-            },
+            table_sizes: or(&table_sizes, &d.table_sizes),
+            strategies: or(&strategies, &d.strategies),
             layers: layers.unwrap_or(d.layers),
             containers: containers.unwrap_or(d.containers),
             toggle_smt,
@@ -189,8 +179,6 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
 
 /// Run one lockbench cell (the plan executor's entry point). Temporary directories are created
 /// under `scratch` and removed; mounts happen only in private mount namespaces.
-// Until `run-plan` is wired in main.rs nothing calls this in the binary.
-#[allow(dead_code)]
 pub fn run(scenario: &LockbenchScenario, scratch: &Path, cell_id: &str) -> CellResult {
     run_with(scenario, scratch, cell_id, &Options::default())
 }
@@ -282,6 +270,19 @@ impl BenchError {
         match errno {
             libc::ENOSYS | libc::EOPNOTSUPP => BenchError::Unsupported(ev),
             libc::EPERM => BenchError::Infra(ev.with_detail("needs root (CAP_SYS_ADMIN)")),
+            _ => BenchError::Infra(ev),
+        }
+    }
+
+    /// Classify a failed call of the `sys` module like [`BenchError::from_io`]; the evidence
+    /// keeps its stable call text as the step and its inputs as the detail.
+    pub fn from_sys(e: &crate::sys::SysError) -> BenchError {
+        let ev = e.evidence();
+        match e.errno {
+            libc::ENOSYS | libc::EOPNOTSUPP => BenchError::Unsupported(ev),
+            libc::EPERM => BenchError::Infra(
+                ev.with_detail(format!("{}; needs root (CAP_SYS_ADMIN)", e.context)),
+            ),
             _ => BenchError::Infra(ev),
         }
     }

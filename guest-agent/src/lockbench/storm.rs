@@ -23,7 +23,7 @@ use super::pinning::{self, pin_current_thread};
 use super::{ns, point, sys, BenchError, Ctx, Family, Measured, Phase};
 
 const DEPTH: usize = 16;
-/// containerd mounts every container's layers twice (DESIGN.md).
+/// containerd mounts every container's layers twice (ARCHITECTURE.md).
 const PASSES: u32 = 2;
 
 pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {

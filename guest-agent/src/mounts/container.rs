@@ -33,7 +33,7 @@ use super::helpers::Helpers;
 use super::strategy::{self, Plan, Tally};
 use super::table::Observer;
 use crate::layers::{layer_gid, layer_uid};
-use crate::sys::ns::{Batches, ChildOp, CpuSet, OpResult, MAX_DIRS};
+use crate::sys::userns::{Batches, ChildOp, CpuSet, OpResult, MAX_DIRS};
 use crate::sys::{SysError, SysResult};
 
 /// Ids each container's user namespace maps, from a base distinct per container.

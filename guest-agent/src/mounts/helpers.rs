@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::container::{base_id, ID_COUNT};
-use crate::sys::ns::{Batches, UserNs};
+use crate::sys::userns::{Batches, UserNs};
 use crate::sys::{SysError, SysResult};
 
 const FREE: u8 = 0;

@@ -22,22 +22,22 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{
-    Better, CellDetail, CellResult, Evidence, Metric, MountOps, MountsResult, MountsScenario,
-    Outcome, Strategy, Summary, Unit,
-};
+use protocol::{CellResult, Evidence, MountsScenario, Outcome, Strategy};
 
 use crate::layers;
-use crate::sys::{self, SysError};
+use crate::sys;
 
 mod container;
 mod helpers;
+mod report;
 mod strategy;
 pub mod table;
+mod workers;
 
-use container::{Checks, RunCtx};
+use container::RunCtx;
 use helpers::Helpers;
-use strategy::Tally;
+use report::{stop_evidence, Report};
+use workers::{run_workers, WorkerOut};
 
 /// Check a scenario before running it against the one set of limits (`protocol::limits`); the
 /// message names the limit and why.
@@ -296,8 +296,8 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     // With more CPUs than workers, each helper runs beside its worker, kept off the worker's
     // CPU and with a raised priority; otherwise helpers share the workers' CPUs as is.
     let spare_cpus =
-        sys::ns::CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
-    sys::ns::set_reap_inline(spare_cpus.is_none());
+        sys::userns::CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
+    sys::userns::set_reap_inline(spare_cpus.is_none());
     let helpers = Helpers::new(s.containers, s.concurrency, batches, spare_cpus.is_some());
     // The first containers' helpers are made before the clock starts, the rest while it runs.
     let made = helpers.make_first();
@@ -318,7 +318,7 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.
     drop(ctx);
     drop(helpers);
-    sys::ns::reap_pending(Duration::from_secs(5));
+    sys::userns::reap_pending(Duration::from_secs(5));
 
     let mut total = WorkerOut::default();
     for o in &outs {
@@ -335,357 +335,6 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     };
     drop(run_dir);
     report.build(cell_id, total)
-}
-
-/// What one worker did.
-#[derive(Default)]
-struct WorkerOut {
-    tally: Tally,
-    checks: Checks,
-    latencies: Vec<(u32, Duration)>,
-    peak: u64,
-    errors: Vec<(u32, SysError)>,
-    busy: Duration,
-}
-
-impl WorkerOut {
-    fn merge(&mut self, o: &WorkerOut) {
-        self.tally.merge(&o.tally);
-        self.checks.merge(&o.checks);
-        self.latencies.extend_from_slice(&o.latencies);
-        self.peak = self.peak.max(o.peak);
-        self.errors.extend(o.errors.iter().cloned());
-        self.busy += o.busy;
-    }
-}
-
-/// Run the workers; meanwhile this thread makes userns helpers ahead of them.
-fn run_workers(ctx: &RunCtx<'_>, made: u32, cancel: &Cancel) -> Vec<WorkerOut> {
-    let next = AtomicU32::new(0);
-    let abort = AtomicBool::new(false);
-    let running = AtomicU32::new(ctx.scenario.concurrency);
-    let maker = std::thread::current();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..ctx.scenario.concurrency)
-            .map(|_| {
-                let w = Worker {
-                    ctx,
-                    next: &next,
-                    abort: &abort,
-                    cancel,
-                    maker: &maker,
-                };
-                let (running, maker) = (&running, &maker);
-                scope.spawn(move || {
-                    let out = w.run();
-                    running.fetch_sub(1, Ordering::AcqRel);
-                    maker.unpark();
-                    out
-                })
-            })
-            .collect();
-        ctx.helpers
-            .make_ahead(made, &next, &running, &|| cancel.is_cancelled());
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|p| {
-                    abort.store(true, Ordering::SeqCst);
-                    let mut out = WorkerOut::default();
-                    out.errors.push((
-                        u32::MAX,
-                        SysError::plain("worker thread panicked", 0).context(panic_message(&*p)),
-                    ));
-                    out
-                })
-            })
-            .collect()
-    })
-}
-
-/// What a worker shares with the others.
-#[derive(Clone, Copy)]
-struct Worker<'a> {
-    ctx: &'a RunCtx<'a>,
-    next: &'a AtomicU32,
-    abort: &'a AtomicBool,
-    cancel: &'a Cancel,
-    maker: &'a std::thread::Thread,
-}
-
-impl Worker<'_> {
-    fn run(self) -> WorkerOut {
-        let mut out = WorkerOut::default();
-        // Own working directory: relative mount paths are per worker.
-        if let Err(e) = sys::ns::unshare_fs() {
-            self.abort.store(true, Ordering::SeqCst);
-            out.errors.push((u32::MAX, e));
-            return out;
-        }
-        loop {
-            if self.cancel.is_cancelled() || self.abort.load(Ordering::Relaxed) {
-                break;
-            }
-            let idx = self.next.fetch_add(1, Ordering::AcqRel);
-            if idx >= self.ctx.scenario.containers {
-                break;
-            }
-            // The maker keeps helpers ready a few containers past the last one claimed.
-            self.maker.unpark();
-            let t = Instant::now();
-            let r = container::run(self.ctx, idx, &mut out.tally, &mut out.checks);
-            out.busy += t.elapsed();
-            match r {
-                Ok(started) => {
-                    out.latencies.push((idx, started.latency));
-                    out.peak = out.peak.max(started.peak_seen);
-                }
-                Err(e) => {
-                    self.abort.store(true, Ordering::SeqCst);
-                    out.errors.push((idx, e));
-                }
-            }
-        }
-        // Leave the container directory so nothing pins it.
-        let _ = rustix::process::chdir("/");
-        out
-    }
-}
-
-/// Why a run stopped early: the signal, or the caller's cancel (a plan item's timeout).
-fn stop_evidence(when: &str) -> Evidence {
-    let why = match sys::signal::stop_signal() {
-        Some(sig) => format!("interrupted by signal {sig}"),
-        None if sys::signal::stop_requested() => "stopped: stdin closed".to_owned(),
-        None => "cancelled".to_owned(),
-    };
-    Evidence::new(why).with_detail(format!("stopped {when}"))
-}
-
-/// Errnos that mean "this kernel or filesystem cannot do that step".
-fn means_unsupported(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EBADF
-    )
-}
-
-/// Errnos that mean "our side broke" (resources, privileges, the disk).
-fn means_infra(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::EPERM
-            | libc::ENOSPC
-            | libc::ENOMEM
-            | libc::EMFILE
-            | libc::ENFILE
-            | libc::EIO
-            | libc::EPIPE
-            | libc::ETIMEDOUT
-            | libc::EROFS
-            | 0
-    )
-}
-
-struct Report<'a> {
-    s: &'a MountsScenario,
-    layers_fs: String,
-    method: &'static str,
-    wall: Duration,
-    prep: Duration,
-    leaked: u64,
-}
-
-fn us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-impl Report<'_> {
-    fn build(self, cell_id: &str, mut t: WorkerOut) -> CellResult {
-        let s = self.s;
-        t.latencies.sort_by_key(|(idx, _)| *idx);
-        let latency_us: Vec<u64> = t.latencies.iter().map(|(_, d)| us(*d)).collect();
-        let samples: Vec<f64> = latency_us.iter().map(|&v| v as f64).collect();
-        let latency = Summary::of(&samples);
-        let completed = latency_us.len() as u32;
-        let expected_ops = s.expected_ops_per_container() * u64::from(s.containers);
-        let ops = t.tally.attach + t.tally.detach;
-        let all_done = completed == s.containers;
-        if all_done {
-            t.checks.record("mount-ops-formula", ops == expected_ops, || {
-                format!("{ops} mount-table operations on the start path, formula says {expected_ops}")
-            });
-        }
-        t.checks.record("no-leaked-mounts", self.leaked == 0, || {
-            format!("{} mounts left below the run directory", self.leaked)
-        });
-        let syscall_us = t.tally.syscall_ns / 1000;
-        let busy_us = us(t.busy);
-        let overhead_us = busy_us.saturating_sub(syscall_us);
-
-        t.errors.sort_by_key(|(idx, _)| *idx);
-        let (outcome, evidence) = if let Some((idx, e)) = t.errors.first() {
-            let outcome = if completed == 0 && means_unsupported(e.errno) {
-                Outcome::Unsupported
-            } else if means_infra(e.errno) {
-                Outcome::InfraError
-            } else {
-                Outcome::Fail
-            };
-            // Stable step: the call and the layers' filesystem. Which container, how far the
-            // run got and the call's variable inputs go to the detail.
-            let mut ev = e.evidence();
-            ev.step = format!("{} on {}", e.call, self.layers_fs);
-            let which = if *idx == u32::MAX {
-                "a worker".to_owned()
-            } else {
-                format!("container {idx}")
-            };
-            ev.detail = format!(
-                "{which}; {completed} of {} containers finished",
-                s.containers
-            );
-            if !e.context.is_empty() {
-                ev.detail = format!("{}; {}", ev.detail, e.context);
-            }
-            (outcome, Some(ev))
-        } else if !all_done {
-            let after = format!("after {completed} of {} containers", s.containers);
-            (Outcome::InfraError, Some(stop_evidence(&after)))
-        } else if let Some((name, detail)) = t.checks.first_failure() {
-            (
-                Outcome::Fail,
-                Some(Evidence::new(format!("check {name}")).with_detail(detail)),
-            )
-        } else {
-            (Outcome::Pass, None)
-        };
-
-        let metrics = metrics(&MetricInputs {
-            latency_us: &latency_us,
-            latency,
-            ops,
-            wall: self.wall,
-            prep: self.prep,
-            busy_us,
-            overhead_us,
-            ebusy_retries: t.tally.ebusy_retries,
-        });
-
-        CellResult {
-            item: 0,
-            cell_id: cell_id.to_owned(),
-            outcome,
-            evidence,
-            metrics,
-            detail: Some(CellDetail::Mounts(MountsResult {
-                scenario: s.clone(),
-                layers_fs: self.layers_fs,
-                mount_ops: MountOps {
-                    attachments: t.tally.attach,
-                    detachments: t.tally.detach,
-                    ops,
-                    expected_ops,
-                    teardown_detachments: t.tally.teardown,
-                    cross_check_method: self.method.to_owned(),
-                    peak_extra_mounts: t.peak,
-                    leaked: self.leaked,
-                },
-                latency_us,
-                latency,
-                wall_us: us(self.wall),
-                syscall_us,
-                overhead_us,
-                checks: t.checks.to_protocol(),
-            })),
-        }
-    }
-}
-
-/// What the metrics of one run are computed from.
-struct MetricInputs<'a> {
-    latency_us: &'a [u64],
-    latency: Option<Summary>,
-    ops: u64,
-    wall: Duration,
-    prep: Duration,
-    busy_us: u64,
-    overhead_us: u64,
-    ebusy_retries: u64,
-}
-
-/// The metrics of a mounts run. Names are stable: `mmx compare` matches baselines by name, and
-/// the harness merges a cell's repeats by appending samples under the same name.
-///
-/// | name | unit | better | samples per run |
-/// |---|---|---|---|
-/// | `start_latency_us` | µs | lower | one per finished container: its start latency (all passes, no checks or teardown) |
-/// | `latency_p50_us`, `latency_p99_us`, `latency_max_us` | µs | lower | one: that statistic over the run's containers |
-/// | `mount_ops` | count | neither | one: mount-table operations on the start path |
-/// | `wall_ms` | ms | lower | one: the workers' wall time (containers only, not preparation) |
-/// | `prep_ms` | ms | neither | one: writing layers and container directories |
-/// | `overhead_pct` | count (a percentage) | lower | one: the agent's own share of the workers' busy time (not in mount syscalls) |
-/// | `ebusy_retries` | count | lower | one: umount2 calls repeated after EBUSY |
-///
-/// `start_latency_us` gives `mmx compare`'s rank test C samples per repeat, so it has power even
-/// with one repeat; the percentile metrics stay for reports and for continuity with older runs.
-fn metrics(m: &MetricInputs<'_>) -> BTreeMap<String, Metric> {
-    let mut metrics = BTreeMap::new();
-    if !m.latency_us.is_empty() {
-        metrics.insert(
-            "start_latency_us".to_owned(),
-            Metric::new(
-                Unit::Microseconds,
-                Better::Lower,
-                m.latency_us.iter().map(|&v| v as f64).collect(),
-            ),
-        );
-    }
-    if let Some(l) = m.latency {
-        for (name, v) in [
-            ("latency_p50_us", l.p50),
-            ("latency_p99_us", l.p99),
-            ("latency_max_us", l.max),
-        ] {
-            metrics.insert(
-                name.to_owned(),
-                Metric::one(Unit::Microseconds, Better::Lower, v),
-            );
-        }
-    }
-    metrics.insert(
-        "mount_ops".into(),
-        Metric::one(Unit::Count, Better::Neither, m.ops as f64),
-    );
-    metrics.insert(
-        "wall_ms".into(),
-        Metric::one(
-            Unit::Milliseconds,
-            Better::Lower,
-            m.wall.as_secs_f64() * 1e3,
-        ),
-    );
-    metrics.insert(
-        "prep_ms".into(),
-        Metric::one(
-            Unit::Milliseconds,
-            Better::Neither,
-            m.prep.as_secs_f64() * 1e3,
-        ),
-    );
-    if m.busy_us > 0 {
-        // A percentage; protocol::Unit has no percent, Count prints it bare.
-        let pct = 100.0 * m.overhead_us as f64 / m.busy_us as f64;
-        metrics.insert(
-            "overhead_pct".into(),
-            Metric::one(Unit::Count, Better::Lower, pct),
-        );
-    }
-    metrics.insert(
-        "ebusy_retries".into(),
-        Metric::one(Unit::Count, Better::Lower, m.ebusy_retries as f64),
-    );
-    metrics
 }
 
 #[cfg(test)]
@@ -710,7 +359,7 @@ mod tests {
 
     #[test]
     fn formulas_per_container() {
-        // DESIGN.md: per-layer P·(1+2L), common-parent P·3, fsconfig-fd P·1.
+        // ARCHITECTURE.md: per-layer P·(1+2L), common-parent P·3, fsconfig-fd P·1.
         assert_eq!(
             sc(Strategy::PerLayer, 50, 20, 2, 2).expected_ops_per_container(),
             202
@@ -740,73 +389,5 @@ mod tests {
         assert!(validate(&sc(Strategy::PerLayer, 5, 2, 2, 0)).is_err());
         assert!(validate(&sc(Strategy::PerLayer, 5, 0, 0, 2)).is_err());
         assert!(validate(&sc(Strategy::FsconfigFd, 256, 4096, 4096, 8)).is_ok());
-    }
-
-    fn report(s: &MountsScenario) -> Report<'_> {
-        Report {
-            s,
-            layers_fs: "ext4".into(),
-            method: "listmount",
-            wall: Duration::from_millis(10),
-            prep: Duration::from_millis(1),
-            leaked: 0,
-        }
-    }
-
-    #[test]
-    fn unsupported_evidence_has_a_stable_step_and_the_where_in_detail() {
-        let s = sc(Strategy::FsconfigFd, 5, 10, 2, 2);
-        let steps: Vec<String> = [(3u32, "layer 5 of 5"), (0, "the upper dir")]
-            .into_iter()
-            .map(|(idx, ctx)| {
-                let mut out = WorkerOut::default();
-                out.errors.push((
-                    idx,
-                    SysError::plain("fsconfig(FSCONFIG_SET_FD, \"lowerdir+\")", libc::EOPNOTSUPP)
-                        .context(ctx),
-                ));
-                let r = report(&s).build("c", out);
-                assert_eq!(r.outcome, Outcome::Unsupported);
-                let ev = r.evidence.expect("evidence");
-                assert_eq!(ev.errno_name(), Some("EOPNOTSUPP"));
-                assert_eq!(
-                    ev.detail,
-                    format!("container {idx}; 0 of 10 containers finished; {ctx}")
-                );
-                ev.step
-            })
-            .collect();
-        assert_eq!(steps[0], steps[1]);
-        assert_eq!(steps[0], "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\") on ext4");
-    }
-
-    #[test]
-    fn every_container_latency_is_a_sample() {
-        let s = sc(Strategy::PerLayer, 2, 3, 1, 2);
-        let mut out = WorkerOut::default();
-        for (i, us) in [(2u32, 300u64), (0, 100), (1, 200)] {
-            out.latencies.push((i, Duration::from_micros(us)));
-        }
-        out.tally.attach = 3 * 2 * 3;
-        out.tally.detach = 3 * 2 * 2;
-        let r = report(&s).build("c", out);
-        let m = &r.metrics["start_latency_us"];
-        assert_eq!(m.samples, vec![100.0, 200.0, 300.0]);
-        assert_eq!((m.unit, m.better), (Unit::Microseconds, Better::Lower));
-        for kept in [
-            "latency_p50_us",
-            "latency_p99_us",
-            "latency_max_us",
-            "mount_ops",
-        ] {
-            assert_eq!(r.metrics[kept].samples.len(), 1, "{kept}");
-        }
-    }
-
-    #[test]
-    fn errno_classes_do_not_overlap() {
-        for e in 0..200 {
-            assert!(!(means_unsupported(e) && means_infra(e)), "errno {e}");
-        }
     }
 }

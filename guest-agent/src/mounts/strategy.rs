@@ -1,4 +1,4 @@
-//! The three strategies, each reading like its syscall sequence in DESIGN.md. All run with the
+//! The three strategies, each reading like its syscall sequence in ARCHITECTURE.md. All run with the
 //! worker's working directory set to the container's directory (`c/<idx>`), so every mount path
 //! and overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
 //! (common-parent target), `m` (merged), `u` (upper), `w` (work). Layer sources are absolute.

@@ -4,17 +4,20 @@
 //! `protocol::Evidence`.
 //!
 //! Families: [`mount_api`] (open_tree, mount_setattr, move_mount, fsopen/fsconfig/fsmount),
-//! [`legacy`] (mount(2), umount2), [`table`] (listmount/statmount), [`ns`] (mount and user
-//! namespaces), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag).
+//! [`legacy`] (mount(2), umount2), [`table`] (listmount/statmount), [`ns`] (mount
+//! namespaces), [`userns`] (user namespaces and their helper processes), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag),
+//! [`cspin`] (the lock benchmark's C reference loop).
 
 use std::fmt;
 
+pub mod cspin;
 pub mod fanotify;
 pub mod legacy;
 pub mod mount_api;
 pub mod ns;
 pub mod signal;
 pub mod table;
+pub mod userns;
 
 /// A failed system call. `call` is stable: the call with its meaningful constant inputs (flags,
 /// attribute and key names), never fd numbers, pids or paths with run-specific parts, so the

@@ -52,9 +52,9 @@ pub fn mount_setattr_idmap(
     rdonly: bool,
     recursive: bool,
 ) -> SysResult<()> {
-    let mut attr_set = u64::from(libc::MOUNT_ATTR_IDMAP);
+    let mut attr_set = libc::MOUNT_ATTR_IDMAP;
     if rdonly {
-        attr_set |= u64::from(libc::MOUNT_ATTR_RDONLY);
+        attr_set |= libc::MOUNT_ATTR_RDONLY;
     }
     let attr = libc::mount_attr {
         attr_set,
