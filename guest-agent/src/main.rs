@@ -21,6 +21,7 @@ mod report;
 mod sys;
 mod topology;
 mod trash;
+mod window;
 
 #[derive(Parser)]
 #[command(name = "mmx-agent", version, about)]
@@ -55,7 +56,7 @@ enum Command {
         json: bool,
     },
     /// The lock benchmark.
-    Lockbench(lockbench::Args),
+    Lockbench(Box<lockbench::Args>),
     /// Remove a stopped run's trash directories (the agent starts this itself, detached).
     #[command(hide = true)]
     ReapTrash { dirs: Vec<PathBuf> },
@@ -206,7 +207,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // A stop ends the sweep between points, restoring SMT and removing its files.
             sys::signal::install()
                 .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
-            let r = lockbench::cli(args);
+            let r = lockbench::cli(*args);
             if sys::signal::stop_requested() {
                 return Err(Failure::Stopped);
             }

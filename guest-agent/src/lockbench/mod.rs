@@ -20,8 +20,8 @@ mod user_spin;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use protocol::lockbench::{
     Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning,
@@ -62,6 +62,10 @@ pub struct Args {
     /// mountinfo: table sizes to grow to, e.g. 1000,10000,50000.
     #[arg(long, value_delimiter = ',')]
     pub table_sizes: Vec<u32>,
+    /// storm: mounts added to the storm's namespace before it starts, one storm per value, e.g.
+    /// 0,10000,50000 (default 0).
+    #[arg(long, value_delimiter = ',')]
+    pub prepopulated_mounts: Vec<u32>,
     /// storm: strategies (per-layer, common-parent, fsconfig-fd).
     #[arg(long, value_delimiter = ',', value_parser = kebab::<Strategy>)]
     pub strategies: Vec<Strategy>,
@@ -104,6 +108,7 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
         duration_ms,
         readers,
         table_sizes,
+        prepopulated_mounts,
         strategies,
         layers,
         containers,
@@ -136,6 +141,7 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
             duration_ms: duration_ms.unwrap_or(d.duration_ms),
             readers: readers.unwrap_or(d.readers),
             table_sizes: or(&table_sizes, &d.table_sizes),
+            prepopulated_mounts: or(&prepopulated_mounts, &d.prepopulated_mounts),
             strategies: or(&strategies, &d.strategies),
             layers: layers.unwrap_or(d.layers),
             containers: containers.unwrap_or(d.containers),
@@ -228,18 +234,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Sleep for `d`, in slices, returning early once a stop is requested.
-fn sleep_unless_stopped(d: Duration) {
-    let end = Instant::now() + d;
-    while !crate::sys::signal::stop_requested() {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(20)));
-    }
-}
-
 /// What a family produced.
 #[derive(Default)]
 pub(crate) struct Family {
@@ -256,6 +250,8 @@ pub(crate) enum BenchError {
     Unsupported(Evidence),
     Fail(Evidence),
     Infra(Evidence),
+    /// A mounts run inside the family (the storm's) ended so: the cell takes its outcome.
+    Run(Outcome, Evidence),
 }
 
 impl BenchError {
@@ -292,45 +288,12 @@ impl BenchError {
             BenchError::Unsupported(e) => (Outcome::Unsupported, e),
             BenchError::Fail(e) => (Outcome::Fail, e),
             BenchError::Infra(e) => (Outcome::InfraError, e),
+            BenchError::Run(o, e) => (*o, e),
         }
     }
 }
 
-/// Benchmark threads read this at every batch: warm-up ops are not counted, measured ops are,
-/// and stop ends the loop. Kept on its own cache line so reading it costs nothing next to the
-/// contended line.
-#[repr(C, align(128))]
-pub(crate) struct Phase(AtomicU32);
-
-impl Phase {
-    pub const WARMUP: u32 = 0;
-    pub const MEASURE: u32 = 1;
-    pub const STOP: u32 = 2;
-
-    pub fn new() -> Phase {
-        Phase(AtomicU32::new(Phase::WARMUP))
-    }
-
-    #[inline]
-    pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    pub fn set(&self, phase: u32) {
-        self.0.store(phase, Ordering::Release);
-    }
-
-    /// Warm up, then open the measured window and close it; returns the window's real length
-    /// (shorter after a stop request, which ends both at once).
-    pub fn drive(&self, warmup: Duration, window: Duration) -> Duration {
-        sleep_unless_stopped(warmup);
-        let t0 = Instant::now();
-        self.0.store(Phase::MEASURE, Ordering::Release);
-        sleep_unless_stopped(window);
-        self.0.store(Phase::STOP, Ordering::Release);
-        t0.elapsed()
-    }
-}
+pub(crate) use crate::window::Phase;
 
 /// Nanoseconds of a duration, saturating.
 #[inline]
@@ -395,6 +358,8 @@ pub(crate) fn point(m: Measured<'_>) -> LockPoint {
         reader_p99_ns: r.and_then(|h| h.percentile(99.0)).map(|v| v as f64),
         reader_max_ns: r.and_then(Hist::max).map(|v| v as f64),
         ops_per_sample: s.map(|_| m.ops_per_sample),
+        prepopulated_mounts: None,
+        table_entries: None,
     }
 }
 
@@ -406,13 +371,25 @@ pub(crate) fn fill_scalability(points: &mut [LockPoint]) {
         .filter(|p| p.threads == 1)
         .map(|p| {
             (
-                (p.workload.clone(), p.pinning, p.smt, p.false_sharing),
+                (
+                    p.workload.clone(),
+                    p.pinning,
+                    p.smt,
+                    p.false_sharing,
+                    p.prepopulated_mounts,
+                ),
                 p.ops_per_sec,
             )
         })
         .collect();
     for p in points.iter_mut() {
-        let key = (p.workload.clone(), p.pinning, p.smt, p.false_sharing);
+        let key = (
+            p.workload.clone(),
+            p.pinning,
+            p.smt,
+            p.false_sharing,
+            p.prepopulated_mounts,
+        );
         p.scalability = base
             .iter()
             .find(|(k, _)| *k == key)
@@ -577,7 +554,11 @@ fn point_metrics(
         .filter(|p| p.pinning == pin && p.smt == smt)
         .collect();
     for p in &chosen {
-        let same = |q: &&&LockPoint| q.workload == p.workload && q.false_sharing == p.false_sharing;
+        let same = |q: &&&LockPoint| {
+            q.workload == p.workload
+                && q.false_sharing == p.false_sharing
+                && q.prepopulated_mounts == p.prepopulated_mounts
+        };
         let min = chosen.iter().filter(same).map(|q| q.threads).min();
         let max = chosen.iter().filter(same).map(|q| q.threads).max();
         let tag = match (Some(p.threads) == min, Some(p.threads) == max) {
@@ -586,7 +567,12 @@ fn point_metrics(
             _ => continue,
         };
         let fs = if p.false_sharing { "+fs" } else { "" };
-        let key = format!("{}{fs}@{tag}", p.workload);
+        // A storm over a grown table is a series of its own: `storm:per-layer+10000mounts@max`.
+        let table = match p.prepopulated_mounts {
+            Some(n) if n > 0 => format!("+{n}mounts"),
+            _ => String::new(),
+        };
+        let key = format!("{}{table}{fs}@{tag}", p.workload);
         if p.ops > 0 {
             m.insert(
                 format!("{key}:ops_per_s"),
@@ -651,7 +637,7 @@ fn print_table(r: &CellResult) {
         r.outcome
     );
     println!(
-        "{:<30} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<44} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "workload",
         "pinning",
         "smt",
@@ -666,9 +652,14 @@ fn print_table(r: &CellResult) {
     );
     for p in &d.points {
         let fs = if p.false_sharing { "+fs" } else { "" };
+        let table = match (p.prepopulated_mounts, p.table_entries) {
+            (Some(n), Some(e)) => format!(" +{n} ({e})"),
+            (Some(n), None) if n > 0 => format!(" +{n}"),
+            _ => String::new(),
+        };
         println!(
-            "{:<30} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            format!("{}{fs}", p.workload),
+            "{:<44} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            format!("{}{fs}{table}", p.workload),
             pinning::describe(p.pinning),
             p.smt.as_str(),
             p.threads,

@@ -8,6 +8,9 @@
 //! called from any thread of a busy process (the lock benchmark's "storm" does) without touching
 //! the caller's namespace.
 //!
+//! Counts come from the kernel (`count`), never from the agent's own call sequence; a run's
+//! failure is typed (`cause`): only a call of the strategy's sequence can make it `unsupported`.
+//!
 //! Time accounting: `syscall_us` sums the time inside mount-family calls (open_tree,
 //! mount_setattr, move_mount, mount, umount2, fsopen/fsconfig/fsmount, and the close that
 //! dissolves a detached tree) over all workers; `overhead_us` is the rest of the workers' time
@@ -18,26 +21,124 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{CellResult, Evidence, MountsScenario, Outcome, Strategy};
+use protocol::{CellResult, CountSource, Evidence, MountsScenario, Outcome, Strategy};
 
 use crate::layers;
 use crate::sys;
+use crate::window::Phase;
 
+mod cause;
 mod container;
+mod count;
 mod helpers;
 mod report;
 mod strategy;
 pub mod table;
 mod workers;
 
+use cause::AgentError;
 use container::RunCtx;
 use helpers::Helpers;
-use report::{stop_evidence, Report};
+use report::{agent_evidence, stop_evidence, Report};
 use workers::{run_workers, WorkerOut};
+
+/// A test hook, set through the environment variable [`TestHook::ENV`]: it makes a run misbehave
+/// on purpose, so tests can show that the agent's verdicts catch it. Never set outside tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestHook {
+    /// Container 0 fails with an internal error of the agent (carrying EINVAL, which once passed
+    /// for the kernel's "unsupported"): the cell must `fail`.
+    AgentError,
+    /// Every pass makes one bind mount (and its umount) more than the strategy's sequence: the
+    /// kernel's count must catch it.
+    ExtraBind,
+    /// Count as a kernel without fanotify mount events would (unique mount ids).
+    NoFanotify,
+    /// Count as a kernel without unique mount ids would (the mount table, read as mountinfo).
+    NoUniqueIds,
+}
+
+impl TestHook {
+    /// The best count source the hook leaves the kernel.
+    fn best_source(hook: Option<TestHook>) -> CountSource {
+        match hook {
+            Some(TestHook::NoFanotify) => CountSource::UniqueMountIds,
+            Some(TestHook::NoUniqueIds) => CountSource::MountTableDiff,
+            _ => CountSource::FanotifyMountEvents,
+        }
+    }
+}
+
+impl TestHook {
+    pub const ENV: &'static str = "MMX_AGENT_TEST_HOOK";
+
+    /// The hook the environment asks for; an unknown value is an error naming the known ones.
+    fn from_env() -> Result<Option<TestHook>, String> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(None),
+            Ok(v) => match v.as_str() {
+                "" => Ok(None),
+                "agent-error" => Ok(Some(TestHook::AgentError)),
+                "extra-bind" => Ok(Some(TestHook::ExtraBind)),
+                "no-fanotify" => Ok(Some(TestHook::NoFanotify)),
+                "no-unique-ids" => Ok(Some(TestHook::NoUniqueIds)),
+                other => Err(format!(
+                    "{}={other}: unknown (agent-error, extra-bind, no-fanotify or no-unique-ids)",
+                    Self::ENV
+                )),
+            },
+        }
+    }
+}
+
+/// How a run is embedded in something larger (the lock benchmark's storm).
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Mounts added to the run's namespace before its window opens: a tmpfs and bind mounts on
+    /// it, removed after the run (the storm's table-size axis).
+    pub prepopulate: u32,
+    /// Shared with threads that measure beside the run.
+    pub beside: Option<Arc<Beside>>,
+}
+
+/// What threads running beside a run (the storm's bystanders) see of it: where its mount table
+/// is, and its window, open exactly while the workers start containers.
+#[derive(Default)]
+pub struct Beside {
+    tid: AtomicI32,
+    pub phase: Phase,
+}
+
+impl Beside {
+    /// The run thread's id once it is in the run's namespace: its mount table, the one the
+    /// storm mounts in, is `/proc/self/task/<tid>/mountinfo`.
+    pub fn tid(&self) -> Option<i32> {
+        Some(self.tid.load(Ordering::Acquire)).filter(|&t| t > 0)
+    }
+}
+
+/// Closes a run's window however the run ends, so nothing beside it waits forever.
+struct WindowGuard(Option<Arc<Beside>>);
+
+impl WindowGuard {
+    fn open(&self) {
+        if let Some(b) = &self.0 {
+            b.phase.set(Phase::MEASURE);
+        }
+    }
+}
+
+impl Drop for WindowGuard {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            b.phase.set(Phase::STOP);
+        }
+    }
+}
 
 /// Check a scenario before running it against the one set of limits (`protocol::limits`); the
 /// message names the limit and why.
@@ -74,6 +175,18 @@ pub fn run_cancellable(
     cell_id: &str,
     cancel: &Cancel,
 ) -> CellResult {
+    run_with(scenario, scratch, cell_id, cancel, &Options::default())
+}
+
+/// [`run_cancellable`], embedded as `opts` says.
+pub fn run_with(
+    scenario: &MountsScenario,
+    scratch: &Path,
+    cell_id: &str,
+    cancel: &Cancel,
+    opts: &Options,
+) -> CellResult {
+    let window = WindowGuard(opts.beside.clone());
     if let Err(msg) = validate(scenario) {
         return result(
             cell_id,
@@ -81,11 +194,22 @@ pub fn run_cancellable(
             Some(Evidence::new("invalid mounts scenario").with_detail(msg)),
         );
     }
-    let (s, dir, id, c) = (
+    let hook = match TestHook::from_env() {
+        Ok(h) => h,
+        Err(msg) => {
+            return result(
+                cell_id,
+                Outcome::InfraError,
+                Some(Evidence::new("test hook").with_detail(msg)),
+            )
+        }
+    };
+    let (s, dir, id, c, o) = (
         scenario.clone(),
         scratch.to_owned(),
         cell_id.to_owned(),
         cancel.clone(),
+        opts.clone(),
     );
     let spawned =
         std::thread::Builder::new()
@@ -94,7 +218,7 @@ pub fn run_cancellable(
                 if let Err(e) = sys::ns::enter_private_mount_ns() {
                     return result(&id, Outcome::InfraError, Some(e.evidence()));
                 }
-                execute(&s, &dir, &id, &c)
+                execute(&s, &dir, &id, &c, &o, hook)
             });
     let joined = match spawned {
         Ok(h) => h.join(),
@@ -106,6 +230,7 @@ pub fn run_cancellable(
             )
         }
     };
+    drop(window);
     joined.unwrap_or_else(|panic| {
         result(
             cell_id,
@@ -173,8 +298,19 @@ fn infra(cell_id: &str, step: String, errno: Option<i32>, detail: String) -> Cel
 }
 
 /// Prepare, run the workers, check and report. Runs on the run thread, in its namespace.
-fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -> CellResult {
+fn execute(
+    s: &MountsScenario,
+    scratch: &Path,
+    cell_id: &str,
+    cancel: &Cancel,
+    opts: &Options,
+    hook: Option<TestHook>,
+) -> CellResult {
     let prep_start = Instant::now();
+    let window = WindowGuard(opts.beside.clone());
+    if let Some(b) = &opts.beside {
+        b.tid.store(sys::ns::thread_id(), Ordering::Release);
+    }
     let scratch = match scratch.canonicalize() {
         Ok(p) if p.is_dir() => p,
         Ok(p) => {
@@ -255,6 +391,24 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
             format!("below {}: {e}", containers.display()),
         );
     }
+    let padding = match Padding::add(&root, opts.prepopulate, &stop) {
+        Ok(p) => p,
+        Err(_) if cancel.is_cancelled() => {
+            return result(
+                cell_id,
+                Outcome::InfraError,
+                Some(stop_evidence("while adding mounts to the table")),
+            )
+        }
+        Err(e) => {
+            let mut ev = e.evidence();
+            ev.step = format!(
+                "add {} mounts to the run's table: {}",
+                opts.prepopulate, e.call
+            );
+            return result(cell_id, Outcome::InfraError, Some(ev));
+        }
+    };
     let layer_paths: Vec<CString> = layers
         .dirs
         .iter()
@@ -277,21 +431,23 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
                     rel,
                 ))
             }
+            // The agent wrote the layers below one directory itself: not the kernel's answer.
             Err(e) => {
                 return result(
                     cell_id,
-                    Outcome::Unsupported,
-                    Some(
-                        Evidence::new("common directory of the layer paths")
-                            .with_detail(e.to_string()),
-                    ),
+                    Outcome::Fail,
+                    Some(agent_evidence(&AgentError::Bug(format!(
+                        "common directory of the layer paths: {e}"
+                    )))),
                 )
             }
         },
         _ => None,
     };
-    let plan = strategy::Plan::new(s.strategy, layer_paths, common);
-    let observer = table::Observer::new(s.concurrency == 1);
+    let mut plan = strategy::Plan::new(s.strategy, layer_paths, common);
+    plan.extra_bind = hook == Some(TestHook::ExtraBind);
+    let best = TestHook::best_source(hook);
+    let observer = table::Observer::new(s.concurrency == 1, best == CountSource::MountTableDiff);
     let (batches, specs) = container::pass_specs(s, layers.has_overrides(), layers.opaque);
     // With more CPUs than workers, each helper runs beside its worker, kept off the worker's
     // CPU and with a raised priority; otherwise helpers share the workers' CPUs as is.
@@ -301,6 +457,8 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     let helpers = Helpers::new(s.containers, s.concurrency, batches, spare_cpus.is_some());
     // The first containers' helpers are made before the clock starts, the rest while it runs.
     let made = helpers.make_first();
+    // The kernel counts from here on: nothing but the workers mounts in this namespace now.
+    let mut counter = count::Counter::start(&root, best);
     let ctx = RunCtx {
         plan: &plan,
         scenario: s,
@@ -309,12 +467,16 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         helpers: &helpers,
         spare_cpus,
         observer: &observer,
+        source: counter.source(),
+        hook,
     };
     let prep = prep_start.elapsed();
 
     let wall_start = Instant::now();
-    let outs = run_workers(&ctx, made, cancel);
+    window.open();
+    let outs = run_workers(&ctx, made, cancel, &mut || counter.drain());
     let wall = wall_start.elapsed();
+    drop(window);
     // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.
     drop(ctx);
     drop(helpers);
@@ -324,6 +486,8 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
     for o in &outs {
         total.merge(o);
     }
+    let counted = counter.finish(&total.observed, &root, &root);
+    drop(padding);
     let leaked = observer.count_below(&root).unwrap_or(u64::MAX);
     let report = Report {
         s,
@@ -332,9 +496,50 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         wall,
         prep,
         leaked,
+        counted,
     };
     drop(run_dir);
     report.build(cell_id, total)
+}
+
+/// Mounts added to a run's namespace before its window (the storm's table-size axis): two small
+/// tmpfs at `<run>/pad` and `<run>/pad-src`, and `n - 2` bind mounts of the second on
+/// directories of the first. The source lives on a mount of its own because a bind checks every
+/// child mount of its source's mount (`has_locked_children`): binding from the tmpfs that holds
+/// the targets made growing the table quadratic (10k mounts took seconds). Dropping it detaches
+/// them all at once.
+struct Padding(Vec<PathBuf>);
+
+impl Padding {
+    fn add(root: &Path, n: u32, stop: &dyn Fn() -> bool) -> Result<Padding, sys::SysError> {
+        let io = |what: &'static str| {
+            move |e: std::io::Error| sys::SysError::from_io(|| what.into(), &e)
+        };
+        let mut padding = Padding(Vec::new());
+        let (pad, src) = (root.join("pad"), root.join("pad-src"));
+        for dir in [&pad, &src].into_iter().take(n.min(2) as usize) {
+            std::fs::create_dir(dir).map_err(io("mkdir(pad)"))?;
+            sys::legacy::mount_tmpfs(dir.as_path())?;
+            padding.0.push(dir.clone());
+        }
+        for i in 2..n {
+            if i % 256 == 0 && stop() {
+                return Err(sys::SysError::plain("stop requested", libc::EINTR));
+            }
+            let d = pad.join(i.to_string());
+            std::fs::create_dir(&d).map_err(io("mkdir(pad/<i>)"))?;
+            sys::legacy::mount_bind(src.as_path(), d.as_path())?;
+        }
+        Ok(padding)
+    }
+}
+
+impl Drop for Padding {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = sys::legacy::umount_detach(dir.as_path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::cause::{AgentError, Cause};
 use super::container::{self, Checks, RunCtx};
+use super::count::Observed;
 use super::strategy::Tally;
 use super::{panic_message, Cancel};
-use crate::sys::{self, SysError};
+use crate::sys;
 
 /// What one worker did.
 #[derive(Default)]
@@ -16,8 +18,10 @@ pub(super) struct WorkerOut {
     pub(super) checks: Checks,
     pub(super) latencies: Vec<(u32, Duration)>,
     pub(super) peak: u64,
-    pub(super) errors: Vec<(u32, SysError)>,
+    /// What stopped a container, by container index (`u32::MAX`: the worker itself).
+    pub(super) errors: Vec<(u32, Cause)>,
     pub(super) busy: Duration,
+    pub(super) observed: Observed,
 }
 
 impl WorkerOut {
@@ -28,11 +32,18 @@ impl WorkerOut {
         self.peak = self.peak.max(o.peak);
         self.errors.extend(o.errors.iter().cloned());
         self.busy += o.busy;
+        self.observed.merge(&o.observed);
     }
 }
 
 /// Run the workers; meanwhile this thread makes userns helpers ahead of them.
-pub(super) fn run_workers(ctx: &RunCtx<'_>, made: u32, cancel: &Cancel) -> Vec<WorkerOut> {
+/// `tick` runs on this thread at every wake-up of the helper maker.
+pub(super) fn run_workers(
+    ctx: &RunCtx<'_>,
+    made: u32,
+    cancel: &Cancel,
+    tick: &mut dyn FnMut(),
+) -> Vec<WorkerOut> {
     let next = AtomicU32::new(0);
     let abort = AtomicBool::new(false);
     let running = AtomicU32::new(ctx.scenario.concurrency);
@@ -57,7 +68,7 @@ pub(super) fn run_workers(ctx: &RunCtx<'_>, made: u32, cancel: &Cancel) -> Vec<W
             })
             .collect();
         ctx.helpers
-            .make_ahead(made, &next, &running, &|| cancel.is_cancelled());
+            .make_ahead(made, &next, &running, &|| cancel.is_cancelled(), tick);
         handles
             .into_iter()
             .map(|h| {
@@ -66,7 +77,7 @@ pub(super) fn run_workers(ctx: &RunCtx<'_>, made: u32, cancel: &Cancel) -> Vec<W
                     let mut out = WorkerOut::default();
                     out.errors.push((
                         u32::MAX,
-                        SysError::plain("worker thread panicked", 0).context(panic_message(&*p)),
+                        Cause::Agent(AgentError::Panic(panic_message(&*p))),
                     ));
                     out
                 })
@@ -91,7 +102,7 @@ impl Worker<'_> {
         // Own working directory: relative mount paths are per worker.
         if let Err(e) = sys::ns::unshare_fs() {
             self.abort.store(true, Ordering::SeqCst);
-            out.errors.push((u32::MAX, e));
+            out.errors.push((u32::MAX, Cause::agent(e)));
             return out;
         }
         loop {
@@ -105,7 +116,13 @@ impl Worker<'_> {
             // The maker keeps helpers ready a few containers past the last one claimed.
             self.maker.unpark();
             let t = Instant::now();
-            let r = container::run(self.ctx, idx, &mut out.tally, &mut out.checks);
+            let r = container::run(
+                self.ctx,
+                idx,
+                &mut out.tally,
+                &mut out.checks,
+                &mut out.observed,
+            );
             out.busy += t.elapsed();
             match r {
                 Ok(started) => {

@@ -2,6 +2,8 @@
 //! directories, and a handle on a thread's mount namespace (for fanotify marks and for readers
 //! that look at another thread's mount table). User namespaces for containers are [`super::userns`].
 
+use std::os::fd::OwnedFd;
+
 use rustix::thread::UnshareFlags;
 
 use super::{SysError, SysResult};
@@ -23,4 +25,21 @@ pub fn unshare_fs() -> SysResult<()> {
     // SAFETY: CLONE_FS does not touch the file descriptor table.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS) }
         .map_err(|e| SysError::new(|| "unshare(CLONE_FS)".into(), e))
+}
+
+/// `open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC)`: the calling thread's mount
+/// namespace, for `fanotify_mark(FAN_MARK_MNTNS)`.
+pub fn open_mount_ns() -> SysResult<OwnedFd> {
+    rustix::fs::open(
+        "/proc/thread-self/ns/mnt",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| SysError::new(|| "open(\"/proc/thread-self/ns/mnt\", O_RDONLY)".into(), e))
+}
+
+/// The kernel's id of the calling thread (for `/proc/self/task/<tid>/…`: another thread may
+/// read this one's mount table there).
+pub fn thread_id() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
 }
