@@ -315,8 +315,10 @@ mod tests {
 
     #[test]
     fn layers_are_written_with_owners_whiteout_and_opaque_dir() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIPPED (needs root: chown to per-layer ids and mknod of a whiteout)");
+        if !crate::testing::require_root(
+            "layers_are_written_with_owners_whiteout_and_opaque_dir",
+            "chown to per-layer ids and mknod of a whiteout",
+        ) {
             return;
         }
         let tmp = std::env::temp_dir().join(format!("mmx-layers-test-{}", std::process::id()));

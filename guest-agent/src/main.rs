@@ -19,6 +19,8 @@ mod plan;
 mod probes;
 mod report;
 mod sys;
+#[cfg(test)]
+mod testing;
 mod topology;
 mod trash;
 mod window;

@@ -131,8 +131,8 @@ fn all_strategies_pass_on_the_scratch_filesystem() {
 /// Run the agent inside `unshare -m` after mounting `fstype` on the scratch dir, so the test
 /// filesystem never appears in the host table.
 fn mounts_on(fstype: &str, strategy: Strategy, scratch: &Path) -> Option<CellResult> {
-    if Command::new("unshare").arg("--version").output().is_err() {
-        eprintln!("*** SKIPPED part: no util-linux unshare ***");
+    let unshare = Command::new("unshare").arg("--version").output().is_ok();
+    if !common::require(unshare, "mounts_on", "no util-linux unshare") {
         return None;
     }
     let dir = scratch.to_str().expect("utf-8");

@@ -9,15 +9,28 @@ use std::time::{Duration, Instant};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_mmx-agent");
 
-/// True as root; otherwise says loudly that `test` is skipped and why.
-pub fn is_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
+/// Whether `test` can run: true when `cond` holds. Otherwise the test must not pass untested:
+/// with `CI=true` it fails with the reason; elsewhere it says loudly that it is skipped and why,
+/// and the caller returns.
+pub fn require(cond: bool, test: &str, reason: &str) -> bool {
+    if cond {
         return true;
     }
-    eprintln!(
-        "\n*** {test}: SKIPPED (needs root: mount and user namespaces, idmapped mounts, chown) ***\n"
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {reason} (CI=true: a test whose precondition is missing fails)"
     );
+    eprintln!("\n*** {test}: SKIPPED ({reason}) ***\n");
     false
+}
+
+/// True as root; otherwise [`require`]'s verdict.
+pub fn is_root(test: &str) -> bool {
+    require(
+        rustix::process::geteuid().is_root(),
+        test,
+        "needs root: mount and user namespaces, idmapped mounts, chown",
+    )
 }
 
 /// How long a stopped agent's detached reaper may work before it counts as hung.

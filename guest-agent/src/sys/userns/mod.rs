@@ -408,8 +408,10 @@ mod tests {
 
     #[test]
     fn helper_runs_batches_in_the_directories_each_command_names() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIPPED (needs root: a user namespace with an id map)");
+        if !crate::testing::require_root(
+            "helper_runs_batches_in_the_directories_each_command_names",
+            "a user namespace with an id map",
+        ) {
             return;
         }
         let tmp = std::env::temp_dir().join(format!("mmx-ns-test-{}", std::process::id()));
