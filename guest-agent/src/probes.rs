@@ -292,7 +292,7 @@ fn statmount() -> SysResult<Option<String>> {
     let first = ids
         .first()
         .copied()
-        .ok_or_else(|| SysError::plain("listmount(LSMT_ROOT): no mounts", libc::ENOENT))?;
+        .ok_or_else(|| SysError::plain("listmount(LSMT_ROOT): no mounts", 0))?;
     let point = table::statmount_mnt_point(first)?;
     Ok(Some(format!(
         "mount {first} at {}",

@@ -27,7 +27,8 @@ pub mod userns;
 pub struct SysError {
     /// The call, e.g. `mount_setattr(AT_EMPTY_PATH, MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY)`.
     pub call: String,
-    /// Raw errno; 0 where no syscall failed (a wrong answer, a helper that went away).
+    /// Raw errno; 0 where no syscall failed (a wrong answer, a helper that went away): the agent
+    /// never makes one up.
     pub errno: i32,
     /// Variable inputs, e.g. `path "/var/tmp/x/mmx-mounts-812-0/snapshots/3/fs"`; may be empty.
     pub context: String,

@@ -114,11 +114,8 @@ pub fn statmount_mnt_point(id: u64) -> SysResult<Vec<u8>> {
         }
         let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
         return parse_mnt_point(&bytes).ok_or_else(|| {
-            SysError::plain(
-                "statmount(STATMOUNT_MNT_POINT): no mnt_point in reply",
-                libc::EINVAL,
-            )
-            .context(format!("mnt_id {id}"))
+            SysError::plain("statmount(STATMOUNT_MNT_POINT): no mnt_point in reply", 0)
+                .context(format!("mnt_id {id}"))
         });
     }
 }

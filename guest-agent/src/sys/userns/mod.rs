@@ -119,7 +119,7 @@ impl UserNs {
         if let Some(b) = batches.iter().find(|b| b.len() > MAX_BATCH) {
             return Err(SysError::plain(
                 format!("userns helper batch (at most {MAX_BATCH} ops)"),
-                libc::E2BIG,
+                0,
             )
             .context(format!("{} ops", b.len())));
         }
@@ -283,10 +283,7 @@ impl UserNs {
     /// The results of the batch sent last, one per op, in order.
     pub fn finish_batch(&self) -> SysResult<Vec<OpResult>> {
         let Some(n) = self.in_flight.take() else {
-            return Err(SysError::plain(
-                "userns helper: no batch in flight",
-                libc::EINVAL,
-            ));
+            return Err(SysError::plain("userns helper: no batch in flight", 0));
         };
         if self.status_pending.get() {
             let mut status = [0u8; 4];
@@ -312,7 +309,7 @@ impl UserNs {
         let Some(cmd_w) = &self.helper.cmd_w else {
             return Err(SysError::plain(
                 "write(userns helper command pipe): closed",
-                libc::EPIPE,
+                0,
             ));
         };
         rustix::io::write(cmd_w, bytes)
@@ -334,8 +331,8 @@ impl UserNs {
             let rc = unsafe { libc::poll(&mut pfd, 1, HELPER_TIMEOUT_MS) };
             if rc == 0 {
                 return Err(SysError::plain(
-                    format!("poll(userns helper result pipe, {HELPER_TIMEOUT_MS} ms)"),
-                    libc::ETIMEDOUT,
+                    format!("poll(userns helper result pipe): no answer in {HELPER_TIMEOUT_MS} ms"),
+                    0,
                 ));
             }
             if rc < 0 {
@@ -352,7 +349,7 @@ impl UserNs {
                 Ok(0) => {
                     return Err(SysError::plain(
                         "read(userns helper result pipe): helper exited",
-                        libc::EPIPE,
+                        0,
                     ))
                 }
                 Ok(n) => got += n,
