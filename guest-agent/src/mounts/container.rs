@@ -11,10 +11,10 @@
 //! calls 12–85 % slower, so none of that is done. The price: C·(L+4) directories to lay out
 //! (stoppable between containers) and to remove, ~80 µs each on a slow disk.
 //!
-//! The checks inside the user namespace run on the helper's CPU while the worker goes on: the
-//! batch is sent at the start path's peak (overlay mounted, per-layer binds still attached) and
-//! its answer collected after the start path, so the helper's path walks overlap the worker's
-//! umounts instead of adding to the container's time.
+//! The checks inside the user namespace run once a pass's start path is over (the overlay stays
+//! mounted until its teardown): run beside the measured calls, as they once did to save wall
+//! time, the helper's path walks shared the CPUs and the mount locks with them and made the
+//! agent's start latency part ours.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -358,7 +358,6 @@ pub fn run(
     let mut peak_seen = 0u64;
     for k in 0..s.passes as usize {
         let rootfs = is_rootfs_pass(k as u32, s.passes);
-        let mut sent = Ok(());
         let mut at_peak_n = None;
         let mut merged = Ok(None);
         latency += {
@@ -384,15 +383,16 @@ pub fn run(
                 if events {
                     merged = api::mount_id_unique(api::cwd(), MERGED_DIR, false);
                 }
-                // The checks inside the userns start now, on the helper's CPU, and overlap
-                // the rest of the start path (the per-layer umounts).
-                if let Some(cpus) = &ctx.spare_cpus {
-                    userns.keep_off_cpu(cpus);
-                }
-                sent = userns.start_batch(k, dirs);
             };
             strategy::start(ctx.plan, paths, userns.fd(), rootfs, tally, &mut at_peak)?
         };
+        // The checks inside the userns run once the start path is over (the overlay stays
+        // mounted until the teardown): run beside it, their path walks would share the CPUs and
+        // the mount locks with the calls being measured.
+        if let Some(cpus) = &ctx.spare_cpus {
+            userns.keep_off_cpu(cpus);
+        }
+        let sent = userns.start_batch(k, dirs);
         let after_start = if events { None } else { Some(below()?) };
         let verified = sent.and_then(|()| {
             let results = userns.finish_batch()?;

@@ -121,14 +121,15 @@ impl Helpers {
     /// While the workers run (on the run thread): keep `ahead` helpers ready past the last
     /// container claimed (`next`), until no worker runs (`running`) or `stop()`. Workers unpark
     /// this thread when they claim a container or end.
-    /// `tick` runs on every wake-up (the run's mount-event counter drains its queue there).
+    /// `tick` runs on every wake-up, and at least every `period` (the run's mount-event counter
+    /// drains its queue there).
     pub fn make_ahead(
         &self,
         mut from: u32,
         next: &AtomicU32,
         running: &AtomicU32,
         stop: &dyn Fn() -> bool,
-        tick: &mut dyn FnMut(),
+        (tick, period): (&mut dyn FnMut(), Duration),
     ) {
         while running.load(Ordering::Acquire) > 0 && !stop() {
             tick();
@@ -137,7 +138,7 @@ impl Helpers {
                 break;
             }
             self.make_window(claimed, &mut from);
-            std::thread::park_timeout(Duration::from_millis(20));
+            std::thread::park_timeout(period);
         }
     }
 }

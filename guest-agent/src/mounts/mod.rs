@@ -474,7 +474,8 @@ fn execute(
 
     let wall_start = Instant::now();
     window.open();
-    let outs = run_workers(&ctx, made, cancel, &mut || counter.drain());
+    let period = counter.drain_period(spare_cpus.is_some());
+    let outs = run_workers(&ctx, made, cancel, (&mut || counter.drain(), period));
     let wall = wall_start.elapsed();
     drop(window);
     // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.

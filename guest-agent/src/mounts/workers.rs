@@ -37,12 +37,12 @@ impl WorkerOut {
 }
 
 /// Run the workers; meanwhile this thread makes userns helpers ahead of them.
-/// `tick` runs on this thread at every wake-up of the helper maker.
+/// `tick` runs on this thread at every wake-up of the helper maker, at least every `period`.
 pub(super) fn run_workers(
     ctx: &RunCtx<'_>,
     made: u32,
     cancel: &Cancel,
-    tick: &mut dyn FnMut(),
+    tick: (&mut dyn FnMut(), Duration),
 ) -> Vec<WorkerOut> {
     let next = AtomicU32::new(0);
     let abort = AtomicBool::new(false);

@@ -10,8 +10,8 @@ use super::{Batches, ChildOp, OpResult, MAX_BATCH, MAX_DIRS, RESULT_BYTES};
 use crate::sys::{SysError, SysResult};
 
 /// The helper: its pid, stack, arguments and the batches it reads. Dropping it hands all of it
-/// to a reaper thread, which kills and reaps the helper and only then frees the memory it ran
-/// on: reaping synchronously cost ~0.5 ms per container on the worker's path (the exiting
+/// to a reaper thread, which kills and reaps the helper and only then gives back the memory it
+/// ran on (its stack to the pool, see [`alloc_stack`]): reaping synchronously cost ~0.5 ms per container on the worker's path (the exiting
 /// helper must be scheduled first), which is agent overhead, not mount time.
 pub(super) struct Helper {
     pub(super) pid: libc::pid_t,
@@ -34,6 +34,46 @@ pub(super) struct Helper {
 unsafe impl Send for Helper {}
 
 pub(super) const HELPER_STACK: usize = 256 * 1024;
+
+/// Stacks of reaped helpers, kept for the next ones (addresses: raw pointers are not `Send`).
+/// Unmapping a stack shoots down the TLB of every CPU the agent's threads run on, the worker
+/// starting containers included, in the middle of its measured calls; a stack reused costs
+/// nothing. The pool holds as many stacks as helpers were ever alive at once.
+static STACKS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// A helper stack: one from the pool, or a new private anonymous mapping.
+pub(super) fn alloc_stack() -> SysResult<*mut libc::c_void> {
+    if let Some(addr) = STACKS.lock().ok().and_then(|mut s| s.pop()) {
+        return Ok(addr as *mut libc::c_void);
+    }
+    // SAFETY: a private anonymous mapping for the helper's stack.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            HELPER_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        let e = std::io::Error::last_os_error();
+        return Err(SysError::from_io(|| "mmap(helper stack)".into(), &e));
+    }
+    Ok(stack)
+}
+
+/// Give a stack back once the helper that ran on it has been reaped.
+pub(super) fn release_stack(stack: *mut libc::c_void) {
+    match STACKS.lock() {
+        Ok(mut s) => s.push(stack as usize),
+        // SAFETY: our own mapping, unused since its helper was reaped.
+        Err(_) => unsafe {
+            libc::munmap(stack, HELPER_STACK);
+        },
+    }
+}
 
 /// What the helper reads; lives on our heap until the helper is reaped.
 pub(super) struct HelperArgs {
@@ -60,7 +100,7 @@ impl Helper {
             }
             self.helper_fds.clear();
             if !self.stack.is_null() {
-                libc::munmap(self.stack, HELPER_STACK);
+                release_stack(self.stack);
                 self.stack = std::ptr::null_mut();
             }
             if !self.args.is_null() {

@@ -28,7 +28,7 @@ use super::{SysError, SysResult};
 
 mod helper;
 
-use helper::{helper_main, pipe, Helper, HelperArgs, CMD_BYTES, HELPER_STACK};
+use helper::{alloc_stack, helper_main, pipe, Helper, HelperArgs, CMD_BYTES, HELPER_STACK};
 pub use helper::{reap_pending, set_reap_inline};
 
 /// Directory fds one batch command carries; [`ChildOp`]s name theirs by index.
@@ -127,21 +127,7 @@ impl UserNs {
         let (res_r, res_w) = pipe()?;
         let parent = rustix::process::getpid().as_raw_nonzero().get();
         let batch_lens: Vec<usize> = batches.iter().map(Vec::len).collect();
-        // SAFETY: a private anonymous mapping for the helper's stack.
-        let stack = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                HELPER_STACK,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if stack == libc::MAP_FAILED {
-            let e = std::io::Error::last_os_error();
-            return Err(SysError::from_io(|| "mmap(helper stack)".into(), &e));
-        }
+        let stack = alloc_stack()?;
         let args = Box::into_raw(Box::new(HelperArgs {
             parent,
             cmd: cmd_r.as_raw_fd(),
