@@ -474,7 +474,7 @@ fn execute(
 
     let wall_start = Instant::now();
     window.open();
-    let period = counter.drain_period(spare_cpus.is_some());
+    let period = counter.drain_period();
     let outs = run_workers(&ctx, made, cancel, (&mut || counter.drain(), period));
     let wall = wall_start.elapsed();
     drop(window);
