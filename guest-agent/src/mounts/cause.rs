@@ -27,7 +27,7 @@ pub enum AgentError {
     Bug(String),
     /// A worker thread panicked.
     Panic(String),
-    /// The test hook `MMX_AGENT_TEST_HOOK=agent-error` (see [`super::TestHook`]).
+    /// The test hook `MMX_AGENT_TEST_HOOK=agent-error` (see [`super::TestHooks`]).
     Injected,
 }
 

@@ -34,7 +34,7 @@ use super::count::Observed;
 use super::helpers::Helpers;
 use super::strategy::{self, Plan, Tally};
 use super::table::Observer;
-use super::TestHook;
+use super::TestHooks;
 use crate::layers::{layer_gid, layer_uid};
 use crate::sys::userns::{Batches, ChildOp, CpuSet, OpResult, MAX_DIRS};
 use crate::sys::{mount_api as api, SysError};
@@ -58,9 +58,18 @@ fn mkdir(path: &Path) -> io::Result<()> {
 }
 
 /// Make container `idx`'s directories.
-pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Result<()> {
+pub fn prepare_dirs(
+    containers: &Path,
+    idx: u32,
+    s: &MountsScenario,
+    extra_bind: bool,
+) -> io::Result<()> {
     let dir = containers.join(idx.to_string());
     mkdir(&dir)?;
+    if extra_bind {
+        // The test hook's extra bind mount lands here.
+        mkdir(&dir.join(strategy::EXTRA_TARGET))?;
+    }
     let upper = dir.join("u");
     mkdir(&upper)?;
     // containerd's remapping snapshotter hands the upper dir to the container's root, so the
@@ -299,8 +308,8 @@ pub struct RunCtx<'a> {
     pub observer: &'a Observer,
     /// Where the run's mount counts come from (what the workers must look at themselves).
     pub source: CountSource,
-    /// The test hook, if one is set.
-    pub hook: Option<TestHook>,
+    /// The test hooks (none outside tests).
+    pub hook: TestHooks,
 }
 
 /// What one container start produced.
@@ -335,7 +344,7 @@ pub fn run(
     checks: &mut Checks,
     observed: &mut Observed,
 ) -> Result<Started, Cause> {
-    if ctx.hook == Some(TestHook::AgentError) && idx == 0 {
+    if ctx.hook.agent_error && idx == 0 {
         return Err(Cause::Agent(AgentError::Injected));
     }
     let s = ctx.scenario;

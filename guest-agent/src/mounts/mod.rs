@@ -46,52 +46,52 @@ use helpers::Helpers;
 use report::{agent_evidence, stop_evidence, Report};
 use workers::{run_workers, WorkerOut};
 
-/// A test hook, set through the environment variable [`TestHook::ENV`]: it makes a run misbehave
-/// on purpose, so tests can show that the agent's verdicts catch it. Never set outside tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestHook {
-    /// Container 0 fails with an internal error of the agent (carrying EINVAL, which once passed
-    /// for the kernel's "unsupported"): the cell must `fail`.
-    AgentError,
-    /// Every pass makes one bind mount (and its umount) more than the strategy's sequence: the
+/// Test hooks, set through the environment variable [`TestHooks::ENV`] (comma-separated): they
+/// make a run misbehave on purpose, so tests can show that the agent's verdicts catch it. Never
+/// set outside tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestHooks {
+    /// `agent-error`: container 0 fails with an internal error of the agent (carrying EINVAL,
+    /// which once passed for the kernel's "unsupported"): the cell must `fail`.
+    pub agent_error: bool,
+    /// `extra-bind`: every pass makes one bind mount more than the strategy's sequence: the
     /// kernel's count must catch it.
-    ExtraBind,
-    /// Count as a kernel without fanotify mount events would (unique mount ids).
-    NoFanotify,
-    /// Count as a kernel without unique mount ids would (the mount table, read as mountinfo).
-    NoUniqueIds,
+    pub extra_bind: bool,
+    /// `no-fanotify` / `no-unique-ids`: count as a kernel without fanotify mount events (unique
+    /// mount ids) or without unique mount ids either (the mount table) would.
+    pub best_source: Option<CountSource>,
 }
 
-impl TestHook {
-    /// The best count source the hook leaves the kernel.
-    fn best_source(hook: Option<TestHook>) -> CountSource {
-        match hook {
-            Some(TestHook::NoFanotify) => CountSource::UniqueMountIds,
-            Some(TestHook::NoUniqueIds) => CountSource::MountTableDiff,
-            _ => CountSource::FanotifyMountEvents,
-        }
-    }
-}
-
-impl TestHook {
+impl TestHooks {
     pub const ENV: &'static str = "MMX_AGENT_TEST_HOOK";
 
-    /// The hook the environment asks for; an unknown value is an error naming the known ones.
-    fn from_env() -> Result<Option<TestHook>, String> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(None),
-            Ok(v) => match v.as_str() {
-                "" => Ok(None),
-                "agent-error" => Ok(Some(TestHook::AgentError)),
-                "extra-bind" => Ok(Some(TestHook::ExtraBind)),
-                "no-fanotify" => Ok(Some(TestHook::NoFanotify)),
-                "no-unique-ids" => Ok(Some(TestHook::NoUniqueIds)),
-                other => Err(format!(
-                    "{}={other}: unknown (agent-error, extra-bind, no-fanotify or no-unique-ids)",
-                    Self::ENV
-                )),
-            },
+    /// The hooks the environment asks for; an unknown one is an error naming the known ones.
+    fn from_env() -> Result<TestHooks, String> {
+        let mut hooks = TestHooks::default();
+        let Ok(v) = std::env::var(Self::ENV) else {
+            return Ok(hooks);
+        };
+        for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            match h {
+                "agent-error" => hooks.agent_error = true,
+                "extra-bind" => hooks.extra_bind = true,
+                "no-fanotify" => hooks.best_source = Some(CountSource::UniqueMountIds),
+                "no-unique-ids" => hooks.best_source = Some(CountSource::MountTableDiff),
+                other => {
+                    return Err(format!(
+                        "{}={v}: unknown hook `{other}` (agent-error, extra-bind, no-fanotify, \
+                         no-unique-ids)",
+                        Self::ENV
+                    ))
+                }
+            }
         }
+        Ok(hooks)
+    }
+
+    /// The best count source the hooks leave the kernel.
+    fn best_source(&self) -> CountSource {
+        self.best_source.unwrap_or(CountSource::FanotifyMountEvents)
     }
 }
 
@@ -194,7 +194,7 @@ pub fn run_with(
             Some(Evidence::new("invalid mounts scenario").with_detail(msg)),
         );
     }
-    let hook = match TestHook::from_env() {
+    let hook = match TestHooks::from_env() {
         Ok(h) => h,
         Err(msg) => {
             return result(
@@ -304,7 +304,7 @@ fn execute(
     cell_id: &str,
     cancel: &Cancel,
     opts: &Options,
-    hook: Option<TestHook>,
+    hook: TestHooks,
 ) -> CellResult {
     let prep_start = Instant::now();
     let window = WindowGuard(opts.beside.clone());
@@ -373,7 +373,7 @@ fn execute(
                     "stop requested",
                 ));
             }
-            container::prepare_dirs(&containers, idx, s)
+            container::prepare_dirs(&containers, idx, s, hook.extra_bind)
         })
     });
     if cancel.is_cancelled() {
@@ -445,8 +445,8 @@ fn execute(
         _ => None,
     };
     let mut plan = strategy::Plan::new(s.strategy, layer_paths, common);
-    plan.extra_bind = hook == Some(TestHook::ExtraBind);
-    let best = TestHook::best_source(hook);
+    plan.extra_bind = hook.extra_bind;
+    let best = hook.best_source();
     let observer = table::Observer::new(s.concurrency == 1, best == CountSource::MountTableDiff);
     let (batches, specs) = container::pass_specs(s, layers.has_overrides(), layers.opaque);
     // With more CPUs than workers, each helper runs beside its worker, kept off the worker's

@@ -78,8 +78,9 @@ pub struct Plan {
     pub common: Option<CString>,
     /// Upper and work dirs and overlay options, the same for every container.
     paths: Paths,
-    /// Test hook `extra-bind`: one bind mount (and its umount) more than the strategy's
-    /// sequence, at the start of every pass, which only the kernel's count can see.
+    /// Test hook `extra-bind`: one bind mount more than the strategy's sequence in every pass,
+    /// attached before it and detached after it (so it is attached at the peak, where every
+    /// count source looks), which the kernel's count must catch.
     pub extra_bind: bool,
 }
 
@@ -144,6 +145,9 @@ impl Plan {
 }
 
 const MERGED: &CStr = c"m";
+/// Where the test hook `extra-bind` mounts (see [`Plan::extra_bind`]).
+pub const EXTRA_TARGET: &str = "x";
+const EXTRA: &CStr = c"x";
 const PARENT_TARGET: &CStr = c"p";
 
 /// Build one pass's overlay at `m`. `rootfs` selects pass B (upper/work) over pass A (read-only
@@ -163,8 +167,7 @@ pub fn start(
             .layers
             .first()
             .ok_or_else(|| Cause::bug("a plan without layers"))?;
-        tally.timed(|| legacy::mount_bind(layer.as_c_str(), MERGED))?;
-        tally.umount_retry(MERGED)?;
+        tally.timed(|| legacy::mount_bind(layer.as_c_str(), EXTRA))?;
     }
     let mut paused = Duration::ZERO;
     let mut peak = || {
@@ -172,10 +175,16 @@ pub fn start(
         at_peak();
         paused += p.elapsed();
     };
-    match plan.strategy {
-        Strategy::PerLayer => per_layer(plan, paths, userns, rootfs, tally, &mut peak)?,
-        Strategy::CommonParent => common_parent(plan, paths, userns, rootfs, tally, &mut peak)?,
-        Strategy::FsconfigFd => fsconfig_fd(plan, paths, userns, rootfs, tally, &mut peak)?,
+    let r = match plan.strategy {
+        Strategy::PerLayer => per_layer(plan, paths, userns, rootfs, tally, &mut peak),
+        Strategy::CommonParent => common_parent(plan, paths, userns, rootfs, tally, &mut peak),
+        Strategy::FsconfigFd => fsconfig_fd(plan, paths, userns, rootfs, tally, &mut peak),
+    };
+    if plan.extra_bind {
+        let undone = tally.umount_retry(EXTRA);
+        r.and(undone)?;
+    } else {
+        r?;
     }
     Ok(t0.elapsed().saturating_sub(paused))
 }
