@@ -315,8 +315,10 @@ mod tests {
 
     #[test]
     fn layers_are_written_with_owners_whiteout_and_opaque_dir() {
-        let root = rustix::process::geteuid().is_root();
-        if !crate::test_support::require(root, "root: chown to layer ids, mknod of a whiteout") {
+        if !crate::testing::require_root(
+            "layers_are_written_with_owners_whiteout_and_opaque_dir",
+            "chown to per-layer ids and mknod of a whiteout",
+        ) {
             return;
         }
         let tmp = std::env::temp_dir().join(format!("mmx-layers-test-{}", std::process::id()));

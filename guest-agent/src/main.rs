@@ -21,9 +21,10 @@ mod probes;
 mod report;
 mod sys;
 #[cfg(test)]
-mod test_support;
+mod testing;
 mod topology;
 mod trash;
+mod window;
 
 #[derive(Parser)]
 #[command(name = "mmx-agent", version, about)]
@@ -58,7 +59,7 @@ enum Command {
         json: bool,
     },
     /// The lock benchmark.
-    Lockbench(lockbench::Args),
+    Lockbench(Box<lockbench::Args>),
     /// Remove a stopped run's trash directories (the agent starts this itself, detached).
     #[command(hide = true)]
     ReapTrash { dirs: Vec<PathBuf> },
@@ -209,7 +210,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // A stop ends the sweep between points, restoring SMT and removing its files.
             sys::signal::install()
                 .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
-            let r = lockbench::cli(args);
+            let r = lockbench::cli(*args);
             if sys::signal::stop_requested() {
                 return Err(Failure::Stopped);
             }

@@ -1,4 +1,4 @@
-//! Running a plan: the result stream of DESIGN.md — `Hello`, `Topology`, `Capabilities` (when
+//! Running a plan: the result stream of ARCHITECTURE.md — `Hello`, `Topology`, `Capabilities` (when
 //! asked), one `CellResult` per item, `Done` — one line each, flushed as written, so whatever
 //! finished before a crash stays readable.
 //!
@@ -29,7 +29,6 @@ use crate::mounts::{self, Cancel};
 use crate::sys;
 
 /// Run `plan`, writing result lines to `out`. The PID 1 path (init.rs) calls this.
-#[allow(dead_code)]
 pub fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
     execute_reporting(plan, out).map(|_| ())
 }

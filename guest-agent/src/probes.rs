@@ -1,4 +1,4 @@
-//! Kernel feature probes (DESIGN.md): each one tries the feature for real, in a private mount
+//! Kernel feature probes (ARCHITECTURE.md): each one tries the feature for real, in a private mount
 //! namespace, on the scratch directory's own filesystem, and keeps the failing step and errno as
 //! evidence. Where a feature's point is ids (idmapped mounts, overlay over them, fd layers) the
 //! verdict comes from the ids seen through the mount, not from a syscall returning 0. Versions
@@ -15,7 +15,7 @@ use rustix::fs::AtFlags;
 
 use crate::layers::{self, layer_gid, layer_uid, Layers};
 use crate::mounts::ScratchGuard;
-use crate::sys::ns::UserNs;
+use crate::sys::userns::UserNs;
 use crate::sys::{fanotify, legacy, mount_api as api, table, SysError, SysResult};
 
 /// Host id that the probes' user namespace maps id 0 to.
@@ -156,12 +156,13 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
         } else {
             no(Feature::FsconfigSetFdLayer, needs(&idmap))
         },
+        from_sys(Feature::FsconfigSetFdUpperWork, set_fd_upper_work(), &fs),
         from_sys(Feature::FanotifyMountEvents, fanotify_events(&setup), &fs),
     ];
     let _ = rustix::process::chdir("/");
     drop(setup);
     // The helper must not outlive the probes.
-    crate::sys::ns::reap_pending(std::time::Duration::from_secs(5));
+    crate::sys::userns::reap_pending(std::time::Duration::from_secs(5));
     drop(guard);
     results
 }
@@ -291,7 +292,7 @@ fn statmount() -> SysResult<Option<String>> {
     let first = ids
         .first()
         .copied()
-        .ok_or_else(|| SysError::plain("listmount(LSMT_ROOT): no mounts", libc::ENOENT))?;
+        .ok_or_else(|| SysError::plain("listmount(LSMT_ROOT): no mounts", 0))?;
     let point = table::statmount_mnt_point(first)?;
     Ok(Some(format!(
         "mount {first} at {}",
@@ -303,8 +304,9 @@ fn set_fd_layers(s: &Setup) -> SysResult<Option<String>> {
     let lower1 = idmapped(s, 0)?;
     let lower2 = idmapped(s, 1)?;
     let fs = api::fsopen("overlay")?;
-    api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", lower2.as_fd())?;
-    api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", lower1.as_fd())?;
+    let layer = api::FdKind::DetachedIdmappedLayer;
+    api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", lower2.as_fd(), layer)?;
+    api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", lower1.as_fd(), layer)?;
     api::fsconfig_create(fs.as_fd())?;
     drop((lower1, lower2));
     let m = api::fsmount(fs.as_fd(), true)?;
@@ -329,35 +331,73 @@ fn expect_mapped_layers(merged: BorrowedFd<'_>, step: &str) -> SysResult<Option<
     Ok(Some("merged view shows the mapped ids".to_owned()))
 }
 
-fn fanotify_events(s: &Setup) -> SysResult<Option<String>> {
-    let fan = fanotify::init_mount_events()?;
-    let ns = rustix::fs::open(
-        "/proc/thread-self/ns/mnt",
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
+/// Upper and work dirs handed to overlay as `O_PATH` fds (`open_tree` without a clone), the
+/// layers by path: a write through the mount must land in the upper dir.
+fn set_fd_upper_work() -> SysResult<Option<String>> {
+    let upper = api::open_tree_path(api::cwd(), c"u")?;
+    let work = api::open_tree_path(api::cwd(), c"w")?;
+    let fs = api::fsopen("overlay")?;
+    api::fsconfig_set_string(fs.as_fd(), "lowerdir+", c"snapshots/2/fs")?;
+    api::fsconfig_set_string(fs.as_fd(), "lowerdir+", c"snapshots/1/fs")?;
+    api::fsconfig_set_fd(fs.as_fd(), "upperdir", upper.as_fd(), api::FdKind::OPath)?;
+    api::fsconfig_set_fd(fs.as_fd(), "workdir", work.as_fd(), api::FdKind::OPath)?;
+    api::fsconfig_create(fs.as_fd())?;
+    let m = api::fsmount(fs.as_fd(), false)?;
+    let name = c"written-through-fd-upper";
+    rustix::fs::openat(
+        m.as_fd(),
+        name,
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o644),
     )
-    .map_err(|e| SysError::new(|| "open(\"/proc/thread-self/ns/mnt\")".into(), e))?;
+    .map_err(|e| SysError::new(|| "openat(merged view, O_CREAT)".into(), e))?;
+    rustix::fs::statat(upper.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+        SysError::new(
+            || "fstatat(upper dir) of a file written through the mount".into(),
+            e,
+        )
+    })?;
+    Ok(Some(
+        "a write through the mount landed in the upper dir".to_owned(),
+    ))
+}
+
+/// One bind attached and detached in the probe's namespace: fanotify must report both, each
+/// with the mount's unique id.
+fn fanotify_events(s: &Setup) -> SysResult<Option<String>> {
+    let fan = fanotify::init_mount_events(false)?;
+    let ns = crate::sys::ns::open_mount_ns()?;
     fanotify::mark_mount_ns(fan.as_fd(), ns.as_fd())?;
     let fd = api::open_tree_clone(api::cwd(), layer(s, 0).as_c_str(), false)?;
     api::move_mount_attach(fd.as_fd(), api::cwd(), c"t0")?;
     drop(fd);
+    let id = api::mount_id_unique(api::cwd(), c"t0", false);
     let r = legacy::umount(c"t0");
     detach(&[c"t0"]);
     r?;
-    let masks = fanotify::read_event_masks(fan.as_fd())?;
-    let attach = masks
+    let id = id?;
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    fanotify::read_mount_events(fan.as_fd(), &mut buf, &mut events)?;
+    let attached = events
         .iter()
-        .filter(|m| *m & fanotify::FAN_MNT_ATTACH != 0)
+        .filter(|e| matches!(e, fanotify::MountEvent::Attach(m) if Some(*m) == id || id.is_none()))
         .count();
-    let det = masks
+    let detached = events
         .iter()
-        .filter(|m| *m & fanotify::FAN_MNT_DETACH != 0)
+        .filter(|e| matches!(e, fanotify::MountEvent::Detach(m) if Some(*m) == id || id.is_none()))
         .count();
-    if attach == 0 || det == 0 {
+    if attached != 1 || detached != 1 {
         return Err(
-            SysError::plain("fanotify mount events after one attach and one detach", 0)
-                .context(format!("read {attach} attach and {det} detach events")),
+            SysError::plain("fanotify mount events after one attach and one detach", 0).context(
+                format!(
+            "read {attached} attach and {detached} detach events of the mount (of {} events)",
+            events.len()
+        ),
+            ),
         );
     }
-    Ok(Some(format!("{attach} attach, {det} detach events")))
+    Ok(Some(
+        "one attach and one detach event, with the mount's id".into(),
+    ))
 }

@@ -1,5 +1,5 @@
 //! The CPU topology as this machine shows it: model, online CPUs, sockets, cores, SMT siblings,
-//! SMT control state and NUMA nodes. Every perf number carries it (DESIGN.md, "provenance"), and
+//! SMT control state and NUMA nodes. Every perf number carries it (ARCHITECTURE.md, "provenance"), and
 //! the lock benchmark pins threads from it.
 //!
 //! The parsers are pure functions over the text of the kernel's files; [`observe_at`] reads them

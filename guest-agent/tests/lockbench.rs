@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use protocol::lockbench::{LockPoint, LockbenchResult};
 use protocol::{CellDetail, CellResult, Outcome};
 
+mod common;
+
 /// Benchmarks share 2 CPUs: running two at once would measure each other. A mutex for the
 /// threads of `cargo test`, and an flock(2) on a file for nextest's one process per test.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -20,7 +22,6 @@ struct Serial {
 }
 
 fn serial() -> Serial {
-    use std::os::fd::AsRawFd;
     let thread = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let path = std::env::temp_dir().join("mmx-lockbench-tests.lock");
     let file = std::fs::OpenOptions::new()
@@ -29,38 +30,22 @@ fn serial() -> Serial {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    // SAFETY: flock on a descriptor we own; the lock is released when `file` is closed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(
-        rc,
-        0,
-        "flock {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    // Released when `file` is closed.
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("flock {}: {e}", path.display()));
     Serial {
         _thread: thread,
         _file: file,
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// True when the test must return: not root. Under `CI=true` that fails the test with the
-/// reason instead (CI must never pass what it did not test).
+/// True (skip) when not root: with `CI=true` that fails instead (see `common::require`).
 fn skip_unless_root(what: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true and a precondition is missing: root ({what})"
-    );
-    eprintln!("\n*** SKIPPED (needs root: {what}) ***\n");
-    true
+    !common::require(
+        rustix::process::geteuid().is_root(),
+        what,
+        &format!("needs root: {what}"),
+    )
 }
 
 /// Removes the test's scratch dir even when an assertion failed first.
@@ -91,7 +76,32 @@ fn host_mountinfo() -> usize {
 
 /// Run `mmx-agent lockbench --json …` and return its one cell result.
 fn lockbench(scratch: &Path, args: &[&str]) -> (CellResult, LockbenchResult) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mmx-agent"))
+    lockbench_with(None, scratch, args)
+}
+
+/// [`lockbench`] with the agent's test hook `MMX_AGENT_TEST_HOOK` set, when `hook` is.
+fn lockbench_with(
+    hook: Option<&str>,
+    scratch: &Path,
+    args: &[&str],
+) -> (CellResult, LockbenchResult) {
+    let (cell, detail) = lockbench_any(hook, scratch, args);
+    assert_eq!(cell.outcome, Outcome::Pass, "{:?}", cell.evidence);
+    (cell, detail)
+}
+
+/// [`lockbench_with`], whatever the outcome.
+fn lockbench_any(
+    hook: Option<&str>,
+    scratch: &Path,
+    args: &[&str],
+) -> (CellResult, LockbenchResult) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmx-agent"));
+    cmd.env_remove("MMX_AGENT_TEST_HOOK");
+    if let Some(h) = hook {
+        cmd.env("MMX_AGENT_TEST_HOOK", h);
+    }
+    let out = cmd
         .arg("lockbench")
         .args(["--json", "--warmup-ms", "5", "--scratch"])
         .arg(scratch)
@@ -106,7 +116,7 @@ fn lockbench(scratch: &Path, args: &[&str]) -> (CellResult, LockbenchResult) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
+        out.status.success() || hook.is_some(),
         "mmx-agent lockbench {args:?} failed: {stderr}\n{stdout}"
     );
     let mut cells: Vec<CellResult> =
@@ -117,7 +127,6 @@ fn lockbench(scratch: &Path, args: &[&str]) -> (CellResult, LockbenchResult) {
         Some(CellDetail::Lockbench(d)) => d.clone(),
         other => panic!("no lockbench detail: {other:?}"),
     };
-    assert_eq!(cell.outcome, Outcome::Pass, "{:?}", cell.evidence);
     assert_eq!(detail.smt_before, detail.smt_after, "SMT state restored");
     assert!(!detail.topology.cpus_online.is_empty());
     assert!(!detail.topology.cpu_model.is_empty() || cfg!(not(target_arch = "x86_64")));
@@ -384,15 +393,123 @@ fn storm_measures_bystanders_and_leaves_no_mounts() {
         .iter()
         .filter(|p| p.workload == "storm:common-parent")
         .collect();
-    // The strategy itself is the mounts module's to judge; when it did not pass, a note says so.
-    assert!(
-        !storm.is_empty() || d.notes.iter().any(|n| n.contains("storm common-parent")),
-        "{:?}",
-        d.notes
-    );
+    // One point per N; a strategy that failed would have failed the cell.
+    assert_eq!(storm.len(), 2, "{:?}", d.notes);
     for p in &storm {
         assert!(p.ops > 0 && p.reader_p99_ns.is_some(), "{p:?}");
+        // The run's window, exactly: the point lasts as long as its workers ran.
+        assert!(p.duration_ns > 0);
+        assert_eq!(p.prepopulated_mounts, Some(0));
+    }
+    let reads: Vec<_> = d
+        .points
+        .iter()
+        .filter(|p| p.workload == "mountinfo-during:common-parent")
+        .collect();
+    assert_eq!(reads.len(), 2);
+    for p in &reads {
+        assert!(p.ops > 0 && p.table_entries.is_some(), "{p:?}");
     }
     assert_monotonic(&d.points);
+    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
+}
+
+/// The median read of the storm's own mount table (`mountinfo-during:<strategy>`) at N=1.
+fn read_p50(d: &LockbenchResult, strategy: &str, pre: u32) -> (f64, u64, u64) {
+    let p = d
+        .points
+        .iter()
+        .find(|p| {
+            p.workload == format!("mountinfo-during:{strategy}")
+                && p.prepopulated_mounts == Some(pre)
+        })
+        .unwrap_or_else(|| panic!("no read point at {pre}: {:#?}", d.points));
+    (
+        p.latency_p50_ns.expect("a read latency"),
+        p.ops,
+        p.table_entries.expect("table entries"),
+    )
+}
+
+#[test]
+fn storm_reads_the_grown_table_of_its_own_namespace() {
+    if skip_unless_root("storm grows a mount table in a private namespace") {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("storm-table");
+    let _cleanup = scratch_guard(&dir);
+    let before = host_mountinfo();
+    // Enough containers that even reads of a 10k table (20-100 ms each here, while the storm
+    // holds the namespace) give a median of tens of samples on a loaded 2-core machine.
+    let (_, d) = lockbench(
+        &dir,
+        &[
+            "--bench",
+            "storm",
+            "--strategies",
+            "common-parent",
+            "--threads",
+            "1",
+            "--layers",
+            "2",
+            "--containers",
+            "60",
+            "--prepopulated-mounts",
+            "0,10000",
+        ],
+    );
+    assert_eq!(host_mountinfo(), before, "host mount table changed");
+    let (small, n_small, e_small) = read_p50(&d, "common-parent", 0);
+    let (big, n_big, e_big) = read_p50(&d, "common-parent", 10_000);
+    eprintln!(
+        "mountinfo of the storm's table: {e_small} entries {small:.0} ns (n={n_small}), \
+         {e_big} entries {big:.0} ns (n={n_big}): ×{:.1}",
+        big / small
+    );
+    // The reader read the storm's table, grown by 10k, not the agent's.
+    assert!(e_big >= 10_000 && e_small < 10_000, "{e_small} {e_big}");
+    assert!(
+        n_small >= 10 && n_big >= 10,
+        "too few reads: {n_small}, {n_big}"
+    );
+    // A functional signal, not a time bound: a table 10k entries longer takes longer to read.
+    assert!(big / small > 1.0, "{big} ns at 10k, {small} ns at 0");
+    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
+}
+
+#[test]
+fn a_strategy_that_fails_inside_the_storm_fails_the_cell() {
+    if skip_unless_root("storm starts containers in a private mount namespace") {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("storm-fail");
+    let _cleanup = scratch_guard(&dir);
+    let before = host_mountinfo();
+    let (cell, _) = lockbench_any(
+        Some("agent-error"),
+        &dir,
+        &[
+            "--bench",
+            "storm",
+            "--strategies",
+            "per-layer",
+            "--threads",
+            "1",
+            "--layers",
+            "2",
+            "--containers",
+            "2",
+        ],
+    );
+    assert_eq!(host_mountinfo(), before, "host mount table changed");
+    assert_eq!(cell.outcome, Outcome::Fail, "{cell:#?}");
+    let ev = cell.evidence.expect("evidence");
+    assert!(
+        ev.step.starts_with("storm per-layer: agent error: "),
+        "{ev:?}"
+    );
+    assert!(ev.detail.contains("N=1"), "{ev:?}");
     std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }

@@ -132,7 +132,7 @@ fn all_strategies_pass_on_the_scratch_filesystem() {
 /// filesystem never appears in the host table.
 fn mounts_on(fstype: &str, strategy: Strategy, scratch: &Path) -> Option<CellResult> {
     let unshare = Command::new("unshare").arg("--version").output().is_ok();
-    if !common::require(unshare, "util-linux unshare is not installed") {
+    if !common::require(unshare, "mounts_on", "no util-linux unshare") {
         return None;
     }
     let dir = scratch.to_str().expect("utf-8");

@@ -79,11 +79,15 @@ fn request(key: &BootKey, plan: Plan) -> BootRequest {
 }
 
 fn tiny_mounts(cell_id: &str) -> PlanItem {
+    tiny(cell_id, Strategy::PerLayer)
+}
+
+fn tiny(cell_id: &str, strategy: Strategy) -> PlanItem {
     PlanItem {
         item: 0,
         cell_id: cell_id.into(),
         scenario: Scenario::Mounts(MountsScenario {
-            strategy: Strategy::PerLayer,
+            strategy,
             layers: 2,
             containers: 1,
             concurrency: 1,
@@ -131,7 +135,11 @@ fn reference_boot(i: usize) -> &'static BootOutput {
         let k = kernel(name);
         let id = key(name, "1s2c1t", fs);
         let cell = format!("{id}/per-layer-L2-C1-P2-J1");
-        let req = request(&id, plan(&id, true, vec![tiny_mounts(&cell)]));
+        let fd = tiny(
+            &format!("{id}/fsconfig-fd-L2-C1-P2-J1"),
+            Strategy::FsconfigFd,
+        );
+        let req = request(&id, plan(&id, true, vec![tiny_mounts(&cell), fd]));
         backend().boot(&req, &k, &topology(1, 2, 1, 768), fs)
     })
 }
@@ -222,6 +230,60 @@ fn probes_tell_6_1_from_6_12() {
         assert!(new.supports(f), "6.12 lacks {f}: {:?}", new.get(f));
     }
     assert!(old.supports(Feature::NewMountApi) && new.supports(Feature::NewMountApi));
+}
+
+/// Neither kernel takes a detached idmapped layer by fd: the fsconfig-fd cell's evidence names
+/// that step (the first fd it hands overlay), not an `O_PATH` handle on the upper dir. 6.1's
+/// overlay has only the legacy mount API (EOPNOTSUPP for any fd); 6.12's `fsconfig` takes no
+/// `O_PATH` fd (EBADF), and `open_tree` fds are `O_PATH`.
+#[test]
+fn fsconfig_fd_evidence_names_the_detached_layer() {
+    if qemu_missing() {
+        return;
+    }
+    for (i, errno) in [(0, "EOPNOTSUPP"), (1, "EBADF")] {
+        let out = reference_boot(i);
+        let cell = out.stream.results()[1].as_ref();
+        let cell = cell.unwrap_or_else(|| panic!("no fsconfig-fd result: {}", describe(out)));
+        assert_eq!(cell.outcome, protocol::Outcome::Unsupported, "{cell:?}");
+        let ev = cell.evidence.as_ref().expect("evidence");
+        assert!(
+            ev.step.starts_with(
+                "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\", detached idmapped layer) on "
+            ),
+            "{ev:?}"
+        );
+        assert_eq!(ev.errno_name(), Some(errno), "{ev:?}");
+    }
+    // Upper and work dirs as O_PATH fds are a probe of their own, and neither kernel has it.
+    for i in 0..2 {
+        let caps = capabilities(reference_boot(i)).expect("capabilities");
+        assert!(!caps.supports(Feature::FsconfigSetFdUpperWork), "{caps:?}");
+    }
+}
+
+/// The per-layer cell's counts come from the kernel: 6.1 has no unique mount ids (its table
+/// is read as mountinfo), 6.12 has them (8+) but no fanotify mount events (6.15+).
+#[test]
+fn kernel_counts_name_their_source() {
+    if qemu_missing() {
+        return;
+    }
+    for (i, source) in [
+        (0, protocol::CountSource::MountTableDiff),
+        (1, protocol::CountSource::UniqueMountIds),
+    ] {
+        let out = reference_boot(i);
+        let cell = out.stream.results()[0].as_ref().expect("per-layer result");
+        let Some(protocol::CellDetail::Mounts(m)) = &cell.detail else {
+            panic!("no mounts detail: {cell:?}")
+        };
+        assert_eq!(cell.outcome, protocol::Outcome::Pass, "{cell:?}");
+        assert_eq!(m.mount_ops.count_source, source, "{:?}", m.mount_ops);
+        assert_eq!(m.mount_ops.ops, m.mount_ops.expected_ops);
+        // Nothing else mounts in a guest: the allocations are the sequence's, exactly.
+        assert_eq!(m.mount_ops.mounts_allocated, m.mount_ops.expected_allocated);
+    }
 }
 
 /// A 2-socket, 2-thread, 2-node guest sees its sockets, nodes and SMT siblings: on 6.12, and on

@@ -46,12 +46,15 @@ pub enum Feature {
     Statmount,
     /// fsconfig(FSCONFIG_SET_FD, "lowerdir+", open_tree fd) (6.13; detached trees 6.15).
     FsconfigSetFdLayer,
+    /// fsconfig(FSCONFIG_SET_FD, "upperdir"/"workdir", an `O_PATH` fd from `open_tree` without
+    /// a clone) (6.13): overlay's upper and work dirs handed as fds, not paths.
+    FsconfigSetFdUpperWork,
     /// fanotify FAN_MNT_ATTACH/DETACH mount events (6.15).
     FanotifyMountEvents,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::NewMountApi,
         Feature::IdmapMount,
         Feature::OverlayOverIdmap,
@@ -60,6 +63,7 @@ impl Feature {
         Feature::Listmount,
         Feature::Statmount,
         Feature::FsconfigSetFdLayer,
+        Feature::FsconfigSetFdUpperWork,
         Feature::FanotifyMountEvents,
     ];
 
@@ -73,6 +77,7 @@ impl Feature {
             Feature::Listmount => "listmount",
             Feature::Statmount => "statmount",
             Feature::FsconfigSetFdLayer => "fsconfig-set-fd-layer",
+            Feature::FsconfigSetFdUpperWork => "fsconfig-set-fd-upper-work",
             Feature::FanotifyMountEvents => "fanotify-mount-events",
         }
     }

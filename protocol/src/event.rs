@@ -150,7 +150,8 @@ pub struct MountsResult {
     pub checks: Vec<Check>,
 }
 
-/// Mount-table operations counted by the agent and cross-checked against the kernel.
+/// Mount-table operations of a run as the kernel reports them ([`MountOps::count_source`] says
+/// how), against the strategy's formula, and the mounts the kernel allocated meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountOps {
     /// Attachments on the start path (move_mount, mount(2)), all containers and passes.
@@ -170,6 +171,63 @@ pub struct MountOps {
     pub peak_extra_mounts: u64,
     /// Mounts left in the namespace after the run (must be 0).
     pub leaked: u64,
+    /// Where `attachments`, `detachments` and `teardown_detachments` come from. Absent in runs
+    /// recorded before the kernel counted (and so in their fixtures): the agent's own tally.
+    #[serde(default, skip_serializing_if = "CountSource::is_agent_tally")]
+    pub count_source: CountSource,
+    /// Every mount the kernel created during the run, detached `open_tree` clones and overlay's
+    /// private layer clones included (from the unique mount id counter, 6.8+; system-wide, so
+    /// other processes' mounts count too). None where the kernel has no unique mount ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts_allocated: Option<u64>,
+    /// What the strategy's sequence makes the kernel allocate for the whole run
+    /// ([`crate::MountsScenario::expected_allocated_per_container`]), where `mounts_allocated`
+    /// was measured. Informational: a difference is a note, not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_allocated: Option<u64>,
+    /// What a reader of the counts should know: events that were not the run's (another process
+    /// mounting in its namespace), allocations beyond the formula on a busy host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Where a run's mount counts come from, best first: the agent uses the best its kernel has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountSource {
+    /// fanotify `FAN_MNT_ATTACH`/`FAN_MNT_DETACH` events on the run's mount namespace (6.15+):
+    /// every attachment and detachment the kernel made, each with its mount id.
+    FanotifyMountEvents,
+    /// Unique mount ids (`listmount`, `STATX_MNT_ID_UNIQUE`; 6.8+): the mounts each pass holds at
+    /// its peak and after it, told apart by ids that are never reused.
+    UniqueMountIds,
+    /// The mount table (`/proc/thread-self/mountinfo`) read at each pass's peak and after it.
+    MountTableDiff,
+    /// Counted by the agent along its own call sequence. Only runs recorded before the counts
+    /// came from the kernel say this; no agent writes it any more.
+    #[default]
+    AgentTally,
+}
+
+impl CountSource {
+    pub fn is_agent_tally(&self) -> bool {
+        *self == CountSource::AgentTally
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CountSource::FanotifyMountEvents => "fanotify-mount-events",
+            CountSource::UniqueMountIds => "unique-mount-ids",
+            CountSource::MountTableDiff => "mount-table-diff",
+            CountSource::AgentTally => "agent-tally",
+        }
+    }
+}
+
+impl std::fmt::Display for CountSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One verification and its verdict.

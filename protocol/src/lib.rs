@@ -37,8 +37,8 @@ mod topology;
 
 pub use caps::{Capabilities, Feature, ProbeResult};
 pub use event::{
-    AgentEvent, Better, CellDetail, CellResult, Check, LogLevel, Metric, MountOps, MountsResult,
-    Unit,
+    AgentEvent, Better, CellDetail, CellResult, Check, CountSource, LogLevel, Metric, MountOps,
+    MountsResult, Unit,
 };
 pub use outcome::{Evidence, Outcome};
 pub use plan::{
@@ -272,6 +272,10 @@ mod tests {
                         cross_check_method: "listmount".into(),
                         peak_extra_mounts: 1,
                         leaked: 0,
+                        count_source: CountSource::FanotifyMountEvents,
+                        mounts_allocated: Some(480),
+                        expected_allocated: Some(480),
+                        notes: vec!["2 events were not the run's".into()],
                     },
                     latency_us: vec![1, 2, 3],
                     latency: Summary::of(&[1.0, 2.0, 3.0]),
@@ -342,6 +346,72 @@ mod tests {
             6
         );
         assert_eq!(mounts(Strategy::FsconfigFd).expected_ops_per_container(), 2);
+    }
+
+    #[test]
+    fn formulas_split_into_attachments_detachments_and_allocations() {
+        for st in Strategy::ALL {
+            let m = mounts(st);
+            assert_eq!(
+                m.expected_ops_per_container(),
+                m.expected_attachments_per_container() + m.expected_detachments_per_container()
+            );
+            assert_eq!(m.teardown_per_container(), 2);
+        }
+        // Per pass: per-layer L clones + overlay + L+1 private layer clones; common-parent one
+        // clone + overlay + L+1; fsconfig-fd like per-layer (its clones stay detached).
+        assert_eq!(
+            mounts(Strategy::PerLayer).expected_allocated_per_container(),
+            2 * 102
+        );
+        assert_eq!(
+            mounts(Strategy::CommonParent).expected_allocated_per_container(),
+            2 * 53
+        );
+        assert_eq!(
+            mounts(Strategy::FsconfigFd).expected_allocated_per_container(),
+            2 * 102
+        );
+    }
+
+    #[test]
+    fn counts_recorded_before_the_kernel_counted_read_as_the_agents_tally() {
+        let old = r#"{"attachments":4,"detachments":2,"ops":6,"expected_ops":6,
+            "teardown_detachments":2,"cross_check_method":"mountinfo","peak_extra_mounts":3,
+            "leaked":0}"#;
+        let m: MountOps = serde_json::from_str(old).expect("an older run's counts");
+        assert_eq!(m.count_source, CountSource::AgentTally);
+        assert_eq!((m.mounts_allocated, m.notes.len()), (None, 0));
+        for (c, s) in [
+            (CountSource::FanotifyMountEvents, "fanotify-mount-events"),
+            (CountSource::UniqueMountIds, "unique-mount-ids"),
+            (CountSource::MountTableDiff, "mount-table-diff"),
+            (CountSource::AgentTally, "agent-tally"),
+        ] {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{s}\""));
+            assert_eq!(c.as_str(), s);
+        }
+    }
+
+    #[test]
+    fn storms_need_a_table_size_within_the_limit() {
+        let mut l = lockbench::LockbenchScenario {
+            bench: lockbench::Bench::Storm,
+            ..Default::default()
+        };
+        assert_eq!(l.prepopulated_mounts, vec![0]);
+        assert!(l.validate().is_ok());
+        l.prepopulated_mounts = vec![0, 10_000, 50_000];
+        assert!(l.validate().is_ok());
+        l.prepopulated_mounts = vec![200_000];
+        let e = l.validate().unwrap_err().to_string();
+        assert!(e.contains("200000"), "{e}");
+        l.prepopulated_mounts = vec![];
+        assert!(l.validate().is_err());
+        // A scenario written before the axis existed reads as one storm on the table as is.
+        let old: lockbench::LockbenchScenario =
+            serde_json::from_str(r#"{"bench":"storm"}"#).unwrap();
+        assert_eq!(old.prepopulated_mounts, vec![0]);
     }
 
     #[test]

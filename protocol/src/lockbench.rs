@@ -84,6 +84,10 @@ pub struct LockbenchScenario {
     pub readers: u32,
     /// mountinfo: table sizes to grow to.
     pub table_sizes: Vec<u32>,
+    /// storm: mounts added to the storm's mount namespace before it starts, one storm per value:
+    /// the table-size axis (how long reading the table takes as it grows, while containers
+    /// start). 0 is the namespace as copied from the agent's.
+    pub prepopulated_mounts: Vec<u32>,
     /// storm: strategies to run, layers per container, containers.
     pub strategies: Vec<Strategy>,
     pub layers: u32,
@@ -111,6 +115,7 @@ impl Default for LockbenchScenario {
             duration_ms: 500,
             readers: 1,
             table_sizes: vec![1_000, 10_000],
+            prepopulated_mounts: vec![0],
             strategies: Strategy::ALL.to_vec(),
             layers: 20,
             containers: 20,
@@ -132,6 +137,7 @@ impl LockbenchScenario {
         limits::DURATION_MS.check(self.duration_ms)?;
         limits::READERS.check(self.readers)?;
         limits::TABLE_SIZE.check_all(&self.table_sizes, limits::MAX_SWEEP)?;
+        limits::TABLE_SIZE.check_all(&self.prepopulated_mounts, limits::MAX_SWEEP)?;
         limits::LAYERS.check(self.layers)?;
         limits::CONTAINERS.check(self.containers)?;
         if self.locks.is_empty() {
@@ -142,6 +148,11 @@ impl LockbenchScenario {
         }
         if self.bench == Bench::Storm && self.strategies.is_empty() {
             return Err(LimitError::Empty { key: "strategies" });
+        }
+        if self.bench == Bench::Storm && self.prepopulated_mounts.is_empty() {
+            return Err(LimitError::Empty {
+                key: "prepopulated_mounts",
+            });
         }
         Ok(())
     }
@@ -192,4 +203,12 @@ pub struct LockPoint {
     /// costs under 5% of a sample); the latencies above are per operation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ops_per_sample: Option<u32>,
+    /// storm: the mounts added to the storm's namespace before it started (the scenario's
+    /// `prepopulated_mounts` value this point belongs to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepopulated_mounts: Option<u32>,
+    /// storm: entries in the storm namespace's mount table when its window opened, as
+    /// `/proc/<run thread>/mountinfo` showed them (the x axis of read time against table size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_entries: Option<u64>,
 }

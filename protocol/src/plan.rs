@@ -163,16 +163,57 @@ impl MountsScenario {
     }
 
     /// Mount-table operations (attachments + detachments) on one container's start path, all
-    /// passes, that the strategy must perform (ARCHITECTURE.md, "The three strategies"). Tearing the finished rootfs
-    /// down afterwards is not part of the start path and is counted apart.
+    /// passes, that the strategy must perform (ARCHITECTURE.md, "The three strategies"): per
+    /// layer P·(1+2L), common-parent P·3, fsconfig-fd P. Tearing the finished rootfs down
+    /// afterwards is not part of the start path and is counted apart
+    /// ([`MountsScenario::teardown_per_container`]).
     pub fn expected_ops_per_container(&self) -> u64 {
+        self.expected_attachments_per_container() + self.expected_detachments_per_container()
+    }
+
+    /// Attachments on one container's start path, all passes: per pass, per layer L layer
+    /// binds and the overlay, common-parent the parent bind and the overlay, fsconfig-fd the
+    /// overlay alone.
+    pub fn expected_attachments_per_container(&self) -> u64 {
         let l = u64::from(self.layers);
-        let p = u64::from(self.passes);
-        match self.strategy {
-            Strategy::PerLayer => p * (1 + 2 * l),
-            Strategy::CommonParent => p * 3,
-            Strategy::FsconfigFd => p,
-        }
+        let per_pass = match self.strategy {
+            Strategy::PerLayer => l + 1,
+            Strategy::CommonParent => 2,
+            Strategy::FsconfigFd => 1,
+        };
+        u64::from(self.passes) * per_pass
+    }
+
+    /// Detachments on one container's start path, all passes: the binds the overlay no longer
+    /// needs once it is mounted (per layer L, common-parent 1, fsconfig-fd none).
+    pub fn expected_detachments_per_container(&self) -> u64 {
+        let l = u64::from(self.layers);
+        let per_pass = match self.strategy {
+            Strategy::PerLayer => l,
+            Strategy::CommonParent => 1,
+            Strategy::FsconfigFd => 0,
+        };
+        u64::from(self.passes) * per_pass
+    }
+
+    /// Unmounts of finished overlays after the start path: one per pass.
+    pub fn teardown_per_container(&self) -> u64 {
+        u64::from(self.passes)
+    }
+
+    /// Mounts the kernel allocates for one container, all passes, attached or not: the
+    /// strategy's `open_tree` clones (per layer and fsconfig-fd L, common-parent 1), the overlay
+    /// mount itself, and the private clone overlayfs makes of every layer it stacks
+    /// (`clone_private_mount`: the L lower layers plus the upper dir, which the read-only view
+    /// stacks as its top lower layer). Per pass: per layer and fsconfig-fd 2L+2, common-parent
+    /// L+3.
+    pub fn expected_allocated_per_container(&self) -> u64 {
+        let l = u64::from(self.layers);
+        let clones = match self.strategy {
+            Strategy::PerLayer | Strategy::FsconfigFd => l,
+            Strategy::CommonParent => 1,
+        };
+        u64::from(self.passes) * (clones + 1 + l + 1)
     }
 }
 

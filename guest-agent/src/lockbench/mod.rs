@@ -1,4 +1,4 @@
-//! The lock benchmark (DESIGN.md, "The lock benchmark"; project issue 6): how a machine behaves
+//! The lock benchmark (ARCHITECTURE.md, "The lock benchmark"; project issue 6): how a machine behaves
 //! when many CPUs fight over one lock — in user space ([`user_spin`], what Netflix's
 //! global-lock-bench isolates), in the kernel's mount lock ([`mount_lock`], what hurt containers),
 //! in reading the mount table ([`mountinfo`]), and what a storm of container starts costs the
@@ -20,8 +20,8 @@ mod user_spin;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use protocol::lockbench::{
     Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning,
@@ -62,6 +62,10 @@ pub struct Args {
     /// mountinfo: table sizes to grow to, e.g. 1000,10000,50000.
     #[arg(long, value_delimiter = ',')]
     pub table_sizes: Vec<u32>,
+    /// storm: mounts added to the storm's namespace before it starts, one storm per value, e.g.
+    /// 0,10000,50000 (default 0).
+    #[arg(long, value_delimiter = ',')]
+    pub prepopulated_mounts: Vec<u32>,
     /// storm: strategies (per-layer, common-parent, fsconfig-fd).
     #[arg(long, value_delimiter = ',', value_parser = kebab::<Strategy>)]
     pub strategies: Vec<Strategy>,
@@ -83,6 +87,11 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `given`, or the default when the command line gave nothing.
+fn or<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
+    if given.is_empty() { default } else { given }.to_vec()
+}
+
 /// Parse a kebab-case value through the protocol's own serde spelling.
 fn kebab<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
@@ -99,6 +108,7 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
         duration_ms,
         readers,
         table_sizes,
+        prepopulated_mounts,
         strategies,
         layers,
         containers,
@@ -119,34 +129,20 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("mkdir {}: {e}", scratch.display()))?;
     let mut results = Vec::new();
     for b in bench {
+        // What the command line leaves out is the protocol's default, the one copy of them.
         let scenario = LockbenchScenario {
             bench: b,
             name: None,
             threads: threads.clone(),
-            locks: if locks.is_empty() {
-                d.locks.clone()
-            } else {
-                locks.clone()
-            },
-            pinning: if pinning.is_empty() {
-                d.pinning.clone()
-            } else {
-                pinning.clone()
-            },
+            locks: or(&locks, &d.locks),
+            pinning: or(&pinning, &d.pinning),
             false_sharing: !no_false_sharing,
             warmup_ms: warmup_ms.unwrap_or(d.warmup_ms),
             duration_ms: duration_ms.unwrap_or(d.duration_ms),
             readers: readers.unwrap_or(d.readers),
-            table_sizes: if table_sizes.is_empty() {
-                d.table_sizes.clone()
-            } else {
-                table_sizes.clone()
-            },
-            strategies: if strategies.is_empty() {
-                d.strategies.clone()
-            } else {
-                strategies.clone()
-            },
+            table_sizes: or(&table_sizes, &d.table_sizes),
+            prepopulated_mounts: or(&prepopulated_mounts, &d.prepopulated_mounts),
+            strategies: or(&strategies, &d.strategies),
             layers: layers.unwrap_or(d.layers),
             containers: containers.unwrap_or(d.containers),
             toggle_smt,
@@ -189,8 +185,6 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
 
 /// Run one lockbench cell (the plan executor's entry point). Temporary directories are created
 /// under `scratch` and removed; mounts happen only in private mount namespaces.
-// Until `run-plan` is wired in main.rs nothing calls this in the binary.
-#[allow(dead_code)]
 pub fn run(scenario: &LockbenchScenario, scratch: &Path, cell_id: &str) -> CellResult {
     run_with(scenario, scratch, cell_id, &Options::default())
 }
@@ -240,18 +234,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Sleep for `d`, in slices, returning early once a stop is requested.
-fn sleep_unless_stopped(d: Duration) {
-    let end = Instant::now() + d;
-    while !crate::sys::signal::stop_requested() {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(20)));
-    }
-}
-
 /// What a family produced.
 #[derive(Default)]
 pub(crate) struct Family {
@@ -268,6 +250,8 @@ pub(crate) enum BenchError {
     Unsupported(Evidence),
     Fail(Evidence),
     Infra(Evidence),
+    /// A mounts run inside the family (the storm's) ended so: the cell takes its outcome.
+    Run(Outcome, Evidence),
 }
 
 impl BenchError {
@@ -286,50 +270,30 @@ impl BenchError {
         }
     }
 
+    /// Classify a failed call of the `sys` module like [`BenchError::from_io`]; the evidence
+    /// keeps its stable call text as the step and its inputs as the detail.
+    pub fn from_sys(e: &crate::sys::SysError) -> BenchError {
+        let ev = e.evidence();
+        match e.errno {
+            libc::ENOSYS | libc::EOPNOTSUPP => BenchError::Unsupported(ev),
+            libc::EPERM => BenchError::Infra(
+                ev.with_detail(format!("{}; needs root (CAP_SYS_ADMIN)", e.context)),
+            ),
+            _ => BenchError::Infra(ev),
+        }
+    }
+
     fn outcome(&self) -> (Outcome, &Evidence) {
         match self {
             BenchError::Unsupported(e) => (Outcome::Unsupported, e),
             BenchError::Fail(e) => (Outcome::Fail, e),
             BenchError::Infra(e) => (Outcome::InfraError, e),
+            BenchError::Run(o, e) => (*o, e),
         }
     }
 }
 
-/// Benchmark threads read this at every batch: warm-up ops are not counted, measured ops are,
-/// and stop ends the loop. Kept on its own cache line so reading it costs nothing next to the
-/// contended line.
-#[repr(C, align(128))]
-pub(crate) struct Phase(AtomicU32);
-
-impl Phase {
-    pub const WARMUP: u32 = 0;
-    pub const MEASURE: u32 = 1;
-    pub const STOP: u32 = 2;
-
-    pub fn new() -> Phase {
-        Phase(AtomicU32::new(Phase::WARMUP))
-    }
-
-    #[inline]
-    pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    pub fn set(&self, phase: u32) {
-        self.0.store(phase, Ordering::Release);
-    }
-
-    /// Warm up, then open the measured window and close it; returns the window's real length
-    /// (shorter after a stop request, which ends both at once).
-    pub fn drive(&self, warmup: Duration, window: Duration) -> Duration {
-        sleep_unless_stopped(warmup);
-        let t0 = Instant::now();
-        self.0.store(Phase::MEASURE, Ordering::Release);
-        sleep_unless_stopped(window);
-        self.0.store(Phase::STOP, Ordering::Release);
-        t0.elapsed()
-    }
-}
+pub(crate) use crate::window::Phase;
 
 /// Nanoseconds of a duration, saturating.
 #[inline]
@@ -394,6 +358,8 @@ pub(crate) fn point(m: Measured<'_>) -> LockPoint {
         reader_p99_ns: r.and_then(|h| h.percentile(99.0)).map(|v| v as f64),
         reader_max_ns: r.and_then(Hist::max).map(|v| v as f64),
         ops_per_sample: s.map(|_| m.ops_per_sample),
+        prepopulated_mounts: None,
+        table_entries: None,
     }
 }
 
@@ -405,13 +371,25 @@ pub(crate) fn fill_scalability(points: &mut [LockPoint]) {
         .filter(|p| p.threads == 1)
         .map(|p| {
             (
-                (p.workload.clone(), p.pinning, p.smt, p.false_sharing),
+                (
+                    p.workload.clone(),
+                    p.pinning,
+                    p.smt,
+                    p.false_sharing,
+                    p.prepopulated_mounts,
+                ),
                 p.ops_per_sec,
             )
         })
         .collect();
     for p in points.iter_mut() {
-        let key = (p.workload.clone(), p.pinning, p.smt, p.false_sharing);
+        let key = (
+            p.workload.clone(),
+            p.pinning,
+            p.smt,
+            p.false_sharing,
+            p.prepopulated_mounts,
+        );
         p.scalability = base
             .iter()
             .find(|(k, _)| *k == key)
@@ -576,7 +554,11 @@ fn point_metrics(
         .filter(|p| p.pinning == pin && p.smt == smt)
         .collect();
     for p in &chosen {
-        let same = |q: &&&LockPoint| q.workload == p.workload && q.false_sharing == p.false_sharing;
+        let same = |q: &&&LockPoint| {
+            q.workload == p.workload
+                && q.false_sharing == p.false_sharing
+                && q.prepopulated_mounts == p.prepopulated_mounts
+        };
         let min = chosen.iter().filter(same).map(|q| q.threads).min();
         let max = chosen.iter().filter(same).map(|q| q.threads).max();
         let tag = match (Some(p.threads) == min, Some(p.threads) == max) {
@@ -585,7 +567,12 @@ fn point_metrics(
             _ => continue,
         };
         let fs = if p.false_sharing { "+fs" } else { "" };
-        let key = format!("{}{fs}@{tag}", p.workload);
+        // A storm over a grown table is a series of its own: `storm:per-layer+10000mounts@max`.
+        let table = match p.prepopulated_mounts {
+            Some(n) if n > 0 => format!("+{n}mounts"),
+            _ => String::new(),
+        };
+        let key = format!("{}{table}{fs}@{tag}", p.workload);
         if p.ops > 0 {
             m.insert(
                 format!("{key}:ops_per_s"),
@@ -650,7 +637,7 @@ fn print_table(r: &CellResult) {
         r.outcome
     );
     println!(
-        "{:<30} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<44} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "workload",
         "pinning",
         "smt",
@@ -665,9 +652,14 @@ fn print_table(r: &CellResult) {
     );
     for p in &d.points {
         let fs = if p.false_sharing { "+fs" } else { "" };
+        let table = match (p.prepopulated_mounts, p.table_entries) {
+            (Some(n), Some(e)) => format!(" +{n} ({e})"),
+            (Some(n), None) if n > 0 => format!(" +{n}"),
+            _ => String::new(),
+        };
         println!(
-            "{:<30} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            format!("{}{fs}", p.workload),
+            "{:<44} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            format!("{}{fs}{table}", p.workload),
             pinning::describe(p.pinning),
             p.smt.as_str(),
             p.threads,

@@ -1,15 +1,13 @@
-//! The few system calls the lock benchmark makes beyond rustix's safe wrappers: a private mount
-//! namespace for a group of threads, counting the mount table, and `listmount(2)`.
-//! `unsafe` in this family lives here only.
+//! The mount-table scaffolding the lock benchmark's families share: a private mount namespace
+//! for a group of threads, a private tmpfs in it, and counting its table. The calls themselves
+//! are the agent's `sys` module's (one copy of each, `unsafe` only there).
 
 use std::ffi::CString;
 use std::io;
 use std::path::Path;
 
-use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
-use rustix::thread::UnshareFlags;
-
 use super::BenchError;
+use crate::sys;
 
 /// Run `f` on a new thread that has its own mount namespace, with `/` made recursively private
 /// so nothing it mounts propagates to the host and nothing from the host arrives. Threads that
@@ -20,17 +18,7 @@ pub fn in_private_mount_ns<T: Send>(
 ) -> Result<T, BenchError> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: only CLONE_NEWNS (which implies an unshared fs_struct for this thread);
-            // the file descriptor table stays shared, which is what unshare_unsafe warns about.
-            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
-                .map_err(|e| BenchError::from_io("unshare(CLONE_NEWNS)", &e.into()))?;
-            rustix::mount::mount_change(
-                "/",
-                MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-            )
-            .map_err(|e| {
-                BenchError::from_io("mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE)", &e.into())
-            })?;
+            sys::ns::enter_private_mount_ns().map_err(|e| BenchError::from_sys(&e))?;
             f()
         })
         .join()
@@ -76,20 +64,14 @@ pub fn count_mounts() -> io::Result<usize> {
     Ok(text.iter().filter(|&&b| b == b'\n').count())
 }
 
-/// `mount("tmpfs", target, "tmpfs", 0, "mode=0755")`.
+/// A tmpfs at `target`.
 pub fn mount_tmpfs(target: &Path) -> Result<(), BenchError> {
-    rustix::mount::mount("tmpfs", target, "tmpfs", MountFlags::empty(), c"mode=0755")
-        .map_err(|e| BenchError::from_io(format!("mount(tmpfs, {})", target.display()), &e.into()))
+    sys::legacy::mount_tmpfs(target).map_err(|e| BenchError::from_sys(&e))
 }
 
 /// `umount2(target, MNT_DETACH)`: takes every mount below `target` with it.
 pub fn detach(target: &Path) -> Result<(), BenchError> {
-    rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(|e| {
-        BenchError::from_io(
-            format!("umount2({}, MNT_DETACH)", target.display()),
-            &e.into(),
-        )
-    })
+    sys::legacy::umount_detach(target).map_err(|e| BenchError::from_sys(&e))
 }
 
 pub fn cstring(p: &Path) -> Result<CString, BenchError> {
@@ -99,54 +81,4 @@ pub fn cstring(p: &Path) -> Result<CString, BenchError> {
             p.display()
         )))
     })
-}
-
-/// listmount(2): 458 in the unified syscall table every architecture has used since 5.1; the
-/// libc crate does not name it yet.
-const SYS_LISTMOUNT: libc::c_long = 458;
-/// `LSMT_ROOT`: list from the namespace's root.
-const LSMT_ROOT: u64 = u64::MAX;
-
-/// `struct mnt_id_req`, first version (MNT_ID_REQ_SIZE_VER0 = 24 bytes).
-#[repr(C)]
-struct MntIdReq {
-    size: u32,
-    spare: u32,
-    mnt_id: u64,
-    param: u64,
-}
-
-/// Every mount id in the calling thread's namespace through listmount(2), in pages of
-/// `buf.len()`. Returns how many there were. ENOSYS on kernels before 6.8.
-pub fn listmount_all(buf: &mut [u64]) -> io::Result<usize> {
-    let mut total = 0;
-    let mut last = 0u64;
-    loop {
-        let req = MntIdReq {
-            size: std::mem::size_of::<MntIdReq>() as u32,
-            spare: 0,
-            mnt_id: LSMT_ROOT,
-            param: last,
-        };
-        // SAFETY: `req` is a valid mnt_id_req of the size it states; the kernel writes at most
-        // `buf.len()` u64s into `buf`.
-        let n = unsafe {
-            libc::syscall(
-                SYS_LISTMOUNT,
-                &req as *const MntIdReq,
-                buf.as_mut_ptr(),
-                buf.len(),
-                0u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        total += n;
-        if n < buf.len() || n == 0 {
-            return Ok(total);
-        }
-        last = buf[n - 1];
-    }
 }

@@ -11,7 +11,6 @@
 //! are per operation (batch time / K). Mutual exclusion is checked, not assumed: the counter
 //! the locks protect must equal the operations the threads made.
 
-use std::cell::UnsafeCell;
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Barrier, Mutex};
@@ -91,30 +90,28 @@ impl RawLock for Ticket {
 }
 
 /// Plain read-increment-write of data that only the lock protects: a broken lock loses counts.
+/// A relaxed load and store (plain moves on x86 and arm64), not an atomic RMW: the lock is what
+/// makes it safe, and an atomic increment would hide a broken one.
 #[inline(always)]
-fn bump(p: *mut u64) {
-    // SAFETY: callers hold the lock that guards `p`, and `p` points into a live struct.
-    unsafe { p.write_volatile(p.read_volatile() + 1) }
+fn bump(data: &AtomicU64) {
+    data.store(data.load(Relaxed) + 1, Relaxed);
 }
 
 #[derive(Default)]
 struct Apart<L> {
     lock: Line<L>,
-    data: Line<UnsafeCell<u64>>,
+    data: Line<AtomicU64>,
 }
-// SAFETY: `data` is only touched with `lock` held.
-unsafe impl<L: Sync> Sync for Apart<L> {}
 
 impl<L: RawLock> Contended for Apart<L> {
     #[inline(always)]
     fn op(&self, _tid: usize) {
         self.lock.0.lock();
-        bump(self.data.0.get());
+        bump(&self.data.0);
         self.lock.0.unlock();
     }
     fn value(&self) -> u64 {
-        // SAFETY: called after every thread has been joined.
-        unsafe { *self.data.0.get() }
+        self.data.0.load(Acquire)
     }
 }
 
@@ -122,42 +119,36 @@ impl<L: RawLock> Contended for Apart<L> {
 #[derive(Default)]
 struct Together<L> {
     lock: L,
-    data: UnsafeCell<u64>,
+    data: AtomicU64,
 }
-// SAFETY: `data` is only touched with `lock` held.
-unsafe impl<L: Sync> Sync for Together<L> {}
 
 impl<L: RawLock> Contended for Together<L> {
     #[inline(always)]
     fn op(&self, _tid: usize) {
         self.lock.lock();
-        bump(self.data.get());
+        bump(&self.data);
         self.lock.unlock();
     }
     fn value(&self) -> u64 {
-        // SAFETY: called after every thread has been joined.
-        unsafe { *self.data.get() }
+        self.data.load(Acquire)
     }
 }
 
 #[derive(Default)]
 struct MutexApart {
     m: Line<Mutex<()>>,
-    data: Line<UnsafeCell<u64>>,
+    data: Line<AtomicU64>,
 }
-// SAFETY: `data` is only touched with `m` held.
-unsafe impl Sync for MutexApart {}
 
 impl Contended for MutexApart {
     #[inline(always)]
     fn op(&self, _tid: usize) {
         // A poisoned mutex still excludes; the benchmark has no invariant for poison to guard.
         let _g = self.m.0.lock().unwrap_or_else(|e| e.into_inner());
-        bump(self.data.0.get());
+        bump(&self.data.0);
     }
     fn value(&self) -> u64 {
-        // SAFETY: called after every thread has been joined.
-        unsafe { *self.data.0.get() }
+        self.data.0.load(Acquire)
     }
 }
 
@@ -514,11 +505,6 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
     Ok(fam)
 }
 
-extern "C" {
-    /// src/lockbench/c/spin.c: `iters` × (exchange, increment, release) on its own static lock.
-    fn mmx_spin_c(iters: u64) -> u64;
-}
-
 /// Time the C reference loop and this benchmark's own 1-thread test-and-set point, alternately,
 /// best of three each, and note Rust/C.
 fn compare_c(ctx: &Ctx, fam: &mut Family, timer_ns: f64) {
@@ -567,8 +553,7 @@ fn time_c(warmup: Duration, window: Duration) -> f64 {
         let t0 = Instant::now();
         let mut ops = 0u64;
         while t0.elapsed() < d {
-            // SAFETY: plain C function over its own static data; no pointers cross.
-            std::hint::black_box(unsafe { mmx_spin_c(CHUNK) });
+            std::hint::black_box(crate::sys::cspin::spin(CHUNK));
             ops += CHUNK;
         }
         (ops, t0.elapsed())
@@ -614,9 +599,8 @@ mod tests {
 
     #[test]
     fn c_loop_runs() {
-        // SAFETY: see time_c.
-        let a = unsafe { mmx_spin_c(10) };
-        let b = unsafe { mmx_spin_c(5) };
+        let a = crate::sys::cspin::spin(10);
+        let b = crate::sys::cspin::spin(5);
         assert_eq!(b, a + 5);
     }
 }

@@ -11,10 +11,10 @@
 //! calls 12–85 % slower, so none of that is done. The price: C·(L+4) directories to lay out
 //! (stoppable between containers) and to remove, ~80 µs each on a slow disk.
 //!
-//! The checks inside the user namespace run on the helper's CPU while the worker goes on: the
-//! batch is sent at the start path's peak (overlay mounted, per-layer binds still attached) and
-//! its answer collected after the start path, so the helper's path walks overlap the worker's
-//! umounts instead of adding to the container's time.
+//! The checks inside the user namespace run once a pass's start path is over (the overlay stays
+//! mounted until its teardown): run beside the measured calls, as they once did to save wall
+//! time, the helper's path walks shared the CPUs and the mount locks with them and made the
+//! agent's start latency part ours.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -26,15 +26,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::{Check, MountsScenario, Strategy};
+use protocol::{Check, CountSource, MountsScenario, Strategy};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
+use super::cause::{AgentError, Cause};
+use super::count::Observed;
 use super::helpers::Helpers;
 use super::strategy::{self, Plan, Tally};
 use super::table::Observer;
+use super::TestHooks;
 use crate::layers::{layer_gid, layer_uid};
-use crate::sys::ns::{Batches, ChildOp, CpuSet, OpResult, MAX_DIRS};
-use crate::sys::{SysError, SysResult};
+use crate::sys::userns::{Batches, ChildOp, CpuSet, OpResult, MAX_DIRS};
+use crate::sys::{mount_api as api, SysError};
 
 /// Ids each container's user namespace maps, from a base distinct per container.
 pub const ID_COUNT: u32 = 65536;
@@ -55,9 +58,18 @@ fn mkdir(path: &Path) -> io::Result<()> {
 }
 
 /// Make container `idx`'s directories.
-pub fn prepare_dirs(containers: &Path, idx: u32, s: &MountsScenario) -> io::Result<()> {
+pub fn prepare_dirs(
+    containers: &Path,
+    idx: u32,
+    s: &MountsScenario,
+    extra_bind: bool,
+) -> io::Result<()> {
     let dir = containers.join(idx.to_string());
     mkdir(&dir)?;
+    if extra_bind {
+        // The test hook's extra bind mount lands here.
+        mkdir(&dir.join(strategy::EXTRA_TARGET))?;
+    }
     let upper = dir.join("u");
     mkdir(&upper)?;
     // containerd's remapping snapshotter hands the upper dir to the container's root, so the
@@ -145,6 +157,9 @@ enum Expect {
     /// Fails with this errno (a write to the read-only view: EROFS).
     Errno(&'static str, i32),
 }
+
+/// The merged view's mount point, relative to the container's directory.
+const MERGED_DIR: &std::ffi::CStr = c"m";
 
 /// Directory index of the helper's ops: the container's directory (each command carries it).
 const CONTAINER_DIR: u8 = 0;
@@ -291,6 +306,10 @@ pub struct RunCtx<'a> {
     /// its worker's CPU while it checks (see `UserNs::keep_off_cpu`).
     pub spare_cpus: Option<CpuSet>,
     pub observer: &'a Observer,
+    /// Where the run's mount counts come from (what the workers must look at themselves).
+    pub source: CountSource,
+    /// The test hooks (none outside tests).
+    pub hook: TestHooks,
 }
 
 /// What one container start produced.
@@ -301,49 +320,62 @@ pub struct Started {
     pub peak_seen: u64,
 }
 
-fn open_dir(path: &Path) -> SysResult<OwnedFd> {
+fn open_dir(path: &Path) -> Result<OwnedFd, Cause> {
     rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| {
-        SysError::new(|| "open(O_DIRECTORY)".into(), e).context(format!("{}", path.display()))
+        Cause::agent(
+            SysError::new(|| "open(O_DIRECTORY)".into(), e).context(format!("{}", path.display())),
+        )
     })
 }
 
 /// Start container `idx`: every pass through the strategy, checked and torn down. The calling
 /// thread must have a working directory of its own (`sys::ns::unshare_fs`): it moves to the
-/// container's directory.
+/// container's directory. Where the kernel does not count mount events, the mounts below the
+/// container are looked at after the start path and after the teardown too (`observed`).
 pub fn run(
     ctx: &RunCtx<'_>,
     idx: u32,
     tally: &mut Tally,
     checks: &mut Checks,
-) -> SysResult<Started> {
+    observed: &mut Observed,
+) -> Result<Started, Cause> {
+    if ctx.hook.agent_error && idx == 0 {
+        return Err(Cause::Agent(AgentError::Injected));
+    }
     let s = ctx.scenario;
     let base = base_id(idx);
     // Declared before the helper: the helper may use it until it is dropped.
     let cdir_path = ctx.containers.join(idx.to_string());
     let cdir = open_dir(&cdir_path)?;
     rustix::process::fchdir(&cdir).map_err(|e| {
-        SysError::new(|| "fchdir(container dir)".into(), e)
-            .context(format!("{}", cdir_path.display()))
+        Cause::agent(
+            SysError::new(|| "fchdir(container dir)".into(), e)
+                .context(format!("{}", cdir_path.display())),
+        )
     })?;
     let paths = ctx.plan.paths();
     let userns = ctx.helpers.take(idx)?;
     let dirs = [cdir.as_fd(), cdir.as_fd()];
+    let events = ctx.source == CountSource::FanotifyMountEvents;
+    let below = || ctx.observer.count_below(&cdir_path).map_err(Cause::agent);
     let mut latency = Duration::ZERO;
     let mut peak_seen = 0u64;
     for k in 0..s.passes as usize {
         let rootfs = is_rootfs_pass(k as u32, s.passes);
-        let mut sent = Ok(());
+        let mut at_peak_n = None;
+        let mut merged = Ok(None);
         latency += {
             let mut at_peak = || {
                 let want = ctx.plan.peak_mounts();
                 match ctx.observer.count_below(&cdir_path) {
                     Ok(n) => {
                         peak_seen = peak_seen.max(n);
+                        at_peak_n = Some(n);
                         checks.record("mount-table-peak", n == want, || {
                             format!(
                                 "container {idx} pass {k}: {} shows {n} mounts below {}, expected {want}",
@@ -356,15 +388,21 @@ pub fn run(
                         format!("container {idx} pass {k}: {e}")
                     }),
                 }
-                // The checks inside the userns start now, on the helper's CPU, and overlap
-                // the rest of the start path (the per-layer umounts).
-                if let Some(cpus) = &ctx.spare_cpus {
-                    userns.keep_off_cpu(cpus);
+                // The merged overlay's id tells its teardown apart in the kernel's events.
+                if events {
+                    merged = api::mount_id_unique(api::cwd(), MERGED_DIR, false);
                 }
-                sent = userns.start_batch(k, dirs);
             };
             strategy::start(ctx.plan, paths, userns.fd(), rootfs, tally, &mut at_peak)?
         };
+        // The checks inside the userns run once the start path is over (the overlay stays
+        // mounted until the teardown): run beside it, their path walks would share the CPUs and
+        // the mount locks with the calls being measured.
+        if let Some(cpus) = &ctx.spare_cpus {
+            userns.keep_off_cpu(cpus);
+        }
+        let sent = userns.start_batch(k, dirs);
+        let after_start = if events { None } else { Some(below()?) };
         let verified = sent.and_then(|()| {
             let results = userns.finish_batch()?;
             verify(&results, &ctx.specs[k], dirs, base, idx, k, checks);
@@ -372,7 +410,18 @@ pub fn run(
         });
         // Tear down even when a check could not run, so nothing stays mounted.
         strategy::teardown(tally)?;
-        verified?;
+        verified.map_err(Cause::agent)?;
+        if events {
+            match merged.map_err(Cause::agent)? {
+                Some(id) => observed.merged_ids.push(id),
+                None => return Err(Cause::bug("statx gave no unique mount id for the overlay")),
+            }
+        } else if let (Some(peak), Some(after)) = (at_peak_n, after_start) {
+            let after_teardown = below()?;
+            observed.at_peak += peak;
+            observed.gone_after_start += peak.saturating_sub(after);
+            observed.gone_after_teardown += after.saturating_sub(after_teardown);
+        }
     }
     Ok(Started { latency, peak_seen })
 }

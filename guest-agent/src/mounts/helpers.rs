@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::cause::Cause;
 use super::container::{base_id, ID_COUNT};
-use crate::sys::ns::{Batches, UserNs};
-use crate::sys::{SysError, SysResult};
+use crate::sys::userns::{Batches, UserNs};
+use crate::sys::SysResult;
 
 const FREE: u8 = 0;
 const MAKING: u8 = 1;
@@ -52,33 +53,38 @@ impl Helpers {
         Ok(ns)
     }
 
-    /// Container `idx`'s helper: the one made ahead, or a new one.
-    pub fn take(&self, idx: u32) -> SysResult<UserNs> {
+    /// Container `idx`'s helper: the one made ahead, or a new one. Every failure here is the
+    /// agent's own (its helper process, its bookkeeping), never the kernel's answer to the
+    /// strategy.
+    pub fn take(&self, idx: u32) -> Result<UserNs, Cause> {
         let Some(state) = self.state.get(idx as usize) else {
-            return Err(SysError::plain(
-                "userns helper for a container out of range",
-                libc::EINVAL,
-            ));
+            return Err(Cause::bug(format!(
+                "userns helper for container {idx}, out of range"
+            )));
         };
         loop {
             match state.compare_exchange(FREE, TAKEN, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return self.make(idx),
+                Ok(_) => return self.make(idx).map_err(Cause::agent),
                 Err(READY) => {
                     state.store(TAKEN, Ordering::Release);
                     let made = self.ready[idx as usize]
                         .lock()
                         .ok()
                         .and_then(|mut slot| slot.take());
-                    return made.unwrap_or_else(|| {
-                        Err(SysError::plain(
-                            "userns helper made ahead: missing",
-                            libc::EINVAL,
-                        ))
-                    });
+                    return match made {
+                        Some(made) => made.map_err(Cause::agent),
+                        None => Err(Cause::bug(format!(
+                            "userns helper made ahead for container {idx}: missing"
+                        ))),
+                    };
                 }
                 // Being made: a clone and two writes away.
                 Err(MAKING) => std::thread::yield_now(),
-                Err(_) => return Err(SysError::plain("userns helper taken twice", libc::EINVAL)),
+                Err(_) => {
+                    return Err(Cause::bug(format!(
+                        "userns helper of container {idx} taken twice"
+                    )))
+                }
             }
         }
     }
@@ -115,20 +121,24 @@ impl Helpers {
     /// While the workers run (on the run thread): keep `ahead` helpers ready past the last
     /// container claimed (`next`), until no worker runs (`running`) or `stop()`. Workers unpark
     /// this thread when they claim a container or end.
+    /// `tick` runs on every wake-up, and at least every `period` (the run's mount-event counter
+    /// drains its queue there).
     pub fn make_ahead(
         &self,
         mut from: u32,
         next: &AtomicU32,
         running: &AtomicU32,
         stop: &dyn Fn() -> bool,
+        (tick, period): (&mut dyn FnMut(), Duration),
     ) {
         while running.load(Ordering::Acquire) > 0 && !stop() {
+            tick();
             let claimed = next.load(Ordering::Acquire);
             if claimed >= self.state.len() as u32 {
                 break;
             }
             self.make_window(claimed, &mut from);
-            std::thread::park_timeout(Duration::from_millis(20));
+            std::thread::park_timeout(period);
         }
     }
 }

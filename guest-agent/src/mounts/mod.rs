@@ -8,6 +8,9 @@
 //! called from any thread of a busy process (the lock benchmark's "storm" does) without touching
 //! the caller's namespace.
 //!
+//! Counts come from the kernel (`count`), never from the agent's own call sequence; a run's
+//! failure is typed (`cause`): only a call of the strategy's sequence can make it `unsupported`.
+//!
 //! Time accounting: `syscall_us` sums the time inside mount-family calls (open_tree,
 //! mount_setattr, move_mount, mount, umount2, fsopen/fsconfig/fsmount, and the close that
 //! dissolves a detached tree) over all workers; `overhead_us` is the rest of the workers' time
@@ -18,26 +21,124 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{
-    Better, CellDetail, CellResult, Evidence, Metric, MountOps, MountsResult, MountsScenario,
-    Outcome, Strategy, Summary, Unit,
-};
+use protocol::{CellResult, CountSource, Evidence, MountsScenario, Outcome, Strategy};
 
 use crate::layers;
-use crate::sys::{self, SysError};
+use crate::sys;
+use crate::window::Phase;
 
+mod cause;
 mod container;
+mod count;
 mod helpers;
+mod report;
 mod strategy;
 pub mod table;
+mod workers;
 
-use container::{Checks, RunCtx};
+use cause::AgentError;
+use container::RunCtx;
 use helpers::Helpers;
-use strategy::Tally;
+use report::{agent_evidence, stop_evidence, Report};
+use workers::{run_workers, WorkerOut};
+
+/// Test hooks, set through the environment variable [`TestHooks::ENV`] (comma-separated): they
+/// make a run misbehave on purpose, so tests can show that the agent's verdicts catch it. Never
+/// set outside tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestHooks {
+    /// `agent-error`: container 0 fails with an internal error of the agent (carrying EINVAL,
+    /// which once passed for the kernel's "unsupported"): the cell must `fail`.
+    pub agent_error: bool,
+    /// `extra-bind`: every pass makes one bind mount more than the strategy's sequence: the
+    /// kernel's count must catch it.
+    pub extra_bind: bool,
+    /// `no-fanotify` / `no-unique-ids`: count as a kernel without fanotify mount events (unique
+    /// mount ids) or without unique mount ids either (the mount table) would.
+    pub best_source: Option<CountSource>,
+}
+
+impl TestHooks {
+    pub const ENV: &'static str = "MMX_AGENT_TEST_HOOK";
+
+    /// The hooks the environment asks for; an unknown one is an error naming the known ones.
+    fn from_env() -> Result<TestHooks, String> {
+        let mut hooks = TestHooks::default();
+        let Ok(v) = std::env::var(Self::ENV) else {
+            return Ok(hooks);
+        };
+        for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            match h {
+                "agent-error" => hooks.agent_error = true,
+                "extra-bind" => hooks.extra_bind = true,
+                "no-fanotify" => hooks.best_source = Some(CountSource::UniqueMountIds),
+                "no-unique-ids" => hooks.best_source = Some(CountSource::MountTableDiff),
+                other => {
+                    return Err(format!(
+                        "{}={v}: unknown hook `{other}` (agent-error, extra-bind, no-fanotify, \
+                         no-unique-ids)",
+                        Self::ENV
+                    ))
+                }
+            }
+        }
+        Ok(hooks)
+    }
+
+    /// The best count source the hooks leave the kernel.
+    fn best_source(&self) -> CountSource {
+        self.best_source.unwrap_or(CountSource::FanotifyMountEvents)
+    }
+}
+
+/// How a run is embedded in something larger (the lock benchmark's storm).
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Mounts added to the run's namespace before its window opens: a tmpfs and bind mounts on
+    /// it, removed after the run (the storm's table-size axis).
+    pub prepopulate: u32,
+    /// Shared with threads that measure beside the run.
+    pub beside: Option<Arc<Beside>>,
+}
+
+/// What threads running beside a run (the storm's bystanders) see of it: where its mount table
+/// is, and its window, open exactly while the workers start containers.
+#[derive(Default)]
+pub struct Beside {
+    tid: AtomicI32,
+    pub phase: Phase,
+}
+
+impl Beside {
+    /// The run thread's id once it is in the run's namespace: its mount table, the one the
+    /// storm mounts in, is `/proc/self/task/<tid>/mountinfo`.
+    pub fn tid(&self) -> Option<i32> {
+        Some(self.tid.load(Ordering::Acquire)).filter(|&t| t > 0)
+    }
+}
+
+/// Closes a run's window however the run ends, so nothing beside it waits forever.
+struct WindowGuard(Option<Arc<Beside>>);
+
+impl WindowGuard {
+    fn open(&self) {
+        if let Some(b) = &self.0 {
+            b.phase.set(Phase::MEASURE);
+        }
+    }
+}
+
+impl Drop for WindowGuard {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            b.phase.set(Phase::STOP);
+        }
+    }
+}
 
 /// Check a scenario before running it against the one set of limits (`protocol::limits`); the
 /// message names the limit and why.
@@ -74,6 +175,18 @@ pub fn run_cancellable(
     cell_id: &str,
     cancel: &Cancel,
 ) -> CellResult {
+    run_with(scenario, scratch, cell_id, cancel, &Options::default())
+}
+
+/// [`run_cancellable`], embedded as `opts` says.
+pub fn run_with(
+    scenario: &MountsScenario,
+    scratch: &Path,
+    cell_id: &str,
+    cancel: &Cancel,
+    opts: &Options,
+) -> CellResult {
+    let window = WindowGuard(opts.beside.clone());
     if let Err(msg) = validate(scenario) {
         return result(
             cell_id,
@@ -81,11 +194,22 @@ pub fn run_cancellable(
             Some(Evidence::new("invalid mounts scenario").with_detail(msg)),
         );
     }
-    let (s, dir, id, c) = (
+    let hook = match TestHooks::from_env() {
+        Ok(h) => h,
+        Err(msg) => {
+            return result(
+                cell_id,
+                Outcome::InfraError,
+                Some(Evidence::new("test hook").with_detail(msg)),
+            )
+        }
+    };
+    let (s, dir, id, c, o) = (
         scenario.clone(),
         scratch.to_owned(),
         cell_id.to_owned(),
         cancel.clone(),
+        opts.clone(),
     );
     let spawned =
         std::thread::Builder::new()
@@ -94,7 +218,7 @@ pub fn run_cancellable(
                 if let Err(e) = sys::ns::enter_private_mount_ns() {
                     return result(&id, Outcome::InfraError, Some(e.evidence()));
                 }
-                execute(&s, &dir, &id, &c)
+                execute(&s, &dir, &id, &c, &o, hook)
             });
     let joined = match spawned {
         Ok(h) => h.join(),
@@ -106,6 +230,7 @@ pub fn run_cancellable(
             )
         }
     };
+    drop(window);
     joined.unwrap_or_else(|panic| {
         result(
             cell_id,
@@ -173,8 +298,19 @@ fn infra(cell_id: &str, step: String, errno: Option<i32>, detail: String) -> Cel
 }
 
 /// Prepare, run the workers, check and report. Runs on the run thread, in its namespace.
-fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -> CellResult {
+fn execute(
+    s: &MountsScenario,
+    scratch: &Path,
+    cell_id: &str,
+    cancel: &Cancel,
+    opts: &Options,
+    hook: TestHooks,
+) -> CellResult {
     let prep_start = Instant::now();
+    let window = WindowGuard(opts.beside.clone());
+    if let Some(b) = &opts.beside {
+        b.tid.store(sys::ns::thread_id(), Ordering::Release);
+    }
     let scratch = match scratch.canonicalize() {
         Ok(p) if p.is_dir() => p,
         Ok(p) => {
@@ -237,7 +373,7 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
                     "stop requested",
                 ));
             }
-            container::prepare_dirs(&containers, idx, s)
+            container::prepare_dirs(&containers, idx, s, hook.extra_bind)
         })
     });
     if cancel.is_cancelled() {
@@ -255,6 +391,24 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
             format!("below {}: {e}", containers.display()),
         );
     }
+    let padding = match Padding::add(&root, opts.prepopulate, &stop) {
+        Ok(p) => p,
+        Err(_) if cancel.is_cancelled() => {
+            return result(
+                cell_id,
+                Outcome::InfraError,
+                Some(stop_evidence("while adding mounts to the table")),
+            )
+        }
+        Err(e) => {
+            let mut ev = e.evidence();
+            ev.step = format!(
+                "add {} mounts to the run's table: {}",
+                opts.prepopulate, e.call
+            );
+            return result(cell_id, Outcome::InfraError, Some(ev));
+        }
+    };
     let layer_paths: Vec<CString> = layers
         .dirs
         .iter()
@@ -277,30 +431,34 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
                     rel,
                 ))
             }
+            // The agent wrote the layers below one directory itself: not the kernel's answer.
             Err(e) => {
                 return result(
                     cell_id,
-                    Outcome::Unsupported,
-                    Some(
-                        Evidence::new("common directory of the layer paths")
-                            .with_detail(e.to_string()),
-                    ),
+                    Outcome::Fail,
+                    Some(agent_evidence(&AgentError::Bug(format!(
+                        "common directory of the layer paths: {e}"
+                    )))),
                 )
             }
         },
         _ => None,
     };
-    let plan = strategy::Plan::new(s.strategy, layer_paths, common);
-    let observer = table::Observer::new(s.concurrency == 1);
+    let mut plan = strategy::Plan::new(s.strategy, layer_paths, common);
+    plan.extra_bind = hook.extra_bind;
+    let best = hook.best_source();
+    let observer = table::Observer::new(s.concurrency == 1, best == CountSource::MountTableDiff);
     let (batches, specs) = container::pass_specs(s, layers.has_overrides(), layers.opaque);
     // With more CPUs than workers, each helper runs beside its worker, kept off the worker's
     // CPU and with a raised priority; otherwise helpers share the workers' CPUs as is.
     let spare_cpus =
-        sys::ns::CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
-    sys::ns::set_reap_inline(spare_cpus.is_none());
+        sys::userns::CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
+    sys::userns::set_reap_inline(spare_cpus.is_none());
     let helpers = Helpers::new(s.containers, s.concurrency, batches, spare_cpus.is_some());
     // The first containers' helpers are made before the clock starts, the rest while it runs.
     let made = helpers.make_first();
+    // The kernel counts from here on: nothing but the workers mounts in this namespace now.
+    let mut counter = count::Counter::start(&root, best);
     let ctx = RunCtx {
         plan: &plan,
         scenario: s,
@@ -309,21 +467,28 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         helpers: &helpers,
         spare_cpus,
         observer: &observer,
+        source: counter.source(),
+        hook,
     };
     let prep = prep_start.elapsed();
 
     let wall_start = Instant::now();
-    let outs = run_workers(&ctx, made, cancel);
+    window.open();
+    let period = counter.drain_period();
+    let outs = run_workers(&ctx, made, cancel, (&mut || counter.drain(), period));
     let wall = wall_start.elapsed();
+    drop(window);
     // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.
     drop(ctx);
     drop(helpers);
-    sys::ns::reap_pending(Duration::from_secs(5));
+    sys::userns::reap_pending(Duration::from_secs(5));
 
     let mut total = WorkerOut::default();
     for o in &outs {
         total.merge(o);
     }
+    let counted = counter.finish(&total.observed, &root, &root);
+    drop(padding);
     let leaked = observer.count_below(&root).unwrap_or(u64::MAX);
     let report = Report {
         s,
@@ -332,360 +497,50 @@ fn execute(s: &MountsScenario, scratch: &Path, cell_id: &str, cancel: &Cancel) -
         wall,
         prep,
         leaked,
+        counted,
     };
     drop(run_dir);
     report.build(cell_id, total)
 }
 
-/// What one worker did.
-#[derive(Default)]
-struct WorkerOut {
-    tally: Tally,
-    checks: Checks,
-    latencies: Vec<(u32, Duration)>,
-    peak: u64,
-    errors: Vec<(u32, SysError)>,
-    busy: Duration,
-}
+/// Mounts added to a run's namespace before its window (the storm's table-size axis): two small
+/// tmpfs at `<run>/pad` and `<run>/pad-src`, and `n - 2` bind mounts of the second on
+/// directories of the first. The source lives on a mount of its own because a bind checks every
+/// child mount of its source's mount (`has_locked_children`): binding from the tmpfs that holds
+/// the targets made growing the table quadratic (10k mounts took seconds). Dropping it detaches
+/// them all at once.
+struct Padding(Vec<PathBuf>);
 
-impl WorkerOut {
-    fn merge(&mut self, o: &WorkerOut) {
-        self.tally.merge(&o.tally);
-        self.checks.merge(&o.checks);
-        self.latencies.extend_from_slice(&o.latencies);
-        self.peak = self.peak.max(o.peak);
-        self.errors.extend(o.errors.iter().cloned());
-        self.busy += o.busy;
-    }
-}
-
-/// Run the workers; meanwhile this thread makes userns helpers ahead of them.
-fn run_workers(ctx: &RunCtx<'_>, made: u32, cancel: &Cancel) -> Vec<WorkerOut> {
-    let next = AtomicU32::new(0);
-    let abort = AtomicBool::new(false);
-    let running = AtomicU32::new(ctx.scenario.concurrency);
-    let maker = std::thread::current();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..ctx.scenario.concurrency)
-            .map(|_| {
-                let w = Worker {
-                    ctx,
-                    next: &next,
-                    abort: &abort,
-                    cancel,
-                    maker: &maker,
-                };
-                let (running, maker) = (&running, &maker);
-                scope.spawn(move || {
-                    let out = w.run();
-                    running.fetch_sub(1, Ordering::AcqRel);
-                    maker.unpark();
-                    out
-                })
-            })
-            .collect();
-        ctx.helpers
-            .make_ahead(made, &next, &running, &|| cancel.is_cancelled());
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|p| {
-                    abort.store(true, Ordering::SeqCst);
-                    let mut out = WorkerOut::default();
-                    out.errors.push((
-                        u32::MAX,
-                        SysError::plain("worker thread panicked", 0).context(panic_message(&*p)),
-                    ));
-                    out
-                })
-            })
-            .collect()
-    })
-}
-
-/// What a worker shares with the others.
-#[derive(Clone, Copy)]
-struct Worker<'a> {
-    ctx: &'a RunCtx<'a>,
-    next: &'a AtomicU32,
-    abort: &'a AtomicBool,
-    cancel: &'a Cancel,
-    maker: &'a std::thread::Thread,
-}
-
-impl Worker<'_> {
-    fn run(self) -> WorkerOut {
-        let mut out = WorkerOut::default();
-        // Own working directory: relative mount paths are per worker.
-        if let Err(e) = sys::ns::unshare_fs() {
-            self.abort.store(true, Ordering::SeqCst);
-            out.errors.push((u32::MAX, e));
-            return out;
-        }
-        loop {
-            if self.cancel.is_cancelled() || self.abort.load(Ordering::Relaxed) {
-                break;
-            }
-            let idx = self.next.fetch_add(1, Ordering::AcqRel);
-            if idx >= self.ctx.scenario.containers {
-                break;
-            }
-            // The maker keeps helpers ready a few containers past the last one claimed.
-            self.maker.unpark();
-            let t = Instant::now();
-            let r = container::run(self.ctx, idx, &mut out.tally, &mut out.checks);
-            out.busy += t.elapsed();
-            match r {
-                Ok(started) => {
-                    out.latencies.push((idx, started.latency));
-                    out.peak = out.peak.max(started.peak_seen);
-                }
-                Err(e) => {
-                    self.abort.store(true, Ordering::SeqCst);
-                    out.errors.push((idx, e));
-                }
-            }
-        }
-        // Leave the container directory so nothing pins it.
-        let _ = rustix::process::chdir("/");
-        out
-    }
-}
-
-/// Why a run stopped early: the signal, or the caller's cancel (a plan item's timeout).
-fn stop_evidence(when: &str) -> Evidence {
-    let why = match sys::signal::stop_signal() {
-        Some(sig) => format!("interrupted by signal {sig}"),
-        None if sys::signal::stop_requested() => "stopped: stdin closed".to_owned(),
-        None => "cancelled".to_owned(),
-    };
-    Evidence::new(why).with_detail(format!("stopped {when}"))
-}
-
-/// Errnos that mean "this kernel or filesystem cannot do that step".
-fn means_unsupported(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EBADF
-    )
-}
-
-/// Errnos that mean "our side broke" (resources, privileges, the disk).
-fn means_infra(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::EPERM
-            | libc::ENOSPC
-            | libc::ENOMEM
-            | libc::EMFILE
-            | libc::ENFILE
-            | libc::EIO
-            | libc::EPIPE
-            | libc::ETIMEDOUT
-            | libc::EROFS
-            | 0
-    )
-}
-
-struct Report<'a> {
-    s: &'a MountsScenario,
-    layers_fs: String,
-    method: &'static str,
-    wall: Duration,
-    prep: Duration,
-    leaked: u64,
-}
-
-fn us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-impl Report<'_> {
-    fn build(self, cell_id: &str, mut t: WorkerOut) -> CellResult {
-        let s = self.s;
-        t.latencies.sort_by_key(|(idx, _)| *idx);
-        let latency_us: Vec<u64> = t.latencies.iter().map(|(_, d)| us(*d)).collect();
-        let samples: Vec<f64> = latency_us.iter().map(|&v| v as f64).collect();
-        let latency = Summary::of(&samples);
-        let completed = latency_us.len() as u32;
-        let expected_ops = s.expected_ops_per_container() * u64::from(s.containers);
-        let ops = t.tally.attach + t.tally.detach;
-        let all_done = completed == s.containers;
-        if all_done {
-            t.checks.record("mount-ops-formula", ops == expected_ops, || {
-                format!("{ops} mount-table operations on the start path, formula says {expected_ops}")
-            });
-        }
-        t.checks.record("no-leaked-mounts", self.leaked == 0, || {
-            format!("{} mounts left below the run directory", self.leaked)
-        });
-        let syscall_us = t.tally.syscall_ns / 1000;
-        let busy_us = us(t.busy);
-        let overhead_us = busy_us.saturating_sub(syscall_us);
-
-        t.errors.sort_by_key(|(idx, _)| *idx);
-        let (outcome, evidence) = if let Some((idx, e)) = t.errors.first() {
-            let outcome = if completed == 0 && means_unsupported(e.errno) {
-                Outcome::Unsupported
-            } else if means_infra(e.errno) {
-                Outcome::InfraError
-            } else {
-                Outcome::Fail
-            };
-            // Stable step: the call and the layers' filesystem. Which container, how far the
-            // run got and the call's variable inputs go to the detail.
-            let mut ev = e.evidence();
-            ev.step = format!("{} on {}", e.call, self.layers_fs);
-            let which = if *idx == u32::MAX {
-                "a worker".to_owned()
-            } else {
-                format!("container {idx}")
-            };
-            ev.detail = format!(
-                "{which}; {completed} of {} containers finished",
-                s.containers
-            );
-            if !e.context.is_empty() {
-                ev.detail = format!("{}; {}", ev.detail, e.context);
-            }
-            (outcome, Some(ev))
-        } else if !all_done {
-            let after = format!("after {completed} of {} containers", s.containers);
-            (Outcome::InfraError, Some(stop_evidence(&after)))
-        } else if let Some((name, detail)) = t.checks.first_failure() {
-            (
-                Outcome::Fail,
-                Some(Evidence::new(format!("check {name}")).with_detail(detail)),
-            )
-        } else {
-            (Outcome::Pass, None)
+impl Padding {
+    fn add(root: &Path, n: u32, stop: &dyn Fn() -> bool) -> Result<Padding, sys::SysError> {
+        let io = |what: &'static str| {
+            move |e: std::io::Error| sys::SysError::from_io(|| what.into(), &e)
         };
-
-        let metrics = metrics(&MetricInputs {
-            latency_us: &latency_us,
-            latency,
-            ops,
-            wall: self.wall,
-            prep: self.prep,
-            busy_us,
-            overhead_us,
-            ebusy_retries: t.tally.ebusy_retries,
-        });
-
-        CellResult {
-            item: 0,
-            cell_id: cell_id.to_owned(),
-            outcome,
-            evidence,
-            metrics,
-            detail: Some(CellDetail::Mounts(MountsResult {
-                scenario: s.clone(),
-                layers_fs: self.layers_fs,
-                mount_ops: MountOps {
-                    attachments: t.tally.attach,
-                    detachments: t.tally.detach,
-                    ops,
-                    expected_ops,
-                    teardown_detachments: t.tally.teardown,
-                    cross_check_method: self.method.to_owned(),
-                    peak_extra_mounts: t.peak,
-                    leaked: self.leaked,
-                },
-                latency_us,
-                latency,
-                wall_us: us(self.wall),
-                syscall_us,
-                overhead_us,
-                checks: t.checks.to_protocol(),
-            })),
+        let mut padding = Padding(Vec::new());
+        let (pad, src) = (root.join("pad"), root.join("pad-src"));
+        for dir in [&pad, &src].into_iter().take(n.min(2) as usize) {
+            std::fs::create_dir(dir).map_err(io("mkdir(pad)"))?;
+            sys::legacy::mount_tmpfs(dir.as_path())?;
+            padding.0.push(dir.clone());
         }
+        for i in 2..n {
+            if i % 256 == 0 && stop() {
+                return Err(sys::SysError::plain("stop requested", libc::EINTR));
+            }
+            let d = pad.join(i.to_string());
+            std::fs::create_dir(&d).map_err(io("mkdir(pad/<i>)"))?;
+            sys::legacy::mount_bind(src.as_path(), d.as_path())?;
+        }
+        Ok(padding)
     }
 }
 
-/// What the metrics of one run are computed from.
-struct MetricInputs<'a> {
-    latency_us: &'a [u64],
-    latency: Option<Summary>,
-    ops: u64,
-    wall: Duration,
-    prep: Duration,
-    busy_us: u64,
-    overhead_us: u64,
-    ebusy_retries: u64,
-}
-
-/// The metrics of a mounts run. Names are stable: `mmx compare` matches baselines by name, and
-/// the harness merges a cell's repeats by appending samples under the same name.
-///
-/// | name | unit | better | samples per run |
-/// |---|---|---|---|
-/// | `start_latency_us` | µs | lower | one per finished container: its start latency (all passes, no checks or teardown) |
-/// | `latency_p50_us`, `latency_p99_us`, `latency_max_us` | µs | lower | one: that statistic over the run's containers |
-/// | `mount_ops` | count | neither | one: mount-table operations on the start path |
-/// | `wall_ms` | ms | lower | one: the workers' wall time (containers only, not preparation) |
-/// | `prep_ms` | ms | neither | one: writing layers and container directories |
-/// | `overhead_pct` | count (a percentage) | lower | one: the agent's own share of the workers' busy time (not in mount syscalls) |
-/// | `ebusy_retries` | count | lower | one: umount2 calls repeated after EBUSY |
-///
-/// `start_latency_us` gives `mmx compare`'s rank test C samples per repeat, so it has power even
-/// with one repeat; the percentile metrics stay for reports and for continuity with older runs.
-fn metrics(m: &MetricInputs<'_>) -> BTreeMap<String, Metric> {
-    let mut metrics = BTreeMap::new();
-    if !m.latency_us.is_empty() {
-        metrics.insert(
-            "start_latency_us".to_owned(),
-            Metric::new(
-                Unit::Microseconds,
-                Better::Lower,
-                m.latency_us.iter().map(|&v| v as f64).collect(),
-            ),
-        );
-    }
-    if let Some(l) = m.latency {
-        for (name, v) in [
-            ("latency_p50_us", l.p50),
-            ("latency_p99_us", l.p99),
-            ("latency_max_us", l.max),
-        ] {
-            metrics.insert(
-                name.to_owned(),
-                Metric::one(Unit::Microseconds, Better::Lower, v),
-            );
+impl Drop for Padding {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = sys::legacy::umount_detach(dir.as_path());
         }
     }
-    metrics.insert(
-        "mount_ops".into(),
-        Metric::one(Unit::Count, Better::Neither, m.ops as f64),
-    );
-    metrics.insert(
-        "wall_ms".into(),
-        Metric::one(
-            Unit::Milliseconds,
-            Better::Lower,
-            m.wall.as_secs_f64() * 1e3,
-        ),
-    );
-    metrics.insert(
-        "prep_ms".into(),
-        Metric::one(
-            Unit::Milliseconds,
-            Better::Neither,
-            m.prep.as_secs_f64() * 1e3,
-        ),
-    );
-    if m.busy_us > 0 {
-        // A percentage; protocol::Unit has no percent, Count prints it bare.
-        let pct = 100.0 * m.overhead_us as f64 / m.busy_us as f64;
-        metrics.insert(
-            "overhead_pct".into(),
-            Metric::one(Unit::Count, Better::Lower, pct),
-        );
-    }
-    metrics.insert(
-        "ebusy_retries".into(),
-        Metric::one(Unit::Count, Better::Lower, m.ebusy_retries as f64),
-    );
-    metrics
 }
 
 #[cfg(test)]
@@ -710,7 +565,7 @@ mod tests {
 
     #[test]
     fn formulas_per_container() {
-        // DESIGN.md: per-layer P·(1+2L), common-parent P·3, fsconfig-fd P·1.
+        // ARCHITECTURE.md: per-layer P·(1+2L), common-parent P·3, fsconfig-fd P·1.
         assert_eq!(
             sc(Strategy::PerLayer, 50, 20, 2, 2).expected_ops_per_container(),
             202
@@ -740,73 +595,5 @@ mod tests {
         assert!(validate(&sc(Strategy::PerLayer, 5, 2, 2, 0)).is_err());
         assert!(validate(&sc(Strategy::PerLayer, 5, 0, 0, 2)).is_err());
         assert!(validate(&sc(Strategy::FsconfigFd, 256, 4096, 4096, 8)).is_ok());
-    }
-
-    fn report(s: &MountsScenario) -> Report<'_> {
-        Report {
-            s,
-            layers_fs: "ext4".into(),
-            method: "listmount",
-            wall: Duration::from_millis(10),
-            prep: Duration::from_millis(1),
-            leaked: 0,
-        }
-    }
-
-    #[test]
-    fn unsupported_evidence_has_a_stable_step_and_the_where_in_detail() {
-        let s = sc(Strategy::FsconfigFd, 5, 10, 2, 2);
-        let steps: Vec<String> = [(3u32, "layer 5 of 5"), (0, "the upper dir")]
-            .into_iter()
-            .map(|(idx, ctx)| {
-                let mut out = WorkerOut::default();
-                out.errors.push((
-                    idx,
-                    SysError::plain("fsconfig(FSCONFIG_SET_FD, \"lowerdir+\")", libc::EOPNOTSUPP)
-                        .context(ctx),
-                ));
-                let r = report(&s).build("c", out);
-                assert_eq!(r.outcome, Outcome::Unsupported);
-                let ev = r.evidence.expect("evidence");
-                assert_eq!(ev.errno_name(), Some("EOPNOTSUPP"));
-                assert_eq!(
-                    ev.detail,
-                    format!("container {idx}; 0 of 10 containers finished; {ctx}")
-                );
-                ev.step
-            })
-            .collect();
-        assert_eq!(steps[0], steps[1]);
-        assert_eq!(steps[0], "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\") on ext4");
-    }
-
-    #[test]
-    fn every_container_latency_is_a_sample() {
-        let s = sc(Strategy::PerLayer, 2, 3, 1, 2);
-        let mut out = WorkerOut::default();
-        for (i, us) in [(2u32, 300u64), (0, 100), (1, 200)] {
-            out.latencies.push((i, Duration::from_micros(us)));
-        }
-        out.tally.attach = 3 * 2 * 3;
-        out.tally.detach = 3 * 2 * 2;
-        let r = report(&s).build("c", out);
-        let m = &r.metrics["start_latency_us"];
-        assert_eq!(m.samples, vec![100.0, 200.0, 300.0]);
-        assert_eq!((m.unit, m.better), (Unit::Microseconds, Better::Lower));
-        for kept in [
-            "latency_p50_us",
-            "latency_p99_us",
-            "latency_max_us",
-            "mount_ops",
-        ] {
-            assert_eq!(r.metrics[kept].samples.len(), 1, "{kept}");
-        }
-    }
-
-    #[test]
-    fn errno_classes_do_not_overlap() {
-        for e in 0..200 {
-            assert!(!(means_unsupported(e) && means_infra(e)), "errno {e}");
-        }
     }
 }

@@ -1,11 +1,12 @@
-//! The three strategies, each reading like its syscall sequence in DESIGN.md. All run with the
+//! The three strategies, each reading like its syscall sequence in ARCHITECTURE.md. All run with the
 //! worker's working directory set to the container's directory (`c/<idx>`), so every mount path
 //! and overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
 //! (common-parent target), `m` (merged), `u` (upper), `w` (work). Layer sources are absolute.
 //! Passes run one after another and reuse the same targets.
 //!
-//! Every mount-family call goes through [`Tally::timed`], which sums its time; attachments and
-//! detachments are counted where they happen.
+//! Every call of the sequence goes through [`Tally::timed`], which sums its time and makes its
+//! failure the kernel's answer ([`Cause::Kernel`]). Nothing here counts attachments: the kernel
+//! does (`super::count`).
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -13,17 +14,12 @@ use std::time::{Duration, Instant};
 
 use protocol::Strategy;
 
+use super::cause::Cause;
 use crate::sys::{legacy, mount_api as api, SysError, SysResult};
 
-/// Per-worker counts and time inside mount syscalls.
+/// Per-worker time inside mount syscalls.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    /// Attachments on the start path (move_mount, mount(2)).
-    pub attach: u64,
-    /// Detachments on the start path (umount2 of per-layer or parent binds).
-    pub detach: u64,
-    /// Unmounts of finished rootfses, and lazy detaches on error paths.
-    pub teardown: u64,
     /// umount2 calls repeated after EBUSY.
     pub ebusy_retries: u64,
     /// Nanoseconds inside mount-family syscalls.
@@ -31,28 +27,29 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn timed<T>(&mut self, f: impl FnOnce() -> SysResult<T>) -> SysResult<T> {
+    /// Run one call of the strategy's sequence: its time is summed, its failure is the
+    /// kernel's answer.
+    fn timed<T>(&mut self, f: impl FnOnce() -> SysResult<T>) -> Result<T, Cause> {
         let t = Instant::now();
         let r = f();
         self.syscall_ns += t.elapsed().as_nanos() as u64;
-        r
+        r.map_err(Cause::Kernel)
     }
 
     pub fn merge(&mut self, o: &Tally) {
-        self.attach += o.attach;
-        self.detach += o.detach;
-        self.teardown += o.teardown;
         self.ebusy_retries += o.ebusy_retries;
         self.syscall_ns += o.syscall_ns;
     }
 
     /// `umount2(target, 0)`, retried on EBUSY: a helper process or a concurrent path walk can
     /// hold a mount for a moment (containerd retries for the same reason).
-    fn umount_retry(&mut self, target: &CStr) -> SysResult<()> {
+    fn umount_retry(&mut self, target: &CStr) -> Result<(), Cause> {
         const TRIES: u32 = 100;
         for attempt in 0.. {
             match self.timed(|| legacy::umount(target)) {
-                Err(SysError { errno, .. }) if errno == libc::EBUSY && attempt + 1 < TRIES => {
+                Err(Cause::Kernel(SysError { errno, .. }))
+                    if errno == libc::EBUSY && attempt + 1 < TRIES =>
+                {
                     self.ebusy_retries += 1;
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -65,9 +62,7 @@ impl Tally {
     /// Lazily detach what an interrupted start path left attached.
     fn detach_all(&mut self, targets: &[&CStr]) {
         for t in targets.iter().rev() {
-            if self.timed(|| legacy::umount_detach(*t)).is_ok() {
-                self.teardown += 1;
-            }
+            let _ = self.timed(|| legacy::umount_detach(*t));
         }
     }
 }
@@ -83,6 +78,10 @@ pub struct Plan {
     pub common: Option<CString>,
     /// Upper and work dirs and overlay options, the same for every container.
     paths: Paths,
+    /// Test hook `extra-bind`: one bind mount more than the strategy's sequence in every pass,
+    /// attached before it and detached after it (so it is attached at the peak, where every
+    /// count source looks), which the kernel's count must catch.
+    pub extra_bind: bool,
 }
 
 /// A container's upper and work dirs and overlay options, relative to its directory.
@@ -120,6 +119,7 @@ impl Plan {
             layers,
             targets,
             common: common.map(|(c, _)| c),
+            extra_bind: false,
             paths: Paths {
                 upper: c("u".into()),
                 work: c("w".into()),
@@ -145,6 +145,9 @@ impl Plan {
 }
 
 const MERGED: &CStr = c"m";
+/// Where the test hook `extra-bind` mounts (see [`Plan::extra_bind`]).
+pub const EXTRA_TARGET: &str = "x";
+const EXTRA: &CStr = c"x";
 const PARENT_TARGET: &CStr = c"p";
 
 /// Build one pass's overlay at `m`. `rootfs` selects pass B (upper/work) over pass A (read-only
@@ -157,27 +160,38 @@ pub fn start(
     rootfs: bool,
     tally: &mut Tally,
     at_peak: &mut dyn FnMut(),
-) -> SysResult<Duration> {
+) -> Result<Duration, Cause> {
     let t0 = Instant::now();
+    if plan.extra_bind {
+        let layer = plan
+            .layers
+            .first()
+            .ok_or_else(|| Cause::bug("a plan without layers"))?;
+        tally.timed(|| legacy::mount_bind(layer.as_c_str(), EXTRA))?;
+    }
     let mut paused = Duration::ZERO;
     let mut peak = || {
         let p = Instant::now();
         at_peak();
         paused += p.elapsed();
     };
-    match plan.strategy {
-        Strategy::PerLayer => per_layer(plan, paths, userns, rootfs, tally, &mut peak)?,
-        Strategy::CommonParent => common_parent(plan, paths, userns, rootfs, tally, &mut peak)?,
-        Strategy::FsconfigFd => fsconfig_fd(plan, paths, userns, rootfs, tally, &mut peak)?,
+    let r = match plan.strategy {
+        Strategy::PerLayer => per_layer(plan, paths, userns, rootfs, tally, &mut peak),
+        Strategy::CommonParent => common_parent(plan, paths, userns, rootfs, tally, &mut peak),
+        Strategy::FsconfigFd => fsconfig_fd(plan, paths, userns, rootfs, tally, &mut peak),
+    };
+    if plan.extra_bind {
+        let undone = tally.umount_retry(EXTRA);
+        r.and(undone)?;
+    } else {
+        r?;
     }
     Ok(t0.elapsed().saturating_sub(paused))
 }
 
 /// Unmount the finished overlay (not part of the start path).
-pub fn teardown(tally: &mut Tally) -> SysResult<()> {
-    tally.umount_retry(MERGED)?;
-    tally.teardown += 1;
-    Ok(())
+pub fn teardown(tally: &mut Tally) -> Result<(), Cause> {
+    tally.umount_retry(MERGED)
 }
 
 /// An idmapped, read-only, detached clone of one directory.
@@ -186,7 +200,7 @@ fn idmapped_clone(
     path: &CStr,
     userns: BorrowedFd<'_>,
     recursive: bool,
-) -> SysResult<OwnedFd> {
+) -> Result<OwnedFd, Cause> {
     let fd = tally.timed(|| api::open_tree_clone(api::cwd(), path, recursive))?;
     tally.timed(|| api::mount_setattr_idmap(fd.as_fd(), userns, true, recursive))?;
     Ok(fd)
@@ -209,13 +223,12 @@ fn per_layer(
     rootfs: bool,
     tally: &mut Tally,
     peak: &mut dyn FnMut(),
-) -> SysResult<()> {
+) -> Result<(), Cause> {
     let mut attached: Vec<&CStr> = Vec::with_capacity(plan.layers.len() + 1);
     let r = (|| {
         for (layer, target) in plan.layers.iter().zip(&plan.targets) {
             let fd = idmapped_clone(tally, layer, userns, false)?;
             tally.timed(|| api::move_mount_attach(fd.as_fd(), api::cwd(), target.as_c_str()))?;
-            tally.attach += 1;
             attached.push(target);
             close_tree(tally, fd);
         }
@@ -225,7 +238,6 @@ fn per_layer(
         while attached.len() > 1 {
             let target = attached.remove(0);
             tally.umount_retry(target)?;
-            tally.detach += 1;
         }
         Ok(())
     })();
@@ -244,16 +256,15 @@ fn common_parent(
     rootfs: bool,
     tally: &mut Tally,
     peak: &mut dyn FnMut(),
-) -> SysResult<()> {
+) -> Result<(), Cause> {
     let common = plan
         .common
         .as_deref()
-        .ok_or_else(|| SysError::plain("common directory of the layer paths", libc::EINVAL))?;
+        .ok_or_else(|| Cause::bug("a common-parent plan without the layers' common directory"))?;
     let mut attached: Vec<&CStr> = Vec::with_capacity(2);
     let r = (|| {
         let fd = idmapped_clone(tally, common, userns, true)?;
         tally.timed(|| api::move_mount_attach(fd.as_fd(), api::cwd(), PARENT_TARGET))?;
-        tally.attach += 1;
         attached.push(PARENT_TARGET);
         close_tree(tally, fd);
         overlay(paths, rootfs, tally)?;
@@ -261,7 +272,6 @@ fn common_parent(
         peak();
         tally.umount_retry(PARENT_TARGET)?;
         attached.remove(0);
-        tally.detach += 1;
         Ok(())
     })();
     if r.is_err() {
@@ -270,20 +280,22 @@ fn common_parent(
     r
 }
 
-fn overlay(paths: &Paths, rootfs: bool, tally: &mut Tally) -> SysResult<()> {
+fn overlay(paths: &Paths, rootfs: bool, tally: &mut Tally) -> Result<(), Cause> {
     let data = if rootfs {
         &paths.data_rootfs
     } else {
         &paths.data_view
     };
-    tally.timed(|| legacy::mount_overlay(MERGED, data, !rootfs))?;
-    tally.attach += 1;
-    Ok(())
+    tally.timed(|| legacy::mount_overlay(MERGED, data, !rootfs))
 }
 
 /// per layer open_tree(CLONE) + mount_setattr(IDMAP), detached; fsopen("overlay"),
-/// fsconfig(SET_FD, "lowerdir+") per layer, upper/work by SET_STRING, CMD_CREATE, close the
-/// layer fds, fsmount, one move_mount.
+/// fsconfig(SET_FD, "lowerdir+", detached idmapped layer) per layer, upper/work by SET_STRING,
+/// CMD_CREATE, close the layer fds, fsmount, one move_mount. The read-only view's top layer is
+/// the upper dir, not idmapped, handed by path (`SET_STRING "lowerdir+"`): what the first fd
+/// call answers is then about detached idmapped layers, the feature the strategy exists for;
+/// handing upper or work dirs as `O_PATH` fds is a feature of its own (the probe
+/// `fsconfig-set-fd-upper-work`).
 fn fsconfig_fd(
     plan: &Plan,
     paths: &Paths,
@@ -291,24 +303,29 @@ fn fsconfig_fd(
     rootfs: bool,
     tally: &mut Tally,
     peak: &mut dyn FnMut(),
-) -> SysResult<()> {
+) -> Result<(), Cause> {
     let mut trees = Vec::with_capacity(plan.layers.len());
     for layer in &plan.layers {
         trees.push(idmapped_clone(tally, layer, userns, false)?);
     }
     let fs = tally.timed(|| api::fsopen("overlay"))?;
     if !rootfs {
-        // The read-only view's top layer is the upper dir itself, not idmapped.
-        let upper = tally.timed(|| api::open_tree_path(api::cwd(), paths.upper.as_c_str()))?;
         tally
-            .timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", upper.as_fd()))
-            .map_err(|e| e.context("the upper dir as top layer (O_PATH fd)"))?;
+            .timed(|| api::fsconfig_set_string(fs.as_fd(), "lowerdir+", paths.upper.as_c_str()))
+            .map_err(|e| e.context("the upper dir as the view's top layer"))?;
     }
     let n = trees.len();
     for (i, tree) in trees.iter().enumerate().rev() {
         tally
-            .timed(|| api::fsconfig_set_fd(fs.as_fd(), "lowerdir+", tree.as_fd()))
-            .map_err(|e| e.context(format!("layer {} of {n} (detached idmapped tree)", i + 1)))?;
+            .timed(|| {
+                api::fsconfig_set_fd(
+                    fs.as_fd(),
+                    "lowerdir+",
+                    tree.as_fd(),
+                    api::FdKind::DetachedIdmappedLayer,
+                )
+            })
+            .map_err(|e| e.context(format!("layer {} of {n}", i + 1)))?;
     }
     if rootfs {
         tally.timed(|| api::fsconfig_set_string(fs.as_fd(), "upperdir", paths.upper.as_c_str()))?;
@@ -320,7 +337,6 @@ fn fsconfig_fd(
     }
     let mnt = tally.timed(|| api::fsmount(fs.as_fd(), !rootfs))?;
     tally.timed(|| api::move_mount_attach(mnt.as_fd(), api::cwd(), MERGED))?;
-    tally.attach += 1;
     peak();
     close_tree(tally, mnt);
     Ok(())

@@ -25,9 +25,12 @@ pub enum Observer {
 }
 
 impl Observer {
-    /// Pick the method the kernel supports, remembering the mounts that are not ours. Call it
-    /// in the run's namespace before any worker mounts.
-    pub fn new(sole_writer: bool) -> Observer {
+    /// Pick the method the kernel supports (mountinfo when `mountinfo` asks for it), remembering
+    /// the mounts that are not ours. Call it in the run's namespace before any worker mounts.
+    pub fn new(sole_writer: bool, mountinfo: bool) -> Observer {
+        if mountinfo {
+            return Observer::Mountinfo;
+        }
         match listmount_all() {
             Ok(ids) => Observer::Listmount {
                 baseline: ids.into_iter().collect(),

@@ -47,6 +47,26 @@ pub fn umount_detach<P: Arg + Debug + Copy>(target: P) -> SysResult<()> {
     })
 }
 
+/// `mount("tmpfs", target, "tmpfs", 0, "mode=0755")`: a scratch filesystem of the agent's own
+/// (the lock benchmark's private trees, the storm's padding). One attachment.
+pub fn mount_tmpfs<P: Arg + Debug + Copy>(target: P) -> SysResult<()> {
+    rustix::mount::mount("tmpfs", target, "tmpfs", MountFlags::empty(), c"mode=0755").map_err(|e| {
+        SysError::new(|| "mount(\"tmpfs\", \"tmpfs\", 0, \"mode=0755\")".into(), e)
+            .context(format!("target {target:?}"))
+    })
+}
+
+/// `mount(source, target, NULL, MS_BIND, NULL)`. One attachment.
+pub fn mount_bind<S: Arg + Debug + Copy, P: Arg + Debug + Copy>(
+    source: S,
+    target: P,
+) -> SysResult<()> {
+    rustix::mount::mount_bind(source, target).map_err(|e| {
+        SysError::new(|| "mount(MS_BIND)".into(), e)
+            .context(format!("source {source:?}, target {target:?}"))
+    })
+}
+
 /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`: stop every mount in this namespace from
 /// propagating to or from the namespace it was copied from.
 pub fn make_rprivate_root() -> SysResult<()> {

@@ -4,17 +4,20 @@
 //! `protocol::Evidence`.
 //!
 //! Families: [`mount_api`] (open_tree, mount_setattr, move_mount, fsopen/fsconfig/fsmount),
-//! [`legacy`] (mount(2), umount2), [`table`] (listmount/statmount), [`ns`] (mount and user
-//! namespaces), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag).
+//! [`legacy`] (mount(2), umount2), [`table`] (listmount/statmount), [`ns`] (mount
+//! namespaces), [`userns`] (user namespaces and their helper processes), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag),
+//! [`cspin`] (the lock benchmark's C reference loop).
 
 use std::fmt;
 
+pub mod cspin;
 pub mod fanotify;
 pub mod legacy;
 pub mod mount_api;
 pub mod ns;
 pub mod signal;
 pub mod table;
+pub mod userns;
 
 /// A failed system call. `call` is stable: the call with its meaningful constant inputs (flags,
 /// attribute and key names), never fd numbers, pids or paths with run-specific parts, so the
@@ -24,7 +27,8 @@ pub mod table;
 pub struct SysError {
     /// The call, e.g. `mount_setattr(AT_EMPTY_PATH, MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY)`.
     pub call: String,
-    /// Raw errno; 0 where no syscall failed (a wrong answer, a helper that went away).
+    /// Raw errno; 0 where no syscall failed (a wrong answer, a helper that went away): the agent
+    /// never makes one up.
     pub errno: i32,
     /// Variable inputs, e.g. `path "/var/tmp/x/mmx-mounts-812-0/snapshots/3/fs"`; may be empty.
     pub context: String,

@@ -52,9 +52,9 @@ pub fn mount_setattr_idmap(
     rdonly: bool,
     recursive: bool,
 ) -> SysResult<()> {
-    let mut attr_set = u64::from(libc::MOUNT_ATTR_IDMAP);
+    let mut attr_set = libc::MOUNT_ATTR_IDMAP;
     if rdonly {
-        attr_set |= u64::from(libc::MOUNT_ATTR_RDONLY);
+        attr_set |= libc::MOUNT_ATTR_RDONLY;
     }
     let attr = libc::mount_attr {
         attr_set,
@@ -130,12 +130,40 @@ pub fn fsconfig_set_string<V: Arg + Debug + Copy>(
     })
 }
 
+/// What kind of descriptor a `FSCONFIG_SET_FD` hands over: the step names it, because the
+/// kernel's answer depends on it (a detached idmapped tree is one feature, an `O_PATH` handle on
+/// a directory another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdKind {
+    /// A detached, idmapped `open_tree(OPEN_TREE_CLONE)` tree.
+    DetachedIdmappedLayer,
+    /// An `O_PATH` handle from `open_tree` without a clone (no new mount).
+    OPath,
+}
+
+impl FdKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            FdKind::DetachedIdmappedLayer => "detached idmapped layer",
+            FdKind::OPath => "O_PATH fd",
+        }
+    }
+}
+
 /// `fsconfig(fs_fd, FSCONFIG_SET_FD, key, NULL, fd)`: hand the kernel a file descriptor as a
-/// parameter (overlayfs `lowerdir+` takes an `open_tree` fd since 6.13).
-pub fn fsconfig_set_fd(fs_fd: BorrowedFd<'_>, key: &str, fd: BorrowedFd<'_>) -> SysResult<()> {
+/// parameter (overlayfs `lowerdir+` takes an `open_tree` fd since 6.13). The call text names the
+/// key and the kind of fd, never its number (it differs from run to run).
+pub fn fsconfig_set_fd(
+    fs_fd: BorrowedFd<'_>,
+    key: &str,
+    fd: BorrowedFd<'_>,
+    kind: FdKind,
+) -> SysResult<()> {
     rustix::mount::fsconfig_set_fd(fs_fd, key, fd).map_err(|e| {
-        // No fd number: it differs from run to run.
-        SysError::new(|| format!("fsconfig(FSCONFIG_SET_FD, {key:?})"), e)
+        SysError::new(
+            || format!("fsconfig(FSCONFIG_SET_FD, {key:?}, {})", kind.as_str()),
+            e,
+        )
     })
 }
 
@@ -176,6 +204,30 @@ pub fn close_tree(fd: OwnedFd) {
     drop(fd);
 }
 
+/// `STATX_MNT_ID_UNIQUE` (6.8+, include/uapi/linux/stat.h): a mount's 64-bit id, allocated
+/// from one counter and never reused.
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// `statx(dirfd, path, AT_SYMLINK_NOFOLLOW [| AT_EMPTY_PATH], STATX_MNT_ID_UNIQUE)`: the unique
+/// id of the mount `path` lies on (with an empty path: the mount `dirfd` refers to, e.g. a
+/// detached tree). `None` when the kernel has no unique mount ids (before 6.8 it leaves the
+/// mask bit clear).
+pub fn mount_id_unique<P: Arg + Debug + Copy>(
+    dirfd: BorrowedFd<'_>,
+    path: P,
+    empty_path: bool,
+) -> SysResult<Option<u64>> {
+    let mut flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+    if empty_path {
+        flags |= rustix::fs::AtFlags::EMPTY_PATH;
+    }
+    let mask = rustix::fs::StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
+    let st = rustix::fs::statx(dirfd, path, flags, mask).map_err(|e| {
+        SysError::new(|| "statx(STATX_MNT_ID_UNIQUE)".into(), e).context(format!("path {path:?}"))
+    })?;
+    Ok((st.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(st.stx_mnt_id))
+}
+
 /// Borrow helper for the current working directory as a `dirfd`.
 pub fn cwd() -> BorrowedFd<'static> {
     rustix::fs::CWD
@@ -188,31 +240,32 @@ mod tests {
 
     #[test]
     fn a_failed_call_reads_the_same_whatever_the_fd() {
-        let Ok(null) = std::fs::File::open("/dev/null") else {
-            return;
-        };
+        let null = std::fs::File::open("/dev/null").expect("open /dev/null");
         let mut calls = Vec::new();
         // Two contexts and two distinct fds: the failure must read the same both times.
         let dup = null.try_clone().expect("dup /dev/null");
         for fd in [null.as_fd(), dup.as_fd()] {
-            let fs = match fsopen("overlay") {
-                Ok(fs) => fs,
-                Err(e) => {
-                    crate::test_support::require(
-                        false,
-                        &format!("fsopen needs root and overlay: {e}"),
-                    );
-                    return;
-                }
-            };
-            match fsconfig_set_fd(fs.as_fd(), "lowerdir+", fd) {
+            let fs = fsopen("overlay");
+            let reason = format!("fsopen(\"overlay\") needs root and overlay: {fs:?}");
+            if !crate::testing::require(
+                fs.is_ok(),
+                "a_failed_call_reads_the_same_whatever_the_fd",
+                &reason,
+            ) {
+                return;
+            }
+            let fs = fs.expect("checked");
+            match fsconfig_set_fd(fs.as_fd(), "lowerdir+", fd, FdKind::OPath) {
                 // A kernel that takes a character device as a layer fd: nothing to compare.
                 Ok(()) => return,
                 Err(e) => calls.push(e.call),
             }
         }
         assert_eq!(calls[0], calls[1]);
-        assert_eq!(calls[0], "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\")");
+        assert_eq!(
+            calls[0],
+            "fsconfig(FSCONFIG_SET_FD, \"lowerdir+\", O_PATH fd)"
+        );
         let e = mount_setattr_idmap(null.as_fd(), dup.as_fd(), true, false).unwrap_err();
         assert_eq!(
             e.call,

@@ -9,25 +9,27 @@ use std::time::{Duration, Instant};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_mmx-agent");
 
-/// A test's precondition: true when it holds. When it does not, under `CI=true` the test fails
-/// with the reason (CI must never pass what it did not test); elsewhere it says SKIPPED loudly
+/// Whether `test` can run: true when `cond` holds. Otherwise the test must not pass untested:
+/// with `CI=true` it fails with the reason; elsewhere it says loudly that it is skipped and why,
 /// and the caller returns.
-pub fn require(ok: bool, reason: &str) -> bool {
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true and a precondition is missing: {reason}"
-        );
-        eprintln!("\n*** SKIPPED ({reason}) ***\n");
+pub fn require(cond: bool, test: &str, reason: &str) -> bool {
+    if cond {
+        return true;
     }
-    ok
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {reason} (CI=true: a test whose precondition is missing fails)"
+    );
+    eprintln!("\n*** {test}: SKIPPED ({reason}) ***\n");
+    false
 }
 
-/// True as root; otherwise `test` fails under CI, or says loudly that it is skipped and why.
+/// True as root; otherwise [`require`]'s verdict.
 pub fn is_root(test: &str) -> bool {
     require(
         rustix::process::geteuid().is_root(),
-        &format!("{test} needs root: mount and user namespaces, idmapped mounts, chown"),
+        test,
+        "needs root: mount and user namespaces, idmapped mounts, chown",
     )
 }
 

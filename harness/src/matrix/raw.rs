@@ -112,6 +112,8 @@ enum RawScenario {
         duration_ms: Option<u64>,
         readers: Option<u32>,
         table_sizes: Option<Vec<u32>>,
+        /// storm: mounts put in the table before the storm starts (one sweep point each).
+        prepopulated_mounts: Option<Vec<u32>>,
         strategies: Option<Vec<String>>,
         layers: Option<u32>,
         containers: Option<u32>,
@@ -567,6 +569,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
             duration_ms,
             readers,
             table_sizes,
+            prepopulated_mounts,
             strategies,
             layers,
             containers,
@@ -590,6 +593,9 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
                 duration_ms: duration_ms.unwrap_or(d.duration_ms),
                 readers: readers.unwrap_or(d.readers),
                 table_sizes: table_sizes.clone().unwrap_or_else(|| d.table_sizes.clone()),
+                prepopulated_mounts: prepopulated_mounts
+                    .clone()
+                    .unwrap_or_else(|| d.prepopulated_mounts.clone()),
                 strategies: match strategies {
                     Some(v) => parse_list(v).map_err(|e| format!("lockbench: {e}"))?,
                     None => d.strategies.clone(),

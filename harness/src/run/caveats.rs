@@ -208,6 +208,8 @@ mod tests {
             reader_p99_ns: None,
             reader_max_ns: None,
             ops_per_sample: None,
+            prepopulated_mounts: None,
+            table_entries: None,
         }
     }
 
