@@ -216,7 +216,7 @@ fn debian_6_12_on_xfs_runs_the_plan() {
     check_reference(1);
 }
 
-/// DESIGN.md's facts table: 6.1 lacks CREATE_EXCL (6.6) and string `lowerdir+` (6.7); 6.12 has
+/// The probes' table in ARCHITECTURE.md: 6.1 lacks CREATE_EXCL (6.6) and string `lowerdir+` (6.7); 6.12 has
 /// both. Answers come from the guests' probes, never from version numbers.
 #[test]
 fn probes_tell_6_1_from_6_12() {

@@ -354,7 +354,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
             y_scale: Scale::Log,
             y_from_zero: false,
             series,
-            note: "dashed: DESIGN.md formula; dots: counted by the agent, every filesystem".into(),
+            note: "dashed: the strategy's formula (ARCHITECTURE.md); dots: counted by the kernel, every filesystem".into(),
         }));
     }
     if skipped > 0 {
