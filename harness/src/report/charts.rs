@@ -107,6 +107,9 @@ fn slug(parts: &[&str]) -> String {
         .collect()
 }
 
+/// A latency chart's series: the strategy and the (containers, concurrency, passes) shape.
+type SeriesKey = (Strategy, u32, u32, u32);
+
 fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSection> {
     let mounts: Vec<&CellRecord> = cells
         .iter()
@@ -130,8 +133,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
             }
             // Series: strategy × (containers, concurrency, passes); the shape only gets a
             // suffix when a chart has more than one.
-            let mut series: BTreeMap<(Strategy, u32, u32, u32), Vec<(f64, Summary)>> =
-                BTreeMap::new();
+            let mut series: BTreeMap<SeriesKey, Vec<(f64, Summary)>> = BTreeMap::new();
             for c in &group {
                 let Scenario::Mounts(m) = &c.scenario else {
                     continue;
