@@ -148,7 +148,7 @@ impl Setup {
         };
         let resolve = |flag: &str, rev: &str| {
             crate::kernels::tree::resolve_rev(&repo.path, rev)
-                .map_err(|m| anyhow::anyhow!("{flag}: {m}"))
+                .map_err(|m| anyhow::anyhow!("{flag}: {}", m.trim()))
         };
         let good = resolve("--good", &args.good)?;
         let bad = resolve("--bad", &args.bad)?;
