@@ -383,7 +383,9 @@ fn bisect_names_the_commit_that_refuses_lowerdir_plus() {
     );
     sh(
         &repo,
-        &format!("git init -q && git add --all --force . && {GIT} commit -qm 'base: Debian linux-source-6.12 ({nonce})'"),
+        // No automatic gc: it would run in the background and change .git while the test
+        // compares it before and after each bisect.
+        &format!("git init -q && git config gc.auto 0 && git add --all --force . && {GIT} commit -qm 'base: Debian linux-source-6.12 ({nonce})'"),
     );
     let comment = |what: &str| format!("/* mmx bisect test: {what} */\n");
     rewrite(&repo.join("init/main.c"), |t| {
