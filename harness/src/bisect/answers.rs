@@ -307,34 +307,35 @@ impl SkipReason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cell::TargetKey;
-    use protocol::{Filesystem, MountsScenario, ScenarioKey, Strategy};
+    use crate::matrix::Matrix;
+    use protocol::Strategy;
+
+    /// Keys as a matrix makes them: one kernel, one topology, tmpfs, two strategies.
+    fn keys() -> Vec<CellKey> {
+        let m = Matrix::parse(
+            std::path::Path::new("m.toml"),
+            "kernels = [\"k\"]\nfilesystems = [\"tmpfs\"]\n[[scenarios]]\nkind = \"mounts\"\n\
+             strategies = [\"per-layer\", \"fsconfig-fd\"]\nlayers = [1]\ncontainers = [1]\n",
+        )
+        .unwrap();
+        m.qemu_cells().into_iter().map(|c| c.key).collect()
+    }
 
     fn boot() -> BootKey {
-        BootKey {
-            target: TargetKey::Qemu {
-                kernel: "k".into(),
-                topology: "1s2c1t".into(),
-            },
-            filesystem: Filesystem::Tmpfs,
-        }
+        keys()[0].boot()
     }
 
     fn cell(strategy: Strategy) -> Subject {
-        let b = boot();
-        Subject::Cell {
-            cell: CellKey::new(
-                b.target,
-                b.filesystem,
-                ScenarioKey::Mounts(MountsScenario {
-                    strategy,
-                    layers: 1,
-                    containers: 1,
-                    concurrency: 1,
-                    passes: 1,
-                }),
-            ),
-        }
+        let want = if strategy == Strategy::PerLayer {
+            "per-layer"
+        } else {
+            "fsconfig-fd"
+        };
+        let cell = keys()
+            .into_iter()
+            .find(|k| k.to_string().contains(want))
+            .unwrap();
+        Subject::Cell { cell }
     }
 
     fn probe() -> Subject {
