@@ -449,7 +449,7 @@ impl Bisect<'_> {
             dir: PathBuf::from("steps").join(&step_dir.id),
         };
         eprintln!(
-            "mmx: {} {} {}: building",
+            "mmx: {} {} {}: building and booting",
             log::step_label(&step),
             short(commit),
             step.subject
