@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bisect;
 pub mod cell;
 pub mod compare;
 pub mod doctor;

@@ -53,6 +53,11 @@ enum Command {
         #[arg(long, default_value = "runs/merged")]
         out: PathBuf,
     },
+    /// Find the first commit of a git kernel tree whose answers (the cells a filter selects,
+    /// and probes) differ from a good revision's: builds, boots and judges each step; exit 0
+    /// when found, 1 when there is no change or no answer.
+    #[command(after_help = harness::bisect::FILES_HELP)]
+    Bisect(harness::bisect::BisectArgs),
     /// Kernel recipes: resolve them into kernels.lock, fetch them into the cache, list them.
     #[command(after_help = KERNELS_FILES)]
     Kernels {
@@ -210,6 +215,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             );
             Ok(merged.cells.iter().all(|c| c.is_ok()))
         }
+        Command::Bisect(args) => harness::bisect::run(&args),
         Command::Kernels { cmd, root } => harness::kernels::run_cmd(cmd, &root),
         Command::Runtimes { cmd, root } => harness::runtimes::run_cmd(cmd, &root).map(|()| true),
         Command::Cells { matrix, backend } => {

@@ -4,7 +4,8 @@
 //! user meets (a patch that does not apply, a fragment option the kernel drops, a syntax error,
 //! a `[path]` kernel without overlayfs), each with the message promised.
 //!
-//! The tests build the same package with the same config, so they share one build directory:
+//! The tests build the same package with the same config, so they share one build directory
+//! (`linux-6.12-<config>`, which tests/bisect.rs's git tree of the same version shares too):
 //! the first build is cold (about ten minutes with two cores), the others are incremental or
 //! stop before make, and the cache lock serializes them. The unpacked source tree is shared with every other
 //! build of the same package. Needs make, gcc, flex, bison, bc, libelf headers, patch, tar and

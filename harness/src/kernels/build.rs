@@ -81,6 +81,19 @@ pub struct Rejected {
 }
 
 impl BuildError {
+    /// The build log the error refers to, when it has one.
+    pub fn log(&self) -> Option<&Path> {
+        match self {
+            BuildError::Patch(r) => Some(&r.log),
+            BuildError::Dropped { log, .. }
+            | BuildError::Missing { log, .. }
+            | BuildError::Compile { log, .. }
+            | BuildError::Step { log, .. }
+            | BuildError::Interrupted { log } => Some(log),
+            BuildError::Fragment(_) | BuildError::Io { .. } => None,
+        }
+    }
+
     pub(crate) fn io<'a>(
         op: &'static str,
         path: &'a Path,

@@ -319,6 +319,7 @@ fn ensure_debian(
         build: Duration::ZERO,
         extract: extract_start.elapsed(),
         total: Duration::ZERO,
+        kbuild_steps: 0,
     };
     Ok(kernel)
 }
@@ -668,6 +669,7 @@ fn ensure_path(
         build: Duration::ZERO,
         extract: start.elapsed(),
         total: Duration::ZERO,
+        kbuild_steps: 0,
     };
     Ok(kernel)
 }

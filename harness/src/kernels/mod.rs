@@ -7,7 +7,8 @@
 //! [`fetch`] (put it together in the [`cache`]), [`cmd`] (`mmx kernels …`).
 //!
 //! Kernels mmx builds (`[source]` recipes): [`source`] (the recipe table), [`patches`] (series),
-//! [`tree`] (source trees and build directories), [`config`] and [`fragment`] (kconfig, and
+//! [`tree`] (source trees and build directories; `switch` moves one to another tree in
+//! place), [`config`] and [`fragment`] (kconfig, and
 //! what every kernel must have), [`build`] (make), [`srcbuild`] (through [`ensure`], cached).
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub mod patches;
 pub mod recipe;
 pub mod source;
 mod srcbuild;
+mod switch;
 pub mod tree;
 
 pub use build::{BuildError, ProgressMode};
@@ -40,7 +42,7 @@ pub use fetch::{cached, ensure, ensure_opts, ensure_with, EnsureOptions, LockPol
 pub use lock::{LockFile, LockedKernel, LockedPackage};
 pub use modules::ModuleFeature;
 pub use recipe::{load_recipe, load_recipes, Recipe, RecipeSource};
-pub use srcbuild::ensure_source_at;
+pub use srcbuild::{build_dir_at, debian_source_tree, ensure_source_at};
 
 /// A kernel ready to boot: everything in the cache (or, for `path` recipes, on the user's disk).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +226,8 @@ pub struct KernelTimings {
     /// Reading the .debs (or the build's output), choosing and writing modules.
     pub extract: Duration,
     pub total: Duration,
+    /// kbuild steps make ran (`CC`, `LD` … lines); 0 when nothing was built.
+    pub kbuild_steps: u64,
 }
 
 /// Everything that can go wrong with kernels. Messages name the file, key, package or kernel.

@@ -39,10 +39,9 @@ struct Plan {
     patches: Vec<Patch>,
     compiler: String,
     key: String,
-    /// The build directory: shared by every build of the same tree (package, or repository)
-    /// with the same config inputs, whatever the recipe, so a recipe that adds a patch to
-    /// another's tree rebuilds incrementally.
-    build_dir: String,
+    /// Identity of the config inputs (and compiler): with the kernel version it names the
+    /// build directory ([`build_dir_name`]).
+    config_key: String,
 }
 
 enum PlannedBase {
@@ -151,33 +150,22 @@ fn plan(
     };
     let patches = patches::load(&spec.patches, &recipe.file)?;
     let compiler = compiler_version();
-    // Two hashes: the tree's identity and config (the build directory), and that plus the
-    // exact revision and patches (the cache entry).
-    let mut dir_parts: Vec<Vec<u8>> = vec![BUILD_FORMAT.to_vec()];
+    // Two hashes: the config inputs (with the kernel version, the build directory), and those
+    // plus the exact base and patches (the cache entry).
     let mut parts: Vec<Vec<u8>> = vec![BUILD_FORMAT.to_vec()];
-    let slug = match &base {
+    match &base {
         PlannedBase::Debian { locked, .. } => {
             let p = &locked.packages[0];
-            dir_parts.extend([b"debian".to_vec(), p.sha256.clone().into()]);
             parts.extend([
                 b"debian".to_vec(),
                 p.name.clone().into(),
                 p.sha256.clone().into(),
             ]);
-            p.name.clone()
         }
-        PlannedBase::Git { commit, repo, .. } => {
-            dir_parts.extend([
-                b"git".to_vec(),
-                repo.as_os_str().as_encoded_bytes().to_vec(),
-            ]);
+        PlannedBase::Git { commit, .. } => {
             parts.extend([b"git".to_vec(), commit.clone().into()]);
-            repo.file_name().map_or_else(
-                || "git".to_string(),
-                |n| format!("git-{}", n.to_string_lossy()),
-            )
         }
-    };
+    }
     for p in &patches {
         parts.push(p.sha256.clone().into());
     }
@@ -202,18 +190,19 @@ fn plan(
         config_parts.push(read(f, "source.fragments")?);
     }
     config_parts.push(compiler.clone().into());
-    dir_parts.extend(config_parts.iter().cloned());
+    let config_refs: Vec<&[u8]> = std::iter::once(BUILD_FORMAT)
+        .chain(config_parts.iter().map(Vec::as_slice))
+        .collect();
+    let config_key = key(&config_refs);
     parts.extend(config_parts);
     parts.extend(recipe.extra_modules.iter().map(|m| m.clone().into_bytes()));
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let dir_refs: Vec<&[u8]> = dir_parts.iter().map(Vec::as_slice).collect();
-    let build_dir = format!("{slug}-{}", &key(&dir_refs)[..12]);
     Ok(Plan {
         base,
         patches,
         compiler,
         key: key(&refs),
-        build_dir,
+        config_key,
     })
 }
 
@@ -251,8 +240,7 @@ pub(crate) fn ensure_source(
         SourceBase::Git { .. } => None,
     };
     let first = plan(recipe, spec, locked)?;
-    let dir = first.build_dir.clone();
-    match build_planned(recipe, spec, cache, opts, first, &dir) {
+    match build_planned(recipe, spec, cache, opts, first, None) {
         // The archive dropped the locked source package: as with binary kernels, follow it
         // loudly unless the lock is strict.
         Err(KernelError::Apt { op, detail }) if opts.policy == LockPolicy::FollowArchive => {
@@ -278,16 +266,16 @@ pub(crate) fn ensure_source(
                 fresh.packages[0].version
             );
             let fresh_plan = plan(recipe, spec, Some(&fresh))?;
-            let dir = fresh_plan.build_dir.clone();
-            build_planned(recipe, spec, cache, opts, fresh_plan, &dir)
+            build_planned(recipe, spec, cache, opts, fresh_plan, None)
         }
         other => other,
     }
 }
 
 /// Build a git `[source]` recipe at another revision than its own (a bisect step), in the build
-/// directory `build_dir` (one per bisect: each step rebuilds only what changed since the last).
-/// Cached by content like any build, so a revision built before costs nothing.
+/// directory `build_dir` (one per bisect, [`build_dir_at`] its first revision: each step
+/// rebuilds only what changed since the last). Cached by content like any build, so a revision
+/// built before costs nothing.
 pub fn ensure_source_at(
     recipe: &Recipe,
     rev: &str,
@@ -295,6 +283,39 @@ pub fn ensure_source_at(
     cache: &Cache,
     opts: &EnsureOptions<'_>,
 ) -> Result<ResolvedKernel, KernelError> {
+    let at = spec_at(recipe, rev)?;
+    let p = plan(recipe, &at, None)?;
+    build_planned(recipe, &at, cache, opts, p, Some(build_dir))
+}
+
+/// The build directory a build of the git `[source]` recipe at `rev` uses: the one of its
+/// kernel version and config inputs, shared with every other tree of that version (a Debian
+/// source package of it, say), so even a first build there is incremental.
+pub fn build_dir_at(recipe: &Recipe, rev: &str) -> Result<String, KernelError> {
+    let at = spec_at(recipe, rev)?;
+    let p = plan(recipe, &at, None)?;
+    let PlannedBase::Git { repo, commit, .. } = &p.base else {
+        unreachable!("spec_at makes a git base")
+    };
+    let version = tree::base_version(&Base::Git {
+        repo: repo.clone(),
+        commit: commit.clone(),
+    });
+    Ok(build_dir_name(version.as_deref(), &p.config_key))
+}
+
+/// `linux-6.12-0a1b2c3d4e5f`: trees of one kernel version differ in few files, so one build
+/// directory per version and config keeps every switch between them incremental.
+fn build_dir_name(version: Option<&str>, config_key: &str) -> String {
+    format!(
+        "linux-{}-{}",
+        version.unwrap_or("unknown"),
+        config_key.get(..12).unwrap_or(config_key)
+    )
+}
+
+/// The recipe's `[source]` at another revision of its git tree.
+fn spec_at(recipe: &Recipe, rev: &str) -> Result<SourceSpec, KernelError> {
     let super::RecipeSource::Build(spec) = &recipe.source else {
         return Err(recipe_error(
             recipe,
@@ -316,8 +337,45 @@ pub fn ensure_source_at(
         tree: tree.clone(),
         rev: rev.to_string(),
     };
-    let p = plan(recipe, &at, None)?;
-    build_planned(recipe, &at, cache, opts, p, build_dir)
+    Ok(at)
+}
+
+/// The unpacked, pristine tree of a Debian `[source]` recipe's package (downloaded and
+/// unpacked on first use, shared by every build of it). Never write into it.
+pub fn debian_source_tree(
+    recipe: &Recipe,
+    lock: &LockFile,
+    cache: &Cache,
+) -> Result<PathBuf, KernelError> {
+    let super::RecipeSource::Build(SourceSpec {
+        base: SourceBase::Debian { package, suite },
+        ..
+    }) = &recipe.source
+    else {
+        return Err(recipe_error(
+            recipe,
+            1,
+            "source.debian",
+            "not a Debian [source] recipe".into(),
+        ));
+    };
+    pristine_of(
+        locked_source(recipe, lock, package, suite.as_deref())?,
+        cache,
+    )
+}
+
+/// The pristine tree of a locked source package, downloaded and unpacked when not there yet.
+fn pristine_of(locked: &LockedKernel, cache: &Cache) -> Result<PathBuf, KernelError> {
+    let p = &locked.packages[0];
+    tree::debian_pristine(cache, &p.name, &p.sha256, |into| {
+        download(locked, cache, into)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| KernelError::Layout {
+                detail: format!("apt downloaded nothing for {}", p.name),
+            })
+    })
 }
 
 fn build_planned(
@@ -326,7 +384,7 @@ fn build_planned(
     cache: &Cache,
     opts: &EnsureOptions<'_>,
     plan: Plan,
-    build_dir: &str,
+    build_dir: Option<&str>,
 ) -> Result<ResolvedKernel, KernelError> {
     let entry = cache.dir("kernels")?.join(&plan.key);
     let hit = |mut k: ResolvedKernel| {
@@ -345,7 +403,23 @@ fn build_planned(
         name: recipe.name.clone(),
         error: Box::new(error),
     };
-    let dir = BuildDir::open(cache, build_dir)?;
+    let download_start = std::time::Instant::now();
+    let base = match &plan.base {
+        PlannedBase::Debian { locked, .. } => Base::Pristine {
+            root: pristine_of(locked, cache)?,
+            key: locked.packages[0].sha256.clone(),
+        },
+        PlannedBase::Git { repo, commit, .. } => Base::Git {
+            repo: repo.clone(),
+            commit: commit.clone(),
+        },
+    };
+    let download = download_start.elapsed();
+    let name = match build_dir {
+        Some(n) => n.to_string(),
+        None => build_dir_name(tree::base_version(&base).as_deref(), &plan.config_key),
+    };
+    let dir = BuildDir::open(cache, &name)?;
     let mut log = BuildLog::create(&dir.log_path()).map_err(failed)?;
     log.note(&format!(
         "kernel {} ({}), cache key {}",
@@ -353,29 +427,6 @@ fn build_planned(
         spec.label(),
         plan.key
     ));
-    let download_start = std::time::Instant::now();
-    let base = match &plan.base {
-        PlannedBase::Debian { locked, .. } => {
-            let p = &locked.packages[0];
-            let root = tree::debian_pristine(cache, &p.name, &p.sha256, |into| {
-                download(locked, cache, into)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| KernelError::Layout {
-                        detail: format!("apt downloaded nothing for {}", p.name),
-                    })
-            })?;
-            Base::Pristine {
-                root,
-                key: p.sha256.clone(),
-            }
-        }
-        PlannedBase::Git { repo, commit, .. } => Base::Git {
-            repo: repo.clone(),
-            commit: commit.clone(),
-        },
-    };
-    let download = download_start.elapsed();
     tree::prepare(&dir, &base, &plan.patches, &mut log).map_err(failed)?;
     let (src, out) = (dir.src(), dir.out());
     let req = BuildRequest {
@@ -459,6 +510,7 @@ fn build_planned(
         build: built.took,
         extract: extract_start.elapsed(),
         total: Duration::ZERO,
+        kbuild_steps: built.steps,
     };
     Ok(kernel)
 }
@@ -510,7 +562,7 @@ mod tests {
         }
     }
 
-    /// (cache key, build directory) of a recipe written into `dir`.
+    /// (cache key, config key) of a recipe written into `dir`.
     fn keys(dir: &Path, table: &str) -> (String, String) {
         let file = dir.join("k.toml");
         fs::write(
@@ -523,7 +575,7 @@ mod tests {
             panic!()
         };
         let p = plan(&r, spec, Some(&locked())).unwrap();
-        (p.key, p.build_dir)
+        (p.key, p.config_key)
     }
 
     #[test]
@@ -537,7 +589,10 @@ mod tests {
         let fragment = keys(d, "fragments = [\"extra.config\"]\n");
         assert_ne!(plain.0, patched.0);
         assert_eq!(plain.1, patched.1, "a patch keeps the build directory");
-        assert!(plain.1.starts_with("linux-source-6.12-"), "{}", plain.1);
+        assert_eq!(
+            build_dir_name(Some("6.12"), &plain.1),
+            format!("linux-6.12-{}", &plain.1[..12])
+        );
         assert_ne!(plain.0, fragment.0);
         assert_ne!(
             plain.1, fragment.1,

@@ -1,16 +1,20 @@
 //! Source trees for builds, kept so that the next build is incremental.
 //!
 //! A [`BuildDir`] (`<cache>/builds/<name>/`, locked while in use; the caller names it: one per
-//! tree and config for recipes, one per bisect) holds `src/` (the tree make
-//! reads), `out/` (make's `O=`), `build.log` and `state.json`. Preparing it for a new base or
-//! patch series rewrites only the files that change, so make recompiles only those:
+//! kernel version and config, shared by every tree of that version, and so by a bisect) holds
+//! `src/` (the tree make reads), `out/` (make's `O=`), `build.log` and `state.json`. Preparing
+//! it for a new base or patch series rewrites only the files that change, so make recompiles
+//! only those:
 //! - a Debian source package is unpacked once into `<cache>/src/<key>/` (pristine, shared by
 //!   every build of it) and `src/` is a hard-link copy of it; patches replace files rather than
 //!   writing through the links (GNU patch writes a new file and renames it), and the files a
 //!   series touched are copied back from the pristine tree before the next series is applied;
 //! - a git tree is cloned with `--shared` (the user's objects, never the user's checkout or
 //!   refs) and moved between commits with `git checkout`, which writes only differing files:
-//!   what a bisect needs.
+//!   what a bisect needs;
+//! - when `src/` holds another tree (a Debian tree where a git tree of the same version goes,
+//!   or the reverse), [`super::switch`] turns it into the new one in place, again rewriting
+//!   only the files whose content differs.
 
 use std::fs;
 use std::io::Read;
@@ -23,6 +27,7 @@ use super::build::{run_captured, BuildError, BuildLog};
 use super::cache::{key, write_atomic, Cache, CacheLock};
 use super::deb::{for_each_data_entry, EntryKind};
 use super::patches::{self, Patch};
+use super::switch;
 use super::KernelError;
 
 /// A build directory, exclusively ours while this value lives.
@@ -125,17 +130,29 @@ pub fn prepare(
     match base {
         Base::Pristine { root, key } => {
             let id = format!("pristine:{key}");
-            if state.base.as_deref() != Some(id.as_str()) || !src.is_dir() {
+            if !src.is_dir() {
                 log.note(&format!("fresh tree: hard links to {}", root.display()));
-                // Another base: the old objects would only confuse make.
-                for d in [src.clone(), dir.out()] {
-                    remove_dir_if_exists(&d)?;
-                }
+                // The links carry the pristine tree's old mtimes: objects made from any other
+                // tree would look newer than them, so make would keep them. They go.
+                remove_dir_if_exists(&dir.out())?;
                 link_tree(root, &src, log)?;
                 state = State {
                     base: Some(id),
                     ..State::default()
                 };
+                dir.save(&state)?;
+            } else if state.base.as_deref() != Some(id.as_str()) {
+                // Another tree (another package's, a git checkout): switch in place, so make
+                // rebuilds only what the differing files feed. Until it is done the directory
+                // holds no known base, so an interrupted switch is redone.
+                state = State {
+                    base: None,
+                    touched: Vec::new(),
+                    steps: state.steps,
+                };
+                dir.save(&state)?;
+                switch::sync_pristine(root, &src, log)?;
+                state.base = Some(id);
                 dir.save(&state)?;
             } else {
                 restore(root, &src, &state.touched, log)?;
@@ -156,9 +173,7 @@ pub fn prepare(
         }
         Base::Git { repo, commit } => {
             let id = format!("git:{}", repo.display());
-            let fresh = state.base.as_deref() != Some(id.as_str()) || !src.join(".git").exists();
-            if fresh {
-                remove_dir_if_exists(&src)?;
+            if !src.is_dir() {
                 git(
                     log,
                     None,
@@ -177,10 +192,21 @@ pub fn prepare(
                     ..State::default()
                 };
                 dir.save(&state)?;
-            }
-            // Leftovers of a failed `git am` or of patched files, then the commit: git rewrites
-            // only the files that differ, so make rebuilds only those.
-            if !fresh {
+            } else if state.base.as_deref() != Some(id.as_str()) || !src.join(".git").exists() {
+                // Another tree (a Debian source package of the same version, another clone):
+                // switch in place, so make rebuilds only what the differing files feed.
+                state = State {
+                    base: None,
+                    touched: Vec::new(),
+                    steps: state.steps,
+                };
+                dir.save(&state)?;
+                switch::adopt_git(&src, repo, commit, log)?;
+                state.base = Some(id);
+                dir.save(&state)?;
+            } else {
+                // Leftovers of a failed `git am` or of patched files, then the commit: git
+                // rewrites only the files that differ, so make rebuilds only those.
                 if src.join(".git/rebase-apply").exists() {
                     git(log, Some(&src), &["am", "--abort"])?;
                 }
@@ -213,7 +239,7 @@ pub fn prepare(
     Ok(())
 }
 
-fn git(log: &mut BuildLog, dir: Option<&Path>, args: &[&str]) -> Result<(), BuildError> {
+pub(super) fn git(log: &mut BuildLog, dir: Option<&Path>, args: &[&str]) -> Result<(), BuildError> {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
@@ -231,6 +257,41 @@ fn git(log: &mut BuildLog, dir: Option<&Path>, args: &[&str]) -> Result<(), Buil
             log: log.path().to_path_buf(),
         })
     }
+}
+
+/// `VERSION.PATCHLEVEL` (`6.12`) from a kernel's top Makefile.
+pub fn makefile_version(text: &str) -> Option<String> {
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+    };
+    Some(format!("{}.{}", get("VERSION")?, get("PATCHLEVEL")?))
+}
+
+/// The kernel version of a base's tree (its top Makefile); None when it has none to read.
+pub fn base_version(base: &Base) -> Option<String> {
+    let text = match base {
+        Base::Pristine { root, .. } => fs::read_to_string(root.join("Makefile")).ok()?,
+        Base::Git { repo, commit } => {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .arg("show")
+                .arg(format!("{commit}:Makefile"))
+                .env("LC_ALL", "C")
+                .output()
+                .ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    makefile_version(&text)
 }
 
 /// Resolve `rev` in the user's repository to a commit id (never changes the repository).
@@ -478,6 +539,64 @@ mod tests {
             other => panic!("{other}"),
         }
         assert!(!src.join("d/a.c.orig").exists() && !src.join("d/a.c.rej").exists());
+    }
+
+    #[test]
+    fn one_directory_switches_between_a_debian_and_a_git_tree_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let pristine = tmp.path().join("pristine");
+        fs::create_dir_all(pristine.join("fs")).unwrap();
+        fs::write(pristine.join("fs/a.c"), "a\n").unwrap();
+        fs::write(pristine.join("b.c"), "b\n").unwrap();
+        // The user's repository: the same tree, then a commit changing fs/a.c.
+        let repo = tmp.path().join("repo");
+        sh(tmp.path(), "cp -a pristine repo");
+        sh(&repo, "git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm base \
+                   && rm fs/a.c && echo A > fs/a.c && git -c user.name=t -c user.email=t@t commit -qam a");
+        let commit = resolve_rev(&repo, "HEAD").unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let dir = BuildDir::open(&cache, "linux-x").unwrap();
+        let mut log = BuildLog::create(&dir.log_path()).unwrap();
+        let debian = Base::Pristine {
+            root: pristine.clone(),
+            key: "k".into(),
+        };
+        let git_base = Base::Git {
+            repo: repo.clone(),
+            commit: commit.clone(),
+        };
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        prepare(&dir, &debian, &[], &mut log).unwrap();
+        // make's output of the Debian tree: kept across the switches.
+        fs::create_dir_all(dir.out()).unwrap();
+        fs::write(dir.out().join("b.o"), "obj").unwrap();
+
+        prepare(&dir, &git_base, &[], &mut log).unwrap();
+        assert_eq!(fs::read_to_string(dir.src().join("fs/a.c")).unwrap(), "A\n");
+        assert_eq!(ino(&dir.src().join("b.c")), ino(&pristine.join("b.c")));
+        assert!(dir.out().join("b.o").exists());
+        assert_eq!(dir.state().base, Some(format!("git:{}", repo.display())));
+
+        prepare(&dir, &debian, &[], &mut log).unwrap();
+        assert_eq!(fs::read_to_string(dir.src().join("fs/a.c")).unwrap(), "a\n");
+        assert!(!dir.src().join(".git").exists());
+        assert_eq!(ino(&dir.src().join("b.c")), ino(&pristine.join("b.c")));
+        assert!(dir.out().join("b.o").exists());
+        assert_eq!(fs::read_to_string(pristine.join("fs/a.c")).unwrap(), "a\n");
+
+        // No tree to compare with: the links carry old mtimes, so the old objects go.
+        fs::remove_dir_all(dir.src()).unwrap();
+        prepare(&dir, &debian, &[], &mut log).unwrap();
+        assert!(!dir.out().exists());
+    }
+
+    #[test]
+    fn the_version_comes_from_the_top_makefile() {
+        let text = "# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 57\nEXTRAVERSION =\nNAME = Baby Opossum Posse\n";
+        assert_eq!(makefile_version(text).as_deref(), Some("6.12"));
+        assert_eq!(makefile_version("VERSION = 6\n"), None);
+        assert_eq!(makefile_version("VERSION = $(X)\nPATCHLEVEL = 1\n"), None);
     }
 
     #[test]
