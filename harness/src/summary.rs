@@ -400,7 +400,7 @@ fn lockbench(run: &RunRecord, out: &mut String) {
                 } else {
                     p.workload.clone()
                 },
-                crate::run::caveats::pinning_name(p.pinning),
+                p.pinning.as_str(),
                 p.threads,
                 p.ops_per_sec,
                 p.scalability.map_or("-".into(), |s| format!("{s:.2}")),

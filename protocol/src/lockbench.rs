@@ -64,6 +64,19 @@ pub enum Pinning {
     SpreadNodes,
 }
 
+impl Pinning {
+    /// The pinning as `matrix.toml` and the reports spell it (`smt-siblings`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pinning::None => "none",
+            Pinning::PerCore => "per-core",
+            Pinning::SmtSiblings => "smt-siblings",
+            Pinning::OneNode => "one-node",
+            Pinning::SpreadNodes => "spread-nodes",
+        }
+    }
+}
+
 /// Parameters of a lockbench cell. Defaults are small enough for a TCG guest.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

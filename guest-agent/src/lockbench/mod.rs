@@ -660,7 +660,7 @@ fn print_table(r: &CellResult) {
         println!(
             "{:<44} {:<12} {:<12} {:>3} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
             format!("{}{fs}{table}", p.workload),
-            pinning::describe(p.pinning),
+            p.pinning.as_str(),
             p.smt.as_str(),
             p.threads,
             si(p.ops_per_sec),

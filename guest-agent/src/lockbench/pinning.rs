@@ -90,16 +90,6 @@ pub fn pin_current_thread(cpu: u32) -> std::io::Result<()> {
     rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
 }
 
-pub fn describe(p: Pinning) -> &'static str {
-    match p {
-        Pinning::None => "none",
-        Pinning::PerCore => "per-core",
-        Pinning::SmtSiblings => "smt-siblings",
-        Pinning::OneNode => "one-node",
-        Pinning::SpreadNodes => "spread-nodes",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -426,7 +426,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
                              CPUs online); skipped",
                             workload_name(kind),
                             if together { "+fs" } else { "" },
-                            pinning::describe(pin),
+                            pin.as_str(),
                             ctx.topo.cpus_online.len()
                         ));
                         continue;

@@ -107,7 +107,7 @@ pub fn ensure_opts(
     let start = Instant::now();
     let result = match &recipe.source {
         RecipeSource::Debian { suite, package } => {
-            let locked = locked_entry(recipe, lock, suite, package)?;
+            let locked = lock.entry_for(recipe, package, Some(suite))?;
             match ensure_debian(recipe, locked, cache, start) {
                 // Only a failed download: a checksum mismatch is never papered over.
                 Err(KernelError::Apt { op, detail })
@@ -179,42 +179,12 @@ pub fn cached(recipe: &Recipe, lock: &LockFile, cache: &Cache) -> Option<Resolve
         RecipeSource::Build(spec) => return srcbuild::cached(recipe, spec, lock, cache),
         RecipeSource::Path { .. } => return None,
     };
-    let locked = locked_entry(recipe, lock, suite, package).ok()?;
+    let locked = lock.entry_for(recipe, package, Some(suite)).ok()?;
     let dir = cache
         .root()
         .join("kernels")
         .join(debian_key(recipe, locked));
     read_manifest(&dir).ok().flatten()
-}
-
-fn locked_entry<'a>(
-    recipe: &Recipe,
-    lock: &'a LockFile,
-    suite: &str,
-    package: &str,
-) -> Result<&'a LockedKernel, KernelError> {
-    let locked = lock
-        .get(&recipe.name)
-        .ok_or_else(|| KernelError::NotLocked {
-            name: recipe.name.clone(),
-            lock: recipe.file.with_file_name("kernels.lock"),
-        })?;
-    if locked.suite != suite || locked.requested != package {
-        return Err(KernelError::StaleLock {
-            name: recipe.name.clone(),
-            detail: format!(
-                "the recipe asks for {suite}/{package}, the lock has {}/{}",
-                locked.suite, locked.requested
-            ),
-        });
-    }
-    if locked.packages.is_empty() {
-        return Err(KernelError::StaleLock {
-            name: recipe.name.clone(),
-            detail: "the lock entry lists no packages".into(),
-        });
-    }
-    Ok(locked)
 }
 
 fn debian_key(recipe: &Recipe, locked: &LockedKernel) -> String {

@@ -101,6 +101,41 @@ impl LockedKernel {
 }
 
 impl LockFile {
+    /// The entry a recipe asking for `package` (from `suite`, when the recipe names one) is
+    /// pinned to: missing, for another package or suite, or without packages is an error naming
+    /// the recipe.
+    pub fn entry_for(
+        &self,
+        recipe: &Recipe,
+        package: &str,
+        suite: Option<&str>,
+    ) -> Result<&LockedKernel, KernelError> {
+        let locked = self
+            .get(&recipe.name)
+            .ok_or_else(|| KernelError::NotLocked {
+                name: recipe.name.clone(),
+                lock: recipe.file.with_file_name("kernels.lock"),
+            })?;
+        if locked.requested != package || suite.is_some_and(|s| s != locked.suite) {
+            return Err(KernelError::StaleLock {
+                name: recipe.name.clone(),
+                detail: format!(
+                    "the recipe asks for {}{package}, the lock has {}/{}",
+                    suite.map(|s| format!("{s}/")).unwrap_or_default(),
+                    locked.suite,
+                    locked.requested
+                ),
+            });
+        }
+        if locked.packages.is_empty() {
+            return Err(KernelError::StaleLock {
+                name: recipe.name.clone(),
+                detail: "the lock entry lists no packages".into(),
+            });
+        }
+        Ok(locked)
+    }
+
     /// Read the lock file; a missing file is an empty lock (nothing resolved yet).
     pub fn load(path: &Path) -> Result<LockFile, KernelError> {
         let text = match fs::read_to_string(path) {

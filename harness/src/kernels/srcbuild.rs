@@ -82,29 +82,14 @@ fn recipe_error(recipe: &Recipe, line: usize, key: &str, message: String) -> Ker
 }
 
 /// The lock entry of a Debian source recipe, checked against what the recipe asks.
+/// A source recipe's lock entry: the one source package it is pinned to.
 pub(crate) fn locked_source<'a>(
     recipe: &Recipe,
     lock: &'a LockFile,
     package: &str,
     suite: Option<&str>,
 ) -> Result<&'a LockedKernel, KernelError> {
-    let locked = lock
-        .get(&recipe.name)
-        .ok_or_else(|| KernelError::NotLocked {
-            name: recipe.name.clone(),
-            lock: recipe.file.with_file_name("kernels.lock"),
-        })?;
-    if locked.requested != package || suite.is_some_and(|s| s != locked.suite) {
-        return Err(KernelError::StaleLock {
-            name: recipe.name.clone(),
-            detail: format!(
-                "the recipe asks for {}{package}, the lock has {}/{}",
-                suite.map(|s| format!("{s}/")).unwrap_or_default(),
-                locked.suite,
-                locked.requested
-            ),
-        });
-    }
+    let locked = lock.entry_for(recipe, package, suite)?;
     if locked.packages.len() != 1 {
         return Err(KernelError::StaleLock {
             name: recipe.name.clone(),

@@ -465,7 +465,7 @@ fn lock_chart(g: &LockGroup, members: &[&CellRecord]) -> ChartSection {
         for u in &c.caveats.unsupported_points {
             notes.push(format!(
                 "{who}: {} points unsupported ({})",
-                crate::run::caveats::pinning_name(u.pinning),
+                u.pinning.as_str(),
                 u.reason
             ));
         }

@@ -143,12 +143,7 @@ pub fn build(run: &RunRecord) -> JunitModel {
         for u in &c.caveats.unsupported_points {
             properties.push((
                 "unsupported_points".to_string(),
-                format!(
-                    "{} {} points: {}",
-                    u.points,
-                    crate::run::caveats::pinning_name(u.pinning),
-                    u.reason
-                ),
+                format!("{} {} points: {}", u.points, u.pinning.as_str(), u.reason),
             ));
         }
         suite.cases.push(Case {

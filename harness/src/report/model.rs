@@ -491,11 +491,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                         u_o.as_str(),
                         u_o.symbol(),
                         glyph(u_o),
-                        format!(
-                            "{} points: {}",
-                            crate::run::caveats::pinning_name(u.pinning),
-                            u.reason
-                        ),
+                        format!("{} points: {}", u.pinning.as_str(), u.reason),
                     ));
                 }
                 if c.outcome != Outcome::Pass {

@@ -30,17 +30,6 @@ pub const SERIALIZED: &str = "vCPUs serialized: not a contention measurement";
 /// first; without siblings it is `per-core` under another name.
 const SMT_PINNINGS: [Pinning; 1] = [Pinning::SmtSiblings];
 
-/// A pinning as `matrix.toml` spells it (`smt-siblings`).
-pub fn pinning_name(p: Pinning) -> &'static str {
-    match p {
-        Pinning::None => "none",
-        Pinning::PerCore => "per-core",
-        Pinning::SmtSiblings => "smt-siblings",
-        Pinning::OneNode => "one-node",
-        Pinning::SpreadNodes => "spread-nodes",
-    }
-}
-
 /// Compare what the matrix asked for with what the guest saw; `None` when they agree.
 pub fn topology_mismatch(req: &Topology, obs: &ObservedTopology) -> Option<String> {
     let mut diffs = Vec::new();
