@@ -64,7 +64,7 @@ fn mounts_item(id: &str, layers: u32, containers: u32) -> PlanItem {
         item: 0,
         cell_id: id.into(),
         scenario: Scenario::Mounts(MountsScenario {
-            strategy: Strategy::PerLayer,
+            strategy: Strategy::PerLayer.into(),
             layers,
             containers,
             concurrency: 1,
@@ -95,6 +95,7 @@ fn request(run_dir: &Path, boot_id: &str, mut items: Vec<PlanItem>) -> BootReque
         modules: vec![],
         probe: true,
         items,
+        runtimes: vec![],
     };
     BootRequest {
         key,

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use protocol::{CellDetail, Evidence, Metric, Outcome, Scenario, Strategy, Summary};
+use protocol::{CellDetail, Evidence, Metric, MountStrategy, Outcome, Scenario, Strategy, Summary};
 use serde::Serialize;
 
 use super::sections::{boots, probes, provenance, BootRow, ProbeTable, ProvRow};
@@ -243,17 +243,18 @@ pub fn build(run: &RunRecord) -> ReportModel {
 // Ordering helpers.
 // ---------------------------------------------------------------------------------------------
 
-/// Column family of a cell: the strategy for mount cells, `lockbench-<bench>` otherwise.
+/// Column family of a cell: the strategy for mount cells (the three built-ins in their order,
+/// then the runtimes by name, `runtime:<name>`), `lockbench-<bench>` otherwise.
 pub fn family(s: &Scenario) -> (usize, String) {
     match s {
-        Scenario::Mounts(m) => (
-            Strategy::ALL
-                .iter()
-                .position(|x| *x == m.strategy)
-                .unwrap_or(0),
-            m.strategy.as_str().to_string(),
-        ),
-        Scenario::Lockbench(l) => (Strategy::ALL.len(), l.label()),
+        Scenario::Mounts(m) => match &m.strategy {
+            MountStrategy::Builtin(b) => (
+                Strategy::ALL.iter().position(|x| x == b).unwrap_or(0),
+                b.as_str().to_string(),
+            ),
+            MountStrategy::Runtime(_) => (Strategy::ALL.len(), m.strategy.to_string()),
+        },
+        Scenario::Lockbench(l) => (Strategy::ALL.len() + 1, l.label()),
     }
 }
 
@@ -619,8 +620,9 @@ fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
     let mut families: BTreeMap<(usize, String), Vec<&CellRecord>> = BTreeMap::new();
     for c in cells.iter().filter(|c| !c.metrics.is_empty()) {
         let (rank, name) = family(&c.scenario);
-        // Mount strategies share one table: same metrics, easier to read side by side.
-        let key = if rank < Strategy::ALL.len() {
+        // Mount strategies and runtimes share one table: same metrics, easier to read side by
+        // side.
+        let key = if matches!(c.scenario, Scenario::Mounts(_)) {
             (0, "mounts".to_string())
         } else {
             (rank, name)

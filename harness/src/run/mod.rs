@@ -144,7 +144,7 @@ pub fn apply_expectations(cells: &mut [CellRecord], expectations: &Expectations)
     for c in cells {
         c.expected = expectations.find(&c.key).map(|e| ExpectationCheck {
             expectation: e.clone(),
-            met: e.is_met(c.outcome, c.evidence.as_ref()),
+            met: e.is_met_with(c.outcome, c.evidence.as_ref(), &c.metrics),
         });
     }
 }
@@ -168,7 +168,7 @@ pub fn shard_boots(boots: Vec<BootPlan>, shard: Option<Shard>) -> Vec<BootPlan> 
 pub fn item_timeout_s(scenario: &Scenario) -> u64 {
     match scenario {
         Scenario::Mounts(m) => {
-            let ops = u64::from(m.containers) * m.expected_ops_per_container();
+            let ops = u64::from(m.containers) * m.ops_bound_per_container();
             60 + ops / 20
         }
         Scenario::Lockbench(l) => {
@@ -210,6 +210,8 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
         modules: Vec::new(),
         probe: true,
         items,
+        // The runner adds the runtimes the cells start, once they are ready.
+        runtimes: Vec::new(),
     }
 }
 
@@ -327,6 +329,8 @@ pub fn fold_boot(
                 requested_topology: requested.map(|t| t.name.clone()),
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
+                // The runner adds the runtime's identity (`RunRuntimes::annotate`).
+                runtime: None,
             },
             boot: boot_key.clone(),
             attempts,
@@ -546,7 +550,14 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         );
     }
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
-    let runner = Runner::new(&matrix, &boots, opts.accel, local_scratch, opts.retries)?;
+    let runner = Runner::new(
+        &matrix,
+        &boots,
+        opts.accel,
+        local_scratch,
+        opts.retries,
+        opts.progress,
+    )?;
     let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
     let host = runner.host.clone();
     let total = boots.len();
@@ -562,6 +573,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         host: host.clone(),
         cells: Vec::new(),
         boots: Vec::new(),
+        runtimes: runner.runtimes.records(),
     };
     record.write(&run_dir.run_json())?;
     if opts.progress {
