@@ -82,14 +82,22 @@ struct RtOut {
 /// Run the cell with `rt`.
 pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> CellResult {
     let s = p.s;
-    if let Err(e) = std::fs::metadata(&rt.path) {
-        return infra(
-            p.cell_id,
-            format!("runtime `{}`: its executable is missing", rt.name),
-            e.raw_os_error(),
-            format!("{}: {e}", rt.path.display()),
-        );
-    }
+    // Absolute: each runtime starts in a working directory of its own.
+    let exe = match rt.path.canonicalize() {
+        Ok(p) => p,
+        Err(e) => {
+            return infra(
+                p.cell_id,
+                format!("runtime `{}`: its executable is missing", rt.name),
+                e.raw_os_error(),
+                format!("{}: {e}", rt.path.display()),
+            )
+        }
+    };
+    let rt = &PlanRuntime {
+        path: exe,
+        ..rt.clone()
+    };
     let rt_root = p.root.join(RT_DIR);
     let made_dirs = std::fs::create_dir(&rt_root).and_then(|()| {
         (0..s.concurrency).try_for_each(|w| std::fs::create_dir(rt_root.join(w.to_string())))

@@ -203,6 +203,8 @@ pub fn copy_into(runtimes: &mut [PlanRuntime], dir: &Path) -> Result<(), String>
     if runtimes.is_empty() {
         return Ok(());
     }
+    // The agent starts each runtime in a directory of its own: the path must not be relative.
+    let dir = &std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(dir)
