@@ -27,6 +27,7 @@ const BROKEN: usize = 10;
 pub fn render(run: &RunRecord, written: Option<&Written>, verbose: bool) -> String {
     let m = model::build(run);
     let mut out = String::new();
+    runtimes(&m, &mut out);
     compat(&m.matrix, &mut out);
     counts(run, &m, &mut out);
     evidence(&m.footnotes, &mut out);
@@ -56,6 +57,29 @@ pub fn render(run: &RunRecord, written: Option<&Written>, verbose: bool) -> Stri
         );
     }
     out
+}
+
+/// Which runtime each `runtime:NAME` column is: its build, what it said, or why it is missing.
+fn runtimes(m: &ReportModel, out: &mut String) {
+    if m.run.runtimes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nRuntimes");
+    for r in &m.run.runtimes {
+        let mut line = format!("  {}  {}", r.column, r.source);
+        if !r.said.is_empty() {
+            line.push_str(&format!(" (says {})", r.said));
+        }
+        if !r.args.is_empty() {
+            line.push_str(&format!(" args {}", r.args));
+        }
+        if r.error.is_empty() {
+            line.push_str(&format!(" [{}]", r.build));
+        } else {
+            line.push_str(&format!(" — not ready: {}", r.error));
+        }
+        let _ = writeln!(out, "{line}");
+    }
 }
 
 /// One matrix cell as a few characters: glyph, `2/3` when the slot's cells disagree, ⚠, notes.

@@ -40,6 +40,62 @@ pub struct RunHeader {
     /// Accelerators the cells ran under, e.g. `tcg` or `kvm, tcg`.
     pub accels: String,
     pub verdict: String,
+    /// The runtimes the run's `runtime:NAME` columns started: their identity.
+    pub runtimes: Vec<RuntimeLine>,
+}
+
+/// One runtime of the run, for the header and the provenance section.
+#[derive(Debug, Serialize)]
+pub struct RuntimeLine {
+    /// `runtime:containerd-2.1`.
+    pub column: String,
+    /// Where it came from: `containerd 2.1.9+ds1-5 (debian sid, go1.27.3)`, a commit, a binary.
+    pub source: String,
+    /// What it said it is (its hello), as seen by the cells.
+    pub said: String,
+    /// The first 12 hex digits of its executable's SHA-256.
+    pub sha256: String,
+    pub args: String,
+    /// `cached`, `built in 61.2 s`, or empty when it was not made ready.
+    pub build: String,
+    /// Why it was not made ready (its cells are infra-error).
+    pub error: String,
+}
+
+fn runtime_lines(run: &RunRecord) -> Vec<RuntimeLine> {
+    run.runtimes
+        .iter()
+        .map(|r| {
+            let said = run
+                .cells
+                .iter()
+                .filter_map(|c| c.provenance.runtime.as_ref())
+                .find(|x| x.name == r.name)
+                .and_then(|x| x.said.clone())
+                .unwrap_or_default();
+            RuntimeLine {
+                column: format!("{}{}", MountStrategy::RUNTIME_PREFIX, r.name),
+                source: r.describe.clone(),
+                said,
+                sha256: r
+                    .sha256
+                    .as_deref()
+                    .map(|h| h.get(..12).unwrap_or(h).to_string())
+                    .unwrap_or_default(),
+                args: r.args.join(" "),
+                build: match r.build {
+                    Some(b) if b.cached => "cached".into(),
+                    Some(b) => format!("built in {:.1} s", b.seconds),
+                    None => String::new(),
+                },
+                error: r
+                    .error
+                    .as_deref()
+                    .map(|e| one_line(e, EVIDENCE_CHARS))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -196,6 +252,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
             boots: run.boots.len(),
             not_ok,
             accels: accels.into_iter().collect::<Vec<_>>().join(", "),
+            runtimes: runtime_lines(run),
             verdict: if run.cells.is_empty() {
                 "no cells ran".into()
             } else if not_ok == 0 {
