@@ -40,7 +40,7 @@ plan=$2
 scratch=$(grep -o '"scratch_dir":"[^"]*"' "$plan" | cut -d'"' -f4)
 : > "$scratch/layer-file"
 echo "fake agent stderr" >&2
-echo 'MMX1 {"event":"hello","agent_version":"fake","schema_version":2,"kernel_release":"fake","uptime_ms":1}'
+echo 'MMX1 {"event":"hello","agent_version":"fake","schema_version":@SCHEMA@,"kernel_release":"fake","uptime_ms":1}'
 item=0
 for id in $(grep -o '"cell_id":"[^"]*"' "$plan" | cut -d'"' -f4); do
   echo "MMX1 {\"event\":\"cell-result\",\"item\":$item,\"cell_id\":\"$id\",\"outcome\":\"pass\",\"metrics\":{}}"
@@ -53,7 +53,8 @@ echo 'MMX1 {"event":"done","uptime_ms":2}'
 fn fake_agent(dir: &Path) -> PathBuf {
     let p = dir.join("fake-agent");
     let mut f = std::fs::File::create(&p).expect("fake agent");
-    f.write_all(FAKE_AGENT.as_bytes()).expect("write");
+    let script = FAKE_AGENT.replace("@SCHEMA@", &protocol::SCHEMA_VERSION.to_string());
+    f.write_all(script.as_bytes()).expect("write");
     drop(f);
     let _ = Command::new("chmod").arg("755").arg(&p).status();
     p
