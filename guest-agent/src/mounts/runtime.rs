@@ -396,7 +396,19 @@ impl Jobs<'_, '_> {
                 uidmap: map.clone(),
                 gidmap: map.clone(),
             };
-            let took = self.send(&mount, &format!("a mount job ({what})"))?;
+            let took = match self.send(&mount, &format!("a mount job ({what})")) {
+                Ok(t) => t,
+                Err(c) => {
+                    // The contract: after an `error` the runtime has undone what the job made.
+                    if let Cause::Runtime(RuntimeCause::Error { .. }) = c {
+                        let left = mounts_under(&[&cdir_path, self.dir]).unwrap_or_default();
+                        let when = format!("{what}, after the runtime's error answer");
+                        leak_check(&mut o.out.checks, &when, &left);
+                        o.leaked += left.len() as u64;
+                    }
+                    return Err(c);
+                }
+            };
             latency += took;
             o.out.tally.syscall_ns += nanos(took);
             let (att, det) = self.count();
@@ -472,7 +484,8 @@ impl Jobs<'_, '_> {
                 }
                 None => o.teardown += (attached.len() as u64).saturating_sub(left.len() as u64),
             }
-            leak_check(&mut o.out.checks, &what, &left);
+            let when = format!("{what}, after the runtime's unmount answer");
+            leak_check(&mut o.out.checks, &when, &left);
             o.leaked += left.len() as u64;
             // Gone before the next pass, so one leak is reported once.
             for m in left.iter().rev() {
@@ -523,10 +536,7 @@ impl Jobs<'_, '_> {
 
 fn leak_check(checks: &mut Checks, what: &str, left: &[Seen]) {
     checks.record("no-leaked-mounts", left.is_empty(), || {
-        format!(
-            "{what}: after the runtime's unmount answer, still mounted: {}",
-            list(left)
-        )
+        format!("{what}: still mounted: {}", list(left))
     });
 }
 

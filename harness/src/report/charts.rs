@@ -143,8 +143,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
             }
             // Series: strategy × (containers, concurrency, passes); the shape only gets a
             // suffix when a chart has more than one.
-            let mut series: BTreeMap<(MountStrategy, u32, u32, u32), Vec<(f64, Summary)>> =
-                BTreeMap::new();
+            let mut series: BTreeMap<Shape, Vec<(f64, Summary)>> = BTreeMap::new();
             for c in &group {
                 let Scenario::Mounts(m) = &c.scenario else {
                     continue;
@@ -247,6 +246,9 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
     }
     sections
 }
+
+/// A latency chart's series: strategy, containers, concurrency, passes.
+type Shape = (MountStrategy, u32, u32, u32);
 
 fn formula_label(st: Strategy, passes: u32) -> String {
     match st {

@@ -776,7 +776,7 @@ mod tests {
     fn numbers_are_compact() {
         assert_eq!(fmt_num(12345.0), "12.3k");
         assert_eq!(fmt_num(202.0), "202");
-        assert_eq!(fmt_num(3.14159), "3.14");
+        assert_eq!(fmt_num(1.23456), "1.23");
         assert_eq!(fmt_num(0.5), "0.500");
         assert_eq!(fmt_num(f64::NAN), "–");
     }

@@ -163,13 +163,17 @@ pub fn shard_boots(boots: Vec<BootPlan>, shard: Option<Shard>) -> Vec<BootPlan> 
     }
 }
 
+/// What an item's limit leaves beyond its own work: 60 s.
+pub const ITEM_SLACK_S: u64 = 60;
+
 /// Per-item time limit the agent enforces; generous, since TCG is slow and a timeout must mean
-/// a hang, not a slow machine.
+/// a hang, not a slow machine. (A runtime's item also outlasts one job limit of the runtime's:
+/// the runner sees to that once it knows the runtime.)
 pub fn item_timeout_s(scenario: &Scenario) -> u64 {
     match scenario {
         Scenario::Mounts(m) => {
             let ops = u64::from(m.containers) * m.ops_bound_per_container();
-            60 + ops / 20
+            ITEM_SLACK_S + ops / 20
         }
         Scenario::Lockbench(l) => {
             let points = (l.locks.len().max(1) * l.pinning.len().max(1) * 8) as u64;

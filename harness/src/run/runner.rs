@@ -301,6 +301,18 @@ impl Runner {
             plan.runtimes = self
                 .runtimes
                 .plan_entries(boot.cells.iter().filter_map(|c| c.scenario.runtime()));
+            // A runtime's own job limit must end a hang before the item's limit does, so the
+            // cell says which job hung.
+            for item in &mut plan.items {
+                let job = item
+                    .scenario
+                    .runtime()
+                    .and_then(|n| plan.runtimes.iter().find(|r| &r.name == n))
+                    .map(|r| r.job_timeout_s);
+                if let (Some(job), Some(t)) = (job, item.timeout_s.as_mut()) {
+                    *t = (*t).max(job + super::ITEM_SLACK_S);
+                }
+            }
             BootRequest {
                 key: boot.key.clone(),
                 deadlines: Deadlines::for_plan(&plan, start),
