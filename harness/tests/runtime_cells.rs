@@ -409,3 +409,30 @@ fn compare_fails_a_containerd_that_maps_every_layer_again() {
         "the count is a regression:\n{md}"
     );
 }
+
+/// A runtime that cannot be made ready costs its own cells only: they end `infra-error` with the
+/// reason, and the boot runs the others.
+#[test]
+fn a_runtime_that_cannot_be_built_costs_only_its_cells() {
+    if !root() {
+        return;
+    }
+    let matrix = "[[runtimes]]\nname = \"not-static\"\nbinary = \"/bin/sh\"\n\n[[scenarios]]\nkind = \"mounts\"\nstrategies = [\"common-parent\", \"runtime:not-static\"]\nlayers = [2]\ncontainers = [2]\n";
+    let dir = project(matrix);
+    let (out, run) = run(dir.path(), "broken", &["--backend", "local"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ok = cell(&run, "/common-parent-L2-");
+    assert_eq!(ok.outcome, Outcome::Pass, "{ok:#?}");
+    let broken = cell(&run, "/runtime:not-static-L2-");
+    assert_eq!(broken.outcome, Outcome::InfraError, "{broken:#?}");
+    let ev = broken.evidence.as_ref().expect("evidence");
+    assert_eq!(ev.step, "infra: runtime", "{ev:?}");
+    assert!(ev.detail.contains("not a static executable"), "{ev:?}");
+    assert!(run.runtimes[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("dynamically linked") || e.contains("not a 64-bit")));
+    // The boot is the one that ran the passing cell.
+    assert_eq!(broken.boot, ok.boot);
+    assert_eq!(run.boots.len(), 1);
+}
