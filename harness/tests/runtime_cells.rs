@@ -436,3 +436,47 @@ fn a_runtime_that_cannot_be_built_costs_only_its_cells() {
     assert_eq!(broken.boot, ok.boot);
     assert_eq!(run.boots.len(), 1);
 }
+
+/// Where the kernel has no mount events (before 6.15; here the agent's test hook makes it count
+/// as such a kernel would), a runtime's transient mounts cannot be seen: its cell says the count
+/// is incomplete and makes no per-container metric, so no known answer or gate judges a count
+/// that is not the kernel's whole count.
+#[test]
+fn without_mount_events_a_runtimes_count_is_said_to_be_incomplete() {
+    if !root() {
+        return;
+    }
+    let matrix = format!(
+        "[[runtimes]]\nname = \"example\"\nbinary = \"{}\"\n\n[[scenarios]]\nkind = \"mounts\"\nstrategies = [\"runtime:example\"]\nlayers = [3]\ncontainers = [2]\n",
+        example().display()
+    );
+    let dir = project(&matrix);
+    let out = Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .args(["run", "--backend", "local", "--run-id", "no-events"])
+        .env("MMX_AGENT_TEST_HOOK", "no-fanotify")
+        .current_dir(dir.path())
+        .output()
+        .expect("mmx");
+    assert!(out.status.success(), "{}", text(&out));
+    let run = RunRecord::read(&dir.path().join("runs/no-events/run.json")).expect("run.json");
+    let c = cell(&run, "/runtime:example-L3-");
+    assert!(ops_per_container(c).is_empty(), "{:?}", c.metrics);
+    let m = harness::report::model::mounts_detail(c).expect("detail");
+    assert_eq!(
+        m.mount_ops.count_source,
+        protocol::CountSource::MountTableDiff
+    );
+    assert!(
+        m.mount_ops
+            .notes
+            .iter()
+            .any(|n| n.contains("no kernel count per container")),
+        "{:?}",
+        m.mount_ops.notes
+    );
+    // What the table shows: the overlay each job left, gone at its unmount.
+    assert_eq!(
+        (m.mount_ops.attachments, m.mount_ops.teardown_detachments),
+        (4, 4)
+    );
+}
