@@ -250,8 +250,10 @@ impl Runner {
                 }
             }
         };
+        // They belong to the boot that ran (a host's measured filesystem labels them too).
         for c in &mut unready_cells {
             c.boot = b.key.clone();
+            c.key.filesystem = b.key.filesystem;
         }
         cells.extend(unready_cells);
         self.runtimes.annotate(&mut cells);
