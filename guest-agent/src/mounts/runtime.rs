@@ -73,6 +73,8 @@ struct RtOut {
     attachments: u64,
     detachments: u64,
     teardown: u64,
+    /// Whether its count came from the kernel's mount events (else from the table).
+    events: bool,
     /// Why this worker's count is not the kernel's whole count.
     incomplete: Option<String>,
     notes: Vec<String>,
@@ -162,8 +164,10 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
         counted.attachments += o.attachments;
         counted.detachments += o.detachments;
         counted.teardown += o.teardown;
-        if let (None, Some(why)) = (&counted.incomplete, o.incomplete) {
+        if !o.events {
             counted.source = CountSource::MountTableDiff;
+        }
+        if let (None, Some(why)) = (&counted.incomplete, o.incomplete) {
             counted.incomplete = Some(why);
         }
         for n in o.notes {
@@ -248,9 +252,12 @@ fn worker(
     }
     let dir = ctx.root.join(RT_DIR).join(w.to_string());
     let mut events = JobEvents::start(ctx.best);
+    o.events = events.is_some();
     if events.is_none() {
         o.incomplete = Some(
-            "the kernel has no fanotify mount events for the runtime's namespace (6.15+)".into(),
+            "no fanotify mount events on the runtime's namespace (they need Linux 6.15+ and a \
+             fanotify group per worker)"
+                .into(),
         );
     }
     let mut proc = match start(ctx, &dir) {
