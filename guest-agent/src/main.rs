@@ -67,9 +67,17 @@ enum Command {
 
 #[derive(clap::Args)]
 struct MountsArgs {
-    /// per-layer, common-parent or fsconfig-fd.
+    /// per-layer, common-parent, fsconfig-fd, or runtime:NAME with `--runtime NAME=PATH`.
     #[arg(long)]
-    strategy: protocol::Strategy,
+    strategy: protocol::MountStrategy,
+    /// A runtime speaking mmx's runtime contract: NAME=PATH (a static executable). Its
+    /// arguments follow `--runtime-arg` (repeatable); each job may take `--job-timeout-s`.
+    #[arg(long, value_name = "NAME=PATH")]
+    runtime: Option<String>,
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    runtime_arg: Vec<String>,
+    #[arg(long, default_value_t = protocol::runtime::DEFAULT_JOB_TIMEOUT_S)]
+    job_timeout_s: u64,
     /// Image layers per container (1..=256).
     #[arg(long, default_value_t = 50)]
     layers: u32,
@@ -167,16 +175,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Mounts(a) => {
             let scenario = protocol::MountsScenario {
-                strategy: a.strategy,
+                strategy: a.strategy.clone(),
                 layers: a.layers,
                 containers: a.containers,
                 concurrency: a.concurrency,
                 passes: a.passes,
             };
             mounts::validate(&scenario).map_err(|m| anyhow::anyhow!("mounts: {m}"))?;
+            let runtimes = cli_runtime(&a)?;
             enter_sandbox("mmx-agent mounts")?;
             let cell_id = format!("local/{}", scenario.label());
-            let r = mounts::run(&scenario, &a.scratch, &cell_id);
+            let opts = mounts::Options {
+                runtimes,
+                ..mounts::Options::default()
+            };
+            let r = mounts::run_with(
+                &scenario,
+                &a.scratch,
+                &cell_id,
+                &mounts::Cancel::default(),
+                &opts,
+            );
             if a.json {
                 println!(
                     "{}",
@@ -217,6 +236,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(r?)
         }
     }
+}
+
+/// The runtime `--runtime NAME=PATH` names, as a plan would carry it; `--strategy runtime:NAME`
+/// must name it.
+fn cli_runtime(a: &MountsArgs) -> anyhow::Result<Vec<protocol::PlanRuntime>> {
+    let Some(spec) = &a.runtime else {
+        if let Some(n) = a.strategy.runtime() {
+            anyhow::bail!("--strategy runtime:{n} needs --runtime {n}=PATH");
+        }
+        return Ok(Vec::new());
+    };
+    let (name, path) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--runtime {spec}: expected NAME=PATH"))?;
+    let name: protocol::RuntimeName = name
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--runtime {spec}: {e}"))?;
+    protocol::limits::RUNTIME_JOB_TIMEOUT_S
+        .check(a.job_timeout_s)
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let path = std::fs::canonicalize(path)
+        .map_err(|e| anyhow::anyhow!("--runtime {spec}: {path}: {e}"))?;
+    Ok(vec![protocol::PlanRuntime {
+        name,
+        path,
+        args: a.runtime_arg.clone(),
+        job_timeout_s: a.job_timeout_s,
+        // Nothing copied it: nothing to check it against.
+        sha256: String::new(),
+    }])
 }
 
 fn main() -> ExitCode {

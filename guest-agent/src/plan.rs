@@ -16,7 +16,6 @@
 //! short.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -74,7 +73,7 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
             return Ok(false);
         }
         let mut r = match item.scenario.validate() {
-            Ok(()) => run_item(item, &plan.scratch_dir, &mut abandoned),
+            Ok(()) => run_item(item, plan, &mut abandoned),
             Err(e) => bare(
                 item,
                 Outcome::InfraError,
@@ -132,22 +131,26 @@ fn wait_for(threads: &mut Vec<std::thread::JoinHandle<()>>, limit: Duration) -> 
 
 fn run_item(
     item: &PlanItem,
-    scratch: &Path,
+    plan: &Plan,
     abandoned: &mut Vec<std::thread::JoinHandle<()>>,
 ) -> CellResult {
     let cancel = Cancel::default();
     let (tx, rx) = mpsc::channel();
     let (scenario, dir, id, c) = (
         item.scenario.clone(),
-        scratch.to_owned(),
+        plan.scratch_dir.clone(),
         item.cell_id.clone(),
         cancel.clone(),
     );
+    let opts = mounts::Options {
+        runtimes: plan.runtimes.clone(),
+        ..mounts::Options::default()
+    };
     let spawned = std::thread::Builder::new()
         .name(format!("mmx-item-{}", item.cell_id))
         .spawn(move || {
             let r = match &scenario {
-                Scenario::Mounts(m) => mounts::run_cancellable(m, &dir, &id, &c),
+                Scenario::Mounts(m) => mounts::run_with(m, &dir, &id, &c, &opts),
                 Scenario::Lockbench(l) => crate::lockbench::run(l, &dir, &id),
             };
             let _ = tx.send(r);
@@ -281,6 +284,7 @@ mod tests {
             modules: vec![],
             probe: false,
             items: vec![],
+            runtimes: vec![],
         };
         let mut out = Vec::new();
         assert!(execute_reporting(&plan, &mut out).unwrap());
@@ -307,7 +311,7 @@ mod tests {
                 item: 7,
                 cell_id: "bad".into(),
                 scenario: Scenario::Mounts(protocol::MountsScenario {
-                    strategy: protocol::Strategy::PerLayer,
+                    strategy: protocol::Strategy::PerLayer.into(),
                     layers: 0,
                     containers: 1,
                     concurrency: 1,
@@ -315,6 +319,7 @@ mod tests {
                 }),
                 timeout_s: Some(5),
             }],
+            runtimes: vec![],
         };
         let mut out = Vec::new();
         assert!(!execute_reporting(&plan, &mut out).unwrap());

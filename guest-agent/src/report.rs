@@ -54,12 +54,19 @@ pub fn mounts_table(r: &CellResult) -> String {
         );
     }
     let o = &m.mount_ops;
+    let formula = o.expected_ops.map_or_else(
+        || "no formula: a runtime".to_owned(),
+        |e| format!("formula {e}"),
+    );
     let _ = writeln!(
         s,
-        "{:<12} {} ({} attach + {} detach; formula {}), teardown {}, peak {} per container ({}), leaked {}",
-        "mount ops", o.ops, o.attachments, o.detachments, o.expected_ops, o.teardown_detachments,
+        "{:<12} {} ({} attach + {} detach; {formula}), teardown {}, peak {} per container ({}), leaked {}",
+        "mount ops", o.ops, o.attachments, o.detachments, o.teardown_detachments,
         o.peak_extra_mounts, o.cross_check_method, o.leaked
     );
+    if let Some(h) = &m.runtime {
+        let _ = writeln!(s, "{:<12} {} {}", "runtime", h.runtime, h.version);
+    }
     let busy = m.syscall_us + m.overhead_us;
     let pct = |v: u64| {
         if busy == 0 {

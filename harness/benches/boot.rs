@@ -121,6 +121,7 @@ fn plan(id: &BootKey, probe: bool, scenarios: Vec<(String, Scenario)>) -> Plan {
                 timeout_s: Some(120),
             })
             .collect(),
+        runtimes: vec![],
     }
 }
 
@@ -189,7 +190,7 @@ fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>, control: bool)
         ..LockbenchScenario::default()
     });
     let mounts = Scenario::Mounts(MountsScenario {
-        strategy: Strategy::PerLayer,
+        strategy: Strategy::PerLayer.into(),
         layers: 10,
         containers: 10,
         concurrency: 2,

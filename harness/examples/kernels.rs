@@ -70,8 +70,9 @@ fn main() -> anyhow::Result<()> {
                         .collect(),
                     probe: true,
                     items: vec![],
+                    runtimes: vec![],
                 };
-                write_initrd(&base, &plan, &out)?;
+                write_initrd(&base, None, &plan, &out)?;
                 let t4 = Instant::now();
                 let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
                 println!(

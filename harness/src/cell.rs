@@ -299,7 +299,7 @@ mod tests {
 
     fn mounts(layers: u32) -> ScenarioKey {
         ScenarioKey::Mounts(MountsScenario {
-            strategy: Strategy::PerLayer,
+            strategy: Strategy::PerLayer.into(),
             layers,
             containers: 10,
             concurrency: 2,

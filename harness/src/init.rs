@@ -1,5 +1,6 @@
 //! `mmx init`: everything a repository needs to run mmx — a commented `matrix.toml`, `kernels/`
-//! (recipes and a lock) and a GitHub Actions workflow that uses mmx's action.
+//! (recipes and a lock), `runtimes/runtimes.lock` (what `[[runtimes]]` build containerd from)
+//! and a GitHub Actions workflow that uses mmx's action.
 //!
 //! The files are this repository's own (`matrix.toml`, `kernels/`, `examples/github-actions.yml`)
 //! compiled in with `include_str!`, so what `init` writes is exactly what mmx is tested with and
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// `mmx init`'s files, for `--help`.
 pub const FILES_HELP: &str = "Reads:  nothing (the files are compiled into mmx).
 Writes: DIR/matrix.toml, DIR/kernels/*.toml, DIR/kernels/kernels.lock, DIR/kernels/README.md,
-        DIR/.github/workflows/mmx.yml. Refuses to replace any existing one unless --force.";
+        DIR/runtimes/runtimes.lock, DIR/.github/workflows/mmx.yml. Refuses to replace any
+        existing one unless --force.";
 
 /// How `examples/github-actions.yml` names mmx's action; `init` writes `--action` in its place.
 pub const ACTION_PLACEHOLDER: &str = "OWNER/mmx@main";
@@ -59,7 +61,8 @@ pub enum InitError {
 const HEADER: &str = "\
 # Written by `mmx init`. `mmx cells` lists the cells this expands to, `mmx doctor` checks that
 # this machine can run them, `mmx run` runs them (`mmx run --help` names every file involved).
-# kernels/ beside this file holds the kernel recipes and their lock.
+# kernels/ beside this file holds the kernel recipes and their lock; runtimes/runtimes.lock pins
+# the Go toolchain and containerd's sources that `[[runtimes]]` build from.
 #
 ";
 
@@ -88,6 +91,8 @@ const RECIPES: &[(&str, &str)] = &[
 ];
 
 const LOCK: &str = include_str!("../../kernels/kernels.lock");
+/// The Go toolchain and containerd sources `[[runtimes]]` recipes build from (`mmx runtimes lock`).
+const RUNTIMES_LOCK: &str = include_str!("../../runtimes/runtimes.lock");
 const KERNELS_README: &str = include_str!("../../kernels/README.md");
 const WORKFLOW: &str = include_str!("../../examples/github-actions.yml");
 
@@ -121,6 +126,10 @@ pub fn templates(action: &str) -> Vec<Template> {
     t.push(Template {
         path: "kernels/README.md",
         text: KERNELS_README.to_string(),
+    });
+    t.push(Template {
+        path: "runtimes/runtimes.lock",
+        text: RUNTIMES_LOCK.to_string(),
     });
     t.push(Template {
         path: ".github/workflows/mmx.yml",

@@ -1,8 +1,10 @@
 //! The guest's root: an initramfs in cpio "newc" format, written here in Rust.
 //!
-//! Two archives, concatenated (the kernel unpacks one after another):
+//! Two or three archives, concatenated (the kernel unpacks one after another):
 //! - a *base* per (kernel, agent build), cached: `/init` (the static agent), the directories the
 //!   agent mounts on, `/dev/console`, and the kernel's modules under `/lib/modules`;
+//! - when the boot's cells start runtimes, their static executables under `/runtimes/<name>`,
+//!   cached per set of runtimes (keyed by their SHA-256s, checked as they are read);
 //! - a few hundred bytes per boot: `/plan.json`.
 //!
 //! Format: <https://docs.kernel.org/driver-api/early-userspace/buffer-format.html>. Every
@@ -23,6 +25,7 @@ const BASE_FORMAT: &[u8] = b"initramfs-v1";
 // Inode numbers: the kernel links entries of one archive that share (ino, nlink >= 2), so each
 // entry gets its own; the plan archive counts from elsewhere so the two never look alike.
 const BASE_FIRST_INO: u32 = 1;
+const RUNTIMES_FIRST_INO: u32 = 1 << 29;
 const PLAN_FIRST_INO: u32 = 1 << 30;
 
 const S_IFDIR: u32 = 0o040_000;
@@ -47,6 +50,8 @@ pub enum InitramfsError {
     Misaligned { path: PathBuf, len: u64 },
     #[error(transparent)]
     Cache(#[from] KernelError),
+    #[error("runtime `{name}`: {detail}")]
+    Runtime { name: String, detail: String },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InitramfsError + 'a {
@@ -264,6 +269,78 @@ fn prune_idle(dir: &Path) {
     }
 }
 
+/// Bump when the runtimes archive changes shape.
+const RUNTIMES_FORMAT: &[u8] = b"initramfs-runtimes-v1";
+/// Where a guest finds its runtimes.
+const RUNTIMES_DIR: &str = "runtimes";
+
+/// Where a runtime's executable is in a guest: `/runtimes/<name>`.
+pub fn runtime_path(name: &protocol::RuntimeName) -> PathBuf {
+    Path::new("/").join(RUNTIMES_DIR).join(name.as_str())
+}
+
+/// The cached archive holding `runtimes` (their `path` on this machine) under
+/// `/runtimes/<name>`, or None when there are none. Each executable's SHA-256 is checked
+/// against the plan's as it is read: a guest runs exactly the bytes the run recorded.
+pub fn runtimes_archive(
+    runtimes: &[protocol::PlanRuntime],
+    cache: &Cache,
+) -> Result<Option<PathBuf>, InitramfsError> {
+    use sha2::{Digest, Sha256};
+    if runtimes.is_empty() {
+        return Ok(None);
+    }
+    let mut parts: Vec<&[u8]> = vec![RUNTIMES_FORMAT];
+    for r in runtimes {
+        parts.extend([r.name.as_str().as_bytes(), r.sha256.as_bytes()]);
+    }
+    let k = key(&parts);
+    let dir = cache.dir("initramfs")?;
+    let path = dir.join(format!("runtimes-{k}.cpio"));
+    if path.exists() {
+        if let Ok(f) = fs::File::options().append(true).open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        return Ok(Some(path));
+    }
+    let _lock = cache.lock(&format!("initramfs-{k}"))?;
+    if path.exists() {
+        return Ok(Some(path));
+    }
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io("create temp in", &dir))?;
+    let mut cpio = CpioWriter::new(std::io::BufWriter::new(tmp), RUNTIMES_FIRST_INO);
+    cpio.append_dir(RUNTIMES_DIR, 0o755)?;
+    for r in runtimes {
+        let bytes = fs::read(&r.path).map_err(io("read runtime", &r.path))?;
+        let got = hex::encode(Sha256::digest(&bytes));
+        if got != r.sha256 {
+            return Err(InitramfsError::Runtime {
+                name: r.name.to_string(),
+                detail: format!(
+                    "{} has sha256 {got}, the run recorded {}: it changed since it was built",
+                    r.path.display(),
+                    r.sha256
+                ),
+            });
+        }
+        cpio.append_file(&format!("{RUNTIMES_DIR}/{}", r.name), 0o755, &bytes)?;
+    }
+    let tmp = cpio
+        .append_trailer()?
+        .into_inner()
+        .map_err(|e| InitramfsError::Io {
+            op: "flush",
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+    tmp.persist(&path).map_err(|e| InitramfsError::Io {
+        op: "rename into",
+        path: path.clone(),
+        source: e.error,
+    })?;
+    Ok(Some(path))
+}
+
 /// The per-boot archive: `/plan.json`.
 pub fn plan_archive(plan: &protocol::Plan) -> Result<Vec<u8>, InitramfsError> {
     let json = serde_json::to_vec_pretty(plan)?;
@@ -272,8 +349,13 @@ pub fn plan_archive(plan: &protocol::Plan) -> Result<Vec<u8>, InitramfsError> {
     cpio.append_trailer()
 }
 
-/// Write `out` = base archive + plan archive: the initrd for one boot.
-pub fn write_initrd(base: &Path, plan: &protocol::Plan, out: &Path) -> Result<(), InitramfsError> {
+/// Write `out` = base archive [+ runtimes archive] + plan archive: the initrd for one boot.
+pub fn write_initrd(
+    base: &Path,
+    runtimes: Option<&Path>,
+    plan: &protocol::Plan,
+    out: &Path,
+) -> Result<(), InitramfsError> {
     let len = fs::copy(base, out).map_err(io("copy base archive to", out))?;
     if len % 4 != 0 {
         return Err(InitramfsError::Misaligned {
@@ -285,6 +367,16 @@ pub fn write_initrd(base: &Path, plan: &protocol::Plan, out: &Path) -> Result<()
         .append(true)
         .open(out)
         .map_err(io("open", out))?;
+    if let Some(r) = runtimes {
+        let mut src = fs::File::open(r).map_err(io("open", r))?;
+        let len = std::io::copy(&mut src, &mut f).map_err(io("append runtimes to", out))?;
+        if len % 4 != 0 {
+            return Err(InitramfsError::Misaligned {
+                path: r.to_path_buf(),
+                len,
+            });
+        }
+    }
     f.write_all(&plan_archive(plan)?)
         .map_err(io("append plan to", out))
 }
@@ -340,6 +432,7 @@ pub(crate) mod tests {
             modules: vec!["/lib/modules/overlay.ko.xz".into()],
             probe: true,
             items: vec![],
+            runtimes: vec![],
         }
     }
 
@@ -378,7 +471,7 @@ pub(crate) mod tests {
         c.append_file("init", 0o755, b"#!agent").unwrap();
         fs::write(&base, c.append_trailer().unwrap()).unwrap();
         let out = dir.path().join("initrd");
-        write_initrd(&base, &sample_plan(), &out).unwrap();
+        write_initrd(&base, None, &sample_plan(), &out).unwrap();
         let archives = read_all(&fs::read(&out).unwrap());
         assert_eq!(archives.len(), 2);
         assert_eq!(archives[0][0].0, "init");
@@ -388,11 +481,61 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn runtimes_travel_in_their_own_cached_archive_checked_by_sha256() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path().join("cache"));
+        let exe = dir.path().join("mounter");
+        fs::write(&exe, b"\x7fELF runtime").unwrap();
+        let sha256 = hex::encode(Sha256::digest(b"\x7fELF runtime"));
+        let rt = protocol::PlanRuntime {
+            name: "containerd-2.1".parse().unwrap(),
+            path: exe.clone(),
+            args: vec![],
+            job_timeout_s: 30,
+            sha256: sha256.clone(),
+        };
+        assert_eq!(runtimes_archive(&[], &cache).unwrap(), None);
+        let a = runtimes_archive(std::slice::from_ref(&rt), &cache)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            runtimes_archive(std::slice::from_ref(&rt), &cache).unwrap(),
+            Some(a.clone()),
+            "cached"
+        );
+        let base = dir.path().join("base.cpio");
+        let mut c = CpioWriter::new(Vec::new(), 1);
+        c.append_file("init", 0o755, b"#!agent").unwrap();
+        fs::write(&base, c.append_trailer().unwrap()).unwrap();
+        let out = dir.path().join("initrd");
+        write_initrd(&base, Some(&a), &sample_plan(), &out).unwrap();
+        let archives = read_all(&fs::read(&out).unwrap());
+        assert_eq!(archives.len(), 3);
+        let names: Vec<&str> = archives[1].iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["runtimes", "runtimes/containerd-2.1"]);
+        assert_eq!(archives[1][1].1, S_IFREG | 0o755);
+        assert_eq!(archives[1][1].4, b"\x7fELF runtime");
+        assert_eq!(archives[2][0].0, "plan.json");
+        assert_eq!(
+            runtime_path(&rt.name),
+            PathBuf::from("/runtimes/containerd-2.1")
+        );
+        // A binary that changed since the run hashed it never reaches a guest.
+        let other = protocol::PlanRuntime {
+            sha256: "00".repeat(32),
+            ..rt
+        };
+        let e = runtimes_archive(&[other], &cache).unwrap_err().to_string();
+        assert!(e.contains("changed since it was built"), "{e}");
+    }
+
+    #[test]
     fn misaligned_base_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.cpio");
         fs::write(&base, b"07070").unwrap();
-        let err = write_initrd(&base, &sample_plan(), &dir.path().join("o")).unwrap_err();
+        let err = write_initrd(&base, None, &sample_plan(), &dir.path().join("o")).unwrap_err();
         assert!(
             matches!(err, InitramfsError::Misaligned { len: 5, .. }),
             "{err}"

@@ -42,6 +42,12 @@ pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<RunRecord> {
                 m.finished_at = m.finished_at.max(run.finished_at);
                 m.cells.extend(run.cells);
                 m.boots.extend(run.boots);
+                // Shards build the same runtimes: one record each.
+                for r in run.runtimes {
+                    if !m.runtimes.iter().any(|x| x.name == r.name) {
+                        m.runtimes.push(r);
+                    }
+                }
                 m
             }
         });
@@ -75,7 +81,7 @@ mod tests {
 
     fn scenario(layers: u32) -> Scenario {
         Scenario::Mounts(MountsScenario {
-            strategy: Strategy::PerLayer,
+            strategy: Strategy::PerLayer.into(),
             layers,
             containers: 1,
             concurrency: 1,
@@ -112,6 +118,7 @@ mod tests {
                         requested_topology: None,
                         observed_topology: None,
                         topology_mismatch: None,
+                        runtime: None,
                     },
                     boot: boot.clone(),
                     attempts: 1,
@@ -136,6 +143,7 @@ mod tests {
                 violations_total: 0,
                 channels: Default::default(),
             }],
+            runtimes: vec![],
         }
     }
 

@@ -37,6 +37,53 @@ pub struct RunRecord {
     pub host: HostInfo,
     pub cells: Vec<CellRecord>,
     pub boots: Vec<BootRecord>,
+    /// The runtimes the run's cells started (`runtime:NAME`), each made ready once before the
+    /// boots: where it came from, or why it could not be built.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtimes: Vec<RuntimeRecord>,
+}
+
+/// One runtime of a run, as run.json and the report header show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeRecord {
+    pub name: protocol::RuntimeName,
+    /// One line: `containerd 2.1.9+ds1-5 (debian sid, go1.27.3)`, or the recipe when it could
+    /// not be made ready.
+    pub describe: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::runtimes::RuntimeProvenance>,
+    /// The arguments the agent started it with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// SHA-256 of the executable every copy was checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<RuntimeBuild>,
+    /// Why it is not ready (its cells are `infra-error` with this reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How a runtime was made ready for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeBuild {
+    /// Found in the cache: nothing was downloaded or built.
+    pub cached: bool,
+    pub seconds: f64,
+}
+
+/// The runtime a cell ran: its build and what it said it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellRuntime {
+    pub name: protocol::RuntimeName,
+    /// Where it came from: [`crate::runtimes::RuntimeProvenance::describe`].
+    pub source: String,
+    /// Its hello: `containerd 2.1.9+ds1-5 go1.27.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub said: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 impl RunRecord {
@@ -280,6 +327,9 @@ pub struct Provenance {
     /// Set when observed differs from requested: said on the cell, never hidden.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_mismatch: Option<String>,
+    /// A runtime's cell: which runtime, built from what, and what it said it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<CellRuntime>,
 }
 
 /// One matrix cell's result.
@@ -436,6 +486,8 @@ pub enum InfraCause {
     ProtocolViolation,
     /// The kernel could not be fetched or built.
     Kernel,
+    /// A runtime could not be built, or its copy did not arrive intact.
+    Runtime,
     /// Preparing the boot failed here: the work dir, the initramfs, the disk image, a log file.
     BootSetup,
     /// The agent could not set the guest up (modules, scratch disk) or start the plan.
@@ -462,6 +514,7 @@ impl InfraCause {
             InfraCause::OutputFlood => "output-flood",
             InfraCause::ProtocolViolation => "protocol-violation",
             InfraCause::Kernel => "kernel",
+            InfraCause::Runtime => "runtime",
             InfraCause::BootSetup => "boot-setup",
             InfraCause::AgentSetup => "agent-setup",
             InfraCause::GuestSilent => "guest-silent",
@@ -484,6 +537,7 @@ impl InfraCause {
             InfraCause::KvmUnusable
             | InfraCause::Spawn
             | InfraCause::Kernel
+            | InfraCause::Runtime
             | InfraCause::BootSetup
             | InfraCause::AgentSetup
             | InfraCause::GuestSilent

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use protocol::{CellDetail, Outcome, Scenario, Strategy};
+use protocol::{CellDetail, MountStrategy, Outcome, Scenario};
 
 use crate::report::model::{self, CompatMatrix, Footnote, ReportModel};
 use crate::report::Written;
@@ -27,6 +27,7 @@ const BROKEN: usize = 10;
 pub fn render(run: &RunRecord, written: Option<&Written>, verbose: bool) -> String {
     let m = model::build(run);
     let mut out = String::new();
+    runtimes(&m, &mut out);
     compat(&m.matrix, &mut out);
     counts(run, &m, &mut out);
     evidence(&m.footnotes, &mut out);
@@ -56,6 +57,29 @@ pub fn render(run: &RunRecord, written: Option<&Written>, verbose: bool) -> Stri
         );
     }
     out
+}
+
+/// Which runtime each `runtime:NAME` column is: its build, what it said, or why it is missing.
+fn runtimes(m: &ReportModel, out: &mut String) {
+    if m.run.runtimes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nRuntimes");
+    for r in &m.run.runtimes {
+        let mut line = format!("  {}  {}", r.column, r.source);
+        if !r.said.is_empty() {
+            line.push_str(&format!(" (says {})", r.said));
+        }
+        if !r.args.is_empty() {
+            line.push_str(&format!(" args {}", r.args));
+        }
+        if r.error.is_empty() {
+            line.push_str(&format!(" [{}]", r.build));
+        } else {
+            line.push_str(&format!(" — not ready: {}", r.error));
+        }
+        let _ = writeln!(out, "{line}");
+    }
 }
 
 /// One matrix cell as a few characters: glyph, `2/3` when the slot's cells disagree, ⚠, notes.
@@ -250,7 +274,7 @@ fn fmt_us(us: f64) -> String {
 /// where the choice of strategy matters most.
 fn differences(run: &RunRecord, out: &mut String) {
     type Shape = (String, String, u32, u32, u32, u32);
-    let mut groups: BTreeMap<Shape, Vec<(Strategy, f64, &'static str)>> = BTreeMap::new();
+    let mut groups: BTreeMap<Shape, Vec<(MountStrategy, f64, &'static str)>> = BTreeMap::new();
     for c in &run.cells {
         let (Scenario::Mounts(m), Some(lat)) = (&c.scenario, start_latency(c)) else {
             continue;
@@ -265,13 +289,14 @@ fn differences(run: &RunRecord, out: &mut String) {
                 m.passes,
             ))
             .or_default()
-            .push((m.strategy, lat, c.provenance.accel.as_str()));
+            .push((m.strategy.clone(), lat, c.provenance.accel.as_str()));
     }
     let mut ranked: Vec<(f64, String)> = groups
         .into_iter()
         .filter(|(_, v)| v.len() > 1)
         .filter_map(|((target, fs, l, c, j, p), mut v)| {
-            v.sort_by_key(|(s, _, _)| Strategy::ALL.iter().position(|x| x == s));
+            // Built-ins in their order, then runtimes by name.
+            v.sort_by(|a, b| a.0.cmp(&b.0));
             let max = v.iter().map(|x| x.1).fold(f64::MIN, f64::max);
             let min = v.iter().map(|x| x.1).fold(f64::MAX, f64::min);
             (min > 0.0).then(|| {
@@ -322,12 +347,14 @@ fn perf(run: &RunRecord, out: &mut String) {
         lines.push(format!(
             "{:<28} {:>14} {:>4} {:>4} {:>3} {:>7}/{:<7} {:>9.0} {:>9.0} {:>9.0} {:>9.1} {:>6.1}% {:>7}",
             c.key.boot().to_string(),
-            m.scenario.strategy.as_str(),
+            m.scenario.strategy.to_string(),
             m.scenario.layers,
             m.scenario.containers,
             m.scenario.concurrency,
             m.mount_ops.ops,
-            m.mount_ops.expected_ops,
+            m.mount_ops
+                .expected_ops
+                .map_or_else(|| "-".to_string(), |e| e.to_string()),
             lat.map_or(f64::NAN, |s| s.p50),
             lat.map_or(f64::NAN, |s| s.p99),
             lat.map_or(f64::NAN, |s| s.max),

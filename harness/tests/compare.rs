@@ -343,3 +343,31 @@ fn recorded_runs_compare() {
     assert!(cmp.render_markdown().unwrap().contains("mmx compare"));
     assert!(!compare(&a, &a, &Thresholds::default()).gate_failed());
 }
+
+/// A runtime change that maps every layer again: the kernel's count per container grows. Every
+/// container is a sample, so compare judges it even with one repeat; a built-in strategy's one
+/// sample per repeat is reported, and its formula fails the cell first.
+#[test]
+fn a_runtime_that_mounts_more_per_container_fails_the_gate() {
+    let rt = "debian-7.x/1s2c1t/ext4/runtime:containerd-2.1-L10-C5-P2-J2";
+    let b = base();
+    let mut c = b.clone();
+    // 2·(1+2L) per container instead of 2·3: the per-layer patch at L=10.
+    builder::scale_metric(&mut c, rt, protocol::MOUNT_OPS_PER_CONTAINER, 7.0);
+    let cmp = compare(&b, &c, &Thresholds::default());
+    let m = change(&cmp, rt, protocol::MOUNT_OPS_PER_CONTAINER);
+    assert_eq!(m.verdict, Verdict::Regression, "{m:?}");
+    assert!((m.ratio.unwrap() - 7.0).abs() < 1e-9);
+    assert!(cmp.gate_failed());
+    let md = cmp.render_markdown().unwrap();
+    assert!(
+        md.contains("mount_ops_per_container") && md.contains("+600.0%"),
+        "{md}"
+    );
+    // An `ops=5%` rule (the README's) covers it too; nothing lets a 7× growth through but a
+    // threshold above it.
+    let th = Thresholds::parse(&["ops=5%".into()]).unwrap();
+    assert!(compare(&b, &c, &th).gate_failed());
+    let th = Thresholds::parse(&["mount_ops_per_container=700%".into()]).unwrap();
+    assert!(!compare(&b, &c, &th).gate_failed());
+}

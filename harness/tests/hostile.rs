@@ -411,6 +411,7 @@ fn child(spec: &str) -> anyhow::Result<()> {
         host: HostInfo::detect(),
         cells,
         boots: vec![record],
+        runtimes: vec![],
     };
     run.write(&run_dir.run_json())?;
     harness::report::render_all(&run, &run_dir.root)?;

@@ -254,6 +254,7 @@ fn init_twice_refuses_and_names_the_files() {
         "kernels/debian-7.x.toml",
         "kernels/kernels.lock",
         "kernels/README.md",
+        "runtimes/runtimes.lock",
         ".github/workflows/mmx.yml",
     ] {
         assert!(err.contains(f), "the refusal names {f}: {err}");

@@ -248,6 +248,7 @@ fn boot_probes(k: &ResolvedKernel) -> BootOutput {
         modules: Vec::new(),
         probe: true,
         items: Vec::new(),
+        runtimes: vec![],
     };
     let req = BootRequest {
         key,

@@ -137,12 +137,13 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
             .collect(),
         probe: true,
         items: vec![],
+        runtimes: vec![],
     };
     let out = dir.path().join("initrd");
     let t = Instant::now();
     let kernel = ensure(&r, &lock, &cache).unwrap();
     let base2 = base_archive(&agent, &kernel, &ModuleFeature::ALL, &cache).unwrap();
-    write_initrd(&base2, &plan, &out).unwrap();
+    write_initrd(&base2, None, &plan, &out).unwrap();
     println!(
         "warm ensure + base_archive + write_initrd: {:?} (base {} bytes)",
         t.elapsed(),

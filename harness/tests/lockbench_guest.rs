@@ -149,6 +149,7 @@ fn boot() -> &'static Boot {
             modules: Vec::new(),
             probe: false,
             items: items(),
+            runtimes: vec![],
         };
         let key = BootKey {
             target: TargetKey::Qemu {

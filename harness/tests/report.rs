@@ -438,7 +438,8 @@ fn the_terminal_summary_is_one_screen() {
     for want in [
         "Compatibility",
         "⚠",
-        "95 cells in 10 boots",
+        "104 cells in 10 boots",
+        "runtime:containerd-2.1  containerd 2.1.9+ds1-5 (debian sid, go1.27.3)",
         "Evidence",
         "smt-siblings points: guest sees no SMT siblings",
         "Largest differences between strategies",

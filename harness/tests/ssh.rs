@@ -40,7 +40,7 @@ plan=$2
 scratch=$(grep -o '"scratch_dir":"[^"]*"' "$plan" | cut -d'"' -f4)
 : > "$scratch/layer-file"
 echo "fake agent stderr" >&2
-echo 'MMX1 {"event":"hello","agent_version":"fake","schema_version":2,"kernel_release":"fake","uptime_ms":1}'
+echo 'MMX1 {"event":"hello","agent_version":"fake","schema_version":@SCHEMA@,"kernel_release":"fake","uptime_ms":1}'
 item=0
 for id in $(grep -o '"cell_id":"[^"]*"' "$plan" | cut -d'"' -f4); do
   echo "MMX1 {\"event\":\"cell-result\",\"item\":$item,\"cell_id\":\"$id\",\"outcome\":\"pass\",\"metrics\":{}}"
@@ -53,7 +53,8 @@ echo 'MMX1 {"event":"done","uptime_ms":2}'
 fn fake_agent(dir: &Path) -> PathBuf {
     let p = dir.join("fake-agent");
     let mut f = std::fs::File::create(&p).expect("fake agent");
-    f.write_all(FAKE_AGENT.as_bytes()).expect("write");
+    let script = FAKE_AGENT.replace("@SCHEMA@", &protocol::SCHEMA_VERSION.to_string());
+    f.write_all(script.as_bytes()).expect("write");
     drop(f);
     let _ = Command::new("chmod").arg("755").arg(&p).status();
     p
@@ -64,7 +65,7 @@ fn mounts_item(id: &str, layers: u32, containers: u32) -> PlanItem {
         item: 0,
         cell_id: id.into(),
         scenario: Scenario::Mounts(MountsScenario {
-            strategy: Strategy::PerLayer,
+            strategy: Strategy::PerLayer.into(),
             layers,
             containers,
             concurrency: 1,
@@ -95,6 +96,7 @@ fn request(run_dir: &Path, boot_id: &str, mut items: Vec<PlanItem>) -> BootReque
         modules: vec![],
         probe: true,
         items,
+        runtimes: vec![],
     };
     BootRequest {
         key,
@@ -468,6 +470,19 @@ fn run_matrix_host(
     extra: &str,
     run_id: &str,
 ) -> (std::process::ExitStatus, harness::results::RunRecord) {
+    run_matrix_host_with(sshd, scratch, extra, run_id, "", "")
+}
+
+/// [`run_matrix_host`] with `[[runtimes]]` tables (`runtimes`) and more strategies (`more`, a
+/// list's tail such as `, "runtime:x"`).
+fn run_matrix_host_with(
+    sshd: &Sshd,
+    scratch: &Path,
+    extra: &str,
+    run_id: &str,
+    runtimes: &str,
+    more: &str,
+) -> (std::process::ExitStatus, harness::results::RunRecord) {
     let host = sshd.host();
     let opts: Vec<String> = host.ssh_options.iter().map(|o| format!("{o:?}")).collect();
     let matrix = sshd.path(&format!("{run_id}.toml"));
@@ -475,9 +490,10 @@ fn run_matrix_host(
         &matrix,
         format!(
             r#"
+{runtimes}
 [[scenarios]]
 kind = "mounts"
-strategies = ["per-layer", "fsconfig-fd"]
+strategies = ["per-layer", "fsconfig-fd"{more}]
 layers = [2]
 containers = [2]
 
@@ -516,6 +532,48 @@ outcome = "pass"
     let run = harness::results::RunRecord::read(&out_dir.join(run_id).join("run.json"))
         .unwrap_or_else(|e| panic!("{e:#}; sshd log:\n{}", sshd.log()));
     (status, run)
+}
+
+/// A runtime travels with the agent over the visit's one connection (checked by SHA-256 on the
+/// host) and runs there as on any kernel: its column passes beside the strategies, and the
+/// host keeps nothing of it.
+#[test]
+fn a_runtime_is_copied_to_the_host_and_runs_there() {
+    skip_unless_ready!();
+    let example = harness::runtimes::example::build_static().expect("the example runtime");
+    let sshd = Sshd::start();
+    let scratch = sshd.path("remote-tmp");
+    let runtimes = format!(
+        "[[runtimes]]\nname = \"example\"\nbinary = \"{}\"\n",
+        example.display()
+    );
+    let (status, run) = run_matrix_host_with(
+        &sshd,
+        &scratch,
+        "",
+        "rt",
+        &runtimes,
+        r#", "runtime:example""#,
+    );
+    assert!(status.success(), "sshd log:\n{}", sshd.log());
+    let rt = run
+        .cells
+        .iter()
+        .find(|c| c.scenario.runtime().is_some())
+        .expect("the runtime's cell");
+    assert_eq!(rt.outcome, Outcome::Pass, "{rt:#?}");
+    assert!(rt.key.to_string().ends_with("/runtime:example-L2-C2-P2-J1"));
+    let said = rt.provenance.runtime.as_ref().and_then(|r| r.said.clone());
+    assert_eq!(said.as_deref(), Some("mmx-example 0.1.0"));
+    // The plan the host got names its own copy.
+    let plan_rel = run.boots[0]
+        .logs
+        .iter()
+        .find(|l| l.to_string_lossy().ends_with(".plan.json"))
+        .expect("the visit's plan among its logs");
+    let plan = std::fs::read_to_string(sshd.path("runs/rt").join(plan_rel)).expect("the plan");
+    assert!(plan.contains("/runtimes/example\""), "{plan}");
+    sshd.assert_no_leftovers();
 }
 
 /// The filesystem a directory is on, as this test measures it (not through the agent).

@@ -60,6 +60,10 @@ pub struct CellResult {
     pub detail: Option<CellDetail>,
 }
 
+/// The metric of a mounts cell that counts the kernel's mount-table operations on each
+/// container's start path (`mmx compare` judges it lower-is-better; a known answer may pin it).
+pub const MOUNT_OPS_PER_CONTAINER: &str = "mount_ops_per_container";
+
 /// A named measurement with all its samples (one per repeat, or per container).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
@@ -144,12 +148,17 @@ pub struct MountsResult {
     pub latency: Option<Summary>,
     /// Wall time of the whole run, microseconds.
     pub wall_us: u64,
-    /// Time spent inside mount-family syscalls, summed over all threads, microseconds.
+    /// Time spent inside mount-family syscalls, summed over all threads, microseconds. For a
+    /// runtime: the time from each job's request to its answer (mounts and unmounts), which is
+    /// all the agent can see of it.
     pub syscall_us: u64,
     /// Time the workers spent on anything else (layer checks, bookkeeping), summed over threads.
     pub overhead_us: u64,
     /// The checks made through the merged views, each with its verdict.
     pub checks: Vec<Check>,
+    /// For a runtime's cell: who it said it is (its hello), for the cell's provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::runtime::Hello>,
 }
 
 /// Mount-table operations of a run as the kernel reports them ([`MountOps::count_source`] says
@@ -162,8 +171,10 @@ pub struct MountOps {
     pub detachments: u64,
     /// `attachments + detachments`.
     pub ops: u64,
-    /// What the strategy's formula says `ops` must be for the whole run.
-    pub expected_ops: u64,
+    /// What the strategy's formula says `ops` must be for the whole run; None for a runtime,
+    /// which has no formula (its count is its answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ops: Option<u64>,
     /// Unmounts of finished rootfses afterwards (one per container and pass): cleanup, not start.
     pub teardown_detachments: u64,
     /// How the cross-check read the mount table: `listmount` or `mountinfo`.

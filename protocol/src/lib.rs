@@ -20,7 +20,9 @@
 //! Every number a plan can carry has a range in [`limits`], checked by the harness when it reads
 //! a matrix and by the agent before it runs an item.
 //!
-//! Everything here is plain data with serde derives; no I/O.
+//! Everything here is plain data with serde derives, except [`runtime`]'s bounded line reader and
+//! process driver: the agent's side of the runtime contract, kept beside the contract so the
+//! agent and the harness's contract tests drive runtimes with one implementation.
 
 use serde::Deserialize;
 
@@ -38,12 +40,14 @@ mod topology;
 pub use caps::{Capabilities, Feature, ProbeResult};
 pub use event::{
     AgentEvent, Better, CellDetail, CellResult, Check, CountSource, LogLevel, Metric, MountOps,
-    MountsResult, Unit,
+    MountsResult, Unit, MOUNT_OPS_PER_CONTAINER,
 };
 pub use outcome::{Evidence, Outcome};
 pub use plan::{
-    Filesystem, MountsScenario, Plan, PlanItem, Scenario, ScenarioKey, ScratchDisk, Strategy,
+    Filesystem, MountStrategy, MountsScenario, Plan, PlanItem, PlanRuntime, Scenario, ScenarioKey,
+    ScratchDisk, Strategy,
 };
+pub use runtime::RuntimeName;
 pub use stats::{percentile, Summary};
 pub use topology::{
     topology_name, Hypervisor, NumaNode, ObservedTopology, SmtState, Virtualization,
@@ -51,7 +55,8 @@ pub use topology::{
 
 /// Version of the plan and result schema. Bump on any incompatible change.
 /// 2: plan items and results carry an item index; errno names no longer travel.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: a mounts strategy may be a runtime (`runtime:NAME`); plans carry their runtimes.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Prefix of every result line the agent writes, so results can share a channel with noise.
 pub const LINE_PREFIX: &str = "MMX1 ";
@@ -142,7 +147,7 @@ mod tests {
 
     fn mounts(strategy: Strategy) -> MountsScenario {
         MountsScenario {
-            strategy,
+            strategy: strategy.into(),
             layers: 50,
             containers: 20,
             concurrency: 2,
@@ -174,7 +179,23 @@ mod tests {
                     scenario: Scenario::Lockbench(lockbench::LockbenchScenario::default()),
                     timeout_s: None,
                 },
+                PlanItem {
+                    item: 2,
+                    cell_id: "a/b/ext4/runtime:containerd-2.1-L50-C20-P2-J2".into(),
+                    scenario: Scenario::Mounts(MountsScenario {
+                        strategy: "runtime:containerd-2.1".parse().unwrap(),
+                        ..mounts(Strategy::PerLayer)
+                    }),
+                    timeout_s: Some(60),
+                },
             ],
+            runtimes: vec![PlanRuntime {
+                name: "containerd-2.1".parse().unwrap(),
+                path: "/runtimes/containerd-2.1".into(),
+                args: vec![],
+                job_timeout_s: 30,
+                sha256: "00".repeat(32),
+            }],
         }
     }
 
@@ -267,7 +288,7 @@ mod tests {
                         attachments: 40,
                         detachments: 0,
                         ops: 40,
-                        expected_ops: 40,
+                        expected_ops: Some(40),
                         teardown_detachments: 40,
                         cross_check_method: "listmount".into(),
                         peak_extra_mounts: 1,
@@ -287,6 +308,11 @@ mod tests {
                         ok: true,
                         detail: String::new(),
                     }],
+                    runtime: Some(runtime::Hello {
+                        contract: runtime::CONTRACT_VERSION,
+                        runtime: "containerd".into(),
+                        version: "2.1.9+ds1-5 go1.27.3".into(),
+                    }),
                 })),
             }),
             AgentEvent::Log {
@@ -339,13 +365,68 @@ mod tests {
         // per-layer 2·(1+2L), common-parent 2·3, fsconfig-fd 2·1 with 2 passes.
         assert_eq!(
             mounts(Strategy::PerLayer).expected_ops_per_container(),
-            2 * 101
+            Some(2 * 101)
         );
         assert_eq!(
             mounts(Strategy::CommonParent).expected_ops_per_container(),
-            6
+            Some(6)
         );
-        assert_eq!(mounts(Strategy::FsconfigFd).expected_ops_per_container(), 2);
+        assert_eq!(
+            mounts(Strategy::FsconfigFd).expected_ops_per_container(),
+            Some(2)
+        );
+        // A runtime has no formula; its time limits assume it maps every layer.
+        let rt = MountsScenario {
+            strategy: "runtime:x".parse().unwrap(),
+            ..mounts(Strategy::PerLayer)
+        };
+        assert_eq!(rt.expected_ops_per_container(), None);
+        assert_eq!(rt.expected_allocated_per_container(), None);
+        assert_eq!(rt.teardown_per_container(), None);
+        assert_eq!(rt.ops_bound_per_container(), 2 * 101);
+    }
+
+    #[test]
+    fn strategies_spell_builtins_and_runtimes() {
+        for s in Strategy::ALL {
+            let m = MountStrategy::from(s);
+            assert_eq!(m.to_string(), s.as_str());
+            assert_eq!(s.as_str().parse::<MountStrategy>().unwrap(), m);
+            // The spelling run.json and plans always had.
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{s}\""));
+        }
+        let rt: MountStrategy = "runtime:containerd-2.1".parse().unwrap();
+        assert_eq!(
+            rt.runtime().map(RuntimeName::as_str),
+            Some("containerd-2.1")
+        );
+        assert_eq!(rt.builtin(), None);
+        assert_eq!(
+            serde_json::from_str::<MountStrategy>("\"runtime:containerd-2.1\"").unwrap(),
+            rt
+        );
+        let label = MountsScenario {
+            strategy: rt.clone(),
+            layers: 10,
+            containers: 10,
+            concurrency: 2,
+            passes: 2,
+        }
+        .label();
+        assert_eq!(label, "runtime:containerd-2.1-L10-C10-P2-J2");
+        // Built-ins sort before runtimes: report columns read the three, then the runtimes.
+        assert!(MountStrategy::from(Strategy::FsconfigFd) < rt);
+        for bad in [
+            "runtime:",
+            "runtime:a b",
+            "runtime:a/b",
+            "perlayer",
+            "runtime",
+        ] {
+            let e = bad.parse::<MountStrategy>().unwrap_err();
+            assert!(e.contains("runtime"), "{bad}: {e}");
+        }
+        assert!(serde_json::from_str::<MountStrategy>("\"runtime:../x\"").is_err());
     }
 
     #[test]
@@ -353,24 +434,25 @@ mod tests {
         for st in Strategy::ALL {
             let m = mounts(st);
             assert_eq!(
-                m.expected_ops_per_container(),
-                m.expected_attachments_per_container() + m.expected_detachments_per_container()
+                m.expected_ops_per_container().unwrap(),
+                m.expected_attachments_per_container().unwrap()
+                    + m.expected_detachments_per_container().unwrap()
             );
-            assert_eq!(m.teardown_per_container(), 2);
+            assert_eq!(m.teardown_per_container(), Some(2));
         }
         // Per pass: per-layer L clones + overlay + L+1 private layer clones; common-parent one
         // clone + overlay + L+1; fsconfig-fd like per-layer (its clones stay detached).
         assert_eq!(
             mounts(Strategy::PerLayer).expected_allocated_per_container(),
-            2 * 102
+            Some(2 * 102)
         );
         assert_eq!(
             mounts(Strategy::CommonParent).expected_allocated_per_container(),
-            2 * 53
+            Some(2 * 53)
         );
         assert_eq!(
             mounts(Strategy::FsconfigFd).expected_allocated_per_container(),
-            2 * 102
+            Some(2 * 102)
         );
     }
 

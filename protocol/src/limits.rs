@@ -240,6 +240,14 @@ pub const ITEM_TIMEOUT_S: Limit = Limit {
     why: "a week",
 };
 
+/// Seconds a runtime may take to answer one job before the agent kills it.
+pub const RUNTIME_JOB_TIMEOUT_S: Limit = Limit {
+    key: "job_timeout_s",
+    min: 1,
+    max: 3600,
+    why: "a mount job that takes an hour is a hang",
+};
+
 /// `a <= b` for two keyed values, or a [`LimitError::Relation`] with `why`.
 pub fn at_most(
     (key, value): (&'static str, u64),

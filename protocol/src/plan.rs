@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{self, LimitError};
 use crate::lockbench;
+use crate::runtime::RuntimeName;
 
 /// Everything one agent invocation (one guest boot, one host visit) must do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,10 +30,37 @@ pub struct Plan {
     pub probe: bool,
     /// The work, one item per matrix cell.
     pub items: Vec<PlanItem>,
+    /// The runtimes the items' `runtime:NAME` strategies start, each where this agent finds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtimes: Vec<PlanRuntime>,
 }
 
 fn yes() -> bool {
     true
+}
+
+impl Plan {
+    /// The plan's entry for a runtime.
+    pub fn runtime(&self, name: &RuntimeName) -> Option<&PlanRuntime> {
+        self.runtimes.iter().find(|r| &r.name == name)
+    }
+}
+
+/// A runtime as one boot gets it (see [`crate::runtime`] for the contract it speaks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRuntime {
+    pub name: RuntimeName,
+    /// The static executable, where this agent finds it: `/runtimes/<name>` in a guest's
+    /// initramfs, a copy beside the plan for the local backend, in the visit's temp dir on a host.
+    pub path: PathBuf,
+    /// Its arguments (the recipe's `args`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Longest a job may take from request to answer before the runtime is killed.
+    pub job_timeout_s: u64,
+    /// SHA-256 of the executable: every copy the backends make is checked against it.
+    pub sha256: String,
 }
 
 /// A block device holding the layers' filesystem.
@@ -95,6 +123,14 @@ impl Scenario {
             Scenario::Lockbench(l) => l.validate(),
         }
     }
+
+    /// The runtime a cell of this scenario starts, if any.
+    pub fn runtime(&self) -> Option<&RuntimeName> {
+        match self {
+            Scenario::Mounts(m) => m.strategy.runtime(),
+            Scenario::Lockbench(_) => None,
+        }
+    }
 }
 
 /// The identity of a scenario; its `Display` is the last part of a cell id.
@@ -132,7 +168,7 @@ impl fmt::Display for ScenarioKey {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountsScenario {
-    pub strategy: Strategy,
+    pub strategy: MountStrategy,
     /// Image layers per container (L).
     pub layers: u32,
     /// Containers started (C).
@@ -162,43 +198,53 @@ impl MountsScenario {
         )
     }
 
+    /// The built-in strategy, when the scenario is not a runtime's.
+    pub fn builtin(&self) -> Option<Strategy> {
+        self.strategy.builtin()
+    }
+
     /// Mount-table operations (attachments + detachments) on one container's start path, all
-    /// passes, that the strategy must perform (ARCHITECTURE.md, "The three strategies"): per
-    /// layer P·(1+2L), common-parent P·3, fsconfig-fd P. Tearing the finished rootfs down
+    /// passes, that a built-in strategy must perform (ARCHITECTURE.md, "The three strategies"):
+    /// per layer P·(1+2L), common-parent P·3, fsconfig-fd P. Tearing the finished rootfs down
     /// afterwards is not part of the start path and is counted apart
-    /// ([`MountsScenario::teardown_per_container`]).
-    pub fn expected_ops_per_container(&self) -> u64 {
-        self.expected_attachments_per_container() + self.expected_detachments_per_container()
+    /// ([`MountsScenario::teardown_per_container`]). None for a runtime: its own code decides,
+    /// and what the kernel counted is its answer (a known answer in the matrix may pin it).
+    pub fn expected_ops_per_container(&self) -> Option<u64> {
+        Some(
+            self.expected_attachments_per_container()?
+                + self.expected_detachments_per_container()?,
+        )
     }
 
     /// Attachments on one container's start path, all passes: per pass, per layer L layer
     /// binds and the overlay, common-parent the parent bind and the overlay, fsconfig-fd the
     /// overlay alone.
-    pub fn expected_attachments_per_container(&self) -> u64 {
+    pub fn expected_attachments_per_container(&self) -> Option<u64> {
         let l = u64::from(self.layers);
-        let per_pass = match self.strategy {
+        let per_pass = match self.builtin()? {
             Strategy::PerLayer => l + 1,
             Strategy::CommonParent => 2,
             Strategy::FsconfigFd => 1,
         };
-        u64::from(self.passes) * per_pass
+        Some(u64::from(self.passes) * per_pass)
     }
 
     /// Detachments on one container's start path, all passes: the binds the overlay no longer
     /// needs once it is mounted (per layer L, common-parent 1, fsconfig-fd none).
-    pub fn expected_detachments_per_container(&self) -> u64 {
+    pub fn expected_detachments_per_container(&self) -> Option<u64> {
         let l = u64::from(self.layers);
-        let per_pass = match self.strategy {
+        let per_pass = match self.builtin()? {
             Strategy::PerLayer => l,
             Strategy::CommonParent => 1,
             Strategy::FsconfigFd => 0,
         };
-        u64::from(self.passes) * per_pass
+        Some(u64::from(self.passes) * per_pass)
     }
 
-    /// Unmounts of finished overlays after the start path: one per pass.
-    pub fn teardown_per_container(&self) -> u64 {
-        u64::from(self.passes)
+    /// Unmounts of finished overlays after the start path: one per pass (a runtime may stack
+    /// more than one mount on its target: None).
+    pub fn teardown_per_container(&self) -> Option<u64> {
+        self.builtin().map(|_| u64::from(self.passes))
     }
 
     /// Mounts the kernel allocates for one container, all passes, attached or not: the
@@ -207,17 +253,99 @@ impl MountsScenario {
     /// (`clone_private_mount`: the L lower layers plus the upper dir, which the read-only view
     /// stacks as its top lower layer). Per pass: per layer and fsconfig-fd 2L+2, common-parent
     /// L+3.
-    pub fn expected_allocated_per_container(&self) -> u64 {
+    pub fn expected_allocated_per_container(&self) -> Option<u64> {
         let l = u64::from(self.layers);
-        let clones = match self.strategy {
+        let clones = match self.builtin()? {
             Strategy::PerLayer | Strategy::FsconfigFd => l,
             Strategy::CommonParent => 1,
         };
-        u64::from(self.passes) * (clones + 1 + l + 1)
+        Some(u64::from(self.passes) * (clones + 1 + l + 1))
+    }
+
+    /// An upper bound on the start path's mount operations per container, runtime or not (a
+    /// runtime is assumed to do no worse than mapping every layer): for time limits.
+    pub fn ops_bound_per_container(&self) -> u64 {
+        let l = u64::from(self.layers);
+        self.expected_ops_per_container()
+            .unwrap_or(u64::from(self.passes) * (1 + 2 * l))
     }
 }
 
-/// The three ways of building an idmapped overlay rootfs.
+/// What builds a mounts cell's rootfses: one of mmx's built-in strategies, or a runtime's own
+/// mount code. Spelled as in matrix.toml and cell ids: `per-layer`, `common-parent`,
+/// `fsconfig-fd`, `runtime:<name>`. Built-ins order before runtimes (report columns).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum MountStrategy {
+    Builtin(Strategy),
+    Runtime(RuntimeName),
+}
+
+impl MountStrategy {
+    /// How a runtime column is spelled: `runtime:<name>`.
+    pub const RUNTIME_PREFIX: &'static str = "runtime:";
+
+    pub fn builtin(&self) -> Option<Strategy> {
+        match self {
+            MountStrategy::Builtin(s) => Some(*s),
+            MountStrategy::Runtime(_) => None,
+        }
+    }
+
+    pub fn runtime(&self) -> Option<&RuntimeName> {
+        match self {
+            MountStrategy::Builtin(_) => None,
+            MountStrategy::Runtime(n) => Some(n),
+        }
+    }
+}
+
+impl From<Strategy> for MountStrategy {
+    fn from(s: Strategy) -> MountStrategy {
+        MountStrategy::Builtin(s)
+    }
+}
+
+impl fmt::Display for MountStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MountStrategy::Builtin(s) => f.write_str(s.as_str()),
+            MountStrategy::Runtime(n) => write!(f, "{}{n}", MountStrategy::RUNTIME_PREFIX),
+        }
+    }
+}
+
+impl std::str::FromStr for MountStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MountStrategy, String> {
+        if let Some(name) = s.strip_prefix(MountStrategy::RUNTIME_PREFIX) {
+            return name.parse().map(MountStrategy::Runtime);
+        }
+        s.parse::<Strategy>()
+            .map(MountStrategy::Builtin)
+            .map_err(|_| {
+                format!(
+                    "unknown strategy `{s}` (expected per-layer, common-parent, fsconfig-fd or \
+                 runtime:NAME naming a [[runtimes]] entry)"
+                )
+            })
+    }
+}
+
+impl TryFrom<String> for MountStrategy {
+    type Error = String;
+    fn try_from(s: String) -> Result<MountStrategy, String> {
+        s.parse()
+    }
+}
+
+impl From<MountStrategy> for String {
+    fn from(s: MountStrategy) -> String {
+        s.to_string()
+    }
+}
+
+/// The three ways of building an idmapped overlay rootfs that mmx implements itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {

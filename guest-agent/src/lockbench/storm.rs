@@ -75,7 +75,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
             for &n in &ctx.threads {
                 ctx.check_stop()?;
                 let scenario = MountsScenario {
-                    strategy,
+                    strategy: strategy.into(),
                     layers: sc.layers.max(1),
                     containers: sc.containers.max(n),
                     concurrency: n,
@@ -86,6 +86,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
                 let opts = mounts::Options {
                     prepopulate: pre,
                     beside: Some(beside.clone()),
+                    runtimes: Vec::new(),
                 };
                 let (bystanders, cell) = with_readers(
                     ctx,

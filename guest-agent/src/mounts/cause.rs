@@ -2,7 +2,9 @@
 //! strategy's own syscall sequence can make a cell `unsupported`; anything that goes wrong in the
 //! agent's own machinery (its userns helpers and their pipes, its bookkeeping, a worker thread)
 //! is a bug of ours and the cell `fail`s with "agent error" in its evidence, whatever errno came
-//! with it.
+//! with it. A runtime's cell stops for the runtime's reasons ([`RuntimeCause`]): its `error`
+//! answer with the kernel's errno is read like a built-in strategy's failing call; a crash,
+//! garbage or a hang is the runtime's failure.
 
 use crate::sys::SysError;
 
@@ -14,6 +16,31 @@ pub enum Cause {
     Kernel(SysError),
     /// The agent's own machinery failed.
     Agent(AgentError),
+    /// The runtime under test answered `error`, broke the contract or went silent.
+    Runtime(RuntimeCause),
+}
+
+/// What went wrong with a runtime (`mounts::runtime`). Texts are the runtime's own words with
+/// the run's paths replaced by `<run>`, so one answer reads the same in every cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeCause {
+    /// The executable could not be started (missing, not executable): our side (`infra-error`).
+    Start {
+        what: String,
+        errno: Option<i32>,
+        detail: String,
+    },
+    /// An `error` answer: the step the runtime names, the kernel's errno when a call failed.
+    Error {
+        step: String,
+        errno: Option<i32>,
+        message: String,
+    },
+    /// No answer within the per-job limit: the runtime was killed (`timeout`). `what` is
+    /// stable; `detail` says which job and how its stderr ends.
+    Hung { what: String, detail: String },
+    /// It crashed, exited, wrote garbage or answered the wrong job (`fail`).
+    Broke { what: String, detail: String },
 }
 
 /// A failure of the agent's own machinery.

@@ -77,16 +77,17 @@ pub fn prepare_dirs(
     chown(&upper, Some(base_id(idx)), Some(base_id(idx)))?;
     mkdir(&dir.join("w"))?;
     mkdir(&dir.join("m"))?;
-    match s.strategy {
-        Strategy::PerLayer => {
+    match s.builtin() {
+        Some(Strategy::PerLayer) => {
             let l = dir.join("l");
             mkdir(&l)?;
             for i in 0..s.layers {
                 mkdir(&l.join(i.to_string()))?;
             }
         }
-        Strategy::CommonParent => mkdir(&dir.join("p"))?,
-        Strategy::FsconfigFd => {}
+        Some(Strategy::CommonParent) => mkdir(&dir.join("p"))?,
+        // A runtime mounts on `m` and keeps its own helpers below its working directory.
+        Some(Strategy::FsconfigFd) | None => {}
     }
     Ok(())
 }
@@ -320,7 +321,7 @@ pub struct Started {
     pub peak_seen: u64,
 }
 
-fn open_dir(path: &Path) -> Result<OwnedFd, Cause> {
+pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, Cause> {
     rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -426,7 +427,7 @@ pub fn run(
     Ok(Started { latency, peak_seen })
 }
 
-fn verify(
+pub(super) fn verify(
     results: &[OpResult],
     spec: &PassSpec,
     dirs: [BorrowedFd<'_>; MAX_DIRS],

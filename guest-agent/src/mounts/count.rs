@@ -15,7 +15,13 @@
 //!
 //! Separately, where the kernel has unique mount ids, the number of mounts it allocated during
 //! the run: the id of a probe clone made before the workers start and of one made after they
-//! end (the counter behind the ids is system-wide and only grows), minus the probes.
+//! end (the counter behind the ids is system-wide and only grows), minus the probes
+//! ([`Allocations`]).
+//!
+//! A runtime's worker counts its jobs itself ([`JobEvents`]): its runtime runs in a mount
+//! namespace of the worker's own, so every event there is the runtime's, and the events read
+//! after each answer are that job's, exactly — attachments and detachments while it mounted,
+//! detachments while it unmounted.
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,8 +40,99 @@ const READ_BUF: usize = 64 * 1024;
 /// The run's counter, made on the run thread (in the run's namespace) before the workers start.
 pub struct Counter {
     fan: Option<Events>,
-    /// Unique id of the probe clone made before the window.
-    alloc_start: Option<u64>,
+    alloc: Allocations,
+}
+
+/// Mounts the kernel allocates between [`Allocations::start`] and [`Allocations::finish`]
+/// (unique mount ids, 6.8+; system-wide).
+pub struct Allocations {
+    /// Unique id of the probe clone made at the start.
+    start: Option<u64>,
+}
+
+impl Allocations {
+    /// Read the counter now, when `best` allows unique ids and the kernel has them.
+    pub fn start(probe_dir: &Path, best: CountSource) -> Allocations {
+        let ids = matches!(
+            best,
+            CountSource::FanotifyMountEvents | CountSource::UniqueMountIds
+        );
+        Allocations {
+            start: ids.then(|| allocation_probe(probe_dir)).flatten(),
+        }
+    }
+
+    /// Whether the kernel counts allocations (it has unique mount ids).
+    pub fn counting(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Mounts allocated since the start, the probes left out.
+    pub fn finish(&self, probe_dir: &Path) -> Option<u64> {
+        let a = self.start?;
+        // Minus the probe clone that reads the end.
+        allocation_probe(probe_dir).map(|b| b.saturating_sub(a).saturating_sub(1))
+    }
+}
+
+/// One runtime worker's mount events: its namespace's, read after each job.
+pub struct JobEvents(Events);
+
+impl JobEvents {
+    /// Watch the calling thread's mount namespace, when `best` allows events and the kernel
+    /// (6.15+) has them.
+    pub fn start(best: CountSource) -> Option<JobEvents> {
+        Events::start(best).map(JobEvents)
+    }
+
+    /// (attachments, detachments) since the last call. An error when the count cannot be
+    /// trusted any more (a failed read, lost events).
+    pub fn take(&mut self) -> Result<(u64, u64), String> {
+        let ev = &mut self.0;
+        ev.events.clear();
+        while ev.error.is_none() {
+            match fanotify::read_mount_events(ev.fd.as_fd(), &mut ev.buf, &mut ev.events) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => ev.error = Some(e),
+            }
+        }
+        if let Some(e) = &ev.error {
+            return Err(format!("reading mount events failed: {e}"));
+        }
+        let (mut attach, mut detach) = (0, 0);
+        for e in &ev.events {
+            match e {
+                MountEvent::Attach(_) => attach += 1,
+                MountEvent::Detach(_) => detach += 1,
+                MountEvent::Overflow => {
+                    return Err("the fanotify queue overflowed: events were lost".into())
+                }
+                MountEvent::Unknown(m) => {
+                    return Err(format!("a fanotify event of an unknown kind (mask {m:#x})"))
+                }
+            }
+        }
+        Ok((attach, detach))
+    }
+}
+
+impl Events {
+    /// fanotify mount events on the calling thread's namespace, when `best` allows them.
+    fn start(best: CountSource) -> Option<Events> {
+        if best != CountSource::FanotifyMountEvents {
+            return None;
+        }
+        let fd = fanotify::init_mount_events(true).ok()?;
+        let mntns = ns::open_mount_ns().ok()?;
+        fanotify::mark_mount_ns(fd.as_fd(), mntns.as_fd()).ok()?;
+        Some(Events {
+            fd,
+            buf: vec![0; READ_BUF],
+            events: Vec::new(),
+            error: None,
+        })
+    }
 }
 
 /// fanotify state: the fd and what was read from it so far.
@@ -94,36 +191,18 @@ impl Counter {
     /// has, `best` at most (tests ask for less). `probe_dir` is cloned (never attached) to read
     /// the allocation counter.
     pub fn start(probe_dir: &Path, best: CountSource) -> Counter {
-        let fan = (|| {
-            if best != CountSource::FanotifyMountEvents {
-                return None;
-            }
-            let fd = fanotify::init_mount_events(true).ok()?;
-            let mntns = ns::open_mount_ns().ok()?;
-            fanotify::mark_mount_ns(fd.as_fd(), mntns.as_fd()).ok()?;
-            Some(Events {
-                fd,
-                buf: vec![0; READ_BUF],
-                events: Vec::new(),
-                error: None,
-            })
-        })();
-        let ids = matches!(
-            best,
-            CountSource::FanotifyMountEvents | CountSource::UniqueMountIds
-        );
         Counter {
-            fan,
-            alloc_start: ids.then(|| allocation_probe(probe_dir)).flatten(),
+            fan: Events::start(best),
+            alloc: Allocations::start(probe_dir, best),
         }
     }
 
     /// The source this run's counts come from.
     pub fn source(&self) -> CountSource {
-        match (&self.fan, self.alloc_start) {
+        match (&self.fan, self.alloc.counting()) {
             (Some(_), _) => CountSource::FanotifyMountEvents,
-            (None, Some(_)) => CountSource::UniqueMountIds,
-            (None, None) => CountSource::MountTableDiff,
+            (None, true) => CountSource::UniqueMountIds,
+            (None, false) => CountSource::MountTableDiff,
         }
     }
 
@@ -156,11 +235,7 @@ impl Counter {
     /// The counts, once every worker has ended. `run_dir` tells the run's mounts from others.
     pub fn finish(mut self, observed: &Observed, run_dir: &Path, probe_dir: &Path) -> Counted {
         self.drain();
-        let allocated = match self.alloc_start {
-            // Minus the probe clone that reads the end.
-            Some(a) => allocation_probe(probe_dir).map(|b| b.saturating_sub(a).saturating_sub(1)),
-            None => None,
-        };
+        let allocated = self.alloc.finish(probe_dir);
         let source = self.source();
         let mut counted = match self.fan {
             Some(ev) => from_events(ev, &observed.merged_ids, run_dir),

@@ -1,10 +1,12 @@
 //! Build idmapped overlay rootfses with one strategy: C containers × P passes on a pool of worker
 //! threads, every merged view checked, every mount counted and cross-checked against the
-//! kernel's mount table, per-container start latency measured.
+//! kernel's mount table, per-container start latency measured. The strategy is one of the three
+//! built-ins or a runtime's own mount code (`runtime`), which runs through the same layout,
+//! checks and count.
 //!
-//! A run lives in its own mount namespace: [`run`] starts a thread that unshares one (and makes
-//! `/` rprivate) and creates the workers, which inherit it. Nothing the run mounts is ever seen
-//! outside it, and whatever a failure leaves behind dies with the thread. That also lets `run` be
+//! A run lives in its own mount namespace: [`run_with`] starts a thread that unshares one (and
+//! makes `/` rprivate) and creates the workers, which inherit it. Nothing the run mounts is ever
+//! seen outside it, and whatever a failure leaves behind dies with the thread. That also lets it be
 //! called from any thread of a busy process (the lock benchmark's "storm" does) without touching
 //! the caller's namespace.
 //!
@@ -25,7 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{CellResult, CountSource, Evidence, MountsScenario, Outcome, Strategy};
+use protocol::{
+    CellResult, CountSource, Evidence, MountStrategy, MountsScenario, Outcome, PlanRuntime,
+    Strategy,
+};
 
 use crate::layers;
 use crate::sys;
@@ -36,6 +41,7 @@ mod container;
 mod count;
 mod helpers;
 mod report;
+mod runtime;
 mod strategy;
 pub mod table;
 mod workers;
@@ -103,6 +109,8 @@ pub struct Options {
     pub prepopulate: u32,
     /// Shared with threads that measure beside the run.
     pub beside: Option<Arc<Beside>>,
+    /// The runtimes a `runtime:NAME` strategy may start (the plan's).
+    pub runtimes: Vec<PlanRuntime>,
 }
 
 /// What threads running beside a run (the storm's bystanders) see of it: where its mount table
@@ -163,22 +171,9 @@ impl Cancel {
     }
 }
 
-/// Run a scenario on the filesystem of `scratch`. Never panics; every problem is an outcome.
-pub fn run(scenario: &MountsScenario, scratch: &Path, cell_id: &str) -> CellResult {
-    run_cancellable(scenario, scratch, cell_id, &Cancel::default())
-}
-
-/// [`run`], stopping between containers once `cancel` is set.
-pub fn run_cancellable(
-    scenario: &MountsScenario,
-    scratch: &Path,
-    cell_id: &str,
-    cancel: &Cancel,
-) -> CellResult {
-    run_with(scenario, scratch, cell_id, cancel, &Options::default())
-}
-
-/// [`run_cancellable`], embedded as `opts` says.
+/// Run a scenario on the filesystem of `scratch`, stopping between containers once `cancel` is
+/// set, embedded as `opts` says (the plan's runtimes, the storm's padding and bystanders).
+/// Never panics; every problem is an outcome.
 pub fn run_with(
     scenario: &MountsScenario,
     scratch: &Path,
@@ -409,12 +404,60 @@ fn execute(
             return result(cell_id, Outcome::InfraError, Some(ev));
         }
     };
+    let prepared = Prepared {
+        s,
+        cell_id,
+        cancel,
+        hook,
+        root,
+        containers,
+        layers,
+        layers_fs,
+        prep_start,
+    };
+    let r = match &s.strategy {
+        MountStrategy::Builtin(st) => run_builtin(*st, &prepared, window),
+        MountStrategy::Runtime(name) => match opts.runtimes.iter().find(|r| &r.name == name) {
+            Some(rt) => runtime::run(rt, &prepared, window),
+            None => infra(
+                cell_id,
+                format!("runtime `{name}` is not in the plan"),
+                None,
+                "the harness names every runtime its cells start in the plan's `runtimes`".into(),
+            ),
+        },
+    };
+    drop(padding);
+    drop(run_dir);
+    r
+}
+
+/// What every run has made before its strategy starts: the run directory, the layers and the
+/// containers' directories.
+pub(crate) struct Prepared<'a> {
+    pub(crate) s: &'a MountsScenario,
+    pub(crate) cell_id: &'a str,
+    pub(crate) cancel: &'a Cancel,
+    pub(crate) hook: TestHooks,
+    /// The run directory (canonical).
+    pub(crate) root: PathBuf,
+    /// `<root>/c`.
+    pub(crate) containers: PathBuf,
+    pub(crate) layers: layers::Layers,
+    pub(crate) layers_fs: String,
+    pub(crate) prep_start: Instant,
+}
+
+/// A built-in strategy's run: its plan, the workers, the kernel's count against the formula.
+fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResult {
+    let (s, cell_id, cancel, hook, root) = (p.s, p.cell_id, p.cancel, p.hook, &p.root);
+    let layers = &p.layers;
     let layer_paths: Vec<CString> = layers
         .dirs
         .iter()
         .map(|d| CString::new(d.as_os_str().as_bytes()).unwrap_or_default())
         .collect();
-    let common = match s.strategy {
+    let common = match st {
         Strategy::CommonParent => match layers::common_directory(&layers.dirs) {
             Ok(dir) => {
                 let rel = layers
@@ -444,7 +487,7 @@ fn execute(
         },
         _ => None,
     };
-    let mut plan = strategy::Plan::new(s.strategy, layer_paths, common);
+    let mut plan = strategy::Plan::new(st, layer_paths, common);
     plan.extra_bind = hook.extra_bind;
     let best = hook.best_source();
     let observer = table::Observer::new(s.concurrency == 1, best == CountSource::MountTableDiff);
@@ -458,11 +501,11 @@ fn execute(
     // The first containers' helpers are made before the clock starts, the rest while it runs.
     let made = helpers.make_first();
     // The kernel counts from here on: nothing but the workers mounts in this namespace now.
-    let mut counter = count::Counter::start(&root, best);
+    let mut counter = count::Counter::start(root, best);
     let ctx = RunCtx {
         plan: &plan,
         scenario: s,
-        containers,
+        containers: p.containers.clone(),
         specs: &specs,
         helpers: &helpers,
         spare_cpus,
@@ -470,7 +513,7 @@ fn execute(
         source: counter.source(),
         hook,
     };
-    let prep = prep_start.elapsed();
+    let prep = p.prep_start.elapsed();
 
     let wall_start = Instant::now();
     window.open();
@@ -487,19 +530,18 @@ fn execute(
     for o in &outs {
         total.merge(o);
     }
-    let counted = counter.finish(&total.observed, &root, &root);
-    drop(padding);
-    let leaked = observer.count_below(&root).unwrap_or(u64::MAX);
+    let counted = counter.finish(&total.observed, root, root);
+    let leaked = observer.count_below(root).unwrap_or(u64::MAX);
     let report = Report {
         s,
-        layers_fs,
+        layers_fs: p.layers_fs.clone(),
         method: observer.method(),
         wall,
         prep,
         leaked,
         counted,
+        runtime: None,
     };
-    drop(run_dir);
     report.build(cell_id, total)
 }
 
@@ -555,7 +597,7 @@ mod tests {
         passes: u32,
     ) -> MountsScenario {
         MountsScenario {
-            strategy,
+            strategy: strategy.into(),
             layers,
             containers,
             concurrency,
@@ -568,19 +610,19 @@ mod tests {
         // ARCHITECTURE.md: per-layer P·(1+2L), common-parent P·3, fsconfig-fd P·1.
         assert_eq!(
             sc(Strategy::PerLayer, 50, 20, 2, 2).expected_ops_per_container(),
-            202
+            Some(202)
         );
         assert_eq!(
             sc(Strategy::PerLayer, 1, 1, 1, 1).expected_ops_per_container(),
-            3
+            Some(3)
         );
         assert_eq!(
             sc(Strategy::CommonParent, 100, 1, 1, 2).expected_ops_per_container(),
-            6
+            Some(6)
         );
         assert_eq!(
             sc(Strategy::FsconfigFd, 100, 1, 1, 3).expected_ops_per_container(),
-            3
+            Some(3)
         );
     }
 

@@ -9,7 +9,7 @@ use protocol::{
     Outcome, Summary, Unit,
 };
 
-use super::cause::{AgentError, Cause};
+use super::cause::{AgentError, Cause, RuntimeCause};
 use super::count::Counted;
 use super::workers::WorkerOut;
 use crate::sys;
@@ -103,6 +103,58 @@ fn failure(
             ev.detail = detail;
             (Outcome::Fail, ev)
         }
+        Cause::Runtime(r) => runtime_failure(r, completed, fs, detail),
+    }
+}
+
+/// A runtime's failure: its `error` answer is read like a failing call of a built-in strategy
+/// (the same errno classes; the step is the runtime's); silence is `timeout`; a crash, garbage
+/// or a wrong answer is `fail`; a runtime we could not start is ours (`infra-error`).
+fn runtime_failure(
+    r: &RuntimeCause,
+    completed: u32,
+    fs: &str,
+    where_: String,
+) -> (Outcome, Evidence) {
+    let with = |ev: Evidence, more: &str| {
+        if more.is_empty() {
+            ev.with_detail(where_.clone())
+        } else {
+            ev.with_detail(format!("{where_}; {more}"))
+        }
+    };
+    let errno = |ev: Evidence, n: Option<i32>| match n {
+        Some(n) => ev.with_errno(n),
+        None => ev,
+    };
+    match r {
+        RuntimeCause::Error {
+            step,
+            errno: n,
+            message,
+        } => {
+            let outcome = match n {
+                Some(e) if completed == 0 && means_unsupported(*e) => Outcome::Unsupported,
+                Some(e) if means_infra(*e) => Outcome::InfraError,
+                _ => Outcome::Fail,
+            };
+            let ev = errno(Evidence::new(format!("{step} on {fs}")), *n);
+            (outcome, with(ev, &format!("the runtime said: {message}")))
+        }
+        RuntimeCause::Hung { what, detail } => {
+            (Outcome::Timeout, with(Evidence::new(what.clone()), detail))
+        }
+        RuntimeCause::Broke { what, detail } => {
+            (Outcome::Fail, with(Evidence::new(what.clone()), detail))
+        }
+        RuntimeCause::Start {
+            what,
+            errno: n,
+            detail,
+        } => (
+            Outcome::InfraError,
+            with(errno(Evidence::new(what.clone()), *n), detail),
+        ),
     }
 }
 
@@ -114,6 +166,16 @@ pub(super) struct Report<'a> {
     pub(super) prep: Duration,
     pub(super) leaked: u64,
     pub(super) counted: Counted,
+    /// A runtime's cell: what it said it is, and the kernel's count of each finished
+    /// container's start path (exact, from its worker's mount events; empty when the kernel
+    /// has none).
+    pub(super) runtime: Option<RuntimeSeen>,
+}
+
+/// What a runtime's cell adds to its report.
+pub(super) struct RuntimeSeen {
+    pub(super) hello: Option<protocol::runtime::Hello>,
+    pub(super) per_container: Vec<(u32, u64)>,
 }
 
 fn us(d: Duration) -> u64 {
@@ -130,24 +192,30 @@ impl Report<'_> {
         let latency = Summary::of(&samples);
         let completed = latency_us.len() as u32;
         let containers = u64::from(s.containers);
-        let expected_ops = s.expected_ops_per_container() * containers;
-        let expected_teardown = s.teardown_per_container() * containers;
+        let formula = (
+            s.expected_attachments_per_container(),
+            s.expected_detachments_per_container(),
+            s.teardown_per_container(),
+        );
+        let expected_ops = s.expected_ops_per_container().map(|e| e * containers);
         let ops = c.attachments + c.detachments;
         let all_done = completed == s.containers;
-        if all_done {
-            let holds =
-                c.incomplete.is_none() && ops == expected_ops && c.teardown == expected_teardown;
+        // A built-in strategy's count must match its formula; a runtime has none (its count
+        // is its answer, reported per container and judged by known answers and compare).
+        if let (true, (Some(att), Some(det), Some(td))) = (all_done, formula) {
+            let (want_ops, want_td) = ((att + det) * containers, td * containers);
+            let holds = c.incomplete.is_none() && ops == want_ops && c.teardown == want_td;
             t.checks.record("mount-ops-formula", holds, || {
                 let mut d = format!(
                     "{} counted {ops} mount-table operations on the start path ({} attach + {} \
-                     detach) and {} teardown detachments; the formula says {expected_ops} \
-                     ({} + {}) and {expected_teardown}",
+                     detach) and {} teardown detachments; the formula says {want_ops} \
+                     ({} + {}) and {want_td}",
                     c.source,
                     c.attachments,
                     c.detachments,
                     c.teardown,
-                    s.expected_attachments_per_container() * containers,
-                    s.expected_detachments_per_container() * containers,
+                    att * containers,
+                    det * containers,
                 );
                 if let Some(why) = &c.incomplete {
                     d = format!("{d}; the count is incomplete: {why}");
@@ -160,8 +228,15 @@ impl Report<'_> {
         });
         let expected_allocated = c
             .mounts_allocated
-            .map(|_| s.expected_allocated_per_container() * containers);
+            .and(s.expected_allocated_per_container())
+            .map(|e| e * containers);
         let mut notes = c.notes;
+        if let (Some(why), None) = (&c.incomplete, formula.0) {
+            notes.push(format!(
+                "no kernel count per container: {why}; what stayed attached after each job and \
+                 went at its unmount is all the mount table shows"
+            ));
+        }
         if let (Some(got), Some(want), true) = (c.mounts_allocated, expected_allocated, all_done) {
             if got != want {
                 notes.push(format!(
@@ -191,9 +266,23 @@ impl Report<'_> {
             (Outcome::Pass, None)
         };
 
+        // Operations per container: a runtime's exact count for each container (its worker's
+        // own events), else the run's count shared out (built-ins count run-wide; their formula
+        // already fixed it). Only a complete count makes the metric.
+        let per_container: Vec<f64> = match (&self.runtime, &c.incomplete) {
+            (_, Some(_)) => Vec::new(),
+            (Some(rt), None) => {
+                let mut v = rt.per_container.clone();
+                v.sort_by_key(|(idx, _)| *idx);
+                v.into_iter().map(|(_, n)| n as f64).collect()
+            }
+            (None, None) if all_done && completed > 0 => vec![ops as f64 / f64::from(completed)],
+            (None, None) => Vec::new(),
+        };
         let metrics = metrics(&MetricInputs {
             latency_us: &latency_us,
             latency,
+            per_container: &per_container,
             ops,
             allocated: c.mounts_allocated,
             wall: self.wall,
@@ -232,6 +321,7 @@ impl Report<'_> {
                 syscall_us,
                 overhead_us,
                 checks: t.checks.to_protocol(),
+                runtime: self.runtime.and_then(|r| r.hello),
             })),
         }
     }
@@ -241,6 +331,7 @@ impl Report<'_> {
 struct MetricInputs<'a> {
     latency_us: &'a [u64],
     latency: Option<Summary>,
+    per_container: &'a [f64],
     ops: u64,
     allocated: Option<u64>,
     wall: Duration,
@@ -258,6 +349,7 @@ struct MetricInputs<'a> {
 /// | `start_latency_us` | µs | lower | one per finished container: its start latency (all passes, no checks or teardown) |
 /// | `latency_p50_us`, `latency_p99_us`, `latency_max_us` | µs | lower | one: that statistic over the run's containers |
 /// | `mount_ops` | count | neither | one: mount-table operations on the start path, as the kernel counted them |
+/// | `mount_ops_per_container` | count | lower | a runtime: one per finished container, its start path as the kernel counted it; a built-in strategy: one, the run's count per container (its formula fixes it: the cell fails first) |
 /// | `mounts_allocated` | count | neither | one: mounts the kernel created during the run, clones included (6.8+) |
 /// | `wall_ms` | ms | lower | one: the workers' wall time (containers only, not preparation) |
 /// | `prep_ms` | ms | neither | one: writing layers and container directories |
@@ -294,6 +386,14 @@ fn metrics(m: &MetricInputs<'_>) -> BTreeMap<String, Metric> {
         "mount_ops".into(),
         Metric::one(Unit::Count, Better::Neither, m.ops as f64),
     );
+    if !m.per_container.is_empty() {
+        // Lower is better: a runtime change that makes the kernel mount more per container
+        // (mapping every layer again) is what the release gate exists to catch.
+        metrics.insert(
+            protocol::MOUNT_OPS_PER_CONTAINER.into(),
+            Metric::new(Unit::Count, Better::Lower, m.per_container.to_vec()),
+        );
+    }
     if let Some(n) = m.allocated {
         metrics.insert(
             "mounts_allocated".into(),
@@ -345,7 +445,7 @@ mod tests {
         passes: u32,
     ) -> MountsScenario {
         MountsScenario {
-            strategy,
+            strategy: strategy.into(),
             layers,
             containers,
             concurrency,
@@ -357,10 +457,10 @@ mod tests {
         let c = u64::from(s.containers);
         Counted {
             source: protocol::CountSource::FanotifyMountEvents,
-            attachments: s.expected_attachments_per_container() * c,
-            detachments: s.expected_detachments_per_container() * c,
-            teardown: s.teardown_per_container() * c,
-            mounts_allocated: Some(s.expected_allocated_per_container() * c),
+            attachments: s.expected_attachments_per_container().unwrap_or(0) * c,
+            detachments: s.expected_detachments_per_container().unwrap_or(0) * c,
+            teardown: s.teardown_per_container().unwrap_or(0) * c,
+            mounts_allocated: s.expected_allocated_per_container().map(|a| a * c),
             incomplete: None,
             notes: Vec::new(),
         }
@@ -375,6 +475,7 @@ mod tests {
             prep: Duration::from_millis(1),
             leaked: 0,
             counted: counted(s),
+            runtime: None,
         }
     }
 
@@ -511,6 +612,98 @@ mod tests {
         ] {
             assert_eq!(r.metrics[kept].samples.len(), 1, "{kept}");
         }
+    }
+
+    fn runtime_scenario() -> MountsScenario {
+        MountsScenario {
+            strategy: "runtime:containerd-2.1".parse().unwrap(),
+            ..sc(Strategy::PerLayer, 10, 3, 1, 2)
+        }
+    }
+
+    #[test]
+    fn a_runtime_is_judged_by_its_answers_not_a_formula() {
+        let s = runtime_scenario();
+        let seen = |per: Vec<(u32, u64)>| RuntimeSeen {
+            hello: None,
+            per_container: per,
+        };
+        // No formula: any count passes, and every container's count is a sample, in order.
+        let mut r = report(&s);
+        r.counted = Counted {
+            attachments: 12,
+            detachments: 6,
+            teardown: 6,
+            mounts_allocated: None,
+            ..counted(&sc(Strategy::PerLayer, 10, 3, 1, 2))
+        };
+        r.runtime = Some(seen(vec![(2, 6), (0, 6), (1, 6)]));
+        let out = r.build("c", done(&s));
+        assert_eq!(out.outcome, Outcome::Pass, "{:?}", out.evidence);
+        let m = &out.metrics[protocol::MOUNT_OPS_PER_CONTAINER];
+        assert_eq!((m.better, m.samples.clone()), (Better::Lower, vec![6.0; 3]));
+        let Some(CellDetail::Mounts(d)) = out.detail else {
+            panic!("detail")
+        };
+        assert_eq!(d.mount_ops.expected_ops, None);
+        assert!(d.checks.iter().all(|c| c.name != "mount-ops-formula"));
+        // Without mount events the count is incomplete: said, and no metric made from it.
+        let mut r = report(&s);
+        r.counted.incomplete = Some("no fanotify mount events".into());
+        r.runtime = Some(seen(vec![(0, 1), (1, 1), (2, 1)]));
+        let out = r.build("c", done(&s));
+        assert_eq!(out.outcome, Outcome::Pass);
+        assert!(!out.metrics.contains_key(protocol::MOUNT_OPS_PER_CONTAINER));
+        let Some(CellDetail::Mounts(d)) = out.detail else {
+            panic!("detail")
+        };
+        assert!(d.mount_ops.notes[0].contains("no kernel count per container"));
+    }
+
+    #[test]
+    fn a_runtime_failure_reads_like_its_kind() {
+        let s = runtime_scenario();
+        let with = |cause: RuntimeCause| {
+            let mut out = WorkerOut::default();
+            out.errors.push((0, Cause::Runtime(cause)));
+            report(&s).build("c", out)
+        };
+        let error = |errno| RuntimeCause::Error {
+            step: "mount.All: failed to prepare idmapped overlay".into(),
+            errno,
+            message: "invalid argument".into(),
+        };
+        let r = with(error(Some(libc::EINVAL)));
+        assert_eq!(r.outcome, Outcome::Unsupported);
+        let ev = r.evidence.expect("evidence");
+        assert_eq!(
+            ev.step,
+            "mount.All: failed to prepare idmapped overlay on ext4"
+        );
+        assert!(
+            ev.detail.contains("the runtime said: invalid argument"),
+            "{ev:?}"
+        );
+        assert_eq!(with(error(Some(libc::ENOENT))).outcome, Outcome::Fail);
+        assert_eq!(with(error(None)).outcome, Outcome::Fail);
+        assert_eq!(with(error(Some(libc::EPERM))).outcome, Outcome::InfraError);
+        let hung = with(RuntimeCause::Hung {
+            what: "the runtime did not answer within 5 s (job_timeout_s)".into(),
+            detail: "waiting for a mount job (container 0 pass 0)".into(),
+        });
+        assert_eq!(hung.outcome, Outcome::Timeout);
+        let broke = with(RuntimeCause::Broke {
+            what: "the runtime died during a mount job: killed by signal 6 (SIGABRT)".into(),
+            detail: "its stderr ends: crashing".into(),
+        });
+        assert_eq!(broke.outcome, Outcome::Fail);
+        assert!(broke.evidence.expect("ev").detail.contains("crashing"));
+        let start = with(RuntimeCause::Start {
+            what: "start the runtime `x`".into(),
+            errno: Some(libc::ENOENT),
+            detail: "/runtimes/x: No such file".into(),
+        });
+        assert_eq!(start.outcome, Outcome::InfraError);
     }
 
     #[test]

@@ -92,6 +92,56 @@ impl Observer {
     }
 }
 
+/// A mount seen in the table: where it is attached and its filesystem type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub point: std::path::PathBuf,
+    pub fstype: String,
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.point.display(), self.fstype)
+    }
+}
+
+/// The mounts of the calling thread's namespace at or below any of `dirs` (absolute, canonical),
+/// from `/proc/thread-self/mountinfo`, in table order (the latest last).
+pub fn mounts_under(dirs: &[&Path]) -> SysResult<Vec<Seen>> {
+    let text = std::fs::read("/proc/thread-self/mountinfo")
+        .map_err(|e| SysError::from_io(|| "read(\"/proc/thread-self/mountinfo\")".into(), &e))?;
+    Ok(mounts_under_in(&text, dirs))
+}
+
+fn mounts_under_in(text: &[u8], dirs: &[&Path]) -> Vec<Seen> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let Some(point) = fields.get(4).map(|p| unescape(p)) else {
+            continue;
+        };
+        let under = dirs.iter().any(|d| {
+            let d = d.as_os_str().as_bytes();
+            point == d || (point.starts_with(d) && point.get(d.len()) == Some(&b'/'))
+        });
+        if !under {
+            continue;
+        }
+        // The filesystem type follows the ` - ` separator of the optional fields.
+        let fstype = fields
+            .iter()
+            .position(|f| *f == b"-")
+            .and_then(|i| fields.get(i + 1))
+            .map_or_else(String::new, |t| String::from_utf8_lossy(t).into_owned());
+        out.push(Seen {
+            point: std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&point)),
+            fstype,
+        });
+    }
+    out
+}
+
 /// Mount points (field 5) of a mountinfo text, with the kernel's octal escapes (`\040` for a
 /// space, …) undone. Malformed lines are skipped.
 pub fn mount_points(text: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
@@ -158,6 +208,27 @@ bad line
         assert_eq!(below("/s/c"), 3);
         assert_eq!(below("/s/c/01"), 1);
         assert_eq!(below("/s/c/0/p0/m"), 0);
+    }
+
+    #[test]
+    fn mounts_under_a_directory_carry_their_type() {
+        let seen = mounts_under_in(
+            SAMPLE.as_bytes(),
+            &[Path::new("/s/c/0"), Path::new("/s/with space")],
+        );
+        let points: Vec<String> = seen.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            points,
+            [
+                "/s/c/0/p0/0 (ext4)",
+                "/s/c/0/p0/m (overlay)",
+                "/s/with space/m (tmpfs)"
+            ]
+        );
+        // The directory itself counts (a runtime's target); a sibling with a longer name not.
+        let at = mounts_under_in(SAMPLE.as_bytes(), &[Path::new("/s/c/0/p0/m")]);
+        assert_eq!(at.len(), 1);
+        assert!(mounts_under_in(SAMPLE.as_bytes(), &[Path::new("/s/c/0/p")]).is_empty());
     }
 
     #[test]

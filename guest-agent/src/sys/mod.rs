@@ -6,6 +6,7 @@
 //! Families: [`mount_api`] (open_tree, mount_setattr, move_mount, fsopen/fsconfig/fsmount),
 //! [`legacy`] (mount(2), umount2), [`table`] (listmount/statmount), [`ns`] (mount
 //! namespaces), [`userns`] (user namespaces and their helper processes), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag),
+//! [`process`] (children that die with the thread that started them),
 //! [`cspin`] (the lock benchmark's C reference loop).
 
 use std::fmt;
@@ -15,6 +16,7 @@ pub mod fanotify;
 pub mod legacy;
 pub mod mount_api;
 pub mod ns;
+pub mod process;
 pub mod signal;
 pub mod table;
 pub mod userns;

@@ -19,6 +19,16 @@ pub fn enter_private_mount_ns() -> SysResult<()> {
     super::legacy::make_rprivate_root()
 }
 
+/// `unshare(CLONE_NEWNS)` alone, from a namespace that is private already (the run's): the
+/// calling thread gets a copy of its mount table, whose mounts stay private (copies keep their
+/// propagation), and processes it starts later live in it. A runtime worker works in one, so the
+/// kernel's mount events there are its runtime's alone.
+pub fn unshare_mount_ns() -> SysResult<()> {
+    // SAFETY: CLONE_NEWNS (with the CLONE_FS it implies) unshares no file descriptor table.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+        .map_err(|e| SysError::new(|| "unshare(CLONE_NEWNS)".into(), e))
+}
+
 /// `unshare(CLONE_FS)`: give the calling thread its own working directory, so relative mount
 /// paths of one worker cannot be resolved against another's.
 pub fn unshare_fs() -> SysResult<()> {

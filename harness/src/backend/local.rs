@@ -32,7 +32,17 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     let logs = vec![stderr_rel.clone(), results_rel.clone(), plan_rel.clone()];
     let infra = |cause, msg: String| BootOutput::infra(&req.plan, Accel::Metal, cause, msg, vec![]);
 
-    let plan_json = match serde_json::to_string_pretty(&req.plan) {
+    // The runtimes the cells start, copied beside the plan and checked; removed with the boot
+    // (the plan keeps their SHA-256s).
+    let mut plan = req.plan.clone();
+    let runtimes_dir = req
+        .run_dir
+        .abs(&RunDir::log_rel(&req.key, "runtimes").with_extension(""));
+    let _copies = CopiesGuard(runtimes_dir.clone());
+    if let Err(e) = crate::runtimes::ready::copy_into(&mut plan.runtimes, &runtimes_dir) {
+        return infra(InfraCause::Runtime, e);
+    }
+    let plan_json = match serde_json::to_string_pretty(&plan) {
         Ok(j) => j,
         Err(e) => return infra(InfraCause::Internal, format!("encoding the plan: {e}")),
     };
@@ -109,6 +119,15 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         timings_ms: timings,
         kernel_source: None,
         channels: sup.channels(),
+    }
+}
+
+/// Removes a boot's runtime copies when the boot ends.
+struct CopiesGuard(PathBuf);
+
+impl Drop for CopiesGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

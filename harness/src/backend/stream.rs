@@ -215,7 +215,7 @@ mod tests {
                     item: i as u32,
                     cell_id: (*c).into(),
                     scenario: Scenario::Mounts(MountsScenario {
-                        strategy: Strategy::PerLayer,
+                        strategy: Strategy::PerLayer.into(),
                         layers: 1,
                         containers: 1,
                         concurrency: 1,
@@ -224,6 +224,7 @@ mod tests {
                     timeout_s: None,
                 })
                 .collect(),
+            runtimes: vec![],
         }
     }
 

@@ -210,7 +210,14 @@ pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
         Some(cache.root()),
         &crate::backend::local::scratch_base(setup.matrix.local_scratch.as_deref()),
     );
-    let runner = Runner::new(&setup.matrix, &setup.boots, args.accel, None, args.retries)?;
+    let runner = Runner::new(
+        &setup.matrix,
+        &setup.boots,
+        args.accel,
+        None,
+        args.retries,
+        true,
+    )?;
     let build_dir = build_dir_at(&setup.recipe, &setup.good)?;
     let commits = setup.repo.count(&setup.good, &setup.bad)?;
     let run_dir = RunDir::create(&args.out, &format!("bisect-{}", new_run_id()))?;

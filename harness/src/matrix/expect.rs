@@ -1,7 +1,11 @@
-//! Known answers (`[[expect]]`): which outcome, errno and failing step a set of cells must show.
-//! First match wins; a changed answer fails the run.
+//! Known answers (`[[expect]]`): which outcome, errno and failing step a set of cells must show,
+//! and for a runtime the kernel's count of its mount operations per container (a runtime has no
+//! formula; `mount_ops_per_container = 6` on every layer count is how a matrix says "maps the
+//! layers' common parent"). First match wins; a changed answer fails the run.
 
-use protocol::{Evidence, Outcome};
+use std::collections::BTreeMap;
+
+use protocol::{Evidence, Metric, Outcome, MOUNT_OPS_PER_CONTAINER};
 use serde::{Deserialize, Serialize};
 
 use crate::cell::CellKey;
@@ -25,12 +29,32 @@ pub struct Expectation {
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Every container's start path, as the kernel counted it, must be exactly this many mount
+    /// operations (the metric [`MOUNT_OPS_PER_CONTAINER`]; a cell without it does not meet it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_ops_per_container: Option<u64>,
 }
 
 impl Expectation {
     /// Whether an outcome and its evidence are what this expectation says.
     pub fn is_met(&self, outcome: Outcome, evidence: Option<&Evidence>) -> bool {
-        outcome == self.outcome
+        self.is_met_with(outcome, evidence, &BTreeMap::new())
+    }
+
+    /// [`Expectation::is_met`], and the cell's metrics hold the count it pins.
+    pub fn is_met_with(
+        &self,
+        outcome: Outcome,
+        evidence: Option<&Evidence>,
+        metrics: &BTreeMap<String, Metric>,
+    ) -> bool {
+        let counted = self.mount_ops_per_container.is_none_or(|want| {
+            metrics.get(MOUNT_OPS_PER_CONTAINER).is_some_and(|m| {
+                !m.samples.is_empty() && m.samples.iter().all(|&n| n == want as f64)
+            })
+        });
+        counted
+            && outcome == self.outcome
             && self
                 .errno
                 .is_none_or(|want| evidence.and_then(|e| e.errno) == Some(want))
@@ -52,6 +76,9 @@ impl Expectation {
         }
         if let Some(step) = &self.step {
             s.push_str(&format!(" at a step containing `{step}`"));
+        }
+        if let Some(n) = self.mount_ops_per_container {
+            s.push_str(&format!(", {n} mount operations per container"));
         }
         s
     }
@@ -149,6 +176,7 @@ mod tests {
             errno: Some(22),
             step: Some("mount_setattr".into()),
             reason: None,
+            mount_ops_per_container: None,
         };
         let einval = Evidence::new("mount_setattr(MOUNT_ATTR_IDMAP) on tmpfs").with_errno(22);
         assert!(e.is_met(Outcome::Unsupported, Some(&einval)));
@@ -160,6 +188,27 @@ mod tests {
         assert!(!e.is_met(Outcome::Unsupported, None));
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains(r#""errno":"EINVAL""#), "{json}");
+        // A pinned count: every container's, as the kernel counted it.
+        let pinned = Expectation {
+            mount_ops_per_container: Some(6),
+            errno: None,
+            step: None,
+            outcome: Outcome::Pass,
+            ..e.clone()
+        };
+        let ops = |samples: Vec<f64>| {
+            BTreeMap::from([(
+                MOUNT_OPS_PER_CONTAINER.to_string(),
+                Metric::new(protocol::Unit::Count, protocol::Better::Lower, samples),
+            )])
+        };
+        assert!(pinned.is_met_with(Outcome::Pass, None, &ops(vec![6.0, 6.0])));
+        assert!(!pinned.is_met_with(Outcome::Pass, None, &ops(vec![6.0, 42.0])));
+        assert!(!pinned.is_met_with(Outcome::Pass, None, &ops(vec![])));
+        assert!(!pinned.is_met(Outcome::Pass, None), "no count, not met");
+        assert!(pinned
+            .describe()
+            .contains("6 mount operations per container"));
         assert_eq!(serde_json::from_str::<Expectation>(&json).unwrap(), e);
     }
 }

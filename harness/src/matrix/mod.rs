@@ -10,6 +10,7 @@ use protocol::{Filesystem, Scenario};
 use crate::cell::{CellKey, LayerFs, SmtSetting, TargetKey};
 
 mod expect;
+mod hosts;
 mod raw;
 
 pub use expect::{filter_matches, glob_matches, Expectation, Expectations};
@@ -37,6 +38,9 @@ pub struct Matrix {
     pub filesystems: Vec<Filesystem>,
     pub scenarios: Vec<Scenario>,
     pub hosts: Vec<Host>,
+    /// `[[runtimes]]`: the recipes `runtime:NAME` strategies name, paths resolved against the
+    /// matrix's directory.
+    pub runtimes: Vec<crate::runtimes::RuntimeRecipe>,
     /// Scratch directory for the local backend (default: a temp dir under /var/tmp).
     pub local_scratch: Option<PathBuf>,
     /// Known answers, first match wins.
@@ -163,6 +167,20 @@ impl Matrix {
     /// `kernels/` beside the matrix file: its recipes and `kernels.lock`.
     pub fn kernels_dir(&self) -> PathBuf {
         self.dir.join("kernels")
+    }
+
+    /// `runtimes/runtimes.lock` beside the matrix file: the Debian packages containerd recipes
+    /// build from (`mmx runtimes lock`).
+    pub fn runtimes_lock(&self) -> PathBuf {
+        self.dir.join("runtimes").join("runtimes.lock")
+    }
+
+    /// The runtimes the matrix's cells start.
+    pub fn used_runtimes(&self) -> std::collections::BTreeSet<protocol::RuntimeName> {
+        self.scenarios
+            .iter()
+            .filter_map(|s| s.runtime().cloned())
+            .collect()
     }
 
     /// QEMU cells: kernel × topology × filesystem × scenario, except that a scenario which never

@@ -1,7 +1,8 @@
 //! Stage 1 of `matrix.toml`: serde types that mirror the file, and their resolution into a
 //! checked [`Matrix`]. Every number goes through `protocol::limits` (the agent checks the same
 //! ranges), arithmetic on user numbers is checked, and every error carries the file, the line of
-//! the table it is in and the key.
+//! the table it is in and the key. `[[hosts]]` are `super::hosts`; `[[runtimes]]` are
+//! `crate::runtimes::RuntimeRecipe`s, and a `runtime:NAME` strategy must name one.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -9,12 +10,15 @@ use std::path::{Path, PathBuf};
 
 use protocol::limits::{self, LimitError};
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};
-use protocol::{Filesystem, MountsScenario, Outcome, Scenario, ScenarioKey, Strategy};
+use protocol::{
+    Filesystem, MountStrategy, MountsScenario, Outcome, Scenario, ScenarioKey, Strategy,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::hosts::{resolve_host, RawHost};
 use super::{Expectation, Expectations, Host, Matrix, MatrixError, NumaSpec, Topology};
-use crate::cell::SmtSetting;
+use crate::runtimes::RuntimeRecipe;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +39,8 @@ struct RawMatrix {
     local: RawLocal,
     #[serde(default)]
     expect: Vec<Spanned<RawExpect>>,
+    #[serde(default)]
+    runtimes: Vec<Spanned<RuntimeRecipe>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +51,8 @@ struct RawExpect {
     errno: Option<String>,
     step: Option<String>,
     reason: Option<String>,
+    /// The kernel's count of every container's start path must be exactly this.
+    mount_ops_per_container: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -133,41 +141,6 @@ fn default_concurrency() -> Vec<u32> {
 }
 fn default_passes() -> u32 {
     2
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
-    name: String,
-    destination: String,
-    port: Option<u32>,
-    identity_file: Option<PathBuf>,
-    #[serde(default)]
-    sudo: bool,
-    #[serde(default = "default_smt")]
-    smt: Vec<String>,
-    provision: Option<String>,
-    teardown: Option<String>,
-    scratch_dir: Option<PathBuf>,
-    /// Filesystem `scratch_dir` must be on (an assertion); without it, whatever is measured.
-    filesystem: Option<String>,
-    /// Extra `-o Key=Value` options for ssh.
-    #[serde(default)]
-    ssh_options: Vec<String>,
-    /// Options that change host-key trust, allowed for this host with a reason.
-    #[serde(default)]
-    allow_ssh_options: Vec<RawAllowedOption>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAllowedOption {
-    option: String,
-    reason: String,
-}
-
-fn default_smt() -> Vec<String> {
-    vec!["as-is".into()]
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -271,11 +244,44 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         filesystems.push(Filesystem::Ext4);
     }
 
+    // Relative paths in the matrix are relative to the matrix file, wherever mmx runs from.
+    let base = matrix_dir(path);
+    let mut runtimes: Vec<RuntimeRecipe> = Vec::new();
+    for r in &raw.runtimes {
+        let mut recipe = r.get_ref().clone();
+        if runtimes.iter().any(|o| o.name == recipe.name) {
+            return Err(at.at(
+                Some(r.span()),
+                format!("runtimes: `{}` is defined twice", recipe.name),
+            ));
+        }
+        recipe.resolve_paths(&base);
+        runtimes.push(recipe);
+    }
+
     // Every scenario key once: a cell id is target/filesystem/scenario, and targets and
     // filesystems are unique already.
     let mut scenarios: Vec<Scenario> = Vec::new();
     let mut origin: BTreeMap<ScenarioKey, Range<usize>> = BTreeMap::new();
     for s in &raw.scenarios {
+        if let RawScenario::Mounts { strategies, .. } = s.get_ref() {
+            for st in strategies {
+                check_strategy(st, &runtimes).map_err(|m| {
+                    // Serde gives no span inside a tagged table: point at the value as written,
+                    // after the table's start.
+                    let table = s.span();
+                    let quoted = format!("\"{st}\"");
+                    let at_value = text
+                        .get(table.start..)
+                        .and_then(|t| t.find(&quoted))
+                        .map_or(table.clone(), |i| table.start + i..table.start + i + 1);
+                    at.at(
+                        Some(at_value),
+                        format!("scenarios: mounts: strategies: {m}"),
+                    )
+                })?;
+            }
+        }
         let expanded = resolve_scenario(s.get_ref())
             .map_err(|m| at.at(Some(s.span()), format!("scenarios: {m}")))?;
         for sc in expanded {
@@ -297,8 +303,6 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         return Err(at.at(None, "no [[scenarios]]: nothing to run"));
     }
 
-    // Relative paths in the matrix are relative to the matrix file, wherever mmx runs from.
-    let base = matrix_dir(path);
     let mut hosts: Vec<Host> = Vec::new();
     for h in &raw.hosts {
         let host = resolve_host(h.get_ref(), &base)
@@ -358,13 +362,33 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         filesystems,
         scenarios,
         hosts,
+        runtimes,
         local_scratch: raw.local.scratch_dir.map(|d| base.join(d)),
         dir: base,
     })
 }
 
+/// A strategy as written: a built-in, or `runtime:NAME` naming a `[[runtimes]]` entry.
+fn check_strategy(text: &str, runtimes: &[RuntimeRecipe]) -> Result<(), String> {
+    let st: MountStrategy = text.parse()?;
+    match st.runtime() {
+        Some(name) if !runtimes.iter().any(|r| &r.name == name) => {
+            let declared: Vec<&str> = runtimes.iter().map(|r| r.name.as_str()).collect();
+            Err(format!(
+                "`{text}` names no [[runtimes]] entry ({})",
+                if declared.is_empty() {
+                    "none is declared".to_string()
+                } else {
+                    format!("declared: {}", declared.join(", "))
+                }
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A name that can start a cell id: no `/`, no spaces, not empty.
-fn is_name(s: &str) -> bool {
+pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty() && !s.contains('/') && !s.contains(char::is_whitespace)
 }
 
@@ -396,6 +420,7 @@ fn resolve_expect(r: &RawExpect) -> Result<Expectation, String> {
         errno,
         step: r.step.clone(),
         reason: r.reason.clone(),
+        mount_ops_per_container: r.mount_ops_per_container,
     })
 }
 
@@ -527,7 +552,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
             concurrency,
             passes,
         } => {
-            let strategies: Vec<Strategy> =
+            let strategies: Vec<MountStrategy> =
                 parse_list(strategies).map_err(|e| format!("mounts: {e}"))?;
             if strategies.is_empty() {
                 return Err("mounts: strategies: needs at least one value".into());
@@ -545,7 +570,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
                     for c in containers {
                         for j in concurrency {
                             let m = MountsScenario {
-                                strategy: *st,
+                                strategy: st.clone(),
                                 layers: *l,
                                 containers: *c,
                                 concurrency: *j,
@@ -611,66 +636,6 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
     }
 }
 
-/// ssh options that decide which host keys are trusted, or how the connection is made. A host
-/// entry may use one only when it says why in `allow_ssh_options` (a jump host needs
-/// `ProxyCommand`); mmx's own `BatchMode` and connection sharing are never the user's.
-const TRUST_OPTIONS: [&str; 7] = [
-    "knownhostscommand",
-    "globalknownhostsfile",
-    "userknownhostsfile",
-    "stricthostkeychecking",
-    "updatehostkeys",
-    "checkhostip",
-    "proxycommand",
-];
-const FIXED_OPTIONS: [&str; 4] = [
-    "batchmode",
-    "controlmaster",
-    "controlpath",
-    "controlpersist",
-];
-
-fn check_ssh_options(name: &str, h: &RawHost) -> Result<(), String> {
-    let mut allowed = Vec::new();
-    for a in &h.allow_ssh_options {
-        let key = a.option.to_ascii_lowercase();
-        if !TRUST_OPTIONS.contains(&key.as_str()) {
-            return Err(format!(
-                "host `{name}`: allow_ssh_options: `{}` is not an option that needs allowing",
-                a.option
-            ));
-        }
-        if a.reason.trim().is_empty() {
-            return Err(format!(
-                "host `{name}`: allow_ssh_options: `{}` needs a reason",
-                a.option
-            ));
-        }
-        allowed.push(key);
-    }
-    for opt in &h.ssh_options {
-        let (key, _) = opt
-            .split_once(['=', ' '])
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .ok_or_else(|| format!("host `{name}`: ssh option `{opt}` is not `Key=Value`"))?;
-        let lower = key.to_ascii_lowercase();
-        if FIXED_OPTIONS.contains(&lower.as_str()) {
-            return Err(format!(
-                "host `{name}`: ssh option `{opt}` is not allowed: mmx always runs ssh with \
-                 BatchMode=yes and its own connection sharing"
-            ));
-        }
-        if TRUST_OPTIONS.contains(&lower.as_str()) && !allowed.contains(&lower) {
-            return Err(format!(
-                "host `{name}`: ssh option `{opt}` changes which host keys are trusted or how \
-                 the host is reached; mmx checks host keys strictly against your known_hosts. \
-                 If you mean it, add `allow_ssh_options = [{{ option = \"{key}\", reason = \"…\" }}]`"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The directory a matrix's relative paths start from: the matrix file's, made absolute (not
 /// canonical: a symlinked checkout keeps the paths a user typed).
 fn matrix_dir(path: &Path) -> PathBuf {
@@ -679,113 +644,4 @@ fn matrix_dir(path: &Path) -> PathBuf {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
-}
-
-/// A path a user wrote in the matrix, for this machine: `~…` is left to ssh, which expands it,
-/// absolute stays, relative is joined to the matrix's directory.
-fn local_path(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() || p.starts_with("~") {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-/// ssh options whose value is a file on this machine: a relative one is the matrix's.
-const PATH_OPTIONS: [&str; 4] = [
-    "identityfile",
-    "certificatefile",
-    "userknownhostsfile",
-    "globalknownhostsfile",
-];
-
-fn resolve_ssh_option(base: &Path, opt: &str) -> String {
-    let Some((key, value)) = opt.split_once(['=', ' ']) else {
-        return opt.to_string();
-    };
-    let (key, value) = (key.trim(), value.trim());
-    let relative = !value.starts_with(['/', '~', '%']) && value != "none" && !value.is_empty();
-    if PATH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) && relative {
-        format!("{key}={}", base.join(value).display())
-    } else {
-        opt.to_string()
-    }
-}
-
-fn resolve_host(h: &RawHost, base: &Path) -> Result<Host, String> {
-    if !is_name(&h.name) {
-        return Err(format!(
-            "name `{}` must be non-empty, without `/` or spaces",
-            h.name
-        ));
-    }
-    let name = &h.name;
-    if h.destination.is_empty() || h.destination.starts_with('-') {
-        return Err(format!(
-            "host `{name}`: destination `{}` is not an ssh destination",
-            h.destination
-        ));
-    }
-    let port = match h.port {
-        None => None,
-        Some(p) => Some(
-            u16::try_from(
-                limits::PORT
-                    .check(p)
-                    .map_err(|e| format!("host `{name}`: {e}"))?,
-            )
-            .map_err(|_| format!("host `{name}`: port = {p}: not a TCP port"))?,
-        ),
-    };
-    if h.smt.is_empty() {
-        return Err(format!(
-            "host `{name}`: smt = []: name at least one of on, off, as-is (each is a visit)"
-        ));
-    }
-    let mut smt = Vec::new();
-    for s in &h.smt {
-        let v = match s.as_str() {
-            "on" => SmtSetting::On,
-            "off" => SmtSetting::Off,
-            "as-is" => SmtSetting::AsIs,
-            o => {
-                return Err(format!(
-                    "host `{name}`: smt `{o}` (expected on, off or as-is)"
-                ))
-            }
-        };
-        if smt.contains(&v) {
-            return Err(format!("host `{name}`: smt `{s}` listed twice"));
-        }
-        smt.push(v);
-    }
-    check_ssh_options(name, h)?;
-    if let Some(d) = h.scratch_dir.as_deref().filter(|d| !d.is_absolute()) {
-        return Err(format!(
-            "host `{name}`: scratch_dir `{}` is a directory on that host: give an absolute path",
-            d.display()
-        ));
-    }
-    let filesystem = match &h.filesystem {
-        None => None,
-        Some(f) => Some(f.parse().map_err(|e| format!("host `{name}`: {e}"))?),
-    };
-    Ok(Host {
-        filesystem,
-        name: name.clone(),
-        destination: h.destination.clone(),
-        port,
-        identity_file: h.identity_file.as_deref().map(|p| local_path(base, p)),
-        sudo: h.sudo,
-        smt,
-        provision: h.provision.clone(),
-        teardown: h.teardown.clone(),
-        scratch_dir: h.scratch_dir.clone(),
-        ssh_options: h
-            .ssh_options
-            .iter()
-            .map(|o| resolve_ssh_option(base, o))
-            .collect(),
-        base_dir: base.to_path_buf(),
-    })
 }

@@ -444,3 +444,96 @@ fn filesystem_independent_benchmarks_run_once_per_kernel_and_topology() {
     let m = parse(&text("\"xfs\", \"ext4\"")).unwrap();
     assert_eq!(m.independent_fs(), Some(Filesystem::Xfs), "else the first");
 }
+
+#[test]
+fn runtimes_are_columns_beside_the_strategies() {
+    let text = r#"
+kernels = ["debian-7.x"]
+filesystems = ["tmpfs"]
+
+[[runtimes]]
+name = "containerd-2.1"
+containerd = { debian = "golang-github-containerd-containerd-dev" }
+
+[[runtimes]]
+name = "leaky"
+binary = "bin/mmx-example-runtime"
+args = ["--fault", "leak"]
+job_timeout_s = 5
+
+[[scenarios]]
+kind = "mounts"
+strategies = ["common-parent", "runtime:containerd-2.1", "runtime:leaky"]
+layers = [1, 10]
+containers = [4]
+
+[[expect]]
+cells = "*/runtime:containerd-2.1-L10-*"
+outcome = "pass"
+mount_ops_per_container = 6
+"#;
+    let m = Matrix::parse(Path::new("/work/ci/matrix.toml"), text).unwrap();
+    let ids: Vec<String> = m.qemu_cells().iter().map(|c| c.key.to_string()).collect();
+    assert!(
+        ids.contains(&"debian-7.x/1s2c1t/tmpfs/runtime:containerd-2.1-L10-C4-P2-J1".to_string()),
+        "{ids:?}"
+    );
+    assert_eq!(m.scenarios.len(), 3 * 2);
+    // The recipes are the matrix's, paths resolved against its directory.
+    assert_eq!(m.runtimes.len(), 2);
+    assert_eq!(
+        m.runtimes[1].source,
+        crate::runtimes::RuntimeSource::Binary("/work/ci/bin/mmx-example-runtime".into())
+    );
+    assert_eq!(
+        (m.runtimes[1].args.len(), m.runtimes[1].job_timeout_s),
+        (2, 5)
+    );
+    let used: Vec<String> = m.used_runtimes().iter().map(|n| n.to_string()).collect();
+    assert_eq!(used, ["containerd-2.1", "leaky"]);
+    assert_eq!(
+        m.runtimes_lock(),
+        Path::new("/work/ci/runtimes/runtimes.lock")
+    );
+    assert_eq!(m.expectations.0[0].mount_ops_per_container, Some(6));
+    // Cells sort built-ins first, then runtimes by name.
+    let mut keys: Vec<_> = m.qemu_cells().into_iter().map(|c| c.key).collect();
+    keys.sort();
+    assert!(keys[0].to_string().contains("/common-parent-"), "{keys:?}");
+    assert!(keys.last().unwrap().to_string().contains("/runtime:leaky-"));
+}
+
+#[test]
+fn a_runtime_no_table_declares_is_refused_at_its_line() {
+    let text = "kernels = [\"k\"]\n\n[[runtimes]]\nname = \"containerd-2.1\"\nbinary = \"/bin/x\"\n\n[[scenarios]]\nkind = \"mounts\"\nstrategies = [\"per-layer\",\n  \"runtime:containerd-21\"]\nlayers = [1]\n";
+    let e = parse(text).unwrap_err().to_string();
+    assert!(e.starts_with("matrix.toml:10:"), "{e}");
+    assert!(
+        e.contains("strategies")
+            && e.contains("runtime:containerd-21")
+            && e.contains("declared: containerd-2.1"),
+        "{e}"
+    );
+    let e = parse("kernels = [\"k\"]\n[[scenarios]]\nkind = \"mounts\"\nstrategies = [\"runtime:x\"]\nlayers = [1]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("none is declared"), "{e}");
+    let e = parse("kernels = [\"k\"]\n[[scenarios]]\nkind = \"mounts\"\nstrategies = [\"runtime:a/b\"]\nlayers = [1]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("runtime name `a/b`"), "{e}");
+    let e = parse("kernels = [\"k\"]\n[[runtimes]]\nname = \"x\"\nbinary = \"/b\"\n[[runtimes]]\nname = \"x\"\nbinary = \"/c\"\n[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("matrix.toml:5:") && e.contains("defined twice"),
+        "{e}"
+    );
+    let e = parse("kernels = [\"k\"]\n[[runtimes]]\nname = \"x\"\nbinray = \"/b\"\n[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("matrix.toml:4:") && e.contains("binray"),
+        "{e}"
+    );
+}

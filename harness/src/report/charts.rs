@@ -1,10 +1,10 @@
 //! Which charts report.html draws, from a run: start latency and mount-table operations against
-//! layer count, and lockbench scalability. Every chart names its accelerator. Counts are capped
+//! layer count (built-in strategies and runtimes alike), and lockbench scalability. Every chart names its accelerator. Counts are capped
 //! so that a 5,000-cell run still gives a file a browser opens quickly; what was left out is said.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use protocol::{CellDetail, Outcome, Scenario, Strategy, Summary, Unit};
+use protocol::{CellDetail, MountStrategy, Outcome, Scenario, Strategy, Summary, Unit};
 use serde::Serialize;
 
 use super::model::mounts_detail;
@@ -31,13 +31,25 @@ const MAX_OPS_CHARTS: usize = 80;
 const MAX_LOCK_CHARTS: usize = 40;
 const MAX_SERIES: usize = 10;
 
-/// Fixed colours so a strategy looks the same on every chart.
-fn strategy_color(s: Strategy) -> usize {
+/// Fixed colours so a strategy looks the same on every chart; runtimes take the next ones in
+/// name order (the same order on every chart of a run).
+fn strategy_color(s: &MountStrategy, runtimes: &BTreeSet<protocol::RuntimeName>) -> usize {
     match s {
-        Strategy::PerLayer => 1,
-        Strategy::CommonParent => 0,
-        Strategy::FsconfigFd => 2,
+        MountStrategy::Builtin(Strategy::PerLayer) => 1,
+        MountStrategy::Builtin(Strategy::CommonParent) => 0,
+        MountStrategy::Builtin(Strategy::FsconfigFd) => 2,
+        MountStrategy::Runtime(n) => {
+            Strategy::ALL.len() + runtimes.iter().position(|r| r == n).unwrap_or(0)
+        }
     }
+}
+
+/// The runtimes of a run's cells, in name order (their colours).
+fn runtimes_of(cells: &[&CellRecord]) -> BTreeSet<protocol::RuntimeName> {
+    cells
+        .iter()
+        .filter_map(|c| c.scenario.runtime().cloned())
+        .collect()
 }
 
 fn accel_of<'a>(cells: impl Iterator<Item = &'a CellRecord>) -> String {
@@ -107,15 +119,13 @@ fn slug(parts: &[&str]) -> String {
         .collect()
 }
 
-/// A latency chart's series: the strategy and the (containers, concurrency, passes) shape.
-type SeriesKey = (Strategy, u32, u32, u32);
-
 fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSection> {
     let mounts: Vec<&CellRecord> = cells
         .iter()
         .copied()
         .filter(|c| c.outcome == Outcome::Pass && matches!(c.scenario, Scenario::Mounts(_)))
         .collect();
+    let runtimes = runtimes_of(&mounts);
     let mut sections = Vec::new();
     let mut drawn = 0;
     let mut skipped = 0;
@@ -133,7 +143,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
             }
             // Series: strategy × (containers, concurrency, passes); the shape only gets a
             // suffix when a chart has more than one.
-            let mut series: BTreeMap<SeriesKey, Vec<(f64, Summary)>> = BTreeMap::new();
+            let mut series: BTreeMap<Shape, Vec<(f64, Summary)>> = BTreeMap::new();
             for c in &group {
                 let Scenario::Mounts(m) = &c.scenario else {
                     continue;
@@ -142,7 +152,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
                     continue;
                 };
                 series
-                    .entry((m.strategy, m.containers, m.concurrency, m.passes))
+                    .entry((m.strategy.clone(), m.containers, m.concurrency, m.passes))
                     .or_default()
                     .push((f64::from(m.layers), s));
             }
@@ -173,7 +183,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
                     } else {
                         st.to_string()
                     },
-                    color: strategy_color(st),
+                    color: strategy_color(&st, &runtimes),
                     dash: shape_list
                         .iter()
                         .position(|x| **x == (c, j, p))
@@ -237,6 +247,9 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
     sections
 }
 
+/// A latency chart's series: strategy, containers, concurrency, passes.
+type Shape = (MountStrategy, u32, u32, u32);
+
 fn formula_label(st: Strategy, passes: u32) -> String {
     match st {
         Strategy::PerLayer => format!("{passes}·(1+2L)"),
@@ -245,12 +258,33 @@ fn formula_label(st: Strategy, passes: u32) -> String {
     }
 }
 
+/// A mounts cell's operations per container as the kernel counted them: a runtime's metric
+/// (every container's count; absent where the kernel has no mount events), a built-in's run
+/// count shared out (its formula check vouches for it).
+fn ops_per_container(c: &CellRecord) -> Option<f64> {
+    let (d, Scenario::Mounts(m)) = (mounts_detail(c)?, &c.scenario) else {
+        return None;
+    };
+    match m.strategy {
+        MountStrategy::Runtime(_) => c
+            .metrics
+            .get(protocol::MOUNT_OPS_PER_CONTAINER)
+            .and_then(|x| x.summary())
+            .map(|s| s.p50),
+        MountStrategy::Builtin(_) if m.containers > 0 => {
+            Some(d.mount_ops.ops as f64 / f64::from(m.containers))
+        }
+        MountStrategy::Builtin(_) => None,
+    }
+}
+
 fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
     let with_ops: Vec<&CellRecord> = cells
         .iter()
         .copied()
-        .filter(|c| mounts_detail(c).is_some())
+        .filter(|c| ops_per_container(c).is_some())
         .collect();
+    let runtimes = runtimes_of(&with_ops);
     let mut charts = Vec::new();
     let mut skipped = 0;
     for ((kernel, topo), row) in by_row(&with_ops) {
@@ -259,47 +293,68 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
             continue;
         }
         // Filesystems usually count the same: one marker per distinct value, naming them all.
-        type Key = (Strategy, u32, u32, u64);
-        let mut seen: BTreeMap<Key, (Vec<String>, u64, Outcome)> = BTreeMap::new();
+        type Key = (MountStrategy, u32, u32, u64);
+        let mut seen: BTreeMap<Key, (Vec<String>, Option<u64>, Outcome)> = BTreeMap::new();
         let mut layers: BTreeSet<u32> = BTreeSet::new();
         for c in &row {
-            let (Some(d), Scenario::Mounts(m)) = (mounts_detail(c), &c.scenario) else {
+            let (Some(per), Scenario::Mounts(m)) = (ops_per_container(c), &c.scenario) else {
                 continue;
             };
-            if m.containers == 0 {
-                continue;
-            }
-            // Per container, in hundredths so equal counts merge as equal keys.
-            let per = d.mount_ops.ops * 100 / u64::from(m.containers);
+            // In hundredths so equal counts merge as equal keys.
+            let per = (per * 100.0).round() as u64;
             layers.insert(m.layers);
             let e = seen
-                .entry((m.strategy, m.passes, m.layers, per))
+                .entry((m.strategy.clone(), m.passes, m.layers, per))
                 .or_insert_with(|| (Vec::new(), m.expected_ops_per_container(), c.outcome));
             e.0.push(c.key.filesystem.to_string());
             if c.outcome.severity() > e.2.severity() {
                 e.2 = c.outcome;
             }
         }
-        let mut measured: BTreeMap<(Strategy, u32), Vec<DataPoint>> = BTreeMap::new();
+        let mut measured: BTreeMap<(MountStrategy, u32), Vec<DataPoint>> = BTreeMap::new();
         for ((st, passes, l, per), (fss, want, worst)) in seen {
             let per = per as f64 / 100.0;
-            measured.entry((st, passes)).or_default().push(DataPoint {
-                x: f64::from(l),
-                y: per,
-                lo: None,
-                hi: None,
-                alert: (per - want as f64).abs() > 1e-9,
-                title: format!(
-                    "{st} L{l}: {per} ops/container, formula {want} ({}; worst outcome {worst})",
+            let title = match want {
+                Some(w) => format!(
+                    "{st} L{l}: {per} ops/container, formula {w} ({}; worst outcome {worst})",
                     fss.join(", ")
                 ),
-            });
+                None => format!(
+                    "{st} L{l}: {per} ops/container, the runtime's own ({}; worst outcome {worst})",
+                    fss.join(", ")
+                ),
+            };
+            measured
+                .entry((st.clone(), passes))
+                .or_default()
+                .push(DataPoint {
+                    x: f64::from(l),
+                    y: per,
+                    lo: None,
+                    hi: None,
+                    alert: want.is_some_and(|w| (per - w as f64).abs() > 1e-9),
+                    title,
+                });
         }
         let (Some(&lo), Some(&hi)) = (layers.first(), layers.last()) else {
             continue;
         };
         let mut series = Vec::new();
-        for (&(st, passes), pts) in &measured {
+        for ((st, passes), pts) in &measured {
+            let color = strategy_color(st, &runtimes);
+            let Some(builtin) = st.builtin() else {
+                // A runtime has no formula: its counts, joined, show whether they grow with L.
+                series.push(SeriesData {
+                    label: format!("{st} measured"),
+                    color,
+                    dash: 0,
+                    line: true,
+                    markers: true,
+                    muted: false,
+                    points: pts.clone(),
+                });
+                continue;
+            };
             // The formula as a curve over the layer range: log-spaced samples plus every L run.
             let mut xs: BTreeSet<u32> = layers.clone();
             for i in 0..=16 {
@@ -309,27 +364,27 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
             }
             let formula = xs
                 .into_iter()
-                .map(|l| {
+                .filter_map(|l| {
                     let m = protocol::MountsScenario {
-                        strategy: st,
+                        strategy: st.clone(),
                         layers: l,
                         containers: 1,
                         concurrency: 1,
-                        passes,
+                        passes: *passes,
                     };
-                    DataPoint {
+                    Some(DataPoint {
                         x: f64::from(l),
-                        y: m.expected_ops_per_container() as f64,
+                        y: m.expected_ops_per_container()? as f64,
                         lo: None,
                         hi: None,
                         title: String::new(),
                         alert: false,
-                    }
+                    })
                 })
                 .collect();
             series.push(SeriesData {
-                label: format!("{st} formula {}", formula_label(st, passes)),
-                color: strategy_color(st),
+                label: format!("{st} formula {}", formula_label(builtin, *passes)),
+                color,
                 dash: 1,
                 line: true,
                 markers: false,
@@ -338,7 +393,7 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
             });
             series.push(SeriesData {
                 label: format!("{st} measured"),
-                color: strategy_color(st),
+                color,
                 dash: 0,
                 line: false,
                 markers: true,
@@ -356,7 +411,9 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
             y_scale: Scale::Log,
             y_from_zero: false,
             series,
-            note: "dashed: the strategy's formula (ARCHITECTURE.md); dots: counted by the kernel, every filesystem".into(),
+            note: "dashed: a strategy's formula (ARCHITECTURE.md); dots: counted by the kernel, \
+                   every filesystem; a runtime's dots are joined (it has no formula)"
+                .into(),
         }));
     }
     if skipped > 0 {

@@ -134,6 +134,13 @@ pub fn build(run: &RunRecord) -> JunitModel {
             message.push_str(&format!(" ({warning})"));
             properties.push(("topology_mismatch".to_string(), warning));
         }
+        if let Some(rt) = &c.provenance.runtime {
+            let mut v = rt.source.clone();
+            if let Some(said) = &rt.said {
+                v.push_str(&format!("; says {said}"));
+            }
+            properties.push(("runtime".to_string(), v));
+        }
         if c.caveats.vcpus_serialized {
             properties.push((
                 "vcpus_serialized".to_string(),

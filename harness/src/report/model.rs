@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use protocol::{CellDetail, Evidence, Metric, Outcome, Scenario, Strategy, Summary};
+use protocol::{CellDetail, Evidence, Metric, MountStrategy, Outcome, Scenario, Strategy, Summary};
 use serde::Serialize;
 
 use super::sections::{boots, probes, provenance, BootRow, ProbeTable, ProvRow};
@@ -40,6 +40,62 @@ pub struct RunHeader {
     /// Accelerators the cells ran under, e.g. `tcg` or `kvm, tcg`.
     pub accels: String,
     pub verdict: String,
+    /// The runtimes the run's `runtime:NAME` columns started: their identity.
+    pub runtimes: Vec<RuntimeLine>,
+}
+
+/// One runtime of the run, for the header and the provenance section.
+#[derive(Debug, Serialize)]
+pub struct RuntimeLine {
+    /// `runtime:containerd-2.1`.
+    pub column: String,
+    /// Where it came from: `containerd 2.1.9+ds1-5 (debian sid, go1.27.3)`, a commit, a binary.
+    pub source: String,
+    /// What it said it is (its hello), as seen by the cells.
+    pub said: String,
+    /// The first 12 hex digits of its executable's SHA-256.
+    pub sha256: String,
+    pub args: String,
+    /// `cached`, `built in 61.2 s`, or empty when it was not made ready.
+    pub build: String,
+    /// Why it was not made ready (its cells are infra-error).
+    pub error: String,
+}
+
+fn runtime_lines(run: &RunRecord) -> Vec<RuntimeLine> {
+    run.runtimes
+        .iter()
+        .map(|r| {
+            let said = run
+                .cells
+                .iter()
+                .filter_map(|c| c.provenance.runtime.as_ref())
+                .find(|x| x.name == r.name)
+                .and_then(|x| x.said.clone())
+                .unwrap_or_default();
+            RuntimeLine {
+                column: format!("{}{}", MountStrategy::RUNTIME_PREFIX, r.name),
+                source: r.describe.clone(),
+                said,
+                sha256: r
+                    .sha256
+                    .as_deref()
+                    .map(|h| h.get(..12).unwrap_or(h).to_string())
+                    .unwrap_or_default(),
+                args: r.args.join(" "),
+                build: match r.build {
+                    Some(b) if b.cached => "cached".into(),
+                    Some(b) => format!("built in {:.1} s", b.seconds),
+                    None => String::new(),
+                },
+                error: r
+                    .error
+                    .as_deref()
+                    .map(|e| one_line(e, EVIDENCE_CHARS))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -196,6 +252,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
             boots: run.boots.len(),
             not_ok,
             accels: accels.into_iter().collect::<Vec<_>>().join(", "),
+            runtimes: runtime_lines(run),
             verdict: if run.cells.is_empty() {
                 "no cells ran".into()
             } else if not_ok == 0 {
@@ -243,17 +300,18 @@ pub fn build(run: &RunRecord) -> ReportModel {
 // Ordering helpers.
 // ---------------------------------------------------------------------------------------------
 
-/// Column family of a cell: the strategy for mount cells, `lockbench-<bench>` otherwise.
+/// Column family of a cell: the strategy for mount cells (the three built-ins in their order,
+/// then the runtimes by name, `runtime:<name>`), `lockbench-<bench>` otherwise.
 pub fn family(s: &Scenario) -> (usize, String) {
     match s {
-        Scenario::Mounts(m) => (
-            Strategy::ALL
-                .iter()
-                .position(|x| *x == m.strategy)
-                .unwrap_or(0),
-            m.strategy.as_str().to_string(),
-        ),
-        Scenario::Lockbench(l) => (Strategy::ALL.len(), l.label()),
+        Scenario::Mounts(m) => match &m.strategy {
+            MountStrategy::Builtin(b) => (
+                Strategy::ALL.iter().position(|x| x == b).unwrap_or(0),
+                b.as_str().to_string(),
+            ),
+            MountStrategy::Runtime(_) => (Strategy::ALL.len(), m.strategy.to_string()),
+        },
+        Scenario::Lockbench(l) => (Strategy::ALL.len() + 1, l.label()),
     }
 }
 
@@ -615,8 +673,9 @@ fn perf_tables(cells: &[&CellRecord]) -> Vec<PerfTable> {
     let mut families: BTreeMap<(usize, String), Vec<&CellRecord>> = BTreeMap::new();
     for c in cells.iter().filter(|c| !c.metrics.is_empty()) {
         let (rank, name) = family(&c.scenario);
-        // Mount strategies share one table: same metrics, easier to read side by side.
-        let key = if rank < Strategy::ALL.len() {
+        // Mount strategies and runtimes share one table: same metrics, easier to read side by
+        // side.
+        let key = if matches!(c.scenario, Scenario::Mounts(_)) {
             (0, "mounts".to_string())
         } else {
             (rank, name)
@@ -713,7 +772,7 @@ mod tests {
     fn numbers_are_compact() {
         assert_eq!(fmt_num(12345.0), "12.3k");
         assert_eq!(fmt_num(202.0), "202");
-        assert_eq!(fmt_num(4.56789), "4.57");
+        assert_eq!(fmt_num(1.23456), "1.23");
         assert_eq!(fmt_num(0.5), "0.500");
         assert_eq!(fmt_num(f64::NAN), "–");
     }

@@ -251,6 +251,7 @@ mod tests {
                 requested_topology: None,
                 observed_topology: None,
                 topology_mismatch: Some("1 threads/core, asked for 2".into()),
+                runtime: None,
             },
             attempts: 1,
             repeats: 1,

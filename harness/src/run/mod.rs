@@ -144,7 +144,7 @@ pub fn apply_expectations(cells: &mut [CellRecord], expectations: &Expectations)
     for c in cells {
         c.expected = expectations.find(&c.key).map(|e| ExpectationCheck {
             expectation: e.clone(),
-            met: e.is_met(c.outcome, c.evidence.as_ref()),
+            met: e.is_met_with(c.outcome, c.evidence.as_ref(), &c.metrics),
         });
     }
 }
@@ -163,13 +163,17 @@ pub fn shard_boots(boots: Vec<BootPlan>, shard: Option<Shard>) -> Vec<BootPlan> 
     }
 }
 
+/// What an item's limit leaves beyond its own work: 60 s.
+pub const ITEM_SLACK_S: u64 = 60;
+
 /// Per-item time limit the agent enforces; generous, since TCG is slow and a timeout must mean
-/// a hang, not a slow machine.
+/// a hang, not a slow machine. (A runtime's item also outlasts one job limit of the runtime's:
+/// the runner sees to that once it knows the runtime.)
 pub fn item_timeout_s(scenario: &Scenario) -> u64 {
     match scenario {
         Scenario::Mounts(m) => {
-            let ops = u64::from(m.containers) * m.expected_ops_per_container();
-            60 + ops / 20
+            let ops = u64::from(m.containers) * m.ops_bound_per_container();
+            ITEM_SLACK_S + ops / 20
         }
         Scenario::Lockbench(l) => {
             let points = (l.locks.len().max(1) * l.pinning.len().max(1) * 8) as u64;
@@ -210,6 +214,8 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
         modules: Vec::new(),
         probe: true,
         items,
+        // The runner adds the runtimes the cells start, once they are ready.
+        runtimes: Vec::new(),
     }
 }
 
@@ -327,6 +333,8 @@ pub fn fold_boot(
                 requested_topology: requested.map(|t| t.name.clone()),
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
+                // The runner adds the runtime's identity (`RunRuntimes::annotate`).
+                runtime: None,
             },
             boot: boot_key.clone(),
             attempts,
@@ -546,7 +554,14 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         );
     }
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
-    let runner = Runner::new(&matrix, &boots, opts.accel, local_scratch, opts.retries)?;
+    let runner = Runner::new(
+        &matrix,
+        &boots,
+        opts.accel,
+        local_scratch,
+        opts.retries,
+        opts.progress,
+    )?;
     let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
     let host = runner.host.clone();
     let total = boots.len();
@@ -562,6 +577,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         host: host.clone(),
         cells: Vec::new(),
         boots: Vec::new(),
+        runtimes: runner.runtimes.records(),
     };
     record.write(&run_dir.run_json())?;
     if opts.progress {

@@ -1,6 +1,7 @@
 //! Running boots on their backends: the QEMU backend with its kernels (fetched once per run),
-//! the local agent, and metal hosts through one SSH session per host. Retries infra errors
-//! only, and checks every cell against the matrix's known answers.
+//! the local agent, and metal hosts through one SSH session per host, with the runtimes their
+//! cells start (made ready once, before any boot). Retries infra errors only, and checks every
+//! cell against the matrix's known answers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,11 @@ use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
 use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines};
 use crate::kernels::{Cache, LockFile, Recipe, ResolvedKernel};
-use crate::matrix::{Expectations, Matrix, Target};
+use crate::matrix::{Cell, Expectations, Matrix, Target};
 use crate::results::{
     Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir,
 };
+use crate::runtimes::ready::RunRuntimes;
 
 /// From the agent's start to its hello on this machine (it execs at once).
 const LOCAL_START: Duration = Duration::from_secs(30);
@@ -108,6 +110,8 @@ pub struct Runner {
     /// Boots that measure contention may run under multi-threaded TCG (`--accel auto`);
     /// `--accel tcg` keeps every guest single-threaded.
     pub concurrent_vcpus: bool,
+    /// The runtimes the boots' cells start, ready or with the reason they are not.
+    pub runtimes: RunRuntimes,
 }
 
 impl Runner {
@@ -119,6 +123,7 @@ impl Runner {
         accel: AccelChoice,
         local_scratch: Option<PathBuf>,
         retries: u32,
+        progress: bool,
     ) -> anyhow::Result<Runner> {
         let wants_qemu = boots
             .iter()
@@ -137,6 +142,15 @@ impl Runner {
         } else {
             None
         };
+        // Every runtime the selected cells start, once, before any boot (a build can take a
+        // minute; a failed one costs its cells only).
+        let used = boots
+            .iter()
+            .flat_map(|b| &b.cells)
+            .filter_map(|c| c.scenario.runtime().cloned())
+            .collect();
+        let runtimes =
+            RunRuntimes::prepare(&matrix.runtimes, &used, &matrix.runtimes_lock(), progress);
         Ok(Runner {
             agent,
             host: HostInfo::detect(),
@@ -145,6 +159,7 @@ impl Runner {
             qemu,
             expectations: matrix.expectations.clone(),
             concurrent_vcpus: accel == AccelChoice::Auto,
+            runtimes,
         })
     }
 
@@ -191,7 +206,9 @@ impl Runner {
         }
     }
 
-    /// Run one boot with retries for infra errors only, and fold it into records.
+    /// Run one boot with retries for infra errors only, and fold it into records. Cells whose
+    /// runtime is not ready do not run: they end `infra-error` with the reason, and the boot
+    /// runs the others.
     pub fn run_boot(
         &self,
         boot: &BootPlan,
@@ -200,20 +217,83 @@ impl Runner {
         cancel: &Cancel,
         mut session: Option<&mut HostSession>,
     ) -> (BootRecord, Vec<CellRecord>) {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let out = self.attempt(boot, repeats, run_dir, cancel, session.as_deref_mut());
-            let retry = matches!(out.end, BootEnd::Infra { cause, .. } if cause.is_retryable())
-                && attempts <= self.retries
-                && !cancel.is_cancelled();
-            if !retry {
-                let backend = backend_of(&boot.target);
-                let (b, mut cells) = fold_boot(boot, &out, backend, &self.host.cpu_model, attempts);
-                apply_expectations(&mut cells, &self.expectations);
-                return (b, cells);
+        let backend = backend_of(&boot.target);
+        let (runnable, unready) = self.split_unready(boot);
+        let mut unready_cells = Vec::new();
+        for (why, cells) in unready {
+            let part = BootPlan {
+                cells,
+                ..boot.clone()
+            };
+            let out = BootOutput::infra(
+                &plan_for(&part, repeats, Path::new("/")),
+                Accel::Unmeasured,
+                InfraCause::Runtime,
+                why,
+                vec![],
+            );
+            unready_cells.extend(fold_boot(&part, &out, backend, &self.host.cpu_model, 0).1);
+        }
+        let (b, mut cells) = if runnable.cells.is_empty() {
+            // Nothing to boot for: the boot's record says why.
+            let out = BootOutput::infra(
+                &plan_for(boot, repeats, Path::new("/")),
+                Accel::Unmeasured,
+                InfraCause::Runtime,
+                "every cell of this boot starts a runtime that is not ready",
+                vec![],
+            );
+            let (b, _) = fold_boot(boot, &out, backend, &self.host.cpu_model, 0);
+            (b, Vec::new())
+        } else {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let out = self.attempt(&runnable, repeats, run_dir, cancel, session.as_deref_mut());
+                let retry = matches!(out.end, BootEnd::Infra { cause, .. } if cause.is_retryable())
+                    && attempts <= self.retries
+                    && !cancel.is_cancelled();
+                if !retry {
+                    break fold_boot(&runnable, &out, backend, &self.host.cpu_model, attempts);
+                }
+            }
+        };
+        // They belong to the boot that ran (a host's measured filesystem labels them too).
+        for c in &mut unready_cells {
+            c.boot = b.key.clone();
+            c.key.filesystem = b.key.filesystem;
+        }
+        cells.extend(unready_cells);
+        self.runtimes.annotate(&mut cells);
+        apply_expectations(&mut cells, &self.expectations);
+        (b, cells)
+    }
+
+    /// The boot without its cells whose runtime is not ready, and those cells grouped by why.
+    fn split_unready(&self, boot: &BootPlan) -> (BootPlan, Vec<(String, Vec<Cell>)>) {
+        let mut runnable = Vec::new();
+        let mut unready: Vec<(String, Vec<Cell>)> = Vec::new();
+        for c in &boot.cells {
+            let why = match c.scenario.runtime().map(|n| (n, self.runtimes.get(n))) {
+                None | Some((_, Some(Ok(_)))) => None,
+                Some((n, Some(Err(e)))) => Some(format!("runtime `{n}` is not ready: {e}")),
+                Some((n, None)) => Some(format!("runtime `{n}` was not prepared for this run")),
+            };
+            match why {
+                None => runnable.push(c.clone()),
+                Some(w) => match unready.iter_mut().find(|(x, _)| *x == w) {
+                    Some((_, cells)) => cells.push(c.clone()),
+                    None => unready.push((w, vec![c.clone()])),
+                },
             }
         }
+        (
+            BootPlan {
+                cells: runnable,
+                ..boot.clone()
+            },
+            unready,
+        )
     }
 
     fn attempt(
@@ -227,7 +307,22 @@ impl Runner {
         // The deadlines of every backend come from here: the plan's items and what it takes
         // the backend to get the agent going.
         let request = |scratch: &Path, start: Duration| {
-            let plan = plan_for(boot, repeats, scratch);
+            let mut plan = plan_for(boot, repeats, scratch);
+            plan.runtimes = self
+                .runtimes
+                .plan_entries(boot.cells.iter().filter_map(|c| c.scenario.runtime()));
+            // A runtime's own job limit must end a hang before the item's limit does, so the
+            // cell says which job hung.
+            for item in &mut plan.items {
+                let job = item
+                    .scenario
+                    .runtime()
+                    .and_then(|n| plan.runtimes.iter().find(|r| &r.name == n))
+                    .map(|r| r.job_timeout_s);
+                if let (Some(job), Some(t)) = (job, item.timeout_s.as_mut()) {
+                    *t = (*t).max(job + super::ITEM_SLACK_S);
+                }
+            }
             BootRequest {
                 key: boot.key.clone(),
                 deadlines: Deadlines::for_plan(&plan, start),

@@ -103,7 +103,7 @@ pub fn ensure_with(
         }
     };
     let mut runtime = result.map_err(|e| RuntimeError::Runtime {
-        name: recipe.name.clone(),
+        name: recipe.name.to_string(),
         source: Box::new(e),
     })?;
     runtime.timings.total = start.elapsed();
@@ -224,6 +224,15 @@ fn containerd(
     let dir = cache.dir("runtimes")?.join(&cache_key);
     let hit = |mut r: ResolvedRuntime| {
         r.name = recipe.name.clone();
+        // The entry is keyed by the patches' bytes: the same patches may live elsewhere for
+        // this recipe (another checkout); provenance names this recipe's files.
+        if let RuntimeProvenance::ContainerdDebian { patches: ids, .. }
+        | RuntimeProvenance::ContainerdTree { patches: ids, .. } = &mut r.provenance
+        {
+            for (id, file) in ids.iter_mut().zip(&recipe.patches) {
+                id.file.clone_from(file);
+            }
+        }
         r.timings = BuildTimings {
             cached: true,
             ..BuildTimings::default()

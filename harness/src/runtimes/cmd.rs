@@ -141,7 +141,7 @@ fn select<'a>(
     names
         .iter()
         .map(|n| {
-            all.iter().find(|r| &r.name == n).with_context(|| {
+            all.iter().find(|r| r.name.as_str() == n).with_context(|| {
                 let known: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
                 format!(
                     "no runtime named `{n}` in {} (known: {})",

@@ -5,9 +5,10 @@
 //!
 //! Phases, one file each: [`recipe`] (parse, check), [`lock`] (`runtimes/runtimes.lock`: the
 //! exact Debian packages of the Go toolchain and of containerd's sources), [`debs`] (download
-//! into the cache, verify, extract), [`build`] (the offline, static, content-cached `go build`), `git` (checkouts, patches),
-//! [`driver`] (start a runtime and talk to it, with a per-job limit), `cmd` (`mmx runtimes …`),
-//! [`example`] (the repository's example runtime).
+//! into the cache, verify, extract), [`build`] (the offline, static, content-cached `go build`),
+//! `git` (checkouts, patches), [`driver`] (start a runtime and talk to it, with a per-job limit:
+//! `protocol::runtime::driver`, the agent's own), `cmd` (`mmx runtimes …`), [`example`] (the
+//! repository's example runtime), [`ready`] (a run's runtimes, built once before its boots).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,11 +20,16 @@ use crate::kernels::{KernelError, LockedPackage};
 pub mod build;
 mod cmd;
 pub mod debs;
-pub mod driver;
 pub mod example;
 mod git;
 pub mod lock;
+pub mod ready;
 pub mod recipe;
+
+/// The runtime driver lives beside the contract (the agent drives runtimes with it too).
+pub mod driver {
+    pub use protocol::runtime::driver::*;
+}
 
 pub use build::{ensure, ensure_with};
 pub use cmd::{run_cmd, RuntimesCmd};
@@ -35,7 +41,7 @@ pub use recipe::{load_recipes, ContainerdSource, RuntimeRecipe, RuntimeSource};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedRuntime {
     /// The recipe name: `containerd-2.1`.
-    pub name: String,
+    pub name: protocol::RuntimeName,
     pub binary: PathBuf,
     pub provenance: RuntimeProvenance,
     /// Identity of the build: changes whenever any byte of the binary may change.

@@ -7,6 +7,8 @@
 //! # containerd = { tree = "~/src/containerd", rev = "my-branch" }        # a checkout, one commit
 //! # binary = "./my-runtime-mounter"                                      # any static program
 //! patches = ["per-layer.patch"]   # containerd only: applied to its sources (`-p1`, module root)
+//! args = ["--fault", "leak"]      # optional: the runtime's command line (a binary's, mostly)
+//! job_timeout_s = 5               # optional: the per-job limit (default 30 s)
 //! ```
 //!
 //! [`RuntimeRecipe`] deserializes from such a table (so the matrix parser can embed it); paths
@@ -16,6 +18,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use protocol::runtime::DEFAULT_JOB_TIMEOUT_S;
+use protocol::RuntimeName;
 
 use super::RuntimeError;
 use crate::kernels::apt::SUITES;
@@ -28,11 +33,16 @@ pub const DEFAULT_SUITE: &str = "sid";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawRecipe", into = "RawRecipe")]
 pub struct RuntimeRecipe {
-    /// Column id: `runtime:<name>`. Letters, digits, `.`, `_`, `-`.
-    pub name: String,
+    /// Column id: `runtime:<name>`.
+    pub name: RuntimeName,
     pub source: RuntimeSource,
     /// Patches to containerd's sources, applied in order (empty for `binary`).
     pub patches: Vec<PathBuf>,
+    /// The runtime's arguments when the agent starts it (a test's fault injection, a runtime's
+    /// own options). Part of what a cell ran: in its provenance.
+    pub args: Vec<String>,
+    /// Longest one job may take from request to answer (`protocol::limits`).
+    pub job_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +73,10 @@ struct RawRecipe {
     binary: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     patches: Vec<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -82,17 +96,11 @@ impl TryFrom<RawRecipe> for RuntimeRecipe {
     type Error = String;
 
     fn try_from(raw: RawRecipe) -> Result<RuntimeRecipe, String> {
-        let name = raw.name;
-        let name_ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !name_ok {
-            return Err(format!(
-                "runtimes: name `{name}`: use letters, digits, `.`, `_` and `-` (it becomes the column `runtime:{name}`)"
-            ));
-        }
+        let name: RuntimeName = raw.name.parse().map_err(|e| format!("runtimes: {e}"))?;
         let at = |msg: String| format!("runtime `{name}`: {msg}");
+        let job_timeout_s = protocol::limits::RUNTIME_JOB_TIMEOUT_S
+            .check(raw.job_timeout_s.unwrap_or(DEFAULT_JOB_TIMEOUT_S))
+            .map_err(|e| at(e.to_string()))?;
         let source = match (raw.containerd, raw.binary) {
             (Some(_), Some(_)) => {
                 return Err(at("give `containerd` or `binary`, not both".into()))
@@ -116,6 +124,8 @@ impl TryFrom<RawRecipe> for RuntimeRecipe {
             name,
             source,
             patches: raw.patches,
+            args: raw.args,
+            job_timeout_s,
         })
     }
 }
@@ -179,10 +189,12 @@ impl From<RuntimeRecipe> for RawRecipe {
             ),
         };
         RawRecipe {
-            name: r.name,
+            name: r.name.to_string(),
             containerd,
             binary,
             patches: r.patches,
+            args: r.args,
+            job_timeout_s: (r.job_timeout_s != DEFAULT_JOB_TIMEOUT_S).then_some(r.job_timeout_s),
         }
     }
 }
@@ -218,10 +230,15 @@ impl RuntimeRecipe {
                 format!("tree {} @ {rev}", tree.display())
             }
         };
-        if self.patches.is_empty() {
+        let base = if self.patches.is_empty() {
             base
         } else {
             format!("{base} + {} patch(es)", self.patches.len())
+        };
+        if self.args.is_empty() {
+            base
+        } else {
+            format!("{base} with args {}", self.args.join(" "))
         }
     }
 }
@@ -286,9 +303,13 @@ patches = ["p/one.patch"]
 [[runtimes]]
 name = "mine"
 binary = "/opt/mounter"
+args = ["--fault", "leak"]
+job_timeout_s = 5
 "#,
         )
         .unwrap();
+        assert_eq!((r[2].args.len(), r[2].job_timeout_s), (2, 5));
+        assert_eq!(r[0].job_timeout_s, DEFAULT_JOB_TIMEOUT_S);
         assert_eq!(
             r[0].source,
             RuntimeSource::Containerd(ContainerdSource::Debian {
@@ -333,6 +354,9 @@ binary = "/opt/mounter"
         assert!(e.contains("used as built"), "{e}");
         let e = parse("\n[[runtimes]]\nname = \"a b\"\nbinary = \"b\"\n").unwrap_err();
         assert!(e.contains("runtime:a b"), "{e}");
+        let e =
+            parse("[[runtimes]]\nname = \"x\"\nbinary = \"b\"\njob_timeout_s = 0\n").unwrap_err();
+        assert!(e.contains("job_timeout_s = 0"), "{e}");
         let e = parse("[[runtimes]]\nname = \"x\"\nbinray = \"b\"\n").unwrap_err();
         assert!(e.contains("matrix.toml:3") && e.contains("binray"), "{e}");
         let e = parse("[[runtimes]]\nname = \"x\"\nbinary = \"b\"\n[[runtimes]]\nname = \"x\"\nbinary = \"c\"\n")
@@ -343,12 +367,14 @@ binary = "/opt/mounter"
     #[test]
     fn home_is_expanded() {
         let mut r = RuntimeRecipe {
-            name: "t".into(),
+            name: "t".parse().unwrap(),
             source: RuntimeSource::Containerd(ContainerdSource::Tree {
                 tree: "~/src/containerd".into(),
                 rev: "main".into(),
             }),
             patches: vec![],
+            args: vec![],
+            job_timeout_s: DEFAULT_JOB_TIMEOUT_S,
         };
         r.resolve_paths(Path::new("/m"));
         let RuntimeSource::Containerd(ContainerdSource::Tree { tree, .. }) = &r.source else {

@@ -192,9 +192,17 @@ impl Qemu {
         let cache = Cache::at(&self.cache_dir);
         let made =
             crate::initramfs::base_archive(&self.agent, kernel, &wanted_features(fs), &cache)
-                .and_then(|base| crate::initramfs::write_initrd(&base, &plan, &initrd));
+                .and_then(|base| {
+                    // The plan as sent still names this machine's copies of the runtimes.
+                    let runtimes = crate::initramfs::runtimes_archive(&req.plan.runtimes, &cache)?;
+                    crate::initramfs::write_initrd(&base, runtimes.as_deref(), &plan, &initrd)
+                });
         if let Err(e) = made {
-            return infra(format!("building the initramfs for {}: {e}", kernel.name));
+            let mut o = infra(format!("building the initramfs for {}: {e}", kernel.name));
+            if let crate::initramfs::InitramfsError::Runtime { .. } = e {
+                o.end = BootEnd::infra(InfraCause::Runtime, e.to_string());
+            }
+            return o;
         }
         timings.insert("initramfs".to_string(), ms_between(start, Instant::now()));
         let image = work.path().join("scratch.img");
@@ -335,6 +343,7 @@ impl Qemu {
             modules: Vec::new(),
             probe: false,
             items: Vec::new(),
+            runtimes: Vec::new(),
         };
         let initrd = work.path().join("initrd.cpio");
         let base = crate::initramfs::base_archive(
@@ -343,7 +352,7 @@ impl Qemu {
             &wanted_features(Filesystem::Tmpfs),
             &Cache::at(&self.cache_dir),
         )?;
-        crate::initramfs::write_initrd(&base, &plan, &initrd)?;
+        crate::initramfs::write_initrd(&base, None, &plan, &initrd)?;
         let topology = Topology {
             name: "probe".into(),
             sockets: 1,
@@ -446,11 +455,19 @@ fn plan_rel(key: &BootKey) -> PathBuf {
 /// its own per-item limit, and a slow emulator is not a hung kernel).
 pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) -> Plan {
     let mut plan = plan.clone();
+    let scale = u64::from(crate::backend::TCG_SCALE);
     if accel.is_emulated() {
         for item in &mut plan.items {
-            item.timeout_s = item
-                .timeout_s
-                .map(|t| t * u64::from(crate::backend::TCG_SCALE));
+            item.timeout_s = item.timeout_s.map(|t| t * scale);
+        }
+    }
+    // Runtimes travel in the initramfs (`initramfs::runtimes_archive`); a slow emulator is no
+    // hung runtime either.
+    for rt in &mut plan.runtimes {
+        rt.path = crate::initramfs::runtime_path(&rt.name);
+        if accel.is_emulated() {
+            rt.job_timeout_s =
+                (rt.job_timeout_s * scale).min(protocol::limits::RUNTIME_JOB_TIMEOUT_S.max);
         }
     }
     plan.scratch_dir = SCRATCH_DIR.into();

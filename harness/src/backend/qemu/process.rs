@@ -288,6 +288,7 @@ mod tests {
             modules: vec![],
             probe: false,
             items: vec![],
+            runtimes: vec![],
         });
         let exit = |code: i32| Some(ExitStatus::from_raw(code << 8));
         let none = ConsoleState::default();

@@ -11,10 +11,12 @@ pub const STATUS_PREFIX: &str = "mmx-ssh: ";
 pub const SMT_CONTROL: &str = "/sys/devices/system/cpu/smt/control";
 
 /// Checks root or sudo, makes the private temp dir `$2` (a fresh name: `mkdir` fails rather than
-/// reuse anything), and stores what stdin carries: the plan as one JSON line, then the agent,
-/// whose sha256 it prints. `$1`: `sudo` when the harness may use `sudo -n`, else `root`.
-/// Nothing is created when the checks fail, and the dir goes again if anything after `mkdir`
-/// fails or is interrupted.
+/// reuse anything), and stores what stdin carries: the plan as one JSON line, then each runtime
+/// `$3…` names as `NAME:SIZE` (exactly SIZE bytes each, into `$2/runtimes/NAME`), then the
+/// agent; it prints the sha256 of every file it stored. `$1`: `sudo` when the harness may use
+/// `sudo -n`, else `root`. Nothing is created when the checks fail, and the dir goes again if
+/// anything after `mkdir` fails or is interrupted. (`head -c` reads no further than it must;
+/// runtime names are letters, digits, `.`, `_` and `-`.)
 pub const PREPARE: &str = r#"set -eu
 echo "mmx-ssh: uid $(id -u)"
 if [ "$(id -u)" != 0 ]; then
@@ -30,6 +32,15 @@ trap 'exit 1' HUP INT TERM PIPE
 echo "mmx-ssh: dir $d"
 IFS= read -r plan
 printf '%s\n' "$plan" > "$d/plan.json"
+shift 2
+[ $# -eq 0 ] || mkdir -m 700 -- "$d/runtimes"
+for spec in "$@"; do
+  name=${spec%%:*} size=${spec#*:}
+  head -c "$size" > "$d/runtimes/$name"
+  chmod 700 "$d/runtimes/$name"
+  sum=$(sha256sum "$d/runtimes/$name")
+  echo "mmx-ssh: runtime-sha256 $name ${sum%% *}"
+done
 cat > "$d/mmx-agent"
 chmod 700 "$d/mmx-agent"
 sum=$(sha256sum "$d/mmx-agent")
@@ -285,6 +296,58 @@ mod tests {
         assert_eq!(ctl, "notsupported\n");
         let (out, _) = run_script_with("#!/bin/sh\nexit 0\n", "forceoff\n", None);
         assert!(out.contains("agent-exit 0"), "{out}");
+    }
+
+    #[test]
+    fn prepare_stores_the_plan_each_runtime_and_the_agent_from_one_stream() {
+        use sha2::{Digest, Sha256};
+        use std::io::Write;
+        if !crate::test_support::require(
+            rustix::process::geteuid().is_root(),
+            "the prepare script stores files as root only",
+        ) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("mmx.visit");
+        let d_s = d.display().to_string();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", PREPARE, "mmx-ssh", "root", &d_s, "one:5", "two:3"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Bytes that look like lines must not confuse the split: sizes decide.
+        stdin
+            .write_all(b"{\"plan\":1}\nAB\nCDxy\nagent\nbytes")
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let read = |rel: &str| std::fs::read(d.join(rel)).unwrap();
+        assert_eq!(read("plan.json"), b"{\"plan\":1}\n");
+        assert_eq!(read("runtimes/one"), b"AB\nCD");
+        assert_eq!(read("runtimes/two"), b"xy\n");
+        assert_eq!(read("mmx-agent"), b"agent\nbytes");
+        let sum = |b: &[u8]| hex::encode(Sha256::digest(b));
+        let sums: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(parse_status)
+            .filter(|(k, _)| *k == "runtime-sha256")
+            .collect();
+        assert_eq!(
+            sums,
+            [
+                ("runtime-sha256", format!("one {}", sum(b"AB\nCD")).as_str()),
+                ("runtime-sha256", format!("two {}", sum(b"xy\n")).as_str()),
+            ]
+        );
+        assert_eq!(
+            status_value(&text, "sha256"),
+            Some(sum(b"agent\nbytes").as_str())
+        );
     }
 
     #[test]

@@ -229,22 +229,45 @@ impl Visit<'_> {
             .to_string();
         let mut plan = self.req.plan.clone();
         plan.scratch_dir = PathBuf::from(format!("{dir}/scratch"));
+        // The runtimes the cells start go over the same connection, into the temp dir.
+        let mut runtime_bytes = Vec::new();
+        let mut runtime_specs = Vec::new();
+        for rt in &mut plan.runtimes {
+            let b = std::fs::read(&rt.path).map_err(|e| {
+                (
+                    InfraCause::Runtime,
+                    format!(
+                        "reading runtime `{}` at {}: {e}",
+                        rt.name,
+                        rt.path.display()
+                    ),
+                )
+            })?;
+            runtime_specs.push(format!("{}:{}", rt.name, b.len()));
+            runtime_bytes.push(b);
+            rt.path = PathBuf::from(format!("{dir}/runtimes/{}", rt.name));
+        }
         if let Ok(pretty) = serde_json::to_string_pretty(&plan) {
             let _ = crate::rundir::write_atomic(&self.req.run_dir.abs(plan_rel), pretty.as_bytes());
         }
-        // One line (compact JSON escapes newlines), then the agent's bytes.
+        // One line (compact JSON escapes newlines), the runtimes' bytes, then the agent's.
         let mut input = serde_json::to_vec(&plan)
             .map_err(|e| (InfraCause::Internal, format!("encoding the plan: {e}")))?;
         input.push(b'\n');
+        for b in &runtime_bytes {
+            input.extend_from_slice(b);
+        }
         input.extend_from_slice(bytes.as_slice());
 
         // Connect (the first step makes the shared connection), check root, copy plan and agent.
         // From here on the dir may exist on the host, whatever the step's output says.
         self.dir = Some(dir.clone());
         let mode = if self.host.sudo { "sudo" } else { "root" };
+        let mut args: Vec<&str> = vec![mode, &dir];
+        args.extend(runtime_specs.iter().map(String::as_str));
         let out = self.step(
             "connect-copy",
-            &command_line(false, remote::PREPARE, &[mode, &dir]),
+            &command_line(false, remote::PREPARE, &args),
             &input,
             PREPARE_LIMIT,
             &cancel,
@@ -290,6 +313,24 @@ impl Visit<'_> {
                          the copy was damaged or cut short"
                     ),
                 ))
+            }
+        }
+        for rt in &plan.runtimes {
+            let said = out
+                .stdout
+                .lines()
+                .filter_map(parse_status)
+                .filter(|(k, _)| *k == "runtime-sha256")
+                .find_map(|(_, v)| v.strip_prefix(&format!("{} ", rt.name)));
+            if said != Some(rt.sha256.as_str()) {
+                return Err((
+                    InfraCause::Runtime,
+                    format!(
+                        "runtime `{}` copied to {who} has sha256 {said:?}, expected {}: the copy \
+                         was damaged or cut short",
+                        rt.name, rt.sha256
+                    ),
+                ));
             }
         }
 

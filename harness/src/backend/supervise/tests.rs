@@ -49,7 +49,7 @@ fn plan(cells: &[&str]) -> Plan {
                 item: i as u32,
                 cell_id: (*c).into(),
                 scenario: Scenario::Mounts(protocol::MountsScenario {
-                    strategy: protocol::Strategy::PerLayer,
+                    strategy: protocol::Strategy::PerLayer.into(),
                     layers: 1,
                     containers: 1,
                     concurrency: 1,
@@ -58,6 +58,7 @@ fn plan(cells: &[&str]) -> Plan {
                 timeout_s: None,
             })
             .collect(),
+        runtimes: vec![],
     }
 }
 

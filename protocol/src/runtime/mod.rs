@@ -8,12 +8,18 @@
 //!
 //! # Process
 //!
-//! * Started with no arguments, stdin and stdout as pipes, stderr free-form (kept as a log).
-//!   The working directory is an empty directory the agent made for this process: a runtime may
-//!   create temporary files and mounts below it (containerd keeps its `tmpmounts` there) and
-//!   nowhere else except the targets it is asked to mount on. The agent checks that directory
-//!   for leaked mounts like the targets.
-//! * Runs as root in the agent's private mount namespace, in the initial user namespace.
+//! * Started with the arguments its recipe gives (`args`, none by default), stdin and stdout as
+//!   pipes, stderr free-form (kept, bounded, as evidence). The working directory is an empty
+//!   directory the agent made for this process: a runtime may create temporary files and mounts
+//!   below it (containerd keeps its `tmpmounts` there) and nowhere else except the targets it is
+//!   asked to mount on. The agent checks that directory for leaked mounts like the targets.
+//! * Runs as root in the initial user namespace, in a private mount namespace the agent made for
+//!   its worker (a copy of the run's, which nothing outside the run sees): every mount event in
+//!   it is the runtime's, so the kernel's count of a job is exact. It dies with its worker
+//!   (parent-death signal).
+//! * Each job gets at most the recipe's `job_timeout_s` (30 s unless it says; stretched like
+//!   every limit under TCG) from request to answer; a runtime past it is killed and its cell is
+//!   `timeout`.
 //! * First writes one [`Hello`] line, then reads one [`Job`] per line on stdin and answers each
 //!   with exactly one [`Answer`] line on stdout, in order, before reading the next job. Every
 //!   line is one JSON object terminated by `\n`, at most [`MAX_LINE`] bytes with the newline.
@@ -64,8 +70,8 @@
 //! strategy's failing syscall, i.e. the kernel or filesystem may not support what was asked).
 //! After an `error` the runtime must have undone whatever the job attached.
 //!
-//! This module is plain data plus a bounded line reader ([`LineReader`]): a runtime's output is
-//! untrusted, so no line is ever read past [`MAX_LINE`].
+//! This module is plain data plus a bounded line reader ([`LineReader`]) — a runtime's output is
+//! untrusted, so no line is ever read past [`MAX_LINE`] — and [`driver`], the process side.
 
 use std::fmt;
 use std::io::{self, BufRead};
@@ -73,6 +79,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub mod driver;
 
 /// Version of the runtime contract. Bump on any incompatible change to [`Job`] or [`Answer`].
 pub const CONTRACT_VERSION: u32 = 1;
@@ -83,6 +91,63 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 /// Longest `step` or `message` an answer may carry, so evidence stays readable.
 pub const MAX_TEXT: usize = 4096;
+
+/// Per-job limit when a recipe does not set `job_timeout_s` (checked against
+/// [`crate::limits::RUNTIME_JOB_TIMEOUT_S`]).
+pub const DEFAULT_JOB_TIMEOUT_S: u64 = 30;
+
+/// A runtime's name in a matrix: its column is `runtime:<name>`, and cell ids carry it. Letters,
+/// digits, `.`, `_` and `-`, at most [`RuntimeName::MAX_LEN`] of them, so an id stays one word
+/// and a name is a safe file name (`/runtimes/<name>` in a guest).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RuntimeName(String);
+
+impl RuntimeName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RuntimeName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RuntimeName, String> {
+        let ok = !s.is_empty()
+            && s.len() <= RuntimeName::MAX_LEN
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(RuntimeName(s.to_owned()))
+        } else {
+            Err(format!(
+                "runtime name `{s}`: use 1 to {} letters, digits, `.`, `_` and `-` (it becomes \
+                 the column `runtime:{s}`)",
+                RuntimeName::MAX_LEN
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for RuntimeName {
+    type Error = String;
+    fn try_from(s: String) -> Result<RuntimeName, String> {
+        s.parse()
+    }
+}
+
+impl From<RuntimeName> for String {
+    fn from(n: RuntimeName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for RuntimeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The runtime's first line: who it is and which contract it speaks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,12 @@
-//! Talking to a runtime process over the contract (`protocol::runtime`): start it, read its
-//! hello, send jobs and wait for each answer at most a per-job limit, stop it. The runtime is
-//! untrusted: its lines are bounded, its stderr is kept (bounded) as evidence, and a runtime
-//! that goes silent is killed, never waited for.
+//! Talking to a runtime process over the contract ([`super`]): start it, read its hello, send
+//! jobs and wait for each answer at most a per-job limit, stop it. The runtime is untrusted: its
+//! lines are bounded, its stderr is kept (bounded) as evidence, and a runtime that goes silent is
+//! killed, never waited for.
+//!
+//! This is the one implementation of the agent's side of the contract: `mmx-agent` drives every
+//! runtime cell with it, and the harness's contract tests drive runtimes with it directly. It
+//! uses std processes, pipes and threads only; how the process is started (its working
+//! directory, its mount namespace, a parent-death signal) is the caller's [`Command`].
 
 use std::io::{BufReader, Read, Write};
 use std::path::PathBuf;
@@ -10,9 +15,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use protocol::runtime::{
-    parse_answer, parse_hello, Answer, Hello, Job, LineReader, RuntimeLineError,
-};
+use super::{parse_answer, parse_hello, Answer, Hello, Job, LineReader, RuntimeLineError};
 
 /// Most stderr kept per runtime process.
 pub const MAX_STDERR: usize = 64 * 1024;
@@ -131,7 +134,18 @@ impl RuntimeProcess {
 
     /// Send `job` and wait at most `limit` for its answer.
     pub fn run(&mut self, job: &Job, limit: Duration) -> Result<Answer, DriveError> {
+        self.run_timed(job, limit).map(|(a, _)| a)
+    }
+
+    /// [`RuntimeProcess::run`], also returning the time from just before the job was written to
+    /// when its answer line arrived.
+    pub fn run_timed(
+        &mut self,
+        job: &Job,
+        limit: Duration,
+    ) -> Result<(Answer, Duration), DriveError> {
         let id = job.id();
+        let t0 = Instant::now();
         let written = match self.stdin.as_mut() {
             Some(stdin) => stdin
                 .write_all(job.to_line().as_bytes())
@@ -146,7 +160,18 @@ impl RuntimeProcess {
             });
         }
         let line = self.next_line(&format!("answer to job {id}"), limit)?;
-        parse_answer(&line, id).map_err(|source| self.line_error(source))
+        let took = t0.elapsed();
+        parse_answer(&line, id)
+            .map(|a| (a, took))
+            .map_err(|source| self.line_error(source))
+    }
+
+    /// Kill the runtime now and reap it (after a broken answer: the stream is out of step).
+    pub fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 
     /// Close stdin and wait at most `limit` for the runtime to exit; kill it after that.
