@@ -230,21 +230,31 @@ pub fn base_archive(
         let name = m.initramfs_path.to_string_lossy();
         cpio.append_file(name.trim_start_matches('/'), 0o644, &bytes)?;
     }
+    finish(cpio, &path)?;
+    prune_idle(&dir);
+    Ok(path)
+}
+
+/// Close a cached archive written to a temporary file and move it into place at `path`, so a
+/// concurrent run never reads half an archive.
+fn finish(
+    cpio: CpioWriter<std::io::BufWriter<tempfile::NamedTempFile>>,
+    path: &Path,
+) -> Result<(), InitramfsError> {
     let tmp = cpio
         .append_trailer()?
         .into_inner()
         .map_err(|e| InitramfsError::Io {
             op: "flush",
-            path: path.clone(),
+            path: path.to_path_buf(),
             source: e.into_error(),
         })?;
-    tmp.persist(&path).map_err(|e| InitramfsError::Io {
+    tmp.persist(path).map_err(|e| InitramfsError::Io {
         op: "rename into",
-        path: path.clone(),
+        path: path.to_path_buf(),
         source: e.error,
     })?;
-    prune_idle(&dir);
-    Ok(path)
+    Ok(())
 }
 
 /// Remove base archives nobody used for [`BASE_MAX_IDLE`]. Best effort: a file another run is
@@ -325,19 +335,7 @@ pub fn runtimes_archive(
         }
         cpio.append_file(&format!("{RUNTIMES_DIR}/{}", r.name), 0o755, &bytes)?;
     }
-    let tmp = cpio
-        .append_trailer()?
-        .into_inner()
-        .map_err(|e| InitramfsError::Io {
-            op: "flush",
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
-    tmp.persist(&path).map_err(|e| InitramfsError::Io {
-        op: "rename into",
-        path: path.clone(),
-        source: e.error,
-    })?;
+    finish(cpio, &path)?;
     Ok(Some(path))
 }
 

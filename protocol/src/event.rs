@@ -128,9 +128,11 @@ pub enum Better {
     Neither,
 }
 
-/// Scenario-specific result detail.
+/// Scenario-specific result detail. One per cell, so the variants' size difference costs less
+/// than a box would in code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)]
 pub enum CellDetail {
     Mounts(MountsResult),
     Lockbench(lockbench::LockbenchResult),

@@ -585,25 +585,27 @@ impl Drop for Padding {
     }
 }
 
+/// A mounts scenario, for the tests of this module and its rooms.
+#[cfg(test)]
+pub(crate) fn sc(
+    strategy: Strategy,
+    layers: u32,
+    containers: u32,
+    concurrency: u32,
+    passes: u32,
+) -> MountsScenario {
+    MountsScenario {
+        strategy: strategy.into(),
+        layers,
+        containers,
+        concurrency,
+        passes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sc(
-        strategy: Strategy,
-        layers: u32,
-        containers: u32,
-        concurrency: u32,
-        passes: u32,
-    ) -> MountsScenario {
-        MountsScenario {
-            strategy: strategy.into(),
-            layers,
-            containers,
-            concurrency,
-            passes,
-        }
-    }
 
     #[test]
     fn formulas_per_container() {

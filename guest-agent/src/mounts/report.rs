@@ -434,24 +434,9 @@ fn metrics(m: &MetricInputs<'_>) -> BTreeMap<String, Metric> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mounts::sc;
     use crate::sys::SysError;
     use protocol::Strategy;
-
-    fn sc(
-        strategy: Strategy,
-        layers: u32,
-        containers: u32,
-        concurrency: u32,
-        passes: u32,
-    ) -> MountsScenario {
-        MountsScenario {
-            strategy: strategy.into(),
-            layers,
-            containers,
-            concurrency,
-            passes,
-        }
-    }
 
     fn counted(s: &MountsScenario) -> Counted {
         let c = u64::from(s.containers);

@@ -94,6 +94,30 @@ pub fn xz_decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A .deb (ar + data.tar.xz, as dpkg-deb lays it out) holding `tar`, written to `dir/t.deb`:
+/// what the tests of everything that reads Debian packages build theirs from.
+#[cfg(test)]
+pub(crate) fn deb_of_tar(dir: &Path, tar: Vec<u8>) -> std::path::PathBuf {
+    use std::io::Write;
+    let mut xz = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1))
+        .expect("xz writer");
+    xz.write_all(&tar).expect("xz");
+    let xz = xz.finish().expect("xz finish");
+    let path = dir.join("t.deb");
+    let mut ar = ar::Builder::new(std::fs::File::create(&path).expect("create t.deb"));
+    ar.append(
+        &ar::Header::new(b"debian-binary".to_vec(), 4),
+        &b"2.0\n"[..],
+    )
+    .expect("ar");
+    ar.append(
+        &ar::Header::new(b"data.tar.xz".to_vec(), xz.len() as u64),
+        &xz[..],
+    )
+    .expect("ar");
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,24 +132,7 @@ mod tests {
         h.set_cksum();
         tar.append_data(&mut h, "./boot/vmlinuz-x", &b"hello"[..])
             .unwrap();
-        let tar = tar.into_inner().unwrap();
-        let mut xz =
-            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
-        xz.write_all(&tar).unwrap();
-        let xz = xz.finish().unwrap();
-        let path = dir.join("t.deb");
-        let mut ar = ar::Builder::new(File::create(&path).unwrap());
-        ar.append(
-            &ar::Header::new(b"debian-binary".to_vec(), 4),
-            &b"2.0\n"[..],
-        )
-        .unwrap();
-        ar.append(
-            &ar::Header::new(b"data.tar.xz".to_vec(), xz.len() as u64),
-            &xz[..],
-        )
-        .unwrap();
-        path
+        deb_of_tar(dir, tar.into_inner().unwrap())
     }
 
     #[test]

@@ -372,14 +372,7 @@ pub(crate) fn download(
         }
     };
     for (deb, p) in debs.iter().zip(&locked.packages) {
-        let found = sha256_file(deb)?;
-        if !found.eq_ignore_ascii_case(&p.sha256) {
-            return Err(KernelError::Checksum {
-                package: format!("{}={}", p.name, p.version),
-                expected: p.sha256.clone(),
-                found,
-            });
-        }
+        p.verify(deb)?;
     }
     Ok(debs)
 }

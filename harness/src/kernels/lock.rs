@@ -63,6 +63,22 @@ pub struct LockedPackage {
     pub size: u64,
 }
 
+impl LockedPackage {
+    /// Check a downloaded .deb against the sha256 the lock pins (apt checked it against the
+    /// signed index already; this catches a lock that moved, or a file changed in the cache).
+    pub fn verify(&self, deb: &Path) -> Result<(), KernelError> {
+        let found = super::sha256_file(deb)?;
+        if found.eq_ignore_ascii_case(&self.sha256) {
+            return Ok(());
+        }
+        Err(KernelError::Checksum {
+            package: format!("{}={}", self.name, self.version),
+            expected: self.sha256.clone(),
+            found,
+        })
+    }
+}
+
 impl LockedKernel {
     /// Resolve a Debian recipe (binary or source package) against the archive's current
     /// indices (`apt-get update` first). None for recipes that are not locked (`path`, git

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::RuntimeError;
 use crate::kernels::apt::Apt;
 use crate::kernels::deb::{entry_path, with_data_tar};
-use crate::kernels::{sha256_file, Cache, KernelError, LockedPackage};
+use crate::kernels::{Cache, KernelError, LockedPackage};
 
 /// The verified `.deb` of every package, downloading what the store lacks. Returns the paths in
 /// the order given and the time spent downloading (zero when everything was stored).
@@ -46,15 +46,7 @@ pub fn fetch(
             }
         };
         for (deb, p) in debs.iter().zip(&missing) {
-            let found = sha256_file(deb)?;
-            if !found.eq_ignore_ascii_case(&p.sha256) {
-                return Err(KernelError::Checksum {
-                    package: format!("{}={}", p.name, p.version),
-                    expected: p.sha256.clone(),
-                    found,
-                }
-                .into());
-            }
+            p.verify(deb)?;
             let to = stored(p);
             fs::rename(deb, &to).map_err(|e| RuntimeError::io("rename", &to, e))?;
         }
@@ -202,7 +194,6 @@ fn is_plain_relative(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     /// A .deb with a file, a directory, a relative link, an absolute link and a hard link.
     fn deb(dir: &Path) -> PathBuf {
@@ -248,24 +239,7 @@ mod tests {
             l.set_mode(0o777);
             tar.append_link(&mut l, name, target).unwrap();
         }
-        let tar = tar.into_inner().unwrap();
-        let mut xz =
-            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
-        xz.write_all(&tar).unwrap();
-        let xz = xz.finish().unwrap();
-        let path = dir.join("t.deb");
-        let mut ar = ar::Builder::new(fs::File::create(&path).unwrap());
-        ar.append(
-            &ar::Header::new(b"debian-binary".to_vec(), 4),
-            &b"2.0\n"[..],
-        )
-        .unwrap();
-        ar.append(
-            &ar::Header::new(b"data.tar.xz".to_vec(), xz.len() as u64),
-            &xz[..],
-        )
-        .unwrap();
-        path
+        crate::kernels::deb::deb_of_tar(dir, tar.into_inner().unwrap())
     }
 
     fn gocode(p: &str) -> Option<PathBuf> {
