@@ -187,22 +187,9 @@ pub fn create_stoppable(
 
 /// The filesystem type holding `path`, by statfs magic (`ext4`, `tmpfs`, …).
 pub fn filesystem_name(path: &Path) -> String {
-    let magic = match rustix::fs::statfs(path) {
-        Ok(st) => st.f_type as u64,
-        Err(e) => return format!("unknown ({e})"),
-    };
-    match magic {
-        0xEF53 => "ext4".into(),
-        0x5846_5342 => "xfs".into(),
-        0x9123_683E => "btrfs".into(),
-        0x0102_1994 => "tmpfs".into(),
-        0x8584_58f6 => "ramfs".into(),
-        0x794c_7630 => "overlay".into(),
-        0xF2F5_2010 => "f2fs".into(),
-        0x2fc1_2fc1 => "zfs".into(),
-        0xca45_1a4e => "bcachefs".into(),
-        0x6969 => "nfs".into(),
-        other => format!("unknown (magic {other:#x})"),
+    match rustix::fs::statfs(path) {
+        Ok(st) => protocol::filesystem_name(st.f_type as u64),
+        Err(e) => format!("unknown ({e})"),
     }
 }
 

@@ -44,7 +44,7 @@ pub use event::{
 };
 pub use outcome::{Evidence, Outcome};
 pub use plan::{
-    Filesystem, MountStrategy, MountsScenario, Plan, PlanItem, PlanRuntime, Scenario, ScenarioKey,
+    filesystem_name, Filesystem, MountStrategy, MountsScenario, Plan, PlanItem, PlanRuntime, Scenario, ScenarioKey,
     ScratchDisk, Strategy,
 };
 pub use runtime::RuntimeName;
@@ -331,6 +331,15 @@ mod tests {
         }
         assert!(decode_line("[    0.000] Linux version 6.1").is_none());
         assert!(decode_line("MMX1 {not json").unwrap().is_err());
+    }
+
+    #[test]
+    fn statfs_magic_names_the_filesystem() {
+        assert_eq!(Filesystem::from_statfs_magic(0xEF53), Some(Filesystem::Ext4));
+        assert_eq!(Filesystem::from_statfs_magic(0x0102_1994), Some(Filesystem::Tmpfs));
+        assert_eq!(Filesystem::from_statfs_magic(0x2fc1_2fc1), None, "zfs is named, not labelled");
+        assert_eq!(filesystem_name(0x2fc1_2fc1), "zfs");
+        assert_eq!(filesystem_name(0x1234), "unknown (magic 0x1234)");
     }
 
     #[test]

@@ -401,7 +401,35 @@ pub enum Filesystem {
     Tmpfs,
 }
 
+/// statfs `f_type` magic numbers (linux/magic.h): the filesystems mmx labels first, then others
+/// it names when it meets them. The one table both sides read.
+const STATFS_MAGIC: &[(u64, &str)] = &[
+    (0xEF53, "ext4"),
+    (0x5846_5342, "xfs"),
+    (0x9123_683E, "btrfs"),
+    (0x0102_1994, "tmpfs"),
+    (0x8584_58f6, "ramfs"),
+    (0x794c_7630, "overlay"),
+    (0xF2F5_2010, "f2fs"),
+    (0x2fc1_2fc1, "zfs"),
+    (0xca45_1a4e, "bcachefs"),
+    (0x6969, "nfs"),
+];
+
+/// A filesystem's name from its statfs magic: `ext4`, `zfs`, or `unknown (magic 0x…)`.
+pub fn filesystem_name(magic: u64) -> String {
+    STATFS_MAGIC
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map_or_else(|| format!("unknown (magic {magic:#x})"), |(_, n)| (*n).to_string())
+}
+
 impl Filesystem {
+    /// The filesystem mmx labels with this statfs magic, if it is one.
+    pub fn from_statfs_magic(magic: u64) -> Option<Filesystem> {
+        filesystem_name(magic).parse().ok()
+    }
+
     pub const ALL: [Filesystem; 4] = [
         Filesystem::Ext4,
         Filesystem::Xfs,

@@ -155,13 +155,7 @@ pub fn scratch_base(configured: Option<&Path>) -> PathBuf {
 pub fn filesystem_of(dir: &Path) -> anyhow::Result<Result<protocol::Filesystem, String>> {
     let st =
         rustix::fs::statfs(dir).map_err(|e| anyhow::anyhow!("statfs({}): {e}", dir.display()))?;
-    // Magic numbers from linux/magic.h.
-    let fs = match st.f_type as u64 {
-        0xEF53 => Ok(protocol::Filesystem::Ext4),
-        0x5846_5342 => Ok(protocol::Filesystem::Xfs),
-        0x9123_683E => Ok(protocol::Filesystem::Btrfs),
-        0x0102_1994 => Ok(protocol::Filesystem::Tmpfs),
-        other => Err(format!("{other:#x}")),
-    };
+    let magic = st.f_type as u64;
+    let fs = protocol::Filesystem::from_statfs_magic(magic).ok_or_else(|| format!("{magic:#x}"));
     Ok(fs)
 }
