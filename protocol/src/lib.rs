@@ -44,8 +44,8 @@ pub use event::{
 };
 pub use outcome::{Evidence, Outcome};
 pub use plan::{
-    filesystem_name, Filesystem, MountStrategy, MountsScenario, Plan, PlanItem, PlanRuntime, Scenario, ScenarioKey,
-    ScratchDisk, Strategy,
+    filesystem_name, Filesystem, MountStrategy, MountsScenario, Plan, PlanItem, PlanRuntime,
+    Scenario, ScenarioKey, ScratchDisk, Strategy,
 };
 pub use runtime::RuntimeName;
 pub use stats::{percentile, Summary};
@@ -335,9 +335,19 @@ mod tests {
 
     #[test]
     fn statfs_magic_names_the_filesystem() {
-        assert_eq!(Filesystem::from_statfs_magic(0xEF53), Some(Filesystem::Ext4));
-        assert_eq!(Filesystem::from_statfs_magic(0x0102_1994), Some(Filesystem::Tmpfs));
-        assert_eq!(Filesystem::from_statfs_magic(0x2fc1_2fc1), None, "zfs is named, not labelled");
+        assert_eq!(
+            Filesystem::from_statfs_magic(0xEF53),
+            Some(Filesystem::Ext4)
+        );
+        assert_eq!(
+            Filesystem::from_statfs_magic(0x0102_1994),
+            Some(Filesystem::Tmpfs)
+        );
+        assert_eq!(
+            Filesystem::from_statfs_magic(0x2fc1_2fc1),
+            None,
+            "zfs is named, not labelled"
+        );
         assert_eq!(filesystem_name(0x2fc1_2fc1), "zfs");
         assert_eq!(filesystem_name(0x1234), "unknown (magic 0x1234)");
     }

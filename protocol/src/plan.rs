@@ -418,10 +418,10 @@ const STATFS_MAGIC: &[(u64, &str)] = &[
 
 /// A filesystem's name from its statfs magic: `ext4`, `zfs`, or `unknown (magic 0x…)`.
 pub fn filesystem_name(magic: u64) -> String {
-    STATFS_MAGIC
-        .iter()
-        .find(|(m, _)| *m == magic)
-        .map_or_else(|| format!("unknown (magic {magic:#x})"), |(_, n)| (*n).to_string())
+    STATFS_MAGIC.iter().find(|(m, _)| *m == magic).map_or_else(
+        || format!("unknown (magic {magic:#x})"),
+        |(_, n)| (*n).to_string(),
+    )
 }
 
 impl Filesystem {
