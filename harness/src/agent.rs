@@ -59,6 +59,20 @@ impl Source {
         }
     }
 
+    /// What run.json records: the embedded agent's hash, or the override's path and the hash of
+    /// the file it named, so a result always says which agent produced it.
+    pub fn record(&self) -> String {
+        match self {
+            Source::Embedded(_) => format!("embedded {}", embedded_hash()),
+            Source::Override(p) => {
+                let hash = std::fs::read(p)
+                    .map(|b| blake3::hash(&b).to_hex()[..12].to_string())
+                    .unwrap_or_else(|e| format!("unreadable: {e}"));
+                format!("{AGENT_ENV}={} (blake3 {hash})", p.display())
+            }
+        }
+    }
+
     /// One line for `mmx doctor`: `embedded 1a2b3c4d5e6f (/root/.cache/mmx/agent/…)`.
     pub fn describe(&self) -> String {
         match self {

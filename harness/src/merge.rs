@@ -94,6 +94,7 @@ mod tests {
         RunRecord {
             schema_version: RUN_SCHEMA_VERSION,
             mmx_version: "0".into(),
+            agent: String::new(),
             run_id: format!("r{shard}"),
             started_at: format!("2026-11-26T10:0{shard}:00Z"),
             finished_at: format!("2026-11-26T11:0{shard}:00Z"),

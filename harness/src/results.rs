@@ -24,6 +24,9 @@ pub const RUN_SCHEMA_VERSION: u32 = 2;
 pub struct RunRecord {
     pub schema_version: u32,
     pub mmx_version: String,
+    /// The agent that ran the cells: `embedded <blake3>` or `MMX_AGENT=<path> (blake3 …)`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent: String,
     pub run_id: String,
     /// RFC 3339.
     pub started_at: String,

@@ -403,6 +403,7 @@ fn child(spec: &str) -> anyhow::Result<()> {
     let run = RunRecord {
         schema_version: RUN_SCHEMA_VERSION,
         mmx_version: env!("CARGO_PKG_VERSION").into(),
+        agent: String::new(),
         run_id: run_dir.id.clone(),
         started_at: String::new(),
         finished_at: String::new(),

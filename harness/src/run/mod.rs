@@ -569,6 +569,9 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
     let record = RunRecord {
         schema_version: RUN_SCHEMA_VERSION,
         mmx_version: env!("CARGO_PKG_VERSION").to_string(),
+        agent: crate::agent::source()
+            .map(|s| s.record())
+            .unwrap_or_default(),
         run_id: run_dir.id.clone(),
         started_at: started.clone(),
         finished_at: started,
