@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use protocol::{Filesystem, Scenario};
+use std::collections::BTreeMap;
+
+use protocol::{Filesystem, Scenario, ScenarioKey};
 
 use crate::cell::{CellKey, LayerFs, SmtSetting, TargetKey};
 
@@ -37,6 +39,10 @@ pub struct Matrix {
     pub topologies: Vec<Topology>,
     pub filesystems: Vec<Filesystem>,
     pub scenarios: Vec<Scenario>,
+    /// Scenarios whose entry names `filesystems`: the guests' layer filesystems they run on
+    /// (a subset of `filesystems`). Hosts and the local backend run every scenario on the
+    /// filesystem they have.
+    pub only_on: BTreeMap<ScenarioKey, Vec<Filesystem>>,
     pub hosts: Vec<Host>,
     /// `[[runtimes]]`: the recipes `runtime:NAME` strategies name, paths resolved against the
     /// matrix's directory.
@@ -183,17 +189,17 @@ impl Matrix {
             .collect()
     }
 
-    /// QEMU cells: kernel × topology × filesystem × scenario, except that a scenario which never
-    /// touches the layers' filesystem ([`uses_layer_fs`]) runs once per kernel × topology, on
+    /// QEMU cells: kernel × topology × filesystem × scenario, except that a scenario whose entry
+    /// names `filesystems` runs only on those, and one which never touches the layers'
+    /// filesystem ([`uses_layer_fs`]) runs once per kernel × topology, on
     /// [`Matrix::independent_fs`].
     pub fn qemu_cells(&self) -> Vec<Cell> {
-        let once_on = self.independent_fs();
         let mut cells = Vec::new();
         for k in &self.kernels {
             for t in &self.topologies {
                 for fs in &self.filesystems {
                     for s in &self.scenarios {
-                        if !uses_layer_fs(s) && Some(*fs) != once_on {
+                        if !self.guest_filesystems(s).contains(fs) {
                             continue;
                         }
                         let target = Target::Qemu {
@@ -206,6 +212,17 @@ impl Matrix {
             }
         }
         cells
+    }
+
+    /// The layer filesystems guests run `s` on.
+    pub fn guest_filesystems(&self, s: &Scenario) -> Vec<Filesystem> {
+        if let Some(only) = self.only_on.get(&s.key()) {
+            return only.clone();
+        }
+        if uses_layer_fs(s) {
+            return self.filesystems.clone();
+        }
+        self.independent_fs().into_iter().collect()
     }
 
     /// The filesystem guests run filesystem-independent scenarios on: tmpfs when the matrix

@@ -108,6 +108,8 @@ enum RawScenario {
         concurrency: Vec<u32>,
         #[serde(default = "default_passes")]
         passes: u32,
+        /// Only on these of the matrix's `filesystems` (guests; hosts run on what they have).
+        filesystems: Option<Vec<String>>,
     },
     Lockbench {
         bench: Bench,
@@ -127,7 +129,18 @@ enum RawScenario {
         containers: Option<u32>,
         #[serde(default)]
         toggle_smt: bool,
+        /// Only on these of the matrix's `filesystems` (guests; hosts run on what they have).
+        filesystems: Option<Vec<String>>,
     },
+}
+
+impl RawScenario {
+    fn filesystems(&self) -> Option<&[String]> {
+        match self {
+            RawScenario::Mounts { filesystems, .. }
+            | RawScenario::Lockbench { filesystems, .. } => filesystems.as_deref(),
+        }
+    }
 }
 
 fn all_strategies() -> Vec<String> {
@@ -263,6 +276,7 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
     // filesystems are unique already.
     let mut scenarios: Vec<Scenario> = Vec::new();
     let mut origin: BTreeMap<ScenarioKey, Range<usize>> = BTreeMap::new();
+    let mut scenario_filesystems_by_key: BTreeMap<ScenarioKey, Vec<Filesystem>> = BTreeMap::new();
     for s in &raw.scenarios {
         if let RawScenario::Mounts { strategies, .. } = s.get_ref() {
             for st in strategies {
@@ -284,6 +298,13 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         }
         let expanded = resolve_scenario(s.get_ref())
             .map_err(|m| at.at(Some(s.span()), format!("scenarios: {m}")))?;
+        let only_on = match s.get_ref().filesystems() {
+            None => None,
+            Some(names) => Some(
+                scenario_filesystems(names, &filesystems)
+                    .map_err(|m| at.at(Some(s.span()), format!("scenarios: filesystems: {m}")))?,
+            ),
+        };
         for sc in expanded {
             if let Some(first) = origin.insert(sc.key(), s.span()) {
                 let (line, _) = line_col(text, first.start);
@@ -295,6 +316,9 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
                         sc.key()
                     ),
                 ));
+            }
+            if let Some(fs) = &only_on {
+                scenario_filesystems_by_key.insert(sc.key(), fs.clone());
             }
             scenarios.push(sc);
         }
@@ -361,11 +385,41 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         topologies,
         filesystems,
         scenarios,
+        only_on: scenario_filesystems_by_key,
         hosts,
         runtimes,
         local_scratch: raw.local.scratch_dir.map(|d| base.join(d)),
         dir: base,
     })
+}
+
+/// A scenario's own `filesystems`: each one of the matrix's (else no guest would run it), once,
+/// and at least one.
+fn scenario_filesystems(
+    names: &[String],
+    matrix: &[Filesystem],
+) -> Result<Vec<Filesystem>, String> {
+    if names.is_empty() {
+        return Err(
+            "needs at least one value (leave the key out to run on every filesystem)".into(),
+        );
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let fs: Filesystem = name.parse()?;
+        if !matrix.contains(&fs) {
+            let listed: Vec<String> = matrix.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "`{fs}` is not one of the matrix's filesystems ({}): no guest would run it",
+                listed.join(", ")
+            ));
+        }
+        if out.contains(&fs) {
+            return Err(format!("`{fs}` listed twice"));
+        }
+        out.push(fs);
+    }
+    Ok(out)
 }
 
 /// A strategy as written: a built-in, or `runtime:NAME` naming a `[[runtimes]]` entry.
@@ -551,6 +605,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
             containers,
             concurrency,
             passes,
+            filesystems: _,
         } => {
             let strategies: Vec<MountStrategy> =
                 parse_list(strategies).map_err(|e| format!("mounts: {e}"))?;
@@ -599,6 +654,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
             layers,
             containers,
             toggle_smt,
+            filesystems: _,
         } => {
             if let Some(n) = name {
                 if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {

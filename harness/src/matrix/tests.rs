@@ -446,6 +446,61 @@ fn filesystem_independent_benchmarks_run_once_per_kernel_and_topology() {
 }
 
 #[test]
+fn a_scenario_can_name_its_filesystems() {
+    let text = |only: &str| {
+        format!(
+            "kernels = [\"k\"]\nfilesystems = [\"ext4\", \"xfs\", \"tmpfs\"]\n\
+             [[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n\
+             [[scenarios]]\nkind = \"lockbench\"\nbench = \"storm\"\nfilesystems = [{only}]\n"
+        )
+    };
+    let m = parse(&text("\"ext4\"")).unwrap();
+    let storms: Vec<String> = m
+        .qemu_cells()
+        .iter()
+        .map(|c| c.key.to_string())
+        .filter(|id| id.contains("storm"))
+        .collect();
+    assert_eq!(storms, ["k/1s2c1t/ext4/lockbench-storm"]);
+    let mounts = m
+        .qemu_cells()
+        .iter()
+        .filter(|c| c.key.to_string().contains("per-layer"))
+        .count();
+    assert_eq!(
+        mounts, 3,
+        "a scenario without the key runs on every filesystem"
+    );
+
+    let m = parse(&text("\"tmpfs\", \"xfs\"")).unwrap();
+    let on: Vec<String> = m
+        .qemu_cells()
+        .iter()
+        .filter(|c| c.key.to_string().contains("storm"))
+        .map(|c| c.key.filesystem.to_string())
+        .collect();
+    assert_eq!(on, ["xfs", "tmpfs"], "in the matrix's filesystem order");
+
+    for (only, says) in [
+        (
+            "\"btrfs\"",
+            "`btrfs` is not one of the matrix's filesystems (ext4, xfs, tmpfs)",
+        ),
+        ("\"ext4\", \"ext4\"", "`ext4` listed twice"),
+        ("", "needs at least one value"),
+        ("\"zfs\"", "zfs"),
+    ] {
+        let e = parse(&text(only)).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("matrix.toml:6:"), "line of the table: {s}");
+        assert!(
+            s.contains("scenarios: filesystems: ") && s.contains(says),
+            "{s}"
+        );
+    }
+}
+
+#[test]
 fn runtimes_are_columns_beside_the_strategies() {
     let text = r#"
 kernels = ["debian-7.x"]
