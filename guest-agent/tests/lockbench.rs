@@ -513,3 +513,37 @@ fn a_strategy_that_fails_inside_the_storm_fails_the_cell() {
     assert!(ev.detail.contains("N=1"), "{ev:?}");
     std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }
+
+/// On a kernel without unique mount ids (6.1) the run reads its table as mountinfo: the mounts
+/// put there before the window are the table's, not leaks of the run.
+#[test]
+fn a_prepopulated_table_is_not_a_leak_when_counted_from_mountinfo() {
+    if skip_unless_root("storm grows a mount table in a private namespace") {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("storm-mountinfo");
+    let _cleanup = scratch_guard(&dir);
+    let before = host_mountinfo();
+    let (cell, _) = lockbench_any(
+        Some("no-unique-ids"),
+        &dir,
+        &[
+            "--bench",
+            "storm",
+            "--strategies",
+            "per-layer,common-parent",
+            "--threads",
+            "2",
+            "--layers",
+            "2",
+            "--containers",
+            "2",
+            "--prepopulated-mounts",
+            "1000",
+        ],
+    );
+    assert_eq!(host_mountinfo(), before, "host mount table changed");
+    assert_eq!(cell.outcome, Outcome::Pass, "{cell:#?}");
+    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
+}

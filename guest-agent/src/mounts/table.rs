@@ -5,7 +5,7 @@
 //! `thread-self`, not `self`: a run lives in its own mount namespace, entered by its thread, and
 //! `/proc/self` would show the main thread's.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -21,29 +21,36 @@ pub enum Observer {
         baseline: HashSet<u64>,
         sole_writer: bool,
     },
-    Mountinfo,
+    /// mountinfo; mount points present before the run (the storm's padding, say) are
+    /// remembered with their multiplicity and never counted as the run's.
+    Mountinfo { baseline: HashMap<Vec<u8>, u64> },
 }
 
 impl Observer {
     /// Pick the method the kernel supports (mountinfo when `mountinfo` asks for it), remembering
     /// the mounts that are not ours. Call it in the run's namespace before any worker mounts.
     pub fn new(sole_writer: bool, mountinfo: bool) -> Observer {
-        if mountinfo {
-            return Observer::Mountinfo;
+        if !mountinfo {
+            if let Ok(ids) = listmount_all() {
+                return Observer::Listmount {
+                    baseline: ids.into_iter().collect(),
+                    sole_writer,
+                };
+            }
         }
-        match listmount_all() {
-            Ok(ids) => Observer::Listmount {
-                baseline: ids.into_iter().collect(),
-                sole_writer,
-            },
-            Err(_) => Observer::Mountinfo,
+        let mut baseline = HashMap::new();
+        if let Ok(text) = read_mountinfo() {
+            for p in mount_points(&text) {
+                *baseline.entry(p).or_insert(0) += 1;
+            }
         }
+        Observer::Mountinfo { baseline }
     }
 
     pub fn method(&self) -> &'static str {
         match self {
             Observer::Listmount { .. } => "listmount",
-            Observer::Mountinfo => "mountinfo",
+            Observer::Mountinfo { .. } => "mountinfo",
         }
     }
 
@@ -80,16 +87,24 @@ impl Observer {
                 }
                 Ok(n)
             }
-            Observer::Mountinfo => {
-                let text = std::fs::read("/proc/thread-self/mountinfo").map_err(|e| {
-                    SysError::from_io(|| "read(\"/proc/thread-self/mountinfo\")".into(), &e)
-                })?;
-                Ok(mount_points(&text)
-                    .filter(|p| p.starts_with(&prefix))
-                    .count() as u64)
+            Observer::Mountinfo { baseline } => {
+                let text = read_mountinfo()?;
+                let mut now: HashMap<Vec<u8>, u64> = HashMap::new();
+                for p in mount_points(&text).filter(|p| p.starts_with(&prefix)) {
+                    *now.entry(p).or_insert(0) += 1;
+                }
+                Ok(now
+                    .iter()
+                    .map(|(p, n)| n.saturating_sub(baseline.get(p).copied().unwrap_or(0)))
+                    .sum())
             }
         }
     }
+}
+
+fn read_mountinfo() -> SysResult<Vec<u8>> {
+    std::fs::read("/proc/thread-self/mountinfo")
+        .map_err(|e| SysError::from_io(|| "read(\"/proc/thread-self/mountinfo\")".into(), &e))
 }
 
 /// A mount seen in the table: where it is attached and its filesystem type.
@@ -108,9 +123,7 @@ impl std::fmt::Display for Seen {
 /// The mounts of the calling thread's namespace at or below any of `dirs` (absolute, canonical),
 /// from `/proc/thread-self/mountinfo`, in table order (the latest last).
 pub fn mounts_under(dirs: &[&Path]) -> SysResult<Vec<Seen>> {
-    let text = std::fs::read("/proc/thread-self/mountinfo")
-        .map_err(|e| SysError::from_io(|| "read(\"/proc/thread-self/mountinfo\")".into(), &e))?;
-    Ok(mounts_under_in(&text, dirs))
+    Ok(mounts_under_in(&read_mountinfo()?, dirs))
 }
 
 fn mounts_under_in(text: &[u8], dirs: &[&Path]) -> Vec<Seen> {
