@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use protocol::{ObservedTopology, Outcome, Plan, PlanItem, Scenario, SCHEMA_VERSION};
 
 pub mod caveats;
+mod cores;
 pub mod labels;
 mod runner;
 
@@ -554,7 +555,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         );
     }
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
-    let runner = Runner::new(
+    let mut runner = Runner::new(
         &matrix,
         &boots,
         opts.accel,
@@ -562,6 +563,9 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         opts.retries,
         opts.progress,
     )?;
+    // `--jobs` above the core count oversubscribes on purpose; guests that measure contention
+    // still take a core per vCPU of that budget.
+    runner.cores = cores::Cores::new(runner.cores.total().max(opts.jobs));
     let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
     let host = runner.host.clone();
     let total = boots.len();

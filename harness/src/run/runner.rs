@@ -112,6 +112,8 @@ pub struct Runner {
     pub concurrent_vcpus: bool,
     /// The runtimes the boots' cells start, ready or with the reason they are not.
     pub runtimes: RunRuntimes,
+    /// This machine's cores, shared by the pool's guests ([`host_threads`]).
+    pub cores: super::cores::Cores,
 }
 
 impl Runner {
@@ -160,6 +162,7 @@ impl Runner {
             expectations: matrix.expectations.clone(),
             concurrent_vcpus: accel == AccelChoice::Auto,
             runtimes,
+            cores: super::cores::Cores::of_this_machine(),
         })
     }
 
@@ -383,7 +386,22 @@ impl Runner {
                         vec![],
                     );
                 };
-                let mut out = if self.concurrent_vcpus && wants_concurrent_vcpus(boot) {
+                let concurrent = self.concurrent_vcpus && wants_concurrent_vcpus(boot);
+                let accel = match qemu.decide_now(&resolved) {
+                    Accel::Tcg if concurrent => Accel::TcgMt,
+                    a => a,
+                };
+                let Some(_held) = self.cores.take(host_threads(boot, accel, topology), cancel)
+                else {
+                    return BootOutput::infra(
+                        &req.plan,
+                        accel,
+                        InfraCause::Cancelled,
+                        "not started: the run was interrupted (Ctrl-C)",
+                        vec![],
+                    );
+                };
+                let mut out = if concurrent {
                     qemu.boot_concurrent(&req, &resolved, topology, fs)
                 } else {
                     qemu.boot(&req, &resolved, topology, fs)
@@ -424,6 +442,20 @@ pub fn wants_concurrent_vcpus(boot: &BootPlan) -> bool {
         .iter()
         .any(|c| matches!(c.scenario, protocol::Scenario::Lockbench(_)));
     lockbench && u32::try_from(cores).unwrap_or(u32::MAX) >= topology.vcpus()
+}
+
+/// The host cores a guest keeps busy: one per vCPU when its vCPUs run at once (KVM, tcg-mt) and
+/// it measures contention, so that no other guest takes turns with them; else one (a TCG guest
+/// is one host thread, and a boot that measures no contention may share).
+pub fn host_threads(boot: &BootPlan, accel: Accel, topology: &crate::matrix::Topology) -> usize {
+    let lockbench = boot
+        .cells
+        .iter()
+        .any(|c| matches!(c.scenario, protocol::Scenario::Lockbench(_)));
+    match accel {
+        Accel::Kvm | Accel::TcgMt if lockbench => topology.vcpus() as usize,
+        _ => 1,
+    }
 }
 
 pub(super) fn backend_of(t: &Target) -> BackendKind {
