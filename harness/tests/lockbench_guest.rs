@@ -1,8 +1,11 @@
 //! The lock benchmark inside a real guest (project issue 6): one TCG boot of the `debian-7.x`
-//! kernel with 2 sockets × 1 core × 2 threads split over 2 NUMA nodes, running user-spin over
-//! every pinning, an SMT toggle, and mount-lock. Asserts structure and sanity — thread sweeps,
-//! points for every pinning that fits (and a note for the one that does not), per-thread counts,
-//! scalability, the topology the agent saw, SMT restored, nothing left behind — never speeds.
+//! kernel with 2 sockets × 1 core × 2 threads split over 2 NUMA nodes, running a small mounts
+//! cell (its counts come from fanotify mount events), user-spin over every pinning, an SMT
+//! toggle, mount-lock, and a storm on an empty and a 10,000-mount table. Asserts structure and
+//! sanity — thread sweeps, points for every pinning that fits (and a note for the one that does
+//! not), per-thread counts, scalability, the topology the agent saw, SMT restored, nothing left
+//! behind — and one ordering the symptom is about: reading a 10,000-entry mount table takes
+//! longer than reading an empty one. Never a speed.
 //!
 //! One boot for all tests (a `OnceLock`): CI has 2 cores and one time budget for everything.
 //! Needs `qemu-system-x86_64` (skipped loudly without it) and, on first use, Debian's archive
@@ -23,12 +26,19 @@ use harness::results::{Accel, BootEnd, RunDir};
 use protocol::lockbench::{
     Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning,
 };
-use protocol::{CellDetail, CellResult, Filesystem, Outcome, Plan, PlanItem, Scenario, SmtState};
+use protocol::{
+    CellDetail, CellResult, Filesystem, MountsScenario, Outcome, Plan, PlanItem, Scenario,
+    SmtState, Strategy,
+};
 
 const KERNEL: &str = "debian-7.x";
 const BOOT_ID: &str = "debian-7.x/2s1c2t-numa2/tmpfs";
 const WARMUP_MS: u64 = 10;
 const DURATION_MS: u64 = 40;
+
+const MOUNTS: &str = "per-layer-L2-C1-P2-J1";
+const STORM_TABLES: [u32; 2] = [0, 10_000];
+const STORM_STRATEGIES: [Strategy; 2] = [Strategy::PerLayer, Strategy::FsconfigFd];
 
 const ALL_PINNINGS: [Pinning; 5] = [
     Pinning::None,
@@ -94,6 +104,18 @@ fn short(bench: Bench) -> LockbenchScenario {
 /// last item also shows the CPUs it brought back.
 fn items() -> Vec<PlanItem> {
     let mut items = vec![
+        PlanItem {
+            item: 0,
+            cell_id: format!("{BOOT_ID}/{MOUNTS}"),
+            scenario: Scenario::Mounts(MountsScenario {
+                strategy: Strategy::PerLayer.into(),
+                layers: 2,
+                containers: 1,
+                concurrency: 1,
+                passes: 2,
+            }),
+            timeout_s: Some(120),
+        },
         item(
             "user-spin",
             LockbenchScenario {
@@ -124,6 +146,24 @@ fn items() -> Vec<PlanItem> {
                 ..short(Bench::MountLock)
             },
         ),
+        PlanItem {
+            // Two table sizes × two strategies, each a few containers: 10,000 mounts is where
+            // a whole read of the table takes long enough to see under TCG.
+            timeout_s: Some(300),
+            ..item(
+                "storm",
+                LockbenchScenario {
+                    threads: vec![2],
+                    readers: 1,
+                    pinning: vec![Pinning::None],
+                    prepopulated_mounts: STORM_TABLES.to_vec(),
+                    strategies: STORM_STRATEGIES.to_vec(),
+                    layers: 4,
+                    containers: 4,
+                    ..short(Bench::Storm)
+                },
+            )
+        },
     ];
     for (i, it) in items.iter_mut().enumerate() {
         it.item = i as u32;
@@ -576,6 +616,88 @@ fn mount_lock_measures_readers_and_leaves_no_mounts() {
             assert_eq!(p.ops_per_sample, Some(2), "{what}");
         } else {
             assert_eq!(p.ops, 0, "{what}");
+        }
+    }
+}
+
+/// 7.x has fanotify mount events (6.15+): the mounts cell's counts are the kernel's, and equal
+/// the strategy's formula; nothing else mounts in the guest, so allocations match exactly too.
+#[test]
+fn mounts_counts_come_from_fanotify_mount_events() {
+    if qemu_missing() {
+        return;
+    }
+    let out = &boot().out;
+    let id = format!("{BOOT_ID}/{MOUNTS}");
+    let c = out
+        .stream
+        .results()
+        .iter()
+        .flatten()
+        .find(|r| r.cell_id == id)
+        .unwrap_or_else(|| panic!("no result for {id}: {}", describe(out)));
+    assert_eq!(c.outcome, Outcome::Pass, "{id}: {:?}", c.evidence);
+    let Some(CellDetail::Mounts(m)) = &c.detail else {
+        panic!("{id}: expected a mounts detail, got {:?}", c.detail);
+    };
+    assert_eq!(
+        m.mount_ops.count_source,
+        protocol::CountSource::FanotifyMountEvents,
+        "{:?}",
+        m.mount_ops
+    );
+    assert_eq!(Some(m.mount_ops.ops), m.mount_ops.expected_ops);
+    assert_eq!(m.mount_ops.mounts_allocated, m.mount_ops.expected_allocated);
+}
+
+/// The storm reads the table its containers mount in: with 10,000 mounts put there first, one
+/// whole read takes longer than with none, for every strategy (the seed's symptom, small).
+#[test]
+fn storm_reads_a_big_table_slower_than_an_empty_one() {
+    if qemu_missing() {
+        return;
+    }
+    let name = "storm";
+    let (_, d) = cell(name);
+    print_table(name, d);
+    assert_clean(name, d);
+    let read = |strategy: Strategy, pre: u32| -> (f64, u64) {
+        let workload = format!("mountinfo-during:{strategy}");
+        let p = d
+            .points
+            .iter()
+            .find(|p| p.workload == workload && p.prepopulated_mounts == Some(pre))
+            .unwrap_or_else(|| panic!("no {workload} point at {pre} mounts: {:#?}", d.points));
+        let p50 = p
+            .latency_p50_ns
+            .unwrap_or_else(|| panic!("{workload}@{pre}: no whole read in the window: {p:?}"));
+        (p50, p.table_entries.unwrap_or(0))
+    };
+    let mut line = String::new();
+    for strategy in STORM_STRATEGIES {
+        let (small, small_entries) = read(strategy, 0);
+        let (big, big_entries) = read(strategy, 10_000);
+        assert!(
+            big_entries >= 10_000 && small_entries < 1_000,
+            "{strategy}: the reader saw {small_entries} and {big_entries} entries"
+        );
+        let ratio = big / small;
+        line.push_str(&format!(
+            "storm {strategy}: read p50 {:.3} ms at {small_entries} entries, {:.3} ms at \
+             {big_entries} (×{ratio:.0})\n",
+            small / 1e6,
+            big / 1e6
+        ));
+        assert!(ratio > 1.0, "{line}");
+    }
+    eprint!("{line}");
+    for p in d.points.iter().filter(|p| p.workload.starts_with("storm:")) {
+        if p.workload != "storm:idle" {
+            assert!(
+                p.ops > 0,
+                "{}: the kernel counted the storm's mounts: {p:?}",
+                p.workload
+            );
         }
     }
 }
