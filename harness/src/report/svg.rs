@@ -392,23 +392,33 @@ fn domain(scale: Scale, values: &[f64], from_zero: bool) -> (f64, f64, Vec<f64>)
     let mut hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match scale {
         Scale::Log => {
-            let dlo = lo.log10().floor();
-            let mut dhi = hi.log10().ceil();
-            if dhi <= dlo {
-                dhi = dlo + 1.0;
-            }
-            let decades = (dhi - dlo) as i32;
-            let mut ticks = Vec::new();
-            for d in 0..=decades {
-                let base = 10f64.powi(dlo as i32 + d);
-                ticks.push(base);
-                // Few decades: add 2× and 5× so the axis is still readable.
-                if decades <= 2 && d < decades {
-                    ticks.push(base * 2.0);
-                    ticks.push(base * 5.0);
+            // The tightest 1-2-5 bounds around the data: a decade's worth of empty axis on each
+            // side would squeeze a sweep of 30..10,000 into the middle of the plot.
+            let (lo, hi) = (step_at_most(lo), step_at_least(hi.max(lo)));
+            let hi = if hi > lo { hi } else { lo * 2.0 };
+            let mut ticks: Vec<f64> = Vec::new();
+            let mut k = lo.log10().floor() as i32;
+            while 10f64.powi(k) <= hi * 1.0001 {
+                for m in [1.0, 2.0, 5.0] {
+                    let v = m * 10f64.powi(k);
+                    if v >= lo * 0.9999 && v <= hi * 1.0001 {
+                        ticks.push(v);
+                    }
                 }
+                k += 1;
             }
-            (10f64.powf(dlo), 10f64.powf(dhi), ticks)
+            // Many decades: the decades and the ends, so labels do not crowd.
+            if ticks.len() > 7 {
+                let decade = |v: f64| (v.log10() - v.log10().round()).abs() < 1e-9;
+                let n = ticks.len();
+                ticks = ticks
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, v)| *i == 0 || *i == n - 1 || decade(*v))
+                    .map(|(_, v)| v)
+                    .collect();
+            }
+            (lo, hi, ticks)
         }
         Scale::Linear => {
             if from_zero {
@@ -428,6 +438,25 @@ fn domain(scale: Scale, values: &[f64], from_zero: bool) -> (f64, f64, Vec<f64>)
             (lo, hi, ticks)
         }
     }
+}
+
+/// The largest 1, 2 or 5 × 10^k that is at most `v` (> 0).
+fn step_at_most(v: f64) -> f64 {
+    let mag = 10f64.powf(v.log10().floor());
+    let f = v / mag;
+    let m = if f >= 5.0 {
+        5.0
+    } else if f >= 2.0 {
+        2.0
+    } else {
+        1.0
+    };
+    m * mag
+}
+
+/// The smallest 1, 2 or 5 × 10^k that is at least `v` (> 0).
+fn step_at_least(v: f64) -> f64 {
+    nice_step(v)
 }
 
 /// 1, 2 or 5 × 10^k, at least `raw`.
@@ -524,8 +553,8 @@ mod tests {
         let c = layout(&spec(vec![s], Scale::Log));
         assert!(!c.empty);
         let labels: Vec<_> = c.y_ticks.iter().map(|t| t.label.as_str()).collect();
-        assert_eq!(labels.first(), Some(&"1"));
-        assert_eq!(labels.last(), Some(&"1k"));
+        // 2..202 sits in 2..500: many 1-2-5 steps, so the decades and the ends.
+        assert_eq!(labels, ["2", "10", "100", "500"]);
         assert_eq!(
             c.series[0].markers.len(),
             2,

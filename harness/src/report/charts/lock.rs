@@ -30,7 +30,8 @@ pub(super) fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> V
         else {
             continue;
         };
-        if lb.points.is_empty() {
+        // A storm's x is containers at once, not threads on a lock: it has its own charts.
+        if lb.points.is_empty() || sc.bench == protocol::lockbench::Bench::Storm {
             continue;
         }
         let topology = match &c.key.target {

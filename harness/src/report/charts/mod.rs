@@ -1,6 +1,7 @@
 //! Which charts report.html draws, from a run: start latency and mount-table operations against
-//! layer count (built-in strategies and runtimes alike, [`mounts`]), and lockbench scalability
-//! ([`lock`]). Every chart names its accelerator. Counts are capped so that a 5,000-cell run
+//! layer count (built-in strategies and runtimes alike, [`mounts`]), start latency against
+//! concurrency where a run swept it ([`concurrency`]), the storm's mount-table read time against
+//! table size ([`storm`]), and lockbench scalability ([`lock`]). Every chart names its accelerator. Counts are capped so that a 5,000-cell run
 //! still gives a file a browser opens quickly; what was left out is said.
 
 use std::collections::BTreeSet;
@@ -9,11 +10,13 @@ use protocol::{MountStrategy, Strategy, Unit};
 use serde::Serialize;
 
 use super::model::mounts_detail;
-use super::svg::Chart;
+use super::svg::{Chart, Scale};
 use crate::results::{CellRecord, RunRecord};
 
+mod concurrency;
 mod lock;
 mod mounts;
+pub mod storm;
 
 #[derive(Debug, Serialize)]
 pub struct ChartSection {
@@ -24,7 +27,12 @@ pub struct ChartSection {
 #[derive(Debug, Serialize)]
 pub struct Charts {
     pub latency: Vec<ChartSection>,
+    /// Start latency against concurrency J, where a run swept J.
+    pub concurrency: Vec<ChartSection>,
     pub ops: Vec<Chart>,
+    /// Storm cells: mount-table read time against table size, start latency against N.
+    pub storm: Vec<ChartSection>,
+    /// Lock-benchmark scalability (every bench but the storm).
     pub lockbench: Vec<ChartSection>,
     /// What the caps left out, one sentence each.
     pub omitted: Vec<String>,
@@ -33,6 +41,8 @@ pub struct Charts {
 const MAX_LATENCY_CHARTS: usize = 240;
 const MAX_OPS_CHARTS: usize = 80;
 const MAX_LOCK_CHARTS: usize = 40;
+const MAX_CONCURRENCY_CHARTS: usize = 60;
+const MAX_STORM_CHARTS: usize = 40;
 const MAX_SERIES: usize = 10;
 
 /// Fixed colours so a strategy looks the same on every chart; runtimes take the next ones in
@@ -72,6 +82,31 @@ fn us_per(unit: Unit) -> Option<f64> {
     }
 }
 
+/// The unit a time axis whose largest value is `max_us` µs reads best in: (µs per unit, symbol).
+fn time_unit(max_us: f64) -> (f64, &'static str) {
+    if max_us >= 1e6 {
+        (1e6, "s")
+    } else if max_us >= 1e4 {
+        (1e3, "ms")
+    } else {
+        (1.0, "µs")
+    }
+}
+
+/// Log when the values span a decade or more (table sizes, concurrency sweeps), else linear.
+fn scale_for(values: impl IntoIterator<Item = f64>) -> Scale {
+    let (lo, hi) = values
+        .into_iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > 0.0 && hi / lo >= 10.0 {
+        Scale::Log
+    } else {
+        Scale::Linear
+    }
+}
+
 /// Per-container start latency samples in µs: the detail's per-container list when the agent
 /// sent one (the real distribution), else the first of the named latency metrics it did send.
 fn latency_us(c: &CellRecord) -> Option<Vec<f64>> {
@@ -89,12 +124,17 @@ pub fn build(run: &RunRecord) -> Charts {
     let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
     cells.sort_by(|a, b| a.key.cmp(&b.key));
     let mut omitted = Vec::new();
-    let latency = mounts::latency_charts(&cells, &mut omitted);
+    let sweeps = concurrency::sweeps(&cells);
+    let latency = mounts::latency_charts(&cells, &concurrency::swept_cells(&sweeps), &mut omitted);
+    let concurrency = concurrency::concurrency_charts(&sweeps, &mut omitted);
     let ops = mounts::ops_charts(&cells, &mut omitted);
+    let storm = storm::storm_charts(&cells, &mut omitted);
     let lockbench = lock::lock_charts(&cells, &mut omitted);
     Charts {
         latency,
+        concurrency,
         ops,
+        storm,
         lockbench,
         omitted,
     }

@@ -6,15 +6,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use protocol::{MountStrategy, Outcome, Scenario, Strategy, Summary};
 
 use super::{
-    accel_of, by_row, latency_us, runtimes_of, slug, strategy_color, ChartSection,
+    accel_of, by_row, latency_us, runtimes_of, slug, strategy_color, time_unit, ChartSection,
     MAX_LATENCY_CHARTS, MAX_OPS_CHARTS, MAX_SERIES,
 };
+use crate::cell::CellKey;
 use crate::report::model::mounts_detail;
 use crate::report::svg::{layout, Chart, ChartSpec, DataPoint, Scale, SeriesData};
 use crate::results::CellRecord;
 
+/// `swept`: cells a concurrency chart draws; a curve that is one of them alone (one layer
+/// count) is left to that chart.
 pub(super) fn latency_charts(
     cells: &[&CellRecord],
+    swept: &BTreeSet<&CellKey>,
     omitted: &mut Vec<String>,
 ) -> Vec<ChartSection> {
     let mounts: Vec<&CellRecord> = cells
@@ -41,6 +45,7 @@ pub(super) fn latency_charts(
             // Series: strategy × (containers, concurrency, passes); the shape only gets a
             // suffix when a chart has more than one.
             let mut series: BTreeMap<Shape, Vec<(f64, Summary)>> = BTreeMap::new();
+            let mut lone: BTreeMap<Shape, bool> = BTreeMap::new();
             for c in &group {
                 let Scenario::Mounts(m) = &c.scenario else {
                     continue;
@@ -48,11 +53,17 @@ pub(super) fn latency_charts(
                 let Some(s) = latency_us(c).and_then(|v| Summary::of(&v)) else {
                     continue;
                 };
+                let shape = (m.strategy.clone(), m.containers, m.concurrency, m.passes);
+                *lone.entry(shape.clone()).or_insert(true) &= swept.contains(&c.key);
                 series
-                    .entry((m.strategy.clone(), m.containers, m.concurrency, m.passes))
+                    .entry(shape)
                     .or_default()
                     .push((f64::from(m.layers), s));
             }
+            // One point of a J sweep says nothing about layers: its J chart has it.
+            let before = series.len();
+            series.retain(|shape, pts| !(pts.len() == 1 && lone[shape]));
+            let in_j = before - series.len();
             if series.is_empty() {
                 continue;
             }
@@ -62,13 +73,7 @@ pub(super) fn latency_charts(
                 .flatten()
                 .map(|(_, s)| s.p50 + s.mad)
                 .fold(0.0, f64::max);
-            let (div, unit) = if max_us >= 1e6 {
-                (1e6, "s")
-            } else if max_us >= 1e4 {
-                (1e3, "ms")
-            } else {
-                (1.0, "µs")
-            };
+            let (div, unit) = time_unit(max_us);
             let total = series.len();
             let shape_list: Vec<_> = shapes.iter().collect();
             let data: Vec<SeriesData> = series
@@ -114,6 +119,11 @@ pub(super) fn latency_charts(
             }
             if total > MAX_SERIES {
                 note.push_str(&format!("; {} series not drawn", total - MAX_SERIES));
+            }
+            if in_j > 0 {
+                note.push_str(&format!(
+                    "; {in_j} single-L curves of a J sweep are in its concurrency chart"
+                ));
             }
             charts.push(layout(&ChartSpec {
                 id: slug(&["lat", &kernel, &topo, fs]),
