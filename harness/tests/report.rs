@@ -420,6 +420,10 @@ fn hostile_run() -> RunRecord {
         if let Some(m) = c.metrics.values().next().cloned() {
             c.metrics.insert(format!("{evil}:x"), m);
         }
+        // The agent's count notes are its own text too (one line: reports keep the first).
+        if let Some(protocol::CellDetail::Mounts(d)) = &mut c.detail {
+            d.mount_ops.notes.push(evil.replace('\n', " "));
+        }
     }
     run
 }
@@ -440,6 +444,11 @@ fn guest_text_cannot_break_the_reports() {
     parse_xml(&html);
     assert!(!html.contains("<b>hi</b>") && !html.contains("href=\"https://evil"));
     let md = report::render_markdown(&run).unwrap();
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("- ") && l.contains("evil.example")),
+        "the count note is listed"
+    );
     // Every guest string is inside a code span whose fence is longer than its backtick runs.
     for line in md.lines().filter(|l| l.contains("evil.example")) {
         let start = line

@@ -565,6 +565,21 @@ mod tests {
     }
 
     #[test]
+    fn log_axis_hugs_the_data() {
+        // A table-size sweep of 30..10,030 entries: 20..20k, not a decade of blank either side.
+        let (lo, hi, ticks) = domain(Scale::Log, &[30.0, 2030.0, 10030.0], false);
+        assert_eq!((lo, hi), (20.0, 20_000.0));
+        let labels: Vec<String> = ticks.into_iter().map(fmt_tick).collect();
+        assert_eq!(labels, ["20", "100", "1k", "10k", "20k"]);
+        // J = 1..16: every 1-2-5 step fits.
+        let (_, _, ticks) = domain(Scale::Log, &[1.0, 4.0, 16.0], false);
+        assert_eq!(ticks, [1.0, 2.0, 5.0, 10.0, 20.0]);
+        // One value still gets an axis.
+        let (lo, hi, _) = domain(Scale::Log, &[5.0], false);
+        assert!(lo <= 5.0 && hi > 5.0, "{lo}..{hi}");
+    }
+
+    #[test]
     fn points_stay_inside_the_plot() {
         let s = SeriesData {
             label: "a".into(),

@@ -211,3 +211,65 @@ pub(super) fn concurrency_charts(
     }
     sections
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Accel;
+    use protocol::{Better, Metric, MountsScenario, Strategy, Unit};
+
+    fn mounts(st: Strategy, j: u32, latency_us: f64) -> CellRecord {
+        let sc = MountsScenario {
+            strategy: st.into(),
+            layers: 10,
+            containers: 16,
+            concurrency: j,
+            passes: 2,
+        };
+        let metrics = [(
+            "start_latency_us".to_string(),
+            Metric::new(
+                Unit::Microseconds,
+                Better::Lower,
+                vec![latency_us, latency_us * 1.1, latency_us * 3.0],
+            ),
+        )]
+        .into_iter()
+        .collect();
+        super::super::testing::cell(Scenario::Mounts(sc), None, metrics, Accel::Kvm)
+    }
+
+    #[test]
+    fn a_j_chart_only_where_j_varies() {
+        let swept = [
+            mounts(Strategy::PerLayer, 16, 900.0),
+            mounts(Strategy::PerLayer, 1, 100.0),
+            mounts(Strategy::PerLayer, 4, 200.0),
+            // One J only: no curve of its own.
+            mounts(Strategy::CommonParent, 2, 150.0),
+        ];
+        let cells: Vec<&CellRecord> = swept.iter().collect();
+        let sw = sweeps(&cells);
+        assert_eq!(sw.len(), 1);
+        assert_eq!(swept_cells(&sw).len(), 3);
+        let mut omitted = Vec::new();
+        let sections = concurrency_charts(&sw, &mut omitted);
+        let chart = &sections[0].charts[0];
+        assert_eq!(chart.id, "conc-debian-7-x-1s2c1t-ext4-L10");
+        let labels: Vec<&str> = chart.legend.iter().map(|l| l.label.as_str()).collect();
+        assert_eq!(labels, ["per-layer p50", "per-layer p99"]);
+        // Sorted by J, whatever the cells' order: the median line climbs left to right.
+        let p50 = &chart.series[0].markers;
+        assert_eq!(p50.len(), 3);
+        assert!(p50.windows(2).all(|w| w[0].x < w[1].x && w[0].y > w[1].y));
+        // 1..16 spans a decade: log J.
+        assert!(chart.x_label.contains("log"), "{}", chart.x_label);
+
+        let flat = [
+            mounts(Strategy::PerLayer, 2, 100.0),
+            mounts(Strategy::CommonParent, 2, 150.0),
+        ];
+        let cells: Vec<&CellRecord> = flat.iter().collect();
+        assert!(sweeps(&cells).is_empty(), "J never varied");
+    }
+}

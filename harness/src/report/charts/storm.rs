@@ -405,3 +405,145 @@ fn start_chart(
         note,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Accel;
+    use protocol::ObservedTopology;
+    use protocol::SmtState;
+
+    fn point(workload: &str, threads: u32, pre: u32, entries: u64, p50_ns: f64) -> LockPoint {
+        LockPoint {
+            workload: workload.into(),
+            pinning: Pinning::None,
+            smt: SmtState::NotSupported,
+            false_sharing: false,
+            threads,
+            duration_ns: 1_000_000,
+            ops: 10,
+            ops_per_sec: 10.0,
+            per_thread_ops: vec![10],
+            scalability: None,
+            latency_p50_ns: Some(p50_ns),
+            latency_p99_ns: Some(p50_ns * 2.0),
+            latency_max_ns: Some(p50_ns * 3.0),
+            reader_p50_ns: None,
+            reader_p99_ns: None,
+            reader_max_ns: None,
+            ops_per_sample: None,
+            prepopulated_mounts: Some(pre),
+            table_entries: Some(entries),
+        }
+    }
+
+    /// A storm over tables of 0, 2,000 and 10,000 mounts at N = 1 and 4, points in the order
+    /// given (largest table first, as nothing promises the agent's order).
+    fn storm(strategies: &[Strategy], accel: Accel) -> CellRecord {
+        let mut points = vec![point("storm:idle", 0, 0, 0, 1.0)];
+        for pre in [10_000u32, 2_000, 0] {
+            for st in strategies {
+                for n in [1u32, 4] {
+                    let entries = 30 + u64::from(pre) + u64::from(n);
+                    points.push(point(&format!("storm:{st}"), n, pre, entries, 5e5));
+                    points.push(point(
+                        &format!("mountinfo-during:{st}"),
+                        n,
+                        pre,
+                        entries,
+                        entries as f64 * 700.0 * f64::from(n),
+                    ));
+                }
+            }
+        }
+        let sc = LockbenchScenario {
+            bench: Bench::Storm,
+            threads: vec![1, 4],
+            pinning: vec![Pinning::None],
+            prepopulated_mounts: vec![0, 2_000, 10_000],
+            strategies: Strategy::ALL.to_vec(),
+            ..LockbenchScenario::default()
+        };
+        let mut c = super::super::testing::cell(
+            Scenario::Lockbench(sc),
+            Some(CellDetail::Lockbench(LockbenchResult {
+                bench: Bench::Storm,
+                topology: ObservedTopology::default(),
+                smt_before: SmtState::NotSupported,
+                smt_after: SmtState::NotSupported,
+                points,
+                notes: vec!["storm fsconfig-fd: unsupported: EBADF; no points".into()],
+            })),
+            BTreeMap::new(),
+            accel,
+        );
+        crate::run::caveats::apply(&mut c, None);
+        c
+    }
+
+    fn charts(c: &CellRecord) -> Vec<Chart> {
+        let mut omitted = Vec::new();
+        let s = storm_charts(&[c], &mut omitted);
+        assert!(omitted.is_empty());
+        s.into_iter().flat_map(|s| s.charts).collect()
+    }
+
+    #[test]
+    fn workloads_are_told_apart() {
+        use StormPoint::*;
+        assert_eq!(StormPoint::parse("storm:idle"), Some(Idle));
+        assert_eq!(
+            StormPoint::parse("storm:per-layer"),
+            Some(Start(Strategy::PerLayer))
+        );
+        assert_eq!(
+            StormPoint::parse("mountinfo-during:fsconfig-fd"),
+            Some(Read(Strategy::FsconfigFd))
+        );
+        assert_eq!(StormPoint::parse("storm:runtime:x"), None);
+        assert_eq!(StormPoint::parse("tas"), None);
+    }
+
+    #[test]
+    fn read_time_is_a_line_per_strategy_sorted_by_table_entries() {
+        let c = storm(&[Strategy::PerLayer, Strategy::CommonParent], Accel::TcgMt);
+        let charts = charts(&c);
+        let read = charts
+            .iter()
+            .find(|c| c.id.starts_with("storm-read-"))
+            .expect("a read-time chart");
+        let labels: Vec<&str> = read.legend.iter().map(|l| l.label.as_str()).collect();
+        assert_eq!(labels, ["per-layer", "common-parent"]);
+        for s in &read.series {
+            // The three table sizes at the largest N only, left to right and rising.
+            assert_eq!(s.markers.len(), 3);
+            assert!(s.markers.windows(2).all(|w| w[0].x < w[1].x), "{s:?}");
+            assert!(s.markers.windows(2).all(|w| w[0].y > w[1].y), "{s:?}");
+            assert!(s.markers.iter().all(|m| m.title.contains("N=4")));
+            assert!(!s.muted);
+        }
+        assert!(
+            read.note.contains("N=4") && read.note.contains("no points: fsconfig-fd"),
+            "{}",
+            read.note
+        );
+        // 30..10,034 entries span decades: a log axis.
+        assert!(read.x_label.contains("log"), "{}", read.x_label);
+        assert!(charts.iter().any(|c| c.id.starts_with("storm-start-")));
+    }
+
+    #[test]
+    fn serialized_storms_are_faded_and_a_single_n_has_no_start_chart() {
+        let c = storm(&[Strategy::PerLayer], Accel::Tcg);
+        let charts = charts(&c);
+        assert!(charts.iter().all(|c| c.series.iter().all(|s| s.muted)));
+        assert!(charts[0].note.starts_with("faded: "), "{}", charts[0].note);
+
+        let mut one_n = storm(&[Strategy::PerLayer], Accel::TcgMt);
+        if let Some(CellDetail::Lockbench(lb)) = &mut one_n.detail {
+            lb.points.retain(|p| p.threads != 1);
+        }
+        let ids: Vec<String> = self::charts(&one_n).into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["storm-read-lockbench-storm-debian-7-x-1s2c1t-ext4"]);
+    }
+}
