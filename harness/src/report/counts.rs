@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use protocol::{CountSource, MountOps};
+use protocol::{CountSource, MountOps, Outcome};
 use serde::Serialize;
 
 use super::model::{mounts_detail, one_line, EVIDENCE_CHARS};
@@ -33,7 +33,7 @@ pub struct CountKernel {
     pub source: String,
     /// What the (first) source is, in words.
     pub meaning: &'static str,
-    /// Mounts cells that reported counts.
+    /// Mounts cells whose sequence ran (pass or fail) and reported counts.
     pub cells: usize,
     /// `30 of 30 cells as expected`, `1 of 30 cells differ`, `not measured`.
     pub allocated: String,
@@ -85,8 +85,18 @@ fn against(have: u64, want: Option<u64>) -> (String, bool) {
     }
 }
 
+/// The counts of a cell whose sequence ran: a pass, or a fail (its check said why). A cell the
+/// kernel stopped part-way (unsupported) or that never finished has counts of a sequence cut
+/// short, which no formula describes.
+fn counted(c: &CellRecord) -> Option<&MountOps> {
+    match c.outcome {
+        Outcome::Pass | Outcome::Fail => Some(&mounts_detail(c)?.mount_ops),
+        Outcome::Unsupported | Outcome::Timeout | Outcome::Panic | Outcome::InfraError => None,
+    }
+}
+
 pub(super) fn row_counts(c: &CellRecord) -> Option<RowCounts> {
-    let m: &MountOps = &mounts_detail(c)?.mount_ops;
+    let m = counted(c)?;
     let (ops, ops_differs) = against(m.ops, m.expected_ops);
     let (allocated, allocated_differs) = match m.mounts_allocated {
         Some(a) => against(a, m.expected_allocated),
@@ -109,10 +119,9 @@ pub(super) fn mount_counts(cells: &[&CellRecord]) -> MountCounts {
     let mut notes: Vec<(String, Vec<String>)> = Vec::new();
     let mut more_notes = 0;
     for c in cells {
-        let Some(d) = mounts_detail(c) else {
+        let Some(m) = counted(c) else {
             continue;
         };
-        let m = &d.mount_ops;
         let kernel = c.key.target.row().0.to_string();
         let i = match kernels.iter().position(|(k, _)| *k == kernel) {
             Some(i) => i,
@@ -192,6 +201,62 @@ pub(super) fn mount_counts(cells: &[&CellRecord]) -> MountCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sequence_cut_short_has_no_counts() {
+        use protocol::{CellDetail, MountsResult, MountsScenario, Scenario, Strategy};
+        let sc = MountsScenario {
+            strategy: Strategy::FsconfigFd.into(),
+            layers: 10,
+            containers: 10,
+            concurrency: 2,
+            passes: 2,
+        };
+        // What a 6.12 agent reports when fsconfig-fd stops at its first layer: the open_tree
+        // clones it made, no operations, against the whole run's expectations.
+        let ops = MountOps {
+            attachments: 0,
+            detachments: 0,
+            ops: 0,
+            expected_ops: Some(20),
+            teardown_detachments: 0,
+            cross_check_method: "listmount".into(),
+            peak_extra_mounts: 0,
+            leaked: 0,
+            count_source: CountSource::UniqueMountIds,
+            mounts_allocated: Some(20),
+            expected_allocated: Some(440),
+            notes: Vec::new(),
+        };
+        let detail = CellDetail::Mounts(MountsResult {
+            scenario: sc.clone(),
+            layers_fs: "ext4".into(),
+            mount_ops: ops,
+            latency_us: Vec::new(),
+            latency: None,
+            wall_us: 0,
+            syscall_us: 0,
+            overhead_us: 0,
+            checks: Vec::new(),
+            runtime: None,
+        });
+        let mut c = crate::report::testing::cell(
+            Scenario::Mounts(sc),
+            Some(detail),
+            Default::default(),
+            crate::results::Accel::Tcg,
+        );
+        c.outcome = Outcome::Unsupported;
+        assert!(row_counts(&c).is_none());
+        assert!(mount_counts(&[&c]).kernels.is_empty());
+        c.outcome = Outcome::Fail;
+        let r = row_counts(&c).expect("a failed run's counts");
+        assert_eq!((r.ops.as_str(), r.ops_differs), ("0 ≠ 20", true));
+        assert_eq!(
+            mount_counts(&[&c]).kernels[0].allocated,
+            "1 of 1 cells differ"
+        );
+    }
 
     #[test]
     fn counts_say_whether_they_match() {

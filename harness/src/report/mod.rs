@@ -20,6 +20,8 @@ pub mod model;
 pub mod perf;
 pub mod sections;
 pub mod svg;
+#[cfg(test)]
+mod testing;
 
 /// The report files one render wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

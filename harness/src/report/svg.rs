@@ -309,7 +309,11 @@ pub fn layout(spec: &ChartSpec) -> Chart {
     if xs.is_empty() {
         return chart;
     }
-    let (x_lo, x_hi, x_ticks) = domain(spec.x_scale, &xs, false);
+    // Counts (layers, containers at once, threads) never fall between two integers.
+    let (x_lo, x_hi, mut x_ticks) = domain(spec.x_scale, &xs, false);
+    if xs.iter().all(|x| x.fract() == 0.0) {
+        x_ticks.retain(|t| t.fract() == 0.0);
+    }
     let (y_lo, y_hi, y_ticks) = domain(spec.y_scale, &ys, spec.y_from_zero);
     let xa = Axis {
         scale: spec.x_scale,
@@ -490,7 +494,14 @@ pub fn fmt_tick(v: f64) -> String {
     } else {
         (v, "")
     };
-    let s = format!("{val:.2}");
+    // Small values (a log axis of milliseconds that starts at 0.0002) keep two significant
+    // digits rather than rounding to 0.
+    let decimals = if val != 0.0 && val.abs() < 0.01 {
+        (-val.abs().log10()).ceil() as usize + 1
+    } else {
+        2
+    };
+    let s = format!("{val:.decimals$}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     let s = if s == "-0" { "0" } else { s };
     format!("{s}{suffix}")
@@ -537,6 +548,8 @@ mod tests {
         assert_eq!(fmt_tick(0.25), "0.25");
         assert_eq!(fmt_tick(2_000_000.0), "2M");
         assert_eq!(fmt_tick(0.0), "0");
+        assert_eq!(fmt_tick(0.0002), "0.0002");
+        assert_eq!(fmt_tick(0.005), "0.005");
     }
 
     #[test]

@@ -236,7 +236,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        super::super::testing::cell(Scenario::Mounts(sc), None, metrics, Accel::Kvm)
+        crate::report::testing::cell(Scenario::Mounts(sc), None, metrics, Accel::Kvm)
     }
 
     #[test]

@@ -93,6 +93,17 @@ fn time_unit(max_us: f64) -> (f64, &'static str) {
     }
 }
 
+/// The unit of a time axis from `min_us` to `max_us`: on a log axis the smallest value decides
+/// (0.2 ms to 1,500 ms reads better than 0.0002 s to 1.5 s), on a linear one the largest.
+fn time_unit_on(scale: Scale, min_us: f64, max_us: f64) -> (f64, &'static str) {
+    match scale {
+        Scale::Linear => time_unit(max_us),
+        Scale::Log if min_us >= 1e5 => (1e6, "s"),
+        Scale::Log if min_us >= 100.0 => (1e3, "ms"),
+        Scale::Log => (1.0, "µs"),
+    }
+}
+
 /// Log when the values span a decade or more (table sizes, concurrency sweeps), else linear.
 fn scale_for(values: impl IntoIterator<Item = f64>) -> Scale {
     let (lo, hi) = values
@@ -161,55 +172,4 @@ fn slug(parts: &[&str]) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect()
-}
-
-/// Cells for the chart tests: what a fold leaves, with only the fields a chart reads filled in.
-#[cfg(test)]
-pub(super) mod testing {
-    use std::collections::BTreeMap;
-
-    use protocol::{CellDetail, Filesystem, Metric, Outcome, Scenario};
-
-    use crate::cell::{CellKey, TargetKey};
-    use crate::results::{Accel, BackendKind, CellRecord, Provenance};
-
-    pub fn cell(
-        scenario: Scenario,
-        detail: Option<CellDetail>,
-        metrics: BTreeMap<String, Metric>,
-        accel: Accel,
-    ) -> CellRecord {
-        let key = CellKey::new(
-            TargetKey::Qemu {
-                kernel: "debian-7.x".into(),
-                topology: "1s2c1t".into(),
-            },
-            Filesystem::Ext4,
-            scenario.key(),
-        );
-        CellRecord {
-            boot: key.boot(),
-            key,
-            scenario,
-            outcome: Outcome::Pass,
-            evidence: None,
-            metrics,
-            detail,
-            provenance: Provenance {
-                backend: BackendKind::Qemu,
-                accel,
-                host_cpu: String::new(),
-                kernel_release: None,
-                kernel_source: None,
-                requested_topology: None,
-                observed_topology: None,
-                topology_mismatch: None,
-                runtime: None,
-            },
-            attempts: 1,
-            repeats: 1,
-            expected: None,
-            caveats: Default::default(),
-        }
-    }
 }

@@ -11,7 +11,7 @@ use protocol::lockbench::{Bench, LockPoint, LockbenchResult, LockbenchScenario, 
 use protocol::{CellDetail, MountStrategy, Scenario, Strategy};
 
 use super::{
-    accel_of, scale_for, slug, strategy_color, time_unit, ChartSection, MAX_SERIES,
+    accel_of, scale_for, slug, strategy_color, time_unit, time_unit_on, ChartSection, MAX_SERIES,
     MAX_STORM_CHARTS,
 };
 use crate::report::model::one_line;
@@ -180,10 +180,13 @@ fn read_chart(
     let max_ns = all()
         .map(|p| p.latency_p99_ns.or(p.latency_p50_ns).unwrap_or(0.0))
         .fold(0.0, f64::max);
-    let (div_us, unit) = time_unit(max_ns / 1e3);
-    let div = div_us * 1e3;
+    let min_ns = all()
+        .filter_map(|p| p.latency_p50_ns)
+        .fold(f64::INFINITY, f64::min);
     let x_scale = scale_for(all().filter_map(|p| p.table_entries).map(|e| e as f64));
     let y_scale = scale_for(all().filter_map(|p| p.latency_p50_ns));
+    let (div_us, unit) = time_unit_on(y_scale, min_ns / 1e3, max_ns / 1e3);
+    let div = div_us * 1e3;
     let mut muted_any = false;
     let series: Vec<SeriesData> = by_st
         .iter()
@@ -464,7 +467,7 @@ mod tests {
             strategies: Strategy::ALL.to_vec(),
             ..LockbenchScenario::default()
         };
-        let mut c = super::super::testing::cell(
+        let mut c = crate::report::testing::cell(
             Scenario::Lockbench(sc),
             Some(CellDetail::Lockbench(LockbenchResult {
                 bench: Bench::Storm,
