@@ -151,13 +151,43 @@ fn html_is_well_formed_self_contained_with_every_chart() {
         let mut ops = std::collections::BTreeSet::new();
         // One lock chart per benchmark and topology (and filesystem, for those that touch it).
         let mut lock = std::collections::BTreeSet::new();
+        let mut storm = 0;
+        let sweeps = j_sweeps(&run);
         for c in &run.cells {
             match (&c.scenario, &c.detail) {
-                (protocol::Scenario::Mounts(_), Some(_)) => {
+                (protocol::Scenario::Mounts(m), Some(_)) => {
                     ops.insert(c.key.target.clone());
-                    if c.outcome == Outcome::Pass {
+                    // A J sweep's cell alone at its layer count is drawn in its J chart only.
+                    let swept = sweeps.contains(&sweep_chart(c, m));
+                    let alone = !run.cells.iter().any(|o| match &o.scenario {
+                        protocol::Scenario::Mounts(n) => {
+                            o.outcome == Outcome::Pass
+                                && o.key.boot() == c.key.boot()
+                                && (&n.strategy, n.containers, n.concurrency, n.passes)
+                                    == (&m.strategy, m.containers, m.concurrency, m.passes)
+                                && n.layers != m.layers
+                        }
+                        _ => false,
+                    });
+                    if c.outcome == Outcome::Pass && !(swept && alone) {
                         lat.insert(c.key.boot());
                     }
+                }
+                (protocol::Scenario::Lockbench(sc), Some(protocol::CellDetail::Lockbench(l)))
+                    if sc.bench == protocol::lockbench::Bench::Storm =>
+                {
+                    // A read-time chart where the reader saw a table size, a start chart where
+                    // the storm swept N.
+                    storm += usize::from(l.points.iter().any(|p| {
+                        p.workload.starts_with("mountinfo-during:") && p.table_entries.is_some()
+                    }));
+                    let ns: std::collections::BTreeSet<u32> = l
+                        .points
+                        .iter()
+                        .filter(|p| p.workload.starts_with("storm:") && p.workload != "storm:idle")
+                        .map(|p| p.threads)
+                        .collect();
+                    storm += usize::from(ns.len() > 1);
                 }
                 (s, Some(protocol::CellDetail::Lockbench(l))) if !l.points.is_empty() => {
                     let topology = match &c.key.target {
@@ -179,7 +209,13 @@ fn html_is_well_formed_self_contained_with_every_chart() {
         assert_eq!(count("lat-"), lat.len(), "{stem}: latency charts");
         assert_eq!(count("ops-"), ops.len(), "{stem}: mount-ops charts");
         assert_eq!(count("lock-"), lock, "{stem}: lockbench charts");
-        assert_eq!(svgs.len(), lat.len() + ops.len() + lock, "{stem}");
+        assert_eq!(count("conc-"), sweeps.len(), "{stem}: concurrency charts");
+        assert_eq!(count("storm-"), storm, "{stem}: storm charts");
+        assert_eq!(
+            svgs.len(),
+            lat.len() + ops.len() + lock + sweeps.len() + storm,
+            "{stem}"
+        );
         for svg in &svgs {
             let text: String = svg
                 .descendants()
@@ -234,6 +270,112 @@ fn html_is_well_formed_self_contained_with_every_chart() {
     }
 }
 
+/// A J chart: boot and layer count.
+type SweepChart = (harness::cell::BootKey, u32);
+
+fn sweep_chart(c: &harness::results::CellRecord, m: &protocol::MountsScenario) -> SweepChart {
+    (c.key.boot(), m.layers)
+}
+
+/// The J charts a run should have: passing mounts cells of one boot and layer count that differ
+/// only in concurrency.
+fn j_sweeps(run: &RunRecord) -> std::collections::BTreeSet<SweepChart> {
+    let mut js: std::collections::BTreeMap<_, std::collections::BTreeSet<u32>> = Default::default();
+    for c in &run.cells {
+        if let (protocol::Scenario::Mounts(m), Some(_), Outcome::Pass) =
+            (&c.scenario, &c.detail, c.outcome)
+        {
+            js.entry((
+                sweep_chart(c, m),
+                m.strategy.clone(),
+                m.containers,
+                m.passes,
+            ))
+            .or_default()
+            .insert(m.concurrency);
+        }
+    }
+    js.into_iter()
+        .filter(|(_, j)| j.len() > 1)
+        .map(|((chart, ..), _)| chart)
+        .collect()
+}
+
+/// The constructed run's storms and J sweep reach report.html, and its counts both reports.
+#[test]
+fn storms_sweeps_and_counts_are_shown() {
+    let run = builder::mixed_run();
+    let html = report::render_html(&run).unwrap();
+    let doc = parse_xml(&html);
+    let chart = |id: &str| {
+        doc.descendants()
+            .find(|n| n.attribute("id") == Some(id))
+            .unwrap_or_else(|| panic!("no chart {id}"))
+    };
+    let legend = |n: roxmltree::Node<'_, '_>| -> Vec<String> {
+        n.descendants()
+            .filter(|g| g.attribute("class").is_some_and(|c| c.starts_with("lg")))
+            .filter_map(|g| g.descendants().find(|t| t.is_text()).and_then(|t| t.text()))
+            .map(str::to_string)
+            .collect()
+    };
+    // Read time vs table size on tcg-mt: a line per strategy, three table sizes each.
+    let read = chart("storm-read-lockbench-storm-debian-7-x-1s2c1t-tmpfs");
+    assert_eq!(legend(read), ["per-layer", "common-parent", "fsconfig-fd"]);
+    let lines: Vec<_> = read
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        assert_eq!(l.attribute("points").unwrap().split(' ').count(), 3);
+    }
+    assert!(
+        !html.contains("id=\"lock-lockbench-storm"),
+        "a storm is no lock chart"
+    );
+    // On single-threaded TCG: greyed, and fsconfig-fd (EBADF on 6.12) is said to be missing.
+    let serialized = chart("storm-read-lockbench-storm-debian-6-12-2s1c2t-numa2-ext4");
+    assert_eq!(legend(serialized), ["per-layer", "common-parent"]);
+    assert!(serialized
+        .descendants()
+        .any(|n| n.attribute("class") == Some("muted")));
+    let caption: String = serialized
+        .descendants()
+        .filter(|n| n.has_tag_name("figcaption"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert!(
+        caption.contains("vCPUs serialized") && caption.contains("no points: fsconfig-fd"),
+        "{caption}"
+    );
+    chart("storm-start-lockbench-storm-debian-7-x-1s2c1t-tmpfs");
+    // The J sweep: p50 and p99 per strategy.
+    let conc = chart("conc-debian-7-x-1s2c1t-ext4-L10");
+    assert_eq!(legend(conc).len(), 6);
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.attribute("id").is_some_and(|i| i.starts_with("conc-")))
+            .count(),
+        1,
+        "only where J varies"
+    );
+    // Counts: the source per kernel, allocations against the sequence, the agent's notes.
+    let md = report::render_markdown(&run).unwrap();
+    for text in [&md, &html] {
+        for want in [
+            "mount-table-diff",
+            "unique-mount-ids",
+            "fanotify-mount-events",
+            "1012 ≠ 1010",
+            "1 of 18 cells differ",
+            "another process mounted meanwhile",
+        ] {
+            assert!(text.contains(want), "no `{want}`");
+        }
+    }
+}
+
 #[test]
 fn junit_parses_back_with_one_testcase_per_cell() {
     for (stem, run) in fixtures() {
@@ -278,6 +420,10 @@ fn hostile_run() -> RunRecord {
         if let Some(m) = c.metrics.values().next().cloned() {
             c.metrics.insert(format!("{evil}:x"), m);
         }
+        // The agent's count notes are its own text too (one line: reports keep the first).
+        if let Some(protocol::CellDetail::Mounts(d)) = &mut c.detail {
+            d.mount_ops.notes.push(evil.replace('\n', " "));
+        }
     }
     run
 }
@@ -298,6 +444,11 @@ fn guest_text_cannot_break_the_reports() {
     parse_xml(&html);
     assert!(!html.contains("<b>hi</b>") && !html.contains("href=\"https://evil"));
     let md = report::render_markdown(&run).unwrap();
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("- ") && l.contains("evil.example")),
+        "the count note is listed"
+    );
     // Every guest string is inside a code span whose fence is longer than its backtick runs.
     for line in md.lines().filter(|l| l.contains("evil.example")) {
         let start = line
@@ -438,7 +589,7 @@ fn the_terminal_summary_is_one_screen() {
     for want in [
         "Compatibility",
         "⚠",
-        "104 cells in 10 boots",
+        "115 cells in 10 boots",
         "runtime:containerd-2.1  containerd 2.1.9+ds1-5 (debian sid, go1.27.3)",
         "Evidence",
         "smt-siblings points: guest sees no SMT siblings",

@@ -13,11 +13,15 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use crate::results::RunRecord;
 
 pub mod charts;
+pub mod counts;
 mod escape;
 pub mod junit;
 pub mod model;
+pub mod perf;
 pub mod sections;
 pub mod svg;
+#[cfg(test)]
+mod testing;
 
 /// The report files one render wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,8 @@ pub struct Written {
 /// 65,536 characters.
 pub const MD_PERF_ROWS: usize = 60;
 pub const MD_FOOTNOTES: usize = 40;
+/// The agent's count notes report.md lists (report.html lists up to [`counts::MAX_COUNT_NOTES`]).
+pub const MD_COUNT_NOTES: usize = 5;
 
 const TEMPLATES: [(&str, &str); 5] = [
     (
@@ -109,6 +115,7 @@ pub fn render_markdown(run: &RunRecord) -> anyhow::Result<String> {
             m => Value::from_serialize(&m),
             perf_limit => MD_PERF_ROWS,
             note_limit => MD_FOOTNOTES,
+            count_note_limit => MD_COUNT_NOTES,
         },
     )
 }

@@ -309,7 +309,11 @@ pub fn layout(spec: &ChartSpec) -> Chart {
     if xs.is_empty() {
         return chart;
     }
-    let (x_lo, x_hi, x_ticks) = domain(spec.x_scale, &xs, false);
+    // Counts (layers, containers at once, threads) never fall between two integers.
+    let (x_lo, x_hi, mut x_ticks) = domain(spec.x_scale, &xs, false);
+    if xs.iter().all(|x| x.fract() == 0.0) {
+        x_ticks.retain(|t| t.fract() == 0.0);
+    }
     let (y_lo, y_hi, y_ticks) = domain(spec.y_scale, &ys, spec.y_from_zero);
     let xa = Axis {
         scale: spec.x_scale,
@@ -392,23 +396,33 @@ fn domain(scale: Scale, values: &[f64], from_zero: bool) -> (f64, f64, Vec<f64>)
     let mut hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match scale {
         Scale::Log => {
-            let dlo = lo.log10().floor();
-            let mut dhi = hi.log10().ceil();
-            if dhi <= dlo {
-                dhi = dlo + 1.0;
-            }
-            let decades = (dhi - dlo) as i32;
-            let mut ticks = Vec::new();
-            for d in 0..=decades {
-                let base = 10f64.powi(dlo as i32 + d);
-                ticks.push(base);
-                // Few decades: add 2× and 5× so the axis is still readable.
-                if decades <= 2 && d < decades {
-                    ticks.push(base * 2.0);
-                    ticks.push(base * 5.0);
+            // The tightest 1-2-5 bounds around the data: a decade's worth of empty axis on each
+            // side would squeeze a sweep of 30..10,000 into the middle of the plot.
+            let (lo, hi) = (step_at_most(lo), step_at_least(hi.max(lo)));
+            let hi = if hi > lo { hi } else { lo * 2.0 };
+            let mut ticks: Vec<f64> = Vec::new();
+            let mut k = lo.log10().floor() as i32;
+            while 10f64.powi(k) <= hi * 1.0001 {
+                for m in [1.0, 2.0, 5.0] {
+                    let v = m * 10f64.powi(k);
+                    if v >= lo * 0.9999 && v <= hi * 1.0001 {
+                        ticks.push(v);
+                    }
                 }
+                k += 1;
             }
-            (10f64.powf(dlo), 10f64.powf(dhi), ticks)
+            // Many decades: the decades and the ends, so labels do not crowd.
+            if ticks.len() > 7 {
+                let decade = |v: f64| (v.log10() - v.log10().round()).abs() < 1e-9;
+                let n = ticks.len();
+                ticks = ticks
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, v)| *i == 0 || *i == n - 1 || decade(*v))
+                    .map(|(_, v)| v)
+                    .collect();
+            }
+            (lo, hi, ticks)
         }
         Scale::Linear => {
             if from_zero {
@@ -428,6 +442,25 @@ fn domain(scale: Scale, values: &[f64], from_zero: bool) -> (f64, f64, Vec<f64>)
             (lo, hi, ticks)
         }
     }
+}
+
+/// The largest 1, 2 or 5 × 10^k that is at most `v` (> 0).
+fn step_at_most(v: f64) -> f64 {
+    let mag = 10f64.powf(v.log10().floor());
+    let f = v / mag;
+    let m = if f >= 5.0 {
+        5.0
+    } else if f >= 2.0 {
+        2.0
+    } else {
+        1.0
+    };
+    m * mag
+}
+
+/// The smallest 1, 2 or 5 × 10^k that is at least `v` (> 0).
+fn step_at_least(v: f64) -> f64 {
+    nice_step(v)
 }
 
 /// 1, 2 or 5 × 10^k, at least `raw`.
@@ -461,7 +494,14 @@ pub fn fmt_tick(v: f64) -> String {
     } else {
         (v, "")
     };
-    let s = format!("{val:.2}");
+    // Small values (a log axis of milliseconds that starts at 0.0002) keep two significant
+    // digits rather than rounding to 0.
+    let decimals = if val != 0.0 && val.abs() < 0.01 {
+        (-val.abs().log10()).ceil() as usize + 1
+    } else {
+        2
+    };
+    let s = format!("{val:.decimals$}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     let s = if s == "-0" { "0" } else { s };
     format!("{s}{suffix}")
@@ -508,6 +548,8 @@ mod tests {
         assert_eq!(fmt_tick(0.25), "0.25");
         assert_eq!(fmt_tick(2_000_000.0), "2M");
         assert_eq!(fmt_tick(0.0), "0");
+        assert_eq!(fmt_tick(0.0002), "0.0002");
+        assert_eq!(fmt_tick(0.005), "0.005");
     }
 
     #[test]
@@ -524,8 +566,8 @@ mod tests {
         let c = layout(&spec(vec![s], Scale::Log));
         assert!(!c.empty);
         let labels: Vec<_> = c.y_ticks.iter().map(|t| t.label.as_str()).collect();
-        assert_eq!(labels.first(), Some(&"1"));
-        assert_eq!(labels.last(), Some(&"1k"));
+        // 2..202 sits in 2..500: many 1-2-5 steps, so the decades and the ends.
+        assert_eq!(labels, ["2", "10", "100", "500"]);
         assert_eq!(
             c.series[0].markers.len(),
             2,
@@ -533,6 +575,21 @@ mod tests {
         );
         // Higher values sit higher on the page (smaller y).
         assert!(c.series[0].markers[1].y < c.series[0].markers[0].y);
+    }
+
+    #[test]
+    fn log_axis_hugs_the_data() {
+        // A table-size sweep of 30..10,030 entries: 20..20k, not a decade of blank either side.
+        let (lo, hi, ticks) = domain(Scale::Log, &[30.0, 2030.0, 10030.0], false);
+        assert_eq!((lo, hi), (20.0, 20_000.0));
+        let labels: Vec<String> = ticks.into_iter().map(fmt_tick).collect();
+        assert_eq!(labels, ["20", "100", "1k", "10k", "20k"]);
+        // J = 1..16: every 1-2-5 step fits.
+        let (_, _, ticks) = domain(Scale::Log, &[1.0, 4.0, 16.0], false);
+        assert_eq!(ticks, [1.0, 2.0, 5.0, 10.0, 20.0]);
+        // One value still gets an axis.
+        let (lo, hi, _) = domain(Scale::Log, &[5.0], false);
+        assert!(lo <= 5.0 && hi > 5.0, "{lo}..{hi}");
     }
 
     #[test]

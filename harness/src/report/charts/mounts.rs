@@ -1,125 +1,26 @@
-//! Which charts report.html draws, from a run: start latency and mount-table operations against
-//! layer count (built-in strategies and runtimes alike), and lockbench scalability. Every chart names its accelerator. Counts are capped
-//! so that a 5,000-cell run still gives a file a browser opens quickly; what was left out is said.
+//! Charts of the mounts cells: per-container start latency and mount-table operations against
+//! layer count, built-in strategies and runtimes alike.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use protocol::{CellDetail, MountStrategy, Outcome, Scenario, Strategy, Summary, Unit};
-use serde::Serialize;
+use protocol::{MountStrategy, Outcome, Scenario, Strategy, Summary};
 
-use super::model::mounts_detail;
-use super::svg::{layout, Chart, ChartSpec, DataPoint, Scale, SeriesData};
-use crate::results::{CellRecord, RunRecord};
+use super::{
+    accel_of, by_row, latency_us, runtimes_of, slug, strategy_color, time_unit, ChartSection,
+    MAX_LATENCY_CHARTS, MAX_OPS_CHARTS, MAX_SERIES,
+};
+use crate::cell::CellKey;
+use crate::report::model::mounts_detail;
+use crate::report::svg::{layout, Chart, ChartSpec, DataPoint, Scale, SeriesData};
+use crate::results::CellRecord;
 
-#[derive(Debug, Serialize)]
-pub struct ChartSection {
-    pub title: String,
-    pub charts: Vec<Chart>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Charts {
-    pub latency: Vec<ChartSection>,
-    pub ops: Vec<Chart>,
-    pub lockbench: Vec<ChartSection>,
-    /// What the caps left out, one sentence each.
-    pub omitted: Vec<String>,
-}
-
-const MAX_LATENCY_CHARTS: usize = 240;
-const MAX_OPS_CHARTS: usize = 80;
-const MAX_LOCK_CHARTS: usize = 40;
-const MAX_SERIES: usize = 10;
-
-/// Fixed colours so a strategy looks the same on every chart; runtimes take the next ones in
-/// name order (the same order on every chart of a run).
-fn strategy_color(s: &MountStrategy, runtimes: &BTreeSet<protocol::RuntimeName>) -> usize {
-    match s {
-        MountStrategy::Builtin(Strategy::PerLayer) => 1,
-        MountStrategy::Builtin(Strategy::CommonParent) => 0,
-        MountStrategy::Builtin(Strategy::FsconfigFd) => 2,
-        MountStrategy::Runtime(n) => {
-            Strategy::ALL.len() + runtimes.iter().position(|r| r == n).unwrap_or(0)
-        }
-    }
-}
-
-/// The runtimes of a run's cells, in name order (their colours).
-fn runtimes_of(cells: &[&CellRecord]) -> BTreeSet<protocol::RuntimeName> {
-    cells
-        .iter()
-        .filter_map(|c| c.scenario.runtime().cloned())
-        .collect()
-}
-
-fn accel_of<'a>(cells: impl Iterator<Item = &'a CellRecord>) -> String {
-    let set: BTreeSet<&str> = cells.map(|c| c.provenance.accel.as_str()).collect();
-    set.into_iter().collect::<Vec<_>>().join("+")
-}
-
-/// Microseconds per unit, for time units.
-fn us_per(unit: Unit) -> Option<f64> {
-    match unit {
-        Unit::Nanoseconds => Some(1e-3),
-        Unit::Microseconds => Some(1.0),
-        Unit::Milliseconds => Some(1e3),
-        Unit::Seconds => Some(1e6),
-        Unit::Count | Unit::OpsPerSecond | Unit::Ratio | Unit::Bytes => None,
-    }
-}
-
-/// Per-container start latency samples in µs: the detail's per-container list when the agent
-/// sent one (the real distribution), else the first of the named latency metrics it did send.
-fn latency_us(c: &CellRecord) -> Option<Vec<f64>> {
-    if let Some(d) = mounts_detail(c).filter(|d| !d.latency_us.is_empty()) {
-        return Some(d.latency_us.iter().map(|v| *v as f64).collect());
-    }
-    let m = ["start_latency_us", "latency_us", "latency_p50_us"]
-        .iter()
-        .find_map(|n| c.metrics.get(*n))?;
-    let f = us_per(m.unit)?;
-    Some(m.samples.iter().map(|v| v * f).collect())
-}
-
-pub fn build(run: &RunRecord) -> Charts {
-    let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
-    cells.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut omitted = Vec::new();
-    let latency = latency_charts(&cells, &mut omitted);
-    let ops = ops_charts(&cells, &mut omitted);
-    let lockbench = lock_charts(&cells, &mut omitted);
-    Charts {
-        latency,
-        ops,
-        lockbench,
-        omitted,
-    }
-}
-
-type RowKey = (String, String);
-
-fn by_row<'a>(cells: &[&'a CellRecord]) -> Vec<(RowKey, Vec<&'a CellRecord>)> {
-    let mut out: Vec<(RowKey, Vec<&CellRecord>)> = Vec::new();
-    for c in cells {
-        let (kernel, topology) = c.key.target.row();
-        let k = (kernel.to_string(), topology.to_string());
-        match out.last_mut() {
-            Some((lk, v)) if *lk == k => v.push(c),
-            _ => out.push((k, vec![c])),
-        }
-    }
-    out
-}
-
-fn slug(parts: &[&str]) -> String {
-    parts
-        .join("-")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
-}
-
-fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSection> {
+/// `swept`: cells a concurrency chart draws; a curve that is one of them alone (one layer
+/// count) is left to that chart.
+pub(super) fn latency_charts(
+    cells: &[&CellRecord],
+    swept: &BTreeSet<&CellKey>,
+    omitted: &mut Vec<String>,
+) -> Vec<ChartSection> {
     let mounts: Vec<&CellRecord> = cells
         .iter()
         .copied()
@@ -144,6 +45,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
             // Series: strategy × (containers, concurrency, passes); the shape only gets a
             // suffix when a chart has more than one.
             let mut series: BTreeMap<Shape, Vec<(f64, Summary)>> = BTreeMap::new();
+            let mut lone: BTreeMap<Shape, bool> = BTreeMap::new();
             for c in &group {
                 let Scenario::Mounts(m) = &c.scenario else {
                     continue;
@@ -151,11 +53,17 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
                 let Some(s) = latency_us(c).and_then(|v| Summary::of(&v)) else {
                     continue;
                 };
+                let shape = (m.strategy.clone(), m.containers, m.concurrency, m.passes);
+                *lone.entry(shape.clone()).or_insert(true) &= swept.contains(&c.key);
                 series
-                    .entry((m.strategy.clone(), m.containers, m.concurrency, m.passes))
+                    .entry(shape)
                     .or_default()
                     .push((f64::from(m.layers), s));
             }
+            // One point of a J sweep says nothing about layers: its J chart has it.
+            let before = series.len();
+            series.retain(|shape, pts| !(pts.len() == 1 && lone[shape]));
+            let in_j = before - series.len();
             if series.is_empty() {
                 continue;
             }
@@ -165,13 +73,7 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
                 .flatten()
                 .map(|(_, s)| s.p50 + s.mad)
                 .fold(0.0, f64::max);
-            let (div, unit) = if max_us >= 1e6 {
-                (1e6, "s")
-            } else if max_us >= 1e4 {
-                (1e3, "ms")
-            } else {
-                (1.0, "µs")
-            };
+            let (div, unit) = time_unit(max_us);
             let total = series.len();
             let shape_list: Vec<_> = shapes.iter().collect();
             let data: Vec<SeriesData> = series
@@ -217,6 +119,11 @@ fn latency_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart
             }
             if total > MAX_SERIES {
                 note.push_str(&format!("; {} series not drawn", total - MAX_SERIES));
+            }
+            if in_j > 0 {
+                note.push_str(&format!(
+                    "; {in_j} single-L curves of a J sweep are in its concurrency chart"
+                ));
             }
             charts.push(layout(&ChartSpec {
                 id: slug(&["lat", &kernel, &topo, fs]),
@@ -278,7 +185,7 @@ fn ops_per_container(c: &CellRecord) -> Option<f64> {
     }
 }
 
-fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
+pub(super) fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
     let with_ops: Vec<&CellRecord> = cells
         .iter()
         .copied()
@@ -422,199 +329,4 @@ fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<Chart> {
         ));
     }
     charts
-}
-
-/// Where a lock-benchmark chart's curves come from: one benchmark (scenario label) on one
-/// topology (a guest's, or a host's own) and, for benchmarks that touch the layers, one
-/// filesystem. Its series are the kernels (or hosts).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct LockGroup {
-    label: String,
-    topology: String,
-    /// `None` for user-spin, which never touches the layers' filesystem.
-    filesystem: Option<String>,
-}
-
-/// Curves drawn per lock chart (kernels × workloads).
-const MAX_LOCK_SERIES: usize = 16;
-
-fn lock_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Vec<ChartSection> {
-    let mut groups: BTreeMap<LockGroup, Vec<&CellRecord>> = BTreeMap::new();
-    for c in cells {
-        let (Some(CellDetail::Lockbench(lb)), Scenario::Lockbench(sc)) = (&c.detail, &c.scenario)
-        else {
-            continue;
-        };
-        if lb.points.is_empty() {
-            continue;
-        }
-        let topology = match &c.key.target {
-            crate::cell::TargetKey::Qemu { topology, .. } => topology.clone(),
-            other => other.to_string(),
-        };
-        let uses_fs = crate::matrix::uses_layer_fs(&c.scenario);
-        groups
-            .entry(LockGroup {
-                label: sc.label(),
-                topology,
-                filesystem: uses_fs.then(|| c.key.filesystem.to_string()),
-            })
-            .or_default()
-            .push(c);
-    }
-    let mut sections = Vec::new();
-    let mut skipped = 0;
-    for (g, members) in groups {
-        if sections.len() >= MAX_LOCK_CHARTS {
-            skipped += 1;
-            continue;
-        }
-        sections.push(lock_chart(&g, &members));
-    }
-    if skipped > 0 {
-        omitted.push(format!(
-            "{skipped} lockbench charts not drawn (limit {MAX_LOCK_CHARTS})"
-        ));
-    }
-    sections
-}
-
-/// One chart: scalability against threads, a colour per kernel and a dash per workload, on the
-/// scenario's first pinning and the SMT state found (what its metrics are), without the
-/// false-sharing twins (they are in the performance table with every throughput).
-fn lock_chart(g: &LockGroup, members: &[&CellRecord]) -> ChartSection {
-    let mut title = format!("{} · {}", g.label, g.topology);
-    if let Some(fs) = &g.filesystem {
-        title.push_str(&format!(" · {fs}"));
-    }
-    let mut workloads: Vec<String> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
-    let mut series = Vec::new();
-    let mut total = 0;
-    let mut serialized = false;
-    for (ki, c) in members.iter().enumerate() {
-        let (Some(CellDetail::Lockbench(lb)), Scenario::Lockbench(sc)) = (&c.detail, &c.scenario)
-        else {
-            continue;
-        };
-        // A kernel's name, and its filesystem when an older run has it more than once here.
-        let kernel = c.key.target.row().0;
-        let twins = members
-            .iter()
-            .filter(|m| m.key.target.row().0 == kernel)
-            .count();
-        let who = if twins > 1 {
-            format!("{kernel} {}", c.key.filesystem)
-        } else {
-            kernel.to_string()
-        };
-        let pin = sc
-            .pinning
-            .first()
-            .copied()
-            .unwrap_or(protocol::lockbench::Pinning::None);
-        let chosen: Vec<&protocol::lockbench::LockPoint> = lb
-            .points
-            .iter()
-            .filter(|p| p.pinning == pin && p.smt == lb.smt_before && !p.false_sharing)
-            .filter(|p| !c.caveats.point_unsupported(p))
-            .collect();
-        for u in &c.caveats.unsupported_points {
-            notes.push(format!(
-                "{who}: {} points unsupported ({})",
-                u.pinning.as_str(),
-                u.reason
-            ));
-        }
-        if !lb.notes.is_empty() {
-            notes.push(format!(
-                "{who}: {}",
-                super::model::one_line(&lb.notes.join("; "), 200)
-            ));
-        }
-        let muted = c.caveats.vcpus_serialized;
-        serialized |= muted;
-        let mut by_workload: BTreeMap<&str, Vec<&protocol::lockbench::LockPoint>> = BTreeMap::new();
-        for p in chosen {
-            by_workload.entry(p.workload.as_str()).or_default().push(p);
-        }
-        for (w, pts) in by_workload {
-            total += 1;
-            if series.len() >= MAX_LOCK_SERIES {
-                continue;
-            }
-            let wi = match workloads.iter().position(|x| x == w) {
-                Some(i) => i,
-                None => {
-                    workloads.push(w.to_string());
-                    workloads.len() - 1
-                }
-            };
-            series.push(SeriesData {
-                label: format!("{who} {w}"),
-                color: ki,
-                dash: wi,
-                line: true,
-                markers: true,
-                muted,
-                points: pts
-                    .iter()
-                    .filter_map(|p| {
-                        p.scalability.map(|y| DataPoint {
-                            x: f64::from(p.threads),
-                            y,
-                            lo: None,
-                            hi: None,
-                            alert: false,
-                            title: format!(
-                                "{who} {w}, {} threads: {:.0} ops/s, scalability {y:.2}{}",
-                                p.threads,
-                                p.ops_per_sec,
-                                if c.caveats.point_serialized(p) {
-                                    " (vCPUs serialized)"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        })
-                    })
-                    .collect(),
-            });
-        }
-    }
-    let mut note = String::from("1.0 = perfect scaling; throughput per point in the table");
-    if serialized {
-        note = format!(
-            "faded: {} (single-threaded TCG); {note}",
-            crate::run::caveats::SERIALIZED
-        );
-    }
-    if total > series.len() {
-        note.push_str(&format!("; {} of {total} curves drawn", series.len()));
-    }
-    for n in notes {
-        note.push_str("; ");
-        note.push_str(&n);
-    }
-    let chart = layout(&ChartSpec {
-        id: slug(&[
-            "lock",
-            &g.label,
-            &g.topology,
-            g.filesystem.as_deref().unwrap_or(""),
-        ]),
-        title: title.clone(),
-        accel: accel_of(members.iter().copied()),
-        x_label: "threads".into(),
-        y_label: "ops / (ops@1 × N)".into(),
-        x_scale: Scale::Linear,
-        y_scale: Scale::Linear,
-        y_from_zero: true,
-        series,
-        note,
-    });
-    ChartSection {
-        title,
-        charts: vec![chart],
-    }
 }
