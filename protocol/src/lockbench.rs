@@ -225,3 +225,109 @@ pub struct LockPoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_entries: Option<u64>,
 }
+
+/// Which end of a thread sweep a point metric is: its smallest or its largest thread count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepEnd {
+    Min,
+    Max,
+}
+
+/// The name of a lock-benchmark point metric, one string in `metrics` so that `mmx compare`
+/// treats it like any other: `<workload>[+<N>mounts][+fs]@<min|max>:<column>`, e.g.
+/// `tas+fs@max:scalability` or `storm:per-layer+10000mounts@max:reader_p99_ns`. The agent
+/// writes it and the harness reads it back with this one type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointMetricName {
+    pub workload: String,
+    /// storm: the point's table size, when mounts were added (0 is not written).
+    pub prepopulated_mounts: Option<u32>,
+    pub false_sharing: bool,
+    pub end: SweepEnd,
+    /// `ops_per_s`, `scalability`, `reader_p99_ns`, `latency_p50_ns`.
+    pub column: String,
+}
+
+impl PointMetricName {
+    /// Read a metric name back; None for metrics that are not point metrics.
+    pub fn parse(name: &str) -> Option<PointMetricName> {
+        let (point, column) = name.rsplit_once(':')?;
+        let (rest, end) = point.rsplit_once('@')?;
+        let end = match end {
+            "min" => SweepEnd::Min,
+            "max" => SweepEnd::Max,
+            _ => return None,
+        };
+        let (rest, false_sharing) = match rest.strip_suffix("+fs") {
+            Some(w) => (w, true),
+            None => (rest, false),
+        };
+        let (workload, prepopulated_mounts) = match rest
+            .strip_suffix("mounts")
+            .and_then(|r| r.rsplit_once('+'))
+            .and_then(|(w, n)| Some((w, n.parse::<u32>().ok()?)))
+        {
+            Some((w, n)) => (w, Some(n)),
+            None => (rest, None),
+        };
+        Some(PointMetricName {
+            workload: workload.to_string(),
+            prepopulated_mounts,
+            false_sharing,
+            end,
+            column: column.to_string(),
+        })
+    }
+
+    /// Whether `p` is one of the points this metric's sweep is over (any thread count).
+    pub fn series_of(&self, p: &LockPoint, pin: Pinning) -> bool {
+        p.pinning == pin
+            && p.workload == self.workload
+            && p.false_sharing == self.false_sharing
+            && p.prepopulated_mounts.filter(|n| *n > 0) == self.prepopulated_mounts
+    }
+}
+
+impl std::fmt::Display for PointMetricName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.workload)?;
+        if let Some(n) = self.prepopulated_mounts.filter(|n| *n > 0) {
+            write!(f, "+{n}mounts")?;
+        }
+        if self.false_sharing {
+            f.write_str("+fs")?;
+        }
+        let end = match self.end {
+            SweepEnd::Min => "min",
+            SweepEnd::Max => "max",
+        };
+        write!(f, "@{end}:{}", self.column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_metric_names_round_trip() {
+        for name in [
+            "tas@min:ops_per_s",
+            "tas+fs@max:scalability",
+            "storm:per-layer@max:reader_p99_ns",
+            "storm:per-layer+10000mounts@max:reader_p99_ns",
+            "mountinfo-during:fsconfig-fd+1000mounts@min:latency_p50_ns",
+            "bind-umount+fs@max:ops_per_s",
+        ] {
+            let parsed = PointMetricName::parse(name).expect(name);
+            assert_eq!(parsed.to_string(), name);
+        }
+        let p = PointMetricName::parse("storm:per-layer+10000mounts@max:ops_per_s").unwrap();
+        assert_eq!(p.workload, "storm:per-layer");
+        assert_eq!(p.prepopulated_mounts, Some(10_000));
+        assert_eq!(p.end, SweepEnd::Max);
+        for not in ["boot_ms", "tas@mid:ops_per_s", "x:y"] {
+            assert_eq!(PointMetricName::parse(not), None, "{not}");
+        }
+    }
+}

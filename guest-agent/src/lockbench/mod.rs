@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use protocol::lockbench::{
-    Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning,
+    Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning, PointMetricName,
+    SweepEnd,
 };
 use protocol::{
     Better, CellDetail, CellResult, Evidence, Metric, ObservedTopology, Outcome, SmtState,
@@ -561,39 +562,43 @@ fn point_metrics(
         };
         let min = chosen.iter().filter(same).map(|q| q.threads).min();
         let max = chosen.iter().filter(same).map(|q| q.threads).max();
-        let tag = match (Some(p.threads) == min, Some(p.threads) == max) {
-            (true, _) => "min",
-            (_, true) => "max",
+        let end = match (Some(p.threads) == min, Some(p.threads) == max) {
+            (true, _) => SweepEnd::Min,
+            (_, true) => SweepEnd::Max,
             _ => continue,
         };
-        let fs = if p.false_sharing { "+fs" } else { "" };
         // A storm over a grown table is a series of its own: `storm:per-layer+10000mounts@max`.
-        let table = match p.prepopulated_mounts {
-            Some(n) if n > 0 => format!("+{n}mounts"),
-            _ => String::new(),
+        let name = |column: &str| {
+            PointMetricName {
+                workload: p.workload.clone(),
+                prepopulated_mounts: p.prepopulated_mounts,
+                false_sharing: p.false_sharing,
+                end,
+                column: column.into(),
+            }
+            .to_string()
         };
-        let key = format!("{}{table}{fs}@{tag}", p.workload);
         if p.ops > 0 {
             m.insert(
-                format!("{key}:ops_per_s"),
+                name("ops_per_s"),
                 Metric::one(Unit::OpsPerSecond, Better::Higher, p.ops_per_sec),
             );
         }
         if let Some(s) = p.scalability {
             m.insert(
-                format!("{key}:scalability"),
+                name("scalability"),
                 Metric::one(Unit::Ratio, Better::Higher, s),
             );
         }
         if let Some(r) = p.reader_p99_ns {
             m.insert(
-                format!("{key}:reader_p99_ns"),
+                name("reader_p99_ns"),
                 Metric::one(Unit::Nanoseconds, Better::Lower, r),
             );
         }
         if let (Some(l), 0) = (p.latency_p50_ns, p.threads.saturating_sub(1)) {
             m.insert(
-                format!("{key}:latency_p50_ns"),
+                name("latency_p50_ns"),
                 Metric::one(Unit::Nanoseconds, Better::Lower, l),
             );
         }

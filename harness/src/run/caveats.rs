@@ -15,7 +15,7 @@
 //!   marked: their numbers are the cost of a start sequence (syscalls, checks), which an
 //!   emulator times consistently whether or not their J workers overlap.
 
-use protocol::lockbench::{LockPoint, Pinning};
+use protocol::lockbench::{LockPoint, Pinning, PointMetricName, SweepEnd};
 use protocol::{Better, CellDetail, Evidence, Metric, ObservedTopology, Outcome, Scenario, Unit};
 
 use crate::matrix::Topology;
@@ -149,24 +149,18 @@ fn mark_serialized(cell: &mut CellRecord) {
     cell.caveats.serialized_metrics = serialized;
 }
 
-/// The thread count behind a lock-benchmark metric. The agent names them
-/// `<workload>[+fs]@<min|max>:<column>` for the scenario's first pinning: the sweep's smallest
-/// or largest thread count of that workload and layout. None: not a point metric.
+/// The thread count behind a lock-benchmark metric ([`PointMetricName`]): the smallest or
+/// largest of its sweep (workload, table size, layout) on the scenario's first pinning. None:
+/// not a point metric.
 pub fn lock_metric_threads(name: &str, points: &[LockPoint], pin: Pinning) -> Option<u32> {
-    let (point, _column) = name.rsplit_once(':')?;
-    let (workload, tag) = point.rsplit_once('@')?;
-    let (workload, false_sharing) = match workload.strip_suffix("+fs") {
-        Some(w) => (w, true),
-        None => (workload, false),
-    };
+    let name = PointMetricName::parse(name)?;
     let threads = points
         .iter()
-        .filter(|p| p.pinning == pin && p.workload == workload && p.false_sharing == false_sharing)
+        .filter(|p| name.series_of(p, pin))
         .map(|p| p.threads);
-    match tag {
-        "min" => threads.min(),
-        "max" => threads.max(),
-        _ => None,
+    match name.end {
+        SweepEnd::Min => threads.min(),
+        SweepEnd::Max => threads.max(),
     }
 }
 
@@ -312,13 +306,23 @@ mod tests {
 
     #[test]
     fn lock_metric_names_map_to_thread_counts() {
+        let grown = |threads| LockPoint {
+            prepopulated_mounts: Some(10_000),
+            ..point("storm:per-layer", Pinning::None, threads)
+        };
         let pts = [
             point("storm:per-layer", Pinning::None, 2),
             point("storm:per-layer", Pinning::None, 8),
+            grown(1),
+            grown(4),
         ];
         let t = |n| lock_metric_threads(n, &pts, Pinning::None);
         assert_eq!(t("storm:per-layer@max:reader_p99_ns"), Some(8));
         assert_eq!(t("storm:per-layer@min:ops_per_s"), Some(2));
+        // A storm on a grown table is its own sweep (it was read as no point metric at all,
+        // so its contention metrics were never marked serialized).
+        assert_eq!(t("storm:per-layer+10000mounts@max:reader_p99_ns"), Some(4));
+        assert_eq!(t("storm:per-layer+10000mounts@min:ops_per_s"), Some(1));
         assert_eq!(t("latency_p50_us"), None);
     }
 }
