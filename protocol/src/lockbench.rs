@@ -226,6 +226,50 @@ pub struct LockPoint {
     pub table_entries: Option<u64>,
 }
 
+/// What a storm point measured: its `workload`, written by the agent and read by the reports with
+/// this one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StormPoint {
+    /// `storm:idle`: the bystanders alone, before any storm.
+    Idle,
+    /// `storm:<strategy>`: one storm; latency = per-container start, reader_* = the bystanders'
+    /// stat() latency.
+    Start(Strategy),
+    /// `mountinfo-during:<strategy>`: latency = one whole read of the storm namespace's table.
+    Read(Strategy),
+}
+
+impl StormPoint {
+    const IDLE: &'static str = "storm:idle";
+    const START: &'static str = "storm:";
+    const READ: &'static str = "mountinfo-during:";
+
+    /// `None` for a workload that is no storm point (or names a strategy mmx does not know).
+    pub fn parse(workload: &str) -> Option<StormPoint> {
+        if workload == Self::IDLE {
+            return Some(StormPoint::Idle);
+        }
+        if let Some(s) = workload.strip_prefix(Self::READ) {
+            return s.parse().ok().map(StormPoint::Read);
+        }
+        workload
+            .strip_prefix(Self::START)?
+            .parse()
+            .ok()
+            .map(StormPoint::Start)
+    }
+}
+
+impl std::fmt::Display for StormPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StormPoint::Idle => f.write_str(Self::IDLE),
+            StormPoint::Start(st) => write!(f, "{}{st}", Self::START),
+            StormPoint::Read(st) => write!(f, "{}{st}", Self::READ),
+        }
+    }
+}
+
 /// Which end of a thread sweep a point metric is: its smallest or its largest thread count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepEnd {
@@ -329,5 +373,23 @@ mod tests {
         for not in ["boot_ms", "tas@mid:ops_per_s", "x:y"] {
             assert_eq!(PointMetricName::parse(not), None, "{not}");
         }
+    }
+    #[test]
+    fn workloads_are_told_apart() {
+        use StormPoint::*;
+        assert_eq!(StormPoint::parse("storm:idle"), Some(Idle));
+        for p in [Idle, Start(Strategy::PerLayer), Read(Strategy::FsconfigFd)] {
+            assert_eq!(StormPoint::parse(&p.to_string()), Some(p));
+        }
+        assert_eq!(
+            StormPoint::parse("storm:per-layer"),
+            Some(Start(Strategy::PerLayer))
+        );
+        assert_eq!(
+            StormPoint::parse("mountinfo-during:fsconfig-fd"),
+            Some(Read(Strategy::FsconfigFd))
+        );
+        assert_eq!(StormPoint::parse("storm:runtime:x"), None);
+        assert_eq!(StormPoint::parse("tas"), None);
     }
 }

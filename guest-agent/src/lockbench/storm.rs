@@ -23,7 +23,7 @@ use std::ffi::CString;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use protocol::lockbench::{LockPoint, Pinning};
+use protocol::lockbench::{LockPoint, Pinning, StormPoint};
 use protocol::{CellDetail, Evidence, MountsResult, MountsScenario, Outcome, Strategy};
 use rustix::fs::{AtFlags, CWD};
 
@@ -64,7 +64,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
     })?;
     let (by, took) = idle;
     fam.points
-        .push(by.point("storm:idle".into(), 0, pin, ctx, took));
+        .push(by.point(StormPoint::Idle.to_string(), 0, pin, ctx, took));
 
     let mut unsupported: Vec<Strategy> = Vec::new();
     for &pre in &sc.prepopulated_mounts {
@@ -160,7 +160,7 @@ fn storm_points(
     ctx: &Ctx,
 ) -> [LockPoint; 2] {
     let window = Duration::from_micros(m.wall_us);
-    let mut p = by.point(format!("storm:{strategy}"), n, pin, ctx, window);
+    let mut p = by.point(StormPoint::Start(strategy).to_string(), n, pin, ctx, window);
     p.ops = m.mount_ops.ops;
     let secs = window.as_secs_f64();
     p.ops_per_sec = if secs > 0.0 { p.ops as f64 / secs } else { 0.0 };
@@ -170,7 +170,13 @@ fn storm_points(
     p.latency_p99_ns = m.latency.map(|s| s.p99 * 1e3);
     p.latency_max_ns = m.latency.map(|s| s.max * 1e3);
     p.ops_per_sample = None;
-    let mut r = by.mountinfo_point(format!("mountinfo-during:{strategy}"), n, pin, ctx, window);
+    let mut r = by.mountinfo_point(
+        StormPoint::Read(strategy).to_string(),
+        n,
+        pin,
+        ctx,
+        window,
+    );
     for q in [&mut p, &mut r] {
         q.prepopulated_mounts = Some(pre);
         q.table_entries = (by.entries > 0).then_some(by.entries);

@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use protocol::lockbench::{Bench, LockPoint, LockbenchResult, LockbenchScenario, Pinning};
+use protocol::lockbench::{
+    Bench, LockPoint, LockbenchResult, LockbenchScenario, Pinning, StormPoint,
+};
 use protocol::{CellDetail, MountStrategy, Scenario, Strategy};
 
 use super::{
@@ -17,39 +19,6 @@ use super::{
 use crate::report::model::one_line;
 use crate::report::svg::{fmt_tick, layout, Chart, ChartSpec, DataPoint, Scale, SeriesData};
 use crate::results::CellRecord;
-
-/// What a storm point measured, from its workload as the agent names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StormPoint {
-    /// `storm:idle`: the bystanders alone, before any storm.
-    Idle,
-    /// `storm:<strategy>`: one storm; latency = per-container start, reader_* = the bystanders'
-    /// stat() latency.
-    Start(Strategy),
-    /// `mountinfo-during:<strategy>`: latency = one whole read of the storm namespace's table.
-    Read(Strategy),
-}
-
-impl StormPoint {
-    const IDLE: &'static str = "storm:idle";
-    const START: &'static str = "storm:";
-    const READ: &'static str = "mountinfo-during:";
-
-    /// `None` for a workload that is no storm point (or names a strategy mmx does not know).
-    pub fn parse(workload: &str) -> Option<StormPoint> {
-        if workload == Self::IDLE {
-            return Some(StormPoint::Idle);
-        }
-        if let Some(s) = workload.strip_prefix(Self::READ) {
-            return s.parse().ok().map(StormPoint::Read);
-        }
-        workload
-            .strip_prefix(Self::START)?
-            .parse()
-            .ok()
-            .map(StormPoint::Start)
-    }
-}
 
 /// A storm cell's scenario and result; `None` for every other cell.
 pub(super) fn storm_of(c: &CellRecord) -> Option<(&LockbenchScenario, &LockbenchResult)> {
@@ -491,21 +460,6 @@ mod tests {
         s.into_iter().flat_map(|s| s.charts).collect()
     }
 
-    #[test]
-    fn workloads_are_told_apart() {
-        use StormPoint::*;
-        assert_eq!(StormPoint::parse("storm:idle"), Some(Idle));
-        assert_eq!(
-            StormPoint::parse("storm:per-layer"),
-            Some(Start(Strategy::PerLayer))
-        );
-        assert_eq!(
-            StormPoint::parse("mountinfo-during:fsconfig-fd"),
-            Some(Read(Strategy::FsconfigFd))
-        );
-        assert_eq!(StormPoint::parse("storm:runtime:x"), None);
-        assert_eq!(StormPoint::parse("tas"), None);
-    }
 
     #[test]
     fn read_time_is_a_line_per_strategy_sorted_by_table_entries() {
