@@ -170,13 +170,7 @@ fn storm_points(
     p.latency_p99_ns = m.latency.map(|s| s.p99 * 1e3);
     p.latency_max_ns = m.latency.map(|s| s.max * 1e3);
     p.ops_per_sample = None;
-    let mut r = by.mountinfo_point(
-        StormPoint::Read(strategy).to_string(),
-        n,
-        pin,
-        ctx,
-        window,
-    );
+    let mut r = by.mountinfo_point(StormPoint::Read(strategy).to_string(), n, pin, ctx, window);
     for q in [&mut p, &mut r] {
         q.prepopulated_mounts = Some(pre);
         q.table_entries = (by.entries > 0).then_some(by.entries);
@@ -276,11 +270,15 @@ fn with_readers<T>(
             let mut buf = Vec::new();
             reader(cpu, barrier, phase, idle_warmup, || {
                 use std::io::Read;
-                let path = match beside.map(Beside::tid) {
-                    None => "/proc/thread-self/mountinfo".to_owned(),
-                    Some(Some(tid)) => format!("/proc/self/task/{tid}/mountinfo"),
+                let (path, _reading) = match beside.map(|b| (b.tid(), b)) {
+                    None => ("/proc/thread-self/mountinfo".to_owned(), None),
+                    Some((Some(tid), b)) => match b.begin_read() {
+                        Some(g) => (format!("/proc/self/task/{tid}/mountinfo"), Some(g)),
+                        // The window has ended: the table may be going away.
+                        None => return Ok(0),
+                    },
                     // The run has not entered its namespace yet: nothing to read.
-                    Some(None) => {
+                    Some((None, _)) => {
                         std::thread::sleep(Duration::from_millis(1));
                         return Ok(0);
                     }

@@ -119,13 +119,41 @@ pub struct Options {
 pub struct Beside {
     tid: AtomicI32,
     pub phase: Phase,
+    /// Reads of the run's table in progress: the window's end waits for them, so a read that
+    /// began in the window sees the table as the window left it, not half torn down (one read
+    /// of a 10k table that straddled the end saw 5,046 entries).
+    reads: AtomicU32,
 }
+
+/// How long the end of a window waits for reads of the table begun inside it (one read of a
+/// 10k-entry table takes under half a second under TCG).
+const READ_WAIT: Duration = Duration::from_secs(30);
 
 impl Beside {
     /// The run thread's id once it is in the run's namespace: its mount table, the one the
     /// storm mounts in, is `/proc/self/task/<tid>/mountinfo`.
     pub fn tid(&self) -> Option<i32> {
         Some(self.tid.load(Ordering::Acquire)).filter(|&t| t > 0)
+    }
+
+    /// Register a read of the run's table; None once the window has ended (the run may be
+    /// tearing its table down: do not read). Hold the guard for the whole read.
+    pub fn begin_read(&self) -> Option<ReadGuard<'_>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `WindowGuard::drop`: either this read sees the window
+        // ended, or the window's end sees this read.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let guard = ReadGuard(self);
+        (self.phase.get() != Phase::STOP).then_some(guard)
+    }
+}
+
+/// A read of a run's table in progress ([`Beside::begin_read`]).
+pub struct ReadGuard<'a>(&'a Beside);
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.reads.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -144,6 +172,11 @@ impl Drop for WindowGuard {
     fn drop(&mut self) {
         if let Some(b) = &self.0 {
             b.phase.set(Phase::STOP);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let start = Instant::now();
+            while b.reads.load(Ordering::SeqCst) > 0 && start.elapsed() < READ_WAIT {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
@@ -639,5 +672,26 @@ mod tests {
         assert!(validate(&sc(Strategy::PerLayer, 5, 2, 2, 0)).is_err());
         assert!(validate(&sc(Strategy::PerLayer, 5, 0, 0, 2)).is_err());
         assert!(validate(&sc(Strategy::FsconfigFd, 256, 4096, 4096, 8)).is_ok());
+    }
+
+    #[test]
+    fn the_window_ends_after_the_reads_begun_in_it_and_refuses_new_ones() {
+        let beside = Arc::new(Beside::default());
+        let window = WindowGuard(Some(beside.clone()));
+        window.open();
+        let read = beside.begin_read().expect("the window is open");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                drop(window);
+                tx.send(()).ok();
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(rx.try_recv().is_err(), "the window waited for the read");
+            assert!(beside.begin_read().is_none(), "no new read once it ends");
+            drop(read);
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("and ended once the read did");
+        });
     }
 }

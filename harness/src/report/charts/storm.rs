@@ -460,7 +460,6 @@ mod tests {
         s.into_iter().flat_map(|s| s.charts).collect()
     }
 
-
     #[test]
     fn read_time_is_a_line_per_strategy_sorted_by_table_entries() {
         let c = storm(&[Strategy::PerLayer, Strategy::CommonParent], Accel::TcgMt);
