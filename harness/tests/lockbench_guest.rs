@@ -222,8 +222,8 @@ fn describe(out: &BootOutput) -> String {
     )
 }
 
-/// The cell and its lockbench detail, asserting it passed.
-fn cell(name: &str) -> (&'static CellResult, &'static LockbenchResult) {
+/// The boot's result for the item `name`, and its cell id.
+fn result(name: &str) -> (String, &'static CellResult) {
     let out = &boot().out;
     let id = format!("{BOOT_ID}/{name}");
     let c = out
@@ -233,6 +233,12 @@ fn cell(name: &str) -> (&'static CellResult, &'static LockbenchResult) {
         .flatten()
         .find(|r| r.cell_id == id)
         .unwrap_or_else(|| panic!("no result for {id}: {}", describe(out)));
+    (id, c)
+}
+
+/// The cell and its lockbench detail, asserting it passed.
+fn cell(name: &str) -> (&'static CellResult, &'static LockbenchResult) {
+    let (id, c) = result(name);
     let Some(CellDetail::Lockbench(d)) = &c.detail else {
         panic!("{id}: expected a lockbench detail, got {:?}", c.detail);
     };
@@ -627,15 +633,7 @@ fn mounts_counts_come_from_fanotify_mount_events() {
     if qemu_missing() {
         return;
     }
-    let out = &boot().out;
-    let id = format!("{BOOT_ID}/{MOUNTS}");
-    let c = out
-        .stream
-        .results()
-        .iter()
-        .flatten()
-        .find(|r| r.cell_id == id)
-        .unwrap_or_else(|| panic!("no result for {id}: {}", describe(out)));
+    let (id, c) = result(MOUNTS);
     assert_eq!(c.outcome, Outcome::Pass, "{id}: {:?}", c.evidence);
     let Some(CellDetail::Mounts(m)) = &c.detail else {
         panic!("{id}: expected a mounts detail, got {:?}", c.detail);
