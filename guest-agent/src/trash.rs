@@ -96,14 +96,7 @@ pub fn reap(dirs: &[PathBuf]) {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
-        // A removal that races anything still settling is tried again, a few times.
-        for attempt in 0..5 {
-            remove(d);
-            if !d.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
-        }
+        remove(d);
     }
 }
 
