@@ -81,38 +81,12 @@ pub fn reap_detached() {
 
 /// The reaper's work: remove each trash directory. Refuses anything that is not trash, so a
 /// wrong argument can never delete a user's files.
-///
-/// It first waits (bounded) for the agent that made the trash to be gone: that agent starts the
-/// reaper on its way to exit, and until its exit kills them, threads it stopped mid-way (layer
-/// writers) can still add a file, which made a removal fail with ENOTEMPTY and left the trash.
 pub fn reap(dirs: &[PathBuf]) {
     for d in dirs {
-        let Some(owner) = trash_owner(d) else {
-            continue;
-        };
-        if owner != std::process::id() {
-            let start = std::time::Instant::now();
-            while running(owner) && start.elapsed() < OWNER_WAIT {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+        if is_trash(d) {
+            remove(d);
         }
-        remove(d);
     }
-}
-
-/// How long the reaper waits for its agent to exit before it removes anyway.
-const OWNER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Whether `pid` still runs code: not gone, and not a zombie waiting for its parent.
-fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses and may contain anything.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X'))
 }
 
 /// Remove trash that an earlier agent left in `scratch` (its reaper was killed, or the machine
@@ -184,8 +158,6 @@ mod tests {
         assert!(ours.exists(), "a live owner's trash is its reaper's");
         reap(std::slice::from_ref(&ours));
         assert!(!ours.exists());
-        assert!(running(std::process::id()));
-        assert!(!running(0), "no such process");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
