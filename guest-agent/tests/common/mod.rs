@@ -80,11 +80,18 @@ impl Scratch {
         );
         let t = Instant::now();
         while !self.entries().is_empty() {
-            let reaping = reaper_running(&self.0);
+            // The agent resumes from spawning its reaper while the reaper's execve is still
+            // setting up its arguments (vfork semantics), so right after the agent's exit its
+            // command line can read empty: look twice before calling it gone.
+            let reaping = reaper_running(&self.0) || {
+                std::thread::sleep(Duration::from_millis(200));
+                reaper_running(&self.0)
+            };
             assert!(
                 reaping || self.entries().is_empty(),
-                "the reaper ended and left {:?}",
-                names()
+                "the reaper ended and left {:?}; agent processes: {:?}",
+                names(),
+                agent_processes()
             );
             assert!(
                 t.elapsed() < TRASH_BOUND,
@@ -97,6 +104,24 @@ impl Scratch {
             eprintln!("trash removed {:?} after the exit", t.elapsed());
         }
     }
+}
+
+/// Every process that runs the agent's binary or says `reap-trash`: pid, state, command line.
+fn agent_processes() -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+            let exe = std::fs::read_link(p.path().join("exe")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let ours = cmd.contains("reap-trash") || exe.ends_with("mmx-agent");
+            ours.then(|| format!("{} {cmd} | {stat}", exe.display()))
+        })
+        .collect()
 }
 
 /// Whether an `mmx-agent reap-trash` process works on trash below `dir`.
