@@ -130,9 +130,10 @@ struct RunArgs {
     /// Which part of the matrix: QEMU guests and hosts (all), or one backend.
     #[arg(long, value_enum, default_value = "all")]
     backend: BackendChoice,
-    /// Accelerator for guests: KVM if it really runs a guest here, else TCG, with one host thread
-    /// per vCPU (tcg-mt) for lock-benchmark boots when there is a core per vCPU (auto); or force
-    /// one for every guest.
+    /// Accelerator for guests: KVM if it really runs a guest here, else single-threaded TCG
+    /// (auto); or force one for every guest. Multi-threaded TCG (tcg-mt) is opt-in: its guests'
+    /// vCPUs run at once, but under load 7.x and 6.12 guests have oopsed (int3) or stalled in
+    /// early boot under it.
     #[arg(long, value_enum, default_value = "auto")]
     accel: harness::backend::qemu::AccelChoice,
     /// Boots at a time (default: from cores and memory).

@@ -107,9 +107,6 @@ pub struct Runner {
     pub qemu: Option<(Qemu, Kernels)>,
     /// The matrix's known answers, checked on every cell.
     pub expectations: Expectations,
-    /// Boots that measure contention may run under multi-threaded TCG (`--accel auto`);
-    /// `--accel tcg` keeps every guest single-threaded.
-    pub concurrent_vcpus: bool,
     /// The runtimes the boots' cells start, ready or with the reason they are not.
     pub runtimes: RunRuntimes,
     /// This machine's cores, shared by the pool's guests ([`host_threads`]).
@@ -160,7 +157,6 @@ impl Runner {
             retries,
             qemu,
             expectations: matrix.expectations.clone(),
-            concurrent_vcpus: accel == AccelChoice::Auto,
             runtimes,
             cores: super::cores::Cores::of_this_machine(),
         })
@@ -386,11 +382,7 @@ impl Runner {
                         vec![],
                     );
                 };
-                let concurrent = self.concurrent_vcpus && wants_concurrent_vcpus(boot);
-                let accel = match qemu.decide_now(&resolved) {
-                    Accel::Tcg if concurrent => Accel::TcgMt,
-                    a => a,
-                };
+                let accel = qemu.decide_now(&resolved);
                 let Some(_held) = self.cores.take(host_threads(boot, accel, topology), cancel)
                 else {
                     return BootOutput::infra(
@@ -401,11 +393,7 @@ impl Runner {
                         vec![],
                     );
                 };
-                let mut out = if concurrent {
-                    qemu.boot_concurrent(&req, &resolved, topology, fs)
-                } else {
-                    qemu.boot(&req, &resolved, topology, fs)
-                };
+                let mut out = qemu.boot(&req, &resolved, topology, fs);
                 out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
                 out
             }
@@ -424,24 +412,6 @@ impl Runner {
             }
         }
     }
-}
-
-/// Whether a guest boot should have vCPUs that run at once (multi-threaded TCG where KVM is not
-/// usable): it runs a lock benchmark (contention is what it measures) and this machine has a
-/// core for every vCPU (with fewer, host threads would take turns again). Multi-threaded TCG was
-/// booted 20 times with each default kernel and the default lock benchmark, all clean
-/// (`cargo bench -p harness --bench boot -- tcg-mt`); other boots keep single-threaded TCG,
-/// which on a small CI machine boots no slower.
-pub fn wants_concurrent_vcpus(boot: &BootPlan) -> bool {
-    let Target::Qemu { topology, .. } = &boot.target else {
-        return false;
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let lockbench = boot
-        .cells
-        .iter()
-        .any(|c| matches!(c.scenario, protocol::Scenario::Lockbench(_)));
-    lockbench && u32::try_from(cores).unwrap_or(u32::MAX) >= topology.vcpus()
 }
 
 /// The host cores a guest keeps busy: one per vCPU when its vCPUs run at once (KVM, tcg-mt) and

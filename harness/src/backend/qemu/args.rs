@@ -38,11 +38,12 @@ pub fn opt_escape(value: &Path) -> OsString {
 ///
 /// `tcg` runs all vCPUs on one host thread (`thread=single`): on a small CI machine one thread
 /// boots no slower than several, but the vCPUs take turns, so nothing measured there is
-/// contention. `tcg-mt` (`thread=multi`) gives each vCPU a host thread; the runner uses it for
-/// boots that measure contention. An `Oops: int3` in the idle loop of a 6.12 guest was once seen
-/// under multi-threaded TCG (QEMU 7.2: a vCPU running code another had just patched); 60 boots
-/// of the three default kernels under it later were all clean (`benches/boot.rs tcg-mt`), and
-/// the console alarms would end such a boot as `panic` with the line.
+/// contention. `tcg-mt` (`thread=multi`) gives each vCPU a host thread, only when asked
+/// (`--accel tcg-mt`): 120 boots of the three default kernels under it were clean on an idle
+/// machine (`benches/boot.rs tcg-mt`), but under load (a CI run's parallel tests) a 7.x guest
+/// oopsed in boot (`Oops: int3`, a vCPU running code another had just patched; seen once on 6.12
+/// before) and another stalled at 2 s of boot until its deadline (QEMU 7.2). The console alarms
+/// end such a boot as `panic` with the line.
 pub fn machine_args(accel: Accel) -> Vec<OsString> {
     let (accel, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),

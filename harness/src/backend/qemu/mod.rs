@@ -146,22 +146,6 @@ impl Qemu {
         out
     }
 
-    /// Like [`Qemu::boot`], but where the backend would run single-threaded TCG the guest gets
-    /// one host thread per vCPU (`tcg-mt`), so its vCPUs run at once: for boots that measure
-    /// contention (the runner decides which).
-    pub fn boot_concurrent(
-        &self,
-        req: &BootRequest,
-        kernel: &ResolvedKernel,
-        topology: &Topology,
-        fs: Filesystem,
-    ) -> BootOutput {
-        match self.decide_accel(kernel) {
-            Accel::Tcg => self.boot_with(req, kernel, topology, fs, Accel::TcgMt, Instant::now()),
-            _ => self.boot(req, kernel, topology, fs),
-        }
-    }
-
     fn boot_with(
         &self,
         req: &BootRequest,
