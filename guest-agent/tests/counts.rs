@@ -8,50 +8,13 @@
 //! No test asserts a time.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use protocol::{CellDetail, CellResult, CountSource, Feature, MountsResult, Outcome, Strategy};
+use protocol::{CellResult, CountSource, Feature, Outcome, Strategy};
 
 mod common;
 
-use common::{assert_no_leak, is_root, mount_table, Scratch, AGENT};
-
-/// Run `mmx-agent mounts … --json` with the test hook `hook` (if any).
-fn mounts(
-    hook: Option<&str>,
-    strategy: Strategy,
-    (layers, containers, j): (u32, u32, u32),
-    scratch: &Path,
-) -> (CellResult, Output) {
-    let mut cmd = Command::new(AGENT);
-    cmd.env_remove("MMX_AGENT_TEST_HOOK");
-    if let Some(h) = hook {
-        cmd.env("MMX_AGENT_TEST_HOOK", h);
-    }
-    let out = cmd
-        .args(["mounts", "--strategy", strategy.as_str()])
-        .args(["--layers", &layers.to_string()])
-        .args(["--containers", &containers.to_string()])
-        .args(["--concurrency", &j.to_string(), "--passes", "2", "--json"])
-        .arg("--scratch")
-        .arg(scratch)
-        .output()
-        .expect("run mmx-agent");
-    let r: CellResult = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no CellResult on stdout ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (r, out)
-}
-
-fn detail(r: &CellResult) -> &MountsResult {
-    match &r.detail {
-        Some(CellDetail::Mounts(m)) => m,
-        other => panic!("no mounts detail: {other:?}"),
-    }
-}
+use common::{assert_no_leak, detail, is_root, mount_table, mounts, Scratch, AGENT};
 
 /// Whether this kernel reports mount events, by the agent's own probe.
 fn kernel_has_mount_events(scratch: &Path) -> bool {

@@ -134,6 +134,27 @@ fn lockbench_any(
 }
 
 /// Within each series (workload, layout, pinning, SMT), thread counts strictly increase.
+/// Run `mmx-agent lockbench --json …` on a fresh scratch dir of its own (`name`), one test at a
+/// time, and check what every run must leave behind: the host's mount table as it was and the
+/// scratch dir empty. Any outcome; [`on_host_passing`] asserts a pass.
+fn on_host(name: &str, hook: Option<&str>, args: &[&str]) -> (CellResult, LockbenchResult) {
+    let _g = serial();
+    let dir = scratch(name);
+    let _cleanup = scratch_guard(&dir);
+    let before = host_mountinfo();
+    let r = lockbench_any(hook, &dir, args);
+    assert_eq!(host_mountinfo(), before, "host mount table changed");
+    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
+    r
+}
+
+/// [`on_host`], asserting the cell passed.
+fn on_host_passing(name: &str, args: &[&str]) -> (CellResult, LockbenchResult) {
+    let (cell, detail) = on_host(name, None, args);
+    assert_eq!(cell.outcome, Outcome::Pass, "{:?}", cell.evidence);
+    (cell, detail)
+}
+
 fn assert_monotonic(points: &[LockPoint]) {
     let mut last: Vec<((String, bool, String, String), u32)> = Vec::new();
     for p in points {
@@ -255,12 +276,7 @@ fn mount_lock_leaves_no_mounts() {
     if skip_unless_root("mount-lock unshares a mount namespace") {
         return;
     }
-    let _g = serial();
-    let dir = scratch("mountlock");
-    let _cleanup = scratch_guard(&dir);
-    let before = host_mountinfo();
-    let (_, d) = lockbench(&dir, &["--bench", "mount-lock", "--readers", "1"]);
-    assert_eq!(host_mountinfo(), before, "host mount table changed");
+    let (_, d) = on_host_passing("mountlock", &["--bench", "mount-lock", "--readers", "1"]);
     assert_monotonic(&d.points);
     let baseline: Vec<_> = d
         .points
@@ -281,7 +297,6 @@ fn mount_lock_leaves_no_mounts() {
         }
     }
     assert!(d.points.iter().any(|p| p.workload == "bind-umount"));
-    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }
 
 #[test]
@@ -289,12 +304,8 @@ fn mountinfo_grows_to_the_sizes_asked() {
     if skip_unless_root("mountinfo grows a mount table in a private namespace") {
         return;
     }
-    let _g = serial();
-    let dir = scratch("mountinfo");
-    let _cleanup = scratch_guard(&dir);
-    let before = host_mountinfo();
-    let (_, d) = lockbench(
-        &dir,
+    let (_, d) = on_host_passing(
+        "mountinfo",
         &[
             "--bench",
             "mountinfo",
@@ -304,7 +315,6 @@ fn mountinfo_grows_to_the_sizes_asked() {
             "10",
         ],
     );
-    assert_eq!(host_mountinfo(), before, "host mount table changed");
     let reads: Vec<&str> = d
         .points
         .iter()
@@ -316,7 +326,6 @@ fn mountinfo_grows_to_the_sizes_asked() {
         assert_point_sane(p);
         assert!(p.ops >= 1);
     }
-    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }
 
 #[test]
@@ -361,12 +370,8 @@ fn storm_measures_bystanders_and_leaves_no_mounts() {
     if skip_unless_root("storm starts containers in a private mount namespace") {
         return;
     }
-    let _g = serial();
-    let dir = scratch("storm");
-    let _cleanup = scratch_guard(&dir);
-    let before = host_mountinfo();
-    let (_, d) = lockbench(
-        &dir,
+    let (_, d) = on_host_passing(
+        "storm",
         &[
             "--bench",
             "storm",
@@ -380,7 +385,6 @@ fn storm_measures_bystanders_and_leaves_no_mounts() {
             "2",
         ],
     );
-    assert_eq!(host_mountinfo(), before, "host mount table changed");
     let idle: Vec<_> = d
         .points
         .iter()
@@ -411,7 +415,6 @@ fn storm_measures_bystanders_and_leaves_no_mounts() {
         assert!(p.ops > 0 && p.table_entries.is_some(), "{p:?}");
     }
     assert_monotonic(&d.points);
-    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }
 
 /// The median read of the storm's own mount table (`mountinfo-during:<strategy>`) at N=1.
@@ -436,14 +439,10 @@ fn storm_reads_the_grown_table_of_its_own_namespace() {
     if skip_unless_root("storm grows a mount table in a private namespace") {
         return;
     }
-    let _g = serial();
-    let dir = scratch("storm-table");
-    let _cleanup = scratch_guard(&dir);
-    let before = host_mountinfo();
     // Enough containers that even reads of a 10k table (20-100 ms each here, while the storm
     // holds the namespace) give a median of tens of samples on a loaded 2-core machine.
-    let (_, d) = lockbench(
-        &dir,
+    let (_, d) = on_host_passing(
+        "storm-table",
         &[
             "--bench",
             "storm",
@@ -459,7 +458,6 @@ fn storm_reads_the_grown_table_of_its_own_namespace() {
             "0,10000",
         ],
     );
-    assert_eq!(host_mountinfo(), before, "host mount table changed");
     let (small, n_small, e_small) = read_p50(&d, "common-parent", 0);
     let (big, n_big, e_big) = read_p50(&d, "common-parent", 10_000);
     eprintln!(
@@ -475,7 +473,6 @@ fn storm_reads_the_grown_table_of_its_own_namespace() {
     );
     // A functional signal, not a time bound: a table 10k entries longer takes longer to read.
     assert!(big / small > 1.0, "{big} ns at 10k, {small} ns at 0");
-    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }
 
 #[test]
@@ -483,13 +480,9 @@ fn a_strategy_that_fails_inside_the_storm_fails_the_cell() {
     if skip_unless_root("storm starts containers in a private mount namespace") {
         return;
     }
-    let _g = serial();
-    let dir = scratch("storm-fail");
-    let _cleanup = scratch_guard(&dir);
-    let before = host_mountinfo();
-    let (cell, _) = lockbench_any(
+    let (cell, _) = on_host(
+        "storm-fail",
         Some("agent-error"),
-        &dir,
         &[
             "--bench",
             "storm",
@@ -503,7 +496,6 @@ fn a_strategy_that_fails_inside_the_storm_fails_the_cell() {
             "2",
         ],
     );
-    assert_eq!(host_mountinfo(), before, "host mount table changed");
     assert_eq!(cell.outcome, Outcome::Fail, "{cell:#?}");
     let ev = cell.evidence.expect("evidence");
     assert!(
@@ -511,7 +503,6 @@ fn a_strategy_that_fails_inside_the_storm_fails_the_cell() {
         "{ev:?}"
     );
     assert!(ev.detail.contains("N=1"), "{ev:?}");
-    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }
 
 /// On a kernel without unique mount ids (6.1) the run reads its table as mountinfo: the mounts
@@ -521,13 +512,9 @@ fn a_prepopulated_table_is_not_a_leak_when_counted_from_mountinfo() {
     if skip_unless_root("storm grows a mount table in a private namespace") {
         return;
     }
-    let _g = serial();
-    let dir = scratch("storm-mountinfo");
-    let _cleanup = scratch_guard(&dir);
-    let before = host_mountinfo();
-    let (cell, _) = lockbench_any(
+    let (cell, _) = on_host(
+        "storm-mountinfo",
         Some("no-unique-ids"),
-        &dir,
         &[
             "--bench",
             "storm",
@@ -543,7 +530,5 @@ fn a_prepopulated_table_is_not_a_leak_when_counted_from_mountinfo() {
             "1000",
         ],
     );
-    assert_eq!(host_mountinfo(), before, "host mount table changed");
     assert_eq!(cell.outcome, Outcome::Pass, "{cell:#?}");
-    std::fs::remove_dir(&dir).expect("scratch left empty by the agent");
 }

@@ -12,56 +12,17 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use protocol::{AgentEvent, CellDetail, CellResult, Feature, MountsResult, Outcome, Strategy};
+use protocol::{AgentEvent, CellResult, Feature, Outcome, Strategy};
 
 mod common;
 
-use common::{assert_no_leak, is_root, mount_table, Scratch, AGENT};
+use common::{assert_no_leak, detail, is_root, mount_table, mounts, Scratch, AGENT};
 
 fn run(args: &[&str]) -> Output {
     Command::new(AGENT)
         .args(args)
         .output()
         .expect("run mmx-agent")
-}
-
-fn mounts_json(
-    strategy: Strategy,
-    layers: u32,
-    containers: u32,
-    j: u32,
-    scratch: &Path,
-) -> (CellResult, Output) {
-    let out = run(&[
-        "mounts",
-        "--strategy",
-        strategy.as_str(),
-        "--layers",
-        &layers.to_string(),
-        "--containers",
-        &containers.to_string(),
-        "--concurrency",
-        &j.to_string(),
-        "--passes",
-        "2",
-        "--scratch",
-        scratch.to_str().expect("utf-8 path"),
-        "--json",
-    ]);
-    let r: CellResult = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no CellResult on stdout ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (r, out)
-}
-
-fn detail(r: &CellResult) -> &MountsResult {
-    match &r.detail {
-        Some(CellDetail::Mounts(m)) => m,
-        other => panic!("no mounts detail: {other:?}"),
-    }
 }
 
 fn assert_pass(r: &CellResult, containers: u32, peak: u64) {
@@ -113,7 +74,7 @@ fn all_strategies_pass_on_the_scratch_filesystem() {
         (Strategy::CommonParent, 2),
         (Strategy::FsconfigFd, 1),
     ] {
-        let (r, out) = mounts_json(strategy, 4, 3, 2, &scratch.0);
+        let (r, out) = mounts(None, strategy, (4, 3, 2), &scratch.0);
         assert_pass(&r, 3, peak);
         assert!(out.status.success(), "{strategy}: exit {:?}", out.status);
         let m = detail(&r);
@@ -124,7 +85,7 @@ fn all_strategies_pass_on_the_scratch_filesystem() {
         scratch.assert_empty();
     }
     // One layer: no whiteout or opaque layer, still a valid rootfs.
-    let (r, _) = mounts_json(Strategy::PerLayer, 1, 1, 1, &scratch.0);
+    let (r, _) = mounts(None, Strategy::PerLayer, (1, 1, 1), &scratch.0);
     assert_eq!(r.outcome, Outcome::Pass, "{r:#?}");
     scratch.assert_empty();
     assert_no_leak(&before);
@@ -250,7 +211,7 @@ fn bad_input_is_refused_with_a_clear_message() {
     let file = scratch.0.join("a-file");
     std::fs::write(&file, "x").expect("write");
     for dir in [file.clone(), scratch.0.join("missing")] {
-        let (r, out) = mounts_json(Strategy::PerLayer, 2, 1, 1, &dir);
+        let (r, out) = mounts(None, Strategy::PerLayer, (2, 1, 1), &dir);
         assert_eq!(r.outcome, Outcome::InfraError, "{r:#?}");
         assert_eq!(out.status.code(), Some(1));
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));

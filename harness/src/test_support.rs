@@ -1,4 +1,6 @@
-//! What the library's own unit tests share: the one rule for a missing precondition (a tool, root).
+//! What the library's own unit tests share: the one rule for a missing precondition (a tool,
+//! root), running a shell script to set up a fixture (a git repository, a tree), and the smallest
+//! plan and agent lines the stream and supervisor tests feed each other.
 
 /// A test's precondition: true when it holds. When it does not, under `CI=true` the test fails
 /// with the reason (CI must never pass what it did not test); elsewhere it says SKIPPED loudly
@@ -12,4 +14,72 @@ pub fn require(ok: bool, reason: &str) -> bool {
         eprintln!("\n*** SKIPPED ({reason}) ***\n");
     }
     ok
+}
+
+/// Run `script` with `sh -c` in `dir`; its trimmed stdout. Panics with the script and its stderr
+/// when it fails: a fixture that cannot be set up is the test's failure.
+pub fn sh(dir: &std::path::Path, script: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("sh -c {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A plan of one tiny per-layer mounts item per cell id, numbered in order.
+pub fn tiny_plan(cells: &[&str]) -> protocol::Plan {
+    protocol::Plan {
+        schema_version: protocol::SCHEMA_VERSION,
+        boot_id: "b".into(),
+        scratch_dir: "/s".into(),
+        scratch_disk: None,
+        modules: vec![],
+        probe: false,
+        items: cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| protocol::PlanItem {
+                item: i as u32,
+                cell_id: (*c).into(),
+                scenario: protocol::Scenario::Mounts(protocol::MountsScenario {
+                    strategy: protocol::Strategy::PerLayer.into(),
+                    layers: 1,
+                    containers: 1,
+                    concurrency: 1,
+                    passes: 1,
+                }),
+                timeout_s: None,
+            })
+            .collect(),
+        runtimes: vec![],
+    }
+}
+
+/// The agent's hello line, from a kernel calling itself `kernel_release`.
+pub fn hello_line(kernel_release: &str) -> String {
+    protocol::encode_line(&protocol::AgentEvent::Hello {
+        agent_version: "0".into(),
+        schema_version: protocol::SCHEMA_VERSION,
+        kernel_release: kernel_release.into(),
+        uptime_ms: 1,
+    })
+}
+
+/// A passing result line for plan item `item`, cell `cell`.
+pub fn pass_line(item: u32, cell: &str) -> String {
+    protocol::encode_line(&protocol::AgentEvent::CellResult(protocol::CellResult {
+        item,
+        cell_id: cell.into(),
+        outcome: protocol::Outcome::Pass,
+        evidence: None,
+        metrics: Default::default(),
+        detail: None,
+    }))
 }

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::{build_tools, runs};
+
 use harness::bisect::{Answer, BisectRecord, BisectResult, Role, Subject, Verdict};
 use harness::kernels::recipe::load_recipe;
 use harness::kernels::{debian_source_tree, LockFile};
@@ -39,32 +41,9 @@ const EINVAL: i32 = 22;
 // Preconditions.
 // ---------------------------------------------------------------------------------------------
 
-fn runs(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The tools a kernel build needs (`.ci/run` installs them), and QEMU.
+/// The tools a kernel build needs, and QEMU.
 fn preconditions() -> bool {
-    let missing: Vec<&str> = [
-        "make", "gcc", "flex", "bison", "bc", "patch", "tar", "xz", "git",
-    ]
-    .into_iter()
-    .filter(|t| !runs(t, "--version"))
-    .collect();
-    let libelf = Path::new("/usr/include/libelf.h").exists();
-    let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists();
-    common::require(
-        missing.is_empty() && libelf && keyring,
-        &format!(
-            "kernel build tools missing: {}{}{} (apt-get install make gcc flex bison bc libelf-dev patch xz-utils git debian-archive-keyring)",
-            missing.join(" "),
-            if libelf { "" } else { " libelf-dev" },
-            if keyring { "" } else { " debian-archive-keyring" },
-        ),
-    ) && !common::qemu_missing()
+    build_tools() && !common::qemu_missing()
 }
 
 fn git_ok() -> bool {

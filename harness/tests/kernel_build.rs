@@ -18,6 +18,8 @@ use std::time::Instant;
 
 mod common;
 
+use common::{build_tools, qemu_missing};
+
 use harness::backend::qemu::{AccelChoice, Qemu};
 use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
 use harness::cell::{BootKey, TargetKey};
@@ -95,54 +97,6 @@ const SYNTAX_ERROR: &str = "Break the build on purpose\n\n\
 // ---------------------------------------------------------------------------------------------
 // Preconditions and set-up.
 // ---------------------------------------------------------------------------------------------
-
-/// True when `ok`; otherwise fails under CI=true and says SKIPPED elsewhere.
-fn require(ok: bool, reason: &str) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "precondition missing (CI=true): {reason}"
-    );
-    eprintln!("SKIPPED ({reason})");
-    false
-}
-
-fn runs(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The tools a kernel build needs (`.ci/run` installs them).
-fn build_tools() -> bool {
-    let missing: Vec<&str> = [
-        "make", "gcc", "flex", "bison", "bc", "patch", "tar", "xz", "git",
-    ]
-    .into_iter()
-    .filter(|t| !runs(t, "--version"))
-    .collect();
-    let libelf = Path::new("/usr/include/libelf.h").exists();
-    let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists();
-    require(
-        missing.is_empty() && libelf && keyring,
-        &format!(
-            "kernel build tools missing: {}{}{} (apt-get install make gcc flex bison bc libelf-dev patch xz-utils git debian-archive-keyring)",
-            missing.join(" "),
-            if libelf { "" } else { " libelf-dev" },
-            if keyring { "" } else { " debian-archive-keyring" },
-        ),
-    )
-}
-
-fn qemu() -> bool {
-    require(
-        runs("qemu-system-x86_64", "--version"),
-        "qemu-system-x86_64 is not installed; apt-get install qemu-system-x86",
-    )
-}
 
 /// A checkout-like directory with `kernels/NAME.toml` and the files it names.
 struct Checkout {
@@ -296,7 +250,7 @@ fn agent_ready_ms(out: &BootOutput) -> f64 {
 /// in its provenance, and the second use takes the cached build.
 #[test]
 fn patched_minimal_6_12_refuses_lowerdir_plus_and_is_cached() {
-    if !build_tools() || !qemu() {
+    if !build_tools() || qemu_missing() {
         return;
     }
     let co = Checkout::new(
@@ -494,7 +448,7 @@ fn a_syntax_error_names_the_file_and_keeps_the_log() {
 
 #[test]
 fn a_path_kernel_without_overlay_is_refused_before_booting() {
-    if !require(
+    if !common::require(
         Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists(),
         "debian-archive-keyring is not installed",
     ) {

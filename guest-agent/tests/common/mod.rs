@@ -1,5 +1,5 @@
 //! Scaffolding shared by the agent's end-to-end tests: the root check that skips loudly, a
-//! scratch directory, and the host mount table before and after.
+//! scratch directory, the host mount table before and after, and a mounts run's result.
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
@@ -169,5 +169,44 @@ pub fn assert_no_leak(before: &BTreeSet<String>) {
     );
     if before != &after {
         eprintln!("note: host mount table changed by someone else: +{added:?}");
+    }
+}
+
+/// Run `mmx-agent mounts … --json` (passes 2) with the test hook `hook` (if any); the cell and
+/// the process's output.
+pub fn mounts(
+    hook: Option<&str>,
+    strategy: protocol::Strategy,
+    (layers, containers, j): (u32, u32, u32),
+    scratch: &std::path::Path,
+) -> (protocol::CellResult, std::process::Output) {
+    let mut cmd = std::process::Command::new(AGENT);
+    cmd.env_remove("MMX_AGENT_TEST_HOOK");
+    if let Some(h) = hook {
+        cmd.env("MMX_AGENT_TEST_HOOK", h);
+    }
+    let out = cmd
+        .args(["mounts", "--strategy", strategy.as_str()])
+        .args(["--layers", &layers.to_string()])
+        .args(["--containers", &containers.to_string()])
+        .args(["--concurrency", &j.to_string(), "--passes", "2", "--json"])
+        .arg("--scratch")
+        .arg(scratch)
+        .output()
+        .expect("run mmx-agent");
+    let r: protocol::CellResult = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no CellResult on stdout ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (r, out)
+}
+
+/// A mounts cell's detail, which every mounts result carries.
+pub fn detail(r: &protocol::CellResult) -> &protocol::MountsResult {
+    match &r.detail {
+        Some(protocol::CellDetail::Mounts(m)) => m,
+        other => panic!("no mounts detail: {other:?}"),
     }
 }

@@ -198,63 +198,16 @@ impl ResultStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{encode_line, MountsScenario, Outcome, PlanItem, Scenario, Strategy};
-
-    fn plan(cells: &[&str]) -> Plan {
-        Plan {
-            schema_version: SCHEMA_VERSION,
-            boot_id: "b".into(),
-            scratch_dir: "/s".into(),
-            scratch_disk: None,
-            modules: vec![],
-            probe: false,
-            items: cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| PlanItem {
-                    item: i as u32,
-                    cell_id: (*c).into(),
-                    scenario: Scenario::Mounts(MountsScenario {
-                        strategy: Strategy::PerLayer.into(),
-                        layers: 1,
-                        containers: 1,
-                        concurrency: 1,
-                        passes: 1,
-                    }),
-                    timeout_s: None,
-                })
-                .collect(),
-            runtimes: vec![],
-        }
-    }
-
-    fn hello() -> String {
-        encode_line(&AgentEvent::Hello {
-            agent_version: "0".into(),
-            schema_version: SCHEMA_VERSION,
-            kernel_release: "6.12".into(),
-            uptime_ms: 1,
-        })
-    }
-
-    fn result(item: u32, cell: &str) -> String {
-        encode_line(&AgentEvent::CellResult(CellResult {
-            item,
-            cell_id: cell.into(),
-            outcome: Outcome::Pass,
-            evidence: None,
-            metrics: Default::default(),
-            detail: None,
-        }))
-    }
+    use crate::test_support::{hello_line, pass_line, tiny_plan};
+    use protocol::encode_line;
 
     #[test]
     fn a_well_behaved_stream_fills_every_item() {
-        let mut s = ResultStream::new(&plan(&["a", "b", "a"]));
+        let mut s = ResultStream::new(&tiny_plan(&["a", "b", "a"]));
         assert_eq!(s.feed_line("login banner"), Fed::Noise);
-        assert_eq!(s.feed_line(&hello()), Fed::Event);
+        assert_eq!(s.feed_line(&hello_line("6.12")), Fed::Event);
         for (i, c) in [(0, "a"), (1, "b"), (2, "a")] {
-            assert_eq!(s.feed_line(&result(i, c)), Fed::Event);
+            assert_eq!(s.feed_line(&pass_line(i, c)), Fed::Event);
         }
         s.feed_line(&encode_line(&AgentEvent::Done { uptime_ms: 2 }));
         assert!(s.is_done() && !s.broke_contract());
@@ -263,20 +216,20 @@ mod tests {
 
     #[test]
     fn every_breach_is_a_counted_violation_and_earlier_results_stay() {
-        let mut s = ResultStream::new(&plan(&["a", "b"]));
+        let mut s = ResultStream::new(&tiny_plan(&["a", "b"]));
         assert_eq!(
-            s.feed_line(&result(0, "a")),
+            s.feed_line(&pass_line(0, "a")),
             Fed::Violation(ViolationKind::OutOfOrder),
             "a result before hello"
         );
-        s.feed_line(&hello());
-        assert_eq!(s.feed_line(&result(0, "a")), Fed::Event);
+        s.feed_line(&hello_line("6.12"));
+        assert_eq!(s.feed_line(&pass_line(0, "a")), Fed::Event);
         let cases = [
-            (result(0, "a"), ViolationKind::Duplicate),
-            (result(7, "a"), ViolationKind::UnknownItem),
-            (result(1, "a"), ViolationKind::WrongCell),
+            (pass_line(0, "a"), ViolationKind::Duplicate),
+            (pass_line(7, "a"), ViolationKind::UnknownItem),
+            (pass_line(1, "a"), ViolationKind::WrongCell),
             ("MMX1 {not json".to_string(), ViolationKind::Unparseable),
-            (hello(), ViolationKind::OutOfOrder),
+            (hello_line("6.12"), ViolationKind::OutOfOrder),
         ];
         for (line, kind) in &cases {
             assert_eq!(s.feed_line(line), Fed::Violation(*kind), "{line}");
@@ -287,8 +240,8 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_by_the_plan_not_the_agent() {
-        let mut s = ResultStream::new(&plan(&["a"]));
-        s.feed_line(&hello());
+        let mut s = ResultStream::new(&tiny_plan(&["a"]));
+        s.feed_line(&hello_line("6.12"));
         let log = encode_line(&AgentEvent::Log {
             level: LogLevel::Info,
             message: "x".into(),

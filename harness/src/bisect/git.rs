@@ -241,17 +241,7 @@ fn parse(stdout: &str) -> Option<Next> {
 mod tests {
     use super::*;
     use crate::bisect::answers::SkipReason;
-
-    fn sh(dir: &Path, script: &str) -> String {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{script}");
-        text(&out.stdout)
-    }
+    use crate::test_support::sh;
 
     /// c1..c7, one file; returns the ids, oldest first.
     fn repo(dir: &Path) -> Vec<String> {

@@ -31,6 +31,35 @@ pub fn require(ok: bool, reason: &str) -> bool {
     ok
 }
 
+/// Whether `program arg` runs and succeeds (`git --version`).
+pub fn runs(program: &str, arg: &str) -> bool {
+    std::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The tools a kernel build needs (`.ci/run` installs them); [`require`]'s verdict.
+pub fn build_tools() -> bool {
+    let missing: Vec<&str> = [
+        "make", "gcc", "flex", "bison", "bc", "patch", "tar", "xz", "git",
+    ]
+    .into_iter()
+    .filter(|t| !runs(t, "--version"))
+    .collect();
+    let libelf = std::path::Path::new("/usr/include/libelf.h").exists();
+    let keyring = std::path::Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists();
+    require(
+        missing.is_empty() && libelf && keyring,
+        &format!(
+            "kernel build tools missing: {}{}{} (apt-get install make gcc flex bison bc libelf-dev patch xz-utils git debian-archive-keyring)",
+            missing.join(" "),
+            if libelf { "" } else { " libelf-dev" },
+            if keyring { "" } else { " debian-archive-keyring" },
+        ),
+    )
+}
+
 /// True when qemu-system-x86_64 cannot run: the test fails under CI, else says SKIPPED with the
 /// fix and the caller returns.
 pub fn qemu_missing() -> bool {

@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{encode_line, AgentEvent, CellResult, Outcome, Plan, PlanItem, Scenario};
-
 use super::*;
+use crate::test_support::{hello_line, pass_line, tiny_plan};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -34,54 +33,6 @@ fn spec(command: Command, channels: Vec<Channel>, stop: Stop, d: Deadlines) -> S
     }
 }
 
-fn plan(cells: &[&str]) -> Plan {
-    Plan {
-        schema_version: protocol::SCHEMA_VERSION,
-        boot_id: "b".into(),
-        scratch_dir: "/s".into(),
-        scratch_disk: None,
-        modules: vec![],
-        probe: false,
-        items: cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| PlanItem {
-                item: i as u32,
-                cell_id: (*c).into(),
-                scenario: Scenario::Mounts(protocol::MountsScenario {
-                    strategy: protocol::Strategy::PerLayer.into(),
-                    layers: 1,
-                    containers: 1,
-                    concurrency: 1,
-                    passes: 1,
-                }),
-                timeout_s: None,
-            })
-            .collect(),
-        runtimes: vec![],
-    }
-}
-
-fn hello() -> String {
-    encode_line(&AgentEvent::Hello {
-        agent_version: "0".into(),
-        schema_version: protocol::SCHEMA_VERSION,
-        kernel_release: "k".into(),
-        uptime_ms: 1,
-    })
-}
-
-fn result(item: u32, cell: &str) -> String {
-    encode_line(&AgentEvent::CellResult(CellResult {
-        item,
-        cell_id: cell.into(),
-        outcome: Outcome::Pass,
-        evidence: None,
-        metrics: Default::default(),
-        detail: None,
-    }))
-}
-
 /// Collects every line, by channel.
 #[derive(Default)]
 struct Record(Vec<(String, String)>);
@@ -97,8 +48,8 @@ impl Observer for Record {
 fn lines_reach_the_stream_and_the_observer_and_a_clean_exit_is_no_stop() {
     let script = format!(
         "printf '%s\\n' '{}' '{}'; echo oops >&2",
-        hello(),
-        result(0, "a")
+        hello_line("k"),
+        pass_line(0, "a")
     );
     let s = spec(
         sh(&script),
@@ -110,7 +61,7 @@ fn lines_reach_the_stream_and_the_observer_and_a_clean_exit_is_no_stop() {
         deadlines(LONG, LONG, LONG),
     );
     let mut rec = Record::default();
-    let out = run(s, Some(ResultStream::new(&plan(&["a"]))), &mut rec).unwrap();
+    let out = run(s, Some(ResultStream::new(&tiny_plan(&["a"]))), &mut rec).unwrap();
     assert_eq!(out.stopped, None);
     assert!(out.status.unwrap().success());
     let stream = out.stream.as_ref().unwrap();
@@ -123,9 +74,9 @@ fn lines_reach_the_stream_and_the_observer_and_a_clean_exit_is_no_stop() {
 fn a_broken_contract_stops_the_process_at_once_keeping_earlier_results() {
     let script = format!(
         "printf '%s\\n' '{h}' '{r}' '{r}' '{b}'; exec sleep 30",
-        h = hello(),
-        r = result(0, "a"),
-        b = result(1, "b"),
+        h = hello_line("k"),
+        r = pass_line(0, "a"),
+        b = pass_line(1, "b"),
     );
     let t = Instant::now();
     let out = run(
@@ -137,7 +88,7 @@ fn a_broken_contract_stops_the_process_at_once_keeping_earlier_results() {
             },
             deadlines(LONG, LONG, LONG),
         ),
-        Some(ResultStream::new(&plan(&["a", "b"]))),
+        Some(ResultStream::new(&tiny_plan(&["a", "b"]))),
         &mut Quiet,
     )
     .unwrap();
@@ -206,7 +157,7 @@ fn an_endless_line_is_cut_once_and_counted() {
             Stop::Kill,
             deadlines(LONG, LONG, LONG),
         ),
-        Some(ResultStream::new(&plan(&[]))),
+        Some(ResultStream::new(&tiny_plan(&[]))),
         &mut Quiet,
     )
     .unwrap();
@@ -221,12 +172,12 @@ fn silence_and_boot_deadlines_fire() {
     let short = Duration::from_millis(300);
     let out = run(
         spec(
-            sh(&format!("echo '{}'; exec sleep 30", hello())),
+            sh(&format!("echo '{}'; exec sleep 30", hello_line("k"))),
             vec![Channel::stdout("results", Role::Results, None)],
             Stop::Kill,
             deadlines(short, short, LONG),
         ),
-        Some(ResultStream::new(&plan(&[]))),
+        Some(ResultStream::new(&tiny_plan(&[]))),
         &mut Quiet,
     )
     .unwrap();
@@ -249,7 +200,7 @@ fn silence_and_boot_deadlines_fire() {
             Stop::Kill,
             deadlines(short, LONG, LONG),
         ),
-        Some(ResultStream::new(&plan(&[]))),
+        Some(ResultStream::new(&tiny_plan(&[]))),
         &mut Quiet,
     )
     .unwrap();
@@ -322,7 +273,7 @@ fn close_stdin_stops_a_reader_of_stdin_and_its_last_words_arrive() {
             },
             deadlines(LONG, Duration::from_millis(300), LONG),
         ),
-        Some(ResultStream::new(&plan(&[]))),
+        Some(ResultStream::new(&tiny_plan(&[]))),
         &mut rec,
     )
     .unwrap();
