@@ -16,6 +16,7 @@ use crate::backend::qemu::{self, accel, disk, AccelChoice, Qemu};
 use crate::backend::ssh::args as ssh_args;
 use crate::kernels::{Cache, RecipeSource};
 use crate::matrix::{Host, Matrix};
+use crate::oneline;
 use crate::results::Accel;
 use crate::run::Kernels;
 
@@ -32,6 +33,12 @@ Writes: into the cache only: the agent, and when KVM opens but has no verdict ye
 /// (three kernels and the pristine images take about 0.4 GiB; every running boot adds its own
 /// initramfs and the blocks its scratch disk writes).
 pub const MIN_FREE_BYTES: u64 = 2 << 30;
+
+/// The longest a check's detail (or fix) prints, in characters.
+const LINE_CHARS: usize = 1000;
+/// The longest reason from outside (QEMU's stderr, ssh's) embedded in a check's detail: short
+/// enough that the verdict after it is never cut.
+const REASON_CHARS: usize = 300;
 
 /// How long the host-key check of one host may take (ssh's own ConnectTimeout is 10 s).
 const HOST_CHECK_LIMIT: Duration = Duration::from_secs(20);
@@ -94,15 +101,17 @@ impl Check {
         self
     }
 
-    /// `ok   qemu        QEMU emulator version 7.2.22` (+ `  fix: …`).
+    /// `ok   qemu        QEMU emulator version 7.2.22` (+ `  fix: …`). A check is one line
+    /// (and its fix one more), whatever QEMU, ssh or apt said inside it.
     pub fn line(&self) -> String {
         let mut s = format!(
             "{:<4}  {:<14} {}",
             self.status.label(),
             self.what,
-            self.detail
+            oneline::fold(&self.detail, LINE_CHARS)
         );
         if let Some(f) = &self.fix {
+            let f = oneline::fold(f, LINE_CHARS);
             s.push_str(&format!("\n{:<20} fix: {f}", ""));
         }
         s
@@ -425,9 +434,11 @@ fn kvm_check(
     if verdict.usable {
         Check::new("kvm", Status::Ok, format!("KVM: {}", verdict.reason))
     } else {
+        // QEMU's error is folded and cut before the path and verdict are appended, so both
+        // stay on the line however long it was.
         unusable(format!(
             "{}; verdict cached in {}",
-            verdict.reason,
+            oneline::fold(&verdict.reason, REASON_CHARS),
             verdict_path.display()
         ))
     }
@@ -576,6 +587,25 @@ fn run_limited(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_is_one_line_whatever_qemu_said() {
+        // QEMU's KVM error on a paravirtual nested KVM: two lines on stderr.
+        let qemu = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n\
+                    qemu-system-x86_64: ../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: \
+                    Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.\n";
+        let c = Check::new("kvm", Status::Warn, format!("KVM not usable ({qemu}); TCG"))
+            .fix("line one\nline two");
+        let line = c.line();
+        let lines: Vec<&str> = line.lines().collect();
+        assert_eq!(lines.len(), 2, "the check and its fix: {line}");
+        assert!(lines[0].starts_with("warn  kvm"), "{line}");
+        assert!(
+            lines[0].contains("0x69 ⏎ qemu") && lines[0].ends_with("); TCG"),
+            "{line}"
+        );
+        assert!(lines[1].ends_with("fix: line one ⏎ line two"), "{line}");
+    }
 
     #[test]
     fn a_refused_none_login_means_the_key_is_known() {

@@ -15,6 +15,7 @@ pub mod initramfs;
 pub mod kernels;
 pub mod matrix;
 pub mod merge;
+pub mod oneline;
 pub mod report;
 pub mod results;
 pub mod run;

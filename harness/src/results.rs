@@ -451,6 +451,9 @@ pub enum BootEnd {
     Infra { cause: InfraCause, message: String },
 }
 
+/// The longest [`BootEnd::summary`], in characters.
+pub const SUMMARY_CHARS: usize = 300;
+
 /// The boot's watchdogs (`backend::Deadlines`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -592,16 +595,18 @@ impl BootEnd {
         matches!(self, BootEnd::Completed)
     }
 
-    /// A short line for progress output and tables.
+    /// One bounded line for progress output and tables: a message from QEMU, ssh or apt may
+    /// span lines, the summary never does.
     pub fn summary(&self) -> String {
-        match self {
+        let text = match self {
             BootEnd::Completed => "completed".into(),
             BootEnd::Timeout {
                 deadline, seconds, ..
             } => format!("{} deadline ({seconds:.0} s)", deadline.as_str()),
             BootEnd::Panic { line, .. } => line.clone(),
             BootEnd::Infra { cause, message } => format!("{}: {message}", cause.as_str()),
-        }
+        };
+        crate::oneline::fold(&text, SUMMARY_CHARS)
     }
 }
 

@@ -321,20 +321,7 @@ pub fn glyph(o: Outcome) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 
 /// First line of `s`, control characters dropped, cut to `max` characters.
-pub fn one_line(s: &str, max: usize) -> String {
-    let line = s
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
-    if clean.chars().count() > max {
-        let cut: String = clean.chars().take(max.saturating_sub(1)).collect();
-        format!("{cut}…")
-    } else {
-        clean
-    }
-}
+pub use crate::oneline::first as one_line;
 
 /// The evidence in one line: failing step, errno name and number, first line of the detail.
 pub fn evidence_text(e: Option<&Evidence>) -> String {

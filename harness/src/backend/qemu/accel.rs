@@ -137,7 +137,7 @@ pub fn accel_of(verdict: &Verdict) -> (Accel, Option<String>) {
             Some(format!(
                 "mmx: KVM is not usable here ({}); guests run under TCG (software emulation) and \
                  every result says so",
-                verdict.reason
+                crate::oneline::fold(&verdict.reason, crate::results::SUMMARY_CHARS)
             )),
         )
     }
