@@ -253,7 +253,7 @@ fn start_latency(c: &CellRecord) -> Option<f64> {
     if c.outcome != Outcome::Pass {
         return None;
     }
-    let samples: Vec<f64> = match model::mounts_detail(c) {
+    let samples: Vec<f64> = match c.mounts() {
         Some(d) if !d.latency_us.is_empty() => d.latency_us.iter().map(|v| *v as f64).collect(),
         _ => c.metrics.get("start_latency_us")?.samples.clone(),
     };
@@ -398,11 +398,7 @@ fn lockbench(run: &RunRecord, out: &mut String) {
             continue;
         };
         if !header {
-            let _ = writeln!(
-                out,
-                "\nLock benchmark (†: {})",
-                crate::run::caveats::SERIALIZED
-            );
+            let _ = writeln!(out, "\nLock benchmark (†: {})", crate::results::SERIALIZED);
             let _ = writeln!(
                 out,
                 "{:<36} {:<24} {:>12} {:>4} {:>14} {:>8} {:>10}",

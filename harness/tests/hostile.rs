@@ -22,10 +22,11 @@ use harness::backend::supervise::{CONSOLE_MAX, DIAGNOSTICS_MAX, RESULTS_MAX};
 use harness::backend::{local, ssh, BootRequest, Cancel, Deadlines};
 use harness::matrix::{Matrix, Target};
 use harness::results::{
-    BackendKind, BootEnd, BootRecord, Deadline, HostInfo, InfraCause, RunDir, RunRecord,
-    ViolationKind, RUN_SCHEMA_VERSION,
+    BootEnd, BootRecord, Deadline, HostInfo, InfraCause, RunDir, RunRecord, ViolationKind,
+    RUN_SCHEMA_VERSION,
 };
-use harness::run::{apply_expectations, fold_boot, group_boots, plan_for};
+use harness::run::{fold_boot, group_boots, plan_for, FoldWith};
+use harness::runtimes::ready::RunRuntimes;
 use libtest_mimic::{Arguments, Failed, Trial};
 use protocol::Outcome;
 
@@ -369,7 +370,8 @@ fn child(spec: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no cells"))?;
     let run_dir = RunDir::create(Path::new(out), "run")?;
     let scratch = run_dir.root.join("scratch");
-    let mut plan = plan_for(&boot, 1, &scratch);
+    let runtimes = RunRuntimes::default();
+    let mut plan = plan_for(&boot, 1, &scratch, &runtimes);
     // The stand-in agent reads its mode from the plan.
     plan.boot_id = format!("{} mmx_hostile={mode}", plan.boot_id);
     let req = BootRequest {
@@ -379,7 +381,7 @@ fn child(spec: &str) -> anyhow::Result<()> {
         run_dir: run_dir.clone(),
         cancel: Cancel::new(),
     };
-    let (output, kind) = match &boot.target {
+    let output = match &boot.target {
         Target::Qemu { kernel, topology } => {
             let k = common::kernel(kernel);
             let q = Qemu::new(
@@ -393,13 +395,17 @@ fn child(spec: &str) -> anyhow::Result<()> {
                 .filesystem
                 .known()
                 .ok_or_else(|| anyhow::anyhow!("a guest's filesystem is always known"))?;
-            (q.boot(&req, &k, topology, fs), BackendKind::Qemu)
+            q.boot(&req, &k, topology, fs)
         }
-        Target::Local => (local::run_boot(&agent, &req), BackendKind::Local),
-        Target::Ssh { host, smt } => (ssh::run_host(&agent, host, *smt, &req), BackendKind::Ssh),
+        Target::Local => local::run_boot(&agent, &req),
+        Target::Ssh { host, smt } => ssh::run_host(&agent, host, *smt, &req),
     };
-    let (record, mut cells) = fold_boot(&boot, &output, kind, "test", 1);
-    apply_expectations(&mut cells, &matrix.expectations);
+    let with = FoldWith {
+        host_cpu: "test",
+        runtimes: &runtimes,
+        expectations: &matrix.expectations,
+    };
+    let (record, cells) = fold_boot(&boot, &output, 1, &with);
     let run = RunRecord {
         schema_version: RUN_SCHEMA_VERSION,
         mmx_version: env!("CARGO_PKG_VERSION").into(),

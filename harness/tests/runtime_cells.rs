@@ -323,7 +323,7 @@ fn the_example_runtime_and_containerd_in_a_7x_guest() {
     for l in [2u32, 10] {
         let c = cell(&run, &format!("/runtime:containerd-2.1-L{l}-"));
         assert_eq!(ops_per_container(c), vec![6.0; 2], "L={l}: {c:#?}");
-        let m = harness::report::model::mounts_detail(c).expect("detail");
+        let m = c.mounts().expect("detail");
         assert_eq!(
             m.mount_ops.count_source,
             protocol::CountSource::FanotifyMountEvents
@@ -461,7 +461,7 @@ fn without_mount_events_a_runtimes_count_is_said_to_be_incomplete() {
     let run = RunRecord::read(&dir.path().join("runs/no-events/run.json")).expect("run.json");
     let c = cell(&run, "/runtime:example-L3-");
     assert!(ops_per_container(c).is_empty(), "{:?}", c.metrics);
-    let m = harness::report::model::mounts_detail(c).expect("detail");
+    let m = c.mounts().expect("detail");
     assert_eq!(
         m.mount_ops.count_source,
         protocol::CountSource::MountTableDiff

@@ -286,7 +286,7 @@ fn containerd_from_debian_builds_mounts_idmapped_and_unmounts_cleanly() {
         mtime
     );
 
-    let harness::runtimes::RuntimeProvenance::ContainerdDebian { version, go, .. } = &rt.provenance
+    let harness::results::RuntimeProvenance::ContainerdDebian { version, go, .. } = &rt.provenance
     else {
         panic!("{:?}", rt.provenance)
     };
@@ -641,7 +641,7 @@ fn containerd_from_a_checkout_builds_with_its_vendor_dir_and_takes_patches() {
         rt.timings,
         rt.provenance.describe()
     );
-    let harness::runtimes::RuntimeProvenance::ContainerdTree { commit, rev, .. } = &rt.provenance
+    let harness::results::RuntimeProvenance::ContainerdTree { commit, rev, .. } = &rt.provenance
     else {
         panic!("{:?}", rt.provenance)
     };

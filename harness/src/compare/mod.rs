@@ -440,7 +440,7 @@ fn compare_metrics(
                     Verdict::Improvement => "an improvement",
                     _ => "beyond threshold, not significant",
                 },
-                crate::run::caveats::SERIALIZED
+                crate::results::SERIALIZED
             );
             mc.verdict = Verdict::Serialized;
         }

@@ -15,7 +15,7 @@ mod expect;
 mod hosts;
 mod raw;
 
-pub use expect::{filter_matches, glob_matches, Expectation, Expectations};
+pub use expect::{filter_matches, glob_matches, Expectations};
 
 /// An error in the matrix file, located.
 #[derive(Debug, thiserror::Error)]

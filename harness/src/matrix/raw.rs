@@ -17,7 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::hosts::{resolve_host, RawHost};
-use super::{Expectation, Expectations, Host, Matrix, MatrixError, NumaSpec, Topology};
+use super::{Expectations, Host, Matrix, MatrixError, NumaSpec, Topology};
+use crate::results::Expectation;
 use crate::runtimes::RuntimeRecipe;
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use protocol::{CountSource, MountOps, Outcome};
 use serde::Serialize;
 
-use super::model::{mounts_detail, one_line, EVIDENCE_CHARS};
+use super::model::{one_line, EVIDENCE_CHARS};
 use crate::results::CellRecord;
 
 /// Distinct count notes the reports list; the rest are counted.
@@ -90,7 +90,7 @@ fn against(have: u64, want: Option<u64>) -> (String, bool) {
 /// short, which no formula describes.
 fn counted(c: &CellRecord) -> Option<&MountOps> {
     match c.outcome {
-        Outcome::Pass | Outcome::Fail => Some(&mounts_detail(c)?.mount_ops),
+        Outcome::Pass | Outcome::Fail => Some(&c.mounts()?.mount_ops),
         Outcome::Unsupported | Outcome::Timeout | Outcome::Panic | Outcome::InfraError => None,
     }
 }

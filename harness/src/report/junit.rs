@@ -144,7 +144,7 @@ pub fn build(run: &RunRecord) -> JunitModel {
         if c.caveats.vcpus_serialized {
             properties.push((
                 "vcpus_serialized".to_string(),
-                crate::run::caveats::SERIALIZED.to_string(),
+                crate::results::SERIALIZED.to_string(),
             ));
         }
         for u in &c.caveats.unsupported_points {

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use protocol::{CellDetail, Evidence, MountStrategy, Outcome, Scenario, Strategy};
+use protocol::{Evidence, MountStrategy, Outcome, Scenario, Strategy};
 use serde::Serialize;
 
 use super::counts::{mount_counts, MountCounts};
@@ -569,14 +569,6 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
         },
         notes,
     )
-}
-
-/// Mount cells' detail, when the cell has one.
-pub fn mounts_detail(c: &CellRecord) -> Option<&protocol::MountsResult> {
-    match &c.detail {
-        Some(CellDetail::Mounts(m)) => Some(m),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub struct PerfTable {
 }
 
 /// What a serialized value is not, where a table marks one.
-pub const SERIALIZED_NOTE: &str = crate::run::caveats::SERIALIZED;
+pub const SERIALIZED_NOTE: &str = crate::results::SERIALIZED;
 
 #[derive(Debug, Serialize)]
 pub struct PerfColumn {

@@ -23,8 +23,6 @@ use crate::results::{CellRecord, UnsupportedPoints};
 
 /// Why SMT-dependent points are unsupported.
 pub const NO_SMT_SIBLINGS: &str = "guest sees no SMT siblings";
-/// What a serialized number is not.
-pub const SERIALIZED: &str = "vCPUs serialized: not a contention measurement";
 
 /// Pinnings that only mean something with SMT siblings: `smt-siblings` fills a core's siblings
 /// first; without siblings it is `per-core` under another name.

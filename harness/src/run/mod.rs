@@ -25,6 +25,7 @@ use crate::results::{
     BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, InfraCause,
     Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
 };
+use crate::runtimes::ready::RunRuntimes;
 
 /// Which part of the matrix to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -140,14 +141,12 @@ pub fn cell_matches_filter(key: &CellKey, filters: &[String]) -> bool {
         })
 }
 
-/// Check each cell against the matrix's known answers.
-pub fn apply_expectations(cells: &mut [CellRecord], expectations: &Expectations) {
-    for c in cells {
-        c.expected = expectations.find(&c.key).map(|e| ExpectationCheck {
-            expectation: e.clone(),
-            met: e.is_met_with(c.outcome, c.evidence.as_ref(), &c.metrics),
-        });
-    }
+/// A cell's check against the matrix's known answers (None: the matrix has none for it).
+fn expectation_check(c: &CellRecord, expectations: &Expectations) -> Option<ExpectationCheck> {
+    expectations.find(&c.key).map(|e| ExpectationCheck {
+        expectation: e.clone(),
+        met: e.is_met_with(c.outcome, c.evidence.as_ref(), &c.metrics),
+    })
 }
 
 /// Keep the boots of one shard: boots in id order dealt round-robin, so a boot's cells never
@@ -169,7 +168,7 @@ pub const ITEM_SLACK_S: u64 = 60;
 
 /// Per-item time limit the agent enforces; generous, since TCG is slow and a timeout must mean
 /// a hang, not a slow machine. (A runtime's item also outlasts one job limit of the runtime's:
-/// the runner sees to that once it knows the runtime.)
+/// [`plan_for`] sees to that, knowing the runtime.)
 pub fn item_timeout_s(scenario: &Scenario) -> u64 {
     match scenario {
         Scenario::Mounts(m) => {
@@ -194,8 +193,21 @@ impl BootPlan {
 }
 
 /// The plan for one boot: every cell `repeats` times, in cell order; item `i` is the `i`-th
-/// (see [`BootPlan::item_cell`]).
-pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
+/// (see [`BootPlan::item_cell`]). The run's runtimes are ready before any plan is made, so the
+/// plan names the ready ones its cells start, and a runtime's item outlasts one of its jobs (a
+/// hung job then ends before the item does, and the cell says which job hung). Where the plan
+/// runs (the far side's directories, a guest's disk and modules) is the backend's to say
+/// (`backend::Placement`).
+pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path, runtimes: &RunRuntimes) -> Plan {
+    let runtimes = runtimes.plan_entries(boot.cells.iter().filter_map(|c| c.scenario.runtime()));
+    let timeout_s = |scenario: &Scenario| {
+        let own = item_timeout_s(scenario);
+        let job = scenario
+            .runtime()
+            .and_then(|n| runtimes.iter().find(|r| &r.name == n))
+            .map_or(0, |r| r.job_timeout_s + ITEM_SLACK_S);
+        own.max(job)
+    };
     let mut items = Vec::new();
     for _ in 0..repeats {
         for c in &boot.cells {
@@ -203,7 +215,7 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
                 item: u32::try_from(items.len()).unwrap_or(u32::MAX),
                 cell_id: c.key.to_string(),
                 scenario: c.scenario.clone(),
-                timeout_s: Some(item_timeout_s(&c.scenario)),
+                timeout_s: Some(timeout_s(&c.scenario)),
             });
         }
     }
@@ -215,8 +227,28 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
         modules: Vec::new(),
         probe: true,
         items,
-        // The runner adds the runtimes the cells start, once they are ready.
-        runtimes: Vec::new(),
+        runtimes,
+    }
+}
+
+/// What folding a boot needs besides the boot and what came back: the same for every boot of a
+/// run, and known before the first one starts.
+#[derive(Clone, Copy)]
+pub struct FoldWith<'a> {
+    /// The CPU of this machine (guests and the local agent run on it).
+    pub host_cpu: &'a str,
+    /// The run's runtimes: a runtime cell's record names its build, or why it is not ready.
+    pub runtimes: &'a RunRuntimes,
+    /// The matrix's known answers: every cell is judged by its own.
+    pub expectations: &'a Expectations,
+}
+
+/// Which backend runs a target.
+pub fn backend_of(t: &Target) -> BackendKind {
+    match t {
+        Target::Local => BackendKind::Local,
+        Target::Qemu { .. } => BackendKind::Qemu,
+        Target::Ssh { .. } => BackendKind::Ssh,
     }
 }
 
@@ -224,14 +256,15 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path) -> Plan {
 /// results contract ends `infra-error` (protocol violation) whatever it said; the results it sent
 /// before stay. Labels come from the agent's measurements ([`labels`]): a filesystem that is
 /// not the cell's ends the boot `infra-error` and drops its results; an undeclared host's cells
-/// are keyed with the measured one. Then [`caveats`] says what the numbers are not.
+/// are keyed with the measured one. Then [`caveats`] says what the numbers are not, and each
+/// cell is judged by its known answer: a record leaves here complete.
 pub fn fold_boot(
     boot: &BootPlan,
     out: &BootOutput,
-    backend: BackendKind,
-    host_cpu: &str,
     attempts: u32,
+    with: &FoldWith<'_>,
 ) -> (BootRecord, Vec<CellRecord>) {
+    let backend = backend_of(&boot.target);
     let stream = &out.stream;
     let mut end = if stream.broke_contract() && !matches!(out.end, BootEnd::Infra { .. }) {
         BootEnd::infra(
@@ -311,6 +344,16 @@ pub fn fold_boot(
                 u32::try_from(got.len()).unwrap_or(u32::MAX),
             )
         };
+        // What the runtime said it is, in its hello.
+        let said = match &detail {
+            Some(protocol::CellDetail::Mounts(m)) => m.runtime.as_ref(),
+            _ => None,
+        }
+        .map(|h| format!("{} {}", h.runtime, h.version));
+        let runtime = cell
+            .scenario
+            .runtime()
+            .map(|name| with.runtimes.cell_runtime(name, said));
         let mut record = CellRecord {
             key: CellKey {
                 filesystem,
@@ -327,23 +370,25 @@ pub fn fold_boot(
                 host_cpu: match (&boot.target, &observed) {
                     // A metal host's CPU is what the agent saw there, not ours.
                     (Target::Ssh { .. }, Some(t)) => t.cpu_model.clone(),
-                    _ => host_cpu.to_string(),
+                    _ => with.host_cpu.to_string(),
                 },
                 kernel_release: kernel_release.clone(),
                 kernel_source: out.kernel_source.clone(),
                 requested_topology: requested.map(|t| t.name.clone()),
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
-                // The runner adds the runtime's identity (`RunRuntimes::annotate`).
-                runtime: None,
+                runtime,
             },
             boot: boot_key.clone(),
             attempts,
             repeats,
+            // Judged just below, on the numbers as the caveats leave them.
             expected: None,
             caveats: Default::default(),
         };
+        // The answer is judged on the numbers as the caveats left them.
         caveats::apply(&mut record, requested.zip(observed.as_ref()));
+        record.expected = expectation_check(&record, with.expectations);
         cells.push(record);
     }
     let record = BootRecord {

@@ -10,15 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{apply_expectations, fold_boot, plan_for, BootPlan};
+use super::{fold_boot, plan_for, BootPlan, FoldWith};
 use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
 use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines};
 use crate::kernels::{Cache, LockFile, Recipe, ResolvedKernel};
 use crate::matrix::{Cell, Expectations, Matrix, Target};
-use crate::results::{
-    Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir,
-};
+use crate::results::{Accel, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir};
 use crate::runtimes::ready::RunRuntimes;
 
 /// From the agent's start to its hello on this machine (it execs at once).
@@ -162,6 +160,20 @@ impl Runner {
         })
     }
 
+    /// What every fold of this run needs.
+    fn fold_with(&self) -> FoldWith<'_> {
+        FoldWith {
+            host_cpu: &self.host.cpu_model,
+            runtimes: &self.runtimes,
+            expectations: &self.expectations,
+        }
+    }
+
+    /// The plan for `boot` with the run's runtimes ([`plan_for`]).
+    fn plan(&self, boot: &BootPlan, repeats: u32, scratch: &Path) -> protocol::Plan {
+        plan_for(boot, repeats, scratch, &self.runtimes)
+    }
+
     /// Run one job: one boot, or all visits of one metal host through one SSH session (its
     /// provision hook before the first, teardown after the last).
     pub fn run_job(
@@ -180,19 +192,13 @@ impl Runner {
             let t = Instant::now();
             let (b, c) = if cancel.is_cancelled() {
                 let out = BootOutput::infra(
-                    &plan_for(boot, repeats, Path::new("/")),
+                    &self.plan(boot, repeats, Path::new("/")),
                     Accel::Unmeasured,
                     InfraCause::Cancelled,
                     "not started: the run was interrupted (Ctrl-C)",
                     vec![],
                 );
-                fold_boot(
-                    boot,
-                    &out,
-                    backend_of(&boot.target),
-                    &self.host.cpu_model,
-                    0,
-                )
+                fold_boot(boot, &out, 0, &self.fold_with())
             } else {
                 self.run_boot(boot, repeats, run_dir, cancel, session.as_mut())
             };
@@ -216,33 +222,18 @@ impl Runner {
         cancel: &Cancel,
         mut session: Option<&mut HostSession>,
     ) -> (BootRecord, Vec<CellRecord>) {
-        let backend = backend_of(&boot.target);
+        let with = self.fold_with();
         let (runnable, unready) = self.split_unready(boot);
-        let mut unready_cells = Vec::new();
-        for (why, cells) in unready {
-            let part = BootPlan {
-                cells,
-                ..boot.clone()
-            };
-            let out = BootOutput::infra(
-                &plan_for(&part, repeats, Path::new("/")),
-                Accel::Unmeasured,
-                InfraCause::Runtime,
-                why,
-                vec![],
-            );
-            unready_cells.extend(fold_boot(&part, &out, backend, &self.host.cpu_model, 0).1);
-        }
         let (b, mut cells) = if runnable.cells.is_empty() {
             // Nothing to boot for: the boot's record says why.
             let out = BootOutput::infra(
-                &plan_for(boot, repeats, Path::new("/")),
+                &self.plan(boot, repeats, Path::new("/")),
                 Accel::Unmeasured,
                 InfraCause::Runtime,
                 "every cell of this boot starts a runtime that is not ready",
                 vec![],
             );
-            let (b, _) = fold_boot(boot, &out, backend, &self.host.cpu_model, 0);
+            let (b, _) = fold_boot(boot, &out, 0, &with);
             (b, Vec::new())
         } else {
             let mut attempts = 0;
@@ -253,18 +244,27 @@ impl Runner {
                     && attempts <= self.retries
                     && !cancel.is_cancelled();
                 if !retry {
-                    break fold_boot(&runnable, &out, backend, &self.host.cpu_model, attempts);
+                    break fold_boot(&runnable, &out, attempts, &with);
                 }
             }
         };
-        // They belong to the boot that ran (a host's measured filesystem labels them too).
-        for c in &mut unready_cells {
-            c.boot = b.key.clone();
-            c.key.filesystem = b.key.filesystem;
+        // The cells that never ran belong to the boot that did: folded under its key (a host's
+        // measured filesystem labels them too), each ending with why its runtime is not ready.
+        for (why, unready) in unready {
+            let part = BootPlan {
+                key: b.key.clone(),
+                cells: unready,
+                ..boot.clone()
+            };
+            let out = BootOutput::infra(
+                &self.plan(&part, repeats, Path::new("/")),
+                Accel::Unmeasured,
+                InfraCause::Runtime,
+                why,
+                vec![],
+            );
+            cells.extend(fold_boot(&part, &out, 0, &with).1);
         }
-        cells.extend(unready_cells);
-        self.runtimes.annotate(&mut cells);
-        apply_expectations(&mut cells, &self.expectations);
         (b, cells)
     }
 
@@ -306,22 +306,7 @@ impl Runner {
         // The deadlines of every backend come from here: the plan's items and what it takes
         // the backend to get the agent going.
         let request = |scratch: &Path, start: Duration| {
-            let mut plan = plan_for(boot, repeats, scratch);
-            plan.runtimes = self
-                .runtimes
-                .plan_entries(boot.cells.iter().filter_map(|c| c.scenario.runtime()));
-            // A runtime's own job limit must end a hang before the item's limit does, so the
-            // cell says which job hung.
-            for item in &mut plan.items {
-                let job = item
-                    .scenario
-                    .runtime()
-                    .and_then(|n| plan.runtimes.iter().find(|r| &r.name == n))
-                    .map(|r| r.job_timeout_s);
-                if let (Some(job), Some(t)) = (job, item.timeout_s.as_mut()) {
-                    *t = (*t).max(job + super::ITEM_SLACK_S);
-                }
-            }
+            let plan = self.plan(boot, repeats, scratch);
             BootRequest {
                 key: boot.key.clone(),
                 deadlines: Deadlines::for_plan(&plan, start),
@@ -425,13 +410,5 @@ pub fn host_threads(boot: &BootPlan, accel: Accel, topology: &crate::matrix::Top
     match accel {
         Accel::Kvm | Accel::TcgMt if lockbench => topology.vcpus() as usize,
         _ => 1,
-    }
-}
-
-pub(super) fn backend_of(t: &Target) -> BackendKind {
-    match t {
-        Target::Local => BackendKind::Local,
-        Target::Qemu { .. } => BackendKind::Qemu,
-        Target::Ssh { .. } => BackendKind::Ssh,
     }
 }

@@ -84,6 +84,16 @@ fn result(plan: &Plan, item: usize, v: f64, o: Outcome) -> String {
     }))
 }
 
+/// Fold a boot's output as a run without runtimes or known answers would.
+fn fold(boot: &BootPlan, out: &BootOutput) -> (BootRecord, Vec<CellRecord>) {
+    let with = FoldWith {
+        host_cpu: "cpu",
+        runtimes: &RunRuntimes::default(),
+        expectations: &Expectations::default(),
+    };
+    fold_boot(boot, out, 1, &with)
+}
+
 fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
     let mut stream = crate::backend::ResultStream::new(plan);
     for l in lines {
@@ -104,7 +114,7 @@ fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
 fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
     let m = matrix();
     let boot = group_boots(m.qemu_cells()).remove(0);
-    let plan = plan_for(&boot, 2, Path::new("/s"));
+    let plan = plan_for(&boot, 2, Path::new("/s"), &RunRuntimes::default());
     let n = boot.cells.len();
     // Cell 0, repeats 0 and 1: items 0 and n.
     let out = output(
@@ -119,7 +129,7 @@ fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
             excerpt: String::new(),
         },
     );
-    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
+    let (rec, cells) = fold(&boot, &out);
     assert_eq!(rec.cells.len(), boot.cells.len());
     assert_eq!(cells[0].outcome, Outcome::Fail, "worst repeat wins");
     assert_eq!(cells[0].metrics["latency_p50_us"].samples, vec![1.0, 2.0]);
@@ -136,7 +146,7 @@ fn repeats_fold_into_samples_and_missing_cells_take_the_boot_end() {
 fn a_broken_contract_ends_the_boot_and_keeps_what_came_before() {
     let m = matrix();
     let boot = group_boots(m.qemu_cells()).remove(0);
-    let plan = plan_for(&boot, 1, Path::new("/s"));
+    let plan = plan_for(&boot, 1, Path::new("/s"), &RunRuntimes::default());
     let out = output(
         &plan,
         &[
@@ -148,7 +158,7 @@ fn a_broken_contract_ends_the_boot_and_keeps_what_came_before() {
         ],
         BootEnd::Completed,
     );
-    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Qemu, "cpu", 1);
+    let (rec, cells) = fold(&boot, &out);
     assert!(matches!(
         rec.end,
         BootEnd::Infra {
@@ -160,6 +170,100 @@ fn a_broken_contract_ends_the_boot_and_keeps_what_came_before() {
     assert_eq!(cells[0].outcome, Outcome::Pass, "the valid result stays");
     assert_eq!(cells[0].repeats, 1);
     assert_eq!(cells[1].outcome, Outcome::InfraError);
+}
+
+#[test]
+fn a_cell_leaves_the_fold_complete_with_its_runtime_and_its_known_answer() {
+    let m = Matrix::parse(
+        Path::new("m.toml"),
+        r#"
+kernels = ["k1"]
+filesystems = ["tmpfs"]
+[[runtimes]]
+name = "rt"
+binary = "/nonexistent/rt"
+job_timeout_s = 500
+[[scenarios]]
+kind = "mounts"
+strategies = ["per-layer", "runtime:rt"]
+layers = [1]
+containers = [2]
+[[expect]]
+cells = "*/per-layer-*"
+outcome = "pass"
+"#,
+    )
+    .unwrap();
+    let boot = group_boots(m.qemu_cells()).remove(0);
+    // No recipe is handed over: the runtime cannot be made ready, and its cell says why.
+    let runtimes = RunRuntimes::prepare(
+        &[],
+        &m.used_runtimes(),
+        Path::new("/nonexistent/runtimes.lock"),
+        false,
+    );
+    let plan = plan_for(&boot, 1, Path::new("/s"), &runtimes);
+    assert!(plan.runtimes.is_empty(), "only ready runtimes are planned");
+    let out = output(
+        &plan,
+        &[hello(), result(&plan, 0, 1.0, Outcome::Pass)],
+        BootEnd::Completed,
+    );
+    let with = FoldWith {
+        host_cpu: "cpu",
+        runtimes: &runtimes,
+        expectations: &m.expectations,
+    };
+    let (_, cells) = fold_boot(&boot, &out, 1, &with);
+    let builtin = cells
+        .iter()
+        .find(|c| c.scenario.runtime().is_none())
+        .unwrap();
+    assert_eq!(builtin.provenance.runtime, None);
+    let check = builtin.expected.as_ref().expect("judged where it was made");
+    assert!(check.met);
+    let rt = cells
+        .iter()
+        .find(|c| c.scenario.runtime().is_some())
+        .unwrap();
+    let named = rt
+        .provenance
+        .runtime
+        .as_ref()
+        .expect("named where it was made");
+    assert_eq!(named.name.as_str(), "rt");
+    assert!(named.source.starts_with("not ready: "), "{}", named.source);
+    assert_eq!(rt.expected, None, "no known answer for it");
+}
+
+#[test]
+fn a_runtimes_item_outlasts_one_of_its_jobs() {
+    let m = Matrix::parse(
+        Path::new("m.toml"),
+        r#"
+kernels = ["k1"]
+filesystems = ["tmpfs"]
+[[runtimes]]
+name = "rt"
+binary = "/nonexistent/rt"
+job_timeout_s = 3000
+[[scenarios]]
+kind = "mounts"
+strategies = ["runtime:rt"]
+layers = [1]
+containers = [2]
+"#,
+    )
+    .unwrap();
+    let boot = group_boots(m.qemu_cells()).remove(0);
+    let without = plan_for(&boot, 1, Path::new("/s"), &RunRuntimes::default());
+    assert!(without.runtimes.is_empty());
+    assert!(without.items[0].timeout_s < Some(3000));
+    let runtimes = RunRuntimes::ready_for_test(&m.runtimes[0], "00".repeat(32));
+    let plan = plan_for(&boot, 1, Path::new("/s"), &runtimes);
+    assert_eq!(plan.runtimes.len(), 1);
+    assert_eq!(plan.runtimes[0].job_timeout_s, 3000);
+    assert_eq!(plan.items[0].timeout_s, Some(3000 + ITEM_SLACK_S));
 }
 
 fn host_matrix(fs: &str) -> Matrix {
@@ -198,9 +302,9 @@ fn a_hosts_cells_carry_the_measured_filesystem_and_hypervisor() {
     let m = host_matrix("");
     let boot = group_boots(m.ssh_cells()).remove(0);
     assert_eq!(boot.key.filesystem, LayerFs::Unmeasured);
-    let plan = plan_for(&boot, 1, Path::new("/s"));
+    let plan = plan_for(&boot, 1, Path::new("/s"), &RunRuntimes::default());
     let out = output(&plan, &measured_lines(&plan, "tmpfs"), BootEnd::Completed);
-    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Ssh, "cpu", 1);
+    let (rec, cells) = fold(&boot, &out);
     assert_eq!(rec.key.to_string(), "lab1/smt-as-is/tmpfs");
     assert_eq!(
         cells[0].key.to_string(),
@@ -220,7 +324,7 @@ fn a_hosts_cells_carry_the_measured_filesystem_and_hypervisor() {
         &[],
         BootEnd::infra(InfraCause::Connection, "no route to host"),
     );
-    let (rec, cells) = fold_boot(&boot, &lost, BackendKind::Ssh, "cpu", 1);
+    let (rec, cells) = fold(&boot, &lost);
     assert_eq!(rec.key.filesystem, LayerFs::Unmeasured);
     assert_eq!(cells[0].provenance.accel, Accel::Unmeasured);
     assert_eq!(cells[0].outcome, Outcome::InfraError);
@@ -230,9 +334,9 @@ fn a_hosts_cells_carry_the_measured_filesystem_and_hypervisor() {
 fn a_wrong_filesystem_assertion_ends_the_visit_naming_both() {
     let m = host_matrix("filesystem = \"xfs\"\n");
     let boot = group_boots(m.ssh_cells()).remove(0);
-    let plan = plan_for(&boot, 1, Path::new("/s"));
+    let plan = plan_for(&boot, 1, Path::new("/s"), &RunRuntimes::default());
     let out = output(&plan, &measured_lines(&plan, "tmpfs"), BootEnd::Completed);
-    let (rec, cells) = fold_boot(&boot, &out, BackendKind::Ssh, "cpu", 1);
+    let (rec, cells) = fold(&boot, &out);
     let BootEnd::Infra { cause, message } = &rec.end else {
         panic!("{:?}", rec.end);
     };

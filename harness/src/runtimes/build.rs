@@ -29,10 +29,11 @@ use super::debs;
 use super::git::{apply_patch, git_archive, resolve_rev};
 use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock};
 use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource};
-use super::{BuildTimings, PatchId, ResolvedRuntime, RuntimeError, RuntimeProvenance};
+use super::{BuildTimings, ResolvedRuntime, RuntimeError};
 use crate::kernels::apt::Apt;
 use crate::kernels::cache::{key, write_atomic, Cache};
-use crate::kernels::{sha256_file, KernelError, LockPolicy};
+use crate::kernels::{sha256_file, KernelError, LockPolicy, LockedPackage};
+use crate::results::{PackageId, PatchId, RuntimeProvenance};
 
 /// Bump when the build's inputs or layout change, so old entries are not reused.
 const BUILD_FORMAT: &[u8] = b"runtime-build-v1";
@@ -192,6 +193,24 @@ fn patch_ids(recipe: &RuntimeRecipe) -> Result<Vec<(PatchId, Vec<u8>)>, RuntimeE
         .collect()
 }
 
+/// A locked package as the run's record names it (the record does not know lock files).
+fn package_id(p: &LockedPackage) -> PackageId {
+    let LockedPackage {
+        name,
+        version,
+        sha256,
+        filename,
+        size,
+    } = p;
+    PackageId {
+        name: name.clone(),
+        version: version.clone(),
+        sha256: sha256.clone(),
+        filename: filename.clone(),
+        size: *size,
+    }
+}
+
 fn containerd(
     recipe: &RuntimeRecipe,
     go: &LockedToolchain,
@@ -331,7 +350,7 @@ fn containerd(
             version: c.version.clone(),
             go: go_version,
             patches: patch_list,
-            packages: c.packages.clone(),
+            packages: c.packages.iter().map(package_id).collect(),
         },
         Sources::Tree { tree, rev } => RuntimeProvenance::ContainerdTree {
             tree: tree.to_path_buf(),

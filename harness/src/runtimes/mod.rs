@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{KernelError, LockedPackage};
+use crate::kernels::KernelError;
+use crate::results::RuntimeProvenance;
 
 pub mod build;
 mod cmd;
@@ -49,91 +50,6 @@ pub struct ResolvedRuntime {
     /// How long [`ensure`] took this time; not part of the cached entry.
     #[serde(skip)]
     pub timings: BuildTimings,
-}
-
-/// Where a runtime came from: what a report cell and the matrix header show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "kebab-case")]
-pub enum RuntimeProvenance {
-    /// containerd's sources from Debian packages.
-    ContainerdDebian {
-        suite: String,
-        /// The containerd package's version (`2.1.9+ds1-5`).
-        version: String,
-        /// `go version`'s answer (`go1.27.3`).
-        go: String,
-        patches: Vec<PatchId>,
-        /// Every source package, containerd's first.
-        packages: Vec<LockedPackage>,
-    },
-    /// A user's containerd checkout at one commit.
-    ContainerdTree {
-        tree: PathBuf,
-        rev: String,
-        commit: String,
-        go: String,
-        patches: Vec<PatchId>,
-    },
-    /// A program the user built.
-    Binary { path: PathBuf, sha256: String },
-}
-
-/// A patch applied to containerd's sources.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PatchId {
-    pub file: PathBuf,
-    pub sha256: String,
-}
-
-impl RuntimeProvenance {
-    /// One line for logs and reports: `containerd 2.1.9+ds1-5 (debian sid, go1.27.3)`.
-    pub fn describe(&self) -> String {
-        let patched = |patches: &[PatchId]| {
-            let names: Vec<String> = patches
-                .iter()
-                .map(|p| {
-                    p.file.file_name().map_or_else(
-                        || p.file.display().to_string(),
-                        |n| n.to_string_lossy().into(),
-                    )
-                })
-                .collect();
-            if names.is_empty() {
-                String::new()
-            } else {
-                format!(" + {}", names.join(", "))
-            }
-        };
-        match self {
-            RuntimeProvenance::ContainerdDebian {
-                suite,
-                version,
-                go,
-                patches,
-                ..
-            } => format!(
-                "containerd {version}{} (debian {suite}, {go})",
-                patched(patches)
-            ),
-            RuntimeProvenance::ContainerdTree {
-                tree,
-                rev,
-                commit,
-                go,
-                patches,
-            } => format!(
-                "containerd {} ({rev} in {}){} ({go})",
-                commit.get(..12).unwrap_or(commit),
-                tree.display(),
-                patched(patches)
-            ),
-            RuntimeProvenance::Binary { path, sha256 } => format!(
-                "binary {} (sha256 {})",
-                path.display(),
-                sha256.get(..12).unwrap_or(sha256)
-            ),
-        }
-    }
 }
 
 /// Time spent in [`ensure`].

@@ -15,7 +15,7 @@ use protocol::{PlanRuntime, RuntimeName};
 
 use super::{ensure, RuntimeRecipe, RuntimesLock};
 use crate::kernels::{sha256_file, Cache};
-use crate::results::{CellRecord, CellRuntime, RuntimeBuild, RuntimeRecord};
+use crate::results::{CellRuntime, RuntimeBuild, RuntimeRecord};
 
 /// One runtime, ready to be copied where its cells run.
 #[derive(Debug, Clone)]
@@ -166,32 +166,47 @@ impl RunRuntimes {
             .collect()
     }
 
-    /// Put the runtime's identity into each runtime cell's provenance: the build, and what the
-    /// runtime said it is in its hello.
-    pub fn annotate(&self, cells: &mut [CellRecord]) {
-        for c in cells {
-            let Some(name) = c.scenario.runtime() else {
-                continue;
-            };
-            let said = crate::report::model::mounts_detail(c)
-                .and_then(|m| m.runtime.as_ref())
-                .map(|h| format!("{} {}", h.runtime, h.version));
-            let source = match self.ready.get(name) {
-                Some(Ok(r)) => r.resolved.provenance.describe(),
-                Some(Err(e)) => format!("not ready: {e}"),
-                None => String::new(),
-            };
-            let args = match self.ready.get(name) {
-                Some(Ok(r)) => r.args.clone(),
-                _ => Vec::new(),
-            };
-            c.provenance.runtime = Some(CellRuntime {
-                name: name.clone(),
-                source,
-                said,
-                args,
-            });
+    /// A runtime cell's record of its runtime: the build (or why it is not ready) and what the
+    /// runtime said it is in its hello (`said`, from the cell's result).
+    pub fn cell_runtime(&self, name: &RuntimeName, said: Option<String>) -> CellRuntime {
+        let (source, args) = match self.ready.get(name) {
+            Some(Ok(r)) => (r.resolved.provenance.describe(), r.args.clone()),
+            Some(Err(e)) => (format!("not ready: {e}"), Vec::new()),
+            None => (String::new(), Vec::new()),
+        };
+        CellRuntime {
+            name: name.clone(),
+            source,
+            said,
+            args,
         }
+    }
+}
+
+#[cfg(test)]
+impl RunRuntimes {
+    /// A run whose one runtime is `recipe`'s, taken as ready with an executable of `sha256`:
+    /// for tests of what a run makes of a ready runtime (nothing is built or read).
+    pub(crate) fn ready_for_test(recipe: &RuntimeRecipe, sha256: String) -> RunRuntimes {
+        let binary = std::path::PathBuf::from("/nonexistent/runtime");
+        let rt = ReadyRuntime {
+            resolved: super::ResolvedRuntime {
+                name: recipe.name.clone(),
+                provenance: crate::results::RuntimeProvenance::Binary {
+                    path: binary.clone(),
+                    sha256: sha256.clone(),
+                },
+                binary,
+                cache_key: String::new(),
+                timings: super::BuildTimings::default(),
+            },
+            sha256,
+            args: recipe.args.clone(),
+            job_timeout_s: recipe.job_timeout_s,
+        };
+        let mut out = RunRuntimes::default();
+        out.ready.insert(recipe.name.clone(), Ok(Arc::new(rt)));
+        out
     }
 }
 

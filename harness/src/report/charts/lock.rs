@@ -172,7 +172,7 @@ fn lock_chart(g: &LockGroup, members: &[&CellRecord]) -> ChartSection {
     if serialized {
         note = format!(
             "faded: {} (single-threaded TCG); {note}",
-            crate::run::caveats::SERIALIZED
+            crate::results::SERIALIZED
         );
     }
     if total > series.len() {

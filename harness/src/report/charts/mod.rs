@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use protocol::{MountStrategy, Strategy, Unit};
 use serde::Serialize;
 
-use super::model::mounts_detail;
 use super::svg::{Chart, Scale};
 use crate::results::{CellRecord, RunRecord};
 
@@ -121,7 +120,7 @@ fn scale_for(values: impl IntoIterator<Item = f64>) -> Scale {
 /// Per-container start latency samples in µs: the detail's per-container list when the agent
 /// sent one (the real distribution), else the first of the named latency metrics it did send.
 fn latency_us(c: &CellRecord) -> Option<Vec<f64>> {
-    if let Some(d) = mounts_detail(c).filter(|d| !d.latency_us.is_empty()) {
+    if let Some(d) = c.mounts().filter(|d| !d.latency_us.is_empty()) {
         return Some(d.latency_us.iter().map(|v| *v as f64).collect());
     }
     let m = ["start_latency_us", "latency_us", "latency_p50_us"]

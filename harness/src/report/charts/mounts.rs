@@ -10,7 +10,6 @@ use super::{
     MAX_LATENCY_CHARTS, MAX_OPS_CHARTS, MAX_SERIES,
 };
 use crate::cell::CellKey;
-use crate::report::model::mounts_detail;
 use crate::report::svg::{layout, Chart, ChartSpec, DataPoint, Scale, SeriesData};
 use crate::results::CellRecord;
 
@@ -169,7 +168,7 @@ fn formula_label(st: Strategy, passes: u32) -> String {
 /// (every container's count; absent where the kernel has no mount events), a built-in's run
 /// count shared out (its formula check vouches for it).
 fn ops_per_container(c: &CellRecord) -> Option<f64> {
-    let (d, Scenario::Mounts(m)) = (mounts_detail(c)?, &c.scenario) else {
+    let (d, Scenario::Mounts(m)) = (c.mounts()?, &c.scenario) else {
         return None;
     };
     match m.strategy {

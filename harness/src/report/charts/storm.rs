@@ -110,7 +110,7 @@ fn id(kind: &str, c: &CellRecord, sc: &LockbenchScenario) -> String {
 fn serialized_note() -> String {
     format!(
         "faded: {} (single-threaded TCG)",
-        crate::run::caveats::SERIALIZED
+        crate::results::SERIALIZED
     )
 }
 

@@ -1,0 +1,307 @@
+//! A boot: one guest boot or host visit — how it ended, its logs, timings, probes, the topology
+//! it saw, and what the bounds and the results contract did to its channels.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use protocol::{Capabilities, Evidence, ObservedTopology, Outcome};
+use serde::{Deserialize, Serialize};
+
+use super::{Accel, BackendKind};
+use crate::cell::{BootKey, CellKey};
+
+/// How a boot (guest or host visit) ended. Cells it did not report get their outcome from here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "end", rename_all = "kebab-case")]
+pub enum BootEnd {
+    /// The agent reported `Done` and kept the protocol.
+    Completed,
+    /// A watchdog fired.
+    Timeout {
+        deadline: Deadline,
+        seconds: f64,
+        excerpt: String,
+    },
+    /// The kernel panicked, oopsed or stalled, or the agent crashed: the console line that said so.
+    Panic { line: String, excerpt: String },
+    /// Our side broke before, around or beside the guest. Control flow looks at `cause` only;
+    /// `message` is for people.
+    Infra { cause: InfraCause, message: String },
+}
+
+/// The longest [`BootEnd::summary`], in characters.
+pub const SUMMARY_CHARS: usize = 300;
+
+/// The boot's watchdogs (`backend::Deadlines`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deadline {
+    /// From the start until the agent said hello.
+    Boot,
+    /// The longest silence on every channel together.
+    Silence,
+    /// The whole boot, start to exit.
+    Plan,
+}
+
+impl Deadline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deadline::Boot => "boot",
+            Deadline::Silence => "silence",
+            Deadline::Plan => "plan",
+        }
+    }
+}
+
+/// Why our side broke: the closed set `run` retries on and reports group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InfraCause {
+    /// KVM could not run this guest ("KVM internal error").
+    KvmUnusable,
+    /// QEMU, the agent or ssh could not be started.
+    Spawn,
+    /// The run was interrupted (Ctrl-C, SIGTERM).
+    Cancelled,
+    /// A channel carried more than its byte budget.
+    OutputFlood,
+    /// The agent's result stream broke the contract (see [`Violation`]).
+    ProtocolViolation,
+    /// The kernel could not be fetched or built.
+    Kernel,
+    /// A runtime could not be built, or its copy did not arrive intact.
+    Runtime,
+    /// Preparing the boot failed here: the work dir, the initramfs, the disk image, a log file.
+    BootSetup,
+    /// The agent could not set the guest up (modules, scratch disk) or start the plan.
+    AgentSetup,
+    /// QEMU ended before the guest printed anything.
+    GuestSilent,
+    /// The ssh connection failed or was lost.
+    Connection,
+    /// A host's hook, root or sudo, or its SMT control failed.
+    HostSetup,
+    /// The layers' filesystem the agent measured is not the one the cell is labelled with (a
+    /// host's `filesystem` assertion failed), or one mmx does not label.
+    Filesystem,
+    /// Something mmx itself got wrong.
+    Internal,
+}
+
+impl InfraCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfraCause::KvmUnusable => "kvm-unusable",
+            InfraCause::Spawn => "spawn",
+            InfraCause::Cancelled => "cancelled",
+            InfraCause::OutputFlood => "output-flood",
+            InfraCause::ProtocolViolation => "protocol-violation",
+            InfraCause::Kernel => "kernel",
+            InfraCause::Runtime => "runtime",
+            InfraCause::BootSetup => "boot-setup",
+            InfraCause::AgentSetup => "agent-setup",
+            InfraCause::GuestSilent => "guest-silent",
+            InfraCause::Connection => "connection",
+            InfraCause::HostSetup => "host-setup",
+            InfraCause::Filesystem => "filesystem",
+            InfraCause::Internal => "internal",
+        }
+    }
+
+    /// Whether `--retries` may try the boot again: not when the user stopped the run, not when
+    /// the guest broke the contract or flooded (it would again).
+    pub fn is_retryable(self) -> bool {
+        match self {
+            InfraCause::Cancelled
+            | InfraCause::OutputFlood
+            | InfraCause::ProtocolViolation
+            | InfraCause::Filesystem
+            | InfraCause::Internal => false,
+            InfraCause::KvmUnusable
+            | InfraCause::Spawn
+            | InfraCause::Kernel
+            | InfraCause::Runtime
+            | InfraCause::BootSetup
+            | InfraCause::AgentSetup
+            | InfraCause::GuestSilent
+            | InfraCause::Connection
+            | InfraCause::HostSetup => true,
+        }
+    }
+}
+
+impl BootEnd {
+    pub fn infra(cause: InfraCause, message: impl Into<String>) -> BootEnd {
+        BootEnd::Infra {
+            cause,
+            message: message.into(),
+        }
+    }
+
+    /// Outcome and evidence for a cell the boot never reported.
+    pub fn outcome_for_unreported(&self) -> (Outcome, Evidence) {
+        match self {
+            BootEnd::Completed => (
+                Outcome::InfraError,
+                Evidence::new("agent finished without reporting this cell"),
+            ),
+            BootEnd::Timeout {
+                deadline,
+                seconds,
+                excerpt,
+            } => (
+                Outcome::Timeout,
+                Evidence::new(format!(
+                    "{} deadline passed after {seconds:.0} s",
+                    deadline.as_str()
+                ))
+                .with_detail(excerpt.clone()),
+            ),
+            BootEnd::Panic { line, excerpt } => (
+                Outcome::Panic,
+                Evidence::new(line.clone()).with_detail(excerpt.clone()),
+            ),
+            BootEnd::Infra { cause, message } => (
+                Outcome::InfraError,
+                Evidence::new(format!("infra: {}", cause.as_str())).with_detail(message.clone()),
+            ),
+        }
+    }
+
+    pub fn is_completed(&self) -> bool {
+        matches!(self, BootEnd::Completed)
+    }
+
+    /// One bounded line for progress output and tables: a message from QEMU, ssh or apt may
+    /// span lines, the summary never does.
+    pub fn summary(&self) -> String {
+        let text = match self {
+            BootEnd::Completed => "completed".into(),
+            BootEnd::Timeout {
+                deadline, seconds, ..
+            } => format!("{} deadline ({seconds:.0} s)", deadline.as_str()),
+            BootEnd::Panic { line, .. } => line.clone(),
+            BootEnd::Infra { cause, message } => format!("{}: {message}", cause.as_str()),
+        };
+        crate::oneline::fold(&text, SUMMARY_CHARS)
+    }
+}
+
+/// How the agent broke the results contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViolationKind {
+    /// A result line (`MMX1 …`) that does not parse.
+    Unparseable,
+    /// A result for an item the plan does not have.
+    UnknownItem,
+    /// A result whose cell id is not its item's.
+    WrongCell,
+    /// A second result for the same item (cell and repeat).
+    Duplicate,
+    /// A second hello, topology or capabilities, or anything after done.
+    OutOfOrder,
+    /// The agent speaks another schema version.
+    SchemaVersion,
+}
+
+impl ViolationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViolationKind::Unparseable => "unparseable",
+            ViolationKind::UnknownItem => "unknown-item",
+            ViolationKind::WrongCell => "wrong-cell",
+            ViolationKind::Duplicate => "duplicate",
+            ViolationKind::OutOfOrder => "out-of-order",
+            ViolationKind::SchemaVersion => "schema-version",
+        }
+    }
+}
+
+/// One protocol violation, with a bounded excerpt of the line that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub excerpt: String,
+}
+
+/// What one channel of a boot carried, and what the bounds did to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStats {
+    pub bytes: u64,
+    pub lines: u64,
+    /// Lines longer than the limit, cut and marked.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lines_cut: u64,
+    /// Bytes that were not UTF-8 (decoded as U+FFFD).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub invalid_utf8: u64,
+    /// The channel passed its byte budget and the rest was not read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flooded: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One guest boot or host visit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootRecord {
+    pub key: BootKey,
+    pub backend: BackendKind,
+    pub accel: Accel,
+    pub end: BootEnd,
+    /// Kernel under test, as the agent reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
+    /// Logs kept for this boot, relative to the run directory (console, agent stderr, QEMU).
+    pub logs: Vec<PathBuf>,
+    /// Phase timings in milliseconds since the boot started, by phase name (`kernel-fetch`,
+    /// `initramfs`, `qemu-start`, `kernel-start`, `agent-ready`, `plan-done`, `exit`).
+    pub timings_ms: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_topology: Option<ObservedTopology>,
+    /// Cells this boot ran.
+    pub cells: Vec<CellKey>,
+    pub attempts: u32,
+    /// Protocol violations the agent's stream made (at most `backend::stream::KEPT_VIOLATIONS`
+    /// kept; `violations_total` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub violations_total: u64,
+    /// Per channel (`results`, `console`, `stderr`): bytes, lines and what the bounds did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, ChannelStats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreported_cells_take_the_boot_end() {
+        let (o, e) = BootEnd::Panic {
+            line: "Kernel panic - not syncing: VFS".into(),
+            excerpt: String::new(),
+        }
+        .outcome_for_unreported();
+        assert_eq!(o, Outcome::Panic);
+        assert!(e.step.contains("Kernel panic"));
+        let (o, e) = BootEnd::infra(InfraCause::Spawn, "qemu exited").outcome_for_unreported();
+        assert_eq!(o, Outcome::InfraError);
+        assert_eq!(e.step, "infra: spawn");
+    }
+
+    #[test]
+    fn only_our_transient_breakage_is_retried() {
+        assert!(InfraCause::Connection.is_retryable());
+        assert!(!InfraCause::Cancelled.is_retryable());
+        assert!(!InfraCause::ProtocolViolation.is_retryable());
+        assert!(!InfraCause::OutputFlood.is_retryable());
+    }
+}

@@ -1,0 +1,298 @@
+//! Where a number came from: the backend and accelerator that ran it, the CPU, the kernel and its
+//! source, the topology asked for and seen, and for a runtime's cell the runtime's build
+//! ([`RuntimeProvenance`]) and what it said it is.
+
+use std::path::PathBuf;
+
+use protocol::ObservedTopology;
+use serde::{Deserialize, Serialize};
+
+/// Which backend ran a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// The agent on the machine running mmx, in a private mount namespace.
+    Local,
+    /// A guest kernel in QEMU.
+    Qemu,
+    /// A metal host over SSH.
+    Ssh,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Qemu => "qemu",
+            BackendKind::Ssh => "ssh",
+        }
+    }
+}
+
+/// How the machine under test executed instructions: every number carries it. Guests get theirs
+/// from the QEMU backend; local and SSH cells from what the agent measured there (`metal` only
+/// when no hypervisor was seen, else `vm:<vendor>`).
+///
+/// In `run.json` it is one string (`kvm`, `tcg`, `tcg-mt`, `metal`, `vm:kvm`, …): the three
+/// words older runs wrote still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Accel {
+    /// Hardware virtualization of a guest mmx booted.
+    Kvm,
+    /// QEMU's software emulation on one host thread (`-accel tcg,thread=single`): functional
+    /// answers are real, speeds are not the hardware's, and the vCPUs never run at the same time.
+    Tcg,
+    /// QEMU's software emulation with one host thread per vCPU (`-accel tcg,thread=multi`): the
+    /// vCPUs run at once, so contention is real contention (on emulated instructions).
+    TcgMt,
+    /// No hypervisor under the kernel: the agent saw none on the local host or metal host.
+    Metal,
+    /// The local host or "metal" host is itself a virtual machine of this hypervisor.
+    Vm(protocol::Hypervisor),
+    /// A local or SSH visit that ended before its agent reported (no connection, interrupted):
+    /// nothing was measured, so nothing is claimed.
+    Unmeasured,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        use protocol::Hypervisor as H;
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+            Accel::TcgMt => "tcg-mt",
+            Accel::Metal => "metal",
+            Accel::Unmeasured => "unmeasured",
+            Accel::Vm(h) => match h {
+                H::Kvm => "vm:kvm",
+                H::Firecracker => "vm:firecracker",
+                H::QemuTcg => "vm:qemu-tcg",
+                H::Xen => "vm:xen",
+                H::HyperV => "vm:hyper-v",
+                H::Vmware => "vm:vmware",
+                H::VirtualBox => "vm:virtualbox",
+                H::Bhyve => "vm:bhyve",
+                H::Parallels => "vm:parallels",
+                H::Acrn => "vm:acrn",
+                H::Unknown => "vm:unknown",
+            },
+        }
+    }
+
+    /// Whether the vCPUs ran one at a time: then numbers from more than one thread measure
+    /// QEMU's time slicing, not contention.
+    pub fn vcpus_serialized(self) -> bool {
+        matches!(self, Accel::Tcg)
+    }
+
+    /// QEMU emulates every instruction: slow, so watchdogs and item limits stretch.
+    pub fn is_emulated(self) -> bool {
+        matches!(self, Accel::Tcg | Accel::TcgMt)
+    }
+
+    /// The label of a machine the agent looked at: `metal` when it saw no hypervisor.
+    pub fn measured(v: &protocol::Virtualization) -> Accel {
+        v.hypervisor.map_or(Accel::Metal, Accel::Vm)
+    }
+
+    fn all() -> impl Iterator<Item = Accel> {
+        [
+            Accel::Kvm,
+            Accel::Tcg,
+            Accel::TcgMt,
+            Accel::Metal,
+            Accel::Unmeasured,
+        ]
+        .into_iter()
+        .chain(protocol::Hypervisor::ALL.into_iter().map(Accel::Vm))
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Accel, String> {
+        Accel::all()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown accelerator `{s}`"))
+    }
+}
+
+impl Serialize for Accel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Accel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Accel, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a number came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub backend: BackendKind,
+    pub accel: Accel,
+    /// CPU model of the machine that executed the guest or agent.
+    pub host_cpu: String,
+    /// `uname -r` of the kernel under test, as the agent reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
+    /// Package and version (or path) the kernel came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_source: Option<String>,
+    /// The topology the matrix asked for (None for hosts: they are what they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_topology: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_topology: Option<ObservedTopology>,
+    /// Set when observed differs from requested: said on the cell, never hidden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_mismatch: Option<String>,
+    /// A runtime's cell: which runtime, built from what, and what it said it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<CellRuntime>,
+}
+
+/// The runtime a cell ran: its build and what it said it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellRuntime {
+    pub name: protocol::RuntimeName,
+    /// Where it came from: [`RuntimeProvenance::describe`].
+    pub source: String,
+    /// Its hello: `containerd 2.1.9+ds1-5 go1.27.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub said: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+/// Where a runtime came from: what a report cell and the matrix header show. The runtime build
+/// (`runtimes::build`) makes it, and its cache entry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum RuntimeProvenance {
+    /// containerd's sources from Debian packages.
+    ContainerdDebian {
+        suite: String,
+        /// The containerd package's version (`2.1.9+ds1-5`).
+        version: String,
+        /// `go version`'s answer (`go1.27.3`).
+        go: String,
+        patches: Vec<PatchId>,
+        /// Every source package, containerd's first.
+        packages: Vec<PackageId>,
+    },
+    /// A user's containerd checkout at one commit.
+    ContainerdTree {
+        tree: PathBuf,
+        rev: String,
+        commit: String,
+        go: String,
+        patches: Vec<PatchId>,
+    },
+    /// A program the user built.
+    Binary { path: PathBuf, sha256: String },
+}
+
+/// A patch applied to containerd's sources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchId {
+    pub file: PathBuf,
+    pub sha256: String,
+}
+
+/// A Debian package a runtime was built from, exactly as the lock file pinned it (the same
+/// fields as a lock's entry, so a record and a lock read alike).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageId {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the .deb.
+    pub sha256: String,
+    /// Path in the archive's pool.
+    pub filename: String,
+    pub size: u64,
+}
+
+impl RuntimeProvenance {
+    /// One line for logs and reports: `containerd 2.1.9+ds1-5 (debian sid, go1.27.3)`.
+    pub fn describe(&self) -> String {
+        let patched = |patches: &[PatchId]| {
+            let names: Vec<String> = patches
+                .iter()
+                .map(|p| {
+                    p.file.file_name().map_or_else(
+                        || p.file.display().to_string(),
+                        |n| n.to_string_lossy().into(),
+                    )
+                })
+                .collect();
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" + {}", names.join(", "))
+            }
+        };
+        match self {
+            RuntimeProvenance::ContainerdDebian {
+                suite,
+                version,
+                go,
+                patches,
+                ..
+            } => format!(
+                "containerd {version}{} (debian {suite}, {go})",
+                patched(patches)
+            ),
+            RuntimeProvenance::ContainerdTree {
+                tree,
+                rev,
+                commit,
+                go,
+                patches,
+            } => format!(
+                "containerd {} ({rev} in {}){} ({go})",
+                commit.get(..12).unwrap_or(commit),
+                tree.display(),
+                patched(patches)
+            ),
+            RuntimeProvenance::Binary { path, sha256 } => format!(
+                "binary {} (sha256 {})",
+                path.display(),
+                sha256.get(..12).unwrap_or(sha256)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accelerators_are_one_word_and_old_words_still_read() {
+        for a in Accel::all() {
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(serde_json::from_str::<Accel>(&json).unwrap(), a, "{json}");
+        }
+        assert_eq!(
+            serde_json::from_str::<Accel>("\"metal\"").unwrap(),
+            Accel::Metal
+        );
+        assert_eq!(
+            serde_json::to_string(&Accel::Vm(protocol::Hypervisor::HyperV)).unwrap(),
+            "\"vm:hyper-v\""
+        );
+        assert!(serde_json::from_str::<Accel>("\"vm:nope\"").is_err());
+        assert!(Accel::Tcg.vcpus_serialized() && !Accel::TcgMt.vcpus_serialized());
+    }
+}
