@@ -284,9 +284,14 @@ const RUNTIMES_FORMAT: &[u8] = b"initramfs-runtimes-v1";
 /// Where a guest finds its runtimes.
 const RUNTIMES_DIR: &str = "runtimes";
 
+/// Where a guest finds its runtimes: `/runtimes`.
+pub fn runtimes_dir() -> PathBuf {
+    Path::new("/").join(RUNTIMES_DIR)
+}
+
 /// Where a runtime's executable is in a guest: `/runtimes/<name>`.
 pub fn runtime_path(name: &protocol::RuntimeName) -> PathBuf {
-    Path::new("/").join(RUNTIMES_DIR).join(name.as_str())
+    runtimes_dir().join(name.as_str())
 }
 
 /// The cached archive holding `runtimes` (their `path` on this machine) under

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::backend::supervise::{self, Channel, Quiet, Role, Stdin, Stop};
-use crate::backend::{leftovers, ms_between, BootOutput, BootRequest, ResultStream};
+use crate::backend::{leftovers, ms_between, BootOutput, BootRequest, Placement, ResultStream};
 use crate::results::{Accel, BootEnd, InfraCause, RunDir};
 
 /// The prefix of every local scratch dir (see [`scratch_dir`]).
@@ -34,14 +34,23 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
 
     // The runtimes the cells start, copied beside the plan and checked; removed with the boot
     // (the plan keeps their SHA-256s).
-    let mut plan = req.plan.clone();
     let runtimes_dir = req
         .run_dir
         .abs(&RunDir::log_rel(&req.key, "runtimes").with_extension(""));
     let _copies = CopiesGuard(runtimes_dir.clone());
-    if let Err(e) = crate::runtimes::ready::copy_into(&mut plan.runtimes, &runtimes_dir) {
-        return infra(InfraCause::Runtime, e);
+    let runtimes_dir = match crate::runtimes::ready::copy_into(&req.plan.runtimes, &runtimes_dir) {
+        Ok(dir) => dir,
+        Err(e) => return infra(InfraCause::Runtime, e),
+    };
+    // This machine: the scratch dir the run made for it, metal speed.
+    let plan = Placement {
+        scratch_dir: req.plan.scratch_dir.clone(),
+        scratch_disk: None,
+        modules: Vec::new(),
+        runtimes_dir,
+        limit_scale: 1,
     }
+    .plan(&req.plan);
     let plan_json = match serde_json::to_string_pretty(&plan) {
         Ok(j) => j,
         Err(e) => return infra(InfraCause::Internal, format!("encoding the plan: {e}")),

@@ -17,11 +17,13 @@ use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
 
 pub mod leftovers;
 pub mod local;
+pub mod placement;
 pub mod qemu;
 pub mod ssh;
 pub mod stream;
 pub mod supervise;
 
+pub use placement::Placement;
 pub use stream::ResultStream;
 
 /// Set by Ctrl-C (SIGINT/SIGTERM): backends stop their guests and agents, clean up, and return

@@ -8,7 +8,7 @@
 //! against it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use protocol::{PlanRuntime, RuntimeName};
@@ -210,19 +210,19 @@ impl RunRuntimes {
     }
 }
 
-/// Copy every runtime of a plan into `dir` (created, 0700) as `<dir>/<name>` (0755), check each
-/// copy's SHA-256 against the plan's, and point the plan at the copies. The message says which
-/// runtime did not arrive intact.
-pub fn copy_into(runtimes: &mut [PlanRuntime], dir: &Path) -> Result<(), String> {
+/// Copy every runtime of a plan into `dir` (created, 0700) as `<dir>/<name>` (0755) and check
+/// each copy's SHA-256 against the plan's. Returns the absolute directory holding the copies,
+/// for the placed plan to point at; the message says which runtime did not arrive intact.
+pub fn copy_into(runtimes: &[PlanRuntime], dir: &Path) -> Result<PathBuf, String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if runtimes.is_empty() {
-        return Ok(());
-    }
     // The agent starts each runtime in a directory of its own: the path must not be relative.
-    let dir = &std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if runtimes.is_empty() {
+        return Ok(dir);
+    }
     std::fs::DirBuilder::new()
         .mode(0o700)
-        .create(dir)
+        .create(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     for rt in runtimes {
         let to = dir.join(rt.name.as_str());
@@ -245,9 +245,8 @@ pub fn copy_into(runtimes: &mut [PlanRuntime], dir: &Path) -> Result<(), String>
                 rt.sha256
             ));
         }
-        rt.path = to;
     }
-    Ok(())
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -267,15 +266,18 @@ mod tests {
             job_timeout_s: 30,
             sha256: hex::encode(Sha256::digest(b"runtime bytes")),
         };
-        let mut plan = vec![rt.clone()];
-        copy_into(&mut plan, &dir.path().join("copies")).unwrap();
-        assert_eq!(plan[0].path, dir.path().join("copies/mine"));
-        assert_eq!(std::fs::read(&plan[0].path).unwrap(), b"runtime bytes");
-        let mut bad = vec![PlanRuntime {
+        let plan = vec![rt.clone()];
+        let copies = copy_into(&plan, &dir.path().join("copies")).unwrap();
+        assert_eq!(copies.join("mine"), dir.path().join("copies/mine"));
+        assert_eq!(
+            std::fs::read(copies.join("mine")).unwrap(),
+            b"runtime bytes"
+        );
+        let bad = vec![PlanRuntime {
             sha256: "00".repeat(32),
             ..rt
         }];
-        let e = copy_into(&mut bad, &dir.path().join("again")).unwrap_err();
+        let e = copy_into(&bad, &dir.path().join("again")).unwrap_err();
         assert!(e.contains("runtime `mine`") && e.contains("sha256"), "{e}");
     }
 }

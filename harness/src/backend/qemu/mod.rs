@@ -15,7 +15,7 @@ use anyhow::Context;
 use protocol::{Filesystem, Plan, ScratchDisk};
 
 use crate::backend::{
-    leftovers, ms_between, BootOutput, BootRequest, Cancel, Deadlines, ResultStream,
+    leftovers, ms_between, BootOutput, BootRequest, Cancel, Deadlines, Placement, ResultStream,
 };
 use crate::cell::BootKey;
 use crate::kernels::{Cache, ModuleFeature, ResolvedKernel};
@@ -159,7 +159,7 @@ impl Qemu {
         let results_rel = RunDir::log_rel(&req.key, "results");
         let qemu_rel = RunDir::log_rel(&req.key, "qemu");
         let logs = vec![console_rel.clone(), results_rel.clone(), qemu_rel.clone()];
-        let plan = guest_plan(&req.plan, kernel, fs, accel);
+        let plan = guest_placement(kernel, fs, accel).plan(&req.plan);
         let infra = |msg: String| {
             let mut o =
                 BootOutput::infra(&req.plan, accel, InfraCause::BootSetup, msg, logs.clone());
@@ -434,44 +434,36 @@ fn plan_rel(key: &BootKey) -> PathBuf {
     RunDir::log_rel(key, "plan").with_extension("json")
 }
 
-/// The plan as the guest gets it: where the layers live, which modules to load, and item
+/// Where a guest runs its plan: the layers on the scratch disk (or a tmpfs), the modules its
+/// kernel needs for them, the runtimes in the initramfs (`initramfs::runtimes_archive`), and
 /// limits stretched by the same factor as the host's watchdogs under TCG (the agent enforces
-/// its own per-item limit, and a slow emulator is not a hung kernel).
-pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) -> Plan {
-    let mut plan = plan.clone();
-    let scale = u64::from(crate::backend::TCG_SCALE);
-    if accel.is_emulated() {
-        for item in &mut plan.items {
-            item.timeout_s = item.timeout_s.map(|t| t * scale);
-        }
-    }
-    // Runtimes travel in the initramfs (`initramfs::runtimes_archive`); a slow emulator is no
-    // hung runtime either.
-    for rt in &mut plan.runtimes {
-        rt.path = crate::initramfs::runtime_path(&rt.name);
-        if accel.is_emulated() {
-            rt.job_timeout_s =
-                (rt.job_timeout_s * scale).min(protocol::limits::RUNTIME_JOB_TIMEOUT_S.max);
-        }
-    }
-    plan.scratch_dir = SCRATCH_DIR.into();
-    plan.scratch_disk = Some(ScratchDisk {
-        // tmpfs has no device; the agent mounts a fresh tmpfs named after it.
-        device: if fs.needs_disk() {
-            args::SCRATCH_DEVICE.into()
-        } else {
-            "tmpfs".into()
-        },
-        filesystem: fs,
-    });
+/// its own per-item and per-job limits, and a slow emulator is not a hung kernel or runtime).
+pub fn guest_placement(kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) -> Placement {
     let wanted = wanted_features(fs);
-    plan.modules = kernel
-        .modules
-        .iter()
-        .filter(|m| m.needed_for.iter().any(|f| wanted.contains(f)))
-        .map(|m| m.initramfs_path.clone())
-        .collect();
-    plan
+    Placement {
+        scratch_dir: SCRATCH_DIR.into(),
+        scratch_disk: Some(ScratchDisk {
+            // tmpfs has no device; the agent mounts a fresh tmpfs named after it.
+            device: if fs.needs_disk() {
+                args::SCRATCH_DEVICE.into()
+            } else {
+                "tmpfs".into()
+            },
+            filesystem: fs,
+        }),
+        modules: kernel
+            .modules
+            .iter()
+            .filter(|m| m.needed_for.iter().any(|f| wanted.contains(f)))
+            .map(|m| m.initramfs_path.clone())
+            .collect(),
+        runtimes_dir: crate::initramfs::runtimes_dir(),
+        limit_scale: if accel.is_emulated() {
+            u64::from(crate::backend::TCG_SCALE)
+        } else {
+            1
+        },
+    }
 }
 
 /// Module features a boot on `fs` needs. Loading only these keeps boots short (btrfs pulls in

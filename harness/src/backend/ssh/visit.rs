@@ -23,7 +23,9 @@ use super::step::{self, StepError, StepOutput};
 use crate::backend::supervise::{
     self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
 };
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines, ResultStream};
+use crate::backend::{
+    ms_between, BootOutput, BootRequest, Cancel, Deadlines, Placement, ResultStream,
+};
 use crate::cell::SmtSetting;
 use crate::matrix::Host;
 use crate::results::{Accel, BootEnd, ChannelStats, Deadline, InfraCause, RunDir};
@@ -227,12 +229,10 @@ impl Visit<'_> {
             .join(format!("mmx.{}", random_suffix()))
             .display()
             .to_string();
-        let mut plan = self.req.plan.clone();
-        plan.scratch_dir = PathBuf::from(format!("{dir}/scratch"));
         // The runtimes the cells start go over the same connection, into the temp dir.
         let mut runtime_bytes = Vec::new();
         let mut runtime_specs = Vec::new();
-        for rt in &mut plan.runtimes {
+        for rt in &self.req.plan.runtimes {
             let b = std::fs::read(&rt.path).map_err(|e| {
                 (
                     InfraCause::Runtime,
@@ -245,8 +245,17 @@ impl Visit<'_> {
             })?;
             runtime_specs.push(format!("{}:{}", rt.name, b.len()));
             runtime_bytes.push(b);
-            rt.path = PathBuf::from(format!("{dir}/runtimes/{}", rt.name));
         }
+        // The host: everything in the temp dir (the run script stores the runtimes there), at
+        // metal speed.
+        let plan = Placement {
+            scratch_dir: PathBuf::from(format!("{dir}/scratch")),
+            scratch_disk: None,
+            modules: Vec::new(),
+            runtimes_dir: PathBuf::from(format!("{dir}/runtimes")),
+            limit_scale: 1,
+        }
+        .plan(&self.req.plan);
         if let Ok(pretty) = serde_json::to_string_pretty(&plan) {
             let _ = crate::rundir::write_atomic(&self.req.run_dir.abs(plan_rel), pretty.as_bytes());
         }
