@@ -14,7 +14,7 @@ use crate::results::RunRecord;
 
 pub mod charts;
 pub mod counts;
-mod escape;
+pub(crate) mod escape;
 pub mod junit;
 pub mod model;
 pub mod perf;
