@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub const FILES_HELP: &str = "Reads:  nothing (the files are compiled into mmx).
 Writes: DIR/matrix.toml, DIR/kernels/*.toml, DIR/kernels/kernels.lock, DIR/kernels/README.md,
         DIR/runtimes/runtimes.lock, DIR/.github/workflows/mmx.yml. Refuses to replace any
-        existing one unless --force.";
+        existing one unless --force; never writes through a symlink below DIR.";
 
 /// How `examples/github-actions.yml` names mmx's action; `init` writes `--action` in its place.
 pub const ACTION_PLACEHOLDER: &str = "OWNER/mmx@main";
@@ -47,6 +47,12 @@ pub enum InitError {
         list = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     Exists { paths: Vec<PathBuf> },
+    #[error(
+        "refusing to write through {path}: a symlink where `mmx init` makes a directory (make it \
+         a real directory, or remove it)",
+        path = path.display()
+    )]
+    Symlink { path: PathBuf },
     #[error("--action `{0}`: expected OWNER/REPO@REF, e.g. my-org/mmx@v0.1.0")]
     BadAction(String),
     #[error("{op} {path}", path = path.display())]
@@ -138,35 +144,193 @@ pub fn templates(action: &str) -> Vec<Template> {
     t
 }
 
-/// Write `templates` under `dir`. Without `force`, nothing is written if any file exists, and
-/// the error names all of them. Returns the paths written.
+/// Write `templates` under `dir`, never through a symlink (a shared checkout, or a directory
+/// another user can write, may hold one where init writes): each directory below `dir` is
+/// opened, or made, one component at a time with `O_NOFOLLOW`, so a symlink where a directory
+/// goes is refused with its path; a file is created with `O_CREAT | O_EXCL | O_NOFOLLOW`, or
+/// with `force` written to a fresh temporary file beside it and renamed over it (a rename
+/// replaces a symlink, never follows it). `dir` itself is the user's to name and is followed.
+/// Without `force`, nothing is written if any file exists, and the error names all of them.
+/// Returns the paths written.
 pub fn write(dir: &Path, templates: &[Template], force: bool) -> Result<Vec<PathBuf>, InitError> {
     let targets: Vec<PathBuf> = templates.iter().map(|t| dir.join(t.path)).collect();
-    if !force {
-        let existing: Vec<PathBuf> = targets
-            .iter()
-            .filter(|p| p.symlink_metadata().is_ok())
-            .cloned()
-            .collect();
-        if !existing.is_empty() {
-            return Err(InitError::Exists { paths: existing });
+    // Check every path before writing any: a planted symlink or (without --force) an existing
+    // file leaves the directory as it was.
+    let mut existing = Vec::new();
+    if let Some(root) = safe_fs::open_root(dir)? {
+        for (t, path) in templates.iter().zip(&targets) {
+            let (parents, name) = safe_fs::split(dir, t.path)?;
+            if let Some(d) = safe_fs::open_dirs(&root, dir, &parents, false)? {
+                if safe_fs::exists(&d, name) {
+                    existing.push(path.clone());
+                }
+            }
         }
     }
+    if !force && !existing.is_empty() {
+        return Err(InitError::Exists { paths: existing });
+    }
+    let root = safe_fs::make_root(dir)?;
     for (t, path) in templates.iter().zip(&targets) {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| InitError::Io {
-                op: "create_dir_all",
-                path: parent.to_path_buf(),
-                source,
-            })?;
+        let (parents, name) = safe_fs::split(dir, t.path)?;
+        let d = safe_fs::make_dirs(&root, dir, &parents)?;
+        if force {
+            safe_fs::replace(&d, name, path, t.text.as_bytes())?;
+        } else {
+            safe_fs::create_new(&d, name, path, t.text.as_bytes())?;
         }
-        std::fs::write(path, &t.text).map_err(|source| InitError::Io {
-            op: "write",
-            path: path.clone(),
-            source,
-        })?;
     }
     Ok(targets)
+}
+
+/// The directory walk and file writes of [`write`], relative to open directories (`openat`,
+/// `mkdirat`, `renameat`): every name is resolved in a directory mmx holds open, so no symlink
+/// below the target directory is followed, whatever is swapped in between two calls.
+mod safe_fs {
+    use std::io::Write;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::path::{Component, Path, PathBuf};
+
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use rustix::io::Errno;
+
+    use super::InitError;
+
+    const DIR: OFlags = OFlags::DIRECTORY
+        .union(OFlags::RDONLY)
+        .union(OFlags::CLOEXEC);
+
+    fn io(op: &'static str, path: &Path, e: Errno) -> InitError {
+        InitError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+
+    /// A template's directories and file name (`kernels/x.toml` → `[kernels]`, `x.toml`).
+    pub fn split<'a>(dir: &Path, rel: &'a str) -> Result<(Vec<&'a str>, &'a str), InitError> {
+        let mut parts: Vec<&str> = Vec::new();
+        for c in Path::new(rel).components() {
+            match c {
+                Component::Normal(p) => parts.push(p.to_str().unwrap_or_default()),
+                _ => return Err(io("a template path below", &dir.join(rel), Errno::INVAL)),
+            }
+        }
+        let name = parts
+            .pop()
+            .ok_or_else(|| io("a template path below", &dir.join(rel), Errno::INVAL))?;
+        Ok((parts, name))
+    }
+
+    /// The target directory; `None` when it does not exist.
+    pub fn open_root(dir: &Path) -> Result<Option<OwnedFd>, InitError> {
+        match rustix::fs::open(dir, DIR, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io("open", dir, e)),
+        }
+    }
+
+    /// The target directory, made with its parents when missing.
+    pub fn make_root(dir: &Path) -> Result<OwnedFd, InitError> {
+        std::fs::create_dir_all(dir).map_err(|source| InitError::Io {
+            op: "create_dir_all",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        rustix::fs::open(dir, DIR, Mode::empty()).map_err(|e| io("open", dir, e))
+    }
+
+    /// [`open_dirs`], making the missing ones.
+    pub fn make_dirs(root: &OwnedFd, dir: &Path, parents: &[&str]) -> Result<OwnedFd, InitError> {
+        open_dirs(root, dir, parents, true)?
+            .ok_or_else(|| io("mkdir", &dir.join(parents.join("/")), Errno::NOENT))
+    }
+
+    /// `parents` below `root` (which is `dir`), each opened with `O_NOFOLLOW` and made when
+    /// missing and `create`; `None` when one is missing and `create` is false. A symlink (or
+    /// anything but a directory) where one goes is an error naming it.
+    pub fn open_dirs(
+        root: &OwnedFd,
+        dir: &Path,
+        parents: &[&str],
+        create: bool,
+    ) -> Result<Option<OwnedFd>, InitError> {
+        let mut here = dir.to_path_buf();
+        let mut cur = root.try_clone().map_err(|source| InitError::Io {
+            op: "dup",
+            path: here.clone(),
+            source,
+        })?;
+        for name in parents {
+            here.push(name);
+            let open =
+                |at: &OwnedFd| rustix::fs::openat(at, *name, DIR | OFlags::NOFOLLOW, Mode::empty());
+            let next = match open(&cur) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if !create => return Ok(None),
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&cur, *name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(io("mkdir", &here, e)),
+                    }
+                    open(&cur).map_err(|e| not_a_dir(&cur, name, &here, e))?
+                }
+                Err(e) => return Err(not_a_dir(&cur, name, &here, e)),
+            };
+            cur = next;
+        }
+        Ok(Some(cur))
+    }
+
+    /// Why `name` in `at` did not open as a directory: a symlink is named as one.
+    fn not_a_dir(at: &OwnedFd, name: &str, path: &Path, e: Errno) -> InitError {
+        match rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                InitError::Symlink {
+                    path: path.to_path_buf(),
+                }
+            }
+            _ => io("open directory", path, e),
+        }
+    }
+
+    /// Whether `name` exists in `at` (a symlink, dangling or not, counts).
+    pub fn exists(at: &OwnedFd, name: &str) -> bool {
+        rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// `name` in `at`, which must not exist (`O_EXCL` never follows a symlink either).
+    pub fn create_new(
+        at: &impl AsFd,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(), InitError> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(at, name, flags, Mode::from_raw_mode(0o644))
+            .map_err(|e| io("create", path, e))?;
+        std::fs::File::from(fd)
+            .write_all(bytes)
+            .map_err(|source| InitError::Io {
+                op: "write",
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// `name` in `at` replaced: a fresh temporary file beside it, renamed over it.
+    pub fn replace(at: &OwnedFd, name: &str, path: &Path, bytes: &[u8]) -> Result<(), InitError> {
+        let tmp = format!(".{name}.mmx-init-{}.tmp", std::process::id());
+        let tmp_path: PathBuf = path.with_file_name(&tmp);
+        create_new(at, &tmp, &tmp_path, bytes)?;
+        rustix::fs::renameat(at, &tmp, at, name).map_err(|e| {
+            let _ = rustix::fs::unlinkat(at, &tmp, AtFlags::empty());
+            io("rename", path, e)
+        })
+    }
 }
 
 /// Check `OWNER/REPO@REF`.

@@ -78,18 +78,23 @@ impl RunDir {
 
     /// Path of a log file for a boot, relative to the run dir (ids contain `/`: flattened).
     pub fn log_rel(boot: &BootKey, channel: &str) -> PathBuf {
-        let flat: String = boot
-            .to_string()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        PathBuf::from("logs").join(format!("{flat}.{channel}.log"))
+        PathBuf::from("logs").join(format!("{}.{channel}.log", flat_id(boot)))
+    }
+
+    /// When `rel` (from a run.json) names a file mmx writes for `boot` — `logs/<flat boot
+    /// id>.<channel>.log`, or `.json` (the plan) — that file's channel and path, the path made
+    /// anew by [`RunDir::log_rel`]. A report links only these: never a path a run.json names.
+    pub fn known_log(boot: &BootKey, rel: &Path) -> Option<(String, PathBuf)> {
+        let name = rel.strip_prefix("logs").ok()?.to_str()?;
+        let rest = name.strip_prefix(&flat_id(boot))?.strip_prefix('.')?;
+        let (channel, ext) = rest.split_once('.')?;
+        let known = !channel.is_empty()
+            && channel.chars().all(|c| c.is_ascii_lowercase())
+            && matches!(ext, "log" | "json");
+        known.then(|| {
+            let path = Self::log_rel(boot, channel).with_extension(ext);
+            (channel.to_string(), path)
+        })
     }
 
     pub fn abs(&self, rel: &Path) -> PathBuf {
@@ -100,6 +105,20 @@ impl RunDir {
     pub fn create_log(&self, rel: &Path) -> anyhow::Result<File> {
         create_nofollow(&self.abs(rel))
     }
+}
+
+/// A boot id as one file name: letters, digits, `.` and `-` kept, anything else `_`.
+fn flat_id(boot: &BootKey) -> String {
+    boot.to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Refuse a run id that is not a plain name (it becomes a directory below `--out`).
@@ -211,5 +230,39 @@ mod tests {
             RunDir::log_rel(&boot, "console"),
             PathBuf::from("logs/debian-6.12_2s2c2t-numa2_ext4.console.log")
         );
+    }
+
+    #[test]
+    fn only_the_logs_mmx_names_are_known() {
+        let boot = BootKey {
+            target: TargetKey::Qemu {
+                kernel: "debian-6.12".into(),
+                topology: "1s2c1t".into(),
+            },
+            filesystem: protocol::Filesystem::Ext4.into(),
+        };
+        let console = RunDir::log_rel(&boot, "console");
+        assert_eq!(
+            RunDir::known_log(&boot, &console),
+            Some(("console".into(), console.clone()))
+        );
+        let plan = RunDir::log_rel(&boot, "plan").with_extension("json");
+        assert_eq!(
+            RunDir::known_log(&boot, &plan),
+            Some(("plan".into(), plan.clone()))
+        );
+        for bad in [
+            "javascript:alert(1)",
+            "/etc/passwd",
+            "logs/../run.json",
+            "logs/debian-6.1_1s2c1t_ext4.console.log",
+            "logs/debian-6.12_1s2c1t_ext4.console.log/x",
+            "logs/debian-6.12_1s2c1t_ext4.Console.log",
+            "logs/debian-6.12_1s2c1t_ext4.console.log.sh",
+            "logs/debian-6.12_1s2c1t_ext4.console.html",
+            "logs/debian-6.12_1s2c1t_ext4..log",
+        ] {
+            assert_eq!(RunDir::known_log(&boot, Path::new(bad)), None, "{bad}");
+        }
     }
 }

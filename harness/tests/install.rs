@@ -274,6 +274,105 @@ fn init_twice_refuses_and_names_the_files() {
     );
 }
 
+/// Every file under `dir` with its bytes (symlinks as their targets): what a test compares to
+/// show nothing there changed.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&p).expect("lstat");
+            if meta.is_symlink() {
+                let target = std::fs::read_link(&p).expect("readlink");
+                out.push((p, target.into_os_string().into_encoded_bytes()));
+            } else if meta.is_dir() {
+                out.push((p.clone(), Vec::new()));
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `mmx init` in a directory where someone planted symlinks (a shared checkout, a directory
+/// another user can write): a file's link is never followed (refused, or with --force replaced
+/// by the file), a link where init makes a directory is refused with its path, and nothing
+/// outside the target directory is written.
+#[test]
+fn init_never_writes_through_a_symlink() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().expect("tempdir");
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "victim\n").expect("victim");
+    let victim_dir = outside.path().join("victim-dir");
+    std::fs::create_dir(&victim_dir).expect("victim-dir");
+    let before = tree(outside.path());
+    let init = |dir: &Path, force: bool| {
+        let mut args = vec!["init", "--action", "me/mmx@v1"];
+        if force {
+            args.push("--force");
+        }
+        Command::new(env!("CARGO_BIN_EXE_mmx"))
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .expect("mmx")
+    };
+
+    // A file that is a symlink.
+    let dir = tempfile::tempdir().expect("tempdir");
+    symlink(&victim, dir.path().join("matrix.toml")).expect("symlink");
+    let refused = init(dir.path(), false);
+    assert_eq!(refused.status.code(), Some(2), "{}", output_text(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("matrix.toml"),
+        "the refusal names the link: {err}"
+    );
+    assert!(!dir.path().join("kernels").exists(), "nothing written");
+    let forced = init(dir.path(), true);
+    assert!(forced.status.success(), "{}", output_text(&forced));
+    let meta = std::fs::symlink_metadata(dir.path().join("matrix.toml")).expect("lstat");
+    assert!(meta.is_file(), "--force replaced the link with the file");
+    assert_eq!(tree(outside.path()), before, "nothing outside was written");
+
+    // A directory init makes that is a symlink (to a directory, or to nothing yet), with and
+    // without --force.
+    for (name, target) in [
+        ("kernels", victim_dir.clone()),
+        (".github", victim_dir.clone()),
+        ("runtimes", outside.path().join("not-yet")),
+    ] {
+        for force in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            symlink(&target, dir.path().join(name)).expect("symlink");
+            let out = init(dir.path(), force);
+            assert_eq!(out.status.code(), Some(2), "{name}: {}", output_text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            // `mmx init` without DIR: the target is `.`, and the link is named below it.
+            assert!(
+                err.contains(&format!("./{name}")) && err.contains("symlink"),
+                "{name} (force {force}): the error names the link: {err}"
+            );
+            assert_eq!(
+                tree(outside.path()),
+                before,
+                "{name}: nothing outside was written"
+            );
+            if !force {
+                assert!(
+                    !dir.path().join("matrix.toml").exists(),
+                    "{name}: nothing written"
+                );
+            }
+        }
+    }
+}
+
 fn yaml(path: &Path) -> serde_norway::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

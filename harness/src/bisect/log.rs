@@ -244,9 +244,10 @@ impl Files<'_> {
     }
 }
 
-/// Markdown table cells must not break the table.
+/// Outside text (commit subjects, answers with a guest's evidence) in report.md: the reports'
+/// one markdown escape, so it cannot break the table or become markup.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    crate::report::escape::md(s)
 }
 
 /// `report.md`.
@@ -304,9 +305,9 @@ pub fn report(r: &BisectRecord) -> String {
         ) {
             let _ = writeln!(
                 md,
-                "| {} | `{}` | {} | {} |",
+                "| {} | {} | {} | {} |",
                 if changed { "**changed**" } else { "" },
-                cell(&s.to_string()),
+                crate::report::escape::md_code(&s.to_string()),
                 cell(&b),
                 cell(&a)
             );

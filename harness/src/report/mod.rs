@@ -14,7 +14,7 @@ use crate::results::RunRecord;
 
 pub mod charts;
 pub mod counts;
-mod escape;
+pub(crate) mod escape;
 pub mod junit;
 pub mod model;
 pub mod perf;
@@ -61,7 +61,14 @@ const TEMPLATES: [(&str, &str); 5] = [
     ),
 ];
 
-/// The template environment, shared by reports and `mmx compare`.
+/// The auto-escape of markdown templates: [`escape::md`] on every value.
+const MARKDOWN: AutoEscape = AutoEscape::Custom("markdown");
+
+/// The template environment, shared by reports and `mmx compare`. Every value a template prints
+/// goes through [`escape`], by the template's kind: HTML and XML get [`escape::xml_text`] and
+/// markup escaping, markdown [`escape::md`]. Only the output of a macro or of the `code` filter
+/// ([`escape::md_code`]) is printed as it is; `safe` and `escape` are gone, so a template has no
+/// way around it.
 pub(crate) fn environment() -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -71,21 +78,43 @@ pub(crate) fn environment() -> anyhow::Result<Environment<'static>> {
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html.j2") || name.ends_with(".xml.j2") {
             AutoEscape::Html
+        } else if name.ends_with(".md.j2") {
+            MARKDOWN
         } else {
             AutoEscape::None
         }
     });
     env.set_formatter(|out, state, value| {
-        // Safe values (macro output) pass as they are; only plain strings are cleaned.
-        if state.auto_escape() != AutoEscape::None && !value.is_safe() {
-            if let Some(s) = value.as_str() {
-                return minijinja::escape_formatter(out, state, &Value::from(escape::xml_text(s)));
-            }
+        if value.is_safe() || state.auto_escape() == AutoEscape::None {
+            return minijinja::escape_formatter(out, state, value);
         }
-        minijinja::escape_formatter(out, state, value)
+        // Anything else is text from outside until shown otherwise: its string form, cleaned.
+        let text = match value.as_str() {
+            Some(s) => s.to_string(),
+            None => value.to_string(),
+        };
+        if state.auto_escape() == MARKDOWN {
+            std::fmt::Write::write_str(out, &escape::md(&text))?;
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, &Value::from(escape::xml_text(&text)))
+        }
     });
-    env.add_filter("md", |s: String| escape::md_cell(&s));
-    env.add_filter("code", |s: String| escape::md_code(&s));
+    for bypass in ["safe", "escape", "e"] {
+        env.remove_filter(bypass);
+    }
+    env.add_filter(
+        "code",
+        |state: &minijinja::State, s: String| -> Result<Value, minijinja::Error> {
+            if state.auto_escape() != MARKDOWN {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    "`code` makes a markdown code span: markdown templates only",
+                ));
+            }
+            Ok(Value::from_safe_string(escape::md_code(&s)))
+        },
+    );
     for (name, src) in TEMPLATES {
         env.add_template(name, src)
             .with_context(|| format!("template {name}"))?;
@@ -164,6 +193,74 @@ pub fn render_all(run: &RunRecord, run_dir: &Path) -> anyhow::Result<Written> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The templates keep to the one escaping path: nothing turns escaping off, no value sits
+    /// inside backticks a template wrote (its own code span would not hold it), and every href
+    /// is an anchor of the page or a log path mmx made (`RunDir::known_log`).
+    #[test]
+    fn templates_have_no_way_around_escaping() {
+        for (name, src) in TEMPLATES {
+            for bad in [
+                "autoescape",
+                "|safe",
+                "| safe",
+                "|e ",
+                "|escape",
+                "`{{",
+                "}}`",
+            ] {
+                assert!(!src.contains(bad), "{name} holds {bad:?}");
+            }
+            for (i, _) in src.match_indices("href=\"") {
+                let target = &src[i + 6..];
+                assert!(
+                    target.starts_with('#') || target.starts_with("{{ l.href }}\""),
+                    "{name}: an href from a value mmx did not make: {}",
+                    &target[..target.len().min(40)]
+                );
+            }
+        }
+        let env = environment().unwrap();
+        for filter in ["safe", "escape", "e"] {
+            let t = format!("{{{{ s|{filter} }}}}");
+            let t = env.template_from_named_str("t.md.j2", &t).unwrap();
+            assert!(
+                t.render(minijinja::context! { s => "x" }).is_err(),
+                "{filter}"
+            );
+        }
+        let t = env
+            .template_from_named_str("t.html.j2", "{{ s|code }}")
+            .unwrap();
+        assert!(
+            t.render(minijinja::context! { s => "<b>" }).is_err(),
+            "code spans are markdown's only"
+        );
+    }
+
+    #[test]
+    fn markdown_templates_escape_every_value() {
+        let env = environment().unwrap();
+        let t = env
+            .template_from_named_str(
+                "t.md.j2",
+                "{{ a }}|{{ b }}|{{ n }}|{{ c|code }}|{{ l|join(\", \") }}",
+            )
+            .unwrap();
+        let out = t
+            .render(minijinja::context! {
+                a => "debian-6.12",
+                b => "[x](javascript:y) @user",
+                n => 3,
+                c => "6.12",
+                l => vec!["a", "<b>"],
+            })
+            .unwrap();
+        assert_eq!(
+            out,
+            "debian-6.12|` [x](javascript:y) @user `|3|` 6.12 `|` a, <b> `"
+        );
+    }
 
     #[test]
     fn control_characters_never_reach_xml() {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::model::{evidence_text, one_line, EVIDENCE_CHARS};
 use crate::cell::TargetKey;
 use crate::results::{BootEnd, CellRecord, RunRecord};
+use crate::rundir::RunDir;
 
 #[derive(Debug, Serialize)]
 pub struct ProvRow {
@@ -64,9 +65,17 @@ pub struct BootRow {
     pub release: String,
     pub agent_ready_ms: String,
     pub plan_done_ms: String,
-    /// (channel, path relative to the run directory): `("console", "logs/….console.log")`.
-    pub logs: Vec<(String, String)>,
+    /// The logs mmx wrote for this boot, linked by a path mmx made ([`RunDir::known_log`]).
+    pub logs: Vec<LogLink>,
     pub cells: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogLink {
+    /// `console`, `results`, `agent`, `plan`, …: the link text.
+    pub channel: String,
+    /// Relative to the run directory: `logs/<flat boot id>.console.log`.
+    pub href: String,
 }
 
 pub(super) fn provenance(cells: &[&CellRecord]) -> Vec<ProvRow> {
@@ -241,18 +250,14 @@ pub(super) fn boots(run: &RunRecord) -> Vec<BootRow> {
                 release: b.kernel_release.clone().unwrap_or_default(),
                 agent_ready_ms: ms(b, "agent-ready"),
                 plan_done_ms: ms(b, "plan-done"),
+                // A path in run.json that is not one of this boot's logs is not linked.
                 logs: b
                     .logs
                     .iter()
-                    .map(|p| {
-                        // `logs/<flat boot id>.<channel>.log`: the channel is the link text.
-                        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
-                        let channel = stem
-                            .as_deref()
-                            .and_then(|s| s.rsplit('.').next())
-                            .unwrap_or("log")
-                            .to_string();
-                        (channel, p.display().to_string())
+                    .filter_map(|p| RunDir::known_log(&b.key, p))
+                    .map(|(channel, path)| LogLink {
+                        channel,
+                        href: path.display().to_string(),
                     })
                     .collect(),
                 cells: b.cells.len(),
