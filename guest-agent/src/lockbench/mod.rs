@@ -297,6 +297,7 @@ impl BenchError {
 }
 
 pub(crate) use crate::window::Phase;
+pub use smt::use_control_file as use_smt_control_file;
 
 /// Nanoseconds of a duration, saturating.
 #[inline]
@@ -514,7 +515,7 @@ pub(crate) fn run_with(
         None if smt_after != smt_before => (
             Outcome::Fail,
             Some(
-                Evidence::new("restore /sys/devices/system/cpu/smt/control").with_detail(format!(
+                Evidence::new(format!("restore {}", smt::control().display())).with_detail(format!(
                     "was `{}`, now `{}`",
                     smt_before.as_str(),
                     smt_after.as_str()
