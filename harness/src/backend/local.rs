@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use crate::backend::supervise::{self, Channel, Quiet, Role, Stdin, Stop};
@@ -23,6 +22,8 @@ pub const DEFAULT_SCRATCH_BASE: &str = "/var/tmp";
 /// supervisor. Its stdin stays open: the agent stops when it closes. Stopping it (a deadline,
 /// Ctrl-C, a flood, a broken contract) closes stdin and sends SIGTERM (it cleans up), then
 /// SIGKILL after [`supervise::AGENT_STOP_GRACE`].
+///
+/// The agent file is checked and executed through one descriptor ([`crate::agent::Verified`]).
 pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     let start = Instant::now();
     let plan_rel = RunDir::log_rel(&req.key, "plan").with_extension("json");
@@ -54,7 +55,12 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return infra(InfraCause::BootSetup, format!("{e:#}")),
     };
-    let mut command = Command::new(agent);
+    // Kept until the agent has been spawned: the command names its descriptor.
+    let agent = match crate::agent::Verified::open(agent, crate::agent::expected_hash(agent)) {
+        Ok(a) => a,
+        Err(e) => return infra(InfraCause::Spawn, format!("{e:#}")),
+    };
+    let mut command = agent.command();
     command
         .arg("run-plan")
         .arg(&plan_path)
@@ -72,7 +78,9 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         deadlines: req.deadlines.under(Accel::Metal),
         cancel: req.cancel.clone(),
     };
-    let mut sup = match supervise::run(spec, Some(ResultStream::new(&req.plan)), &mut Quiet) {
+    let supervised = supervise::run(spec, Some(ResultStream::new(&req.plan)), &mut Quiet);
+    drop(agent);
+    let mut sup = match supervised {
         Ok(s) => s,
         Err(e) => {
             return BootOutput::infra(
