@@ -184,7 +184,10 @@ fn a_stop_inside_a_minutes_long_window_ends_every_family_at_once() {
         families.extend([
             ("mount-lock", args(&["--readers", "1"])),
             ("mountinfo", args(&["--table-sizes", &size])),
-            ("storm", args(&["--readers", "1", "--layers", "2", "--containers", "2"])),
+            (
+                "storm",
+                args(&["--readers", "1", "--layers", "2", "--containers", "2"]),
+            ),
         ]);
     }
     for (bench, extra) in families {
@@ -202,7 +205,11 @@ fn a_stop_inside_a_minutes_long_window_ends_every_family_at_once() {
         // The cell's work dir appears right before the family starts; a second later its first
         // point's window is open (the set-up takes milliseconds).
         let t = Instant::now();
-        while !scratch.entries().iter().any(|n| n.to_string_lossy().starts_with("lockbench-")) {
+        while !scratch
+            .entries()
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("lockbench-"))
+        {
             assert!(
                 t.elapsed() < Duration::from_secs(120) && child.try_wait().expect("wait").is_none(),
                 "{bench}: the benchmark never started"

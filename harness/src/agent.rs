@@ -216,8 +216,7 @@ impl Verified {
     pub fn command(&self) -> std::process::Command {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
-        let mut c =
-            std::process::Command::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        let mut c = std::process::Command::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
         c.arg0(&self.path);
         c
     }
@@ -281,14 +280,19 @@ mod tests {
         assert!(stdout.starts_with("mmx-agent "), "{stdout}");
         assert!(!marker.exists(), "the file swapped in after the check ran");
         // By name, the swapped file is what runs: the gap the descriptor closes is real.
-        let by_name = std::process::Command::new(&path).status().expect("run by name");
+        let by_name = std::process::Command::new(&path)
+            .status()
+            .expect("run by name");
         assert_eq!(by_name.code(), Some(7));
         assert!(marker.exists());
 
         // A file that is not what it must be is refused, naming both hashes.
         let e = Verified::open(&path, Some(embedded_hash_full())).expect_err("swapped");
         let e = format!("{e:#}");
-        assert!(e.contains(embedded_hash_full()) && e.contains("not run"), "{e}");
+        assert!(
+            e.contains(embedded_hash_full()) && e.contains("not run"),
+            "{e}"
+        );
     }
 
     #[test]

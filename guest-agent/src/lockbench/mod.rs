@@ -515,11 +515,13 @@ pub(crate) fn run_with(
         None if smt_after != smt_before => (
             Outcome::Fail,
             Some(
-                Evidence::new(format!("restore {}", smt::control().display())).with_detail(format!(
-                    "was `{}`, now `{}`",
-                    smt_before.as_str(),
-                    smt_after.as_str()
-                )),
+                Evidence::new(format!("restore {}", smt::control().display())).with_detail(
+                    format!(
+                        "was `{}`, now `{}`",
+                        smt_before.as_str(),
+                        smt_after.as_str()
+                    ),
+                ),
             ),
         ),
         None if leaked > 0 => (
