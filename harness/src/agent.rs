@@ -82,10 +82,12 @@ impl Source {
     }
 }
 
+/// [`source`]'s answer, once asked.
+static SOURCE: OnceLock<Result<Source, String>> = OnceLock::new();
+
 /// The agent to run: `MMX_AGENT` if set, else the embedded one written into the cache (once per
 /// agent: the file is named by its hash). Memoized for the life of the process.
 pub fn source() -> anyhow::Result<Source> {
-    static SOURCE: OnceLock<Result<Source, String>> = OnceLock::new();
     SOURCE
         .get_or_init(|| source_uncached().map_err(|e| format!("{e:#}")))
         .clone()
@@ -142,10 +144,12 @@ pub fn install_embedded(cache_dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The hash (full blake3 hex) the agent at `path` must have: the embedded agent's when `path` is
 /// where [`source`] installed it; `None` for an agent `MMX_AGENT` names (its bytes are the
-/// user's choice, and run as they were read).
+/// user's choice, and run as they were read) or any other file a caller hands the backend.
+/// Looks at what [`source`] answered without asking it (asking would install the embedded
+/// agent).
 pub fn expected_hash(path: &Path) -> Option<&'static str> {
-    match source() {
-        Ok(Source::Embedded(p)) if p == path => Some(embedded_hash_full()),
+    match SOURCE.get() {
+        Some(Ok(Source::Embedded(p))) if p == path => Some(embedded_hash_full()),
         _ => None,
     }
 }
