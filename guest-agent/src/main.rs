@@ -42,6 +42,10 @@ enum Command {
         /// Exit (cleaning up) when stdin reaches EOF: the harness's connection went away.
         #[arg(long)]
         exit_on_stdin_eof: bool,
+        /// Toggle SMT through this file instead of /sys/devices/system/cpu/smt/control. For
+        /// the harness's tests only (a debug-built mmx passes it; a release one never does).
+        #[arg(long, hide = true, value_name = "FILE")]
+        smt_control: Option<PathBuf>,
     },
     /// Probe the kernel's mount features on the scratch directory's filesystem.
     Probe {
@@ -140,8 +144,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::RunPlan {
             plan,
             exit_on_stdin_eof,
+            smt_control,
         } => {
             enter_sandbox("mmx-agent run-plan")?;
+            if let Some(file) = smt_control {
+                lockbench::use_smt_control_file(file);
+            }
             if exit_on_stdin_eof {
                 plan::watch_stdin_eof();
             }

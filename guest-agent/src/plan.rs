@@ -11,9 +11,9 @@
 //! that thread's private namespace and touch nothing else — and the plan goes on.
 //!
 //! A SIGINT/SIGTERM/SIGHUP (or stdin EOF with `--exit-on-stdin-eof`) stops the plan after the
-//! running item cleaned up (a mounts run within one container's start, a lock benchmark before
-//! its next point); the stream then ends without `Done`, which tells the harness it was cut
-//! short.
+//! running item cleaned up (a mounts run within one container's start, a lock benchmark within
+//! about a second, inside a window too); the stream then ends without `Done`, which tells the
+//! harness it was cut short.
 
 use std::io::{Read, Write};
 use std::sync::mpsc;

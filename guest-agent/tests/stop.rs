@@ -1,7 +1,8 @@
 //! A stop (SIGTERM, SIGHUP, SIGINT) ends the agent promptly at any point of a long run — while
 //! it writes layers and lays out containers, and while containers start — with exit code 130,
 //! nothing left mounted and an empty scratch dir; and a lock-benchmark sweep stops between
-//! points instead of running to its end.
+//! points instead of running to its end, and inside a point's window too, however long the
+//! window is.
 //!
 //! The time bound (5 s from the signal to the exit) bounds a hang; it does not measure speed:
 //! the agent itself aims at well under a second. Undoing the mounts is part of it; removing a
@@ -164,4 +165,75 @@ fn lockbench_sweep_stops_between_points() {
     let ev = results[0].evidence.clone().expect("evidence");
     assert_eq!(ev.step, format!("interrupted by signal {}", libc::SIGTERM));
     assert!(scratch.entries().is_empty(), "{:?}", scratch.entries());
+}
+
+/// The four families, each in a point whose window lasts two minutes: a stop in the window ends
+/// the agent within [`STOP_BOUND`] with 130 and the stop in its answer. Waiting for the window to
+/// end (what the mountinfo reads once did: 45 s after a SIGTERM) would take 24 times the bound,
+/// so the bound cannot pass by luck; and it is well inside the harness's 10 s grace before it
+/// SIGKILLs an agent, after which no restore of the agent's own runs.
+#[test]
+fn a_stop_inside_a_minutes_long_window_ends_every_family_at_once() {
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    // Mounts families need root; user-spin runs anywhere.
+    let mut families = vec![("user-spin", args(&["--locks", "tas", "--no-false-sharing"]))];
+    if is_root("a_stop_inside_a_minutes_long_window_ends_every_family_at_once (mount families)") {
+        // A table this large is grown in milliseconds and is always above what the namespace
+        // holds already (a smaller size is skipped, and there would be no window).
+        let size = (mount_table().len() + 100).to_string();
+        families.extend([
+            ("mount-lock", args(&["--readers", "1"])),
+            ("mountinfo", args(&["--table-sizes", &size])),
+            (
+                "storm",
+                args(&["--readers", "1", "--layers", "2", "--containers", "2"]),
+            ),
+        ]);
+    }
+    for (bench, extra) in families {
+        let scratch = Scratch::new("stop", &format!("window-{bench}"));
+        let mut child = Command::new(AGENT)
+            .args(["lockbench", "--bench", bench, "--threads", "1"])
+            .args(["--warmup-ms", "0", "--duration-ms", "120000", "--json"])
+            .args(&extra)
+            .arg("--scratch")
+            .arg(&scratch.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mmx-agent");
+        // The cell's work dir appears right before the family starts; a second later its first
+        // point's window is open (the set-up takes milliseconds).
+        let t = Instant::now();
+        while !scratch
+            .entries()
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("lockbench-"))
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(120) && child.try_wait().expect("wait").is_none(),
+                "{bench}: the benchmark never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, Signal::TERM).expect("kill");
+        let sent = Instant::now();
+        let out = child.wait_with_output().expect("wait");
+        let took = sent.elapsed();
+        let seen = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            took < STOP_BOUND,
+            "{bench}: exit took {took:?} after the signal; stderr: {seen}"
+        );
+        assert_eq!(out.status.code(), Some(130), "{bench}: {seen}");
+        let results: Vec<CellResult> = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{bench}: no results on stdout ({e}): {seen}"));
+        assert_eq!(results[0].outcome, Outcome::InfraError, "{bench}");
+        let ev = results[0].evidence.clone().expect("evidence");
+        assert_eq!(ev.step, format!("interrupted by signal {}", libc::SIGTERM));
+        eprintln!("{bench}: exited {took:?} after the signal");
+        scratch.assert_clears_after_stop();
+    }
 }

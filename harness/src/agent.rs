@@ -82,10 +82,12 @@ impl Source {
     }
 }
 
+/// [`source`]'s answer, once asked.
+static SOURCE: OnceLock<Result<Source, String>> = OnceLock::new();
+
 /// The agent to run: `MMX_AGENT` if set, else the embedded one written into the cache (once per
 /// agent: the file is named by its hash). Memoized for the life of the process.
 pub fn source() -> anyhow::Result<Source> {
-    static SOURCE: OnceLock<Result<Source, String>> = OnceLock::new();
     SOURCE
         .get_or_init(|| source_uncached().map_err(|e| format!("{e:#}")))
         .clone()
@@ -140,6 +142,90 @@ pub fn install_embedded(cache_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The hash (full blake3 hex) the agent at `path` must have: the embedded agent's when `path` is
+/// where [`source`] installed it; `None` for an agent `MMX_AGENT` names (its bytes are the
+/// user's choice, and run as they were read) or any other file a caller hands the backend.
+/// Looks at what [`source`] answered without asking it (asking would install the embedded
+/// agent).
+pub fn expected_hash(path: &Path) -> Option<&'static str> {
+    match SOURCE.get() {
+        Some(Ok(Source::Embedded(p))) if p == path => Some(embedded_hash_full()),
+        _ => None,
+    }
+}
+
+/// An agent file opened once, hashed through that descriptor, and run from it.
+///
+/// Checking a file by name and then executing it by name leaves a gap: whoever may write the
+/// directory can rename another executable over the path in between, and mmx runs the local
+/// agent as root. So the check reads the open file, and [`Verified::command`] executes that same
+/// open file: `/proc/self/fd/N` is not a name looked up again but the kernel's handle on the
+/// descriptor, so `execve` opens the very inode that was hashed, whatever the path holds by then
+/// (glibc's `fexecve` does the same where `execveat(fd, "", AT_EMPTY_PATH)` is missing). Why not
+/// `execveat` itself: `std::process::Command` only executes a path, and calling it from a
+/// `pre_exec` hook would take more `unsafe` and run before the supervisor's own hook arms the
+/// death signal.
+///
+/// The descriptor is close-on-exec: the kernel has opened the file for the exec before it
+/// closes those, so the agent (a static ELF, not a script) starts and does not inherit it.
+#[derive(Debug)]
+pub struct Verified {
+    file: std::fs::File,
+    path: PathBuf,
+    hash: blake3::Hash,
+}
+
+impl Verified {
+    /// Open `path` (`O_RDONLY | O_CLOEXEC`), hash it through that descriptor, and require
+    /// `expected` (full blake3 hex) when given.
+    pub fn open(path: &Path, expected: Option<&str>) -> anyhow::Result<Verified> {
+        let opened =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // The child's stdio is set up on descriptors 0-2 before the exec: ours must not be one
+        // of them (an mmx started with stdin closed gets 0 for its first open).
+        let mut file = std::fs::File::from(
+            rustix::io::fcntl_dupfd_cloexec(&opened, 3)
+                .with_context(|| format!("duplicating the descriptor of {}", path.display()))?,
+        );
+        drop(opened);
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(&mut file, &mut hasher)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let hash = hasher.finalize();
+        if let Some(want) = expected {
+            anyhow::ensure!(
+                hash.to_hex().as_str() == want,
+                "{} has blake3 {}, not the {} it must have: the file changed after it was \
+                 written; it is not run",
+                path.display(),
+                hash.to_hex(),
+                want
+            );
+        }
+        Ok(Verified {
+            file,
+            path: path.to_path_buf(),
+            hash,
+        })
+    }
+
+    /// blake3 of the bytes that run, in hex.
+    pub fn hash_hex(&self) -> String {
+        self.hash.to_hex().to_string()
+    }
+
+    /// A command that executes the verified bytes (arguments and the rest are the caller's);
+    /// `argv[0]` is the path, for `ps`. It names this value's descriptor: keep `self` alive until
+    /// the command has been spawned.
+    pub fn command(&self) -> std::process::Command {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        c.arg0(&self.path);
+        c
+    }
+}
+
 /// The workspace this binary was compiled from. Only tests and development tools use it (to find
 /// the repository's own matrix and kernels); runs never do.
 pub fn workspace_root() -> PathBuf {
@@ -168,6 +254,49 @@ mod tests {
         });
         assert!(!interp, "the embedded agent asks for a dynamic loader");
         assert_eq!(embedded_hash().len(), 12);
+    }
+
+    #[test]
+    fn the_verified_bytes_run_even_when_another_file_is_renamed_over_the_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = install_embedded(dir.path()).expect("install");
+        let agent = Verified::open(&path, Some(embedded_hash_full())).expect("verify");
+        assert_eq!(agent.hash_hex(), embedded_hash_full());
+        // After the check, before the exec: a script is renamed over the checked path.
+        let marker = dir.path().join("the-swapped-file-ran");
+        let swapped = dir.path().join("swapped");
+        std::fs::write(
+            &swapped,
+            format!("#!/bin/sh\ntouch '{}'\nexit 7\n", marker.display()),
+        )
+        .expect("write");
+        std::fs::set_permissions(&swapped, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&swapped, &path).expect("swap");
+
+        // Spawned the way the supervisor spawns it.
+        let mut cmd = agent.command();
+        cmd.arg("--version").stdout(std::process::Stdio::piped());
+        let child = crate::backend::supervise::child::spawn(cmd, vec![]).expect("spawn");
+        let out = child.wait_with_output().expect("wait");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{:?} {stdout}", out.status);
+        assert!(stdout.starts_with("mmx-agent "), "{stdout}");
+        assert!(!marker.exists(), "the file swapped in after the check ran");
+        // By name, the swapped file is what runs: the gap the descriptor closes is real.
+        let by_name = std::process::Command::new(&path)
+            .status()
+            .expect("run by name");
+        assert_eq!(by_name.code(), Some(7));
+        assert!(marker.exists());
+
+        // A file that is not what it must be is refused, naming both hashes.
+        let e = Verified::open(&path, Some(embedded_hash_full())).expect_err("swapped");
+        let e = format!("{e:#}");
+        assert!(
+            e.contains(embedded_hash_full()) && e.contains("not run"),
+            "{e}"
+        );
     }
 
     #[test]

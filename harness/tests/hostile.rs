@@ -370,6 +370,9 @@ fn child(spec: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no cells"))?;
     let run_dir = RunDir::create(Path::new(out), "run")?;
     let scratch = run_dir.root.join("scratch");
+    // `mmx run` makes the local scratch dir before any boot (the local backend keeps its record
+    // of the machine's settings there).
+    std::fs::create_dir_all(&scratch)?;
     let runtimes = RunRuntimes::default();
     let mut plan = plan_for(&boot, 1, &scratch, &runtimes);
     // The stand-in agent reads its mode from the plan.

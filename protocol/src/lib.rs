@@ -50,7 +50,7 @@ pub use plan::{
 pub use runtime::RuntimeName;
 pub use stats::{percentile, Summary};
 pub use topology::{
-    topology_name, Hypervisor, NumaNode, ObservedTopology, SmtState, Virtualization,
+    topology_name, Hypervisor, NumaNode, ObservedTopology, SmtState, Virtualization, SMT_CONTROL,
 };
 
 /// Version of the plan and result schema. Bump on any incompatible change.

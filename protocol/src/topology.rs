@@ -49,6 +49,10 @@ impl ObservedTopology {
     }
 }
 
+/// Where the kernel shows SMT's state and takes `on` / `off` (x86 and a few others; absent
+/// elsewhere).
+pub const SMT_CONTROL: &str = "/sys/devices/system/cpu/smt/control";
+
 /// /sys/devices/system/cpu/smt/control, or what can be inferred without it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -220,7 +220,9 @@ impl Ctx<'_> {
     }
 
     /// After a stop (SIGINT/SIGTERM/SIGHUP, stdin EOF) the sweep ends before its next point,
-    /// as an infra-error naming the stop; the family cleans up as after any error.
+    /// as an infra-error naming the stop; the family cleans up as after any error. A window in
+    /// progress ends early too (every timed loop looks at the stop), so a stop is answered
+    /// within about a second even when one point lasts minutes.
     pub fn check_stop(&self) -> Result<(), BenchError> {
         if !crate::sys::signal::stop_requested() {
             return Ok(());
@@ -230,7 +232,7 @@ impl Ctx<'_> {
             None => "stopped: stdin closed".to_owned(),
         };
         Err(BenchError::Infra(
-            Evidence::new(why).with_detail("stopped between lockbench points"),
+            Evidence::new(why).with_detail("stopped during the lock benchmark"),
         ))
     }
 }
@@ -295,6 +297,7 @@ impl BenchError {
 }
 
 pub(crate) use crate::window::Phase;
+pub use smt::use_control_file as use_smt_control_file;
 
 /// Nanoseconds of a duration, saturating.
 #[inline]
@@ -478,6 +481,11 @@ pub(crate) fn run_with(
                 ))))
             }
         }
+        // A stop inside the family's last window ends it early without an error: the cell must
+        // still say it was stopped, and SMT must not be toggled for another round.
+        if error.is_none() {
+            error = ctx.check_stop().err();
+        }
     }
     let smt_after = match guard.restore() {
         Ok(s) if s != SmtState::Unknown => s,
@@ -507,11 +515,13 @@ pub(crate) fn run_with(
         None if smt_after != smt_before => (
             Outcome::Fail,
             Some(
-                Evidence::new("restore /sys/devices/system/cpu/smt/control").with_detail(format!(
-                    "was `{}`, now `{}`",
-                    smt_before.as_str(),
-                    smt_after.as_str()
-                )),
+                Evidence::new(format!("restore {}", smt::control().display())).with_detail(
+                    format!(
+                        "was `{}`, now `{}`",
+                        smt_before.as_str(),
+                        smt_after.as_str()
+                    ),
+                ),
             ),
         ),
         None if leaked > 0 => (

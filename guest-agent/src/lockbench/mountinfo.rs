@@ -196,7 +196,9 @@ fn read_point(
 }
 
 /// Call `read` repeatedly for `window` (at least [`MIN_READS`] times), timing each call, after
-/// one untimed call that warms the caches.
+/// one untimed call that warms the caches. A stop ends it after the read in progress: a window
+/// may be minutes long, and a stopped agent answers within a second (the point is then
+/// dropped: the caller's next `check_stop` ends the family).
 fn timed_reads(
     window: Duration,
     mut read: impl FnMut() -> std::io::Result<()>,
@@ -205,7 +207,9 @@ fn timed_reads(
     let mut h = Hist::default();
     let t0 = Instant::now();
     let mut n = 0u32;
-    while n < MIN_READS || (t0.elapsed() < window && n < MAX_READS) {
+    while !crate::sys::signal::stop_requested()
+        && (n < MIN_READS || (t0.elapsed() < window && n < MAX_READS))
+    {
         let t = Instant::now();
         read()?;
         h.record(ns(t.elapsed()));

@@ -4,14 +4,31 @@
 //! start is written back: [`SmtGuard`] restores on drop.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use protocol::SmtState;
 
-pub const CONTROL: &str = "/sys/devices/system/cpu/smt/control";
+/// The control file this process uses, when not the kernel's (see [`use_control_file`]).
+static CONTROL_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Toggle SMT through `path` instead of [`protocol::SMT_CONTROL`]: the harness's tests hand a
+/// plain file (`run-plan --smt-control`), so that killing a run mid-toggle can be tested on a
+/// machine whose SMT must not move. Set once, before any benchmark runs; a second call is
+/// ignored.
+pub fn use_control_file(path: PathBuf) {
+    let _ = CONTROL_FILE.set(path);
+}
+
+/// The control file in use.
+pub fn control() -> &'static Path {
+    CONTROL_FILE
+        .get()
+        .map_or(Path::new(protocol::SMT_CONTROL), PathBuf::as_path)
+}
 
 /// The SMT state now: the control file, else inferred from the topology.
 pub fn read() -> SmtState {
-    read_at(Path::new(CONTROL)).unwrap_or_else(|| crate::topology::observe().smt)
+    read_at(control()).unwrap_or_else(|| crate::topology::observe().smt)
 }
 
 fn read_at(path: &Path) -> Option<SmtState> {
@@ -32,7 +49,8 @@ pub fn states_to_run(current: SmtState, toggle: bool) -> (Vec<SmtState>, Option<
         other => (
             vec![other],
             Some(format!(
-                "SMT toggle requested but {CONTROL} says `{}`: ran with SMT as it is",
+                "SMT toggle requested but {} says `{}`: ran with SMT as it is",
+                control().display(),
                 other.as_str()
             )),
         ),
@@ -47,7 +65,7 @@ pub struct SmtGuard {
 
 impl SmtGuard {
     pub fn new() -> SmtGuard {
-        SmtGuard::at(PathBuf::from(CONTROL))
+        SmtGuard::at(control().to_path_buf())
     }
 
     fn at(path: PathBuf) -> SmtGuard {

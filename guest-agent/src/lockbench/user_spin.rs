@@ -546,13 +546,14 @@ fn compare_c(ctx: &Ctx, fam: &mut Family, timer_ns: f64) {
     );
 }
 
-/// C loop ops/s over `window` after `warmup`, in chunks short enough to stop on time.
+/// C loop ops/s over `window` after `warmup`, in chunks short enough to stop on time (at the
+/// window's end, or at once after a stop).
 fn time_c(warmup: Duration, window: Duration) -> f64 {
     const CHUNK: u64 = 1 << 16;
     let spin = |d: Duration| {
         let t0 = Instant::now();
         let mut ops = 0u64;
-        while t0.elapsed() < d {
+        while t0.elapsed() < d && !crate::sys::signal::stop_requested() {
             std::hint::black_box(crate::sys::cspin::spin(CHUNK));
             ops += CHUNK;
         }

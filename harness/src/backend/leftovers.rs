@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::backend::host_settings;
+
 /// The owner file inside a claimed directory.
 pub const OWNER_FILE: &str = ".mmx-owner";
 
@@ -78,7 +80,8 @@ impl Owner {
     }
 }
 
-fn boot_id() -> String {
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub(crate) fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
@@ -110,6 +113,26 @@ pub struct Reaped {
     pub removed: Vec<PathBuf>,
     /// Directories that should go but could not, with why.
     pub failed: Vec<(PathBuf, String)>,
+    /// Host settings a killed run's agent had changed, restored from its record
+    /// ([`host_settings::restore_left`]) before its directory went.
+    pub restored: Vec<host_settings::Restore>,
+    /// Records that were not used (not trusted, unreadable), with why.
+    pub ignored_records: Vec<(PathBuf, String)>,
+}
+
+impl Reaped {
+    fn extend(&mut self, other: Reaped) {
+        let Reaped {
+            removed,
+            failed,
+            restored,
+            ignored_records,
+        } = other;
+        self.removed.extend(removed);
+        self.failed.extend(failed);
+        self.restored.extend(restored);
+        self.ignored_records.extend(ignored_records);
+    }
 }
 
 /// Remove the directories `base/<prefix>*` whose owner is gone. Never follows a symlink and
@@ -144,6 +167,25 @@ pub fn reap(base: &Path, prefix: &str, unowned: Unowned) -> Reaped {
         };
         if !dead {
             continue;
+        }
+        // The host settings its agent changed go back before the record goes with the
+        // directory; a failed write keeps both, so the next run tries again.
+        match host_settings::restore_left(&path) {
+            None => {}
+            Some(Err(why)) => out.ignored_records.push((path.clone(), why)),
+            Some(Ok(done)) => {
+                let failed: Vec<String> = done
+                    .iter()
+                    .filter(|r| matches!(r.did, host_settings::Did::Failed(_)))
+                    .map(ToString::to_string)
+                    .collect();
+                out.restored.extend(done);
+                if !failed.is_empty() {
+                    let why = format!("host settings not restored: {}", failed.join("; "));
+                    out.failed.push((path, why));
+                    continue;
+                }
+            }
         }
         if has_mounts_under(&path) {
             out.failed
@@ -184,9 +226,30 @@ pub fn reap_earlier_runs(cache_root: Option<&Path>, local_base: &Path) -> Reaped
     }
     let mut all = Reaped::default();
     for (base, prefix, unowned) in places {
-        let r = reap(&base, prefix, unowned);
-        all.removed.extend(r.removed);
-        all.failed.extend(r.failed);
+        all.extend(reap(&base, prefix, unowned));
+    }
+    let written: Vec<String> = all
+        .restored
+        .iter()
+        .filter(|r| matches!(r.did, host_settings::Did::WroteBack { .. }))
+        .map(ToString::to_string)
+        .collect();
+    if !written.is_empty() {
+        eprintln!(
+            "mmx: restored host settings the agent of a killed run had changed: {}",
+            written.join("; ")
+        );
+    }
+    for r in &all.restored {
+        if let host_settings::Did::LeftAlone(_) = r.did {
+            eprintln!("mmx: a killed run's host-settings record: {r}");
+        }
+    }
+    for (p, why) in &all.ignored_records {
+        eprintln!(
+            "mmx: did not use the host-settings record in {}: {why}",
+            p.display()
+        );
     }
     if !all.removed.is_empty() {
         let names: Vec<String> = all

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use crate::backend::supervise::{self, Channel, Quiet, Role, Stdin, Stop};
-use crate::backend::{leftovers, ms_between, BootOutput, BootRequest, Placement, ResultStream};
+use crate::backend::{
+    host_settings, leftovers, ms_between, BootOutput, BootRequest, Placement, ResultStream,
+};
 use crate::results::{Accel, BootEnd, InfraCause, RunDir};
 
 /// The prefix of every local scratch dir (see [`scratch_dir`]).
@@ -23,6 +24,10 @@ pub const DEFAULT_SCRATCH_BASE: &str = "/var/tmp";
 /// supervisor. Its stdin stays open: the agent stops when it closes. Stopping it (a deadline,
 /// Ctrl-C, a flood, a broken contract) closes stdin and sends SIGTERM (it cleans up), then
 /// SIGKILL after [`supervise::AGENT_STOP_GRACE`].
+///
+/// The agent file is checked and executed through one descriptor ([`crate::agent::Verified`]),
+/// and the machine settings it may change are recorded before it starts and written back after
+/// it ends, however it ends ([`host_settings`]).
 pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     let start = Instant::now();
     let plan_rel = RunDir::log_rel(&req.key, "plan").with_extension("json");
@@ -63,11 +68,24 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return infra(InfraCause::BootSetup, format!("{e:#}")),
     };
-    let mut command = Command::new(agent);
+    // Kept until the agent has been spawned: the command names its descriptor.
+    let agent = match crate::agent::Verified::open(agent, crate::agent::expected_hash(agent)) {
+        Ok(a) => a,
+        Err(e) => return infra(InfraCause::Spawn, format!("{e:#}")),
+    };
+    let mut command = agent.command();
     command
         .arg("run-plan")
         .arg(&plan_path)
         .arg("--exit-on-stdin-eof");
+    if let Some(file) = host_settings::test_smt_control() {
+        command.arg("--smt-control").arg(file);
+    }
+    // The last step before the spawn: from here on the record must be restored.
+    let settings = match host_settings::record(&req.plan.scratch_dir) {
+        Ok(s) => s,
+        Err(e) => return infra(InfraCause::HostSetup, format!("{e:#}")),
+    };
     let spec = supervise::Spec {
         command,
         channels: vec![
@@ -81,7 +99,12 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         deadlines: req.deadlines.under(Accel::Metal),
         cancel: req.cancel.clone(),
     };
-    let mut sup = match supervise::run(spec, Some(ResultStream::new(&req.plan)), &mut Quiet) {
+    let supervised = supervise::run(spec, Some(ResultStream::new(&req.plan)), &mut Quiet);
+    drop(agent);
+    // The agent has been reaped (the supervisor never returns before): whatever it left
+    // changed goes back now.
+    say_restored(&settings.restore());
+    let mut sup = match supervised {
         Ok(s) => s,
         Err(e) => {
             return BootOutput::infra(
@@ -128,6 +151,21 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         timings_ms: timings,
         kernel_source: None,
         channels: sup.channels(),
+    }
+}
+
+/// One line on stderr for each setting the agent left changed, written back or not.
+fn say_restored(restored: &[host_settings::Restore]) {
+    for r in restored {
+        match r.did {
+            host_settings::Did::Unchanged => {}
+            host_settings::Did::WroteBack { .. } => {
+                eprintln!("mmx: restored a host setting the local agent left changed: {r}")
+            }
+            host_settings::Did::LeftAlone(_) | host_settings::Did::Failed(_) => {
+                eprintln!("mmx: a host setting the local agent changed: {r}")
+            }
+        }
     }
 }
 

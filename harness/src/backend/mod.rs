@@ -15,6 +15,7 @@ use protocol::Plan;
 use crate::cell::BootKey;
 use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
 
+pub mod host_settings;
 pub mod leftovers;
 pub mod local;
 pub mod placement;
