@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::rundir::IoError;
+
 /// `mmx init`'s files, for `--help`.
 pub const FILES_HELP: &str = "Reads:  nothing (the files are compiled into mmx).
 Writes: DIR/matrix.toml, DIR/kernels/*.toml, DIR/kernels/kernels.lock, DIR/kernels/README.md,
@@ -49,13 +51,8 @@ pub enum InitError {
     Exists { paths: Vec<PathBuf> },
     #[error("--action `{0}`: expected OWNER/REPO@REF, e.g. my-org/mmx@v0.1.0")]
     BadAction(String),
-    #[error("{op} {path}", path = path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 const HEADER: &str = "\
@@ -154,17 +151,9 @@ pub fn write(dir: &Path, templates: &[Template], force: bool) -> Result<Vec<Path
     }
     for (t, path) in templates.iter().zip(&targets) {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| InitError::Io {
-                op: "create_dir_all",
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(parent).map_err(IoError::at("create_dir_all", parent))?;
         }
-        std::fs::write(path, &t.text).map_err(|source| InitError::Io {
-            op: "write",
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(path, &t.text).map_err(IoError::at("write", path))?;
     }
     Ok(targets)
 }
@@ -233,8 +222,10 @@ mod tests {
         assert_eq!(written.len(), templates("x/y@z").len());
         let m = Matrix::load(&dir.path().join("matrix.toml")).expect("matrix");
         let recipes = crate::kernels::load_recipes(&dir.path().join("kernels")).expect("recipes");
-        let lock =
-            crate::kernels::LockFile::load(&dir.path().join("kernels/kernels.lock")).expect("lock");
+        let lock = <crate::kernels::LockFile as crate::debian::LockDocument>::load(
+            &dir.path().join("kernels/kernels.lock"),
+        )
+        .expect("lock");
         for k in &m.kernels {
             assert!(recipes.iter().any(|r| &r.name == k), "no recipe for {k}");
             assert!(lock.get(k).is_some(), "{k} is not locked");

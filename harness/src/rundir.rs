@@ -7,6 +7,11 @@
 //! - Logs are opened with `O_NOFOLLOW` (a symlink planted where a log goes is an error, never
 //!   followed), and whole files (run.json, reports) are written to a fresh temporary file
 //!   (`O_EXCL`) and renamed into place, which replaces a symlink instead of writing through it.
+//!   The file and its directory are fsync'ed before the call returns, so a crash never leaves a
+//!   renamed but empty file. Every file mmx writes whole goes through [`write_atomic`]: run.json,
+//!   reports, lock files, cache manifests.
+//!
+//! [`IoError`] is the one shape of a failed file operation: the call, the path, the error.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -130,9 +135,35 @@ pub fn create_nofollow(path: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("creating {} (never through a symlink)", path.display()))
 }
 
+/// A file operation that failed: the call (`open`, `rename`, …), the path, and the error.
+/// Its message carries the error itself, so it reads whole wherever it is printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {error}", path = path.display())]
+pub struct IoError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub error: std::io::Error,
+}
+
+impl IoError {
+    pub fn new(op: &'static str, path: &Path, error: std::io::Error) -> IoError {
+        IoError {
+            op,
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    /// For `map_err`: `fs::read(p).map_err(IoError::at("read", p))`.
+    pub fn at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> IoError + 'a {
+        move |error| IoError::new(op, path, error)
+    }
+}
+
 /// Replace `path` with `bytes` atomically: a fresh temp file beside it (`O_EXCL`, so never an
-/// existing file or symlink), then `rename`, which replaces a symlink rather than following it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// existing file or symlink), fsync'ed, then `rename`, which replaces a symlink rather than
+/// following it, then an fsync of the directory so the rename itself survives a crash.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
@@ -149,14 +180,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .custom_flags(libc::O_CLOEXEC)
         .mode(0o644)
         .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_data());
+        .map_err(IoError::at("create", &tmp))?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
     drop(f);
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
+        return Err(IoError::new("write", path, e));
     }
-    Ok(())
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(IoError::at("fsync", dir))
 }
 
 #[cfg(test)]

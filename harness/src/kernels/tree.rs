@@ -24,11 +24,12 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use super::build::{run_captured, BuildError, BuildLog};
-use super::cache::{key, write_atomic, Cache, CacheLock};
-use super::deb::{for_each_data_entry, EntryKind};
 use super::patches::{self, Patch};
 use super::switch;
 use super::KernelError;
+use crate::debian::cache::{key, Cache, CacheLock};
+use crate::debian::deb::{for_each_data_entry, EntryKind};
+use crate::rundir::write_atomic;
 
 /// A build directory, exclusively ours while this value lives.
 #[derive(Debug)]

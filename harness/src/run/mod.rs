@@ -528,7 +528,7 @@ fn jobs_of(boots: Vec<BootPlan>) -> Vec<Vec<BootPlan>> {
 pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord, RunDir)> {
     let matrix = Matrix::load(&opts.matrix)?;
     // Before making anything of our own: what killed runs left (their processes died with them).
-    let cache = crate::kernels::Cache::from_env().ok();
+    let cache = crate::debian::Cache::from_env().ok();
     crate::backend::leftovers::reap_earlier_runs(
         cache.as_ref().map(|c| c.root()),
         &crate::backend::local::scratch_base(matrix.local_scratch.as_deref()),

@@ -6,7 +6,9 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-use super::KernelError;
+use sha2::{Digest, Sha256};
+
+use super::DebianError;
 
 /// What a tar entry is, as far as we care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,13 +18,14 @@ pub enum EntryKind {
 }
 
 /// Call `visit(path, kind, reader)` for every entry of the package's data archive, in order.
-/// `path` has no leading `./` or `/` (`boot/vmlinuz-6.1.0-50-cloud-amd64`).
-pub fn for_each_data_entry(
+/// `path` has no leading `./` or `/` (`boot/vmlinuz-6.1.0-50-cloud-amd64`). The visitor's
+/// errors are the caller's own.
+pub fn for_each_data_entry<E: From<DebianError>>(
     deb: &Path,
-    mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), KernelError>,
-) -> Result<(), KernelError> {
+    mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), E>,
+) -> Result<(), E> {
     with_data_tar(deb, |tar| {
-        let bad = |detail: String| KernelError::Deb {
+        let bad = |detail: String| DebianError::Deb {
             deb: deb.to_path_buf(),
             detail,
         };
@@ -43,15 +46,15 @@ pub fn for_each_data_entry(
 
 /// Hand the package's data archive (`data.tar.xz` or `data.tar`) to `f`, for callers that need
 /// whole tar entries (modes, links).
-pub fn with_data_tar<T>(
+pub fn with_data_tar<T, E: From<DebianError>>(
     deb: &Path,
-    f: impl FnOnce(&mut tar::Archive<Box<dyn Read + '_>>) -> Result<T, KernelError>,
-) -> Result<T, KernelError> {
-    let bad = |detail: String| KernelError::Deb {
+    f: impl FnOnce(&mut tar::Archive<Box<dyn Read + '_>>) -> Result<T, E>,
+) -> Result<T, E> {
+    let bad = |detail: String| DebianError::Deb {
         deb: deb.to_path_buf(),
         detail,
     };
-    let file = File::open(deb).map_err(|e| KernelError::io("open", deb, e))?;
+    let file = File::open(deb).map_err(|e| DebianError::io("open", deb, e))?;
     let mut archive = ar::Archive::new(BufReader::new(file));
     while let Some(member) = archive.next_entry() {
         let member = member.map_err(|e| bad(format!("reading ar member: {e}")))?;
@@ -60,22 +63,20 @@ pub fn with_data_tar<T>(
             "data.tar.xz" => Box::new(lzma_rust2::XzReader::new(member, false)),
             "data.tar" => Box::new(member),
             n if n.starts_with("data.tar") => {
-                return Err(bad(format!(
-                    "{n}: only data.tar.xz and data.tar are supported"
-                )))
+                return Err(bad(format!("{n}: only data.tar.xz and data.tar are supported")).into())
             }
             _ => continue,
         };
         return f(&mut tar::Archive::new(reader));
     }
-    Err(bad("no data.tar member".into()))
+    Err(bad("no data.tar member".into()).into())
 }
 
 /// An entry's path without a leading `./` or `/`.
-pub fn entry_path<R: Read>(deb: &Path, entry: &tar::Entry<'_, R>) -> Result<String, KernelError> {
+pub fn entry_path<R: Read>(deb: &Path, entry: &tar::Entry<'_, R>) -> Result<String, DebianError> {
     let path = entry
         .path()
-        .map_err(|e| KernelError::Deb {
+        .map_err(|e| DebianError::Deb {
             deb: deb.to_path_buf(),
             detail: format!("entry path: {e}"),
         })?
@@ -85,6 +86,14 @@ pub fn entry_path<R: Read>(deb: &Path, entry: &tar::Entry<'_, R>) -> Result<Stri
         .trim_start_matches("./")
         .trim_start_matches('/')
         .to_string())
+}
+
+/// The SHA-256 of a file, in lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String, DebianError> {
+    let mut f = File::open(path).map_err(|e| DebianError::io("open", path, e))?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).map_err(|e| DebianError::io("read", path, e))?;
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Decompress a whole `.xz` stream (a compressed kernel module).
@@ -140,7 +149,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let deb = tiny_deb(dir.path());
         let mut seen = Vec::new();
-        for_each_data_entry(&deb, |p, k, r| {
+        for_each_data_entry::<DebianError>(&deb, |p, k, r| {
             let mut s = String::new();
             r.read_to_string(&mut s).unwrap();
             seen.push((p.to_string(), k, s));

@@ -1,54 +1,79 @@
-//! Debian packages for runtime builds: downloaded through the private apt into a
-//! content-addressed store (`<cache>/debs/<sha256>.deb`, so a rebuild with other patches is
-//! offline), checked against the SHA-256 in `runtimes.lock`, and extracted (never installed)
-//! with their modes and symbolic links.
+//! Getting locked packages: [`download`] fetches them through the private apt into a
+//! directory and checks each against the SHA-256 its lock pins; [`fetch`] keeps them in a
+//! content-addressed store (`<cache>/debs/<sha256>.deb`), so a rebuild with other patches is
+//! offline. [`extract`] unpacks one (never installs it) with its modes and symbolic links.
 
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::RuntimeError;
-use crate::kernels::apt::Apt;
-use crate::kernels::deb::{entry_path, with_data_tar};
-use crate::kernels::{Cache, KernelError, LockedPackage};
+use super::apt::Apt;
+use super::deb::{entry_path, with_data_tar};
+use super::{Cache, DebianError, LockedPackage};
+
+/// Download `packages` into `into` through the private apt (under its lock) and check each
+/// against its lock entry. Lists older than the lock do not know its versions, so a failed
+/// download refreshes them once and tries again; `relock` (`mmx kernels lock`) is what the
+/// error then tells the user to run. Returns the paths in the order given.
+pub fn download(
+    packages: &[&LockedPackage],
+    cache: &Cache,
+    into: &Path,
+    relock: &str,
+) -> Result<Vec<PathBuf>, DebianError> {
+    let wanted: Vec<(&str, &str)> = packages
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str()))
+        .collect();
+    let debs = {
+        let _apt_lock = cache.lock("apt")?;
+        let apt = Apt::new(cache)?;
+        if !apt.has_lists() {
+            apt.update()?;
+        }
+        match apt.download(&wanted, into) {
+            Ok(d) => d,
+            Err(_) => {
+                apt.update()?;
+                apt.download(&wanted, into).map_err(|e| {
+                    let specs: Vec<String> = packages.iter().map(|p| p.spec()).collect();
+                    DebianError::Apt {
+                        op: format!("download {}", specs.join(", ")),
+                        detail: format!(
+                            "{e}. If the archive dropped these versions, move to the current ones with `{relock}`"
+                        ),
+                    }
+                })?
+            }
+        }
+    };
+    for (deb, p) in debs.iter().zip(packages) {
+        p.verify(deb)?;
+    }
+    Ok(debs)
+}
 
 /// The verified `.deb` of every package, downloading what the store lacks. Returns the paths in
 /// the order given and the time spent downloading (zero when everything was stored).
 pub fn fetch(
     packages: &[LockedPackage],
     cache: &Cache,
-) -> Result<(Vec<PathBuf>, Duration), RuntimeError> {
+    relock: &str,
+) -> Result<(Vec<PathBuf>, Duration), DebianError> {
     let start = Instant::now();
     let store = cache.dir("debs")?;
     let stored = |p: &LockedPackage| store.join(format!("{}.deb", p.sha256.to_ascii_lowercase()));
     let missing: Vec<&LockedPackage> = packages.iter().filter(|p| !stored(p).is_file()).collect();
     if !missing.is_empty() {
-        let _apt_lock = cache.lock("apt")?;
-        let apt = Apt::new(cache)?;
-        if !apt.has_lists() {
-            apt.update()?;
-        }
         let tmp = tempfile::Builder::new()
             .prefix(".download-")
             .tempdir_in(&store)
-            .map_err(|e| RuntimeError::io("create temp dir in", &store, e))?;
-        let wanted: Vec<(&str, &str)> = missing
-            .iter()
-            .map(|p| (p.name.as_str(), p.version.as_str()))
-            .collect();
-        let debs = match apt.download(&wanted, tmp.path()) {
-            Ok(d) => d,
-            // Lists older than the lock do not know its versions: refresh once and retry.
-            Err(_) => {
-                apt.update()?;
-                apt.download(&wanted, tmp.path())?
-            }
-        };
+            .map_err(|e| DebianError::io("create temp dir in", &store, e))?;
+        let debs = download(&missing, cache, tmp.path(), relock)?;
         for (deb, p) in debs.iter().zip(&missing) {
-            p.verify(deb)?;
             let to = stored(p);
-            fs::rename(deb, &to).map_err(|e| RuntimeError::io("rename", &to, e))?;
+            fs::rename(deb, &to).map_err(|e| DebianError::io("rename", &to, e))?;
         }
     }
     let download = if missing.is_empty() {
@@ -67,22 +92,16 @@ pub fn extract(
     deb: &Path,
     dest: &Path,
     place: impl Fn(&str) -> Option<PathBuf>,
-) -> Result<(), RuntimeError> {
-    let bad = |detail: String| RuntimeError::Extract {
+) -> Result<(), DebianError> {
+    let bad = |detail: String| DebianError::Deb {
         deb: deb.to_path_buf(),
         detail,
     };
     with_data_tar(deb, |tar| {
-        let entries = tar.entries().map_err(|e| KernelError::Deb {
-            deb: deb.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let entries = tar.entries().map_err(|e| bad(e.to_string()))?;
         let mut result = Ok(());
         for entry in entries {
-            let mut entry = entry.map_err(|e| KernelError::Deb {
-                deb: deb.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
             let path = entry_path(deb, &entry)?;
             let Some(rel) = place(path.trim_end_matches('/')) else {
                 continue;
@@ -93,22 +112,21 @@ pub fn extract(
             }
             let out = dest.join(&rel);
             let kind = entry.header().entry_type();
-            let step = (|| -> Result<(), RuntimeError> {
+            let step = (|| -> Result<(), DebianError> {
                 if let Some(parent) = out.parent() {
                     fs::create_dir_all(parent)
-                        .map_err(|e| RuntimeError::io("create_dir_all", parent, e))?;
+                        .map_err(|e| DebianError::io("create_dir_all", parent, e))?;
                 }
                 if kind.is_dir() {
-                    fs::create_dir_all(&out)
-                        .map_err(|e| RuntimeError::io("create_dir_all", &out, e))
+                    fs::create_dir_all(&out).map_err(|e| DebianError::io("create_dir_all", &out, e))
                 } else if kind.is_file() {
                     let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
                     let mut f =
-                        fs::File::create(&out).map_err(|e| RuntimeError::io("create", &out, e))?;
-                    io::copy(&mut entry, &mut f).map_err(|e| RuntimeError::io("write", &out, e))?;
+                        fs::File::create(&out).map_err(|e| DebianError::io("create", &out, e))?;
+                    io::copy(&mut entry, &mut f).map_err(|e| DebianError::io("write", &out, e))?;
                     use std::os::unix::fs::PermissionsExt;
                     fs::set_permissions(&out, fs::Permissions::from_mode(mode | 0o600))
-                        .map_err(|e| RuntimeError::io("chmod", &out, e))
+                        .map_err(|e| DebianError::io("chmod", &out, e))
                 } else if kind.is_symlink() || kind.is_hard_link() {
                     let target = entry
                         .link_name()
@@ -128,7 +146,7 @@ pub fn extract(
                 break;
             }
         }
-        Ok(result)
+        Ok::<_, DebianError>(result)
     })?
 }
 
@@ -239,7 +257,7 @@ mod tests {
             l.set_mode(0o777);
             tar.append_link(&mut l, name, target).unwrap();
         }
-        crate::kernels::deb::deb_of_tar(dir, tar.into_inner().unwrap())
+        crate::debian::deb::deb_of_tar(dir, tar.into_inner().unwrap())
     }
 
     fn gocode(p: &str) -> Option<PathBuf> {
