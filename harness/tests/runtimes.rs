@@ -539,7 +539,7 @@ fn containerd_checkout(cache: &Cache, into: &Path) -> PathBuf {
         harness::debian::store::fetch(&locked.packages, cache, "mmx runtimes lock").unwrap();
     let gocode = into.join("gocode");
     for deb in &debs {
-        harness::debian::store::extract(deb, &gocode, |p| {
+        harness::debian::extract::extract_deb(deb, &gocode, |p| {
             p.strip_prefix("usr/share/gocode/src/")
                 .filter(|r| !r.is_empty())
                 .map(PathBuf::from)

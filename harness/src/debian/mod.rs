@@ -3,8 +3,9 @@
 //!
 //! One file each: [`apt`] (a private, signature-checked apt: resolve and download), [`lock`]
 //! (the pinned package, and loading and saving a lock file of either kind), [`deb`] (reading a
-//! `.deb`: ar, xz, tar), [`store`] (downloads, and the content-addressed store of `.deb`s),
-//! and [`cache`] (the cache directory, its locks and keys).
+//! `.deb`: ar, xz, tar), [`extract`] (unpacking a tar beneath a directory and nowhere else),
+//! [`store`] (downloads, and the content-addressed store of `.deb`s), and [`cache`] (the cache
+//! directory, its locks and keys).
 //!
 //! A ground-floor room: it knows nothing about kernels, runtimes or runs, and imports only
 //! `protocol` and the other ground rooms (`rundir` for safe writes and the trusted-directory
@@ -17,6 +18,7 @@ use crate::rundir::IoError;
 pub mod apt;
 pub mod cache;
 pub mod deb;
+pub mod extract;
 pub mod lock;
 pub mod store;
 
@@ -38,6 +40,13 @@ pub enum DebianError {
     Apt { op: String, detail: String },
     #[error("{deb}: {detail}", deb = deb.display())]
     Deb { deb: PathBuf, detail: String },
+    /// An archive entry refused or not written, named with its archive.
+    #[error("{archive}: entry {entry}: {detail}")]
+    Extract {
+        archive: String,
+        entry: String,
+        detail: String,
+    },
     #[error("{package}: SHA-256 is {found}, the lock file pins {expected}")]
     Checksum {
         package: String,

@@ -436,6 +436,10 @@ fn top_dir(dir: &Path) -> Option<PathBuf> {
     t.join("Makefile").is_file().then_some(t)
 }
 
+/// The kernel's 1.5 GB source tarball goes through GNU tar rather than
+/// `crate::debian::extract`: tar creates a link that is absolute or climbs with `..` only at
+/// the end, as a placeholder file until then, so no later entry can be written through it
+/// (checked: `a/b -> ..`, `a/b/c -> ../..`, `a/b/c/evil` fails with "Not a directory").
 fn untar_xz(reader: &mut dyn Read, into: &Path) -> Result<(), KernelError> {
     let mut child = Command::new("tar")
         .args(["-xJf", "-", "--no-same-owner", "-C"])

@@ -31,6 +31,7 @@ use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource};
 use super::{BuildTimings, PatchId, ResolvedRuntime, RuntimeError, RuntimeProvenance};
 use crate::debian::cache::key;
 use crate::debian::deb::sha256_file;
+use crate::debian::extract::extract_deb;
 use crate::debian::store;
 use crate::debian::{Apt, Cache, DebianError, LockPolicy};
 use crate::rundir::write_atomic;
@@ -267,7 +268,7 @@ fn containerd(
         Sources::Debian(c) => {
             let src = work.path().join("gopath/src");
             for deb in &src_debs {
-                store::extract(deb, &src, |p| {
+                extract_deb(deb, &src, |p| {
                     p.strip_prefix("usr/share/gocode/src/")
                         .filter(|r| !r.is_empty())
                         .map(PathBuf::from)
@@ -437,7 +438,7 @@ fn toolchain(
         .map_err(|e| RuntimeError::io("create temp dir in", cache.root(), e))?;
     let share = go.goroot.replace("usr/lib/", "usr/share/");
     for deb in debs {
-        store::extract(deb, work.path(), |p| {
+        extract_deb(deb, work.path(), |p| {
             // The toolchain, without the compiler's own test suite (half its size).
             let keep = (p.starts_with(&go.goroot) || p.starts_with(&share))
                 && !p.starts_with(&format!("{share}/test"));
