@@ -202,6 +202,8 @@ impl Setup {
 /// failures that stop it.
 pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
     let setup = Setup::check(args)?;
+    // As root, directories others may write are refused before anything runs.
+    crate::rundir::check_trusted_dir("--out", &args.out)?;
     let cancel = Cancel::new();
     cancel
         .install_signal_handlers()

@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::cache::{make_dir, Cache};
+use super::cache::{trusted_dir, Cache};
 use super::DebianError;
 use crate::rundir::write_atomic;
 
@@ -43,25 +43,33 @@ pub struct Apt {
 }
 
 impl Apt {
-    /// Create (or refresh) the private configuration under `<cache>/apt`.
+    /// Create (or refresh) the private configuration under `<cache>/apt`. As root, every
+    /// directory of it must be trusted: apt reads its configuration (`apt.conf.d`), keys and
+    /// lists from there, with its sandbox off.
     pub fn new(cache: &Cache) -> Result<Apt, DebianError> {
+        let dir = cache.root().join("apt");
+        trusted_dir("apt's directory", &dir)?;
+        for sub in [
+            "etc",
+            "etc/apt.conf.d",
+            "etc/sources.list.d",
+            "etc/preferences.d",
+            "etc/trusted.gpg.d",
+            "state",
+            "state/lists",
+            "state/lists/partial",
+            "cache",
+            "cache/archives",
+            "cache/archives/partial",
+            "log",
+        ] {
+            trusted_dir("apt's directory", &dir.join(sub))?;
+        }
         if !Path::new(KEYRING).exists() {
             return Err(DebianError::Apt {
                 op: "check keyring".into(),
                 detail: format!("{KEYRING} is missing; install the debian-archive-keyring package"),
             });
-        }
-        let dir = cache.dir("apt")?;
-        for sub in [
-            "etc/apt.conf.d",
-            "etc/sources.list.d",
-            "etc/preferences.d",
-            "etc/trusted.gpg.d",
-            "state/lists/partial",
-            "cache/archives/partial",
-            "log",
-        ] {
-            make_dir(&dir.join(sub))?;
         }
         let status = dir.join("state/status");
         if !status.exists() {

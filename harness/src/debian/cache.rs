@@ -11,6 +11,10 @@
 //! Concurrent runs share it safely: whoever fills an entry holds an exclusive `flock` on the
 //! entry's lock file and publishes the entry with one `rename`, so readers either see a
 //! complete entry or none and never need a lock on the warm path.
+//!
+//! As root, the cache must be root's and writable by no one else, nor may anything above it
+//! be ([`crate::rundir::check_trusted_dir`]): kernels, runtimes and apt's configuration come
+//! out of it and run as root.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::DirBuilderExt;
@@ -19,6 +23,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{flock, FlockOperation};
 
 use super::DebianError;
+use crate::rundir::check_trusted_dir;
 
 /// Environment variable that overrides the cache location.
 pub const CACHE_ENV: &str = "MMX_CACHE_DIR";
@@ -30,7 +35,8 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The cache the environment asks for (see the module doc).
+    /// The cache the environment asks for (see the module doc), made when missing; as root,
+    /// refused (before anything is made) unless it is trusted.
     pub fn from_env() -> Result<Cache, DebianError> {
         // HOME from the environment, never from NSS (getpwuid): works in static and odd setups.
         let from = |var: &str| {
@@ -42,6 +48,7 @@ impl Cache {
             .or_else(|| from("XDG_CACHE_HOME").map(|x| x.join("mmx")))
             .or_else(|| from("HOME").map(|h| h.join(".cache").join("mmx")))
             .ok_or(DebianError::NoCacheDir)?;
+        trusted_dir("the cache directory", &root)?;
         Ok(Cache { root })
     }
 
@@ -95,13 +102,21 @@ pub fn key(parts: &[&[u8]]) -> String {
 }
 
 /// `mkdir -p` with mode 0755 whatever the umask: nothing in the cache is anyone else's to
-/// write.
+/// write (and as root a group-writable directory would be refused).
 pub(crate) fn make_dir(dir: &Path) -> Result<(), DebianError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir)
         .map_err(|e| DebianError::io("create_dir_all", dir, e))
+}
+
+/// As root, refuse `dir` unless it is trusted; then make it (0755) and check what was made:
+/// someone may have made it first.
+pub(crate) fn trusted_dir(what: &'static str, dir: &Path) -> Result<(), DebianError> {
+    check_trusted_dir(what, dir)?;
+    make_dir(dir)?;
+    Ok(check_trusted_dir(what, dir)?)
 }
 
 #[cfg(test)]

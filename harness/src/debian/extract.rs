@@ -25,17 +25,17 @@ use rustix::fs::{fchmod, fstat, mkdirat, openat, openat2, symlinkat, unlinkat};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::deb::with_data_tar;
+use super::deb::{with_data_tar, Deb};
 use super::DebianError;
 
 /// Extract the entries of `deb`'s data archive that `place` maps to a path below `dest` (None:
 /// skip). See [`extract_tar`].
 pub fn extract_deb(
-    deb: &Path,
+    deb: &Deb,
     dest: &Path,
     place: impl Fn(&str) -> Option<PathBuf>,
 ) -> Result<(), DebianError> {
-    let name = deb.display().to_string();
+    let name = deb.path().display().to_string();
     with_data_tar(deb, |tar| extract_tar(&name, tar, dest, place))
 }
 
@@ -619,7 +619,7 @@ mod tests {
     }
 
     /// A .deb with a file, a directory, a relative link, an absolute link and a hard link.
-    fn deb(dir: &Path) -> PathBuf {
+    fn deb(dir: &Path) -> Deb {
         let mut tar = tar::Builder::new(Vec::new());
         let mut dir_h = tar::Header::new_gnu();
         dir_h.set_entry_type(tar::EntryType::Directory);
@@ -682,7 +682,7 @@ mod tests {
             err.contains("a/out") && err.contains("leaves the extraction root"),
             "{err}"
         );
-        assert!(err.contains(&d.display().to_string()), "{err}");
+        assert!(err.contains(&d.path().display().to_string()), "{err}");
         assert_eq!(fs::read(dest.join("b/x.go")).unwrap(), b"go");
         assert_eq!(fs::read(dest.join("a/rel/x.go")).unwrap(), b"go");
         assert_eq!(

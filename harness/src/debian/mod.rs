@@ -4,8 +4,8 @@
 //! One file each: [`apt`] (a private, signature-checked apt: resolve and download), [`lock`]
 //! (the pinned package, and loading and saving a lock file of either kind), [`deb`] (reading a
 //! `.deb`: ar, xz, tar), [`extract`] (unpacking a tar beneath a directory and nowhere else),
-//! [`store`] (downloads, and the content-addressed store of `.deb`s), and [`cache`] (the cache
-//! directory, its locks and keys).
+//! [`store`] (downloads, and the content-addressed store of `.deb`s, each checked against its
+//! lock entry at every use), and [`cache`] (the cache directory, its locks and keys).
 //!
 //! A ground-floor room: it knows nothing about kernels, runtimes or runs, and imports only
 //! `protocol` and the other ground rooms (`rundir` for safe writes and the trusted-directory
@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use crate::rundir::IoError;
+use crate::rundir::{IoError, UntrustedDir};
 
 pub mod apt;
 pub mod cache;
@@ -24,6 +24,7 @@ pub mod store;
 
 pub use apt::Apt;
 pub use cache::Cache;
+pub use deb::Deb;
 pub use lock::{LockDocument, LockPolicy, LockedPackage};
 
 /// Everything that can go wrong with Debian packages. Messages name the file, package or
@@ -32,6 +33,9 @@ pub use lock::{LockDocument, LockPolicy, LockedPackage};
 pub enum DebianError {
     #[error(transparent)]
     Io(#[from] IoError),
+    /// As root: a directory someone else could write (the cache, apt's).
+    #[error(transparent)]
+    Untrusted(#[from] UntrustedDir),
     #[error("no cache directory: set MMX_CACHE_DIR, XDG_CACHE_HOME or HOME")]
     NoCacheDir,
     /// apt could not run, or failed: the one error a caller may answer by following the
@@ -55,6 +59,18 @@ pub enum DebianError {
     },
     #[error("serializing {what}: {detail}")]
     Serialize { what: &'static str, detail: String },
+    /// A `.deb` in the store no longer has the bytes it was stored with.
+    #[error(
+        "{deb}: the stored {package} changed after it was downloaded: SHA-256 is {found}, the \
+         lock file pins {expected}; refusing it (remove the file to download it again)",
+        deb = deb.display()
+    )]
+    StoredChanged {
+        deb: PathBuf,
+        package: String,
+        expected: String,
+        found: String,
+    },
     /// A lock file that does not parse, or was written by another version of mmx.
     #[error("{file}:{line}: {message}; regenerate it with `{regenerate}`", file = file.display())]
     Lock {

@@ -20,7 +20,7 @@ use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, Resolved
 use crate::backend::Cancel;
 use crate::debian::cache::key;
 use crate::debian::deb::{for_each_data_entry, EntryKind};
-use crate::debian::{store, Apt, Cache, LockPolicy};
+use crate::debian::{store, Apt, Cache, Deb, LockPolicy};
 use crate::rundir::write_atomic;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
@@ -329,7 +329,7 @@ pub(crate) fn download(
     locked: &LockedKernel,
     cache: &Cache,
     into: &Path,
-) -> Result<Vec<PathBuf>, KernelError> {
+) -> Result<Vec<Deb>, KernelError> {
     let packages: Vec<_> = locked.packages.iter().collect();
     Ok(store::download(&packages, cache, into, RELOCK)?)
 }
@@ -343,7 +343,7 @@ struct Found {
 
 /// One pass over a .deb: vmlinuz and config to `work`, modules and modules.builtin to memory.
 /// Old packages put vmlinuz and config in /boot, newer ones in /usr/lib/modules/<release>/.
-fn scan_deb(deb: &Path, work: &Path, release: &str, found: &mut Found) -> Result<(), KernelError> {
+fn scan_deb(deb: &Deb, work: &Path, release: &str, found: &mut Found) -> Result<(), KernelError> {
     let module_dirs = [
         format!("lib/modules/{release}/"),
         format!("usr/lib/modules/{release}/"),
@@ -372,14 +372,14 @@ fn scan_deb(deb: &Path, work: &Path, release: &str, found: &mut Found) -> Result
                 let mut text = String::new();
                 reader
                     .read_to_string(&mut text)
-                    .map_err(|e| KernelError::io("read modules.builtin from", deb, e))?;
+                    .map_err(|e| KernelError::io("read modules.builtin from", deb.path(), e))?;
                 found.index.set_builtin(&text);
             }
             Some(rel) if rel.starts_with("kernel/") && rel.contains(".ko") => {
                 let mut bytes = Vec::new();
                 reader
                     .read_to_end(&mut bytes)
-                    .map_err(|e| KernelError::io("read module from", deb, e))?;
+                    .map_err(|e| KernelError::io("read module from", deb.path(), e))?;
                 found.index.insert(rel, ModuleBytes::Memory(bytes));
             }
             _ => {}

@@ -28,7 +28,7 @@ use super::patches::{self, Patch};
 use super::switch;
 use super::KernelError;
 use crate::debian::cache::{key, Cache, CacheLock};
-use crate::debian::deb::{for_each_data_entry, EntryKind};
+use crate::debian::deb::{for_each_data_entry, Deb, EntryKind};
 use crate::rundir::write_atomic;
 
 /// A build directory, exclusively ours while this value lives.
@@ -379,7 +379,7 @@ pub fn debian_pristine(
     cache: &Cache,
     package: &str,
     sha256: &str,
-    fetch: impl FnOnce(&Path) -> Result<PathBuf, KernelError>,
+    fetch: impl FnOnce(&Path) -> Result<Deb, KernelError>,
 ) -> Result<PathBuf, KernelError> {
     let k = key(&[b"src-v1", package.as_bytes(), sha256.as_bytes()]);
     let dir = cache.dir("src")?.join(&k);
@@ -412,7 +412,7 @@ pub fn debian_pristine(
     })?;
     if !found {
         return Err(KernelError::Layout {
-            detail: format!("{}: no {member}", deb.display()),
+            detail: format!("{}: no {member}", deb.path().display()),
         });
     }
     if dir.exists() {

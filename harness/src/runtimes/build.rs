@@ -33,7 +33,7 @@ use crate::debian::cache::key;
 use crate::debian::deb::sha256_file;
 use crate::debian::extract::extract_deb;
 use crate::debian::store;
-use crate::debian::{Apt, Cache, DebianError, LockPolicy};
+use crate::debian::{Apt, Cache, Deb, DebianError, LockPolicy};
 use crate::rundir::write_atomic;
 
 /// Bump when the build's inputs or layout change, so old entries are not reused.
@@ -415,11 +415,7 @@ fn read_manifest(dir: &Path) -> Result<Option<ResolvedRuntime>, RuntimeError> {
 }
 
 /// The extracted toolchain (GOROOT), extracting it on first use.
-fn toolchain(
-    go: &LockedToolchain,
-    debs: &[PathBuf],
-    cache: &Cache,
-) -> Result<PathBuf, RuntimeError> {
+fn toolchain(go: &LockedToolchain, debs: &[Deb], cache: &Cache) -> Result<PathBuf, RuntimeError> {
     let parts: Vec<&[u8]> = go.packages.iter().map(|p| p.sha256.as_bytes()).collect();
     let k = key(&parts);
     let dir = cache.dir("go")?.join(&k);
