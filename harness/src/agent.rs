@@ -111,7 +111,7 @@ fn source_uncached() -> anyhow::Result<Source> {
         anyhow::ensure!(p.is_file(), "{AGENT_ENV}={} is not a file", p.display());
         return Ok(Source::Override(p));
     }
-    let cache = crate::kernels::Cache::from_env()?;
+    let cache = crate::debian::Cache::from_env()?;
     Ok(Source::Embedded(install_embedded(cache.root())?))
 }
 

@@ -14,7 +14,8 @@ use protocol::Filesystem;
 
 use crate::backend::qemu::{self, accel, disk, AccelChoice, Qemu};
 use crate::backend::ssh::args as ssh_args;
-use crate::kernels::{Cache, RecipeSource};
+use crate::debian::Cache;
+use crate::kernels::RecipeSource;
 use crate::matrix::{Host, Matrix};
 use crate::oneline;
 use crate::results::Accel;
@@ -262,7 +263,7 @@ fn space_check(root: &Path) -> Check {
 /// QEMU, the Debian archive, the layer filesystems' tools, and KVM.
 fn qemu_checks(
     matrix: &Matrix,
-    cache: &Result<Cache, crate::kernels::KernelError>,
+    cache: &Result<Cache, crate::debian::DebianError>,
     now: &mut dyn FnMut(Check),
 ) -> Vec<Check> {
     let mut out = Vec::new();
@@ -330,7 +331,7 @@ fn matrix_recipes(matrix: &Matrix) -> Vec<crate::kernels::Recipe> {
 
 /// What the private apt needs to fetch Debian kernels.
 fn debian_checks() -> Vec<Check> {
-    let keyring = Path::new(crate::kernels::apt::KEYRING);
+    let keyring = Path::new(crate::debian::apt::KEYRING);
     let mut out = vec![if keyring.is_file() {
         Check::new("keyring", Status::Ok, keyring.display().to_string())
     } else {
@@ -377,7 +378,7 @@ fn mkfs_check(fs: Filesystem) -> Option<Check> {
 fn kvm_check(
     matrix: &Matrix,
     kernels: Option<&Kernels>,
-    cache: &Result<Cache, crate::kernels::KernelError>,
+    cache: &Result<Cache, crate::debian::DebianError>,
     qemu_bin: &Path,
     now: &mut dyn FnMut(Check),
 ) -> Check {

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::rundir::IoError;
+
 /// `mmx init`'s files, for `--help`.
 pub const FILES_HELP: &str = "Reads:  nothing (the files are compiled into mmx).
 Writes: DIR/matrix.toml, DIR/kernels/*.toml, DIR/kernels/kernels.lock, DIR/kernels/README.md,
@@ -55,13 +57,8 @@ pub enum InitError {
     Symlink { path: PathBuf },
     #[error("--action `{0}`: expected OWNER/REPO@REF, e.g. my-org/mmx@v0.1.0")]
     BadAction(String),
-    #[error("{op} {path}", path = path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 const HEADER: &str = "\
@@ -194,18 +191,14 @@ mod safe_fs {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags};
     use rustix::io::Errno;
 
-    use super::InitError;
+    use super::{InitError, IoError};
 
     const DIR: OFlags = OFlags::DIRECTORY
         .union(OFlags::RDONLY)
         .union(OFlags::CLOEXEC);
 
     fn io(op: &'static str, path: &Path, e: Errno) -> InitError {
-        InitError::Io {
-            op,
-            path: path.to_path_buf(),
-            source: e.into(),
-        }
+        IoError::new(op, path, e.into()).into()
     }
 
     /// A template's directories and file name (`kernels/x.toml` → `[kernels]`, `x.toml`).
@@ -234,11 +227,8 @@ mod safe_fs {
 
     /// The target directory, made with its parents when missing.
     pub fn make_root(dir: &Path) -> Result<OwnedFd, InitError> {
-        std::fs::create_dir_all(dir).map_err(|source| InitError::Io {
-            op: "create_dir_all",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| InitError::from(IoError::new("create_dir_all", &dir, source)))?;
         rustix::fs::open(dir, DIR, Mode::empty()).map_err(|e| io("open", dir, e))
     }
 
@@ -258,11 +248,9 @@ mod safe_fs {
         create: bool,
     ) -> Result<Option<OwnedFd>, InitError> {
         let mut here = dir.to_path_buf();
-        let mut cur = root.try_clone().map_err(|source| InitError::Io {
-            op: "dup",
-            path: here.clone(),
-            source,
-        })?;
+        let mut cur = root
+            .try_clone()
+            .map_err(|source| InitError::from(IoError::new("dup", &here, source)))?;
         for name in parents {
             here.push(name);
             let open =
@@ -314,11 +302,7 @@ mod safe_fs {
             .map_err(|e| io("create", path, e))?;
         std::fs::File::from(fd)
             .write_all(bytes)
-            .map_err(|source| InitError::Io {
-                op: "write",
-                path: path.to_path_buf(),
-                source,
-            })
+            .map_err(|source| InitError::from(IoError::new("write", &path, source)))
     }
 
     /// `name` in `at` replaced: a fresh temporary file beside it, renamed over it.
@@ -397,8 +381,10 @@ mod tests {
         assert_eq!(written.len(), templates("x/y@z").len());
         let m = Matrix::load(&dir.path().join("matrix.toml")).expect("matrix");
         let recipes = crate::kernels::load_recipes(&dir.path().join("kernels")).expect("recipes");
-        let lock =
-            crate::kernels::LockFile::load(&dir.path().join("kernels/kernels.lock")).expect("lock");
+        let lock = <crate::kernels::LockFile as crate::debian::LockDocument>::load(
+            &dir.path().join("kernels/kernels.lock"),
+        )
+        .expect("lock");
         for k in &m.kernels {
             assert!(recipes.iter().any(|r| &r.name == k), "no recipe for {k}");
             assert!(lock.get(k).is_some(), "{k} is not locked");

@@ -15,9 +15,11 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::kernels::cache::key;
+use crate::debian::cache::key;
+use crate::debian::{Cache, DebianError};
 use crate::kernels::ModuleFeature;
-use crate::kernels::{Cache, KernelError, ResolvedKernel};
+use crate::kernels::ResolvedKernel;
+use crate::rundir::IoError;
 
 /// Bump when the base archive's contents change shape.
 const BASE_FORMAT: &[u8] = b"initramfs-v1";
@@ -35,13 +37,8 @@ const S_IFCHR: u32 = 0o020_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
-    #[error("{op} {path}", path = path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("cpio entry {name}: {what} does not fit the newc header's 32 bits")]
     TooLarge { name: String, what: &'static str },
     #[error("serialize the plan")]
@@ -49,17 +46,13 @@ pub enum InitramfsError {
     #[error("{path}: base archive length {len} is not a multiple of 4; delete it to rebuild", path = path.display())]
     Misaligned { path: PathBuf, len: u64 },
     #[error(transparent)]
-    Cache(#[from] KernelError),
+    Cache(#[from] DebianError),
     #[error("runtime `{name}`: {detail}")]
     Runtime { name: String, detail: String },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InitramfsError + 'a {
-    move |source| InitramfsError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| InitramfsError::Io(IoError::new(op, path, source))
 }
 
 /// A cpio newc writer over any `Write`.
@@ -153,10 +146,8 @@ impl<W: Write> CpioWriter<W> {
             header.push_str(&format!("{f:08X}"));
         }
         let w = |r: std::io::Result<()>| {
-            r.map_err(|source| InitramfsError::Io {
-                op: "write cpio entry",
-                path: PathBuf::from(name),
-                source,
+            r.map_err(|source| {
+                InitramfsError::Io(IoError::new("write cpio entry", Path::new(name), source))
             })
         };
         w(self.out.write_all(header.as_bytes()))?;
@@ -244,16 +235,9 @@ fn finish(
     let tmp = cpio
         .append_trailer()?
         .into_inner()
-        .map_err(|e| InitramfsError::Io {
-            op: "flush",
-            path: path.to_path_buf(),
-            source: e.into_error(),
-        })?;
-    tmp.persist(path).map_err(|e| InitramfsError::Io {
-        op: "rename into",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+        .map_err(|e| IoError::new("flush", path, e.into_error()))?;
+    tmp.persist(path)
+        .map_err(|e| IoError::new("rename into", path, e.error))?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod bisect;
 pub mod cell;
 pub mod compare;
+pub mod debian;
 pub mod doctor;
 pub mod init;
 pub mod initramfs;

@@ -203,7 +203,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Compare(args) => harness::compare::compare_cmd(args),
         Command::Merge { inputs, out } => {
             let merged = harness::merge::merge(&inputs)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            harness::rundir::create_runs_dir(&out)?;
             let path = out.join("run.json");
             merged.write(&path)?;
             let written = harness::report::render_all(&merged, &out)?;

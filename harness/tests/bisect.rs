@@ -29,6 +29,7 @@ mod common;
 use common::{build_tools, runs};
 
 use harness::bisect::{Answer, BisectRecord, BisectResult, Role, Subject, Verdict};
+use harness::debian::LockDocument;
 use harness::kernels::recipe::load_recipe;
 use harness::kernels::{debian_source_tree, LockFile};
 use protocol::{Feature, Outcome};

@@ -23,9 +23,10 @@ use common::{build_tools, qemu_missing};
 use harness::backend::qemu::{AccelChoice, Qemu};
 use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
 use harness::cell::{BootKey, TargetKey};
+use harness::debian::{Cache, LockDocument};
 use harness::kernels::recipe::load_recipe;
 use harness::kernels::{
-    ensure, BuildError, Cache, KernelError, KernelProvenance, LockFile, Recipe, ResolvedKernel,
+    ensure, BuildError, KernelError, KernelProvenance, LockFile, Recipe, ResolvedKernel,
 };
 use harness::matrix::Topology;
 use harness::results::BootEnd;

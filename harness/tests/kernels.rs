@@ -5,12 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use harness::debian::{Apt, Cache, LockDocument};
 use harness::initramfs::{base_archive, write_initrd};
-use harness::kernels::apt::Apt;
 use harness::kernels::recipe::parse_recipe;
-use harness::kernels::{
-    ensure, Cache, KernelError, LockFile, LockedKernel, ModuleFeature, RecipeSource,
-};
+use harness::kernels::{ensure, KernelError, LockFile, LockedKernel, ModuleFeature, RecipeSource};
 
 fn recipe(text: &str) -> harness::kernels::Recipe {
     parse_recipe(Path::new("kernels/test.toml"), text).expect("test recipe parses")
@@ -157,7 +155,8 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
 /// mmx resolves the recipe again and says so; `LockPolicy::Strict` fails and names the fix.
 #[test]
 fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
-    use harness::kernels::{ensure_with, KernelProvenance, LockPolicy};
+    use harness::debian::LockPolicy;
+    use harness::kernels::{ensure_with, KernelProvenance};
     let root = harness::agent::workspace_root().join("kernels");
     let r = harness::kernels::load_recipe(&root.join("debian-6.1.toml")).unwrap();
     let real = LockFile::load(&root.join("kernels.lock")).unwrap();

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::kernels::Cache;
+use harness::debian::{Cache, LockDocument};
 use harness::runtimes::driver::{DriveError, RuntimeProcess};
 use harness::runtimes::{ensure, RuntimeRecipe, RuntimesLock};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
@@ -535,10 +535,11 @@ fn containerd_checkout(cache: &Cache, into: &Path) -> PathBuf {
     use harness::runtimes::lock::DEFAULT_CONTAINERD;
     let (lock, _) = lock();
     let locked = lock.containerd(DEFAULT_CONTAINERD, "sid").expect("locked");
-    let (debs, _) = harness::runtimes::debs::fetch(&locked.packages, cache).unwrap();
+    let (debs, _) =
+        harness::debian::store::fetch(&locked.packages, cache, "mmx runtimes lock").unwrap();
     let gocode = into.join("gocode");
     for deb in &debs {
-        harness::runtimes::debs::extract(deb, &gocode, |p| {
+        harness::debian::extract::extract_deb(deb, &gocode, |p| {
             p.strip_prefix("usr/share/gocode/src/")
                 .filter(|r| !r.is_empty())
                 .map(PathBuf::from)

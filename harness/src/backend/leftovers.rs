@@ -90,7 +90,10 @@ pub(crate) fn boot_id() -> String {
 /// Mark `dir` as this process's (right after making it).
 pub fn claim(dir: &Path) -> anyhow::Result<()> {
     let owner = Owner::current()?;
-    crate::rundir::write_atomic(&dir.join(OWNER_FILE), owner.render().as_bytes())
+    Ok(crate::rundir::write_atomic(
+        &dir.join(OWNER_FILE),
+        owner.render().as_bytes(),
+    )?)
 }
 
 /// The owner named in `dir`, if it has a readable owner file.

@@ -24,9 +24,10 @@ pub use log::{BisectRecord, BisectResult, BootInfo, BuildInfo, Role, Step};
 
 use crate::backend::qemu::AccelChoice;
 use crate::backend::Cancel;
+use crate::debian::Cache;
 use crate::kernels::source::SourceBase;
 use crate::kernels::{
-    build_dir_at, ensure_source_at, BuildError, Cache, EnsureOptions, KernelError, LockPolicy,
+    build_dir_at, ensure_source_at, lock_policy, BuildError, EnsureOptions, KernelError,
     ProgressMode, Recipe, RecipeSource, ResolvedKernel,
 };
 use crate::matrix::Matrix;
@@ -201,6 +202,8 @@ impl Setup {
 /// failures that stop it.
 pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
     let setup = Setup::check(args)?;
+    // As root, directories others may write are refused before anything runs.
+    crate::rundir::check_trusted_dir("--out", &args.out)?;
     let cancel = Cancel::new();
     cancel
         .install_signal_handlers()
@@ -518,7 +521,7 @@ impl Bisect<'_> {
         step: &mut Step,
     ) -> anyhow::Result<Option<ResolvedKernel>> {
         let opts = EnsureOptions {
-            policy: LockPolicy::from_env(),
+            policy: lock_policy(),
             progress: ProgressMode::Bar,
             cancel: Some(&self.cancel),
         };

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::config::{self, Dropped, FragmentError, Missing};
 use super::source::{ConfigSpec, Located};
 use crate::backend::Cancel;
+use crate::rundir::IoError;
 
 /// Everything that stops a build. Each message names the file at fault (patch, fragment,
 /// source file) and the log; the caller prefixes "kernel build failed".
@@ -57,12 +58,8 @@ pub enum BuildError {
     },
     #[error("interrupted: make was stopped; nothing was cached (log: {log})", log = log.display())]
     Interrupted { log: PathBuf },
-    #[error("{op} {path}: {source}", path = path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// A patch that does not apply.
@@ -90,7 +87,7 @@ impl BuildError {
             | BuildError::Compile { log, .. }
             | BuildError::Step { log, .. }
             | BuildError::Interrupted { log } => Some(log),
-            BuildError::Fragment(_) | BuildError::Io { .. } => None,
+            BuildError::Fragment(_) | BuildError::Io(_) => None,
         }
     }
 
@@ -98,11 +95,7 @@ impl BuildError {
         op: &'static str,
         path: &'a Path,
     ) -> impl FnOnce(std::io::Error) -> Self + 'a {
-        move |source| BuildError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        move |source| BuildError::Io(IoError::new(op, path, source))
     }
 }
 

@@ -4,12 +4,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::apt::Apt;
 use super::build::ProgressMode;
 use super::lock::{LockFile, LockedKernel};
 use super::recipe::{load_recipes, Recipe, RecipeSource};
 use super::source::SourceBase;
-use super::{cached, ensure, ensure_opts, Cache, EnsureOptions, KernelError, ResolvedKernel};
+use super::{cached, ensure, ensure_opts, EnsureOptions, KernelError, ResolvedKernel};
+use crate::debian::apt::Apt;
+use crate::debian::{Cache, LockDocument};
 
 /// The `mmx kernels` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]

@@ -498,7 +498,7 @@ mod tests {
     #[test]
     fn the_cached_debian_configs_meet_every_need() {
         // Real configs when a test on this machine fetched them; nothing to check otherwise.
-        let Ok(cache) = crate::kernels::Cache::from_env() else {
+        let Ok(cache) = crate::debian::Cache::from_env() else {
             return;
         };
         let Ok(dirs) = std::fs::read_dir(cache.root().join("kernels")) else {

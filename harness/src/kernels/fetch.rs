@@ -10,12 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use super::apt::Apt;
 use super::build::ProgressMode;
-use super::cache::{key, write_atomic, Cache};
-use super::deb::{for_each_data_entry, EntryKind};
 use super::fragment::Role;
 use super::lock::{LockFile, LockedKernel};
 use super::modules::{ModuleBytes, ModuleFeature, ModuleIndex};
@@ -23,33 +18,25 @@ use super::recipe::{Recipe, RecipeSource};
 use super::srcbuild;
 use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, ResolvedKernel};
 use crate::backend::Cancel;
+use crate::debian::cache::key;
+use crate::debian::deb::{for_each_data_entry, EntryKind};
+use crate::debian::{store, Apt, Cache, Deb, LockPolicy};
+use crate::rundir::write_atomic;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
 const EXTRACT_FORMAT: &[u8] = b"extract-v1";
 const MANIFEST: &str = "kernel.json";
 
-/// What to do when the archive no longer carries a locked package.
-///
-/// Debian keeps only current kernels in its archive: a point release or a security update
-/// removes the version `kernels.lock` pinned, and every fetch of it fails from then on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockPolicy {
-    /// Fail, telling the user to run `mmx kernels lock` (release gating wants this).
-    Strict,
-    /// Resolve the recipe again, use the current packages (still signature- and
-    /// checksum-checked), and say so loudly; the provenance records the versions used.
-    FollowArchive,
+/// The variable that makes a locked kernel the archive dropped an error (`strict`).
+pub const LOCK_ENV: &str = "MMX_KERNEL_LOCK";
+
+/// `MMX_KERNEL_LOCK=strict` makes drift an error; the default follows the archive.
+pub fn lock_policy() -> LockPolicy {
+    LockPolicy::from_env(LOCK_ENV)
 }
 
-impl LockPolicy {
-    /// `MMX_KERNEL_LOCK=strict` makes drift an error; the default follows the archive.
-    pub fn from_env() -> LockPolicy {
-        match std::env::var("MMX_KERNEL_LOCK").as_deref() {
-            Ok("strict") => LockPolicy::Strict,
-            _ => LockPolicy::FollowArchive,
-        }
-    }
-}
+/// The command that moves kernels.lock to what the archive carries now.
+pub(crate) const RELOCK: &str = "mmx kernels lock";
 
 /// How [`ensure_opts`] behaves beyond the recipe.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +51,7 @@ pub struct EnsureOptions<'a> {
 impl Default for EnsureOptions<'_> {
     fn default() -> Self {
         EnsureOptions {
-            policy: LockPolicy::from_env(),
+            policy: lock_policy(),
             progress: ProgressMode::Lines,
             cancel: None,
         }
@@ -73,7 +60,7 @@ impl Default for EnsureOptions<'_> {
 
 /// Make `recipe`'s kernel ready: from the cache when there, else fetch, verify and extract
 /// (Debian), or build (`[source]`). The lock policy comes from the environment
-/// ([`LockPolicy::from_env`]). A kernel whose config lacks what every guest needs is refused
+/// ([`lock_policy`]). A kernel whose config lacks what every guest needs is refused
 /// here, naming the options, before anything boots it.
 pub fn ensure(
     recipe: &Recipe,
@@ -110,10 +97,8 @@ pub fn ensure_opts(
             let locked = lock.entry_for(recipe, package, Some(suite))?;
             match ensure_debian(recipe, locked, cache, start) {
                 // Only a failed download: a checksum mismatch is never papered over.
-                Err(KernelError::Apt { op, detail })
-                    if opts.policy == LockPolicy::FollowArchive =>
-                {
-                    follow_archive(recipe, locked, cache, start, op, detail)
+                Err(e) if e.is_apt_failure() && opts.policy == LockPolicy::FollowArchive => {
+                    follow_archive(recipe, locked, cache, start, e)
                 }
                 other => other,
             }
@@ -301,8 +286,7 @@ fn follow_archive(
     locked: &LockedKernel,
     cache: &Cache,
     start: Instant,
-    op: String,
-    detail: String,
+    failure: KernelError,
 ) -> Result<ResolvedKernel, KernelError> {
     let fresh = {
         let _apt_lock = cache.lock("apt")?;
@@ -331,7 +315,7 @@ fn follow_archive(
             ensure_debian(recipe, &fresh, cache, start)
         }
         // Nothing newer to move to: the original failure stands.
-        _ => Err(KernelError::Apt { op, detail }),
+        _ => Err(failure),
     }
 }
 
@@ -345,43 +329,9 @@ pub(crate) fn download(
     locked: &LockedKernel,
     cache: &Cache,
     into: &Path,
-) -> Result<Vec<PathBuf>, KernelError> {
-    let wanted: Vec<(&str, &str)> = locked
-        .packages
-        .iter()
-        .map(|p| (p.name.as_str(), p.version.as_str()))
-        .collect();
-    let debs = {
-        let _apt_lock = cache.lock("apt")?;
-        let apt = Apt::new(cache)?;
-        if !apt.has_lists() {
-            apt.update()?;
-        }
-        match apt.download(&wanted, into) {
-            Ok(d) => d,
-            // Lists older than the lock do not know its versions: refresh once and retry.
-            Err(_) => {
-                apt.update()?;
-                apt.download(&wanted, into).map_err(|e| KernelError::Apt {
-                    op: format!("download {}", package_list(locked)),
-                    detail: format!(
-                        "{e}. If the archive dropped these versions, move to the current ones with `mmx kernels lock`"
-                    ),
-                })?
-            }
-        }
-    };
-    for (deb, p) in debs.iter().zip(&locked.packages) {
-        p.verify(deb)?;
-    }
-    Ok(debs)
-}
-
-pub(crate) fn sha256_file(path: &Path) -> Result<String, KernelError> {
-    let mut f = fs::File::open(path).map_err(|e| KernelError::io("open", path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| KernelError::io("read", path, e))?;
-    Ok(hex::encode(h.finalize()))
+) -> Result<Vec<Deb>, KernelError> {
+    let packages: Vec<_> = locked.packages.iter().collect();
+    Ok(store::download(&packages, cache, into, RELOCK)?)
 }
 
 #[derive(Default)]
@@ -393,14 +343,14 @@ struct Found {
 
 /// One pass over a .deb: vmlinuz and config to `work`, modules and modules.builtin to memory.
 /// Old packages put vmlinuz and config in /boot, newer ones in /usr/lib/modules/<release>/.
-fn scan_deb(deb: &Path, work: &Path, release: &str, found: &mut Found) -> Result<(), KernelError> {
+fn scan_deb(deb: &Deb, work: &Path, release: &str, found: &mut Found) -> Result<(), KernelError> {
     let module_dirs = [
         format!("lib/modules/{release}/"),
         format!("usr/lib/modules/{release}/"),
     ];
     let boot_vmlinuz = format!("boot/vmlinuz-{release}");
     let boot_config = format!("boot/config-{release}");
-    for_each_data_entry(deb, |path, kind, reader| {
+    for_each_data_entry(deb, |path, kind, reader| -> Result<(), KernelError> {
         if kind != EntryKind::File {
             return Ok(());
         }
@@ -422,14 +372,14 @@ fn scan_deb(deb: &Path, work: &Path, release: &str, found: &mut Found) -> Result
                 let mut text = String::new();
                 reader
                     .read_to_string(&mut text)
-                    .map_err(|e| KernelError::io("read modules.builtin from", deb, e))?;
+                    .map_err(|e| KernelError::io("read modules.builtin from", deb.path(), e))?;
                 found.index.set_builtin(&text);
             }
             Some(rel) if rel.starts_with("kernel/") && rel.contains(".ko") => {
                 let mut bytes = Vec::new();
                 reader
                     .read_to_end(&mut bytes)
-                    .map_err(|e| KernelError::io("read module from", deb, e))?;
+                    .map_err(|e| KernelError::io("read module from", deb.path(), e))?;
                 found.index.insert(rel, ModuleBytes::Memory(bytes));
             }
             _ => {}

@@ -1,17 +1,16 @@
 //! `kernels/kernels.lock`: the exact packages each Debian recipe resolved to, like Cargo.lock.
 //! `mmx kernels lock` rewrites it; everything else only reads it, so a run is reproducible until
 //! someone chooses to move the kernels forward (and the diff shows which way they moved).
-
-use std::fs;
-use std::path::Path;
+//! What an entry means (a kernel: its release and the packages holding it) is this file's;
+//! reading and writing the file is `debian::lock`'s, as for every lock file.
 
 use serde::{Deserialize, Serialize};
 
-use super::apt::Apt;
-use super::cache::write_atomic;
-use super::recipe::{line_of, Recipe, RecipeSource};
+use super::recipe::{Recipe, RecipeSource};
 use super::source::{SourceBase, SourceSpec};
 use super::KernelError;
+use crate::debian::apt::{pinned_deps, Apt, PackageRecord};
+use crate::debian::{DebianError, LockDocument, LockedPackage};
 
 /// Format version of the lock file.
 pub const LOCK_VERSION: u32 = 1;
@@ -51,34 +50,6 @@ pub struct LockedKernel {
     pub packages: Vec<LockedPackage>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LockedPackage {
-    pub name: String,
-    pub version: String,
-    /// SHA-256 of the .deb, as the signed index states it.
-    pub sha256: String,
-    /// Path in the archive's pool, for humans and for fetching by hand.
-    pub filename: String,
-    pub size: u64,
-}
-
-impl LockedPackage {
-    /// Check a downloaded .deb against the sha256 the lock pins (apt checked it against the
-    /// signed index already; this catches a lock that moved, or a file changed in the cache).
-    pub fn verify(&self, deb: &Path) -> Result<(), KernelError> {
-        let found = super::sha256_file(deb)?;
-        if found.eq_ignore_ascii_case(&self.sha256) {
-            return Ok(());
-        }
-        Err(KernelError::Checksum {
-            package: format!("{}={}", self.name, self.version),
-            expected: self.sha256.clone(),
-            found,
-        })
-    }
-}
-
 impl LockedKernel {
     /// Resolve a Debian recipe (binary or source package) against the archive's current
     /// indices (`apt-get update` first). None for recipes that are not locked (`path`, git
@@ -95,24 +66,72 @@ impl LockedKernel {
             }
             _ => return Ok(None),
         };
-        let res = apt.resolve(package, suite)?;
+        let (release, packages) = resolve_kernel(apt, package, suite)?;
         Ok(Some(LockedKernel {
             name: recipe.name.clone(),
             suite: suite.clone(),
             requested: package.clone(),
-            release: res.release,
-            packages: res
-                .packages
-                .into_iter()
-                .map(|p| LockedPackage {
-                    name: p.package,
-                    version: p.version,
-                    sha256: p.sha256,
-                    filename: p.filename,
-                    size: p.size,
-                })
-                .collect(),
+            release,
+            packages: packages.into_iter().map(LockedPackage::from).collect(),
         }))
+    }
+}
+
+/// Resolve `package` in `suite` to the exact packages that make up one kernel: follow a
+/// meta-package to its image, then the image's pinned `linux-*-<release>` dependencies
+/// (newer kernels split vmlinuz and modules into `linux-binary-*`, `linux-modules-*`,
+/// `linux-base-*`). Returns `uname -r` (the image package's name without `linux-image-`) and
+/// the packages, the image first.
+fn resolve_kernel(
+    apt: &Apt,
+    package: &str,
+    suite: &str,
+) -> Result<(String, Vec<PackageRecord>), DebianError> {
+    let not_found = |p: &str| DebianError::Apt {
+        op: format!("resolve {p} in {suite}"),
+        detail: format!("{suite} does not carry {p}"),
+    };
+    let version = apt
+        .version_in_suite(package, suite)?
+        .ok_or_else(|| not_found(package))?;
+    let mut image = apt.show(package, &version)?;
+    // A meta-package pins exactly one versioned image; follow it (at most a few hops).
+    for _ in 0..4 {
+        match pinned_deps(&image.depends)
+            .into_iter()
+            .find(|(n, _)| n.starts_with("linux-image-") && *n != image.package)
+        {
+            Some((name, ver)) => image = apt.show(&name, &ver)?,
+            None => break,
+        }
+    }
+    let release = image
+        .package
+        .strip_prefix("linux-image-")
+        .unwrap_or(&image.package)
+        .to_string();
+    let mut packages = vec![image];
+    let mut i = 0;
+    while i < packages.len() {
+        for (name, ver) in pinned_deps(&packages[i].depends) {
+            let same_kernel = name.starts_with("linux-") && name.ends_with(&format!("-{release}"));
+            if same_kernel && !packages.iter().any(|p| p.package == name) {
+                packages.push(apt.show(&name, &ver)?);
+            }
+        }
+        i += 1;
+    }
+    Ok((release, packages))
+}
+
+impl LockDocument for LockFile {
+    const NAME: &'static str = "kernels.lock";
+    const VERSION: u32 = LOCK_VERSION;
+    const HEADER: &'static str = HEADER;
+    const REGENERATE: &'static str = "mmx kernels lock";
+
+    fn version(&self) -> u32 {
+        self.version
     }
 }
 
@@ -152,52 +171,6 @@ impl LockFile {
         Ok(locked)
     }
 
-    /// Read the lock file; a missing file is an empty lock (nothing resolved yet).
-    pub fn load(path: &Path) -> Result<LockFile, KernelError> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockFile::default()),
-            Err(e) => return Err(KernelError::io("read", path, e)),
-        };
-        Self::parse(path, &text)
-    }
-
-    pub fn parse(path: &Path, text: &str) -> Result<LockFile, KernelError> {
-        let lock: LockFile = toml::from_str(text).map_err(|e| KernelError::Recipe {
-            file: path.to_path_buf(),
-            line: line_of(text, e.span().map_or(0, |s| s.start)),
-            key: "(lock file)".into(),
-            message: format!(
-                "{}; regenerate it with `mmx kernels lock`",
-                e.message().trim()
-            ),
-        })?;
-        if lock.version != LOCK_VERSION {
-            return Err(KernelError::Recipe {
-                file: path.to_path_buf(),
-                line: 1,
-                key: "version".into(),
-                message: format!(
-                    "lock file version {} (this mmx writes {LOCK_VERSION}); regenerate it with `mmx kernels lock`",
-                    lock.version
-                ),
-            });
-        }
-        Ok(lock)
-    }
-
-    pub fn to_toml(&self) -> Result<String, KernelError> {
-        let body = toml::to_string(self).map_err(|e| KernelError::Apt {
-            op: "serialize kernels.lock".into(),
-            detail: e.to_string(),
-        })?;
-        Ok(format!("{HEADER}{body}"))
-    }
-
-    pub fn save(&self, path: &Path) -> Result<(), KernelError> {
-        write_atomic(path, self.to_toml()?.as_bytes())
-    }
-
     pub fn get(&self, name: &str) -> Option<&LockedKernel> {
         self.kernels.iter().find(|k| k.name == name)
     }
@@ -213,6 +186,7 @@ impl LockFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     pub(crate) fn sample() -> LockFile {
         let mut lock = LockFile::default();

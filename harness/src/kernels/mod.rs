@@ -2,9 +2,10 @@
 //! kernel in the cache ([`ResolvedKernel`]: vmlinuz, config, the modules the guest needs in load
 //! order) that the initramfs builder and the QEMU backend consume.
 //!
-//! Phases, one file each: [`recipe`] (parse, check), [`lock`] (the lock file), [`apt`] (private
-//! apt: resolve, download), [`deb`] (ar/tar/xz), [`modules`] (which modules, which order),
-//! [`fetch`] (put it together in the [`cache`]), [`cmd`] (`mmx kernels …`).
+//! Phases, one file each: [`recipe`] (parse, check), [`lock`] (what a kernels.lock entry is, and
+//! how a recipe resolves to one), [`modules`] (which modules, which order), [`fetch`] (put it
+//! together in the cache), [`cmd`] (`mmx kernels …`). The Debian machinery underneath — the
+//! private apt, reading .debs, the cache, the lock file's format — is `crate::debian`'s.
 //!
 //! Kernels mmx builds (`[source]` recipes): [`source`] (the recipe table), [`patches`] (series),
 //! [`tree`] (source trees and build directories; `switch` moves one to another tree in
@@ -16,12 +17,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub mod apt;
+use crate::debian::{DebianError, LockedPackage};
+use crate::rundir::IoError;
+
 pub mod build;
-pub mod cache;
 mod cmd;
 pub mod config;
-pub mod deb;
 mod fetch;
 pub mod fragment;
 pub mod lock;
@@ -34,12 +35,10 @@ mod switch;
 pub mod tree;
 
 pub use build::{BuildError, ProgressMode};
-pub use cache::Cache;
 pub use cmd::{run_cmd, KernelsCmd};
 pub use config::{ConfigOrigin, Missing};
-pub(crate) use fetch::sha256_file;
-pub use fetch::{cached, ensure, ensure_opts, ensure_with, EnsureOptions, LockPolicy};
-pub use lock::{LockFile, LockedKernel, LockedPackage};
+pub use fetch::{cached, ensure, ensure_opts, ensure_with, lock_policy, EnsureOptions};
+pub use lock::{LockFile, LockedKernel};
 pub use modules::ModuleFeature;
 pub use recipe::{load_recipe, load_recipes, Recipe, RecipeSource};
 pub use srcbuild::{build_dir_at, debian_source_tree, ensure_source_at};
@@ -233,15 +232,11 @@ pub struct KernelTimings {
 /// Everything that can go wrong with kernels. Messages name the file, key, package or kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    // Sources are reported through `source()` only, never repeated in the message
-    // (`{:#}` prints the chain).
-    #[error("{op} {path}", path = path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// apt, a .deb, the cache, the lock file.
+    #[error(transparent)]
+    Debian(#[from] DebianError),
     #[error("{file}:{line}: key `{key}`: {message}", file = file.display())]
     Recipe {
         file: PathBuf,
@@ -249,22 +244,10 @@ pub enum KernelError {
         key: String,
         message: String,
     },
-    #[error("no cache directory: set MMX_CACHE_DIR, XDG_CACHE_HOME or HOME")]
-    NoCacheDir,
-    #[error("{op} failed: {detail}")]
-    Apt { op: String, detail: String },
-    #[error("{deb}: {detail}", deb = deb.display())]
-    Deb { deb: PathBuf, detail: String },
     #[error("modules: {detail}")]
     Modules { detail: String },
     #[error("{detail}")]
     Layout { detail: String },
-    #[error("{package}: SHA-256 is {found}, kernels.lock says {expected}")]
-    Checksum {
-        package: String,
-        expected: String,
-        found: String,
-    },
     #[error("kernel `{name}` has no entry in {lock}; run `mmx kernels lock`", lock = lock.display())]
     NotLocked { name: String, lock: PathBuf },
     #[error("kernels.lock is out of date for `{name}`: {detail}; run `mmx kernels lock`")]
@@ -294,10 +277,11 @@ pub enum KernelError {
 
 impl KernelError {
     pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
-        KernelError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        KernelError::Io(IoError::new(op, path, source))
+    }
+
+    /// apt failed to fetch something: the one failure following the archive may answer.
+    pub(crate) fn is_apt_failure(&self) -> bool {
+        matches!(self, KernelError::Debian(DebianError::Apt { .. }))
     }
 }

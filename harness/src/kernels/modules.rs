@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::deb::xz_decompress;
 use super::KernelError;
+use crate::debian::deb::xz_decompress;
 
 /// Why a module is in the initramfs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

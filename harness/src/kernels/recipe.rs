@@ -34,9 +34,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::apt::SUITES;
 use super::source::{self, RawSource, SourceSpec};
 use super::KernelError;
+use crate::debian::apt::SUITES;
+use crate::debian::lock::line_of;
 
 /// A checked kernel recipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,16 +293,6 @@ fn is_module_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// 1-based line of a byte offset.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 /// toml names the offending key in backquotes (`unknown field `sute``); pull it out so the error

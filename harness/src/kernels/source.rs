@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::apt::SUITES;
 use super::KernelError;
+use crate::debian::apt::SUITES;
 
 /// A checked `[source]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]

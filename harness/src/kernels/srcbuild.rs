@@ -15,12 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::apt::Apt;
 use super::build::{build_tree, compiler_version, BuildError, BuildLog, BuildRequest};
-use super::cache::{key, Cache};
 use super::config::{ConfigOrigin, MINIMAL_BASE};
-use super::fetch::{build_entry, download, publish, read_manifest, EnsureOptions, LockPolicy};
-use super::lock::{LockFile, LockedKernel, LockedPackage};
+use super::fetch::{build_entry, download, publish, read_manifest, EnsureOptions};
+use super::lock::{LockFile, LockedKernel};
 use super::modules::ModuleIndex;
 use super::patches::{self, Patch};
 use super::recipe::Recipe;
@@ -29,6 +27,8 @@ use super::tree::{self, Base, BuildDir};
 use super::{
     fragment, BuiltBase, BuiltKernel, KernelError, KernelProvenance, KernelTimings, ResolvedKernel,
 };
+use crate::debian::cache::key;
+use crate::debian::{Apt, Cache, LockPolicy};
 
 /// Bump when the build's layout or its make invocation changes.
 const BUILD_FORMAT: &[u8] = b"build-v1";
@@ -228,9 +228,9 @@ pub(crate) fn ensure_source(
     match build_planned(recipe, spec, cache, opts, first, None) {
         // The archive dropped the locked source package: as with binary kernels, follow it
         // loudly unless the lock is strict.
-        Err(KernelError::Apt { op, detail }) if opts.policy == LockPolicy::FollowArchive => {
+        Err(failure) if failure.is_apt_failure() && opts.policy == LockPolicy::FollowArchive => {
             let (SourceBase::Debian { package, suite }, Some(old)) = (&spec.base, locked) else {
-                return Err(KernelError::Apt { op, detail });
+                return Err(failure);
             };
             let fresh = {
                 let _apt_lock = cache.lock("apt")?;
@@ -239,7 +239,7 @@ pub(crate) fn ensure_source(
                 LockedKernel::resolve_source(&apt, &recipe.name, package, suite.as_deref())?
             };
             if fresh.packages == old.packages {
-                return Err(KernelError::Apt { op, detail });
+                return Err(failure);
             }
             eprintln!(
                 "mmx: kernel {}: the archive no longer has the locked {}={}; building {}={} instead \
@@ -514,13 +514,7 @@ impl LockedKernel {
             suite,
             requested: package.to_string(),
             release: record.version.clone(),
-            packages: vec![LockedPackage {
-                name: record.package,
-                version: record.version,
-                sha256: record.sha256,
-                filename: record.filename,
-                size: record.size,
-            }],
+            packages: vec![record.into()],
         })
     }
 }
@@ -528,6 +522,7 @@ impl LockedKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::debian::LockedPackage;
     use crate::kernels::recipe::load_recipe;
     use crate::kernels::RecipeSource;
 

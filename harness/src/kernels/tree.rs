@@ -24,11 +24,12 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use super::build::{run_captured, BuildError, BuildLog};
-use super::cache::{key, write_atomic, Cache, CacheLock};
-use super::deb::{for_each_data_entry, EntryKind};
 use super::patches::{self, Patch};
 use super::switch;
 use super::KernelError;
+use crate::debian::cache::{key, Cache, CacheLock};
+use crate::debian::deb::{for_each_data_entry, Deb, EntryKind};
+use crate::rundir::write_atomic;
 
 /// A build directory, exclusively ours while this value lives.
 #[derive(Debug)]
@@ -378,7 +379,7 @@ pub fn debian_pristine(
     cache: &Cache,
     package: &str,
     sha256: &str,
-    fetch: impl FnOnce(&Path) -> Result<PathBuf, KernelError>,
+    fetch: impl FnOnce(&Path) -> Result<Deb, KernelError>,
 ) -> Result<PathBuf, KernelError> {
     let k = key(&[b"src-v1", package.as_bytes(), sha256.as_bytes()]);
     let dir = cache.dir("src")?.join(&k);
@@ -411,7 +412,7 @@ pub fn debian_pristine(
     })?;
     if !found {
         return Err(KernelError::Layout {
-            detail: format!("{}: no {member}", deb.display()),
+            detail: format!("{}: no {member}", deb.path().display()),
         });
     }
     if dir.exists() {
@@ -435,6 +436,10 @@ fn top_dir(dir: &Path) -> Option<PathBuf> {
     t.join("Makefile").is_file().then_some(t)
 }
 
+/// The kernel's 1.5 GB source tarball goes through GNU tar rather than
+/// `crate::debian::extract`: tar creates a link that is absolute or climbs with `..` only at
+/// the end, as a placeholder file until then, so no later entry can be written through it
+/// (checked: `a/b -> ..`, `a/b/c -> ../..`, `a/b/c/evil` fails with "Not a directory").
 fn untar_xz(reader: &mut dyn Read, into: &Path) -> Result<(), KernelError> {
     let mut child = Command::new("tar")
         .args(["-xJf", "-", "--no-same-owner", "-C"])

@@ -90,7 +90,7 @@ impl RunRecord {
     /// never through a symlink planted where run.json goes.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self).context("encoding run.json")?;
-        crate::rundir::write_atomic(path, text.as_bytes())
+        Ok(crate::rundir::write_atomic(path, text.as_bytes())?)
     }
 
     pub fn cell(&self, key: &CellKey) -> Option<&CellRecord> {

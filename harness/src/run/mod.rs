@@ -572,8 +572,15 @@ fn jobs_of(boots: Vec<BootPlan>) -> Vec<Vec<BootPlan>> {
 /// Run everything `opts` selects and return the finished record and its directory.
 pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord, RunDir)> {
     let matrix = Matrix::load(&opts.matrix)?;
+    // As root, directories others may write are refused before anything runs.
+    crate::rundir::check_trusted_dir("--out", &opts.out_dir)?;
+    let cache = match crate::debian::Cache::from_env() {
+        Ok(cache) => Some(cache),
+        Err(e @ crate::debian::DebianError::Untrusted(_)) => return Err(e.into()),
+        // Without a cache, only the reaping below is skipped (kernels say so themselves).
+        Err(_) => None,
+    };
     // Before making anything of our own: what killed runs left (their processes died with them).
-    let cache = crate::kernels::Cache::from_env().ok();
     crate::backend::leftovers::reap_earlier_runs(
         cache.as_ref().map(|c| c.root()),
         &crate::backend::local::scratch_base(matrix.local_scratch.as_deref()),

@@ -25,15 +25,17 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::debs;
 use super::git::{apply_patch, git_archive, resolve_rev};
 use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock};
 use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource};
 use super::{BuildTimings, ResolvedRuntime, RuntimeError};
-use crate::kernels::apt::Apt;
-use crate::kernels::cache::{key, write_atomic, Cache};
-use crate::kernels::{sha256_file, KernelError, LockPolicy, LockedPackage};
+use crate::debian::cache::key;
+use crate::debian::deb::sha256_file;
+use crate::debian::extract::extract_deb;
+use crate::debian::store;
+use crate::debian::{Apt, Cache, Deb, DebianError, LockPolicy, LockedPackage};
 use crate::results::{PackageId, PatchId, RuntimeProvenance};
+use crate::rundir::write_atomic;
 
 /// Bump when the build's inputs or layout change, so old entries are not reused.
 const BUILD_FORMAT: &[u8] = b"runtime-build-v1";
@@ -50,11 +52,11 @@ const TREE_MAIN_DIR: &str = "cmd/mmx-runtime-containerd";
 /// `MMX_RUNTIME_LOCK=strict`: a locked package the archive dropped is an error; otherwise the
 /// recipe is resolved again and the current packages are used, loudly (as for kernels).
 pub fn lock_policy() -> LockPolicy {
-    match std::env::var("MMX_RUNTIME_LOCK").as_deref() {
-        Ok("strict") => LockPolicy::Strict,
-        _ => LockPolicy::FollowArchive,
-    }
+    LockPolicy::from_env("MMX_RUNTIME_LOCK")
 }
+
+/// The command that moves runtimes.lock to what the archive carries now.
+const RELOCK: &str = "mmx runtimes lock";
 
 /// Make `recipe`'s runtime ready (see the module doc). `lock_path` is only named in messages.
 pub fn ensure(
@@ -94,7 +96,7 @@ pub fn ensure_with(
                 ContainerdSource::Tree { tree, rev } => Sources::Tree { tree, rev },
             };
             match containerd(recipe, go, &sources, cache) {
-                Err(RuntimeError::Kernels(KernelError::Apt { op, detail }))
+                Err(RuntimeError::Debian(DebianError::Apt { op, detail }))
                     if policy == LockPolicy::FollowArchive =>
                 {
                     follow_archive(recipe, go, &sources, cache, op, detail)
@@ -160,7 +162,7 @@ fn follow_archive(
         _ => false,
     };
     if fresh_go.packages == go.packages && !src_changed {
-        return Err(KernelError::Apt { op, detail }.into());
+        return Err(DebianError::Apt { op, detail }.into());
     }
     eprintln!(
         "mmx: runtime {}: the archive no longer has a locked package ({op}); building with what it carries now (run `mmx runtimes lock` to pin it; MMX_RUNTIME_LOCK=strict makes this an error)",
@@ -267,9 +269,9 @@ fn containerd(
     }
 
     let t_download = Instant::now();
-    let (go_debs, _) = debs::fetch(&go.packages, cache)?;
+    let (go_debs, _) = store::fetch(&go.packages, cache, RELOCK)?;
     let src_debs = match sources {
-        Sources::Debian(c) => debs::fetch(&c.packages, cache)?.0,
+        Sources::Debian(c) => store::fetch(&c.packages, cache, RELOCK)?.0,
         Sources::Tree { .. } => Vec::new(),
     };
     let download = t_download.elapsed();
@@ -285,7 +287,7 @@ fn containerd(
         Sources::Debian(c) => {
             let src = work.path().join("gopath/src");
             for deb in &src_debs {
-                debs::extract(deb, &src, |p| {
+                extract_deb(deb, &src, |p| {
                     p.strip_prefix("usr/share/gocode/src/")
                         .filter(|r| !r.is_empty())
                         .map(PathBuf::from)
@@ -432,11 +434,7 @@ fn read_manifest(dir: &Path) -> Result<Option<ResolvedRuntime>, RuntimeError> {
 }
 
 /// The extracted toolchain (GOROOT), extracting it on first use.
-fn toolchain(
-    go: &LockedToolchain,
-    debs: &[PathBuf],
-    cache: &Cache,
-) -> Result<PathBuf, RuntimeError> {
+fn toolchain(go: &LockedToolchain, debs: &[Deb], cache: &Cache) -> Result<PathBuf, RuntimeError> {
     let parts: Vec<&[u8]> = go.packages.iter().map(|p| p.sha256.as_bytes()).collect();
     let k = key(&parts);
     let dir = cache.dir("go")?.join(&k);
@@ -455,7 +453,7 @@ fn toolchain(
         .map_err(|e| RuntimeError::io("create temp dir in", cache.root(), e))?;
     let share = go.goroot.replace("usr/lib/", "usr/share/");
     for deb in debs {
-        debs::extract(deb, work.path(), |p| {
+        extract_deb(deb, work.path(), |p| {
             // The toolchain, without the compiler's own test suite (half its size).
             let keep = (p.starts_with(&go.goroot) || p.starts_with(&share))
                 && !p.starts_with(&format!("{share}/test"));

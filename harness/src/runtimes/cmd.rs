@@ -7,8 +7,8 @@ use anyhow::Context;
 use super::lock::RuntimesLock;
 use super::recipe::{load_recipes, RuntimeRecipe};
 use super::{ensure, RuntimeSource};
-use crate::kernels::apt::Apt;
-use crate::kernels::Cache;
+use crate::debian::apt::Apt;
+use crate::debian::{Cache, LockDocument};
 
 /// The `mmx runtimes` subcommands. Recipes are the `[[runtimes]]` tables of a matrix file.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]

@@ -1,11 +1,11 @@
 //! git for runtime builds: a user's checkout at one commit (`rev-parse`, `archive`), and
 //! patches applied to extracted sources (`git apply`, which needs no repository).
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 use super::RuntimeError;
+use crate::debian::extract::extract_tar;
 
 /// `git rev-parse --verify REV^{commit}` in the user's checkout.
 pub(crate) fn resolve_rev(tree: &Path, rev: &str) -> Result<String, RuntimeError> {
@@ -53,13 +53,13 @@ pub(crate) fn git_archive(tree: &Path, commit: &str, dest: &Path) -> Result<(), 
             ),
         });
     }
-    fs::create_dir_all(dest).map_err(|e| RuntimeError::io("create_dir_all", dest, e))?;
-    tar::Archive::new(&out.stdout[..])
-        .unpack(dest)
-        .map_err(|e| RuntimeError::Tree {
-            tree: tree.to_path_buf(),
-            detail: format!("unpacking git archive {commit}: {e}"),
-        })?;
+    let archive = format!("git archive {commit} of {}", tree.display());
+    extract_tar(
+        &archive,
+        &mut tar::Archive::new(&out.stdout[..]),
+        dest,
+        |p| Some(p.into()),
+    )?;
     if !dest.join("go.mod").is_file() {
         return Err(RuntimeError::Tree {
             tree: tree.to_path_buf(),

@@ -2,16 +2,12 @@
 //! Go toolchain and containerd's sources with everything `core/mount` imports — pinned by
 //! SHA-256 like `kernels.lock`. `mmx runtimes lock` rewrites it; builds only read it.
 
-use std::fs;
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource, DEFAULT_SUITE};
 use super::RuntimeError;
-use crate::kernels::apt::{Apt, PackageRecord};
-use crate::kernels::cache::write_atomic;
-use crate::kernels::{KernelError, LockedPackage};
+use crate::debian::apt::{Apt, PackageRecord};
+use crate::debian::{DebianError, LockDocument, LockedPackage};
 
 /// Format version of the lock file.
 pub const LOCK_VERSION: u32 = 1;
@@ -115,21 +111,11 @@ pub struct LockedContainerd {
     pub packages: Vec<LockedPackage>,
 }
 
-fn locked(p: PackageRecord) -> LockedPackage {
-    LockedPackage {
-        name: p.package,
-        version: p.version,
-        sha256: p.sha256,
-        filename: p.filename,
-        size: p.size,
-    }
-}
-
 /// The record of `package` as `suite` carries it.
 fn in_suite(apt: &Apt, package: &str, suite: &str) -> Result<PackageRecord, RuntimeError> {
     let version = apt
         .version_in_suite(package, suite)?
-        .ok_or_else(|| KernelError::Apt {
+        .ok_or_else(|| DebianError::Apt {
             op: format!("resolve {package} in {suite}"),
             detail: format!("Debian {suite} does not carry {package}"),
         })?;
@@ -159,7 +145,7 @@ impl LockedToolchain {
             suite: suite.to_string(),
             requested: GO_PACKAGE.to_string(),
             goroot: format!("usr/lib/go-{series}"),
-            packages: vec![locked(go), locked(src)],
+            packages: vec![go.into(), src.into()],
         })
     }
 }
@@ -172,9 +158,9 @@ impl LockedContainerd {
     ) -> Result<LockedContainerd, RuntimeError> {
         let main = in_suite(apt, package, suite)?;
         let version = main.version.clone();
-        let mut packages = vec![locked(main)];
+        let mut packages = vec![LockedPackage::from(main)];
         for (dep, _) in CORE_MOUNT_PACKAGES {
-            packages.push(locked(in_suite(apt, dep, suite)?));
+            packages.push(in_suite(apt, dep, suite)?.into());
         }
         Ok(LockedContainerd {
             suite: suite.to_string(),
@@ -185,53 +171,18 @@ impl LockedContainerd {
     }
 }
 
+impl LockDocument for RuntimesLock {
+    const NAME: &'static str = "runtimes.lock";
+    const VERSION: u32 = LOCK_VERSION;
+    const HEADER: &'static str = HEADER;
+    const REGENERATE: &'static str = "mmx runtimes lock";
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 impl RuntimesLock {
-    /// Read the lock file; a missing file is an empty lock.
-    pub fn load(path: &Path) -> Result<RuntimesLock, RuntimeError> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(RuntimeError::io("read", path, e)),
-        };
-        Self::parse(path, &text)
-    }
-
-    pub fn parse(path: &Path, text: &str) -> Result<RuntimesLock, RuntimeError> {
-        let bad = |line: usize, message: String| RuntimeError::Recipe {
-            file: path.to_path_buf(),
-            line,
-            message: format!("{message}; regenerate it with `mmx runtimes lock`"),
-        };
-        let lock: RuntimesLock = toml::from_str(text).map_err(|e| {
-            bad(
-                crate::kernels::recipe::line_of(text, e.span().map_or(0, |s| s.start)),
-                e.message().trim().to_string(),
-            )
-        })?;
-        if lock.version != LOCK_VERSION {
-            return Err(bad(
-                1,
-                format!(
-                    "lock file version {} (this mmx writes {LOCK_VERSION})",
-                    lock.version
-                ),
-            ));
-        }
-        Ok(lock)
-    }
-
-    pub fn to_toml(&self) -> Result<String, RuntimeError> {
-        let body = toml::to_string(self).map_err(|e| RuntimeError::Build {
-            step: "serialize runtimes.lock".into(),
-            log: e.to_string(),
-        })?;
-        Ok(format!("{HEADER}{body}"))
-    }
-
-    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
-        Ok(write_atomic(path, self.to_toml()?.as_bytes())?)
-    }
-
     pub fn containerd(&self, package: &str, suite: &str) -> Option<&LockedContainerd> {
         self.containerd
             .iter()
@@ -275,6 +226,7 @@ impl RuntimesLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn pkg(name: &str) -> LockedPackage {
         LockedPackage {

@@ -4,9 +4,9 @@
 //! (`protocol::runtime`) — that the agent starts once per worker.
 //!
 //! Phases, one file each: [`recipe`] (parse, check), [`lock`] (`runtimes/runtimes.lock`: the
-//! exact Debian packages of the Go toolchain and of containerd's sources), [`debs`] (download
-//! into the cache, verify, extract), [`build`] (the offline, static, content-cached `go build`),
-//! `git` (checkouts, patches), [`driver`] (start a runtime and talk to it, with a per-job limit:
+//! exact Debian packages of the Go toolchain and of containerd's sources; downloading and
+//! extracting them is `crate::debian`'s), [`build`] (the offline, static, content-cached
+//! `go build`), `git` (checkouts, patches), [`driver`] (start a runtime and talk to it, with a per-job limit:
 //! `protocol::runtime::driver`, the agent's own), `cmd` (`mmx runtimes …`), [`example`] (the
 //! repository's example runtime), [`ready`] (a run's runtimes, built once before its boots).
 
@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::KernelError;
+use crate::debian::DebianError;
 use crate::results::RuntimeProvenance;
+use crate::rundir::IoError;
 
 pub mod build;
 mod cmd;
-pub mod debs;
 pub mod example;
 mod git;
 pub mod lock;
@@ -70,14 +70,10 @@ pub struct BuildTimings {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(transparent)]
-    Kernels(#[from] KernelError),
-    #[error("{op} {path}", path = path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Io(#[from] IoError),
+    /// apt, a .deb, the cache, the lock file.
+    #[error(transparent)]
+    Debian(#[from] DebianError),
     #[error("{file}:{line}: {message}", file = file.display())]
     Recipe {
         file: PathBuf,
@@ -86,8 +82,6 @@ pub enum RuntimeError {
     },
     #[error("{what} is not in {lock}; run `mmx runtimes lock`", lock = lock.display())]
     NotLocked { what: String, lock: PathBuf },
-    #[error("{deb}: {detail}", deb = deb.display())]
-    Extract { deb: PathBuf, detail: String },
     #[error("patch {patch} does not apply to {against}: {detail}", patch = patch.display())]
     Patch {
         patch: PathBuf,
@@ -110,10 +104,6 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
-        RuntimeError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        RuntimeError::Io(IoError::new(op, path, source))
     }
 }

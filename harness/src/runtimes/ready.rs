@@ -14,7 +14,8 @@ use std::sync::Arc;
 use protocol::{PlanRuntime, RuntimeName};
 
 use super::{ensure, RuntimeRecipe, RuntimesLock};
-use crate::kernels::{sha256_file, Cache};
+use crate::debian::deb::sha256_file;
+use crate::debian::{Cache, LockDocument};
 use crate::results::{CellRuntime, RuntimeBuild, RuntimeRecord};
 
 /// One runtime, ready to be copied where its cells run.

@@ -23,7 +23,7 @@ use protocol::runtime::DEFAULT_JOB_TIMEOUT_S;
 use protocol::RuntimeName;
 
 use super::RuntimeError;
-use crate::kernels::apt::SUITES;
+use crate::debian::apt::SUITES;
 
 /// The suite Debian containerd sources come from unless a recipe says otherwise: the only one
 /// whose containerd has idmapped overlays (trixie's 1.7.24 has none).
@@ -263,7 +263,7 @@ pub fn parse_recipes(file: &Path, text: &str) -> Result<Vec<RuntimeRecipe>, Runt
     };
     let only: Only = toml::from_str(text).map_err(|e| {
         bad(
-            crate::kernels::recipe::line_of(text, e.span().map_or(0, |s| s.start)),
+            crate::debian::lock::line_of(text, e.span().map_or(0, |s| s.start)),
             e.message().trim().to_string(),
         )
     })?;

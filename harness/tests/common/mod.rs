@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use harness::backend::qemu::{AccelChoice, Qemu};
-use harness::kernels::{self, Cache, LockFile, ResolvedKernel};
+use harness::debian::{Cache, LockDocument};
+use harness::kernels::{self, LockFile, ResolvedKernel};
 use harness::results::RunDir;
 
 /// Whether this is a CI run (`CI=true`, as GitHub Actions and most CI systems set it).

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use protocol::Filesystem;
 
+use crate::rundir::IoError;
+
 /// Size of every scratch image. Sparse, so it costs only what the guest writes; large enough
 /// for mkfs.xfs's 300 MiB minimum and for thousands of small layers.
 pub const IMAGE_MIB: u64 = 2048;
@@ -32,20 +34,12 @@ pub enum DiskError {
         status: String,
         output: String,
     },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DiskError + 'a {
-    move |source| DiskError::Io {
-        op,
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| DiskError::Io(IoError::new(op, path, source))
 }
 
 /// The mkfs command for a filesystem: tool, package it comes from, arguments before the image.
@@ -131,11 +125,8 @@ pub fn pristine(fs: Filesystem, cache_dir: &Path) -> Result<Option<PathBuf>, Dis
             output: String::from_utf8_lossy(&out.stdout).into_owned(),
         });
     }
-    tmp.persist(&path).map_err(|e| DiskError::Io {
-        op: "rename into",
-        path: path.display().to_string(),
-        source: e.error,
-    })?;
+    tmp.persist(&path)
+        .map_err(|e| IoError::new("rename into", &path, e.error))?;
     Ok(Some(path))
 }
 

@@ -18,7 +18,8 @@ use crate::backend::{
     leftovers, ms_between, BootOutput, BootRequest, Cancel, Deadlines, Placement, ResultStream,
 };
 use crate::cell::BootKey;
-use crate::kernels::{Cache, ModuleFeature, ResolvedKernel};
+use crate::debian::Cache;
+use crate::kernels::{ModuleFeature, ResolvedKernel};
 use crate::matrix::Topology;
 use crate::results::{Accel, BootEnd, InfraCause, RunDir};
 

@@ -7,15 +7,16 @@
 //! (proxies: use `http_proxy`, which apt honours).
 //!
 //! Signatures are checked; `Valid-Until` is not: mirrors and caching proxies serve sid's index
-//! past its one-week validity, and the exact packages are pinned by SHA-256 in `kernels.lock`
-//! anyway, so a stale index can at worst lock an older kernel, never a different file.
+//! past its one-week validity, and the exact packages are pinned by SHA-256 in a lock file
+//! anyway, so a stale index can at worst lock an older package, never a different file.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::cache::{write_atomic, Cache};
-use super::KernelError;
+use super::cache::{trusted_dir, Cache};
+use super::DebianError;
+use crate::rundir::write_atomic;
 
 /// Suites the private sources list carries; recipes may name only these.
 pub const SUITES: &[&str] = &["bookworm", "trixie", "trixie-backports", "sid"];
@@ -35,15 +36,6 @@ pub struct PackageRecord {
     pub size: u64,
 }
 
-/// What a requested package resolved to in one suite.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolution {
-    /// `uname -r` of the kernel: the image package's name without `linux-image-`.
-    pub release: String,
-    /// The image package first, then the packages it needs for vmlinuz, modules and config.
-    pub packages: Vec<PackageRecord>,
-}
-
 /// The private apt installation.
 #[derive(Debug, Clone)]
 pub struct Apt {
@@ -51,26 +43,33 @@ pub struct Apt {
 }
 
 impl Apt {
-    /// Create (or refresh) the private configuration under `<cache>/apt`.
-    pub fn new(cache: &Cache) -> Result<Apt, KernelError> {
-        if !Path::new(KEYRING).exists() {
-            return Err(KernelError::Apt {
-                op: "check keyring".into(),
-                detail: format!("{KEYRING} is missing; install the debian-archive-keyring package"),
-            });
-        }
-        let dir = cache.dir("apt")?;
+    /// Create (or refresh) the private configuration under `<cache>/apt`. As root, every
+    /// directory of it must be trusted: apt reads its configuration (`apt.conf.d`), keys and
+    /// lists from there, with its sandbox off.
+    pub fn new(cache: &Cache) -> Result<Apt, DebianError> {
+        let dir = cache.root().join("apt");
+        trusted_dir("apt's directory", &dir)?;
         for sub in [
+            "etc",
             "etc/apt.conf.d",
             "etc/sources.list.d",
             "etc/preferences.d",
             "etc/trusted.gpg.d",
+            "state",
+            "state/lists",
             "state/lists/partial",
+            "cache",
+            "cache/archives",
             "cache/archives/partial",
             "log",
         ] {
-            let d = dir.join(sub);
-            fs::create_dir_all(&d).map_err(|e| KernelError::io("create_dir_all", &d, e))?;
+            trusted_dir("apt's directory", &dir.join(sub))?;
+        }
+        if !Path::new(KEYRING).exists() {
+            return Err(DebianError::Apt {
+                op: "check keyring".into(),
+                detail: format!("{KEYRING} is missing; install the debian-archive-keyring package"),
+            });
         }
         let status = dir.join("state/status");
         if !status.exists() {
@@ -82,7 +81,7 @@ impl Apt {
         Ok(apt)
     }
 
-    fn write_if_changed(&self, rel: &str, text: &str) -> Result<(), KernelError> {
+    fn write_if_changed(&self, rel: &str, text: &str) -> Result<(), DebianError> {
         let path = self.dir.join(rel);
         if fs::read_to_string(&path).ok().as_deref() != Some(text) {
             write_atomic(&path, text.as_bytes())?;
@@ -132,13 +131,13 @@ impl Apt {
         cmd
     }
 
-    fn run(&self, mut cmd: Command, op: String) -> Result<String, KernelError> {
-        let out: Output = cmd.output().map_err(|e| KernelError::Apt {
+    fn run(&self, mut cmd: Command, op: String) -> Result<String, DebianError> {
+        let out: Output = cmd.output().map_err(|e| DebianError::Apt {
             op: op.clone(),
             detail: format!("cannot run: {e} (is apt installed?)"),
         })?;
         if !out.status.success() {
-            return Err(KernelError::Apt {
+            return Err(DebianError::Apt {
                 op,
                 detail: format!(
                     "{}: {}",
@@ -159,7 +158,7 @@ impl Apt {
     }
 
     /// `apt-get update`: fetch and verify the suites' indices.
-    pub fn update(&self) -> Result<(), KernelError> {
+    pub fn update(&self) -> Result<(), DebianError> {
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "update"]);
         self.run(cmd, "apt-get update".into())?;
@@ -171,7 +170,7 @@ impl Apt {
         &self,
         package: &str,
         suite: &str,
-    ) -> Result<Option<String>, KernelError> {
+    ) -> Result<Option<String>, DebianError> {
         let mut cmd = self.command("apt-cache");
         cmd.args(["madison", package]);
         let out = self.run(cmd, format!("apt-cache madison {package}"))?;
@@ -179,58 +178,15 @@ impl Apt {
     }
 
     /// The record of `package` at exactly `version`.
-    pub fn show(&self, package: &str, version: &str) -> Result<PackageRecord, KernelError> {
+    pub fn show(&self, package: &str, version: &str) -> Result<PackageRecord, DebianError> {
         let spec = format!("{package}={version}");
         let mut cmd = self.command("apt-cache");
         cmd.args(["show", &spec]);
         let out = self.run(cmd, format!("apt-cache show {spec}"))?;
-        parse_record(&out).ok_or_else(|| KernelError::Apt {
+        parse_record(&out).ok_or_else(|| DebianError::Apt {
             op: format!("apt-cache show {spec}"),
             detail: "no complete record (Package, Version, SHA256, Filename)".into(),
         })
-    }
-
-    /// Resolve `package` in `suite` to the exact packages that make up one kernel: follow a
-    /// meta-package to its image, then the image's pinned `linux-*-<release>` dependencies
-    /// (newer kernels split vmlinuz and modules into `linux-binary-*`, `linux-modules-*`,
-    /// `linux-base-*`).
-    pub fn resolve(&self, package: &str, suite: &str) -> Result<Resolution, KernelError> {
-        let not_found = |p: &str| KernelError::Apt {
-            op: format!("resolve {p} in {suite}"),
-            detail: format!("{suite} does not carry {p}"),
-        };
-        let version = self
-            .version_in_suite(package, suite)?
-            .ok_or_else(|| not_found(package))?;
-        let mut image = self.show(package, &version)?;
-        // A meta-package pins exactly one versioned image; follow it (at most a few hops).
-        for _ in 0..4 {
-            match pinned_deps(&image.depends)
-                .into_iter()
-                .find(|(n, _)| n.starts_with("linux-image-") && *n != image.package)
-            {
-                Some((name, ver)) => image = self.show(&name, &ver)?,
-                None => break,
-            }
-        }
-        let release = image
-            .package
-            .strip_prefix("linux-image-")
-            .unwrap_or(&image.package)
-            .to_string();
-        let mut packages = vec![image];
-        let mut i = 0;
-        while i < packages.len() {
-            for (name, ver) in pinned_deps(&packages[i].depends) {
-                let same_kernel =
-                    name.starts_with("linux-") && name.ends_with(&format!("-{release}"));
-                if same_kernel && !packages.iter().any(|p| p.package == name) {
-                    packages.push(self.show(&name, &ver)?);
-                }
-            }
-            i += 1;
-        }
-        Ok(Resolution { release, packages })
     }
 
     /// A source package (`linux-source-6.12`, architecture `all`): the record in `suite`, or in
@@ -239,7 +195,7 @@ impl Apt {
         &self,
         package: &str,
         suite: Option<&str>,
-    ) -> Result<(String, PackageRecord), KernelError> {
+    ) -> Result<(String, PackageRecord), DebianError> {
         let suites: Vec<&str> = match suite {
             Some(s) => vec![s],
             None => SUITES.to_vec(),
@@ -249,7 +205,7 @@ impl Apt {
                 return Ok((s.to_string(), self.show(package, &version)?));
             }
         }
-        Err(KernelError::Apt {
+        Err(DebianError::Apt {
             op: format!("resolve {package}"),
             detail: format!("no suite of {} carries it", suites.join(", ")),
         })
@@ -261,7 +217,7 @@ impl Apt {
         &self,
         packages: &[(&str, &str)],
         dir: &Path,
-    ) -> Result<Vec<PathBuf>, KernelError> {
+    ) -> Result<Vec<PathBuf>, DebianError> {
         let specs: Vec<String> = packages.iter().map(|(n, v)| format!("{n}={v}")).collect();
         let mut cmd = self.command("apt-get");
         cmd.current_dir(dir).args(["-q", "download"]).args(&specs);
@@ -276,7 +232,7 @@ impl Apt {
                     .iter()
                     .map(|arch| dir.join(format!("{stem}_{arch}.deb")))
                     .find(|p| p.exists())
-                    .ok_or_else(|| KernelError::Apt {
+                    .ok_or_else(|| DebianError::Apt {
                         op: format!("apt-get download {name}={version}"),
                         detail: format!(
                             "expected {stem}_amd64.deb or _all.deb in {}",
@@ -329,7 +285,7 @@ fn parse_record(out: &str) -> Option<PackageRecord> {
 
 /// `(name, version)` of every dependency pinned with `(= version)`; alternatives are skipped
 /// (a kernel's own packages are never alternatives).
-fn pinned_deps(depends: &str) -> Vec<(String, String)> {
+pub fn pinned_deps(depends: &str) -> Vec<(String, String)> {
     depends
         .split(',')
         .map(str::trim)

@@ -11,14 +11,19 @@
 //! Concurrent runs share it safely: whoever fills an entry holds an exclusive `flock` on the
 //! entry's lock file and publishes the entry with one `rename`, so readers either see a
 //! complete entry or none and never need a lock on the warm path.
+//!
+//! As root, the cache must be root's and writable by no one else, nor may anything above it
+//! be ([`crate::rundir::check_trusted_dir`]): kernels, runtimes and apt's configuration come
+//! out of it and run as root.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
 
-use super::KernelError;
+use super::DebianError;
+use crate::rundir::check_trusted_dir;
 
 /// Environment variable that overrides the cache location.
 pub const CACHE_ENV: &str = "MMX_CACHE_DIR";
@@ -30,8 +35,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The cache the environment asks for (see the module doc).
-    pub fn from_env() -> Result<Cache, KernelError> {
+    /// The cache the environment asks for (see the module doc), made when missing; as root,
+    /// refused (before anything is made) unless it is trusted.
+    pub fn from_env() -> Result<Cache, DebianError> {
         // HOME from the environment, never from NSS (getpwuid): works in static and odd setups.
         let from = |var: &str| {
             std::env::var_os(var)
@@ -41,7 +47,8 @@ impl Cache {
         let root = from(CACHE_ENV)
             .or_else(|| from("XDG_CACHE_HOME").map(|x| x.join("mmx")))
             .or_else(|| from("HOME").map(|h| h.join(".cache").join("mmx")))
-            .ok_or(KernelError::NoCacheDir)?;
+            .ok_or(DebianError::NoCacheDir)?;
+        trusted_dir("the cache directory", &root)?;
         Ok(Cache { root })
     }
 
@@ -55,23 +62,23 @@ impl Cache {
     }
 
     /// A subdirectory of the root, created on demand.
-    pub fn dir(&self, name: &str) -> Result<PathBuf, KernelError> {
+    pub fn dir(&self, name: &str) -> Result<PathBuf, DebianError> {
         let dir = self.root.join(name);
-        fs::create_dir_all(&dir).map_err(|e| KernelError::io("create_dir_all", &dir, e))?;
+        make_dir(&dir)?;
         Ok(dir)
     }
 
     /// Take the exclusive lock `name`, waiting for whoever holds it. Released on drop.
-    pub fn lock(&self, name: &str) -> Result<CacheLock, KernelError> {
+    pub fn lock(&self, name: &str) -> Result<CacheLock, DebianError> {
         let path = self.dir("locks")?.join(format!("{name}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| KernelError::io("open", &path, e))?;
+            .map_err(|e| DebianError::io("open", &path, e))?;
         flock(&file, FlockOperation::LockExclusive)
-            .map_err(|e| KernelError::io("flock(LOCK_EX)", &path, e.into()))?;
+            .map_err(|e| DebianError::io("flock(LOCK_EX)", &path, e.into()))?;
         Ok(CacheLock { _file: file })
     }
 }
@@ -94,16 +101,22 @@ pub fn key(parts: &[&[u8]]) -> String {
     hex::encode(&h.finalize().as_bytes()[..16])
 }
 
-/// Write `bytes` to `path` so that readers see the old file, or the whole new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| KernelError::io("create temp", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| KernelError::io("write", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| KernelError::io("rename", path, e.error))?;
-    Ok(())
+/// `mkdir -p` with mode 0755 whatever the umask: nothing in the cache is anyone else's to
+/// write (and as root a group-writable directory would be refused).
+pub(crate) fn make_dir(dir: &Path) -> Result<(), DebianError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| DebianError::io("create_dir_all", dir, e))
+}
+
+/// As root, refuse `dir` unless it is trusted; then make it (0755) and check what was made:
+/// someone may have made it first.
+pub(crate) fn trusted_dir(what: &'static str, dir: &Path) -> Result<(), DebianError> {
+    check_trusted_dir(what, dir)?;
+    make_dir(dir)?;
+    Ok(check_trusted_dir(what, dir)?)
 }
 
 #[cfg(test)]
@@ -135,14 +148,5 @@ mod tests {
         drop(held);
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         t.join().unwrap();
-    }
-
-    #[test]
-    fn atomic_write_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
     }
 }
