@@ -46,8 +46,10 @@ const DEADLINES: Deadlines = Deadlines {
     plan: Duration::from_secs(150),
 };
 
-const MODES: [&str; 7] = [
+const MODES: [&str; 9] = [
     "endless",
+    "padded",
+    "mid-line",
     "flood",
     "invalid-utf8",
     "unknown-item",
@@ -279,9 +281,26 @@ fn check_case(mode: &str, run: &RunRecord, root: &Path) {
                 Some(InfraCause::ProtocolViolation),
                 "{ctx}"
             );
-            assert_eq!(first_violation, Some(ViolationKind::Unparseable), "{ctx}");
+            assert_eq!(first_violation, Some(ViolationKind::TooLong), "{ctx}");
             assert!(results.lines_cut >= 1, "{ctx}");
             assert_eq!(outcomes, [Outcome::Pass, Outcome::InfraError]);
+        }
+        "padded" => {
+            // The cut line's first MiB parses as a result: it is a violation all the same.
+            assert_eq!(
+                infra_cause(boot),
+                Some(InfraCause::ProtocolViolation),
+                "{ctx}"
+            );
+            assert_eq!(first_violation, Some(ViolationKind::TooLong), "{ctx}");
+            assert_eq!(results.lines_cut, 1, "{ctx}");
+            assert_eq!(outcomes, [Outcome::Pass, Outcome::InfraError]);
+        }
+        "mid-line" => {
+            // The prefix after other text is text: item 1's `fail` there is not its result.
+            assert_eq!(boot.end, BootEnd::Completed, "{ctx}");
+            assert!(boot.violations.is_empty(), "{ctx}");
+            assert_eq!(outcomes, [Outcome::Pass, Outcome::Pass]);
         }
         "flood" => {
             assert_eq!(infra_cause(boot), Some(InfraCause::OutputFlood), "{ctx}");

@@ -32,10 +32,9 @@ pub mod lines;
 
 pub use lines::{excerpt, Line};
 
-/// The longest result line: the largest result the agent sends is a mounts result with one
-/// latency per container (at most 4,096) and its metrics, tens of KiB. A MiB leaves room and
-/// still bounds what one line costs.
-pub const RESULT_LINE_MAX: usize = 1 << 20;
+/// The longest result line: the protocol's (`protocol::limits`), which the agent keeps to. A
+/// longer one is cut like any line and the stream reads it as a protocol violation.
+pub use protocol::limits::RESULT_LINE_MAX;
 /// A boot's result channel: a plan is at most a few hundred items of tens of KiB each. The
 /// stream keeps every valid result in memory, so this is also what one boot's results may cost.
 pub const RESULTS_MAX: u64 = 16 << 20;
@@ -604,7 +603,12 @@ impl Loop {
             // the same read, or while the process stops) is not taken as a result.
             if role == Role::Results && !self.broken {
                 if let Some(stream) = self.stream.as_mut() {
-                    if let Fed::Violation(kind) = stream.feed_line(&line.text) {
+                    let fed = if line.cut {
+                        stream.feed_cut_line(&line.text)
+                    } else {
+                        stream.feed_line(&line.text)
+                    };
+                    if let Fed::Violation(kind) = fed {
                         self.broken = true;
                         let end = BootEnd::infra(
                             InfraCause::ProtocolViolation,
