@@ -196,7 +196,11 @@ fn matrix_text(backend: Backend, mode: &str, sshd: Option<&common::sshd::Sshd>) 
     );
     if let Some(sshd) = sshd {
         let host = sshd.host();
-        let opts: Vec<String> = host.ssh_options.iter().map(|o| format!("{o:?}")).collect();
+        let opts: Vec<String> = host
+            .ssh_options
+            .iter()
+            .map(|o| format!("{:?}", o.arg()))
+            .collect();
         m.push_str(&format!(
             "[[hosts]]\nname = \"loopback\"\ndestination = \"root@127.0.0.1\"\nport = {}\n\
              identity_file = \"{}\"\nscratch_dir = \"{}\"\nssh_options = [{}]\n\
