@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::raw::is_name;
 use super::{ssh_options, Host};
-use crate::cell::SmtSetting;
+use crate::cell::{SmtSetting, SMT_CONTROL};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +131,7 @@ pub(super) fn resolve_host(h: &RawHost, base: &Path) -> Result<Host, String> {
         teardown: h.teardown.clone(),
         scratch_dir: h.scratch_dir.clone(),
         ssh_options,
+        smt_control: PathBuf::from(SMT_CONTROL),
         base_dir: base.to_path_buf(),
     })
 }

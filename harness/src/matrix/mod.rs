@@ -106,6 +106,9 @@ pub struct Host {
     /// Extra `-o` options for ssh, read as ssh reads them and checked against the policy
     /// (`ssh_options`); file paths in them resolved against the matrix's directory.
     pub ssh_options: Vec<SshOption>,
+    /// The SMT control file on the host: always [`SMT_CONTROL`](crate::cell::SMT_CONTROL) for a
+    /// matrix's host (no key sets it); the ssh tests point it at a plain file.
+    pub smt_control: PathBuf,
     /// The matrix's directory: provision and teardown hooks run there.
     pub base_dir: PathBuf,
 }

@@ -127,6 +127,8 @@ impl Sshd {
             .iter()
             .map(|o| SshOption::parse(o).expect("a valid ssh option"))
             .collect(),
+            // The real one on this machine; a test that switches SMT on purpose uses a plain file.
+            smt_control: harness::cell::SMT_CONTROL.into(),
             base_dir: self.dir.path().to_path_buf(),
         }
     }

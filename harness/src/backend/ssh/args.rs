@@ -150,6 +150,7 @@ mod tests {
                 .iter()
                 .map(|s| crate::matrix::SshOption::parse(s).unwrap())
                 .collect(),
+            smt_control: crate::cell::SMT_CONTROL.into(),
             base_dir: "/".into(),
         }
     }

@@ -174,6 +174,9 @@ pub enum Stdin {
     Feed(Vec<u8>),
     /// Held open until the stop (the agent ends when its stdin closes).
     Hold,
+    /// Written, then held open until the stop (an ssh run script's token, then the agent's
+    /// stdin).
+    FeedAndHold(Vec<u8>),
 }
 
 /// How a process is stopped when the supervisor ends it (a watchdog, a flood, a violation,
@@ -323,7 +326,7 @@ pub fn run(
     };
     command.stdin(match stdin {
         Stdin::Null => Stdio::null(),
-        Stdin::Feed(_) | Stdin::Hold => Stdio::piped(),
+        Stdin::Feed(_) | Stdin::Hold | Stdin::FeedAndHold(_) => Stdio::piped(),
     });
     command.stdout(Stdio::null()).stderr(Stdio::null());
     /// Where our end of a channel comes from once the child runs.
@@ -382,9 +385,10 @@ pub fn run(
         fds.push(fd);
         readers.push((info, reader));
     }
-    let feed = match stdin {
-        Stdin::Feed(bytes) => Some(bytes),
-        Stdin::Null | Stdin::Hold => None,
+    let (feed, hold) = match stdin {
+        Stdin::Feed(bytes) => (Some(bytes), false),
+        Stdin::FeedAndHold(bytes) => (Some(bytes), true),
+        Stdin::Null | Stdin::Hold => (None, true),
     };
     let stdin = stdin_fd.map(File::from);
     if let (Some(f), Some(_)) = (&stdin, &feed) {
@@ -401,6 +405,7 @@ pub fn run(
         stdin,
         feed,
         fed: 0,
+        hold,
         stream,
         broken: false,
         stop,
@@ -438,6 +443,8 @@ struct Loop {
     stdin: Option<File>,
     feed: Option<Vec<u8>>,
     fed: usize,
+    /// Keep stdin open once the feed is written.
+    hold: bool,
     stream: Option<ResultStream>,
     /// The stream broke the results contract: nothing more is fed to it.
     broken: bool,
@@ -639,7 +646,9 @@ impl Loop {
         }
         if self.fed >= data.len() {
             self.feed = None;
-            self.stdin = None;
+            if !self.hold {
+                self.stdin = None;
+            }
         }
     }
 

@@ -334,6 +334,34 @@ fn close_stdin_stops_a_reader_of_stdin_and_its_last_words_arrive() {
 }
 
 #[test]
+fn fed_and_held_stdin_is_written_then_open_until_the_stop() {
+    let mut rec = Record::default();
+    let mut s = spec(
+        sh("read -r first; echo \"got $first\"; cat >/dev/null; echo stdin-closed"),
+        vec![Channel::stdout("results", Role::Results, None)],
+        Stop::CloseStdin {
+            grace: Duration::from_secs(5),
+        },
+        deadlines(LONG, Duration::from_millis(300), LONG),
+    );
+    s.stdin = Stdin::FeedAndHold(b"token\n".to_vec());
+    let out = run(s, Some(ResultStream::new(&tiny_plan(&[]))), &mut rec).unwrap();
+    let lines: Vec<&str> = rec.0.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(lines, ["got token", "stdin-closed"]);
+    assert!(
+        matches!(
+            out.stopped,
+            Some(BootEnd::Timeout {
+                deadline: Deadline::Silence,
+                ..
+            })
+        ),
+        "stdin stayed open until the stop: {:?}",
+        out.stopped
+    );
+}
+
+#[test]
 fn fed_stdin_and_an_inherited_socket_carry_data() {
     let (ch, fd) = Channel::socket("console", Role::Console, None).unwrap();
     let mut s = spec(
