@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
+use protocol::limits::RESULT_LINE_MAX;
 use protocol::{
     encode_line, AgentEvent, CellResult, Evidence, LogLevel, Outcome, Plan, PlanItem, Scenario,
 };
@@ -36,7 +37,7 @@ pub fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
 pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<bool> {
     protocol::check_schema(plan)?;
     let mut emit = |ev: AgentEvent| -> anyhow::Result<()> {
-        writeln!(out, "{}", encode_line(&ev)).context("write a result line")?;
+        writeln!(out, "{}", line_within_limit(ev)).context("write a result line")?;
         out.flush().context("flush a result line")
     };
     emit(AgentEvent::Hello {
@@ -105,6 +106,38 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
         uptime_ms: uptime_ms(),
     })?;
     Ok(all_ok)
+}
+
+/// The result line of `ev`, at most [`RESULT_LINE_MAX`] bytes: the harness reads a longer line
+/// as a protocol violation that ends the boot, so an event that does not fit is replaced by a
+/// short one saying so — a result by this item's `fail` (an agent error: what it measured does
+/// not fit), anything else by an error log line.
+fn line_within_limit(ev: AgentEvent) -> String {
+    let line = encode_line(&ev);
+    if line.len() <= RESULT_LINE_MAX {
+        return line;
+    }
+    let why = format!(
+        "{} bytes; the protocol's limit is {RESULT_LINE_MAX}",
+        line.len()
+    );
+    let small = match ev {
+        AgentEvent::CellResult(r) => AgentEvent::CellResult(CellResult {
+            item: r.item,
+            cell_id: r.cell_id,
+            outcome: Outcome::Fail,
+            evidence: Some(
+                Evidence::new("agent error: the result is too large for one line").with_detail(why),
+            ),
+            metrics: Default::default(),
+            detail: None,
+        }),
+        _ => log(
+            LogLevel::Error,
+            format!("agent error: an event too large for one line was dropped ({why})"),
+        ),
+    };
+    encode_line(&small)
 }
 
 fn log(level: LogLevel, message: String) -> AgentEvent {
@@ -272,6 +305,33 @@ mod tests {
         assert_eq!(grace(Duration::from_secs(1)), Duration::from_secs(5));
         assert_eq!(grace(Duration::from_secs(100)), Duration::from_secs(10));
         assert_eq!(grace(Duration::from_secs(3600)), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn no_line_is_over_the_protocols_limit() {
+        let small = log(LogLevel::Info, "hi".into());
+        assert_eq!(line_within_limit(small.clone()), encode_line(&small));
+        let huge = CellResult {
+            item: 3,
+            cell_id: "c".into(),
+            outcome: Outcome::Pass,
+            evidence: Some(Evidence::new("x".repeat(RESULT_LINE_MAX))),
+            metrics: Default::default(),
+            detail: None,
+        };
+        let line = line_within_limit(AgentEvent::CellResult(huge));
+        assert!(line.len() <= RESULT_LINE_MAX, "{}", line.len());
+        let Some(Ok(AgentEvent::CellResult(r))) = protocol::decode_line(&line) else {
+            panic!("{line}")
+        };
+        assert_eq!(
+            (r.item, r.cell_id.as_str(), r.outcome),
+            (3, "c", Outcome::Fail)
+        );
+        assert!(r.evidence.unwrap().step.starts_with("agent error: "));
+        let line = line_within_limit(log(LogLevel::Info, "y".repeat(RESULT_LINE_MAX)));
+        assert!(line.len() <= RESULT_LINE_MAX);
+        assert!(line.contains("dropped"), "{line}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum SmtSetting {
     Off,
 }
 
+/// The kernel's SMT switch on a host: what a visit reads, writes and restores.
+pub const SMT_CONTROL: &str = "/sys/devices/system/cpu/smt/control";
+
 impl SmtSetting {
     /// The setting as it appears in cell ids.
     pub fn as_str(self) -> &'static str {

@@ -484,7 +484,11 @@ fn run_matrix_host_with(
     more: &str,
 ) -> (std::process::ExitStatus, harness::results::RunRecord) {
     let host = sshd.host();
-    let opts: Vec<String> = host.ssh_options.iter().map(|o| format!("{o:?}")).collect();
+    let opts: Vec<String> = host
+        .ssh_options
+        .iter()
+        .map(|o| format!("{:?}", o.arg()))
+        .collect();
     let matrix = sshd.path(&format!("{run_id}.toml"));
     std::fs::write(
         &matrix,

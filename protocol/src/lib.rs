@@ -119,9 +119,13 @@ pub fn encode_line(event: &AgentEvent) -> String {
 }
 
 /// Decode a line if it is a result line; `None` for any other text on the channel.
+///
+/// A result line starts with [`LINE_PREFIX`]; the prefix anywhere else is text that happens to
+/// contain it (another writer's half line, a log line quoting one), never a result. A line must
+/// also be whole: one longer than [`limits::RESULT_LINE_MAX`] is a protocol violation for the
+/// reader to report, never something to cut and parse.
 pub fn decode_line(line: &str) -> Option<Result<AgentEvent, ProtocolError>> {
-    let start = line.find(LINE_PREFIX)?;
-    let json = line[start + LINE_PREFIX.len()..].trim_end();
+    let json = line.strip_prefix(LINE_PREFIX)?.trim_end();
     Some(
         serde_json::from_str(json).map_err(|source| ProtocolError::Json {
             what: "result line",
@@ -325,9 +329,12 @@ mod tests {
             roundtrip(e);
             let line = encode_line(e);
             assert!(line.starts_with(LINE_PREFIX));
-            // Noise before the prefix (a console timestamp) does not matter.
-            let noisy = format!("[    3.1] {line}\r");
-            assert_eq!(&decode_line(&noisy).unwrap().unwrap(), e);
+            // A carriage return at the end does not matter.
+            assert_eq!(&decode_line(&format!("{line}\r")).unwrap().unwrap(), e);
+            // The prefix counts only at the start of the line: after other text it is text.
+            let noisy = format!("[    3.1] {line}");
+            assert!(decode_line(&noisy).is_none(), "{noisy}");
+            assert!(decode_line(&format!(" {line}")).is_none());
         }
         assert!(decode_line("[    0.000] Linux version 6.1").is_none());
         assert!(decode_line("MMX1 {not json").unwrap().is_err());

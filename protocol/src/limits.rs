@@ -221,6 +221,13 @@ pub const TABLE_SIZE: Limit = Limit {
 /// Values in one sweep list (thread counts, table sizes, layers of a mounts scenario …).
 pub const MAX_SWEEP: usize = 64;
 
+/// The longest result line, in bytes: [`LINE_PREFIX`](crate::LINE_PREFIX) and JSON, without
+/// its newline. The largest result the agent sends is a mounts result with one latency per
+/// container (at most 4,096) and its metrics, tens of KiB; a MiB leaves room and still bounds
+/// what one line costs the harness. The agent never writes a longer one; the harness reads a
+/// longer one as a protocol violation, never as a result.
+pub const RESULT_LINE_MAX: usize = 1 << 20;
+
 /// Cells one matrix may expand to.
 pub const MAX_CELLS: usize = 100_000;
 

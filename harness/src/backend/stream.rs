@@ -7,8 +7,10 @@
 //! plan does not have, a second result for an item, a second hello, anything after done — is a
 //! [`Violation`]: counted, a few kept for the report, and the boot ends `infra-error`
 //! ([`InfraCause::ProtocolViolation`](crate::results::InfraCause)), keeping every valid result
-//! that came before. Lines without the result prefix are noise (a login banner on an SSH
-//! channel) and ignored.
+//! that came before. Lines that do not start with the result prefix are noise (a login banner on
+//! an SSH channel) and ignored. A result line longer than the protocol allows reaches this cut
+//! by the supervisor ([`ResultStream::feed_cut_line`]): it is a violation, and its beginning is
+//! never parsed (a valid object padded past the limit would otherwise pass as a result).
 //!
 //! Memory is bounded by the plan: one result per item, [`KEPT_LOGS`] log lines,
 //! [`KEPT_VIOLATIONS`] violations with [`EXCERPT_CHARS`] of their line; the line length itself is
@@ -158,6 +160,17 @@ impl ResultStream {
         Fed::Event
     }
 
+    /// Feed the beginning of a line that was longer than the channel's limit (the supervisor
+    /// cut it). A result line (the prefix at its start) that long breaks the contract; a long
+    /// line of noise stays noise. Either way nothing of it is parsed.
+    pub fn feed_cut_line(&mut self, beginning: &str) -> Fed {
+        if beginning.starts_with(protocol::LINE_PREFIX) {
+            self.violation(ViolationKind::TooLong, beginning)
+        } else {
+            Fed::Noise
+        }
+    }
+
     fn violation(&mut self, kind: ViolationKind, line: &str) -> Fed {
         self.violations_total += 1;
         if self.violations.len() < KEPT_VIOLATIONS {
@@ -236,6 +249,46 @@ mod tests {
         }
         assert_eq!(s.violations_total, cases.len() as u64 + 1);
         assert!(s.results()[0].is_some() && s.results()[1].is_none());
+    }
+
+    #[test]
+    fn the_prefix_counts_only_at_the_start_of_a_line() {
+        let mut s = ResultStream::new(&tiny_plan(&["a"]));
+        s.feed_line(&hello_line("6.12"));
+        for noise in [
+            format!("login banner {}", pass_line(0, "a")),
+            format!(" {}", pass_line(0, "a")),
+            format!("mmx-ssh: {}", pass_line(0, "a")),
+        ] {
+            assert_eq!(s.feed_line(&noise), Fed::Noise, "{noise}");
+        }
+        assert!(
+            s.results()[0].is_none(),
+            "a prefix inside a line is not a result"
+        );
+        assert_eq!(s.feed_line(&pass_line(0, "a")), Fed::Event);
+    }
+
+    #[test]
+    fn a_result_line_over_the_limit_is_a_violation_never_parsed() {
+        let mut s = ResultStream::new(&tiny_plan(&["a", "b"]));
+        s.feed_line(&hello_line("6.12"));
+        assert_eq!(s.feed_line(&pass_line(0, "a")), Fed::Event);
+        // What the supervisor hands on for a valid result padded past the limit: its beginning
+        // parses, and must not be taken.
+        let padded = format!("{}{}", pass_line(1, "b"), " ".repeat(100));
+        assert!(protocol::decode_line(&padded).is_some_and(|r| r.is_ok()));
+        assert_eq!(
+            s.feed_cut_line(&padded),
+            Fed::Violation(ViolationKind::TooLong)
+        );
+        assert!(s.results()[0].is_some(), "the result before it stays");
+        assert!(s.results()[1].is_none());
+        assert_eq!(s.violations[0].kind, ViolationKind::TooLong);
+        assert!(s.violations[0].excerpt.chars().count() <= EXCERPT_CHARS);
+        // A long line of noise is noise, cut or not.
+        assert_eq!(s.feed_cut_line(&"x".repeat(300)), Fed::Noise);
+        assert_eq!(s.violations_total, 1);
     }
 
     #[test]

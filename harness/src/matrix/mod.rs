@@ -14,8 +14,10 @@ use crate::cell::{CellKey, LayerFs, SmtSetting, TargetKey};
 mod expect;
 mod hosts;
 mod raw;
+mod ssh_options;
 
 pub use expect::{filter_matches, glob_matches, Expectations};
+pub use ssh_options::SshOption;
 
 /// An error in the matrix file, located.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +103,12 @@ pub struct Host {
     /// the agent's measurement (`infra-error` naming both when it fails). None: the cells are
     /// labelled with whatever the agent measures.
     pub filesystem: Option<Filesystem>,
-    /// Extra `-o Key=Value` options for ssh, checked against the host-key trust policy; file
-    /// paths in them resolved against the matrix's directory.
-    pub ssh_options: Vec<String>,
+    /// Extra `-o` options for ssh, read as ssh reads them and checked against the policy
+    /// (`ssh_options`); file paths in them resolved against the matrix's directory.
+    pub ssh_options: Vec<SshOption>,
+    /// The SMT control file on the host: always [`SMT_CONTROL`](crate::cell::SMT_CONTROL) for a
+    /// matrix's host (no key sets it); the ssh tests point it at a plain file.
+    pub smt_control: PathBuf,
     /// The matrix's directory: provision and teardown hooks run there.
     pub base_dir: PathBuf,
 }

@@ -354,6 +354,59 @@ fn trust_changing_ssh_options_need_an_allowance_with_a_reason() {
     assert!(with(&host("\"ConnectTimeout=30\"")).is_ok());
 }
 
+/// The old check took the key with `split_once(['=', ' '])`: each of these passed it, and ssh
+/// read every one as an option that runs a command here or changes trust.
+#[test]
+fn every_spelling_of_a_refused_option_is_refused() {
+    let host = |opt: &str| {
+        format!(
+            "[[hosts]]\nname = \"h\"\ndestination = \"root@h\"\nssh_options = [{:?}]\n",
+            opt
+        )
+    };
+    for opt in [
+        " ProxyCommand=sh -c x",
+        "ProxyCommand\tsh -c x",
+        "\tProxyCommand sh -c x",
+        "\"ProxyCommand\" sh -c x",
+        "Proxy\"Command\" sh -c x",
+        "= ProxyCommand sh -c x",
+        "\"\"ProxyCommand sh -c x",
+        "PROXYCOMMAND =  = sh -c x",
+        "LocalCommand=touch /tmp/pwned",
+        " PermitLocalCommand=yes",
+        "HostKeyAlias\tother",
+        "ProxyJump=bastion",
+        "VerifyHostKeyDNS=yes",
+        "RevokedHostKeys=/dev/null",
+        "NoHostAuthenticationForLocalhost=yes",
+        "PKCS11Provider=/tmp/evil.so",
+        "SecurityKeyProvider=/tmp/evil.so",
+    ] {
+        let e = err_of(&host(opt));
+        assert!(e.contains("allow_ssh_options"), "{opt:?}: {e}");
+    }
+    for (opt, says) in [
+        (" ClearAllForwardings=no", "not allowed"),
+        ("\tControlPath=/tmp/x", "not allowed"),
+        ("ForkAfterAuthentication=yes", "not allowed"),
+        ("StdinNull=yes", "not allowed"),
+        ("Include=/tmp/more", "ssh_config file"),
+        ("Match=exec true", "ssh_config file"),
+        ("#ProxyCommand=x", "ssh would ignore it"),
+        ("LocalForward 1\nProxyCommand=x", "control character"),
+    ] {
+        let e = err_of(&host(opt));
+        assert!(e.contains(says), "{opt:?}: {e}");
+    }
+    let ok = with(&format!(
+        "{}allow_ssh_options = [{{ option = \"LocalCommand\", reason = \"log each visit\" }}]\n",
+        host("\tLocalCommand=logger mmx")
+    ));
+    let m = ok.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.hosts[0].ssh_options[0].arg(), "LocalCommand=logger mmx");
+}
+
 #[test]
 fn a_matrix_of_a_million_cells_is_refused() {
     let kernels: Vec<String> = (0..200).map(|i| format!("\"k{i}\"")).collect();
@@ -392,7 +445,7 @@ allow_ssh_options = [{ option = "UserKnownHostsFile", reason = "the lab's own ke
     let h = &m.hosts[0];
     assert_eq!(h.identity_file, Some(dir.join("keys/lab")));
     assert_eq!(
-        h.ssh_options,
+        h.ssh_options.iter().map(SshOption::arg).collect::<Vec<_>>(),
         [
             format!(
                 "UserKnownHostsFile={}",

@@ -204,6 +204,9 @@ pub enum ViolationKind {
     OutOfOrder,
     /// The agent speaks another schema version.
     SchemaVersion,
+    /// A result line longer than the protocol allows (`protocol::limits::RESULT_LINE_MAX`):
+    /// never cut and parsed.
+    TooLong,
 }
 
 impl ViolationKind {
@@ -215,6 +218,7 @@ impl ViolationKind {
             ViolationKind::Duplicate => "duplicate",
             ViolationKind::OutOfOrder => "out-of-order",
             ViolationKind::SchemaVersion => "schema-version",
+            ViolationKind::TooLong => "too-long",
         }
     }
 }

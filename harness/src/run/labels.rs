@@ -126,6 +126,7 @@ mod tests {
             scratch_dir: None,
             filesystem: fs,
             ssh_options: vec![],
+            smt_control: crate::cell::SMT_CONTROL.into(),
             base_dir: "/".into(),
         };
         let key = BootKey {

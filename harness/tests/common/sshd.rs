@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::cell::SmtSetting;
-use harness::matrix::Host;
+use harness::matrix::{Host, SshOption};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 
@@ -118,12 +118,17 @@ impl Sshd {
             // The visit's temp dir goes here, so the test can see that nothing stays.
             scratch_dir: Some(self.path("remote-tmp")),
             filesystem: None,
-            ssh_options: vec![
+            ssh_options: [
                 format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
                 "GlobalKnownHostsFile=/dev/null".into(),
                 "IdentitiesOnly=yes".into(),
                 "IdentityAgent=none".into(),
-            ],
+            ]
+            .iter()
+            .map(|o| SshOption::parse(o).expect("a valid ssh option"))
+            .collect(),
+            // The real one on this machine; a test that switches SMT on purpose uses a plain file.
+            smt_control: harness::cell::SMT_CONTROL.into(),
             base_dir: self.dir.path().to_path_buf(),
         }
     }

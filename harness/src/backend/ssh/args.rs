@@ -2,9 +2,10 @@
 //! act on.
 //!
 //! The system OpenSSH client does the work: its config, agent and known_hosts are what users
-//! already trust. mmx adds only what it must: batch mode, strict host key checking and one
-//! multiplexed connection per host. The matrix parser has already refused user options that
-//! would change any of that (`matrix::raw`), unless a host entry allows one with a reason.
+//! already trust. mmx adds only what it must: batch mode, strict host key checking, no
+//! forwarding and one multiplexed connection per host. The matrix parser has already refused
+//! user options that would change any of that (`matrix::ssh_options`), unless a host entry
+//! allows one with a reason; and ssh keeps the first value it sees, so mmx's own come first.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -17,8 +18,9 @@ pub const CONTROL_PERSIST_S: u32 = 60;
 /// Arguments before the destination for every ssh call to `host`. `control_dir` is a private
 /// (0700) dir for the multiplexing socket.
 ///
-/// ssh keeps the first value it sees for an option, so the fixed options come before the
-/// user's and the tunable ones after (a user's `ConnectTimeout` wins over ours).
+/// ssh keeps the first value it sees for an option (`-o` options before any config file), so
+/// the fixed options come before the user's and the tunable ones after (a user's
+/// `ConnectTimeout` wins over ours, a user's `ClearAllForwardings=no` does not).
 pub fn base_args(host: &Host, control_dir: &Path) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut opt = |s: String| {
@@ -33,15 +35,16 @@ pub fn base_args(host: &Host, control_dir: &Path) -> Vec<OsString> {
     opt("ControlMaster=auto".into());
     opt(format!("ControlPath={}/%C", control_dir.display()));
     opt(format!("ControlPersist={CONTROL_PERSIST_S}"));
+    // Forward nothing to a machine under test: no ports, no sockets, no tunnel (agent and X11
+    // are `-a` and `-x` below).
+    opt("ClearAllForwardings=yes".into());
     for o in &host.ssh_options {
-        opt(o.clone());
+        opt(o.arg());
     }
     opt("ConnectTimeout=10".into());
     // A silent dead link is noticed in 15 s instead of the TCP timeout's minutes.
     opt("ServerAliveInterval=5".into());
     opt("ServerAliveCountMax=3".into());
-    // Forward nothing to a machine under test.
-    opt("ClearAllForwardings=yes".into());
     a.extend(["-a", "-x", "-T"].map(OsString::from));
     if let Some(port) = host.port {
         a.push("-p".into());
@@ -143,7 +146,11 @@ mod tests {
             teardown: None,
             scratch_dir: None,
             filesystem: None,
-            ssh_options: opts.iter().map(|s| s.to_string()).collect(),
+            ssh_options: opts
+                .iter()
+                .map(|s| crate::matrix::SshOption::parse(s).unwrap())
+                .collect(),
+            smt_control: crate::cell::SMT_CONTROL.into(),
             base_dir: "/".into(),
         }
     }
@@ -165,6 +172,56 @@ mod tests {
         assert_eq!(a[pos("-i") + 1], "/k/id");
         let x = strs(&exit_master_args(&h, Path::new("/c")));
         assert_eq!(&x[x.len() - 3..], ["-O", "exit", "root@box.example"]);
+    }
+
+    /// What ssh makes of mmx's arguments (`ssh -G` prints the effective configuration without
+    /// connecting): a user's options cannot undo mmx's own, whatever order ssh reads them in.
+    #[test]
+    fn the_effective_config_keeps_mmxs_options_over_the_users() {
+        let h = host(&[
+            "ClearAllForwardings=no",
+            "LocalForward=8080 localhost:80",
+            "ForwardAgent=yes",
+            "ForwardX11=yes",
+            "RequestTTY=force",
+            "Tunnel=yes",
+            "ConnectTimeout=3",
+        ]);
+        let mut args: Vec<OsString> = vec!["-G".into(), "-F".into(), "/dev/null".into()];
+        args.extend(command_args(&h, Path::new("/c"), "true"));
+        let out = std::process::Command::new("ssh").args(&args).output();
+        let ok = out.as_ref().is_ok_and(|o| o.status.success());
+        if !crate::test_support::require(
+            ok,
+            &format!("the OpenSSH client (`ssh -G`) is needed: {out:?}"),
+        ) {
+            return;
+        }
+        let text = String::from_utf8_lossy(&out.unwrap().stdout).into_owned();
+        let has = |line: &str| text.lines().any(|l| l == line);
+        for want in [
+            "clearallforwardings yes",
+            "forwardagent no",
+            "forwardx11 no",
+            "requesttty false",
+            "tunnel false",
+            "batchmode yes",
+            "stricthostkeychecking true",
+            "controlmaster auto",
+            // A tunable stays the user's.
+            "connecttimeout 3",
+        ] {
+            assert!(has(want), "no `{want}` in ssh -G:\n{text}");
+        }
+        // ssh prints the path with %C expanded: still in mmx's control dir.
+        assert!(
+            text.lines().any(|l| l.starts_with("controlpath /c/")),
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("localforward")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::results::{Accel, BootEnd, InfraCause};
 
 pub mod args;
 mod remote;
+mod smt;
 mod step;
 mod visit;
 

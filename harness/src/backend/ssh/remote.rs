@@ -2,23 +2,34 @@
 //!
 //! They are POSIX `sh` (dash, bash, busybox) so any Linux host runs them, and they are sent as
 //! `sh -c '<script>' mmx-ssh ARGS…` so the login shell only has to parse one quoted word.
-//! Status lines start with [`STATUS_PREFIX`]; result lines (`MMX1 …`) pass through untouched.
+//!
+//! Status lines of the prepare and cleanup steps start with [`STATUS_PREFIX`]; no agent runs
+//! while they do, and each has an ssh channel of its own. The run step's stdout is shared with
+//! the agent, which can print anything: its status lines carry a [`RunToken`], fresh for each
+//! visit, that the script reads from stdin (never an argument or an exported variable, so it is
+//! in neither the agent's environment nor the script's command line), and the harness believes
+//! only lines with it. A root agent could still read the script's memory; so nothing that
+//! matters is taken from the run's output even then: the SMT value restored is the one mmx read
+//! in the prepare step (`smt.rs`), the dir removed is the one mmx named. Result lines (`MMX1 …`)
+//! pass through untouched.
 
-/// Prefix of the scripts' own status lines on stdout (`mmx-ssh: KEY VALUE`).
+use std::fmt;
+
+/// Prefix of the prepare and cleanup scripts' status lines on stdout (`mmx-ssh: KEY VALUE`).
 pub const STATUS_PREFIX: &str = "mmx-ssh: ";
 
-/// The SMT control file the run script reads, writes and restores.
-pub const SMT_CONTROL: &str = "/sys/devices/system/cpu/smt/control";
-
-/// Checks root or sudo, makes the private temp dir `$2` (a fresh name: `mkdir` fails rather than
-/// reuse anything), and stores what stdin carries: the plan as one JSON line, then each runtime
-/// `$3…` names as `NAME:SIZE` (exactly SIZE bytes each, into `$2/runtimes/NAME`), then the
-/// agent; it prints the sha256 of every file it stored. `$1`: `sudo` when the harness may use
-/// `sudo -n`, else `root`. Nothing is created when the checks fail, and the dir goes again if
-/// anything after `mkdir` fails or is interrupted. (`head -c` reads no further than it must;
-/// runtime names are letters, digits, `.`, `_` and `-`.)
+/// Checks root or sudo, says what the SMT control file `$3` reads (`smt-control`, before the
+/// agent is on the host: the value a visit restores), makes the private temp dir `$2` (a fresh
+/// name: `mkdir` fails rather than reuse anything), and stores what stdin carries: the plan as
+/// one JSON line, then each runtime `$4…` names as `NAME:SIZE` (exactly SIZE bytes each, into
+/// `$2/runtimes/NAME`), then the agent; it prints the sha256 of every file it stored. `$1`:
+/// `sudo` when the harness may use `sudo -n`, else `root`. Nothing is created when the checks
+/// fail, and the dir goes again if anything after `mkdir` fails or is interrupted. (`head -c`
+/// reads no further than it must; runtime names are letters, digits, `.`, `_` and `-`.)
 pub const PREPARE: &str = r#"set -eu
 echo "mmx-ssh: uid $(id -u)"
+smt=$(head -n 1 -- "$3" 2>/dev/null) || smt=missing
+echo "mmx-ssh: smt-control $smt"
 if [ "$(id -u)" != 0 ]; then
   [ "$1" = sudo ] || exit 0
   if err=$(sudo -n true 2>&1 </dev/null); then echo "mmx-ssh: sudo ok"
@@ -32,7 +43,7 @@ trap 'exit 1' HUP INT TERM PIPE
 echo "mmx-ssh: dir $d"
 IFS= read -r plan
 printf '%s\n' "$plan" > "$d/plan.json"
-shift 2
+shift 3
 [ $# -eq 0 ] || mkdir -m 700 -- "$d/runtimes"
 for spec in "$@"; do
   name=${spec%%:*} size=${spec#*:}
@@ -48,9 +59,12 @@ echo "mmx-ssh: sha256 ${sum%% *}"
 trap - EXIT
 "#;
 
-/// Runs the agent. `$1` temp dir (the scratch dir is `$1/scratch`), `$2` SMT wish (`as-is`,
-/// `on`, `off`), `$3` seconds after which the host gives up on its own, `$4` the SMT control
-/// file ([`SMT_CONTROL`]; a plain file in tests).
+/// Runs the agent. First line of stdin: the visit's [`RunToken`], which every status line
+/// carries (`mmx-ssh TOKEN: KEY VALUE`). `$1` temp dir (the scratch dir is `$1/scratch`), `$2`
+/// the SMT value to write before the agent starts (`on`, `off`; empty: none), `$3` the value to
+/// restore after it (what mmx read in the prepare step: the script checks the file still reads
+/// it before writing), `$4` seconds after which the host gives up on its own, `$5` the SMT
+/// control file (a plain file in tests).
 ///
 /// The agent reads stdin (the SSH channel) and stops at EOF; a watcher on the same stdin sends it
 /// SIGTERM too, and SIGKILL 12 s later, so a lost connection stops even an agent that does not
@@ -60,11 +74,14 @@ trap - EXIT
 /// sshd sends no SIGHUP when a connection dies; the channel's EOF is the signal. Whatever ends
 /// the script (agent exit, HUP/INT/TERM, a broken stdout), one trap stops the agent, restores
 /// the SMT control file and removes the temp dir, then says `cleaned` (or what it left) if
-/// stdout is still there: the harness then has nothing to clean.
-pub const RUN: &str = r#"d=$1 want=$2 limit=$3 ctl=$4
+/// stdout is still there: the harness then has nothing to clean. It starts that line on a line
+/// of its own, whatever the agent left unfinished.
+pub const RUN: &str = r#"IFS= read -r tok || exit 2
+case $tok in ''|*[!0-9a-f]*) exit 2 ;; esac
+d=$1 to=$2 restore=$3 limit=$4 ctl=$5
 scratch=$d/scratch
 old= pid= wpid= cleaned=
-say() { printf 'mmx-ssh: %s\n' "$*"; }
+say() { printf 'mmx-ssh %s: %s\n' "$tok" "$*"; }
 cleanup() {
   [ -z "$cleaned" ] || return 0
   cleaned=1
@@ -85,7 +102,7 @@ cleanup() {
   # Never reach into a mount: leave a tree that still has one.
   if grep -qF -e " $d/" -e " $d " /proc/self/mountinfo 2>/dev/null; then note="left-mounted $d"
   else rm -rf -- "$d" 2>/dev/null; [ ! -e "$d" ] || note="left $d"; fi
-  if [ -n "$note" ]; then say "$note"; else say cleaned; fi 2>/dev/null
+  { echo; if [ -n "$note" ]; then say "$note"; else say cleaned; fi; } 2>/dev/null
 }
 trap cleanup EXIT
 trap 'cleanup; exit 129' HUP
@@ -93,19 +110,16 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap 'cleanup; exit 141' PIPE
 echo $$ > "$d/wrapper.pid"
-if [ "$want" != as-is ]; then
+if [ -n "$to" ]; then
   cur=$(cat "$ctl" 2>/dev/null) || cur=missing
-  say "smt-before $cur"
-  case "$want:$cur" in
-    on:on|off:off|off:forceoff|off:notsupported) ;;
-    on:off|off:on)
-      old=$cur
-      say "smt-old $cur"
-      if ! err=$( { printf '%s\n' "$want" > "$ctl"; } 2>&1 ); then
-        say "error writing \`$want\` to $ctl failed: $err"; exit 3
-      fi ;;
-    *) say "unsupported $want $cur"; exit 4 ;;
-  esac
+  if [ "$cur" != "$restore" ]; then
+    say "error $ctl reads \`$cur\`, not \`$restore\` as when the visit began"; exit 3
+  fi
+  old=$restore
+  say "smt-switch $to restore $restore"
+  if ! err=$( { printf '%s\n' "$to" > "$ctl"; } 2>&1 ); then
+    say "error writing \`$to\` to $ctl failed: $err"; exit 3
+  fi
 fi
 say "smt $(cat "$ctl" 2>/dev/null || echo missing)"
 if ! err=$(mkdir -m 700 -- "$scratch" 2>&1); then
@@ -128,6 +142,7 @@ wait "$pid"
 rc=$?
 rm -f "$d/agent.running"
 pid=
+echo
 say "agent-exit $rc"
 exit $rc
 "#;
@@ -177,6 +192,64 @@ pub fn command_line(sudo: bool, script: &str, args: &[&str]) -> String {
         s.push_str(&sh_quote(a));
     }
     s
+}
+
+/// The run step's secret: 128 bits from the kernel's random pool, as 32 hex digits, made for one
+/// visit and given to the run script on its stdin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunToken(String);
+
+/// A line of the run step's stdout, as the harness reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunLine<'a> {
+    /// The run script's status line, with this visit's token: `(KEY, VALUE)`.
+    Status(&'a str, &'a str),
+    /// Looks like a status line but lacks the token: someone else printed it.
+    Forged,
+    /// Anything else (result lines, noise).
+    Other,
+}
+
+impl RunToken {
+    pub fn new() -> std::io::Result<RunToken> {
+        let mut b = [0u8; 16];
+        let n = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())?;
+        if n != b.len() {
+            return Err(std::io::Error::other("getrandom returned fewer bytes"));
+        }
+        Ok(RunToken(hex::encode(b)))
+    }
+
+    /// What the run script reads first from its stdin.
+    pub fn stdin_line(&self) -> Vec<u8> {
+        format!("{}\n", self.0).into_bytes()
+    }
+
+    /// Read one line of the run step's stdout.
+    pub fn read<'a>(&self, line: &'a str) -> RunLine<'a> {
+        let Some(rest) = line.strip_prefix("mmx-ssh") else {
+            return RunLine::Other;
+        };
+        let status = rest
+            .strip_prefix(' ')
+            .and_then(|r| r.strip_prefix(self.0.as_str()))
+            .and_then(|r| r.strip_prefix(": "));
+        match status {
+            Some(kv) => {
+                let kv = kv.trim_end();
+                let (k, v) = kv.split_once(' ').unwrap_or((kv, ""));
+                RunLine::Status(k, v)
+            }
+            None => RunLine::Forged,
+        }
+    }
+}
+
+/// Never printed: the token stays out of logs and messages.
+impl fmt::Debug for RunToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RunToken(…)")
+    }
 }
 
 /// `mmx-ssh: KEY VALUE` → `(KEY, VALUE)`; `None` for any other line.
@@ -231,9 +304,57 @@ mod tests {
         assert_eq!(parse_status("MMX1 {\"event\":\"done\"}"), None);
     }
 
+    #[test]
+    fn only_lines_with_the_visits_token_are_status_lines() {
+        let t = RunToken::new().unwrap();
+        let other = RunToken::new().unwrap();
+        assert_ne!(t, other);
+        assert_eq!(t.stdin_line().len(), 33);
+        let line = |tok: &RunToken, rest: &str| {
+            format!(
+                "mmx-ssh {}: {rest}",
+                String::from_utf8_lossy(&tok.stdin_line()).trim()
+            )
+        };
+        assert_eq!(t.read(&line(&t, "cleaned")), RunLine::Status("cleaned", ""));
+        assert_eq!(
+            t.read(&line(&t, "left /x y\r")),
+            RunLine::Status("left", "/x y")
+        );
+        for forged in [
+            line(&other, "cleaned"),
+            "mmx-ssh: smt-old forceoff".to_string(),
+            "mmx-ssh : cleaned".to_string(),
+            "mmx-ssh 00000000000000000000000000000000: cleaned".to_string(),
+        ] {
+            assert_eq!(t.read(&forged), RunLine::Forged, "{forged}");
+        }
+        assert_eq!(
+            t.read(&format!("x {}", line(&t, "cleaned"))),
+            RunLine::Other
+        );
+        assert_eq!(t.read("MMX1 {}"), RunLine::Other);
+        assert!(!format!("{t:?}")
+            .contains(&String::from_utf8_lossy(&t.stdin_line()).trim().to_string()));
+    }
+
     /// The run script on this machine, with a plain file as the SMT control and a stand-in
-    /// agent: whatever the agent does, the old SMT value comes back and the dir goes.
+    /// agent, asked for SMT off: whatever the agent does, the old SMT value comes back and the
+    /// dir goes. Returns the script's status lines (as `mmx-ssh: KEY VALUE`, token checked),
+    /// its whole stdout, the control file, and the token it was given.
     fn run_script_with(agent: &str, control: &str, stop_with: Option<i32>) -> (String, String) {
+        let (status, _, ctl, _) = run_script_in(agent, control, stop_with, |_| {});
+        (status, ctl)
+    }
+
+    fn run_script_in(
+        agent: &str,
+        control: &str,
+        stop_with: Option<i32>,
+        check_tmp: impl FnOnce(&std::path::Path),
+    ) -> (String, String, String, RunToken) {
+        use super::super::smt::{decide, SmtPlan};
+        use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("mmx.test");
@@ -245,14 +366,21 @@ mod tests {
         std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(d.join("plan.json"), "{}").unwrap();
         let (d_s, ctl_s) = (d.display().to_string(), ctl.display().to_string());
+        let (to, restore) = match decide(crate::cell::SmtSetting::Off, control.trim()) {
+            SmtPlan::Switch { set, restore } => (set.word(), restore.word()),
+            SmtPlan::Leave => ("", ""),
+            SmtPlan::Unsupported { current } => panic!("no run for SMT `{current}`"),
+        };
+        let token = RunToken::new().unwrap();
         let mut child = std::process::Command::new("sh")
-            .args(["-c", RUN, "mmx-ssh", &d_s, "off", "60", &ctl_s])
+            .args(["-c", RUN, "mmx-ssh", &d_s, to, restore, "60", &ctl_s])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         // Held open like the SSH channel: EOF here would stop the agent (the watcher).
-        let _stdin = child.stdin.take();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&token.stdin_line()).unwrap();
         if let Some(sig) = stop_with {
             std::thread::sleep(std::time::Duration::from_millis(500));
             let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
@@ -260,10 +388,22 @@ mod tests {
             rustix::process::kill_process(pid, sig).unwrap();
         }
         let out = child.wait_with_output().unwrap();
+        drop(stdin);
         assert!(!d.exists(), "temp dir left behind");
+        check_tmp(tmp.path());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let status = stdout
+            .lines()
+            .filter_map(|l| match token.read(l) {
+                RunLine::Status(k, v) => Some(format!("mmx-ssh: {k} {v}\n")),
+                RunLine::Forged | RunLine::Other => None,
+            })
+            .collect();
         (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
+            status,
+            stdout,
             std::fs::read_to_string(&ctl).unwrap(),
+            token,
         )
     }
 
@@ -271,7 +411,7 @@ mod tests {
     fn smt_is_restored_after_a_failing_agent() {
         let (out, ctl) = run_script_with("#!/bin/sh\nexit 3\n", "on\n", None);
         assert_eq!(ctl, "on\n", "{out}");
-        assert!(out.contains("mmx-ssh: smt-old on"), "{out}");
+        assert!(out.contains("mmx-ssh: smt-switch off restore on"), "{out}");
         assert!(out.contains("mmx-ssh: agent-exit 3"), "{out}");
         assert!(out.contains("mmx-ssh: cleaned"), "{out}");
     }
@@ -298,6 +438,44 @@ mod tests {
         assert!(out.contains("agent-exit 0"), "{out}");
     }
 
+    /// The agent and everything it can list (its arguments and environment, and those of every
+    /// process above it) never hold the token; the script's own last words start a line of
+    /// their own after an agent that left one unfinished.
+    #[test]
+    fn the_token_is_not_where_the_agent_can_list_it() {
+        let agent = r#"#!/bin/sh
+out=$(dirname "$0")/../seen
+{ env; echo "$@"; p=$$
+  while [ "$p" -gt 1 ]; do
+    tr '\0' ' ' < /proc/$p/cmdline; echo; tr '\0' '\n' < /proc/$p/environ; echo
+    p=$(sed 's/.*) [A-Za-z] //; s/ .*//' /proc/$p/stat)
+  done; } > "$out" 2>/dev/null
+printf 'mmx-ssh: cleaned, no newline'
+exit 1
+"#;
+        let mut seen = String::new();
+        let (status, stdout, _, token) = run_script_in(agent, "on\n", None, |tmp| {
+            seen = std::fs::read_to_string(tmp.join("seen")).unwrap();
+        });
+        let hex = String::from_utf8_lossy(&token.stdin_line())
+            .trim()
+            .to_string();
+        assert!(
+            seen.contains("mmx-agent"),
+            "the agent saw its own command line: {seen}"
+        );
+        assert!(
+            !seen.contains(&hex),
+            "the token leaked to the agent:\n{seen}"
+        );
+        assert!(stdout.contains("mmx-ssh: cleaned, no newline"), "{stdout}");
+        assert!(
+            status.contains("mmx-ssh: agent-exit 1"),
+            "{status}\n{stdout}"
+        );
+        assert!(status.contains("mmx-ssh: cleaned \n"), "{status}\n{stdout}");
+    }
+
     #[test]
     fn prepare_stores_the_plan_each_runtime_and_the_agent_from_one_stream() {
         use sha2::{Digest, Sha256};
@@ -312,7 +490,16 @@ mod tests {
         let d = tmp.path().join("mmx.visit");
         let d_s = d.display().to_string();
         let mut child = std::process::Command::new("sh")
-            .args(["-c", PREPARE, "mmx-ssh", "root", &d_s, "one:5", "two:3"])
+            .args([
+                "-c",
+                PREPARE,
+                "mmx-ssh",
+                "root",
+                &d_s,
+                "/nonexistent/smt/control",
+                "one:5",
+                "two:3",
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -348,6 +535,7 @@ mod tests {
             status_value(&text, "sha256"),
             Some(sum(b"agent\nbytes").as_str())
         );
+        assert_eq!(status_value(&text, "smt-control"), Some("missing"));
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //! stream its results back, and clean up on every path.
 //!
 //! Steps (each one ssh command over the host's shared connection): `connect-copy` (root/sudo
-//! check, private temp dir, plan and agent copy, sha256) and `run` (the agent, stdout streamed,
-//! the host cleaning up after itself). Only when the run could not confirm its cleanup (a lost
-//! connection, Ctrl-C, a failed step) does a third, `cleanup`, remove what is left and restore
-//! SMT from the harness side. Every ssh command costs a login shell on the host (and its rc
-//! files), so a visit uses as few as it can.
+//! check, the SMT control's value, private temp dir, plan and agent copy, sha256) and `run` (the
+//! agent, stdout streamed, the host cleaning up after itself). Only when the run could not
+//! confirm its cleanup (a lost connection, Ctrl-C, a failed step) does a third, `cleanup`,
+//! remove what is left and restore SMT from the harness side. Every ssh command costs a login
+//! shell on the host (and its rc files), so a visit uses as few as it can.
+//!
+//! The run's stdout is the agent's too: the run script's status lines count only with the
+//! visit's token (`remote::RunToken`), and what is restored or removed never comes from them
+//! (the SMT value is the one `connect-copy` read, the dir the one mmx named).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,7 +22,8 @@ use protocol::{CellResult, Evidence, Outcome};
 use sha2::{Digest, Sha256};
 
 use super::args::{classify_failure, command_args, describe};
-use super::remote::{self, command_line, parse_status, status_value, SMT_CONTROL};
+use super::remote::{self, command_line, parse_status, status_value, RunLine, RunToken};
+use super::smt::{self, SmtPlan, SmtWrite};
 use super::step::{self, StepError, StepOutput};
 use crate::backend::supervise::{
     self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
@@ -53,8 +58,9 @@ struct Visit<'a> {
     /// The private temp dir on the host: the name mmx chose, once the step that makes it ran
     /// (never a name the host's output announces: a login banner could name another).
     dir: Option<String>,
-    /// SMT control value to write back, when the run script changed it.
-    smt_old: Option<String>,
+    /// SMT control value to write back (the one `connect-copy` read), when the visit switches
+    /// it.
+    smt_restore: Option<SmtWrite>,
     /// What the run script said about its own cleanup: `Some(empty)`: all clean.
     self_cleaned: Option<Vec<String>>,
     /// The run's channels (results, agent), once it ran.
@@ -84,7 +90,7 @@ pub fn run(
         overhead_ms: 0.0,
         use_sudo: false,
         dir: None,
-        smt_old: None,
+        smt_restore: None,
         self_cleaned: None,
         channels: BTreeMap::new(),
     };
@@ -272,7 +278,8 @@ impl Visit<'_> {
         // From here on the dir may exist on the host, whatever the step's output says.
         self.dir = Some(dir.clone());
         let mode = if self.host.sudo { "sudo" } else { "root" };
-        let mut args: Vec<&str> = vec![mode, &dir];
+        let ctl = self.host.smt_control.display().to_string();
+        let mut args: Vec<&str> = vec![mode, &dir, &ctl];
         args.extend(runtime_specs.iter().map(String::as_str));
         let out = self.step(
             "connect-copy",
@@ -343,6 +350,35 @@ impl Visit<'_> {
             }
         }
 
+        // What SMT the host has now, before any agent ran there, decides the switch and the
+        // value restored after it.
+        let current = status_value(&out.stdout, "smt-control").ok_or_else(|| {
+            host_setup(format!(
+                "{who} did not say what {ctl} reads: {}",
+                out.stdout.trim()
+            ))
+        })?;
+        let (to, restore) = match smt::decide(smt, current) {
+            SmtPlan::Leave => ("", ""),
+            SmtPlan::Switch { set, restore } => {
+                self.smt_restore = Some(restore);
+                (set.word(), restore.word())
+            }
+            SmtPlan::Unsupported { current } => {
+                let ctl = &self.host.smt_control;
+                stream.answer_unreported(|item, cell| {
+                    smt_unsupported(item, cell, smt.word(), &current, ctl)
+                });
+                return Ok(BootEnd::Completed);
+            }
+        };
+        let token = RunToken::new().map_err(|e| {
+            (
+                InfraCause::BootSetup,
+                format!("getrandom for the run's token: {e}"),
+            )
+        })?;
+
         // The run: result lines and the run script's status lines on stdout, the agent's
         // stderr (and ssh's) in the agent log.
         let open = |rel: &Path| self.req.run_dir.create_log(rel);
@@ -354,7 +390,7 @@ impl Visit<'_> {
         let cmd = command_line(
             self.use_sudo,
             remote::RUN,
-            &[&dir, smt.word(), &remote_limit, SMT_CONTROL],
+            &[&dir, to, restore, &remote_limit, &ctl],
         );
         let args = command_args(self.host, self.control_dir, &cmd);
         // The visit's deadlines run from its start; the run gets what connect and copy left.
@@ -366,7 +402,8 @@ impl Visit<'_> {
                 Channel::stdout("results", Role::Results, Some(results_log)),
                 Channel::stderr("agent", Role::Diagnostics, Some(stderr_log)),
             ],
-            stdin: Stdin::Hold,
+            // The token first, then held open: the agent stops when it closes.
+            stdin: Stdin::FeedAndHold(token.stdin_line()),
             stop: Stop::CloseStdin {
                 grace: supervise::SSH_RUN_STOP_GRACE,
             },
@@ -382,22 +419,25 @@ impl Visit<'_> {
         let mut script = RunScript {
             start: self.start,
             log: &mut self.ssh_log,
-            smt_old: None,
+            token,
             error: None,
             cleaned: None,
-            unsupported: None,
+            forged: 0,
         };
         let sup = supervise::run(spec, Some(ResultStream::new(&self.req.plan)), &mut script)
             .map_err(|e| (InfraCause::Spawn, e.to_string()))?;
         let RunScript {
-            smt_old,
             error,
             cleaned,
-            unsupported,
+            forged,
             ..
         } = script;
-        self.smt_old = smt_old;
         self.self_cleaned = cleaned;
+        if forged > 0 {
+            self.log(&format!(
+                "ignored {forged} line(s) shaped like status lines without this visit's token"
+            ));
+        }
         self.channels = sup.channels();
         let code = sup.status.and_then(|s| s.code());
         let tail = sup.view().excerpt(Role::Diagnostics);
@@ -412,10 +452,6 @@ impl Visit<'_> {
             return Ok(end);
         }
         self.log(&format!("run: ssh exit {code:?}"));
-        if let Some((want, cur)) = unsupported {
-            stream.answer_unreported(|item, cell| smt_unsupported(item, cell, &want, &cur));
-            return Ok(BootEnd::Completed);
-        }
         if let Some(msg) = error {
             return Err(host_setup(format!("on {who}: {msg}")));
         }
@@ -457,8 +493,9 @@ impl Visit<'_> {
         if self.self_cleaned.as_ref().is_some_and(Vec::is_empty) {
             return end;
         }
-        let old = self.smt_old.clone().unwrap_or_default();
-        let cmd = command_line(self.use_sudo, remote::CLEANUP, &[&dir, &old, SMT_CONTROL]);
+        let old = self.smt_restore.map_or("", SmtWrite::word);
+        let ctl = self.host.smt_control.display().to_string();
+        let cmd = command_line(self.use_sudo, remote::CLEANUP, &[&dir, old, &ctl]);
         let res = self.step("cleanup", &cmd, &[], CLEANUP_LIMIT, &Cancel::new());
         let left: Vec<String> = match &res {
             Ok(out) => out
@@ -492,42 +529,58 @@ impl Visit<'_> {
     }
 }
 
-/// The run script's status lines (`mmx-ssh: KEY VALUE`) beside the result lines on stdout:
-/// logged to the ssh log and kept for the visit.
+/// The run script's status lines (`mmx-ssh TOKEN: KEY VALUE`) beside the result lines on stdout:
+/// logged to the ssh log (without the token) and kept for the visit. Lines shaped like them
+/// without the token are the agent's (or anyone's but the script's): counted, logged, ignored.
 struct RunScript<'a> {
     start: Instant,
     log: &'a mut Option<File>,
-    smt_old: Option<String>,
+    token: RunToken,
     error: Option<String>,
     /// `Some(empty)`: the script cleaned up; else what it left.
     cleaned: Option<Vec<String>>,
-    unsupported: Option<(String, String)>,
+    forged: u64,
 }
+
+/// Characters of an ignored line kept in the ssh log.
+const FORGED_EXCERPT: usize = 200;
 
 impl Observer for RunScript<'_> {
     fn line(&mut self, channel: &ChannelInfo, line: &Line, _: &View) -> Option<BootEnd> {
         if channel.role != Role::Results {
             return None;
         }
-        let (key, value) = parse_status(&line.text)?;
-        if let Some(f) = self.log.as_mut() {
-            let ms = ms_between(self.start, Instant::now());
-            let _ = writeln!(f, "[{ms:9.1} ms] {}", line.text.trim_end());
-        }
+        let (key, value) = match self.token.read(&line.text) {
+            RunLine::Status(k, v) => (k, v),
+            RunLine::Other => return None,
+            RunLine::Forged => {
+                self.forged += 1;
+                if self.forged <= 20 {
+                    let excerpt: String = line.text.chars().take(FORGED_EXCERPT).collect();
+                    self.write_log(&format!("ignored, not this visit's token: {excerpt}"));
+                }
+                return None;
+            }
+        };
+        self.write_log(&format!("mmx-ssh: {key} {value}"));
         match key {
-            "smt-old" => self.smt_old = Some(value.to_string()),
             "error" => self.error = Some(value.to_string()),
             "cleaned" => self.cleaned = Some(vec![]),
             "left" | "left-mounted" | "smt-not-restored" => {
                 self.cleaned = Some(vec![format!("{key} {value}")])
             }
-            "unsupported" => {
-                let (w, c) = value.split_once(' ').unwrap_or((value, ""));
-                self.unsupported = Some((w.to_string(), c.to_string()));
-            }
             _ => {}
         }
         None
+    }
+}
+
+impl RunScript<'_> {
+    fn write_log(&mut self, text: &str) {
+        if let Some(f) = self.log.as_mut() {
+            let ms = ms_between(self.start, Instant::now());
+            let _ = writeln!(f, "[{ms:9.1} ms] {}", text.trim_end());
+        }
     }
 }
 
@@ -549,19 +602,18 @@ fn random_suffix() -> String {
 }
 
 /// A plan item's answer when the host cannot switch SMT as asked: `unsupported`.
-fn smt_unsupported(item: u32, cell: &str, want: &str, cur: &str) -> CellResult {
+fn smt_unsupported(item: u32, cell: &str, want: &str, cur: &str, ctl: &Path) -> CellResult {
+    let ctl = ctl.display();
     let detail = if cur == "missing" {
-        format!("{SMT_CONTROL} does not exist (a kernel without SMT control)")
+        format!("{ctl} does not exist (a kernel without SMT control)")
     } else {
-        format!("{SMT_CONTROL} reads `{cur}`: this host cannot switch SMT {want}")
+        format!("{ctl} reads `{cur}`: this host cannot switch SMT {want}")
     };
     CellResult {
         item,
         cell_id: cell.to_owned(),
         outcome: Outcome::Unsupported,
-        evidence: Some(
-            Evidence::new(format!("write `{want}` to {SMT_CONTROL}")).with_detail(detail),
-        ),
+        evidence: Some(Evidence::new(format!("write `{want}` to {ctl}")).with_detail(detail)),
         metrics: BTreeMap::new(),
         detail: None,
     }

@@ -32,10 +32,9 @@ pub mod lines;
 
 pub use lines::{excerpt, Line};
 
-/// The longest result line: the largest result the agent sends is a mounts result with one
-/// latency per container (at most 4,096) and its metrics, tens of KiB. A MiB leaves room and
-/// still bounds what one line costs.
-pub const RESULT_LINE_MAX: usize = 1 << 20;
+/// The longest result line: the protocol's (`protocol::limits`), which the agent keeps to. A
+/// longer one is cut like any line and the stream reads it as a protocol violation.
+pub use protocol::limits::RESULT_LINE_MAX;
 /// A boot's result channel: a plan is at most a few hundred items of tens of KiB each. The
 /// stream keeps every valid result in memory, so this is also what one boot's results may cost.
 pub const RESULTS_MAX: u64 = 16 << 20;
@@ -175,6 +174,9 @@ pub enum Stdin {
     Feed(Vec<u8>),
     /// Held open until the stop (the agent ends when its stdin closes).
     Hold,
+    /// Written, then held open until the stop (an ssh run script's token, then the agent's
+    /// stdin).
+    FeedAndHold(Vec<u8>),
 }
 
 /// How a process is stopped when the supervisor ends it (a watchdog, a flood, a violation,
@@ -324,7 +326,7 @@ pub fn run(
     };
     command.stdin(match stdin {
         Stdin::Null => Stdio::null(),
-        Stdin::Feed(_) | Stdin::Hold => Stdio::piped(),
+        Stdin::Feed(_) | Stdin::Hold | Stdin::FeedAndHold(_) => Stdio::piped(),
     });
     command.stdout(Stdio::null()).stderr(Stdio::null());
     /// Where our end of a channel comes from once the child runs.
@@ -383,9 +385,10 @@ pub fn run(
         fds.push(fd);
         readers.push((info, reader));
     }
-    let feed = match stdin {
-        Stdin::Feed(bytes) => Some(bytes),
-        Stdin::Null | Stdin::Hold => None,
+    let (feed, hold) = match stdin {
+        Stdin::Feed(bytes) => (Some(bytes), false),
+        Stdin::FeedAndHold(bytes) => (Some(bytes), true),
+        Stdin::Null | Stdin::Hold => (None, true),
     };
     let stdin = stdin_fd.map(File::from);
     if let (Some(f), Some(_)) = (&stdin, &feed) {
@@ -402,6 +405,7 @@ pub fn run(
         stdin,
         feed,
         fed: 0,
+        hold,
         stream,
         broken: false,
         stop,
@@ -439,6 +443,8 @@ struct Loop {
     stdin: Option<File>,
     feed: Option<Vec<u8>>,
     fed: usize,
+    /// Keep stdin open once the feed is written.
+    hold: bool,
     stream: Option<ResultStream>,
     /// The stream broke the results contract: nothing more is fed to it.
     broken: bool,
@@ -604,7 +610,12 @@ impl Loop {
             // the same read, or while the process stops) is not taken as a result.
             if role == Role::Results && !self.broken {
                 if let Some(stream) = self.stream.as_mut() {
-                    if let Fed::Violation(kind) = stream.feed_line(&line.text) {
+                    let fed = if line.cut {
+                        stream.feed_cut_line(&line.text)
+                    } else {
+                        stream.feed_line(&line.text)
+                    };
+                    if let Fed::Violation(kind) = fed {
                         self.broken = true;
                         let end = BootEnd::infra(
                             InfraCause::ProtocolViolation,
@@ -635,7 +646,9 @@ impl Loop {
         }
         if self.fed >= data.len() {
             self.feed = None;
-            self.stdin = None;
+            if !self.hold {
+                self.stdin = None;
+            }
         }
     }
 

@@ -168,6 +168,54 @@ fn an_endless_line_is_cut_once_and_counted() {
 }
 
 #[test]
+fn a_result_line_over_the_limit_ends_the_boot_and_is_not_taken() {
+    // A valid result for item 1, padded with spaces past the limit: cut there, its beginning
+    // would parse. Then a done that must not count either.
+    let pad = RESULT_LINE_MAX + 10;
+    let script = format!(
+        "printf '%s\\n' '{h}' '{r}'; printf '%s' '{b}'; head -c {pad} /dev/zero | tr '\\0' ' '; \
+         printf '\\n%s\\n' '{d}'; exec sleep 30",
+        h = hello_line("k"),
+        r = pass_line(0, "a"),
+        b = pass_line(1, "b"),
+        d = protocol::encode_line(&protocol::AgentEvent::Done { uptime_ms: 1 }),
+    );
+    let out = run(
+        spec(
+            sh(&script),
+            vec![Channel::stdout("results", Role::Results, None)],
+            Stop::Term {
+                grace: Duration::from_secs(5),
+            },
+            deadlines(LONG, LONG, LONG),
+        ),
+        Some(ResultStream::new(&tiny_plan(&["a", "b"]))),
+        &mut Quiet,
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            &out.stopped,
+            Some(BootEnd::Infra { cause: InfraCause::ProtocolViolation, message }) if message.contains("too-long")
+        ),
+        "{:?}",
+        out.stopped
+    );
+    assert_eq!(out.channels()["results"].lines_cut, 1);
+    let stream = out.stream.unwrap();
+    assert_eq!(
+        stream.violations[0].kind,
+        crate::results::ViolationKind::TooLong
+    );
+    assert!(stream.results()[0].is_some(), "the result before it stays");
+    assert!(
+        stream.results()[1].is_none(),
+        "the padded result is not taken"
+    );
+    assert!(!stream.is_done());
+}
+
+#[test]
 fn silence_and_boot_deadlines_fire() {
     let short = Duration::from_millis(300);
     let out = run(
@@ -283,6 +331,34 @@ fn close_stdin_stops_a_reader_of_stdin_and_its_last_words_arrive() {
         rec.0
     );
     assert!(out.status.unwrap().success());
+}
+
+#[test]
+fn fed_and_held_stdin_is_written_then_open_until_the_stop() {
+    let mut rec = Record::default();
+    let mut s = spec(
+        sh("read -r first; echo \"got $first\"; cat >/dev/null; echo stdin-closed"),
+        vec![Channel::stdout("results", Role::Results, None)],
+        Stop::CloseStdin {
+            grace: Duration::from_secs(5),
+        },
+        deadlines(LONG, Duration::from_millis(300), LONG),
+    );
+    s.stdin = Stdin::FeedAndHold(b"token\n".to_vec());
+    let out = run(s, Some(ResultStream::new(&tiny_plan(&[]))), &mut rec).unwrap();
+    let lines: Vec<&str> = rec.0.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(lines, ["got token", "stdin-closed"]);
+    assert!(
+        matches!(
+            out.stopped,
+            Some(BootEnd::Timeout {
+                deadline: Deadline::Silence,
+                ..
+            })
+        ),
+        "stdin stayed open until the stop: {:?}",
+        out.stopped
+    );
 }
 
 #[test]
