@@ -465,10 +465,11 @@ pub fn guest_plan(plan: &Plan, kernel: &ResolvedKernel, fs: Filesystem, accel: A
         filesystem: fs,
     });
     let wanted = wanted_features(fs);
+    // Soft dependencies travel too (`initramfs::module_table`), but the kernel asks for those.
     plan.modules = kernel
         .modules
         .iter()
-        .filter(|m| m.needed_for.iter().any(|f| wanted.contains(f)))
+        .filter(|m| m.loaded_at_boot_for(&wanted))
         .map(|m| m.initramfs_path.clone())
         .collect();
     plan
