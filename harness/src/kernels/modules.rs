@@ -302,17 +302,46 @@ impl ModuleIndex {
     }
 
     /// The loadable modules' aliases: `modules.alias` when the tree had one, else every
-    /// module's `.modinfo` (each decompressed in turn: on Debian's generic kernel some 4,000
-    /// modules, read once per cache entry).
+    /// module's `.modinfo`, as depmod reads them. Debian's generic 6.12 has 4,230 modules,
+    /// 516 MB once decompressed: some 13 s of CPU, once per cache entry, spread over the cores
+    /// (each thread holds one decompressed module at a time).
     fn alias_table(&self) -> Result<&AliasTable, KernelError> {
         if let Some(t) = self.aliases.get() {
             return Ok(t);
         }
+        let all: Vec<(&String, &(String, ModuleBytes))> = self.modules.iter().collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let per_thread = all.len().div_ceil(threads).max(1);
+        let parts: Vec<Result<Vec<(String, String)>, KernelError>> = std::thread::scope(|s| {
+            let workers: Vec<_> = all
+                .chunks(per_thread)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut found = Vec::new();
+                        for (name, (tree_path, bytes)) in part {
+                            if let Some(info) = modinfo_of(tree_path, bytes)? {
+                                found
+                                    .extend(info.aliases.into_iter().map(|a| (a, (*name).clone())));
+                            }
+                        }
+                        Ok(found)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(KernelError::Modules {
+                            detail: "a thread reading module aliases panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
         let mut entries = Vec::new();
-        for (name, (tree_path, bytes)) in &self.modules {
-            if let Some(info) = modinfo_of(tree_path, bytes)? {
-                entries.extend(info.aliases.into_iter().map(|a| (a, name.clone())));
-            }
+        for part in parts {
+            entries.extend(part?);
         }
         Ok(self.aliases.get_or_init(|| AliasTable { entries }))
     }
