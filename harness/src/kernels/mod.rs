@@ -3,8 +3,9 @@
 //! order) that the initramfs builder and the QEMU backend consume.
 //!
 //! Phases, one file each: [`recipe`] (parse, check), [`lock`] (the lock file), [`apt`] (private
-//! apt: resolve, download), [`deb`] (ar/tar/xz), [`modules`] (which modules, which order),
-//! [`fetch`] (put it together in the [`cache`]), [`cmd`] (`mmx kernels …`).
+//! apt: resolve, download), [`deb`] (ar/tar/xz), [`modules`] (which modules, which order;
+//! [`aliases`]: what they answer to), [`fetch`] (put it together in the [`cache`]), [`cmd`]
+//! (`mmx kernels …`).
 //!
 //! Kernels mmx builds (`[source]` recipes): [`source`] (the recipe table), [`patches`] (series),
 //! [`tree`] (source trees and build directories; `switch` moves one to another tree in
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod aliases;
 pub mod apt;
 pub mod build;
 pub mod cache;
