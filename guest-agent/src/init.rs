@@ -31,9 +31,8 @@ const PLAN_PATH: &str = "/plan.json";
 /// The results channel: the second 8250 serial port.
 const RESULTS_TTY: &str = "/dev/ttyS1";
 
-/// `MODULE_INIT_COMPRESSED_FILE` from `linux/module.h`: the kernel decompresses the file itself
-/// (the kernels that ship `.ko.xz` are built with `CONFIG_MODULE_DECOMPRESS`).
-const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+/// Where the kernel reads which program answers its `request_module` calls.
+const MODPROBE_SYSCTL: &str = "/proc/sys/kernel/modprobe";
 
 /// How long to wait for the scratch disk's device node after the block driver loaded:
 /// virtio probing and devtmpfs node creation can lag the module's init under TCG.
@@ -102,11 +101,12 @@ pub enum InitError {
         path: String,
         source: std::io::Error,
     },
-    #[error("finit_module({path}, \"\", {flags}) failed: {errno}")]
-    FinitModule {
+    #[error(transparent)]
+    Module(#[from] crate::modprobe::LoadError),
+    #[error("writing {path} failed: {source}")]
+    Write {
         path: String,
-        flags: i32,
-        errno: rustix::io::Errno,
+        source: std::io::Error,
     },
     #[error("scratch disk {path} did not appear within {secs} s")]
     NoDisk { path: String, secs: u64 },
@@ -148,6 +148,7 @@ fn run() -> anyhow::Result<()> {
         source,
     })?;
     let plan = protocol::parse_plan(&text).map_err(InitError::Plan)?;
+    answer_module_requests()?;
     load_modules(&plan.modules)?;
     mount_scratch(&plan)?;
     let mut results = open_results()?;
@@ -192,38 +193,34 @@ fn mkdir_p(path: &Path) -> Result<(), InitError> {
     })
 }
 
-/// Load the plan's modules front to back (the harness ordered them dependencies first).
-/// `.ko.xz` files go to the kernel compressed; `EEXIST` (already loaded or built in) is fine.
-fn load_modules(modules: &[std::path::PathBuf]) -> Result<(), InitError> {
-    for path in modules {
-        let shown = path.display().to_string();
-        let file = File::open(path).map_err(|source| InitError::Open {
-            path: shown.clone(),
-            source,
-        })?;
-        let flags = module_flags(path);
-        match rustix::system::finit_module(&file, c"", flags) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(errno) => {
-                return Err(InitError::FinitModule {
-                    path: shown,
-                    flags,
-                    errno,
-                })
-            }
-        }
+/// Make the agent the kernel's modprobe (through the link the harness put at
+/// [`protocol::modules::MODPROBE_PATH`]): modules that load their helpers on request (ext4 and
+/// btrfs asking for `crypto-crc32c` on Debian's generic kernels) find them in the initramfs.
+/// Before the modules load, so their own requests are answered. A kernel without module
+/// support has no such file and needs none.
+fn answer_module_requests() -> Result<(), InitError> {
+    let path = protocol::modules::MODPROBE_PATH;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(MODPROBE_SYSCTL)
+    {
+        Ok(mut f) => f.write_all(format!("{path}\n").as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
     }
-    Ok(())
+    .map_err(|source| InitError::Write {
+        path: MODPROBE_SYSCTL.into(),
+        source,
+    })
 }
 
-/// `finit_module` flags for a module file: compressed ones need the kernel to decompress them.
-fn module_flags(path: &Path) -> i32 {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if name.ends_with(".ko.xz") || name.ends_with(".ko.zst") || name.ends_with(".ko.gz") {
-        MODULE_INIT_COMPRESSED_FILE
-    } else {
-        0
+/// Load the plan's modules front to back (the harness ordered them dependencies first).
+/// `.ko.xz` files go to the kernel compressed; one already loaded or built in is fine.
+fn load_modules(modules: &[std::path::PathBuf]) -> Result<(), InitError> {
+    for path in modules {
+        crate::modprobe::load_file(None, path)?;
     }
+    Ok(())
 }
 
 /// Mount the layers' filesystem at `plan.scratch_dir`: the scratch disk, or a tmpfs when the
@@ -324,13 +321,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compressed_modules_ask_the_kernel_to_decompress() {
-        assert_eq!(module_flags(Path::new("/lib/modules/x/overlay.ko.xz")), 4);
-        assert_eq!(module_flags(Path::new("/lib/modules/x/overlay.ko")), 0);
-        assert_eq!(module_flags(Path::new("virtio_blk.ko")), 0);
-    }
-
-    #[test]
     fn errors_read_like_the_failed_call() {
         let e = InitError::Mount {
             source_: "/dev/vda".into(),
@@ -341,11 +331,11 @@ mod tests {
         };
         let s = e.to_string();
         assert!(s.starts_with("mount(/dev/vda, /scratch, xfs,"), "{s}");
-        let e = InitError::FinitModule {
+        let e = InitError::from(crate::modprobe::LoadError::FinitModule {
             path: "/lib/modules/xfs.ko.xz".into(),
             flags: 4,
             errno: rustix::io::Errno::NOEXEC,
-        };
+        });
         assert!(e
             .to_string()
             .starts_with("finit_module(/lib/modules/xfs.ko.xz, \"\", 4)"));

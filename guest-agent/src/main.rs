@@ -1,10 +1,11 @@
 //! mmx-agent: the guest side of mmx. As PID 1 in an initramfs it sets the guest up and runs the
-//! plan baked into the archive ([`init`]); on any Linux host it is a plain CLI (`probe`, `mounts`,
-//! `lockbench`, `run-plan`). The wire format is the `protocol` crate's.
+//! plan baked into the archive ([`init`]); started by the kernel as `modprobe` it loads the
+//! module the kernel asks for ([`modprobe`]); on any Linux host it is a plain CLI (`probe`,
+//! `mounts`, `lockbench`, `run-plan`). The wire format is the `protocol` crate's.
 //!
 //! Exit codes, decided here only: 0 every result pass or unsupported, 1 a fail / timeout / panic /
 //! infra-error, 2 usage or setup errors (not root, bad arguments), 130 stopped by a signal or by
-//! stdin EOF.
+//! stdin EOF. As modprobe: kmod's (0 loaded, 1 not, 2 usage), decided in [`modprobe::main`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ mod hypervisor;
 mod init;
 mod layers;
 mod lockbench;
+mod modprobe;
 mod mounts;
 mod plan;
 mod probes;
@@ -280,6 +282,11 @@ fn main() -> ExitCode {
     // PID 1 in a guest: there is no command line to parse, only the plan in the archive.
     if std::process::id() == 1 {
         init::main();
+    }
+    // The kernel's request_module, through the link the init named in /proc/sys/kernel/modprobe.
+    let mut args = std::env::args_os();
+    if modprobe::invoked_as_modprobe(args.next().as_deref()) {
+        return modprobe::main(&args.collect::<Vec<_>>());
     }
     let cli = Cli::parse();
     let outcome = run(cli);

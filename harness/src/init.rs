@@ -72,8 +72,8 @@ const HEADER: &str = "\
 /// The repository's default matrix: what `mmx run` does with no flags.
 const MATRIX: &str = include_str!("../../matrix.toml");
 
-/// The kernel recipes in `kernels/`: the default matrix's and the fast source-built profile (a
-/// test keeps this list equal to `kernels/`).
+/// The kernel recipes in `kernels/`: the default matrix's, Debian's generic 6.12 and the fast
+/// source-built profile (a test keeps this list equal to `kernels/`).
 const RECIPES: &[(&str, &str)] = &[
     (
         "kernels/debian-6.1.toml",
@@ -82,6 +82,10 @@ const RECIPES: &[(&str, &str)] = &[
     (
         "kernels/debian-6.12.toml",
         include_str!("../../kernels/debian-6.12.toml"),
+    ),
+    (
+        "kernels/debian-6.12-generic.toml",
+        include_str!("../../kernels/debian-6.12-generic.toml"),
     ),
     (
         "kernels/debian-6.12-minimal.toml",

@@ -2,7 +2,9 @@
 //!
 //! Two or three archives, concatenated (the kernel unpacks one after another):
 //! - a *base* per (kernel, agent build), cached: `/init` (the static agent), the directories the
-//!   agent mounts on, `/dev/console`, and the kernel's modules under `/lib/modules`;
+//!   agent mounts on, `/dev/console`, the kernel's modules under `/lib/modules` with the module
+//!   table the agent answers the kernel's module requests from ([`protocol::modules`]), and
+//!   a link to the agent named `modprobe`, which is how the kernel runs it for those;
 //! - when the boot's cells start runtimes, their static executables under `/runtimes/<name>`,
 //!   cached per set of runtimes (keyed by their SHA-256s, checked as they are read);
 //! - a few hundred bytes per boot: `/plan.json`.
@@ -15,6 +17,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use protocol::modules::{ModuleEntry, ModuleTable};
+
 use crate::debian::cache::key;
 use crate::debian::{Cache, DebianError};
 use crate::kernels::ModuleFeature;
@@ -22,7 +26,8 @@ use crate::kernels::ResolvedKernel;
 use crate::rundir::IoError;
 
 /// Bump when the base archive's contents change shape.
-const BASE_FORMAT: &[u8] = b"initramfs-v1";
+/// v2: the module table, soft dependencies shipped for on-request loading, `/mmx/modprobe`.
+const BASE_FORMAT: &[u8] = b"initramfs-v2";
 
 // Inode numbers: the kernel links entries of one archive that share (ino, nlink >= 2), so each
 // entry gets its own; the plan archive counts from elsewhere so the two never look alike.
@@ -41,7 +46,7 @@ pub enum InitramfsError {
     Io(#[from] IoError),
     #[error("cpio entry {name}: {what} does not fit the newc header's 32 bits")]
     TooLarge { name: String, what: &'static str },
-    #[error("serialize the plan")]
+    #[error("serialize the plan or the module table")]
     Plan(#[from] serde_json::Error),
     #[error("{path}: base archive length {len} is not a multiple of 4; delete it to rebuild", path = path.display())]
     Misaligned { path: PathBuf, len: u64 },
@@ -205,25 +210,59 @@ pub fn base_archive(
     }
     let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io("create temp in", &dir))?;
     let mut cpio = CpioWriter::new(std::io::BufWriter::new(tmp), BASE_FIRST_INO);
-    for d in ["dev", "proc", "sys", "tmp", "scratch", "lib", "lib/modules"] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "scratch",
+        "lib",
+        "lib/modules",
+        "mmx",
+    ] {
         cpio.append_dir(d, 0o755)?;
     }
     // The kernel opens /dev/console for init's stdio before init runs; without it the agent
     // starts with no stdout.
     cpio.append_char_dev("dev/console", 0o600, 5, 1)?;
     cpio.append_file("init", 0o755, &agent_bytes)?;
-    for m in kernel
-        .modules
-        .iter()
-        .filter(|m| m.needed_for.iter().any(|f| wanted.contains(f)))
-    {
+    // The agent is the guest's modprobe when started by this name (it sets
+    // /proc/sys/kernel/modprobe to it).
+    cpio.append_symlink(
+        protocol::modules::MODPROBE_PATH.trim_start_matches('/'),
+        "/init",
+    )?;
+    for m in kernel.modules.iter().filter(|m| m.shipped_for(&wanted)) {
         let bytes = fs::read(&m.host_path).map_err(io("read module", &m.host_path))?;
         let name = m.initramfs_path.to_string_lossy();
         cpio.append_file(name.trim_start_matches('/'), 0o644, &bytes)?;
     }
+    let table = serde_json::to_vec_pretty(&module_table(kernel, &wanted))?;
+    cpio.append_file(
+        protocol::modules::TABLE_PATH.trim_start_matches('/'),
+        0o644,
+        &table,
+    )?;
     finish(cpio, &path)?;
     prune_idle(&dir);
     Ok(path)
+}
+
+/// The table of the modules a base archive for `features` carries (every one it ships, loaded
+/// at boot or not), for the agent's modprobe.
+pub fn module_table(kernel: &ResolvedKernel, features: &[ModuleFeature]) -> ModuleTable {
+    let modules = kernel
+        .modules
+        .iter()
+        .filter(|m| m.shipped_for(features))
+        .map(|m| ModuleEntry {
+            name: m.name.clone(),
+            path: m.initramfs_path.clone(),
+            depends: m.depends.clone(),
+            aliases: m.aliases.clone(),
+        })
+        .collect();
+    ModuleTable { modules }
 }
 
 /// Close a cached archive written to a temporary file and move it into place at `path`, so a
@@ -529,6 +568,62 @@ pub(crate) mod tests {
         );
     }
 
+    fn module(
+        name: &str,
+        needed: &[ModuleFeature],
+        on_request: &[ModuleFeature],
+        depends: &[&str],
+    ) -> crate::kernels::KernelModule {
+        crate::kernels::KernelModule {
+            name: name.into(),
+            host_path: format!("modules/{name}.ko.xz").into(),
+            initramfs_path: format!("/lib/modules/{name}.ko.xz").into(),
+            compressed: true,
+            needed_for: needed.to_vec(),
+            on_request_for: on_request.to_vec(),
+            depends: depends.iter().map(|d| d.to_string()).collect(),
+            aliases: vec![],
+        }
+    }
+
+    #[test]
+    fn the_module_table_lists_what_a_boot_ships_loaded_or_not() {
+        use ModuleFeature::{Btrfs, Ext4, Xfs};
+        let mut crc = module("crc32c_generic", &[], &[Ext4, Xfs, Btrfs], &[]);
+        crc.aliases = vec!["crypto-crc32c".into()];
+        let kernel = ResolvedKernel {
+            name: "k".into(),
+            release: "6.12.117+deb13-amd64".into(),
+            vmlinuz: "vmlinuz".into(),
+            config: None,
+            modules: vec![
+                crc,
+                module("libcrc32c", &[Xfs, Btrfs], &[], &[]),
+                module("xfs", &[Xfs], &[], &["libcrc32c"]),
+                module("ext4", &[Ext4], &[], &[]),
+            ],
+            builtin: vec![],
+            unavailable: vec![],
+            module_decompress: true,
+            provenance: crate::kernels::KernelProvenance::Path {
+                vmlinuz: "/v".into(),
+                modules: None,
+            },
+            cache_key: "abc".into(),
+            timings: Default::default(),
+        };
+        let table = module_table(&kernel, &[Xfs]);
+        let names: Vec<_> = table.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["crc32c_generic", "libcrc32c", "xfs"]);
+        let text = serde_json::to_string(&table).unwrap();
+        let table = ModuleTable::parse(&text).expect("the agent reads what the harness writes");
+        assert_eq!(
+            table.resolve("crypto-crc32c")[0].path,
+            Path::new("/lib/modules/crc32c_generic.ko.xz")
+        );
+        assert!(module_table(&kernel, &[]).modules.is_empty());
+    }
+
     #[test]
     fn base_archive_is_cached_per_kernel_and_agent() {
         let dir = tempfile::tempdir().unwrap();
@@ -548,6 +643,9 @@ pub(crate) mod tests {
                 initramfs_path: "/lib/modules/overlay.ko".into(),
                 compressed: false,
                 needed_for: vec![crate::kernels::ModuleFeature::Overlay],
+                on_request_for: vec![],
+                depends: vec![],
+                aliases: vec!["fs-overlay".into()],
             }],
             builtin: vec![],
             unavailable: vec![],
@@ -574,10 +672,27 @@ pub(crate) mod tests {
                 "scratch",
                 "lib",
                 "lib/modules",
+                "mmx",
                 "dev/console",
                 "init",
-                "lib/modules/overlay.ko"
+                "mmx/modprobe",
+                "lib/modules/overlay.ko",
+                "lib/modules/mmx-modules.json"
             ]
+        );
+        let modprobe = entries.iter().find(|e| e.0 == "mmx/modprobe").unwrap();
+        assert_eq!(
+            (modprobe.1, modprobe.4.as_slice()),
+            (S_IFLNK | 0o777, &b"/init"[..])
+        );
+        let table = entries
+            .iter()
+            .find(|e| e.0 == "lib/modules/mmx-modules.json")
+            .unwrap();
+        let table = ModuleTable::parse(std::str::from_utf8(&table.4).unwrap()).unwrap();
+        assert_eq!(
+            table.resolve("fs-overlay")[0].path,
+            Path::new("/lib/modules/overlay.ko")
         );
         let init = entries.iter().find(|e| e.0 == "init").unwrap();
         assert_eq!(
@@ -588,9 +703,17 @@ pub(crate) mod tests {
         let xfs_only = [crate::kernels::ModuleFeature::Xfs];
         let b = base_archive(&agent, &kernel, &xfs_only, &cache).unwrap();
         assert_ne!(a, b, "other features, other base");
-        assert!(read_all(&fs::read(&b).unwrap())[0]
+        let entries = &read_all(&fs::read(&b).unwrap())[0];
+        assert!(entries.iter().all(|e| e.0 != "lib/modules/overlay.ko"));
+        let table = entries
             .iter()
-            .all(|e| e.0 != "lib/modules/overlay.ko"));
+            .find(|e| e.0 == "lib/modules/mmx-modules.json")
+            .unwrap();
+        assert_eq!(
+            ModuleTable::parse(std::str::from_utf8(&table.4).unwrap()).unwrap(),
+            ModuleTable::default(),
+            "the table lists only what the archive carries"
+        );
         fs::write(&agent, b"agent v2").unwrap();
         assert_ne!(
             base_archive(&agent, &kernel, all, &cache).unwrap(),

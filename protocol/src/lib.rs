@@ -20,6 +20,9 @@
 //! Every number a plan can carry has a range in [`limits`], checked by the harness when it reads
 //! a matrix and by the agent before it runs an item.
 //!
+//! A guest's initramfs also carries a [`modules::ModuleTable`]: the modules it holds and the
+//! aliases they answer, so the agent can serve the kernel's `request_module` as its modprobe.
+//!
 //! Everything here is plain data with serde derives, except [`runtime`]'s bounded line reader and
 //! process driver: the agent's side of the runtime contract, kept beside the contract so the
 //! agent and the harness's contract tests drive runtimes with one implementation.
@@ -31,6 +34,7 @@ pub mod errno;
 mod event;
 pub mod limits;
 pub mod lockbench;
+pub mod modules;
 mod outcome;
 mod plan;
 pub mod runtime;

@@ -24,7 +24,8 @@ use crate::debian::{store, Apt, Cache, Deb, LockPolicy};
 use crate::rundir::write_atomic;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
-const EXTRACT_FORMAT: &[u8] = b"extract-v1";
+/// v2: soft dependencies resolved through aliases, module aliases and dependencies recorded.
+const EXTRACT_FORMAT: &[u8] = b"extract-v2";
 const MANIFEST: &str = "kernel.json";
 
 /// The variable that makes a locked kernel the archive dropped an error (`strict`).
@@ -341,7 +342,8 @@ struct Found {
     index: ModuleIndex,
 }
 
-/// One pass over a .deb: vmlinuz and config to `work`, modules and modules.builtin to memory.
+/// One pass over a .deb: vmlinuz and config to `work`, modules and what is built in
+/// (`modules.builtin`, `modules.builtin.modinfo`) to memory.
 /// Old packages put vmlinuz and config in /boot, newer ones in /usr/lib/modules/<release>/.
 fn scan_deb(deb: &Deb, work: &Path, release: &str, found: &mut Found) -> Result<(), KernelError> {
     let module_dirs = [
@@ -374,6 +376,13 @@ fn scan_deb(deb: &Deb, work: &Path, release: &str, found: &mut Found) -> Result<
                     .read_to_string(&mut text)
                     .map_err(|e| KernelError::io("read modules.builtin from", deb.path(), e))?;
                 found.index.set_builtin(&text);
+            }
+            Some("modules.builtin.modinfo") => {
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes).map_err(|e| {
+                    KernelError::io("read modules.builtin.modinfo from", deb.path(), e)
+                })?;
+                found.index.set_builtin_modinfo(&bytes);
             }
             Some(rel) if rel.starts_with("kernel/") && rel.contains(".ko") => {
                 let mut bytes = Vec::new();
@@ -446,6 +455,9 @@ pub(crate) fn build_entry(
             initramfs_path: Path::new("/lib/modules").join(&file),
             compressed,
             needed_for: c.needed_for.into_iter().collect(),
+            on_request_for: c.on_request_for.into_iter().collect(),
+            depends: c.depends,
+            aliases: c.aliases,
         });
     }
     let rel = |p: PathBuf| p.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(p);

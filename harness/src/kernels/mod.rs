@@ -3,7 +3,8 @@
 //! order) that the initramfs builder and the QEMU backend consume.
 //!
 //! Phases, one file each: [`recipe`] (parse, check), [`lock`] (what a kernels.lock entry is, and
-//! how a recipe resolves to one), [`modules`] (which modules, which order), [`fetch`] (put it
+//! how a recipe resolves to one), [`modules`] (which modules, which order;
+//! [`aliases`]: what they answer to), [`fetch`] (put it
 //! together in the cache), [`cmd`] (`mmx kernels …`). The Debian machinery underneath — the
 //! private apt, reading .debs, the cache, the lock file's format — is `crate::debian`'s.
 //!
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::debian::{DebianError, LockedPackage};
 use crate::rundir::IoError;
 
+mod aliases;
 pub mod build;
 mod cmd;
 pub mod config;
@@ -52,7 +54,8 @@ pub struct ResolvedKernel {
     pub release: String,
     pub vmlinuz: PathBuf,
     pub config: Option<PathBuf>,
-    /// The modules the guest loads, dependencies first. Load them front to back.
+    /// The modules a guest may carry, dependencies first: those loaded at boot (load them front
+    /// to back) and soft dependencies loaded on the kernel's request.
     pub modules: Vec<KernelModule>,
     /// Wanted modules the kernel has built in (nothing to load).
     pub builtin: Vec<String>,
@@ -80,8 +83,31 @@ pub struct KernelModule {
     pub initramfs_path: PathBuf,
     /// xz-compressed (only when the kernel decompresses modules itself).
     pub compressed: bool,
-    /// The features that need it, directly or as a dependency.
+    /// The features that load it at boot, directly or as a dependency.
     pub needed_for: Vec<ModuleFeature>,
+    /// The features that ship it without loading it: a soft dependency (`crypto-crc32c`), for
+    /// the agent's modprobe to load when the kernel asks for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_request_for: Vec<ModuleFeature>,
+    /// The modules it depends on (each earlier in [`ResolvedKernel::modules`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends: Vec<String>,
+    /// What else it answers to (`.modinfo`'s `alias=`), for the guest's module table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl KernelModule {
+    /// Whether a boot that needs `features` carries it in its initramfs.
+    pub fn shipped_for(&self, features: &[ModuleFeature]) -> bool {
+        self.loaded_at_boot_for(features)
+            || self.on_request_for.iter().any(|f| features.contains(f))
+    }
+
+    /// Whether a boot that needs `features` loads it before the plan runs.
+    pub fn loaded_at_boot_for(&self, features: &[ModuleFeature]) -> bool {
+        self.needed_for.iter().any(|f| features.contains(f))
+    }
 }
 
 /// Where a kernel came from.

@@ -1,15 +1,28 @@
 //! Which kernel modules a guest needs, and in which order to load them.
 //!
-//! Debian's packages ship no `modules.dep` (depmod writes it at install time), so dependencies
-//! come from where depmod's input comes from: each module's `.modinfo` ELF section
-//! (`depends=a,b`, `softdep=pre: c`). A `modules.builtin` list tells which names need no module.
-//! The wanted set is fixed per feature ([`ModuleFeature`]); the closure is ordered dependencies
-//! first, so the agent can load the list front to back.
+//! Debian's packages ship no `modules.dep` or `modules.alias` (depmod writes them at install
+//! time), so both come from where depmod's input comes from: each module's `.modinfo` ELF
+//! section (`depends=a,b`, `softdep=pre: c`, `alias=crypto-c`), and `modules.builtin` /
+//! `modules.builtin.modinfo` for what is built in. A tree depmod has run on (a `[path]`
+//! recipe's `make modules_install`) gives its `modules.alias` instead.
+//!
+//! A name a module depends on (hard or soft) is resolved the way kmod's modprobe resolves it:
+//! a module of that name; a built-in of that name; every module one of whose aliases matches
+//! it (`crypto-crc32c`: `crc32c_generic` *and* `crc32c_intel`); a built-in alias. The wanted
+//! set is fixed per feature ([`ModuleFeature`]). Hard dependencies are loaded at boot, in the
+//! closure's order (dependencies first). Soft dependencies are shipped but not loaded: the
+//! kernel asks for them when it needs them (`request_module("crypto-crc32c")` when ext4 mounts)
+//! and the agent, as the guest's modprobe, loads them from the initramfs's module table.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use protocol::modules::{alias_matches, normalize};
+
+use super::aliases::AliasTable;
 use serde::{Deserialize, Serialize};
 
 use super::KernelError;
@@ -74,6 +87,30 @@ pub(crate) enum ModuleBytes {
 pub(crate) struct ModuleIndex {
     modules: BTreeMap<String, (String, ModuleBytes)>,
     builtin: BTreeSet<String>,
+    /// What built-in modules answer to (`modules.builtin.modinfo`'s `name.alias=` lines).
+    builtin_aliases: Vec<String>,
+    /// The tree's `modules.alias`, when depmod wrote one; else derived on first need.
+    aliases: OnceCell<AliasTable>,
+}
+
+/// What a name a module depends on stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Provider {
+    /// These modules (one by name, or every one whose alias matches).
+    Modules(Vec<String>),
+    /// The kernel has it built in: nothing to load.
+    BuiltIn,
+    /// Nothing in this kernel answers to it.
+    Missing,
+}
+
+/// How a module is loaded in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// At boot, by the agent, before the plan: what the wanted modules need to load.
+    Boot,
+    /// When the kernel asks for it: a soft dependency, shipped for the guest's modprobe.
+    Request,
 }
 
 /// A module chosen for the initramfs.
@@ -84,7 +121,16 @@ pub(crate) struct Chosen {
     pub raw: Vec<u8>,
     pub plain: Vec<u8>,
     pub xz: bool,
+    /// Features that load it at boot.
     pub needed_for: BTreeSet<ModuleFeature>,
+    /// Features that ship it for the kernel to ask for (and do not load it at boot).
+    pub on_request_for: BTreeSet<ModuleFeature>,
+    /// The chosen modules its `depends=` resolved to (built-ins left out).
+    pub depends: Vec<String>,
+    /// The chosen modules its soft dependencies resolved to.
+    pub softdeps: Vec<String>,
+    /// Its `alias=` lines.
+    pub aliases: Vec<String>,
 }
 
 /// The outcome of choosing.
@@ -106,10 +152,6 @@ pub(crate) fn module_name(file_name: &str) -> Option<String> {
     Some(normalize(stem))
 }
 
-fn normalize(name: &str) -> String {
-    name.replace('-', "_")
-}
-
 impl ModuleIndex {
     /// Record a module file found at `tree_path` (relative to `lib/modules/<release>`).
     pub fn insert(&mut self, tree_path: &str, bytes: ModuleBytes) {
@@ -125,6 +167,23 @@ impl ModuleIndex {
             .lines()
             .filter_map(|l| module_name(l.trim().rsplit('/').next()?))
             .collect();
+    }
+
+    /// Read `modules.builtin.modinfo`: NUL-separated `name.key=value`; keeps the aliases.
+    pub fn set_builtin_modinfo(&mut self, bytes: &[u8]) {
+        self.builtin_aliases = bytes
+            .split(|&b| b == 0)
+            .filter_map(|item| {
+                let item = std::str::from_utf8(item).ok()?;
+                let (_, rest) = item.split_once('.')?;
+                Some(rest.strip_prefix("alias=")?.to_string())
+            })
+            .collect();
+    }
+
+    /// Take depmod's `modules.alias` instead of reading every module's `.modinfo`.
+    pub fn set_modules_alias(&mut self, text: &str) {
+        self.aliases = OnceCell::from(AliasTable::parse_modules_alias(text));
     }
 
     /// Index a module tree on disk (a `make modules_install` result, `lib/modules/<release>`).
@@ -148,9 +207,14 @@ impl ModuleIndex {
                 }
             }
         }
-        let builtin = root.join("modules.builtin");
-        if let Ok(text) = fs::read_to_string(&builtin) {
+        if let Ok(text) = fs::read_to_string(root.join("modules.builtin")) {
             index.set_builtin(&text);
+        }
+        if let Ok(bytes) = fs::read(root.join("modules.builtin.modinfo")) {
+            index.set_builtin_modinfo(&bytes);
+        }
+        if let Ok(text) = fs::read_to_string(root.join("modules.alias")) {
+            index.set_modules_alias(&text);
         }
         Ok(index)
     }
@@ -161,33 +225,122 @@ impl ModuleIndex {
         let mut visiting = BTreeSet::new();
         for (name, feature) in wants {
             let name = normalize(name);
-            if self.builtin.contains(&name) {
-                if !sel.builtin.contains(&name) {
-                    sel.builtin.push(name);
+            match self.provider(&name)? {
+                Provider::BuiltIn => {
+                    if !sel.builtin.contains(&name) {
+                        sel.builtin.push(name);
+                    }
                 }
-            } else if !self.modules.contains_key(&name) {
-                if !sel.unavailable.contains(&name) {
-                    sel.unavailable.push(name);
+                Provider::Missing => {
+                    if !sel.unavailable.contains(&name) {
+                        sel.unavailable.push(name);
+                    }
                 }
-            } else {
-                self.visit(&name, *feature, None, &mut visiting, &mut sel)?;
+                Provider::Modules(found) => {
+                    for m in found {
+                        self.visit(&m, *feature, Via::Boot, None, &mut visiting, &mut sel)?;
+                    }
+                }
             }
         }
         Ok(sel)
+    }
+
+    /// What `name` stands for, in kmod's order: a module, a built-in, modules whose alias
+    /// matches, a built-in's alias.
+    fn provider(&self, name: &str) -> Result<Provider, KernelError> {
+        let name = normalize(name);
+        if self.modules.contains_key(&name) {
+            return Ok(Provider::Modules(vec![name]));
+        }
+        if self.builtin.contains(&name) {
+            return Ok(Provider::BuiltIn);
+        }
+        let found = self.alias_table()?.lookup(&name);
+        if !found.is_empty() {
+            return Ok(Provider::Modules(found));
+        }
+        if self.builtin_aliases.iter().any(|a| alias_matches(a, &name)) {
+            return Ok(Provider::BuiltIn);
+        }
+        Ok(Provider::Missing)
+    }
+
+    /// The loadable modules' aliases: `modules.alias` when the tree had one, else every
+    /// module's `.modinfo`, as depmod reads them. Debian's generic 6.12 has 4,230 modules,
+    /// 516 MB once decompressed: some 13 s of CPU, once per cache entry, spread over the cores
+    /// (each thread holds one decompressed module at a time).
+    fn alias_table(&self) -> Result<&AliasTable, KernelError> {
+        if let Some(t) = self.aliases.get() {
+            return Ok(t);
+        }
+        let all: Vec<(&String, &(String, ModuleBytes))> = self.modules.iter().collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let per_thread = all.len().div_ceil(threads).max(1);
+        let parts: Vec<Result<Vec<(String, String)>, KernelError>> = std::thread::scope(|s| {
+            let workers: Vec<_> = all
+                .chunks(per_thread)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut found = Vec::new();
+                        for (name, (tree_path, bytes)) in part {
+                            if let Some(info) = modinfo_of(tree_path, bytes)? {
+                                found
+                                    .extend(info.aliases.into_iter().map(|a| (a, (*name).clone())));
+                            }
+                        }
+                        Ok(found)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(KernelError::Modules {
+                            detail: "a thread reading module aliases panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut entries = Vec::new();
+        for part in parts {
+            entries.extend(part?);
+        }
+        Ok(self.aliases.get_or_init(|| AliasTable { entries }))
     }
 
     fn visit(
         &self,
         name: &str,
         feature: ModuleFeature,
+        via: Via,
         wanted_by: Option<&str>,
         visiting: &mut BTreeSet<String>,
         sel: &mut Selection,
     ) -> Result<(), KernelError> {
         if let Some(c) = sel.chosen.iter_mut().find(|c| c.name == name) {
-            c.needed_for.insert(feature);
+            // Chosen before, maybe for another feature or only on request: what it needs is
+            // now needed the same way for this feature too.
+            let added = match via {
+                Via::Boot => c.needed_for.insert(feature),
+                Via::Request => {
+                    !c.needed_for.contains(&feature) && c.on_request_for.insert(feature)
+                }
+            };
+            if added {
+                let (depends, softdeps) = (c.depends.clone(), c.softdeps.clone());
+                for d in &depends {
+                    self.visit(d, feature, via, Some(name), visiting, sel)?;
+                }
+                for s in &softdeps {
+                    self.visit(s, feature, Via::Request, Some(name), visiting, sel)?;
+                }
+            }
             return Ok(());
         }
+        // A cycle (which depmod would refuse) ends here rather than recursing forever.
         if self.builtin.contains(name) || !visiting.insert(name.to_string()) {
             return Ok(());
         }
@@ -199,55 +352,109 @@ impl ModuleIndex {
                 ),
             });
         };
-        let raw = match bytes {
-            ModuleBytes::Memory(b) => b.clone(),
-            ModuleBytes::File(p) => fs::read(p).map_err(|e| KernelError::io("read", p, e))?,
-        };
+        let raw = read_module(bytes)?;
         let xz = tree_path.ends_with(".xz");
-        let plain = if xz {
-            xz_decompress(&raw).map_err(|e| KernelError::Modules {
-                detail: format!("{tree_path}: xz: {e}"),
-            })?
-        } else if tree_path.ends_with(".ko") {
-            raw.clone()
-        } else {
-            return Err(KernelError::Modules {
+        let plain = decompress(tree_path, &raw)?
+            .ok_or_else(|| KernelError::Modules {
                 detail: format!("{tree_path}: only .ko and .ko.xz modules are supported"),
-            });
-        };
+            })?
+            .into_owned();
         let info = modinfo(&plain).ok_or_else(|| KernelError::Modules {
             detail: format!("{tree_path}: no readable .modinfo section (not an ELF64 module?)"),
         })?;
-        for dep in info.depends {
-            self.visit(&dep, feature, Some(name), visiting, sel)?;
-        }
-        // Soft dependencies name what the module asks the crypto API for (btrfs: crc32c);
-        // without modprobe in the guest nobody loads them on demand. Best effort: ship those
-        // that exist as modules, by name or as the `_generic` implementation.
-        for soft in info.softdep_pre {
-            let found = [soft.clone(), format!("{soft}_generic")]
-                .into_iter()
-                .find(|n| self.modules.contains_key(n) && !self.builtin.contains(n));
-            if let Some(n) = found {
-                self.visit(&n, feature, Some(name), visiting, sel)?;
+        let mut depends = Vec::new();
+        for dep in &info.depends {
+            match self.provider(dep)? {
+                Provider::Modules(found) => {
+                    for m in found {
+                        self.visit(&m, feature, via, Some(name), visiting, sel)?;
+                        depends.push(m);
+                    }
+                }
+                Provider::BuiltIn => {}
+                Provider::Missing => {
+                    return Err(KernelError::Modules {
+                        detail: format!(
+                            "{name} depends on `{dep}`, which is neither a module nor built in"
+                        ),
+                    })
+                }
             }
         }
+        // Soft dependencies name what the module asks the kernel for by itself (ext4 and btrfs:
+        // `crypto-crc32c`); one nothing answers is left to the kernel, as modprobe does.
+        let mut softdeps = Vec::new();
+        for soft in info.softdep_pre.iter().chain(&info.softdep_post) {
+            if let Provider::Modules(found) = self.provider(soft)? {
+                for m in found {
+                    self.visit(&m, feature, Via::Request, Some(name), visiting, sel)?;
+                    softdeps.push(m);
+                }
+            }
+        }
+        let (needed_for, on_request_for) = match via {
+            Via::Boot => (BTreeSet::from([feature]), BTreeSet::new()),
+            Via::Request => (BTreeSet::new(), BTreeSet::from([feature])),
+        };
         sel.chosen.push(Chosen {
             name: name.to_string(),
             raw,
             plain,
             xz,
-            needed_for: BTreeSet::from([feature]),
+            needed_for,
+            on_request_for,
+            depends,
+            softdeps,
+            aliases: info.aliases,
         });
         Ok(())
     }
 }
 
-/// What `.modinfo` says about loading order.
+fn read_module(bytes: &ModuleBytes) -> Result<Vec<u8>, KernelError> {
+    match bytes {
+        ModuleBytes::Memory(b) => Ok(b.clone()),
+        ModuleBytes::File(p) => fs::read(p).map_err(|e| KernelError::io("read", p, e)),
+    }
+}
+
+/// The plain ELF of a module file as shipped; None for a compression mmx does not read (zstd,
+/// gzip).
+fn decompress<'a>(tree_path: &str, raw: &'a [u8]) -> Result<Option<Cow<'a, [u8]>>, KernelError> {
+    if tree_path.ends_with(".ko.xz") {
+        xz_decompress(raw)
+            .map(|plain| Some(Cow::Owned(plain)))
+            .map_err(|e| KernelError::Modules {
+                detail: format!("{tree_path}: xz: {e}"),
+            })
+    } else if tree_path.ends_with(".ko") {
+        Ok(Some(Cow::Borrowed(raw)))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The `.modinfo` of a module file, read without keeping it; None for files mmx cannot read.
+fn modinfo_of(tree_path: &str, bytes: &ModuleBytes) -> Result<Option<ModInfo>, KernelError> {
+    let owned;
+    let raw: &[u8] = match bytes {
+        ModuleBytes::Memory(b) => b,
+        ModuleBytes::File(p) => {
+            owned = fs::read(p).map_err(|e| KernelError::io("read", p, e))?;
+            &owned
+        }
+    };
+    Ok(decompress(tree_path, raw)?.and_then(|plain| modinfo(&plain)))
+}
+
+/// What `.modinfo` says about loading order and names.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ModInfo {
     pub depends: Vec<String>,
     pub softdep_pre: Vec<String>,
+    pub softdep_post: Vec<String>,
+    /// `alias=` values as written (patterns keep their `-`: matching normalises both sides).
+    pub aliases: Vec<String>,
 }
 
 /// Parse the `.modinfo` section of an ELF64 little-endian module: NUL-separated `key=value`.
@@ -259,15 +466,20 @@ pub(crate) fn modinfo(elf: &[u8]) -> Option<ModInfo> {
         if let Some(deps) = item.strip_prefix("depends=") {
             info.depends
                 .extend(deps.split(',').filter(|d| !d.is_empty()).map(normalize));
+        } else if let Some(alias) = item.strip_prefix("alias=") {
+            info.aliases.push(alias.to_string());
         } else if let Some(soft) = item.strip_prefix("softdep=") {
-            // "pre: a b post: c"
-            let mut pre = false;
+            // "pre: a b post: c"; a module may have several softdep= lines.
+            let mut into = None;
             for word in soft.split_whitespace() {
                 match word {
-                    "pre:" => pre = true,
-                    "post:" => pre = false,
-                    w if pre => info.softdep_pre.push(normalize(w)),
-                    _ => {}
+                    "pre:" => into = Some(&mut info.softdep_pre),
+                    "post:" => into = Some(&mut info.softdep_post),
+                    w => {
+                        if let Some(list) = into.as_mut() {
+                            list.push(normalize(w));
+                        }
+                    }
                 }
             }
         }
@@ -340,11 +552,14 @@ pub(crate) mod tests {
     #[test]
     fn modinfo_reads_depends_and_softdeps() {
         let m = fake_module(
-            "license=GPL;depends=libcrc32c,zstd-compress;softdep=pre: crc32c post: x;name=btrfs;",
+            "license=GPL;depends=libcrc32c,zstd-compress;softdep=pre: crc32c post: x;\
+             softdep=pre: crypto-crc32c;alias=fs-btrfs;name=btrfs;",
         );
         let info = modinfo(&m).unwrap();
         assert_eq!(info.depends, vec!["libcrc32c", "zstd_compress"]);
-        assert_eq!(info.softdep_pre, vec!["crc32c"]);
+        assert_eq!(info.softdep_pre, vec!["crc32c", "crypto_crc32c"]);
+        assert_eq!(info.softdep_post, vec!["x"]);
+        assert_eq!(info.aliases, vec!["fs-btrfs"]);
         assert_eq!(modinfo(b"not an elf"), None);
         assert_eq!(
             modinfo(&m[..70]),
@@ -381,6 +596,142 @@ pub(crate) mod tests {
         );
         assert_eq!(sel.builtin, vec!["ext4"]);
         assert_eq!(sel.unavailable, vec!["overlay"]);
+    }
+
+    /// Debian's generic 6.12, as far as the filesystems go: crc32c is a module, and ext4, jbd2
+    /// and libcrc32c name it only by alias.
+    fn generic_index() -> ModuleIndex {
+        let mut idx = ModuleIndex::default();
+        let m = |s: &str| ModuleBytes::Memory(fake_module(s));
+        idx.insert(
+            "kernel/fs/ext4/ext4.ko",
+            m("depends=jbd2,crc16;softdep=pre: crypto-crc32c;alias=fs-ext4"),
+        );
+        idx.insert(
+            "kernel/fs/jbd2/jbd2.ko",
+            m("depends=;softdep=pre: crypto-crc32c"),
+        );
+        idx.insert("kernel/lib/crc16.ko", m("depends="));
+        idx.insert("kernel/lib/libcrc32c.ko", m("depends=;softdep=pre: crc32c"));
+        idx.insert("kernel/fs/xfs/xfs.ko", m("depends=libcrc32c;alias=fs-xfs"));
+        idx.insert(
+            "kernel/fs/btrfs/btrfs.ko",
+            m(
+                "depends=libcrc32c;softdep=pre: crypto-crc32c;softdep=pre: sha256;\
+               softdep=pre: nothing-answers",
+            ),
+        );
+        idx.insert(
+            "kernel/crypto/crc32c_generic.ko",
+            m("alias=crypto-crc32c-generic;alias=crc32c-generic;alias=crypto-crc32c;alias=crc32c;depends="),
+        );
+        idx.insert(
+            "kernel/arch/x86/crypto/crc32c-intel.ko",
+            m(
+                "alias=crypto-crc32c-intel;alias=crypto-crc32c;alias=crc32c;\
+               alias=cpu:type:x86,ven*fam*mod*:feature:*0094*;depends=",
+            ),
+        );
+        idx.set_builtin("kernel/crypto/sha256_generic.ko\n");
+        idx.set_builtin_modinfo(
+            b"sha256_generic.alias=crypto-sha256\0sha256_generic.alias=sha256\0",
+        );
+        idx
+    }
+
+    fn wants(features: &[ModuleFeature]) -> Vec<(String, ModuleFeature)> {
+        features
+            .iter()
+            .flat_map(|f| f.modules().iter().map(|m| (m.to_string(), *f)))
+            .collect()
+    }
+
+    #[test]
+    fn softdeps_named_by_alias_ship_on_request() {
+        use ModuleFeature::{Btrfs, Ext4, Xfs};
+        let sel = generic_index().select(&wants(&[Ext4, Xfs, Btrfs])).unwrap();
+        let of = |n: &str| {
+            let c = sel
+                .chosen
+                .iter()
+                .find(|c| c.name == n)
+                .unwrap_or_else(|| panic!("{n} chosen"));
+            (c.needed_for.clone(), c.on_request_for.clone())
+        };
+        for crc in ["crc32c_generic", "crc32c_intel"] {
+            assert_eq!(
+                of(crc),
+                (BTreeSet::new(), BTreeSet::from([Ext4, Xfs, Btrfs])),
+                "{crc}"
+            );
+        }
+        assert_eq!(of("libcrc32c").0, BTreeSet::from([Xfs, Btrfs]));
+        assert_eq!(of("jbd2").0, BTreeSet::from([Ext4]));
+        // sha256 is built in (by alias); nothing answers the last softdep: neither is shipped.
+        let names: Vec<_> = sel.chosen.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "crc32c_generic",
+                "crc32c_intel",
+                "jbd2",
+                "crc16",
+                "ext4",
+                "libcrc32c",
+                "xfs",
+                "btrfs"
+            ]
+        );
+        let ext4 = sel.chosen.iter().find(|c| c.name == "ext4").unwrap();
+        assert_eq!(ext4.depends, ["jbd2", "crc16"]);
+        assert_eq!(ext4.softdeps, ["crc32c_generic", "crc32c_intel"]);
+        assert_eq!(ext4.aliases, ["fs-ext4"]);
+    }
+
+    #[test]
+    fn a_module_chosen_for_one_feature_brings_its_needs_to_the_next() {
+        // libcrc32c is chosen for xfs first; btrfs, which needs it too, must get crc32c with it
+        // (the generic kernel's btrfs boots once shipped libcrc32c without it).
+        let sel = generic_index()
+            .select(&wants(&[ModuleFeature::Xfs, ModuleFeature::Btrfs]))
+            .unwrap();
+        let crc = sel
+            .chosen
+            .iter()
+            .find(|c| c.name == "crc32c_generic")
+            .unwrap();
+        assert!(
+            crc.on_request_for.contains(&ModuleFeature::Btrfs),
+            "{crc:?}"
+        );
+    }
+
+    #[test]
+    fn a_loadable_alias_wins_over_a_builtin_one_as_in_kmod() {
+        // The cloud kernels: crc32c_generic built in, crc32c_intel a module.
+        let mut idx = generic_index();
+        idx.modules.remove("crc32c_generic");
+        idx.set_builtin("kernel/crypto/crc32c_generic.ko\n");
+        idx.set_builtin_modinfo(b"crc32c_generic.alias=crypto-crc32c\0");
+        assert_eq!(
+            idx.provider("crypto-crc32c").unwrap(),
+            Provider::Modules(vec!["crc32c_intel".into()])
+        );
+        idx.modules.remove("crc32c_intel");
+        idx.aliases = OnceCell::new();
+        assert_eq!(idx.provider("crypto-crc32c").unwrap(), Provider::BuiltIn);
+        assert_eq!(idx.provider("crc32c_generic").unwrap(), Provider::BuiltIn);
+        assert_eq!(idx.provider("crypto-md5").unwrap(), Provider::Missing);
+    }
+
+    #[test]
+    fn depmods_modules_alias_is_taken_when_the_tree_has_one() {
+        let mut idx = generic_index();
+        idx.set_modules_alias("alias crypto-crc32c crc32c_generic\n");
+        assert_eq!(
+            idx.provider("crypto-crc32c").unwrap(),
+            Provider::Modules(vec!["crc32c_generic".into()])
+        );
     }
 
     #[test]

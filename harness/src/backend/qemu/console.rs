@@ -65,6 +65,33 @@ const PATTERNS: &[(&str, Alarm)] = &[
     ("mmx-agent: init failed", Alarm::AgentInitFailed),
 ];
 
+/// The console lines a setup failure's evidence keeps (the newest, whole lines only): enough
+/// for the kernel's own complaint before it (`EXT4-fs (vda): Cannot load crc32c driver.`), few
+/// enough for a report.
+pub const SETUP_CONTEXT_LINES: usize = 20;
+/// The bytes those lines may take together.
+pub const SETUP_CONTEXT_BYTES: usize = 4096;
+
+/// The newest lines of a console excerpt, at most [`SETUP_CONTEXT_LINES`] lines and
+/// [`SETUP_CONTEXT_BYTES`] bytes, oldest first; a single line longer than that is cut.
+pub fn setup_context(excerpt: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut bytes = 0;
+    for line in excerpt.lines().rev().take(SETUP_CONTEXT_LINES) {
+        let cost = line.len() + usize::from(!kept.is_empty());
+        if bytes + cost > SETUP_CONTEXT_BYTES {
+            if kept.is_empty() {
+                return crate::oneline::first(line, SETUP_CONTEXT_BYTES / 4);
+            }
+            break;
+        }
+        bytes += cost;
+        kept.push(line);
+    }
+    kept.reverse();
+    kept.join("\n")
+}
+
 /// The alarm a console line raises, if any. Leading timestamps and `\r` do not matter.
 pub fn classify(line: &str) -> Option<Alarm> {
     PATTERNS
@@ -160,6 +187,28 @@ mod tests {
         assert!(Alarm::Hang.kills_guest());
         assert!(!Alarm::AgentPanic.kills_guest());
         assert!(!Alarm::AgentInitFailed.kills_guest());
+    }
+
+    #[test]
+    fn setup_context_keeps_the_newest_lines_within_both_bounds() {
+        let lines: Vec<String> = (0..30).map(|i| format!("[    {i}.0] line {i}")).collect();
+        let ctx = setup_context(&lines.join("\n"));
+        let kept: Vec<&str> = ctx.lines().collect();
+        assert_eq!(kept.len(), SETUP_CONTEXT_LINES);
+        assert_eq!(kept.first(), Some(&"[    10.0] line 10"));
+        assert_eq!(kept.last(), Some(&"[    29.0] line 29"));
+
+        let long: Vec<String> = (0..10)
+            .map(|i| format!("{i}{}", "x".repeat(1000)))
+            .collect();
+        let ctx = setup_context(&long.join("\n"));
+        assert!(ctx.len() <= SETUP_CONTEXT_BYTES, "{}", ctx.len());
+        assert_eq!(ctx.lines().count(), 4);
+        assert!(ctx.lines().last().unwrap().starts_with('9'));
+
+        let flood = "y".repeat(100_000);
+        assert!(setup_context(&flood).chars().count() <= SETUP_CONTEXT_BYTES);
+        assert_eq!(setup_context(""), "");
     }
 
     #[test]

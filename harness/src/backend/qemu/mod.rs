@@ -452,10 +452,12 @@ pub fn guest_placement(kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) ->
             },
             filesystem: fs,
         }),
+        // Soft dependencies travel too (`initramfs::module_table`), but the kernel asks for
+        // those.
         modules: kernel
             .modules
             .iter()
-            .filter(|m| m.needed_for.iter().any(|f| wanted.contains(f)))
+            .filter(|m| m.loaded_at_boot_for(&wanted))
             .map(|m| m.initramfs_path.clone())
             .collect(),
         runtimes_dir: crate::initramfs::runtimes_dir(),

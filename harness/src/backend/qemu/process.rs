@@ -62,6 +62,9 @@ struct ConsoleState {
     fatal: Option<(Alarm, String)>,
     /// The agent's setup failure line, if any.
     init_failed: Option<String>,
+    /// The console's last lines when that line came ([`console::setup_context`]): the kernel
+    /// usually says why first.
+    setup_context: Option<String>,
     /// The agent's panic line, if any.
     agent_panic: Option<String>,
 }
@@ -103,6 +106,10 @@ impl Observer for Guest {
             Role::Console => {
                 let had_fatal = self.console.fatal.is_some();
                 self.console.feed(&line.text, Instant::now());
+                if self.console.init_failed.is_some() && self.console.setup_context.is_none() {
+                    self.console.setup_context =
+                        Some(console::setup_context(&view.excerpt(Role::Console)));
+                }
                 match &self.console.fatal {
                     Some((alarm, text)) if !had_fatal => Some(BootEnd::Panic {
                         line: format!("{}: {text}", alarm.as_str()),
@@ -236,10 +243,13 @@ fn classify_exit(
         return BootEnd::Completed;
     }
     if let Some(line) = &con.init_failed {
-        return BootEnd::infra(
-            InfraCause::AgentSetup,
-            format!("the agent could not set the guest up: {line}"),
-        );
+        let context = con.setup_context.as_deref().unwrap_or_default();
+        let mut message = format!("the agent could not set the guest up: {line}");
+        if !context.is_empty() {
+            message.push_str("\nlast console lines:\n");
+            message.push_str(context);
+        }
+        return BootEnd::infra(InfraCause::AgentSetup, message);
     }
     if con.first.is_none() {
         return BootEnd::infra(
@@ -309,6 +319,26 @@ mod tests {
                 ..
             }
         ));
+        // The kernel's complaint before the agent's line travels with it.
+        init.setup_context = Some(console::setup_context(
+            "[    3.9] EXT4-fs (vda): Cannot load crc32c driver.\n\
+             mmx-agent: init failed: mount(/dev/vda, /scratch, ext4, MountFlags(0x0)) failed",
+        ));
+        let end = classify_exit(&init, &stream, exit(0), "", "");
+        let BootEnd::Infra { cause, message } = &end else {
+            panic!("{end:?}")
+        };
+        assert_eq!(*cause, InfraCause::AgentSetup);
+        assert!(
+            message.starts_with("the agent could not set the guest up: mmx-agent: init failed")
+                && message.contains(
+                    "last console lines:\n[    3.9] EXT4-fs (vda): Cannot load crc32c driver."
+                ),
+            "{message}"
+        );
+        assert!(end
+            .summary()
+            .starts_with("agent-setup: the agent could not set the guest up"));
         let mut quiet = ConsoleState::default();
         quiet.feed("reboot: Power down", Instant::now());
         assert!(matches!(
