@@ -48,17 +48,42 @@ fn run(cmd: &mut Command, what: &str) {
     assert!(o.status.success(), "{what} failed: {}", output_text(&o));
 }
 
-/// Unpack `<target>/package/<name>.crate` into `dir`, replacing an earlier unpacking.
+/// Unpack `<target>/package/<name>.crate` into `dir/<name>`, in step with the last unpacking:
+/// a file whose bytes changed is written anew, one the package no longer has is removed, the
+/// others are left alone. Cargo packs every file with one fixed mtime, and cargo judges a path
+/// crate's freshness by mtimes: unpacked as is over an earlier version, a changed file would
+/// look unchanged and the install would build the old code. Left alone, an unchanged package
+/// builds nothing again.
 fn unpack(name: &str, dir: &Path) -> PathBuf {
     let krate = target_dir().join("package").join(format!("{name}.crate"));
+    let file = std::fs::File::open(&krate).unwrap_or_else(|e| panic!("{}: {e}", krate.display()));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut packed = BTreeMap::new();
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.unwrap_or_else(|e| panic!("{}: {e}", krate.display()));
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().expect("entry path").into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read entry");
+        packed.insert(dir.join(path), bytes);
+    }
     let unpacked = dir.join(name);
     if unpacked.exists() {
-        std::fs::remove_dir_all(&unpacked).expect("removing the earlier unpacking");
+        for stale in files(&unpacked).into_keys() {
+            if !packed.contains_key(&unpacked.join(&stale)) {
+                std::fs::remove_file(unpacked.join(&stale)).expect("remove a stale file");
+            }
+        }
     }
-    let file = std::fs::File::open(&krate).unwrap_or_else(|e| panic!("{}: {e}", krate.display()));
-    tar::Archive::new(flate2::read::GzDecoder::new(file))
-        .unpack(dir)
-        .unwrap_or_else(|e| panic!("unpacking {}: {e}", krate.display()));
+    for (path, bytes) in packed {
+        if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+            continue;
+        }
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
     unpacked
 }
 
