@@ -3,8 +3,10 @@
 //! and a GitHub Actions workflow that uses mmx's action.
 //!
 //! The files are this repository's own (`matrix.toml`, `kernels/`, `examples/github-actions.yml`)
-//! compiled in with `include_str!`, so what `init` writes is exactly what mmx is tested with and
-//! can never drift from it; a test checks that every recipe in `kernels/` is carried.
+//! compiled in with `include_str!` through `harness/carried/` (links to them in the repository,
+//! the files themselves in the package, see `build.rs`), so what `init` writes is exactly what mmx
+//! is tested with and can never drift from it; a test checks that every recipe in `kernels/` is
+//! carried.
 
 use std::path::{Path, PathBuf};
 
@@ -70,18 +72,18 @@ const HEADER: &str = "\
 ";
 
 /// The repository's default matrix: what `mmx run` does with no flags.
-const MATRIX: &str = include_str!("../../matrix.toml");
+const MATRIX: &str = include_str!("../carried/matrix.toml");
 
 /// The kernel recipes in `kernels/`: the default matrix's, Debian's generic 6.12 and the fast
 /// source-built profile (a test keeps this list equal to `kernels/`).
 const RECIPES: &[(&str, &str)] = &[
     (
         "kernels/debian-6.1.toml",
-        include_str!("../../kernels/debian-6.1.toml"),
+        include_str!("../carried/kernels/debian-6.1.toml"),
     ),
     (
         "kernels/debian-6.12.toml",
-        include_str!("../../kernels/debian-6.12.toml"),
+        include_str!("../carried/kernels/debian-6.12.toml"),
     ),
     (
         "kernels/debian-6.12-generic.toml",
@@ -89,19 +91,19 @@ const RECIPES: &[(&str, &str)] = &[
     ),
     (
         "kernels/debian-6.12-minimal.toml",
-        include_str!("../../kernels/debian-6.12-minimal.toml"),
+        include_str!("../carried/kernels/debian-6.12-minimal.toml"),
     ),
     (
         "kernels/debian-7.x.toml",
-        include_str!("../../kernels/debian-7.x.toml"),
+        include_str!("../carried/kernels/debian-7.x.toml"),
     ),
 ];
 
-const LOCK: &str = include_str!("../../kernels/kernels.lock");
+const LOCK: &str = include_str!("../carried/kernels/kernels.lock");
 /// The Go toolchain and containerd sources `[[runtimes]]` recipes build from (`mmx runtimes lock`).
-const RUNTIMES_LOCK: &str = include_str!("../../runtimes/runtimes.lock");
-const KERNELS_README: &str = include_str!("../../kernels/README.md");
-const WORKFLOW: &str = include_str!("../../examples/github-actions.yml");
+const RUNTIMES_LOCK: &str = include_str!("../carried/runtimes/runtimes.lock");
+const KERNELS_README: &str = include_str!("../carried/kernels/README.md");
+const WORKFLOW: &str = include_str!("../carried/examples/github-actions.yml");
 
 /// The action to name when `--action` is not given: `OWNER/REPO@v<version>` from the package's
 /// GitHub repository URL, else the placeholder (which `init` then tells the user to edit).

@@ -3,7 +3,7 @@
 //! answer), 1 failures or a failed gate (or a failed `doctor` check), 2 usage or configuration
 //! errors. Every subcommand's `--help` names the files it reads and writes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -43,7 +43,7 @@ enum Command {
     Compare(harness::compare::CompareArgs),
     /// Join the run.json of shards into one run (and one report).
     #[command(
-        after_help = "Reads:  each input's run.json.\nWrites: OUT/run.json, OUT/report.md, OUT/report.html, OUT/junit.xml; appends report.md to $GITHUB_STEP_SUMMARY when set."
+        after_help = "Reads:  each input's run.json.\nWrites: OUT/run.json, OUT/report.md, OUT/report.html, OUT/junit.xml; appends report.md to $GITHUB_STEP_SUMMARY and run-dir=, report= to $GITHUB_OUTPUT when set."
     )]
     Merge {
         /// run.json files or run directories.
@@ -112,8 +112,9 @@ const RUN_FILES: &str =
     "Reads:  the matrix (--matrix); kernels/*.toml and kernels/kernels.lock in the matrix's
         directory; the cache ($MMX_CACHE_DIR, else $XDG_CACHE_HOME/mmx, else ~/.cache/mmx).
 Writes: OUT/RUN-ID/run.json (after every boot), report.md, report.html, junit.xml and
-        logs/ (one console/agent log per boot); appends report.md to $GITHUB_STEP_SUMMARY when
-        set; fills the cache (kernels, disk images, initramfs bases, the agent, the KVM verdict).
+        logs/ (one console/agent log per boot); appends report.md to $GITHUB_STEP_SUMMARY and
+        run-dir=, report= (the run directory, which is OUT/RUN-ID-N when OUT/RUN-ID is taken)
+        to $GITHUB_OUTPUT when set; fills the cache (kernels, disk images, initramfs bases, the agent, the KVM verdict).
 Environment: MMX_AGENT (an agent instead of the one mmx carries), MMX_QEMU (the QEMU binary),
         MMX_CACHE_DIR, MMX_KERNEL_LOCK=strict (a locked kernel gone from the archive is an error).";
 
@@ -208,6 +209,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             merged.write(&path)?;
             let written = harness::report::render_all(&merged, &out)?;
             print_written(&written);
+            write_step_outputs(&out, Some(&written));
             eprintln!(
                 "mmx: merged {} runs, {} cells → {}",
                 inputs.len(),
@@ -317,6 +319,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
             None
         }
     };
+    write_step_outputs(&run_dir.root, written.as_ref());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
@@ -358,6 +361,41 @@ fn append_step_summary(w: &harness::report::Written) {
         eprintln!(
             "mmx: could not append report.md to $GITHUB_STEP_SUMMARY ({}): {e}",
             PathBuf::from(summary).display()
+        );
+    }
+}
+
+/// Tell the GitHub Actions step that ran this command where its run went, when `$GITHUB_OUTPUT`
+/// is set: `run-dir=` the run directory and, when it was rendered, `report=` its report.md. The
+/// directory is not always the asked-for `OUT/RUN-ID` (a taken id gets a suffix), so a workflow
+/// uploads the one mmx names, never a guess that may be an older run's.
+fn write_step_outputs(dir: &Path, written: Option<&harness::report::Written>) {
+    let Some(file) = std::env::var_os("GITHUB_OUTPUT").filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut lines = vec![("run-dir", absolute(dir))];
+    lines.extend(written.map(|w| ("report", absolute(&w.markdown))));
+    let mut text = String::new();
+    for (key, path) in lines {
+        // One line per output: a path with a line break in it would write outputs of its own.
+        match path.to_str().filter(|p| !p.contains(['\n', '\r'])) {
+            Some(p) => text.push_str(&format!("{key}={p}\n")),
+            None => eprintln!(
+                "mmx: not writing {key} to $GITHUB_OUTPUT: {} is not one line of UTF-8",
+                path.display()
+            ),
+        }
+    }
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!(
+            "mmx: could not write to $GITHUB_OUTPUT ({}): {e}",
+            PathBuf::from(file).display()
         );
     }
 }

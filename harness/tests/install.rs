@@ -472,6 +472,161 @@ fn the_action_parses_and_calls_only_commands_and_inputs_that_exist() {
     );
 }
 
+/// Every `run:` script in `value` (any depth), with where it is.
+fn run_scripts<'a>(value: &'a serde_norway::Value, at: &str, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        serde_norway::Value::Mapping(m) => {
+            for (k, v) in m {
+                let key = k.as_str().unwrap_or("?");
+                let here = format!("{at}.{key}");
+                match (key, v.as_str()) {
+                    ("run", Some(script)) => out.push((here, script)),
+                    _ => run_scripts(v, &here, out),
+                }
+            }
+        }
+        serde_norway::Value::Sequence(s) => {
+            for (i, v) in s.iter().enumerate() {
+                run_scripts(v, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An expression expanded inside a script is text pasted into shell code before bash reads
+/// it: a branch name or an input becomes a command. Values go through `env:`.
+#[test]
+fn no_run_script_of_the_action_or_the_example_expands_an_expression() {
+    for file in ["action.yml", "examples/github-actions.yml"] {
+        let doc = yaml(&workspace().join(file));
+        let mut scripts = Vec::new();
+        run_scripts(&doc, "", &mut scripts);
+        assert!(scripts.len() >= 2, "{file}: found only {scripts:?}");
+        for (at, script) in scripts {
+            assert!(
+                !script.contains("${{"),
+                "{file}{at}: an expression inside a run: script; pass it through env:\n{script}"
+            );
+        }
+    }
+}
+
+/// The example's gate reads its baseline from the base branch, so a pull request cannot move
+/// its own gate: the action's `baseline` is a file outside the checkout that an earlier step
+/// wrote from the base ref.
+#[test]
+fn the_examples_baseline_comes_from_the_base_branch() {
+    let example = yaml(&workspace().join("examples/github-actions.yml"));
+    let steps = example["jobs"]["merge"]["steps"]
+        .as_sequence()
+        .expect("merge steps");
+    let gate = steps
+        .iter()
+        .position(|s| s["with"]["mode"].as_str() == Some("merge"))
+        .expect("the merge step");
+    let baseline = steps[gate]["with"]["baseline"]
+        .as_str()
+        .expect("a baseline");
+    assert!(
+        baseline.starts_with("${{ runner.temp }}/"),
+        "the baseline must not be read from the pull request's checkout: {baseline}"
+    );
+    let file = baseline.trim_start_matches("${{ runner.temp }}/");
+    let writer = steps[..gate]
+        .iter()
+        .find(|s| s["run"].as_str().is_some_and(|r| r.contains(file)))
+        .unwrap_or_else(|| panic!("no step before the gate writes {file}"));
+    assert_eq!(
+        writer["env"]["BASE_REF"].as_str(),
+        Some("${{ github.base_ref || github.event.repository.default_branch }}")
+    );
+    let script = writer["run"].as_str().expect("script");
+    assert!(
+        script.contains("git fetch") && script.contains("$BASE_REF"),
+        "{script}"
+    );
+}
+
+/// The action's cache key for the mmx binary changes with every file compiled into mmx — the
+/// files `mmx init` carries, the templates, the agent, the lock — and not with others. Runs the
+/// action's own key script on a copy of the repository.
+#[test]
+fn the_actions_mmx_cache_key_follows_every_file_compiled_into_mmx() {
+    let action = yaml(&workspace().join("action.yml"));
+    let script = action["runs"]["steps"]
+        .as_sequence()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"].as_str() == Some("keys"))
+        .and_then(|s| s["run"].as_str())
+        .expect("the keys step");
+    let copy = tempfile::tempdir().expect("tempdir");
+    for e in std::fs::read_dir(workspace()).expect("workspace") {
+        let name = e.expect("entry").file_name();
+        if [".git", "target", "runs"].iter().any(|n| name == *n) {
+            continue;
+        }
+        let o = Command::new("cp")
+            .arg("-a")
+            .arg(workspace().join(&name))
+            .arg(copy.path())
+            .output()
+            .expect("cp");
+        assert!(o.status.success(), "{}", output_text(&o));
+    }
+    let key = || {
+        let out = copy.path().join("github-output");
+        std::fs::write(&out, "").expect("output");
+        let o = Command::new("bash")
+            .args(["-eo", "pipefail", "-c", script])
+            .env("GITHUB_ACTION_PATH", copy.path())
+            .env("GITHUB_OUTPUT", &out)
+            .env("RUNNER_OS", "Linux")
+            .env("MATRIX", "matrix.toml")
+            .current_dir(copy.path())
+            .output()
+            .expect("bash");
+        assert!(o.status.success(), "{}", output_text(&o));
+        let text = std::fs::read_to_string(&out).expect("output");
+        text.lines()
+            .find_map(|l| l.strip_prefix("mmx="))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no mmx= key in {text:?}"))
+    };
+    let before = key();
+    let touched = |rel: &str| {
+        let p = copy.path().join(rel);
+        let text = std::fs::read(&p).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        std::fs::write(&p, [text.as_slice(), b"\n"].concat()).expect("write");
+        let after = key();
+        std::fs::write(&p, text).expect("restore");
+        after
+    };
+    for compiled in [
+        "matrix.toml",
+        "kernels/debian-6.12.toml",
+        "kernels/kernels.lock",
+        "runtimes/runtimes.lock",
+        "runtimes/containerd/main.go",
+        "examples/github-actions.yml",
+        "reports/templates/report.md.j2",
+        "guest-agent/src/main.rs",
+        "protocol/src/lib.rs",
+        "Cargo.toml",
+        "Cargo.lock",
+        "harness/src/main.rs",
+    ] {
+        assert_ne!(touched(compiled), before, "{compiled} is compiled into mmx");
+    }
+    assert_eq!(
+        touched("README.md"),
+        before,
+        "README.md is not compiled into mmx"
+    );
+    assert_eq!(key(), before, "restored");
+}
+
 #[test]
 fn completions_and_the_man_page_come_from_the_command_line() {
     let mmx = |args: &[&str]| {

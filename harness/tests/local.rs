@@ -90,3 +90,46 @@ fn the_local_backend_records_the_measured_accelerator_and_filesystem() {
     let md = std::fs::read_to_string(dir.path().join("runs/local/report.md")).expect("report");
     assert!(md.contains(accel.as_str()), "report.md names {accel}");
 }
+
+/// A GitHub Actions step learns the run directory from mmx (`run-dir=` in `$GITHUB_OUTPUT`),
+/// because the asked-for `runs/<id>` may be an older run's: a second run with the same id goes
+/// to `runs/<id>-2`, and that is the directory mmx names.
+#[test]
+fn the_run_directory_goes_to_github_output_even_when_the_id_was_taken() {
+    if !common::require(
+        rustix::process::geteuid().is_root(),
+        "`mmx run --backend local` needs root (mount and user namespaces)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("scratch");
+    run_local(dir.path(), &scratch);
+    let output = dir.path().join("github-output");
+    std::fs::write(&output, "earlier=step\n").expect("GITHUB_OUTPUT");
+    let out = Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .args(["run", "--backend", "local", "--run-id", "local"])
+        .current_dir(dir.path())
+        .env("GITHUB_OUTPUT", &output)
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .output()
+        .expect("running mmx");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = dir.path().join("runs/local-2");
+    let want = format!(
+        "earlier=step\nrun-dir={}\nreport={}\n",
+        second.display(),
+        second.join("report.md").display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&output).expect("read"),
+        want,
+        "appended after the earlier step's outputs"
+    );
+    assert!(second.join("run.json").is_file() && second.join("report.md").is_file());
+}

@@ -31,12 +31,12 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::cause::{AgentError, Cause};
 use super::count::Observed;
-use super::helpers::Helpers;
+use super::measure::Crew;
 use super::strategy::{self, Plan, Tally};
 use super::table::Observer;
 use super::TestHooks;
 use crate::layers::{layer_gid, layer_uid};
-use crate::sys::userns::{Batches, ChildOp, CpuSet, OpResult, MAX_DIRS};
+use crate::sys::userns::{Batches, ChildOp, OpResult, MAX_DIRS};
 use crate::sys::{mount_api as api, SysError};
 
 /// Ids each container's user namespace maps, from a base distinct per container.
@@ -301,11 +301,6 @@ pub struct RunCtx<'a> {
     pub containers: PathBuf,
     /// What each pass must see.
     pub specs: &'a [PassSpec],
-    /// Userns helpers, made ahead.
-    pub helpers: &'a Helpers,
-    /// Where helpers may run when there are CPUs to spare beside the workers: each is kept off
-    /// its worker's CPU while it checks (see `UserNs::keep_off_cpu`).
-    pub spare_cpus: Option<CpuSet>,
     pub observer: &'a Observer,
     /// Where the run's mount counts come from (what the workers must look at themselves).
     pub source: CountSource,
@@ -340,6 +335,7 @@ pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, Cause> {
 /// container are looked at after the start path and after the teardown too (`observed`).
 pub fn run(
     ctx: &RunCtx<'_>,
+    crew: &Crew<'_>,
     idx: u32,
     tally: &mut Tally,
     checks: &mut Checks,
@@ -360,7 +356,7 @@ pub fn run(
         )
     })?;
     let paths = ctx.plan.paths();
-    let userns = ctx.helpers.take(idx)?;
+    let userns = crew.helpers.take(idx)?;
     let dirs = [cdir.as_fd(), cdir.as_fd()];
     let events = ctx.source == CountSource::FanotifyMountEvents;
     let below = || ctx.observer.count_below(&cdir_path).map_err(Cause::agent);
@@ -399,7 +395,7 @@ pub fn run(
         // The checks inside the userns run once the start path is over (the overlay stays
         // mounted until the teardown): run beside it, their path walks would share the CPUs and
         // the mount locks with the calls being measured.
-        if let Some(cpus) = &ctx.spare_cpus {
+        if let Some(cpus) = crew.spare_cpus {
             userns.keep_off_cpu(cpus);
         }
         let sent = userns.start_batch(k, dirs);

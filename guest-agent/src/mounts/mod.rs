@@ -40,6 +40,7 @@ mod cause;
 mod container;
 mod count;
 mod helpers;
+mod measure;
 mod report;
 mod runtime;
 mod strategy;
@@ -48,9 +49,8 @@ mod workers;
 
 use cause::AgentError;
 use container::RunCtx;
-use helpers::Helpers;
+use measure::{measure, Measured};
 use report::{agent_evidence, stop_evidence, Report};
-use workers::{run_workers, WorkerOut};
 
 /// Test hooks, set through the environment variable [`TestHooks::ENV`] (comma-separated): they
 /// make a run misbehave on purpose, so tests can show that the agent's verdicts catch it. Never
@@ -483,7 +483,7 @@ pub(crate) struct Prepared<'a> {
 
 /// A built-in strategy's run: its plan, the workers, the kernel's count against the formula.
 fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResult {
-    let (s, cell_id, cancel, hook, root) = (p.s, p.cell_id, p.cancel, p.hook, &p.root);
+    let (s, cell_id, hook, root) = (p.s, p.cell_id, p.hook, &p.root);
     let layers = &p.layers;
     let layer_paths: Vec<CString> = layers
         .dirs
@@ -525,44 +525,26 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
     let best = hook.best_source();
     let observer = table::Observer::new(s.concurrency == 1, best == CountSource::MountTableDiff);
     let (batches, specs) = container::pass_specs(s, layers.has_overrides(), layers.opaque);
-    // With more CPUs than workers, each helper runs beside its worker, kept off the worker's
-    // CPU and with a raised priority; otherwise helpers share the workers' CPUs as is.
-    let spare_cpus =
-        sys::userns::CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
-    sys::userns::set_reap_inline(spare_cpus.is_none());
-    let helpers = Helpers::new(s.containers, s.concurrency, batches, spare_cpus.is_some());
-    // The first containers' helpers are made before the clock starts, the rest while it runs.
-    let made = helpers.make_first();
-    // The kernel counts from here on: nothing but the workers mounts in this namespace now.
-    let mut counter = count::Counter::start(root, best);
-    let ctx = RunCtx {
-        plan: &plan,
-        scenario: s,
-        containers: p.containers.clone(),
-        specs: &specs,
-        helpers: &helpers,
-        spare_cpus,
-        observer: &observer,
-        source: counter.source(),
-        hook,
+    let start = || {
+        // The kernel counts from here on: nothing but the workers mounts in this namespace now.
+        let counter = count::Counter::start(root, best);
+        let ctx = RunCtx {
+            plan: &plan,
+            scenario: s,
+            containers: p.containers.clone(),
+            specs: &specs,
+            observer: &observer,
+            source: counter.source(),
+            hook,
+        };
+        (counter, ctx)
     };
-    let prep = p.prep_start.elapsed();
-
-    let wall_start = Instant::now();
-    window.open();
-    let period = counter.drain_period();
-    let outs = run_workers(&ctx, made, cancel, (&mut || counter.drain(), period));
-    let wall = wall_start.elapsed();
-    drop(window);
-    // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.
-    drop(ctx);
-    drop(helpers);
-    sys::userns::reap_pending(Duration::from_secs(5));
-
-    let mut total = WorkerOut::default();
-    for o in &outs {
-        total.merge(o);
-    }
+    let Measured {
+        total,
+        count: counter,
+        wall,
+        prep,
+    } = measure(p, window, batches, start, workers::run);
     let counted = counter.finish(&total.observed, root, root);
     let leaked = observer.count_below(root).unwrap_or(u64::MAX);
     let report = Report {

@@ -25,7 +25,6 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::runtime::driver::{DriveError, RuntimeProcess};
@@ -35,13 +34,13 @@ use protocol::{CellResult, CountSource, MountsScenario, PlanRuntime};
 use super::cause::{Cause, RuntimeCause};
 use super::container::{self, base_id, is_rootfs_pass, Checks, PassSpec, ID_COUNT};
 use super::count::{Allocations, Counted, JobEvents};
-use super::helpers::Helpers;
+use super::measure::{measure, Crew, Measured, Output};
 use super::report::{Report, RuntimeSeen};
 use super::table::{mounts_under, Seen};
 use super::workers::WorkerOut;
-use super::{infra, panic_message, Cancel, Prepared, WindowGuard};
+use super::{infra, Prepared, WindowGuard};
 use crate::sys;
-use crate::sys::userns::{CpuSet, MAX_DIRS};
+use crate::sys::userns::MAX_DIRS;
 
 /// The runtime's working directories, `<run>/rt/<worker>`.
 const RT_DIR: &str = "rt";
@@ -57,13 +56,11 @@ struct Ctx<'a> {
     /// Absolute layer directories, top layer first (as the contract and containerd order them).
     layers: Vec<PathBuf>,
     specs: &'a [PassSpec],
-    helpers: &'a Helpers,
-    spare_cpus: Option<CpuSet>,
     best: CountSource,
     limit: Duration,
 }
 
-/// What one worker saw.
+/// What one worker saw; merged, what the run saw.
 #[derive(Default)]
 struct RtOut {
     out: WorkerOut,
@@ -73,12 +70,40 @@ struct RtOut {
     attachments: u64,
     detachments: u64,
     teardown: u64,
-    /// Whether its count came from the kernel's mount events (else from the table).
-    events: bool,
+    /// Whether its count came from the mount table, for want of the kernel's mount events.
+    no_events: bool,
     /// Why this worker's count is not the kernel's whole count.
     incomplete: Option<String>,
     notes: Vec<String>,
     leaked: u64,
+}
+
+impl Output for RtOut {
+    fn merge(&mut self, o: RtOut) {
+        self.out.merge(o.out);
+        self.hello = self.hello.take().or(o.hello);
+        self.per_container.extend(o.per_container);
+        self.attachments += o.attachments;
+        self.detachments += o.detachments;
+        self.teardown += o.teardown;
+        self.no_events |= o.no_events;
+        if self.incomplete.is_none() {
+            self.incomplete = o.incomplete;
+        }
+        for n in o.notes {
+            if !self.notes.contains(&n) {
+                self.notes.push(n);
+            }
+        }
+        self.leaked += o.leaked;
+    }
+
+    fn panicked(message: String) -> RtOut {
+        RtOut {
+            out: WorkerOut::panicked(message),
+            ..RtOut::default()
+        }
+    }
 }
 
 /// Run the cell with `rt`.
@@ -113,70 +138,51 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
         );
     }
     let (batches, specs) = container::pass_specs(s, p.layers.has_overrides(), p.layers.opaque);
-    let spare_cpus = CpuSet::of_this_thread().filter(|c| c.count() > s.concurrency as usize);
-    sys::userns::set_reap_inline(spare_cpus.is_none());
-    let helpers = Helpers::new(s.containers, s.concurrency, batches, spare_cpus.is_some());
-    let made = helpers.make_first();
     let best = p.hook.best_source();
-    let ctx = Ctx {
-        rt,
-        s,
-        root: &p.root,
-        containers: &p.containers,
-        layers: p.layers.dirs.iter().rev().cloned().collect(),
-        specs: &specs,
-        helpers: &helpers,
-        spare_cpus,
-        best,
-        limit: Duration::from_secs(rt.job_timeout_s.max(1)),
+    let start = || {
+        let ctx = Ctx {
+            rt,
+            s,
+            root: &p.root,
+            containers: &p.containers,
+            layers: p.layers.dirs.iter().rev().cloned().collect(),
+            specs: &specs,
+            best,
+            limit: Duration::from_secs(rt.job_timeout_s.max(1)),
+        };
+        (Allocations::start(&p.root, best), ctx)
     };
-    let alloc = Allocations::start(&p.root, best);
-    let prep = p.prep_start.elapsed();
-
-    let wall_start = Instant::now();
-    window.open();
-    let outs = run_workers(&ctx, made, p.cancel);
-    let wall = wall_start.elapsed();
-    drop(window);
-    drop(ctx);
-    drop(helpers);
-    sys::userns::reap_pending(Duration::from_secs(5));
-
-    let mut total = WorkerOut::default();
-    let mut seen = RuntimeSeen {
-        hello: None,
-        per_container: Vec::new(),
-    };
-    let mut counted = Counted {
-        source: CountSource::FanotifyMountEvents,
-        attachments: 0,
-        detachments: 0,
-        teardown: 0,
+    let Measured {
+        total,
+        count: alloc,
+        wall,
+        prep,
+    } = measure(p, window, batches, start, worker);
+    let RtOut {
+        out,
+        hello,
+        per_container,
+        attachments,
+        detachments,
+        teardown,
+        no_events,
+        incomplete,
+        notes,
+        leaked,
+    } = total;
+    let counted = Counted {
+        source: if no_events {
+            CountSource::MountTableDiff
+        } else {
+            CountSource::FanotifyMountEvents
+        },
+        attachments,
+        detachments,
+        teardown,
         mounts_allocated: alloc.finish(&p.root),
-        incomplete: None,
-        notes: Vec::new(),
+        incomplete,
+        notes,
     };
-    let mut leaked = 0;
-    for o in outs {
-        total.merge(&o.out);
-        seen.hello = seen.hello.or(o.hello);
-        seen.per_container.extend(o.per_container);
-        counted.attachments += o.attachments;
-        counted.detachments += o.detachments;
-        counted.teardown += o.teardown;
-        if !o.events {
-            counted.source = CountSource::MountTableDiff;
-        }
-        if let (None, Some(why)) = (&counted.incomplete, o.incomplete) {
-            counted.incomplete = Some(why);
-        }
-        for n in o.notes {
-            if !counted.notes.contains(&n) {
-                counted.notes.push(n);
-            }
-        }
-        leaked += o.leaked;
-    }
     Report {
         s,
         layers_fs: p.layers_fs.clone(),
@@ -185,74 +191,28 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
         prep,
         leaked,
         counted,
-        runtime: Some(seen),
+        runtime: Some(RuntimeSeen {
+            hello,
+            per_container,
+        }),
     }
-    .build(p.cell_id, total)
-}
-
-/// The workers, while this thread makes userns helpers ahead of them (as for a built-in).
-fn run_workers(ctx: &Ctx<'_>, made: u32, cancel: &Cancel) -> Vec<RtOut> {
-    let next = AtomicU32::new(0);
-    let abort = AtomicBool::new(false);
-    let running = AtomicU32::new(ctx.s.concurrency);
-    let maker = std::thread::current();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..ctx.s.concurrency)
-            .map(|w| {
-                let (next, abort, running, maker) = (&next, &abort, &running, &maker);
-                scope.spawn(move || {
-                    let out = worker(ctx, w, next, abort, cancel, maker);
-                    running.fetch_sub(1, Ordering::AcqRel);
-                    maker.unpark();
-                    out
-                })
-            })
-            .collect();
-        ctx.helpers.make_ahead(
-            made,
-            &next,
-            &running,
-            &|| cancel.is_cancelled(),
-            (&mut || {}, Duration::from_millis(20)),
-        );
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|p| {
-                    abort.store(true, Ordering::SeqCst);
-                    let mut out = RtOut::default();
-                    out.out.errors.push((
-                        u32::MAX,
-                        Cause::Agent(super::cause::AgentError::Panic(panic_message(&*p))),
-                    ));
-                    out
-                })
-            })
-            .collect()
-    })
+    .build(p.cell_id, out)
 }
 
 /// One worker: its namespace, its runtime, containers until none is left.
-fn worker(
-    ctx: &Ctx<'_>,
-    w: u32,
-    next: &AtomicU32,
-    abort: &AtomicBool,
-    cancel: &Cancel,
-    maker: &std::thread::Thread,
-) -> RtOut {
+fn worker(ctx: &Ctx<'_>, crew: Crew<'_>) -> RtOut {
     let mut o = RtOut::default();
     let fail = |o: &mut RtOut, idx: u32, c: Cause| {
-        abort.store(true, Ordering::SeqCst);
+        crew.abort();
         o.out.errors.push((idx, c));
     };
     if let Err(e) = sys::ns::unshare_fs().and_then(|()| sys::ns::unshare_mount_ns()) {
         fail(&mut o, u32::MAX, Cause::agent(e));
         return o;
     }
-    let dir = ctx.root.join(RT_DIR).join(w.to_string());
+    let dir = ctx.root.join(RT_DIR).join(crew.worker.to_string());
     let mut events = JobEvents::start(ctx.best);
-    o.events = events.is_some();
+    o.no_events = events.is_none();
     if events.is_none() {
         o.incomplete = Some(
             "no fanotify mount events on the runtime's namespace (they need Linux 6.15+ and a \
@@ -270,19 +230,12 @@ fn worker(
     o.hello = Some(proc.hello().clone());
     let mut job = Jobs {
         ctx,
+        crew,
         proc: &mut proc,
         events: events.as_mut(),
         dir: &dir,
     };
-    loop {
-        if cancel.is_cancelled() || abort.load(Ordering::Relaxed) {
-            break;
-        }
-        let idx = next.fetch_add(1, Ordering::AcqRel);
-        if idx >= ctx.s.containers {
-            break;
-        }
-        maker.unpark();
+    while let Some(idx) = crew.claim() {
         let t = Instant::now();
         let r = job.container(idx, &mut o);
         o.out.busy += t.elapsed();
@@ -364,6 +317,7 @@ fn start(ctx: &Ctx<'_>, dir: &Path) -> Result<RuntimeProcess, Cause> {
 /// Sends one container's jobs.
 struct Jobs<'a, 'c> {
     ctx: &'a Ctx<'c>,
+    crew: Crew<'a>,
     proc: &'a mut RuntimeProcess,
     events: Option<&'a mut JobEvents>,
     dir: &'a Path,
@@ -376,7 +330,7 @@ impl Jobs<'_, '_> {
         let ctx = self.ctx;
         let cdir_path = ctx.containers.join(idx.to_string());
         let cdir = container::open_dir(&cdir_path)?;
-        let userns = ctx.helpers.take(idx)?;
+        let userns = self.crew.helpers.take(idx)?;
         let dirs: [BorrowedFd<'_>; MAX_DIRS] = [cdir.as_fd(), cdir.as_fd()];
         let target = cdir_path.join("m");
         let map = IdMap::single(base_id(idx), ID_COUNT);
@@ -452,7 +406,7 @@ impl Jobs<'_, '_> {
                 },
             );
             // The checks, as for a built-in: inside the userns through the helper, from here.
-            if let Some(cpus) = &ctx.spare_cpus {
+            if let Some(cpus) = self.crew.spare_cpus {
                 userns.keep_off_cpu(cpus);
             }
             let verified = userns.start_batch(k as usize, dirs).and_then(|()| {

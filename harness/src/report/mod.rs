@@ -41,23 +41,23 @@ pub const MD_COUNT_NOTES: usize = 5;
 const TEMPLATES: [(&str, &str); 5] = [
     (
         "report.md.j2",
-        include_str!("../../../reports/templates/report.md.j2"),
+        include_str!("../../carried/reports/templates/report.md.j2"),
     ),
     (
         "report.html.j2",
-        include_str!("../../../reports/templates/report.html.j2"),
+        include_str!("../../carried/reports/templates/report.html.j2"),
     ),
     (
         "macros.html.j2",
-        include_str!("../../../reports/templates/macros.html.j2"),
+        include_str!("../../carried/reports/templates/macros.html.j2"),
     ),
     (
         "junit.xml.j2",
-        include_str!("../../../reports/templates/junit.xml.j2"),
+        include_str!("../../carried/reports/templates/junit.xml.j2"),
     ),
     (
         "compare.md.j2",
-        include_str!("../../../reports/templates/compare.md.j2"),
+        include_str!("../../carried/reports/templates/compare.md.j2"),
     ),
 ];
 

@@ -44,7 +44,7 @@ const BINARY: &str = "mmx-runtime";
 
 /// The program built against containerd (kept in the repository, compiled into mmx so a moved
 /// binary still builds the same runtime).
-pub const CONTAINERD_MAIN_GO: &str = include_str!("../../../runtimes/containerd/main.go");
+pub const CONTAINERD_MAIN_GO: &str = include_str!("../../carried/runtimes/containerd/main.go");
 
 /// Where main.go goes in a user's checkout (module mode).
 const TREE_MAIN_DIR: &str = "cmd/mmx-runtime-containerd";

@@ -1,0 +1,1 @@
+../../../guest-agent/build.rs
