@@ -13,7 +13,8 @@ use std::time::Instant;
 use clap::Parser;
 use harness::initramfs::{base_archive, write_initrd};
 use harness::kernels::ModuleFeature;
-use harness::kernels::{ensure, load_recipes, run_cmd, Cache, KernelsCmd, LockFile};
+use harness::debian::{Cache, LockDocument};
+use harness::kernels::{ensure, load_recipes, run_cmd, KernelsCmd, LockFile};
 
 #[derive(Parser)]
 enum Args {
