@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod matrix;
 pub mod merge;
 pub mod oneline;
+pub mod proc;
 pub mod report;
 pub mod results;
 pub mod run;

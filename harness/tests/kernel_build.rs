@@ -21,13 +21,14 @@ mod common;
 use common::{build_tools, qemu_missing};
 
 use harness::backend::qemu::{AccelChoice, Qemu};
-use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::backend::{BootOutput, BootRequest, Deadlines};
 use harness::cell::{BootKey, TargetKey};
 use harness::kernels::recipe::load_recipe;
 use harness::kernels::{
     ensure, BuildError, Cache, KernelError, KernelProvenance, LockFile, Recipe, ResolvedKernel,
 };
 use harness::matrix::Topology;
+use harness::proc::Cancel;
 use harness::results::BootEnd;
 use protocol::{Capabilities, Feature, Filesystem, Plan};
 

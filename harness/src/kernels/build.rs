@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{self, Dropped, FragmentError, Missing};
 use super::source::{ConfigSpec, Located};
-use crate::backend::Cancel;
+use crate::proc::Cancel;
 
 /// Everything that stops a build. Each message names the file at fault (patch, fragment,
 /// source file) and the log; the caller prefixes "kernel build failed".

@@ -22,7 +22,7 @@ use super::modules::{ModuleBytes, ModuleFeature, ModuleIndex};
 use super::recipe::{Recipe, RecipeSource};
 use super::srcbuild;
 use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, ResolvedKernel};
-use crate::backend::Cancel;
+use crate::proc::Cancel;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
 const EXTRACT_FORMAT: &[u8] = b"extract-v1";

@@ -13,9 +13,10 @@ use anyhow::Context;
 use super::{apply_expectations, fold_boot, plan_for, BootPlan};
 use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines};
+use crate::backend::{ms_between, BootOutput, BootRequest, Deadlines};
 use crate::kernels::{Cache, LockFile, Recipe, ResolvedKernel};
 use crate::matrix::{Cell, Expectations, Matrix, Target};
+use crate::proc::Cancel;
 use crate::results::{
     Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir,
 };

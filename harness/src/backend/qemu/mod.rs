@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use protocol::{Filesystem, Plan, ScratchDisk};
 
-use crate::backend::{
-    leftovers, ms_between, BootOutput, BootRequest, Cancel, Deadlines, ResultStream,
-};
+use crate::backend::{leftovers, ms_between, BootOutput, BootRequest, Deadlines, ResultStream};
 use crate::cell::BootKey;
 use crate::kernels::{Cache, ModuleFeature, ResolvedKernel};
 use crate::matrix::Topology;
+use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, InfraCause, RunDir};
 
 pub mod accel;
