@@ -10,6 +10,7 @@ pub mod bisect;
 pub mod cell;
 pub mod compare;
 pub mod doctor;
+pub mod git;
 pub mod init;
 pub mod initramfs;
 pub mod kernels;
