@@ -17,6 +17,7 @@ use crate::backend::ssh::args as ssh_args;
 use crate::kernels::{Cache, RecipeSource};
 use crate::matrix::{Host, Matrix};
 use crate::oneline;
+use crate::proc::Cancel;
 use crate::results::Accel;
 use crate::run::Kernels;
 
@@ -412,12 +413,16 @@ fn kvm_check(
                     accel::PROBE_LIMIT.as_secs()
                 ),
             ));
-            let decided = kernels.get(first).map_err(|e| e.to_string()).and_then(|k| {
-                let agent = crate::agent::path().map_err(|e| format!("{e:#}"))?;
-                let q = Qemu::new(AccelChoice::Auto, agent, cache.root().to_path_buf())
-                    .map_err(|e| format!("{e:#}"))?;
-                Ok(q.decide_now(&k))
-            });
+            // No Ctrl-C handler here: Ctrl-C ends mmx, and a kernel build's make with it.
+            let decided = kernels
+                .get(first, &Cancel::new())
+                .map_err(|e| e.to_string())
+                .and_then(|k| {
+                    let agent = crate::agent::path().map_err(|e| format!("{e:#}"))?;
+                    let q = Qemu::new(AccelChoice::Auto, agent, cache.root().to_path_buf())
+                        .map_err(|e| format!("{e:#}"))?;
+                    Ok(q.decide_now(&k))
+                });
             match (decided, accel::read_cached(&verdict_path)) {
                 (Err(e), _) => {
                     return Check::new("kvm", Status::Fail, format!("cannot probe: {e}"))

@@ -10,6 +10,7 @@ use super::lock::{LockFile, LockedKernel};
 use super::recipe::{load_recipes, Recipe, RecipeSource};
 use super::source::SourceBase;
 use super::{cached, ensure, ensure_opts, Cache, EnsureOptions, KernelError, ResolvedKernel};
+use crate::proc::Cancel;
 
 /// The `mmx kernels` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -80,11 +81,15 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
             } else {
                 select(&recipes, &names)?
             };
-            // Ctrl-C: make sees it (same process group) and mmx notices it while make runs
-            // (see build.rs); outside make it ends mmx as usual, and nothing half-built is
-            // ever published.
+            // Ctrl-C sets `cancel`: make's whole group is stopped and the build fails saying
+            // so; a second Ctrl-C ends mmx at once. Nothing half-built is ever published.
+            let cancel = Cancel::new();
+            cancel
+                .install_signal_handlers()
+                .context("installing the Ctrl-C handler")?;
             let opts = EnsureOptions {
                 progress: ProgressMode::Bar,
+                cancel: Some(&cancel),
                 ..EnsureOptions::default()
             };
             let mut ok = true;

@@ -57,7 +57,8 @@ pub struct EnsureOptions<'a> {
     pub policy: LockPolicy,
     /// How a source build shows progress.
     pub progress: ProgressMode,
-    /// Stops a source build (Ctrl-C stops it too: make sees the terminal's signal).
+    /// Stops a source build (make's whole process group). Without one, nothing stops a build
+    /// but the end of mmx, which takes make's group with it.
     pub cancel: Option<&'a Cancel>,
 }
 
