@@ -132,7 +132,7 @@ impl<'a> Git<'a> {
 
     /// Run it: `Ok` whatever the exit status (the caller reads it), `Err` when git could not
     /// run or was stopped.
-    pub fn output(self) -> Result<Output, GitError> {
+    pub fn run(self) -> Result<Output, GitError> {
         let what = self.what();
         self.into_run()
             .run()
@@ -142,7 +142,7 @@ impl<'a> Git<'a> {
     /// Run it and require success: its stdout, trimmed.
     pub fn ok(self) -> Result<String, GitError> {
         let what = self.what();
-        let out = self.output()?;
+        let out = self.run()?;
         if out.success() {
             Ok(out.stdout.trim().to_string())
         } else {
@@ -193,7 +193,7 @@ pub fn resolve_commit(repo: &Path, rev: &str) -> Result<Option<String>, GitError
     let out = Git::in_repo(repo)
         .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
         .arg(format!("{rev}^{{commit}}"))
-        .output()?;
+        .run()?;
     let id = out.stdout.trim();
     Ok((out.success() && id.len() >= 40).then(|| id.to_string()))
 }
@@ -241,12 +241,12 @@ mod tests {
         sh(tmp.path(), "git init -q && mkdir -p src/module");
         let inside = Git::in_repo(&tmp.path().join("src"))
             .args(["rev-parse", "--git-dir"])
-            .output()
+            .run()
             .unwrap();
         assert!(inside.success(), "{}", inside.stderr);
         let outside = Git::outside_repo(&tmp.path().join("src/module"))
             .args(["rev-parse", "--git-dir"])
-            .output()
+            .run()
             .unwrap();
         assert!(!outside.success(), "{}", outside.stdout);
     }

@@ -29,7 +29,7 @@ impl UserRepo {
     pub fn is_ancestor(&self, ancestor: &str, of: &str) -> anyhow::Result<bool> {
         let out = Git::in_repo(&self.path)
             .args(["merge-base", "--is-ancestor", ancestor, of])
-            .output()?;
+            .run()?;
         match out.status.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
@@ -107,7 +107,7 @@ impl Session {
         let s = Session { dir };
         let out = Git::in_repo(&s.git_dir())
             .args(["bisect", "start", bad, good, "--"])
-            .output()?;
+            .run()?;
         let next = s.next(out, "git bisect start")?;
         Ok((s, next))
     }
@@ -121,7 +121,7 @@ impl Session {
         let what = format!("git bisect {} {commit}", verdict.git_word());
         let out = Git::in_repo(&self.git_dir())
             .args(["bisect", verdict.git_word(), commit])
-            .output()?;
+            .run()?;
         self.next(out, &what)
     }
 
@@ -129,7 +129,7 @@ impl Session {
     pub fn log(&self) -> String {
         Git::in_repo(&self.git_dir())
             .args(["bisect", "log"])
-            .output()
+            .run()
             .map(|o| o.stdout)
             .unwrap_or_default()
     }

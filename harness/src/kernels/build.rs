@@ -203,7 +203,7 @@ pub(crate) fn logged(
     let out = match result {
         Ok(out) => out,
         Err(e) => {
-            if let Some(p) = e.output() {
+            if let Some(p) = e.partial() {
                 log.text(&format!("{}{}", p.stdout, p.stderr));
             }
             let detail = match &e {

@@ -267,7 +267,7 @@ pub enum RunError {
 
 impl RunError {
     /// What the command said before it was stopped (empty when it never ran).
-    pub fn output(&self) -> Option<&Partial> {
+    pub fn partial(&self) -> Option<&Partial> {
         match self {
             RunError::TimedOut { output, .. }
             | RunError::Cancelled { output, .. }
