@@ -33,6 +33,9 @@ pub enum Stream {
     Stderr,
 }
 
+/// What [`Run::on_line`] calls with each line.
+pub type OnLine<'a> = &'a mut dyn FnMut(Stream, &Line);
+
 /// A command to run to its end. Built with [`Run::new`] (a deadline) or [`Run::cancellable`]
 /// (a [`Cancel`] and no deadline), then options, then [`Run::run`].
 pub struct Run<'a> {
@@ -45,7 +48,7 @@ pub struct Run<'a> {
     merge: bool,
     keep: bool,
     inherit: Vec<OwnedFd>,
-    on_line: Option<&'a mut dyn FnMut(Stream, &Line)>,
+    on_line: Option<OnLine<'a>>,
 }
 
 impl<'a> Run<'a> {
@@ -114,7 +117,7 @@ impl<'a> Run<'a> {
 
     /// Hand every line to `f` as it arrives, and keep only the last lines of each output
     /// (for a build whose output goes to a log of its own).
-    pub fn on_line(mut self, f: &'a mut dyn FnMut(Stream, &Line)) -> Self {
+    pub fn on_line(mut self, f: OnLine<'a>) -> Self {
         self.on_line = Some(f);
         self.keep = false;
         self
@@ -289,7 +292,7 @@ struct Collect<'a> {
     deadline: Option<Instant>,
     cancel: Option<&'a Cancel>,
     keep: bool,
-    on_line: Option<&'a mut dyn FnMut(Stream, &Line)>,
+    on_line: Option<OnLine<'a>>,
     text: [String; 2],
 }
 
