@@ -96,10 +96,14 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
             for recipe in chosen {
                 match ensure_opts(recipe, &lock, &cache, &opts) {
                     Ok(k) => print_kernel(&k),
-                    // One failed build does not stop the others; the exit code says it.
+                    // One failed build does not stop the others (an interrupted one does); the
+                    // exit code says it.
                     Err(e @ KernelError::Build { .. }) => {
                         eprintln!("mmx: {e}");
                         ok = false;
+                        if cancel.is_cancelled() {
+                            break;
+                        }
                     }
                     Err(e) => return Err(e.into()),
                 }
