@@ -28,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use common::{agent, kernel};
 use harness::backend::qemu::{self, AccelChoice, Qemu};
-use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::backend::{BootOutput, BootRequest, Deadlines};
 use harness::cell::{BootKey, TargetKey};
 use harness::kernels::ResolvedKernel;
 use harness::matrix::Topology;
+use harness::proc::Cancel;
 use harness::results::{Accel, BootEnd, RunDir};
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario};
 use protocol::{

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
+use harness::debian::{Cache, LockDocument};
 use harness::initramfs::{base_archive, write_initrd};
 use harness::kernels::ModuleFeature;
-use harness::debian::{Cache, LockDocument};
 use harness::kernels::{ensure, load_recipes, run_cmd, KernelsCmd, LockFile};
 
 #[derive(Parser)]

@@ -277,10 +277,14 @@ mod tests {
         // Spawned the way the supervisor spawns it.
         let mut cmd = agent.command();
         cmd.arg("--version").stdout(std::process::Stdio::piped());
-        let child = crate::backend::supervise::child::spawn(cmd, vec![]).expect("spawn");
-        let out = child.wait_with_output().expect("wait");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{:?} {stdout}", out.status);
+        let mut child = crate::proc::spawn(cmd, vec![]).expect("spawn");
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut child.take_stdout().expect("stdout"), &mut stdout)
+            .expect("read");
+        let status = child
+            .wait_for(std::time::Duration::from_secs(60))
+            .expect("exit");
+        assert!(status.success(), "{status:?} {stdout}");
         assert!(stdout.starts_with("mmx-agent "), "{stdout}");
         assert!(!marker.exists(), "the file swapped in after the check ran");
         // By name, the swapped file is what runs: the gap the descriptor closes is real.

@@ -8,7 +8,8 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use protocol::Filesystem;
 
@@ -18,6 +19,7 @@ use crate::debian::Cache;
 use crate::kernels::RecipeSource;
 use crate::matrix::{Host, Matrix};
 use crate::oneline;
+use crate::proc::{Cancel, Run, RunError};
 use crate::results::Accel;
 use crate::run::Kernels;
 
@@ -43,6 +45,8 @@ const REASON_CHARS: usize = 300;
 
 /// How long the host-key check of one host may take (ssh's own ConnectTimeout is 10 s).
 const HOST_CHECK_LIMIT: Duration = Duration::from_secs(20);
+/// `ssh -V` answers at once; half a minute covers a loaded machine.
+const SSH_VERSION_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DoctorArgs {
@@ -413,12 +417,16 @@ fn kvm_check(
                     accel::PROBE_LIMIT.as_secs()
                 ),
             ));
-            let decided = kernels.get(first).map_err(|e| e.to_string()).and_then(|k| {
-                let agent = crate::agent::path().map_err(|e| format!("{e:#}"))?;
-                let q = Qemu::new(AccelChoice::Auto, agent, cache.root().to_path_buf())
-                    .map_err(|e| format!("{e:#}"))?;
-                Ok(q.decide_now(&k))
-            });
+            // No Ctrl-C handler here: Ctrl-C ends mmx, and a kernel build's make with it.
+            let decided = kernels
+                .get(first, &Cancel::new())
+                .map_err(|e| e.to_string())
+                .and_then(|k| {
+                    let agent = crate::agent::path().map_err(|e| format!("{e:#}"))?;
+                    let q = Qemu::new(AccelChoice::Auto, agent, cache.root().to_path_buf())
+                        .map_err(|e| format!("{e:#}"))?;
+                    Ok(q.decide_now(&k))
+                });
             match (decided, accel::read_cached(&verdict_path)) {
                 (Err(e), _) => {
                     return Check::new("kvm", Status::Fail, format!("cannot probe: {e}"))
@@ -454,17 +462,11 @@ fn ssh_checks(hosts: &[Host]) -> Vec<Check> {
             "no [[hosts]] in the matrix",
         )];
     }
-    let version = duct::cmd!("ssh", "-V")
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .run();
+    let mut ssh = Command::new("ssh");
+    ssh.arg("-V");
+    let version = Run::new(ssh, SSH_VERSION_LIMIT).merge_stderr().run();
     let mut out = vec![match version {
-        Ok(o) if o.status.success() => Check::new(
-            "ssh",
-            Status::Ok,
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        ),
+        Ok(o) if o.success() => Check::new("ssh", Status::Ok, o.stdout.trim().to_string()),
         _ => {
             return vec![Check::new("ssh", Status::Fail, "no ssh client on PATH")
                 .fix("apt-get install openssh-client")]
@@ -556,32 +558,19 @@ fn host_key_verdict(status: Option<i32>, stderr: &str) -> HostVerdict {
     }
 }
 
-/// Run a program with stdin and stdout closed, stderr captured, killed after `limit`.
-/// `Ok((None, _))`: it ran past the limit.
+/// Run a program with stdin closed, its output captured, stopped (its whole group) after
+/// `limit`. `Ok((None, _))`: it ran past the limit.
 fn run_limited(
     program: &str,
     argv: Vec<OsString>,
     limit: Duration,
-) -> std::io::Result<(Option<i32>, String)> {
-    let handle = duct::cmd(program, argv)
-        .stdin_null()
-        .stdout_null()
-        .stderr_capture()
-        .unchecked()
-        .start()?;
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(out) = handle.try_wait()? {
-            return Ok((
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
-        }
-        if Instant::now() >= deadline {
-            handle.kill()?;
-            return Ok((None, String::new()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+) -> Result<(Option<i32>, String), RunError> {
+    let mut cmd = Command::new(program);
+    cmd.args(argv);
+    match Run::new(cmd, limit).run() {
+        Ok(out) => Ok((out.status.code(), out.stderr)),
+        Err(RunError::TimedOut { .. }) => Ok((None, String::new())),
+        Err(e) => Err(e),
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use harness::backend::Cancel;
+use harness::proc::Cancel;
 use harness::run::{BackendChoice, RunOptions, Shard};
 
 #[derive(Parser)]

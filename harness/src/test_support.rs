@@ -16,21 +16,17 @@ pub fn require(ok: bool, reason: &str) -> bool {
     ok
 }
 
-/// Run `script` with `sh -c` in `dir`; its trimmed stdout. Panics with the script and its stderr
-/// when it fails: a fixture that cannot be set up is the test's failure.
+/// Run `script` with `sh -c` in `dir` (at most ten minutes: a fixture is a few git commands);
+/// its trimmed stdout. Panics with the script and its stderr when it fails: a fixture that
+/// cannot be set up is the test's failure.
 pub fn sh(dir: &std::path::Path, script: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(script).current_dir(dir);
+    let out = crate::proc::Run::new(cmd, std::time::Duration::from_secs(600))
+        .run()
         .unwrap_or_else(|e| panic!("sh -c {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    assert!(out.success(), "{script}: {}", out.stderr);
+    out.stdout.trim().to_string()
 }
 
 /// A plan of one tiny per-layer mounts item per cell id, numbered in order.

@@ -11,10 +11,11 @@
 //! CI=true).
 
 use harness::backend::qemu::{console, AccelChoice};
-use harness::backend::{BootRequest, Cancel, Deadlines};
+use harness::backend::{BootRequest, Deadlines};
 use harness::cell::{BootKey, CellKey, TargetKey};
 use harness::kernels::ModuleFeature;
 use harness::matrix::{Matrix, Topology};
+use harness::proc::Cancel;
 use harness::results::{BootEnd, InfraCause, RunDir};
 use harness::run::{group_boots, Runner};
 use protocol::{Filesystem, Outcome};

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use harness::backend::qemu::{AccelChoice, Qemu};
 use harness::backend::supervise::{CONSOLE_MAX, DIAGNOSTICS_MAX, RESULTS_MAX};
-use harness::backend::{local, ssh, BootRequest, Cancel, Deadlines};
+use harness::backend::{local, ssh, BootRequest, Deadlines};
 use harness::matrix::{Matrix, Target};
+use harness::proc::Cancel;
 use harness::results::{
     BootEnd, BootRecord, Deadline, HostInfo, InfraCause, RunDir, RunRecord, ViolationKind,
     RUN_SCHEMA_VERSION,

@@ -1,8 +1,9 @@
 //! Kernels mmx builds from source, for real: Debian's linux-source-6.12 with the minimal config
 //! and a patch that makes overlay refuse the `lowerdir+` key, booted under QEMU, where the
-//! `lowerdir-plus-string` probe flips from yes (Debian's own 6.12) to no; and the failures a
-//! user meets (a patch that does not apply, a fragment option the kernel drops, a syntax error,
-//! a `[path]` kernel without overlayfs), each with the message promised.
+//! `lowerdir-plus-string` probe flips from yes (Debian's own 6.12) to no; the failures a user
+//! meets (a patch that does not apply, a fragment option the kernel drops, a syntax error, a
+//! `[path]` kernel without overlayfs), each with the message promised; and `mmx kernels build`
+//! killed with SIGKILL while make runs, which leaves no make, compiler or linker behind.
 //!
 //! The tests build the same package with the same config, so they share one build directory
 //! (`linux-6.12-<config>`, which tests/bisect.rs's git tree of the same version shares too):
@@ -13,15 +14,15 @@
 //! fails the test; elsewhere it is skipped loudly.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 mod common;
 
 use common::{build_tools, qemu_missing};
 
 use harness::backend::qemu::{AccelChoice, Qemu};
-use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::backend::{BootOutput, BootRequest, Deadlines};
 use harness::cell::{BootKey, TargetKey};
 use harness::debian::{Cache, LockDocument};
 use harness::kernels::recipe::load_recipe;
@@ -29,6 +30,7 @@ use harness::kernels::{
     ensure, BuildError, KernelError, KernelProvenance, LockFile, Recipe, ResolvedKernel,
 };
 use harness::matrix::Topology;
+use harness::proc::Cancel;
 use harness::results::BootEnd;
 use protocol::{Capabilities, Feature, Filesystem, Plan};
 
@@ -64,6 +66,24 @@ fn refuse_lowerdir_plus() -> String {
          \tcase Opt_workdir:\n\
          -- \n\
          2.39.2\n\n"
+    )
+}
+
+/// A comment in the file the refusing patch changes, with `note` in it: a patch of its own (a
+/// cache key of its own, so make runs), in the same build directory, changing nothing.
+fn comment_only(note: &str) -> String {
+    format!(
+        "Note a build that is killed\n\n\
+         --- a/fs/overlayfs/params.c\n\
+         +++ b/fs/overlayfs/params.c\n\
+         @@ -571,6 +571,7 @@\n \
+         \t\terr = ovl_parse_param_lowerdir(param->string, fc);\n \
+         \t\tbreak;\n \
+         \tcase Opt_lowerdir_add:\n\
+         +\t\t/* {note} */\n \
+         \tcase Opt_datadir_add:\n \
+         \tcase Opt_upperdir:\n \
+         \tcase Opt_workdir:\n"
     )
 }
 
@@ -503,4 +523,85 @@ fn a_path_kernel_without_overlay_is_refused_before_booting() {
         }
         other => panic!("expected the missing option, got {other:?}"),
     }
+}
+
+/// The issue's orphan case: `mmx kernels build` killed with SIGKILL while make builds the kernel
+/// leaves no make, compiler or linker running, and make held the build directory's lock (so a
+/// next build could not have started beside it). Each run's patch is new, so make always runs
+/// (and the build, killed, is never cached); the tree is the shared build directory's.
+#[test]
+fn sigkill_during_make_leaves_no_make_or_compiler_behind() {
+    if !build_tools() {
+        return;
+    }
+    let marker = common::unique_marker("make");
+    let co = Checkout::new(
+        "patches = [\"patches/*.patch\"]\nconfig = \"minimal\"\n",
+        &[(
+            "patches/0001-note.patch",
+            &comment_only(&format!("mmx test {marker}")),
+        )],
+    );
+    let log = |ext: &str| std::fs::File::create(co.root().join(format!("mmx.{ext}"))).expect("log");
+    let mut mmx = Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .args(["kernels", "--root"])
+        .arg(co.root())
+        .args(["build", NAME])
+        .env(common::MARKER_VAR, &marker)
+        .stdin(Stdio::null())
+        .stdout(log("stdout"))
+        .stderr(log("stderr"))
+        .spawn()
+        .expect("starting mmx");
+    let stderr = || std::fs::read_to_string(co.root().join("mmx.stderr")).unwrap_or_default();
+    let cmdline = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default()
+    };
+
+    // The long make (not a config step) runs, and has started a compiler or the linker. A
+    // cold tree is downloaded and unpacked first: minutes.
+    let t = Instant::now();
+    let make = loop {
+        let ours = common::marked(&marker);
+        let make = ours
+            .iter()
+            .find(|(pid, comm)| comm == "make" && cmdline(*pid).contains("bzImage"))
+            .map(|(pid, _)| *pid);
+        let compiling = ours
+            .iter()
+            .any(|(_, comm)| ["cc1", "gcc", "as", "ld"].contains(&comm.as_str()));
+        if let (Some(make), true) = (make, compiling) {
+            break make;
+        }
+        if let Ok(Some(status)) = mmx.try_wait() {
+            panic!(
+                "mmx ended ({status}) before make compiled anything:\n{}",
+                stderr()
+            );
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30 * 60),
+            "make did not compile in 30 min:\n{}",
+            stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // make holds the build directory's lock itself (inherited), not only through mmx.
+    let holds_lock = std::fs::read_dir(format!("/proc/{make}/fd"))
+        .expect("make's descriptors")
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| target.ends_with("make.lock"));
+    assert!(
+        holds_lock,
+        "make {make} does not hold the build directory's make.lock"
+    );
+
+    mmx.kill().expect("SIGKILL");
+    let _ = mmx.wait();
+    // make and its compilers die with mmx (the death signal, the warden); a compiler may take
+    // a moment on a loaded machine to be scheduled and die.
+    common::assert_none_left(&marker, Duration::from_secs(30));
 }

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{backend, qemu_missing};
-use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::backend::{BootOutput, BootRequest, Deadlines};
 use harness::cell::{BootKey, TargetKey};
 use harness::kernels::ResolvedKernel;
 use harness::matrix::{NumaSpec, Topology};
+use harness::proc::Cancel;
 use harness::results::{Accel, BootEnd, RunDir};
 use protocol::lockbench::{
     Bench, LockKind, LockPoint, LockbenchResult, LockbenchScenario, Pinning,

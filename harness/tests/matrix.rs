@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use harness::backend::qemu::AccelChoice;
-use harness::backend::Cancel;
 use harness::cell::CellKey;
 use harness::matrix::Matrix;
+use harness::proc::Cancel;
 use harness::results::{BootRecord, CellRecord, RunDir};
 use harness::run::{group_boots, BootPlan, Runner};
 use libtest_mimic::{Arguments, Failed, Trial};

@@ -14,9 +14,10 @@ mod common;
 
 use common::{backend, kernel, qemu_missing};
 use harness::backend::qemu;
-use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::backend::{BootOutput, BootRequest, Deadlines};
 use harness::cell::{BootKey, TargetKey};
 use harness::matrix::{NumaSpec, Topology};
+use harness::proc::Cancel;
 use harness::results::{Accel, BootEnd, Deadline, InfraCause, RunDir};
 use harness::run;
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};

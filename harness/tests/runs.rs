@@ -1,6 +1,7 @@
 //! `mmx run` as a process, the way users and CI run it, around what happens *between* runs: a
 //! run killed with SIGKILL mid-boot leaves no QEMU behind and the next run removes the boot dir
-//! it left; two runs started together get a directory each, both complete.
+//! it left; a run killed during a host's hook leaves none of the hook's processes; two runs
+//! started together get a directory each, both complete.
 //!
 //! The guests are real (debian-6.12 under TCG) with the stand-in agent
 //! (`tests/fixtures/hostile_agent.c` in its well-behaved mode) as /init, which answers the plan
@@ -20,6 +21,9 @@ mod common;
 
 /// How long a killed mmx's QEMU may outlive it (the issue's bound).
 const ORPHAN_LIMIT: Duration = Duration::from_secs(2);
+/// How long a killed mmx's hook and what it forked may outlive it: the hook dies with mmx (the
+/// death signal), its children when its warden, a shell, gets the CPU on a loaded machine.
+const HOOK_ORPHAN_LIMIT: Duration = Duration::from_secs(10);
 
 /// A directory with a one-cell QEMU matrix and the repository's kernel recipes beside it.
 fn one_cell_matrix() -> tempfile::TempDir {
@@ -215,4 +219,62 @@ fn two_runs_started_together_with_one_run_id_get_two_complete_directories() {
         let run = RunRecord::read(&root.join("run.json")).expect("run.json");
         assert_eq!(&run.run_id, id, "each run.json names its own directory");
     }
+}
+
+/// The issue's hook case: a provision hook that forked a child (`sleep 1000 & sleep 1000`) is
+/// running when mmx is killed with SIGKILL; neither the hook nor anything it started is left.
+/// Needs only sh: the hook runs before any connection to the host.
+#[test]
+fn sigkill_during_a_hook_leaves_none_of_its_processes() {
+    let dir = tempfile::Builder::new()
+        .prefix("mmx-runs-hook-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::write(
+        dir.path().join("matrix.toml"),
+        "[[hosts]]\nname = \"h\"\ndestination = \"mmx@127.0.0.1\"\n\
+         provision = \"sleep 1000 & sleep 1000\"\n\
+         [[scenarios]]\nkind = \"mounts\"\nstrategies = [\"per-layer\"]\nlayers = [1]\n\
+         containers = [1]\nconcurrency = [1]\n",
+    )
+    .expect("matrix");
+    let marker = common::unique_marker("hook");
+    let log =
+        |ext: &str| std::fs::File::create(dir.path().join(format!("mmx.{ext}"))).expect("log");
+    let mut mmx = Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .args(["run", "--backend", "ssh", "--run-id", "hook"])
+        .arg("--matrix")
+        .arg(dir.path().join("matrix.toml"))
+        .arg("--out")
+        .arg(dir.path().join("runs"))
+        .env(common::MARKER_VAR, &marker)
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .stdin(Stdio::null())
+        .stdout(log("stdout"))
+        .stderr(log("stderr"))
+        .spawn()
+        .expect("starting mmx");
+
+    // The hook runs its foreground sleep, and the one it forked is there too.
+    let t = Instant::now();
+    loop {
+        let sleeps = common::marked(&marker)
+            .into_iter()
+            .filter(|(_, comm)| comm == "sleep")
+            .count();
+        if sleeps == 2 {
+            break;
+        }
+        if let Ok(Some(status)) = mmx.try_wait() {
+            panic!(
+                "mmx ended ({status}) before its hook forked:\n{}",
+                stderr_of(dir.path(), "mmx")
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "no hook in 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    mmx.kill().expect("SIGKILL");
+    let _ = mmx.wait();
+    common::assert_none_left(&marker, HOOK_ORPHAN_LIMIT);
 }

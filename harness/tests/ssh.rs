@@ -16,8 +16,9 @@ mod common;
 use common::sshd::{free_port, Sshd};
 
 use harness::backend::ssh::{self, HostSession};
-use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::backend::{BootOutput, BootRequest, Deadlines};
 use harness::cell::{BootKey, SmtSetting, TargetKey};
+use harness::proc::Cancel;
 use harness::results::{Accel, BootEnd, InfraCause, RunDir};
 use protocol::{MountsScenario, Outcome, Plan, PlanItem, Scenario, Strategy};
 

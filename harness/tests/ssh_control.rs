@@ -18,8 +18,9 @@ mod common;
 use common::sshd::Sshd;
 
 use harness::backend::ssh::HostSession;
-use harness::backend::{BootOutput, BootRequest, Cancel, Deadlines};
+use harness::backend::{BootOutput, BootRequest, Deadlines};
 use harness::cell::{BootKey, SmtSetting, TargetKey};
+use harness::proc::Cancel;
 use harness::results::{BootEnd, InfraCause, RunDir};
 use protocol::{MountsScenario, Outcome, Plan, PlanItem, Scenario, Strategy};
 

@@ -1,7 +1,7 @@
 //! What an mmx that was killed (`kill -9`, the OOM killer, a lost CI runner) leaves behind, and
 //! removing it when the next `mmx run` starts.
 //!
-//! Its processes go with it (`supervise::child`: the death signal); its directories stay: a
+//! Its processes go with it (`proc::spawn`: the death signal and the warden); its directories stay: a
 //! QEMU boot's work dir under `<cache>/boots/` (the initrd, a scratch disk image of hundreds of
 //! MiB), the local backend's scratch dir, an ssh control dir. Each of them is *claimed* when
 //! made: an owner file names the process by pid, the pid's start time and the kernel's boot id,

@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::Plan;
 
 use crate::cell::BootKey;
+use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
 
 pub mod host_settings;
@@ -26,37 +25,6 @@ pub mod supervise;
 
 pub use placement::Placement;
 pub use stream::ResultStream;
-
-/// Set by Ctrl-C (SIGINT/SIGTERM): backends stop their guests and agents, clean up, and return
-/// what they have.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    pub fn new() -> Cancel {
-        Cancel::default()
-    }
-
-    /// Install SIGINT/SIGTERM handlers that set this flag (a second Ctrl-C still kills: the
-    /// handlers are registered with signal-hook's conditional-shutdown pattern).
-    pub fn install_signal_handlers(&self) -> anyhow::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        for sig in [SIGINT, SIGTERM] {
-            // Second signal while the flag is set: exit at once with 130.
-            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&self.0))?;
-            signal_hook::flag::register(sig, Arc::clone(&self.0))?;
-        }
-        Ok(())
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
 
 /// The three watchdogs of one boot, from the start of the boot. `run` computes them once from
 /// the plan ([`Deadlines::for_plan`]); each backend scales them for its accelerator

@@ -12,40 +12,12 @@
 //! whatever happens to mmx; removing the private directory removes every trace.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use anyhow::Context;
 
 use super::answers::Verdict;
-
-/// Variables that would point git somewhere else than the directory it is given.
-const GIT_ENV: [&str; 7] = [
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-];
-
-fn git(dir: &Path) -> Command {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(dir).env("LC_ALL", "C");
-    for v in GIT_ENV {
-        cmd.env_remove(v);
-    }
-    cmd
-}
-
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<Output> {
-    cmd.output()
-        .with_context(|| format!("running {what} (is git installed?)"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim().to_string()
-}
+use crate::git::Git;
+use crate::proc::Output;
 
 /// The user's repository, read only.
 pub struct UserRepo {
@@ -55,59 +27,45 @@ pub struct UserRepo {
 impl UserRepo {
     /// Whether `ancestor` is an ancestor of `of`.
     pub fn is_ancestor(&self, ancestor: &str, of: &str) -> anyhow::Result<bool> {
-        let out = run(
-            git(&self.path).args(["merge-base", "--is-ancestor", ancestor, of]),
-            "git merge-base",
-        )?;
+        let out = Git::in_repo(&self.path)
+            .args(["merge-base", "--is-ancestor", ancestor, of])
+            .run()?;
         match out.status.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
             _ => anyhow::bail!(
                 "git merge-base --is-ancestor in {}: {}",
                 self.path.display(),
-                text(&out.stderr)
+                out.stderr.trim()
             ),
         }
     }
 
     /// A commit's subject line.
     pub fn subject(&self, commit: &str) -> String {
-        run(
-            git(&self.path).args(["log", "-1", "--format=%s", commit, "--"]),
-            "git log",
-        )
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| text(&o.stdout))
-        .unwrap_or_default()
+        Git::in_repo(&self.path)
+            .args(["log", "-1", "--format=%s", commit, "--"])
+            .ok()
+            .unwrap_or_default()
     }
 
     /// The commits `good..bad` (what a bisect chooses from).
     pub fn count(&self, good: &str, bad: &str) -> anyhow::Result<u64> {
-        let out = run(
-            git(&self.path).args(["rev-list", "--count", &format!("{good}..{bad}")]),
-            "git rev-list",
-        )?;
-        anyhow::ensure!(
-            out.status.success(),
-            "git rev-list {good}..{bad} in {}: {}",
-            self.path.display(),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        let count = Git::in_repo(&self.path)
+            .args(["rev-list", "--count", &format!("{good}..{bad}")])
+            .ok()
+            .with_context(|| format!("in {}", self.path.display()))?;
+        count
             .parse()
             .context("git rev-list --count printed no number")
     }
 
     /// The first parent of a commit, if it has one.
     pub fn parent(&self, commit: &str) -> Option<String> {
-        run(
-            git(&self.path).args(["rev-parse", "--verify", "--quiet", &format!("{commit}^1")]),
-            "git rev-parse",
-        )
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| text(&o.stdout))
+        Git::in_repo(&self.path)
+            .args(["rev-parse", "--verify", "--quiet", &format!("{commit}^1")])
+            .ok()
+            .ok()
     }
 }
 
@@ -141,24 +99,15 @@ impl Session {
             .tempdir_in(parent)
             .with_context(|| format!("creating a directory in {}", parent.display()))?;
         let clone = dir.path().join("repo.git");
-        let out = run(
-            git(parent)
-                .args(["clone", "--quiet", "--bare", "--shared"])
-                .arg(&repo.path)
-                .arg(&clone),
-            "git clone --bare --shared",
-        )?;
-        anyhow::ensure!(
-            out.status.success(),
-            "git clone --bare --shared {}: {}",
-            repo.path.display(),
-            text(&out.stderr)
-        );
+        Git::in_repo(parent)
+            .args(["clone", "--quiet", "--bare", "--shared"])
+            .arg(&repo.path)
+            .arg(&clone)
+            .ok()?;
         let s = Session { dir };
-        let out = run(
-            git(&s.git_dir()).args(["bisect", "start", bad, good, "--"]),
-            "git bisect start",
-        )?;
+        let out = Git::in_repo(&s.git_dir())
+            .args(["bisect", "start", bad, good, "--"])
+            .run()?;
         let next = s.next(out, "git bisect start")?;
         Ok((s, next))
     }
@@ -170,44 +119,36 @@ impl Session {
     /// Record a verdict on `commit`.
     pub fn mark(&self, commit: &str, verdict: Verdict) -> anyhow::Result<Next> {
         let what = format!("git bisect {} {commit}", verdict.git_word());
-        let out = run(
-            git(&self.git_dir()).args(["bisect", verdict.git_word(), commit]),
-            &what,
-        )?;
+        let out = Git::in_repo(&self.git_dir())
+            .args(["bisect", verdict.git_word(), commit])
+            .run()?;
         self.next(out, &what)
     }
 
     /// `git bisect log`: the marks, replayable with `git bisect replay`.
     pub fn log(&self) -> String {
-        run(
-            git(&self.git_dir()).args(["bisect", "log"]),
-            "git bisect log",
-        )
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+        Git::in_repo(&self.git_dir())
+            .args(["bisect", "log"])
+            .run()
+            .map(|o| o.stdout)
+            .unwrap_or_default()
     }
 
     fn next(&self, out: Output, what: &str) -> anyhow::Result<Next> {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if let Some(next) = parse(&stdout) {
+        if let Some(next) = parse(&out.stdout) {
             return Ok(next);
         }
         anyhow::ensure!(
-            out.status.success(),
+            out.success(),
             "{what}: {}{}",
-            stdout.trim(),
-            text(&out.stderr)
+            out.stdout.trim(),
+            out.stderr.trim()
         );
-        let head = run(
-            git(&self.git_dir()).args(["rev-parse", "--verify", "BISECT_HEAD"]),
-            "git rev-parse BISECT_HEAD",
-        )?;
-        anyhow::ensure!(
-            head.status.success(),
-            "{what} left no BISECT_HEAD: {}",
-            stdout.trim()
-        );
-        Ok(Next::Test(text(&head.stdout)))
+        let head = Git::in_repo(&self.git_dir())
+            .args(["rev-parse", "--verify", "BISECT_HEAD"])
+            .ok()
+            .with_context(|| format!("{what} left no BISECT_HEAD: {}", out.stdout.trim()))?;
+        Ok(Next::Test(head))
     }
 }
 

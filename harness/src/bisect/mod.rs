@@ -23,7 +23,6 @@ pub use answers::{Answer, Answers, Entry, Expect, SkipReason, Subject, Verdict};
 pub use log::{BisectRecord, BisectResult, BootInfo, BuildInfo, Role, Step};
 
 use crate::backend::qemu::AccelChoice;
-use crate::backend::Cancel;
 use crate::debian::Cache;
 use crate::kernels::source::SourceBase;
 use crate::kernels::{
@@ -31,6 +30,7 @@ use crate::kernels::{
     ProgressMode, Recipe, RecipeSource, ResolvedKernel,
 };
 use crate::matrix::Matrix;
+use crate::proc::Cancel;
 use crate::run::{group_boots, matches_filter, new_run_id, BootPlan, Runner};
 use crate::rundir::RunDir;
 use git::{Next, Session, UserRepo};

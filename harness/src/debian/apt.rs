@@ -12,10 +12,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use std::time::Duration;
 
 use super::cache::{trusted_dir, Cache};
 use super::DebianError;
+use crate::proc::{Run, RunError};
 use crate::rundir::write_atomic;
 
 /// Suites the private sources list carries; recipes may name only these.
@@ -23,6 +25,15 @@ pub const SUITES: &[&str] = &["bookworm", "trixie", "trixie-backports", "sid"];
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// The keyring the private apt checks Debian's signatures with (package debian-archive-keyring).
+/// `apt-get update` and `apt-get download` fetch from the archive: seconds on a good line, a
+/// few minutes on a slow one (a kernel image is ~100 MB); past half an hour apt is stuck.
+const APT_NETWORK_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// `apt-cache madison` and `show` read the local lists: under a second, two minutes on a
+/// loaded machine.
+const APT_QUERY_LIMIT: Duration = Duration::from_secs(2 * 60);
+/// apt's error, in one line of an error message.
+const APT_ERROR_CHARS: usize = 600;
+
 pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// One package record, as `apt-cache show` prints it.
@@ -131,22 +142,27 @@ impl Apt {
         cmd
     }
 
-    fn run(&self, mut cmd: Command, op: String) -> Result<String, DebianError> {
-        let out: Output = cmd.output().map_err(|e| DebianError::Apt {
+    /// Run one apt command on `proc`, for at most `limit`: stdout, or an error naming `op` with
+    /// apt's own words folded into one line.
+    fn run(&self, cmd: Command, op: String, limit: Duration) -> Result<String, DebianError> {
+        let apt_err = |detail: String| DebianError::Apt {
             op: op.clone(),
-            detail: format!("cannot run: {e} (is apt installed?)"),
+            detail,
+        };
+        let out = Run::new(cmd, limit).run().map_err(|e| match e {
+            RunError::Spawn { source, .. } => {
+                apt_err(format!("cannot run: {source} (is apt installed?)"))
+            }
+            e => apt_err(e.to_string()),
         })?;
-        if !out.status.success() {
-            return Err(DebianError::Apt {
-                op,
-                detail: format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
+        if !out.success() {
+            return Err(apt_err(format!(
+                "{}: {}",
+                out.status,
+                crate::oneline::fold(&out.stderr, APT_ERROR_CHARS)
+            )));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out.stdout)
     }
 
     /// Whether `apt-get update` ever ran here.
@@ -161,7 +177,7 @@ impl Apt {
     pub fn update(&self) -> Result<(), DebianError> {
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "update"]);
-        self.run(cmd, "apt-get update".into())?;
+        self.run(cmd, "apt-get update".into(), APT_NETWORK_LIMIT)?;
         Ok(())
     }
 
@@ -173,7 +189,7 @@ impl Apt {
     ) -> Result<Option<String>, DebianError> {
         let mut cmd = self.command("apt-cache");
         cmd.args(["madison", package]);
-        let out = self.run(cmd, format!("apt-cache madison {package}"))?;
+        let out = self.run(cmd, format!("apt-cache madison {package}"), APT_QUERY_LIMIT)?;
         Ok(parse_madison(&out, suite))
     }
 
@@ -182,7 +198,7 @@ impl Apt {
         let spec = format!("{package}={version}");
         let mut cmd = self.command("apt-cache");
         cmd.args(["show", &spec]);
-        let out = self.run(cmd, format!("apt-cache show {spec}"))?;
+        let out = self.run(cmd, format!("apt-cache show {spec}"), APT_QUERY_LIMIT)?;
         parse_record(&out).ok_or_else(|| DebianError::Apt {
             op: format!("apt-cache show {spec}"),
             detail: "no complete record (Package, Version, SHA256, Filename)".into(),
@@ -221,7 +237,11 @@ impl Apt {
         let specs: Vec<String> = packages.iter().map(|(n, v)| format!("{n}={v}")).collect();
         let mut cmd = self.command("apt-get");
         cmd.current_dir(dir).args(["-q", "download"]).args(&specs);
-        self.run(cmd, format!("apt-get download {}", specs.join(" ")))?;
+        self.run(
+            cmd,
+            format!("apt-get download {}", specs.join(" ")),
+            APT_NETWORK_LIMIT,
+        )?;
         packages
             .iter()
             .map(|(name, version)| {

@@ -1,24 +1,40 @@
 //! Building a kernel from a prepared tree: configure ([`super::config`]), then `make` out of
 //! tree (`O=`), with every line in a log that is kept, a progress bar (or a line a minute when
-//! stderr is no terminal) counted from kbuild's `  CC      path` lines, Ctrl-C handling (make
-//! is stopped and the error says so), and a failure that names the failing file.
+//! stderr is no terminal) counted from kbuild's `  CC      path` lines, cancellation (make's
+//! whole process group is stopped and the error says so), and a failure that names the failing
+//! file. make runs under [`crate::proc`]: its own process group, the death signal and a warden,
+//! so a killed mmx leaves no compiler running; and it inherits the build directory's lock, so
+//! the directory stays locked until the last process of the build is gone.
 //!
 //! [`build_tree`] takes any prepared source tree and a persistent output directory and knows
 //! nothing of recipes or the cache: a caller that keeps the output directory between builds
 //! (one per recipe, or one per bisect) gets incremental builds from make itself.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::config::{self, Dropped, FragmentError, Missing};
 use super::source::{ConfigSpec, Located};
-use crate::backend::Cancel;
+use crate::proc::{Cancel, Line, Output, Run, RunError, Stop, Stream};
 use crate::rundir::IoError;
+
+/// A quick make target: `tinyconfig` and `olddefconfig` take seconds, `modules_install`
+/// (thousands of modules stripped, for a distribution config) minutes on a loaded machine;
+/// past half an hour make is stuck.
+const MAKE_STEP_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// A stopped build: make gets SIGTERM (as from a terminal's Ctrl-C, it passes it on, waits for
+/// its compilers and deletes their half-written targets), then SIGKILL this much later.
+const MAKE_STOP_GRACE: Duration = Duration::from_secs(20);
+/// `gcc --version` answers at once; a minute covers a loaded machine.
+const COMPILER_VERSION_LIMIT: Duration = Duration::from_secs(60);
+/// What one make may print: a kernel build prints a line per object and its warnings, 5–20
+/// MiB; 256 MiB is a build gone wrong, stopped (the log holds what came, bounded the same).
+const MAKE_OUTPUT_MAX: u64 = 256 << 20;
 
 /// Everything that stops a build. Each message names the file at fault (patch, fragment,
 /// source file) and the log; the caller prefixes "kernel build failed".
@@ -153,47 +169,55 @@ impl BuildLog {
     }
 }
 
-/// Run a short command to completion, its output into the log. Ok((success, output)); Err
-/// only when it cannot run at all.
+/// Run a short command to completion (at most `limit`), its output into the log.
+/// Ok((success, output)); Err when it cannot run at all or was stopped.
 pub(crate) fn run_captured(
-    cmd: &mut Command,
+    mut cmd: Command,
+    limit: Duration,
     stdin: Option<&[u8]>,
     log: &mut BuildLog,
     what: &str,
 ) -> Result<(bool, String), BuildError> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .env("LC_ALL", "C");
-    let cannot = |e: std::io::Error| BuildError::Step {
-        what: what.to_string(),
-        detail: format!("cannot run it: {e} (is it installed?)"),
-        log: log.path().to_path_buf(),
-    };
-    let mut child = cmd.spawn().map_err(cannot)?;
-    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A tool that stops reading early (an error) closes the pipe: not our failure.
-        let _ = pipe.write_all(bytes);
+    cmd.env("LC_ALL", "C");
+    let mut run = Run::new(cmd, limit);
+    if let Some(bytes) = stdin {
+        run = run.stdin(bytes);
     }
-    let out = child.wait_with_output().map_err(|e| BuildError::Step {
-        what: what.to_string(),
-        detail: e.to_string(),
-        log: log.path().to_path_buf(),
-    })?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    logged(run.run(), log, what)
+}
+
+/// A finished short command's output into the log: Ok((success, output)); Err when it could
+/// not run or was stopped (what it said until then is logged too).
+pub(crate) fn logged(
+    result: Result<Output, RunError>,
+    log: &mut BuildLog,
+    what: &str,
+) -> Result<(bool, String), BuildError> {
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            if let Some(p) = e.partial() {
+                log.text(&format!("{}{}", p.stdout, p.stderr));
+            }
+            let detail = match &e {
+                RunError::Spawn { source, .. } => {
+                    format!("cannot run it: {source} (is it installed?)")
+                }
+                _ => e.to_string(),
+            };
+            return Err(BuildError::Step {
+                what: what.to_string(),
+                detail,
+                log: log.path().to_path_buf(),
+            });
+        }
+    };
+    let text = out.text();
     log.text(&text);
-    if !out.status.success() {
+    if !out.success() {
         log.note(&format!("{what}: {}", out.status));
     }
-    Ok((out.status.success(), text))
+    Ok((out.success(), text))
 }
 
 /// How a build shows it is alive.
@@ -214,16 +238,29 @@ pub struct Make {
     pub jobs: usize,
     /// `CC="ccache gcc"` (when ccache is on PATH).
     pub ccache: bool,
+    /// The build directory's lock, inherited by every make (and so by every compiler it
+    /// starts): the lock is held while any of them runs, even after mmx is gone.
+    lock: Arc<OwnedFd>,
 }
 
 impl Make {
-    pub fn new(src: &Path, out: &Path) -> Make {
-        Make {
+    pub fn new(src: &Path, out: &Path, lock: BorrowedFd<'_>) -> std::io::Result<Make> {
+        Ok(Make {
             src: src.to_path_buf(),
             out: out.to_path_buf(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ccache: on_path("ccache"),
-        }
+            lock: Arc::new(lock.try_clone_to_owned()?),
+        })
+    }
+
+    /// A copy of the lock's descriptor for one make (the same open file, so the same lock).
+    fn lock_for_child(&self, log: &BuildLog, what: &str) -> Result<OwnedFd, BuildError> {
+        self.lock.try_clone().map_err(|e| BuildError::Step {
+            what: what.to_string(),
+            detail: format!("duplicating the build directory's lock: {e}"),
+            log: log.path().to_path_buf(),
+        })
     }
 
     fn command(&self, targets: &[&str]) -> Command {
@@ -260,7 +297,10 @@ impl Make {
     pub fn quick(&self, targets: &[&str], log: &mut BuildLog) -> Result<(), BuildError> {
         let what = format!("make {}", targets.join(" "));
         log.note(&what);
-        let (ok, out) = run_captured(&mut self.command(targets), None, log, &what)?;
+        let mut cmd = self.command(targets);
+        cmd.env("LC_ALL", "C");
+        let run = Run::new(cmd, MAKE_STEP_LIMIT).inherit(self.lock_for_child(log, &what)?);
+        let (ok, out) = logged(run.run(), log, &what)?;
         if ok {
             return Ok(());
         }
@@ -271,8 +311,9 @@ impl Make {
         })
     }
 
-    /// The long build: progress from kbuild's output, Ctrl-C stops make. Returns the number of
-    /// kbuild steps seen (the next build's progress total).
+    /// The long build: progress from kbuild's output; `cancel` stops make's whole process
+    /// group. No deadline: a cold build takes ten minutes here and hours on a slow machine; the
+    /// user stops it. Returns the number of kbuild steps seen (the next build's progress total).
     pub fn build(
         &self,
         targets: &[&str],
@@ -280,7 +321,7 @@ impl Make {
         log: &mut BuildLog,
         progress: ProgressMode,
         expected_steps: Option<u64>,
-        cancel: Option<&Cancel>,
+        cancel: &Cancel,
     ) -> Result<u64, BuildError> {
         let what = format!("make {}", targets.join(" "));
         log.note(&format!(
@@ -288,93 +329,62 @@ impl Make {
             self.jobs,
             if self.ccache { ", ccache" } else { "" }
         ));
-        let interrupted = Interrupt::register();
         let mut cmd = self.command(targets);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("LC_ALL", "C");
-        let mut child = cmd.spawn().map_err(|e| BuildError::Step {
-            what: what.clone(),
-            detail: format!(
-                "cannot run make: {e} (install make, gcc, flex, bison, bc, libelf-dev)"
-            ),
-            log: log.path().to_path_buf(),
-        })?;
-        let (tx, rx) = mpsc::channel::<String>();
-        let readers: Vec<_> = [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|pipe| {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            })
-        })
-        .collect();
-        drop(tx);
+        cmd.env("LC_ALL", "C");
+        let lock = self.lock_for_child(log, &what)?;
         let mut shown = Shown::new(progress, label, expected_steps);
         let mut errors: Vec<String> = Vec::new();
-        let mut stopping: Option<Instant> = None;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
-                    log.text(&line);
-                    if let Some(target) = kbuild_step(&line) {
-                        shown.step(target);
-                    } else if (line.contains("error:") || line.contains("*** ["))
-                        && errors.len() < 200
-                    {
-                        errors.push(line);
-                    }
+        let result = {
+            let mut each = |_: Stream, line: &Line| {
+                log.text(&line.text);
+                if let Some(target) = kbuild_step(&line.text) {
+                    shown.step(target);
+                } else if (line.text.contains("error:") || line.text.contains("*** ["))
+                    && errors.len() < 200
+                {
+                    errors.push(line.text.clone());
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            shown.tick();
-            let cancelled = interrupted.is_set() || cancel.is_some_and(Cancel::is_cancelled);
-            match stopping {
-                None if cancelled => {
-                    // SIGTERM: make passes it to the compilers it runs and deletes their half
-                    // written targets (a terminal's Ctrl-C reached them all already).
-                    signal(&child, rustix::process::Signal::TERM);
-                    stopping = Some(Instant::now());
-                }
-                Some(t) if t.elapsed() > Duration::from_secs(20) => {
-                    signal(&child, rustix::process::Signal::KILL);
-                }
-                _ => {}
-            }
-        }
-        for r in readers {
-            let _ = r.join();
-        }
-        let status = child.wait().map_err(|e| BuildError::Step {
-            what: what.clone(),
-            detail: e.to_string(),
-            log: log.path().to_path_buf(),
-        })?;
+                shown.tick();
+            };
+            Run::cancellable(cmd, cancel)
+                .stop(Stop::Term {
+                    grace: MAKE_STOP_GRACE,
+                })
+                .bounds(crate::proc::Bounds {
+                    max_bytes: MAKE_OUTPUT_MAX,
+                    ..crate::proc::run::OUTPUT
+                })
+                .inherit(lock)
+                .on_line(&mut each)
+                .run()
+        };
         let steps = shown.finish();
+        let status = match result {
+            Ok(out) => out.status,
+            Err(RunError::Cancelled { .. }) => {
+                log.note(&format!("{what}: stopped (interrupted), {steps} steps"));
+                return Err(BuildError::Interrupted {
+                    log: log.path().to_path_buf(),
+                });
+            }
+            Err(RunError::Spawn { source, .. }) => {
+                return Err(BuildError::Step {
+                    what,
+                    detail: format!(
+                        "cannot run make: {source} (install make, gcc, flex, bison, bc, libelf-dev)"
+                    ),
+                    log: log.path().to_path_buf(),
+                })
+            }
+            Err(e) => {
+                return Err(BuildError::Step {
+                    what,
+                    detail: e.to_string(),
+                    log: log.path().to_path_buf(),
+                })
+            }
+        };
         log.note(&format!("{what}: {status}, {steps} steps"));
-        if stopping.is_some() || interrupted.is_set() {
-            return Err(BuildError::Interrupted {
-                log: log.path().to_path_buf(),
-            });
-        }
         if status.success() {
             return Ok(steps);
         }
@@ -385,46 +395,6 @@ impl Make {
             log: log.path().to_path_buf(),
             tail: log.tail(25),
         })
-    }
-}
-
-fn signal(child: &std::process::Child, sig: rustix::process::Signal) {
-    let pid = i32::try_from(child.id())
-        .ok()
-        .and_then(rustix::process::Pid::from_raw);
-    if let Some(pid) = pid {
-        let _ = rustix::process::kill_process(pid, sig);
-    }
-}
-
-/// SIGINT/SIGTERM noticed while make runs, whoever else handles them. Without this, a Ctrl-C
-/// in a process with no handler would kill mmx before it could say what happened; with the
-/// runner's handler, the build still stops at once.
-struct Interrupt {
-    flag: Arc<AtomicBool>,
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl Interrupt {
-    fn register() -> Interrupt {
-        let flag = Arc::new(AtomicBool::new(false));
-        let ids = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
-            .into_iter()
-            .filter_map(|s| signal_hook::flag::register(s, Arc::clone(&flag)).ok())
-            .collect();
-        Interrupt { flag, ids }
-    }
-
-    fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Interrupt {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
     }
 }
 
@@ -585,18 +555,13 @@ fn on_path(program: &str) -> bool {
 
 /// The compiler's identity (`gcc --version`'s first line): part of every build's cache key.
 pub fn compiler_version() -> String {
-    Command::new("gcc")
-        .arg("--version")
-        .env("LC_ALL", "C")
-        .output()
+    let mut cmd = Command::new("gcc");
+    cmd.arg("--version").env("LC_ALL", "C");
+    Run::new(cmd, COMPILER_VERSION_LIMIT)
+        .run()
         .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
+        .filter(Output::success)
+        .and_then(|o| o.stdout.lines().next().map(str::to_string))
         .unwrap_or_else(|| "gcc: not found".to_string())
 }
 
@@ -613,7 +578,10 @@ pub struct BuildRequest<'a> {
     pub progress: ProgressMode,
     /// The previous build's step count, for the bar's length.
     pub expected_steps: Option<u64>,
-    pub cancel: Option<&'a Cancel>,
+    /// Stops make (its whole process group).
+    pub cancel: &'a Cancel,
+    /// The build directory's lock, inherited by make (see [`Make`]).
+    pub lock: BorrowedFd<'a>,
 }
 
 /// A finished build, everything inside `out`.
@@ -637,7 +605,11 @@ pub struct Built {
 pub fn build_tree(req: &BuildRequest<'_>, log: &mut BuildLog) -> Result<Built, BuildError> {
     let start = Instant::now();
     fs::create_dir_all(req.out).map_err(BuildError::io("create_dir_all", req.out))?;
-    let make = Make::new(req.src, req.out);
+    let make = Make::new(req.src, req.out, req.lock).map_err(|e| BuildError::Step {
+        what: "make".into(),
+        detail: format!("duplicating the build directory's lock: {e}"),
+        log: log.path().to_path_buf(),
+    })?;
     let configured = config::configure(&make, req.config, req.fragments, log)?;
     let modules = configured.config.is_on("MODULES");
     let targets: &[&str] = if modules {
@@ -733,13 +705,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = BuildLog::create(&dir.path().join("build.log")).unwrap();
         log.note("start");
-        let (ok, out) = run_captured(
-            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
-            None,
-            &mut log,
-            "sh",
-        )
-        .unwrap();
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let (ok, out) = run_captured(sh, Duration::from_secs(60), None, &mut log, "sh").unwrap();
         assert!(!ok);
         assert!(out.contains("out") && out.contains("err"));
         let tail = log.tail(2);
@@ -748,7 +716,8 @@ mod tests {
             "{tail}"
         );
         let e = run_captured(
-            &mut Command::new("/nonexistent/tool"),
+            Command::new("/nonexistent/tool"),
+            Duration::from_secs(60),
             None,
             &mut log,
             "tool",

@@ -11,6 +11,7 @@ use super::source::SourceBase;
 use super::{cached, ensure, ensure_opts, EnsureOptions, KernelError, ResolvedKernel};
 use crate::debian::apt::Apt;
 use crate::debian::{Cache, LockDocument};
+use crate::proc::Cancel;
 
 /// The `mmx kernels` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -81,21 +82,29 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
             } else {
                 select(&recipes, &names)?
             };
-            // Ctrl-C: make sees it (same process group) and mmx notices it while make runs
-            // (see build.rs); outside make it ends mmx as usual, and nothing half-built is
-            // ever published.
+            // Ctrl-C sets `cancel`: make's whole group is stopped and the build fails saying
+            // so; a second Ctrl-C ends mmx at once. Nothing half-built is ever published.
+            let cancel = Cancel::new();
+            cancel
+                .install_signal_handlers()
+                .context("installing the Ctrl-C handler")?;
             let opts = EnsureOptions {
                 progress: ProgressMode::Bar,
+                cancel: Some(&cancel),
                 ..EnsureOptions::default()
             };
             let mut ok = true;
             for recipe in chosen {
                 match ensure_opts(recipe, &lock, &cache, &opts) {
                     Ok(k) => print_kernel(&k),
-                    // One failed build does not stop the others; the exit code says it.
+                    // One failed build does not stop the others (an interrupted one does); the
+                    // exit code says it.
                     Err(e @ KernelError::Build { .. }) => {
                         eprintln!("mmx: {e}");
                         ok = false;
+                        if cancel.is_cancelled() {
+                            break;
+                        }
                     }
                     Err(e) => return Err(e.into()),
                 }

@@ -17,10 +17,10 @@ use super::modules::{ModuleBytes, ModuleFeature, ModuleIndex};
 use super::recipe::{Recipe, RecipeSource};
 use super::srcbuild;
 use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, ResolvedKernel};
-use crate::backend::Cancel;
 use crate::debian::cache::key;
 use crate::debian::deb::{for_each_data_entry, EntryKind};
 use crate::debian::{store, Apt, Cache, Deb, LockPolicy};
+use crate::proc::Cancel;
 use crate::rundir::write_atomic;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
@@ -45,7 +45,8 @@ pub struct EnsureOptions<'a> {
     pub policy: LockPolicy,
     /// How a source build shows progress.
     pub progress: ProgressMode,
-    /// Stops a source build (Ctrl-C stops it too: make sees the terminal's signal).
+    /// Stops a source build (make's whole process group). Without one, nothing stops a build
+    /// but the end of mmx, which takes make's group with it.
     pub cancel: Option<&'a Cancel>,
 }
 

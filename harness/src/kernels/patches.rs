@@ -6,12 +6,18 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::build::{run_captured, BuildError, BuildLog, Rejected};
+use super::build::{logged, run_captured, BuildError, BuildLog, Rejected};
 use super::source::{Located, PatchSpec};
 use super::{KernelError, PatchInfo};
+use crate::git::Git;
+
+/// One `patch -p1`: a kernel patch touches a few files, applied in a second; past five minutes
+/// patch is stuck (it never asks anything: `--batch`).
+const PATCH_LIMIT: Duration = Duration::from_secs(5 * 60);
 
 /// One patch of a series.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,7 +354,7 @@ pub(crate) fn apply_plain(
     ])
     .arg(src);
     log.note(&format!("patch -p1 < {}", patch.name()));
-    let (ok, output) = run_captured(&mut cmd, Some(patch.text.as_bytes()), log, "patch")?;
+    let (ok, output) = run_captured(cmd, PATCH_LIMIT, Some(patch.text.as_bytes()), log, "patch")?;
     if ok {
         return Ok(());
     }
@@ -386,20 +392,18 @@ pub(crate) fn apply_mail(
     position: (usize, usize),
     log: &mut BuildLog,
 ) -> Result<(), BuildError> {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C")
-        .arg(src)
+    let am = Git::in_repo(src)
         .args(["-c", "commit.gpgsign=false", "am", "--no-3way", "--keep-cr"])
         .env("GIT_COMMITTER_NAME", "mmx")
-        .env("GIT_COMMITTER_EMAIL", "mmx@localhost");
+        .env("GIT_COMMITTER_EMAIL", "mmx@localhost")
+        .stdin(patch.text.as_bytes());
     log.note(&format!("git am < {}", patch.name()));
-    let (ok, output) = run_captured(&mut cmd, Some(patch.text.as_bytes()), log, "git am")?;
+    let (ok, output) = logged(am.into_run().run(), log, "git am")?;
     if ok {
         return Ok(());
     }
-    let mut abort = Command::new("git");
-    abort.arg("-C").arg(src).args(["am", "--abort"]);
-    let _ = run_captured(&mut abort, None, log, "git am --abort");
+    let abort = Git::in_repo(src).args(["am", "--abort"]);
+    let _ = logged(abort.into_run().run(), log, "git am --abort");
     // "error: patch failed: fs/x.c:570"
     let hunk = output.lines().find_map(|l| {
         let rest = l.strip_prefix("error: patch failed: ")?;

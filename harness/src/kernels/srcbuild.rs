@@ -29,6 +29,7 @@ use super::{
 };
 use crate::debian::cache::key;
 use crate::debian::{Apt, Cache, LockPolicy};
+use crate::proc::Cancel;
 
 /// Bump when the build's layout or its make invocation changes.
 const BUILD_FORMAT: &[u8] = b"build-v1";
@@ -414,6 +415,9 @@ fn build_planned(
     ));
     tree::prepare(&dir, &base, &plan.patches, &mut log).map_err(failed)?;
     let (src, out) = (dir.src(), dir.out());
+    // Without a cancel of the caller's, no one stops the build but the end of mmx, and make's
+    // whole group goes with it (death signal, warden).
+    let uncancelled = Cancel::new();
     let req = BuildRequest {
         label: &recipe.name,
         src: &src,
@@ -422,7 +426,8 @@ fn build_planned(
         fragments: &spec.fragments,
         progress: opts.progress,
         expected_steps: dir.last_steps(),
-        cancel: opts.cancel,
+        cancel: opts.cancel.unwrap_or(&uncancelled),
+        lock: dir.make_lock(),
     };
     let built = build_tree(&req, &mut log).map_err(failed)?;
     dir.record_steps(built.steps).map_err(failed)?;

@@ -2,7 +2,8 @@
 //!
 //! A [`BuildDir`] (`<cache>/builds/<name>/`, locked while in use; the caller names it: one per
 //! kernel version and config, shared by every tree of that version, and so by a bisect) holds
-//! `src/` (the tree make reads), `out/` (make's `O=`), `build.log` and `state.json`. Preparing
+//! `src/` (the tree make reads), `out/` (make's `O=`), `build.log`, `state.json` and
+//! `make.lock` (see [`BuildDir::open`]). Preparing
 //! it for a new base or patch series rewrites only the files that change, so make recompiles
 //! only those:
 //! - a Debian source package is unpacked once into `<cache>/src/<key>/` (pristine, shared by
@@ -16,26 +17,40 @@
 //!   or the reverse), [`super::switch`] turns it into the new one in place, again rewriting
 //!   only the files whose content differs.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
+use rustix::fs::{flock, FlockOperation};
 use serde::{Deserialize, Serialize};
 
-use super::build::{run_captured, BuildError, BuildLog};
+use super::build::{logged, run_captured, BuildError, BuildLog};
 use super::patches::{self, Patch};
 use super::switch;
 use super::KernelError;
 use crate::debian::cache::{key, Cache, CacheLock};
 use crate::debian::deb::{for_each_data_entry, Deb, EntryKind};
+use crate::git::{self, Git};
+use crate::proc::Run;
 use crate::rundir::write_atomic;
+
+/// `cp -al` of a kernel tree: 90,000 hard links, seconds; minutes on a loaded, slow disk. Past
+/// half an hour it is stuck.
+const LINK_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// Unpacking a kernel's source tarball (140 MB of xz, 1.5 GB unpacked): a minute or two;
+/// past half an hour tar is stuck.
+const UNTAR_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// A build directory, exclusively ours while this value lives.
 #[derive(Debug)]
 pub struct BuildDir {
     root: PathBuf,
     _lock: CacheLock,
+    /// `make.lock`, flocked: every make run here inherits it (see [`BuildDir::open`]).
+    make_lock: File,
 }
 
 /// What `src/` holds now.
@@ -51,6 +66,12 @@ struct State {
 
 impl BuildDir {
     /// Open (and lock) the build directory `name`; waits while another build uses it.
+    ///
+    /// Two locks: the cache's lock of the directory, and `make.lock` inside it, which every
+    /// make of ours inherits. The first is released when mmx exits; the second only when the
+    /// last process holding it does — so when mmx is killed during a build, the next build
+    /// here waits until the killed one's make and compilers are gone (its warden kills them),
+    /// and never runs a second make in the same directory beside them.
     pub fn open(cache: &Cache, name: &str) -> Result<BuildDir, KernelError> {
         let safe: String = name
             .chars()
@@ -65,7 +86,25 @@ impl BuildDir {
         let lock = cache.lock(&format!("build-{safe}"))?;
         let root = cache.dir("builds")?.join(safe);
         fs::create_dir_all(&root).map_err(|e| KernelError::io("create_dir_all", &root, e))?;
-        Ok(BuildDir { root, _lock: lock })
+        let path = root.join("make.lock");
+        let make_lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| KernelError::io("open", &path, e))?;
+        flock(&make_lock, FlockOperation::LockExclusive)
+            .map_err(|e| KernelError::io("flock(LOCK_EX)", &path, e.into()))?;
+        Ok(BuildDir {
+            root,
+            _lock: lock,
+            make_lock,
+        })
+    }
+
+    /// The lock every make here inherits ([`super::build::Make`]).
+    pub fn make_lock(&self) -> BorrowedFd<'_> {
+        self.make_lock.as_fd()
     }
 
     pub fn root(&self) -> &Path {
@@ -240,15 +279,17 @@ pub fn prepare(
     Ok(())
 }
 
+/// git in `dir` (or, with `None`, where absolute paths say), its output into the log; a
+/// failure is the build's.
 pub(super) fn git(log: &mut BuildLog, dir: Option<&Path>, args: &[&str]) -> Result<(), BuildError> {
-    let mut cmd = Command::new("git");
-    if let Some(d) = dir {
-        cmd.arg("-C").arg(d);
+    let g = match dir {
+        Some(d) => Git::in_repo(d),
+        None => Git::new(),
     }
-    cmd.args(args);
-    let what = format!("git {}", args.join(" "));
+    .args(args);
+    let what = g.what();
     log.note(&what);
-    let (ok, out) = run_captured(&mut cmd, None, log, &what)?;
+    let (ok, out) = logged(g.into_run().run(), log, &what)?;
     if ok {
         Ok(())
     } else {
@@ -277,44 +318,20 @@ pub fn makefile_version(text: &str) -> Option<String> {
 pub fn base_version(base: &Base) -> Option<String> {
     let text = match base {
         Base::Pristine { root, .. } => fs::read_to_string(root.join("Makefile")).ok()?,
-        Base::Git { repo, commit } => {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(repo)
-                .arg("show")
-                .arg(format!("{commit}:Makefile"))
-                .env("LC_ALL", "C")
-                .output()
-                .ok()?;
-            if !out.status.success() {
-                return None;
-            }
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
+        Base::Git { repo, commit } => Git::in_repo(repo)
+            .arg("show")
+            .arg(format!("{commit}:Makefile"))
+            .ok()
+            .ok()?,
     };
     makefile_version(&text)
 }
 
 /// Resolve `rev` in the user's repository to a commit id (never changes the repository).
 pub fn resolve_rev(repo: &Path, rev: &str) -> Result<String, String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
-        .arg(format!("{rev}^{{commit}}"))
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && id.len() >= 40 {
-        Ok(id)
-    } else {
-        Err(format!(
-            "`{rev}` is not a commit in {} {}",
-            repo.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    git::resolve_commit(repo, rev)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("`{rev}` is not a commit in {}", repo.display()))
 }
 
 fn remove_dir_if_exists(d: &Path) -> Result<(), BuildError> {
@@ -329,7 +346,7 @@ fn remove_dir_if_exists(d: &Path) -> Result<(), BuildError> {
 fn link_tree(from: &Path, to: &Path, log: &mut BuildLog) -> Result<(), BuildError> {
     let mut cmd = Command::new("cp");
     cmd.arg("-al").arg(from).arg(to);
-    let (ok, out) = run_captured(&mut cmd, None, log, "cp -al")?;
+    let (ok, out) = run_captured(cmd, LINK_LIMIT, None, log, "cp -al")?;
     if ok {
         Ok(())
     } else {
@@ -441,35 +458,28 @@ fn top_dir(dir: &Path) -> Option<PathBuf> {
 /// the end, as a placeholder file until then, so no later entry can be written through it
 /// (checked: `a/b -> ..`, `a/b/c -> ../..`, `a/b/c/evil` fails with "Not a directory").
 fn untar_xz(reader: &mut dyn Read, into: &Path) -> Result<(), KernelError> {
-    let mut child = Command::new("tar")
-        .args(["-xJf", "-", "--no-same-owner", "-C"])
-        .arg(into)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| KernelError::Layout {
-            detail: format!("cannot run tar: {e}"),
+    let mut tar = Command::new("tar");
+    tar.args(["-xJf", "-", "--no-same-owner", "-C"]).arg(into);
+    let out = Run::new(tar, UNTAR_LIMIT)
+        .stdin_from(reader)
+        .run()
+        .map_err(|e| match e {
+            crate::proc::RunError::Input { source, .. } => {
+                KernelError::io("unpack into", into, source)
+            }
+            e => KernelError::Layout {
+                detail: format!("tar -xJ into {}: {e}", into.display()),
+            },
         })?;
-    let copied = child
-        .stdin
-        .take()
-        .map(|mut stdin| std::io::copy(reader, &mut stdin));
-    let out = child.wait_with_output().map_err(|e| KernelError::Layout {
-        detail: format!("tar: {e}"),
-    })?;
-    if !out.status.success() {
+    if !out.success() {
         return Err(KernelError::Layout {
             detail: format!(
                 "tar -xJ into {}: {}: {}",
                 into.display(),
                 out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.stderr.trim()
             ),
         });
-    }
-    if let Some(Err(e)) = copied {
-        return Err(KernelError::io("unpack into", into, e));
     }
     Ok(())
 }
@@ -478,16 +488,7 @@ fn untar_xz(reader: &mut dyn Read, into: &Path) -> Result<(), KernelError> {
 mod tests {
     use super::*;
 
-    fn sh(dir: &Path, script: &str) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{script}");
-    }
+    use crate::test_support::sh;
 
     fn patch(text: &str) -> Patch {
         super::super::patches::tests_support::patch(text)
@@ -630,13 +631,11 @@ mod tests {
         prepare(&dir, &at(&c2), std::slice::from_ref(&mail), &mut log).unwrap();
         assert_eq!(fs::read_to_string(dir.src().join("f")).unwrap(), "three\n");
         // The mail was committed with its author, on top of c2.
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir.src())
+        let out = Git::in_repo(&dir.src())
             .args(["log", "-1", "--format=%an|%s"])
-            .output()
+            .ok()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "A|f: three");
+        assert_eq!(out, "A|f: three");
         // The same mail does not apply on c1: the error names the hunk, and the tree is clean.
         let e = prepare(&dir, &at(&c1), &[mail], &mut log).unwrap_err();
         assert!(matches!(&e, BuildError::Patch(r) if r.file == "f"), "{e}");

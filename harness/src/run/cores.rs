@@ -11,7 +11,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::backend::Cancel;
+use crate::proc::Cancel;
 
 pub struct Cores {
     total: usize,

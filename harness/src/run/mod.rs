@@ -18,9 +18,10 @@ pub use caveats::topology_mismatch;
 pub use runner::{Kernels, Runner};
 
 use crate::backend::qemu::AccelChoice;
-use crate::backend::{BootOutput, Cancel};
+use crate::backend::BootOutput;
 use crate::cell::{BootKey, CellKey, LayerFs};
 use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target};
+use crate::proc::Cancel;
 use crate::results::{
     BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, InfraCause,
     Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,

@@ -13,10 +13,11 @@ use anyhow::Context;
 use super::{fold_boot, plan_for, BootPlan, FoldWith};
 use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
-use crate::backend::{ms_between, BootOutput, BootRequest, Cancel, Deadlines};
+use crate::backend::{ms_between, BootOutput, BootRequest, Deadlines};
 use crate::debian::{Cache, LockDocument};
-use crate::kernels::{LockFile, Recipe, ResolvedKernel};
+use crate::kernels::{EnsureOptions, LockFile, Recipe, ResolvedKernel};
 use crate::matrix::{Cell, Expectations, Matrix, Target};
+use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir};
 use crate::runtimes::ready::RunRuntimes;
 
@@ -79,13 +80,18 @@ impl Kernels {
     /// Fetch (or find in the cache) a kernel. The map lock is not held while fetching, so two
     /// kernels download at once; the cache's own file locks keep one kernel from being fetched
     /// twice.
-    pub fn get(&self, name: &str) -> Result<Arc<ResolvedKernel>, String> {
+    pub fn get(&self, name: &str, cancel: &Cancel) -> Result<Arc<ResolvedKernel>, String> {
         if let Some(r) = self.resolved.lock().ok().and_then(|m| m.get(name).cloned()) {
             return r;
         }
+        // Ctrl-C stops a source build's make (it runs in a process group of its own).
+        let opts = EnsureOptions {
+            cancel: Some(cancel),
+            ..EnsureOptions::default()
+        };
         let r = match self.recipes.iter().find(|r| r.name == name) {
             None => Err(format!("no kernel recipe named `{name}`")),
-            Some(recipe) => crate::kernels::ensure(recipe, &self.lock, &self.cache)
+            Some(recipe) => crate::kernels::ensure_opts(recipe, &self.lock, &self.cache, &opts)
                 .map(Arc::new)
                 .map_err(|e| format!("kernel {name}: {e}")),
         };
@@ -345,7 +351,7 @@ impl Runner {
                     );
                 };
                 let t = Instant::now();
-                let resolved = match kernels.get(kernel) {
+                let resolved = match kernels.get(kernel, cancel) {
                     Ok(k) => k,
                     Err(e) => {
                         return BootOutput::infra(

@@ -34,8 +34,15 @@ use crate::debian::deb::sha256_file;
 use crate::debian::extract::extract_deb;
 use crate::debian::store;
 use crate::debian::{Apt, Cache, Deb, DebianError, LockPolicy, LockedPackage};
+use crate::proc::Run;
 use crate::results::{PackageId, PatchId, RuntimeProvenance};
 use crate::rundir::write_atomic;
+
+/// One `go build` of a runtime, offline: a minute cold on two cores (the compiler and the
+/// standard library are built once into the cache's GOCACHE); past half an hour go is stuck.
+const GO_BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// `go version` answers at once; a minute covers a loaded machine.
+const GO_VERSION_LIMIT: Duration = Duration::from_secs(60);
 
 /// Bump when the build's inputs or layout change, so old entries are not reused.
 const BUILD_FORMAT: &[u8] = b"runtime-build-v1";
@@ -571,16 +578,20 @@ fn go_build(
     run(cmd, &what)
 }
 
-fn run(mut cmd: Command, step: &str) -> Result<(), RuntimeError> {
-    let out = cmd.output().map_err(|e| RuntimeError::Build {
-        step: step.to_string(),
-        log: format!("cannot run {:?}: {e}", cmd.get_program()),
-    })?;
-    if out.status.success() {
+/// Run a go command for `step` (at most [`GO_BUILD_LIMIT`]); a failure carries the end of what
+/// go said.
+fn run(cmd: Command, step: &str) -> Result<(), RuntimeError> {
+    let out = Run::new(cmd, GO_BUILD_LIMIT)
+        .run()
+        .map_err(|e| RuntimeError::Build {
+            step: step.to_string(),
+            log: e.to_string(),
+        })?;
+    if out.success() {
         return Ok(());
     }
-    let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
-    log.push_str(&String::from_utf8_lossy(&out.stdout));
+    let mut log = out.stderr.clone();
+    log.push_str(&out.stdout);
     let tail = log.len().saturating_sub(8000);
     let tail = log
         .char_indices()
@@ -596,19 +607,23 @@ fn run(mut cmd: Command, step: &str) -> Result<(), RuntimeError> {
 /// `go version` of the toolchain: `go1.27.3`.
 fn go_version(goroot: &Path) -> Result<String, RuntimeError> {
     let go = goroot.join("bin/go");
-    let out = Command::new(&go)
-        .arg("version")
+    let mut cmd = Command::new(&go);
+    cmd.arg("version")
         .env("GOROOT", goroot)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .map_err(|e| RuntimeError::io("run", &go, e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
+        .env("GOTOOLCHAIN", "local");
+    let out = Run::new(cmd, GO_VERSION_LIMIT)
+        .run()
+        .map_err(|e| RuntimeError::Build {
+            step: "go version".into(),
+            log: e.to_string(),
+        })?;
+    out.stdout
+        .split_whitespace()
         .nth(2)
         .map(str::to_string)
         .ok_or_else(|| RuntimeError::Build {
             step: "go version".into(),
-            log: text.into_owned(),
+            log: out.text(),
         })
 }
 

@@ -3,10 +3,18 @@
 //! recipe points at in tests and a starting point for anyone writing their own runtime.
 
 use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::agent::{workspace_root, PROFILE, TARGET};
+use crate::proc::Run;
+
+/// Building the example runtime: a few crates, a minute cold on two cores; cargo may also wait
+/// for another cargo's lock on the target directory (a test run building beside it). Past half
+/// an hour it is stuck.
+const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 pub const PACKAGE: &str = "mmx-example-runtime";
 
@@ -26,30 +34,20 @@ pub fn build_static() -> anyhow::Result<PathBuf> {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = duct::cmd!(
-        cargo,
-        "build",
-        "--profile",
-        PROFILE,
-        "--quiet",
-        "-p",
-        PACKAGE,
-        "--target",
-        TARGET,
-        "--target-dir",
-        &target_dir
-    )
-    .dir(&root)
-    .env("RUSTFLAGS", "-C target-feature=+crt-static")
-    .stderr_to_stdout()
-    .stdout_capture()
-    .unchecked()
-    .run()
-    .context("running cargo to build the example runtime")?;
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--profile", PROFILE, "--quiet", "-p", PACKAGE])
+        .args(["--target", TARGET, "--target-dir"])
+        .arg(&target_dir)
+        .current_dir(&root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    let out = Run::new(cmd, BUILD_LIMIT)
+        .merge_stderr()
+        .run()
+        .context("running cargo to build the example runtime")?;
     anyhow::ensure!(
-        out.status.success(),
+        out.success(),
         "building the static {PACKAGE} failed:\n{}",
-        String::from_utf8_lossy(&out.stdout)
+        out.stdout
     );
     let bin = target_dir.join(TARGET).join(PROFILE).join(PACKAGE);
     anyhow::ensure!(

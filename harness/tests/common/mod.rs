@@ -159,3 +159,50 @@ pub fn run_dir(name: &str) -> RunDir {
 pub fn backend() -> Qemu {
     Qemu::new(AccelChoice::Tcg, agent(), cache().root().to_path_buf()).expect("qemu backend")
 }
+
+/// The variable a test puts on the mmx it starts, so that everything mmx starts (which inherits
+/// it) can be found again: see [`marked`].
+pub const MARKER_VAR: &str = "MMX_TEST_MARKER";
+
+/// A marker no other process on the machine carries.
+pub fn unique_marker(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// The live processes whose environment carries `MARKER_VAR=marker`, as (pid, command name).
+/// A zombie's environment cannot be read: it is dead, and not listed.
+pub fn marked(marker: &str) -> Vec<(u32, String)> {
+    let needle = format!("{MARKER_VAR}={marker}\0");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            out.push((pid, comm.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// After `mmx` was killed: wait (at most `limit`) until no process carrying `marker` is left,
+/// else fail naming them.
+pub fn assert_none_left(marker: &str, limit: std::time::Duration) {
+    let since = std::time::Instant::now();
+    loop {
+        let left = marked(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            since.elapsed() < limit,
+            "still running {limit:?} after mmx was killed: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -7,10 +7,12 @@
 //! kernel release and QEMU version (the two things that change it), so later runs skip the probe.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::proc::Run;
 use crate::results::Accel;
 
 /// `--accel`.
@@ -28,6 +30,9 @@ pub enum AccelChoice {
 
 /// The probe guest's limit: a working KVM reaches the agent in 1–3 s.
 pub const PROBE_LIMIT: Duration = Duration::from_secs(30);
+
+/// `qemu --version` answers at once; a minute covers a loaded machine.
+const VERSION_LIMIT: Duration = Duration::from_secs(60);
 
 /// A cached probe verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,18 +60,18 @@ pub fn kvm_openable() -> Result<(), String> {
 
 /// First line of `qemu --version`, e.g. `QEMU emulator version 7.2.22 (Debian …)`.
 pub fn qemu_version(qemu: &Path) -> Result<String, String> {
-    let out = duct::cmd!(qemu.as_os_str(), "--version")
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
+    let mut cmd = Command::new(qemu);
+    cmd.arg("--version");
+    let out = Run::new(cmd, VERSION_LIMIT)
+        .merge_stderr()
         .run()
         .map_err(|e| format!("running {} --version: {e}", qemu.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    out.stdout
+        .lines()
         .next()
-        .filter(|l| out.status.success() && !l.is_empty())
+        .filter(|l| out.success() && !l.is_empty())
         .map(str::to_string)
-        .ok_or_else(|| format!("{} --version said: {}", qemu.display(), text.trim()))
+        .ok_or_else(|| format!("{} --version said: {}", qemu.display(), out.stdout.trim()))
 }
 
 pub fn host_kernel() -> String {

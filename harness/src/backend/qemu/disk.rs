@@ -7,9 +7,12 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use protocol::Filesystem;
 
+use crate::proc::{Run, RunError};
 use crate::rundir::IoError;
 
 /// Size of every scratch image. Sparse, so it costs only what the guest writes; large enough
@@ -18,6 +21,12 @@ pub const IMAGE_MIB: u64 = 2048;
 
 /// Bump when the mkfs options below change, so old pristine images are not reused.
 const PRISTINE_FORMAT: &str = "v1";
+
+/// `mkfs.* -V` answers at once; a minute covers a loaded machine.
+const MKFS_VERSION_LIMIT: Duration = Duration::from_secs(60);
+/// Formatting the sparse image: a second or two (ext4 and xfs write their tables lazily or
+/// sparsely); a loaded disk makes it minutes. Past ten minutes mkfs is stuck.
+const MKFS_LIMIT: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -87,12 +96,12 @@ pub fn pristine(fs: Filesystem, cache_dir: &Path) -> Result<Option<PathBuf>, Dis
         return Ok(None);
     };
     let exe = find_tool(tool).ok_or(DiskError::MissingTool { tool, package, fs })?;
-    let version = duct::cmd!(&exe, "-V")
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
+    let mut cmd = Command::new(&exe);
+    cmd.arg("-V");
+    let version = Run::new(cmd, MKFS_VERSION_LIMIT)
+        .merge_stderr()
         .run()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .map(|o| o.stdout)
         .unwrap_or_default();
     let key = blake3::hash(format!("{PRISTINE_FORMAT} {IMAGE_MIB} {args:?} {version}").as_bytes());
     let dir = cache_dir.join("disks");
@@ -109,21 +118,24 @@ pub fn pristine(fs: Filesystem, cache_dir: &Path) -> Result<Option<PathBuf>, Dis
     tmp.as_file()
         .set_len(IMAGE_MIB * 1024 * 1024)
         .map_err(io("set_len", tmp.path()))?;
-    let mut argv: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-    argv.push(tmp.path().into());
-    let out = duct::cmd(&exe, argv)
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .map_err(io("run mkfs on", tmp.path()))?;
-    if !out.status.success() {
-        return Err(DiskError::Mkfs {
-            tool,
-            image: tmp.path().display().to_string(),
-            status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stdout).into_owned(),
-        });
+    let mut cmd = Command::new(&exe);
+    cmd.args(args).arg(tmp.path());
+    let mkfs_failed = |status: String, output: String| DiskError::Mkfs {
+        tool,
+        image: tmp.path().display().to_string(),
+        status,
+        output,
+    };
+    let out = match Run::new(cmd, MKFS_LIMIT).merge_stderr().run() {
+        Ok(out) => out,
+        Err(RunError::Spawn { source, .. }) => return Err(io("run mkfs on", tmp.path())(source)),
+        Err(e) => {
+            let output = e.partial().map(|p| p.stdout.clone()).unwrap_or_default();
+            return Err(mkfs_failed(e.to_string(), output));
+        }
+    };
+    if !out.success() {
+        return Err(mkfs_failed(out.status.to_string(), out.stdout));
     }
     tmp.persist(&path)
         .map_err(|e| IoError::new("rename into", &path, e.error))?;

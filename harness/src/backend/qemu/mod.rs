@@ -15,12 +15,13 @@ use anyhow::Context;
 use protocol::{Filesystem, Plan, ScratchDisk};
 
 use crate::backend::{
-    leftovers, ms_between, BootOutput, BootRequest, Cancel, Deadlines, Placement, ResultStream,
+    leftovers, ms_between, BootOutput, BootRequest, Deadlines, Placement, ResultStream,
 };
 use crate::cell::BootKey;
 use crate::debian::Cache;
 use crate::kernels::{ModuleFeature, ResolvedKernel};
 use crate::matrix::Topology;
+use crate::proc::{Cancel, Run};
 use crate::results::{Accel, BootEnd, InfraCause, RunDir};
 
 pub mod accel;
@@ -379,6 +380,10 @@ pub fn boots_dir(cache_dir: &Path) -> PathBuf {
 /// The name every boot's work dir starts with.
 pub const BOOT_DIR_PREFIX: &str = "boot-";
 
+/// `objcopy --strip-debug` of the agent (a few MB): under a second; a minute covers a loaded
+/// machine, and past it the agent is used unstripped.
+const OBJCOPY_LIMIT: Duration = Duration::from_secs(60);
+
 /// The QEMU binary: `$MMX_QEMU`, else `qemu-system-x86_64` on PATH.
 pub fn qemu_binary() -> PathBuf {
     std::env::var_os("MMX_QEMU").map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from)
@@ -402,14 +407,9 @@ pub fn guest_agent(agent: &Path, cache_dir: &Path) -> PathBuf {
             .prefix(".mmx-agent-")
             .tempfile_in(&dir)
             .ok()?;
-        let ok = duct::cmd!("objcopy", "--strip-debug", agent, tmp.path())
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run()
-            .ok()?
-            .status
-            .success();
+        let mut objcopy = std::process::Command::new("objcopy");
+        objcopy.arg("--strip-debug").arg(agent).arg(tmp.path());
+        let ok = Run::new(objcopy, OBJCOPY_LIMIT).run().ok()?.success();
         if !ok {
             return None;
         }

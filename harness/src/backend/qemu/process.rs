@@ -12,7 +12,8 @@ use std::time::Instant;
 use crate::backend::supervise::{
     self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
 };
-use crate::backend::{Cancel, Deadlines, ResultStream};
+use crate::backend::{Deadlines, ResultStream};
+use crate::proc::Cancel;
 use crate::results::{BootEnd, ChannelStats, InfraCause};
 
 use super::args;

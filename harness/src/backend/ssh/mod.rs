@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::backend::{BootOutput, BootRequest, Cancel};
+use crate::backend::{BootOutput, BootRequest};
 use crate::cell::SmtSetting;
 use crate::matrix::Host;
+use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, InfraCause};
 
 pub mod args;

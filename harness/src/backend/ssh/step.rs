@@ -10,7 +10,8 @@ use std::time::Duration;
 use crate::backend::supervise::{
     self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
 };
-use crate::backend::{Cancel, Deadlines};
+use crate::backend::Deadlines;
+use crate::proc::Cancel;
 use crate::results::BootEnd;
 
 /// The ssh client binary (the system's OpenSSH).

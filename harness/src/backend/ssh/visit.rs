@@ -28,11 +28,10 @@ use super::step::{self, StepError, StepOutput};
 use crate::backend::supervise::{
     self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
 };
-use crate::backend::{
-    ms_between, BootOutput, BootRequest, Cancel, Deadlines, Placement, ResultStream,
-};
+use crate::backend::{ms_between, BootOutput, BootRequest, Deadlines, Placement, ResultStream};
 use crate::cell::SmtSetting;
 use crate::matrix::Host;
+use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, ChannelStats, Deadline, InfraCause, RunDir};
 
 /// Connecting and copying the agent (a few MB) to the host.

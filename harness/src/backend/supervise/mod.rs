@@ -1,36 +1,26 @@
 //! The one supervisor of every process mmx runs for a boot: QEMU, the local agent, the ssh
-//! session and its short steps, the hosts' hooks. It spawns the process ([`child`]: it never
-//! outlives mmx), reads each of its channels from a pipe or a socket — never from a file the
-//! process writes, so a flooding guest cannot make QEMU fill the disk — writes each channel's
-//! log itself, bounded ([`lines`]), feeds the results channel to the boot's [`ResultStream`],
-//! hands every line to the backend's [`Observer`] (the console alarms, the ssh status lines),
-//! runs the boot's three watchdogs ([`Deadlines`]) and cancellation, and stops the process the
-//! way its backend needs ([`Stop`]).
-//!
-//! Everything happens on the calling thread, in one `poll` loop: no reader threads, no queues,
-//! so memory is the read buffer plus each channel's bounded partial line and tail, whatever
-//! the process sends. Every limit is here: [`Role::bounds`] and the constants below (channel
-//! budgets, line lengths, how long each kind of process gets to stop).
+//! session and its short steps, the hosts' hooks. Starting, reading and stopping a process is
+//! [`crate::proc`]'s (its own group, the death signal, bounded lines, graceful-then-forceful
+//! stops of the whole group); what is a boot's is here: the channels' roles and their bounds
+//! ([`Role::bounds`]), the results channel fed to the boot's [`ResultStream`], every line handed
+//! to the backend's [`Observer`] (the console alarms, the ssh status lines), the boot's three
+//! watchdogs ([`Deadlines`]) and cancellation, and a [`BootEnd`] for every way a boot is stopped.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::process::{Command, ExitStatus, Stdio};
+use std::os::fd::RawFd;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::process::Signal;
-
 use crate::backend::stream::Fed;
-use crate::backend::{Cancel, Deadlines, ResultStream};
+use crate::backend::{Deadlines, ResultStream};
+use crate::proc::lines::{self, Bounds, LineReader};
+use crate::proc::{Cancel, Input, Pipe, Watch};
 use crate::results::{BootEnd, ChannelStats, Deadline, InfraCause};
 
-pub mod child;
-pub mod lines;
-
-pub use lines::{excerpt, Line};
+pub use crate::proc::lines::{excerpt, Line};
+pub use crate::proc::{SpawnError, Stop};
 
 /// The longest result line: the protocol's (`protocol::limits`), which the agent keeps to. A
 /// longer one is cut like any line and the stream reads it as a protocol violation.
@@ -47,19 +37,6 @@ pub const TEXT_LINE_MAX: usize = 16 << 10;
 pub const CONSOLE_MAX: u64 = 16 << 20;
 /// QEMU's own output, the agent's stderr, ssh's messages and a hook's output.
 pub const DIAGNOSTICS_MAX: u64 = 16 << 20;
-
-/// Longest wait in `poll`: how late a cancellation or a deadline may be noticed.
-const TICK: Duration = Duration::from_millis(100);
-/// After the process exits, how long its channels may take to reach EOF (a grandchild that
-/// inherited a pipe may hold it open forever).
-const DRAIN: Duration = Duration::from_secs(2);
-/// How often the exit of a process whose channels are all closed is looked for, where the
-/// kernel has no `pidfd_open`.
-const EXIT_POLL: Duration = Duration::from_millis(10);
-/// One `read` per ready channel per round, at most this much.
-const READ_CHUNK: usize = 64 << 10;
-/// After [`Stop::CloseStdin`]'s grace, SIGTERM; SIGKILL this much later.
-const TERM_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a stopped local agent may take to undo its mounts before SIGKILL: it promises to
 /// answer a stop within 5 s, on a loaded machine too.
@@ -83,18 +60,9 @@ pub enum Role {
     Diagnostics,
 }
 
-/// How much one channel may carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    /// A longer line is cut there, marked and counted.
-    pub max_line: usize,
-    /// Past this many bytes in one boot the channel is flooded: the boot ends
-    /// [`InfraCause::OutputFlood`] and reading stops.
-    pub max_bytes: u64,
-}
-
 impl Role {
-    /// The one table of channel bounds.
+    /// The one table of channel bounds. Past `max_bytes` in one boot the channel is flooded:
+    /// the boot ends [`InfraCause::OutputFlood`] and reading stops.
     pub const fn bounds(self) -> Bounds {
         match self {
             Role::Results => Bounds {
@@ -113,55 +81,40 @@ impl Role {
     }
 }
 
-/// Where a channel's bytes come from.
-#[derive(Debug)]
-enum Source {
-    Stdout,
-    Stderr,
-    /// stdout and stderr into one pipe (QEMU's messages, in the order it wrote them).
-    StdoutAndStderr,
-    /// A socket pair: ours, and the end the child inherits under its own number.
-    Socket(UnixStream, OwnedFd),
-}
-
 /// One channel of a supervised process.
 #[derive(Debug)]
 pub struct Channel {
     /// Names the log (`logs/<boot>.<name>.log`) and the stats in run.json.
     pub name: String,
     pub role: Role,
-    source: Source,
-    log: Option<File>,
+    pipe: Pipe,
 }
 
 impl Channel {
     pub fn stdout(name: &str, role: Role, log: Option<File>) -> Channel {
-        Channel::with(name, role, Source::Stdout, log)
+        Channel::with(name, role, Pipe::stdout(role.bounds(), log))
     }
 
     pub fn stderr(name: &str, role: Role, log: Option<File>) -> Channel {
-        Channel::with(name, role, Source::Stderr, log)
+        Channel::with(name, role, Pipe::stderr(role.bounds(), log))
     }
 
     pub fn stdout_and_stderr(name: &str, role: Role, log: Option<File>) -> Channel {
-        Channel::with(name, role, Source::StdoutAndStderr, log)
+        Channel::with(name, role, Pipe::stdout_and_stderr(role.bounds(), log))
     }
 
     /// A socket the child inherits; the number is the descriptor the child will have it
     /// under (name it on the command line, e.g. QEMU's `-chardev socket,fd=N`).
     pub fn socket(name: &str, role: Role, log: Option<File>) -> std::io::Result<(Channel, RawFd)> {
-        let (ours, theirs) = UnixStream::pair()?;
-        let n = theirs.as_raw_fd();
-        let source = Source::Socket(ours, OwnedFd::from(theirs));
-        Ok((Channel::with(name, role, source, log), n))
+        let (pipe, n) = Pipe::socket(role.bounds(), log)?;
+        Ok((Channel::with(name, role, pipe), n))
     }
 
-    fn with(name: &str, role: Role, source: Source, log: Option<File>) -> Channel {
+    fn with(name: &str, role: Role, pipe: Pipe) -> Channel {
         Channel {
             name: name.to_string(),
             role,
-            source,
-            log,
+            pipe,
         }
     }
 }
@@ -179,19 +132,6 @@ pub enum Stdin {
     FeedAndHold(Vec<u8>),
 }
 
-/// How a process is stopped when the supervisor ends it (a watchdog, a flood, a violation,
-/// the observer, Ctrl-C).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// SIGKILL at once: nothing inside to save (QEMU).
-    Kill,
-    /// Close stdin and SIGTERM; SIGKILL after `grace` (the local agent undoes its mounts).
-    Term { grace: Duration },
-    /// Close stdin; SIGTERM after `grace`, SIGKILL [`TERM_GRACE`] later (ssh: the remote side
-    /// sees EOF, stops the agent, cleans up and says so before the session ends).
-    CloseStdin { grace: Duration },
-}
-
 /// One process to supervise.
 #[derive(Debug)]
 pub struct Spec {
@@ -199,19 +139,11 @@ pub struct Spec {
     pub command: Command,
     pub channels: Vec<Channel>,
     pub stdin: Stdin,
+    /// How the supervisor stops it (a watchdog, a flood, a violation, the observer, Ctrl-C).
     pub stop: Stop,
     /// Measured from the spawn.
     pub deadlines: Deadlines,
     pub cancel: Cancel,
-}
-
-/// The process could not be started.
-#[derive(Debug, thiserror::Error)]
-#[error("starting `{program}`: {source}")]
-pub struct SpawnError {
-    pub program: String,
-    #[source]
-    pub source: std::io::Error,
 }
 
 /// A channel as observers see it.
@@ -222,13 +154,17 @@ pub struct ChannelInfo {
 }
 
 /// The channels' recent lines, for excerpts.
-pub struct View<'a>(&'a [(ChannelInfo, lines::LineReader)]);
+pub struct View<'a> {
+    infos: &'a [ChannelInfo],
+    readers: &'a [LineReader],
+}
 
 impl View<'_> {
     /// The last lines of the first channel with `role`, cleaned for a report.
     pub fn excerpt(&self, role: Role) -> String {
-        self.0
+        self.infos
             .iter()
+            .zip(self.readers)
             .find(|(i, _)| i.role == role)
             .map(|(_, r)| excerpt(r.tail(), lines::TAIL_LINES))
             .unwrap_or_default()
@@ -277,29 +213,53 @@ pub struct Supervised {
     pub status: Option<ExitStatus>,
     pub started: Instant,
     pub exited_at: Instant,
-    readers: Vec<(ChannelInfo, lines::LineReader)>,
+    infos: Vec<ChannelInfo>,
+    readers: Vec<LineReader>,
 }
 
 impl Supervised {
     /// Bytes, lines and what the bounds did, per channel name.
     pub fn channels(&self) -> BTreeMap<String, ChannelStats> {
-        self.readers
+        self.infos
             .iter()
-            .map(|(i, r)| (i.name.clone(), r.stats().clone()))
+            .zip(&self.readers)
+            .map(|(i, r)| (i.name.clone(), channel_stats(r.stats())))
             .collect()
     }
 
     pub fn view(&self) -> View<'_> {
-        View(&self.readers)
+        View {
+            infos: &self.infos,
+            readers: &self.readers,
+        }
     }
 
     /// The last lines of channel `name`, oldest first.
     pub fn tail(&self, name: &str) -> Vec<&str> {
-        self.readers
+        self.infos
             .iter()
+            .zip(&self.readers)
             .find(|(i, _)| i.name == name)
             .map(|(_, r)| r.tail().collect())
             .unwrap_or_default()
+    }
+}
+
+/// run.json's record of a channel: what the reader counted, field by field.
+fn channel_stats(s: &lines::Stats) -> ChannelStats {
+    let lines::Stats {
+        bytes,
+        lines,
+        lines_cut,
+        invalid_utf8,
+        flooded,
+    } = *s;
+    ChannelStats {
+        bytes,
+        lines,
+        lines_cut,
+        invalid_utf8,
+        flooded,
     }
 }
 
@@ -312,351 +272,114 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<Supervised, SpawnError> {
     let Spec {
-        mut command,
+        command,
         channels,
         stdin,
         stop,
         deadlines,
         cancel,
     } = spec;
-    let program = command.get_program().to_string_lossy().into_owned();
-    let spawn_err = |source| SpawnError {
-        program: program.clone(),
-        source,
+    let input = match stdin {
+        Stdin::Null => Input::Null,
+        Stdin::Feed(bytes) => Input::Bytes(Cow::Owned(bytes)),
+        Stdin::Hold => Input::Hold,
+        Stdin::FeedAndHold(bytes) => Input::BytesThenHold(Cow::Owned(bytes)),
     };
-    command.stdin(match stdin {
-        Stdin::Null => Stdio::null(),
-        Stdin::Feed(_) | Stdin::Hold | Stdin::FeedAndHold(_) => Stdio::piped(),
-    });
-    command.stdout(Stdio::null()).stderr(Stdio::null());
-    /// Where our end of a channel comes from once the child runs.
-    enum Ours {
-        Fd(OwnedFd),
-        Stdout,
-        Stderr,
-    }
-    let mut inherit = Vec::new();
-    let mut pending = Vec::new();
+    let mut infos = Vec::new();
+    let mut pipes = Vec::new();
     for ch in channels {
-        let info = ChannelInfo {
+        infos.push(ChannelInfo {
             name: ch.name,
             role: ch.role,
-        };
-        let reader = lines::LineReader::new(ch.role.bounds(), ch.log);
-        let ours = match ch.source {
-            Source::Stdout => {
-                command.stdout(Stdio::piped());
-                Ours::Stdout
-            }
-            Source::Stderr => {
-                command.stderr(Stdio::piped());
-                Ours::Stderr
-            }
-            Source::StdoutAndStderr => {
-                let (r, w) = std::io::pipe().map_err(spawn_err)?;
-                command.stdout(w.try_clone().map_err(spawn_err)?).stderr(w);
-                Ours::Fd(OwnedFd::from(r))
-            }
-            Source::Socket(ours, theirs) => {
-                inherit.push(theirs);
-                Ours::Fd(OwnedFd::from(ours))
-            }
-        };
-        pending.push((info, ours, reader));
+        });
+        pipes.push(ch.pipe);
     }
-    // The command (and with it our copies of the child's ends) is dropped inside `spawn`.
-    let mut c = child::spawn(command, inherit).map_err(spawn_err)?;
-    let started = Instant::now();
-    let (mut out, mut err) = (c.stdout.take(), c.stderr.take());
-    let stdin_fd = c.stdin.take().map(OwnedFd::from);
-    let guard = child::Guard::new(c);
-    let mut fds = Vec::new();
-    let mut readers = Vec::new();
-    for (info, ours, reader) in pending {
-        let fd = match ours {
-            Ours::Fd(fd) => Some(fd),
-            Ours::Stdout => out.take().map(OwnedFd::from),
-            Ours::Stderr => err.take().map(OwnedFd::from),
-        };
-        let fd = fd.map(File::from);
-        if let Some(f) = &fd {
-            let _ = rustix::io::ioctl_fionbio(f, true);
-        }
-        fds.push(fd);
-        readers.push((info, reader));
-    }
-    let (feed, hold) = match stdin {
-        Stdin::Feed(bytes) => (Some(bytes), false),
-        Stdin::FeedAndHold(bytes) => (Some(bytes), true),
-        Stdin::Null | Stdin::Hold => (None, true),
-    };
-    let stdin = stdin_fd.map(File::from);
-    if let (Some(f), Some(_)) = (&stdin, &feed) {
-        let _ = rustix::io::ioctl_fionbio(f, true);
-    }
-    let pidfd = rustix::process::Pid::from_raw(guard.id() as i32).and_then(|pid| {
-        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-    });
-    let mut sup = Loop {
-        guard,
-        pidfd,
-        fds,
-        readers,
-        stdin,
-        feed,
-        fed: 0,
-        hold,
+    let now = Instant::now();
+    let mut boot = Boot {
+        infos,
         stream,
         broken: false,
-        stop,
+        observer,
         deadlines,
         cancel,
-        started,
-        last_line: started,
-        stopped: None,
-        stopping_since: None,
-        signals: 0,
-        exited_at: None,
-        status: None,
+        started: now,
+        last_line: now,
     };
-    sup.run(observer);
-    let exited_at = sup.exited_at.unwrap_or_else(Instant::now);
+    let watched = crate::proc::watch(command, pipes, input, stop, Vec::new(), &mut boot)?;
     Ok(Supervised {
-        stream: sup.stream.take(),
-        stopped: sup.stopped.take(),
-        status: sup.status,
-        started,
-        exited_at,
-        readers: std::mem::take(&mut sup.readers),
+        stream: boot.stream.take(),
+        stopped: watched.stopped,
+        status: watched.status,
+        started: watched.started,
+        exited_at: watched.exited_at,
+        infos: boot.infos,
+        readers: watched.readers,
     })
 }
 
-/// The state of one supervision.
-struct Loop {
-    guard: child::Guard,
-    /// Readable when the process exits (`pidfd_open`, Linux 5.3+), so `poll` wakes for the exit
-    /// too; without it the loop looks every [`EXIT_POLL`].
-    pidfd: Option<OwnedFd>,
-    /// Our end of each channel, by index; `None` once at EOF or flooded.
-    fds: Vec<Option<File>>,
-    readers: Vec<(ChannelInfo, lines::LineReader)>,
-    stdin: Option<File>,
-    feed: Option<Vec<u8>>,
-    fed: usize,
-    /// Keep stdin open once the feed is written.
-    hold: bool,
+/// A boot's verdicts on its process: the results contract, the observer's, the watchdogs.
+struct Boot<'o> {
+    infos: Vec<ChannelInfo>,
     stream: Option<ResultStream>,
     /// The stream broke the results contract: nothing more is fed to it.
     broken: bool,
-    stop: Stop,
+    observer: &'o mut dyn Observer,
     deadlines: Deadlines,
     cancel: Cancel,
+    /// Measured from the spawn (within a tick: `watch` spawns right after this is set).
     started: Instant,
     /// The last complete line on any channel (the silence watchdog).
     last_line: Instant,
-    stopped: Option<BootEnd>,
-    stopping_since: Option<Instant>,
-    /// Stop steps taken so far (see [`Loop::stop_step`]).
-    signals: u8,
-    exited_at: Option<Instant>,
-    status: Option<ExitStatus>,
 }
 
-impl Loop {
-    fn run(&mut self, observer: &mut dyn Observer) {
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            let now = Instant::now();
-            if self.exited_at.is_none() {
-                match self.guard.try_wait() {
-                    Ok(Some(s)) => {
-                        self.status = Some(s);
-                        self.exited_at = Some(now);
-                    }
-                    Ok(None) => {}
-                    Err(_) => {
-                        self.status = self.guard.kill().ok();
-                        self.exited_at = Some(now);
-                    }
-                }
-            }
-            if let Some(t) = self.exited_at {
-                if self.fds.iter().all(Option::is_none) || now >= t + DRAIN {
-                    break;
-                }
-            }
-            self.poll_once(&mut buf, observer);
-            let now = Instant::now();
-            if self.stopped.is_none() {
-                if let Some(end) = self.watchdog(observer, now) {
-                    self.decide(end, now);
-                }
-            }
-            if self.exited_at.is_none() {
-                self.stop_step(now);
-            }
-        }
-        // Channels still open belong to a grandchild that outlived the process: let go.
-        for i in 0..self.fds.len() {
-            self.close_channel(i, observer);
-        }
-    }
+impl Watch for Boot<'_> {
+    type Reason = BootEnd;
 
-    /// Wait for any channel (or stdin, while feeding) at most one tick, then read once from
-    /// each ready channel and write once to stdin.
-    fn poll_once(&mut self, buf: &mut [u8], observer: &mut dyn Observer) {
-        let open: Vec<usize> = (0..self.fds.len())
-            .filter(|i| self.fds[*i].is_some())
-            .collect();
-        let feeding = self.feed.is_some() && self.stdin.is_some();
-        let (ready, stdin_ready) = {
-            let mut pfds: Vec<PollFd> = open
-                .iter()
-                .filter_map(|i| self.fds[*i].as_ref())
-                .map(|f| PollFd::new(f, PollFlags::IN))
-                .collect();
-            let channels = pfds.len();
-            if feeding {
-                if let Some(f) = &self.stdin {
-                    pfds.push(PollFd::new(f, PollFlags::OUT));
+    /// Feed the stream (results) and the observer; a broken contract or an observer's verdict
+    /// stops the process.
+    fn line(&mut self, i: usize, line: &Line, readers: &[LineReader]) -> Option<BootEnd> {
+        self.last_line = Instant::now();
+        let mut end = None;
+        // After the first violation the stream is not trusted: whatever follows it (in the same
+        // read, or while the process stops) is not taken as a result.
+        if self.infos[i].role == Role::Results && !self.broken {
+            if let Some(stream) = self.stream.as_mut() {
+                let fed = if line.cut {
+                    stream.feed_cut_line(&line.text)
+                } else {
+                    stream.feed_line(&line.text)
+                };
+                if let Fed::Violation(kind) = fed {
+                    self.broken = true;
+                    end = Some(BootEnd::infra(
+                        InfraCause::ProtocolViolation,
+                        format!("the agent broke the results contract: {}", kind.as_str()),
+                    ));
                 }
             }
-            match (&self.pidfd, self.exited_at) {
-                (Some(p), None) => pfds.push(PollFd::new(p, PollFlags::IN)),
-                (None, None) if pfds.is_empty() => {
-                    std::thread::sleep(EXIT_POLL);
-                    return;
-                }
-                _ => {}
-            }
-            let tick = Timespec {
-                tv_sec: i64::try_from(TICK.as_secs()).unwrap_or(0),
-                tv_nsec: i64::from(TICK.subsec_nanos()),
-            };
-            if pfds.is_empty() {
-                std::thread::sleep(TICK);
-            } else if rustix::event::poll(&mut pfds, Some(&tick)).is_err() {
-                // EINTR: go round again.
-                return;
-            }
-            let ready: Vec<usize> = open
-                .iter()
-                .zip(&pfds)
-                .filter(|(_, p)| !p.revents().is_empty())
-                .map(|(i, _)| *i)
-                .collect();
-            let stdin_ready =
-                feeding && pfds.get(channels).is_some_and(|p| !p.revents().is_empty());
-            (ready, stdin_ready)
+        }
+        let view = View {
+            infos: &self.infos,
+            readers,
         };
-        for i in ready {
-            self.read_channel(i, buf, observer);
-        }
-        if stdin_ready {
-            self.write_stdin();
-        }
+        let verdict = self.observer.line(&self.infos[i], line, &view);
+        end.or(verdict)
     }
 
-    fn read_channel(&mut self, i: usize, buf: &mut [u8], observer: &mut dyn Observer) {
-        let Some(f) = self.fds[i].as_mut() else {
-            return;
-        };
-        match f.read(buf) {
-            Ok(0) => self.close_channel(i, observer),
-            Ok(n) => {
-                let lines = self.readers[i].1.push(&buf[..n]);
-                self.deliver(i, lines, observer);
-                if self.readers[i].1.flooded() {
-                    // Reading stops: dropping our end tells the writer.
-                    self.fds[i] = None;
-                    let (info, reader) = &self.readers[i];
-                    let end = BootEnd::infra(
-                        InfraCause::OutputFlood,
-                        format!(
-                            "output flood: more than {} MiB on the {} channel; reading stopped \
-                             (its log ends with a marker)",
-                            reader.bounds().max_bytes >> 20,
-                            info.name
-                        ),
-                    );
-                    self.decide(end, Instant::now());
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            // A reset socket or a broken pipe: the writer is gone.
-            Err(_) => self.close_channel(i, observer),
-        }
-    }
-
-    fn close_channel(&mut self, i: usize, observer: &mut dyn Observer) {
-        if self.fds[i].take().is_some() {
-            let lines = self.readers[i].1.finish();
-            self.deliver(i, lines, observer);
-        }
-    }
-
-    /// Hand each line to the stream (results) and the observer; a broken contract or an
-    /// observer's verdict stops the process.
-    fn deliver(&mut self, i: usize, lines: Vec<Line>, observer: &mut dyn Observer) {
-        if lines.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        self.last_line = now;
-        let role = self.readers[i].0.role;
-        for line in lines {
-            // After the first violation the stream is not trusted: whatever follows it (in
-            // the same read, or while the process stops) is not taken as a result.
-            if role == Role::Results && !self.broken {
-                if let Some(stream) = self.stream.as_mut() {
-                    let fed = if line.cut {
-                        stream.feed_cut_line(&line.text)
-                    } else {
-                        stream.feed_line(&line.text)
-                    };
-                    if let Fed::Violation(kind) = fed {
-                        self.broken = true;
-                        let end = BootEnd::infra(
-                            InfraCause::ProtocolViolation,
-                            format!("the agent broke the results contract: {}", kind.as_str()),
-                        );
-                        self.decide(end, now);
-                    }
-                }
-            }
-            let verdict = observer.line(&self.readers[i].0, &line, &View(&self.readers));
-            if let Some(end) = verdict {
-                self.decide(end, now);
-            }
-        }
-    }
-
-    fn write_stdin(&mut self) {
-        let (Some(f), Some(data)) = (self.stdin.as_mut(), self.feed.as_ref()) else {
-            return;
-        };
-        let end = (self.fed + READ_CHUNK).min(data.len());
-        match f.write(&data[self.fed..end]) {
-            Ok(n) => self.fed += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
-            // The process stopped reading (it exited, or refused the input): its output says why.
-            Err(_) => self.fed = data.len(),
-        }
-        if self.fed >= data.len() {
-            self.feed = None;
-            if !self.hold {
-                self.stdin = None;
-            }
-        }
+    fn flooded(&mut self, i: usize, readers: &[LineReader]) -> Option<BootEnd> {
+        Some(BootEnd::infra(
+            InfraCause::OutputFlood,
+            format!(
+                "output flood: more than {} MiB on the {} channel; reading stopped \
+                 (its log ends with a marker)",
+                readers[i].bounds().max_bytes >> 20,
+                self.infos[i].name
+            ),
+        ))
     }
 
     /// The deadlines and cancellation, checked every round while the process runs.
-    fn watchdog(&self, observer: &dyn Observer, now: Instant) -> Option<BootEnd> {
-        if self.exited_at.is_some() {
-            return None;
-        }
+    fn tick(&mut self, now: Instant, readers: &[LineReader]) -> Option<BootEnd> {
         if self.cancel.is_cancelled() {
             return Some(BootEnd::infra(
                 InfraCause::Cancelled,
@@ -664,15 +387,20 @@ impl Loop {
             ));
         }
         let d = self.deadlines;
+        let view = View {
+            infos: &self.infos,
+            readers,
+        };
         let timeout = |deadline: Deadline, after: Duration| {
             Some(BootEnd::Timeout {
                 deadline,
                 seconds: after.as_secs_f64(),
-                excerpt: View(&self.readers).timeout_excerpt(),
+                excerpt: view.timeout_excerpt(),
             })
         };
         let elapsed = now.saturating_duration_since(self.started);
-        let ready = observer.ready() || self.stream.as_ref().is_some_and(|s| s.hello.is_some());
+        let ready =
+            self.observer.ready() || self.stream.as_ref().is_some_and(|s| s.hello.is_some());
         if elapsed > d.plan {
             return timeout(Deadline::Plan, d.plan);
         }
@@ -683,52 +411,6 @@ impl Loop {
             return timeout(Deadline::Silence, d.silence);
         }
         None
-    }
-
-    fn decide(&mut self, end: BootEnd, now: Instant) {
-        if self.stopped.is_none() {
-            self.stopped = Some(end);
-            self.stopping_since = Some(now);
-        }
-    }
-
-    /// Take the next step of the stop, if one is due: each style's first step at once, the
-    /// harder ones after their grace. Reading goes on meanwhile (an ssh run script reports its
-    /// cleanup on the way out).
-    fn stop_step(&mut self, now: Instant) {
-        let Some(since) = self.stopping_since else {
-            return;
-        };
-        let waited = now.saturating_duration_since(since);
-        match (self.stop, self.signals) {
-            (Stop::Kill, 0) => {
-                self.guard.signal(Signal::KILL);
-                self.signals = 1;
-            }
-            (Stop::Term { .. }, 0) => {
-                self.stdin = None;
-                self.guard.signal(Signal::TERM);
-                self.signals = 1;
-            }
-            (Stop::Term { grace }, 1) if waited >= grace => {
-                self.guard.signal(Signal::KILL);
-                self.signals = 2;
-            }
-            (Stop::CloseStdin { .. }, 0) => {
-                self.stdin = None;
-                self.feed = None;
-                self.signals = 1;
-            }
-            (Stop::CloseStdin { grace }, 1) if waited >= grace => {
-                self.guard.signal(Signal::TERM);
-                self.signals = 2;
-            }
-            (Stop::CloseStdin { grace }, 2) if waited >= grace + TERM_GRACE => {
-                self.guard.signal(Signal::KILL);
-                self.signals = 3;
-            }
-            _ => {}
-        }
     }
 }
 

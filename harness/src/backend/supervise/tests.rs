@@ -379,3 +379,28 @@ fn fed_stdin_and_an_inherited_socket_carry_data() {
     assert_eq!(out.channels()["console"].lines, 20_000);
     assert_eq!(out.tail("console").last(), Some(&"19999"));
 }
+
+#[test]
+fn a_stop_takes_what_the_process_forked_too() {
+    // A hook past its limit: its shell and the child it forked both go.
+    let out = run(
+        spec(
+            sh("sleep 300 & echo $!; wait"),
+            vec![Channel::stdout("stdout", Role::Diagnostics, None)],
+            Stop::Term {
+                grace: STEP_STOP_GRACE,
+            },
+            deadlines(LONG, Duration::from_millis(300), LONG),
+        ),
+        None,
+        &mut Quiet,
+    )
+    .unwrap();
+    assert!(matches!(out.stopped, Some(BootEnd::Timeout { .. })));
+    let forked: u32 = out.tail("stdout")[0].parse().unwrap();
+    let running = std::fs::read_to_string(format!("/proc/{forked}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    });
+    assert!(!running, "the forked sleep {forked} outlived the stop");
+}

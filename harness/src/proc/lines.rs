@@ -1,5 +1,5 @@
-//! One channel's bytes turned into lines under the channel's [`Bounds`]: what the supervisor
-//! reads from a pipe or socket goes through here and nowhere else.
+//! Bounded line capture: one channel's bytes turned into lines under the channel's [`Bounds`].
+//! What mmx reads from a child's pipe or socket goes through here and nowhere else.
 //!
 //! Memory is bounded whatever arrives: one partial line of at most `max_line` bytes, a tail of
 //! [`TAIL_LINES`] lines of at most [`TAIL_LINE_CHARS`] characters, a buffered log writer. A line
@@ -12,16 +12,34 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
-use crate::results::ChannelStats;
+/// How much one channel may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// A longer line is cut there, marked and counted.
+    pub max_line: usize,
+    /// Past this many bytes the channel is *flooded*: reading stops.
+    pub max_bytes: u64,
+}
 
-use super::Bounds;
+/// What one channel carried, and what the bounds did to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes: u64,
+    pub lines: u64,
+    /// Lines longer than the limit, cut and marked.
+    pub lines_cut: u64,
+    /// Bytes that were not UTF-8 (decoded as U+FFFD).
+    pub invalid_utf8: u64,
+    /// The channel passed its byte budget and the rest was not read.
+    pub flooded: bool,
+}
 
 /// Lines of each channel kept for excerpts (a timeout's evidence, a panic's lead-up).
 pub const TAIL_LINES: usize = 40;
 /// Characters of a line kept in the tail: an excerpt is for reading, not for whole result lines.
 pub const TAIL_LINE_CHARS: usize = 1024;
 
-/// A line as the supervisor hands it on.
+/// A line as the reader hands it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     /// Lossily decoded, without its `\n` or trailing `\r`.
@@ -38,7 +56,7 @@ pub struct LineReader {
     /// Inside a cut line: bytes are dropped up to its newline.
     skipping: bool,
     log: Option<BufWriter<File>>,
-    stats: ChannelStats,
+    stats: Stats,
     tail: VecDeque<String>,
     /// EOF or flood: nothing more is read.
     closed: bool,
@@ -51,7 +69,7 @@ impl LineReader {
             partial: Vec::new(),
             skipping: false,
             log: log.map(BufWriter::new),
-            stats: ChannelStats::default(),
+            stats: Stats::default(),
             tail: VecDeque::new(),
             closed: false,
         }
@@ -101,7 +119,7 @@ impl LineReader {
         self.stats.flooded
     }
 
-    pub fn stats(&self) -> &ChannelStats {
+    pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
