@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use protocol::Plan;
 
 use crate::cell::BootKey;
+use crate::events::SharedSink;
 use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
 
 pub mod host_settings;
@@ -119,6 +120,9 @@ pub struct BootRequest {
     /// Where logs go (`RunDir::log_rel(key, channel)`).
     pub run_dir: RunDir,
     pub cancel: Cancel,
+    /// Where the backend reports what the user should know (a host setting restored, a host
+    /// left untidy).
+    pub sink: SharedSink,
 }
 
 /// What came back from one boot.

@@ -1,14 +1,15 @@
 //! Building a kernel from a prepared tree: configure ([`super::config`]), then `make` out of
-//! tree (`O=`), with every line in a log that is kept, a progress bar (or a line a minute when
-//! stderr is no terminal) counted from kbuild's `  CC      path` lines, Ctrl-C handling (make
-//! is stopped and the error says so), and a failure that names the failing file.
+//! tree (`O=`), with every line in a log that is kept, progress counted from kbuild's
+//! `  CC      path` lines and reported as build events (the terminal shows a bar or a line a
+//! minute), Ctrl-C handling (make is stopped and the error says so), and a failure that names
+//! the failing file.
 //!
 //! [`build_tree`] takes any prepared source tree and a persistent output directory and knows
 //! nothing of recipes or the cache: a caller that keeps the output directory between builds
 //! (one per recipe, or one per bisect) gets incremental builds from make itself.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::config::{self, Dropped, FragmentError, Missing};
 use super::source::{ConfigSpec, Located};
 use crate::backend::Cancel;
+use crate::events::{BuildPhase, KernelBuild, Sink};
 use crate::rundir::IoError;
 
 /// Everything that stops a build. Each message names the file at fault (patch, fragment,
@@ -196,16 +198,6 @@ pub(crate) fn run_captured(
     Ok((out.status.success(), text))
 }
 
-/// How a build shows it is alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// A bar on a terminal (`mmx kernels build`); falls back to lines elsewhere.
-    Bar,
-    /// A line a minute on stderr (inside `mmx run`, whose own bar owns the terminal).
-    Lines,
-    Quiet,
-}
-
 /// `make` for one tree and output directory, x86-64.
 #[derive(Debug, Clone)]
 pub struct Make {
@@ -271,14 +263,14 @@ impl Make {
         })
     }
 
-    /// The long build: progress from kbuild's output, Ctrl-C stops make. Returns the number of
-    /// kbuild steps seen (the next build's progress total).
+    /// The long build: progress from kbuild's output into `sink`, Ctrl-C stops make. Returns
+    /// the number of kbuild steps seen (the next build's progress total).
     pub fn build(
         &self,
         targets: &[&str],
         label: &str,
         log: &mut BuildLog,
-        progress: ProgressMode,
+        sink: &dyn Sink,
         expected_steps: Option<u64>,
         cancel: Option<&Cancel>,
     ) -> Result<u64, BuildError> {
@@ -327,7 +319,7 @@ impl Make {
         })
         .collect();
         drop(tx);
-        let mut shown = Shown::new(progress, label, expected_steps);
+        let mut shown = Shown::new(sink, label, expected_steps);
         let mut errors: Vec<String> = Vec::new();
         let mut stopping: Option<Instant> = None;
         loop {
@@ -345,7 +337,6 @@ impl Make {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            shown.tick();
             let cancelled = interrupted.is_set() || cancel.is_some_and(Cancel::is_cancelled);
             match stopping {
                 None if cancelled => {
@@ -487,86 +478,42 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// What the user sees while make runs.
-struct Shown {
-    bar: Option<indicatif::ProgressBar>,
-    lines: bool,
+/// What make's progress is told as: one build event per kbuild step, between a start and a
+/// finish (the terminal decides whether that is a bar or a line a minute).
+struct Shown<'a> {
+    sink: &'a dyn Sink,
     label: String,
     steps: u64,
-    expected: Option<u64>,
-    current: String,
-    start: Instant,
-    last_line: Instant,
 }
 
-impl Shown {
-    fn new(mode: ProgressMode, label: &str, expected: Option<u64>) -> Shown {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (mode == ProgressMode::Bar && terminal).then(|| {
-            let bar = match expected {
-                Some(n) => indicatif::ProgressBar::new(n),
-                None => indicatif::ProgressBar::new_spinner(),
-            };
-            let template = if expected.is_some() {
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}"
-            } else {
-                "{spinner} [{elapsed_precise}] {pos} steps {msg}"
-            };
-            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        let lines = bar.is_none() && mode != ProgressMode::Quiet;
-        if lines {
-            eprintln!("mmx: kernel {label}: building (make output goes to the build log)");
-        }
-        Shown {
-            bar,
-            lines,
+impl<'a> Shown<'a> {
+    fn new(sink: &'a dyn Sink, label: &str, expected_steps: Option<u64>) -> Shown<'a> {
+        let shown = Shown {
+            sink,
             label: label.to_string(),
             steps: 0,
-            expected,
-            current: String::new(),
-            start: Instant::now(),
-            last_line: Instant::now(),
-        }
+        };
+        shown.report(BuildPhase::Started { expected_steps });
+        shown
+    }
+
+    fn report(&self, phase: BuildPhase) {
+        self.sink.build(KernelBuild {
+            kernel: self.label.clone(),
+            phase,
+        });
     }
 
     fn step(&mut self, target: &str) {
         self.steps += 1;
-        self.current = target.to_string();
-        if let Some(bar) = &self.bar {
-            if bar.length().is_some_and(|l| self.steps > l) {
-                bar.set_length(self.steps);
-            }
-            bar.set_position(self.steps);
-            bar.set_message(format!("{}: {target}", self.label));
-        }
-    }
-
-    fn tick(&mut self) {
-        if self.lines && self.last_line.elapsed() >= Duration::from_secs(60) {
-            self.last_line = Instant::now();
-            let of = self
-                .expected
-                .map(|e| format!(" of ~{e}"))
-                .unwrap_or_default();
-            eprintln!(
-                "mmx: kernel {}: building, {} steps{of}, {}s, at {}",
-                self.label,
-                self.steps,
-                self.start.elapsed().as_secs(),
-                self.current
-            );
-        }
+        self.report(BuildPhase::Step {
+            steps: self.steps,
+            target: target.to_string(),
+        });
     }
 
     fn finish(self) -> u64 {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
+        self.report(BuildPhase::Finished { steps: self.steps });
         self.steps
     }
 }
@@ -610,7 +557,8 @@ pub struct BuildRequest<'a> {
     pub out: &'a Path,
     pub config: &'a ConfigSpec,
     pub fragments: &'a [Located<PathBuf>],
-    pub progress: ProgressMode,
+    /// Hears the build's progress.
+    pub sink: &'a dyn Sink,
     /// The previous build's step count, for the bar's length.
     pub expected_steps: Option<u64>,
     pub cancel: Option<&'a Cancel>,
@@ -649,7 +597,7 @@ pub fn build_tree(req: &BuildRequest<'_>, log: &mut BuildLog) -> Result<Built, B
         targets,
         req.label,
         log,
-        req.progress,
+        req.sink,
         req.expected_steps,
         req.cancel,
     )?;

@@ -32,6 +32,7 @@ use crate::backend::{
     ms_between, BootOutput, BootRequest, Cancel, Deadlines, Placement, ResultStream,
 };
 use crate::cell::SmtSetting;
+use crate::events::Note;
 use crate::matrix::Host;
 use crate::results::{Accel, BootEnd, ChannelStats, Deadline, InfraCause, RunDir};
 
@@ -522,7 +523,10 @@ impl Visit<'_> {
             },
             // Results stand; the leftovers are in the ssh log and on stderr for the user.
             other => {
-                eprintln!("mmx: host {}: cleanup incomplete: {note}", self.host.name);
+                self.req.sink.note(Note::warning(format!(
+                    "host {}: cleanup incomplete: {note}",
+                    self.host.name
+                )));
                 other
             }
         }
