@@ -32,9 +32,15 @@ enum Args {
 
 fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // What `mmx` shows: notes and answers through the terminal subscriber.
+    let terminal = harness::run::Bus::new(vec![Box::new(harness::terminal::Terminal::new())]);
     match Args::parse() {
         Args::Kernels(cmd) => {
-            if !run_cmd(cmd, &root)? {
+            let failed = run_cmd(cmd, &root, &terminal)?;
+            for e in &failed {
+                eprintln!("mmx: {e}");
+            }
+            if !failed.is_empty() {
                 std::process::exit(1);
             }
             Ok(())
@@ -55,7 +61,7 @@ fn main() -> anyhow::Result<()> {
                     .find(|r| r.name == name)
                     .ok_or_else(|| anyhow::anyhow!("no recipe {name}"))?;
                 let t1 = Instant::now();
-                let kernel = ensure(recipe, &lock, &cache)?;
+                let kernel = ensure(recipe, &lock, &cache, &terminal)?;
                 let t2 = Instant::now();
                 let base = base_archive(&agent, &kernel, &ModuleFeature::ALL, &cache)?;
                 let t3 = Instant::now();

@@ -16,6 +16,7 @@ use protocol::Filesystem;
 use crate::backend::qemu::{self, accel, disk, AccelChoice, Qemu};
 use crate::backend::ssh::args as ssh_args;
 use crate::debian::Cache;
+use crate::events::Sink;
 use crate::kernels::RecipeSource;
 use crate::matrix::{Host, Matrix};
 use crate::oneline;
@@ -123,12 +124,13 @@ impl Check {
     }
 }
 
-/// `mmx doctor`: print every check as it completes; Ok(false) when one failed.
-pub fn run(args: &DoctorArgs) -> anyhow::Result<bool> {
+/// `mmx doctor`: every check into `sink` as it completes (and what the kernels and the KVM
+/// probe say on the way, as notes); Ok(false) when one failed.
+pub fn run(args: &DoctorArgs, sink: &dyn Sink) -> anyhow::Result<bool> {
     let mut failed = false;
     let mut report = |c: Check| {
         failed |= c.status == Status::Fail;
-        println!("{}", c.line());
+        sink.answer(&c.line());
     };
     // The default matrix, materialised where Matrix and Kernels can load it like any other.
     let (matrix_path, init_dir) = match &args.matrix {
@@ -138,14 +140,13 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<bool> {
             let dir = tempfile::tempdir()?;
             let action = crate::init::default_action();
             crate::init::write(dir.path(), &crate::init::templates(&action), false)?;
-            println!(
-                "{}",
-                Check::new(
+            sink.answer(
+                &Check::new(
                     "matrix",
                     Status::Info,
-                    "no matrix.toml here: checking the default matrix (`mmx init` writes it)"
+                    "no matrix.toml here: checking the default matrix (`mmx init` writes it)",
                 )
-                .line()
+                .line(),
             );
             (dir.path().join("matrix.toml"), Some(dir))
         }
@@ -154,23 +155,25 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<bool> {
         Some(_) => "the default matrix".to_string(),
         None => matrix_path.display().to_string(),
     };
-    for c in machine_checks(&matrix_path, &label, &mut report) {
+    for c in machine_checks(&matrix_path, &label, &mut report, sink) {
         report(c);
     }
-    println!(
-        "{}",
-        if failed {
-            "mmx: this machine cannot run the matrix yet: fix the FAIL lines above"
-        } else {
-            "mmx: this machine can run the matrix"
-        }
-    );
+    sink.answer(if failed {
+        "mmx: this machine cannot run the matrix yet: fix the FAIL lines above"
+    } else {
+        "mmx: this machine can run the matrix"
+    });
     Ok(!failed)
 }
 
 /// Every check for `matrix_path`. Slow checks are passed to `now` as they finish so the user
 /// sees progress; the rest come back in order.
-fn machine_checks(matrix_path: &Path, label: &str, now: &mut dyn FnMut(Check)) -> Vec<Check> {
+fn machine_checks(
+    matrix_path: &Path,
+    label: &str,
+    now: &mut dyn FnMut(Check),
+    sink: &dyn Sink,
+) -> Vec<Check> {
     let mut out = Vec::new();
     let cache = Cache::from_env();
     out.push(match crate::agent::source() {
@@ -208,7 +211,7 @@ fn machine_checks(matrix_path: &Path, label: &str, now: &mut dyn FnMut(Check)) -
         for c in out.drain(..) {
             now(c);
         }
-        out.extend(qemu_checks(&matrix, &cache, now));
+        out.extend(qemu_checks(&matrix, &cache, now, sink));
     }
     out.extend(ssh_checks(&matrix.hosts));
     out
@@ -269,6 +272,7 @@ fn qemu_checks(
     matrix: &Matrix,
     cache: &Result<Cache, crate::debian::DebianError>,
     now: &mut dyn FnMut(Check),
+    sink: &dyn Sink,
 ) -> Vec<Check> {
     let mut out = Vec::new();
     let kernels = match Kernels::load(matrix) {
@@ -319,7 +323,14 @@ fn qemu_checks(
         now(c);
     }
     if qemu_ok {
-        out.push(kvm_check(matrix, kernels.as_ref(), cache, &qemu_bin, now));
+        out.push(kvm_check(
+            matrix,
+            kernels.as_ref(),
+            cache,
+            &qemu_bin,
+            now,
+            sink,
+        ));
     }
     out
 }
@@ -385,6 +396,7 @@ fn kvm_check(
     cache: &Result<Cache, crate::debian::DebianError>,
     qemu_bin: &Path,
     now: &mut dyn FnMut(Check),
+    sink: &dyn Sink,
 ) -> Check {
     const TCG: &str = "guests run under TCG (software emulation: slower, same answers)";
     let unusable =
@@ -419,13 +431,13 @@ fn kvm_check(
             ));
             // No Ctrl-C handler here: Ctrl-C ends mmx, and a kernel build's make with it.
             let decided = kernels
-                .get(first, &Cancel::new())
+                .get(first, &Cancel::new(), sink)
                 .map_err(|e| e.to_string())
                 .and_then(|k| {
                     let agent = crate::agent::path().map_err(|e| format!("{e:#}"))?;
-                    let q = Qemu::new(AccelChoice::Auto, agent, cache.root().to_path_buf())
+                    let q = Qemu::new(AccelChoice::Auto, agent, cache.root().to_path_buf(), sink)
                         .map_err(|e| format!("{e:#}"))?;
-                    Ok(q.decide_now(&k))
+                    Ok(q.decide_now(&k, sink))
                 });
             match (decided, accel::read_cached(&verdict_path)) {
                 (Err(e), _) => {

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::events::{Note, Sink};
 use crate::rundir::IoError;
 
 /// `mmx init`'s files, for `--help`.
@@ -338,25 +339,25 @@ fn check_action(action: &str) -> Result<(), InitError> {
     }
 }
 
-/// `mmx init`.
-pub fn run(args: &InitArgs) -> anyhow::Result<()> {
+/// `mmx init`: the files written, and what to do next, told to `sink`.
+pub fn run(args: &InitArgs, sink: &dyn Sink) -> anyhow::Result<()> {
     let action = args.action.clone().unwrap_or_else(default_action);
     check_action(&action)?;
     let written = write(&args.dir, &templates(&action), args.force)?;
     for p in &written {
-        eprintln!("mmx: wrote {}", p.display());
+        sink.note(Note::info(format!("wrote {}", p.display())));
     }
     if action == ACTION_PLACEHOLDER {
-        eprintln!(
-            "mmx: the workflow uses the action `{ACTION_PLACEHOLDER}`: replace it with the GitHub \
+        sink.note(Note::warning(format!(
+            "the workflow uses the action `{ACTION_PLACEHOLDER}`: replace it with the GitHub \
              repository you install mmx from (or run `mmx init --force --action OWNER/REPO@REF`)"
-        );
+        )));
     }
-    eprintln!(
-        "mmx: next: `mmx doctor` (what this machine can run), `mmx run` (the matrix in QEMU), \
+    sink.note(Note::info(
+        "next: `mmx doctor` (what this machine can run), `mmx run` (the matrix in QEMU), \
          `mmx run --backend local` (this machine's kernel, as root); results go to runs/, which \
-         you may want in .gitignore"
-    );
+         you may want in .gitignore",
+    ));
     Ok(())
 }
 

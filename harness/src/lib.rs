@@ -11,6 +11,7 @@ pub mod cell;
 pub mod compare;
 pub mod debian;
 pub mod doctor;
+pub mod events;
 pub mod git;
 pub mod init;
 pub mod initramfs;
@@ -25,5 +26,6 @@ pub mod run;
 pub mod rundir;
 pub mod runtimes;
 pub mod summary;
+pub mod terminal;
 #[cfg(test)]
 mod test_support;

@@ -2,14 +2,21 @@
 //! exit codes are decided in one place: 0 all cells pass (or are unsupported, which is an
 //! answer), 1 failures or a failed gate (or a failed `doctor` check), 2 usage or configuration
 //! errors. Every subcommand's `--help` names the files it reads and writes.
+//!
+//! Commands print through the terminal ([`harness::terminal`]), a subscriber of their events;
+//! what is printed here is what only `main` knows: a command's error, the files `mmx report`
+//! and `mmx merge` wrote, the cell ids, completions and man pages.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use harness::events::Note;
 use harness::proc::Cancel;
-use harness::run::{BackendChoice, RunOptions, Shard};
+use harness::run::{BackendChoice, Bus, Event, RunOptions, Shard, Subscriber};
+use harness::terminal::{Ending, Terminal};
 
 #[derive(Parser)]
 #[command(
@@ -187,6 +194,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The events of a command that is not `mmx run`, shown by the terminal.
+fn terminal() -> Arc<Bus> {
+    Arc::new(Bus::new(vec![Box::new(Terminal::new())]))
+}
+
 /// Ok(true): success; Ok(false): the run or gate found failures; Err: usage/config error.
 fn dispatch(command: Command) -> anyhow::Result<bool> {
     match command {
@@ -201,9 +213,13 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             print_written(&written);
             Ok(true)
         }
-        Command::Compare(args) => harness::compare::compare_cmd(args),
+        Command::Compare(args) => {
+            let compared = harness::compare::compare_cmd(args)?;
+            print!("{}", compared.output);
+            Ok(compared.passed)
+        }
         Command::Merge { inputs, out } => {
-            let merged = harness::merge::merge(&inputs)?;
+            let merged = harness::merge::merge(&inputs, &*terminal())?;
             harness::rundir::create_runs_dir(&out)?;
             let path = out.join("run.json");
             merged.write(&path)?;
@@ -218,9 +234,18 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             );
             Ok(merged.cells.iter().all(|c| c.is_ok()))
         }
-        Command::Bisect(args) => harness::bisect::run(&args),
-        Command::Kernels { cmd, root } => harness::kernels::run_cmd(cmd, &root),
-        Command::Runtimes { cmd, root } => harness::runtimes::run_cmd(cmd, &root).map(|()| true),
+        Command::Bisect(args) => harness::bisect::run(&args, terminal().sink()),
+        Command::Kernels { cmd, root } => {
+            let failed = harness::kernels::run_cmd(cmd, &root, &*terminal())?;
+            // Whole, after the rest: a build's error ends with the log's last lines.
+            for e in &failed {
+                eprintln!("mmx: {e}");
+            }
+            Ok(failed.is_empty())
+        }
+        Command::Runtimes { cmd, root } => {
+            harness::runtimes::run_cmd(cmd, &root, &*terminal()).map(|()| true)
+        }
         Command::Cells { matrix, backend } => {
             let m = harness::matrix::Matrix::load(&matrix)?;
             let cells = match backend {
@@ -243,10 +268,10 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Init(args) => {
-            harness::init::run(&args)?;
+            harness::init::run(&args, &*terminal())?;
             Ok(true)
         }
-        Command::Doctor(args) => harness::doctor::run(&args),
+        Command::Doctor(args) => harness::doctor::run(&args, &*terminal()),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut cli_command(), "mmx", &mut std::io::stdout());
             Ok(true)
@@ -297,37 +322,26 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         retries: args.retries,
         out_dir: args.out,
         run_id: args.run_id,
-        progress: true,
     };
     let cancel = Cancel::new();
     cancel
         .install_signal_handlers()
         .context("installing the Ctrl-C handler")?;
-    let (record, run_dir) = harness::run::execute(&opts, &cancel)?;
-    eprintln!("mmx: results in {}", run_dir.run_json().display());
-    // Reports come from run.json alone; a rendering problem never loses the results.
-    let written = match harness::report::render_all(&record, &run_dir.root) {
-        Ok(written) => {
-            append_step_summary(&written);
-            Some(written)
-        }
-        Err(e) => {
-            eprintln!(
-                "mmx: could not render the reports ({e:#}); run `mmx report {}` to retry",
-                run_dir.root.display()
-            );
-            None
+    // In this order when the run ends: the reports are written (junit among them), report.md
+    // goes to the step summary, then the terminal says where everything is.
+    let ending = if args.json {
+        Ending::Json
+    } else {
+        Ending::Summary {
+            verbose: args.verbose,
         }
     };
-    write_step_outputs(&run_dir.root, written.as_ref());
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&record)?);
-    } else {
-        print!(
-            "{}",
-            harness::summary::render(&record, written.as_ref(), args.verbose)
-        );
-    }
+    let bus = Arc::new(Bus::new(vec![
+        Box::new(harness::report::Reports),
+        Box::new(StepSummary),
+        Box::new(Terminal::ending_with(ending)),
+    ]));
+    let (record, _) = harness::run::execute(&opts, &cancel, &bus)?;
     Ok(record.cells.iter().all(|c| c.is_ok()) && !cancel.is_cancelled())
 }
 
@@ -339,16 +353,38 @@ fn print_written(w: &harness::report::Written) {
         w.html.display(),
         w.junit.display()
     );
-    append_step_summary(w);
+    if let Err(note) = append_step_summary(&w.markdown) {
+        eprintln!("mmx: {}", note.text());
+    }
+}
+
+/// When the run ends, tells the GitHub Actions step where the run went (`$GITHUB_OUTPUT`) and
+/// appends its report.md to `$GITHUB_STEP_SUMMARY` when the report is there (it is not when it
+/// could not be rendered, which the reports' note says).
+struct StepSummary;
+
+impl Subscriber for StepSummary {
+    fn on(&mut self, event: &Event<'_>) -> Option<Note> {
+        let Event::RunEnded { dir, .. } = event else {
+            return None;
+        };
+        let written = harness::report::Written::found_in(&dir.root);
+        write_step_outputs(&dir.root, written.as_ref());
+        let markdown = dir.root.join("report.md");
+        if !markdown.is_file() {
+            return None;
+        }
+        append_step_summary(&markdown).err()
+    }
 }
 
 /// Append report.md to `$GITHUB_STEP_SUMMARY` when GitHub Actions set it: only the command a
 /// user ran writes there, never a library call.
-fn append_step_summary(w: &harness::report::Written) {
+fn append_step_summary(markdown: &Path) -> Result<(), Note> {
     let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) else {
-        return;
+        return Ok(());
     };
-    let appended = std::fs::read(&w.markdown).and_then(|md| {
+    let appended = std::fs::read(markdown).and_then(|md| {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -357,12 +393,12 @@ fn append_step_summary(w: &harness::report::Written) {
         f.write_all(&md)?;
         f.write_all(b"\n")
     });
-    if let Err(e) = appended {
-        eprintln!(
-            "mmx: could not append report.md to $GITHUB_STEP_SUMMARY ({}): {e}",
+    appended.map_err(|e| {
+        Note::warning(format!(
+            "could not append report.md to $GITHUB_STEP_SUMMARY ({}): {e}",
             PathBuf::from(summary).display()
-        );
-    }
+        ))
+    })
 }
 
 /// Tell the GitHub Actions step that ran this command where its run went, when `$GITHUB_OUTPUT`

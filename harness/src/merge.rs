@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::cell::CellKey;
+use crate::events::{Note, Sink};
 use crate::results::{run_json_path, RunRecord, RUN_SCHEMA_VERSION};
 
 /// Merge runs. A cell present in two inputs is an error naming both files: shards never
-/// overlap, so an overlap means two different runs were mixed up.
-pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<RunRecord> {
+/// overlap, so an overlap means two different runs were mixed up. Inputs from different
+/// matrices are merged, and `sink` hears of it.
+pub fn merge(inputs: &[PathBuf], sink: &dyn Sink) -> anyhow::Result<RunRecord> {
     anyhow::ensure!(!inputs.is_empty(), "mmx merge needs at least one run.json");
     let mut merged: Option<RunRecord> = None;
     let mut origin: std::collections::HashMap<CellKey, PathBuf> = Default::default();
@@ -31,12 +33,12 @@ pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<RunRecord> {
             None => RunRecord { shard: None, ..run },
             Some(mut m) => {
                 if m.matrix != run.matrix {
-                    eprintln!(
-                        "mmx merge: note: {} came from matrix {}, earlier inputs from {}",
+                    sink.note(Note::warning(format!(
+                        "merge: {} came from matrix {}, earlier inputs from {}",
                         path.display(),
                         run.matrix,
                         m.matrix
-                    );
+                    )));
                 }
                 m.started_at = m.started_at.min(run.started_at);
                 m.finished_at = m.finished_at.max(run.finished_at);
@@ -63,6 +65,7 @@ pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<RunRecord> {
 mod tests {
     use super::*;
     use crate::cell::TargetKey;
+    use crate::events::Discard;
     use crate::results::{
         Accel, BackendKind, BootEnd, BootRecord, CellRecord, HostInfo, Provenance,
     };
@@ -155,7 +158,7 @@ mod tests {
         let b = dir.path().join("b.json");
         run(&[1, 3], "1").write(&a).unwrap();
         run(&[2], "2").write(&b).unwrap();
-        let m = merge(&[a.clone(), b.clone()]).unwrap();
+        let m = merge(&[a.clone(), b.clone()], &Discard).unwrap();
         let ids: Vec<_> = m.cells.iter().map(|c| c.key.clone()).collect();
         assert_eq!(ids, [key(1), key(2), key(3)]);
         assert_eq!(m.boots.len(), 2);
@@ -163,14 +166,58 @@ mod tests {
         assert_eq!(m.started_at, "2026-11-26T10:01:00Z");
         assert_eq!(m.finished_at, "2026-11-26T11:02:00Z");
 
-        let err = merge(&[a.clone(), a.clone()]).unwrap_err().to_string();
+        let err = merge(&[a.clone(), a.clone()], &Discard)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cell k/t/ext4/per-layer-L1-C1-P2-J1 is in both"),
             "{err}"
         );
 
         std::fs::write(&b, "{not json").unwrap();
-        let err = format!("{:#}", merge(&[a, b.clone()]).unwrap_err());
+        let err = format!("{:#}", merge(&[a, b.clone()], &Discard).unwrap_err());
         assert!(err.contains(&b.display().to_string()), "{err}");
+    }
+
+    /// Notes kept, for the test to read.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<Note>>);
+
+    impl Sink for Kept {
+        fn note(&self, note: Note) {
+            self.0.lock().unwrap().push(note);
+        }
+        fn build(&self, _: crate::events::KernelBuild) {}
+        fn answer(&self, _: &str) {}
+    }
+
+    #[test]
+    fn runs_of_another_matrix_merge_with_a_warning_naming_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        let b = dir.path().join("b.json");
+        run(&[1], "1").write(&a).unwrap();
+        let other = RunRecord {
+            matrix: "other.toml".into(),
+            ..run(&[2], "2")
+        };
+        other.write(&b).unwrap();
+        let kept = Kept::default();
+        let m = merge(&[a.clone(), b.clone()], &kept).unwrap();
+        assert_eq!(m.cells.len(), 2);
+        let notes = kept.0.into_inner().unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].severity(), crate::events::Severity::Warning);
+        assert_eq!(
+            notes[0].text(),
+            format!(
+                "merge: {} came from matrix other.toml, earlier inputs from matrix.toml",
+                b.display()
+            )
+        );
+        // Inputs of one matrix merge without a word.
+        let kept = Kept::default();
+        merge(&[a], &kept).unwrap();
+        assert!(kept.0.into_inner().unwrap().is_empty());
     }
 }

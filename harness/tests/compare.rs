@@ -296,12 +296,14 @@ fn the_command_reads_files_and_directories() {
         fail_on_missing: false,
         gate_serialized: false,
     };
-    assert!(!compare_cmd(args(Vec::new())).unwrap(), "gate fails");
+    assert!(!compare_cmd(args(Vec::new())).unwrap().passed, "gate fails");
     assert!(std::fs::read_to_string(&md_out)
         .unwrap()
         .contains("Regressions"));
     assert!(
-        compare_cmd(args(vec!["start_latency=80%".into()])).unwrap(),
+        compare_cmd(args(vec!["start_latency=80%".into()]))
+            .unwrap()
+            .passed,
         "gate passes"
     );
     let e = compare_cmd(args(vec!["latency=lots".into()])).unwrap_err();

@@ -105,7 +105,8 @@ fn generic_612_gives_the_cloud_612s_answers_on_every_filesystem() {
         .expectations;
     let boots = group_boots(matrix.qemu_cells());
     assert_eq!(boots.len(), 4, "one boot per filesystem");
-    let runner = Runner::new(&matrix, &boots, AccelChoice::Tcg, None, 0, false).expect("runner");
+    let runner =
+        Runner::new(&matrix, &boots, AccelChoice::Tcg, None, 0, common::sink()).expect("runner");
     let run_dir = RunDir::create(dir.path(), "run").expect("run dir");
     let mut failures = Vec::new();
     for boot in &boots {
@@ -194,6 +195,7 @@ fn agent_setup_evidence_carries_the_kernels_last_console_lines() {
         plan,
         run_dir: common::run_dir("mmx-generic-kernel-tests"),
         cancel: Cancel::new(),
+        sink: common::sink(),
     };
     let topology = Topology {
         name: "1s1c1t".into(),

@@ -423,6 +423,7 @@ fn child(spec: &str) -> anyhow::Result<()> {
         deadlines: deadlines(mode),
         run_dir: run_dir.clone(),
         cancel: Cancel::new(),
+        sink: common::sink(),
     };
     let output = match &boot.target {
         Target::Qemu { kernel, topology } => {
@@ -431,6 +432,7 @@ fn child(spec: &str) -> anyhow::Result<()> {
                 AccelChoice::Tcg,
                 agent.clone(),
                 common::cache().root().to_path_buf(),
+                &common::ToStderr,
             )?
             .with_deadlines(deadlines(mode));
             let fs = boot

@@ -166,7 +166,12 @@ impl Checkout {
     }
 
     fn ensure(&self) -> Result<ResolvedKernel, KernelError> {
-        ensure(&self.recipe(), &self.lock(), &common::cache())
+        ensure(
+            &self.recipe(),
+            &self.lock(),
+            &common::cache(),
+            &common::ToStderr,
+        )
     }
 }
 
@@ -231,6 +236,7 @@ fn boot_probes(k: &ResolvedKernel) -> BootOutput {
         plan,
         run_dir,
         cancel: Cancel::new(),
+        sink: common::sink(),
     };
     let topo = Topology {
         name: "1s2c1t".into(),
@@ -244,6 +250,7 @@ fn boot_probes(k: &ResolvedKernel) -> BootOutput {
         AccelChoice::Tcg,
         common::agent(),
         common::cache().root().to_path_buf(),
+        &common::ToStderr,
     )
     .expect("qemu backend");
     q.boot(&req, k, &topo, Filesystem::Ext4)
@@ -507,7 +514,7 @@ fn a_path_kernel_without_overlay_is_refused_before_booting() {
     .expect("write recipe");
     let recipe = load_recipe(&recipe_file).expect("recipe");
     let cache = Cache::at(dir.path().join("cache"));
-    match ensure(&recipe, &LockFile::default(), &cache) {
+    match ensure(&recipe, &LockFile::default(), &cache, &common::ToStderr) {
         Err(e @ KernelError::MissingOptions { .. }) => {
             let text = e.to_string();
             eprintln!("the message: {text}");

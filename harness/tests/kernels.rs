@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use harness::debian::{Apt, Cache, LockDocument};
+use harness::events::Discard;
 use harness::initramfs::{base_archive, write_initrd};
 use harness::kernels::recipe::parse_recipe;
 use harness::kernels::{ensure, KernelError, LockFile, LockedKernel, ModuleFeature, RecipeSource};
@@ -21,7 +22,7 @@ fn unlocked_and_stale_recipes_say_what_to_run() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::at(dir.path());
     let r = recipe(BOOKWORM);
-    let err = ensure(&r, &LockFile::default(), &cache)
+    let err = ensure(&r, &LockFile::default(), &cache, &Discard)
         .unwrap_err()
         .to_string();
     assert!(
@@ -38,7 +39,7 @@ fn unlocked_and_stale_recipes_say_what_to_run() {
         packages: vec![],
     });
     // Lock errors already name the kernel; they are not wrapped again.
-    let err = ensure(&r, &lock, &cache).unwrap_err();
+    let err = ensure(&r, &lock, &cache, &Discard).unwrap_err();
     assert!(matches!(err, KernelError::StaleLock { .. }), "{err}");
     assert!(err.to_string().contains("bookworm"), "{err}");
 }
@@ -62,7 +63,7 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
     let mut lock = LockFile::default();
     lock.upsert(locked);
 
-    let cold = ensure(&r, &lock, &cache).unwrap();
+    let cold = ensure(&r, &lock, &cache, &Discard).unwrap();
     println!("cold ensure: {:?}", cold.timings);
     assert!(!cold.timings.cached);
     assert!(cold.vmlinuz.is_file());
@@ -101,7 +102,7 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
     );
 
     let t = Instant::now();
-    let warm = ensure(&r, &lock, &cache).unwrap();
+    let warm = ensure(&r, &lock, &cache, &Discard).unwrap();
     println!("warm ensure: {:?}", t.elapsed());
     assert!(warm.timings.cached);
     assert_eq!(warm.modules, cold.modules);
@@ -114,7 +115,7 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
         cold.vmlinuz.display(),
         modules_dir.display()
     ));
-    let own = ensure(&path_recipe, &LockFile::default(), &cache).unwrap();
+    let own = ensure(&path_recipe, &LockFile::default(), &cache, &Discard).unwrap();
     assert_eq!(own.release, cold.release);
     assert_eq!(own.unavailable, vec!["ext4".to_string()]);
     assert_eq!(own.modules.len(), cold.modules.len());
@@ -139,7 +140,7 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
     };
     let out = dir.path().join("initrd");
     let t = Instant::now();
-    let kernel = ensure(&r, &lock, &cache).unwrap();
+    let kernel = ensure(&r, &lock, &cache, &Discard).unwrap();
     let base2 = base_archive(&agent, &kernel, &ModuleFeature::ALL, &cache).unwrap();
     write_initrd(&base2, None, &plan, &out).unwrap();
     println!(
@@ -171,11 +172,11 @@ fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
     // The shared cache: its apt lists and (usually) the current 6.1 are there already.
     let cache = Cache::from_env().unwrap();
 
-    let err = ensure_with(&r, &lock, &cache, LockPolicy::Strict).unwrap_err();
+    let err = ensure_with(&r, &lock, &cache, LockPolicy::Strict, &Discard).unwrap_err();
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert!(chain.contains("mmx kernels lock"), "{chain}");
 
-    let k = ensure_with(&r, &lock, &cache, LockPolicy::FollowArchive).unwrap();
+    let k = ensure_with(&r, &lock, &cache, LockPolicy::FollowArchive, &Discard).unwrap();
     assert!(k.release.starts_with("6.1."), "{}", k.release);
     let KernelProvenance::Debian { packages, .. } = &k.provenance else {
         panic!("{:?}", k.provenance)

@@ -21,7 +21,7 @@ fn hypervisor_here() -> bool {
         .any(|l| l.split_whitespace().any(|f| f == "hypervisor"))
 }
 
-fn run_local(dir: &Path, scratch: &Path) -> RunRecord {
+fn write_matrix(dir: &Path, scratch: &Path) {
     std::fs::write(
         dir.join("matrix.toml"),
         format!(
@@ -31,9 +31,14 @@ fn run_local(dir: &Path, scratch: &Path) -> RunRecord {
         ),
     )
     .expect("matrix");
+}
+
+fn run_local(dir: &Path, scratch: &Path) -> RunRecord {
+    write_matrix(dir, scratch);
     let out = Command::new(env!("CARGO_BIN_EXE_mmx"))
         .args(["run", "--backend", "local", "--run-id", "local"])
         .current_dir(dir)
+        .env_remove("GITHUB_STEP_SUMMARY")
         .output()
         .expect("running mmx");
     assert!(
@@ -89,6 +94,89 @@ fn the_local_backend_records_the_measured_accelerator_and_filesystem() {
     assert_eq!(run.boots[0].accel, accel, "the boot says the same");
     let md = std::fs::read_to_string(dir.path().join("runs/local/report.md")).expect("report");
     assert!(md.contains(accel.as_str()), "report.md names {accel}");
+}
+
+/// What a run shows, through the terminal and the other subscribers of its events: the start
+/// line, one line for its boot, where the results are (stderr), the summary naming the reports
+/// (stdout), and report.md appended to the step summary; with `--json`, run.json on stdout.
+#[test]
+fn a_run_shows_its_start_its_boot_and_its_end_once_each() {
+    if !common::require(
+        rustix::process::geteuid().is_root(),
+        "`mmx run --backend local` needs root (mount and user namespaces)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("scratch");
+    write_matrix(dir.path(), &scratch);
+    let step_summary = dir.path().join("step-summary.md");
+    let run = |id: &str, json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmx"));
+        cmd.args(["run", "--backend", "local", "--run-id", id])
+            .current_dir(dir.path())
+            .env("GITHUB_STEP_SUMMARY", &step_summary);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("running mmx");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+    let once = |text: &str, what: &dyn Fn(&str) -> bool, name: &str| {
+        let n = text.lines().filter(|l| what(l)).count();
+        assert_eq!(n, 1, "{name}: {n} lines in:\n{text}");
+    };
+
+    let (stdout, stderr) = run("shown", false);
+    // As mmx names it: `--out` is `runs`, in the directory it ran in.
+    let root = Path::new("runs/shown");
+    once(
+        &stderr,
+        &|l| l == format!("mmx: 1 cells in 1 boots, 1 at a time → {}", root.display()),
+        "the start line",
+    );
+    once(
+        &stderr,
+        &|l| l.starts_with("[  1/1] local/") && l.contains("1 pass"),
+        "the boot's line",
+    );
+    once(
+        &stderr,
+        &|l| l == format!("mmx: results in {}", root.join("run.json").display()),
+        "where the results are",
+    );
+    once(
+        &stdout,
+        &|l| {
+            l == format!(
+                "Reports: {}  {}  {}",
+                root.join("report.md").display(),
+                root.join("report.html").display(),
+                root.join("junit.xml").display()
+            )
+        },
+        "the summary's reports",
+    );
+    let md = std::fs::read_to_string(dir.path().join(root).join("report.md")).expect("report.md");
+    let appended = std::fs::read_to_string(&step_summary).expect("the step summary");
+    assert_eq!(appended, format!("{md}\n"), "report.md, appended once");
+
+    let (stdout, stderr) = run("json", true);
+    let printed: RunRecord = serde_json::from_str(&stdout).expect("run.json on stdout");
+    let written = RunRecord::read(&dir.path().join("runs/json/run.json")).expect("run.json");
+    assert_eq!(printed.run_id, written.run_id);
+    assert_eq!(printed.cells.len(), 1);
+    once(
+        &stderr,
+        &|l| l.starts_with("mmx: results in "),
+        "results in",
+    );
 }
 
 /// A GitHub Actions step learns the run directory from mmx (`run-dir=` in `$GITHUB_OUTPUT`),

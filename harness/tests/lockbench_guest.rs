@@ -205,6 +205,7 @@ fn boot() -> &'static Boot {
             plan,
             run_dir: run_dir(),
             cancel: Cancel::new(),
+            sink: common::sink(),
         };
         let q = backend();
         let start = Instant::now();

@@ -283,7 +283,7 @@ fn run_and_store(base: &Path, boot: &BootPlan, repeats: u32) -> anyhow::Result<S
         AccelChoice::Auto,
         scratch.clone(),
         1,
-        false,
+        common::sink(),
     );
     let result = runner.map(|r| r.run_boot(boot, repeats, &run_dir, &Cancel::new(), None));
     if let Some(s) = scratch {

@@ -77,6 +77,7 @@ fn request(key: &BootKey, plan: Plan) -> BootRequest {
         plan,
         run_dir: run_dir(),
         cancel: Cancel::new(),
+        sink: common::sink(),
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use harness::debian::{Cache, LockDocument};
+use harness::events::Discard;
 use harness::runtimes::driver::{DriveError, RuntimeProcess};
 use harness::runtimes::{ensure, RuntimeRecipe, RuntimesLock};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
@@ -268,7 +269,7 @@ fn containerd_from_debian_builds_mounts_idmapped_and_unmounts_cleanly() {
     let (lock, lock_path) = lock();
     let (_dir, cache) = cold_cache(&["apt", "debs", "locks"]);
     let recipe = containerd_recipe("containerd-2.1", &[]);
-    let rt = ensure(&recipe, &lock, &lock_path, &cache).expect("building containerd");
+    let rt = ensure(&recipe, &lock, &lock_path, &cache, &Discard).expect("building containerd");
     println!(
         "containerd runtime cold: {:?} ({})",
         rt.timings,
@@ -276,7 +277,7 @@ fn containerd_from_debian_builds_mounts_idmapped_and_unmounts_cleanly() {
     );
     assert!(!rt.timings.cached);
     let mtime = fs::metadata(&rt.binary).unwrap().modified().unwrap();
-    let warm = ensure(&recipe, &lock, &lock_path, &cache).unwrap();
+    let warm = ensure(&recipe, &lock, &lock_path, &cache, &Discard).unwrap();
     println!("containerd runtime cached: {:?}", warm.timings);
     // The second ensure found the binary by its key: no download, no go build.
     assert!(warm.timings.cached && warm.timings.build.is_zero());
@@ -330,11 +331,12 @@ fn patched_containerd_maps_every_layer_and_stock_maps_the_common_parent() {
         &lock,
         &lock_path,
         &cache,
+        &Discard,
     )
     .expect("building containerd");
     let patch = repo().join("runtimes/containerd/testdata/per-layer-idmap.patch");
     let recipe = containerd_recipe("containerd-per-layer", &[patch]);
-    let patched = ensure(&recipe, &lock, &lock_path, &cache).expect("patched build");
+    let patched = ensure(&recipe, &lock, &lock_path, &cache, &Discard).expect("patched build");
     println!("stock runtime: {:?}", stock.timings);
     println!("patched runtime: {:?}", patched.timings);
     assert_ne!(patched.cache_key, stock.cache_key);
@@ -636,7 +638,7 @@ fn containerd_from_a_checkout_builds_with_its_vendor_dir_and_takes_patches() {
     let recipe = harness::runtimes::recipe::parse_recipes(Path::new("/t/matrix.toml"), &text)
         .unwrap()
         .remove(0);
-    let rt = ensure(&recipe, &lock, &lock_path, &cache).expect("building the checkout");
+    let rt = ensure(&recipe, &lock, &lock_path, &cache, &Discard).expect("building the checkout");
     println!(
         "checkout runtime: {:?} ({})",
         rt.timings,

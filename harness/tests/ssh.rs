@@ -105,6 +105,7 @@ fn request(run_dir: &Path, boot_id: &str, mut items: Vec<PlanItem>) -> BootReque
         plan,
         run_dir: rd,
         cancel: Cancel::new(),
+        sink: common::sink(),
     }
 }
 
@@ -178,7 +179,7 @@ fn a_session_shares_one_connection_and_runs_the_hooks() {
         "echo teardown $MMX_HOST_PORT >> {}",
         marks.display()
     ));
-    let mut session = HostSession::open(&host, &Cancel::new());
+    let mut session = HostSession::open(&host, &Cancel::new(), common::sink());
     for smt in [SmtSetting::AsIs, SmtSetting::Off] {
         let req = request(sshd.dir.path(), "quick", vec![mounts_item("c1", 2, 2)]);
         let out = session.run(&agent, smt, &req);

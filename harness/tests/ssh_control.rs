@@ -109,6 +109,7 @@ fn request(run_dir: &Path, n: usize) -> BootRequest {
         plan,
         run_dir: rd,
         cancel: Cancel::new(),
+        sink: common::sink(),
     }
 }
 
@@ -127,7 +128,7 @@ fn forged_control_lines_change_nothing_and_smt_gets_back_what_mmx_read() {
     std::fs::write(&control, "on\n").expect("control file");
     let mut host = sshd.host();
     host.smt_control = control.clone();
-    let mut session = HostSession::open(&host, &Cancel::new());
+    let mut session = HostSession::open(&host, &Cancel::new(), common::sink());
     let mut n = 0;
     for forged in FORGERIES {
         for then in [Then::Exit, Then::Flood] {

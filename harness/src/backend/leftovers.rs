@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::backend::host_settings;
+use crate::events::{Note, Sink};
 
 /// The owner file inside a claimed directory.
 pub const OWNER_FILE: &str = ".mmx-owner";
@@ -205,8 +206,8 @@ pub fn reap(base: &Path, prefix: &str, unowned: Unowned) -> Reaped {
 
 /// Remove what earlier, killed runs left in every place mmx makes directories: boot dirs in
 /// the cache (`cache_root`, when there is one), local scratch dirs under `local_base`, ssh
-/// control dirs. Says on stderr what it removed and what it could not.
-pub fn reap_earlier_runs(cache_root: Option<&Path>, local_base: &Path) -> Reaped {
+/// control dirs. Tells `sink` what it removed and what it could not.
+pub fn reap_earlier_runs(cache_root: Option<&Path>, local_base: &Path, sink: &dyn Sink) -> Reaped {
     use crate::backend::{local, qemu, ssh};
     let mut places = vec![
         (
@@ -238,21 +239,23 @@ pub fn reap_earlier_runs(cache_root: Option<&Path>, local_base: &Path) -> Reaped
         .map(ToString::to_string)
         .collect();
     if !written.is_empty() {
-        eprintln!(
-            "mmx: restored host settings the agent of a killed run had changed: {}",
+        sink.note(Note::warning(format!(
+            "restored host settings the agent of a killed run had changed: {}",
             written.join("; ")
-        );
+        )));
     }
     for r in &all.restored {
         if let host_settings::Did::LeftAlone(_) = r.did {
-            eprintln!("mmx: a killed run's host-settings record: {r}");
+            sink.note(Note::warning(format!(
+                "a killed run's host-settings record: {r}"
+            )));
         }
     }
     for (p, why) in &all.ignored_records {
-        eprintln!(
-            "mmx: did not use the host-settings record in {}: {why}",
+        sink.note(Note::warning(format!(
+            "did not use the host-settings record in {}: {why}",
             p.display()
-        );
+        )));
     }
     if !all.removed.is_empty() {
         let names: Vec<String> = all
@@ -260,17 +263,17 @@ pub fn reap_earlier_runs(cache_root: Option<&Path>, local_base: &Path) -> Reaped
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        eprintln!(
-            "mmx: removed what {} earlier run(s) left when they were killed: {}",
+        sink.note(Note::info(format!(
+            "removed what {} earlier run(s) left when they were killed: {}",
             names.len(),
             names.join(", ")
-        );
+        )));
     }
     for (p, why) in &all.failed {
-        eprintln!(
-            "mmx: could not remove {}, left by a killed run: {why}",
+        sink.note(Note::warning(format!(
+            "could not remove {}, left by a killed run: {why}",
             p.display()
-        );
+        )));
     }
     all
 }

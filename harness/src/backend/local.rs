@@ -9,6 +9,7 @@ use crate::backend::supervise::{self, Channel, Quiet, Role, Stdin, Stop};
 use crate::backend::{
     host_settings, leftovers, ms_between, BootOutput, BootRequest, Placement, ResultStream,
 };
+use crate::events::{Note, Sink};
 use crate::results::{Accel, BootEnd, InfraCause, RunDir};
 
 /// The prefix of every local scratch dir (see [`scratch_dir`]).
@@ -103,7 +104,7 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     drop(agent);
     // The agent has been reaped (the supervisor never returns before): whatever it left
     // changed goes back now.
-    say_restored(&settings.restore());
+    say_restored(&settings.restore(), &*req.sink);
     let mut sup = match supervised {
         Ok(s) => s,
         Err(e) => {
@@ -154,17 +155,17 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     }
 }
 
-/// One line on stderr for each setting the agent left changed, written back or not.
-fn say_restored(restored: &[host_settings::Restore]) {
+/// A note for each setting the agent left changed, written back or not.
+fn say_restored(restored: &[host_settings::Restore], sink: &dyn Sink) {
     for r in restored {
         match r.did {
             host_settings::Did::Unchanged => {}
-            host_settings::Did::WroteBack { .. } => {
-                eprintln!("mmx: restored a host setting the local agent left changed: {r}")
-            }
-            host_settings::Did::LeftAlone(_) | host_settings::Did::Failed(_) => {
-                eprintln!("mmx: a host setting the local agent changed: {r}")
-            }
+            host_settings::Did::WroteBack { .. } => sink.note(Note::warning(format!(
+                "restored a host setting the local agent left changed: {r}"
+            ))),
+            host_settings::Did::LeftAlone(_) | host_settings::Did::Failed(_) => sink.note(
+                Note::warning(format!("a host setting the local agent changed: {r}")),
+            ),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use protocol::Plan;
 
 use crate::cell::BootKey;
+use crate::events::SharedSink;
 use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
 
@@ -87,6 +88,9 @@ pub struct BootRequest {
     /// Where logs go (`RunDir::log_rel(key, channel)`).
     pub run_dir: RunDir,
     pub cancel: Cancel,
+    /// Where the backend reports what the user should know (a host setting restored, a host
+    /// left untidy).
+    pub sink: SharedSink,
 }
 
 /// What came back from one boot.

@@ -24,10 +24,11 @@ pub use log::{BisectRecord, BisectResult, BootInfo, BuildInfo, Role, Step};
 
 use crate::backend::qemu::AccelChoice;
 use crate::debian::Cache;
+use crate::events::{Note, SharedSink};
 use crate::kernels::source::SourceBase;
 use crate::kernels::{
-    build_dir_at, ensure_source_at, lock_policy, BuildError, EnsureOptions, KernelError,
-    ProgressMode, Recipe, RecipeSource, ResolvedKernel,
+    build_dir_at, ensure_source_at, BuildError, EnsureOptions, KernelError, Recipe, RecipeSource,
+    ResolvedKernel,
 };
 use crate::matrix::Matrix;
 use crate::proc::Cancel;
@@ -199,8 +200,9 @@ impl Setup {
 
 /// Run `mmx bisect`: Ok(true) when the first changed commit was found, Ok(false) when the
 /// bisect ended without one (no change, inconclusive, interrupted); Err for usage errors and
-/// failures that stop it.
-pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
+/// failures that stop it. Its steps are answered into `sink` (and its boots and builds report
+/// there).
+pub fn run(args: &BisectArgs, sink: SharedSink) -> anyhow::Result<bool> {
     let setup = Setup::check(args)?;
     // As root, directories others may write are refused before anything runs.
     crate::rundir::check_trusted_dir("--out", &args.out)?;
@@ -212,6 +214,7 @@ pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
     crate::backend::leftovers::reap_earlier_runs(
         Some(cache.root()),
         &crate::backend::local::scratch_base(setup.matrix.local_scratch.as_deref()),
+        &*sink,
     );
     let runner = Runner::new(
         &setup.matrix,
@@ -219,7 +222,7 @@ pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
         args.accel,
         None,
         args.retries,
-        true,
+        sink.clone(),
     )?;
     let build_dir = build_dir_at(&setup.recipe, &setup.good)?;
     let commits = setup.repo.count(&setup.good, &setup.bad)?;
@@ -267,6 +270,7 @@ pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
         printed: String::new(),
         git_log: String::new(),
         reference: Answers::default(),
+        sink,
     };
     b.header();
     let result = b.bisect()?;
@@ -289,12 +293,14 @@ struct Bisect<'a> {
     git_log: String,
     /// The answers at `--good`.
     reference: Answers,
+    /// Where its lines and notes go.
+    sink: SharedSink,
 }
 
 impl Bisect<'_> {
-    /// A line of the bisect's output: stdout, and the text log.
+    /// A line of the bisect's output: its answer, and the text log.
     fn say(&mut self, line: &str) {
-        println!("{line}");
+        self.sink.answer(line);
         self.printed.push_str(line);
         self.printed.push('\n');
     }
@@ -308,7 +314,9 @@ impl Bisect<'_> {
             git_log: &self.git_log,
         };
         if let Err(e) = files.write() {
-            eprintln!("mmx: could not write the bisect log: {e:#}");
+            self.sink.note(Note::warning(format!(
+                "could not write the bisect log: {e:#}"
+            )));
         }
     }
 
@@ -458,12 +466,12 @@ impl Bisect<'_> {
             verdict: None,
             dir: PathBuf::from("steps").join(&step_dir.id),
         };
-        eprintln!(
-            "mmx: {} {} {}: building and booting",
+        self.sink.note(Note::info(format!(
+            "{} {} {}: building and booting",
             log::step_label(&step),
             short(commit),
             step.subject
-        );
+        )));
         let kernel = match self.build(commit, &step_dir.root, &mut step)? {
             Some(k) => k,
             None => {
@@ -521,9 +529,8 @@ impl Bisect<'_> {
         step: &mut Step,
     ) -> anyhow::Result<Option<ResolvedKernel>> {
         let opts = EnsureOptions {
-            policy: lock_policy(),
-            progress: ProgressMode::Bar,
             cancel: Some(&self.cancel),
+            ..EnsureOptions::new(&*self.sink)
         };
         let t = Instant::now();
         let built = ensure_source_at(&self.recipe, commit, &self.build_dir, &self.cache, &opts);
@@ -664,11 +671,11 @@ impl Bisect<'_> {
         }
         self.record.result = Some(result);
         self.save();
-        eprintln!(
-            "mmx: bisect log {}, report {}",
+        self.sink.note(Note::info(format!(
+            "bisect log {}, report {}",
             self.root.join("bisect.json").display(),
             self.root.join("report.md").display()
-        );
+        )));
         Ok(found)
     }
 }

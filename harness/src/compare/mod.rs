@@ -568,9 +568,17 @@ fn view(c: &Comparison) -> View {
 // CLI.
 // ---------------------------------------------------------------------------------------------
 
-/// `mmx compare`: prints markdown (or JSON), writes `--markdown-out`, returns whether the gate
-/// passed. Errors (unreadable runs, bad thresholds) are usage errors for the caller to map.
-pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<bool> {
+/// What `mmx compare` answers: the comparison for stdout, and whether the gate passed.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    /// Markdown, or JSON with `--json`; ends with a newline.
+    pub output: String,
+    pub passed: bool,
+}
+
+/// `mmx compare`: the markdown (or JSON) to print, `--markdown-out` written, and whether the
+/// gate passed. Errors (unreadable runs, bad thresholds) are usage errors for the caller to map.
+pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<Compared> {
     let th = Thresholds::parse(&args.thresholds)?
         .with_alpha(args.alpha)?
         .with_gate_serialized(args.gate_serialized);
@@ -581,14 +589,16 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<bool> {
     if let Some(path) = &args.markdown_out {
         std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
     }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&cmp).context("encoding the comparison")?
-        );
+    let output = if args.json {
+        let mut json = serde_json::to_string_pretty(&cmp).context("encoding the comparison")?;
+        json.push('\n');
+        json
     } else {
-        print!("{md}");
-    }
+        md
+    };
     let missing_fails = args.fail_on_missing && !cmp.missing.is_empty();
-    Ok(!cmp.gate_failed() && !missing_fails)
+    Ok(Compared {
+        output,
+        passed: !cmp.gate_failed() && !missing_fails,
+    })
 }

@@ -1,6 +1,7 @@
 //! Building a kernel from a prepared tree: configure ([`super::config`]), then `make` out of
-//! tree (`O=`), with every line in a log that is kept, a progress bar (or a line a minute when
-//! stderr is no terminal) counted from kbuild's `  CC      path` lines, cancellation (make's
+//! tree (`O=`), with every line in a log that is kept, progress counted from
+//! kbuild's `  CC      path` lines and reported as build events (the terminal shows a bar or a
+//! line a minute), cancellation (make's
 //! whole process group is stopped and the error says so), and a failure that names the failing
 //! file. make runs under [`crate::proc`]: its own process group, the death signal and a warden,
 //! so a killed mmx leaves no compiler running; and it inherits the build directory's lock, so
@@ -11,7 +12,7 @@
 //! (one per recipe, or one per bisect) gets incremental builds from make itself.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{self, Dropped, FragmentError, Missing};
 use super::source::{ConfigSpec, Located};
+use crate::events::{BuildPhase, KernelBuild, Sink};
 use crate::proc::{Cancel, Line, Output, Run, RunError, Stop, Stream};
 use crate::rundir::IoError;
 
@@ -220,16 +222,6 @@ pub(crate) fn logged(
     Ok((out.success(), text))
 }
 
-/// How a build shows it is alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// A bar on a terminal (`mmx kernels build`); falls back to lines elsewhere.
-    Bar,
-    /// A line a minute on stderr (inside `mmx run`, whose own bar owns the terminal).
-    Lines,
-    Quiet,
-}
-
 /// `make` for one tree and output directory, x86-64.
 #[derive(Debug, Clone)]
 pub struct Make {
@@ -311,7 +303,7 @@ impl Make {
         })
     }
 
-    /// The long build: progress from kbuild's output; `cancel` stops make's whole process
+    /// The long build: progress from kbuild's output into `sink`; `cancel` stops make's whole process
     /// group. No deadline: a cold build takes ten minutes here and hours on a slow machine; the
     /// user stops it. Returns the number of kbuild steps seen (the next build's progress total).
     pub fn build(
@@ -319,7 +311,7 @@ impl Make {
         targets: &[&str],
         label: &str,
         log: &mut BuildLog,
-        progress: ProgressMode,
+        sink: &dyn Sink,
         expected_steps: Option<u64>,
         cancel: &Cancel,
     ) -> Result<u64, BuildError> {
@@ -332,7 +324,7 @@ impl Make {
         let mut cmd = self.command(targets);
         cmd.env("LC_ALL", "C");
         let lock = self.lock_for_child(log, &what)?;
-        let mut shown = Shown::new(progress, label, expected_steps);
+        let mut shown = Shown::new(sink, label, expected_steps);
         let mut errors: Vec<String> = Vec::new();
         let result = {
             let mut each = |_: Stream, line: &Line| {
@@ -344,7 +336,6 @@ impl Make {
                 {
                     errors.push(line.text.clone());
                 }
-                shown.tick();
             };
             Run::cancellable(cmd, cancel)
                 .stop(Stop::Term {
@@ -457,86 +448,42 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// What the user sees while make runs.
-struct Shown {
-    bar: Option<indicatif::ProgressBar>,
-    lines: bool,
+/// What make's progress is told as: one build event per kbuild step, between a start and a
+/// finish (the terminal decides whether that is a bar or a line a minute).
+struct Shown<'a> {
+    sink: &'a dyn Sink,
     label: String,
     steps: u64,
-    expected: Option<u64>,
-    current: String,
-    start: Instant,
-    last_line: Instant,
 }
 
-impl Shown {
-    fn new(mode: ProgressMode, label: &str, expected: Option<u64>) -> Shown {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (mode == ProgressMode::Bar && terminal).then(|| {
-            let bar = match expected {
-                Some(n) => indicatif::ProgressBar::new(n),
-                None => indicatif::ProgressBar::new_spinner(),
-            };
-            let template = if expected.is_some() {
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}"
-            } else {
-                "{spinner} [{elapsed_precise}] {pos} steps {msg}"
-            };
-            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        let lines = bar.is_none() && mode != ProgressMode::Quiet;
-        if lines {
-            eprintln!("mmx: kernel {label}: building (make output goes to the build log)");
-        }
-        Shown {
-            bar,
-            lines,
+impl<'a> Shown<'a> {
+    fn new(sink: &'a dyn Sink, label: &str, expected_steps: Option<u64>) -> Shown<'a> {
+        let shown = Shown {
+            sink,
             label: label.to_string(),
             steps: 0,
-            expected,
-            current: String::new(),
-            start: Instant::now(),
-            last_line: Instant::now(),
-        }
+        };
+        shown.report(BuildPhase::Started { expected_steps });
+        shown
+    }
+
+    fn report(&self, phase: BuildPhase) {
+        self.sink.build(KernelBuild {
+            kernel: self.label.clone(),
+            phase,
+        });
     }
 
     fn step(&mut self, target: &str) {
         self.steps += 1;
-        self.current = target.to_string();
-        if let Some(bar) = &self.bar {
-            if bar.length().is_some_and(|l| self.steps > l) {
-                bar.set_length(self.steps);
-            }
-            bar.set_position(self.steps);
-            bar.set_message(format!("{}: {target}", self.label));
-        }
-    }
-
-    fn tick(&mut self) {
-        if self.lines && self.last_line.elapsed() >= Duration::from_secs(60) {
-            self.last_line = Instant::now();
-            let of = self
-                .expected
-                .map(|e| format!(" of ~{e}"))
-                .unwrap_or_default();
-            eprintln!(
-                "mmx: kernel {}: building, {} steps{of}, {}s, at {}",
-                self.label,
-                self.steps,
-                self.start.elapsed().as_secs(),
-                self.current
-            );
-        }
+        self.report(BuildPhase::Step {
+            steps: self.steps,
+            target: target.to_string(),
+        });
     }
 
     fn finish(self) -> u64 {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
+        self.report(BuildPhase::Finished { steps: self.steps });
         self.steps
     }
 }
@@ -575,7 +522,8 @@ pub struct BuildRequest<'a> {
     pub out: &'a Path,
     pub config: &'a ConfigSpec,
     pub fragments: &'a [Located<PathBuf>],
-    pub progress: ProgressMode,
+    /// Hears the build's progress.
+    pub sink: &'a dyn Sink,
     /// The previous build's step count, for the bar's length.
     pub expected_steps: Option<u64>,
     /// Stops make (its whole process group).
@@ -621,7 +569,7 @@ pub fn build_tree(req: &BuildRequest<'_>, log: &mut BuildLog) -> Result<Built, B
         targets,
         req.label,
         log,
-        req.progress,
+        req.sink,
         req.expected_steps,
         req.cancel,
     )?;

@@ -4,13 +4,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::build::ProgressMode;
 use super::lock::{LockFile, LockedKernel};
 use super::recipe::{load_recipes, Recipe, RecipeSource};
 use super::source::SourceBase;
 use super::{cached, ensure, ensure_opts, EnsureOptions, KernelError, ResolvedKernel};
 use crate::debian::apt::Apt;
 use crate::debian::{Cache, LockDocument};
+use crate::events::{Note, Sink};
 use crate::proc::Cancel;
 
 /// The `mmx kernels` subcommands.
@@ -37,40 +37,43 @@ pub enum KernelsCmd {
     ConfigFragment,
 }
 
-/// Run a `mmx kernels` subcommand for the checkout at `repo_root`. Ok(false): a kernel build
-/// failed (reported on stderr; exit 1).
-pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
+/// Run a `mmx kernels` subcommand for the checkout at `repo_root`, its answer (tables, what
+/// was fetched or built) and notes into `sink`. Returns the builds that failed (exit 1): their
+/// errors are many lines (the log's last ones), for the caller to show whole.
+pub fn run_cmd(
+    cmd: KernelsCmd,
+    repo_root: &Path,
+    sink: &dyn Sink,
+) -> anyhow::Result<Vec<KernelError>> {
     if cmd == KernelsCmd::ConfigFragment {
-        print!("{}", super::fragment::fragment_text());
-        return Ok(true);
+        let text = super::fragment::fragment_text();
+        sink.answer(text.strip_suffix('\n').unwrap_or(&text));
+        return Ok(Vec::new());
     }
     let dir = repo_root.join("kernels");
     let lock_path = dir.join("kernels.lock");
     let recipes = load_recipes(&dir)?;
     let cache = Cache::from_env()?;
     match cmd {
-        KernelsCmd::Lock => lock(&recipes, &lock_path, &cache).map(|()| true),
+        KernelsCmd::Lock => lock(&recipes, &lock_path, &cache, sink).map(|()| Vec::new()),
         KernelsCmd::Fetch { names } => {
             let lock = LockFile::load(&lock_path)?;
             for recipe in select(&recipes, &names)? {
                 // Fetching everything must not start ten-minute builds; naming one does.
                 if names.is_empty() && matches!(recipe.source, RecipeSource::Build(_)) {
-                    println!(
+                    sink.answer(&format!(
                         "{:<20} source recipe: not fetched (`mmx kernels build {}` builds it)",
                         recipe.name, recipe.name
-                    );
+                    ));
                     continue;
                 }
-                match ensure(recipe, &lock, &cache) {
-                    Ok(k) => print_kernel(&k),
-                    Err(e @ KernelError::Build { .. }) => {
-                        eprintln!("mmx: {e}");
-                        return Ok(false);
-                    }
+                match ensure(recipe, &lock, &cache, sink) {
+                    Ok(k) => answer_kernel(&k, sink),
+                    Err(e @ KernelError::Build { .. }) => return Ok(vec![e]),
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(true)
+            Ok(Vec::new())
         }
         KernelsCmd::Build { names } => {
             let lock = LockFile::load(&lock_path)?;
@@ -89,19 +92,21 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
                 .install_signal_handlers()
                 .context("installing the Ctrl-C handler")?;
             let opts = EnsureOptions {
-                progress: ProgressMode::Bar,
                 cancel: Some(&cancel),
-                ..EnsureOptions::default()
+                ..EnsureOptions::new(sink)
             };
-            let mut ok = true;
+            let mut failed = Vec::new();
             for recipe in chosen {
                 match ensure_opts(recipe, &lock, &cache, &opts) {
-                    Ok(k) => print_kernel(&k),
+                    Ok(k) => answer_kernel(&k, sink),
                     // One failed build does not stop the others (an interrupted one does); the
                     // exit code says it.
                     Err(e @ KernelError::Build { .. }) => {
-                        eprintln!("mmx: {e}");
-                        ok = false;
+                        sink.note(Note::warning(format!(
+                            "kernel {}: the build failed (the error follows at the end)",
+                            recipe.name
+                        )));
+                        failed.push(e);
                         if cancel.is_cancelled() {
                             break;
                         }
@@ -109,12 +114,15 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(ok)
+            Ok(failed)
         }
-        KernelsCmd::ConfigFragment => Ok(true),
+        KernelsCmd::ConfigFragment => Ok(Vec::new()),
         KernelsCmd::List => {
             let lock = LockFile::load(&lock_path)?;
-            println!("{:<20} {:<40} {:<34} CACHED", "NAME", "SOURCE", "LOCKED");
+            sink.answer(&format!(
+                "{:<20} {:<40} {:<34} CACHED",
+                "NAME", "SOURCE", "LOCKED"
+            ));
             for r in &recipes {
                 let locked = match &r.source {
                     RecipeSource::Path { .. } => "(path: not locked)".to_string(),
@@ -130,19 +138,19 @@ pub fn run_cmd(cmd: KernelsCmd, repo_root: &Path) -> anyhow::Result<bool> {
                     Some(k) => format!("yes ({})", k.release),
                     None => "no".to_string(),
                 };
-                println!(
+                sink.answer(&format!(
                     "{:<20} {:<40} {:<34} {is_cached}",
                     r.name,
                     r.source_label(),
                     locked
-                );
+                ));
             }
-            Ok(true)
+            Ok(Vec::new())
         }
     }
 }
 
-fn print_kernel(k: &ResolvedKernel) {
+fn answer_kernel(k: &ResolvedKernel, sink: &dyn Sink) {
     let size = std::fs::metadata(&k.vmlinuz).map_or(0, |m| m.len());
     let t = k.timings;
     let how = match (t.cached, t.build.is_zero()) {
@@ -150,7 +158,7 @@ fn print_kernel(k: &ResolvedKernel) {
         (false, true) => "fetched".to_string(),
         (false, false) => format!("built in {:.0}s", t.build.as_secs_f64()),
     };
-    println!(
+    sink.answer(&format!(
         "{:<20} {:<32} {} modules, vmlinuz {:.1} MiB, {how} (download {:.1}s, extract {:.1}s, total {:.2}s)",
         k.name,
         k.release,
@@ -159,16 +167,16 @@ fn print_kernel(k: &ResolvedKernel) {
         t.download.as_secs_f64(),
         t.extract.as_secs_f64(),
         t.total.as_secs_f64(),
-    );
+    ));
     if !k.unavailable.is_empty() {
-        println!(
+        sink.answer(&format!(
             "{:<20} not in this kernel: {}",
             "",
             k.unavailable.join(", ")
-        );
+        ));
     }
     if matches!(k.provenance, super::KernelProvenance::Built(_)) {
-        println!("{:<20} {}", "", k.provenance.describe());
+        sink.answer(&format!("{:<20} {}", "", k.provenance.describe()));
     }
 }
 
@@ -195,16 +203,21 @@ fn select<'a>(recipes: &'a [Recipe], names: &[String]) -> Result<Vec<&'a Recipe>
         .collect()
 }
 
-fn lock(recipes: &[Recipe], lock_path: &Path, cache: &Cache) -> anyhow::Result<()> {
+fn lock(
+    recipes: &[Recipe],
+    lock_path: &Path,
+    cache: &Cache,
+    sink: &dyn Sink,
+) -> anyhow::Result<()> {
     let old = LockFile::load(lock_path)?;
     let mut new = LockFile::default();
     {
         let _apt_lock = cache.lock("apt")?;
         let apt = Apt::new(cache)?;
-        eprintln!(
+        sink.note(Note::info(format!(
             "apt-get update (private lists in {})",
             cache.root().join("apt").display()
-        );
+        )));
         apt.update()?;
         for r in recipes {
             let Some(entry) = LockedKernel::resolve(&apt, r)
@@ -222,14 +235,14 @@ fn lock(recipes: &[Recipe], lock_path: &Path, cache: &Cache) -> anyhow::Result<(
                 .iter()
                 .map(|p| format!("{}={}", p.name, p.version))
                 .collect();
-            println!("{:<20} {:<10} {}", r.name, change, pkgs.join(" "));
+            sink.answer(&format!("{:<20} {:<10} {}", r.name, change, pkgs.join(" ")));
             new.upsert(entry);
         }
     }
     for gone in old.kernels.iter().filter(|o| new.get(&o.name).is_none()) {
-        println!("{:<20} removed (no recipe)", gone.name);
+        sink.answer(&format!("{:<20} removed (no recipe)", gone.name));
     }
     new.save(lock_path)?;
-    println!("wrote {}", lock_path.display());
+    sink.answer(&format!("wrote {}", lock_path.display()));
     Ok(())
 }

@@ -10,7 +10,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::build::ProgressMode;
 use super::fragment::Role;
 use super::lock::{LockFile, LockedKernel};
 use super::modules::{ModuleBytes, ModuleFeature, ModuleIndex};
@@ -20,6 +19,7 @@ use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, Resolved
 use crate::debian::cache::key;
 use crate::debian::deb::{for_each_data_entry, EntryKind};
 use crate::debian::{store, Apt, Cache, Deb, LockPolicy};
+use crate::events::{Note, Sink};
 use crate::proc::Cancel;
 use crate::rundir::write_atomic;
 
@@ -40,21 +40,23 @@ pub fn lock_policy() -> LockPolicy {
 pub(crate) const RELOCK: &str = "mmx kernels lock";
 
 /// How [`ensure_opts`] behaves beyond the recipe.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct EnsureOptions<'a> {
     pub policy: LockPolicy,
-    /// How a source build shows progress.
-    pub progress: ProgressMode,
+    /// Hears a source build's progress, and what the user should know about the kernel (a
+    /// locked package the archive dropped, a feature it lacks).
+    pub sink: &'a dyn Sink,
     /// Stops a source build (make's whole process group). Without one, nothing stops a build
     /// but the end of mmx, which takes make's group with it.
     pub cancel: Option<&'a Cancel>,
 }
 
-impl Default for EnsureOptions<'_> {
-    fn default() -> Self {
+impl<'a> EnsureOptions<'a> {
+    /// The lock policy from the environment ([`lock_policy`]), no cancel.
+    pub fn new(sink: &'a dyn Sink) -> EnsureOptions<'a> {
         EnsureOptions {
             policy: lock_policy(),
-            progress: ProgressMode::Lines,
+            sink,
             cancel: None,
         }
     }
@@ -68,8 +70,9 @@ pub fn ensure(
     recipe: &Recipe,
     lock: &LockFile,
     cache: &Cache,
+    sink: &dyn Sink,
 ) -> Result<ResolvedKernel, KernelError> {
-    ensure_opts(recipe, lock, cache, &EnsureOptions::default())
+    ensure_opts(recipe, lock, cache, &EnsureOptions::new(sink))
 }
 
 /// [`ensure`] with an explicit policy for locked packages the archive no longer has.
@@ -78,10 +81,11 @@ pub fn ensure_with(
     lock: &LockFile,
     cache: &Cache,
     policy: LockPolicy,
+    sink: &dyn Sink,
 ) -> Result<ResolvedKernel, KernelError> {
     let opts = EnsureOptions {
         policy,
-        ..EnsureOptions::default()
+        ..EnsureOptions::new(sink)
     };
     ensure_opts(recipe, lock, cache, &opts)
 }
@@ -100,7 +104,7 @@ pub fn ensure_opts(
             match ensure_debian(recipe, locked, cache, start) {
                 // Only a failed download: a checksum mismatch is never papered over.
                 Err(e) if e.is_apt_failure() && opts.policy == LockPolicy::FollowArchive => {
-                    follow_archive(recipe, locked, cache, start, e)
+                    follow_archive(recipe, locked, cache, start, e, opts.sink)
                 }
                 other => other,
             }
@@ -119,7 +123,7 @@ pub fn ensure_opts(
         RecipeSource::Build(spec) => srcbuild::ensure_source(recipe, spec, lock, cache, opts),
     };
     let mut kernel = result
-        .and_then(|k| check_needs(recipe, k))
+        .and_then(|k| check_needs(recipe, k, opts.sink))
         .map_err(|e| match e {
             // These name the kernel already, and must read as what they are.
             e @ (KernelError::Build { .. }
@@ -136,7 +140,11 @@ pub fn ensure_opts(
 }
 
 /// Refuse a kernel that lacks a boot need; say which feature needs it lacks.
-fn check_needs(recipe: &Recipe, kernel: ResolvedKernel) -> Result<ResolvedKernel, KernelError> {
+fn check_needs(
+    recipe: &Recipe,
+    kernel: ResolvedKernel,
+    sink: &dyn Sink,
+) -> Result<ResolvedKernel, KernelError> {
     let Some(missing) = kernel.missing_options()? else {
         return Ok(kernel);
     };
@@ -150,10 +158,10 @@ fn check_needs(recipe: &Recipe, kernel: ResolvedKernel) -> Result<ResolvedKernel
         });
     }
     for m in &features {
-        eprintln!(
-            "mmx: kernel {}: lacks {m}: cells that need it will be unsupported",
+        sink.note(Note::warning(format!(
+            "kernel {}: lacks {m}: cells that need it will be unsupported",
             recipe.name
-        );
+        )));
     }
     Ok(kernel)
 }
@@ -289,6 +297,7 @@ fn follow_archive(
     cache: &Cache,
     start: Instant,
     failure: KernelError,
+    sink: &dyn Sink,
 ) -> Result<ResolvedKernel, KernelError> {
     let fresh = {
         let _apt_lock = cache.lock("apt")?;
@@ -307,13 +316,13 @@ fn follow_archive(
                 .iter()
                 .map(|p| format!("{}={}", p.name, p.version))
                 .collect();
-            eprintln!(
-                "mmx: kernel {}: the archive no longer has the locked {}; using {} instead \
+            sink.note(Note::warning(format!(
+                "kernel {}: the archive no longer has the locked {}; using {} instead \
                  (run `mmx kernels lock` to pin it; MMX_KERNEL_LOCK=strict makes this an error)",
                 recipe.name,
                 was.join(", "),
                 now.join(", ")
-            );
+            )));
             ensure_debian(recipe, &fresh, cache, start)
         }
         // Nothing newer to move to: the original failure stands.

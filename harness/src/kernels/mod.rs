@@ -36,7 +36,7 @@ mod srcbuild;
 mod switch;
 pub mod tree;
 
-pub use build::{BuildError, ProgressMode};
+pub use build::BuildError;
 pub use cmd::{run_cmd, KernelsCmd};
 pub use config::{ConfigOrigin, Missing};
 pub use fetch::{cached, ensure, ensure_opts, ensure_with, lock_policy, EnsureOptions};

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::debian::cache::key;
 use crate::debian::{Apt, Cache, LockPolicy};
+use crate::events::Note;
 use crate::proc::Cancel;
 
 /// Bump when the build's layout or its make invocation changes.
@@ -242,15 +243,15 @@ pub(crate) fn ensure_source(
             if fresh.packages == old.packages {
                 return Err(failure);
             }
-            eprintln!(
-                "mmx: kernel {}: the archive no longer has the locked {}={}; building {}={} instead \
+            opts.sink.note(Note::warning(format!(
+                "kernel {}: the archive no longer has the locked {}={}; building {}={} instead \
                  (run `mmx kernels lock` to pin it; MMX_KERNEL_LOCK=strict makes this an error)",
                 recipe.name,
                 old.packages[0].name,
                 old.packages[0].version,
                 fresh.packages[0].name,
                 fresh.packages[0].version
-            );
+            )));
             let fresh_plan = plan(recipe, spec, Some(&fresh))?;
             build_planned(recipe, spec, cache, opts, fresh_plan, None)
         }
@@ -424,7 +425,7 @@ fn build_planned(
         out: &out,
         config: &spec.config,
         fragments: &spec.fragments,
-        progress: opts.progress,
+        sink: opts.sink,
         expected_steps: dir.last_steps(),
         cancel: opts.cancel.unwrap_or(&uncancelled),
         lock: dir.make_lock(),
@@ -432,7 +433,8 @@ fn build_planned(
     let built = build_tree(&req, &mut log).map_err(failed)?;
     dir.record_steps(built.steps).map_err(failed)?;
     for w in &built.warnings {
-        eprintln!("mmx: kernel {}: lacks {w}", recipe.name);
+        opts.sink
+            .note(Note::warning(format!("kernel {}: lacks {w}", recipe.name)));
     }
 
     // Publish: copy what the guest needs out of the build directory into a new entry.

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
+use crate::events::Note;
 use crate::results::RunRecord;
+use crate::run::{Event, Subscriber};
 
 pub mod charts;
 pub mod counts;
@@ -178,16 +180,51 @@ pub fn render_junit(run: &RunRecord) -> anyhow::Result<String> {
 /// Render all three reports into `run_dir`, each written atomically and never through a
 /// symlink. (`$GITHUB_STEP_SUMMARY` is the `mmx` command's business, not this library's.)
 pub fn render_all(run: &RunRecord, run_dir: &Path) -> anyhow::Result<Written> {
-    let written = Written {
-        markdown: run_dir.join("report.md"),
-        html: run_dir.join("report.html"),
-        junit: run_dir.join("junit.xml"),
-    };
+    let written = Written::of(run_dir);
     let md = render_markdown(run)?;
     crate::rundir::write_atomic(&written.markdown, md.as_bytes())?;
     crate::rundir::write_atomic(&written.html, render_html(run)?.as_bytes())?;
     crate::rundir::write_atomic(&written.junit, render_junit(run)?.as_bytes())?;
     Ok(written)
+}
+
+impl Written {
+    /// Where [`render_all`] writes the reports of the run in `run_dir`.
+    fn of(run_dir: &Path) -> Written {
+        Written {
+            markdown: run_dir.join("report.md"),
+            html: run_dir.join("report.html"),
+            junit: run_dir.join("junit.xml"),
+        }
+    }
+
+    /// The reports in `run_dir` when all three are there. A run's directory is its own (made
+    /// exclusively), and each report is written whole or not at all, so in a run's directory
+    /// that means [`Reports`] wrote them.
+    pub fn found_in(run_dir: &Path) -> Option<Written> {
+        let w = Written::of(run_dir);
+        [&w.markdown, &w.html, &w.junit]
+            .iter()
+            .all(|p| p.is_file())
+            .then_some(w)
+    }
+}
+
+/// The subscriber that writes report.md, report.html and junit.xml when a run ends, from its
+/// final record; a rendering problem is a note, and never loses the results.
+pub struct Reports;
+
+impl Subscriber for Reports {
+    fn on(&mut self, event: &Event<'_>) -> Option<Note> {
+        let Event::RunEnded { run, dir } = event else {
+            return None;
+        };
+        let e = render_all(run, &dir.root).err()?;
+        Some(Note::warning(format!(
+            "could not render the reports ({e:#}); run `mmx report {}` to retry",
+            dir.root.display()
+        )))
+    }
 }
 
 #[cfg(test)]

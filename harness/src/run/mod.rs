@@ -7,14 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use protocol::{ObservedTopology, Outcome, Plan, PlanItem, Scenario, SCHEMA_VERSION};
+use protocol::{ObservedTopology, Plan, PlanItem, Scenario, SCHEMA_VERSION};
 
 pub mod caveats;
 mod cores;
+pub mod events;
 pub mod labels;
 mod runner;
 
 pub use caveats::topology_mismatch;
+pub use events::{Bus, Event, RunJson, Subscriber};
 pub use runner::{Kernels, Runner};
 
 use crate::backend::qemu::AccelChoice;
@@ -88,8 +90,6 @@ pub struct RunOptions {
     /// Parent of the run directory.
     pub out_dir: PathBuf,
     pub run_id: Option<String>,
-    /// Print progress lines (false for `--json`).
-    pub progress: bool,
 }
 
 /// One boot: the cells it runs and where.
@@ -485,72 +485,27 @@ pub fn select(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<Selection> {
     })
 }
 
-/// Shared state of a run in progress.
-struct Progress {
+/// The run so far, shared by the pool's jobs: each ended boot goes in, and out to the bus.
+struct Gathered<'a> {
     record: RunRecord,
-    run_dir: RunDir,
-    done: usize,
-    total: usize,
-    print: bool,
-    /// A bar on a terminal (boots done, elapsed, what is left); plain lines otherwise, so CI
-    /// logs and pipes stay readable.
-    bar: Option<indicatif::ProgressBar>,
+    bus: &'a Bus,
 }
 
-impl Progress {
-    fn bar_if_terminal(total: usize, print: bool) -> Option<indicatif::ProgressBar> {
-        use std::io::IsTerminal;
-        if !print || !std::io::stderr().is_terminal() {
-            return None;
-        }
-        let bar = indicatif::ProgressBar::new(total as u64);
-        let style = indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} boots, eta {eta}",
-        )
-        .ok()?;
-        bar.set_style(style);
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Some(bar)
-    }
-
-    fn say(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
+impl Gathered<'_> {
+    /// Keep a boot and its cells, then tell the bus (the run.json writer among its
+    /// subscribers), under one lock so boots reach every subscriber in one order.
     fn add(&mut self, boot: BootRecord, cells: Vec<CellRecord>, took: Duration) {
-        self.done += 1;
-        if self.print {
-            let mut counts: BTreeMap<Outcome, usize> = BTreeMap::new();
-            for c in &cells {
-                *counts.entry(c.outcome).or_default() += 1;
-            }
-            let summary: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {o}")).collect();
-            let end = match &boot.end {
-                BootEnd::Completed => String::new(),
-                other => format!(" — {}", other.summary()),
-            };
-            self.say(&format!(
-                "[{:>3}/{}] {}  {} ({}, {:.1} s){end}",
-                self.done,
-                self.total,
-                boot.key,
-                summary.join(", "),
-                boot.accel.as_str(),
-                took.as_secs_f64()
-            ));
-            if let Some(bar) = &self.bar {
-                bar.inc(1);
-            }
-        }
+        let first = self.record.cells.len();
         self.record.boots.push(boot);
         self.record.cells.extend(cells);
         self.record.finished_at = now_rfc3339();
-        // Written after every boot: a crash or Ctrl-C later loses nothing gathered so far.
-        if let Err(e) = self.record.write(&self.run_dir.run_json()) {
-            eprintln!("mmx: could not write run.json: {e:#}");
+        if let Some(boot) = self.record.boots.last() {
+            self.bus.emit(&Event::BootEnded {
+                boot,
+                cells: &self.record.cells[first..],
+                took,
+                run: &self.record,
+            });
         }
     }
 }
@@ -570,8 +525,15 @@ fn jobs_of(boots: Vec<BootPlan>) -> Vec<Vec<BootPlan>> {
     jobs
 }
 
-/// Run everything `opts` selects and return the finished record and its directory.
-pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord, RunDir)> {
+/// Run everything `opts` selects and return the finished record and its directory. What
+/// happens goes to `bus` as events (and what the rooms below say, as notes), the run.json
+/// writer joining its subscribers once the run directory exists; the run itself prints nothing.
+pub fn execute(
+    opts: &RunOptions,
+    cancel: &Cancel,
+    bus: &Arc<Bus>,
+) -> anyhow::Result<(RunRecord, RunDir)> {
+    let sink = bus.sink();
     let matrix = Matrix::load(&opts.matrix)?;
     // As root, directories others may write are refused before anything runs.
     crate::rundir::check_trusted_dir("--out", &opts.out_dir)?;
@@ -585,6 +547,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
     crate::backend::leftovers::reap_earlier_runs(
         cache.as_ref().map(|c| c.root()),
         &crate::backend::local::scratch_base(matrix.local_scratch.as_deref()),
+        &*sink,
     );
     let Selection {
         boots,
@@ -614,7 +577,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         opts.accel,
         local_scratch,
         opts.retries,
-        opts.progress,
+        sink,
     )?;
     // `--jobs` above the core count oversubscribes on purpose; guests that measure contention
     // still take a core per vCPU of that budget.
@@ -640,62 +603,60 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         runtimes: runner.runtimes.records(),
     };
     record.write(&run_dir.run_json())?;
-    if opts.progress {
-        eprintln!(
-            "mmx: {} cells in {total} boots, {} at a time → {}",
-            boots.iter().map(|b| b.cells.len()).sum::<usize>(),
-            opts.jobs,
-            run_dir.root.display()
-        );
-    }
+    bus.subscribe(Box::new(RunJson::new(&run_dir)));
+    bus.emit(&Event::RunStarted {
+        cells: boots.iter().map(|b| b.cells.len()).sum::<usize>(),
+        boots: total,
+        jobs: opts.jobs,
+        dir: &run_dir.root,
+    });
 
     let runner = Arc::new(runner);
-    let progress = Arc::new(Mutex::new(Progress {
+    let gathered = Mutex::new(Gathered {
         record,
-        run_dir: run_dir.clone(),
-        done: 0,
-        total,
-        print: opts.progress,
-        bar: Progress::bar_if_terminal(total, opts.progress),
-    }));
+        bus: bus.as_ref(),
+    });
     let queue = Arc::new(Mutex::new(jobs_of(boots)));
     let repeats = matrix.repeats;
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1) {
             let queue = Arc::clone(&queue);
-            let progress = Arc::clone(&progress);
             let runner = Arc::clone(&runner);
             let run_dir = run_dir.clone();
+            let gathered = &gathered;
             s.spawn(move || loop {
                 let job = match queue.lock() {
                     Ok(mut q) => q.pop(),
                     Err(_) => None,
                 };
                 let Some(job) = job else { break };
-                runner.run_job(&job, repeats, &run_dir, cancel, |b, c, took| {
-                    if let Ok(mut p) = progress.lock() {
-                        p.add(b, c, took);
-                    }
-                });
+                runner.run_job(
+                    &job,
+                    repeats,
+                    &run_dir,
+                    cancel,
+                    |key| bus.emit(&Event::BootStarted { key }),
+                    |b, c, took| {
+                        if let Ok(mut g) = gathered.lock() {
+                            g.add(b, c, took);
+                        }
+                    },
+                );
             });
         }
     });
-    let mut record = match Arc::try_unwrap(progress) {
-        Ok(m) => {
-            let p = m
-                .into_inner()
-                .map_err(|_| anyhow::anyhow!("a job panicked"))?;
-            if let Some(bar) = &p.bar {
-                bar.finish_and_clear();
-            }
-            p.record
-        }
-        Err(_) => anyhow::bail!("internal error: run state still shared after the pool ended"),
-    };
+    let mut record = gathered
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a job panicked"))?
+        .record;
     // Stable order in run.json whatever order jobs finished in.
     record.sort();
     record.finished_at = now_rfc3339();
     record.write(&run_dir.run_json())?;
+    bus.emit(&Event::RunEnded {
+        run: &record,
+        dir: &run_dir,
+    });
     Ok((record, run_dir))
 }
 

@@ -14,7 +14,9 @@ use super::{fold_boot, plan_for, BootPlan, FoldWith};
 use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
 use crate::backend::{ms_between, BootOutput, BootRequest, Deadlines};
+use crate::cell::BootKey;
 use crate::debian::{Cache, LockDocument};
+use crate::events::{Note, SharedSink, Sink};
 use crate::kernels::{EnsureOptions, LockFile, Recipe, ResolvedKernel};
 use crate::matrix::{Cell, Expectations, Matrix, Target};
 use crate::proc::Cancel;
@@ -77,17 +79,23 @@ impl Kernels {
         }
     }
 
-    /// Fetch (or find in the cache) a kernel. The map lock is not held while fetching, so two
-    /// kernels download at once; the cache's own file locks keep one kernel from being fetched
-    /// twice.
-    pub fn get(&self, name: &str, cancel: &Cancel) -> Result<Arc<ResolvedKernel>, String> {
+    /// Fetch (or find in the cache) a kernel, telling `sink` what the user should know about it
+    /// (and a source build's progress); `cancel` stops a source build. The map lock is not held
+    /// while fetching, so two kernels download at once; the cache's own file locks keep one
+    /// kernel from being fetched twice.
+    pub fn get(
+        &self,
+        name: &str,
+        cancel: &Cancel,
+        sink: &dyn Sink,
+    ) -> Result<Arc<ResolvedKernel>, String> {
         if let Some(r) = self.resolved.lock().ok().and_then(|m| m.get(name).cloned()) {
             return r;
         }
         // Ctrl-C stops a source build's make (it runs in a process group of its own).
         let opts = EnsureOptions {
             cancel: Some(cancel),
-            ..EnsureOptions::default()
+            ..EnsureOptions::new(sink)
         };
         let r = match self.recipes.iter().find(|r| r.name == name) {
             None => Err(format!("no kernel recipe named `{name}`")),
@@ -116,18 +124,20 @@ pub struct Runner {
     pub runtimes: RunRuntimes,
     /// This machine's cores, shared by the pool's guests ([`host_threads`]).
     pub cores: super::cores::Cores,
+    /// Where the backends, kernels and runtimes report what the user should know.
+    pub sink: SharedSink,
 }
 
 impl Runner {
     /// A runner for `boots`: builds what their backends need (the QEMU backend and kernels only
-    /// when some boot is a guest).
+    /// when some boot is a guest). `sink` hears what they say, setting up and in every boot.
     pub fn new(
         matrix: &Matrix,
         boots: &[BootPlan],
         accel: AccelChoice,
         local_scratch: Option<PathBuf>,
         retries: u32,
-        progress: bool,
+        sink: SharedSink,
     ) -> anyhow::Result<Runner> {
         let wants_qemu = boots
             .iter()
@@ -140,7 +150,7 @@ impl Runner {
         };
         let agent = crate::agent::build_static().context("building mmx-agent")?;
         let qemu = if let Some(kernels) = kernels {
-            let qemu = Qemu::new(accel, agent.clone(), kernels.cache_root())
+            let qemu = Qemu::new(accel, agent.clone(), kernels.cache_root(), &*sink)
                 .context("setting up the QEMU backend")?;
             Some((qemu, kernels))
         } else {
@@ -154,7 +164,7 @@ impl Runner {
             .filter_map(|c| c.scenario.runtime().cloned())
             .collect();
         let runtimes =
-            RunRuntimes::prepare(&matrix.runtimes, &used, &matrix.runtimes_lock(), progress);
+            RunRuntimes::prepare(&matrix.runtimes, &used, &matrix.runtimes_lock(), &*sink);
         Ok(Runner {
             agent,
             host: HostInfo::detect(),
@@ -164,6 +174,7 @@ impl Runner {
             expectations: matrix.expectations.clone(),
             runtimes,
             cores: super::cores::Cores::of_this_machine(),
+            sink,
         })
     }
 
@@ -182,20 +193,25 @@ impl Runner {
     }
 
     /// Run one job: one boot, or all visits of one metal host through one SSH session (its
-    /// provision hook before the first, teardown after the last).
+    /// provision hook before the first, teardown after the last). `on_start` hears each boot
+    /// start, `on_boot` gets it folded.
     pub fn run_job(
         &self,
         job: &[BootPlan],
         repeats: u32,
         run_dir: &RunDir,
         cancel: &Cancel,
+        on_start: impl Fn(&BootKey),
         mut on_boot: impl FnMut(BootRecord, Vec<CellRecord>, Duration),
     ) {
         let mut session = match job.first().map(|b| &b.target) {
-            Some(Target::Ssh { host, .. }) => Some(HostSession::open(host, cancel)),
+            Some(Target::Ssh { host, .. }) => {
+                Some(HostSession::open(host, cancel, self.sink.clone()))
+            }
             _ => None,
         };
         for boot in job {
+            on_start(&boot.key);
             let t = Instant::now();
             let (b, c) = if cancel.is_cancelled() {
                 let out = BootOutput::infra(
@@ -213,7 +229,7 @@ impl Runner {
         }
         if let Some(s) = session {
             if let Err(e) = s.close() {
-                eprintln!("mmx: {e}");
+                self.sink.note(Note::warning(e));
             }
         }
     }
@@ -320,6 +336,7 @@ impl Runner {
                 plan,
                 run_dir: run_dir.clone(),
                 cancel: cancel.clone(),
+                sink: self.sink.clone(),
             }
         };
         match &boot.target {
@@ -351,7 +368,7 @@ impl Runner {
                     );
                 };
                 let t = Instant::now();
-                let resolved = match kernels.get(kernel, cancel) {
+                let resolved = match kernels.get(kernel, cancel, &*self.sink) {
                     Ok(k) => k,
                     Err(e) => {
                         return BootOutput::infra(
@@ -374,7 +391,7 @@ impl Runner {
                         vec![],
                     );
                 };
-                let accel = qemu.decide_now(&resolved);
+                let accel = qemu.decide_now(&resolved, &*self.sink);
                 let Some(_held) = self.cores.take(host_threads(boot, accel, topology), cancel)
                 else {
                     return BootOutput::infra(

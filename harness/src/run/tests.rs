@@ -2,7 +2,7 @@
 //! and caveats included).
 use super::*;
 use crate::results::Accel;
-use protocol::{AgentEvent, CellResult};
+use protocol::{AgentEvent, CellResult, Outcome};
 
 fn matrix() -> Matrix {
     Matrix::parse(
@@ -200,7 +200,7 @@ outcome = "pass"
         &[],
         &m.used_runtimes(),
         Path::new("/nonexistent/runtimes.lock"),
-        false,
+        &crate::events::Discard,
     );
     let plan = plan_for(&boot, 1, Path::new("/s"), &runtimes);
     assert!(plan.runtimes.is_empty(), "only ready runtimes are planned");

@@ -34,6 +34,7 @@ use crate::debian::deb::sha256_file;
 use crate::debian::extract::extract_deb;
 use crate::debian::store;
 use crate::debian::{Apt, Cache, Deb, DebianError, LockPolicy, LockedPackage};
+use crate::events::{Note, Sink};
 use crate::proc::Run;
 use crate::results::{PackageId, PatchId, RuntimeProvenance};
 use crate::rundir::write_atomic;
@@ -65,14 +66,16 @@ pub fn lock_policy() -> LockPolicy {
 /// The command that moves runtimes.lock to what the archive carries now.
 const RELOCK: &str = "mmx runtimes lock";
 
-/// Make `recipe`'s runtime ready (see the module doc). `lock_path` is only named in messages.
+/// Make `recipe`'s runtime ready (see the module doc). `lock_path` is only named in messages;
+/// `sink` hears when a locked package the archive dropped was replaced.
 pub fn ensure(
     recipe: &RuntimeRecipe,
     lock: &RuntimesLock,
     lock_path: &Path,
     cache: &Cache,
+    sink: &dyn Sink,
 ) -> Result<ResolvedRuntime, RuntimeError> {
-    ensure_with(recipe, lock, lock_path, cache, lock_policy())
+    ensure_with(recipe, lock, lock_path, cache, lock_policy(), sink)
 }
 
 /// [`ensure`] with an explicit policy for locked packages the archive no longer has.
@@ -82,6 +85,7 @@ pub fn ensure_with(
     lock_path: &Path,
     cache: &Cache,
     policy: LockPolicy,
+    sink: &dyn Sink,
 ) -> Result<ResolvedRuntime, RuntimeError> {
     let start = Instant::now();
     let result = match &recipe.source {
@@ -106,7 +110,7 @@ pub fn ensure_with(
                 Err(RuntimeError::Debian(DebianError::Apt { op, detail }))
                     if policy == LockPolicy::FollowArchive =>
                 {
-                    follow_archive(recipe, go, &sources, cache, op, detail)
+                    follow_archive(recipe, go, &sources, cache, (op, detail), sink)
                 }
                 other => other,
             }
@@ -150,8 +154,8 @@ fn follow_archive(
     go: &LockedToolchain,
     sources: &Sources<'_>,
     cache: &Cache,
-    op: String,
-    detail: String,
+    (op, detail): (String, String),
+    sink: &dyn Sink,
 ) -> Result<ResolvedRuntime, RuntimeError> {
     let (fresh_go, fresh_src) = {
         let _apt_lock = cache.lock("apt")?;
@@ -171,10 +175,10 @@ fn follow_archive(
     if fresh_go.packages == go.packages && !src_changed {
         return Err(DebianError::Apt { op, detail }.into());
     }
-    eprintln!(
-        "mmx: runtime {}: the archive no longer has a locked package ({op}); building with what it carries now (run `mmx runtimes lock` to pin it; MMX_RUNTIME_LOCK=strict makes this an error)",
+    sink.note(Note::warning(format!(
+        "runtime {}: the archive no longer has a locked package ({op}); building with what it carries now (run `mmx runtimes lock` to pin it; MMX_RUNTIME_LOCK=strict makes this an error)",
         recipe.name
-    );
+    )));
     let sources = match (&fresh_src, sources) {
         (Some(new), _) => Sources::Debian(new),
         (None, Sources::Tree { tree, rev }) => Sources::Tree { tree, rev },

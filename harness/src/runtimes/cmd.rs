@@ -9,6 +9,7 @@ use super::recipe::{load_recipes, RuntimeRecipe};
 use super::{ensure, RuntimeSource};
 use crate::debian::apt::Apt;
 use crate::debian::{Cache, LockDocument};
+use crate::events::{Note, Sink};
 
 /// The `mmx runtimes` subcommands. Recipes are the `[[runtimes]]` tables of a matrix file.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -34,8 +35,9 @@ pub enum RuntimesCmd {
     },
 }
 
-/// Run a `mmx runtimes` subcommand for the checkout at `repo_root` (which holds runtimes/).
-pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path) -> anyhow::Result<()> {
+/// Run a `mmx runtimes` subcommand for the checkout at `repo_root` (which holds runtimes/), its
+/// answer and notes into `sink`.
+pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path, sink: &dyn Sink) -> anyhow::Result<()> {
     let lock_path = repo_root.join("runtimes").join("runtimes.lock");
     let cache = Cache::from_env()?;
     match cmd {
@@ -49,10 +51,10 @@ pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path) -> anyhow::Result<()> {
             let new = {
                 let _apt_lock = cache.lock("apt")?;
                 let apt = Apt::new(&cache)?;
-                eprintln!(
+                sink.note(Note::info(format!(
                     "apt-get update (private lists in {})",
                     cache.root().join("apt").display()
-                );
+                )));
                 apt.update()?;
                 RuntimesLock::resolve(&apt, &recipes)?
             };
@@ -67,7 +69,7 @@ pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path) -> anyhow::Result<()> {
                 } else {
                     "updated"
                 };
-                println!("{:<10} {:<10} {}", "go", change, pkgs.join(" "));
+                sink.answer(&format!("{:<10} {:<10} {}", "go", change, pkgs.join(" ")));
             }
             for c in &new.containerd {
                 let change = match old.containerd(&c.requested, &c.suite) {
@@ -75,7 +77,7 @@ pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path) -> anyhow::Result<()> {
                     Some(o) if o == c => "unchanged",
                     Some(_) => "updated",
                 };
-                println!(
+                sink.answer(&format!(
                     "{:<10} {:<10} {} {}={} (+{} packages core/mount imports)",
                     "containerd",
                     change,
@@ -83,19 +85,19 @@ pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path) -> anyhow::Result<()> {
                     c.requested,
                     c.version,
                     c.packages.len() - 1
-                );
+                ));
             }
             new.save(&lock_path)?;
-            println!("wrote {}", lock_path.display());
+            sink.answer(&format!("wrote {}", lock_path.display()));
             Ok(())
         }
         RuntimesCmd::Build { names, recipes } => {
             let all = load_recipes(&recipes)?;
             let lock = RuntimesLock::load(&lock_path)?;
             for r in select(&all, &names, &recipes)? {
-                let rt = ensure(r, &lock, &lock_path, &cache)?;
+                let rt = ensure(r, &lock, &lock_path, &cache, sink)?;
                 let t = rt.timings;
-                println!(
+                sink.answer(&format!(
                     "{:<16} {} ({}; download {:.1}s, extract {:.1}s, build {:.1}s, total {:.1}s)\n{:<16} {}",
                     rt.name,
                     rt.provenance.describe(),
@@ -106,7 +108,7 @@ pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path) -> anyhow::Result<()> {
                     t.total.as_secs_f64(),
                     "",
                     rt.binary.display()
-                );
+                ));
             }
             Ok(())
         }
@@ -123,7 +125,7 @@ pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path) -> anyhow::Result<()> {
                         .map_or("(not locked)".to_string(), |c| c.version.clone()),
                     _ => String::new(),
                 };
-                println!("{:<16} {:<60} {locked}", r.name, r.source_label());
+                sink.answer(&format!("{:<16} {:<60} {locked}", r.name, r.source_label()));
             }
             Ok(())
         }

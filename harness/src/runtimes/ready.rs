@@ -16,6 +16,7 @@ use protocol::{PlanRuntime, RuntimeName};
 use super::{ensure, RuntimeRecipe, RuntimesLock};
 use crate::debian::deb::sha256_file;
 use crate::debian::{Cache, LockDocument};
+use crate::events::{Note, Sink};
 use crate::results::{CellRuntime, RuntimeBuild, RuntimeRecord};
 
 /// One runtime, ready to be copied where its cells run.
@@ -51,12 +52,12 @@ pub struct RunRuntimes {
 
 impl RunRuntimes {
     /// Make ready every runtime in `used` (each must have a recipe: the matrix checked that),
-    /// saying what happened on stderr when `progress`.
+    /// telling `sink` what happened.
     pub fn prepare(
         recipes: &[RuntimeRecipe],
         used: &BTreeSet<RuntimeName>,
         lock_path: &Path,
-        progress: bool,
+        sink: &dyn Sink,
     ) -> RunRuntimes {
         let mut out = RunRuntimes::default();
         if used.is_empty() {
@@ -81,7 +82,7 @@ impl RunRuntimes {
                     continue;
                 }
             };
-            let made = ensure(recipe, lock, lock_path, cache)
+            let made = ensure(recipe, lock, lock_path, cache, sink)
                 .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
                 .and_then(|resolved| {
                     let sha256 = sha256_file(&resolved.binary).map_err(|e| e.to_string())?;
@@ -95,17 +96,15 @@ impl RunRuntimes {
             match made {
                 Ok(rt) => {
                     let t = rt.resolved.timings;
-                    if progress {
-                        eprintln!(
-                            "mmx: runtime {name}: {} ({})",
-                            rt.resolved.provenance.describe(),
-                            if t.cached {
-                                "cached".to_string()
-                            } else {
-                                format!("built in {:.1} s", t.total.as_secs_f64())
-                            }
-                        );
-                    }
+                    sink.note(Note::info(format!(
+                        "runtime {name}: {} ({})",
+                        rt.resolved.provenance.describe(),
+                        if t.cached {
+                            "cached".to_string()
+                        } else {
+                            format!("built in {:.1} s", t.total.as_secs_f64())
+                        }
+                    )));
                     out.records.push(RuntimeRecord {
                         name: name.clone(),
                         describe: rt.resolved.provenance.describe(),
@@ -121,9 +120,9 @@ impl RunRuntimes {
                     out.ready.insert(name.clone(), Ok(Arc::new(rt)));
                 }
                 Err(e) => {
-                    if progress {
-                        eprintln!("mmx: runtime {name}: not ready, its cells end infra-error: {e}");
-                    }
+                    sink.note(Note::warning(format!(
+                        "runtime {name}: not ready, its cells end infra-error: {e}"
+                    )));
                     out.fail(name, Some(recipe), e);
                 }
             }

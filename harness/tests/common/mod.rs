@@ -9,10 +9,11 @@ pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use harness::backend::qemu::{AccelChoice, Qemu};
 use harness::debian::{Cache, LockDocument};
+use harness::events::{KernelBuild, Note, SharedSink, Sink};
 use harness::kernels::{self, LockFile, ResolvedKernel};
 use harness::results::RunDir;
 
@@ -128,6 +129,25 @@ pub fn agent() -> PathBuf {
     harness::agent::path().expect("the static agent")
 }
 
+/// What the library calls of a test say (notes, answers) on the test's stderr, shown when it
+/// fails; build progress is left out.
+pub struct ToStderr;
+
+impl Sink for ToStderr {
+    fn note(&self, note: Note) {
+        eprintln!("mmx: {}", note.text());
+    }
+    fn build(&self, _: KernelBuild) {}
+    fn answer(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+/// [`ToStderr`], to keep in a request or a runner.
+pub fn sink() -> SharedSink {
+    SharedSink::new(Arc::new(ToStderr))
+}
+
 /// A kernel by recipe name, fetched once per process.
 pub fn kernel(name: &str) -> ResolvedKernel {
     static KERNELS: OnceLock<Mutex<BTreeMap<String, ResolvedKernel>>> = OnceLock::new();
@@ -139,7 +159,7 @@ pub fn kernel(name: &str) -> ResolvedKernel {
     let root = harness::agent::workspace_root().join("kernels");
     let recipe = kernels::load_recipe(&root.join(format!("{name}.toml"))).expect("recipe");
     let lock = LockFile::load(&root.join("kernels.lock")).expect("kernels.lock");
-    let k = kernels::ensure(&recipe, &lock, &cache()).expect("fetching the kernel");
+    let k = kernels::ensure(&recipe, &lock, &cache(), &ToStderr).expect("fetching the kernel");
     map.insert(name.to_string(), k.clone());
     k
 }
@@ -157,7 +177,13 @@ pub fn run_dir(name: &str) -> RunDir {
 
 /// The QEMU backend under TCG (tests assert functional answers, never speeds).
 pub fn backend() -> Qemu {
-    Qemu::new(AccelChoice::Tcg, agent(), cache().root().to_path_buf()).expect("qemu backend")
+    Qemu::new(
+        AccelChoice::Tcg,
+        agent(),
+        cache().root().to_path_buf(),
+        &ToStderr,
+    )
+    .expect("qemu backend")
 }
 
 /// The variable a test puts on the mmx it starts, so that everything mmx starts (which inherits

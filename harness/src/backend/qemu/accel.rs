@@ -132,7 +132,7 @@ pub fn judge_probe(
     (false, why)
 }
 
-/// The accelerator for the rest of the run, and the notice to print once.
+/// The accelerator for the rest of the run, and the note to give once (after `mmx: `).
 pub fn accel_of(verdict: &Verdict) -> (Accel, Option<String>) {
     if verdict.usable {
         (Accel::Kvm, None)
@@ -140,7 +140,7 @@ pub fn accel_of(verdict: &Verdict) -> (Accel, Option<String>) {
         (
             Accel::Tcg,
             Some(format!(
-                "mmx: KVM is not usable here ({}); guests run under TCG (software emulation) and \
+                "KVM is not usable here ({}); guests run under TCG (software emulation) and \
                  every result says so",
                 crate::oneline::fold(&verdict.reason, crate::results::SUMMARY_CHARS)
             )),

@@ -19,6 +19,7 @@ use crate::backend::{
 };
 use crate::cell::BootKey;
 use crate::debian::Cache;
+use crate::events::{Note, Sink};
 use crate::kernels::{ModuleFeature, ResolvedKernel};
 use crate::matrix::Topology;
 use crate::proc::{Cancel, Run};
@@ -55,8 +56,13 @@ pub struct Qemu {
 impl Qemu {
     /// `agent` is the static agent (`crate::agent::path()`), `cache_dir` the mmx cache
     /// (pristine disk images, initramfs bases, the KVM verdict). The QEMU binary is
-    /// [`qemu_binary`].
-    pub fn new(choice: AccelChoice, agent: PathBuf, cache_dir: PathBuf) -> anyhow::Result<Qemu> {
+    /// [`qemu_binary`]. `sink` hears how the accelerator was decided, when it was.
+    pub fn new(
+        choice: AccelChoice,
+        agent: PathBuf,
+        cache_dir: PathBuf,
+        sink: &dyn Sink,
+    ) -> anyhow::Result<Qemu> {
         let qemu = qemu_binary();
         let decided = match choice {
             AccelChoice::Tcg => Some(Accel::Tcg),
@@ -67,10 +73,12 @@ impl Qemu {
             }
             AccelChoice::Auto => match accel::kvm_openable() {
                 Err(e) => {
-                    eprintln!("mmx: KVM is not usable here ({e}); guests run under TCG");
+                    sink.note(Note::warning(format!(
+                        "KVM is not usable here ({e}); guests run under TCG"
+                    )));
                     Some(Accel::Tcg)
                 }
-                Ok(()) => cached_verdict(&qemu, &cache_dir),
+                Ok(()) => cached_verdict(&qemu, &cache_dir, sink),
             },
         };
         let agent = guest_agent(&agent, &cache_dir);
@@ -110,8 +118,8 @@ impl Qemu {
 
     /// Decide the accelerator now, booting the probe guest with `kernel` if `auto` has no
     /// verdict yet (and caching it), exactly as the first boot of a run would (`mmx doctor`).
-    pub fn decide_now(&self, kernel: &ResolvedKernel) -> Accel {
-        self.decide_accel(kernel)
+    pub fn decide_now(&self, kernel: &ResolvedKernel, sink: &dyn Sink) -> Accel {
+        self.decide_accel(kernel, sink)
     }
 
     /// Boot one guest for `req` and collect what its agent said. Never fails: problems on our
@@ -124,7 +132,7 @@ impl Qemu {
         fs: Filesystem,
     ) -> BootOutput {
         let start = Instant::now();
-        let accel = self.decide_accel(kernel);
+        let accel = self.decide_accel(kernel, &*req.sink);
         let mut out = self.boot_with(req, kernel, topology, fs, accel, start);
         // A kernel KVM cannot run even though the probe guest could: fall back for this boot.
         let kvm_failed = matches!(
@@ -139,10 +147,10 @@ impl Qemu {
             && kvm_failed
             && out.stream.hello.is_none()
         {
-            eprintln!(
-                "mmx: {}: KVM failed on this kernel; retrying under TCG",
+            req.sink.note(Note::warning(format!(
+                "{}: KVM failed on this kernel; retrying under TCG",
                 req.key
-            );
+            )));
             out = self.boot_with(req, kernel, topology, fs, Accel::Tcg, Instant::now());
         }
         out
@@ -279,7 +287,7 @@ impl Qemu {
 
     /// The accelerator for this boot; the first `auto` boot with an unjudged /dev/kvm probes
     /// (other workers wait on the lock rather than probing too).
-    fn decide_accel(&self, kernel: &ResolvedKernel) -> Accel {
+    fn decide_accel(&self, kernel: &ResolvedKernel, sink: &dyn Sink) -> Accel {
         let mut slot = self.accel.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = *slot {
             return a;
@@ -287,7 +295,10 @@ impl Qemu {
         let verdict = self.probe(kernel);
         let (accel, notice) = accel::accel_of(&verdict);
         if let Some(n) = notice {
-            eprintln!("{n} (probe took {} ms)", verdict.probe_ms);
+            sink.note(Note::warning(format!(
+                "{n} (probe took {} ms)",
+                verdict.probe_ms
+            )));
         }
         *slot = Some(accel);
         accel
@@ -420,13 +431,16 @@ pub fn guest_agent(agent: &Path, cache_dir: &Path) -> PathBuf {
 }
 
 /// A cached KVM verdict for this host kernel and QEMU, announced once; None: probe later.
-fn cached_verdict(qemu: &Path, cache_dir: &Path) -> Option<Accel> {
+fn cached_verdict(qemu: &Path, cache_dir: &Path, sink: &dyn Sink) -> Option<Accel> {
     let version = accel::qemu_version(qemu).ok()?;
     let path = accel::cache_path(cache_dir, &accel::host_kernel(), &version);
     let verdict = accel::read_cached(&path)?;
     let (accel, notice) = accel::accel_of(&verdict);
     if let Some(n) = notice {
-        eprintln!("{n} (cached verdict: {})", path.display());
+        sink.note(Note::warning(format!(
+            "{n} (cached verdict: {})",
+            path.display()
+        )));
     }
     Some(accel)
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::backend::{BootOutput, BootRequest};
 use crate::cell::SmtSetting;
+use crate::events::{Note, SharedSink};
 use crate::matrix::Host;
 use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, InfraCause};
@@ -47,13 +48,15 @@ pub struct HostSession {
     /// The teardown hook is owed (the provision hook ran, or there is none to run).
     hooks: bool,
     closed: bool,
+    /// Hears a teardown that failed when the session is dropped unclosed.
+    sink: SharedSink,
 }
 
 impl HostSession {
     /// Start a host's stay: run its provision hook (if any). Never fails: a problem is kept and
     /// every visit reports it as `infra-error`; `close` still runs the teardown hook.
-    pub fn open(host: &Host, cancel: &Cancel) -> HostSession {
-        let mut s = HostSession::without_hooks(host);
+    pub fn open(host: &Host, cancel: &Cancel, sink: SharedSink) -> HostSession {
+        let mut s = HostSession::without_hooks(host, sink);
         s.hooks = true;
         if s.broken.is_none() {
             if let Err(e) = run_hook("provision", host, host.provision.as_deref(), cancel) {
@@ -64,7 +67,7 @@ impl HostSession {
     }
 
     /// A session that runs neither hook (for [`run_host`]).
-    fn without_hooks(host: &Host) -> HostSession {
+    fn without_hooks(host: &Host, sink: SharedSink) -> HostSession {
         let mut broken = None;
         // Short and fixed: unix socket paths are limited to ~100 bytes (ssh adds a suffix).
         let control = tempfile::Builder::new()
@@ -89,6 +92,7 @@ impl HostSession {
             broken,
             hooks: false,
             closed: false,
+            sink,
         }
     }
 
@@ -140,7 +144,8 @@ impl HostSession {
 impl Drop for HostSession {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
-            eprintln!("mmx: host `{}`: {e}", self.host.name);
+            self.sink
+                .note(Note::warning(format!("host `{}`: {e}", self.host.name)));
         }
     }
 }
@@ -148,7 +153,7 @@ impl Drop for HostSession {
 /// One visit on its own connection, without the provision/teardown hooks (see [`HostSession`]
 /// to share one connection across a host's visits and run the hooks).
 pub fn run_host(agent: &Path, host: &Host, smt: SmtSetting, req: &BootRequest) -> BootOutput {
-    let mut s = HostSession::without_hooks(host);
+    let mut s = HostSession::without_hooks(host, req.sink.clone());
     let out = s.run(agent, smt, req);
     let _ = s.close();
     out

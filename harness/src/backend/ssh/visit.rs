@@ -30,6 +30,7 @@ use crate::backend::supervise::{
 };
 use crate::backend::{ms_between, BootOutput, BootRequest, Deadlines, Placement, ResultStream};
 use crate::cell::SmtSetting;
+use crate::events::Note;
 use crate::matrix::Host;
 use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, ChannelStats, Deadline, InfraCause, RunDir};
@@ -521,7 +522,10 @@ impl Visit<'_> {
             },
             // Results stand; the leftovers are in the ssh log and on stderr for the user.
             other => {
-                eprintln!("mmx: host {}: cleanup incomplete: {note}", self.host.name);
+                self.req.sink.note(Note::warning(format!(
+                    "host {}: cleanup incomplete: {note}",
+                    self.host.name
+                )));
                 other
             }
         }
