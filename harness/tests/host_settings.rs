@@ -123,8 +123,8 @@ impl Setup {
     }
 }
 
-/// The child of `parent` (the agent of a local run), once it runs.
-fn child_of(parent: u32) -> Option<u32> {
+/// The agent of a local run among `parent`'s children, once it runs.
+fn agent_of(parent: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
         let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
@@ -136,7 +136,11 @@ fn child_of(parent: u32) -> Option<u32> {
             .nth(1)?
             .parse()
             .ok()?;
-        (ppid == parent).then_some(pid)
+        // mmx's other child is the agent's warden (a `sh`, see proc/): the agent is the one
+        // running the plan.
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let is_agent = cmdline.split(|b| *b == 0).any(|a| a == b"run-plan");
+        (ppid == parent && is_agent).then_some(pid)
     })
 }
 
@@ -162,7 +166,7 @@ fn smt_left_off_by_a_killed_mmx_is_restored_by_the_next_run() {
     let s = Setup::new();
     let mut mmx = s.start("killed", 4000);
     s.wait_for_smt_off(&mut mmx, "killed");
-    let agent = child_of(mmx.id()).expect("the local agent runs under mmx");
+    let agent = agent_of(mmx.id()).expect("the local agent runs under mmx");
     kill(mmx.id());
     let _ = mmx.wait();
     // The death signal takes the agent with mmx, before its guard can write anything.
@@ -217,7 +221,7 @@ fn smt_left_off_by_a_killed_agent_is_restored_by_its_mmx_at_once() {
     let s = Setup::new();
     let mut mmx = s.start("agent-killed", 4000);
     s.wait_for_smt_off(&mut mmx, "agent-killed");
-    let agent = child_of(mmx.id()).expect("the local agent runs under mmx");
+    let agent = agent_of(mmx.id()).expect("the local agent runs under mmx");
     kill(agent);
     let _ = mmx.wait().expect("wait");
     let stderr = s.stderr("agent-killed");
