@@ -246,15 +246,7 @@ fn copy_tree(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) {
 /// Every file below `dir`, links followed, in a stable order.
 fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| {
-            e.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-                .path()
-        })
-        .collect();
-    entries.sort();
-    for path in entries {
+    for path in sorted_entries(dir) {
         let meta = fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if meta.is_dir() {
             files.extend(files_below(&path));
