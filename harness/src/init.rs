@@ -88,7 +88,7 @@ const RECIPES: &[(&str, &str)] = &[
     ),
     (
         "kernels/debian-6.12-generic.toml",
-        include_str!("../../kernels/debian-6.12-generic.toml"),
+        include_str!("../carried/kernels/debian-6.12-generic.toml"),
     ),
     (
         "kernels/debian-6.12-minimal.toml",

@@ -179,9 +179,30 @@ pub fn item_timeout_s(scenario: &Scenario) -> u64 {
         Scenario::Lockbench(l) => {
             let points = (l.locks.len().max(1) * l.pinning.len().max(1) * 8) as u64;
             let smt = if l.toggle_smt { 2 } else { 1 };
-            60 + smt * points * (l.warmup_ms + l.duration_ms) / 1000 * 2
+            let windows = 60 + smt * points * (l.warmup_ms + l.duration_ms) / 1000 * 2;
+            windows + storm_extra_s(l)
         }
     }
+}
+
+/// What a storm does besides its measured windows: for each strategy and table size, it grows
+/// the table to N mounts, runs its containers, and tears the table down. Growing and tearing
+/// down 10,000 mounts took most of a 7.x guest's 150–190 s under TCG, which a limit counting
+/// only the windows (66 s, ×3 under TCG) left no margin for: 10 s a point, and 1 s per 200
+/// mounts of each table per strategy, keeps a timeout meaning a hang.
+fn storm_extra_s(l: &protocol::lockbench::LockbenchScenario) -> u64 {
+    if l.bench != protocol::lockbench::Bench::Storm {
+        return 0;
+    }
+    let strategies = l.strategies.len().max(1) as u64;
+    let points =
+        strategies * l.prepopulated_mounts.len().max(1) as u64 * l.threads.len().max(1) as u64;
+    let tables: u64 = l
+        .prepopulated_mounts
+        .iter()
+        .map(|&n| u64::from(n) / 200)
+        .sum();
+    points * 10 + strategies * tables
 }
 
 impl BootPlan {

@@ -390,3 +390,25 @@ fn topology_mismatch_is_spelled_out() {
     let m = topology_mismatch(t, &obs).unwrap();
     assert!(m.contains("1 CPUs online, asked for 2"), "{m}");
 }
+
+#[test]
+fn a_storms_limit_grows_with_its_tables() {
+    use protocol::lockbench::{Bench, LockbenchScenario};
+    let storm = |tables: Vec<u32>| {
+        Scenario::Lockbench(LockbenchScenario {
+            bench: Bench::Storm,
+            prepopulated_mounts: tables,
+            ..LockbenchScenario::default()
+        })
+    };
+    let empty = item_timeout_s(&storm(vec![0]));
+    let grown = item_timeout_s(&storm(vec![0, 1_000, 10_000]));
+    // Three points and 55 s of growing and tearing down tables, per strategy.
+    assert!(grown >= empty + 2 * 10 + 55, "{empty} → {grown}");
+    let other = Scenario::Lockbench(LockbenchScenario {
+        bench: Bench::Mountinfo,
+        prepopulated_mounts: vec![0, 1_000, 10_000],
+        ..LockbenchScenario::default()
+    });
+    assert!(item_timeout_s(&other) < grown, "only a storm grows a table");
+}
