@@ -152,10 +152,11 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
 }
 
 /// Debian drops superseded kernels from its archive, so a lock goes stale by itself. By default
-/// mmx resolves the recipe again and says so; `LockPolicy::Strict` fails and names the fix.
+/// mmx resolves the recipe again, says so and records both; a frozen lock fails and names the
+/// fix.
 #[test]
 fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
-    use harness::debian::LockPolicy;
+    use harness::debian::{Frozen, LockPolicy};
     use harness::kernels::{ensure_with, KernelProvenance};
     let root = harness::agent::workspace_root().join("kernels");
     let r = harness::kernels::load_recipe(&root.join("debian-6.1.toml")).unwrap();
@@ -171,11 +172,11 @@ fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
     // The shared cache: its apt lists and (usually) the current 6.1 are there already.
     let cache = Cache::from_env().unwrap();
 
-    let err = ensure_with(&r, &lock, &cache, LockPolicy::Strict).unwrap_err();
+    let err = ensure_with(&r, &lock, &cache, LockPolicy::Locked(Frozen::Flag)).unwrap_err();
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert!(chain.contains("mmx kernels lock"), "{chain}");
 
-    let k = ensure_with(&r, &lock, &cache, LockPolicy::FollowArchive).unwrap();
+    let k = ensure_with(&r, &lock, &cache, LockPolicy::UpdateMissing).unwrap();
     assert!(k.release.starts_with("6.1."), "{}", k.release);
     let KernelProvenance::Debian { packages, .. } = &k.provenance else {
         panic!("{:?}", k.provenance)

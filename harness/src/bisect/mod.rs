@@ -27,8 +27,8 @@ use crate::backend::Cancel;
 use crate::debian::Cache;
 use crate::kernels::source::SourceBase;
 use crate::kernels::{
-    build_dir_at, ensure_source_at, lock_policy, BuildError, EnsureOptions, KernelError,
-    ProgressMode, Recipe, RecipeSource, ResolvedKernel,
+    build_dir_at, ensure_source_at, BuildError, EnsureOptions, KernelError, ProgressMode, Recipe,
+    RecipeSource, ResolvedKernel,
 };
 use crate::matrix::Matrix;
 use crate::run::{group_boots, matches_filter, new_run_id, BootPlan, Runner};
@@ -220,6 +220,7 @@ pub fn run(args: &BisectArgs) -> anyhow::Result<bool> {
         None,
         args.retries,
         true,
+        crate::debian::LockPolicy::from_env(),
     )?;
     let build_dir = build_dir_at(&setup.recipe, &setup.good)?;
     let commits = setup.repo.count(&setup.good, &setup.bad)?;
@@ -521,7 +522,7 @@ impl Bisect<'_> {
         step: &mut Step,
     ) -> anyhow::Result<Option<ResolvedKernel>> {
         let opts = EnsureOptions {
-            policy: lock_policy(),
+            policy: crate::debian::LockPolicy::from_env(),
             progress: ProgressMode::Bar,
             cancel: Some(&self.cancel),
         };

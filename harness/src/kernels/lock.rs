@@ -4,6 +4,8 @@
 //! What an entry means (a kernel: its release and the packages holding it) is this file's;
 //! reading and writing the file is `debian::lock`'s, as for every lock file.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use super::recipe::{Recipe, RecipeSource};
@@ -135,6 +137,25 @@ impl LockDocument for LockFile {
     }
 }
 
+/// The command that writes `lock`'s entries, as a user types it where mmx runs: `mmx kernels
+/// lock` (every missing entry), `--update NAME` to move one to what the archive carries now,
+/// and `--root` when `lock` is not `./kernels/kernels.lock`.
+pub fn relock_command(lock: &Path, update: Option<&str>) -> String {
+    let root = lock
+        .parent()
+        .and_then(Path::parent)
+        .filter(|r| !r.as_os_str().is_empty());
+    let here = std::env::current_dir().ok();
+    let root = match root {
+        Some(r) if r != Path::new(".") && Some(r) != here.as_deref() => {
+            format!(" --root {}", r.display())
+        }
+        _ => String::new(),
+    };
+    let update = update.map_or(String::new(), |name| format!(" --update {name}"));
+    format!("mmx kernels{root} lock{update}")
+}
+
 impl LockFile {
     /// The entry a recipe asking for `package` (from `suite`, when the recipe names one) is
     /// pinned to: missing, for another package or suite, or without packages is an error naming
@@ -186,7 +207,6 @@ impl LockFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     pub(crate) fn sample() -> LockFile {
         let mut lock = LockFile::default();
@@ -211,6 +231,21 @@ mod tests {
             packages: vec![],
         });
         lock
+    }
+
+    #[test]
+    fn the_relock_command_is_one_a_user_can_type_here() {
+        let here = std::env::current_dir().unwrap();
+        let lock = here.join("kernels/kernels.lock");
+        assert_eq!(relock_command(&lock, None), "mmx kernels lock");
+        assert_eq!(
+            relock_command(Path::new("kernels/kernels.lock"), Some("debian-6.1")),
+            "mmx kernels lock --update debian-6.1"
+        );
+        assert_eq!(
+            relock_command(Path::new("/elsewhere/kernels/kernels.lock"), None),
+            "mmx kernels --root /elsewhere lock"
+        );
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// Print progress lines (false for `--json`).
     pub progress: bool,
+    /// What a kernel or runtime without a lock entry, or whose locked packages the archive
+    /// dropped, gets (`--locked`, `CI=true`: an error).
+    pub lock_policy: crate::debian::LockPolicy,
 }
 
 /// One boot: the cells it runs and where.
@@ -374,6 +377,7 @@ pub fn fold_boot(
                 },
                 kernel_release: kernel_release.clone(),
                 kernel_source: out.kernel_source.clone(),
+                kernel_substituted: out.kernel_substituted.clone(),
                 requested_topology: requested.map(|t| t.name.clone()),
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
@@ -614,6 +618,7 @@ pub fn execute(opts: &RunOptions, cancel: &Cancel) -> anyhow::Result<(RunRecord,
         local_scratch,
         opts.retries,
         opts.progress,
+        opts.lock_policy,
     )?;
     // `--jobs` above the core count oversubscribes on purpose; guests that measure contention
     // still take a core per vCPU of that budget.

@@ -28,13 +28,14 @@ use sha2::{Digest, Sha256};
 use super::git::{apply_patch, git_archive, resolve_rev};
 use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock};
 use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource};
+use super::relock::relock_command;
 use super::{BuildTimings, ResolvedRuntime, RuntimeError};
 use crate::debian::cache::key;
 use crate::debian::deb::sha256_file;
 use crate::debian::extract::extract_deb;
 use crate::debian::store;
 use crate::debian::{Apt, Cache, Deb, DebianError, LockPolicy, LockedPackage};
-use crate::results::{PackageId, PatchId, RuntimeProvenance};
+use crate::results::{LockSubstitution, PackageId, PatchId, RuntimeProvenance};
 use crate::rundir::write_atomic;
 
 /// Bump when the build's inputs or layout change, so old entries are not reused.
@@ -49,14 +50,8 @@ pub const CONTAINERD_MAIN_GO: &str = include_str!("../../../runtimes/containerd/
 /// Where main.go goes in a user's checkout (module mode).
 const TREE_MAIN_DIR: &str = "cmd/mmx-runtime-containerd";
 
-/// `MMX_RUNTIME_LOCK=strict`: a locked package the archive dropped is an error; otherwise the
-/// recipe is resolved again and the current packages are used, loudly (as for kernels).
-pub fn lock_policy() -> LockPolicy {
-    LockPolicy::from_env("MMX_RUNTIME_LOCK")
-}
-
 /// The command that moves runtimes.lock to what the archive carries now.
-const RELOCK: &str = "mmx runtimes lock";
+const RELOCK: &str = "mmx runtimes lock --update";
 
 /// Make `recipe`'s runtime ready (see the module doc). `lock_path` is only named in messages.
 pub fn ensure(
@@ -65,7 +60,7 @@ pub fn ensure(
     lock_path: &Path,
     cache: &Cache,
 ) -> Result<ResolvedRuntime, RuntimeError> {
-    ensure_with(recipe, lock, lock_path, cache, lock_policy())
+    ensure_with(recipe, lock, lock_path, cache, LockPolicy::from_env())
 }
 
 /// [`ensure`] with an explicit policy for locked packages the archive no longer has.
@@ -83,6 +78,7 @@ pub fn ensure_with(
             let not_locked = |what: String| RuntimeError::NotLocked {
                 what,
                 lock: lock_path.to_path_buf(),
+                fix: relock_command(lock_path, None, false),
             };
             let go = lock
                 .go
@@ -96,18 +92,26 @@ pub fn ensure_with(
                 ContainerdSource::Tree { tree, rev } => Sources::Tree { tree, rev },
             };
             match containerd(recipe, go, &sources, cache) {
-                Err(RuntimeError::Debian(DebianError::Apt { op, detail }))
-                    if policy == LockPolicy::FollowArchive =>
-                {
-                    follow_archive(recipe, go, &sources, cache, op, detail)
+                Err(RuntimeError::Debian(DebianError::Apt { op, detail })) => {
+                    let dropped = Dropped {
+                        op,
+                        detail,
+                        lock_path,
+                        policy,
+                    };
+                    follow_archive(recipe, go, &sources, cache, dropped)
                 }
                 other => other,
             }
         }
     };
-    let mut runtime = result.map_err(|e| RuntimeError::Runtime {
-        name: recipe.name.to_string(),
-        source: Box::new(e),
+    let mut runtime = result.map_err(|e| match e {
+        // It names the runtime already, and must read as what it is.
+        e @ RuntimeError::Debian(DebianError::Dropped { .. }) => e,
+        e => RuntimeError::Runtime {
+            name: recipe.name.to_string(),
+            source: Box::new(e),
+        },
     })?;
     runtime.timings.total = start.elapsed();
     Ok(runtime)
@@ -134,17 +138,27 @@ fn binary(recipe: &RuntimeRecipe, path: &Path) -> Result<ResolvedRuntime, Runtim
             cached: true,
             ..BuildTimings::default()
         },
+        substituted: None,
     })
 }
 
-/// The locked packages could not be fetched: use what the archive carries now, if different.
+/// A download of locked packages that failed, and what may be done about it.
+struct Dropped<'a> {
+    op: String,
+    detail: String,
+    lock_path: &'a Path,
+    policy: LockPolicy,
+}
+
+/// The locked packages could not be fetched: resolve the toolchain and the sources again. When
+/// the archive carries something else now, the policy decides: frozen, an error naming both;
+/// otherwise a build from what it carries, said in one line and recorded as a substitution.
 fn follow_archive(
     recipe: &RuntimeRecipe,
     go: &LockedToolchain,
     sources: &Sources<'_>,
     cache: &Cache,
-    op: String,
-    detail: String,
+    dropped: Dropped<'_>,
 ) -> Result<ResolvedRuntime, RuntimeError> {
     let (fresh_go, fresh_src) = {
         let _apt_lock = cache.lock("apt")?;
@@ -157,23 +171,63 @@ fn follow_archive(
         };
         (g, s)
     };
-    let src_changed = match (sources, &fresh_src) {
-        (Sources::Debian(old), Some(new)) => old.packages != new.packages,
-        _ => false,
-    };
-    if fresh_go.packages == go.packages && !src_changed {
+    // What was locked and what is there now, package by package: only the ones that moved.
+    let mut locked: Vec<&LockedPackage> = Vec::new();
+    let mut used: Vec<&LockedPackage> = Vec::new();
+    if fresh_go.packages != go.packages {
+        locked.extend(&go.packages);
+        used.extend(&fresh_go.packages);
+    }
+    if let (Sources::Debian(old), Some(new)) = (sources, &fresh_src) {
+        if old.packages != new.packages {
+            locked.extend(&old.packages);
+            used.extend(&new.packages);
+        }
+    }
+    let Dropped {
+        op,
+        detail,
+        lock_path,
+        policy,
+    } = dropped;
+    if locked.is_empty() {
         return Err(DebianError::Apt { op, detail }.into());
     }
-    eprintln!(
-        "mmx: runtime {}: the archive no longer has a locked package ({op}); building with what it carries now (run `mmx runtimes lock` to pin it; MMX_RUNTIME_LOCK=strict makes this an error)",
-        recipe.name
-    );
+    let substitution = LockSubstitution {
+        locked: locked.iter().map(|p| p.spec()).collect(),
+        used: used.iter().map(|p| p.spec()).collect(),
+    };
+    let fix = relock_command(lock_path, None, true);
+    match policy {
+        LockPolicy::Locked(frozen) => {
+            return Err(DebianError::Dropped {
+                what: format!("runtime `{}`", recipe.name),
+                lock: lock_path.to_path_buf(),
+                locked: substitution.locked.join(", "),
+                available: substitution.used.join(", "),
+                frozen,
+                fix,
+            }
+            .into())
+        }
+        LockPolicy::UpdateMissing => eprintln!(
+            "mmx: runtime {}: {} pins {}, which the archive no longer carries; building with {} \
+             instead (recorded in run.json; `{fix}` moves the lock, --locked or CI=true make \
+             this an error)",
+            recipe.name,
+            lock_path.display(),
+            substitution.locked.join(", "),
+            substitution.used.join(", ")
+        ),
+    }
     let sources = match (&fresh_src, sources) {
         (Some(new), _) => Sources::Debian(new),
         (None, Sources::Tree { tree, rev }) => Sources::Tree { tree, rev },
         (None, Sources::Debian(old)) => Sources::Debian(old),
     };
-    containerd(recipe, &fresh_go, &sources, cache)
+    let mut runtime = containerd(recipe, &fresh_go, &sources, cache)?;
+    runtime.substituted = Some(substitution);
+    Ok(runtime)
 }
 
 /// Identity of one patch: its path and content hash (its bytes go into the cache key).
@@ -368,6 +422,7 @@ fn containerd(
         provenance,
         cache_key: cache_key.clone(),
         timings: BuildTimings::default(),
+        substituted: None,
     };
     let json = serde_json::to_vec_pretty(&runtime).map_err(|e| RuntimeError::Build {
         step: "serialize runtime.json".into(),

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use protocol::{PlanRuntime, RuntimeName};
 
-use super::{ensure, RuntimeRecipe, RuntimesLock};
+use super::{ensure_with, RuntimeRecipe, RuntimesLock};
 use crate::debian::deb::sha256_file;
-use crate::debian::{Cache, LockDocument};
+use crate::debian::{Cache, LockDocument, LockPolicy};
 use crate::results::{CellRuntime, RuntimeBuild, RuntimeRecord};
 
 /// One runtime, ready to be copied where its cells run.
@@ -51,11 +51,13 @@ pub struct RunRuntimes {
 
 impl RunRuntimes {
     /// Make ready every runtime in `used` (each must have a recipe: the matrix checked that),
-    /// saying what happened on stderr when `progress`.
+    /// saying what happened on stderr when `progress`; `policy` says what a runtime whose
+    /// locked packages the archive dropped gets.
     pub fn prepare(
         recipes: &[RuntimeRecipe],
         used: &BTreeSet<RuntimeName>,
         lock_path: &Path,
+        policy: LockPolicy,
         progress: bool,
     ) -> RunRuntimes {
         let mut out = RunRuntimes::default();
@@ -81,7 +83,7 @@ impl RunRuntimes {
                     continue;
                 }
             };
-            let made = ensure(recipe, lock, lock_path, cache)
+            let made = ensure_with(recipe, lock, lock_path, cache, policy)
                 .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
                 .and_then(|resolved| {
                     let sha256 = sha256_file(&resolved.binary).map_err(|e| e.to_string())?;
@@ -116,6 +118,7 @@ impl RunRuntimes {
                             cached: t.cached,
                             seconds: t.total.as_secs_f64(),
                         }),
+                        substituted: rt.resolved.substituted.clone(),
                         error: None,
                     });
                     out.ready.insert(name.clone(), Ok(Arc::new(rt)));
@@ -139,6 +142,7 @@ impl RunRuntimes {
             args: recipe.map(|r| r.args.clone()).unwrap_or_default(),
             sha256: None,
             build: None,
+            substituted: None,
             error: Some(why.clone()),
         });
         self.ready.insert(name.clone(), Err(why));
@@ -200,6 +204,7 @@ impl RunRuntimes {
                 binary,
                 cache_key: String::new(),
                 timings: super::BuildTimings::default(),
+                substituted: None,
             },
             sha256,
             args: recipe.args.clone(),
