@@ -64,7 +64,7 @@ enum Command {
         #[command(subcommand)]
         cmd: harness::kernels::KernelsCmd,
         /// The directory holding kernels/ (default: the current directory).
-        #[arg(long, default_value = ".")]
+        #[arg(long, default_value = ".", global = true)]
         root: PathBuf,
     },
     /// Runtime recipes: lock their sources into runtimes.lock, build them into the cache.
@@ -73,7 +73,7 @@ enum Command {
         cmd: harness::runtimes::RuntimesCmd,
         /// The directory holding runtimes/ (default: the directory of --recipes, where
         /// `mmx run` looks for it).
-        #[arg(long)]
+        #[arg(long, global = true)]
         root: Option<PathBuf>,
     },
     /// List the cell ids a matrix expands to.

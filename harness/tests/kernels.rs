@@ -167,6 +167,7 @@ fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
         .clone();
     gone.packages[0].version = "6.1.0-0+gone1".into();
     gone.packages[0].sha256 = "0".repeat(64);
+    let pinned = gone.packages[0].spec();
     let mut lock = LockFile::default();
     lock.upsert(gone);
     // The shared cache: its apt lists and (usually) the current 6.1 are there already.
@@ -185,4 +186,10 @@ fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
         packages.iter().all(|p| p.version != "6.1.0-0+gone1"),
         "the provenance records what was really used: {packages:?}"
     );
+    let s = k
+        .substituted
+        .as_ref()
+        .expect("the substitution is recorded");
+    assert_eq!(s.locked, vec![pinned]);
+    assert_eq!(s.used[0], packages[0].spec());
 }

@@ -86,6 +86,24 @@ impl std::fmt::Display for Frozen {
     }
 }
 
+/// The archive no longer carries what a lock entry pins, and the lock is frozen: what the
+/// entry pins and what the archive has, packages as `name=version`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what}: {lock} pins {locked}, which the archive no longer carries (it has {available}); \
+     {frozen} forbids running another version: run `{fix}` and commit {lock}",
+    lock = lock.display()
+)]
+pub struct Dropped {
+    /// `kernel `debian-6.1``.
+    pub what: String,
+    pub lock: std::path::PathBuf,
+    pub locked: String,
+    pub available: String,
+    pub frozen: Frozen,
+    pub fix: String,
+}
+
 /// Whether this is a CI run: `CI=true`, as GitHub Actions sets it (the tests read it the same
 /// way).
 pub fn in_ci() -> bool {
@@ -183,6 +201,16 @@ pub trait LockDocument: Serialize + DeserializeOwned + Default {
         }
         Ok(write_atomic(path, self.to_toml()?.as_bytes())?)
     }
+}
+
+/// A lock file's path as a message shows it: relative to the working directory when it is
+/// under it (`kernels/kernels.lock`), else as it is.
+pub fn shown(path: &Path) -> &Path {
+    let here = std::env::current_dir().ok();
+    here.as_deref()
+        .and_then(|h| path.strip_prefix(h).ok())
+        .or_else(|| path.strip_prefix(".").ok())
+        .unwrap_or(path)
 }
 
 /// The 1-based line of byte `offset` in `text`: where a TOML error points (lock files, and the

@@ -25,7 +25,7 @@ pub mod store;
 pub use apt::Apt;
 pub use cache::Cache;
 pub use deb::Deb;
-pub use lock::{in_ci, Frozen, LockDocument, LockPolicy, LockedPackage};
+pub use lock::{in_ci, Dropped, Frozen, LockDocument, LockPolicy, LockedPackage};
 
 /// Everything that can go wrong with Debian packages. Messages name the file, package or
 /// command.
@@ -74,8 +74,8 @@ pub enum DebianError {
     /// A recipe without a lock entry, and a policy that forbids writing one
     /// ([`LockPolicy::Locked`]). `what` names the recipes: `kernel `debian-6.12-generic``.
     #[error(
-        "{what} has no entry in {lock}, and {frozen} forbids writing one; run `{fix}` and commit \
-         {lock}",
+        "{lock} has no entry for {what}, and {frozen} forbids writing one; run `{fix}` and \
+         commit {lock}",
         lock = lock.display()
     )]
     Unlocked {
@@ -85,20 +85,9 @@ pub enum DebianError {
         fix: String,
     },
     /// The archive no longer carries what a lock entry pins, and a policy that forbids running
-    /// anything else ([`LockPolicy::Locked`]). Packages as `name=version`.
-    #[error(
-        "{what}: {lock} pins {locked}, which the archive no longer carries (it has {available}); \
-         {frozen} forbids running another version: run `{fix}` and commit {lock}",
-        lock = lock.display()
-    )]
-    Dropped {
-        what: String,
-        lock: PathBuf,
-        locked: String,
-        available: String,
-        frozen: Frozen,
-        fix: String,
-    },
+    /// anything else ([`LockPolicy::Locked`]).
+    #[error(transparent)]
+    Dropped(Box<Dropped>),
     /// A lock file that does not parse, or was written by another version of mmx.
     #[error("{file}:{line}: {message}; regenerate it with `{regenerate}`", file = file.display())]
     Lock {

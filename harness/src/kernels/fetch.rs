@@ -20,7 +20,7 @@ use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, Resolved
 use crate::backend::Cancel;
 use crate::debian::cache::key;
 use crate::debian::deb::{for_each_data_entry, EntryKind};
-use crate::debian::{store, Apt, Cache, Deb, DebianError, LockPolicy, LockedPackage};
+use crate::debian::{store, Apt, Cache, Deb, DebianError, Dropped, LockPolicy, LockedPackage};
 use crate::results::LockSubstitution;
 use crate::rundir::write_atomic;
 
@@ -118,7 +118,7 @@ pub fn ensure_opts(
             | KernelError::MissingOptions { .. }
             | KernelError::NotLocked { .. }
             | KernelError::StaleLock { .. }
-            | KernelError::Debian(DebianError::Dropped { .. })) => e,
+            | KernelError::Debian(DebianError::Dropped(_))) => e,
             e => KernelError::Kernel {
                 name: recipe.name.clone(),
                 source: Box::new(e),
@@ -328,14 +328,14 @@ impl<'a> Substitution<'a> {
         let lock = self.recipe.file.with_file_name("kernels.lock");
         let fix = relock_command(&lock, Some(&self.recipe.name));
         match policy {
-            LockPolicy::Locked(frozen) => Err(DebianError::Dropped {
+            LockPolicy::Locked(frozen) => Err(DebianError::Dropped(Box::new(Dropped {
                 what: format!("kernel `{}`", self.recipe.name),
                 lock,
                 locked: self.record.locked.join(", "),
                 available: self.record.used.join(", "),
                 frozen,
                 fix,
-            }
+            }))
             .into()),
             LockPolicy::UpdateMissing => {
                 eprintln!(

@@ -10,6 +10,7 @@ use super::recipe::{Recipe, RecipeSource};
 use super::source::{SourceBase, SourceSpec};
 use super::srcbuild::locked_source;
 use super::KernelError;
+use crate::debian::lock::shown;
 use crate::debian::{Apt, Cache, DebianError, LockDocument, LockPolicy};
 
 /// Why a recipe needs an entry written.
@@ -223,14 +224,6 @@ fn locks(recipe: &Recipe) -> bool {
     )
 }
 
-/// `path` relative to the working directory when it is under it: what a user reads.
-fn shown(path: &Path) -> &Path {
-    std::env::current_dir()
-        .ok()
-        .and_then(|here| path.strip_prefix(here).ok())
-        .unwrap_or(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +281,7 @@ mod tests {
         assert!(
             err.contains("kernel `new-one`")
                 && err.contains("CI=true")
-                && err.contains(&format!("mmx kernels --root {} lock", dir.path().display())),
+                && err.contains(&format!("mmx kernels lock --root {}", dir.path().display())),
             "{err}"
         );
         assert!(!lock_path.exists() && !dir.path().join("no-cache").exists());

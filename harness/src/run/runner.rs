@@ -119,7 +119,8 @@ impl Kernels {
                 crate::kernels::ensure_opts(recipe, &self.lock, &self.cache, &opts)
             }
             .map(Arc::new)
-            .map_err(|e| format!("kernel {name}: {e}")),
+            // The whole chain: a wrapped error's own line names only the kernel.
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
         };
         if let Ok(mut m) = self.resolved.lock() {
             m.insert(name.to_string(), r.clone());

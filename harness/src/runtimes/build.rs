@@ -93,13 +93,13 @@ pub fn ensure_with(
             };
             match containerd(recipe, go, &sources, cache) {
                 Err(RuntimeError::Debian(DebianError::Apt { op, detail })) => {
-                    let dropped = Dropped {
+                    let failed = FailedFetch {
                         op,
                         detail,
                         lock_path,
                         policy,
                     };
-                    follow_archive(recipe, go, &sources, cache, dropped)
+                    follow_archive(recipe, go, &sources, cache, failed)
                 }
                 other => other,
             }
@@ -107,7 +107,7 @@ pub fn ensure_with(
     };
     let mut runtime = result.map_err(|e| match e {
         // It names the runtime already, and must read as what it is.
-        e @ RuntimeError::Debian(DebianError::Dropped { .. }) => e,
+        e @ RuntimeError::Debian(DebianError::Dropped(_)) => e,
         e => RuntimeError::Runtime {
             name: recipe.name.to_string(),
             source: Box::new(e),
@@ -143,7 +143,7 @@ fn binary(recipe: &RuntimeRecipe, path: &Path) -> Result<ResolvedRuntime, Runtim
 }
 
 /// A download of locked packages that failed, and what may be done about it.
-struct Dropped<'a> {
+struct FailedFetch<'a> {
     op: String,
     detail: String,
     lock_path: &'a Path,
@@ -158,7 +158,7 @@ fn follow_archive(
     go: &LockedToolchain,
     sources: &Sources<'_>,
     cache: &Cache,
-    dropped: Dropped<'_>,
+    failed: FailedFetch<'_>,
 ) -> Result<ResolvedRuntime, RuntimeError> {
     let (fresh_go, fresh_src) = {
         let _apt_lock = cache.lock("apt")?;
@@ -184,12 +184,12 @@ fn follow_archive(
             used.extend(&new.packages);
         }
     }
-    let Dropped {
+    let FailedFetch {
         op,
         detail,
         lock_path,
         policy,
-    } = dropped;
+    } = failed;
     if locked.is_empty() {
         return Err(DebianError::Apt { op, detail }.into());
     }
@@ -200,14 +200,14 @@ fn follow_archive(
     let fix = relock_command(lock_path, None, true);
     match policy {
         LockPolicy::Locked(frozen) => {
-            return Err(DebianError::Dropped {
+            return Err(DebianError::Dropped(Box::new(crate::debian::Dropped {
                 what: format!("runtime `{}`", recipe.name),
                 lock: lock_path.to_path_buf(),
                 locked: substitution.locked.join(", "),
                 available: substitution.used.join(", "),
                 frozen,
                 fix,
-            }
+            }))
             .into())
         }
         LockPolicy::UpdateMissing => eprintln!(

@@ -12,6 +12,7 @@ use protocol::RuntimeName;
 use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock, DEFAULT_CONTAINERD, GO_SUITE};
 use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource, DEFAULT_SUITE};
 use super::RuntimeError;
+use crate::debian::lock::shown;
 use crate::debian::{Apt, Cache, DebianError, LockDocument, LockPolicy};
 
 /// One entry of runtimes.lock.
@@ -93,7 +94,8 @@ pub fn missing(lock: &RuntimesLock, wanted: impl IntoIterator<Item = Wanted>) ->
 
 /// The command that writes `lock`'s entries, as a user types it where mmx runs: `mmx runtimes
 /// lock`, `--recipes` naming the matrix when it is not `./matrix.toml` (runtimes/ is looked for
-/// beside it, by `mmx run` and by this command alike), `--root` when the lock is elsewhere.
+/// beside it, by `mmx run` and by this command alike), `--root` (last) when the lock is
+/// elsewhere.
 pub fn relock_command(lock: &Path, recipes: Option<&Path>, update: bool) -> String {
     let here = std::env::current_dir().ok();
     let is_here =
@@ -115,11 +117,11 @@ pub fn relock_command(lock: &Path, recipes: Option<&Path>, update: bool) -> Stri
                 args.push_str(&format!(" --recipes {}", shown.display()));
             }
             if root != dir && !(is_here(root) && is_here(dir)) {
-                return format!("mmx runtimes --root {} lock{args}{update}", root.display());
+                return format!("mmx runtimes lock{args}{update} --root {}", root.display());
             }
         }
         None if !is_here(root) => {
-            return format!("mmx runtimes --root {} lock{update}", root.display());
+            return format!("mmx runtimes lock{update} --root {}", root.display());
         }
         None => {}
     }
@@ -172,7 +174,7 @@ pub fn complete(
         let now = w.resolve_into(&apt, &mut lock)?;
         said.push(format!(
             "mmx: {}: added {} = {now} (resolved on first use)",
-            lock_path.display(),
+            shown(lock_path).display(),
             w.describe()
         ));
     }
@@ -335,7 +337,7 @@ mod tests {
         );
         assert_eq!(
             relock_command(Path::new("/x/runtimes/runtimes.lock"), None, false),
-            "mmx runtimes --root /x lock"
+            "mmx runtimes lock --root /x"
         );
     }
 }
