@@ -8,7 +8,10 @@
 //!   headers; frozen, it fails naming the locked and the available versions; the lock moves
 //!   only with `mmx kernels lock --update`;
 //! - `mmx runtimes lock --recipes m.toml` works in a directory without runtimes/, and is the
-//!   command a frozen run names when a `[[runtimes]]` entry has no lock.
+//!   command a frozen run names when a `[[runtimes]]` entry has no lock; not frozen, a build
+//!   writes the entries on first use; a dropped runtime package is substituted or refused as a
+//!   kernel is (the containerd build comes from the shared cache when the archive still carries
+//!   what the repository's runtimes.lock pins).
 //!
 //! Kernels come from the shared cache (~/.cache/mmx: the 6.1 cloud kernel is usually there);
 //! one TCG boot of it for the run.json of a substituted kernel. Without QEMU that test says
@@ -225,6 +228,15 @@ fn a_dropped_kernel_is_substituted_and_recorded_or_refused_when_frozen() {
         said[0].contains(&pinned) && said[0].contains("running linux-image-6.1."),
         "{e}"
     );
+    // And again in the summary at the end, where that line may have scrolled away.
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        summary.contains("Not what the lock files pin")
+            && summary.contains(&format!(
+                "kernel gone: locked {pinned}; ran linux-image-6.1."
+            )),
+        "{summary}"
+    );
     assert!(!record.cells.is_empty());
     for c in &record.cells {
         let s = c
@@ -402,4 +414,73 @@ fn a_runtime_lock_is_written_where_the_hint_says_or_on_first_use() {
         "{e}"
     );
     assert_eq!(runtimes_lock(dir.path()), lock);
+}
+
+/// Debian dropped a package runtimes.lock pins (here: a Go toolchain version that never was).
+/// Frozen, `mmx runtimes build` fails naming both versions and `mmx runtimes lock --update`;
+/// by default it builds with the archive's current toolchain and says so, leaving the lock
+/// alone.
+#[test]
+fn a_dropped_runtime_package_is_substituted_or_refused_when_frozen() {
+    let dir = runtime_checkout();
+    let mut lock = harness::runtimes::RuntimesLock::load(
+        &harness::agent::workspace_root().join("runtimes/runtimes.lock"),
+    )
+    .expect("the repository's runtimes.lock");
+    let go = lock.go.as_mut().expect("a Go toolchain is locked");
+    go.packages[0].version = "1.27.0-0+gone1".into();
+    go.packages[0].sha256 = "0".repeat(64);
+    let pinned = go.packages[0].spec();
+    let lock_path = dir.path().join("runtimes/runtimes.lock");
+    lock.save(&lock_path).expect("write runtimes.lock");
+    let lock_text = std::fs::read_to_string(&lock_path).unwrap();
+
+    for (args, ci, frozen) in [
+        (
+            &["runtimes", "build", "--recipes", "m.toml", "--locked"][..],
+            false,
+            "--locked",
+        ),
+        (
+            &["runtimes", "build", "--recipes", "m.toml"][..],
+            true,
+            "CI=true",
+        ),
+    ] {
+        let o = mmx(dir.path(), args, ci);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(
+            e.contains("runtime `c`: ")
+                && e.contains(&format!("pins {pinned}"))
+                && e.contains("which the archive no longer carries (it has golang-1.")
+                && e.contains(frozen)
+                && e.contains("run `mmx runtimes lock --update`"),
+            "{args:?}: {e}"
+        );
+    }
+
+    let o = mmx(
+        dir.path(),
+        &["runtimes", "build", "--recipes", "m.toml"],
+        false,
+    );
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    let said: Vec<&str> = e
+        .lines()
+        .filter(|l| l.contains("which the archive no longer carries"))
+        .collect();
+    assert_eq!(said.len(), 1, "{e}");
+    assert!(
+        said[0].starts_with("mmx: runtime c: ")
+            && said[0].contains(&pinned)
+            && said[0].contains("building with golang-1."),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lock_path).unwrap(),
+        lock_text,
+        "a build never moves the lock"
+    );
 }
