@@ -611,6 +611,7 @@ pub(crate) mod tests {
             },
             cache_key: "abc".into(),
             timings: Default::default(),
+            substituted: None,
         };
         let table = module_table(&kernel, &[Xfs]);
         let names: Vec<_> = table.modules.iter().map(|m| m.name.as_str()).collect();
@@ -656,6 +657,7 @@ pub(crate) mod tests {
             },
             cache_key: "abc".into(),
             timings: Default::default(),
+            substituted: None,
         };
         let all = &crate::kernels::ModuleFeature::ALL;
         let a = base_archive(&agent, &kernel, all, &cache).unwrap();

@@ -71,16 +71,17 @@ enum Command {
         #[command(subcommand)]
         cmd: harness::kernels::KernelsCmd,
         /// The directory holding kernels/ (default: the current directory).
-        #[arg(long, default_value = ".")]
+        #[arg(long, default_value = ".", global = true)]
         root: PathBuf,
     },
     /// Runtime recipes: lock their sources into runtimes.lock, build them into the cache.
     Runtimes {
         #[command(subcommand)]
         cmd: harness::runtimes::RuntimesCmd,
-        /// The directory holding runtimes/ (default: the current directory).
-        #[arg(long, default_value = ".")]
-        root: PathBuf,
+        /// The directory holding runtimes/ (default: the directory of --recipes, where
+        /// `mmx run` looks for it).
+        #[arg(long, global = true)]
+        root: Option<PathBuf>,
     },
     /// List the cell ids a matrix expands to.
     #[command(after_help = "Reads:  the matrix file.\nWrites: nothing (the ids go to stdout).")]
@@ -122,13 +123,16 @@ Writes: OUT/RUN-ID/run.json (after every boot), report.md, report.html, junit.xm
         logs/ (one console/agent log per boot); appends report.md to $GITHUB_STEP_SUMMARY and
         run-dir=, report= (the run directory, which is OUT/RUN-ID-N when OUT/RUN-ID is taken)
         to $GITHUB_OUTPUT when set; fills the cache (kernels, disk images, initramfs bases, the agent, the KVM verdict).
+        A kernel or runtime without a lock entry is resolved and its entry written (one line
+        says so), unless --locked or CI=true; kernels.lock and runtimes.lock are never moved.
 Environment: MMX_AGENT (an agent instead of the one mmx carries), MMX_QEMU (the QEMU binary),
-        MMX_CACHE_DIR, MMX_KERNEL_LOCK=strict (a locked kernel gone from the archive is an error).";
+        MMX_CACHE_DIR, CI=true (as --locked).";
 
 const KERNELS_FILES: &str =
     "Reads:  ROOT/kernels/*.toml, ROOT/kernels/kernels.lock; the cache ($MMX_CACHE_DIR, else
         $XDG_CACHE_HOME/mmx, else ~/.cache/mmx).
-Writes: `lock`: ROOT/kernels/kernels.lock. `fetch`: kernels into the cache. `list`: nothing.";
+Writes: `lock`: ROOT/kernels/kernels.lock. `fetch`, `build`: kernels into the cache, and the
+        entries kernels.lock lacks (unless --locked or CI=true). `list`: nothing.";
 
 #[derive(clap::Args)]
 struct RunArgs {
@@ -170,6 +174,13 @@ struct RunArgs {
     /// End with the full tables (every mount cell, every lock point), not just the summary.
     #[arg(long, short)]
     verbose: bool,
+    /// Never write or move kernels.lock or runtimes.lock (CI=true does the same): a kernel or
+    /// runtime without a lock entry, or one whose locked packages Debian's archive dropped,
+    /// is an error naming the command that fixes it. Without it, a missing entry is resolved
+    /// and written, and a dropped package is replaced by the archive's current one, said in
+    /// the terminal, run.json and the report.
+    #[arg(long)]
+    locked: bool,
 }
 
 /// The full command line, with the version that names the agent this binary carries.
@@ -244,7 +255,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             Ok(failed.is_empty())
         }
         Command::Runtimes { cmd, root } => {
-            harness::runtimes::run_cmd(cmd, &root, &*terminal()).map(|()| true)
+            harness::runtimes::run_cmd(cmd, root.as_deref(), &*terminal()).map(|()| true)
         }
         Command::Cells { matrix, backend } => {
             let m = harness::matrix::Matrix::load(&matrix)?;
@@ -322,6 +333,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         retries: args.retries,
         out_dir: args.out,
         run_id: args.run_id,
+        lock_policy: harness::debian::LockPolicy::new(args.locked),
     };
     let cancel = Cancel::new();
     cancel

@@ -119,6 +119,7 @@ mod tests {
                         host_cpu: String::new(),
                         kernel_release: None,
                         kernel_source: None,
+                        kernel_substituted: None,
                         requested_topology: None,
                         observed_topology: None,
                         topology_mismatch: None,

@@ -27,6 +27,7 @@ const BROKEN: usize = 10;
 pub fn render(run: &RunRecord, written: Option<&Written>, verbose: bool) -> String {
     let m = model::build(run);
     let mut out = String::new();
+    substituted(&m, &mut out);
     runtimes(&m, &mut out);
     compat(&m.matrix, &mut out);
     counts(run, &m, &mut out);
@@ -57,6 +58,21 @@ pub fn render(run: &RunRecord, written: Option<&Written>, verbose: bool) -> Stri
         );
     }
     out
+}
+
+/// Kernels and runtimes that are not what the lock files pin: said again at the end, where
+/// the line printed when it happened may have scrolled away.
+fn substituted(m: &ReportModel, out: &mut String) {
+    if m.run.substituted.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n⚠ Not what the lock files pin (the archive no longer carries the pinned packages)"
+    );
+    for s in &m.run.substituted {
+        let _ = writeln!(out, "  {}: locked {}; ran {}", s.what, s.locked, s.used);
+    }
 }
 
 /// Which runtime each `runtime:NAME` column is: its build, what it said, or why it is missing.

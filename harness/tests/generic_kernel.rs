@@ -13,6 +13,7 @@
 use harness::backend::qemu::{console, AccelChoice};
 use harness::backend::{BootRequest, Deadlines};
 use harness::cell::{BootKey, CellKey, TargetKey};
+use harness::debian::LockPolicy;
 use harness::kernels::ModuleFeature;
 use harness::matrix::{Matrix, Topology};
 use harness::proc::Cancel;
@@ -105,8 +106,16 @@ fn generic_612_gives_the_cloud_612s_answers_on_every_filesystem() {
         .expectations;
     let boots = group_boots(matrix.qemu_cells());
     assert_eq!(boots.len(), 4, "one boot per filesystem");
-    let runner =
-        Runner::new(&matrix, &boots, AccelChoice::Tcg, None, 0, common::sink()).expect("runner");
+    let runner = Runner::new(
+        &matrix,
+        &boots,
+        AccelChoice::Tcg,
+        None,
+        0,
+        common::sink(),
+        LockPolicy::from_env(),
+    )
+    .expect("runner");
     let run_dir = RunDir::create(dir.path(), "run").expect("run dir");
     let mut failures = Vec::new();
     for boot in &boots {

@@ -153,10 +153,11 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
 }
 
 /// Debian drops superseded kernels from its archive, so a lock goes stale by itself. By default
-/// mmx resolves the recipe again and says so; `LockPolicy::Strict` fails and names the fix.
+/// mmx resolves the recipe again, says so and records both; a frozen lock fails and names the
+/// fix.
 #[test]
 fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
-    use harness::debian::LockPolicy;
+    use harness::debian::{Frozen, LockPolicy};
     use harness::kernels::{ensure_with, KernelProvenance};
     let root = harness::agent::workspace_root().join("kernels");
     let r = harness::kernels::load_recipe(&root.join("debian-6.1.toml")).unwrap();
@@ -167,16 +168,24 @@ fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
         .clone();
     gone.packages[0].version = "6.1.0-0+gone1".into();
     gone.packages[0].sha256 = "0".repeat(64);
+    let pinned = gone.packages[0].spec();
     let mut lock = LockFile::default();
     lock.upsert(gone);
     // The shared cache: its apt lists and (usually) the current 6.1 are there already.
     let cache = Cache::from_env().unwrap();
 
-    let err = ensure_with(&r, &lock, &cache, LockPolicy::Strict, &Discard).unwrap_err();
+    let err = ensure_with(
+        &r,
+        &lock,
+        &cache,
+        LockPolicy::Locked(Frozen::Flag),
+        &Discard,
+    )
+    .unwrap_err();
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert!(chain.contains("mmx kernels lock"), "{chain}");
 
-    let k = ensure_with(&r, &lock, &cache, LockPolicy::FollowArchive, &Discard).unwrap();
+    let k = ensure_with(&r, &lock, &cache, LockPolicy::UpdateMissing, &Discard).unwrap();
     assert!(k.release.starts_with("6.1."), "{}", k.release);
     let KernelProvenance::Debian { packages, .. } = &k.provenance else {
         panic!("{:?}", k.provenance)
@@ -185,4 +194,10 @@ fn a_lock_the_archive_dropped_is_followed_loudly_or_refused_when_strict() {
         packages.iter().all(|p| p.version != "6.1.0-0+gone1"),
         "the provenance records what was really used: {packages:?}"
     );
+    let s = k
+        .substituted
+        .as_ref()
+        .expect("the substitution is recorded");
+    assert_eq!(s.locked, vec![pinned]);
+    assert_eq!(s.used[0], packages[0].spec());
 }

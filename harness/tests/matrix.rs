@@ -284,6 +284,7 @@ fn run_and_store(base: &Path, boot: &BootPlan, repeats: u32) -> anyhow::Result<S
         scratch.clone(),
         1,
         common::sink(),
+        harness::debian::LockPolicy::from_env(),
     );
     let result = runner.map(|r| r.run_boot(boot, repeats, &run_dir, &Cancel::new(), None));
     if let Some(s) = scratch {

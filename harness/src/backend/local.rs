@@ -151,6 +151,7 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         logs,
         timings_ms: timings,
         kernel_source: None,
+        kernel_substituted: None,
         channels: sup.channels(),
     }
 }

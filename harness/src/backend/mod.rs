@@ -13,7 +13,7 @@ use protocol::Plan;
 use crate::cell::BootKey;
 use crate::events::SharedSink;
 use crate::proc::Cancel;
-use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, RunDir};
+use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, LockSubstitution, RunDir};
 
 pub mod host_settings;
 pub mod leftovers;
@@ -106,6 +106,8 @@ pub struct BootOutput {
     pub timings_ms: BTreeMap<String, f64>,
     /// Where the kernel came from (package + version, a path), when the backend knows.
     pub kernel_source: Option<String>,
+    /// The archive no longer carried the locked kernel and this one ran instead: both.
+    pub kernel_substituted: Option<LockSubstitution>,
     /// What each channel carried and what the bounds did to it.
     pub channels: BTreeMap<String, ChannelStats>,
 }
@@ -126,6 +128,7 @@ impl BootOutput {
             logs,
             timings_ms: BTreeMap::new(),
             kernel_source: None,
+            kernel_substituted: None,
             channels: BTreeMap::new(),
         }
     }

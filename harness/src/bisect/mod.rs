@@ -223,6 +223,7 @@ pub fn run(args: &BisectArgs, sink: SharedSink) -> anyhow::Result<bool> {
         None,
         args.retries,
         sink.clone(),
+        crate::debian::LockPolicy::from_env(),
     )?;
     let build_dir = build_dir_at(&setup.recipe, &setup.good)?;
     let commits = setup.repo.count(&setup.good, &setup.bad)?;

@@ -4,6 +4,7 @@
 //! package itself is a [`LockedPackage`] in both.
 
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -45,26 +46,86 @@ impl LockedPackage {
     }
 }
 
-/// What to do when the archive no longer carries a locked package.
+/// What a command may do with a lock file beyond reading it: cargo's way with Cargo.lock.
 ///
 /// Debian keeps only current versions in its archive: a point release or a security update
-/// removes the version a lock pinned, and every fetch of it fails from then on.
+/// removes the version a lock pinned, and every fetch of it fails from then on. And a recipe
+/// added to `kernels/` (or a `[[runtimes]]` entry added to a matrix) has no entry until someone
+/// resolves it. What happens then is this policy's to say, in one place for every lock file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockPolicy {
-    /// Fail, telling the user to lock again (release gating wants this).
-    Strict,
-    /// Resolve the recipe again, use the current packages (still signature- and
-    /// checksum-checked), and say so loudly; the provenance records the versions used.
-    FollowArchive,
+    /// `--locked`, or `CI=true`: the lock file is the truth and is never written or moved. A
+    /// recipe without an entry ([`DebianError::Unlocked`]), or an entry whose packages the
+    /// archive no longer carries ([`DebianError::Dropped`]), is an error naming the command
+    /// that fixes it.
+    Locked(Frozen),
+    /// The default outside CI. A missing entry is resolved on first use, written to the lock
+    /// file atomically and said in one line. A locked package the archive dropped is replaced,
+    /// for this run only, by what the archive carries now (still signature- and
+    /// checksum-checked): said in the terminal, recorded in run.json and shown in the report;
+    /// the lock stays as it is (`mmx kernels lock --update` moves it).
+    UpdateMissing,
+}
+
+/// Who froze the lock files, as the messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frozen {
+    /// `--locked` on the command line.
+    Flag,
+    /// `CI=true` in the environment (GitHub Actions and most CI systems set it): a CI run must
+    /// test what the repository pins, or fail saying what to commit.
+    Ci,
+}
+
+impl std::fmt::Display for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Frozen::Flag => "--locked",
+            Frozen::Ci => "CI=true",
+        })
+    }
+}
+
+/// The archive no longer carries what a lock entry pins, and the lock is frozen: what the
+/// entry pins and what the archive has, packages as `name=version`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what}: {lock} pins {locked}, which the archive no longer carries (it has {available}); \
+     {frozen} forbids running another version: run `{fix}` and commit {lock}",
+    lock = lock.display()
+)]
+pub struct Dropped {
+    /// `kernel `debian-6.1``.
+    pub what: String,
+    pub lock: std::path::PathBuf,
+    pub locked: String,
+    pub available: String,
+    pub frozen: Frozen,
+    pub fix: String,
+}
+
+/// Whether this is a CI run: `CI=true`, as GitHub Actions sets it (the tests read it the same
+/// way).
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
 }
 
 impl LockPolicy {
-    /// `VAR=strict` makes drift an error; anything else follows the archive.
-    pub fn from_env(var: &str) -> LockPolicy {
-        match std::env::var(var).as_deref() {
-            Ok("strict") => LockPolicy::Strict,
-            _ => LockPolicy::FollowArchive,
+    /// `--locked` (when `locked`) or `CI=true` freeze the lock files; otherwise missing
+    /// entries are written and dropped packages substituted, loudly.
+    pub fn new(locked: bool) -> LockPolicy {
+        if locked {
+            LockPolicy::Locked(Frozen::Flag)
+        } else if in_ci() {
+            LockPolicy::Locked(Frozen::Ci)
+        } else {
+            LockPolicy::UpdateMissing
         }
+    }
+
+    /// The policy of a call without `--locked`: frozen under `CI=true`.
+    pub fn from_env() -> LockPolicy {
+        LockPolicy::new(false)
     }
 }
 
@@ -128,10 +189,28 @@ pub trait LockDocument: Serialize + DeserializeOwned + Default {
         Ok(format!("{}{body}", Self::HEADER))
     }
 
-    /// Write the file atomically.
+    /// Write the file atomically, making its directory (0755) when there is none yet: the
+    /// first lock of a repository may come before `runtimes/` does.
     fn save(&self, path: &Path) -> Result<(), DebianError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| DebianError::io("create directory", dir, e))?;
+        }
         Ok(write_atomic(path, self.to_toml()?.as_bytes())?)
     }
+}
+
+/// A lock file's path as a message shows it: relative to the working directory when it is
+/// under it (`kernels/kernels.lock`), else as it is.
+pub fn shown(path: &Path) -> &Path {
+    let here = std::env::current_dir().ok();
+    here.as_deref()
+        .and_then(|h| path.strip_prefix(h).ok())
+        .or_else(|| path.strip_prefix(".").ok())
+        .unwrap_or(path)
 }
 
 /// The 1-based line of byte `offset` in `text`: where a TOML error points (lock files, and the
@@ -209,6 +288,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("test.lock:3"), "{err}");
+    }
+
+    #[test]
+    fn the_first_save_makes_the_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("runtimes/test.lock");
+        Doc::default().save(&p).unwrap();
+        assert_eq!(Doc::load(&p).unwrap(), Doc::default());
+        let mode = fs::metadata(dir.path().join("runtimes"))
+            .unwrap()
+            .permissions()
+            .mode();
+        // 0755 asked for: whatever the umask, nobody else may write where the lock lives.
+        assert_eq!(mode & 0o022, 0, "{mode:o}");
     }
 
     #[test]

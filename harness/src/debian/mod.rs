@@ -25,7 +25,7 @@ pub mod store;
 pub use apt::Apt;
 pub use cache::Cache;
 pub use deb::Deb;
-pub use lock::{LockDocument, LockPolicy, LockedPackage};
+pub use lock::{in_ci, Dropped, Frozen, LockDocument, LockPolicy, LockedPackage};
 
 /// Everything that can go wrong with Debian packages. Messages name the file, package or
 /// command.
@@ -38,8 +38,8 @@ pub enum DebianError {
     Untrusted(#[from] UntrustedDir),
     #[error("no cache directory: set MMX_CACHE_DIR, XDG_CACHE_HOME or HOME")]
     NoCacheDir,
-    /// apt could not run, or failed: the one error a caller may answer by following the
-    /// archive ([`LockPolicy::FollowArchive`]).
+    /// apt could not run, or failed: the one error a caller may answer by resolving the recipe
+    /// again ([`LockPolicy`]).
     #[error("{op} failed: {detail}")]
     Apt { op: String, detail: String },
     #[error("{deb}: {detail}", deb = deb.display())]
@@ -71,6 +71,23 @@ pub enum DebianError {
         expected: String,
         found: String,
     },
+    /// A recipe without a lock entry, and a policy that forbids writing one
+    /// ([`LockPolicy::Locked`]). `what` names the recipes: `kernel `debian-6.12-generic``.
+    #[error(
+        "{lock} has no entry for {what}, and {frozen} forbids writing one; run `{fix}` and \
+         commit {lock}",
+        lock = lock.display()
+    )]
+    Unlocked {
+        what: String,
+        lock: PathBuf,
+        frozen: Frozen,
+        fix: String,
+    },
+    /// The archive no longer carries what a lock entry pins, and a policy that forbids running
+    /// anything else ([`LockPolicy::Locked`]).
+    #[error(transparent)]
+    Dropped(Box<Dropped>),
     /// A lock file that does not parse, or was written by another version of mmx.
     #[error("{file}:{line}: {message}; regenerate it with `{regenerate}`", file = file.display())]
     Lock {

@@ -4,31 +4,46 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::lock::{LockFile, LockedKernel};
+use super::lock::LockFile;
 use super::recipe::{load_recipes, Recipe, RecipeSource};
+use super::relock::{complete, relock, Update};
 use super::source::SourceBase;
-use super::{cached, ensure, ensure_opts, EnsureOptions, KernelError, ResolvedKernel};
-use crate::debian::apt::Apt;
-use crate::debian::{Cache, LockDocument};
+use super::{cached, ensure_opts, EnsureOptions, KernelError, ResolvedKernel};
+use crate::debian::{Cache, LockDocument, LockPolicy};
 use crate::events::{Note, Sink};
 use crate::proc::Cancel;
 
 /// The `mmx kernels` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum KernelsCmd {
-    /// Resolve every Debian recipe to exact packages and rewrite kernels/kernels.lock.
-    Lock,
+    /// Write kernels/kernels.lock: resolve every Debian recipe that has no entry (or whose
+    /// recipe changed) to exact packages; entries that are there stay as they are unless
+    /// `--update` moves them to what the archive carries now.
+    Lock {
+        /// Move these recipes' entries (all of them when none is named) to the archive's
+        /// current packages: the way forward when Debian dropped a locked kernel.
+        #[arg(long, num_args = 0..)]
+        update: Option<Vec<String>>,
+    },
     /// Download and extract kernels into the cache (all Debian and path recipes, or the ones
-    /// named; a named source recipe is built).
+    /// named; a named source recipe is built). A recipe without a lock entry is resolved and
+    /// its entry written first.
     Fetch {
         /// Recipe names (file stems in kernels/), e.g. debian-6.12.
         names: Vec<String>,
+        /// Never write or move kernels.lock (also when CI=true): a recipe without an entry,
+        /// or a locked kernel the archive dropped, is an error.
+        #[arg(long)]
+        locked: bool,
     },
     /// Build `[source]` recipes (all, or the ones named) into the cache, with a progress bar;
     /// Ctrl-C stops the build. Exit 1 when a build fails.
     Build {
         /// Recipe names, e.g. debian-6.12-minimal.
         names: Vec<String>,
+        /// Never write or move kernels.lock (also when CI=true).
+        #[arg(long)]
+        locked: bool,
     },
     /// Show each recipe, what it is locked to, and whether it is in the cache.
     List,
@@ -55,19 +70,45 @@ pub fn run_cmd(
     let recipes = load_recipes(&dir)?;
     let cache = Cache::from_env()?;
     match cmd {
-        KernelsCmd::Lock => lock(&recipes, &lock_path, &cache, sink).map(|()| Vec::new()),
-        KernelsCmd::Fetch { names } => {
-            let lock = LockFile::load(&lock_path)?;
-            for recipe in select(&recipes, &names)? {
-                // Fetching everything must not start ten-minute builds; naming one does.
-                if names.is_empty() && matches!(recipe.source, RecipeSource::Build(_)) {
-                    sink.answer(&format!(
-                        "{:<20} source recipe: not fetched (`mmx kernels build {}` builds it)",
-                        recipe.name, recipe.name
-                    ));
-                    continue;
+        KernelsCmd::Lock { update } => {
+            let update = match &update {
+                None => Update::None,
+                Some(names) if names.is_empty() => Update::All,
+                Some(names) => {
+                    select(&recipes, names)?;
+                    Update::Named(names)
                 }
-                match ensure(recipe, &lock, &cache, sink) {
+            };
+            for r in relock(&recipes, &lock_path, &cache, update, sink)? {
+                sink.answer(&format!(
+                    "{:<20} {:<10} {}",
+                    r.name,
+                    r.change,
+                    r.packages.join(" ")
+                ));
+            }
+            sink.answer(&format!("wrote {}", lock_path.display()));
+            Ok(Vec::new())
+        }
+        KernelsCmd::Fetch { names, locked } => {
+            let policy = LockPolicy::new(locked);
+            // Fetching everything must not start ten-minute builds; naming one does.
+            let (fetch, skip): (Vec<&Recipe>, Vec<&Recipe>) = select(&recipes, &names)?
+                .into_iter()
+                .partition(|r| !names.is_empty() || !matches!(r.source, RecipeSource::Build(_)));
+            let lock = complete(&lock_path, &fetch, policy, &cache, sink)?;
+            let opts = EnsureOptions {
+                policy,
+                ..EnsureOptions::new(sink)
+            };
+            for recipe in skip {
+                sink.answer(&format!(
+                    "{:<20} source recipe: not fetched (`mmx kernels build {}` builds it)",
+                    recipe.name, recipe.name
+                ));
+            }
+            for recipe in fetch {
+                match ensure_opts(recipe, &lock, &cache, &opts) {
                     Ok(k) => answer_kernel(&k, sink),
                     Err(e @ KernelError::Build { .. }) => return Ok(vec![e]),
                     Err(e) => return Err(e.into()),
@@ -75,8 +116,8 @@ pub fn run_cmd(
             }
             Ok(Vec::new())
         }
-        KernelsCmd::Build { names } => {
-            let lock = LockFile::load(&lock_path)?;
+        KernelsCmd::Build { names, locked } => {
+            let policy = LockPolicy::new(locked);
             let chosen: Vec<&Recipe> = if names.is_empty() {
                 recipes
                     .iter()
@@ -85,6 +126,7 @@ pub fn run_cmd(
             } else {
                 select(&recipes, &names)?
             };
+            let lock = complete(&lock_path, &chosen, policy, &cache, sink)?;
             // Ctrl-C sets `cancel`: make's whole group is stopped and the build fails saying
             // so; a second Ctrl-C ends mmx at once. Nothing half-built is ever published.
             let cancel = Cancel::new();
@@ -92,6 +134,7 @@ pub fn run_cmd(
                 .install_signal_handlers()
                 .context("installing the Ctrl-C handler")?;
             let opts = EnsureOptions {
+                policy,
                 cancel: Some(&cancel),
                 ..EnsureOptions::new(sink)
             };
@@ -201,48 +244,4 @@ fn select<'a>(recipes: &'a [Recipe], names: &[String]) -> Result<Vec<&'a Recipe>
                 })
         })
         .collect()
-}
-
-fn lock(
-    recipes: &[Recipe],
-    lock_path: &Path,
-    cache: &Cache,
-    sink: &dyn Sink,
-) -> anyhow::Result<()> {
-    let old = LockFile::load(lock_path)?;
-    let mut new = LockFile::default();
-    {
-        let _apt_lock = cache.lock("apt")?;
-        let apt = Apt::new(cache)?;
-        sink.note(Note::info(format!(
-            "apt-get update (private lists in {})",
-            cache.root().join("apt").display()
-        )));
-        apt.update()?;
-        for r in recipes {
-            let Some(entry) = LockedKernel::resolve(&apt, r)
-                .with_context(|| format!("kernel `{}` ({})", r.name, r.file.display()))?
-            else {
-                continue;
-            };
-            let change = match old.get(&r.name) {
-                None => "new",
-                Some(o) if *o == entry => "unchanged",
-                Some(_) => "updated",
-            };
-            let pkgs: Vec<_> = entry
-                .packages
-                .iter()
-                .map(|p| format!("{}={}", p.name, p.version))
-                .collect();
-            sink.answer(&format!("{:<20} {:<10} {}", r.name, change, pkgs.join(" ")));
-            new.upsert(entry);
-        }
-    }
-    for gone in old.kernels.iter().filter(|o| new.get(&o.name).is_none()) {
-        sink.answer(&format!("{:<20} removed (no recipe)", gone.name));
-    }
-    new.save(lock_path)?;
-    sink.answer(&format!("wrote {}", lock_path.display()));
-    Ok(())
 }

@@ -11,16 +11,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::fragment::Role;
-use super::lock::{LockFile, LockedKernel};
+use super::lock::{relock_command, LockFile, LockedKernel};
 use super::modules::{ModuleBytes, ModuleFeature, ModuleIndex};
 use super::recipe::{Recipe, RecipeSource};
 use super::srcbuild;
 use super::{KernelError, KernelModule, KernelProvenance, KernelTimings, ResolvedKernel};
 use crate::debian::cache::key;
 use crate::debian::deb::{for_each_data_entry, EntryKind};
-use crate::debian::{store, Apt, Cache, Deb, LockPolicy};
+use crate::debian::{store, Apt, Cache, Deb, DebianError, Dropped, LockPolicy, LockedPackage};
 use crate::events::{Note, Sink};
 use crate::proc::Cancel;
+use crate::results::LockSubstitution;
 use crate::rundir::write_atomic;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
@@ -28,16 +29,8 @@ use crate::rundir::write_atomic;
 const EXTRACT_FORMAT: &[u8] = b"extract-v2";
 const MANIFEST: &str = "kernel.json";
 
-/// The variable that makes a locked kernel the archive dropped an error (`strict`).
-pub const LOCK_ENV: &str = "MMX_KERNEL_LOCK";
-
-/// `MMX_KERNEL_LOCK=strict` makes drift an error; the default follows the archive.
-pub fn lock_policy() -> LockPolicy {
-    LockPolicy::from_env(LOCK_ENV)
-}
-
 /// The command that moves kernels.lock to what the archive carries now.
-pub(crate) const RELOCK: &str = "mmx kernels lock";
+pub(crate) const RELOCK: &str = "mmx kernels lock --update";
 
 /// How [`ensure_opts`] behaves beyond the recipe.
 #[derive(Clone, Copy)]
@@ -55,7 +48,7 @@ impl<'a> EnsureOptions<'a> {
     /// The lock policy from the environment ([`lock_policy`]), no cancel.
     pub fn new(sink: &'a dyn Sink) -> EnsureOptions<'a> {
         EnsureOptions {
-            policy: lock_policy(),
+            policy: LockPolicy::from_env(),
             sink,
             cancel: None,
         }
@@ -64,7 +57,7 @@ impl<'a> EnsureOptions<'a> {
 
 /// Make `recipe`'s kernel ready: from the cache when there, else fetch, verify and extract
 /// (Debian), or build (`[source]`). The lock policy comes from the environment
-/// ([`lock_policy`]). A kernel whose config lacks what every guest needs is refused
+/// ([`LockPolicy::from_env`]: frozen under `CI=true`). A kernel whose config lacks what every guest needs is refused
 /// here, naming the options, before anything boots it.
 pub fn ensure(
     recipe: &Recipe,
@@ -103,8 +96,8 @@ pub fn ensure_opts(
             let locked = lock.entry_for(recipe, package, Some(suite))?;
             match ensure_debian(recipe, locked, cache, start) {
                 // Only a failed download: a checksum mismatch is never papered over.
-                Err(e) if e.is_apt_failure() && opts.policy == LockPolicy::FollowArchive => {
-                    follow_archive(recipe, locked, cache, start, e, opts.sink)
+                Err(e) if e.is_apt_failure() => {
+                    follow_archive(recipe, locked, cache, start, e, opts.policy, opts.sink)
                 }
                 other => other,
             }
@@ -129,7 +122,8 @@ pub fn ensure_opts(
             e @ (KernelError::Build { .. }
             | KernelError::MissingOptions { .. }
             | KernelError::NotLocked { .. }
-            | KernelError::StaleLock { .. }) => e,
+            | KernelError::StaleLock { .. }
+            | KernelError::Debian(DebianError::Dropped(_))) => e,
             e => KernelError::Kernel {
                 name: recipe.name.clone(),
                 source: Box::new(e),
@@ -289,14 +283,17 @@ fn ensure_debian(
     Ok(kernel)
 }
 
-/// The locked packages could not be fetched: resolve the recipe again and use what the archive
-/// carries now, if that is something else.
+/// The locked packages could not be fetched: resolve the recipe again. When the archive carries
+/// something else now, the policy decides: frozen, an error naming both; otherwise that kernel,
+/// said in one line and recorded as a substitution. Nothing newer: the failure stands (the
+/// archive is unreachable, say).
 fn follow_archive(
     recipe: &Recipe,
     locked: &LockedKernel,
     cache: &Cache,
     start: Instant,
     failure: KernelError,
+    policy: LockPolicy,
     sink: &dyn Sink,
 ) -> Result<ResolvedKernel, KernelError> {
     let fresh = {
@@ -304,29 +301,69 @@ fn follow_archive(
         let apt = Apt::new(cache)?;
         LockedKernel::resolve(&apt, recipe)?
     };
-    match fresh {
-        Some(fresh) if fresh.packages != locked.packages => {
-            let was: Vec<String> = locked
-                .packages
-                .iter()
-                .map(|p| format!("{}={}", p.name, p.version))
-                .collect();
-            let now: Vec<String> = fresh
-                .packages
-                .iter()
-                .map(|p| format!("{}={}", p.name, p.version))
-                .collect();
-            sink.note(Note::warning(format!(
-                "kernel {}: the archive no longer has the locked {}; using {} instead \
-                 (run `mmx kernels lock` to pin it; MMX_KERNEL_LOCK=strict makes this an error)",
-                recipe.name,
-                was.join(", "),
-                now.join(", ")
-            )));
-            ensure_debian(recipe, &fresh, cache, start)
+    let Some(fresh) = fresh.filter(|f| f.packages != locked.packages) else {
+        return Err(failure);
+    };
+    let substitution = Substitution::new(recipe, &locked.packages, &fresh.packages);
+    substitution.allowed(policy, sink)?;
+    let mut kernel = ensure_debian(recipe, &fresh, cache, start)?;
+    kernel.substituted = Some(substitution.into_record());
+    Ok(kernel)
+}
+
+/// A kernel the archive dropped, and the one it carries now, for one recipe.
+pub(crate) struct Substitution<'a> {
+    recipe: &'a Recipe,
+    record: LockSubstitution,
+}
+
+impl<'a> Substitution<'a> {
+    pub(crate) fn new(
+        recipe: &'a Recipe,
+        locked: &[LockedPackage],
+        used: &[LockedPackage],
+    ) -> Substitution<'a> {
+        Substitution {
+            recipe,
+            record: LockSubstitution {
+                locked: locked.iter().map(LockedPackage::spec).collect(),
+                used: used.iter().map(LockedPackage::spec).collect(),
+            },
         }
-        // Nothing newer to move to: the original failure stands.
-        _ => Err(failure),
+    }
+
+    /// Frozen: the error naming both and the command that moves the lock. Otherwise say, in one
+    /// line, what runs instead.
+    pub(crate) fn allowed(&self, policy: LockPolicy, sink: &dyn Sink) -> Result<(), KernelError> {
+        let lock = self.recipe.file.with_file_name("kernels.lock");
+        let fix = relock_command(&lock, Some(&self.recipe.name));
+        match policy {
+            LockPolicy::Locked(frozen) => Err(DebianError::Dropped(Box::new(Dropped {
+                what: format!("kernel `{}`", self.recipe.name),
+                lock,
+                locked: self.record.locked.join(", "),
+                available: self.record.used.join(", "),
+                frozen,
+                fix,
+            }))
+            .into()),
+            LockPolicy::UpdateMissing => {
+                sink.note(Note::warning(format!(
+                    "kernel {}: {} pins {}, which the archive no longer carries; running {} \
+                     instead (recorded in run.json; `{fix}` moves the lock, --locked or CI=true \
+                     make this an error)",
+                    self.recipe.name,
+                    lock.display(),
+                    self.record.locked.join(", "),
+                    self.record.used.join(", ")
+                )));
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn into_record(self) -> LockSubstitution {
+        self.record
     }
 }
 
@@ -483,6 +520,7 @@ pub(crate) fn build_entry(
         provenance,
         cache_key,
         timings: KernelTimings::default(),
+        substituted: None,
     };
     let json = serde_json::to_vec_pretty(&kernel).map_err(|e| KernelError::Layout {
         detail: format!("serialize manifest: {e}"),

@@ -3,7 +3,8 @@
 //! order) that the initramfs builder and the QEMU backend consume.
 //!
 //! Phases, one file each: [`recipe`] (parse, check), [`lock`] (what a kernels.lock entry is, and
-//! how a recipe resolves to one), [`modules`] (which modules, which order;
+//! how a recipe resolves to one), [`relock`] (writing entries: on first use, or when asked),
+//! [`modules`] (which modules, which order;
 //! [`aliases`]: what they answer to), [`fetch`] (put it
 //! together in the cache), [`cmd`] (`mmx kernels …`). The Debian machinery underneath — the
 //! private apt, reading .debs, the cache, the lock file's format — is `crate::debian`'s.
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::debian::{DebianError, LockedPackage};
+use crate::results::LockSubstitution;
 use crate::rundir::IoError;
 
 mod aliases;
@@ -31,6 +33,7 @@ pub mod lock;
 pub mod modules;
 pub mod patches;
 pub mod recipe;
+pub mod relock;
 pub mod source;
 mod srcbuild;
 mod switch;
@@ -39,8 +42,8 @@ pub mod tree;
 pub use build::BuildError;
 pub use cmd::{run_cmd, KernelsCmd};
 pub use config::{ConfigOrigin, Missing};
-pub use fetch::{cached, ensure, ensure_opts, ensure_with, lock_policy, EnsureOptions};
-pub use lock::{LockFile, LockedKernel};
+pub use fetch::{cached, ensure, ensure_opts, ensure_with, EnsureOptions};
+pub use lock::{relock_command, LockFile, LockedKernel};
 pub use modules::ModuleFeature;
 pub use recipe::{load_recipe, load_recipes, Recipe, RecipeSource};
 pub use srcbuild::{build_dir_at, debian_source_tree, ensure_source_at};
@@ -70,6 +73,11 @@ pub struct ResolvedKernel {
     /// How long [`ensure`] took this time; not part of the cached entry.
     #[serde(skip)]
     pub timings: KernelTimings,
+    /// The archive no longer carried the packages kernels.lock pins, and these are others
+    /// ([`crate::debian::LockPolicy::UpdateMissing`]); this time only, not part of the cached
+    /// entry (the same entry serves a lock that pins it).
+    #[serde(skip)]
+    pub substituted: Option<LockSubstitution>,
 }
 
 /// One module in the initramfs.

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::build::{build_tree, compiler_version, BuildError, BuildLog, BuildRequest};
 use super::config::{ConfigOrigin, MINIMAL_BASE};
-use super::fetch::{build_entry, download, publish, read_manifest, EnsureOptions};
+use super::fetch::{build_entry, download, publish, read_manifest, EnsureOptions, Substitution};
 use super::lock::{LockFile, LockedKernel};
 use super::modules::ModuleIndex;
 use super::patches::{self, Patch};
@@ -28,7 +28,7 @@ use super::{
     fragment, BuiltBase, BuiltKernel, KernelError, KernelProvenance, KernelTimings, ResolvedKernel,
 };
 use crate::debian::cache::key;
-use crate::debian::{Apt, Cache, LockPolicy};
+use crate::debian::{Apt, Cache};
 use crate::events::Note;
 use crate::proc::Cancel;
 
@@ -228,9 +228,9 @@ pub(crate) fn ensure_source(
     };
     let first = plan(recipe, spec, locked)?;
     match build_planned(recipe, spec, cache, opts, first, None) {
-        // The archive dropped the locked source package: as with binary kernels, follow it
-        // loudly unless the lock is strict.
-        Err(failure) if failure.is_apt_failure() && opts.policy == LockPolicy::FollowArchive => {
+        // The archive dropped the locked source package: as with binary kernels, the policy
+        // decides between an error naming both and a build of the current one, recorded.
+        Err(failure) if failure.is_apt_failure() => {
             let (SourceBase::Debian { package, suite }, Some(old)) = (&spec.base, locked) else {
                 return Err(failure);
             };
@@ -243,17 +243,12 @@ pub(crate) fn ensure_source(
             if fresh.packages == old.packages {
                 return Err(failure);
             }
-            opts.sink.note(Note::warning(format!(
-                "kernel {}: the archive no longer has the locked {}={}; building {}={} instead \
-                 (run `mmx kernels lock` to pin it; MMX_KERNEL_LOCK=strict makes this an error)",
-                recipe.name,
-                old.packages[0].name,
-                old.packages[0].version,
-                fresh.packages[0].name,
-                fresh.packages[0].version
-            )));
+            let substitution = Substitution::new(recipe, &old.packages, &fresh.packages);
+            substitution.allowed(opts.policy, opts.sink)?;
             let fresh_plan = plan(recipe, spec, Some(&fresh))?;
-            build_planned(recipe, spec, cache, opts, fresh_plan, None)
+            let mut kernel = build_planned(recipe, spec, cache, opts, fresh_plan, None)?;
+            kernel.substituted = Some(substitution.into_record());
+            Ok(kernel)
         }
         other => other,
     }

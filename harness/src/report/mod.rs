@@ -299,6 +299,60 @@ mod tests {
         );
     }
 
+    /// A kernel that is not the one kernels.lock pins says so in both report headers, through
+    /// the escaping every value takes (a package version is outside text).
+    #[test]
+    fn a_substituted_kernel_heads_both_reports_escaped() {
+        use crate::results::{Accel, HostInfo, LockSubstitution, RUN_SCHEMA_VERSION};
+        use protocol::{MountsScenario, Scenario, Strategy};
+        let scenario = Scenario::Mounts(MountsScenario {
+            strategy: Strategy::PerLayer.into(),
+            layers: 1,
+            containers: 1,
+            concurrency: 1,
+            passes: 2,
+        });
+        let mut cell = testing::cell(scenario, None, Default::default(), Accel::Tcg);
+        cell.provenance.kernel_substituted = Some(LockSubstitution {
+            locked: vec!["linux-image-7.3=7.3.4-1".into()],
+            used: vec!["linux-image-7.3=<b>[x](y)</b>".into()],
+        });
+        let run = RunRecord {
+            schema_version: RUN_SCHEMA_VERSION,
+            mmx_version: "0".into(),
+            agent: String::new(),
+            run_id: "r".into(),
+            started_at: "2026-11-26T10:00:00Z".into(),
+            finished_at: "2026-11-26T11:00:00Z".into(),
+            matrix: "matrix.toml".into(),
+            shard: None,
+            host: HostInfo::default(),
+            boots: Vec::new(),
+            cells: vec![cell.clone(), cell],
+            runtimes: Vec::new(),
+        };
+        let md = render_markdown(&run).unwrap();
+        let header = md.split("### Compatibility").next().unwrap();
+        assert_eq!(
+            header.matches("Not what the lock files pin").count(),
+            1,
+            "{md}"
+        );
+        assert!(
+            header.contains(
+                "kernel debian-7.x: locked ` linux-image-7.3=7.3.4-1 `, ran ` linux-image-7.3=<b>[x](y)</b> `"
+            ),
+            "{header}"
+        );
+        let html = render_html(&run).unwrap();
+        let header = html.split("</header>").next().unwrap();
+        assert!(
+            header.contains("kernel debian-7.x: locked <code>linux-image-7.3=7.3.4-1</code>, ran <code>linux-image-7.3=&lt;b&gt;[x](y)&lt;&#x2f;b&gt;</code>"),
+            "{header}"
+        );
+        assert!(!html.contains("<b>[x]"), "escaped everywhere");
+    }
+
     #[test]
     fn control_characters_never_reach_xml() {
         let env = environment().unwrap();

@@ -13,7 +13,7 @@ pub use super::perf::{
     perf_value, perf_value_marked, PerfColumn, PerfRow, PerfTable, PerfValue, SERIALIZED_NOTE,
 };
 use super::sections::{boots, probes, provenance, BootRow, ProbeTable, ProvRow};
-use crate::results::{CellRecord, RunRecord};
+use crate::results::{CellRecord, LockSubstitution, RunRecord};
 
 #[derive(Debug, Serialize)]
 pub struct ReportModel {
@@ -48,6 +48,41 @@ pub struct RunHeader {
     pub verdict: String,
     /// The runtimes the run's `runtime:NAME` columns started: their identity.
     pub runtimes: Vec<RuntimeLine>,
+    /// Kernels and runtimes that are not what the lock files pin: Debian's archive no longer
+    /// carried the pinned packages and others ran. Empty in a frozen (`--locked`, CI) run.
+    pub substituted: Vec<SubstitutionLine>,
+}
+
+/// A lock entry the archive no longer carried, and what ran in its place.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SubstitutionLine {
+    /// `kernel debian-6.1`, `runtime containerd-2.1`.
+    pub what: String,
+    /// The packages the lock pins, `name=version`, comma-separated.
+    pub locked: String,
+    /// The packages used instead.
+    pub used: String,
+}
+
+/// Every substitution of the run, once each: kernels from their cells' provenance, runtimes
+/// from the run's runtime records.
+fn substitution_lines(run: &RunRecord) -> Vec<SubstitutionLine> {
+    let line = |what: String, s: &LockSubstitution| SubstitutionLine {
+        what,
+        locked: s.locked.join(", "),
+        used: s.used.join(", "),
+    };
+    let kernels = run.cells.iter().filter_map(|c| {
+        let s = c.provenance.kernel_substituted.as_ref()?;
+        let (kernel, _) = c.key.target.row();
+        Some(line(format!("kernel {kernel}"), s))
+    });
+    let runtimes = run.runtimes.iter().filter_map(|r| {
+        let s = r.substituted.as_ref()?;
+        Some(line(format!("runtime {}", r.name), s))
+    });
+    let set: BTreeSet<SubstitutionLine> = kernels.chain(runtimes).collect();
+    set.into_iter().collect()
 }
 
 /// One runtime of the run, for the header and the provenance section.
@@ -211,6 +246,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
             not_ok,
             accels: accels.into_iter().collect::<Vec<_>>().join(", "),
             runtimes: runtime_lines(run),
+            substituted: substitution_lines(run),
             verdict: if run.cells.is_empty() {
                 "no cells ran".into()
             } else if not_ok == 0 {

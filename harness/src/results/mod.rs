@@ -21,7 +21,8 @@ pub use boot::{
 };
 pub use cell::{Caveats, CellRecord, Expectation, ExpectationCheck, UnsupportedPoints, SERIALIZED};
 pub use provenance::{
-    Accel, BackendKind, CellRuntime, PackageId, PatchId, Provenance, RuntimeProvenance,
+    Accel, BackendKind, CellRuntime, LockSubstitution, PackageId, PatchId, Provenance,
+    RuntimeProvenance,
 };
 pub use run::{
     run_json_path, HostInfo, RunRecord, RuntimeBuild, RuntimeRecord, RUN_SCHEMA_VERSION,

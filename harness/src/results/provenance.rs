@@ -149,6 +149,11 @@ pub struct Provenance {
     /// Package and version (or path) the kernel came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_source: Option<String>,
+    /// The archive no longer carried the kernel kernels.lock pins, and another ran in its place
+    /// (never under `--locked` or `CI=true`): both, so no one reads these numbers as the
+    /// locked kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_substituted: Option<LockSubstitution>,
     /// The topology the matrix asked for (None for hosts: they are what they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_topology: Option<String>,
@@ -160,6 +165,25 @@ pub struct Provenance {
     /// A runtime's cell: which runtime, built from what, and what it said it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<CellRuntime>,
+}
+
+/// What a lock file pinned and what ran instead, because Debian's archive no longer carried the
+/// pinned packages: each package as `name=version`, in the lock's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockSubstitution {
+    pub locked: Vec<String>,
+    pub used: Vec<String>,
+}
+
+impl LockSubstitution {
+    /// `locked a=1, b=1; used a=2, b=2`: for terminals and report headers.
+    pub fn describe(&self) -> String {
+        format!(
+            "locked {}; used {}",
+            self.locked.join(", "),
+            self.used.join(", ")
+        )
+    }
 }
 
 /// The runtime a cell ran: its build and what it said it is.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use protocol::Outcome;
 use serde::{Deserialize, Serialize};
 
-use super::{BootRecord, CellRecord, RuntimeProvenance};
+use super::{BootRecord, CellRecord, LockSubstitution, RuntimeProvenance};
 use crate::cell::{BootKey, CellKey};
 
 /// Version of the `run.json` schema.
@@ -58,6 +58,10 @@ pub struct RuntimeRecord {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<RuntimeBuild>,
+    /// The archive no longer carried what runtimes.lock pins, and the runtime was built from
+    /// what it carries now (never under `--locked` or `CI=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substituted: Option<LockSubstitution>,
     /// Why it is not ready (its cells are `infra-error` with this reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -240,6 +240,7 @@ mod tests {
                 host_cpu: String::new(),
                 kernel_release: None,
                 kernel_source: None,
+                kernel_substituted: None,
                 requested_topology: None,
                 observed_topology: None,
                 topology_mismatch: Some("1 threads/core, asked for 2".into()),

@@ -90,6 +90,9 @@ pub struct RunOptions {
     /// Parent of the run directory.
     pub out_dir: PathBuf,
     pub run_id: Option<String>,
+    /// What a kernel or runtime without a lock entry, or whose locked packages the archive
+    /// dropped, gets (`--locked`, `CI=true`: an error).
+    pub lock_policy: crate::debian::LockPolicy,
 }
 
 /// One boot: the cells it runs and where.
@@ -396,6 +399,7 @@ pub fn fold_boot(
                 },
                 kernel_release: kernel_release.clone(),
                 kernel_source: out.kernel_source.clone(),
+                kernel_substituted: out.kernel_substituted.clone(),
                 requested_topology: requested.map(|t| t.name.clone()),
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
@@ -599,6 +603,7 @@ pub fn execute(
         local_scratch,
         opts.retries,
         sink,
+        opts.lock_policy,
     )?;
     // `--jobs` above the core count oversubscribes on purpose; guests that measure contention
     // still take a core per vCPU of that budget.

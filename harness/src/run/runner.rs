@@ -3,7 +3,7 @@
 //! cells start (made ready once, before any boot). Retries infra errors only, and checks every
 //! cell against the matrix's known answers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,9 +15,10 @@ use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
 use crate::backend::{ms_between, BootOutput, BootRequest, Deadlines};
 use crate::cell::BootKey;
-use crate::debian::{Cache, LockDocument};
+use crate::debian::{Cache, LockDocument, LockPolicy};
 use crate::events::{Note, SharedSink, Sink};
-use crate::kernels::{EnsureOptions, LockFile, Recipe, ResolvedKernel};
+use crate::kernels::relock::complete;
+use crate::kernels::{EnsureOptions, KernelError, LockFile, Recipe, ResolvedKernel};
 use crate::matrix::{Cell, Expectations, Matrix, Target};
 use crate::proc::Cancel;
 use crate::results::{Accel, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir};
@@ -33,6 +34,9 @@ const SSH_START: Duration = Duration::from_secs(150);
 pub struct Kernels {
     recipes: Vec<Recipe>,
     lock: LockFile,
+    lock_path: PathBuf,
+    /// What a kernel whose locked packages the archive dropped gets ([`Kernels::complete_lock`]).
+    policy: LockPolicy,
     cache: Cache,
     resolved: Mutex<HashMap<String, Result<Arc<ResolvedKernel>, String>>>,
 }
@@ -62,6 +66,8 @@ impl Kernels {
         Ok(Kernels {
             recipes,
             lock,
+            lock_path,
+            policy: LockPolicy::from_env(),
             cache: Cache::from_env()?,
             resolved: Mutex::new(HashMap::new()),
         })
@@ -69,6 +75,27 @@ impl Kernels {
 
     pub fn cache_root(&self) -> PathBuf {
         self.cache.root().to_path_buf()
+    }
+
+    /// Give every kernel of `names` that is locked at all its kernels.lock entry before
+    /// anything runs: resolved on first use and written, or, with the lock frozen (`--locked`,
+    /// `CI=true`), an error naming the recipes and `mmx kernels lock`. Kernels fetched later
+    /// keep to `policy` too.
+    pub fn complete_lock<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        policy: LockPolicy,
+        sink: &dyn Sink,
+    ) -> Result<(), KernelError> {
+        let names: Vec<&str> = names.into_iter().collect();
+        let used: Vec<&Recipe> = self
+            .recipes
+            .iter()
+            .filter(|r| names.contains(&r.name.as_str()))
+            .collect();
+        self.lock = complete(&self.lock_path, &used, policy, &self.cache, sink)?;
+        self.policy = policy;
+        Ok(())
     }
 
     /// Boot `kernel` for `name` from now on instead of resolving its recipe: `mmx bisect`
@@ -94,6 +121,7 @@ impl Kernels {
         }
         // Ctrl-C stops a source build's make (it runs in a process group of its own).
         let opts = EnsureOptions {
+            policy: self.policy,
             cancel: Some(cancel),
             ..EnsureOptions::new(sink)
         };
@@ -101,7 +129,8 @@ impl Kernels {
             None => Err(format!("no kernel recipe named `{name}`")),
             Some(recipe) => crate::kernels::ensure_opts(recipe, &self.lock, &self.cache, &opts)
                 .map(Arc::new)
-                .map_err(|e| format!("kernel {name}: {e}")),
+                // The whole chain: a wrapped error's own line names only the kernel.
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
         };
         if let Ok(mut m) = self.resolved.lock() {
             m.insert(name.to_string(), r.clone());
@@ -130,7 +159,9 @@ pub struct Runner {
 
 impl Runner {
     /// A runner for `boots`: builds what their backends need (the QEMU backend and kernels only
-    /// when some boot is a guest). `sink` hears what they say, setting up and in every boot.
+    /// when some boot is a guest). `sink` hears what they say, setting up and in every boot;
+    /// `policy`: what a kernel or runtime without a lock entry, or one whose locked packages
+    /// the archive dropped, gets (`--locked`, `CI=true`: an error).
     pub fn new(
         matrix: &Matrix,
         boots: &[BootPlan],
@@ -138,16 +169,38 @@ impl Runner {
         local_scratch: Option<PathBuf>,
         retries: u32,
         sink: SharedSink,
+        policy: LockPolicy,
     ) -> anyhow::Result<Runner> {
-        let wants_qemu = boots
+        let guest_kernels: BTreeSet<&str> = boots
             .iter()
-            .any(|b| matches!(b.target, Target::Qemu { .. }));
-        // Configuration errors first, before a build that can take a minute.
-        let kernels = if wants_qemu {
-            Some(Kernels::load(matrix)?)
-        } else {
+            .filter_map(|b| match &b.target {
+                Target::Qemu { kernel, .. } => Some(kernel.as_str()),
+                Target::Local | Target::Ssh { .. } => None,
+            })
+            .collect();
+        // Configuration errors first, before a build that can take a minute: a missing lock
+        // entry is one when the lock is frozen.
+        let kernels = if guest_kernels.is_empty() {
             None
+        } else {
+            let mut kernels = Kernels::load(matrix)?;
+            kernels.complete_lock(guest_kernels.iter().copied(), policy, &*sink)?;
+            Some(kernels)
         };
+        let used: BTreeSet<_> = boots
+            .iter()
+            .flat_map(|b| &b.cells)
+            .filter_map(|c| c.scenario.runtime().cloned())
+            .collect();
+        let runtimes_lock = matrix.runtimes_lock();
+        crate::runtimes::relock::complete(
+            &runtimes_lock,
+            &matrix.runtimes,
+            &used,
+            &matrix.path,
+            policy,
+            &*sink,
+        )?;
         let agent = crate::agent::build_static().context("building mmx-agent")?;
         let qemu = if let Some(kernels) = kernels {
             let qemu = Qemu::new(accel, agent.clone(), kernels.cache_root(), &*sink)
@@ -158,13 +211,8 @@ impl Runner {
         };
         // Every runtime the selected cells start, once, before any boot (a build can take a
         // minute; a failed one costs its cells only).
-        let used = boots
-            .iter()
-            .flat_map(|b| &b.cells)
-            .filter_map(|c| c.scenario.runtime().cloned())
-            .collect();
         let runtimes =
-            RunRuntimes::prepare(&matrix.runtimes, &used, &matrix.runtimes_lock(), &*sink);
+            RunRuntimes::prepare(&matrix.runtimes, &used, &runtimes_lock, policy, &*sink);
         Ok(Runner {
             agent,
             host: HostInfo::detect(),

@@ -106,6 +106,7 @@ fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
         logs: vec![],
         timings_ms: BTreeMap::new(),
         kernel_source: None,
+        kernel_substituted: None,
         channels: BTreeMap::new(),
     }
 }
@@ -200,6 +201,7 @@ outcome = "pass"
         &[],
         &m.used_runtimes(),
         Path::new("/nonexistent/runtimes.lock"),
+        crate::debian::LockPolicy::from_env(),
         &crate::events::Discard,
     );
     let plan = plan_for(&boot, 1, Path::new("/s"), &runtimes);

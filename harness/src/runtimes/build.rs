@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use super::git::{apply_patch, git_archive, resolve_rev};
 use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock};
 use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource};
+use super::relock::relock_command;
 use super::{BuildTimings, ResolvedRuntime, RuntimeError};
 use crate::debian::cache::key;
 use crate::debian::deb::sha256_file;
@@ -36,7 +37,7 @@ use crate::debian::store;
 use crate::debian::{Apt, Cache, Deb, DebianError, LockPolicy, LockedPackage};
 use crate::events::{Note, Sink};
 use crate::proc::Run;
-use crate::results::{PackageId, PatchId, RuntimeProvenance};
+use crate::results::{LockSubstitution, PackageId, PatchId, RuntimeProvenance};
 use crate::rundir::write_atomic;
 
 /// One `go build` of a runtime, offline: a minute cold on two cores (the compiler and the
@@ -57,14 +58,8 @@ pub const CONTAINERD_MAIN_GO: &str = include_str!("../../carried/runtimes/contai
 /// Where main.go goes in a user's checkout (module mode).
 const TREE_MAIN_DIR: &str = "cmd/mmx-runtime-containerd";
 
-/// `MMX_RUNTIME_LOCK=strict`: a locked package the archive dropped is an error; otherwise the
-/// recipe is resolved again and the current packages are used, loudly (as for kernels).
-pub fn lock_policy() -> LockPolicy {
-    LockPolicy::from_env("MMX_RUNTIME_LOCK")
-}
-
 /// The command that moves runtimes.lock to what the archive carries now.
-const RELOCK: &str = "mmx runtimes lock";
+const RELOCK: &str = "mmx runtimes lock --update";
 
 /// Make `recipe`'s runtime ready (see the module doc). `lock_path` is only named in messages;
 /// `sink` hears when a locked package the archive dropped was replaced.
@@ -75,7 +70,7 @@ pub fn ensure(
     cache: &Cache,
     sink: &dyn Sink,
 ) -> Result<ResolvedRuntime, RuntimeError> {
-    ensure_with(recipe, lock, lock_path, cache, lock_policy(), sink)
+    ensure_with(recipe, lock, lock_path, cache, LockPolicy::from_env(), sink)
 }
 
 /// [`ensure`] with an explicit policy for locked packages the archive no longer has.
@@ -94,6 +89,7 @@ pub fn ensure_with(
             let not_locked = |what: String| RuntimeError::NotLocked {
                 what,
                 lock: lock_path.to_path_buf(),
+                fix: relock_command(lock_path, None, false),
             };
             let go = lock
                 .go
@@ -107,18 +103,26 @@ pub fn ensure_with(
                 ContainerdSource::Tree { tree, rev } => Sources::Tree { tree, rev },
             };
             match containerd(recipe, go, &sources, cache) {
-                Err(RuntimeError::Debian(DebianError::Apt { op, detail }))
-                    if policy == LockPolicy::FollowArchive =>
-                {
-                    follow_archive(recipe, go, &sources, cache, (op, detail), sink)
+                Err(RuntimeError::Debian(DebianError::Apt { op, detail })) => {
+                    let failed = FailedFetch {
+                        op,
+                        detail,
+                        lock_path,
+                        policy,
+                    };
+                    follow_archive(recipe, go, &sources, cache, failed, sink)
                 }
                 other => other,
             }
         }
     };
-    let mut runtime = result.map_err(|e| RuntimeError::Runtime {
-        name: recipe.name.to_string(),
-        source: Box::new(e),
+    let mut runtime = result.map_err(|e| match e {
+        // It names the runtime already, and must read as what it is.
+        e @ RuntimeError::Debian(DebianError::Dropped(_)) => e,
+        e => RuntimeError::Runtime {
+            name: recipe.name.to_string(),
+            source: Box::new(e),
+        },
     })?;
     runtime.timings.total = start.elapsed();
     Ok(runtime)
@@ -145,16 +149,27 @@ fn binary(recipe: &RuntimeRecipe, path: &Path) -> Result<ResolvedRuntime, Runtim
             cached: true,
             ..BuildTimings::default()
         },
+        substituted: None,
     })
 }
 
-/// The locked packages could not be fetched: use what the archive carries now, if different.
+/// A download of locked packages that failed, and what may be done about it.
+struct FailedFetch<'a> {
+    op: String,
+    detail: String,
+    lock_path: &'a Path,
+    policy: LockPolicy,
+}
+
+/// The locked packages could not be fetched: resolve the toolchain and the sources again. When
+/// the archive carries something else now, the policy decides: frozen, an error naming both;
+/// otherwise a build from what it carries, said in one line and recorded as a substitution.
 fn follow_archive(
     recipe: &RuntimeRecipe,
     go: &LockedToolchain,
     sources: &Sources<'_>,
     cache: &Cache,
-    (op, detail): (String, String),
+    failed: FailedFetch<'_>,
     sink: &dyn Sink,
 ) -> Result<ResolvedRuntime, RuntimeError> {
     let (fresh_go, fresh_src) = {
@@ -168,23 +183,63 @@ fn follow_archive(
         };
         (g, s)
     };
-    let src_changed = match (sources, &fresh_src) {
-        (Sources::Debian(old), Some(new)) => old.packages != new.packages,
-        _ => false,
-    };
-    if fresh_go.packages == go.packages && !src_changed {
+    // What was locked and what is there now, package by package: only the ones that moved.
+    let mut locked: Vec<&LockedPackage> = Vec::new();
+    let mut used: Vec<&LockedPackage> = Vec::new();
+    if fresh_go.packages != go.packages {
+        locked.extend(&go.packages);
+        used.extend(&fresh_go.packages);
+    }
+    if let (Sources::Debian(old), Some(new)) = (sources, &fresh_src) {
+        if old.packages != new.packages {
+            locked.extend(&old.packages);
+            used.extend(&new.packages);
+        }
+    }
+    let FailedFetch {
+        op,
+        detail,
+        lock_path,
+        policy,
+    } = failed;
+    if locked.is_empty() {
         return Err(DebianError::Apt { op, detail }.into());
     }
-    sink.note(Note::warning(format!(
-        "runtime {}: the archive no longer has a locked package ({op}); building with what it carries now (run `mmx runtimes lock` to pin it; MMX_RUNTIME_LOCK=strict makes this an error)",
-        recipe.name
-    )));
+    let substitution = LockSubstitution {
+        locked: locked.iter().map(|p| p.spec()).collect(),
+        used: used.iter().map(|p| p.spec()).collect(),
+    };
+    let fix = relock_command(lock_path, None, true);
+    match policy {
+        LockPolicy::Locked(frozen) => {
+            return Err(DebianError::Dropped(Box::new(crate::debian::Dropped {
+                what: format!("runtime `{}`", recipe.name),
+                lock: lock_path.to_path_buf(),
+                locked: substitution.locked.join(", "),
+                available: substitution.used.join(", "),
+                frozen,
+                fix,
+            }))
+            .into())
+        }
+        LockPolicy::UpdateMissing => sink.note(Note::warning(format!(
+            "runtime {}: {} pins {}, which the archive no longer carries; building with {} \
+             instead (recorded in run.json; `{fix}` moves the lock, --locked or CI=true make \
+             this an error)",
+            recipe.name,
+            lock_path.display(),
+            substitution.locked.join(", "),
+            substitution.used.join(", ")
+        ))),
+    }
     let sources = match (&fresh_src, sources) {
         (Some(new), _) => Sources::Debian(new),
         (None, Sources::Tree { tree, rev }) => Sources::Tree { tree, rev },
         (None, Sources::Debian(old)) => Sources::Debian(old),
     };
-    containerd(recipe, &fresh_go, &sources, cache)
+    let mut runtime = containerd(recipe, &fresh_go, &sources, cache)?;
+    runtime.substituted = Some(substitution);
+    Ok(runtime)
 }
 
 /// Identity of one patch: its path and content hash (its bytes go into the cache key).
@@ -379,6 +434,7 @@ fn containerd(
         provenance,
         cache_key: cache_key.clone(),
         timings: BuildTimings::default(),
+        substituted: None,
     };
     let json = serde_json::to_vec_pretty(&runtime).map_err(|e| RuntimeError::Build {
         step: "serialize runtime.json".into(),

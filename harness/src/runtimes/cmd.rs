@@ -1,32 +1,46 @@
 //! `mmx runtimes lock | build | list`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use protocol::RuntimeName;
 
 use super::lock::RuntimesLock;
 use super::recipe::{load_recipes, RuntimeRecipe};
-use super::{ensure, RuntimeSource};
-use crate::debian::apt::Apt;
-use crate::debian::{Cache, LockDocument};
-use crate::events::{Note, Sink};
+use super::relock::{complete, relock};
+use super::{ensure_with, RuntimeSource};
+use crate::debian::{Cache, LockDocument, LockPolicy};
+use crate::events::Sink;
 
-/// The `mmx runtimes` subcommands. Recipes are the `[[runtimes]]` tables of a matrix file.
+/// The `mmx runtimes` subcommands. Recipes are the `[[runtimes]]` tables of a matrix file;
+/// runtimes/runtimes.lock is the one beside it (where `mmx run` looks), unless `--root` says
+/// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum RuntimesCmd {
-    /// Resolve the Go toolchain and every Debian containerd the recipes name (and the default,
-    /// golang-github-containerd-containerd-dev in sid) into runtimes/runtimes.lock.
+    /// Write runtimes/runtimes.lock: resolve the Go toolchain, the default containerd
+    /// (golang-github-containerd-containerd-dev in sid) and every Debian containerd the recipes
+    /// name that it lacks; entries that are there stay as they are unless `--update` moves
+    /// them all to what the archive carries now. Makes runtimes/ when there is none.
     Lock {
         /// The file holding `[[runtimes]]` (optional for lock).
         #[arg(long, alias = "recipe", default_value = "matrix.toml")]
         recipes: PathBuf,
+        /// Resolve every entry again: the way forward when Debian dropped a locked package.
+        #[arg(long)]
+        update: bool,
     },
     /// Build the named runtimes (all when none is named) into the cache, offline from the
-    /// locked packages, and print where each binary is.
+    /// locked packages, and print where each binary is. A recipe without its lock entries gets
+    /// them resolved and written first.
     Build {
         names: Vec<String>,
         #[arg(long, alias = "recipe", default_value = "matrix.toml")]
         recipes: PathBuf,
+        /// Never write or move runtimes.lock (also when CI=true): a recipe without its
+        /// entries, or a locked package the archive dropped, is an error.
+        #[arg(long)]
+        locked: bool,
     },
     /// Show each runtime recipe and its source.
     List {
@@ -35,67 +49,55 @@ pub enum RuntimesCmd {
     },
 }
 
-/// Run a `mmx runtimes` subcommand for the checkout at `repo_root` (which holds runtimes/), its
-/// answer and notes into `sink`.
-pub fn run_cmd(cmd: RuntimesCmd, repo_root: &Path, sink: &dyn Sink) -> anyhow::Result<()> {
-    let lock_path = repo_root.join("runtimes").join("runtimes.lock");
+impl RuntimesCmd {
+    fn recipes(&self) -> &Path {
+        match self {
+            RuntimesCmd::Lock { recipes, .. }
+            | RuntimesCmd::Build { recipes, .. }
+            | RuntimesCmd::List { recipes } => recipes,
+        }
+    }
+}
+
+/// Run a `mmx runtimes` subcommand. runtimes/ is in `root`, else beside the recipes file, as
+/// `mmx run` looks for it there. Its answer and notes go into `sink`.
+pub fn run_cmd(cmd: RuntimesCmd, root: Option<&Path>, sink: &dyn Sink) -> anyhow::Result<()> {
+    let root = match root {
+        Some(r) => r.to_path_buf(),
+        None => cmd
+            .recipes()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let lock_path = root.join("runtimes").join("runtimes.lock");
     let cache = Cache::from_env()?;
     match cmd {
-        RuntimesCmd::Lock { recipes } => {
+        RuntimesCmd::Lock { recipes, update } => {
             let recipes = if recipes.exists() {
                 load_recipes(&recipes)?
             } else {
                 Vec::new()
             };
-            let old = RuntimesLock::load(&lock_path)?;
-            let new = {
-                let _apt_lock = cache.lock("apt")?;
-                let apt = Apt::new(&cache)?;
-                sink.note(Note::info(format!(
-                    "apt-get update (private lists in {})",
-                    cache.root().join("apt").display()
-                )));
-                apt.update()?;
-                RuntimesLock::resolve(&apt, &recipes)?
-            };
-            if let Some(go) = &new.go {
-                let pkgs: Vec<String> = go
-                    .packages
-                    .iter()
-                    .map(|p| format!("{}={}", p.name, p.version))
-                    .collect();
-                let change = if old.go.as_ref() == Some(go) {
-                    "unchanged"
-                } else {
-                    "updated"
-                };
-                sink.answer(&format!("{:<10} {:<10} {}", "go", change, pkgs.join(" ")));
+            for r in relock(&recipes, &lock_path, &cache, update, sink)? {
+                sink.answer(&format!("{:<10} {:<10} {}", r.kind, r.change, r.pins));
             }
-            for c in &new.containerd {
-                let change = match old.containerd(&c.requested, &c.suite) {
-                    None => "new",
-                    Some(o) if o == c => "unchanged",
-                    Some(_) => "updated",
-                };
-                sink.answer(&format!(
-                    "{:<10} {:<10} {} {}={} (+{} packages core/mount imports)",
-                    "containerd",
-                    change,
-                    c.suite,
-                    c.requested,
-                    c.version,
-                    c.packages.len() - 1
-                ));
-            }
-            new.save(&lock_path)?;
             sink.answer(&format!("wrote {}", lock_path.display()));
             Ok(())
         }
-        RuntimesCmd::Build { names, recipes } => {
+        RuntimesCmd::Build {
+            names,
+            recipes,
+            locked,
+        } => {
             let all = load_recipes(&recipes)?;
+            let chosen = select(&all, &names, &recipes)?;
+            let policy = LockPolicy::new(locked);
+            let used: BTreeSet<RuntimeName> = chosen.iter().map(|r| r.name.clone()).collect();
+            complete(&lock_path, &all, &used, &recipes, policy, sink)?;
             let lock = RuntimesLock::load(&lock_path)?;
-            for r in select(&all, &names, &recipes)? {
-                let rt = ensure(r, &lock, &lock_path, &cache, sink)?;
+            for r in chosen {
+                let rt = ensure_with(r, &lock, &lock_path, &cache, policy, sink)?;
                 let t = rt.timings;
                 sink.answer(&format!(
                     "{:<16} {} ({}; download {:.1}s, extract {:.1}s, build {:.1}s, total {:.1}s)\n{:<16} {}",

@@ -7,7 +7,8 @@
 //! exact Debian packages of the Go toolchain and of containerd's sources; downloading and
 //! extracting them is `crate::debian`'s), [`build`] (the offline, static, content-cached
 //! `go build`), `git` (checkouts, patches), [`driver`] (start a runtime and talk to it, with a per-job limit:
-//! `protocol::runtime::driver`, the agent's own), `cmd` (`mmx runtimes …`), [`example`] (the
+//! `protocol::runtime::driver`, the agent's own), [`relock`] (writing runtimes.lock: on first
+//! use, or when asked), `cmd` (`mmx runtimes …`), [`example`] (the
 //! repository's example runtime), [`ready`] (a run's runtimes, built once before its boots).
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::debian::DebianError;
-use crate::results::RuntimeProvenance;
+use crate::results::{LockSubstitution, RuntimeProvenance};
 use crate::rundir::IoError;
 
 pub mod build;
@@ -26,6 +27,7 @@ mod git;
 pub mod lock;
 pub mod ready;
 pub mod recipe;
+pub mod relock;
 
 /// The runtime driver lives beside the contract (the agent drives runtimes with it too).
 pub mod driver {
@@ -50,6 +52,10 @@ pub struct ResolvedRuntime {
     /// How long [`ensure`] took this time; not part of the cached entry.
     #[serde(skip)]
     pub timings: BuildTimings,
+    /// The archive no longer carried what runtimes.lock pins, and this was built from what it
+    /// carries now; this time only, not part of the cached entry.
+    #[serde(skip)]
+    pub substituted: Option<LockSubstitution>,
 }
 
 /// Time spent in [`ensure`].
@@ -80,8 +86,12 @@ pub enum RuntimeError {
         line: usize,
         message: String,
     },
-    #[error("{what} is not in {lock}; run `mmx runtimes lock`", lock = lock.display())]
-    NotLocked { what: String, lock: PathBuf },
+    #[error("{what} is not in {lock}; run `{fix}`", lock = lock.display())]
+    NotLocked {
+        what: String,
+        lock: PathBuf,
+        fix: String,
+    },
     #[error("patch {patch} does not apply to {against}: {detail}", patch = patch.display())]
     Patch {
         patch: PathBuf,

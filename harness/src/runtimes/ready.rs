@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use protocol::{PlanRuntime, RuntimeName};
 
-use super::{ensure, RuntimeRecipe, RuntimesLock};
+use super::{ensure_with, RuntimeRecipe, RuntimesLock};
 use crate::debian::deb::sha256_file;
-use crate::debian::{Cache, LockDocument};
+use crate::debian::{Cache, LockDocument, LockPolicy};
 use crate::events::{Note, Sink};
 use crate::results::{CellRuntime, RuntimeBuild, RuntimeRecord};
 
@@ -52,11 +52,13 @@ pub struct RunRuntimes {
 
 impl RunRuntimes {
     /// Make ready every runtime in `used` (each must have a recipe: the matrix checked that),
-    /// telling `sink` what happened.
+    /// telling `sink` what happened; `policy` says what a runtime whose locked packages the
+    /// archive dropped gets.
     pub fn prepare(
         recipes: &[RuntimeRecipe],
         used: &BTreeSet<RuntimeName>,
         lock_path: &Path,
+        policy: LockPolicy,
         sink: &dyn Sink,
     ) -> RunRuntimes {
         let mut out = RunRuntimes::default();
@@ -82,7 +84,7 @@ impl RunRuntimes {
                     continue;
                 }
             };
-            let made = ensure(recipe, lock, lock_path, cache, sink)
+            let made = ensure_with(recipe, lock, lock_path, cache, policy, sink)
                 .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
                 .and_then(|resolved| {
                     let sha256 = sha256_file(&resolved.binary).map_err(|e| e.to_string())?;
@@ -115,6 +117,7 @@ impl RunRuntimes {
                             cached: t.cached,
                             seconds: t.total.as_secs_f64(),
                         }),
+                        substituted: rt.resolved.substituted.clone(),
                         error: None,
                     });
                     out.ready.insert(name.clone(), Ok(Arc::new(rt)));
@@ -138,6 +141,7 @@ impl RunRuntimes {
             args: recipe.map(|r| r.args.clone()).unwrap_or_default(),
             sha256: None,
             build: None,
+            substituted: None,
             error: Some(why.clone()),
         });
         self.ready.insert(name.clone(), Err(why));
@@ -199,6 +203,7 @@ impl RunRuntimes {
                 binary,
                 cache_key: String::new(),
                 timings: super::BuildTimings::default(),
+                substituted: None,
             },
             sha256,
             args: recipe.args.clone(),

@@ -174,6 +174,7 @@ impl Qemu {
             let mut o =
                 BootOutput::infra(&req.plan, accel, InfraCause::BootSetup, msg, logs.clone());
             o.kernel_source = Some(kernel.provenance.describe());
+            o.kernel_substituted = kernel.substituted.clone();
             o
         };
 
@@ -243,6 +244,7 @@ impl Qemu {
             logs,
             timings_ms: timings,
             kernel_source: Some(kernel.provenance.describe()),
+            kernel_substituted: kernel.substituted.clone(),
             channels: w.channels,
         }
     }

@@ -130,6 +130,7 @@ pub fn run(
         logs,
         timings_ms: v.timings,
         kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),
+        kernel_substituted: None,
         channels: std::mem::take(&mut v.channels),
     }
 }
