@@ -287,8 +287,7 @@ fn containerd_from_debian_builds_mounts_idmapped_and_unmounts_cleanly() {
         mtime
     );
 
-    let harness::results::RuntimeProvenance::ContainerdDebian { version, go, .. } = &rt.provenance
-    else {
+    let harness::results::RuntimeProvenance::Debian { version, go, .. } = &rt.provenance else {
         panic!("{:?}", rt.provenance)
     };
     assert!(version.starts_with("2.1.9"), "{version}");
@@ -644,8 +643,7 @@ fn containerd_from_a_checkout_builds_with_its_vendor_dir_and_takes_patches() {
         rt.timings,
         rt.provenance.describe()
     );
-    let harness::results::RuntimeProvenance::ContainerdTree { commit, rev, .. } = &rt.provenance
-    else {
+    let harness::results::RuntimeProvenance::Tree { commit, rev, .. } = &rt.provenance else {
         panic!("{:?}", rt.provenance)
     };
     assert_eq!((commit.len(), rev.as_str()), (40, "main"));

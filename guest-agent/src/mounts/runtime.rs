@@ -228,6 +228,12 @@ fn worker(ctx: &Ctx<'_>, crew: Crew<'_>) -> RtOut {
         }
     };
     o.hello = Some(proc.hello().clone());
+    // What the runtime mounted before its hello (a driver's feature probes) is its start, no
+    // container's: the first job's count begins here. A failed read stays failed, and the
+    // first job's count says so.
+    if let Some(ev) = events.as_mut() {
+        let _ = ev.take();
+    }
     let mut job = Jobs {
         ctx,
         crew,

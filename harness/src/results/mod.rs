@@ -21,7 +21,7 @@ pub use boot::{
 };
 pub use cell::{Caveats, CellRecord, Expectation, ExpectationCheck, UnsupportedPoints, SERIALIZED};
 pub use provenance::{
-    Accel, BackendKind, CellRuntime, LockSubstitution, PackageId, PatchId, Provenance,
+    Accel, BackendKind, CellRuntime, GoProgram, LockSubstitution, PackageId, PatchId, Provenance,
     RuntimeProvenance,
 };
 pub use run::{

@@ -200,23 +200,31 @@ pub struct CellRuntime {
 }
 
 /// Where a runtime came from: what a report cell and the matrix header show. The runtime build
-/// (`runtimes::build`) makes it, and its cache entry keeps it.
+/// (`runtimes::build`) makes it, and its cache entry keeps it. Records written before
+/// containers/storage runtimes existed say `containerd-debian`/`containerd-tree` and no program:
+/// they still read, as containerd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "kebab-case")]
 pub enum RuntimeProvenance {
-    /// containerd's sources from Debian packages.
-    ContainerdDebian {
+    /// A project's sources from Debian packages.
+    #[serde(rename = "debian", alias = "containerd-debian")]
+    Debian {
+        #[serde(default)]
+        program: GoProgram,
         suite: String,
-        /// The containerd package's version (`2.1.9+ds1-5`).
+        /// The project's package version (`2.1.9+ds1-5`).
         version: String,
         /// `go version`'s answer (`go1.27.3`).
         go: String,
         patches: Vec<PatchId>,
-        /// Every source package, containerd's first.
+        /// Every source package, the project's first.
         packages: Vec<PackageId>,
     },
-    /// A user's containerd checkout at one commit.
-    ContainerdTree {
+    /// A user's checkout of the project at one commit.
+    #[serde(rename = "tree", alias = "containerd-tree")]
+    Tree {
+        #[serde(default)]
+        program: GoProgram,
         tree: PathBuf,
         rev: String,
         commit: String,
@@ -227,7 +235,30 @@ pub enum RuntimeProvenance {
     Binary { path: PathBuf, sha256: String },
 }
 
-/// A patch applied to containerd's sources.
+/// Whose mount code a Go runtime is built against (`runtimes::program` has what each needs).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum GoProgram {
+    /// containerd's `core/mount`.
+    #[default]
+    Containerd,
+    /// containers/storage's overlay driver (CRI-O, Podman).
+    Storage,
+}
+
+impl GoProgram {
+    /// The project, as messages and reports name it.
+    pub fn project(self) -> &'static str {
+        match self {
+            GoProgram::Containerd => "containerd",
+            GoProgram::Storage => "containers/storage",
+        }
+    }
+}
+
+/// A patch applied to a Go runtime's sources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatchId {
     pub file: PathBuf,
@@ -267,24 +298,28 @@ impl RuntimeProvenance {
             }
         };
         match self {
-            RuntimeProvenance::ContainerdDebian {
+            RuntimeProvenance::Debian {
+                program,
                 suite,
                 version,
                 go,
                 patches,
                 ..
             } => format!(
-                "containerd {version}{} (debian {suite}, {go})",
+                "{} {version}{} (debian {suite}, {go})",
+                program.project(),
                 patched(patches)
             ),
-            RuntimeProvenance::ContainerdTree {
+            RuntimeProvenance::Tree {
+                program,
                 tree,
                 rev,
                 commit,
                 go,
                 patches,
             } => format!(
-                "containerd {} ({rev} in {}){} ({go})",
+                "{} {} ({rev} in {}){} ({go})",
+                program.project(),
                 commit.get(..12).unwrap_or(commit),
                 tree.display(),
                 patched(patches)

@@ -2,19 +2,21 @@
 //! download, extract, patch and build it offline.
 //!
 //! **How the Go build stays offline.** Debian ships Go sources in GOPATH layout
-//! (`/usr/share/gocode/src/<import path>`, containerd 2.x under `…/containerd/v2`), which is how
+//! (`/usr/share/gocode/src/<import path>`, containerd 2.x under `…/containerd/v2`,
+//! containers/storage under `go.podman.io/storage`), which is how
 //! Debian itself builds Go packages. So a Debian build assembles a GOPATH from the extracted
-//! packages, puts `runtimes/containerd/main.go` beside them and runs `go build` with
+//! packages, puts the job program (`runtimes/containerd/main.go`,
+//! `runtimes/containers-storage/main.go`) beside them and runs `go build` with
 //! `GO111MODULE=off`: no go.mod, no module cache, no proxy, and an import nobody packaged fails
 //! naming its path. A `tree` build is the opposite: the user's checkout at `rev` (`git archive`,
-//! so uncommitted edits never leak in), main.go added as `cmd/mmx-runtime-containerd`, and
+//! so uncommitted edits never leak in), main.go added as `cmd/mmx-runtime-<program>`, and
 //! module mode with *their* go.mod — `-mod=vendor` when the checkout has `vendor/modules.txt`,
 //! otherwise `-mod=mod` against a module cache that already holds every module
 //! (`GOMODCACHE`, else `$GOPATH/pkg/mod`, else `~/go/pkg/mod`; fill it once with
 //! `go mod download`). Both run with `GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0`, the
 //! toolchain from `runtimes.lock`, and the build cache in `<cache>/gocache`.
 //!
-//! **Cache key**: the build format, main.go, the toolchain's packages, the sources (the Debian
+//! **Cache key**: the build format, the program (its key and main.go), the toolchain's packages, the sources (the Debian
 //! packages' SHA-256, or the commit) and every patch's bytes. Entries live in
 //! `<cache>/runtimes/<key>/` (binary + `runtime.json`), the toolchain in `<cache>/go/<key>/`.
 
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::git::{apply_patch, git_archive, resolve_rev};
-use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock};
-use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource};
+use super::lock::{LockedSources, LockedToolchain, RuntimesLock};
+use super::recipe::{GoSource, RuntimeRecipe, RuntimeSource};
 use super::relock::relock_command;
 use super::{BuildTimings, ResolvedRuntime, RuntimeError};
 use crate::debian::cache::key;
@@ -37,7 +39,7 @@ use crate::debian::store;
 use crate::debian::{Apt, Cache, Deb, DebianError, LockPolicy, LockedPackage};
 use crate::events::{Note, Sink};
 use crate::proc::Run;
-use crate::results::{LockSubstitution, PackageId, PatchId, RuntimeProvenance};
+use crate::results::{GoProgram, LockSubstitution, PackageId, PatchId, RuntimeProvenance};
 use crate::rundir::write_atomic;
 
 /// One `go build` of a runtime, offline: a minute cold on two cores (the compiler and the
@@ -50,13 +52,6 @@ const GO_VERSION_LIMIT: Duration = Duration::from_secs(60);
 const BUILD_FORMAT: &[u8] = b"runtime-build-v1";
 const MANIFEST: &str = "runtime.json";
 const BINARY: &str = "mmx-runtime";
-
-/// The program built against containerd (kept in the repository, compiled into mmx so a moved
-/// binary still builds the same runtime).
-pub const CONTAINERD_MAIN_GO: &str = include_str!("../../carried/runtimes/containerd/main.go");
-
-/// Where main.go goes in a user's checkout (module mode).
-const TREE_MAIN_DIR: &str = "cmd/mmx-runtime-containerd";
 
 /// The command that moves runtimes.lock to what the archive carries now.
 const RELOCK: &str = "mmx runtimes lock --update";
@@ -85,7 +80,7 @@ pub fn ensure_with(
     let start = Instant::now();
     let result = match &recipe.source {
         RuntimeSource::Binary(path) => binary(recipe, path),
-        RuntimeSource::Containerd(source) => {
+        RuntimeSource::Go { program, source } => {
             let not_locked = |what: String| RuntimeError::NotLocked {
                 what,
                 lock: lock_path.to_path_buf(),
@@ -96,13 +91,13 @@ pub fn ensure_with(
                 .as_ref()
                 .ok_or_else(|| not_locked("the Go toolchain".into()))?;
             let sources = match source {
-                ContainerdSource::Debian { package, suite } => Sources::Debian(
-                    lock.containerd(package, suite)
+                GoSource::Debian { package, suite } => Sources::Debian(
+                    lock.sources(*program, package, suite)
                         .ok_or_else(|| not_locked(format!("{package} ({suite})")))?,
                 ),
-                ContainerdSource::Tree { tree, rev } => Sources::Tree { tree, rev },
+                GoSource::Tree { tree, rev } => Sources::Tree { tree, rev },
             };
-            match containerd(recipe, go, &sources, cache) {
+            match go_runtime(recipe, *program, go, &sources, cache) {
                 Err(RuntimeError::Debian(DebianError::Apt { op, detail })) => {
                     let failed = FailedFetch {
                         op,
@@ -110,7 +105,7 @@ pub fn ensure_with(
                         lock_path,
                         policy,
                     };
-                    follow_archive(recipe, go, &sources, cache, failed, sink)
+                    follow_archive(recipe, *program, go, &sources, cache, failed, sink)
                 }
                 other => other,
             }
@@ -129,7 +124,7 @@ pub fn ensure_with(
 }
 
 enum Sources<'a> {
-    Debian(&'a LockedContainerd),
+    Debian(&'a LockedSources),
     Tree { tree: &'a Path, rev: &'a str },
 }
 
@@ -166,6 +161,7 @@ struct FailedFetch<'a> {
 /// otherwise a build from what it carries, said in one line and recorded as a substitution.
 fn follow_archive(
     recipe: &RuntimeRecipe,
+    program: GoProgram,
     go: &LockedToolchain,
     sources: &Sources<'_>,
     cache: &Cache,
@@ -178,7 +174,12 @@ fn follow_archive(
         apt.update()?;
         let g = LockedToolchain::resolve(&apt, &go.suite)?;
         let s = match sources {
-            Sources::Debian(c) => Some(LockedContainerd::resolve(&apt, &c.requested, &c.suite)?),
+            Sources::Debian(c) => Some(LockedSources::resolve(
+                &apt,
+                program,
+                &c.requested,
+                &c.suite,
+            )?),
             Sources::Tree { .. } => None,
         };
         (g, s)
@@ -237,7 +238,7 @@ fn follow_archive(
         (None, Sources::Tree { tree, rev }) => Sources::Tree { tree, rev },
         (None, Sources::Debian(old)) => Sources::Debian(old),
     };
-    let mut runtime = containerd(recipe, &fresh_go, &sources, cache)?;
+    let mut runtime = go_runtime(recipe, program, &fresh_go, &sources, cache)?;
     runtime.substituted = Some(substitution);
     Ok(runtime)
 }
@@ -279,8 +280,10 @@ fn package_id(p: &LockedPackage) -> PackageId {
     }
 }
 
-fn containerd(
+/// `program`'s job program built against `sources` (see the module doc).
+fn go_runtime(
     recipe: &RuntimeRecipe,
+    program: GoProgram,
     go: &LockedToolchain,
     sources: &Sources<'_>,
     cache: &Cache,
@@ -290,7 +293,11 @@ fn containerd(
         Sources::Tree { tree, rev } => Some(resolve_rev(tree, rev)?),
         Sources::Debian(_) => None,
     };
-    let mut parts: Vec<&[u8]> = vec![BUILD_FORMAT, CONTAINERD_MAIN_GO.as_bytes()];
+    let mut parts: Vec<&[u8]> = vec![BUILD_FORMAT, program.main_go().as_bytes()];
+    // containerd's keys stay what they were before there was a second program.
+    if program != GoProgram::Containerd {
+        parts.push(program.key().as_bytes());
+    }
     for p in &go.packages {
         parts.push(p.sha256.as_bytes());
     }
@@ -313,8 +320,8 @@ fn containerd(
         r.name = recipe.name.clone();
         // The entry is keyed by the patches' bytes: the same patches may live elsewhere for
         // this recipe (another checkout); provenance names this recipe's files.
-        if let RuntimeProvenance::ContainerdDebian { patches: ids, .. }
-        | RuntimeProvenance::ContainerdTree { patches: ids, .. } = &mut r.provenance
+        if let RuntimeProvenance::Debian { patches: ids, .. }
+        | RuntimeProvenance::Tree { patches: ids, .. } = &mut r.provenance
         {
             for (id, file) in ids.iter_mut().zip(&recipe.patches) {
                 id.file.clone_from(file);
@@ -359,16 +366,16 @@ fn containerd(
                         .map(PathBuf::from)
                 })?;
             }
-            let root = src.join("github.com/containerd/containerd/v2");
-            if !root.join("core/mount").is_dir() {
+            let root = src.join(program.gopath_module());
+            if !root.join(program.mount_code()).is_dir() {
                 return Err(RuntimeError::Build {
                     step: format!("extracting {}", c.requested),
-                    log: format!("{} has no core/mount", root.display()),
+                    log: format!("{} has no {}", root.display(), program.mount_code()),
                 });
             }
             (
                 root,
-                src.join("mmx-runtime-containerd"),
+                src.join(program.main_dir()),
                 GoMode::Gopath(work.path().join("gopath")),
             )
         }
@@ -381,13 +388,17 @@ fn containerd(
             } else {
                 GoMode::ModCache(mod_cache())
             };
-            (root.clone(), root.join(TREE_MAIN_DIR), mode)
+            (
+                root.clone(),
+                root.join("cmd").join(program.main_dir()),
+                mode,
+            )
         }
     };
     fs::create_dir_all(&package_dir)
         .map_err(|e| RuntimeError::io("create_dir_all", &package_dir, e))?;
     let main_go = package_dir.join("main.go");
-    fs::write(&main_go, CONTAINERD_MAIN_GO).map_err(|e| RuntimeError::io("write", &main_go, e))?;
+    fs::write(&main_go, program.main_go()).map_err(|e| RuntimeError::io("write", &main_go, e))?;
     for (id, _) in &patches {
         apply_patch(&id.file, &module_root, &recipe_source_label(sources))?;
     }
@@ -401,9 +412,12 @@ fn containerd(
     go_build(
         &goroot,
         &mode,
-        &module_root,
-        &package_dir,
-        &binary,
+        &GoTarget {
+            program,
+            module_root: &module_root,
+            package_dir: &package_dir,
+            out: &binary,
+        },
         &version,
         cache,
         work.path(),
@@ -413,14 +427,16 @@ fn containerd(
     let build = t_build.elapsed();
 
     let provenance = match sources {
-        Sources::Debian(c) => RuntimeProvenance::ContainerdDebian {
+        Sources::Debian(c) => RuntimeProvenance::Debian {
+            program,
             suite: c.suite.clone(),
             version: c.version.clone(),
             go: go_version,
             patches: patch_list,
             packages: c.packages.iter().map(package_id).collect(),
         },
-        Sources::Tree { tree, rev } => RuntimeProvenance::ContainerdTree {
+        Sources::Tree { tree, rev } => RuntimeProvenance::Tree {
+            program,
             tree: tree.to_path_buf(),
             rev: rev.to_string(),
             commit: commit.clone().unwrap_or_default(),
@@ -467,7 +483,7 @@ fn recipe_source_label(sources: &Sources<'_>) -> String {
     }
 }
 
-/// What hello's version says: the containerd version or commit, and the patches
+/// What hello's version says: the sources' version or commit, and the patches
 /// (`2.1.9+ds1-5+per-layer-idmap.patch`). No spaces: it travels in `-ldflags -X`.
 fn version_stamp(sources: &Sources<'_>, commit: Option<&str>, patches: &[PatchId]) -> String {
     let mut v = match (sources, commit) {
@@ -536,7 +552,7 @@ fn toolchain(go: &LockedToolchain, debs: &[Deb], cache: &Cache) -> Result<PathBu
     Ok(goroot)
 }
 
-/// How `go build` finds containerd's dependencies.
+/// How `go build` finds the sources' dependencies.
 enum GoMode {
     /// GO111MODULE=off with this GOPATH (Debian sources).
     Gopath(PathBuf),
@@ -584,19 +600,32 @@ fn go_command(goroot: &Path, cache: &Cache, work: &Path) -> Result<Command, Runt
     Ok(cmd)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one `go build` makes: `program`'s job program in `package_dir`, inside the module at
+/// `module_root`, written to `out`.
+struct GoTarget<'a> {
+    program: GoProgram,
+    module_root: &'a Path,
+    package_dir: &'a Path,
+    out: &'a Path,
+}
+
 fn go_build(
     goroot: &Path,
     mode: &GoMode,
-    module_root: &Path,
-    package_dir: &Path,
-    out: &Path,
+    target: &GoTarget<'_>,
     version: &str,
     cache: &Cache,
     work: &Path,
 ) -> Result<(), RuntimeError> {
+    let GoTarget {
+        program,
+        module_root,
+        package_dir,
+        out,
+    } = *target;
+    let main_dir = format!("./cmd/{}", program.main_dir());
     let mut cmd = go_command(goroot, cache, work)?;
-    let ldflags = format!("-s -w -X main.containerdVersion={version}");
+    let ldflags = format!("-s -w -X {}={version}", program.version_var());
     cmd.args([
         "build",
         "-trimpath",
@@ -617,14 +646,14 @@ fn go_build(
             cmd.env("GO111MODULE", "on")
                 .env("GOPATH", work.join("gopath"))
                 .current_dir(module_root)
-                .args(["-mod=vendor", &format!("./{TREE_MAIN_DIR}")]);
+                .args(["-mod=vendor", &main_dir]);
         }
         GoMode::ModCache(modcache) => {
             cmd.env("GO111MODULE", "on")
                 .env("GOPATH", work.join("gopath"))
                 .env("GOMODCACHE", modcache)
                 .current_dir(module_root)
-                .args(["-mod=mod", &format!("./{TREE_MAIN_DIR}")]);
+                .args(["-mod=mod", &main_dir]);
         }
     }
     let what = match mode {
@@ -754,7 +783,7 @@ mod tests {
 
     #[test]
     fn version_stamps_have_no_spaces() {
-        let c = LockedContainerd {
+        let c = LockedSources {
             suite: "sid".into(),
             requested: "p".into(),
             version: "2.1.9+ds1-5".into(),

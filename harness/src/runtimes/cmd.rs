@@ -19,7 +19,8 @@ use crate::events::Sink;
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum RuntimesCmd {
     /// Write runtimes/runtimes.lock: resolve the Go toolchain, the default containerd
-    /// (golang-github-containerd-containerd-dev in sid) and every Debian containerd the recipes
+    /// (golang-github-containerd-containerd-dev in sid) and containers/storage
+    /// (golang-github-containers-storage-dev in sid) and every Debian source the recipes
     /// name that it lacks; entries that are there stay as they are unless `--update` moves
     /// them all to what the archive carries now. Makes runtimes/ when there is none.
     Lock {
@@ -119,11 +120,11 @@ pub fn run_cmd(cmd: RuntimesCmd, root: Option<&Path>, sink: &dyn Sink) -> anyhow
             let lock = RuntimesLock::load(&lock_path)?;
             for r in &all {
                 let locked = match &r.source {
-                    RuntimeSource::Containerd(super::ContainerdSource::Debian {
-                        package,
-                        suite,
-                    }) => lock
-                        .containerd(package, suite)
+                    RuntimeSource::Go {
+                        program,
+                        source: super::GoSource::Debian { package, suite },
+                    } => lock
+                        .sources(*program, package, suite)
                         .map_or("(not locked)".to_string(), |c| c.version.clone()),
                     _ => String::new(),
                 };

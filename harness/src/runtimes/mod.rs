@@ -1,10 +1,11 @@
 //! Runtimes: a container runtime's own mount code as a column of the matrix. A recipe
 //! ([`RuntimeRecipe`]: containerd from Debian, containerd from a user's checkout, or any static
-//! binary) becomes a [`ResolvedRuntime`] — a static executable speaking the runtime contract
+//! containers/storage's overlay driver from Debian or a checkout, or any static binary) becomes a [`ResolvedRuntime`] — a static executable speaking the runtime contract
 //! (`protocol::runtime`) — that the agent starts once per worker.
 //!
-//! Phases, one file each: [`recipe`] (parse, check), [`lock`] (`runtimes/runtimes.lock`: the
-//! exact Debian packages of the Go toolchain and of containerd's sources; downloading and
+//! Phases, one file each: [`recipe`] (parse, check), [`program`] (what each Go runtime —
+//! containerd, containers/storage — is built from), [`lock`] (`runtimes/runtimes.lock`: the
+//! exact Debian packages of the Go toolchain and of each project's sources; downloading and
 //! extracting them is `crate::debian`'s), [`build`] (the offline, static, content-cached
 //! `go build`), `git` (checkouts, patches), [`driver`] (start a runtime and talk to it, with a per-job limit:
 //! `protocol::runtime::driver`, the agent's own), [`relock`] (writing runtimes.lock: on first
@@ -25,6 +26,7 @@ mod cmd;
 pub mod example;
 mod git;
 pub mod lock;
+pub mod program;
 pub mod ready;
 pub mod recipe;
 pub mod relock;
@@ -34,10 +36,11 @@ pub mod driver {
     pub use protocol::runtime::driver::*;
 }
 
+pub use crate::results::GoProgram;
 pub use build::{ensure, ensure_with};
 pub use cmd::{run_cmd, RuntimesCmd};
-pub use lock::{LockedContainerd, LockedToolchain, RuntimesLock};
-pub use recipe::{load_recipes, ContainerdSource, RuntimeRecipe, RuntimeSource};
+pub use lock::{LockedSources, LockedToolchain, RuntimesLock};
+pub use recipe::{load_recipes, GoSource, RuntimeRecipe, RuntimeSource};
 
 /// A runtime ready to start: a static executable in the cache (or, for `binary`, on the user's
 /// disk).

@@ -5,8 +5,9 @@
 //! name = "containerd-2.1"
 //! containerd = { debian = "golang-github-containerd-containerd-dev" }   # suite = "sid" by default
 //! # containerd = { tree = "~/src/containerd", rev = "my-branch" }        # a checkout, one commit
+//! # storage = { debian = "golang-github-containers-storage-dev" }        # containers/storage
 //! # binary = "./my-runtime-mounter"                                      # any static program
-//! patches = ["per-layer.patch"]   # containerd only: applied to its sources (`-p1`, module root)
+//! patches = ["per-layer.patch"]   # Go sources only: applied to them (`-p1`, module root)
 //! args = ["--fault", "leak"]      # optional: the runtime's command line (a binary's, mostly)
 //! job_timeout_s = 5               # optional: the per-job limit (default 30 s)
 //! ```
@@ -24,9 +25,11 @@ use protocol::RuntimeName;
 
 use super::RuntimeError;
 use crate::debian::apt::SUITES;
+use crate::results::GoProgram;
 
-/// The suite Debian containerd sources come from unless a recipe says otherwise: the only one
-/// whose containerd has idmapped overlays (trixie's 1.7.24 has none).
+/// The suite Debian sources come from unless a recipe says otherwise: the only one whose
+/// containerd has idmapped overlays (trixie's 1.7.24 has none) and whose containers/storage is
+/// 1.64.
 pub const DEFAULT_SUITE: &str = "sid";
 
 /// One runtime of the matrix.
@@ -36,7 +39,7 @@ pub struct RuntimeRecipe {
     /// Column id: `runtime:<name>`.
     pub name: RuntimeName,
     pub source: RuntimeSource,
-    /// Patches to containerd's sources, applied in order (empty for `binary`).
+    /// Patches to the Go sources, applied in order (empty for `binary`).
     pub patches: Vec<PathBuf>,
     /// The runtime's arguments when the agent starts it (a test's fault injection, a runtime's
     /// own options). Part of what a cell ran: in its provenance.
@@ -47,17 +50,21 @@ pub struct RuntimeRecipe {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeSource {
-    Containerd(ContainerdSource),
+    /// A job program built against a project's own sources.
+    Go {
+        program: GoProgram,
+        source: GoSource,
+    },
     /// A static executable that speaks the runtime contract.
     Binary(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContainerdSource {
-    /// Debian's `golang-github-containerd-containerd-dev` (or another package of containerd's
-    /// sources), pinned in `runtimes.lock`.
+pub enum GoSource {
+    /// A Debian package of the project's sources (`golang-github-containerd-containerd-dev`,
+    /// `golang-github-containers-storage-dev`), pinned in `runtimes.lock`.
     Debian { package: String, suite: String },
-    /// A containerd git checkout, built at `rev` with its own go.mod (see the README on what
+    /// A git checkout of the project, built at `rev` with its own go.mod (see the README on what
     /// must be available offline).
     Tree { tree: PathBuf, rev: String },
 }
@@ -68,7 +75,9 @@ pub enum ContainerdSource {
 struct RawRecipe {
     name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    containerd: Option<RawContainerd>,
+    containerd: Option<RawGoSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage: Option<RawGoSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     binary: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -81,7 +90,7 @@ struct RawRecipe {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawContainerd {
+struct RawGoSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     debian: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,24 +110,38 @@ impl TryFrom<RawRecipe> for RuntimeRecipe {
         let job_timeout_s = protocol::limits::RUNTIME_JOB_TIMEOUT_S
             .check(raw.job_timeout_s.unwrap_or(DEFAULT_JOB_TIMEOUT_S))
             .map_err(|e| at(e.to_string()))?;
-        let source = match (raw.containerd, raw.binary) {
-            (Some(_), Some(_)) => {
-                return Err(at("give `containerd` or `binary`, not both".into()))
-            }
-            (None, None) => {
-                return Err(at(
-                    "give `containerd = { debian = \"PACKAGE\" }`, `containerd = { tree = \"PATH\", rev = \"REV\" }` or `binary = \"PATH\"`".into(),
-                ))
-            }
-            (None, Some(binary)) => {
+        let mut given: Vec<&str> = Vec::new();
+        given.extend(raw.containerd.as_ref().map(|_| "containerd"));
+        given.extend(raw.storage.as_ref().map(|_| "storage"));
+        given.extend(raw.binary.as_ref().map(|_| "binary"));
+        if given.len() > 1 {
+            return Err(at(format!(
+                "give one of `containerd`, `storage` or `binary`, not {}",
+                given.join(" and ")
+            )));
+        }
+        let source = match (raw.containerd, raw.storage, raw.binary) {
+            (Some(c), _, _) => RuntimeSource::Go {
+                program: GoProgram::Containerd,
+                source: go_source(GoProgram::Containerd, c).map_err(at)?,
+            },
+            (None, Some(c), _) => RuntimeSource::Go {
+                program: GoProgram::Storage,
+                source: go_source(GoProgram::Storage, c).map_err(at)?,
+            },
+            (None, None, Some(binary)) => {
                 if !raw.patches.is_empty() {
                     return Err(at(
-                        "`patches` apply to containerd's sources; a `binary` is used as built".into(),
+                        "`patches` apply to Go sources (containerd, storage); a `binary` is used as built".into(),
                     ));
                 }
                 RuntimeSource::Binary(binary)
             }
-            (Some(c), None) => RuntimeSource::Containerd(containerd_source(c).map_err(at)?),
+            (None, None, None) => {
+                return Err(at(
+                    "give `containerd = { debian = \"PACKAGE\" }`, `containerd = { tree = \"PATH\", rev = \"REV\" }`, the same for `storage` (containers/storage), or `binary = \"PATH\"`".into(),
+                ))
+            }
         };
         Ok(RuntimeRecipe {
             name,
@@ -130,9 +153,10 @@ impl TryFrom<RawRecipe> for RuntimeRecipe {
     }
 }
 
-fn containerd_source(c: RawContainerd) -> Result<ContainerdSource, String> {
+fn go_source(program: GoProgram, c: RawGoSource) -> Result<GoSource, String> {
+    let key = program.key();
     match c {
-        RawContainerd {
+        RawGoSource {
             debian: Some(package),
             suite,
             tree: None,
@@ -141,61 +165,67 @@ fn containerd_source(c: RawContainerd) -> Result<ContainerdSource, String> {
             let suite = suite.unwrap_or_else(|| DEFAULT_SUITE.to_string());
             if !SUITES.contains(&suite.as_str()) {
                 return Err(format!(
-                    "containerd.suite = \"{suite}\": not one of {}",
+                    "{key}.suite = \"{suite}\": not one of {}",
                     SUITES.join(", ")
                 ));
             }
             if package.is_empty() {
-                return Err("containerd.debian: empty package name".into());
+                return Err(format!("{key}.debian: empty package name"));
             }
-            Ok(ContainerdSource::Debian { package, suite })
+            Ok(GoSource::Debian { package, suite })
         }
-        RawContainerd {
+        RawGoSource {
             debian: None,
             suite: None,
             tree: Some(tree),
             rev: Some(rev),
-        } if !rev.is_empty() => Ok(ContainerdSource::Tree { tree, rev }),
-        RawContainerd {
+        } if !rev.is_empty() => Ok(GoSource::Tree { tree, rev }),
+        RawGoSource {
             tree: Some(_),
             rev: None,
             ..
-        } => Err("containerd.tree needs `rev` (a branch, tag or commit to build)".into()),
-        _ => Err(
-            "containerd takes either `debian` (and optionally `suite`) or `tree` and `rev`".into(),
-        ),
+        } => Err(format!(
+            "{key}.tree needs `rev` (a branch, tag or commit to build)"
+        )),
+        _ => Err(format!(
+            "{key} takes either `debian` (and optionally `suite`) or `tree` and `rev`"
+        )),
     }
 }
 
 impl From<RuntimeRecipe> for RawRecipe {
     fn from(r: RuntimeRecipe) -> RawRecipe {
-        let (containerd, binary) = match r.source {
-            RuntimeSource::Binary(b) => (None, Some(b)),
-            RuntimeSource::Containerd(ContainerdSource::Debian { package, suite }) => (
-                Some(RawContainerd {
-                    debian: Some(package),
-                    suite: Some(suite),
-                    ..RawContainerd::default()
-                }),
-                None,
-            ),
-            RuntimeSource::Containerd(ContainerdSource::Tree { tree, rev }) => (
-                Some(RawContainerd {
-                    tree: Some(tree),
-                    rev: Some(rev),
-                    ..RawContainerd::default()
-                }),
-                None,
-            ),
-        };
-        RawRecipe {
+        let mut raw = RawRecipe {
             name: r.name.to_string(),
-            containerd,
-            binary,
+            containerd: None,
+            storage: None,
+            binary: None,
             patches: r.patches,
             args: r.args,
             job_timeout_s: (r.job_timeout_s != DEFAULT_JOB_TIMEOUT_S).then_some(r.job_timeout_s),
+        };
+        match r.source {
+            RuntimeSource::Binary(b) => raw.binary = Some(b),
+            RuntimeSource::Go { program, source } => {
+                let g = match source {
+                    GoSource::Debian { package, suite } => RawGoSource {
+                        debian: Some(package),
+                        suite: Some(suite),
+                        ..RawGoSource::default()
+                    },
+                    GoSource::Tree { tree, rev } => RawGoSource {
+                        tree: Some(tree),
+                        rev: Some(rev),
+                        ..RawGoSource::default()
+                    },
+                };
+                match program {
+                    GoProgram::Containerd => raw.containerd = Some(g),
+                    GoProgram::Storage => raw.storage = Some(g),
+                }
+            }
         }
+        raw
     }
 }
 
@@ -213,8 +243,14 @@ impl RuntimeRecipe {
         };
         match &mut self.source {
             RuntimeSource::Binary(b) => abs(b),
-            RuntimeSource::Containerd(ContainerdSource::Tree { tree, .. }) => abs(tree),
-            RuntimeSource::Containerd(ContainerdSource::Debian { .. }) => {}
+            RuntimeSource::Go {
+                source: GoSource::Tree { tree, .. },
+                ..
+            } => abs(tree),
+            RuntimeSource::Go {
+                source: GoSource::Debian { .. },
+                ..
+            } => {}
         }
         self.patches.iter_mut().for_each(abs);
     }
@@ -223,12 +259,14 @@ impl RuntimeRecipe {
     pub fn source_label(&self) -> String {
         let base = match &self.source {
             RuntimeSource::Binary(b) => format!("binary {}", b.display()),
-            RuntimeSource::Containerd(ContainerdSource::Debian { package, suite }) => {
-                format!("debian {suite} {package}")
-            }
-            RuntimeSource::Containerd(ContainerdSource::Tree { tree, rev }) => {
-                format!("tree {} @ {rev}", tree.display())
-            }
+            RuntimeSource::Go {
+                source: GoSource::Debian { package, suite },
+                ..
+            } => format!("debian {suite} {package}"),
+            RuntimeSource::Go {
+                program,
+                source: GoSource::Tree { tree, rev },
+            } => format!("{} tree {} @ {rev}", program.key(), tree.display()),
         };
         let base = if self.patches.is_empty() {
             base
@@ -305,24 +343,47 @@ name = "mine"
 binary = "/opt/mounter"
 args = ["--fault", "leak"]
 job_timeout_s = 5
+
+[[runtimes]]
+name = "crio"
+storage = { debian = "golang-github-containers-storage-dev" }
+patches = ["group.patch"]
 "#,
         )
         .unwrap();
+        assert_eq!(
+            r[3].source,
+            RuntimeSource::Go {
+                program: GoProgram::Storage,
+                source: GoSource::Debian {
+                    package: "golang-github-containers-storage-dev".into(),
+                    suite: "sid".into()
+                }
+            }
+        );
+        let back: RuntimeRecipe = toml::from_str(&toml::to_string(&r[3]).unwrap()).unwrap();
+        assert_eq!(back, r[3]);
         assert_eq!((r[2].args.len(), r[2].job_timeout_s), (2, 5));
         assert_eq!(r[0].job_timeout_s, DEFAULT_JOB_TIMEOUT_S);
         assert_eq!(
             r[0].source,
-            RuntimeSource::Containerd(ContainerdSource::Debian {
-                package: "golang-github-containerd-containerd-dev".into(),
-                suite: "sid".into()
-            })
+            RuntimeSource::Go {
+                program: GoProgram::Containerd,
+                source: GoSource::Debian {
+                    package: "golang-github-containerd-containerd-dev".into(),
+                    suite: "sid".into()
+                }
+            }
         );
         assert_eq!(
             r[1].source,
-            RuntimeSource::Containerd(ContainerdSource::Tree {
-                tree: "/m/src/containerd".into(),
-                rev: "my-branch".into()
-            })
+            RuntimeSource::Go {
+                program: GoProgram::Containerd,
+                source: GoSource::Tree {
+                    tree: "/m/src/containerd".into(),
+                    rev: "my-branch".into()
+                }
+            }
         );
         assert_eq!(r[1].patches, vec![PathBuf::from("/m/p/one.patch")]);
         assert_eq!(r[2].source, RuntimeSource::Binary("/opt/mounter".into()));
@@ -341,7 +402,9 @@ job_timeout_s = 5
         let e =
             parse("[[runtimes]]\nname = \"x\"\nbinary = \"b\"\ncontainerd = { debian = \"p\" }\n")
                 .unwrap_err();
-        assert!(e.contains("not both"), "{e}");
+        assert!(e.contains("not containerd and binary"), "{e}");
+        let e = parse("[[runtimes]]\nname = \"x\"\nstorage = { tree = \"t\" }\n").unwrap_err();
+        assert!(e.contains("storage.tree needs `rev`"), "{e}");
         let e = parse("[[runtimes]]\nname = \"x\"\ncontainerd = { tree = \"t\" }\n").unwrap_err();
         assert!(e.contains("needs `rev`"), "{e}");
         let e = parse(
@@ -368,16 +431,23 @@ job_timeout_s = 5
     fn home_is_expanded() {
         let mut r = RuntimeRecipe {
             name: "t".parse().unwrap(),
-            source: RuntimeSource::Containerd(ContainerdSource::Tree {
-                tree: "~/src/containerd".into(),
-                rev: "main".into(),
-            }),
+            source: RuntimeSource::Go {
+                program: GoProgram::Containerd,
+                source: GoSource::Tree {
+                    tree: "~/src/containerd".into(),
+                    rev: "main".into(),
+                },
+            },
             patches: vec![],
             args: vec![],
             job_timeout_s: DEFAULT_JOB_TIMEOUT_S,
         };
         r.resolve_paths(Path::new("/m"));
-        let RuntimeSource::Containerd(ContainerdSource::Tree { tree, .. }) = &r.source else {
+        let RuntimeSource::Go {
+            source: GoSource::Tree { tree, .. },
+            ..
+        } = &r.source
+        else {
             unreachable!()
         };
         if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {

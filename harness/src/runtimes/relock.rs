@@ -9,27 +9,35 @@ use std::path::Path;
 
 use protocol::RuntimeName;
 
-use super::lock::{LockedContainerd, LockedToolchain, RuntimesLock, DEFAULT_CONTAINERD, GO_SUITE};
-use super::recipe::{ContainerdSource, RuntimeRecipe, RuntimeSource, DEFAULT_SUITE};
+use super::lock::{LockedSources, LockedToolchain, RuntimesLock, GO_SUITE};
+use super::program::ALL;
+use super::recipe::{GoSource, RuntimeRecipe, RuntimeSource, DEFAULT_SUITE};
 use super::RuntimeError;
 use crate::debian::lock::shown;
 use crate::debian::{Apt, Cache, DebianError, LockDocument, LockPolicy};
 use crate::events::{Note, Sink};
+use crate::results::GoProgram;
 
 /// One entry of runtimes.lock.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Wanted {
-    /// The Go toolchain every containerd build uses.
+    /// The Go toolchain every Go runtime build uses.
     Toolchain,
-    /// containerd's sources: a Debian package in a suite.
-    Containerd { package: String, suite: String },
+    /// A project's sources: a Debian package in a suite.
+    Sources {
+        program: GoProgram,
+        package: String,
+        suite: String,
+    },
 }
 
 impl Wanted {
-    /// The default containerd, which `mmx runtimes lock` locks even when no recipe names it.
-    pub fn default_containerd() -> Wanted {
-        Wanted::Containerd {
-            package: DEFAULT_CONTAINERD.to_string(),
+    /// A program's default sources, which `mmx runtimes lock` locks even when no recipe names
+    /// them.
+    pub fn default_sources(program: GoProgram) -> Wanted {
+        Wanted::Sources {
+            program,
+            package: program.default_package().to_string(),
             suite: DEFAULT_SUITE.to_string(),
         }
     }
@@ -38,16 +46,22 @@ impl Wanted {
     pub fn describe(&self) -> String {
         match self {
             Wanted::Toolchain => format!("the Go toolchain (golang-go in {GO_SUITE})"),
-            Wanted::Containerd { package, suite } => {
-                format!("containerd's sources ({package} in {suite})")
-            }
+            Wanted::Sources {
+                program,
+                package,
+                suite,
+            } => format!("{}'s sources ({package} in {suite})", program.project()),
         }
     }
 
     fn is_in(&self, lock: &RuntimesLock) -> bool {
         match self {
             Wanted::Toolchain => lock.go.is_some(),
-            Wanted::Containerd { package, suite } => lock.containerd(package, suite).is_some(),
+            Wanted::Sources {
+                program,
+                package,
+                suite,
+            } => lock.sources(*program, package, suite).is_some(),
         }
     }
 
@@ -61,25 +75,36 @@ impl Wanted {
                 lock.go = Some(go);
                 Ok(now)
             }
-            Wanted::Containerd { package, suite } => {
-                let c = LockedContainerd::resolve(apt, package, suite)?;
+            Wanted::Sources {
+                program,
+                package,
+                suite,
+            } => {
+                let c = LockedSources::resolve(apt, *program, package, suite)?;
                 let now = format!("{package}={}", c.version);
-                lock.upsert(c);
+                lock.upsert(*program, c);
                 Ok(now)
             }
         }
     }
 }
 
-/// The entries `recipe` needs: none for a binary, the toolchain for a containerd checkout, and
-/// the toolchain and the sources for a Debian containerd.
+/// The entries `recipe` needs: none for a binary, the toolchain for a checkout, and the
+/// toolchain and the sources for Debian sources.
 pub fn needs(recipe: &RuntimeRecipe) -> Vec<Wanted> {
     match &recipe.source {
         RuntimeSource::Binary(_) => Vec::new(),
-        RuntimeSource::Containerd(ContainerdSource::Tree { .. }) => vec![Wanted::Toolchain],
-        RuntimeSource::Containerd(ContainerdSource::Debian { package, suite }) => vec![
+        RuntimeSource::Go {
+            source: GoSource::Tree { .. },
+            ..
+        } => vec![Wanted::Toolchain],
+        RuntimeSource::Go {
+            program,
+            source: GoSource::Debian { package, suite },
+        } => vec![
             Wanted::Toolchain,
-            Wanted::Containerd {
+            Wanted::Sources {
+                program: *program,
                 package: package.clone(),
                 suite: suite.clone(),
             },
@@ -187,7 +212,7 @@ pub fn complete(
     Ok(())
 }
 
-/// How one entry came out of [`relock`]: `go` or `containerd`, `new`/`updated`/`unchanged`,
+/// How one entry came out of [`relock`]: `go`, `containerd` or `storage`, `new`/`updated`/`unchanged`,
 /// and what it pins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relocked {
@@ -196,7 +221,7 @@ pub struct Relocked {
     pub pins: String,
 }
 
-/// `mmx runtimes lock`: the toolchain, the default containerd and every Debian containerd of
+/// `mmx runtimes lock`: the toolchain, each program's default sources and every Debian source of
 /// `recipes` that the lock lacks resolved and added; with `update`, all of them resolved again
 /// (and entries no recipe names dropped). The archive is asked only when something is to be
 /// resolved.
@@ -208,7 +233,9 @@ pub fn relock(
     sink: &dyn Sink,
 ) -> Result<Vec<Relocked>, RuntimeError> {
     let old = RuntimesLock::load(lock_path)?;
-    let wanted = std::iter::once(Wanted::default_containerd())
+    let wanted = ALL
+        .into_iter()
+        .map(Wanted::default_sources)
         .chain(std::iter::once(Wanted::Toolchain))
         .chain(recipes.iter().flat_map(needs));
     let lacking = missing(&old, wanted);
@@ -249,22 +276,29 @@ pub fn relock(
                 .join(" "),
         });
     }
-    for c in &new.containerd {
-        out.push(Relocked {
-            kind: "containerd",
-            change: match old.containerd(&c.requested, &c.suite) {
-                None => "new",
-                Some(o) if o == c => "unchanged",
-                Some(_) => "updated",
-            },
-            pins: format!(
-                "{} {}={} (+{} packages core/mount imports)",
-                c.suite,
-                c.requested,
-                c.version,
-                c.packages.len().saturating_sub(1)
-            ),
-        });
+    for program in ALL {
+        let entries = match program {
+            GoProgram::Containerd => &new.containerd,
+            GoProgram::Storage => &new.storage,
+        };
+        for c in entries {
+            out.push(Relocked {
+                kind: program.key(),
+                change: match old.sources(program, &c.requested, &c.suite) {
+                    None => "new",
+                    Some(o) if o == c => "unchanged",
+                    Some(_) => "updated",
+                },
+                pins: format!(
+                    "{} {}={} (+{} packages {} imports)",
+                    c.suite,
+                    c.requested,
+                    c.version,
+                    c.packages.len().saturating_sub(1),
+                    program.mount_code()
+                ),
+            });
+        }
     }
     new.save(lock_path)?;
     Ok(out)
@@ -282,7 +316,13 @@ mod tests {
     fn a_recipe_needs_the_toolchain_and_its_sources_once() {
         let recipes = parse_recipes(Path::new("m.toml"), RECIPES).unwrap();
         let all = missing(&RuntimesLock::default(), recipes.iter().flat_map(needs));
-        assert_eq!(all, vec![Wanted::Toolchain, Wanted::default_containerd()]);
+        assert_eq!(
+            all,
+            vec![
+                Wanted::Toolchain,
+                Wanted::default_sources(GoProgram::Containerd)
+            ]
+        );
         assert!(needs(&recipes[1]).is_empty(), "a binary needs no lock");
     }
 

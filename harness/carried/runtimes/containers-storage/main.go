@@ -1,0 +1,1 @@
+../../../../runtimes/containers-storage/main.go
