@@ -170,6 +170,9 @@ pub(super) struct Report<'a> {
     /// container's start path (exact, from its worker's mount events; empty when the kernel
     /// has none).
     pub(super) runtime: Option<RuntimeSeen>,
+    /// Erofs layers: how they were mounted. Each is a mount of its own, which common-parent's
+    /// recursive clone carries ([`MountsScenario::layer_submounts_per_container`]).
+    pub(super) erofs: Option<protocol::erofs::ErofsLayers>,
 }
 
 /// What a runtime's cell adds to its report.
@@ -192,12 +195,19 @@ impl Report<'_> {
         let latency = Summary::of(&samples);
         let completed = latency_us.len() as u32;
         let containers = u64::from(s.containers);
+        let carried = if self.erofs.is_some() {
+            s.layer_submounts_per_container()
+        } else {
+            0
+        };
         let formula = (
-            s.expected_attachments_per_container(),
-            s.expected_detachments_per_container(),
+            s.expected_attachments_per_container().map(|a| a + carried),
+            s.expected_detachments_per_container().map(|d| d + carried),
             s.teardown_per_container(),
         );
-        let expected_ops = s.expected_ops_per_container().map(|e| e * containers);
+        let expected_ops = s
+            .expected_ops_per_container()
+            .map(|e| (e + 2 * carried) * containers);
         let ops = c.attachments + c.detachments;
         let all_done = completed == s.containers;
         // A built-in strategy's count must match its formula; a runtime has none (its count
@@ -229,7 +239,7 @@ impl Report<'_> {
         let expected_allocated = c
             .mounts_allocated
             .and(s.expected_allocated_per_container())
-            .map(|e| e * containers);
+            .map(|e| (e + carried) * containers);
         let mut notes = c.notes;
         if let (Some(why), None) = (&c.incomplete, formula.0) {
             notes.push(format!(
@@ -322,6 +332,7 @@ impl Report<'_> {
                 overhead_us,
                 checks: t.checks.to_protocol(),
                 runtime: self.runtime.and_then(|r| r.hello),
+                erofs: self.erofs,
             })),
         }
     }
@@ -461,6 +472,7 @@ mod tests {
             leaked: 0,
             counted: counted(s),
             runtime: None,
+            erofs: None,
         }
     }
 

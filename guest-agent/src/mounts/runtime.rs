@@ -195,6 +195,7 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
             hello,
             per_container,
         }),
+        erofs: p.erofs.clone(),
     }
     .build(p.cell_id, out)
 }
