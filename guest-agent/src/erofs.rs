@@ -4,7 +4,8 @@
 //! strategies then run over these mounts as over directories.
 //!
 //! Each image is mounted with the new mount API: `fsopen("erofs")`,
-//! `fsconfig(FSCONFIG_SET_STRING, "source", …)`, `FSCONFIG_CMD_CREATE`, `fsmount`,
+//! `fsconfig(FSCONFIG_SET_FLAG, "ro")`, `fsconfig(FSCONFIG_SET_STRING, "source", …)`,
+//! `FSCONFIG_CMD_CREATE`, `fsmount`,
 //! `move_mount`. The source is the image file itself where the kernel takes one
 //! (CONFIG_EROFS_FS_BACKED_BY_FILE, 6.12+: `erofs_fc_get_tree` falls back to `filp_open` when
 //! the source is no block device), else a read-only loop device over it: the first layer's
@@ -85,8 +86,8 @@ fn mkdir(path: &Path) -> SysResult<()> {
     })
 }
 
-/// One image at `target`: `fsopen("erofs")`, `source` = the file or a loop device over it,
-/// create, `fsmount(MOUNT_ATTR_RDONLY)`, `move_mount`.
+/// One image at `target`: `fsopen("erofs")`, `ro`, `source` = the file or a loop device over
+/// it, create, `fsmount(MOUNT_ATTR_RDONLY)`, `move_mount`.
 fn mount_one(image: &Path, target: &Path, backing: ErofsBacking) -> SysResult<()> {
     let device = match backing {
         ErofsBacking::File => None,
@@ -96,6 +97,9 @@ fn mount_one(image: &Path, target: &Path, backing: ErofsBacking) -> SysResult<()
         .as_ref()
         .map_or_else(|| image.to_path_buf(), |d| d.path.clone());
     let fs = api::fsopen("erofs")?;
+    // Read-only from the start: `get_tree_bdev` opens the device for writing otherwise, which a
+    // read-only loop device refuses (EACCES on 6.1), as mount(8)'s `-o ro` retry knows.
+    api::fsconfig_set_flag(fs.as_fd(), "ro")?;
     api::fsconfig_set_string(fs.as_fd(), "source", source.as_path())?;
     api::fsconfig_create(fs.as_fd()).map_err(|e| e.context(format!("source {source:?}")))?;
     let mnt = api::fsmount(fs.as_fd(), true)?;
@@ -190,6 +194,13 @@ mod tests {
                 layers.opaque,
                 "trusted.overlay.opaque did not survive mkfs.erofs"
             );
+            // The loop path, as kernels before 6.12 need it, on this kernel too.
+            let via_loop = root.join("via-loop");
+            std::fs::create_dir(&via_loop).unwrap();
+            mount_one(&images.join(image_name(2)), &via_loop, ErofsBacking::Loop).unwrap();
+            let md = std::fs::metadata(via_loop.join("layer-2")).unwrap();
+            assert_eq!(md.uid(), crate::layers::layer_uid(2));
+            crate::sys::legacy::umount_detach(via_loop.as_path()).unwrap();
             // No image for layer 3: refused with the reason, not a half-made set.
             let e = mount_layers(&images, &root.join("snapshots/1"), 3, &|| false);
             assert!(e.is_err());
