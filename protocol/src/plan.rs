@@ -244,10 +244,13 @@ impl MountsScenario {
     /// Mounts a common-parent clone carries along when every layer is a mount of its own
     /// below the common directory (erofs images): per pass L more attached with the parent
     /// tree, L more detached with it, and L more allocated by its recursive clone. Zero for
-    /// the other strategies, whose clones are of one layer each.
+    /// the other strategies, whose clones are of one layer each, and for one layer, whose
+    /// common directory is the layer itself (its mount is the clone's root, nothing below).
     pub fn layer_submounts_per_container(&self) -> u64 {
         match self.builtin() {
-            Some(Strategy::CommonParent) => u64::from(self.passes) * u64::from(self.layers),
+            Some(Strategy::CommonParent) if self.layers >= 2 => {
+                u64::from(self.passes) * u64::from(self.layers)
+            }
             _ => 0,
         }
     }

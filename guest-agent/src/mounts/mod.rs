@@ -554,9 +554,17 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         },
         _ => None,
     };
+    // Each erofs layer is a mount below the common directory (when that is above the layers:
+    // one layer is its own common directory): the clone carries them all.
+    let submounts = p.erofs.is_some()
+        && common.as_ref().is_some_and(|(dir, _)| {
+            layers
+                .dirs
+                .iter()
+                .all(|d| d.as_os_str().as_bytes() != dir.as_bytes())
+        });
     let mut plan = strategy::Plan::new(st, layer_paths, common);
-    // Each erofs layer is a mount below the common directory: its clone carries them all.
-    plan.common_has_submounts = p.erofs.is_some();
+    plan.common_has_submounts = submounts;
     plan.extra_bind = hook.extra_bind;
     let best = hook.best_source();
     let observer = table::Observer::new(s.concurrency == 1, best == CountSource::MountTableDiff);
@@ -593,6 +601,7 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         counted,
         runtime: None,
         erofs: p.erofs.clone(),
+        carried_submounts: submounts,
     };
     report.build(cell_id, total)
 }

@@ -170,9 +170,10 @@ pub(super) struct Report<'a> {
     /// container's start path (exact, from its worker's mount events; empty when the kernel
     /// has none).
     pub(super) runtime: Option<RuntimeSeen>,
-    /// Erofs layers: how they were mounted. Each is a mount of its own, which common-parent's
-    /// recursive clone carries ([`MountsScenario::layer_submounts_per_container`]).
+    /// Erofs layers: how they were mounted.
     pub(super) erofs: Option<protocol::erofs::ErofsLayers>,
+    /// Whether common-parent's clone carried the layers' own mounts along (erofs, L ≥ 2).
+    pub(super) carried_submounts: bool,
 }
 
 /// What a runtime's cell adds to its report.
@@ -195,7 +196,7 @@ impl Report<'_> {
         let latency = Summary::of(&samples);
         let completed = latency_us.len() as u32;
         let containers = u64::from(s.containers);
-        let carried = if self.erofs.is_some() {
+        let carried = if self.carried_submounts {
             s.layer_submounts_per_container()
         } else {
             0
@@ -473,6 +474,7 @@ mod tests {
             counted: counted(s),
             runtime: None,
             erofs: None,
+            carried_submounts: false,
         }
     }
 
@@ -538,6 +540,39 @@ mod tests {
             Cause::Kernel(SysError::plain("mount_setattr(…)", libc::EINVAL)),
         ));
         assert_eq!(report(&s).build("c", out).outcome, Outcome::Unsupported);
+    }
+
+    #[test]
+    fn common_parents_clone_of_erofs_layers_carries_their_mounts_in_the_formula() {
+        let s = sc(Strategy::CommonParent, 10, 3, 1, 2);
+        let mut c = counted(&s);
+        // 2 passes × 10 layer mounts more attached, and detached, per container.
+        c.attachments += 3 * 2 * 10;
+        c.detachments += 3 * 2 * 10;
+        c.mounts_allocated = c.mounts_allocated.map(|a| a + 3 * 2 * 10);
+        let mut r = report(&s);
+        r.counted = c.clone();
+        let plain = r.build("c", done(&s));
+        assert_eq!(
+            plain.outcome,
+            Outcome::Fail,
+            "a directory run has no such mounts"
+        );
+        let mut r = report(&s);
+        r.counted = c;
+        r.carried_submounts = true;
+        let carried = r.build("c", done(&s));
+        assert_eq!(carried.outcome, Outcome::Pass, "{:?}", carried.evidence);
+        // One layer is its own common directory: nothing is carried.
+        assert_eq!(
+            sc(Strategy::CommonParent, 1, 3, 1, 2).layer_submounts_per_container(),
+            0
+        );
+        assert_eq!(s.layer_submounts_per_container(), 20);
+        assert_eq!(
+            sc(Strategy::PerLayer, 10, 3, 1, 2).layer_submounts_per_container(),
+            0
+        );
     }
 
     #[test]

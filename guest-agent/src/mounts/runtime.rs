@@ -196,6 +196,8 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
             per_container,
         }),
         erofs: p.erofs.clone(),
+        // A runtime has no formula to adjust.
+        carried_submounts: false,
     }
     .build(p.cell_id, out)
 }
