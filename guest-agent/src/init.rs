@@ -233,9 +233,10 @@ fn mount_scratch(plan: &Plan) -> Result<(), InitError> {
     let target = plan.scratch_dir.display().to_string();
     let (source, fstype) = match disk.filesystem {
         Filesystem::Tmpfs => ("tmpfs".to_string(), "tmpfs"),
-        fs @ (Filesystem::Ext4 | Filesystem::Xfs | Filesystem::Btrfs) => {
+        // erofs layers are images on an ext4 disk: the disk mounts as its carrier.
+        fs @ (Filesystem::Ext4 | Filesystem::Xfs | Filesystem::Btrfs | Filesystem::Erofs) => {
             wait_for(&disk.device)?;
-            (disk.device.display().to_string(), fs.as_str())
+            (disk.device.display().to_string(), fs.carrier().as_str())
         }
     };
     let flags = MountFlags::empty();

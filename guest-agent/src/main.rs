@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod erofs;
 mod hypervisor;
 mod init;
 mod layers;
@@ -69,6 +70,10 @@ enum Command {
     /// Remove a stopped run's trash directories (the agent starts this itself, detached).
     #[command(hide = true)]
     ReapTrash { dirs: Vec<PathBuf> },
+    /// Write the synthetic layers `1..=count` under `<dir>/snapshots/<n>/fs`: the trees the
+    /// host turns into erofs images (`mkfs.erofs`), so both kinds of layer hold the same files.
+    #[command(hide = true)]
+    Layers { dir: PathBuf, count: u32 },
 }
 
 #[derive(clap::Args)]
@@ -99,6 +104,10 @@ struct MountsArgs {
     /// Directory on the layers' filesystem; the run works in a subdirectory it removes.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     scratch: PathBuf,
+    /// Layers as erofs images: a directory of `<n>.erofs` (made by `mkfs.erofs` from the
+    /// tree `mmx-agent layers` writes), each mounted at its layer's directory.
+    #[arg(long, value_name = "DIR")]
+    erofs_images: Option<PathBuf>,
     /// Print the protocol::CellResult as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -197,6 +206,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let cell_id = format!("local/{}", scenario.label());
             let opts = mounts::Options {
                 runtimes,
+                erofs_images: a.erofs_images.clone(),
                 ..mounts::Options::default()
             };
             let r = mounts::run_with(
@@ -229,6 +239,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 println!("{t:#?}");
             }
+            Ok(())
+        }
+        Command::Layers { dir, count } => {
+            require_root("mmx-agent layers")?;
+            protocol::limits::LAYERS
+                .check(count)
+                .map_err(|e| anyhow::anyhow!("layers: {e}"))?;
+            layers::create(&dir, count)
+                .map_err(|e| anyhow::anyhow!("layers in {}: {e}", dir.display()))?;
             Ok(())
         }
         Command::ReapTrash { dirs } => {

@@ -175,8 +175,15 @@ fn run_item(
         item.cell_id.clone(),
         cancel.clone(),
     );
+    // A plan on erofs carries the layers as images on the scratch disk, made by the host.
+    let erofs_images = plan
+        .scratch_disk
+        .as_ref()
+        .filter(|d| d.filesystem == protocol::Filesystem::Erofs)
+        .map(|_| plan.scratch_dir.join(protocol::erofs::IMAGES_DIR));
     let opts = mounts::Options {
         runtimes: plan.runtimes.clone(),
+        erofs_images,
         ..mounts::Options::default()
     };
     let spawned = std::thread::Builder::new()

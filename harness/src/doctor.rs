@@ -317,7 +317,7 @@ fn qemu_checks(
             }
         };
     for fs in &matrix.filesystems {
-        out.extend(mkfs_check(*fs));
+        out.extend(mkfs_checks(*fs));
     }
     for c in out.drain(..) {
         now(c);
@@ -372,20 +372,23 @@ fn debian_checks() -> Vec<Check> {
     out
 }
 
-/// The mkfs tool the QEMU backend formats `fs` scratch disks with (tmpfs needs none).
-fn mkfs_check(fs: Filesystem) -> Option<Check> {
-    let (tool, package, _) = disk::mkfs_command(fs)?;
-    Some(match disk::find_tool(tool) {
-        Some(p) => Check::new(tool, Status::Ok, format!("{} ({fs} layers)", p.display())),
-        None => Check::new(
-            tool,
-            Status::Fail,
-            format!("{tool} is missing: the {fs} cells cannot make their disk"),
-        )
-        .fix(format!(
-            "apt-get install {package} (or drop \"{fs}\" from the matrix's filesystems)"
-        )),
-    })
+/// The tools the QEMU backend makes `fs` scratch disks with: its mkfs, and for erofs also
+/// `mkfs.erofs` for the layer images (tmpfs needs none).
+fn mkfs_checks(fs: Filesystem) -> Vec<Check> {
+    disk::tools(fs)
+        .into_iter()
+        .map(|(tool, package)| match disk::find_tool(tool) {
+            Some(p) => Check::new(tool, Status::Ok, format!("{} ({fs} layers)", p.display())),
+            None => Check::new(
+                tool,
+                Status::Fail,
+                format!("{tool} is missing: the {fs} cells cannot make their disk"),
+            )
+            .fix(format!(
+                "apt-get install {package} (or drop \"{fs}\" from the matrix's filesystems)"
+            )),
+        })
+        .collect()
 }
 
 /// KVM as the runner decides it: /dev/kvm must open, then the cached verdict of the probe guest,
@@ -634,16 +637,27 @@ mod tests {
 
     #[test]
     fn every_disk_filesystem_names_its_tool_and_package() {
-        for fs in [Filesystem::Ext4, Filesystem::Xfs, Filesystem::Btrfs] {
-            let c = mkfs_check(fs).expect("a disk filesystem has a check");
-            if c.status == Status::Fail {
+        for fs in [
+            Filesystem::Ext4,
+            Filesystem::Xfs,
+            Filesystem::Btrfs,
+            Filesystem::Erofs,
+        ] {
+            let checks = mkfs_checks(fs);
+            assert!(!checks.is_empty(), "a disk filesystem has a check");
+            for c in checks.iter().filter(|c| c.status == Status::Fail) {
                 assert!(c
                     .fix
                     .as_deref()
                     .is_some_and(|f| f.contains("apt-get install")));
             }
         }
-        assert!(mkfs_check(Filesystem::Tmpfs).is_none());
+        let erofs: Vec<String> = mkfs_checks(Filesystem::Erofs)
+            .iter()
+            .map(|c| c.what.clone())
+            .collect();
+        assert_eq!(erofs, ["mkfs.ext4", "mkfs.erofs"]);
+        assert!(mkfs_checks(Filesystem::Tmpfs).is_empty());
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub struct MountsResult {
     /// For a runtime's cell: who it said it is (its hello), for the cell's provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::runtime::Hello>,
+    /// For a cell on erofs layers: how the images were mounted (file-backed or loop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erofs: Option<crate::erofs::ErofsLayers>,
 }
 
 /// Mount-table operations of a run as the kernel reports them ([`MountOps::count_source`] says

@@ -30,6 +30,7 @@
 use serde::Deserialize;
 
 mod caps;
+pub mod erofs;
 pub mod errno;
 mod event;
 pub mod limits;
@@ -320,6 +321,13 @@ mod tests {
                         contract: runtime::CONTRACT_VERSION,
                         runtime: "containerd".into(),
                         version: "2.1.9+ds1-5 go1.27.3".into(),
+                    }),
+                    erofs: Some(crate::erofs::ErofsLayers {
+                        backing: crate::erofs::ErofsBacking::Loop,
+                        file_refused: Some(
+                            Evidence::new("fsconfig(FSCONFIG_CMD_CREATE)").with_errno(15),
+                        ),
+                        mounts: 3,
                     }),
                 })),
             }),

@@ -241,6 +241,20 @@ impl MountsScenario {
         Some(u64::from(self.passes) * per_pass)
     }
 
+    /// Mounts a common-parent clone carries along when every layer is a mount of its own
+    /// below the common directory (erofs images): per pass L more attached with the parent
+    /// tree, L more detached with it, and L more allocated by its recursive clone. Zero for
+    /// the other strategies, whose clones are of one layer each, and for one layer, whose
+    /// common directory is the layer itself (its mount is the clone's root, nothing below).
+    pub fn layer_submounts_per_container(&self) -> u64 {
+        match self.builtin() {
+            Some(Strategy::CommonParent) if self.layers >= 2 => {
+                u64::from(self.passes) * u64::from(self.layers)
+            }
+            _ => 0,
+        }
+    }
+
     /// Unmounts of finished overlays after the start path: one per pass (a runtime may stack
     /// more than one mount on its target: None).
     pub fn teardown_per_container(&self) -> Option<u64> {
@@ -399,6 +413,9 @@ pub enum Filesystem {
     Xfs,
     Btrfs,
     Tmpfs,
+    /// Each layer an erofs image of its own (like containerd's erofs snapshotter), mounted
+    /// read-only; the images are files on an ext4 carrier ([`Filesystem::carrier`]).
+    Erofs,
 }
 
 /// statfs `f_type` magic numbers (linux/magic.h): the filesystems mmx labels first, then others
@@ -411,6 +428,7 @@ const STATFS_MAGIC: &[(u64, &str)] = &[
     (0x8584_58f6, "ramfs"),
     (0x794c_7630, "overlay"),
     (0xF2F5_2010, "f2fs"),
+    (0xE0F5_E1E2, "erofs"),
     (0x2fc1_2fc1, "zfs"),
     (0xca45_1a4e, "bcachefs"),
     (0x6969, "nfs"),
@@ -430,11 +448,12 @@ impl Filesystem {
         filesystem_name(magic).parse().ok()
     }
 
-    pub const ALL: [Filesystem; 4] = [
+    pub const ALL: [Filesystem; 5] = [
         Filesystem::Ext4,
         Filesystem::Xfs,
         Filesystem::Btrfs,
         Filesystem::Tmpfs,
+        Filesystem::Erofs,
     ];
 
     /// The name `mount -t` and `/proc/filesystems` use.
@@ -444,12 +463,23 @@ impl Filesystem {
             Filesystem::Xfs => "xfs",
             Filesystem::Btrfs => "btrfs",
             Filesystem::Tmpfs => "tmpfs",
+            Filesystem::Erofs => "erofs",
         }
     }
 
     /// Whether the filesystem lives on a block device (tmpfs does not).
     pub fn needs_disk(self) -> bool {
         !matches!(self, Filesystem::Tmpfs)
+    }
+
+    /// The writable filesystem the scratch dir is on: the filesystem itself, except for erofs,
+    /// whose layer images (read-only, one per layer) are files on ext4 beside the run's other
+    /// directories (containers' upper and work dirs), as on a containerd node.
+    pub fn carrier(self) -> Filesystem {
+        match self {
+            Filesystem::Erofs => Filesystem::Ext4,
+            fs => fs,
+        }
     }
 }
 
@@ -465,6 +495,8 @@ impl std::str::FromStr for Filesystem {
         Filesystem::ALL
             .into_iter()
             .find(|fs| fs.as_str() == s)
-            .ok_or_else(|| format!("unknown filesystem `{s}` (expected ext4, xfs, btrfs or tmpfs)"))
+            .ok_or_else(|| {
+                format!("unknown filesystem `{s}` (expected ext4, xfs, btrfs, tmpfs or erofs)")
+            })
     }
 }

@@ -87,6 +87,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
                     prepopulate: pre,
                     beside: Some(beside.clone()),
                     runtimes: Vec::new(),
+                    erofs_images: None,
                 };
                 let (bystanders, cell) = with_readers(
                     ctx,

@@ -111,6 +111,9 @@ pub struct Options {
     pub beside: Option<Arc<Beside>>,
     /// The runtimes a `runtime:NAME` strategy may start (the plan's).
     pub runtimes: Vec<PlanRuntime>,
+    /// Where the layers' erofs images are (`<n>.erofs`): each layer is then an erofs mount of
+    /// its image instead of a directory the run writes ([`crate::erofs`]).
+    pub erofs_images: Option<PathBuf>,
 }
 
 /// What threads running beside a run (the storm's bystanders) see of it: where its mount table
@@ -373,7 +376,35 @@ fn execute(
     }
     let run_dir = ScratchGuard { path: root.clone() };
     let stop = || cancel.is_cancelled();
-    let layers = match layers::create_stoppable(&run_dir.path, s.layers, &stop) {
+    let made = match &opts.erofs_images {
+        None => layers::create_stoppable(&run_dir.path, s.layers, &stop).map(|l| (l, None)),
+        Some(images) => match crate::erofs::mount_layers(images, &run_dir.path, s.layers, &stop) {
+            Ok((l, info)) => Ok((l, Some(info))),
+            Err(_) if cancel.is_cancelled() => {
+                return result(
+                    cell_id,
+                    Outcome::InfraError,
+                    Some(stop_evidence("while mounting erofs layers")),
+                )
+            }
+            Err(e) => {
+                return result(
+                    cell_id,
+                    Outcome::InfraError,
+                    Some(crate::erofs::failure_evidence(&e)),
+                )
+            }
+        },
+    };
+    // On erofs the layers live on their own mounts: that is their filesystem.
+    let layers_fs = match &made {
+        Ok((l, Some(_))) => l
+            .dirs
+            .first()
+            .map_or(layers_fs, |d| layers::filesystem_name(d)),
+        _ => layers_fs,
+    };
+    let (layers, erofs) = match made {
         Ok(l) => l,
         Err(_) if cancel.is_cancelled() => {
             return result(
@@ -446,6 +477,7 @@ fn execute(
         containers,
         layers,
         layers_fs,
+        erofs,
         prep_start,
     };
     let r = match &s.strategy {
@@ -478,6 +510,8 @@ pub(crate) struct Prepared<'a> {
     pub(crate) containers: PathBuf,
     pub(crate) layers: layers::Layers,
     pub(crate) layers_fs: String,
+    /// How the layers were mounted, when they are erofs images.
+    pub(crate) erofs: Option<protocol::erofs::ErofsLayers>,
     pub(crate) prep_start: Instant,
 }
 
@@ -520,7 +554,17 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         },
         _ => None,
     };
+    // Each erofs layer is a mount below the common directory (when that is above the layers:
+    // one layer is its own common directory): the clone carries them all.
+    let submounts = p.erofs.is_some()
+        && common.as_ref().is_some_and(|(dir, _)| {
+            layers
+                .dirs
+                .iter()
+                .all(|d| d.as_os_str().as_bytes() != dir.as_bytes())
+        });
     let mut plan = strategy::Plan::new(st, layer_paths, common);
+    plan.common_has_submounts = submounts;
     plan.extra_bind = hook.extra_bind;
     let best = hook.best_source();
     let observer = table::Observer::new(s.concurrency == 1, best == CountSource::MountTableDiff);
@@ -556,6 +600,8 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         leaked,
         counted,
         runtime: None,
+        erofs: p.erofs.clone(),
+        carried_submounts: submounts,
     };
     report.build(cell_id, total)
 }

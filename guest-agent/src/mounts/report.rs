@@ -170,6 +170,10 @@ pub(super) struct Report<'a> {
     /// container's start path (exact, from its worker's mount events; empty when the kernel
     /// has none).
     pub(super) runtime: Option<RuntimeSeen>,
+    /// Erofs layers: how they were mounted.
+    pub(super) erofs: Option<protocol::erofs::ErofsLayers>,
+    /// Whether common-parent's clone carried the layers' own mounts along (erofs, L ≥ 2).
+    pub(super) carried_submounts: bool,
 }
 
 /// What a runtime's cell adds to its report.
@@ -192,12 +196,19 @@ impl Report<'_> {
         let latency = Summary::of(&samples);
         let completed = latency_us.len() as u32;
         let containers = u64::from(s.containers);
+        let carried = if self.carried_submounts {
+            s.layer_submounts_per_container()
+        } else {
+            0
+        };
         let formula = (
-            s.expected_attachments_per_container(),
-            s.expected_detachments_per_container(),
+            s.expected_attachments_per_container().map(|a| a + carried),
+            s.expected_detachments_per_container().map(|d| d + carried),
             s.teardown_per_container(),
         );
-        let expected_ops = s.expected_ops_per_container().map(|e| e * containers);
+        let expected_ops = s
+            .expected_ops_per_container()
+            .map(|e| (e + 2 * carried) * containers);
         let ops = c.attachments + c.detachments;
         let all_done = completed == s.containers;
         // A built-in strategy's count must match its formula; a runtime has none (its count
@@ -229,7 +240,7 @@ impl Report<'_> {
         let expected_allocated = c
             .mounts_allocated
             .and(s.expected_allocated_per_container())
-            .map(|e| e * containers);
+            .map(|e| (e + carried) * containers);
         let mut notes = c.notes;
         if let (Some(why), None) = (&c.incomplete, formula.0) {
             notes.push(format!(
@@ -322,6 +333,7 @@ impl Report<'_> {
                 overhead_us,
                 checks: t.checks.to_protocol(),
                 runtime: self.runtime.and_then(|r| r.hello),
+                erofs: self.erofs,
             })),
         }
     }
@@ -461,6 +473,8 @@ mod tests {
             leaked: 0,
             counted: counted(s),
             runtime: None,
+            erofs: None,
+            carried_submounts: false,
         }
     }
 
@@ -526,6 +540,39 @@ mod tests {
             Cause::Kernel(SysError::plain("mount_setattr(…)", libc::EINVAL)),
         ));
         assert_eq!(report(&s).build("c", out).outcome, Outcome::Unsupported);
+    }
+
+    #[test]
+    fn common_parents_clone_of_erofs_layers_carries_their_mounts_in_the_formula() {
+        let s = sc(Strategy::CommonParent, 10, 3, 1, 2);
+        let mut c = counted(&s);
+        // 2 passes × 10 layer mounts more attached, and detached, per container.
+        c.attachments += 3 * 2 * 10;
+        c.detachments += 3 * 2 * 10;
+        c.mounts_allocated = c.mounts_allocated.map(|a| a + 3 * 2 * 10);
+        let mut r = report(&s);
+        r.counted = c.clone();
+        let plain = r.build("c", done(&s));
+        assert_eq!(
+            plain.outcome,
+            Outcome::Fail,
+            "a directory run has no such mounts"
+        );
+        let mut r = report(&s);
+        r.counted = c;
+        r.carried_submounts = true;
+        let carried = r.build("c", done(&s));
+        assert_eq!(carried.outcome, Outcome::Pass, "{:?}", carried.evidence);
+        // One layer is its own common directory: nothing is carried.
+        assert_eq!(
+            sc(Strategy::CommonParent, 1, 3, 1, 2).layer_submounts_per_container(),
+            0
+        );
+        assert_eq!(s.layer_submounts_per_container(), 20);
+        assert_eq!(
+            sc(Strategy::PerLayer, 10, 3, 1, 2).layer_submounts_per_container(),
+            0
+        );
     }
 
     #[test]

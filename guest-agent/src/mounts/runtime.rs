@@ -195,6 +195,9 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
             hello,
             per_container,
         }),
+        erofs: p.erofs.clone(),
+        // A runtime has no formula to adjust.
+        carried_submounts: false,
     }
     .build(p.cell_id, out)
 }

@@ -76,6 +76,11 @@ pub struct Plan {
     pub targets: Vec<CString>,
     /// The layers' common directory (common-parent only).
     pub common: Option<CString>,
+    /// Whether each layer is a mount of its own below the common directory (erofs images):
+    /// the recursive clone then carries L + 1 mounts, and `umount2(0)` of its top refuses
+    /// with EBUSY while the children hang below it, so a runtime must detach the tree with
+    /// `MNT_DETACH` (one call, L + 1 detachments).
+    pub common_has_submounts: bool,
     /// Upper and work dirs and overlay options, the same for every container.
     paths: Paths,
     /// Test hook `extra-bind`: one bind mount more than the strategy's sequence in every pass,
@@ -119,6 +124,7 @@ impl Plan {
             layers,
             targets,
             common: common.map(|(c, _)| c),
+            common_has_submounts: false,
             extra_bind: false,
             paths: Paths {
                 upper: c("u".into()),
@@ -138,6 +144,8 @@ impl Plan {
     pub fn peak_mounts(&self) -> u64 {
         match self.strategy {
             Strategy::PerLayer => self.layers.len() as u64 + 1,
+            // The parent's clone carries the layers' own mounts (erofs) along.
+            Strategy::CommonParent if self.common_has_submounts => self.layers.len() as u64 + 2,
             Strategy::CommonParent => 2,
             Strategy::FsconfigFd => 1,
         }
@@ -247,8 +255,9 @@ fn per_layer(
     r
 }
 
-/// one open_tree(CLONE|AT_RECURSIVE) of the common directory → mount_setattr → move_mount to
-/// `p`; mount("overlay", lowerdir=p/<rel>…); one umount2.
+/// one open_tree(CLONE|AT_RECURSIVE) of the common directory → mount_setattr(AT_RECURSIVE) →
+/// move_mount to `p`; mount("overlay", lowerdir=p/<rel>…); one umount2 (`MNT_DETACH` when the
+/// layers are mounts of their own below it).
 fn common_parent(
     plan: &Plan,
     paths: &Paths,
@@ -270,7 +279,11 @@ fn common_parent(
         overlay(paths, rootfs, tally)?;
         attached.push(MERGED);
         peak();
-        tally.umount_retry(PARENT_TARGET)?;
+        if plan.common_has_submounts {
+            tally.timed(|| legacy::umount_detach(PARENT_TARGET))?;
+        } else {
+            tally.umount_retry(PARENT_TARGET)?;
+        }
         attached.remove(0);
         Ok(())
     })();

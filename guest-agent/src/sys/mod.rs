@@ -4,7 +4,7 @@
 //! `protocol::Evidence`.
 //!
 //! Families: [`mount_api`] (open_tree, mount_setattr, move_mount, fsopen/fsconfig/fsmount),
-//! [`legacy`] (mount(2), umount2), [`table`] (listmount/statmount), [`ns`] (mount
+//! [`legacy`] (mount(2), umount2), [`loopdev`] (read-only loop devices over image files), [`table`] (listmount/statmount), [`ns`] (mount
 //! namespaces), [`userns`] (user namespaces and their helper processes), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag),
 //! [`process`] (children that die with the thread that started them),
 //! [`cspin`] (the lock benchmark's C reference loop).
@@ -14,6 +14,7 @@ use std::fmt;
 pub mod cspin;
 pub mod fanotify;
 pub mod legacy;
+pub mod loopdev;
 pub mod mount_api;
 pub mod ns;
 pub mod process;

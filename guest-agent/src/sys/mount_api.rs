@@ -130,6 +130,13 @@ pub fn fsconfig_set_string<V: Arg + Debug + Copy>(
     })
 }
 
+/// `fsconfig(fs_fd, FSCONFIG_SET_FLAG, key, NULL, 0)`: a flag parameter (`"ro"`: a read-only
+/// superblock, which a read-only block device needs before 6.12 opens it without write access).
+pub fn fsconfig_set_flag(fs_fd: BorrowedFd<'_>, key: &str) -> SysResult<()> {
+    rustix::mount::fsconfig_set_flag(fs_fd, key)
+        .map_err(|e| SysError::new(|| format!("fsconfig(FSCONFIG_SET_FLAG, {key:?})"), e))
+}
+
 /// What kind of descriptor a `FSCONFIG_SET_FD` hands over: the step names it, because the
 /// kernel's answer depends on it (a detached idmapped tree is one feature, an `O_PATH` handle on
 /// a directory another).

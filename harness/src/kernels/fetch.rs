@@ -26,7 +26,7 @@ use crate::rundir::write_atomic;
 
 /// Bump when the extracted layout or the module choice changes, so old entries are not reused.
 /// v2: soft dependencies resolved through aliases, module aliases and dependencies recorded.
-const EXTRACT_FORMAT: &[u8] = b"extract-v2";
+const EXTRACT_FORMAT: &[u8] = b"extract-v3";
 const MANIFEST: &str = "kernel.json";
 
 /// The command that moves kernels.lock to what the archive carries now.

@@ -37,6 +37,9 @@ pub enum ModuleFeature {
     Ext4,
     Xfs,
     Btrfs,
+    /// erofs layer images: erofs, and loop for kernels that mount erofs from block devices
+    /// only (before 6.12).
+    Erofs,
     Overlay,
     /// Named in a recipe's `extra_modules`.
     Extra,
@@ -44,20 +47,22 @@ pub enum ModuleFeature {
 
 impl ModuleFeature {
     /// Every feature: an initramfs that can boot any filesystem.
-    pub const ALL: [ModuleFeature; 6] = [
+    pub const ALL: [ModuleFeature; 7] = [
         ModuleFeature::VirtioBlk,
         ModuleFeature::Ext4,
         ModuleFeature::Xfs,
         ModuleFeature::Btrfs,
+        ModuleFeature::Erofs,
         ModuleFeature::Overlay,
         ModuleFeature::Extra,
     ];
 
-    pub const BUILT_IN_SET: [ModuleFeature; 5] = [
+    pub const BUILT_IN_SET: [ModuleFeature; 6] = [
         ModuleFeature::VirtioBlk,
         ModuleFeature::Ext4,
         ModuleFeature::Xfs,
         ModuleFeature::Btrfs,
+        ModuleFeature::Erofs,
         ModuleFeature::Overlay,
     ];
 
@@ -69,6 +74,7 @@ impl ModuleFeature {
             ModuleFeature::Ext4 => &["ext4"],
             ModuleFeature::Xfs => &["xfs"],
             ModuleFeature::Btrfs => &["btrfs"],
+            ModuleFeature::Erofs => &["erofs", "loop"],
             ModuleFeature::Overlay => &["overlay"],
             ModuleFeature::Extra => &[],
         }

@@ -239,6 +239,7 @@ mod tests {
             overhead_us: 0,
             checks: Vec::new(),
             runtime: None,
+            erofs: None,
         });
         let mut c = crate::report::testing::cell(
             Scenario::Mounts(sc),

@@ -77,7 +77,25 @@ pub fn mkfs_command(
             &["-q", "-f", "-L", "mmx-scratch"],
         )),
         Filesystem::Tmpfs => None,
+        // The images are files on an ext4 disk, formatted with them in it (`mkfs.ext4 -d`).
+        Filesystem::Erofs => mkfs_command(Filesystem::Ext4),
     }
+}
+
+/// The tool that makes each erofs layer image, and its Debian package.
+pub const MKFS_EROFS: (&str, &str) = ("mkfs.erofs", "erofs-utils");
+
+/// Every tool a `fs` scratch disk needs (tool, package): its mkfs, and for erofs also
+/// `mkfs.erofs`. Empty for tmpfs.
+pub fn tools(fs: Filesystem) -> Vec<(&'static str, &'static str)> {
+    let mut t: Vec<_> = mkfs_command(fs)
+        .map(|(t, p, _)| (t, p))
+        .into_iter()
+        .collect();
+    if fs == Filesystem::Erofs {
+        t.push(MKFS_EROFS);
+    }
+    t
 }
 
 /// Find `tool` on PATH or in the sbin directories, which a non-root PATH often lacks.
@@ -89,21 +107,47 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+fn tool_version(exe: &Path) -> String {
+    let mut cmd = Command::new(exe);
+    cmd.arg("-V");
+    Run::new(cmd, MKFS_VERSION_LIMIT)
+        .merge_stderr()
+        .run()
+        .map(|o| o.stdout)
+        .unwrap_or_default()
+}
+
 /// The pristine formatted image for `fs` in `cache_dir`, made on first use. Keyed by the
 /// tool's version, so a newer mkfs (with new default features) never reuses an older image.
-pub fn pristine(fs: Filesystem, cache_dir: &Path) -> Result<Option<PathBuf>, DiskError> {
+/// An erofs disk holds the layer images ([`erofs_images`]), so its key also names
+/// `mkfs.erofs`'s version and the agent that wrote the layers' trees.
+pub fn pristine(
+    fs: Filesystem,
+    cache_dir: &Path,
+    agent: &Path,
+) -> Result<Option<PathBuf>, DiskError> {
     let Some((tool, package, args)) = mkfs_command(fs) else {
         return Ok(None);
     };
     let exe = find_tool(tool).ok_or(DiskError::MissingTool { tool, package, fs })?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("-V");
-    let version = Run::new(cmd, MKFS_VERSION_LIMIT)
-        .merge_stderr()
-        .run()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    let key = blake3::hash(format!("{PRISTINE_FORMAT} {IMAGE_MIB} {args:?} {version}").as_bytes());
+    let version = tool_version(&exe);
+    let mut keyed = format!("{PRISTINE_FORMAT} {IMAGE_MIB} {args:?} {version}");
+    let erofs = if fs == Filesystem::Erofs {
+        let (tool, package) = MKFS_EROFS;
+        let mkfs_erofs = find_tool(tool).ok_or(DiskError::MissingTool { tool, package, fs })?;
+        let agent_hash = std::fs::read(agent)
+            .map(|b| blake3::hash(&b).to_hex().to_string())
+            .map_err(io("read", agent))?;
+        keyed = format!(
+            "{keyed} erofs {EROFS_MKFS_ARGS:?} {} layers {} agent {agent_hash}",
+            tool_version(&mkfs_erofs),
+            protocol::limits::LAYERS.max
+        );
+        Some(mkfs_erofs)
+    } else {
+        None
+    };
+    let key = blake3::hash(keyed.as_bytes());
     let dir = cache_dir.join("disks");
     std::fs::create_dir_all(&dir).map_err(io("create_dir_all", &dir))?;
     let path = dir.join(format!("{fs}-{IMAGE_MIB}M-{}.img", &key.to_hex()[..16]));
@@ -118,8 +162,17 @@ pub fn pristine(fs: Filesystem, cache_dir: &Path) -> Result<Option<PathBuf>, Dis
     tmp.as_file()
         .set_len(IMAGE_MIB * 1024 * 1024)
         .map_err(io("set_len", tmp.path()))?;
+    // The erofs disk's contents, made beside the image and removed with it.
+    let contents = match &erofs {
+        Some(mkfs_erofs) => Some(erofs_images(agent, mkfs_erofs, &dir)?),
+        None => None,
+    };
     let mut cmd = Command::new(&exe);
-    cmd.args(args).arg(tmp.path());
+    cmd.args(args);
+    if let Some(c) = &contents {
+        cmd.arg("-d").arg(c.path());
+    }
+    cmd.arg(tmp.path());
     let mkfs_failed = |status: String, output: String| DiskError::Mkfs {
         tool,
         image: tmp.path().display().to_string(),
@@ -140,6 +193,80 @@ pub fn pristine(fs: Filesystem, cache_dir: &Path) -> Result<Option<PathBuf>, Dis
     tmp.persist(&path)
         .map_err(|e| IoError::new("rename into", &path, e.error))?;
     Ok(Some(path))
+}
+
+/// `mkfs.erofs` options: quiet, and every timestamp 0 so an image depends only on its tree.
+const EROFS_MKFS_ARGS: &[&str] = &["--quiet", "-T0"];
+
+/// Agent runs and one `mkfs.erofs` of a few files each take milliseconds; a loaded machine
+/// makes it seconds.
+const EROFS_STEP_LIMIT: Duration = Duration::from_secs(120);
+
+/// [`erofs_images`] with `mkfs.erofs` found on this machine: for tests and tools that want
+/// the images without a disk around them.
+pub fn layer_images(agent: &Path, dir: &Path) -> Result<tempfile::TempDir, DiskError> {
+    let (tool, package) = MKFS_EROFS;
+    let mkfs_erofs = find_tool(tool).ok_or(DiskError::MissingTool {
+        tool,
+        package,
+        fs: Filesystem::Erofs,
+    })?;
+    erofs_images(agent, &mkfs_erofs, dir)
+}
+
+/// A directory holding `erofs-layers/<n>.erofs` for every layer count a cell may ask for: the
+/// agent writes the layer trees (`mmx-agent layers`, the same files a directory cell gets,
+/// with their owners, whiteout and opaque mark: it needs root, as chown and mknod do), and
+/// `mkfs.erofs` makes one image of each.
+fn erofs_images(
+    agent: &Path,
+    mkfs_erofs: &Path,
+    dir: &Path,
+) -> Result<tempfile::TempDir, DiskError> {
+    let work = tempfile::Builder::new()
+        .prefix(".erofs-")
+        .tempdir_in(dir)
+        .map_err(io("create temp dir in", dir))?;
+    let tree = work.path().join("tree");
+    let contents = tempfile::Builder::new()
+        .prefix(".erofs-disk-")
+        .tempdir_in(dir)
+        .map_err(io("create temp dir in", dir))?;
+    let images = contents.path().join(protocol::erofs::IMAGES_DIR);
+    for d in [&tree, &images] {
+        std::fs::create_dir(d).map_err(io("mkdir", d))?;
+    }
+    let count = protocol::limits::LAYERS.max;
+    let mut cmd = Command::new(agent);
+    cmd.arg("layers").arg(&tree).arg(count.to_string());
+    run_step("mmx-agent layers", &tree, cmd)?;
+    for n in 1..=u32::try_from(count).unwrap_or(u32::MAX) {
+        let image = images.join(protocol::erofs::image_name(n));
+        let mut cmd = Command::new(mkfs_erofs);
+        cmd.args(EROFS_MKFS_ARGS)
+            .arg(&image)
+            .arg(tree.join("snapshots").join(n.to_string()).join("fs"));
+        run_step(MKFS_EROFS.0, &image, cmd)?;
+    }
+    Ok(contents)
+}
+
+fn run_step(tool: &'static str, on: &Path, cmd: Command) -> Result<(), DiskError> {
+    let failed = |status: String, output: String| DiskError::Mkfs {
+        tool,
+        image: on.display().to_string(),
+        status,
+        output,
+    };
+    match Run::new(cmd, EROFS_STEP_LIMIT).merge_stderr().run() {
+        Ok(out) if out.success() => Ok(()),
+        Ok(out) => Err(failed(out.status.to_string(), out.stdout)),
+        Err(RunError::Spawn { source, .. }) => Err(io("run", on)(source)),
+        Err(e) => {
+            let output = e.partial().map(|p| p.stdout.clone()).unwrap_or_default();
+            Err(failed(e.to_string(), output))
+        }
+    }
 }
 
 /// Copy `src` to `dst` keeping holes: only the data extents (`SEEK_DATA`/`SEEK_HOLE`) are read
@@ -180,9 +307,10 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> Result<u64, DiskError> {
 pub fn scratch_image(
     fs: Filesystem,
     cache_dir: &Path,
+    agent: &Path,
     dst: &Path,
 ) -> Result<Option<PathBuf>, DiskError> {
-    let Some(pristine) = pristine(fs, cache_dir)? else {
+    let Some(pristine) = pristine(fs, cache_dir, agent)? else {
         return Ok(None);
     };
     sparse_copy(&pristine, dst)?;
@@ -196,6 +324,12 @@ mod tests {
     #[test]
     fn tmpfs_needs_no_mkfs() {
         assert!(mkfs_command(Filesystem::Tmpfs).is_none());
+        assert!(tools(Filesystem::Tmpfs).is_empty());
+        // erofs images ride on an ext4 disk.
+        assert_eq!(
+            tools(Filesystem::Erofs),
+            vec![("mkfs.ext4", "e2fsprogs"), ("mkfs.erofs", "erofs-utils")]
+        );
         for fs in [Filesystem::Ext4, Filesystem::Xfs, Filesystem::Btrfs] {
             let (tool, _, _) = mkfs_command(fs).expect("disk filesystem");
             assert_eq!(tool, format!("mkfs.{fs}"));
@@ -237,16 +371,18 @@ mod tests {
             return;
         }
         let cache = tempfile::tempdir().expect("tempdir");
-        let a = pristine(Filesystem::Ext4, cache.path())
+        // An ext4 disk holds no layer images: no agent is read.
+        let no_agent = Path::new("/nonexistent/mmx-agent");
+        let a = pristine(Filesystem::Ext4, cache.path(), no_agent)
             .expect("mkfs")
             .expect("image");
-        let b = pristine(Filesystem::Ext4, cache.path())
+        let b = pristine(Filesystem::Ext4, cache.path(), no_agent)
             .expect("cached")
             .expect("image");
         assert_eq!(a, b);
         let dst = cache.path().join("boot.img");
         let start = std::time::Instant::now();
-        scratch_image(Filesystem::Ext4, cache.path(), &dst).expect("copy");
+        scratch_image(Filesystem::Ext4, cache.path(), no_agent, &dst).expect("copy");
         let took = start.elapsed();
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&dst).expect("stat");

@@ -201,7 +201,7 @@ impl Qemu {
         }
         timings.insert("initramfs".to_string(), ms_between(start, Instant::now()));
         let image = work.path().join("scratch.img");
-        let image = match disk::scratch_image(fs, &self.cache_dir, &image) {
+        let image = match disk::scratch_image(fs, &self.cache_dir, &self.agent, &image) {
             Ok(i) => i,
             Err(e) => return infra(format!("scratch disk: {e}")),
         };
@@ -493,6 +493,11 @@ pub fn wanted_features(fs: Filesystem) -> Vec<ModuleFeature> {
         Filesystem::Ext4 => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Ext4]),
         Filesystem::Xfs => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Xfs]),
         Filesystem::Btrfs => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Btrfs]),
+        Filesystem::Erofs => f.extend([
+            ModuleFeature::VirtioBlk,
+            ModuleFeature::Ext4,
+            ModuleFeature::Erofs,
+        ]),
         Filesystem::Tmpfs => {}
     }
     f
