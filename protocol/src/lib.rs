@@ -32,6 +32,7 @@ use serde::Deserialize;
 mod caps;
 pub mod errno;
 mod event;
+pub mod kmsg;
 pub mod limits;
 pub mod lockbench;
 pub mod modules;
