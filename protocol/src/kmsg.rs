@@ -91,10 +91,7 @@ const SPLAT_LINES: &[(&str, SplatLine)] = &[
         "WARNING: possible irq lock inversion dependency detected",
         SplatLine::Names(SplatKind::Lockdep),
     ),
-    (
-        "lock order detected",
-        SplatLine::Names(SplatKind::Lockdep),
-    ),
+    ("lock order detected", SplatLine::Names(SplatKind::Lockdep)),
     (
         "WARNING: bad unlock balance detected!",
         SplatLine::Names(SplatKind::Lockdep),

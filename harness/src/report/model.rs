@@ -13,6 +13,7 @@ pub use super::perf::{
     perf_value, perf_value_marked, PerfColumn, PerfRow, PerfTable, PerfValue, SERIALIZED_NOTE,
 };
 use super::sections::{boots, probes, provenance, BootRow, ProbeTable, ProvRow};
+use super::warnings::{warnings, WarningRow};
 use crate::results::{CellRecord, LockSubstitution, RunRecord};
 
 #[derive(Debug, Serialize)]
@@ -29,6 +30,8 @@ pub struct ReportModel {
     pub provenance: Vec<ProvRow>,
     pub probes: ProbeTable,
     pub boots: Vec<BootRow>,
+    /// The kernel's splats that did not end a boot, by cell.
+    pub kernel_warnings: Vec<WarningRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -288,6 +291,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
         provenance: provenance(&cells),
         probes: probes(run),
         boots: boots(run),
+        kernel_warnings: warnings(run),
     }
 }
 
