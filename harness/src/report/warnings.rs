@@ -108,6 +108,8 @@ mod tests {
             runtimes: Vec::new(),
         };
         let md = render_markdown(&run).unwrap();
+        let compat = md.split("### Kernel warnings").next().unwrap();
+        assert!(compat.contains("✅ pass ⚡ kernel warning"), "{compat}");
         let section = md.split("### Kernel warnings").nth(1).expect(&md);
         assert!(
             section.contains(
@@ -123,6 +125,10 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<b>[x]"));
+        assert!(
+            html.contains(r##"<a class="warn" href="#kernel-warnings""##),
+            "{html}"
+        );
         let junit = render_junit(&run).unwrap();
         assert!(
             junit.contains(
