@@ -143,6 +143,12 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
 
 fn run() -> anyhow::Result<()> {
     mount_early()?;
+    // The plan's marks must all reach the console (two per item); a refusal only costs marks.
+    if let Err(e) = crate::sys::kmsg::allow_all_records() {
+        console(&format!(
+            "mmx-agent: printk_devkmsg stays rate-limited: {e}"
+        ));
+    }
     let text = std::fs::read_to_string(PLAN_PATH).map_err(|source| InitError::Read {
         path: PLAN_PATH.into(),
         source,

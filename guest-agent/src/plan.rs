@@ -28,13 +28,38 @@ use protocol::{
 use crate::mounts::{self, Cancel};
 use crate::sys;
 
-/// Run `plan`, writing result lines to `out`. The PID 1 path (init.rs) calls this.
-pub fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
-    execute_reporting(plan, out).map(|_| ())
+/// Whether the agent marks the probes and each item in the kernel log
+/// ([`protocol::kmsg::Mark`]), so the harness can tell which item a kernel splat on the
+/// console printed during.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marks {
+    /// In a guest: the console is the harness's, and the log is the guest's own.
+    Kmsg,
+    /// On a host (`run-plan`): its kernel log is not ours to write into, and no one reads it.
+    Off,
 }
 
-/// [`execute`], also saying whether every item's outcome was a success.
+impl Marks {
+    fn mark(self, m: protocol::kmsg::Mark) {
+        if self == Marks::Kmsg {
+            crate::sys::kmsg::write_record(&m.kmsg_record());
+        }
+    }
+}
+
+/// Run `plan`, writing result lines to `out`, marking the kernel log. The PID 1 path
+/// (init.rs) calls this.
+pub fn execute(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<()> {
+    execute_with(plan, out, Marks::Kmsg).map(|_| ())
+}
+
+/// [`execute`] without marks, also saying whether every item's outcome was a success.
 pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<bool> {
+    execute_with(plan, out, Marks::Off)
+}
+
+fn execute_with(plan: &Plan, out: &mut dyn Write, marks: Marks) -> anyhow::Result<bool> {
+    use protocol::kmsg::{Mark, Phase};
     protocol::check_schema(plan)?;
     let mut emit = |ev: AgentEvent| -> anyhow::Result<()> {
         writeln!(out, "{}", line_within_limit(ev)).context("write a result line")?;
@@ -55,7 +80,10 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
     }
     if plan.probe {
         let scratch = plan.scratch_dir.clone();
-        match std::panic::catch_unwind(move || crate::probes::probe_all(&scratch)) {
+        marks.mark(Mark::Begin(Phase::Probes));
+        let probed = std::panic::catch_unwind(move || crate::probes::probe_all(&scratch));
+        marks.mark(Mark::End(Phase::Probes));
+        match probed {
             Ok(c) => emit(AgentEvent::Capabilities(c))?,
             Err(p) => emit(log(
                 LogLevel::Error,
@@ -73,6 +101,7 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
             ))?;
             return Ok(false);
         }
+        marks.mark(Mark::Begin(Phase::Item(item.item)));
         let mut r = match item.scenario.validate() {
             Ok(()) => run_item(item, plan, &mut abandoned),
             Err(e) => bare(
@@ -81,6 +110,7 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
                 Evidence::new("invalid plan item").with_detail(e.to_string()),
             ),
         };
+        marks.mark(Mark::End(Phase::Item(item.item)));
         // Whatever ran, the answer is for this item of the plan.
         r.item = item.item;
         all_ok &= r.outcome.is_success();

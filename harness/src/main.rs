@@ -181,6 +181,11 @@ struct RunArgs {
     /// the terminal, run.json and the report.
     #[arg(long)]
     locked: bool,
+    /// Fail a cell when the guest's kernel printed a splat that did not kill it (`WARNING:`,
+    /// lockdep, KASAN, UBSAN, refcount, `BUG:`) while the cell ran. Without it the splat is
+    /// reported beside the cell and the cell keeps its own answer.
+    #[arg(long)]
+    fail_on_kernel_warning: bool,
 }
 
 /// The full command line, with the version that names the agent this binary carries.
@@ -334,6 +339,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         out_dir: args.out,
         run_id: args.run_id,
         lock_policy: harness::debian::LockPolicy::new(args.locked),
+        fail_on_kernel_warning: args.fail_on_kernel_warning,
     };
     let cancel = Cancel::new();
     cancel

@@ -130,6 +130,8 @@ mod tests {
                     repeats: 1,
                     expected: None,
                     caveats: Default::default(),
+                    kernel_warnings: Vec::new(),
+                    failed_by: None,
                 })
                 .collect(),
             boots: vec![BootRecord {
@@ -147,6 +149,8 @@ mod tests {
                 violations: vec![],
                 violations_total: 0,
                 channels: Default::default(),
+                kernel_warnings: Vec::new(),
+                kernel_warnings_dropped: 0,
             }],
             runtimes: vec![],
         }

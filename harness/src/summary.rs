@@ -98,7 +98,8 @@ fn runtimes(m: &ReportModel, out: &mut String) {
     }
 }
 
-/// One matrix cell as a few characters: glyph, `2/3` when the slot's cells disagree, ⚠, notes.
+/// One matrix cell as a few characters: glyph, `2/3` when the slot's cells disagree, ⚠, ⚡ (a
+/// kernel warning), notes.
 fn slot_text(c: &model::MatrixCell) -> String {
     if c.outcome.is_none() {
         return "·".into();
@@ -109,6 +110,9 @@ fn slot_text(c: &model::MatrixCell) -> String {
     }
     if c.topology_warning {
         s.push_str(model::TOPOLOGY_MARK);
+    }
+    if c.kernel_warning {
+        s.push_str(model::KERNEL_WARNING_MARK);
     }
     if !c.notes.is_empty() {
         let notes: Vec<String> = c.notes.iter().map(usize::to_string).collect();
@@ -462,16 +466,18 @@ mod tests {
             glyph: "✗",
             word: "fail 1/3".into(),
             topology_warning: true,
+            kernel_warning: true,
             notes: vec![3, 6],
             title: String::new(),
         };
-        assert_eq!(slot_text(&c), "✗1/3⚠[3,6]");
+        assert_eq!(slot_text(&c), "✗1/3⚠⚡[3,6]");
         let none = model::MatrixCell {
             outcome: None,
             symbol: "",
             glyph: "",
             word: "—".into(),
             topology_warning: false,
+            kernel_warning: false,
             notes: vec![],
             title: String::new(),
         };

@@ -449,6 +449,7 @@ fn child(spec: &str) -> anyhow::Result<()> {
         host_cpu: "test",
         runtimes: &runtimes,
         expectations: &matrix.expectations,
+        fail_on_kernel_warning: false,
     };
     let (record, cells) = fold_boot(&boot, &output, 1, &with);
     let run = RunRecord {

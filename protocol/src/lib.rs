@@ -33,6 +33,7 @@ mod caps;
 pub mod erofs;
 pub mod errno;
 mod event;
+pub mod kmsg;
 pub mod limits;
 pub mod lockbench;
 pub mod modules;

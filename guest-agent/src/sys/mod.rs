@@ -13,6 +13,7 @@ use std::fmt;
 
 pub mod cspin;
 pub mod fanotify;
+pub mod kmsg;
 pub mod legacy;
 pub mod loopdev;
 pub mod mount_api;

@@ -153,6 +153,9 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         kernel_source: None,
         kernel_substituted: None,
         channels: sup.channels(),
+        // The host's kernel log is not read: see ARCHITECTURE.md, "Kernel warnings".
+        kernel_warnings: Vec::new(),
+        kernel_warnings_dropped: 0,
     }
 }
 

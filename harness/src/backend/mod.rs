@@ -13,13 +13,16 @@ use protocol::Plan;
 use crate::cell::BootKey;
 use crate::events::SharedSink;
 use crate::proc::Cancel;
-use crate::results::{Accel, BootEnd, ChannelStats, InfraCause, LockSubstitution, RunDir};
+use crate::results::{
+    Accel, BootEnd, ChannelStats, InfraCause, KernelWarning, LockSubstitution, RunDir,
+};
 
 pub mod host_settings;
 pub mod leftovers;
 pub mod local;
 pub mod placement;
 pub mod qemu;
+pub mod splat;
 pub mod ssh;
 pub mod stream;
 pub mod supervise;
@@ -110,6 +113,10 @@ pub struct BootOutput {
     pub kernel_substituted: Option<LockSubstitution>,
     /// What each channel carried and what the bounds did to it.
     pub channels: BTreeMap<String, ChannelStats>,
+    /// The console's splats that did not end the boot ([`splat`]), and how many past the
+    /// bound were only counted. Only a guest's console shows them.
+    pub kernel_warnings: Vec<KernelWarning>,
+    pub kernel_warnings_dropped: u64,
 }
 
 impl BootOutput {
@@ -130,6 +137,8 @@ impl BootOutput {
             kernel_source: None,
             kernel_substituted: None,
             channels: BTreeMap::new(),
+            kernel_warnings: Vec::new(),
+            kernel_warnings_dropped: 0,
         }
     }
 }

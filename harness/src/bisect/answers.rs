@@ -7,9 +7,10 @@
 //! QEMU, the disk image) says nothing about the kernel and is skipped, as is one that does not
 //! build.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use protocol::kmsg::SplatKind;
 use protocol::{Feature, Outcome};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,10 @@ pub enum Subject {
         boot: BootKey,
         feature: Feature,
     },
+    /// The kernel splats a cell's items printed (`--fail-on-kernel-warning`).
+    KernelWarnings {
+        cell: CellKey,
+    },
 }
 
 impl fmt::Display for Subject {
@@ -35,6 +40,7 @@ impl fmt::Display for Subject {
         match self {
             Subject::Cell { cell } => write!(f, "{cell}"),
             Subject::Probe { boot, feature } => write!(f, "{boot} probe {feature}"),
+            Subject::KernelWarnings { cell } => write!(f, "{cell} kernel warnings"),
         }
     }
 }
@@ -55,6 +61,9 @@ pub enum Answer {
     },
     /// The boot ended before the agent reported its probes (a panic at boot, say).
     NotProbed,
+    /// The kinds of splat a cell's items printed, each once, in order: the lines themselves
+    /// carry addresses and pids that differ between builds.
+    KernelWarnings { kinds: Vec<SplatKind> },
 }
 
 impl fmt::Display for Answer {
@@ -74,6 +83,11 @@ impl fmt::Display for Answer {
                 errno: e,
             } => write!(f, "no{}", errno(e)),
             Answer::NotProbed => f.write_str("not probed"),
+            Answer::KernelWarnings { kinds } if kinds.is_empty() => f.write_str("none"),
+            Answer::KernelWarnings { kinds } => {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                f.write_str(&names.join(", "))
+            }
         }
     }
 }
@@ -90,11 +104,28 @@ pub struct Entry {
 }
 
 impl Answers {
-    /// The answers in a step's boots: every cell they ran, and each of `probes` per boot.
-    pub fn collect(boots: &[(BootRecord, Vec<CellRecord>)], probes: &[Feature]) -> Answers {
+    /// The answers in a step's boots: every cell they ran, each of `probes` per boot, and
+    /// with `warnings` the kinds of kernel splat each cell printed.
+    pub fn collect(
+        boots: &[(BootRecord, Vec<CellRecord>)],
+        probes: &[Feature],
+        warnings: bool,
+    ) -> Answers {
         let mut map = BTreeMap::new();
         for (boot, cells) in boots {
             for c in cells {
+                if warnings {
+                    let kinds: BTreeSet<SplatKind> =
+                        c.kernel_warnings.iter().map(|w| w.kind).collect();
+                    map.insert(
+                        Subject::KernelWarnings {
+                            cell: c.key.clone(),
+                        },
+                        Answer::KernelWarnings {
+                            kinds: kinds.into_iter().collect(),
+                        },
+                    );
+                }
                 map.insert(
                     Subject::Cell {
                         cell: c.key.clone(),
@@ -238,7 +269,7 @@ impl Expect {
             Answer::Cell { outcome, errno } => {
                 *outcome == self.outcome && self.errno.is_none_or(|want| *errno == Some(want))
             }
-            Answer::Probe { .. } | Answer::NotProbed => false,
+            Answer::Probe { .. } | Answer::NotProbed | Answer::KernelWarnings { .. } => false,
         }
     }
 }
@@ -468,5 +499,46 @@ mod tests {
         let json = serde_json::to_string(&a.entries()).unwrap();
         let back: Vec<Entry> = serde_json::from_str(&json).unwrap();
         assert_eq!(Answers::from_entries(&back), a);
+    }
+
+    /// With `--fail-on-kernel-warning`, a cell that starts printing a splat makes the step bad
+    /// though its outcome holds, under `--expect` too; the lines do not count, the kind does.
+    #[test]
+    fn a_new_kernel_warning_makes_the_step_bad() {
+        let Subject::Cell { cell: key } = cell(Strategy::PerLayer) else {
+            unreachable!()
+        };
+        let warned = |kinds: Vec<SplatKind>| {
+            let mut a = answers(unsupported(EBADF), Answer::NotProbed);
+            a.0.insert(
+                Subject::KernelWarnings { cell: key.clone() },
+                Answer::KernelWarnings { kinds },
+            );
+            a
+        };
+        let good = warned(vec![]);
+        assert_eq!(good.judge(&good, None), Verdict::Good);
+        let bad = warned(vec![SplatKind::Warning]);
+        assert_eq!(bad.judge(&good, None), Verdict::Bad);
+        assert_eq!(
+            bad.departures(&good, None),
+            [Subject::KernelWarnings { cell: key.clone() }]
+        );
+        let expect = Expect::parse("pass").unwrap();
+        assert_eq!(
+            bad.departures(&good, Some(&expect)),
+            [
+                cell(Strategy::FsconfigFd),
+                Subject::KernelWarnings { cell: key.clone() }
+            ]
+        );
+        assert_eq!(
+            Answer::KernelWarnings {
+                kinds: vec![SplatKind::Warning, SplatKind::Lockdep]
+            }
+            .to_string(),
+            "warning, lockdep"
+        );
+        assert_eq!(Answer::KernelWarnings { kinds: vec![] }.to_string(), "none");
     }
 }

@@ -73,6 +73,11 @@ pub struct BisectArgs {
     /// unsupported:EBADF) instead of as at --good.
     #[arg(long, value_parser = Expect::parse)]
     pub expect: Option<Expect>,
+    /// Also judge the kernel splats (`WARNING:`, lockdep, KASAN, UBSAN, refcount, `BUG:`) each
+    /// selected cell printed, by kind: a step whose cells print one that --good's did not is
+    /// bad.
+    #[arg(long)]
+    pub fail_on_kernel_warning: bool,
     /// Accelerator for guests (as for `mmx run`).
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
@@ -330,10 +335,13 @@ impl Bisect<'_> {
             let names: Vec<&str> = r.probes.iter().map(|p| p.as_str()).collect();
             format!(" and probe {} per boot", names.join(", "))
         };
-        let judged = match &r.expect {
+        let mut judged = match &r.expect {
             Some(e) => format!("cells against --expect {e}"),
             None => "against the answers at --good".into(),
         };
+        if self.args.fail_on_kernel_warning {
+            judged.push_str(", with the kernel warnings each cell printed");
+        }
         let lines = [
             format!(
                 "mmx bisect: kernel {}, {} commits after {} (--good {}) up to {} (--bad {})",
@@ -509,7 +517,8 @@ impl Bisect<'_> {
                 return Ok(None);
             }
         }
-        let answers = Answers::collect(&results, &self.args.probe);
+        let answers =
+            Answers::collect(&results, &self.args.probe, self.args.fail_on_kernel_warning);
         let reference = match role {
             Role::Good => answers.clone(),
             Role::Bad | Role::Bisect => self.reference.clone(),

@@ -57,6 +57,12 @@ fn kind(o: Outcome) -> &'static str {
     }
 }
 
+/// The plan stretch a splat printed during, for a message.
+fn during(w: &crate::results::KernelWarning) -> String {
+    w.during
+        .map_or_else(|| "outside the plan".to_string(), |p| p.to_string())
+}
+
 /// Seconds the cell took, where its detail says (mount runs record their wall time).
 fn seconds(c: &CellRecord) -> f64 {
     match &c.detail {
@@ -96,7 +102,12 @@ pub fn build(run: &RunRecord) -> JunitModel {
         let Some(suite) = suites.last_mut() else {
             continue;
         };
-        let k = kind(c.outcome);
+        // A cell failed on a kernel warning is a failure whatever its own outcome was.
+        let k = if c.failed_by.is_some() {
+            "failure"
+        } else {
+            kind(c.outcome)
+        };
         suite.tests += 1;
         match k {
             "failure" => suite.failures += 1,
@@ -153,11 +164,39 @@ pub fn build(run: &RunRecord) -> JunitModel {
                 format!("{} {} points: {}", u.points, u.pinning.as_str(), u.reason),
             ));
         }
+        for w in &c.kernel_warnings {
+            properties.push((
+                "kernel_warning".to_string(),
+                format!("{} during {}: {}", w.kind, during(w), w.headline()),
+            ));
+        }
+        let (outcome, message, text) = match c.failed_by {
+            Some(f) => {
+                let first = c.kernel_warnings.first();
+                let lines = c
+                    .kernel_warnings
+                    .iter()
+                    .map(|w| format!("{} during {}:\n{}", w.kind, during(w), w.shown().join("\n")))
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+                (
+                    f.as_str(),
+                    format!(
+                        "{}: {} (the cell's own outcome: {})",
+                        f.as_str(),
+                        first.map_or("", |w| w.headline()),
+                        c.outcome
+                    ),
+                    format!("{lines}\n{text}"),
+                )
+            }
+            None => (c.outcome.as_str(), message, text),
+        };
         suite.cases.push(Case {
             name: c.scenario.label(),
             time: format!("{secs:.3}"),
             kind: k,
-            outcome: c.outcome.as_str(),
+            outcome,
             message,
             text,
             properties,

@@ -24,6 +24,7 @@ pub mod sections;
 pub mod svg;
 #[cfg(test)]
 mod testing;
+pub mod warnings;
 
 /// The report files one render wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

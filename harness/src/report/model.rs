@@ -13,6 +13,7 @@ pub use super::perf::{
     perf_value, perf_value_marked, PerfColumn, PerfRow, PerfTable, PerfValue, SERIALIZED_NOTE,
 };
 use super::sections::{boots, probes, provenance, BootRow, ProbeTable, ProvRow};
+use super::warnings::{warnings, WarningRow};
 use crate::results::{CellRecord, LockSubstitution, RunRecord};
 
 #[derive(Debug, Serialize)]
@@ -29,6 +30,8 @@ pub struct ReportModel {
     pub provenance: Vec<ProvRow>,
     pub probes: ProbeTable,
     pub boots: Vec<BootRow>,
+    /// The kernel's splats that did not end a boot, by cell.
+    pub kernel_warnings: Vec<WarningRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,12 +189,17 @@ pub struct MatrixCell {
     pub word: String,
     /// The guest did not see the topology it asked for (⚠, with its note among `notes`).
     pub topology_warning: bool,
+    /// The kernel printed a splat while one of the slot's cells ran (the kernel-warnings
+    /// section shows it).
+    pub kernel_warning: bool,
     pub notes: Vec<usize>,
     pub title: String,
 }
 
 /// The mark of a topology note: the cells ran, but not on the topology their row names.
 pub const TOPOLOGY_MARK: &str = "⚠";
+/// The mark of a slot whose cells ran while the kernel printed a warning.
+pub const KERNEL_WARNING_MARK: &str = "⚡";
 /// What a topology note's `outcome` says (CSS class `o-topology`).
 pub const TOPOLOGY_NOTE: &str = "topology";
 
@@ -288,6 +296,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
         provenance: provenance(&cells),
         probes: probes(run),
         boots: boots(run),
+        kernel_warnings: warnings(run),
     }
 }
 
@@ -472,6 +481,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                     glyph: "",
                     word: "—".into(),
                     topology_warning: false,
+                    kernel_warning: false,
                     notes: Vec::new(),
                     title: "not in this run".into(),
                 });
@@ -567,6 +577,7 @@ fn compat_matrix(cells: &[&CellRecord]) -> (CompatMatrix, Vec<Footnote>) {
                 glyph: glyph(worst),
                 word,
                 topology_warning,
+                kernel_warning: group.iter().any(|c| !c.kernel_warnings.is_empty()),
                 notes: cell_notes.into_iter().collect(),
                 title: if topology_warning {
                     format!(

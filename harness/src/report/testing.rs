@@ -46,5 +46,7 @@ pub fn cell(
         repeats: 1,
         expected: None,
         caveats: Default::default(),
+        kernel_warnings: Vec::new(),
+        failed_by: None,
     }
 }

@@ -281,6 +281,13 @@ pub struct BootRecord {
     /// Per channel (`results`, `console`, `stderr`): bytes, lines and what the bounds did.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub channels: BTreeMap<String, ChannelStats>,
+    /// Every splat the boot's console showed (at most `SPLATS_PER_BOOT`), each with the plan
+    /// stretch it printed during; the cells carry those of their own items.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_warnings: Vec<super::KernelWarning>,
+    /// Splats past that bound, counted only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kernel_warnings_dropped: u64,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use protocol::{CellDetail, Evidence, Metric, Outcome, Scenario, MOUNT_OPS_PER_CONTAINER};
 use serde::{Deserialize, Serialize};
 
-use super::Provenance;
+use super::{CellFailure, KernelWarning, Provenance};
 use crate::cell::{BootKey, CellKey};
 
 /// What a serialized number is not: the words every report, the summary and `mmx compare` put
@@ -42,6 +42,13 @@ pub struct CellRecord {
     /// What the harness knows about these numbers that the agent could not (`run::caveats`).
     #[serde(default, skip_serializing_if = "Caveats::is_empty")]
     pub caveats: Caveats,
+    /// The kernel's splats that printed while one of the cell's items ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_warnings: Vec<KernelWarning>,
+    /// Set when the harness failed the cell although its answer held (a kernel warning under
+    /// `--fail-on-kernel-warning`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_by: Option<CellFailure>,
 }
 
 /// What a cell's numbers are not, added when its boot folds: the agent knows what it measured,
@@ -96,6 +103,9 @@ impl CellRecord {
     /// Whether this cell lets the run succeed: its expectation held, or, without one, it passed
     /// or was unsupported (an answer, not a failure).
     pub fn is_ok(&self) -> bool {
+        if self.failed_by.is_some() {
+            return false;
+        }
         match &self.expected {
             Some(check) => check.met,
             None => self.outcome.is_success(),

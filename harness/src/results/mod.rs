@@ -12,6 +12,7 @@
 
 pub mod boot;
 pub mod cell;
+pub mod kernel_warning;
 pub mod provenance;
 pub mod run;
 
@@ -20,6 +21,7 @@ pub use boot::{
     SUMMARY_CHARS,
 };
 pub use cell::{Caveats, CellRecord, Expectation, ExpectationCheck, UnsupportedPoints, SERIALIZED};
+pub use kernel_warning::{CellFailure, KernelWarning};
 pub use provenance::{
     Accel, BackendKind, CellRuntime, GoProgram, LockSubstitution, PackageId, PatchId, Provenance,
     RuntimeProvenance,

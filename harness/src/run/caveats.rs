@@ -250,6 +250,8 @@ mod tests {
             repeats: 1,
             expected: None,
             caveats: Default::default(),
+            kernel_warnings: Vec::new(),
+            failed_by: None,
         }
     }
 

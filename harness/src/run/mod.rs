@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use protocol::kmsg::Phase;
 use protocol::{ObservedTopology, Plan, PlanItem, Scenario, SCHEMA_VERSION};
 
 pub mod caveats;
@@ -25,8 +26,8 @@ use crate::cell::{BootKey, CellKey, LayerFs};
 use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target};
 use crate::proc::Cancel;
 use crate::results::{
-    BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, InfraCause,
-    Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
+    BackendKind, BootEnd, BootRecord, CellFailure, CellRecord, ExpectationCheck, HostInfo,
+    InfraCause, KernelWarning, Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
 };
 use crate::runtimes::ready::RunRuntimes;
 
@@ -93,6 +94,9 @@ pub struct RunOptions {
     /// What a kernel or runtime without a lock entry, or whose locked packages the archive
     /// dropped, gets (`--locked`, `CI=true`: an error).
     pub lock_policy: crate::debian::LockPolicy,
+    /// A cell during whose items the kernel printed a splat fails
+    /// (`--fail-on-kernel-warning`).
+    pub fail_on_kernel_warning: bool,
 }
 
 /// One boot: the cells it runs and where.
@@ -266,6 +270,8 @@ pub struct FoldWith<'a> {
     pub runtimes: &'a RunRuntimes,
     /// The matrix's known answers: every cell is judged by its own.
     pub expectations: &'a Expectations,
+    /// A kernel splat during a cell's items fails the cell (`--fail-on-kernel-warning`).
+    pub fail_on_kernel_warning: bool,
 }
 
 /// Which backend runs a target.
@@ -342,7 +348,7 @@ pub fn fold_boot(
     };
 
     let mut cells = Vec::new();
-    for (cell, got) in boot.cells.iter().zip(per_cell) {
+    for (cell_index, (cell, got)) in boot.cells.iter().zip(per_cell).enumerate() {
         let (outcome, evidence, metrics, detail, repeats) = if got.is_empty() {
             let (o, e) = end.outcome_for_unreported();
             (o, Some(e), BTreeMap::new(), None, 0)
@@ -411,7 +417,12 @@ pub fn fold_boot(
             // Judged just below, on the numbers as the caveats leave them.
             expected: None,
             caveats: Default::default(),
+            kernel_warnings: warnings_of(boot, cell_index, &out.kernel_warnings),
+            failed_by: None,
         };
+        if with.fail_on_kernel_warning && !record.kernel_warnings.is_empty() {
+            record.failed_by = Some(CellFailure::KernelWarning);
+        }
         // The answer is judged on the numbers as the caveats left them.
         caveats::apply(&mut record, requested.zip(observed.as_ref()));
         record.expected = expectation_check(&record, with.expectations);
@@ -432,8 +443,21 @@ pub fn fold_boot(
         violations: stream.violations.clone(),
         violations_total: stream.violations_total,
         channels: out.channels.clone(),
+        kernel_warnings: out.kernel_warnings.clone(),
+        kernel_warnings_dropped: out.kernel_warnings_dropped,
     };
     (record, cells)
+}
+
+/// The splats that printed while one of cell `cell`'s items ran (every repeat's).
+fn warnings_of(boot: &BootPlan, cell: usize, all: &[KernelWarning]) -> Vec<KernelWarning> {
+    all.iter()
+        .filter(|w| match w.during {
+            Some(Phase::Item(i)) => usize::try_from(i).is_ok_and(|i| boot.item_cell(i).0 == cell),
+            Some(Phase::Probes) | None => false,
+        })
+        .cloned()
+        .collect()
 }
 
 /// Default number of concurrent boots: bounded by cores (TCG vCPUs are host threads) and memory.
@@ -608,6 +632,7 @@ pub fn execute(
     // `--jobs` above the core count oversubscribes on purpose; guests that measure contention
     // still take a core per vCPU of that budget.
     runner.cores = cores::Cores::new(runner.cores.total().max(opts.jobs));
+    runner.fail_on_kernel_warning = opts.fail_on_kernel_warning;
     let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
     let host = runner.host.clone();
     let total = boots.len();

@@ -155,6 +155,8 @@ pub struct Runner {
     pub cores: super::cores::Cores,
     /// Where the backends, kernels and runtimes report what the user should know.
     pub sink: SharedSink,
+    /// A kernel splat during a cell's items fails the cell (`--fail-on-kernel-warning`).
+    pub fail_on_kernel_warning: bool,
 }
 
 impl Runner {
@@ -223,6 +225,7 @@ impl Runner {
             runtimes,
             cores: super::cores::Cores::of_this_machine(),
             sink,
+            fail_on_kernel_warning: false,
         })
     }
 
@@ -232,6 +235,7 @@ impl Runner {
             host_cpu: &self.host.cpu_model,
             runtimes: &self.runtimes,
             expectations: &self.expectations,
+            fail_on_kernel_warning: self.fail_on_kernel_warning,
         }
     }
 

@@ -90,6 +90,7 @@ fn fold(boot: &BootPlan, out: &BootOutput) -> (BootRecord, Vec<CellRecord>) {
         host_cpu: "cpu",
         runtimes: &RunRuntimes::default(),
         expectations: &Expectations::default(),
+        fail_on_kernel_warning: false,
     };
     fold_boot(boot, out, 1, &with)
 }
@@ -108,6 +109,8 @@ fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
         kernel_source: None,
         kernel_substituted: None,
         channels: BTreeMap::new(),
+        kernel_warnings: Vec::new(),
+        kernel_warnings_dropped: 0,
     }
 }
 
@@ -215,6 +218,7 @@ outcome = "pass"
         host_cpu: "cpu",
         runtimes: &runtimes,
         expectations: &m.expectations,
+        fail_on_kernel_warning: false,
     };
     let (_, cells) = fold_boot(&boot, &out, 1, &with);
     let builtin = cells
@@ -413,4 +417,62 @@ fn a_storms_limit_grows_with_its_tables() {
         ..LockbenchScenario::default()
     });
     assert!(item_timeout_s(&other) < grown, "only a storm grows a table");
+}
+
+/// A splat belongs to the cell whose item printed it (every repeat's item), the boot keeps
+/// every splat, and only `--fail-on-kernel-warning` fails the cell.
+#[test]
+fn kernel_warnings_go_to_the_cell_whose_item_printed_them() {
+    use crate::results::{CellFailure, KernelWarning};
+    use protocol::kmsg::{Phase, SplatKind};
+    let m = matrix();
+    let boot = group_boots(m.qemu_cells()).remove(0);
+    let n = boot.cells.len();
+    assert!(n >= 2, "the fixture has two cells");
+    let plan = plan_for(&boot, 2, Path::new("/s"), &RunRuntimes::default());
+    let mut lines = vec![hello()];
+    for i in 0..plan.items.len() {
+        lines.push(result(&plan, i, 1.0, Outcome::Pass));
+    }
+    lines.push(line(AgentEvent::Done { uptime_ms: 1 }));
+    let mut out = output(&plan, &lines, BootEnd::Completed);
+    let warning = |during| KernelWarning {
+        kind: SplatKind::Warning,
+        during,
+        lines: vec!["WARNING: CPU: 0 PID: 9 at fs/overlayfs/super.c:1326 ovl_fill_super".into()],
+        lines_total: 12,
+    };
+    // Cell 1 in its second repeat (item n + 1), and once during the probes.
+    out.kernel_warnings = vec![
+        warning(Some(Phase::Probes)),
+        warning(Some(Phase::Item(u32::try_from(n + 1).unwrap()))),
+    ];
+    let (rec, cells) = fold(&boot, &out);
+    assert_eq!(rec.kernel_warnings.len(), 2, "the boot keeps every splat");
+    assert!(cells[0].kernel_warnings.is_empty());
+    assert_eq!(
+        cells[1].kernel_warnings,
+        [warning(Some(Phase::Item(u32::try_from(n + 1).unwrap())))]
+    );
+    assert!(
+        cells.iter().all(|c| c.failed_by.is_none() && c.is_ok()),
+        "reported, not failed"
+    );
+
+    let with = FoldWith {
+        host_cpu: "cpu",
+        runtimes: &RunRuntimes::default(),
+        expectations: &Expectations::default(),
+        fail_on_kernel_warning: true,
+    };
+    let (_, cells) = fold_boot(&boot, &out, 1, &with);
+    assert_eq!(cells[0].failed_by, None);
+    assert!(cells[0].is_ok());
+    assert_eq!(cells[1].failed_by, Some(CellFailure::KernelWarning));
+    assert_eq!(
+        cells[1].outcome,
+        Outcome::Pass,
+        "the cell's own answer stays"
+    );
+    assert!(!cells[1].is_ok());
 }

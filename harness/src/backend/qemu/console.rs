@@ -42,7 +42,9 @@ impl Alarm {
 
 /// Substrings that raise an alarm, first match wins (so `BUG: soft lockup` is a hang, not an
 /// oops). Taken from the kernel's own messages: `panic()`, `die()`, `rcu_stall_*`,
-/// `watchdog_timer_fn`, `check_hung_task`.
+/// `watchdog_timer_fn`, `check_hung_task`. Any other `BUG:` (KASAN, `sleeping function called
+/// from invalid context`) is a splat the kernel survives (`backend::splat`); one that kills it
+/// is followed by `Oops:`, which is here.
 const PATTERNS: &[(&str, Alarm)] = &[
     ("Kernel panic - not syncing", Alarm::Panic),
     ("BUG: soft lockup", Alarm::Hang),
@@ -58,7 +60,6 @@ const PATTERNS: &[(&str, Alarm)] = &[
     ("general protection fault", Alarm::Oops),
     ("BUG: kernel NULL pointer dereference", Alarm::Oops),
     ("BUG: unable to handle", Alarm::Oops),
-    ("BUG: ", Alarm::Oops),
     ("Oops: ", Alarm::Oops),
     ("kernel BUG at", Alarm::Oops),
     ("mmx-agent: panicked", Alarm::AgentPanic),
@@ -163,6 +164,15 @@ mod tests {
                 Some(Alarm::Oops),
             ),
             ("[    7.1] kernel BUG at fs/namespace.c:1234!", Some(Alarm::Oops)),
+            // Survivable: a splat (`backend::splat`), not an alarm.
+            (
+                "[    9.9] BUG: sleeping function called from invalid context at kernel/locking/mutex.c:585",
+                None,
+            ),
+            (
+                "[   40.2] BUG: KASAN: slab-use-after-free in ovl_fill_super+0x1a2/0x9d0",
+                None,
+            ),
             (
                 "mmx-agent: panicked on thread main: index out of bounds",
                 Some(Alarm::AgentPanic),

@@ -246,6 +246,8 @@ impl Qemu {
             kernel_source: Some(kernel.provenance.describe()),
             kernel_substituted: kernel.substituted.clone(),
             channels: w.channels,
+            kernel_warnings: w.kernel_warnings,
+            kernel_warnings_dropped: w.kernel_warnings_dropped,
         }
     }
 

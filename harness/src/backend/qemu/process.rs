@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Instant;
 
+use crate::backend::splat;
 use crate::backend::supervise::{
     self, Channel, ChannelInfo, Line, Observer, Role, Stdin, Stop, View,
 };
 use crate::backend::{Deadlines, ResultStream};
 use crate::proc::Cancel;
-use crate::results::{BootEnd, ChannelStats, InfraCause};
+use crate::results::{BootEnd, ChannelStats, InfraCause, KernelWarning};
 
 use super::args;
 use super::console::{self, Alarm};
@@ -52,6 +53,9 @@ pub struct Watched {
     pub kvm_failed: bool,
     /// Per channel: bytes, lines and what the bounds did.
     pub channels: BTreeMap<String, ChannelStats>,
+    /// The console's splats that did not end the boot, and how many were only counted.
+    pub kernel_warnings: Vec<KernelWarning>,
+    pub kernel_warnings_dropped: u64,
 }
 
 /// State of the console as the supervisor delivers it.
@@ -68,11 +72,14 @@ struct ConsoleState {
     setup_context: Option<String>,
     /// The agent's panic line, if any.
     agent_panic: Option<String>,
+    /// Splats that do not end the boot, by the plan stretch they printed during.
+    splats: splat::Scanner,
 }
 
 impl ConsoleState {
     fn feed(&mut self, line: &str, now: Instant) {
         self.first.get_or_insert(now);
+        self.splats.feed(line);
         if self.ready.is_none() && line.contains(READY_MARK) {
             self.ready = Some(now);
         }
@@ -150,6 +157,8 @@ pub fn run_guest(launch: &Launch, plan: &protocol::Plan, cancel: &Cancel) -> Wat
         exited_at: Instant::now(),
         kvm_failed: false,
         channels: BTreeMap::new(),
+        kernel_warnings: Vec::new(),
+        kernel_warnings_dropped: 0,
     };
     let channels = match channels(launch) {
         Ok(c) => c,
@@ -199,6 +208,9 @@ pub fn run_guest(launch: &Launch, plan: &protocol::Plan, cancel: &Cancel) -> Wat
         )
     });
     watched.stream = stream;
+    let (found, dropped) = std::mem::take(&mut guest.console.splats).finish();
+    watched.kernel_warnings = found;
+    watched.kernel_warnings_dropped = dropped;
     watched
 }
 

@@ -132,6 +132,9 @@ pub fn run(
         kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),
         kernel_substituted: None,
         channels: std::mem::take(&mut v.channels),
+        // The host's kernel log is not read: see ARCHITECTURE.md, "Kernel warnings".
+        kernel_warnings: Vec::new(),
+        kernel_warnings_dropped: 0,
     }
 }
 
