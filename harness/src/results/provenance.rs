@@ -354,4 +354,42 @@ mod tests {
         assert!(serde_json::from_str::<Accel>("\"vm:nope\"").is_err());
         assert!(Accel::Tcg.vcpus_serialized() && !Accel::TcgMt.vcpus_serialized());
     }
+
+    #[test]
+    fn runtime_records_from_before_containers_storage_read_as_containerd() {
+        let old = r#"{"source":"containerd-debian","suite":"sid","version":"2.1.9+ds1-5","go":"go1.27.3","patches":[],"packages":[]}"#;
+        let p: RuntimeProvenance = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            p,
+            RuntimeProvenance::Debian {
+                program: GoProgram::Containerd,
+                ..
+            }
+        ));
+        assert!(
+            p.describe().starts_with("containerd 2.1.9+ds1-5"),
+            "{}",
+            p.describe()
+        );
+        let new = serde_json::to_string(&RuntimeProvenance::Tree {
+            program: GoProgram::Storage,
+            tree: "/s".into(),
+            rev: "main".into(),
+            commit: "0123456789abcdef".into(),
+            go: "go1.27.3".into(),
+            patches: vec![],
+        })
+        .unwrap();
+        assert!(
+            new.contains(r#""source":"tree""#) && new.contains(r#""program":"storage""#),
+            "{new}"
+        );
+        let back: RuntimeProvenance = serde_json::from_str(&new).unwrap();
+        assert!(
+            back.describe()
+                .starts_with("containers/storage 0123456789ab"),
+            "{}",
+            back.describe()
+        );
+    }
 }
