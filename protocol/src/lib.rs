@@ -41,7 +41,7 @@ pub mod runtime;
 mod stats;
 mod topology;
 
-pub use caps::{Capabilities, Feature, ProbeResult};
+pub use caps::{Capabilities, Feature, ProbeResult, ProbeWarning};
 pub use event::{
     AgentEvent, Better, CellDetail, CellResult, Check, CountSource, LogLevel, Metric, MountOps,
     MountsResult, Unit, MOUNT_OPS_PER_CONTAINER,
