@@ -196,27 +196,48 @@ pub(super) fn open_tree_namespace_probe(s: &Setup) -> SysResult<Option<String>> 
     Ok(Some("an nsfs fd of a new mount namespace".into()))
 }
 
-/// `statmount-by-fd`: statmount of a detached clone by its fd; the superblock it names must be
-/// the one `fstatfs` sees through the same fd.
+/// `statmount-by-fd`: statmount by fd, first of the probe directory's own (attached) mount, then
+/// of a detached clone, the case the feature is for; the superblock it names must be the one
+/// `fstatfs` sees through the same fd. Where the flag works on an attached mount but not on a
+/// detached one, the step says so (7.3 answers ENOENT there: `do_statmount` takes the fd's
+/// mount namespace, an anonymous one for a detached tree, and `grab_requested_root` finds no
+/// mount below its root).
 pub(super) fn statmount_by_fd(s: &Setup) -> SysResult<Option<String>> {
+    let here = rustix::fs::open(
+        c".",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| SysError::new(|| "open(probe directory, O_PATH)".into(), e))?;
+    let attached = same_superblock(here.as_fd())?;
     let tree = api::open_tree_clone(api::cwd(), layer(s, 0).as_c_str(), false)?;
-    let basics = table::statmount_by_fd(tree.as_fd())?;
-    let st = rustix::fs::fstatfs(&tree)
-        .map_err(|e| SysError::new(|| "fstatfs(detached tree)".into(), e))?;
+    let detached = same_superblock(tree.as_fd()).map_err(|mut e| {
+        e.call.push_str(" of a detached tree");
+        e.context(format!(
+            "an attached mount's fd answered (mount id {attached})"
+        ))
+    })?;
+    Ok(Some(format!(
+        "attached mount {attached} and detached clone {detached}: sb_magic as fstatfs"
+    )))
+}
+
+/// statmount by `fd`, checked against `fstatfs(fd)`: the mount's unique id.
+fn same_superblock(fd: std::os::fd::BorrowedFd<'_>) -> SysResult<u64> {
+    let basics = table::statmount_by_fd(fd)?;
+    let st =
+        rustix::fs::fstatfs(fd).map_err(|e| SysError::new(|| "fstatfs(the same fd)".into(), e))?;
     // f_type's width differs between architectures; a magic is 32 bits.
     let magic = st.f_type as u64 & 0xffff_ffff;
     if basics.sb_magic != magic || basics.mnt_id == 0 {
         return Err(
-            SysError::plain("statmount(STATMOUNT_BY_FD) of a detached tree", 0).context(format!(
+            SysError::plain("statmount(STATMOUNT_BY_FD) against fstatfs", 0).context(format!(
                 "sb_magic {:#x} (fstatfs {magic:#x}), mnt_id {}",
                 basics.sb_magic, basics.mnt_id
             )),
         );
     }
-    Ok(Some(format!(
-        "a detached clone: sb_magic {magic:#x} as fstatfs, mount id {}",
-        basics.mnt_id
-    )))
+    Ok(basics.mnt_id)
 }
 
 #[cfg(test)]
