@@ -297,10 +297,12 @@ fn kernel_counts_name_their_source() {
 ///   EPERM);
 /// - an overlay, detached from `fsmount` or cloned from a mounted one, refuses
 ///   `MOUNT_ATTR_IDMAP` at `mount_setattr` (EINVAL: `ovl_fs_type` has no `FS_ALLOW_IDMAP`) on
-///   6.1 and 6.12, and takes it on 7.3, ids mapped;
+///   6.1 and 6.12, and takes it on 7.3.4, ids mapped (observed; 7.x's `ovl_fs_type` was not
+///   read);
 /// - `OPEN_TREE_NAMESPACE` (7.0): EINVAL from `vfs_open_tree`'s flag check before;
 /// - `STATMOUNT_BY_FD` (7.0): ENOSYS on 6.1 (statmount is 6.8's), EINVAL on 6.12 (`flags`
-///   must be 0); on 7.3 it answers for an attached mount's fd and ENOENT for a detached one.
+///   must be 0); on 7.3.4 it answers for an attached mount's fd and ENOENT for a detached one
+///   (observed, not yet traced in the source).
 #[test]
 fn detached_tree_probes_per_kernel() {
     if qemu_missing() {

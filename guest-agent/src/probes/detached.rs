@@ -199,9 +199,9 @@ pub(super) fn open_tree_namespace_probe(s: &Setup) -> SysResult<Option<String>> 
 /// `statmount-by-fd`: statmount by fd, first of the probe directory's own (attached) mount, then
 /// of a detached clone, the case the feature is for; the superblock it names must be the one
 /// `fstatfs` sees through the same fd. Where the flag works on an attached mount but not on a
-/// detached one, the step says so (7.3 answers ENOENT there: `do_statmount` takes the fd's
-/// mount namespace, an anonymous one for a detached tree, and `grab_requested_root` finds no
-/// mount below its root).
+/// detached one, the step says so (7.3.4 answers ENOENT there, observed: with the flag
+/// `do_statmount` takes the fd's mount namespace, an anonymous one for a detached tree, and
+/// looks up a root in it before answering).
 pub(super) fn statmount_by_fd(s: &Setup) -> SysResult<Option<String>> {
     let here = rustix::fs::open(
         c".",
