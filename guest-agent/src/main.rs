@@ -78,7 +78,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct MountsArgs {
-    /// per-layer, common-parent, fsconfig-fd, or runtime:NAME with `--runtime NAME=PATH`.
+    /// per-layer, common-parent, fsconfig-fd, fsconfig-fd-attr, or runtime:NAME with `--runtime NAME=PATH`.
     #[arg(long)]
     strategy: protocol::MountStrategy,
     /// A runtime speaking mmx's runtime contract: NAME=PATH (a static executable). Its

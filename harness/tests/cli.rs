@@ -94,7 +94,8 @@ fn cells_lists_stable_ids() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let ids: Vec<&str> = out.lines().collect();
-    assert_eq!(ids.len(), 2 * 3);
+    // Two kernels × every built-in strategy (the default).
+    assert_eq!(ids.len(), 2 * protocol::Strategy::ALL.len());
     assert!(
         ids.contains(&"k1/1s2c1t/xfs/per-layer-L1-C2-P2-J1"),
         "{ids:?}"

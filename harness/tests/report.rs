@@ -604,3 +604,36 @@ fn the_terminal_summary_is_one_screen() {
     assert!(v.contains("Lock benchmark") && v.contains(" †"), "{v}");
     assert!(v.lines().count() > lines);
 }
+
+/// A kernel that let the idmap of an idmapped detached mount change (6.15–6.17 without the 6.18
+/// fix) is flagged in the probes table of both reports, apart from a plain "no".
+#[test]
+fn a_probe_warning_is_shown_as_a_warning() {
+    let mut run = builder::mixed_run();
+    let caps = run
+        .boots
+        .iter_mut()
+        .find_map(|b| b.capabilities.as_mut())
+        .expect("a boot with probes");
+    let p = caps
+        .probes
+        .iter_mut()
+        .find(|p| p.feature == protocol::Feature::OpenTreeAttrIdmapLocked)
+        .expect("the idmap-locked probe");
+    p.supported = false;
+    p.warning = Some(protocol::ProbeWarning::IdmapChangeAllowed);
+    p.evidence = Some(protocol::Evidence::new(
+        "allowed: open_tree_attr(AT_EMPTY_PATH, no clone, MOUNT_ATTR_IDMAP) on it",
+    ));
+    let md = report::render_markdown(&run).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| ` open-tree-attr-idmap-locked ` |"))
+        .unwrap_or_else(|| panic!("no idmap-locked row:\n{md}"));
+    assert!(row.contains("⚠️ idmap-change-allowed"), "{row}");
+    let html = report::render_html(&run).unwrap();
+    assert!(
+        html.contains("class=\"probe-warn\" title=\"the kernel changed the idmap of an already idmapped detached mount: allowed: open_tree_attr"),
+        "no warning cell in the HTML"
+    );
+}

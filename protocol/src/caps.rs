@@ -51,10 +51,29 @@ pub enum Feature {
     FsconfigSetFdUpperWork,
     /// fanotify FAN_MNT_ATTACH/DETACH mount events (6.15).
     FanotifyMountEvents,
+    /// `open_tree_attr(OPEN_TREE_CLONE, &{MOUNT_ATTR_IDMAP, userns})` (6.15): a detached
+    /// idmapped tree in one call, judged by the ids seen through it.
+    OpenTreeAttr,
+    /// The idmap of an already idmapped detached mount cannot be changed: `mount_setattr` on
+    /// it, and `open_tree_attr` without a clone on it, are refused (EPERM). A kernel that
+    /// allows either carries [`ProbeWarning::IdmapChangeAllowed`] (6.15–6.17 without the 6.18
+    /// fix let `open_tree_attr` without `OPEN_TREE_CLONE` through).
+    OpenTreeAttrIdmapLocked,
+    /// Type 2, detached: `MOUNT_ATTR_IDMAP` on an overlay fresh from `fsmount`, never
+    /// attached. overlayfs has no `FS_ALLOW_IDMAP` on the kernels mmx knows (EINVAL).
+    IdmapOverlay,
+    /// Type 2, attached (the image-volume case): `open_tree(OPEN_TREE_CLONE)` of a mounted
+    /// overlay, then `mount_setattr(MOUNT_ATTR_IDMAP)` on the clone.
+    IdmapOverlayAttached,
+    /// `open_tree(OPEN_TREE_NAMESPACE)` (7.0): a new mount namespace holding a copy of the
+    /// tree, as an nsfs fd.
+    OpenTreeNamespace,
+    /// `statmount(STATMOUNT_BY_FD)` (7.0) of a detached mount, by its fd.
+    StatmountByFd,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 10] = [
+    pub const ALL: [Feature; 16] = [
         Feature::NewMountApi,
         Feature::IdmapMount,
         Feature::OverlayOverIdmap,
@@ -65,6 +84,12 @@ impl Feature {
         Feature::FsconfigSetFdLayer,
         Feature::FsconfigSetFdUpperWork,
         Feature::FanotifyMountEvents,
+        Feature::OpenTreeAttr,
+        Feature::OpenTreeAttrIdmapLocked,
+        Feature::IdmapOverlay,
+        Feature::IdmapOverlayAttached,
+        Feature::OpenTreeNamespace,
+        Feature::StatmountByFd,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +104,12 @@ impl Feature {
             Feature::FsconfigSetFdLayer => "fsconfig-set-fd-layer",
             Feature::FsconfigSetFdUpperWork => "fsconfig-set-fd-upper-work",
             Feature::FanotifyMountEvents => "fanotify-mount-events",
+            Feature::OpenTreeAttr => "open-tree-attr",
+            Feature::OpenTreeAttrIdmapLocked => "open-tree-attr-idmap-locked",
+            Feature::IdmapOverlay => "idmap-overlay",
+            Feature::IdmapOverlayAttached => "idmap-overlay-attached",
+            Feature::OpenTreeNamespace => "open-tree-namespace",
+            Feature::StatmountByFd => "statmount-by-fd",
         }
     }
 }
@@ -97,4 +128,40 @@ pub struct ProbeResult {
     /// When not supported: the step that failed and its errno. When supported: may note how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
+    /// A kernel behaviour worth a warning wherever the probe is shown (not a failure of the
+    /// probe: the kernel did something it should not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<ProbeWarning>,
+}
+
+/// What a probe saw that a kernel should not do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeWarning {
+    /// The idmap of an already idmapped detached mount was changed in place (the bug fixed for
+    /// 6.18 and 6.15+ stable: `open_tree_attr` without `OPEN_TREE_CLONE` replaced it).
+    IdmapChangeAllowed,
+}
+
+impl ProbeWarning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeWarning::IdmapChangeAllowed => "idmap-change-allowed",
+        }
+    }
+
+    /// One line for reports.
+    pub fn message(self) -> &'static str {
+        match self {
+            ProbeWarning::IdmapChangeAllowed => {
+                "the kernel changed the idmap of an already idmapped detached mount"
+            }
+        }
+    }
+}
+
+impl fmt::Display for ProbeWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -43,7 +43,7 @@ pub mod runtime;
 mod stats;
 mod topology;
 
-pub use caps::{Capabilities, Feature, ProbeResult};
+pub use caps::{Capabilities, Feature, ProbeResult, ProbeWarning};
 pub use event::{
     AgentEvent, Better, CellDetail, CellResult, Check, CountSource, LogLevel, Metric, MountOps,
     MountsResult, Unit, MOUNT_OPS_PER_CONTAINER,
@@ -274,13 +274,23 @@ mod tests {
             AgentEvent::Capabilities(Capabilities {
                 kernel_release: "6.1.0".into(),
                 probed_fs: "tmpfs".into(),
-                probes: vec![ProbeResult {
-                    feature: Feature::IdmapMount,
-                    supported: false,
-                    evidence: Some(
-                        Evidence::new("mount_setattr(MOUNT_ATTR_IDMAP) on tmpfs").with_errno(22),
-                    ),
-                }],
+                probes: vec![
+                    ProbeResult {
+                        feature: Feature::IdmapMount,
+                        supported: false,
+                        evidence: Some(
+                            Evidence::new("mount_setattr(MOUNT_ATTR_IDMAP) on tmpfs")
+                                .with_errno(22),
+                        ),
+                        warning: None,
+                    },
+                    ProbeResult {
+                        feature: Feature::OpenTreeAttrIdmapLocked,
+                        supported: false,
+                        evidence: Some(Evidence::new("allowed: open_tree_attr in place")),
+                        warning: Some(ProbeWarning::IdmapChangeAllowed),
+                    },
+                ],
             }),
             AgentEvent::CellResult(CellResult {
                 item: 3,

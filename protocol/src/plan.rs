@@ -205,8 +205,8 @@ impl MountsScenario {
 
     /// Mount-table operations (attachments + detachments) on one container's start path, all
     /// passes, that a built-in strategy must perform (ARCHITECTURE.md, "The three strategies"):
-    /// per layer P·(1+2L), common-parent P·3, fsconfig-fd P. Tearing the finished rootfs down
-    /// afterwards is not part of the start path and is counted apart
+    /// per layer P·(1+2L), common-parent P·3, fsconfig-fd and fsconfig-fd-attr P. Tearing the
+    /// finished rootfs down afterwards is not part of the start path and is counted apart
     /// ([`MountsScenario::teardown_per_container`]). None for a runtime: its own code decides,
     /// and what the kernel counted is its answer (a known answer in the matrix may pin it).
     pub fn expected_ops_per_container(&self) -> Option<u64> {
@@ -217,26 +217,26 @@ impl MountsScenario {
     }
 
     /// Attachments on one container's start path, all passes: per pass, per layer L layer
-    /// binds and the overlay, common-parent the parent bind and the overlay, fsconfig-fd the
-    /// overlay alone.
+    /// binds and the overlay, common-parent the parent bind and the overlay, fsconfig-fd(-attr)
+    /// the overlay alone.
     pub fn expected_attachments_per_container(&self) -> Option<u64> {
         let l = u64::from(self.layers);
         let per_pass = match self.builtin()? {
             Strategy::PerLayer => l + 1,
             Strategy::CommonParent => 2,
-            Strategy::FsconfigFd => 1,
+            Strategy::FsconfigFd | Strategy::FsconfigFdAttr => 1,
         };
         Some(u64::from(self.passes) * per_pass)
     }
 
     /// Detachments on one container's start path, all passes: the binds the overlay no longer
-    /// needs once it is mounted (per layer L, common-parent 1, fsconfig-fd none).
+    /// needs once it is mounted (per layer L, common-parent 1, fsconfig-fd(-attr) none).
     pub fn expected_detachments_per_container(&self) -> Option<u64> {
         let l = u64::from(self.layers);
         let per_pass = match self.builtin()? {
             Strategy::PerLayer => l,
             Strategy::CommonParent => 1,
-            Strategy::FsconfigFd => 0,
+            Strategy::FsconfigFd | Strategy::FsconfigFdAttr => 0,
         };
         Some(u64::from(self.passes) * per_pass)
     }
@@ -262,15 +262,15 @@ impl MountsScenario {
     }
 
     /// Mounts the kernel allocates for one container, all passes, attached or not: the
-    /// strategy's `open_tree` clones (per layer and fsconfig-fd L, common-parent 1), the overlay
-    /// mount itself, and the private clone overlayfs makes of every layer it stacks
+    /// strategy's `open_tree` clones (per layer and fsconfig-fd(-attr) L, common-parent 1), the
+    /// overlay mount itself, and the private clone overlayfs makes of every layer it stacks
     /// (`clone_private_mount`: the L lower layers plus the upper dir, which the read-only view
-    /// stacks as its top lower layer). Per pass: per layer and fsconfig-fd 2L+2, common-parent
-    /// L+3.
+    /// stacks as its top lower layer). Per pass: per layer and fsconfig-fd(-attr) 2L+2
+    /// (`open_tree_attr` clones once, as `open_tree` does), common-parent L+3.
     pub fn expected_allocated_per_container(&self) -> Option<u64> {
         let l = u64::from(self.layers);
         let clones = match self.builtin()? {
-            Strategy::PerLayer | Strategy::FsconfigFd => l,
+            Strategy::PerLayer | Strategy::FsconfigFd | Strategy::FsconfigFdAttr => l,
             Strategy::CommonParent => 1,
         };
         Some(u64::from(self.passes) * (clones + 1 + l + 1))
@@ -339,8 +339,8 @@ impl std::str::FromStr for MountStrategy {
             .map(MountStrategy::Builtin)
             .map_err(|_| {
                 format!(
-                    "unknown strategy `{s}` (expected per-layer, common-parent, fsconfig-fd or \
-                 runtime:NAME naming a [[runtimes]] entry)"
+                    "unknown strategy `{s}` (expected per-layer, common-parent, fsconfig-fd, \
+                 fsconfig-fd-attr or runtime:NAME naming a [[runtimes]] entry)"
                 )
             })
     }
@@ -359,7 +359,7 @@ impl From<MountStrategy> for String {
     }
 }
 
-/// The three ways of building an idmapped overlay rootfs that mmx implements itself.
+/// The ways of building an idmapped overlay rootfs that mmx implements itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
@@ -369,13 +369,17 @@ pub enum Strategy {
     CommonParent,
     /// New mount API: detached idmapped trees handed to overlay with `lowerdir+` fds.
     FsconfigFd,
+    /// fsconfig-fd with each layer made in one call, `open_tree_attr(OPEN_TREE_CLONE,
+    /// MOUNT_ATTR_IDMAP)` (6.15), instead of `open_tree` + `mount_setattr`.
+    FsconfigFdAttr,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 3] = [
+    pub const ALL: [Strategy; 4] = [
         Strategy::PerLayer,
         Strategy::CommonParent,
         Strategy::FsconfigFd,
+        Strategy::FsconfigFdAttr,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -383,6 +387,7 @@ impl Strategy {
             Strategy::PerLayer => "per-layer",
             Strategy::CommonParent => "common-parent",
             Strategy::FsconfigFd => "fsconfig-fd",
+            Strategy::FsconfigFdAttr => "fsconfig-fd-attr",
         }
     }
 }
@@ -400,7 +405,10 @@ impl std::str::FromStr for Strategy {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown strategy `{s}` (expected per-layer, common-parent or fsconfig-fd)")
+                format!(
+                    "unknown strategy `{s}` (expected per-layer, common-parent, fsconfig-fd or \
+                     fsconfig-fd-attr)"
+                )
             })
     }
 }

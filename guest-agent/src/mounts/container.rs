@@ -87,7 +87,7 @@ pub fn prepare_dirs(
         }
         Some(Strategy::CommonParent) => mkdir(&dir.join("p"))?,
         // A runtime mounts on `m` and keeps its own helpers below its working directory.
-        Some(Strategy::FsconfigFd) | None => {}
+        Some(Strategy::FsconfigFd | Strategy::FsconfigFdAttr) | None => {}
     }
     Ok(())
 }

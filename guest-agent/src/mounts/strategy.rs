@@ -1,4 +1,4 @@
-//! The three strategies, each reading like its syscall sequence in ARCHITECTURE.md. All run with the
+//! The strategies, each reading like its syscall sequence in ARCHITECTURE.md. All run with the
 //! worker's working directory set to the container's directory (`c/<idx>`), so every mount path
 //! and overlay option is short and relative: `l/0`…`l/<L-1>` (per-layer targets), `p`
 //! (common-parent target), `m` (merged), `u` (upper), `w` (work). Layer sources are absolute.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use protocol::Strategy;
 
 use super::cause::Cause;
-use crate::sys::{legacy, mount_api as api, SysError, SysResult};
+use crate::sys::{legacy, mount_api as api, open_tree_attr, SysError, SysResult};
 
 /// Per-worker time inside mount syscalls.
 #[derive(Debug, Default, Clone)]
@@ -147,7 +147,7 @@ impl Plan {
             // The parent's clone carries the layers' own mounts (erofs) along.
             Strategy::CommonParent if self.common_has_submounts => self.layers.len() as u64 + 2,
             Strategy::CommonParent => 2,
-            Strategy::FsconfigFd => 1,
+            Strategy::FsconfigFd | Strategy::FsconfigFdAttr => 1,
         }
     }
 }
@@ -186,7 +186,14 @@ pub fn start(
     let r = match plan.strategy {
         Strategy::PerLayer => per_layer(plan, paths, userns, rootfs, tally, &mut peak),
         Strategy::CommonParent => common_parent(plan, paths, userns, rootfs, tally, &mut peak),
-        Strategy::FsconfigFd => fsconfig_fd(plan, paths, userns, rootfs, tally, &mut peak),
+        Strategy::FsconfigFd => {
+            let layers = LayerCalls::OpenTreeThenSetattr;
+            fsconfig_fd(plan, paths, userns, rootfs, layers, tally, &mut peak)
+        }
+        Strategy::FsconfigFdAttr => {
+            let layers = LayerCalls::OpenTreeAttr;
+            fsconfig_fd(plan, paths, userns, rootfs, layers, tally, &mut peak)
+        }
     };
     if plan.extra_bind {
         let undone = tally.umount_retry(EXTRA);
@@ -212,6 +219,34 @@ fn idmapped_clone(
     let fd = tally.timed(|| api::open_tree_clone(api::cwd(), path, recursive))?;
     tally.timed(|| api::mount_setattr_idmap(fd.as_fd(), userns, true, recursive))?;
     Ok(fd)
+}
+
+/// The same detached layer made in one call: `open_tree_attr(OPEN_TREE_CLONE,
+/// MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY)` (6.15).
+fn idmapped_clone_attr(
+    tally: &mut Tally,
+    path: &CStr,
+    userns: BorrowedFd<'_>,
+) -> Result<OwnedFd, Cause> {
+    tally.timed(|| {
+        open_tree_attr::open_tree_attr_idmap(
+            api::cwd(),
+            path,
+            open_tree_attr::Target::Clone,
+            userns,
+            true,
+        )
+    })
+}
+
+/// How fsconfig-fd and fsconfig-fd-attr make each detached idmapped layer; the rest of their
+/// sequence is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerCalls {
+    /// `open_tree(OPEN_TREE_CLONE)` + `mount_setattr(MOUNT_ATTR_IDMAP)` (fsconfig-fd).
+    OpenTreeThenSetattr,
+    /// `open_tree_attr(OPEN_TREE_CLONE, MOUNT_ATTR_IDMAP)` (fsconfig-fd-attr).
+    OpenTreeAttr,
 }
 
 /// Closing a detached tree dissolves it under the mount locks: time it like a mount call.
@@ -302,7 +337,8 @@ fn overlay(paths: &Paths, rootfs: bool, tally: &mut Tally) -> Result<(), Cause> 
     tally.timed(|| legacy::mount_overlay(MERGED, data, !rootfs))
 }
 
-/// per layer open_tree(CLONE) + mount_setattr(IDMAP), detached; fsopen("overlay"),
+/// per layer open_tree(CLONE) + mount_setattr(IDMAP) (fsconfig-fd) or one
+/// open_tree_attr(CLONE, IDMAP) (fsconfig-fd-attr), detached; fsopen("overlay"),
 /// fsconfig(SET_FD, "lowerdir+", detached idmapped layer) per layer, upper/work by SET_STRING,
 /// CMD_CREATE, close the layer fds, fsmount, one move_mount. The read-only view's top layer is
 /// the upper dir, not idmapped, handed by path (`SET_STRING "lowerdir+"`): what the first fd
@@ -314,12 +350,16 @@ fn fsconfig_fd(
     paths: &Paths,
     userns: BorrowedFd<'_>,
     rootfs: bool,
+    calls: LayerCalls,
     tally: &mut Tally,
     peak: &mut dyn FnMut(),
 ) -> Result<(), Cause> {
     let mut trees = Vec::with_capacity(plan.layers.len());
     for layer in &plan.layers {
-        trees.push(idmapped_clone(tally, layer, userns, false)?);
+        trees.push(match calls {
+            LayerCalls::OpenTreeThenSetattr => idmapped_clone(tally, layer, userns, false)?,
+            LayerCalls::OpenTreeAttr => idmapped_clone_attr(tally, layer, userns)?,
+        });
     }
     let fs = tally.timed(|| api::fsopen("overlay"))?;
     if !rootfs {

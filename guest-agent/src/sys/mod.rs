@@ -4,7 +4,8 @@
 //! `protocol::Evidence`.
 //!
 //! Families: [`mount_api`] (open_tree, mount_setattr, move_mount, fsopen/fsconfig/fsmount),
-//! [`legacy`] (mount(2), umount2), [`loopdev`] (read-only loop devices over image files), [`table`] (listmount/statmount), [`ns`] (mount
+//! [`open_tree_attr`] (open_tree_attr, OPEN_TREE_NAMESPACE), [`legacy`] (mount(2), umount2),
+//! [`loopdev`] (read-only loop devices over image files), [`table`] (listmount/statmount), [`ns`] (mount
 //! namespaces), [`userns`] (user namespaces and their helper processes), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag),
 //! [`process`] (children that die with the thread that started them),
 //! [`cspin`] (the lock benchmark's C reference loop).
@@ -18,6 +19,7 @@ pub mod legacy;
 pub mod loopdev;
 pub mod mount_api;
 pub mod ns;
+pub mod open_tree_attr;
 pub mod process;
 pub mod signal;
 pub mod table;

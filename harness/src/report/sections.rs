@@ -49,6 +49,8 @@ pub struct ProbeRow {
 pub struct ProbeCell {
     /// `None`: this boot did not run this probe.
     pub ok: Option<bool>,
+    /// The kernel did something it should not (a probe's `warning`): shown apart from `no`.
+    pub warning: bool,
     pub text: String,
     pub title: String,
 }
@@ -171,6 +173,7 @@ pub(super) fn probes(run: &RunRecord) -> ProbeTable {
                 .map(|(_, caps)| match caps.get(*f) {
                     None => ProbeCell {
                         ok: None,
+                        warning: false,
                         text: "·".into(),
                         title: "not probed".into(),
                     },
@@ -180,18 +183,24 @@ pub(super) fn probes(run: &RunRecord) -> ProbeTable {
                             .as_ref()
                             .and_then(|e| e.errno)
                             .map(protocol::errno::describe);
+                        let evidence = p
+                            .evidence
+                            .as_ref()
+                            .map(|e| evidence_text(Some(e)))
+                            .unwrap_or_default();
                         ProbeCell {
                             ok: Some(p.supported),
-                            text: match (p.supported, errno) {
-                                (true, _) => "yes".into(),
-                                (false, Some(e)) => format!("no {e}"),
-                                (false, None) => "no".into(),
+                            warning: p.warning.is_some(),
+                            text: match (p.warning, p.supported, errno) {
+                                (Some(w), _, _) => w.as_str().into(),
+                                (None, true, _) => "yes".into(),
+                                (None, false, Some(e)) => format!("no {e}"),
+                                (None, false, None) => "no".into(),
                             },
-                            title: p
-                                .evidence
-                                .as_ref()
-                                .map(|e| evidence_text(Some(e)))
-                                .unwrap_or_default(),
+                            title: match p.warning {
+                                Some(w) => format!("{}: {evidence}", w.message()),
+                                None => evidence,
+                            },
                         }
                     }
                 })

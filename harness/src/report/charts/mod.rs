@@ -51,6 +51,7 @@ fn strategy_color(s: &MountStrategy, runtimes: &BTreeSet<protocol::RuntimeName>)
         MountStrategy::Builtin(Strategy::PerLayer) => 1,
         MountStrategy::Builtin(Strategy::CommonParent) => 0,
         MountStrategy::Builtin(Strategy::FsconfigFd) => 2,
+        MountStrategy::Builtin(Strategy::FsconfigFdAttr) => 3,
         MountStrategy::Runtime(n) => {
             Strategy::ALL.len() + runtimes.iter().position(|r| r == n).unwrap_or(0)
         }

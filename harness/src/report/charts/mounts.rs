@@ -160,7 +160,7 @@ fn formula_label(st: Strategy, passes: u32) -> String {
     match st {
         Strategy::PerLayer => format!("{passes}·(1+2L)"),
         Strategy::CommonParent => format!("{passes}·3"),
-        Strategy::FsconfigFd => format!("{passes}·1"),
+        Strategy::FsconfigFd | Strategy::FsconfigFdAttr => format!("{passes}·1"),
     }
 }
 

@@ -18,8 +18,10 @@ use crate::mounts::ScratchGuard;
 use crate::sys::userns::UserNs;
 use crate::sys::{fanotify, legacy, mount_api as api, table, SysError, SysResult};
 
+mod detached;
+
 /// Host id that the probes' user namespace maps id 0 to.
-const PROBE_BASE: u32 = 500_000_000;
+pub(crate) const PROBE_BASE: u32 = 500_000_000;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -56,6 +58,7 @@ fn all_failed(ev: &Evidence) -> Vec<ProbeResult> {
             feature,
             supported: false,
             evidence: Some(ev.clone()),
+            warning: None,
         })
         .collect()
 }
@@ -65,6 +68,7 @@ fn yes(feature: Feature, note: Option<String>) -> ProbeResult {
         feature,
         supported: true,
         evidence: note.map(|n| Evidence::new("ok").with_detail(n)),
+        warning: None,
     }
 }
 
@@ -73,6 +77,7 @@ fn no(feature: Feature, ev: Evidence) -> ProbeResult {
         feature,
         supported: false,
         evidence: Some(ev),
+        warning: None,
     }
 }
 
@@ -139,7 +144,7 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
     };
     let fs = setup.fs.clone();
     let idmap = from_sys(Feature::IdmapMount, idmap_mount(&setup), &fs);
-    let results = vec![
+    let mut results = vec![
         from_sys(Feature::NewMountApi, new_mount_api(&setup), &fs),
         idmap.clone(),
         if idmap.supported {
@@ -159,6 +164,36 @@ fn probe_in_private_ns(scratch: &Path) -> Vec<ProbeResult> {
         from_sys(Feature::FsconfigSetFdUpperWork, set_fd_upper_work(), &fs),
         from_sys(Feature::FanotifyMountEvents, fanotify_events(&setup), &fs),
     ];
+    let attr = from_sys(Feature::OpenTreeAttr, detached::open_tree_attr(&setup), &fs);
+    let locked = if attr.supported {
+        detached::idmap_locked(&setup)
+    } else {
+        no(Feature::OpenTreeAttrIdmapLocked, needs(&attr))
+    };
+    results.extend([
+        attr,
+        locked,
+        from_sys(
+            Feature::IdmapOverlay,
+            detached::idmap_overlay_detached(&setup),
+            &fs,
+        ),
+        from_sys(
+            Feature::IdmapOverlayAttached,
+            detached::idmap_overlay_attached(&setup),
+            &fs,
+        ),
+        from_sys(
+            Feature::OpenTreeNamespace,
+            detached::open_tree_namespace_probe(&setup),
+            &fs,
+        ),
+        from_sys(
+            Feature::StatmountByFd,
+            detached::statmount_by_fd(&setup),
+            &fs,
+        ),
+    ]);
     let _ = rustix::process::chdir("/");
     drop(setup);
     // The helper must not outlive the probes.
@@ -178,6 +213,11 @@ fn needs(dep: &ProbeResult) -> Evidence {
 
 fn layer(s: &Setup, i: usize) -> CString {
     CString::new(s.layers.dirs[i].as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// The ids the probe layers' file of layer `n` reads with through a mapping of 0 to `base`.
+fn mapped(base: u32, n: u32) -> (u32, u32) {
+    (base + layer_uid(n), base + layer_gid(n))
 }
 
 /// A failed expectation about ids, as an error with the step and what was seen.
