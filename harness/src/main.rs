@@ -42,6 +42,15 @@ enum Command {
         /// A run directory or its run.json.
         run: PathBuf,
     },
+    /// Where a run's guest time went: per target (kernel × topology, the local machine, a host)
+    /// and kind (boot to agent-ready, probes, mounts, each lock benchmark), then one line.
+    #[command(
+        after_help = "Reads:  RUN/run.json (the boots' timelines).\nWrites: the table to stdout."
+    )]
+    Time {
+        /// A run directory or its run.json.
+        run: PathBuf,
+    },
     /// Compare a candidate run with a baseline, metric by metric and cell by cell; exit 1 when
     /// the gate fails.
     #[command(
@@ -222,6 +231,11 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 .map_or_else(|| PathBuf::from("."), PathBuf::from);
             let written = harness::report::render_all(&record, &dir)?;
             print_written(&written);
+            Ok(true)
+        }
+        Command::Time { run } => {
+            let record = harness::results::RunRecord::read(&harness::results::run_json_path(&run))?;
+            print!("{}", harness::timing::table(&record));
             Ok(true)
         }
         Command::Compare(args) => {

@@ -100,6 +100,8 @@ pub struct BootOutput {
     pub stream: ResultStream,
     pub end: BootEnd,
     pub accel: Accel,
+    /// When the boot started: `timings_ms` and the stream's instants are measured from here.
+    pub started: Instant,
     /// Logs kept, relative to the run directory.
     pub logs: Vec<PathBuf>,
     /// Phase timings in ms since the boot started (see `results::BootRecord::timings_ms`).
@@ -125,6 +127,7 @@ impl BootOutput {
             stream: ResultStream::new(plan),
             end: BootEnd::infra(cause, message),
             accel,
+            started: Instant::now(),
             logs,
             timings_ms: BTreeMap::new(),
             kernel_source: None,

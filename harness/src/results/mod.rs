@@ -16,8 +16,8 @@ pub mod provenance;
 pub mod run;
 
 pub use boot::{
-    BootEnd, BootRecord, ChannelStats, Deadline, InfraCause, Violation, ViolationKind,
-    SUMMARY_CHARS,
+    BootEnd, BootRecord, BootTimeline, ChannelStats, Deadline, InfraCause, ItemSpan, TimeKind,
+    Violation, ViolationKind, SUMMARY_CHARS,
 };
 pub use cell::{Caveats, CellRecord, Expectation, ExpectationCheck, UnsupportedPoints, SERIALIZED};
 pub use provenance::{

@@ -14,6 +14,7 @@ mod cores;
 pub mod events;
 pub mod labels;
 mod runner;
+mod timeline;
 
 pub use caveats::topology_mismatch;
 pub use events::{Bus, Event, RunJson, Subscriber};
@@ -26,7 +27,7 @@ use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target};
 use crate::proc::Cancel;
 use crate::results::{
     BackendKind, BootEnd, BootRecord, CellRecord, ExpectationCheck, HostInfo, InfraCause,
-    Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
+    Provenance, RunDir, RunRecord, TimeKind, RUN_SCHEMA_VERSION,
 };
 use crate::runtimes::ready::RunRuntimes;
 
@@ -417,6 +418,12 @@ pub fn fold_boot(
         record.expected = expectation_check(&record, with.expectations);
         cells.push(record);
     }
+    let timeline = timeline::observe(out, end.is_completed(), |item| {
+        let (cell, _repeat) = boot.item_cell(item);
+        let plan_cell = boot.cells.get(cell)?;
+        let record = cells.get(cell)?;
+        Some((record.key.clone(), TimeKind::of(&plan_cell.scenario)))
+    });
     let record = BootRecord {
         key: boot_key,
         backend,
@@ -432,6 +439,7 @@ pub fn fold_boot(
         violations: stream.violations.clone(),
         violations_total: stream.violations_total,
         channels: out.channels.clone(),
+        timeline: Some(timeline),
     };
     (record, cells)
 }

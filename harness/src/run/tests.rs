@@ -103,6 +103,7 @@ fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
         stream,
         end,
         accel: Accel::Tcg,
+        started: std::time::Instant::now(),
         logs: vec![],
         timings_ms: BTreeMap::new(),
         kernel_source: None,

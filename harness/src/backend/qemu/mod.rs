@@ -241,6 +241,7 @@ impl Qemu {
             stream: w.stream,
             end: w.end,
             accel,
+            started: start,
             logs,
             timings_ms: timings,
             kernel_source: Some(kernel.provenance.describe()),

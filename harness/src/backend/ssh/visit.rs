@@ -127,6 +127,7 @@ pub fn run(
         stream,
         end,
         accel: Accel::Metal,
+        started: v.start,
         logs,
         timings_ms: v.timings,
         kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),
