@@ -190,6 +190,12 @@ struct RunArgs {
     /// the terminal, run.json and the report.
     #[arg(long)]
     locked: bool,
+    /// Run the full benchmark sweeps under single-threaded TCG too (as `[run] tcg_benchmarks =
+    /// "full"`). By default a TCG guest, whose vCPUs take turns, runs what means something
+    /// there (the mount table's read time against its size) and a short smoke of the
+    /// contention code; KVM, tcg-mt, local and hosts always run the full sweeps.
+    #[arg(long)]
+    full_bench: bool,
 }
 
 /// The full command line, with the version that names the agent this binary carries.
@@ -348,6 +354,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         out_dir: args.out,
         run_id: args.run_id,
         lock_policy: harness::debian::LockPolicy::new(args.locked),
+        full_bench: args.full_bench,
     };
     let cancel = Cancel::new();
     cancel

@@ -124,6 +124,7 @@ mod tests {
                         observed_topology: None,
                         topology_mismatch: None,
                         runtime: None,
+                        sizing: None,
                     },
                     boot: boot.clone(),
                     attempts: 1,
@@ -148,6 +149,7 @@ mod tests {
                 violations_total: 0,
                 channels: Default::default(),
                 timeline: None,
+                sizing: None,
             }],
             runtimes: vec![],
         }

@@ -149,6 +149,7 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         end,
         accel: Accel::Metal,
         started: start,
+        sizing: None,
         logs,
         timings_ms: timings,
         kernel_source: None,

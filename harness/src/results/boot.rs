@@ -285,6 +285,9 @@ pub struct BootRecord {
     /// Absent in a run.json written before mmx kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<BootTimeline>,
+    /// How its benchmarks were sized for its accelerator, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<super::Sizing>,
 }
 
 /// A boot's time on the harness's clock: offsets in milliseconds from the boot's start

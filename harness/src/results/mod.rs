@@ -14,6 +14,7 @@ pub mod boot;
 pub mod cell;
 pub mod provenance;
 pub mod run;
+pub mod sizing;
 
 pub use boot::{
     BootEnd, BootRecord, BootTimeline, ChannelStats, Deadline, InfraCause, ItemSpan, TimeKind,
@@ -27,5 +28,6 @@ pub use provenance::{
 pub use run::{
     run_json_path, HostInfo, RunRecord, RuntimeBuild, RuntimeRecord, RUN_SCHEMA_VERSION,
 };
+pub use sizing::{BenchSize, Sizing, SizingReason, TcgBenchmarks};
 
 pub use crate::rundir::RunDir;

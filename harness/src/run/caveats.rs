@@ -245,6 +245,7 @@ mod tests {
                 observed_topology: None,
                 topology_mismatch: Some("1 threads/core, asked for 2".into()),
                 runtime: None,
+                sizing: None,
             },
             attempts: 1,
             repeats: 1,

@@ -14,6 +14,7 @@ mod cores;
 pub mod events;
 pub mod labels;
 mod runner;
+pub mod sizing;
 mod timeline;
 
 pub use caveats::topology_mismatch;
@@ -94,6 +95,8 @@ pub struct RunOptions {
     /// What a kernel or runtime without a lock entry, or whose locked packages the archive
     /// dropped, gets (`--locked`, `CI=true`: an error).
     pub lock_policy: crate::debian::LockPolicy,
+    /// `--full-bench`: single-threaded TCG guests run the full benchmark sweeps too.
+    pub full_bench: bool,
 }
 
 /// One boot: the cells it runs and where.
@@ -405,6 +408,7 @@ pub fn fold_boot(
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
                 runtime,
+                sizing: out.sizing,
             },
             boot: boot_key.clone(),
             attempts,
@@ -440,6 +444,7 @@ pub fn fold_boot(
         violations_total: stream.violations_total,
         channels: out.channels.clone(),
         timeline: Some(timeline),
+        sizing: out.sizing,
     };
     (record, cells)
 }
@@ -616,6 +621,7 @@ pub fn execute(
     // `--jobs` above the core count oversubscribes on purpose; guests that measure contention
     // still take a core per vCPU of that budget.
     runner.cores = cores::Cores::new(runner.cores.total().max(opts.jobs));
+    runner.full_bench = opts.full_bench;
     let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
     let host = runner.host.clone();
     let total = boots.len();

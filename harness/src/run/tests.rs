@@ -104,6 +104,7 @@ fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
         end,
         accel: Accel::Tcg,
         started: std::time::Instant::now(),
+        sizing: None,
         logs: vec![],
         timings_ms: BTreeMap::new(),
         kernel_source: None,

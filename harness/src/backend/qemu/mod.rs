@@ -242,6 +242,7 @@ impl Qemu {
             end: w.end,
             accel,
             started: start,
+            sizing: None,
             logs,
             timings_ms: timings,
             kernel_source: Some(kernel.provenance.describe()),

@@ -128,6 +128,7 @@ pub fn run(
         end,
         accel: Accel::Metal,
         started: v.start,
+        sizing: None,
         logs,
         timings_ms: v.timings,
         kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),
