@@ -228,6 +228,7 @@ mod tests {
             .collect(),
             detail: Some(CellDetail::Lockbench(LockbenchResult {
                 bench: Bench::UserSpin,
+                tables: Vec::new(),
                 topology: ObservedTopology::default(),
                 smt_before: SmtState::NotSupported,
                 smt_after: SmtState::NotSupported,
