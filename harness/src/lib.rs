@@ -29,3 +29,4 @@ pub mod summary;
 pub mod terminal;
 #[cfg(test)]
 mod test_support;
+pub mod timing;

@@ -42,6 +42,15 @@ enum Command {
         /// A run directory or its run.json.
         run: PathBuf,
     },
+    /// Where a run's guest time went: per target (kernel × topology, the local machine, a host)
+    /// and kind (boot to agent-ready, probes, mounts, each lock benchmark), then one line.
+    #[command(
+        after_help = "Reads:  RUN/run.json (the boots' timelines).\nWrites: the table to stdout."
+    )]
+    Time {
+        /// A run directory or its run.json.
+        run: PathBuf,
+    },
     /// Compare a candidate run with a baseline, metric by metric and cell by cell; exit 1 when
     /// the gate fails.
     #[command(
@@ -186,6 +195,12 @@ struct RunArgs {
     /// reported beside the cell and the cell keeps its own answer.
     #[arg(long)]
     fail_on_kernel_warning: bool,
+    /// Run the full benchmark sweeps under single-threaded TCG too (as `[run] tcg_benchmarks =
+    /// "full"`). By default a TCG guest, whose vCPUs take turns, runs what means something
+    /// there (the mount table's read time against its size) and a short smoke of the
+    /// contention code; KVM, tcg-mt, local and hosts always run the full sweeps.
+    #[arg(long)]
+    full_bench: bool,
 }
 
 /// The full command line, with the version that names the agent this binary carries.
@@ -227,6 +242,11 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 .map_or_else(|| PathBuf::from("."), PathBuf::from);
             let written = harness::report::render_all(&record, &dir)?;
             print_written(&written);
+            Ok(true)
+        }
+        Command::Time { run } => {
+            let record = harness::results::RunRecord::read(&harness::results::run_json_path(&run))?;
+            print!("{}", harness::timing::table(&record));
             Ok(true)
         }
         Command::Compare(args) => {
@@ -340,6 +360,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<bool> {
         run_id: args.run_id,
         lock_policy: harness::debian::LockPolicy::new(args.locked),
         fail_on_kernel_warning: args.fail_on_kernel_warning,
+        full_bench: args.full_bench,
     };
     let cancel = Cancel::new();
     cancel

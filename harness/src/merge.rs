@@ -124,6 +124,7 @@ mod tests {
                         observed_topology: None,
                         topology_mismatch: None,
                         runtime: None,
+                        sizing: None,
                     },
                     boot: boot.clone(),
                     attempts: 1,
@@ -151,6 +152,8 @@ mod tests {
                 channels: Default::default(),
                 kernel_warnings: Vec::new(),
                 kernel_warnings_dropped: 0,
+                timeline: None,
+                sizing: None,
             }],
             runtimes: vec![],
         }

@@ -239,6 +239,14 @@ impl Terminal {
                 crate::summary::render(run, Written::found_in(&dir.root).as_ref(), verbose)
             ),
         }
+        // The last line: where the guest time went (`mmx time RUN` has the table). Beside
+        // run.json on stdout it goes to stderr, so stdout stays one JSON document.
+        if let Some(line) = crate::timing::Breakdown::of_run(run).line() {
+            match self.ending {
+                Ending::Json => eprintln!("mmx: {line}"),
+                Ending::Summary { .. } => println!("{line}"),
+            }
+        }
     }
 }
 

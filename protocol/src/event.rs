@@ -138,6 +138,31 @@ pub enum CellDetail {
     Lockbench(lockbench::LockbenchResult),
 }
 
+/// What a table of pre-populated mounts cost to make and to take down (a storm's
+/// `prepopulated_mounts`): bind mounts under one tmpfs parent, taken down by one lazy detach of
+/// the parent, which measured faster than one unmount per mount (ARCHITECTURE.md, "The lock
+/// benchmark"), and verified to leave no mount behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCost {
+    /// Mounts added to the table.
+    pub mounts: u32,
+    /// Making them: mkdir and bind mount each, microseconds.
+    pub populate_us: u64,
+    /// Taking them down, microseconds.
+    pub teardown_us: u64,
+    pub teardown: TableTeardown,
+}
+
+/// How a table of pre-populated mounts is taken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableTeardown {
+    /// `umount2(parent, MNT_DETACH)`: the whole subtree in one call.
+    LazyDetach,
+    /// `umount2(mount, 0)` for each mount, innermost first, then the parent.
+    EachUnmount,
+}
+
 /// What a mount-strategy run did and measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MountsResult {
@@ -164,6 +189,9 @@ pub struct MountsResult {
     /// For a cell on erofs layers: how the images were mounted (file-backed or loop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erofs: Option<crate::erofs::ErofsLayers>,
+    /// The pre-populated table's cost, when the run had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableCost>,
 }
 
 /// Mount-table operations of a run as the kernel reports them ([`MountOps::count_source`] says

@@ -46,7 +46,7 @@ mod topology;
 pub use caps::{Capabilities, Feature, ProbeResult, ProbeWarning};
 pub use event::{
     AgentEvent, Better, CellDetail, CellResult, Check, CountSource, LogLevel, Metric, MountOps,
-    MountsResult, Unit, MOUNT_OPS_PER_CONTAINER,
+    MountsResult, TableCost, TableTeardown, Unit, MOUNT_OPS_PER_CONTAINER,
 };
 pub use outcome::{Evidence, Outcome};
 pub use plan::{
@@ -304,6 +304,7 @@ mod tests {
                 detail: Some(CellDetail::Mounts(MountsResult {
                     scenario: mounts(Strategy::FsconfigFd),
                     layers_fs: "ext4".into(),
+                    table: None,
                     mount_ops: MountOps {
                         attachments: 40,
                         detachments: 0,

@@ -191,6 +191,9 @@ pub struct LockbenchResult {
     /// overhead per sample, an SMT toggle that could not happen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// storm: what each pre-populated table cost to make and take down, per strategy and size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<crate::TableCost>,
 }
 
 /// One measured point of a sweep.

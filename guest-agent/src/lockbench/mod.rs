@@ -245,6 +245,8 @@ pub(crate) struct Family {
     pub metrics: BTreeMap<String, Metric>,
     /// Mounts left behind in the family's namespace (must be 0).
     pub leaked_mounts: u64,
+    /// storm: what each pre-populated table cost to make and take down.
+    pub tables: Vec<protocol::TableCost>,
 }
 
 /// Why a family stopped early, in the outcome vocabulary.
@@ -417,6 +419,7 @@ pub(crate) fn run_with(
     let mut metrics = BTreeMap::new();
     let mut error: Option<BenchError> = None;
     let mut leaked = 0;
+    let mut tables = Vec::new();
 
     let seq = WORK_SEQ.fetch_add(1, Ordering::Relaxed);
     let work = scratch.join(format!("lockbench-{}-{seq}", std::process::id()));
@@ -472,6 +475,7 @@ pub(crate) fn run_with(
                 notes.extend(f.notes);
                 metrics.extend(f.metrics);
                 leaked += f.leaked_mounts;
+                tables.extend(f.tables);
             }
             Ok(Err(e)) => error = Some(e),
             Err(_) => {
@@ -541,6 +545,7 @@ pub(crate) fn run_with(
         metrics,
         detail: Some(CellDetail::Lockbench(LockbenchResult {
             bench: scenario.bench,
+            tables,
             topology,
             smt_before,
             smt_after,

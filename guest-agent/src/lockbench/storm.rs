@@ -136,6 +136,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
                         return Err(BenchError::Run(o, out));
                     }
                 };
+                fam.tables.extend(detail.table);
                 fam.points.extend(storm_points(
                     &bystanders,
                     detail,

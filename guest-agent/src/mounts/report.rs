@@ -312,6 +312,7 @@ impl Report<'_> {
             detail: Some(CellDetail::Mounts(MountsResult {
                 scenario: s.clone(),
                 layers_fs: self.layers_fs,
+                table: None,
                 mount_ops: MountOps {
                     attachments: c.attachments,
                     detachments: c.detachments,

@@ -148,6 +148,8 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
         stream,
         end,
         accel: Accel::Metal,
+        started: start,
+        sizing: None,
         logs,
         timings_ms: timings,
         kernel_source: None,

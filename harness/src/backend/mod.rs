@@ -103,6 +103,10 @@ pub struct BootOutput {
     pub stream: ResultStream,
     pub end: BootEnd,
     pub accel: Accel,
+    /// When the boot started: `timings_ms` and the stream's instants are measured from here.
+    pub started: Instant,
+    /// How `run` sized the plan's benchmarks for the accelerator (`None`: it ran none).
+    pub sizing: Option<crate::results::Sizing>,
     /// Logs kept, relative to the run directory.
     pub logs: Vec<PathBuf>,
     /// Phase timings in ms since the boot started (see `results::BootRecord::timings_ms`).
@@ -132,6 +136,8 @@ impl BootOutput {
             stream: ResultStream::new(plan),
             end: BootEnd::infra(cause, message),
             accel,
+            started: Instant::now(),
+            sizing: None,
             logs,
             timings_ms: BTreeMap::new(),
             kernel_source: None,

@@ -60,8 +60,13 @@ pub struct ResultStream {
     pub hello_at: Option<Instant>,
     pub topology: Option<ObservedTopology>,
     pub capabilities: Option<Capabilities>,
+    /// When the capabilities arrived: the probes' end, the first item's start.
+    pub capabilities_at: Option<Instant>,
     /// One slot per plan item.
     results: Vec<Option<CellResult>>,
+    /// When each item's result arrived, by item index (the harness's own clock: the agent runs
+    /// items one after another, so an item starts when the event before it arrived).
+    result_at: Vec<Option<Instant>>,
     pub logs: Vec<(LogLevel, String)>,
     pub logs_total: u64,
     pub violations: Vec<Violation>,
@@ -79,7 +84,9 @@ impl ResultStream {
             hello_at: None,
             topology: None,
             capabilities: None,
+            capabilities_at: None,
             results: vec![None; plan.items.len()],
+            result_at: vec![None; plan.items.len()],
             logs: Vec::new(),
             logs_total: 0,
             violations: Vec::new(),
@@ -133,6 +140,7 @@ impl ResultStream {
                     return self.violation(ViolationKind::OutOfOrder, line);
                 }
                 self.capabilities = Some(c);
+                self.capabilities_at = Some(Instant::now());
             }
             AgentEvent::CellResult(r) => {
                 let slot = usize::try_from(r.item)
@@ -148,6 +156,7 @@ impl ResultStream {
                     return self.violation(ViolationKind::Duplicate, line);
                 }
                 self.results[i] = Some(r);
+                self.result_at[i] = Some(Instant::now());
             }
             AgentEvent::Log { level, message } => {
                 self.logs_total += 1;
@@ -194,6 +203,11 @@ impl ResultStream {
     /// The valid result of each item, by item index.
     pub fn results(&self) -> &[Option<CellResult>] {
         &self.results
+    }
+
+    /// When each item's result arrived, by item index (`None`: never, or made by the harness).
+    pub fn result_times(&self) -> &[Option<Instant>] {
+        &self.result_at
     }
 
     /// Fill every item without a result with one the harness makes (an SSH host that cannot

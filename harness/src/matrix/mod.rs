@@ -36,6 +36,9 @@ pub struct Matrix {
     /// The matrix file's directory (absolute): its relative paths start here.
     pub dir: PathBuf,
     pub repeats: u32,
+    /// `[run] tcg_benchmarks`: what single-threaded TCG guests' benchmarks run
+    /// (`results::Sizing::decide`).
+    pub tcg_benchmarks: crate::results::TcgBenchmarks,
     /// Kernel recipe names (files `kernels/<name>.toml`).
     pub kernels: Vec<String>,
     pub topologies: Vec<Topology>,

@@ -19,6 +19,7 @@ use toml::Spanned;
 use super::hosts::{resolve_host, RawHost};
 use super::{Expectations, Host, Matrix, MatrixError, NumaSpec, Topology};
 use crate::results::Expectation;
+use crate::results::TcgBenchmarks;
 use crate::runtimes::RuntimeRecipe;
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +64,8 @@ struct RawRun {
     repeats: Option<Spanned<u32>>,
     /// Guest memory when a topology does not say (default 1024).
     memory_mib: Option<Spanned<u64>>,
+    /// What a single-threaded TCG guest's benchmarks run: `sized` (default) or `full`.
+    tcg_benchmarks: Option<Spanned<String>>,
 }
 
 fn one() -> u32 {
@@ -203,6 +206,23 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
             .check(memory.map_or_else(default_memory, |m| *m.get_ref()))
             .map_err(|e| at.at(memory.map(Spanned::span), format!("run: {e}")))?;
         (r, m)
+    };
+    let tcg_benchmarks = match raw.run.tcg_benchmarks.as_ref() {
+        None => TcgBenchmarks::default(),
+        Some(v) => match v.get_ref().as_str() {
+            "sized" => TcgBenchmarks::Sized,
+            "full" => TcgBenchmarks::Full,
+            other => {
+                return Err(at.at(
+                    Some(v.span()),
+                    format!(
+                        "run: tcg_benchmarks = \"{other}\": expected \"sized\" (the default: \
+                         what means something under single-threaded TCG, and a smoke of the \
+                         rest) or \"full\" (the full sweeps)"
+                    ),
+                ))
+            }
+        },
     };
 
     let mut kernels: Vec<String> = Vec::new();
@@ -382,6 +402,7 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
         expectations: Expectations(expectations),
         path: path.to_path_buf(),
         repeats,
+        tcg_benchmarks,
         kernels,
         topologies,
         filesystems,

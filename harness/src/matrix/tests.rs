@@ -88,6 +88,25 @@ fn errors_name_file_line_and_key() {
 }
 
 #[test]
+fn tcg_benchmarks_is_sized_unless_the_matrix_says_full() {
+    let base = "[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n";
+    let m = parse(base).unwrap();
+    assert_eq!(m.tcg_benchmarks, crate::results::TcgBenchmarks::Sized);
+    let m = parse(&format!("{base}[run]\ntcg_benchmarks = \"full\"\n")).unwrap();
+    assert_eq!(m.tcg_benchmarks, crate::results::TcgBenchmarks::Full);
+    let e = parse(&format!(
+        "{base}[run]\nrepeats = 1\ntcg_benchmarks = \"fast\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        (e.line, e.file.as_path()),
+        (6, Path::new("matrix.toml")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("tcg_benchmarks = \"fast\""), "{e}");
+}
+
+#[test]
 fn numa_must_cover_every_cpu_and_all_memory() {
     let base = "[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\n[[topologies]]\nsockets = 2\nmemory_mib = 1024\n";
     let e = parse(&format!(

@@ -231,6 +231,7 @@ mod tests {
         let detail = CellDetail::Mounts(MountsResult {
             scenario: sc.clone(),
             layers_fs: "ext4".into(),
+            table: None,
             mount_ops: ops,
             latency_us: Vec::new(),
             latency: None,

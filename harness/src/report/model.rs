@@ -48,12 +48,37 @@ pub struct RunHeader {
     pub not_ok: usize,
     /// Accelerators the cells ran under, e.g. `tcg` or `kvm, tcg`.
     pub accels: String,
+    /// How the boots' benchmarks were sized, and why: one line per distinct sizing.
+    pub sizings: Vec<SizingLine>,
     pub verdict: String,
     /// The runtimes the run's `runtime:NAME` columns started: their identity.
     pub runtimes: Vec<RuntimeLine>,
     /// Kernels and runtimes that are not what the lock files pin: Debian's archive no longer
     /// carried the pinned packages and others ran. Empty in a frozen (`--locked`, CI) run.
     pub substituted: Vec<SubstitutionLine>,
+}
+
+/// One way the run's boots were sized (`sized for TCG: …`, `full: …`) and how many were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SizingLine {
+    pub text: &'static str,
+    pub sized: bool,
+    pub boots: usize,
+}
+
+/// The run's sizings, sized first (what a reader must not take for a full sweep).
+fn sizing_lines(run: &RunRecord) -> Vec<SizingLine> {
+    let mut by: std::collections::BTreeMap<crate::results::Sizing, usize> = Default::default();
+    for s in run.boots.iter().filter_map(|b| b.sizing) {
+        *by.entry(s).or_default() += 1;
+    }
+    by.into_iter()
+        .map(|(s, boots)| SizingLine {
+            text: s.describe(),
+            sized: s.is_sized(),
+            boots,
+        })
+        .collect()
 }
 
 /// A lock entry the archive no longer carried, and what ran in its place.
@@ -253,6 +278,7 @@ pub fn build(run: &RunRecord) -> ReportModel {
             boots: run.boots.len(),
             not_ok,
             accels: accels.into_iter().collect::<Vec<_>>().join(", "),
+            sizings: sizing_lines(run),
             runtimes: runtime_lines(run),
             substituted: substitution_lines(run),
             verdict: if run.cells.is_empty() {

@@ -67,6 +67,9 @@ pub struct BootRow {
     pub release: String,
     pub agent_ready_ms: String,
     pub plan_done_ms: String,
+    /// `sized` or `full` (empty: not recorded), and why.
+    pub sizing: &'static str,
+    pub sizing_why: &'static str,
     /// The logs mmx wrote for this boot, linked by a path mmx made ([`RunDir::known_log`]).
     pub logs: Vec<LogLink>,
     pub cells: usize,
@@ -259,6 +262,10 @@ pub(super) fn boots(run: &RunRecord) -> Vec<BootRow> {
                 release: b.kernel_release.clone().unwrap_or_default(),
                 agent_ready_ms: ms(b, "agent-ready"),
                 plan_done_ms: ms(b, "plan-done"),
+                sizing: b
+                    .sizing
+                    .map_or("", |s| if s.is_sized() { "sized" } else { "full" }),
+                sizing_why: b.sizing.map_or("", |s| s.describe()),
                 // A path in run.json that is not one of this boot's logs is not linked.
                 logs: b
                     .logs

@@ -41,6 +41,7 @@ pub fn cell(
             observed_topology: None,
             topology_mismatch: None,
             runtime: None,
+            sizing: None,
         },
         attempts: 1,
         repeats: 1,

@@ -288,6 +288,112 @@ pub struct BootRecord {
     /// Splats past that bound, counted only.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub kernel_warnings_dropped: u64,
+    /// Where the boot's time went: agent-ready, the probes, each plan item's start and end.
+    /// Absent in a run.json written before mmx kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<BootTimeline>,
+    /// How its benchmarks were sized for its accelerator, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<super::Sizing>,
+}
+
+/// A boot's time on the harness's clock: offsets in milliseconds from the boot's start
+/// (monotonic, the same start as `timings_ms`), and the wall-clock time it started. The agent
+/// runs items one after another, so an item starts when the event before it arrived (the
+/// capabilities, or the previous item's result) and ends when its own result arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootTimeline {
+    /// When the boot started, RFC 3339 with milliseconds (UTC).
+    pub started_at: String,
+    /// The agent's hello arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ready_ms: Option<f64>,
+    /// The probes' answer (capabilities) arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes_done_ms: Option<f64>,
+    /// Items in plan order: those answered, and the one running when the boot ended.
+    pub items: Vec<ItemSpan>,
+    /// The boot ended: the guest or the agent reaped, the visit over.
+    pub end_ms: f64,
+}
+
+/// One plan item's span in its boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemSpan {
+    /// The plan item (`protocol::PlanItem::item`).
+    pub item: u32,
+    pub cell: CellKey,
+    pub kind: TimeKind,
+    pub start_ms: f64,
+    pub end_ms: f64,
+    /// False for the item that was running when the boot ended (a panic, a timeout): its end
+    /// is the boot's.
+    #[serde(default = "yes", skip_serializing_if = "std::clone::Clone::clone")]
+    pub answered: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a boot's time is spent on: the categories of the time breakdown (`mmx time`, the
+/// last line of `mmx run`). One table: every category, its label, and which scenario is which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeKind {
+    /// From the boot's start (initramfs, disk, QEMU, the kernel) until the agent's hello.
+    BootToReady,
+    /// The agent's feature probes.
+    Probes,
+    /// Mounts cells: the strategies and runtimes building rootfses.
+    Mounts,
+    /// The lock benchmarks, one category each.
+    UserSpin,
+    MountLock,
+    Mountinfo,
+    Storm,
+    /// Whatever no event accounts for: powering off, the results after the last item.
+    Rest,
+}
+
+impl TimeKind {
+    pub const ALL: [TimeKind; 8] = [
+        TimeKind::BootToReady,
+        TimeKind::Probes,
+        TimeKind::Mounts,
+        TimeKind::UserSpin,
+        TimeKind::MountLock,
+        TimeKind::Mountinfo,
+        TimeKind::Storm,
+        TimeKind::Rest,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TimeKind::BootToReady => "boot to agent-ready",
+            TimeKind::Probes => "probes",
+            TimeKind::Mounts => "mounts",
+            TimeKind::UserSpin => "lockbench user-spin",
+            TimeKind::MountLock => "lockbench mount-lock",
+            TimeKind::Mountinfo => "lockbench mountinfo",
+            TimeKind::Storm => "storm",
+            TimeKind::Rest => "shutdown and gaps",
+        }
+    }
+
+    /// The category of a plan item's scenario.
+    pub fn of(scenario: &protocol::Scenario) -> TimeKind {
+        use protocol::lockbench::Bench;
+        match scenario {
+            protocol::Scenario::Mounts(_) => TimeKind::Mounts,
+            protocol::Scenario::Lockbench(l) => match l.bench {
+                Bench::UserSpin => TimeKind::UserSpin,
+                Bench::MountLock => TimeKind::MountLock,
+                Bench::Mountinfo => TimeKind::Mountinfo,
+                Bench::Storm => TimeKind::Storm,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +412,18 @@ mod tests {
         let (o, e) = BootEnd::infra(InfraCause::Spawn, "qemu exited").outcome_for_unreported();
         assert_eq!(o, Outcome::InfraError);
         assert_eq!(e.step, "infra: spawn");
+    }
+
+    #[test]
+    fn every_time_kind_has_its_own_label() {
+        let labels: std::collections::BTreeSet<_> =
+            TimeKind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels.len(), TimeKind::ALL.len());
+        let storm = protocol::Scenario::Lockbench(protocol::lockbench::LockbenchScenario {
+            bench: protocol::lockbench::Bench::Storm,
+            ..Default::default()
+        });
+        assert_eq!(TimeKind::of(&storm), TimeKind::Storm);
     }
 
     #[test]

@@ -15,10 +15,11 @@ pub mod cell;
 pub mod kernel_warning;
 pub mod provenance;
 pub mod run;
+pub mod sizing;
 
 pub use boot::{
-    BootEnd, BootRecord, ChannelStats, Deadline, InfraCause, Violation, ViolationKind,
-    SUMMARY_CHARS,
+    BootEnd, BootRecord, BootTimeline, ChannelStats, Deadline, InfraCause, ItemSpan, TimeKind,
+    Violation, ViolationKind, SUMMARY_CHARS,
 };
 pub use cell::{Caveats, CellRecord, Expectation, ExpectationCheck, UnsupportedPoints, SERIALIZED};
 pub use kernel_warning::{CellFailure, KernelWarning};
@@ -29,5 +30,6 @@ pub use provenance::{
 pub use run::{
     run_json_path, HostInfo, RunRecord, RuntimeBuild, RuntimeRecord, RUN_SCHEMA_VERSION,
 };
+pub use sizing::{BenchSize, Sizing, SizingReason, TcgBenchmarks};
 
 pub use crate::rundir::RunDir;

@@ -165,6 +165,10 @@ pub struct Provenance {
     /// A runtime's cell: which runtime, built from what, and what it said it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<CellRuntime>,
+    /// How the boot's benchmarks were sized for its accelerator, and why (absent in a run.json
+    /// written before mmx sized them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<super::Sizing>,
 }
 
 /// What a lock file pinned and what ran instead, because Debian's archive no longer carried the

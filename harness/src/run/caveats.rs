@@ -228,6 +228,7 @@ mod tests {
             .collect(),
             detail: Some(CellDetail::Lockbench(LockbenchResult {
                 bench: Bench::UserSpin,
+                tables: Vec::new(),
                 topology: ObservedTopology::default(),
                 smt_before: SmtState::NotSupported,
                 smt_after: SmtState::NotSupported,
@@ -245,6 +246,7 @@ mod tests {
                 observed_topology: None,
                 topology_mismatch: Some("1 threads/core, asked for 2".into()),
                 runtime: None,
+                sizing: None,
             },
             attempts: 1,
             repeats: 1,

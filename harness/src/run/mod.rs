@@ -15,6 +15,8 @@ mod cores;
 pub mod events;
 pub mod labels;
 mod runner;
+pub mod sizing;
+mod timeline;
 
 pub use caveats::topology_mismatch;
 pub use events::{Bus, Event, RunJson, Subscriber};
@@ -27,7 +29,7 @@ use crate::matrix::{filter_matches, Cell, Expectations, Matrix, Target};
 use crate::proc::Cancel;
 use crate::results::{
     BackendKind, BootEnd, BootRecord, CellFailure, CellRecord, ExpectationCheck, HostInfo,
-    InfraCause, KernelWarning, Provenance, RunDir, RunRecord, RUN_SCHEMA_VERSION,
+    InfraCause, KernelWarning, Provenance, RunDir, RunRecord, TimeKind, RUN_SCHEMA_VERSION,
 };
 use crate::runtimes::ready::RunRuntimes;
 
@@ -97,6 +99,8 @@ pub struct RunOptions {
     /// A cell during whose items the kernel printed a splat fails
     /// (`--fail-on-kernel-warning`).
     pub fail_on_kernel_warning: bool,
+    /// `--full-bench`: single-threaded TCG guests run the full benchmark sweeps too.
+    pub full_bench: bool,
 }
 
 /// One boot: the cells it runs and where.
@@ -410,6 +414,7 @@ pub fn fold_boot(
                 observed_topology: observed.clone(),
                 topology_mismatch: mismatch.clone(),
                 runtime,
+                sizing: out.sizing,
             },
             boot: boot_key.clone(),
             attempts,
@@ -428,6 +433,12 @@ pub fn fold_boot(
         record.expected = expectation_check(&record, with.expectations);
         cells.push(record);
     }
+    let timeline = timeline::observe(out, end.is_completed(), |item| {
+        let (cell, _repeat) = boot.item_cell(item);
+        let plan_cell = boot.cells.get(cell)?;
+        let record = cells.get(cell)?;
+        Some((record.key.clone(), TimeKind::of(&plan_cell.scenario)))
+    });
     let record = BootRecord {
         key: boot_key,
         backend,
@@ -445,6 +456,8 @@ pub fn fold_boot(
         channels: out.channels.clone(),
         kernel_warnings: out.kernel_warnings.clone(),
         kernel_warnings_dropped: out.kernel_warnings_dropped,
+        timeline: Some(timeline),
+        sizing: out.sizing,
     };
     (record, cells)
 }
@@ -633,6 +646,7 @@ pub fn execute(
     // still take a core per vCPU of that budget.
     runner.cores = cores::Cores::new(runner.cores.total().max(opts.jobs));
     runner.fail_on_kernel_warning = opts.fail_on_kernel_warning;
+    runner.full_bench = opts.full_bench;
     let run_dir = RunDir::create(&opts.out_dir, &run_id)?;
     let host = runner.host.clone();
     let total = boots.len();

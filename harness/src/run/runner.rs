@@ -21,7 +21,9 @@ use crate::kernels::relock::complete;
 use crate::kernels::{EnsureOptions, KernelError, LockFile, Recipe, ResolvedKernel};
 use crate::matrix::{Cell, Expectations, Matrix, Target};
 use crate::proc::Cancel;
-use crate::results::{Accel, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir};
+use crate::results::{
+    Accel, BootEnd, BootRecord, CellRecord, HostInfo, InfraCause, RunDir, Sizing, TcgBenchmarks,
+};
 use crate::runtimes::ready::RunRuntimes;
 
 /// From the agent's start to its hello on this machine (it execs at once).
@@ -157,6 +159,10 @@ pub struct Runner {
     pub sink: SharedSink,
     /// A kernel splat during a cell's items fails the cell (`--fail-on-kernel-warning`).
     pub fail_on_kernel_warning: bool,
+    /// `[run] tcg_benchmarks` and `--full-bench`: what [`Sizing::decide`] weighs beside a
+    /// boot's accelerator.
+    pub tcg_benchmarks: TcgBenchmarks,
+    pub full_bench: bool,
 }
 
 impl Runner {
@@ -226,6 +232,8 @@ impl Runner {
             cores: super::cores::Cores::of_this_machine(),
             sink,
             fail_on_kernel_warning: false,
+            tcg_benchmarks: matrix.tcg_benchmarks,
+            full_bench: false,
         })
     }
 
@@ -406,10 +414,16 @@ impl Runner {
                         vec![],
                     );
                 }
-                crate::backend::local::run_boot(&self.agent, &req)
+                let mut out = crate::backend::local::run_boot(&self.agent, &req);
+                out.sizing = Some(Sizing::decide(
+                    out.accel,
+                    self.tcg_benchmarks,
+                    self.full_bench,
+                ));
+                out
             }
             Target::Qemu { kernel, topology } => {
-                let req = request(Path::new(crate::backend::qemu::SCRATCH_DIR), BOOT_ALLOWANCE);
+                let mut req = request(Path::new(crate::backend::qemu::SCRATCH_DIR), BOOT_ALLOWANCE);
                 let Some((qemu, kernels)) = &self.qemu else {
                     return BootOutput::infra(
                         &req.plan,
@@ -454,8 +468,12 @@ impl Runner {
                         vec![],
                     );
                 };
+                // Sized once, here, where the guest's accelerator is known.
+                let sizing = Sizing::decide(accel, self.tcg_benchmarks, self.full_bench);
+                super::sizing::apply(&mut req.plan, sizing);
                 let mut out = qemu.boot(&req, &resolved, topology, fs);
                 out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
+                out.sizing = Some(sizing);
                 out
             }
             Target::Ssh { host, smt } => {
@@ -466,10 +484,16 @@ impl Runner {
                         .unwrap_or_else(|| PathBuf::from("scratch")),
                     SSH_START,
                 );
-                match session {
+                let mut out = match session {
                     Some(s) => s.run(&self.agent, *smt, &req),
                     None => crate::backend::ssh::run_host(&self.agent, host, *smt, &req),
-                }
+                };
+                out.sizing = Some(Sizing::decide(
+                    out.accel,
+                    self.tcg_benchmarks,
+                    self.full_bench,
+                ));
+                out
             }
         }
     }

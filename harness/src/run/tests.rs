@@ -106,6 +106,8 @@ fn output(plan: &Plan, lines: &[String], end: BootEnd) -> BootOutput {
         stream,
         end,
         accel: Accel::Tcg,
+        started: std::time::Instant::now(),
+        sizing: None,
         logs: vec![],
         timings_ms: BTreeMap::new(),
         kernel_source: None,

@@ -241,6 +241,8 @@ impl Qemu {
             stream: w.stream,
             end: w.end,
             accel,
+            started: start,
+            sizing: None,
             logs,
             timings_ms: timings,
             kernel_source: Some(kernel.provenance.describe()),

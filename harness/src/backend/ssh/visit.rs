@@ -127,6 +127,8 @@ pub fn run(
         stream,
         end,
         accel: Accel::Metal,
+        started: v.start,
+        sizing: None,
         logs,
         timings_ms: v.timings,
         kernel_source: Some(format!("metal host `{}`: its own kernel", host.name)),

@@ -440,6 +440,7 @@ mod tests {
             Scenario::Lockbench(sc),
             Some(CellDetail::Lockbench(LockbenchResult {
                 bench: Bench::Storm,
+                tables: Vec::new(),
                 topology: ObservedTopology::default(),
                 smt_before: SmtState::NotSupported,
                 smt_after: SmtState::NotSupported,
