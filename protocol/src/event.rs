@@ -161,6 +161,9 @@ pub struct MountsResult {
     /// For a runtime's cell: who it said it is (its hello), for the cell's provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::runtime::Hello>,
+    /// The scenario's watchers through the measured window, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watchers: Vec<crate::WatcherFigures>,
 }
 
 /// Mount-table operations of a run as the kernel reports them ([`MountOps::count_source`] says

@@ -447,6 +447,7 @@ fn execute(
         layers,
         layers_fs,
         prep_start,
+        returns: crate::watchers::Returns::default(),
     };
     let r = match &s.strategy {
         MountStrategy::Builtin(st) => run_builtin(*st, &prepared, window),
@@ -479,6 +480,9 @@ pub(crate) struct Prepared<'a> {
     pub(crate) layers: layers::Layers,
     pub(crate) layers_fs: String,
     pub(crate) prep_start: Instant,
+    /// When each merged overlay's mount returned, for the watchers' lag (recorded only when
+    /// the scenario has watchers).
+    pub(crate) returns: crate::watchers::Returns,
 }
 
 /// A built-in strategy's run: its plan, the workers, the kernel's count against the formula.
@@ -536,6 +540,7 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
             observer: &observer,
             source: counter.source(),
             hook,
+            returns: (!s.watchers.is_empty()).then_some(&p.returns),
         };
         (counter, ctx)
     };
@@ -544,6 +549,7 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         count: counter,
         wall,
         prep,
+        watchers,
     } = measure(p, window, batches, start, workers::run);
     let counted = counter.finish(&total.observed, root, root);
     let leaked = observer.count_below(root).unwrap_or(u64::MAX);
@@ -557,7 +563,9 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         counted,
         runtime: None,
     };
-    report.build(cell_id, total)
+    let mut r = report.build(cell_id, total);
+    crate::watchers::attach(&mut r, s.containers, watchers);
+    r
 }
 
 /// Mounts added to a run's namespace before its window (the storm's table-size axis): two small
@@ -615,6 +623,7 @@ pub(crate) fn sc(
         containers,
         concurrency,
         passes,
+        watchers: Vec::new(),
     }
 }
 

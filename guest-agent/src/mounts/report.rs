@@ -322,6 +322,8 @@ impl Report<'_> {
                 overhead_us,
                 checks: t.checks.to_protocol(),
                 runtime: self.runtime.and_then(|r| r.hello),
+                // `crate::watchers::attach` adds them to the built result.
+                watchers: Vec::new(),
             })),
         }
     }
