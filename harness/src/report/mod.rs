@@ -144,6 +144,7 @@ pub fn render_markdown(run: &RunRecord) -> anyhow::Result<String> {
         "report.md.j2",
         minijinja::context! {
             m => Value::from_serialize(&m),
+            watchers => Value::from_serialize(charts::watchers::rows(run)),
             perf_limit => MD_PERF_ROWS,
             note_limit => MD_FOOTNOTES,
             count_note_limit => MD_COUNT_NOTES,
