@@ -187,3 +187,88 @@ fn watchers_measure_every_strategy_and_storm_and_reach_the_reports() {
     assert!(html.contains("watcher CPU per container start"));
     assert!(html.contains("mount-table entries"));
 }
+
+/// A copy of the repository's kernel recipes beside a matrix in a fresh directory.
+fn guest_matrix(matrix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("mmx-watchers-")
+        .tempdir()
+        .expect("tempdir");
+    let kernels = dir.path().join("kernels");
+    std::fs::create_dir(&kernels).expect("kernels/");
+    let ours = harness::agent::workspace_root().join("kernels");
+    for e in std::fs::read_dir(&ours).expect("the repository's kernels/") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "toml" || x == "lock") {
+            std::fs::copy(&p, kernels.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+    std::fs::write(dir.path().join("matrix.toml"), matrix).expect("matrix");
+    dir
+}
+
+/// debian-6.12 in a TCG guest has no fanotify mount events (they came in 6.15): the fanotify
+/// watcher is `unsupported` with `fanotify_init`'s EINVAL, while the poll watcher still
+/// measures the same window and the cell passes.
+#[test]
+fn an_older_guest_kernel_reports_fanotify_unsupported_with_its_errno() {
+    if common::qemu_missing() {
+        return;
+    }
+    common::kernel("debian-6.12");
+    let dir = guest_matrix(
+        "kernels = [\"debian-6.12\"]\nfilesystems = [\"tmpfs\"]\n\
+         [[scenarios]]\nkind = \"mounts\"\nstrategies = [\"per-layer\"]\nlayers = [2]\n\
+         containers = [2]\nconcurrency = [1]\nwatchers = [\"poll-mountinfo\", \"fanotify\"]\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mmx"))
+        .args([
+            "run",
+            "--backend",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--run-id",
+            "old",
+        ])
+        .arg("--matrix")
+        .arg(dir.path().join("matrix.toml"))
+        .arg("--out")
+        .arg(dir.path().join("runs"))
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .output()
+        .expect("running mmx");
+    assert!(
+        out.status.success(),
+        "mmx run: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = RunRecord::read(&dir.path().join("runs/old/run.json")).expect("run.json");
+    assert_eq!(run.cells.len(), 1);
+    let c = &run.cells[0];
+    assert_eq!(c.outcome, Outcome::Pass, "{}: {:?}", c.key, c.evidence);
+    let Some(CellDetail::Mounts(d)) = &c.detail else {
+        panic!("{}: no mounts detail", c.key);
+    };
+    let [poll, fan] = d.watchers.as_slice() else {
+        panic!("{}: {:?}", c.key, d.watchers);
+    };
+    match &poll.outcome {
+        WatcherOutcome::Watched(s) => check_watched("debian-6.12", poll.watcher, s, 2 * 2),
+        o => panic!("poll-mountinfo on 6.12: {o:?}"),
+    }
+    match &fan.outcome {
+        WatcherOutcome::Unsupported { step, errno } => {
+            assert_eq!(*errno, libc::EINVAL, "{step}");
+            assert!(step.starts_with("fanotify_init(FAN_REPORT_MNT"), "{step}");
+        }
+        o => panic!("fanotify on 6.12: {o:?}"),
+    }
+    let md = std::fs::read_to_string(dir.path().join("runs/old/report.md")).expect("md");
+    assert!(
+        md.contains("` fanotify ` — ` unsupported: fanotify_init(FAN_REPORT_MNT"),
+        "{md}"
+    );
+    assert!(md.contains("EINVAL"), "{md}");
+}
