@@ -65,8 +65,12 @@ pub struct WatcherRow {
 pub fn rows(run: &RunRecord) -> Vec<WatcherRow> {
     let mut cells: Vec<&CellRecord> = run.cells.iter().collect();
     cells.sort_by(|a, b| a.key.cmp(&b.key));
+    rows_of(&cells)
+}
+
+fn rows_of(cells: &[&CellRecord]) -> Vec<WatcherRow> {
     let mut out = Vec::new();
-    for c in cells {
+    for &c in cells {
         let (kernel, topology) = c.key.target.row();
         let base = |strategy: MountStrategy, axis, x, containers, f: &WatcherFigures| {
             row(
@@ -329,4 +333,114 @@ fn accel_of_set<K: Ord>(m: &BTreeMap<K, BTreeSet<String>>, k: &K) -> String {
     m.get(k)
         .map(|s| s.iter().cloned().collect::<Vec<_>>().join("+"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::{MountOps, MountsResult, MountsScenario, Strategy};
+
+    use super::*;
+    use crate::report::testing::cell;
+    use crate::results::Accel;
+
+    fn watched(cpu_ns: u64, lag_ns: f64) -> WatcherOutcome {
+        WatcherOutcome::Watched(WatcherStats {
+            cpu_ns,
+            wakeups: 10,
+            bytes_read: 1000,
+            attached_seen: 20,
+            detached_seen: 20,
+            table_entries: Some(30),
+            lag_ns: Summary::of(&[lag_ns]),
+            lag_matched: 20,
+            seen_before_return: 0,
+            lag_unmatched: 0,
+        })
+    }
+
+    fn mounts(st: Strategy, layers: u32, cpu_ns: u64) -> CellRecord {
+        let sc = MountsScenario {
+            strategy: st.into(),
+            layers,
+            containers: 10,
+            concurrency: 2,
+            passes: 2,
+            watchers: vec![Watcher::PollMountinfo, Watcher::Fanotify],
+        };
+        let detail = CellDetail::Mounts(MountsResult {
+            scenario: sc.clone(),
+            layers_fs: "ext4".into(),
+            mount_ops: MountOps {
+                attachments: 0,
+                detachments: 0,
+                ops: 0,
+                expected_ops: None,
+                teardown_detachments: 0,
+                cross_check_method: "listmount".into(),
+                peak_extra_mounts: 0,
+                leaked: 0,
+                count_source: Default::default(),
+                mounts_allocated: None,
+                expected_allocated: None,
+                notes: Vec::new(),
+            },
+            latency_us: Vec::new(),
+            latency: None,
+            wall_us: 0,
+            syscall_us: 0,
+            overhead_us: 0,
+            checks: Vec::new(),
+            runtime: None,
+            watchers: vec![
+                WatcherFigures {
+                    watcher: Watcher::PollMountinfo,
+                    outcome: watched(cpu_ns, 2_000.0),
+                },
+                WatcherFigures {
+                    watcher: Watcher::Fanotify,
+                    outcome: WatcherOutcome::Unsupported {
+                        step: "fanotify_init(FAN_REPORT_MNT)".into(),
+                        errno: libc::EINVAL,
+                    },
+                },
+            ],
+        });
+        cell(
+            Scenario::Mounts(sc),
+            Some(detail),
+            Default::default(),
+            Accel::Tcg,
+        )
+    }
+
+    #[test]
+    fn rows_give_cpu_per_container_and_charts_draw_it_against_layers() {
+        let cells = [
+            mounts(Strategy::PerLayer, 10, 5_000_000),
+            mounts(Strategy::PerLayer, 50, 20_000_000),
+            mounts(Strategy::FsconfigFd, 10, 1_000_000),
+        ];
+        let refs: Vec<&CellRecord> = cells.iter().collect();
+        let rows = rows_of(&refs);
+        assert_eq!(rows.len(), 6);
+        let r = &rows[0];
+        assert_eq!(
+            (r.strategy.as_str(), r.x, r.axis),
+            ("per-layer", 10, Axis::Layers)
+        );
+        // 5 ms over 10 containers.
+        assert_eq!(r.cpu_us_per_container.as_deref(), Some("500.0"));
+        assert_eq!(r.lag_p50.as_deref(), Some("2.0"));
+        assert_eq!(r.matched.as_deref(), Some("20/20"));
+        let f = &rows[1];
+        assert_eq!(f.watcher, Watcher::Fanotify);
+        assert!(f.status.starts_with("unsupported: fanotify_init") && f.status.contains("EINVAL"));
+        assert_eq!(f.cpu_us_per_container, None);
+        let mut omitted = Vec::new();
+        let sections = charts(&refs, &rows, &mut omitted);
+        // Only the watched watcher is drawn: CPU and lag, one line per strategy.
+        assert_eq!(sections.len(), 1, "{sections:?}");
+        assert_eq!(sections[0].charts.len(), 2);
+        assert!(omitted.is_empty());
+    }
 }
