@@ -144,12 +144,10 @@ impl Running {
 
     /// Stop the watchers (the workers have ended) and measure each against `returns` (None:
     /// the strategy's mounts are not the agent's to time, a runtime's).
-    pub fn finish(self, returns: Option<&Returns>) -> Vec<WatcherFigures> {
-        if let Some(stop) = &self.stop {
-            let _ = sys::watch::signal_stop(stop.as_fd());
-        }
+    pub fn finish(mut self, returns: Option<&Returns>) -> Vec<WatcherFigures> {
+        self.signal_stop();
         let returned = returns.map(Returns::take);
-        self.watchers
+        std::mem::take(&mut self.watchers)
             .into_iter()
             .map(|(watcher, s)| {
                 let outcome = match s {
@@ -180,6 +178,22 @@ impl Running {
                 WatcherFigures { watcher, outcome }
             })
             .collect()
+    }
+}
+
+impl Running {
+    fn signal_stop(&self) {
+        if let Some(stop) = &self.stop {
+            let _ = sys::watch::signal_stop(stop.as_fd());
+        }
+    }
+}
+
+/// A window that ends without `finish` (a panic on the run thread) still stops its watchers,
+/// so no thread stays blocked in poll on the run's table.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.signal_stop();
     }
 }
 
