@@ -59,25 +59,27 @@ fn run_local(dir: &Path, scratch: &Path) -> RunRecord {
 /// A watched watcher's figures are sane for a window in which `overlays` merged overlays were
 /// mounted (and unmounted).
 fn check_watched(what: &str, w: Watcher, s: &WatcherStats, overlays: u64) {
+    // The table changed, so the watcher woke at least once (the last change is handled after
+    // the workers end) and read something.
     assert!(s.wakeups > 0 && s.bytes_read > 0, "{what} {w}: {s:?}");
-    assert!(
-        s.attached_seen > 0 && s.detached_seen > 0,
-        "{what} {w}: {s:?}"
-    );
-    let lag = s
-        .lag_ns
-        .unwrap_or_else(|| panic!("{what} {w}: no lag: {s:?}"));
-    assert!(lag.min >= 0.0 && lag.p50 <= lag.max, "{what} {w}: {lag:?}");
     assert_eq!(
         s.lag_matched + s.lag_unmatched,
         overlays,
         "{what} {w}: {s:?}"
     );
     assert!(s.seen_before_return <= s.lag_matched, "{what} {w}: {s:?}");
+    // A poll watcher starved of CPU may coalesce every change into reads that show none of the
+    // overlays (a storm at 2,000 entries saw 1 of 8): lag exists exactly for what it matched.
+    assert_eq!(s.lag_ns.is_some(), s.lag_matched > 0, "{what} {w}: {s:?}");
+    if let Some(lag) = s.lag_ns {
+        assert!(lag.min >= 0.0 && lag.p50 <= lag.max, "{what} {w}: {lag:?}");
+        assert!(s.attached_seen > 0, "{what} {w}: {s:?}");
+    }
     if w == Watcher::Fanotify {
-        // One event per operation, never merged: every overlay attached is seen.
+        // One event per operation, never merged: every overlay attached and detached is seen.
         assert_eq!(s.lag_matched, overlays, "{what} {w}: {s:?}");
         assert!(s.attached_seen >= overlays, "{what} {w}: {s:?}");
+        assert!(s.detached_seen >= overlays, "{what} {w}: {s:?}");
     } else {
         assert!(s.table_entries.is_some_and(|n| n > 0), "{what} {w}: {s:?}");
     }
