@@ -27,6 +27,7 @@ mod sys;
 mod testing;
 mod topology;
 mod trash;
+mod watchers;
 mod window;
 
 #[derive(Parser)]
@@ -101,6 +102,9 @@ struct MountsArgs {
     /// Passes per container: read-only views, then the rootfs (containerd does 2).
     #[arg(long, default_value_t = 2)]
     passes: u32,
+    /// Mount-table watchers beside the workers: poll-mountinfo, fanotify (repeatable).
+    #[arg(long = "watcher")]
+    watchers: Vec<protocol::Watcher>,
     /// Directory on the layers' filesystem; the run works in a subdirectory it removes.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     scratch: PathBuf,
@@ -199,6 +203,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 containers: a.containers,
                 concurrency: a.concurrency,
                 passes: a.passes,
+                watchers: a.watchers.clone(),
             };
             mounts::validate(&scenario).map_err(|m| anyhow::anyhow!("mounts: {m}"))?;
             let runtimes = cli_runtime(&a)?;

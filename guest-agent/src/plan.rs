@@ -413,6 +413,7 @@ mod tests {
                     containers: 1,
                     concurrency: 1,
                     passes: 2,
+                    watchers: Vec::new(),
                 }),
                 timeout_s: Some(5),
             }],

@@ -196,6 +196,7 @@ fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>, control: bool)
         containers: 10,
         concurrency: 2,
         passes: 2,
+        watchers: Vec::new(),
     });
     let mut all = Vec::new();
     for name in kernels {

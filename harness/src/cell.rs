@@ -307,6 +307,7 @@ mod tests {
             containers: 10,
             concurrency: 2,
             passes: 2,
+            watchers: Vec::new(),
         })
     }
 

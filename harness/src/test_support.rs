@@ -50,6 +50,7 @@ pub fn tiny_plan(cells: &[&str]) -> protocol::Plan {
                     containers: 1,
                     concurrency: 1,
                     passes: 1,
+                    watchers: Vec::new(),
                 }),
                 timeout_s: None,
             })

@@ -114,6 +114,7 @@ fn items() -> Vec<PlanItem> {
                 containers: 1,
                 concurrency: 1,
                 passes: 2,
+                watchers: Vec::new(),
             }),
             timeout_s: Some(120),
         },

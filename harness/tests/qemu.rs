@@ -95,6 +95,7 @@ fn tiny(cell_id: &str, strategy: Strategy) -> PlanItem {
             containers: 1,
             concurrency: 1,
             passes: 2,
+            watchers: Vec::new(),
         }),
         timeout_s: Some(60),
     }

@@ -71,6 +71,7 @@ fn mounts_item(id: &str, layers: u32, containers: u32) -> PlanItem {
             containers,
             concurrency: 1,
             passes: 2,
+            watchers: Vec::new(),
         }),
         timeout_s: Some(120),
     }

@@ -79,6 +79,7 @@ fn item(i: u32, id: &str) -> PlanItem {
             containers: 1,
             concurrency: 1,
             passes: 1,
+            watchers: Vec::new(),
         }),
         timeout_s: Some(60),
     }

@@ -192,6 +192,9 @@ pub struct MountsResult {
     /// The pre-populated table's cost, when the run had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<TableCost>,
+    /// The scenario's watchers through the measured window, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watchers: Vec<crate::WatcherFigures>,
 }
 
 /// Mount-table operations of a run as the kernel reports them ([`MountOps::count_source`] says

@@ -42,6 +42,7 @@ mod plan;
 pub mod runtime;
 mod stats;
 mod topology;
+pub mod watch;
 
 pub use caps::{Capabilities, Feature, ProbeResult, ProbeWarning};
 pub use event::{
@@ -58,6 +59,7 @@ pub use stats::{percentile, Summary};
 pub use topology::{
     topology_name, Hypervisor, NumaNode, ObservedTopology, SmtState, Virtualization, SMT_CONTROL,
 };
+pub use watch::{Watcher, WatcherFigures, WatcherOutcome, WatcherStats};
 
 /// Version of the plan and result schema. Bump on any incompatible change.
 /// 2: plan items and results carry an item index; errno names no longer travel.
@@ -162,6 +164,7 @@ mod tests {
             containers: 20,
             concurrency: 2,
             passes: 2,
+            watchers: Vec::new(),
         }
     }
 
@@ -341,6 +344,30 @@ mod tests {
                         ),
                         mounts: 3,
                     }),
+                    watchers: vec![
+                        WatcherFigures {
+                            watcher: Watcher::PollMountinfo,
+                            outcome: WatcherOutcome::Watched(WatcherStats {
+                                cpu_ns: 1_500_000,
+                                wakeups: 12,
+                                bytes_read: 48_000,
+                                attached_seen: 20,
+                                detached_seen: 20,
+                                table_entries: Some(31),
+                                lag_ns: Summary::of(&[1e4, 2e4]),
+                                lag_matched: 2,
+                                seen_before_return: 0,
+                                lag_unmatched: 18,
+                            }),
+                        },
+                        WatcherFigures {
+                            watcher: Watcher::Fanotify,
+                            outcome: WatcherOutcome::Unsupported {
+                                step: "fanotify_init(FAN_REPORT_MNT)".into(),
+                                errno: 22,
+                            },
+                        },
+                    ],
                 })),
             }),
             AgentEvent::Log {
@@ -461,9 +488,19 @@ mod tests {
             containers: 10,
             concurrency: 2,
             passes: 2,
+            watchers: Vec::new(),
         }
         .label();
         assert_eq!(label, "runtime:containerd-2.1-L10-C10-P2-J2");
+        // Watchers share the CPUs and locks: each one is in the id.
+        let watched = MountsScenario {
+            watchers: vec![Watcher::PollMountinfo, Watcher::Fanotify],
+            ..mounts(Strategy::PerLayer)
+        };
+        assert_eq!(
+            watched.label(),
+            "per-layer-L50-C20-P2-J2+poll-mountinfo+fanotify"
+        );
         // Built-ins sort before runtimes: report columns read the three, then the runtimes.
         assert!(MountStrategy::from(Strategy::FsconfigFd) < rt);
         for bad in [

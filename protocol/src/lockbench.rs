@@ -108,6 +108,9 @@ pub struct LockbenchScenario {
     /// Also run every point with SMT turned off through /sys/devices/system/cpu/smt/control
     /// (restored afterwards, always).
     pub toggle_smt: bool,
+    /// storm: mount-table watchers run beside every storm (`crate::watch`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watchers: Vec<crate::Watcher>,
 }
 
 impl Default for LockbenchScenario {
@@ -140,6 +143,7 @@ impl Default for LockbenchScenario {
             layers: 20,
             containers: 20,
             toggle_smt: false,
+            watchers: Vec::new(),
         }
     }
 }
@@ -234,6 +238,9 @@ pub struct LockPoint {
     /// `/proc/<run thread>/mountinfo` showed them (the x axis of read time against table size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_entries: Option<u64>,
+    /// `storm:<strategy>`: the storm's watchers through its window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watchers: Vec<crate::WatcherFigures>,
 }
 
 /// What a storm point measured: its `workload`, written by the agent and read by the reports with

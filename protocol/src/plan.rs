@@ -148,11 +148,14 @@ pub enum ScenarioKey {
 impl fmt::Display for ScenarioKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ScenarioKey::Mounts(m) => write!(
-                f,
-                "{}-L{}-C{}-P{}-J{}",
-                m.strategy, m.layers, m.containers, m.passes, m.concurrency
-            ),
+            ScenarioKey::Mounts(m) => {
+                write!(
+                    f,
+                    "{}-L{}-C{}-P{}-J{}",
+                    m.strategy, m.layers, m.containers, m.passes, m.concurrency
+                )?;
+                m.watchers.iter().try_for_each(|w| write!(f, "+{w}"))
+            }
             ScenarioKey::Lockbench { bench, name: None } => {
                 write!(f, "lockbench-{}", bench.as_str())
             }
@@ -177,6 +180,11 @@ pub struct MountsScenario {
     pub concurrency: u32,
     /// Passes per container (containerd does 2: a read-only look, then the rootfs).
     pub passes: u32,
+    /// Mount-table watchers run beside the workers through the measured window (`watch`).
+    /// They share the CPUs and the mount locks with the workers, so they are part of the
+    /// cell's identity: the cell id ends in `+<watcher>` for each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watchers: Vec<crate::Watcher>,
 }
 
 impl MountsScenario {

@@ -147,6 +147,7 @@ pub fn cli(args: Args) -> anyhow::Result<()> {
             layers: layers.unwrap_or(d.layers),
             containers: containers.unwrap_or(d.containers),
             toggle_smt,
+            watchers: Vec::new(),
         };
         let opts = Options {
             compare_c,
@@ -366,6 +367,7 @@ pub(crate) fn point(m: Measured<'_>) -> LockPoint {
         ops_per_sample: s.map(|_| m.ops_per_sample),
         prepopulated_mounts: None,
         table_entries: None,
+        watchers: Vec::new(),
     }
 }
 

@@ -80,6 +80,7 @@ pub(super) fn bench(ctx: &Ctx) -> Result<Family, BenchError> {
                     containers: sc.containers.max(n),
                     concurrency: n,
                     passes: PASSES,
+                    watchers: sc.watchers.clone(),
                 };
                 let id = format!("storm/{}", scenario.label());
                 let beside = Arc::new(Beside::default());
@@ -177,6 +178,8 @@ fn storm_points(
         q.prepopulated_mounts = Some(pre);
         q.table_entries = (by.entries > 0).then_some(by.entries);
     }
+    // The storm's watchers watched the same window: they belong to the storm's own point.
+    p.watchers = m.watchers.clone();
     [p, r]
 }
 

@@ -21,10 +21,11 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, DirBuilderExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::{Check, CountSource, MountsScenario, Strategy};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -306,6 +307,9 @@ pub struct RunCtx<'a> {
     pub source: CountSource,
     /// The test hooks (none outside tests).
     pub hook: TestHooks,
+    /// Where each merged overlay's return is recorded for the watchers' lag, when the
+    /// scenario has watchers.
+    pub returns: Option<&'a crate::watchers::Returns>,
 }
 
 /// What one container start produced.
@@ -327,6 +331,22 @@ pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, Cause> {
             SysError::new(|| "open(O_DIRECTORY)".into(), e).context(format!("{}", path.display())),
         )
     })
+}
+
+/// Record that the overlay on `<cdir>/m` returned now, named as each watcher sees it: its
+/// unique id (fanotify) and its table id with its mount point (mountinfo).
+fn returned(r: &crate::watchers::Returns, cdir: &Path) {
+    let at = Instant::now();
+    let unique = api::mount_id_unique(api::cwd(), MERGED_DIR, false)
+        .ok()
+        .flatten()
+        .map(crate::watchers::Key::Unique);
+    let point = cdir.join(MERGED_DIR.to_string_lossy().as_ref());
+    let table = crate::sys::watch::table_mount_id(api::cwd(), MERGED_DIR)
+        .ok()
+        .flatten()
+        .map(|id| crate::watchers::Key::Table(id, point.as_os_str().as_bytes().to_vec()));
+    r.record(at, unique.into_iter().chain(table));
 }
 
 /// Start container `idx`: every pass through the strategy, checked and torn down. The calling
@@ -368,6 +388,11 @@ pub fn run(
         let mut merged = Ok(None);
         latency += {
             let mut at_peak = || {
+                // The overlay's mount call has just returned (`at_peak`'s time is not the
+                // start path's).
+                if let Some(r) = ctx.returns {
+                    returned(r, &cdir_path);
+                }
                 let want = ctx.plan.peak_mounts();
                 match ctx.observer.count_below(&cdir_path) {
                     Ok(n) => {

@@ -107,6 +107,8 @@ pub(super) struct Measured<C, O> {
     pub(super) wall: Duration,
     /// From the start of the run's preparation to the window.
     pub(super) prep: Duration,
+    /// The scenario's watchers through the window (`crate::watchers`).
+    pub(super) watchers: Vec<protocol::WatcherFigures>,
 }
 
 /// Measure a run of `p`: `start` begins the kernel's count and builds what the workers share
@@ -129,6 +131,16 @@ pub(super) fn measure<C: Count, W: Sync, O: Output>(
     // The first containers' helpers are made before the clock starts, the rest while it runs.
     let made = helpers.make_first();
     let (mut count, shared) = start();
+    // The watchers set up and read the table once before the clock, as a daemon that was there
+    // before the containers.
+    let watching = match s.builtin() {
+        Some(_) => crate::watchers::start(&s.watchers),
+        None => crate::watchers::Running::not_here(
+            &s.watchers,
+            "a runtime's workers mount in mount namespaces of their own (one per worker), not \
+             the run's: a watcher of the run's table would see none of their mounts",
+        ),
+    };
     let prep = p.prep_start.elapsed();
 
     let wall_start = Instant::now();
@@ -152,6 +164,9 @@ pub(super) fn measure<C: Count, W: Sync, O: Output>(
         })
     };
     let wall = wall_start.elapsed();
+    // Before anything but the workers touches the table again; a runtime's mounts are not the
+    // agent's to time (no lag).
+    let watchers = watching.finish(s.builtin().map(|_| &p.returns));
     drop(window);
     // Helpers made ahead and never used, and those the workers dropped: none may outlive the run.
     drop(shared);
@@ -167,6 +182,7 @@ pub(super) fn measure<C: Count, W: Sync, O: Output>(
         count,
         wall,
         prep,
+        watchers,
     }
 }
 

@@ -479,6 +479,7 @@ fn execute(
         layers_fs,
         erofs,
         prep_start,
+        returns: crate::watchers::Returns::default(),
     };
     let r = match &s.strategy {
         MountStrategy::Builtin(st) => run_builtin(*st, &prepared, window),
@@ -518,6 +519,9 @@ pub(crate) struct Prepared<'a> {
     /// How the layers were mounted, when they are erofs images.
     pub(crate) erofs: Option<protocol::erofs::ErofsLayers>,
     pub(crate) prep_start: Instant,
+    /// When each merged overlay's mount returned, for the watchers' lag (recorded only when
+    /// the scenario has watchers).
+    pub(crate) returns: crate::watchers::Returns,
 }
 
 /// A built-in strategy's run: its plan, the workers, the kernel's count against the formula.
@@ -585,6 +589,7 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
             observer: &observer,
             source: counter.source(),
             hook,
+            returns: (!s.watchers.is_empty()).then_some(&p.returns),
         };
         (counter, ctx)
     };
@@ -593,6 +598,7 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         count: counter,
         wall,
         prep,
+        watchers,
     } = measure(p, window, batches, start, workers::run);
     let counted = counter.finish(&total.observed, root, root);
     let leaked = observer.count_below(root).unwrap_or(u64::MAX);
@@ -608,7 +614,9 @@ fn run_builtin(st: Strategy, p: &Prepared<'_>, window: WindowGuard) -> CellResul
         erofs: p.erofs.clone(),
         carried_submounts: submounts,
     };
-    report.build(cell_id, total)
+    let mut r = report.build(cell_id, total);
+    crate::watchers::attach(&mut r, s.containers, watchers);
+    r
 }
 
 /// Mounts added to a run's namespace before its window (the storm's table-size axis): two small
@@ -698,6 +706,7 @@ pub(crate) fn sc(
         containers,
         concurrency,
         passes,
+        watchers: Vec::new(),
     }
 }
 

@@ -335,6 +335,8 @@ impl Report<'_> {
                 checks: t.checks.to_protocol(),
                 runtime: self.runtime.and_then(|r| r.hello),
                 erofs: self.erofs,
+                // `crate::watchers::attach` adds them to the built result.
+                watchers: Vec::new(),
             })),
         }
     }

@@ -157,6 +157,7 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
         count: alloc,
         wall,
         prep,
+        watchers,
     } = measure(p, window, batches, start, worker);
     let RtOut {
         out,
@@ -183,7 +184,7 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
         incomplete,
         notes,
     };
-    Report {
+    let mut r = Report {
         s,
         layers_fs: p.layers_fs.clone(),
         method: "mountinfo",
@@ -199,7 +200,9 @@ pub(super) fn run(rt: &PlanRuntime, p: &Prepared<'_>, window: WindowGuard) -> Ce
         // A runtime has no formula to adjust.
         carried_submounts: false,
     }
-    .build(p.cell_id, out)
+    .build(p.cell_id, out);
+    crate::watchers::attach(&mut r, s.containers, watchers);
+    r
 }
 
 /// One worker: its namespace, its runtime, containers until none is left.

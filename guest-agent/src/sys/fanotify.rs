@@ -92,17 +92,26 @@ pub fn read_mount_events(
     buf: &mut [u8],
     out: &mut Vec<MountEvent>,
 ) -> SysResult<usize> {
+    read_mount_events_sized(fan, buf, out).map(|(events, _)| events)
+}
+
+/// [`read_mount_events`], with the bytes the read returned: (events, bytes).
+pub fn read_mount_events_sized(
+    fan: BorrowedFd<'_>,
+    buf: &mut [u8],
+    out: &mut Vec<MountEvent>,
+) -> SysResult<(usize, usize)> {
     let n = loop {
         match rustix::io::read(fan, &mut *buf) {
             Ok(n) => break n,
-            Err(rustix::io::Errno::AGAIN) => return Ok(0),
+            Err(rustix::io::Errno::AGAIN) => return Ok((0, 0)),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(SysError::new(|| "read(fanotify fd)".into(), e)),
         }
     };
     let before = out.len();
     parse_events(&buf[..n], out);
-    Ok(out.len() - before)
+    Ok((out.len() - before, n))
 }
 
 /// Walk the event records of one read. Each record starts with the metadata; its info records

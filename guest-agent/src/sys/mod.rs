@@ -8,7 +8,8 @@
 //! [`loopdev`] (read-only loop devices over image files), [`table`] (listmount/statmount), [`ns`] (mount
 //! namespaces), [`userns`] (user namespaces and their helper processes), [`fanotify`] (mount events), [`signal`] (SIGINT/SIGTERM flag),
 //! [`process`] (children that die with the thread that started them),
-//! [`cspin`] (the lock benchmark's C reference loop).
+//! [`cspin`] (the lock benchmark's C reference loop), [`watch`] (what a mount-table watcher polls
+//! and reads).
 
 use std::fmt;
 
@@ -24,6 +25,7 @@ pub mod process;
 pub mod signal;
 pub mod table;
 pub mod userns;
+pub mod watch;
 
 /// A failed system call. `call` is stable: the call with its meaningful constant inputs (flags,
 /// attribute and key names), never fd numbers, pids or paths with run-specific parts, so the

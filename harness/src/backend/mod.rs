@@ -179,6 +179,7 @@ mod tests {
                         containers: 1,
                         concurrency: 1,
                         passes: 2,
+                        watchers: Vec::new(),
                     }),
                     timeout_s: *t,
                 })

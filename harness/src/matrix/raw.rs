@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use protocol::limits::{self, LimitError};
 use protocol::lockbench::{Bench, LockKind, LockbenchScenario, Pinning};
 use protocol::{
-    Filesystem, MountStrategy, MountsScenario, Outcome, Scenario, ScenarioKey, Strategy,
+    Filesystem, MountStrategy, MountsScenario, Outcome, Scenario, ScenarioKey, Strategy, Watcher,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -114,6 +114,9 @@ enum RawScenario {
         passes: u32,
         /// Only on these of the matrix's `filesystems` (guests; hosts run on what they have).
         filesystems: Option<Vec<String>>,
+        /// Mount-table watchers beside every cell (`protocol::watch`).
+        #[serde(default)]
+        watchers: Vec<String>,
     },
     Lockbench {
         bench: Bench,
@@ -135,6 +138,9 @@ enum RawScenario {
         toggle_smt: bool,
         /// Only on these of the matrix's `filesystems` (guests; hosts run on what they have).
         filesystems: Option<Vec<String>>,
+        /// storm: mount-table watchers beside every storm (`protocol::watch`).
+        #[serde(default)]
+        watchers: Vec<String>,
     },
 }
 
@@ -145,6 +151,50 @@ impl RawScenario {
             | RawScenario::Lockbench { filesystems, .. } => filesystems.as_deref(),
         }
     }
+
+    fn watchers(&self) -> &[String] {
+        match self {
+            RawScenario::Mounts { watchers, .. } | RawScenario::Lockbench { watchers, .. } => {
+                watchers
+            }
+        }
+    }
+
+    /// The entry's kind as its error messages name it.
+    fn kind(&self) -> &'static str {
+        match self {
+            RawScenario::Mounts { .. } => "mounts",
+            RawScenario::Lockbench { .. } => "lockbench",
+        }
+    }
+}
+
+/// The scenario's watchers, typed: each known, none twice, and only where a mounts run's window
+/// is (mounts, and the storm's).
+fn resolve_watchers(s: &RawScenario) -> Result<Vec<Watcher>, (String, String)> {
+    let names = s.watchers();
+    if let RawScenario::Lockbench { bench, .. } = s {
+        if *bench != Bench::Storm {
+            if let Some(first) = names.first() {
+                return Err((
+                    first.clone(),
+                    format!(
+                        "only mounts scenarios and the storm bench run watchers (this is `{}`)",
+                        bench.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let w: Watcher = n.parse().map_err(|m| (n.clone(), m))?;
+        if out.contains(&w) {
+            return Err((n.clone(), format!("`{w}` listed twice")));
+        }
+        out.push(w);
+    }
+    Ok(out)
 }
 
 fn all_strategies() -> Vec<String> {
@@ -317,7 +367,20 @@ pub(super) fn resolve(path: &Path, text: &str) -> Result<Matrix, MatrixError> {
                 })?;
             }
         }
-        let expanded = resolve_scenario(s.get_ref())
+        let watchers = resolve_watchers(s.get_ref()).map_err(|(value, m)| {
+            let table = s.span();
+            let quoted = format!("\"{value}\"");
+            let at_value = text
+                .get(table.start..)
+                .and_then(|t| t.find("watchers").map(|w| (w, t)))
+                .and_then(|(w, t)| t[w..].find(&quoted).map(|i| w + i))
+                .map_or(table.clone(), |i| table.start + i..table.start + i + 1);
+            at.at(
+                Some(at_value),
+                format!("scenarios: {}: watchers: {m}", s.get_ref().kind()),
+            )
+        })?;
+        let expanded = resolve_scenario(s.get_ref(), &watchers)
             .map_err(|m| at.at(Some(s.span()), format!("scenarios: {m}")))?;
         let only_on = match s.get_ref().filesystems() {
             None => None,
@@ -619,7 +682,7 @@ fn sweep(limit: limits::Limit, values: &[u32]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
+fn resolve_scenario(s: &RawScenario, watchers: &[Watcher]) -> Result<Vec<Scenario>, String> {
     match s {
         RawScenario::Mounts {
             strategies,
@@ -628,6 +691,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
             concurrency,
             passes,
             filesystems: _,
+            watchers: _,
         } => {
             let strategies: Vec<MountStrategy> =
                 parse_list(strategies).map_err(|e| format!("mounts: {e}"))?;
@@ -652,6 +716,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
                                 containers: *c,
                                 concurrency: *j,
                                 passes: *passes,
+                                watchers: watchers.to_vec(),
                             };
                             m.validate().map_err(|e| format!("mounts: {e}"))?;
                             out.push(Scenario::Mounts(m));
@@ -677,6 +742,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
             containers,
             toggle_smt,
             filesystems: _,
+            watchers: _,
         } => {
             if let Some(n) = name {
                 if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -706,6 +772,7 @@ fn resolve_scenario(s: &RawScenario) -> Result<Vec<Scenario>, String> {
                 layers: layers.unwrap_or(d.layers),
                 containers: containers.unwrap_or(d.containers),
                 toggle_smt: *toggle_smt,
+                watchers: watchers.to_vec(),
                 ..d
             };
             scenario.validate().map_err(|e| format!("lockbench: {e}"))?;

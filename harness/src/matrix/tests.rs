@@ -664,3 +664,47 @@ fn a_runtime_no_table_declares_is_refused_at_its_line() {
         "{e}"
     );
 }
+
+#[test]
+fn watchers_are_typed_and_end_the_cell_id() {
+    let m = parse("kernels = [\"k\"]\n[[scenarios]]\nkind = \"mounts\"\nstrategies = [\"per-layer\"]\nlayers = [10]\nwatchers = [\"poll-mountinfo\", \"fanotify\"]\n[[scenarios]]\nkind = \"lockbench\"\nbench = \"storm\"\nwatchers = [\"fanotify\"]\n").unwrap();
+    let labels: Vec<String> = m.scenarios.iter().map(|s| s.label()).collect();
+    assert!(
+        labels.contains(&"per-layer-L10-C20-P2-J1+poll-mountinfo+fanotify".to_string()),
+        "{labels:?}"
+    );
+    let storm = m.scenarios.iter().find_map(|s| match s {
+        Scenario::Lockbench(l) => Some(l),
+        _ => None,
+    });
+    assert_eq!(
+        storm.map(|l| l.watchers.clone()),
+        Some(vec![protocol::Watcher::Fanotify])
+    );
+}
+
+#[test]
+fn a_bad_watcher_is_refused_at_its_line_naming_the_key() {
+    let e = parse("kernels = [\"k\"]\n[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\nwatchers = [\"fanotify\",\n  \"inotify\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("matrix.toml:6:"), "{e}");
+    assert!(
+        e.contains("mounts: watchers: unknown watcher `inotify`") && e.contains("poll-mountinfo"),
+        "{e}"
+    );
+    let e = parse("kernels = [\"k\"]\n[[scenarios]]\nkind = \"mounts\"\nlayers = [1]\nwatchers = [\"fanotify\", \"fanotify\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("matrix.toml:5:") && e.contains("listed twice"),
+        "{e}"
+    );
+    let e = parse("kernels = [\"k\"]\n[[scenarios]]\nkind = \"lockbench\"\nbench = \"user-spin\"\nwatchers = [\"fanotify\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("matrix.toml:5:") && e.contains("lockbench: watchers: only mounts"),
+        "{e}"
+    );
+}

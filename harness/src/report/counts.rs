@@ -211,6 +211,7 @@ mod tests {
             containers: 10,
             concurrency: 2,
             passes: 2,
+            watchers: Vec::new(),
         };
         // What a 6.12 agent reports when fsconfig-fd stops at its first layer: the open_tree
         // clones it made, no operations, against the whole run's expectations.
@@ -241,6 +242,7 @@ mod tests {
             checks: Vec::new(),
             runtime: None,
             erofs: None,
+            watchers: Vec::new(),
         });
         let mut c = crate::report::testing::cell(
             Scenario::Mounts(sc),

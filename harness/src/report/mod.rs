@@ -145,6 +145,7 @@ pub fn render_markdown(run: &RunRecord) -> anyhow::Result<String> {
         "report.md.j2",
         minijinja::context! {
             m => Value::from_serialize(&m),
+            watchers => Value::from_serialize(charts::watchers::rows(run)),
             perf_limit => MD_PERF_ROWS,
             note_limit => MD_FOOTNOTES,
             count_note_limit => MD_COUNT_NOTES,
@@ -312,6 +313,7 @@ mod tests {
             containers: 1,
             concurrency: 1,
             passes: 2,
+            watchers: Vec::new(),
         });
         let mut cell = testing::cell(scenario, None, Default::default(), Accel::Tcg);
         cell.provenance.kernel_substituted = Some(LockSubstitution {

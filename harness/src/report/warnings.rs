@@ -80,6 +80,7 @@ mod tests {
             containers: 1,
             concurrency: 1,
             passes: 2,
+            watchers: Vec::new(),
         });
         let mut cell = testing::cell(scenario, None, Default::default(), Accel::Tcg);
         cell.kernel_warnings = vec![KernelWarning {

@@ -191,6 +191,7 @@ mod tests {
             ops_per_sample: None,
             prepopulated_mounts: None,
             table_entries: None,
+            watchers: Vec::new(),
         }
     }
 

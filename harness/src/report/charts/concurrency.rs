@@ -225,6 +225,7 @@ mod tests {
             containers: 16,
             concurrency: j,
             passes: 2,
+            watchers: Vec::new(),
         };
         let metrics = [(
             "start_latency_us".to_string(),

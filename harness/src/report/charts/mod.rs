@@ -1,7 +1,8 @@
 //! Which charts report.html draws, from a run: start latency and mount-table operations against
 //! layer count (built-in strategies and runtimes alike, [`mounts`]), start latency against
 //! concurrency where a run swept it ([`concurrency`]), the storm's mount-table read time against
-//! table size ([`storm`]), and lockbench scalability ([`lock`]). Every chart names its accelerator. Counts are capped so that a 5,000-cell run
+//! table size ([`storm`]), lockbench scalability ([`lock`]), and what the mount-table watchers
+//! paid per container start ([`watchers`]). Every chart names its accelerator. Counts are capped so that a 5,000-cell run
 //! still gives a file a browser opens quickly; what was left out is said.
 
 use std::collections::BTreeSet;
@@ -16,6 +17,7 @@ mod concurrency;
 mod lock;
 mod mounts;
 pub mod storm;
+pub mod watchers;
 
 #[derive(Debug, Serialize)]
 pub struct ChartSection {
@@ -33,6 +35,10 @@ pub struct Charts {
     pub storm: Vec<ChartSection>,
     /// Lock-benchmark scalability (every bench but the storm).
     pub lockbench: Vec<ChartSection>,
+    /// Mount-table watchers: CPU per container start and lag against layers and table size.
+    pub watchers: Vec<ChartSection>,
+    /// The watchers' rows, for the table under their charts.
+    pub watcher_rows: Vec<watchers::WatcherRow>,
     /// What the caps left out, one sentence each.
     pub omitted: Vec<String>,
 }
@@ -141,12 +147,16 @@ pub fn build(run: &RunRecord) -> Charts {
     let ops = mounts::ops_charts(&cells, &mut omitted);
     let storm = storm::storm_charts(&cells, &mut omitted);
     let lockbench = lock::lock_charts(&cells, &mut omitted);
+    let watcher_rows = watchers::rows(run);
+    let watchers = watchers::charts(&cells, &watcher_rows, &mut omitted);
     Charts {
         latency,
         concurrency,
         ops,
         storm,
         lockbench,
+        watchers,
+        watcher_rows,
         omitted,
     }
 }

@@ -277,6 +277,7 @@ pub(super) fn ops_charts(cells: &[&CellRecord], omitted: &mut Vec<String>) -> Ve
                         containers: 1,
                         concurrency: 1,
                         passes: *passes,
+                        watchers: Vec::new(),
                     };
                     Some(DataPoint {
                         x: f64::from(l),

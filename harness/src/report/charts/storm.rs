@@ -406,6 +406,7 @@ mod tests {
             ops_per_sample: None,
             prepopulated_mounts: Some(pre),
             table_entries: Some(entries),
+            watchers: Vec::new(),
         }
     }
 
