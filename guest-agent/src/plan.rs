@@ -53,14 +53,17 @@ pub fn execute_reporting(plan: &Plan, out: &mut dyn Write) -> anyhow::Result<boo
             format!("topology: panicked: {}", mounts::panic_message(&*p)),
         ))?,
     }
+    // The probes' answers depend on the layers' filesystem (idmapped mounts came to each in
+    // its own release): once per scratch disk.
     if plan.probe {
-        let scratch = plan.scratch_dir.clone();
-        match std::panic::catch_unwind(move || crate::probes::probe_all(&scratch)) {
-            Ok(c) => emit(AgentEvent::Capabilities(c))?,
-            Err(p) => emit(log(
-                LogLevel::Error,
-                format!("probes: panicked: {}", mounts::panic_message(&*p)),
-            ))?,
+        for scratch in plan.probe_dirs() {
+            match std::panic::catch_unwind(move || crate::probes::probe_all(&scratch)) {
+                Ok(c) => emit(AgentEvent::Capabilities(c))?,
+                Err(p) => emit(log(
+                    LogLevel::Error,
+                    format!("probes: panicked: {}", mounts::panic_message(&*p)),
+                ))?,
+            }
         }
     }
     let mut all_ok = true;
@@ -171,7 +174,7 @@ fn run_item(
     let (tx, rx) = mpsc::channel();
     let (scenario, dir, id, c) = (
         item.scenario.clone(),
-        plan.scratch_dir.clone(),
+        plan.item_dir(item),
         item.cell_id.clone(),
         cancel.clone(),
     );
@@ -340,7 +343,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "t".into(),
             scratch_dir: std::env::temp_dir(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: false,
             items: vec![],
@@ -364,7 +367,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "b".into(),
             scratch_dir: std::env::temp_dir(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: false,
             items: vec![PlanItem {
@@ -378,6 +381,7 @@ mod tests {
                     passes: 2,
                 }),
                 timeout_s: Some(5),
+                filesystem: None,
             }],
             runtimes: vec![],
         };

@@ -147,6 +147,7 @@ mod tests {
                 violations: vec![],
                 violations_total: 0,
                 channels: Default::default(),
+                guest: None,
             }],
             runtimes: vec![],
         }

@@ -89,6 +89,7 @@ fn item(name: &str, scenario: LockbenchScenario) -> PlanItem {
         scenario: Scenario::Lockbench(scenario),
         // Scaled ×3 by the backend under TCG; each item needs seconds, not minutes.
         timeout_s: Some(120),
+        filesystem: None,
     }
 }
 
@@ -116,6 +117,7 @@ fn items() -> Vec<PlanItem> {
                 passes: 2,
             }),
             timeout_s: Some(120),
+            filesystem: None,
         },
         item(
             "user-spin",
@@ -186,7 +188,7 @@ fn boot() -> &'static Boot {
             boot_id: BOOT_ID.into(),
             // The backend sets these three.
             scratch_dir: "/".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: Vec::new(),
             probe: false,
             items: items(),

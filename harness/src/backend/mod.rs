@@ -149,7 +149,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "b".into(),
             scratch_dir: "/x".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: true,
             items: timeouts
@@ -166,6 +166,7 @@ mod tests {
                         passes: 2,
                     }),
                     timeout_s: *t,
+                    filesystem: None,
                 })
                 .collect(),
             runtimes: vec![],

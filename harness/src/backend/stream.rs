@@ -1,7 +1,8 @@
 //! The agent's result stream as the harness reads it: the results contract enforced on every
 //! line, with bounded memory whatever the agent sends.
 //!
-//! The contract (`protocol`): one `hello` first, at most one `topology` and one `capabilities`,
+//! The contract (`protocol`): one `hello` first, at most one `topology`, one `capabilities` per
+//! filesystem the plan's items name (one when they name none; each about another filesystem),
 //! exactly one result per plan item (matched by [`protocol::PlanItem::item`], with that item's
 //! cell id), then `done`. Anything else — a line that does not parse, a result for an item the
 //! plan does not have, a second result for an item, a second hello, anything after done — is a
@@ -16,10 +17,12 @@
 //! [`KEPT_VIOLATIONS`] violations with [`EXCERPT_CHARS`] of their line; the line length itself is
 //! bounded by the supervisor that feeds this.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use protocol::{
-    AgentEvent, Capabilities, CellResult, LogLevel, ObservedTopology, Plan, SCHEMA_VERSION,
+    AgentEvent, Capabilities, CellResult, Filesystem, LogLevel, ObservedTopology, Plan,
+    SCHEMA_VERSION,
 };
 
 use crate::results::{Violation, ViolationKind};
@@ -59,7 +62,10 @@ pub struct ResultStream {
     pub hello: Option<Hello>,
     pub hello_at: Option<Instant>,
     pub topology: Option<ObservedTopology>,
-    pub capabilities: Option<Capabilities>,
+    /// The probes' answers, one per filesystem probed, in the order they came.
+    pub capabilities: Vec<Capabilities>,
+    /// How many `capabilities` the plan asks for: one per filesystem its items name, at least one.
+    capabilities_max: usize,
     /// One slot per plan item.
     results: Vec<Option<CellResult>>,
     pub logs: Vec<(LogLevel, String)>,
@@ -73,12 +79,15 @@ impl ResultStream {
     /// A stream expecting the answers to `plan`. Item indices are checked to be the positions
     /// of the items in the plan (that is how `run` writes them).
     pub fn new(plan: &Plan) -> ResultStream {
+        let filesystems: BTreeSet<Filesystem> =
+            plan.items.iter().filter_map(|i| i.filesystem).collect();
         ResultStream {
             items: plan.items.iter().map(|i| i.cell_id.clone()).collect(),
             hello: None,
             hello_at: None,
             topology: None,
-            capabilities: None,
+            capabilities: Vec::new(),
+            capabilities_max: filesystems.len().max(1),
             results: vec![None; plan.items.len()],
             logs: Vec::new(),
             logs_total: 0,
@@ -129,10 +138,11 @@ impl ResultStream {
                 self.topology = Some(t);
             }
             AgentEvent::Capabilities(c) => {
-                if self.capabilities.is_some() {
+                let again = self.capabilities.iter().any(|o| o.probed_fs == c.probed_fs);
+                if again || self.capabilities.len() >= self.capabilities_max {
                     return self.violation(ViolationKind::OutOfOrder, line);
                 }
-                self.capabilities = Some(c);
+                self.capabilities.push(c);
             }
             AgentEvent::CellResult(r) => {
                 let slot = usize::try_from(r.item)
@@ -194,6 +204,47 @@ impl ResultStream {
     /// The valid result of each item, by item index.
     pub fn results(&self) -> &[Option<CellResult>] {
         &self.results
+    }
+
+    /// What this stream says about `plan`, a plan whose items are some of this stream's (the
+    /// boot of one filesystem among those a guest served, or its cells a guest reached): each
+    /// item's result is the one this stream has for the same cell and repeat (the n-th item
+    /// of a cell here answers its n-th item there), and the capabilities are those probed on
+    /// `fs` (all of them when None). Hello, topology, logs, violations and done are the
+    /// guest's, shared.
+    pub fn select(&self, plan: &Plan, fs: Option<Filesystem>) -> ResultStream {
+        let mut taken = vec![false; self.items.len()];
+        let mut results = Vec::with_capacity(plan.items.len());
+        for item in &plan.items {
+            let here = (0..self.items.len()).find(|&i| !taken[i] && self.items[i] == item.cell_id);
+            results.push(here.and_then(|i| {
+                taken[i] = true;
+                self.results[i].clone().map(|r| CellResult {
+                    item: item.item,
+                    ..r
+                })
+            }));
+        }
+        let capabilities = self
+            .capabilities
+            .iter()
+            .filter(|c| fs.is_none_or(|fs| c.probed_fs == fs.as_str()))
+            .cloned()
+            .collect();
+        ResultStream {
+            items: plan.items.iter().map(|i| i.cell_id.clone()).collect(),
+            hello: self.hello.clone(),
+            hello_at: self.hello_at,
+            topology: self.topology.clone(),
+            capabilities,
+            capabilities_max: self.capabilities_max,
+            results,
+            logs: self.logs.clone(),
+            logs_total: self.logs_total,
+            violations: self.violations.clone(),
+            violations_total: self.violations_total,
+            done_at: self.done_at,
+        }
     }
 
     /// Fill every item without a result with one the harness makes (an SSH host that cannot

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use protocol::{Capabilities, Evidence, ObservedTopology, Outcome};
+use protocol::{Capabilities, Evidence, Filesystem, ObservedTopology, Outcome};
 use serde::{Deserialize, Serialize};
 
 use super::{Accel, BackendKind};
@@ -281,6 +281,25 @@ pub struct BootRecord {
     /// Per channel (`results`, `console`, `stderr`): bytes, lines and what the bounds did.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub channels: BTreeMap<String, ChannelStats>,
+    /// The guest that ran this boot's cells, when one guest served the boots of several
+    /// filesystems of its kernel and topology (its logs, timings and channels are that
+    /// guest's). None: a guest, visit or local run of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestRun>,
+}
+
+/// One guest that served the boots of several filesystems: one scratch disk each, attached at
+/// once. run.json counts guests by their `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRun {
+    /// What its logs are named after (`debian-6.12_1s2c1t`; `debian-6.12_1s2c1t+rerun`).
+    pub id: String,
+    /// The filesystems it served, its disks in this order.
+    pub filesystems: Vec<Filesystem>,
+    /// It is the fresh guest that ran only the cells an earlier guest of the same kernel and
+    /// topology did not reach (that one panicked or hung on an earlier cell).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun: bool,
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub mod provenance;
 pub mod run;
 
 pub use boot::{
-    BootEnd, BootRecord, ChannelStats, Deadline, InfraCause, Violation, ViolationKind,
+    BootEnd, BootRecord, ChannelStats, Deadline, GuestRun, InfraCause, Violation, ViolationKind,
     SUMMARY_CHARS,
 };
 pub use cell::{Caveats, CellRecord, Expectation, ExpectationCheck, UnsupportedPoints, SERIALIZED};
