@@ -12,7 +12,8 @@
 //!
 //! A panic or hang costs only the cells the guest was running: the cell of the first item without
 //! a result is classified from the guest's end as before, cells that had results keep them, and
-//! the cells it never reached are run again in one fresh guest ([`Guest::split`] returns them as
+//! the cells it never reached (all of them, when it died before its agent started) are run
+//! again in one fresh guest ([`Guest::split`] returns them as
 //! a guest; the runner reruns once, and that guest's end is final).
 
 use std::collections::BTreeSet;
@@ -112,7 +113,8 @@ impl Guest {
 
     /// Each boot's share of the guest's output `out`, and the guest that must run the cells this
     /// one did not reach (None when it reached all, or when its end is final: a completed plan,
-    /// a broken contract, an infra error, no agent at all, or this guest is itself a rerun).
+    /// a broken contract, an infra error, or this guest is itself a rerun). A guest that
+    /// panicked or hung before its agent started reached none.
     ///
     /// A boot whose every item answered ended `completed`; the others take the guest's end
     /// (its unreported cells are classified from it, as for a boot of their own).
@@ -124,8 +126,9 @@ impl Guest {
     ) -> (Vec<Part>, Option<Guest>) {
         let scratch = std::path::Path::new("/");
         let stream = &out.stream;
+        // A panic in boot counts too: a loaded TCG host makes a kernel fail its timer check
+        // ("IO-APIC + timer doesn't work!") now and then, and every cell is then unreached.
         let cut_short = !self.rerun
-            && stream.hello.is_some()
             && !stream.is_done()
             && !stream.broke_contract()
             && matches!(out.end, BootEnd::Panic { .. } | BootEnd::Timeout { .. });
@@ -141,11 +144,15 @@ impl Guest {
                 .filter(|(_, r)| r.is_some())
                 .map(|(i, _)| i.cell_id.as_str())
                 .collect();
+            // No cell was running while the kernel booted or the probes ran.
+            let items_began = stream.hello.is_some()
+                && (!plan.probe || stream.capabilities.len() >= self.parts.len());
             let running = plan
                 .items
                 .iter()
                 .zip(stream.results())
                 .find(|(_, r)| r.is_none())
+                .filter(|_| items_began)
                 .map(|(i, _)| i.cell_id.as_str());
             unreached = plan
                 .items

@@ -548,19 +548,32 @@ fn a_panic_costs_the_running_cell_and_the_rest_run_once_more_in_a_fresh_guest() 
 }
 
 #[test]
-fn a_guest_that_never_reached_its_agent_is_not_rerun() {
+fn a_guest_that_panicked_in_boot_reran_every_cell_once() {
     let g = guests().remove(0);
     let runtimes = RunRuntimes::default();
     let plan = g.plan(1, Path::new("/scratch"), &runtimes);
     let panic = BootEnd::Panic {
-        line: "Kernel panic - not syncing: VFS".into(),
+        line: "Kernel panic - not syncing: IO-APIC + timer doesn't work!".into(),
         excerpt: String::new(),
     };
     let (parts, rerun) = g.split(1, &output(&plan, &[], panic.clone()), &runtimes);
-    assert!(rerun.is_none(), "a kernel that panics in boot would again");
+    assert!(parts.is_empty(), "no cell was reached");
+    let rerun = rerun.expect("every cell runs again");
+    assert_eq!(rerun.filesystems(), g.filesystems());
+    let again = rerun.plan(1, Path::new("/scratch"), &runtimes);
+    assert_eq!(again.items, plan.items, "the same plan");
+    // The rerun panics too: every cell takes its end.
+    let (parts, more) = rerun.split(1, &output(&again, &[], panic.clone()), &runtimes);
+    assert!(more.is_none());
+    assert_eq!(parts.len(), 2);
     for p in &parts {
         let (rec, cells) = fold(&p.boot, &p.out);
         assert_eq!(rec.end, panic);
         assert!(cells.iter().all(|c| c.outcome == Outcome::Panic));
     }
+    // An infra error is `--retries`' to handle, never a rerun.
+    let infra = BootEnd::infra(crate::results::InfraCause::Spawn, "qemu exited");
+    let (parts, rerun) = g.split(1, &output(&plan, &[], infra), &runtimes);
+    assert!(rerun.is_none());
+    assert_eq!(parts.len(), 2);
 }
