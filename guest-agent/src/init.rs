@@ -229,14 +229,21 @@ fn load_modules(modules: &[std::path::PathBuf]) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Mount the layers' filesystem at `plan.scratch_dir`: the scratch disk, or a tmpfs when the
-/// plan's filesystem is tmpfs (no disk at all), or nothing when the plan names no disk.
+/// Mount every scratch disk of the plan at its directory (`scratch_dir/<filesystem>`): a block
+/// device, or a fresh tmpfs for tmpfs (no disk at all). A plan without disks uses `scratch_dir`
+/// as it is. Disks are mounted in the plan's order, which is the order of their devices.
 fn mount_scratch(plan: &Plan) -> Result<(), InitError> {
     mkdir_p(&plan.scratch_dir)?;
-    let Some(disk) = &plan.scratch_disk else {
-        return Ok(());
-    };
-    let target = plan.scratch_dir.display().to_string();
+    for disk in &plan.scratch_disks {
+        let dir = plan.disk_dir(disk.filesystem);
+        mkdir_p(&dir)?;
+        mount_disk(disk, &dir)?;
+    }
+    Ok(())
+}
+
+fn mount_disk(disk: &protocol::ScratchDisk, dir: &Path) -> Result<(), InitError> {
+    let target = dir.display().to_string();
     let (source, fstype) = match disk.filesystem {
         Filesystem::Tmpfs => ("tmpfs".to_string(), "tmpfs"),
         // erofs layers are images on an ext4 disk: the disk mounts as its carrier.

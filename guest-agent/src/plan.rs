@@ -78,17 +78,20 @@ fn execute_with(plan: &Plan, out: &mut dyn Write, marks: Marks) -> anyhow::Resul
             format!("topology: panicked: {}", mounts::panic_message(&*p)),
         ))?,
     }
+    // The probes' answers depend on the layers' filesystem (idmapped mounts came to each in
+    // its own release): once per scratch disk.
     if plan.probe {
-        let scratch = plan.scratch_dir.clone();
-        marks.mark(Mark::Begin(Phase::Probes));
-        let probed = std::panic::catch_unwind(move || crate::probes::probe_all(&scratch));
-        marks.mark(Mark::End(Phase::Probes));
-        match probed {
-            Ok(c) => emit(AgentEvent::Capabilities(c))?,
-            Err(p) => emit(log(
-                LogLevel::Error,
-                format!("probes: panicked: {}", mounts::panic_message(&*p)),
-            ))?,
+        for scratch in plan.probe_dirs() {
+            marks.mark(Mark::Begin(Phase::Probes));
+            let probed = std::panic::catch_unwind(move || crate::probes::probe_all(&scratch));
+            marks.mark(Mark::End(Phase::Probes));
+            match probed {
+                Ok(c) => emit(AgentEvent::Capabilities(c))?,
+                Err(p) => emit(log(
+                    LogLevel::Error,
+                    format!("probes: panicked: {}", mounts::panic_message(&*p)),
+                ))?,
+            }
         }
     }
     let mut all_ok = true;
@@ -201,16 +204,13 @@ fn run_item(
     let (tx, rx) = mpsc::channel();
     let (scenario, dir, id, c) = (
         item.scenario.clone(),
-        plan.scratch_dir.clone(),
+        plan.item_dir(item),
         item.cell_id.clone(),
         cancel.clone(),
     );
     // A plan on erofs carries the layers as images on the scratch disk, made by the host.
-    let erofs_images = plan
-        .scratch_disk
-        .as_ref()
-        .filter(|d| d.filesystem == protocol::Filesystem::Erofs)
-        .map(|_| plan.scratch_dir.join(protocol::erofs::IMAGES_DIR));
+    let erofs_images = (item.filesystem == Some(protocol::Filesystem::Erofs))
+        .then(|| plan.item_dir(item).join(protocol::erofs::IMAGES_DIR));
     let opts = mounts::Options {
         runtimes: plan.runtimes.clone(),
         erofs_images,
@@ -377,7 +377,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "t".into(),
             scratch_dir: std::env::temp_dir(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: false,
             items: vec![],
@@ -401,7 +401,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "b".into(),
             scratch_dir: std::env::temp_dir(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: false,
             items: vec![PlanItem {
@@ -416,6 +416,7 @@ mod tests {
                     watchers: Vec::new(),
                 }),
                 timeout_s: Some(5),
+                filesystem: None,
             }],
             runtimes: vec![],
         };

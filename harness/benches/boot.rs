@@ -109,7 +109,7 @@ fn plan(id: &BootKey, probe: bool, scenarios: Vec<(String, Scenario)>) -> Plan {
         schema_version: protocol::SCHEMA_VERSION,
         boot_id: id.to_string(),
         scratch_dir: "/".into(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: Vec::new(),
         probe,
         items: scenarios

@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
                     schema_version: protocol::SCHEMA_VERSION,
                     boot_id: format!("{name}/example"),
                     scratch_dir: "/scratch".into(),
-                    scratch_disk: None,
+                    scratch_disks: Vec::new(),
                     modules: kernel
                         .modules
                         .iter()

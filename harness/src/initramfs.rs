@@ -454,7 +454,7 @@ pub(crate) mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "t".into(),
             scratch_dir: "/scratch".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec!["/lib/modules/overlay.ko.xz".into()],
             probe: true,
             items: vec![],

@@ -155,9 +155,30 @@ mod tests {
                 kernel_warnings_dropped: 0,
                 timeline: None,
                 sizing: None,
+                guest: None,
             }],
             runtimes: vec![],
         }
+    }
+
+    #[test]
+    fn a_guest_that_served_several_boots_counts_once() {
+        let mut r = run(&[1], "1");
+        let second = r.boots[0].clone();
+        r.boots.push(second);
+        assert_eq!(r.booted(), 2, "two boots of their own");
+        for b in &mut r.boots {
+            b.guest = Some(crate::results::GuestRun {
+                id: "k_t".into(),
+                filesystems: vec![protocol::Filesystem::Ext4, protocol::Filesystem::Xfs],
+                rerun: false,
+            });
+        }
+        assert_eq!(r.booted(), 1, "one guest served both");
+        if let Some(b) = r.boots.get_mut(1) {
+            b.guest = None;
+        }
+        assert_eq!(r.booted(), 2);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 
-use crate::cell::BootKey;
+use crate::cell::{BootKey, TargetKey};
 
 /// A run directory: `run.json`, reports, and `logs/` with one file per boot and channel.
 #[derive(Debug, Clone)]
@@ -87,22 +87,33 @@ impl RunDir {
 
     /// Path of a log file for a boot, relative to the run dir (ids contain `/`: flattened).
     pub fn log_rel(boot: &BootKey, channel: &str) -> PathBuf {
-        PathBuf::from("logs").join(format!("{}.{channel}.log", flat_id(boot)))
+        LogStem::Boot(boot.clone()).rel(channel)
     }
 
-    /// When `rel` (from a run.json) names a file mmx writes for `boot` — `logs/<flat boot
-    /// id>.<channel>.log`, or `.json` (the plan) — that file's channel and path, the path made
-    /// anew by [`RunDir::log_rel`]. A report links only these: never a path a run.json names.
+    /// When `rel` (from a run.json) names a file mmx writes for `boot` — `logs/<stem>.<channel>.log`,
+    /// or `.json` (the plan), the stem being the boot's or that of the guest that served it
+    /// ([`LogStem`]) — that file's channel and path, the path made anew by [`LogStem::rel`]. A
+    /// report links only these: never a path a run.json names.
     pub fn known_log(boot: &BootKey, rel: &Path) -> Option<(String, PathBuf)> {
         let name = rel.strip_prefix("logs").ok()?.to_str()?;
-        let rest = name.strip_prefix(&flat_id(boot))?.strip_prefix('.')?;
-        let (channel, ext) = rest.split_once('.')?;
-        let known = !channel.is_empty()
-            && channel.chars().all(|c| c.is_ascii_lowercase())
-            && matches!(ext, "log" | "json");
-        known.then(|| {
-            let path = Self::log_rel(boot, channel).with_extension(ext);
-            (channel.to_string(), path)
+        let stems = [
+            LogStem::Boot(boot.clone()),
+            LogStem::Guest {
+                target: boot.target.clone(),
+                rerun: false,
+            },
+            LogStem::Guest {
+                target: boot.target.clone(),
+                rerun: true,
+            },
+        ];
+        stems.into_iter().find_map(|stem| {
+            let rest = name.strip_prefix(&stem.flat())?.strip_prefix('.')?;
+            let (channel, ext) = rest.split_once('.')?;
+            let known = !channel.is_empty()
+                && channel.chars().all(|c| c.is_ascii_lowercase())
+                && matches!(ext, "log" | "json");
+            known.then(|| (channel.to_string(), stem.rel(channel).with_extension(ext)))
         })
     }
 
@@ -116,10 +127,47 @@ impl RunDir {
     }
 }
 
-/// A boot id as one file name: letters, digits, `.` and `-` kept, anything else `_`.
-fn flat_id(boot: &BootKey) -> String {
-    boot.to_string()
-        .chars()
+/// What a boot's log files are named after: the boot, or the guest that served the boots of
+/// several filesystems of one target (`debian-6.12_1s2c1t`; `+rerun` for the fresh guest that
+/// ran the cells the first did not reach: `+` is never in a flattened id, so no boot's name
+/// can be a guest's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogStem {
+    Boot(BootKey),
+    Guest { target: TargetKey, rerun: bool },
+}
+
+impl LogStem {
+    /// Path of this stem's log file for `channel`, relative to the run dir.
+    pub fn rel(&self, channel: &str) -> PathBuf {
+        PathBuf::from("logs").join(format!("{}.{channel}.log", self.flat()))
+    }
+
+    /// The stem as one file name.
+    fn flat(&self) -> String {
+        match self {
+            LogStem::Boot(b) => flat_id(&b.to_string()),
+            LogStem::Guest { target, rerun } => {
+                let base = flat_id(&target.to_string());
+                if *rerun {
+                    format!("{base}+rerun")
+                } else {
+                    base
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LogStem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.flat())
+    }
+}
+
+/// An id as one file name: letters, digits, `.` and `-` kept, anything else `_`.
+fn flat_id(id: &str) -> String {
+    id.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
@@ -380,6 +428,43 @@ mod tests {
         for good in ["2026-12-01T10-00-00Z", "ci.42_a-b"] {
             assert!(check_run_id(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn a_boot_links_its_own_logs_and_its_guests_never_anothers() {
+        let target = |k: &str| TargetKey::Qemu {
+            kernel: k.into(),
+            topology: "1s2c1t".into(),
+        };
+        let boot = BootKey {
+            target: target("debian-6.12"),
+            filesystem: protocol::Filesystem::Xfs.into(),
+        };
+        let guest = |rerun| LogStem::Guest {
+            target: target("debian-6.12"),
+            rerun,
+        };
+        assert_eq!(
+            guest(false).rel("console"),
+            Path::new("logs/debian-6.12_1s2c1t.console.log")
+        );
+        for stem in [LogStem::Boot(boot.clone()), guest(false), guest(true)] {
+            let rel = stem.rel("console");
+            assert_eq!(
+                RunDir::known_log(&boot, &rel),
+                Some(("console".to_string(), rel.clone())),
+                "{rel:?}"
+            );
+        }
+        let other = LogStem::Guest {
+            target: target("debian-6.1"),
+            rerun: false,
+        };
+        assert_eq!(RunDir::known_log(&boot, &other.rel("console")), None);
+        assert_eq!(
+            RunDir::known_log(&boot, Path::new("logs/debian-6.12_1s2c1t+x.console.log")),
+            None
+        );
     }
 
     #[test]

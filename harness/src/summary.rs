@@ -202,9 +202,14 @@ fn counts(run: &RunRecord, m: &ReportModel, out: &mut String) {
         .filter(|c| c.count > 0)
         .map(|c| format!("{} {} {}", c.glyph, c.count, c.outcome))
         .collect();
+    // A guest serves the boots of several filesystems: say how many machines really started.
+    let started = match run.booted() {
+        n if n < run.boots.len() => format!(" ({n} started)"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "\n{} cells in {} boots: {}  (accelerator {})",
+        "\n{} cells in {} boots{started}: {}  (accelerator {})",
         run.cells.len(),
         run.boots.len(),
         line.join(", "),

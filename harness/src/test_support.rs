@@ -35,7 +35,7 @@ pub fn tiny_plan(cells: &[&str]) -> protocol::Plan {
         schema_version: protocol::SCHEMA_VERSION,
         boot_id: "b".into(),
         scratch_dir: "/s".into(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: vec![],
         probe: false,
         items: cells
@@ -53,6 +53,7 @@ pub fn tiny_plan(cells: &[&str]) -> protocol::Plan {
                     watchers: Vec::new(),
                 }),
                 timeout_s: None,
+                filesystem: None,
             })
             .collect(),
         runtimes: vec![],

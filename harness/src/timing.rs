@@ -31,6 +31,36 @@ pub fn of_boot(t: &BootTimeline) -> ByKind {
     by
 }
 
+/// One timeline per machine started, with the target it ran: a guest that served the boots of
+/// several filesystems (`BootRecord::guest`) has a record per filesystem, each with that
+/// filesystem's items but the guest's boot, probes and end, so they are merged back into one
+/// (its items from every record) rather than counting the guest's boot once per filesystem.
+pub fn machine_timelines(run: &RunRecord) -> Vec<(String, BootTimeline)> {
+    let mut out: Vec<(String, BootTimeline)> = Vec::new();
+    let mut guests: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in &run.boots {
+        let Some(t) = &b.timeline else { continue };
+        let shared = b.guest.as_ref().map(|g| g.id.as_str());
+        match shared.and_then(|id| guests.get(id)) {
+            Some(&at) => {
+                let merged = &mut out[at].1;
+                merged.items.extend(t.items.iter().cloned());
+                merged.end_ms = merged.end_ms.max(t.end_ms);
+            }
+            None => {
+                if let Some(id) = shared {
+                    guests.insert(id, out.len());
+                }
+                out.push((b.key.target.to_string(), t.clone()));
+            }
+        }
+    }
+    for (_, t) in &mut out {
+        t.items.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+    }
+    out
+}
+
 /// The breakdown of a set of boots.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Breakdown {
@@ -49,8 +79,8 @@ impl Breakdown {
 
     pub fn of_run(run: &RunRecord) -> Breakdown {
         let mut b = Breakdown::default();
-        for t in run.boots.iter().filter_map(|b| b.timeline.as_ref()) {
-            b.add(t);
+        for (_, t) in machine_timelines(run) {
+            b.add(&t);
         }
         b
     }
@@ -112,9 +142,8 @@ pub fn table(run: &RunRecord) -> String {
     let whole = Breakdown::of_run(run);
     let total = whole.total_ms();
     let mut rows: BTreeMap<(String, TimeKind), (f64, usize)> = BTreeMap::new();
-    for b in &run.boots {
-        let Some(t) = &b.timeline else { continue };
-        let target = b.key.target.to_string();
+    for (target, t) in machine_timelines(run) {
+        let t = &t;
         for (k, ms) in of_boot(t) {
             let row = rows.entry((target.clone(), k)).or_default();
             row.0 += ms;

@@ -192,7 +192,7 @@ fn agent_setup_evidence_carries_the_kernels_last_console_lines() {
         boot_id: key.to_string(),
         // The backend sets these three.
         scratch_dir: "/".into(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: Vec::new(),
         probe: false,
         items: Vec::new(),

@@ -224,7 +224,7 @@ fn boot_probes(k: &ResolvedKernel) -> BootOutput {
         schema_version: protocol::SCHEMA_VERSION,
         boot_id: key.to_string(),
         scratch_dir: "/".into(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: Vec::new(),
         probe: true,
         items: Vec::new(),
@@ -257,7 +257,7 @@ fn boot_probes(k: &ResolvedKernel) -> BootOutput {
 }
 
 fn capabilities(out: &BootOutput) -> &Capabilities {
-    out.stream.capabilities.as_ref().unwrap_or_else(|| {
+    out.stream.capabilities.first().unwrap_or_else(|| {
         panic!(
             "no Capabilities: end {:?}, stream {:#?}",
             out.end, out.stream

@@ -128,7 +128,7 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
         schema_version: protocol::SCHEMA_VERSION,
         boot_id: "test".into(),
         scratch_dir: "/scratch".into(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: warm
             .modules
             .iter()

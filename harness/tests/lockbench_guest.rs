@@ -7,7 +7,10 @@
 //! behind — and one ordering the symptom is about: reading a 10,000-entry mount table takes
 //! longer than reading an empty one. Never a speed.
 //!
-//! One boot for all tests (a `OnceLock`): CI has 2 cores and one time budget for everything.
+//! One boot for every case: nextest runs each `#[test]` in a process of its own, where a
+//! `OnceLock` would boot once per test, so the cases are plain functions that one test runs in
+//! turn against the one guest, each caught on its own and every failure reported together.
+//! CI has 2 cores and one time budget for everything.
 //! Needs `qemu-system-x86_64` (skipped loudly without it) and, on first use, Debian's archive
 //! for the kernel (cached in `MMX_CACHE_DIR` or `~/.cache/mmx`).
 
@@ -89,6 +92,7 @@ fn item(name: &str, scenario: LockbenchScenario) -> PlanItem {
         scenario: Scenario::Lockbench(scenario),
         // Scaled ×3 by the backend under TCG; each item needs seconds, not minutes.
         timeout_s: Some(120),
+        filesystem: None,
     }
 }
 
@@ -117,6 +121,7 @@ fn items() -> Vec<PlanItem> {
                 watchers: Vec::new(),
             }),
             timeout_s: Some(120),
+            filesystem: None,
         },
         item(
             "user-spin",
@@ -187,7 +192,7 @@ fn boot() -> &'static Boot {
             boot_id: BOOT_ID.into(),
             // The backend sets these three.
             scratch_dir: "/".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: Vec::new(),
             probe: false,
             items: items(),
@@ -383,10 +388,59 @@ fn print_table(name: &str, d: &LockbenchResult) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tests.
+// Tests: one guest, every case.
 // ---------------------------------------------------------------------------------------------
 
+/// Every case below against one boot of the guest: each runs to its end whatever the others
+/// did, and the test fails naming every case that failed, with its message.
 #[test]
+fn the_guest_answers_every_case() {
+    if qemu_missing() {
+        return;
+    }
+    let cases: [(&str, fn()); 6] = [
+        (
+            "guest_boot_completes_with_every_item_passing",
+            guest_boot_completes_with_every_item_passing as fn(),
+        ),
+        (
+            "user_spin_covers_every_pinning_that_fits",
+            user_spin_covers_every_pinning_that_fits as fn(),
+        ),
+        ("smt_toggle_is_restored", smt_toggle_is_restored as fn()),
+        (
+            "mount_lock_measures_readers_and_leaves_no_mounts",
+            mount_lock_measures_readers_and_leaves_no_mounts as fn(),
+        ),
+        (
+            "mounts_counts_come_from_fanotify_mount_events",
+            mounts_counts_come_from_fanotify_mount_events as fn(),
+        ),
+        (
+            "storm_reads_a_big_table_slower_than_an_empty_one",
+            storm_reads_a_big_table_slower_than_an_empty_one as fn(),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, case) in cases {
+        eprintln!("case {name}");
+        if let Err(p) = std::panic::catch_unwind(case) {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("{name}: {msg}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} case(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 fn guest_boot_completes_with_every_item_passing() {
     if qemu_missing() {
         return;
@@ -425,7 +479,6 @@ fn guest_boot_completes_with_every_item_passing() {
     assert!(text.contains("Linux version"), "console log: {text}");
 }
 
-#[test]
 fn user_spin_covers_every_pinning_that_fits() {
     if qemu_missing() {
         return;
@@ -517,7 +570,6 @@ fn user_spin_covers_every_pinning_that_fits() {
     }
 }
 
-#[test]
 fn smt_toggle_is_restored() {
     if qemu_missing() {
         return;
@@ -579,7 +631,6 @@ fn smt_toggle_is_restored() {
     }
 }
 
-#[test]
 fn mount_lock_measures_readers_and_leaves_no_mounts() {
     if qemu_missing() {
         return;
@@ -631,7 +682,6 @@ fn mount_lock_measures_readers_and_leaves_no_mounts() {
 
 /// 7.x has fanotify mount events (6.15+): the mounts cell's counts are the kernel's, and equal
 /// the strategy's formula; nothing else mounts in the guest, so allocations match exactly too.
-#[test]
 fn mounts_counts_come_from_fanotify_mount_events() {
     if qemu_missing() {
         return;
@@ -653,7 +703,6 @@ fn mounts_counts_come_from_fanotify_mount_events() {
 
 /// The storm reads the table its containers mount in: with 10,000 mounts put there first, one
 /// whole read takes longer than with none, for every strategy (the seed's symptom, small).
-#[test]
 fn storm_reads_a_big_table_slower_than_an_empty_one() {
     if qemu_missing() {
         return;

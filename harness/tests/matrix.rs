@@ -1,10 +1,11 @@
 //! Every cell of the default matrix as a test: `cargo nextest run` shows one line per cell,
 //! `--partition hash:1/4` runs a quarter, nextest's JUnit lists them.
 //!
-//! The list is built cheaply (parsing matrix.toml); the work is done lazily. Cells of one boot
-//! share that boot: the first test of a boot to run boots the guest (or runs the local agent)
-//! and stores the results under `target/mmx-cells/<run>/`, the others wait on a file lock and
-//! read them. Nextest runs each test in its own process, so the sharing goes through files,
+//! The list is built cheaply (parsing matrix.toml); the work is done lazily. Cells of one guest
+//! (every filesystem of a kernel × topology, as `mmx run` boots them) or of one local run or
+//! host visit share it: the first test of a unit to run boots the guest (or runs the local
+//! agent) and stores the results under `target/mmx-cells/<run>/`, the others wait on a file lock
+//! and read them. Nextest runs each test in its own process, so the sharing goes through files,
 //! keyed by `NEXTEST_RUN_ID` so a new `cargo nextest run` never reuses old results.
 //!
 //! Cells that need what this machine lacks (QEMU, root) are ignored at list time with the reason
@@ -21,6 +22,7 @@ use harness::cell::CellKey;
 use harness::matrix::Matrix;
 use harness::proc::Cancel;
 use harness::results::{BootRecord, CellRecord, RunDir};
+use harness::run::guest::{guests_of, Guest};
 use harness::run::{group_boots, BootPlan, Runner};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -73,38 +75,40 @@ fn main() {
     )
     .ok()
     .and_then(Result::ok);
-    // (prefix, boots, why they cannot run here, whether that is a missing precondition).
-    let groups: Vec<(&str, Vec<BootPlan>, Option<&str>, bool)> = vec![
+    // (prefix, units, why they cannot run here, whether that is a missing precondition).
+    let groups: Vec<(&str, Vec<Unit>, Option<&str>, bool)> = vec![
         (
             "qemu",
-            group_boots(matrix.qemu_cells()),
+            units(group_boots(matrix.qemu_cells())),
             qemu_missing.then_some(NO_QEMU),
             true,
         ),
         (
             "local",
-            local_fs.map_or_else(Vec::new, |fs| group_boots(matrix.local_cells(fs.into()))),
+            local_fs.map_or_else(Vec::new, |fs| {
+                units(group_boots(matrix.local_cells(fs.into())))
+            }),
             not_root.then_some(NO_ROOT),
             true,
         ),
         (
             "ssh",
-            group_boots(matrix.ssh_cells()),
+            units(group_boots(matrix.ssh_cells())),
             (!hosts_wanted).then_some(NO_HOSTS),
             false,
         ),
     ];
-    let runnable: Arc<Vec<BootPlan>> = Arc::new(
+    let runnable: Arc<Vec<Unit>> = Arc::new(
         groups
             .iter()
             .filter(|(_, _, why, _)| why.is_none())
-            .flat_map(|(_, boots, _, _)| boots.iter().cloned())
+            .flat_map(|(_, units, _, _)| units.iter().cloned())
             .collect(),
     );
     let mut trials = Vec::new();
-    for (prefix, boots, why, precondition) in groups {
-        for boot in boots {
-            for cell in &boot.cells {
+    for (prefix, units, why, precondition) in groups {
+        for boot in units {
+            for cell in boot.iter().flat_map(|b| &b.cells) {
                 let name = format!("{prefix}::{}", cell.key);
                 let trial = match why {
                     // Under CI a missing precondition is a failure, never a skip.
@@ -134,33 +138,46 @@ fn matrix_path() -> PathBuf {
     )
 }
 
-/// What one boot produced, as stored for the other tests of the same boot.
+/// What one test run boots once: a guest's boots (one per filesystem), or one local run or
+/// host visit.
+type Unit = Vec<BootPlan>;
+
+/// Guests as `mmx run` makes them; every other boot a unit of its own.
+fn units(boots: Vec<BootPlan>) -> Vec<Unit> {
+    let (guests, alone) = guests_of(boots);
+    guests
+        .into_iter()
+        .map(|g| g.parts)
+        .chain(alone.into_iter().map(|b| vec![b]))
+        .collect()
+}
+
+/// What one unit produced, as stored for the other tests of the same unit: a record per boot.
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    boot: BootRecord,
-    cells: Vec<CellRecord>,
+    boots: Vec<(BootRecord, Vec<CellRecord>)>,
     run_dir: PathBuf,
 }
 
-fn run_cell(boot: &BootPlan, all: &[BootPlan], key: &CellKey, repeats: u32) -> Result<(), Failed> {
+fn run_cell(boot: &Unit, all: &[Unit], key: &CellKey, repeats: u32) -> Result<(), Failed> {
     let stored = boot_results(boot, all, repeats).map_err(|e| Failed::from(format!("{e:#}")))?;
     // A host without a declared filesystem is planned `unmeasured` and recorded with the
     // filesystem its agent measured: the same target and scenario.
-    let cell = stored
-        .cells
+    let (record, cell) = stored
+        .boots
         .iter()
-        .find(|c| {
+        .flat_map(|(b, cells)| cells.iter().map(move |c| (b, c)))
+        .find(|(_, c)| {
             &c.key == key
                 || (key.filesystem == harness::cell::LayerFs::Unmeasured
                     && c.key.target == key.target
                     && c.key.scenario == key.scenario)
         })
-        .ok_or_else(|| Failed::from(format!("boot {} did not record cell {key}", boot.key)))?;
+        .ok_or_else(|| Failed::from(format!("boot {} did not record cell {key}", flat(boot))))?;
     if cell.is_ok() {
         return Ok(());
     }
-    let logs: Vec<String> = stored
-        .boot
+    let logs: Vec<String> = record
         .logs
         .iter()
         .map(|l| stored.run_dir.join(l).display().to_string())
@@ -198,20 +215,23 @@ fn store_dir() -> anyhow::Result<PathBuf> {
     Ok(base)
 }
 
-fn flat(boot: &BootPlan) -> String {
+fn flat(unit: &Unit) -> String {
+    let Some(boot) = unit.first() else {
+        return "boot".into();
+    };
     RunDir::log_rel(&boot.key, "boot")
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| "boot".into())
 }
 
-fn read_stored(base: &Path, boot: &BootPlan) -> Option<Stored> {
+fn read_stored(base: &Path, boot: &Unit) -> Option<Stored> {
     let text = std::fs::read_to_string(base.join(format!("{}.json", flat(boot)))).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// Take a boot's lock: blocking, or `None` when another process holds it.
-fn lock(base: &Path, boot: &BootPlan, block: bool) -> anyhow::Result<Option<std::fs::File>> {
+fn lock(base: &Path, boot: &Unit, block: bool) -> anyhow::Result<Option<std::fs::File>> {
     use rustix::fs::FlockOperation::{LockExclusive, NonBlockingLockExclusive};
     let f = std::fs::File::create(base.join(format!("{}.lock", flat(boot))))?;
     match rustix::fs::flock(
@@ -233,7 +253,7 @@ fn lock(base: &Path, boot: &BootPlan, block: bool) -> anyhow::Result<Option<std:
 /// Nextest runs two tests at a time, and neighbouring tests are usually cells of the same boot;
 /// so a test whose boot is being booted by another process does not just wait: it boots some
 /// other boot nobody has started yet, then comes back. Both CPUs stay busy with guests.
-fn boot_results(boot: &BootPlan, all: &[BootPlan], repeats: u32) -> anyhow::Result<Stored> {
+fn boot_results(boot: &Unit, all: &[Unit], repeats: u32) -> anyhow::Result<Stored> {
     let base = store_dir()?;
     loop {
         if let Some(s) = read_stored(&base, boot) {
@@ -246,7 +266,7 @@ fn boot_results(boot: &BootPlan, all: &[BootPlan], repeats: u32) -> anyhow::Resu
             };
         }
         let mut stole = false;
-        for other in all.iter().filter(|o| o.key != boot.key) {
+        for other in all.iter().filter(|o| flat(o) != flat(boot)) {
             if read_stored(&base, other).is_some() {
                 continue;
             }
@@ -270,8 +290,11 @@ fn boot_results(boot: &BootPlan, all: &[BootPlan], repeats: u32) -> anyhow::Resu
     }
 }
 
-fn run_and_store(base: &Path, boot: &BootPlan, repeats: u32) -> anyhow::Result<Stored> {
+fn run_and_store(base: &Path, unit: &Unit, repeats: u32) -> anyhow::Result<Stored> {
     let run_dir = RunDir::create(base, "run")?;
+    let Some(boot) = unit.first() else {
+        anyhow::bail!("an empty unit");
+    };
     let scratch = match &boot.target {
         harness::matrix::Target::Local => Some(harness::backend::local::scratch_dir(None)?),
         _ => None,
@@ -279,24 +302,32 @@ fn run_and_store(base: &Path, boot: &BootPlan, repeats: u32) -> anyhow::Result<S
     let matrix = Matrix::load(&matrix_path())?;
     let runner = Runner::new(
         &matrix,
-        std::slice::from_ref(boot),
+        unit,
         AccelChoice::Auto,
         scratch.clone(),
         1,
         common::sink(),
         harness::debian::LockPolicy::from_env(),
     );
-    let result = runner.map(|r| r.run_boot(boot, repeats, &run_dir, &Cancel::new(), None));
+    let result = runner.map(|r| {
+        if Guest::shares(boot) {
+            let guest = Guest {
+                parts: unit.clone(),
+                rerun: false,
+            };
+            r.run_guest(&guest, repeats, &run_dir, &Cancel::new())
+        } else {
+            vec![r.run_boot(boot, repeats, &run_dir, &Cancel::new(), None)]
+        }
+    });
     if let Some(s) = scratch {
         let _ = std::fs::remove_dir_all(s);
     }
-    let (b, cells) = result?;
     let stored = Stored {
-        boot: b,
-        cells,
+        boots: result?,
         run_dir: run_dir.root.clone(),
     };
-    let path = base.join(format!("{}.json", flat(boot)));
+    let path = base.join(format!("{}.json", flat(unit)));
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string(&stored)?)?;
     std::fs::rename(&tmp, &path)?;

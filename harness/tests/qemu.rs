@@ -62,7 +62,7 @@ fn plan(id: &BootKey, probe: bool, mut items: Vec<PlanItem>) -> Plan {
         boot_id: id.to_string(),
         // The backend sets these three.
         scratch_dir: "/".into(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: Vec::new(),
         probe,
         items,
@@ -98,6 +98,7 @@ fn tiny(cell_id: &str, strategy: Strategy) -> PlanItem {
             watchers: Vec::new(),
         }),
         timeout_s: Some(60),
+        filesystem: None,
     }
 }
 
@@ -197,7 +198,7 @@ fn check_reference(i: usize) {
 }
 
 fn capabilities(out: &BootOutput) -> Option<&protocol::Capabilities> {
-    out.stream.capabilities.as_ref()
+    out.stream.capabilities.first()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,6 +510,7 @@ fn hung_plan_times_out_within_its_limit_keeping_earlier_results() {
             ..LockbenchScenario::default()
         }),
         timeout_s: None,
+        filesystem: None,
     };
     // Unscaled: the backend stretches them ×3 for TCG (boot 120 s, silence 15 s, plan 150 s).
     let deadlines = Deadlines {

@@ -74,6 +74,7 @@ fn mounts_item(id: &str, layers: u32, containers: u32) -> PlanItem {
             watchers: Vec::new(),
         }),
         timeout_s: Some(120),
+        filesystem: None,
     }
 }
 
@@ -94,7 +95,7 @@ fn request(run_dir: &Path, boot_id: &str, mut items: Vec<PlanItem>) -> BootReque
         schema_version: protocol::SCHEMA_VERSION,
         boot_id: key.to_string(),
         scratch_dir: PathBuf::from("/replaced-by-the-backend"),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: vec![],
         probe: true,
         items,
@@ -412,7 +413,7 @@ fn real_agent_probes_and_mounts_on_the_host() {
     assert_eq!(out.end, BootEnd::Completed, "{out:?}");
     assert_eq!(out.accel, Accel::Metal);
     assert!(out.stream.hello.is_some());
-    assert!(out.stream.capabilities.is_some());
+    assert!(!out.stream.capabilities.is_empty());
     assert!(out.stream.is_done() && !out.stream.broke_contract());
     assert_eq!(
         cell_results(&out),

@@ -82,6 +82,7 @@ fn item(i: u32, id: &str) -> PlanItem {
             watchers: Vec::new(),
         }),
         timeout_s: Some(60),
+        filesystem: None,
     }
 }
 
@@ -98,7 +99,7 @@ fn request(run_dir: &Path, n: usize) -> BootRequest {
         schema_version: protocol::SCHEMA_VERSION,
         boot_id: key.to_string(),
         scratch_dir: PathBuf::from("/replaced-by-the-backend"),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: vec![],
         probe: false,
         items: vec![item(0, "c1"), item(1, "c2")],

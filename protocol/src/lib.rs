@@ -64,7 +64,9 @@ pub use watch::{Watcher, WatcherFigures, WatcherOutcome, WatcherStats};
 /// Version of the plan and result schema. Bump on any incompatible change.
 /// 2: plan items and results carry an item index; errno names no longer travel.
 /// 3: a mounts strategy may be a runtime (`runtime:NAME`); plans carry their runtimes.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: a plan has a scratch disk per filesystem and each item names its own; capabilities come
+///    once per disk.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Prefix of every result line the agent writes, so results can share a channel with noise.
 pub const LINE_PREFIX: &str = "MMX1 ";
@@ -173,10 +175,10 @@ mod tests {
             schema_version: SCHEMA_VERSION,
             boot_id: "debian-6.12/1s2c1t/ext4".into(),
             scratch_dir: "/scratch".into(),
-            scratch_disk: Some(ScratchDisk {
+            scratch_disks: vec![ScratchDisk {
                 device: "/dev/vda".into(),
                 filesystem: Filesystem::Ext4,
-            }),
+            }],
             modules: vec!["/lib/modules/overlay.ko.xz".into()],
             probe: true,
             items: vec![
@@ -185,12 +187,14 @@ mod tests {
                     cell_id: "a/b/ext4/per-layer-L50-C20-P2-J2".into(),
                     scenario: Scenario::Mounts(mounts(Strategy::PerLayer)),
                     timeout_s: Some(60),
+                    filesystem: Some(Filesystem::Ext4),
                 },
                 PlanItem {
                     item: 1,
                     cell_id: "a/b/ext4/lockbench".into(),
                     scenario: Scenario::Lockbench(lockbench::LockbenchScenario::default()),
                     timeout_s: None,
+                    filesystem: None,
                 },
                 PlanItem {
                     item: 2,
@@ -200,6 +204,7 @@ mod tests {
                         ..mounts(Strategy::PerLayer)
                     }),
                     timeout_s: Some(60),
+                    filesystem: None,
                 },
             ],
             runtimes: vec![PlanRuntime {

@@ -16,12 +16,14 @@ pub struct Plan {
     pub schema_version: u32,
     /// Free-form id of the boot or host visit, echoed in logs.
     pub boot_id: String,
-    /// Where the agent creates layers and mounts. In a guest: the scratch disk's mount point.
-    /// The agent never touches anything outside it.
+    /// Where the agent creates layers and mounts. In a guest: the parent of the scratch disks'
+    /// mount points. The agent never touches anything outside it.
     pub scratch_dir: PathBuf,
-    /// In a guest: the scratch disk to mount at `scratch_dir` (None: use `scratch_dir` as is).
-    #[serde(default)]
-    pub scratch_disk: Option<ScratchDisk>,
+    /// In a guest: the scratch disks, each mounted at `scratch_dir/<filesystem>`
+    /// ([`Plan::disk_dir`]); one guest serves the cells of every filesystem it has a disk for.
+    /// Empty: `scratch_dir` is used as it is (a host, this machine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch_disks: Vec<ScratchDisk>,
     /// Kernel modules to load before anything else, in order (paths inside the initramfs).
     #[serde(default)]
     pub modules: Vec<PathBuf>,
@@ -40,6 +42,31 @@ fn yes() -> bool {
 }
 
 impl Plan {
+    /// Where the disk of `fs` is mounted: `scratch_dir/<fs>`.
+    pub fn disk_dir(&self, fs: Filesystem) -> PathBuf {
+        self.scratch_dir.join(fs.as_str())
+    }
+
+    /// Where an item's layers go: its filesystem's disk, or `scratch_dir` for an item that
+    /// names none.
+    pub fn item_dir(&self, item: &PlanItem) -> PathBuf {
+        item.filesystem
+            .map_or_else(|| self.scratch_dir.clone(), |fs| self.disk_dir(fs))
+    }
+
+    /// Where the probes run, one directory per filesystem the plan has a disk for, or
+    /// `scratch_dir` alone.
+    pub fn probe_dirs(&self) -> Vec<PathBuf> {
+        if self.scratch_disks.is_empty() {
+            vec![self.scratch_dir.clone()]
+        } else {
+            self.scratch_disks
+                .iter()
+                .map(|d| self.disk_dir(d.filesystem))
+                .collect()
+        }
+    }
+
     /// The plan's entry for a runtime.
     pub fn runtime(&self, name: &RuntimeName) -> Option<&PlanRuntime> {
         self.runtimes.iter().find(|r| &r.name == name)
@@ -63,11 +90,11 @@ pub struct PlanRuntime {
     pub sha256: String,
 }
 
-/// A block device holding the layers' filesystem.
+/// A block device holding the layers' filesystem (or, for tmpfs, a fresh tmpfs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScratchDisk {
-    /// Device node, e.g. `/dev/vda`.
+    /// Device node, e.g. `/dev/vda`; `tmpfs` for a tmpfs.
     pub device: PathBuf,
     pub filesystem: Filesystem,
 }
@@ -85,6 +112,10 @@ pub struct PlanItem {
     /// Seconds after which the agent abandons this item and reports `timeout` for it.
     #[serde(default)]
     pub timeout_s: Option<u64>,
+    /// The filesystem whose scratch disk holds this item's layers ([`Plan::item_dir`]); None:
+    /// the plan's `scratch_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<Filesystem>,
 }
 
 /// What a cell measures.

@@ -51,7 +51,7 @@ pub fn run_boot(agent: &Path, req: &BootRequest) -> BootOutput {
     // This machine: the scratch dir the run made for it, metal speed.
     let plan = Placement {
         scratch_dir: req.plan.scratch_dir.clone(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: Vec::new(),
         runtimes_dir,
         limit_scale: 1,

@@ -164,7 +164,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "b".into(),
             scratch_dir: "/x".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: true,
             items: timeouts
@@ -182,6 +182,7 @@ mod tests {
                         watchers: Vec::new(),
                     }),
                     timeout_s: *t,
+                    filesystem: None,
                 })
                 .collect(),
             runtimes: vec![],

@@ -16,8 +16,9 @@ use protocol::{Plan, PlanItem, PlanRuntime, ScratchDisk};
 pub struct Placement {
     /// The layers' parent directory on the far side.
     pub scratch_dir: PathBuf,
-    /// The device (or tmpfs) the agent mounts at `scratch_dir` first: guests only.
-    pub scratch_disk: Option<ScratchDisk>,
+    /// The devices (or tmpfs) the agent mounts under `scratch_dir` first, one per filesystem
+    /// the boot serves: guests only.
+    pub scratch_disks: Vec<ScratchDisk>,
     /// Kernel modules the agent loads first, as paths in the initramfs: guests only.
     pub modules: Vec<PathBuf>,
     /// Where the runtimes' copies are on the far side, each as `<runtimes_dir>/<name>`.
@@ -37,7 +38,7 @@ impl Placement {
             // The run's scratch dir is the local backend's placement; every backend says its own.
             scratch_dir: _,
             // Only a backend knows these; the run's plan has none.
-            scratch_disk: _,
+            scratch_disks: _,
             modules: _,
             probe,
             items,
@@ -49,13 +50,18 @@ impl Placement {
             schema_version: *schema_version,
             boot_id: boot_id.clone(),
             scratch_dir: self.scratch_dir.clone(),
-            scratch_disk: self.scratch_disk.clone(),
+            scratch_disks: self.scratch_disks.clone(),
             modules: self.modules.clone(),
             probe: *probe,
             items: items
                 .iter()
                 .map(|i| PlanItem {
                     timeout_s: i.timeout_s.map(|t| t.saturating_mul(scale)),
+                    // A plan made for one filesystem (its items name none) runs on the one disk.
+                    filesystem: i.filesystem.or(match self.scratch_disks.as_slice() {
+                        [one] => Some(one.filesystem),
+                        _ => None,
+                    }),
                     ..i.clone()
                 })
                 .collect(),
@@ -82,7 +88,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "b".into(),
             scratch_dir: "/run/scratch".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: true,
             items: vec![PlanItem {
@@ -97,6 +103,7 @@ mod tests {
                     watchers: Vec::new(),
                 }),
                 timeout_s: Some(100),
+                filesystem: None,
             }],
             runtimes: vec![PlanRuntime {
                 name,
@@ -113,19 +120,21 @@ mod tests {
         let run = run_plan();
         let guest = Placement {
             scratch_dir: "/scratch".into(),
-            scratch_disk: Some(ScratchDisk {
+            scratch_disks: vec![ScratchDisk {
                 device: "/dev/vda".into(),
                 filesystem: Filesystem::Ext4,
-            }),
+            }],
             modules: vec!["/lib/modules/overlay.ko".into()],
             runtimes_dir: "/runtimes".into(),
             limit_scale: 3,
         };
         let placed = guest.plan(&run);
         assert_eq!(placed.scratch_dir, PathBuf::from("/scratch"));
-        assert_eq!(placed.scratch_disk, guest.scratch_disk);
+        assert_eq!(placed.scratch_disks, guest.scratch_disks);
         assert_eq!(placed.modules, guest.modules);
         assert_eq!(placed.items[0].timeout_s, Some(300));
+        // The item names no filesystem: it runs on the guest's one disk.
+        assert_eq!(placed.items[0].filesystem, Some(Filesystem::Ext4));
         assert_eq!(placed.runtimes[0].path, PathBuf::from("/runtimes/rt"));
         // Stretched, but never past what the contract allows a job.
         assert_eq!(
@@ -141,13 +150,14 @@ mod tests {
 
         let host = Placement {
             scratch_dir: "/var/tmp/mmx.x/scratch".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             runtimes_dir: "/var/tmp/mmx.x/runtimes".into(),
             limit_scale: 1,
         };
         let placed = host.plan(&run);
         assert_eq!(placed.items[0].timeout_s, Some(100));
+        assert_eq!(placed.items[0].filesystem, None);
         assert_eq!(placed.runtimes[0].job_timeout_s, 3000);
         assert_eq!(
             placed.runtimes[0].path,

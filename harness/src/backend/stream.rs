@@ -1,7 +1,8 @@
 //! The agent's result stream as the harness reads it: the results contract enforced on every
 //! line, with bounded memory whatever the agent sends.
 //!
-//! The contract (`protocol`): one `hello` first, at most one `topology` and one `capabilities`,
+//! The contract (`protocol`): one `hello` first, at most one `topology`, one `capabilities` per
+//! filesystem the plan's items name (one when they name none; each about another filesystem),
 //! exactly one result per plan item (matched by [`protocol::PlanItem::item`], with that item's
 //! cell id), then `done`. Anything else — a line that does not parse, a result for an item the
 //! plan does not have, a second result for an item, a second hello, anything after done — is a
@@ -16,10 +17,12 @@
 //! [`KEPT_VIOLATIONS`] violations with [`EXCERPT_CHARS`] of their line; the line length itself is
 //! bounded by the supervisor that feeds this.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use protocol::{
-    AgentEvent, Capabilities, CellResult, LogLevel, ObservedTopology, Plan, SCHEMA_VERSION,
+    AgentEvent, Capabilities, CellResult, Filesystem, LogLevel, ObservedTopology, Plan,
+    SCHEMA_VERSION,
 };
 
 use crate::results::{Violation, ViolationKind};
@@ -59,14 +62,21 @@ pub struct ResultStream {
     pub hello: Option<Hello>,
     pub hello_at: Option<Instant>,
     pub topology: Option<ObservedTopology>,
-    pub capabilities: Option<Capabilities>,
-    /// When the capabilities arrived: the probes' end, the first item's start.
+    /// The probes' answers, one per filesystem probed, in the order they came.
+    pub capabilities: Vec<Capabilities>,
+    /// When the last capabilities arrived: the probes' end, the first item's start.
     pub capabilities_at: Option<Instant>,
+    /// How many `capabilities` the plan asks for: one per filesystem its items name, at least one.
+    capabilities_max: usize,
     /// One slot per plan item.
     results: Vec<Option<CellResult>>,
     /// When each item's result arrived, by item index (the harness's own clock: the agent runs
     /// items one after another, so an item starts when the event before it arrived).
     result_at: Vec<Option<Instant>>,
+    /// For a stream [`select`](Self::select)ed from a guest's: when the guest event before each
+    /// item arrived (the previous item's result in the guest, of whatever filesystem, or the
+    /// probes' end), which is when the item started. Empty for a stream of its own plan.
+    pub prior_at: Vec<Option<Instant>>,
     pub logs: Vec<(LogLevel, String)>,
     pub logs_total: u64,
     pub violations: Vec<Violation>,
@@ -78,15 +88,19 @@ impl ResultStream {
     /// A stream expecting the answers to `plan`. Item indices are checked to be the positions
     /// of the items in the plan (that is how `run` writes them).
     pub fn new(plan: &Plan) -> ResultStream {
+        let filesystems: BTreeSet<Filesystem> =
+            plan.items.iter().filter_map(|i| i.filesystem).collect();
         ResultStream {
             items: plan.items.iter().map(|i| i.cell_id.clone()).collect(),
             hello: None,
             hello_at: None,
             topology: None,
-            capabilities: None,
+            capabilities: Vec::new(),
             capabilities_at: None,
+            capabilities_max: filesystems.len().max(1),
             results: vec![None; plan.items.len()],
             result_at: vec![None; plan.items.len()],
+            prior_at: Vec::new(),
             logs: Vec::new(),
             logs_total: 0,
             violations: Vec::new(),
@@ -136,10 +150,11 @@ impl ResultStream {
                 self.topology = Some(t);
             }
             AgentEvent::Capabilities(c) => {
-                if self.capabilities.is_some() {
+                let again = self.capabilities.iter().any(|o| o.probed_fs == c.probed_fs);
+                if again || self.capabilities.len() >= self.capabilities_max {
                     return self.violation(ViolationKind::OutOfOrder, line);
                 }
-                self.capabilities = Some(c);
+                self.capabilities.push(c);
                 self.capabilities_at = Some(Instant::now());
             }
             AgentEvent::CellResult(r) => {
@@ -208,6 +223,57 @@ impl ResultStream {
     /// When each item's result arrived, by item index (`None`: never, or made by the harness).
     pub fn result_times(&self) -> &[Option<Instant>] {
         &self.result_at
+    }
+
+    /// What this stream says about `plan`, a plan whose items are some of this stream's (the
+    /// boot of one filesystem among those a guest served, or its cells a guest reached): each
+    /// item's result is the one this stream has for the same cell and repeat (the n-th item
+    /// of a cell here answers its n-th item there), and the capabilities are those probed on
+    /// `fs` (all of them when None). Hello, topology, logs, violations and done are the
+    /// guest's, shared.
+    pub fn select(&self, plan: &Plan, fs: Option<Filesystem>) -> ResultStream {
+        let mut taken = vec![false; self.items.len()];
+        let mut results = Vec::with_capacity(plan.items.len());
+        let mut result_at = Vec::with_capacity(plan.items.len());
+        let mut prior_at = Vec::with_capacity(plan.items.len());
+        for item in &plan.items {
+            let here = (0..self.items.len()).find(|&i| !taken[i] && self.items[i] == item.cell_id);
+            result_at.push(here.and_then(|i| self.result_at[i]));
+            prior_at.push(here.and_then(|i| match i {
+                0 => self.capabilities_at.or(self.hello_at),
+                i => self.result_at[i - 1],
+            }));
+            results.push(here.and_then(|i| {
+                taken[i] = true;
+                self.results[i].clone().map(|r| CellResult {
+                    item: item.item,
+                    ..r
+                })
+            }));
+        }
+        let capabilities = self
+            .capabilities
+            .iter()
+            .filter(|c| fs.is_none_or(|fs| c.probed_fs == fs.as_str()))
+            .cloned()
+            .collect();
+        ResultStream {
+            items: plan.items.iter().map(|i| i.cell_id.clone()).collect(),
+            hello: self.hello.clone(),
+            hello_at: self.hello_at,
+            topology: self.topology.clone(),
+            capabilities,
+            capabilities_at: self.capabilities_at,
+            capabilities_max: self.capabilities_max,
+            results,
+            result_at,
+            prior_at,
+            logs: self.logs.clone(),
+            logs_total: self.logs_total,
+            violations: self.violations.clone(),
+            violations_total: self.violations_total,
+            done_at: self.done_at,
+        }
     }
 
     /// Fill every item without a result with one the harness makes (an SSH host that cannot

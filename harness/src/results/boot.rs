@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use protocol::{Capabilities, Evidence, ObservedTopology, Outcome};
+use protocol::{Capabilities, Evidence, Filesystem, ObservedTopology, Outcome};
 use serde::{Deserialize, Serialize};
 
 use super::{Accel, BackendKind};
@@ -295,6 +295,11 @@ pub struct BootRecord {
     /// How its benchmarks were sized for its accelerator, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizing: Option<super::Sizing>,
+    /// The guest that ran this boot's cells, when one guest served the boots of several
+    /// filesystems of its kernel and topology (its logs, timings and channels are that
+    /// guest's). None: a guest, visit or local run of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestRun>,
 }
 
 /// A boot's time on the harness's clock: offsets in milliseconds from the boot's start
@@ -394,6 +399,20 @@ impl TimeKind {
             },
         }
     }
+}
+
+/// One guest that served the boots of several filesystems: one scratch disk each, attached at
+/// once. run.json counts guests by their `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRun {
+    /// What its logs are named after (`debian-6.12_1s2c1t`; `debian-6.12_1s2c1t+rerun`).
+    pub id: String,
+    /// The filesystems it served, its disks in this order.
+    pub filesystems: Vec<Filesystem>,
+    /// It is the fresh guest that ran only the cells an earlier guest of the same kernel and
+    /// topology did not reach (that one panicked or hung on an earlier cell).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun: bool,
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ pub mod run;
 pub mod sizing;
 
 pub use boot::{
-    BootEnd, BootRecord, BootTimeline, ChannelStats, Deadline, InfraCause, ItemSpan, TimeKind,
-    Violation, ViolationKind, SUMMARY_CHARS,
+    BootEnd, BootRecord, BootTimeline, ChannelStats, Deadline, GuestRun, InfraCause, ItemSpan,
+    TimeKind, Violation, ViolationKind, SUMMARY_CHARS,
 };
 pub use cell::{Caveats, CellRecord, Expectation, ExpectationCheck, UnsupportedPoints, SERIALIZED};
 pub use kernel_warning::{CellFailure, KernelWarning};

@@ -101,6 +101,17 @@ impl RunRecord {
         self.cells.iter().find(|c| &c.key == key)
     }
 
+    /// How many guests, local runs and host visits ran: records that name a guest count once
+    /// per guest (a guest serves the boots of several filesystems), the others once each.
+    pub fn booted(&self) -> usize {
+        let guests: std::collections::BTreeSet<&str> = self
+            .boots
+            .iter()
+            .filter_map(|b| b.guest.as_ref().map(|g| g.id.as_str()))
+            .collect();
+        guests.len() + self.boots.iter().filter(|b| b.guest.is_none()).count()
+    }
+
     pub fn boot(&self, key: &BootKey) -> Option<&BootRecord> {
         self.boots.iter().find(|b| &b.key == key)
     }

@@ -31,11 +31,7 @@ pub enum Measured {
 
 /// The agent's measurement from a boot's stream: the probes' answer, else any mounts result's.
 pub fn measured_fs(out: &BootOutput) -> Measured {
-    let probed = out
-        .stream
-        .capabilities
-        .as_ref()
-        .map(|c| c.probed_fs.clone());
+    let probed = out.stream.capabilities.first().map(|c| c.probed_fs.clone());
     let from_mounts = || {
         out.stream
             .results()

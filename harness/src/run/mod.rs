@@ -13,6 +13,7 @@ use protocol::{ObservedTopology, Plan, PlanItem, Scenario, SCHEMA_VERSION};
 pub mod caveats;
 mod cores;
 pub mod events;
+pub mod guest;
 pub mod labels;
 mod runner;
 pub mod sizing;
@@ -249,6 +250,12 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path, runtimes: &Ru
                 cell_id: c.key.to_string(),
                 scenario: c.scenario.clone(),
                 timeout_s: Some(timeout_s(&c.scenario)),
+                // A guest's layers are on the disk of the cell's filesystem; a host's and this
+                // machine's are where the agent is told (`scratch_dir`), measured there.
+                filesystem: match c.target {
+                    Target::Qemu { .. } => c.key.filesystem.known(),
+                    Target::Local | Target::Ssh { .. } => None,
+                },
             });
         }
     }
@@ -256,7 +263,7 @@ pub fn plan_for(boot: &BootPlan, repeats: u32, scratch_dir: &Path, runtimes: &Ru
         schema_version: SCHEMA_VERSION,
         boot_id: boot.key.to_string(),
         scratch_dir: scratch_dir.to_path_buf(),
-        scratch_disk: None,
+        scratch_disks: Vec::new(),
         modules: Vec::new(),
         probe: true,
         items,
@@ -447,7 +454,7 @@ pub fn fold_boot(
         kernel_release,
         logs: out.logs.clone(),
         timings_ms: out.timings_ms.clone(),
-        capabilities: stream.capabilities.clone(),
+        capabilities: stream.capabilities.first().cloned(),
         observed_topology: observed,
         cells: cells.iter().map(|c| c.key.clone()).collect(),
         attempts,
@@ -458,6 +465,7 @@ pub fn fold_boot(
         kernel_warnings_dropped: out.kernel_warnings_dropped,
         timeline: Some(timeline),
         sizing: out.sizing,
+        guest: None,
     };
     (record, cells)
 }
@@ -572,12 +580,14 @@ impl Gathered<'_> {
     }
 }
 
-/// Jobs for the pool: a metal host's visits stay in one job (they share the hardware); every
-/// other boot is a job of its own.
+/// Jobs for the pool: a metal host's visits stay in one job (they share the hardware), and so
+/// do a kernel × topology's boots (one guest serves every filesystem: [`guest`]); every other
+/// boot is a job of its own.
 fn jobs_of(boots: Vec<BootPlan>) -> Vec<Vec<BootPlan>> {
     let mut per_host: BTreeMap<String, Vec<BootPlan>> = BTreeMap::new();
-    let mut jobs = Vec::new();
-    for b in boots {
+    let (guests, alone) = guest::guests_of(boots);
+    let mut jobs: Vec<Vec<BootPlan>> = guests.into_iter().map(|g| g.parts).collect();
+    for b in alone {
         match &b.target {
             Target::Ssh { host, .. } => per_host.entry(host.name.clone()).or_default().push(b),
             Target::Local | Target::Qemu { .. } => jobs.push(vec![b]),

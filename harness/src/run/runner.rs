@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::guest::Guest;
 use super::{fold_boot, plan_for, BootPlan, FoldWith};
 use crate::backend::qemu::{AccelChoice, Qemu, BOOT_ALLOWANCE};
 use crate::backend::ssh::HostSession;
@@ -264,13 +265,25 @@ impl Runner {
         on_start: impl Fn(&BootKey),
         mut on_boot: impl FnMut(BootRecord, Vec<CellRecord>, Duration),
     ) {
+        let (guests, job) = super::guest::guests_of(job.to_vec());
+        for guest in guests {
+            for p in &guest.parts {
+                on_start(&p.key);
+            }
+            let t = Instant::now();
+            let folded = self.run_guest(&guest, repeats, run_dir, cancel);
+            let took = t.elapsed();
+            for (b, c) in folded {
+                on_boot(b, c, took);
+            }
+        }
         let mut session = match job.first().map(|b| &b.target) {
             Some(Target::Ssh { host, .. }) => {
                 Some(HostSession::open(host, cancel, self.sink.clone()))
             }
             _ => None,
         };
-        for boot in job {
+        for boot in &job {
             on_start(&boot.key);
             let t = Instant::now();
             let (b, c) = if cancel.is_cancelled() {
@@ -349,6 +362,187 @@ impl Runner {
             cells.extend(fold_boot(&part, &out, 0, &with).1);
         }
         (b, cells)
+    }
+
+    /// Run one guest serving the boots of several filesystems ([`super::guest`]), retrying infra
+    /// errors as [`Runner::run_boot`] does, then once more in a fresh guest for the cells it did
+    /// not reach; one record per boot (and one more for a boot the rerun guest served too).
+    /// Cells whose runtime is not ready do not run, as in [`Runner::run_boot`].
+    pub fn run_guest(
+        &self,
+        guest: &Guest,
+        repeats: u32,
+        run_dir: &RunDir,
+        cancel: &Cancel,
+    ) -> Vec<(BootRecord, Vec<CellRecord>)> {
+        let with = self.fold_with();
+        let mut runnable = Vec::new();
+        let mut unready_of = Vec::new();
+        for p in &guest.parts {
+            let (r, unready) = self.split_unready(p);
+            if !r.cells.is_empty() {
+                runnable.push(r);
+            }
+            unready_of.push((p.clone(), unready));
+        }
+        let mut records: Vec<(BootRecord, Vec<CellRecord>)> = Vec::new();
+        let mut next = Some(Guest {
+            parts: runnable,
+            rerun: guest.rerun,
+        });
+        while let Some(g) = next.take() {
+            if g.parts.is_empty() {
+                break;
+            }
+            let mut attempts = 0;
+            let out = loop {
+                attempts += 1;
+                let out = self.attempt_guest(&g, repeats, run_dir, cancel);
+                let retry = matches!(out.end, BootEnd::Infra { cause, .. } if cause.is_retryable())
+                    && attempts <= self.retries
+                    && !cancel.is_cancelled();
+                if !retry {
+                    break out;
+                }
+            };
+            let (parts, rest) = g.split(repeats, &out, &self.runtimes);
+            for part in parts {
+                let (mut b, c) = fold_boot(&part.boot, &part.out, attempts, &with);
+                b.guest = g.record();
+                records.push((b, c));
+            }
+            if let Some(rest) = &rest {
+                let cells: usize = rest.parts.iter().map(|p| p.cells.len()).sum();
+                self.sink.note(Note::warning(format!(
+                    "{}: the guest ended ({}) before {cells} cell(s); running them in a fresh guest",
+                    g.log_stem().map(|s| s.to_string()).unwrap_or_default(),
+                    out.end.summary()
+                )));
+            }
+            next = rest.filter(|_| !cancel.is_cancelled());
+        }
+        // Cells that never ran belong to their boot's record, each ending with why its runtime
+        // is not ready; a boot with no runnable cell gets a record saying so.
+        for (part, unready) in unready_of {
+            if unready.is_empty() {
+                continue;
+            }
+            let at = records.iter().position(|(b, _)| b.key == part.key);
+            let at = match at {
+                Some(i) => i,
+                None => {
+                    let out = BootOutput::infra(
+                        &self.plan(&part, repeats, Path::new("/")),
+                        Accel::Unmeasured,
+                        InfraCause::Runtime,
+                        "every cell of this boot starts a runtime that is not ready",
+                        vec![],
+                    );
+                    let (b, _) = fold_boot(&part, &out, 0, &with);
+                    records.push((b, Vec::new()));
+                    records.len() - 1
+                }
+            };
+            for (why, cells) in unready {
+                let sub = BootPlan {
+                    cells,
+                    ..part.clone()
+                };
+                let out = BootOutput::infra(
+                    &self.plan(&sub, repeats, Path::new("/")),
+                    Accel::Unmeasured,
+                    InfraCause::Runtime,
+                    why,
+                    vec![],
+                );
+                let (_, c) = fold_boot(&sub, &out, 0, &with);
+                if let Some((b, cs)) = records.get_mut(at) {
+                    b.cells.extend(c.iter().map(|r| r.key.clone()));
+                    cs.extend(c);
+                }
+            }
+        }
+        records
+    }
+
+    /// One try of a guest: its kernel, the cores it holds, and the boot.
+    fn attempt_guest(
+        &self,
+        guest: &Guest,
+        repeats: u32,
+        run_dir: &RunDir,
+        cancel: &Cancel,
+    ) -> BootOutput {
+        let scratch = Path::new(crate::backend::qemu::SCRATCH_DIR);
+        let plan = guest.plan(repeats, scratch, &self.runtimes);
+        let (Some(key), Some(stem), Some(first)) =
+            (guest.key(), guest.log_stem(), guest.parts.first())
+        else {
+            return BootOutput::infra(
+                &plan,
+                Accel::Tcg,
+                InfraCause::Internal,
+                "an empty guest",
+                vec![],
+            );
+        };
+        let req = BootRequest {
+            key: key.clone(),
+            deadlines: Deadlines::for_plan(&plan, BOOT_ALLOWANCE),
+            plan,
+            run_dir: run_dir.clone(),
+            cancel: cancel.clone(),
+            sink: self.sink.clone(),
+        };
+        let Target::Qemu { kernel, topology } = &first.target else {
+            return BootOutput::infra(
+                &req.plan,
+                Accel::Tcg,
+                InfraCause::Internal,
+                "a guest for a target that is not QEMU",
+                vec![],
+            );
+        };
+        let Some((qemu, kernels)) = &self.qemu else {
+            return BootOutput::infra(
+                &req.plan,
+                Accel::Tcg,
+                InfraCause::Internal,
+                "QEMU backend not set up",
+                vec![],
+            );
+        };
+        let t = Instant::now();
+        let resolved = match kernels.get(kernel, cancel, &*self.sink) {
+            Ok(k) => k,
+            Err(e) => {
+                return BootOutput::infra(
+                    &req.plan,
+                    qemu.accel().unwrap_or(Accel::Tcg),
+                    InfraCause::Kernel,
+                    e,
+                    vec![],
+                )
+            }
+        };
+        let fetch_ms = ms_between(t, Instant::now());
+        let accel = qemu.decide_now(&resolved, &*self.sink);
+        let all = BootPlan {
+            cells: guest.parts.iter().flat_map(|p| p.cells.clone()).collect(),
+            ..first.clone()
+        };
+        let Some(_held) = self.cores.take(host_threads(&all, accel, topology), cancel) else {
+            return BootOutput::infra(
+                &req.plan,
+                accel,
+                InfraCause::Cancelled,
+                "not started: the run was interrupted (Ctrl-C)",
+                vec![],
+            );
+        };
+        let mut out = qemu.boot_serving(&req, &resolved, topology, &guest.filesystems(), &stem);
+        out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
+        out
     }
 
     /// The boot without its cells whose runtime is not ready, and those cells grouped by why.

@@ -2,7 +2,7 @@
 //! and caveats included).
 use super::*;
 use crate::results::Accel;
-use protocol::{AgentEvent, CellResult, Outcome};
+use protocol::{AgentEvent, CellResult, Filesystem, Outcome};
 
 fn matrix() -> Matrix {
     Matrix::parse(
@@ -479,4 +479,167 @@ fn kernel_warnings_go_to_the_cell_whose_item_printed_them() {
         "the cell's own answer stays"
     );
     assert!(!cells[1].is_ok());
+}
+
+fn caps(fs: &str) -> String {
+    line(AgentEvent::Capabilities(protocol::Capabilities {
+        kernel_release: "6.12".into(),
+        probed_fs: fs.into(),
+        probes: vec![],
+    }))
+}
+
+fn guests() -> Vec<guest::Guest> {
+    let (guests, alone) = guest::guests_of(group_boots(matrix().qemu_cells()));
+    assert!(
+        alone.is_empty(),
+        "every guest boot joins its target's guest"
+    );
+    guests
+}
+
+#[test]
+fn one_guest_serves_every_filesystem_of_a_kernel_and_topology() {
+    let guests = guests();
+    assert_eq!(guests.len(), 2, "k1 and k2, one topology");
+    let g = &guests[0];
+    assert_eq!(g.filesystems(), [Filesystem::Ext4, Filesystem::Tmpfs]);
+    assert_eq!(g.log_stem().unwrap().to_string(), "k1_1s2c1t");
+    let plan = g.plan(2, Path::new("/scratch"), &RunRuntimes::default());
+    // Each boot's plan in turn (its repeats together), numbered anew, each item on its own
+    // filesystem's disk; ids are the cells' own.
+    assert_eq!(plan.items.len(), 2 * 6 * 2);
+    for (i, item) in plan.items.iter().enumerate() {
+        assert_eq!(item.item as usize, i);
+        let fs = if i < 12 { "ext4" } else { "tmpfs" };
+        assert_eq!(item.filesystem.map(|f| f.as_str()), Some(fs));
+        assert!(
+            item.cell_id.starts_with(&format!("k1/1s2c1t/{fs}/")),
+            "{}",
+            item.cell_id
+        );
+    }
+    // Hosts and this machine keep one boot each (their filesystem is what they measure).
+    let (g, alone) = guest::guests_of(group_boots(host_matrix("").ssh_cells()));
+    assert!(g.is_empty());
+    assert_eq!(alone.len(), 1);
+    let plan = plan_for(&alone[0], 1, Path::new("/s"), &RunRuntimes::default());
+    assert!(plan.items.iter().all(|i| i.filesystem.is_none()));
+}
+
+#[test]
+fn a_guests_output_folds_into_one_record_per_filesystem_as_its_own_boot_would() {
+    let g = guests().remove(0);
+    let runtimes = RunRuntimes::default();
+    let plan = g.plan(1, Path::new("/scratch"), &runtimes);
+    let mut lines = vec![hello(), caps("ext4"), caps("tmpfs")];
+    lines.extend((0..plan.items.len()).map(|i| result(&plan, i, i as f64, Outcome::Pass)));
+    lines.push(line(AgentEvent::Done { uptime_ms: 1 }));
+    let out = output(&plan, &lines, BootEnd::Completed);
+    assert!(!out.stream.broke_contract(), "{:?}", out.stream.violations);
+    let (parts, rerun) = g.split(1, &out, &runtimes);
+    assert!(rerun.is_none());
+    assert_eq!(parts.len(), 2);
+    for (part, fs) in parts.iter().zip(["ext4", "tmpfs"]) {
+        let (rec, cells) = fold(&part.boot, &part.out);
+        assert_eq!(rec.key.to_string(), format!("k1/1s2c1t/{fs}"));
+        assert!(rec.end.is_completed());
+        assert_eq!(
+            rec.capabilities.as_ref().map(|c| c.probed_fs.as_str()),
+            Some(fs)
+        );
+        assert_eq!(cells.len(), 6);
+        for c in &cells {
+            assert_eq!(c.key.filesystem.as_str(), fs);
+            assert_eq!(c.outcome, Outcome::Pass, "{}", c.key);
+            // The sample is the one this cell's own item answered.
+            let at = plan
+                .items
+                .iter()
+                .position(|i| i.cell_id == c.key.to_string());
+            assert_eq!(c.metrics["latency_p50_us"].samples, [at.unwrap() as f64]);
+        }
+    }
+    // Two probes of one filesystem break the contract.
+    let mut s = crate::backend::ResultStream::new(&plan);
+    for l in [hello(), caps("ext4"), caps("ext4")] {
+        s.feed_line(&l);
+    }
+    assert!(s.broke_contract());
+}
+
+#[test]
+fn a_panic_costs_the_running_cell_and_the_rest_run_once_more_in_a_fresh_guest() {
+    let g = guests().remove(0);
+    let runtimes = RunRuntimes::default();
+    let plan = g.plan(1, Path::new("/scratch"), &runtimes);
+    // ext4's six cells answered, tmpfs's first answered, its second was running.
+    let mut lines = vec![hello(), caps("ext4"), caps("tmpfs")];
+    lines.extend((0..7).map(|i| result(&plan, i, 1.0, Outcome::Pass)));
+    let panic = BootEnd::Panic {
+        line: "Kernel panic - not syncing".into(),
+        excerpt: String::new(),
+    };
+    let out = output(&plan, &lines, panic.clone());
+    let (parts, rerun) = g.split(1, &out, &runtimes);
+    let (ext4, ext4_cells) = fold(&parts[0].boot, &parts[0].out);
+    assert!(ext4.end.is_completed(), "every ext4 cell answered");
+    assert!(ext4_cells.iter().all(|c| c.outcome == Outcome::Pass));
+    let (tmpfs, tmpfs_cells) = fold(&parts[1].boot, &parts[1].out);
+    assert_eq!(tmpfs.end, panic);
+    let outcomes: Vec<Outcome> = tmpfs_cells.iter().map(|c| c.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Pass, Outcome::Panic],
+        "the running cell is classified"
+    );
+    assert_eq!(tmpfs_cells[1].key.to_string(), plan.items[7].cell_id);
+
+    let rerun = rerun.expect("four cells were not reached");
+    assert!(rerun.rerun);
+    assert_eq!(rerun.log_stem().unwrap().to_string(), "k1_1s2c1t+rerun");
+    assert_eq!(rerun.filesystems(), [Filesystem::Tmpfs]);
+    let again = rerun.plan(1, Path::new("/scratch"), &runtimes);
+    let ids: Vec<&str> = again.items.iter().map(|i| i.cell_id.as_str()).collect();
+    let rest: Vec<&str> = plan.items[8..].iter().map(|i| i.cell_id.as_str()).collect();
+    assert_eq!(ids, rest);
+    // The rerun is the last: what it did not reach takes its end.
+    let out = output(&again, &[hello(), caps("tmpfs")], panic.clone());
+    let (parts, more) = rerun.split(1, &out, &runtimes);
+    assert!(more.is_none(), "one rerun at most");
+    let (rec, cells) = fold(&parts[0].boot, &parts[0].out);
+    assert_eq!(rec.key.to_string(), "k1/1s2c1t/tmpfs");
+    assert_eq!(cells.len(), 4);
+    assert!(cells.iter().all(|c| c.outcome == Outcome::Panic));
+}
+
+#[test]
+fn a_guest_that_panicked_in_boot_reran_every_cell_once() {
+    let g = guests().remove(0);
+    let runtimes = RunRuntimes::default();
+    let plan = g.plan(1, Path::new("/scratch"), &runtimes);
+    let panic = BootEnd::Panic {
+        line: "Kernel panic - not syncing: IO-APIC + timer doesn't work!".into(),
+        excerpt: String::new(),
+    };
+    let (parts, rerun) = g.split(1, &output(&plan, &[], panic.clone()), &runtimes);
+    assert!(parts.is_empty(), "no cell was reached");
+    let rerun = rerun.expect("every cell runs again");
+    assert_eq!(rerun.filesystems(), g.filesystems());
+    let again = rerun.plan(1, Path::new("/scratch"), &runtimes);
+    assert_eq!(again.items, plan.items, "the same plan");
+    // The rerun panics too: every cell takes its end.
+    let (parts, more) = rerun.split(1, &output(&again, &[], panic.clone()), &runtimes);
+    assert!(more.is_none());
+    assert_eq!(parts.len(), 2);
+    for p in &parts {
+        let (rec, cells) = fold(&p.boot, &p.out);
+        assert_eq!(rec.end, panic);
+        assert!(cells.iter().all(|c| c.outcome == Outcome::Panic));
+    }
+    // An infra error is `--retries`' to handle, never a rerun.
+    let infra = BootEnd::infra(crate::results::InfraCause::Spawn, "qemu exited");
+    let (parts, rerun) = g.split(1, &output(&plan, &[], infra), &runtimes);
+    assert!(rerun.is_none());
+    assert_eq!(parts.len(), 2);
 }

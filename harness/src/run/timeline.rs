@@ -33,6 +33,11 @@ pub fn observe(
         let Some((cell, kind)) = item(i) else {
             break;
         };
+        // In one filesystem's share of a shared guest, the item before it may have been
+        // another filesystem's: the stream knows when that one ended.
+        if let Some(prior) = stream.prior_at.get(i) {
+            last = *prior;
+        }
         match (last, got) {
             (Some(from), Some(to)) => {
                 items.push(ItemSpan {

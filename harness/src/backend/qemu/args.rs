@@ -11,8 +11,15 @@ use crate::results::Accel;
 /// port (the console log); `panic=-1` is explained in [`kernel_args`].
 pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
 
-/// Device node the guest sees the scratch disk as (the only virtio-blk device, so always `vda`).
-pub const SCRATCH_DEVICE: &str = "/dev/vda";
+/// Device node the guest sees the `index`-th scratch disk as: `/dev/vda`, `/dev/vdb`, … The
+/// disks are the only virtio-blk devices, given in order on the command line, so QEMU puts
+/// them in PCI slots in that order and the kernel probes and names them in it (a mix-up would
+/// not go unseen: mounting an image as another filesystem fails, and the agent measures each
+/// directory's filesystem with statfs). None past `/dev/vdz`.
+pub fn scratch_device(index: usize) -> Option<String> {
+    let letter = u8::try_from(index).ok().filter(|i| *i < 26)?;
+    Some(format!("/dev/vd{}", char::from(b'a' + letter)))
+}
 
 fn os(parts: &[&str]) -> Vec<OsString> {
     parts.iter().map(OsString::from).collect()
@@ -196,18 +203,20 @@ pub fn serial_args(console_fd: i32, results_fd: i32) -> Vec<OsString> {
     ]
 }
 
-/// The scratch disk as a virtio-blk device ([`SCRATCH_DEVICE`] in the guest). The image is a
-/// throwaway copy, so `cache=unsafe` (host page cache, flushes ignored) costs nothing and
-/// keeps the guest's fsyncs from reaching the host disk.
-pub fn disk_args(image: &Path) -> Vec<OsString> {
+/// The `index`-th scratch disk as a virtio-blk device ([`scratch_device`] in the guest). The
+/// image is a throwaway copy, so `cache=unsafe` (host page cache, flushes ignored) costs nothing
+/// and keeps the guest's fsyncs from reaching the host disk.
+pub fn disk_args(image: &Path, index: usize) -> Vec<OsString> {
     let mut drive = OsString::from("file=");
     drive.push(opt_escape(image));
-    drive.push(",format=raw,if=none,id=scratch,cache=unsafe");
+    drive.push(format!(
+        ",format=raw,if=none,id=scratch{index},cache=unsafe"
+    ));
     vec![
         "-drive".into(),
         drive,
         "-device".into(),
-        "virtio-blk-pci,drive=scratch".into(),
+        format!("virtio-blk-pci,drive=scratch{index}").into(),
     ]
 }
 
@@ -354,15 +363,22 @@ mod tests {
 
     #[test]
     fn disk_is_raw_virtio_blk() {
-        let a = strs(&disk_args(Path::new("/tmp/a,b.img")));
+        let a = strs(&disk_args(Path::new("/tmp/a,b.img"), 1));
         assert_eq!(
             a,
             [
                 "-drive",
-                "file=/tmp/a,,b.img,format=raw,if=none,id=scratch,cache=unsafe",
+                "file=/tmp/a,,b.img,format=raw,if=none,id=scratch1,cache=unsafe",
                 "-device",
-                "virtio-blk-pci,drive=scratch"
+                "virtio-blk-pci,drive=scratch1"
             ]
         );
+    }
+
+    #[test]
+    fn disks_are_named_in_order() {
+        assert_eq!(scratch_device(0).as_deref(), Some("/dev/vda"));
+        assert_eq!(scratch_device(2).as_deref(), Some("/dev/vdc"));
+        assert_eq!(scratch_device(26), None);
     }
 }

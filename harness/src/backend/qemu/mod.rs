@@ -17,13 +17,13 @@ use protocol::{Filesystem, Plan, ScratchDisk};
 use crate::backend::{
     leftovers, ms_between, BootOutput, BootRequest, Deadlines, Placement, ResultStream,
 };
-use crate::cell::BootKey;
 use crate::debian::Cache;
 use crate::events::{Note, Sink};
 use crate::kernels::{ModuleFeature, ResolvedKernel};
 use crate::matrix::Topology;
 use crate::proc::{Cancel, Run};
-use crate::results::{Accel, BootEnd, InfraCause, RunDir};
+use crate::results::{Accel, BootEnd, InfraCause};
+use crate::rundir::LogStem;
 
 pub mod accel;
 pub mod args;
@@ -122,8 +122,9 @@ impl Qemu {
         self.decide_accel(kernel, sink)
     }
 
-    /// Boot one guest for `req` and collect what its agent said. Never fails: problems on our
-    /// side come back as `BootEnd::Infra`, the guest's as `Panic`/`Timeout`.
+    /// Boot one guest for `req` with the layers on `fs` and collect what its agent said. Never
+    /// fails: problems on our side come back as `BootEnd::Infra`, the guest's as
+    /// `Panic`/`Timeout`. Its logs are named after `req.key`.
     pub fn boot(
         &self,
         req: &BootRequest,
@@ -131,9 +132,29 @@ impl Qemu {
         topology: &Topology,
         fs: Filesystem,
     ) -> BootOutput {
+        self.boot_serving(
+            req,
+            kernel,
+            topology,
+            &[fs],
+            &LogStem::Boot(req.key.clone()),
+        )
+    }
+
+    /// Boot one guest that serves every filesystem of `filesystems`: one scratch disk each
+    /// (tmpfs needs none), attached at once, each plan item on its own filesystem's disk. Its
+    /// logs are named after `logs`.
+    pub fn boot_serving(
+        &self,
+        req: &BootRequest,
+        kernel: &ResolvedKernel,
+        topology: &Topology,
+        filesystems: &[Filesystem],
+        logs: &LogStem,
+    ) -> BootOutput {
         let start = Instant::now();
         let accel = self.decide_accel(kernel, &*req.sink);
-        let mut out = self.boot_with(req, kernel, topology, fs, accel, start);
+        let mut out = self.boot_with(req, kernel, topology, filesystems, logs, accel, start);
         // A kernel KVM cannot run even though the probe guest could: fall back for this boot.
         let kvm_failed = matches!(
             out.end,
@@ -151,25 +172,36 @@ impl Qemu {
                 "{}: KVM failed on this kernel; retrying under TCG",
                 req.key
             )));
-            out = self.boot_with(req, kernel, topology, fs, Accel::Tcg, Instant::now());
+            out = self.boot_with(
+                req,
+                kernel,
+                topology,
+                filesystems,
+                logs,
+                Accel::Tcg,
+                Instant::now(),
+            );
         }
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn boot_with(
         &self,
         req: &BootRequest,
         kernel: &ResolvedKernel,
         topology: &Topology,
-        fs: Filesystem,
+        filesystems: &[Filesystem],
+        stem: &LogStem,
         accel: Accel,
         start: Instant,
     ) -> BootOutput {
-        let console_rel = RunDir::log_rel(&req.key, "console");
-        let results_rel = RunDir::log_rel(&req.key, "results");
-        let qemu_rel = RunDir::log_rel(&req.key, "qemu");
+        let console_rel = stem.rel("console");
+        let results_rel = stem.rel("results");
+        let qemu_rel = stem.rel("qemu");
+        let plan_rel = stem.rel("plan").with_extension("json");
         let logs = vec![console_rel.clone(), results_rel.clone(), qemu_rel.clone()];
-        let plan = guest_placement(kernel, fs, accel).plan(&req.plan);
+        let plan = guest_placement(kernel, filesystems, accel).plan(&req.plan);
         let infra = |msg: String| {
             let mut o =
                 BootOutput::infra(&req.plan, accel, InfraCause::BootSetup, msg, logs.clone());
@@ -185,13 +217,17 @@ impl Qemu {
         };
         let initrd = work.path().join("initrd.cpio");
         let cache = Cache::at(&self.cache_dir);
-        let made =
-            crate::initramfs::base_archive(&self.agent, kernel, &wanted_features(fs), &cache)
-                .and_then(|base| {
-                    // The plan as sent still names this machine's copies of the runtimes.
-                    let runtimes = crate::initramfs::runtimes_archive(&req.plan.runtimes, &cache)?;
-                    crate::initramfs::write_initrd(&base, runtimes.as_deref(), &plan, &initrd)
-                });
+        let made = crate::initramfs::base_archive(
+            &self.agent,
+            kernel,
+            &wanted_features(filesystems),
+            &cache,
+        )
+        .and_then(|base| {
+            // The plan as sent still names this machine's copies of the runtimes.
+            let runtimes = crate::initramfs::runtimes_archive(&req.plan.runtimes, &cache)?;
+            crate::initramfs::write_initrd(&base, runtimes.as_deref(), &plan, &initrd)
+        });
         if let Err(e) = made {
             let mut o = infra(format!("building the initramfs for {}: {e}", kernel.name));
             if let crate::initramfs::InitramfsError::Runtime { .. } = e {
@@ -200,20 +236,25 @@ impl Qemu {
             return o;
         }
         timings.insert("initramfs".to_string(), ms_between(start, Instant::now()));
-        let image = work.path().join("scratch.img");
-        let image = match disk::scratch_image(fs, &self.cache_dir, &self.agent, &image) {
-            Ok(i) => i,
-            Err(e) => return infra(format!("scratch disk: {e}")),
-        };
+        // One image per disk, in the plan's order: that is the order of their devices.
+        let mut images = Vec::new();
+        for disk in &plan.scratch_disks {
+            let fs = disk.filesystem;
+            let image = work.path().join(format!("scratch-{fs}.img"));
+            match disk::scratch_image(fs, &self.cache_dir, &self.agent, &image) {
+                Ok(Some(i)) => images.push(i),
+                Ok(None) => {}
+                Err(e) => return infra(format!("scratch disk ({fs}): {e}")),
+            }
+        }
         timings.insert("disk".to_string(), ms_between(start, Instant::now()));
         if let Ok(json) = serde_json::to_string_pretty(&plan) {
-            let _ =
-                crate::rundir::write_atomic(&req.run_dir.abs(&plan_rel(&req.key)), json.as_bytes());
+            let _ = crate::rundir::write_atomic(&req.run_dir.abs(&plan_rel), json.as_bytes());
         }
 
         let launch = process::Launch {
             qemu: self.qemu.clone(),
-            args: self.command_line(&req.key, accel, kernel, topology, &initrd, image.as_deref()),
+            args: self.command_line(stem, accel, kernel, topology, &initrd, &images),
             console_log: req.run_dir.abs(&console_rel),
             results_log: req.run_dir.abs(&results_rel),
             qemu_log: req.run_dir.abs(&qemu_rel),
@@ -236,7 +277,7 @@ impl Qemu {
         }
         timings.insert("exit".into(), ms_between(start, w.exited_at));
         let mut logs = logs;
-        logs.push(plan_rel(&req.key));
+        logs.push(plan_rel);
         BootOutput {
             stream: w.stream,
             end: w.end,
@@ -256,12 +297,12 @@ impl Qemu {
     /// Everything but the serial ports (`process::run_guest` adds those: they are sockets).
     fn command_line(
         &self,
-        id: &BootKey,
+        id: &LogStem,
         accel: Accel,
         kernel: &ResolvedKernel,
         topology: &Topology,
         initrd: &Path,
-        image: Option<&Path>,
+        images: &[PathBuf],
     ) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec!["-name".into(), format!("mmx-{id}").into()];
         a.extend(args::machine_args(accel));
@@ -271,8 +312,8 @@ impl Qemu {
             initrd,
             &self.extra_cmdline,
         ));
-        if let Some(image) = image {
-            a.extend(args::disk_args(image));
+        for (i, image) in images.iter().enumerate() {
+            a.extend(args::disk_args(image, i));
         }
         a
     }
@@ -342,7 +383,7 @@ impl Qemu {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "kvm-probe".into(),
             scratch_dir: SCRATCH_DIR.into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: Vec::new(),
             probe: false,
             items: Vec::new(),
@@ -352,7 +393,7 @@ impl Qemu {
         let base = crate::initramfs::base_archive(
             &self.agent,
             kernel,
-            &wanted_features(Filesystem::Tmpfs),
+            &wanted_features(&[Filesystem::Tmpfs]),
             &Cache::at(&self.cache_dir),
         )?;
         crate::initramfs::write_initrd(&base, None, &plan, &initrd)?;
@@ -451,27 +492,37 @@ fn cached_verdict(qemu: &Path, cache_dir: &Path, sink: &dyn Sink) -> Option<Acce
     Some(accel)
 }
 
-fn plan_rel(key: &BootKey) -> PathBuf {
-    RunDir::log_rel(key, "plan").with_extension("json")
-}
-
-/// Where a guest runs its plan: the layers on the scratch disk (or a tmpfs), the modules its
-/// kernel needs for them, the runtimes in the initramfs (`initramfs::runtimes_archive`), and
-/// limits stretched by the same factor as the host's watchdogs under TCG (the agent enforces
-/// its own per-item and per-job limits, and a slow emulator is not a hung kernel or runtime).
-pub fn guest_placement(kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) -> Placement {
-    let wanted = wanted_features(fs);
+/// Where a guest runs its plan: the layers on a scratch disk per filesystem it serves (a tmpfs
+/// for tmpfs), the modules its kernel needs for them, the runtimes in the initramfs
+/// (`initramfs::runtimes_archive`), and limits stretched by the same factor as the host's
+/// watchdogs under TCG (the agent enforces its own per-item and per-job limits, and a slow
+/// emulator is not a hung kernel or runtime). Disks that need a device get `/dev/vda`,
+/// `/dev/vdb`, … in this order, which is the order of their images on the command line.
+pub fn guest_placement(
+    kernel: &ResolvedKernel,
+    filesystems: &[Filesystem],
+    accel: Accel,
+) -> Placement {
+    let wanted = wanted_features(filesystems);
+    let mut devices = 0;
+    let mut scratch_disks = Vec::new();
+    for &fs in filesystems {
+        // tmpfs has no device; the agent mounts a fresh tmpfs named after it.
+        let device = if fs.needs_disk() {
+            let d = args::scratch_device(devices);
+            devices += 1;
+            d.unwrap_or_default()
+        } else {
+            "tmpfs".into()
+        };
+        scratch_disks.push(ScratchDisk {
+            device: device.into(),
+            filesystem: fs,
+        });
+    }
     Placement {
         scratch_dir: SCRATCH_DIR.into(),
-        scratch_disk: Some(ScratchDisk {
-            // tmpfs has no device; the agent mounts a fresh tmpfs named after it.
-            device: if fs.needs_disk() {
-                args::SCRATCH_DEVICE.into()
-            } else {
-                "tmpfs".into()
-            },
-            filesystem: fs,
-        }),
+        scratch_disks,
         // Soft dependencies travel too (`initramfs::module_table`), but the kernel asks for
         // those.
         modules: kernel
@@ -489,20 +540,27 @@ pub fn guest_placement(kernel: &ResolvedKernel, fs: Filesystem, accel: Accel) ->
     }
 }
 
-/// Module features a boot on `fs` needs. Loading only these keeps boots short (btrfs pulls in
-/// raid6, whose load-time benchmark is slow under TCG).
-pub fn wanted_features(fs: Filesystem) -> Vec<ModuleFeature> {
+/// Module features a boot serving `filesystems` needs. Loading only these keeps boots short
+/// (btrfs pulls in raid6, whose load-time benchmark is slow under TCG).
+pub fn wanted_features(filesystems: &[Filesystem]) -> Vec<ModuleFeature> {
     let mut f = vec![ModuleFeature::Overlay, ModuleFeature::Extra];
-    match fs {
-        Filesystem::Ext4 => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Ext4]),
-        Filesystem::Xfs => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Xfs]),
-        Filesystem::Btrfs => f.extend([ModuleFeature::VirtioBlk, ModuleFeature::Btrfs]),
-        Filesystem::Erofs => f.extend([
-            ModuleFeature::VirtioBlk,
-            ModuleFeature::Ext4,
-            ModuleFeature::Erofs,
-        ]),
-        Filesystem::Tmpfs => {}
+    for fs in filesystems {
+        let more: &[ModuleFeature] = match fs {
+            Filesystem::Ext4 => &[ModuleFeature::VirtioBlk, ModuleFeature::Ext4],
+            Filesystem::Xfs => &[ModuleFeature::VirtioBlk, ModuleFeature::Xfs],
+            Filesystem::Btrfs => &[ModuleFeature::VirtioBlk, ModuleFeature::Btrfs],
+            Filesystem::Erofs => &[
+                ModuleFeature::VirtioBlk,
+                ModuleFeature::Ext4,
+                ModuleFeature::Erofs,
+            ],
+            Filesystem::Tmpfs => &[],
+        };
+        for m in more {
+            if !f.contains(m) {
+                f.push(*m);
+            }
+        }
     }
     f
 }
@@ -520,9 +578,23 @@ mod tests {
 
     #[test]
     fn modules_follow_the_filesystem() {
-        assert!(!wanted_features(Filesystem::Tmpfs).contains(&ModuleFeature::VirtioBlk));
-        let xfs = wanted_features(Filesystem::Xfs);
+        assert!(!wanted_features(&[Filesystem::Tmpfs]).contains(&ModuleFeature::VirtioBlk));
+        let xfs = wanted_features(&[Filesystem::Xfs]);
         assert!(xfs.contains(&ModuleFeature::VirtioBlk) && xfs.contains(&ModuleFeature::Xfs));
         assert!(!xfs.contains(&ModuleFeature::Btrfs));
+        // A guest serving several filesystems loads each one's modules, each once.
+        let all = wanted_features(&Filesystem::ALL);
+        for m in [
+            ModuleFeature::Ext4,
+            ModuleFeature::Xfs,
+            ModuleFeature::Btrfs,
+        ] {
+            assert!(all.contains(&m), "{m:?}");
+        }
+        let blk = all
+            .iter()
+            .filter(|m| **m == ModuleFeature::VirtioBlk)
+            .count();
+        assert_eq!(blk, 1);
     }
 }

@@ -307,7 +307,7 @@ mod tests {
             schema_version: protocol::SCHEMA_VERSION,
             boot_id: "b".into(),
             scratch_dir: "/s".into(),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: vec![],
             probe: false,
             items: vec![],

@@ -262,7 +262,7 @@ impl Visit<'_> {
         // metal speed.
         let plan = Placement {
             scratch_dir: PathBuf::from(format!("{dir}/scratch")),
-            scratch_disk: None,
+            scratch_disks: Vec::new(),
             modules: Vec::new(),
             runtimes_dir: PathBuf::from(format!("{dir}/runtimes")),
             limit_scale: 1,
