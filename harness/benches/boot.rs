@@ -120,6 +120,7 @@ fn plan(id: &BootKey, probe: bool, scenarios: Vec<(String, Scenario)>) -> Plan {
                 cell_id,
                 scenario,
                 timeout_s: Some(120),
+                filesystem: None,
             })
             .collect(),
         runtimes: vec![],
@@ -133,6 +134,7 @@ fn request(key: &BootKey, plan: Plan) -> BootRequest {
         plan,
         run_dir: run_dir(),
         cancel: Cancel::new(),
+        sink: common::sink(),
     }
 }
 
@@ -177,7 +179,13 @@ fn tcg_mt(kernels: &[String], boots: usize, json: Option<String>, control: bool)
     } else {
         (AccelChoice::TcgMt, Accel::TcgMt)
     };
-    let q = Qemu::new(choice, agent(), common::cache().root().to_path_buf()).expect("qemu backend");
+    let q = Qemu::new(
+        choice,
+        agent(),
+        common::cache().root().to_path_buf(),
+        &common::ToStderr,
+    )
+    .expect("qemu backend");
     let spin = Scenario::Lockbench(LockbenchScenario {
         bench: Bench::UserSpin,
         locks: vec![
@@ -391,7 +399,13 @@ fn agent_ready(kernels: &[String], rounds: usize) {
     }
     // The KVM verdict from a fresh cache: times the probe.
     let fresh = tempfile::tempdir().expect("tempdir");
-    let q = Qemu::new(AccelChoice::Auto, agent(), fresh.path().to_path_buf()).expect("auto");
+    let q = Qemu::new(
+        AccelChoice::Auto,
+        agent(),
+        fresh.path().to_path_buf(),
+        &common::ToStderr,
+    )
+    .expect("auto");
     let name = kernels.first().map_or("debian-6.12", String::as_str);
     let k = kernel(name);
     let start = Instant::now();

@@ -489,6 +489,9 @@ fn caps(fs: &str) -> String {
     }))
 }
 
+/// Cells per filesystem in `matrix()`: every built-in strategy at two layer counts.
+const PER_FS: usize = protocol::Strategy::ALL.len() * 2;
+
 fn guests() -> Vec<guest::Guest> {
     let (guests, alone) = guest::guests_of(group_boots(matrix().qemu_cells()));
     assert!(
@@ -508,10 +511,10 @@ fn one_guest_serves_every_filesystem_of_a_kernel_and_topology() {
     let plan = g.plan(2, Path::new("/scratch"), &RunRuntimes::default());
     // Each boot's plan in turn (its repeats together), numbered anew, each item on its own
     // filesystem's disk; ids are the cells' own.
-    assert_eq!(plan.items.len(), 2 * 6 * 2);
+    assert_eq!(plan.items.len(), 2 * PER_FS * 2);
     for (i, item) in plan.items.iter().enumerate() {
         assert_eq!(item.item as usize, i);
-        let fs = if i < 12 { "ext4" } else { "tmpfs" };
+        let fs = if i < PER_FS * 2 { "ext4" } else { "tmpfs" };
         assert_eq!(item.filesystem.map(|f| f.as_str()), Some(fs));
         assert!(
             item.cell_id.starts_with(&format!("k1/1s2c1t/{fs}/")),
@@ -548,7 +551,7 @@ fn a_guests_output_folds_into_one_record_per_filesystem_as_its_own_boot_would() 
             rec.capabilities.as_ref().map(|c| c.probed_fs.as_str()),
             Some(fs)
         );
-        assert_eq!(cells.len(), 6);
+        assert_eq!(cells.len(), PER_FS);
         for c in &cells {
             assert_eq!(c.key.filesystem.as_str(), fs);
             assert_eq!(c.outcome, Outcome::Pass, "{}", c.key);
@@ -573,9 +576,9 @@ fn a_panic_costs_the_running_cell_and_the_rest_run_once_more_in_a_fresh_guest() 
     let g = guests().remove(0);
     let runtimes = RunRuntimes::default();
     let plan = g.plan(1, Path::new("/scratch"), &runtimes);
-    // ext4's six cells answered, tmpfs's first answered, its second was running.
+    // ext4's cells answered, tmpfs's first answered, its second was running.
     let mut lines = vec![hello(), caps("ext4"), caps("tmpfs")];
-    lines.extend((0..7).map(|i| result(&plan, i, 1.0, Outcome::Pass)));
+    lines.extend((0..PER_FS + 1).map(|i| result(&plan, i, 1.0, Outcome::Pass)));
     let panic = BootEnd::Panic {
         line: "Kernel panic - not syncing".into(),
         excerpt: String::new(),
@@ -593,15 +596,21 @@ fn a_panic_costs_the_running_cell_and_the_rest_run_once_more_in_a_fresh_guest() 
         [Outcome::Pass, Outcome::Panic],
         "the running cell is classified"
     );
-    assert_eq!(tmpfs_cells[1].key.to_string(), plan.items[7].cell_id);
+    assert_eq!(
+        tmpfs_cells[1].key.to_string(),
+        plan.items[PER_FS + 1].cell_id
+    );
 
-    let rerun = rerun.expect("four cells were not reached");
+    let rerun = rerun.expect("tmpfs's later cells were not reached");
     assert!(rerun.rerun);
     assert_eq!(rerun.log_stem().unwrap().to_string(), "k1_1s2c1t+rerun");
     assert_eq!(rerun.filesystems(), [Filesystem::Tmpfs]);
     let again = rerun.plan(1, Path::new("/scratch"), &runtimes);
     let ids: Vec<&str> = again.items.iter().map(|i| i.cell_id.as_str()).collect();
-    let rest: Vec<&str> = plan.items[8..].iter().map(|i| i.cell_id.as_str()).collect();
+    let rest: Vec<&str> = plan.items[PER_FS + 2..]
+        .iter()
+        .map(|i| i.cell_id.as_str())
+        .collect();
     assert_eq!(ids, rest);
     // The rerun is the last: what it did not reach takes its end.
     let out = output(&again, &[hello(), caps("tmpfs")], panic.clone());
@@ -609,7 +618,7 @@ fn a_panic_costs_the_running_cell_and_the_rest_run_once_more_in_a_fresh_guest() 
     assert!(more.is_none(), "one rerun at most");
     let (rec, cells) = fold(&parts[0].boot, &parts[0].out);
     assert_eq!(rec.key.to_string(), "k1/1s2c1t/tmpfs");
-    assert_eq!(cells.len(), 4);
+    assert_eq!(cells.len(), PER_FS - 2);
     assert!(cells.iter().all(|c| c.outcome == Outcome::Panic));
 }
 

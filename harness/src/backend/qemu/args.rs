@@ -8,8 +8,11 @@ use crate::matrix::Topology;
 use crate::results::Accel;
 
 /// Kernel command line every guest gets. `console=ttyS0` puts the kernel log on the first serial
-/// port (the console log); `panic=-1` is explained in [`kernel_args`].
-pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
+/// port (the console log); `panic=-1` is explained in [`kernel_args`]. `no_timer_check`: the
+/// IO-APIC timer check (arch/x86/kernel/apic/io_apic.c, `timer_irq_works`) busy-waits for ticks
+/// and panics with "IO-APIC + timer doesn't work!" when a loaded TCG host starves the vCPU; the
+/// parameter makes `timer_irq_works` trust the timer, as cloud and VM images do.
+pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 no_timer_check";
 
 /// Device node the guest sees the `index`-th scratch disk as: `/dev/vda`, `/dev/vdb`, … The
 /// disks are the only virtio-blk devices, given in order on the command line, so QEMU puts
@@ -335,7 +338,7 @@ mod tests {
                 "-initrd",
                 "/i.cpio",
                 "-append",
-                "console=ttyS0 panic=-1 rdinit=/nonexistent",
+                "console=ttyS0 panic=-1 no_timer_check rdinit=/nonexistent",
                 "-no-reboot"
             ]
         );
