@@ -81,12 +81,21 @@ fn execute_with(plan: &Plan, out: &mut dyn Write, marks: Marks) -> anyhow::Resul
     // The probes' answers depend on the layers' filesystem (idmapped mounts came to each in
     // its own release): once per scratch disk.
     if plan.probe {
-        for scratch in plan.probe_dirs() {
+        let disks = plan.scratch_disks.iter().map(|d| Some(d.filesystem));
+        let disks: Vec<Option<protocol::Filesystem>> = if plan.scratch_disks.is_empty() {
+            vec![None]
+        } else {
+            disks.collect()
+        };
+        for (disk, scratch) in disks.into_iter().zip(plan.probe_dirs()) {
             marks.mark(Mark::Begin(Phase::Probes));
             let probed = std::panic::catch_unwind(move || crate::probes::probe_all(&scratch));
             marks.mark(Mark::End(Phase::Probes));
             match probed {
-                Ok(c) => emit(AgentEvent::Capabilities(c))?,
+                Ok(c) => emit(AgentEvent::Capabilities(protocol::Capabilities {
+                    disk,
+                    ..c
+                }))?,
                 Err(p) => emit(log(
                     LogLevel::Error,
                     format!("probes: panicked: {}", mounts::panic_message(&*p)),

@@ -10,8 +10,13 @@ use crate::Evidence;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub kernel_release: String,
-    /// Filesystem the probes ran on (the layers' filesystem).
+    /// Filesystem the probes ran on (the layers' filesystem), as the agent measured it.
     pub probed_fs: String,
+    /// The plan's scratch disk the probes ran on, when the plan has disks (a guest serving
+    /// several filesystems probes each). It names the boot the answers belong to: erofs's disk
+    /// measures as ext4 (its images' carrier), so `probed_fs` alone cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::Filesystem>,
     pub probes: Vec<ProbeResult>,
 }
 

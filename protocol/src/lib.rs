@@ -282,6 +282,7 @@ mod tests {
             AgentEvent::Capabilities(Capabilities {
                 kernel_release: "6.1.0".into(),
                 probed_fs: "tmpfs".into(),
+                disk: None,
                 probes: vec![
                     ProbeResult {
                         feature: Feature::IdmapMount,

@@ -47,6 +47,7 @@ pub fn probe_all(scratch: &Path) -> Capabilities {
     Capabilities {
         kernel_release,
         probed_fs,
+        disk: None,
         probes,
     }
 }

@@ -150,7 +150,10 @@ impl ResultStream {
                 self.topology = Some(t);
             }
             AgentEvent::Capabilities(c) => {
-                let again = self.capabilities.iter().any(|o| o.probed_fs == c.probed_fs);
+                let again = self
+                    .capabilities
+                    .iter()
+                    .any(|o| probed_for(o) == probed_for(&c));
                 if again || self.capabilities.len() >= self.capabilities_max {
                     return self.violation(ViolationKind::OutOfOrder, line);
                 }
@@ -254,7 +257,7 @@ impl ResultStream {
         let capabilities = self
             .capabilities
             .iter()
-            .filter(|c| fs.is_none_or(|fs| c.probed_fs == fs.as_str()))
+            .filter(|c| fs.is_none_or(|fs| probed_for(c) == fs.as_str()))
             .cloned()
             .collect();
         ResultStream {
@@ -286,6 +289,12 @@ impl ResultStream {
             }
         }
     }
+}
+
+/// The filesystem whose boot a probe answer belongs to: the plan's disk it ran on, or (a plan
+/// without disks, an older agent) the filesystem it measured.
+fn probed_for(c: &Capabilities) -> &str {
+    c.disk.map_or(c.probed_fs.as_str(), |d| d.as_str())
 }
 
 #[cfg(test)]

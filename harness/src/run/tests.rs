@@ -300,6 +300,7 @@ fn measured_lines(plan: &Plan, fs: &str) -> Vec<String> {
         line(AgentEvent::Capabilities(protocol::Capabilities {
             kernel_release: "6.12".into(),
             probed_fs: fs.into(),
+            disk: None,
             probes: vec![],
         })),
         result(plan, 0, 1.0, Outcome::Pass),
@@ -485,6 +486,7 @@ fn caps(fs: &str) -> String {
     line(AgentEvent::Capabilities(protocol::Capabilities {
         kernel_release: "6.12".into(),
         probed_fs: fs.into(),
+        disk: fs.parse().ok(),
         probes: vec![],
     }))
 }
@@ -569,6 +571,21 @@ fn a_guests_output_folds_into_one_record_per_filesystem_as_its_own_boot_would() 
         s.feed_line(&l);
     }
     assert!(s.broke_contract());
+    // erofs's disk measures as ext4 (its images' carrier): named by its disk, no repeat.
+    let erofs = line(AgentEvent::Capabilities(protocol::Capabilities {
+        kernel_release: "6.12".into(),
+        probed_fs: "ext4".into(),
+        disk: Some(Filesystem::Erofs),
+        probes: vec![],
+    }));
+    let mut s = crate::backend::ResultStream::new(&plan);
+    for l in [hello(), caps("ext4"), erofs] {
+        s.feed_line(&l);
+    }
+    assert!(!s.broke_contract(), "{:?}", s.violations);
+    let erofs_part = s.select(&plan, Some(Filesystem::Erofs));
+    assert_eq!(erofs_part.capabilities.len(), 1);
+    assert_eq!(erofs_part.capabilities[0].disk, Some(Filesystem::Erofs));
 }
 
 #[test]
