@@ -239,6 +239,15 @@ fn erofs_layers_in_guests_on_the_default_kernels() {
         eprintln!("{}  {:?}  {ops:?}  {p50:?}", c.key, c.outcome);
     }
     assert!(out.status.success(), "a known answer changed:\n{text}");
+    // Each kernel's filesystems share one guest, sized for its accelerator like a boot of its own.
+    for b in &run.boots {
+        assert!(b.guest.is_some(), "{}: not in a shared guest", b.key);
+        assert!(
+            b.sizing.is_some(),
+            "{}: its benchmarks' sizing is not recorded",
+            b.key
+        );
+    }
     for (kernel, backing) in [
         ("debian-6.1", ErofsBacking::Loop),
         ("debian-6.12", ErofsBacking::File),

@@ -486,7 +486,7 @@ impl Runner {
                 vec![],
             );
         };
-        let req = BootRequest {
+        let mut req = BootRequest {
             key: key.clone(),
             deadlines: Deadlines::for_plan(&plan, BOOT_ALLOWANCE),
             plan,
@@ -540,8 +540,12 @@ impl Runner {
                 vec![],
             );
         };
+        // Sized once, here, where the guest's accelerator is known (as for a boot of its own).
+        let sizing = Sizing::decide(accel, self.tcg_benchmarks, self.full_bench);
+        super::sizing::apply(&mut req.plan, sizing);
         let mut out = qemu.boot_serving(&req, &resolved, topology, &guest.filesystems(), &stem);
         out.timings_ms.insert("kernel-fetch".into(), fetch_ms);
+        out.sizing = Some(sizing);
         out
     }
 
