@@ -221,7 +221,7 @@ fn agent_setup_evidence_carries_the_kernels_last_console_lines() {
     assert_eq!(*cause, InfraCause::AgentSetup, "{message}");
     eprintln!("agent-setup evidence:\n{message}");
     for want in [
-        "mount(/dev/vda, /scratch, ext4",
+        "mount(/dev/vda, /scratch/ext4, ext4",
         "last console lines:",
         "EXT4-fs (vda): Cannot load crc32c driver.",
         "mmx-agent modprobe: crypto-crc32c: no module in the initramfs answers it",

@@ -95,10 +95,15 @@ fn bookworm_kernel_fetches_extracts_and_boots_into_an_initrd() {
             PathBuf::from(format!("/lib/modules/{}.ko", m.name))
         );
     }
+    // xfs, btrfs and erofs (its superblock checksum) all depend on it.
     let xfs = cold.modules.iter().find(|m| m.name == "libcrc32c").unwrap();
     assert_eq!(
         xfs.needed_for,
-        vec![ModuleFeature::Xfs, ModuleFeature::Btrfs]
+        vec![
+            ModuleFeature::Xfs,
+            ModuleFeature::Btrfs,
+            ModuleFeature::Erofs
+        ]
     );
 
     let t = Instant::now();

@@ -377,7 +377,12 @@ fn reader(
             // namespace lock the run's own mounts wait for, so reading back to back (with only
             // a 1 ms pause) made growing a 10,000-mount table quadratic under TCG (~50 s, where
             // the window it prepares lasts well under a second).
-            std::thread::sleep(WARM_READ_PAUSE_MIN.max(t.elapsed() * 9));
+            // The pause ends early when the phase moves on: the window must find the reader
+            // reading, whatever the last warm read cost.
+            let until = Instant::now() + WARM_READ_PAUSE_MIN.max(t.elapsed() * 9);
+            while phase.get() == Phase::WARMUP && Instant::now() < until {
+                std::thread::sleep(WARM_READ_PAUSE_MIN);
+            }
         }
     }
 }
