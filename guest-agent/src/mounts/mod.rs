@@ -734,7 +734,9 @@ mod tests {
         std::fs::create_dir(&root).expect("test dir");
         let dir = root.clone();
         std::thread::spawn(move || {
-            sys::ns::unshare_fs().expect("private mount namespace");
+            // Its own mount namespace (this thread only), private from the start: the host's
+            // table never sees the 10,000 mounts (tests beside this one check that table).
+            sys::ns::enter_private_mount_ns().expect("private mount namespace");
             let before = table_len();
             let never = || false;
             // One lazy detach of the parent (and of the source).
