@@ -36,11 +36,20 @@ pub fn of_boot(t: &BootTimeline) -> ByKind {
 /// filesystem's items but the guest's boot, probes and end, so they are merged back into one
 /// (its items from every record) rather than counting the guest's boot once per filesystem.
 pub fn machine_timelines(run: &RunRecord) -> Vec<(String, BootTimeline)> {
+    merge_guests(run.boots.iter().filter_map(|b| {
+        let t = b.timeline.as_ref()?;
+        let guest = b.guest.as_ref().map(|g| g.id.as_str());
+        Some((b.key.target.to_string(), guest, t))
+    }))
+}
+
+/// [`machine_timelines`] of (target, guest id, timeline) triples in run order.
+fn merge_guests<'a>(
+    boots: impl Iterator<Item = (String, Option<&'a str>, &'a BootTimeline)>,
+) -> Vec<(String, BootTimeline)> {
     let mut out: Vec<(String, BootTimeline)> = Vec::new();
     let mut guests: BTreeMap<&str, usize> = BTreeMap::new();
-    for b in &run.boots {
-        let Some(t) = &b.timeline else { continue };
-        let shared = b.guest.as_ref().map(|g| g.id.as_str());
+    for (target, shared, t) in boots {
         match shared.and_then(|id| guests.get(id)) {
             Some(&at) => {
                 let merged = &mut out[at].1;
@@ -51,7 +60,7 @@ pub fn machine_timelines(run: &RunRecord) -> Vec<(String, BootTimeline)> {
                 if let Some(id) = shared {
                     guests.insert(id, out.len());
                 }
-                out.push((b.key.target.to_string(), t.clone()));
+                out.push((target, t.clone()));
             }
         }
     }
@@ -241,6 +250,40 @@ mod tests {
         assert_eq!(by[&TimeKind::Storm], 5_000.0);
         assert_eq!(by[&TimeKind::Rest], 1_000.0);
         assert_eq!(by.values().sum::<f64>(), 10_000.0);
+    }
+
+    /// A guest serving two filesystems has a record per filesystem, each with its own items and
+    /// the guest's boot: merged, the guest's boot counts once and its time adds up to its own.
+    #[test]
+    fn a_shared_guests_records_are_one_machine() {
+        let ext4 = timeline(
+            Some(2_000.0),
+            Some(2_500.0),
+            vec![span(TimeKind::Mounts, 2_500.0, 4_000.0)],
+            10_000.0,
+        );
+        let tmpfs = timeline(
+            Some(2_000.0),
+            Some(2_500.0),
+            vec![span(TimeKind::Storm, 4_000.0, 9_000.0)],
+            10_000.0,
+        );
+        let alone = timeline(Some(1_000.0), None, vec![], 3_000.0);
+        let machines = merge_guests(
+            [
+                ("k/1s2c1t".to_string(), Some("g"), &ext4),
+                ("k/1s2c1t".to_string(), Some("g"), &tmpfs),
+                ("local".to_string(), None, &alone),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(machines.len(), 2);
+        let by = of_boot(&machines[0].1);
+        assert_eq!(by[&TimeKind::BootToReady], 2_000.0, "the guest booted once");
+        assert_eq!(by[&TimeKind::Mounts], 1_500.0);
+        assert_eq!(by[&TimeKind::Storm], 5_000.0);
+        assert_eq!(by.values().sum::<f64>(), 10_000.0);
+        assert_eq!(machines[1].1, alone);
     }
 
     #[test]
